@@ -1,0 +1,173 @@
+//! The server's side of the handshake.
+//!
+//! [`ExpectClientHello`] → [`ExpectClientFinished`] (which takes an optional
+//! ClientAuth first) → [`Session`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{ServerConfig, client_auth_input, expect_plain, open_encrypted};
+use crate::crypto::kdf::Transcript;
+use crate::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
+use crate::crypto::{Rng, kem, random_array};
+use crate::error::{AuthFailure, Error, Incompatibility, Misbehavior};
+use crate::frame::{Frame, FrameKind};
+use crate::keyschedule::HandshakeSchedule;
+use crate::message::{
+    self, ClientAuth, ClientAuthRequest, ClientHello, Extensions, Finished, MessageType, ServerHello, ServerIdentity,
+    VERSION_1,
+};
+use crate::record::{ContentType, RecordOpener, RecordSealer};
+use crate::session::{Role, Session, SessionParams};
+use crate::suite::Suite;
+
+/// ServerIdentity sent; waiting for ClientHello.
+pub struct ExpectClientHello {
+    config: Arc<ServerConfig>,
+    offered: Vec<u16>,
+    transcript: Transcript,
+}
+
+impl ExpectClientHello {
+    /// Begins a server handshake; returns the state and the ServerIdentity
+    /// frame to send first.
+    pub fn new(config: Arc<ServerConfig>) -> Result<(Self, Vec<u8>), Error> {
+        let offered = config.offered()?;
+        let identity = ServerIdentity {
+            versions: vec![VERSION_1],
+            server_key: config.key.public_key().spki().to_vec(),
+            suites: offered.clone(),
+            extensions: Extensions::default(),
+        }
+        .encode()?;
+        let mut transcript = Transcript::new();
+        transcript.add(&identity);
+        Ok((ExpectClientHello { config, offered, transcript }, Frame::encode(FrameKind::Handshake, &identity)))
+    }
+
+    /// Reads ClientHello, completes both KEMs and returns the ServerHello and
+    /// encrypted Finished frames.
+    pub fn handle_client_hello(
+        mut self,
+        frame: &Frame,
+        rng: &mut dyn Rng,
+        now: Instant,
+    ) -> Result<(ExpectClientFinished, Vec<u8>), Error> {
+        let body = expect_plain(frame, MessageType::ClientHello)?;
+        let hello = ClientHello::decode(body)?;
+        if hello.version != VERSION_1 {
+            return Err(Misbehavior::VersionNotOffered.into());
+        }
+        if !self.offered.contains(&hello.suite) {
+            return Err(Misbehavior::SuiteNotOffered.into());
+        }
+        let suite = Suite::from_u16(hello.suite).ok_or(Misbehavior::SuiteNotOffered)?;
+        // Extensions in ClientHello are ignored in version 1 (type 0x0001 is
+        // reserved for password mode); an answer is never sent unasked.
+        let static_ss = self.config.key.decapsulate(&hello.static_ciphertext, rng)?;
+        let (ephemeral_share, eph_ss) = kem::ephemeral_respond(suite.ephemeral_kem, &hello.ephemeral_share, rng)?;
+        let server_hello = ServerHello {
+            random: random_array(rng)?,
+            ephemeral_share,
+            client_auth: self.config.client_auth,
+            extensions: Extensions::default(),
+        }
+        .encode()?;
+        self.transcript.add(&frame.body);
+        self.transcript.add(&server_hello);
+
+        let schedule = HandshakeSchedule::new(&static_ss, &eph_ss, None, &self.transcript.hash())?;
+        let mut sealer = RecordSealer::new(suite.aead, schedule.server_secret().clone(), now)?;
+        let fin = Finished { verify_data: schedule.server_finished(&self.transcript.hash())? }.encode()?;
+        self.transcript.add(&fin);
+
+        let mut out = Frame::encode(FrameKind::Handshake, &server_hello);
+        out.extend_from_slice(&sealer.seal(ContentType::Handshake, &fin)?);
+        let opener = RecordOpener::new(suite.aead, schedule.client_secret().clone(), now)?;
+        let next = ExpectClientFinished {
+            config: self.config,
+            transcript: self.transcript,
+            suite,
+            schedule,
+            opener,
+            identity: None,
+        };
+        Ok((next, out))
+    }
+}
+
+/// What the server does after a client handshake record.
+pub enum ServerStep {
+    /// ClientAuth was accepted; the Finished is still to come.
+    Continue(ExpectClientFinished),
+    /// The handshake is complete.
+    Done(Session),
+}
+
+/// Server Finished sent; waiting for [ClientAuth] and the client's Finished.
+pub struct ExpectClientFinished {
+    config: Arc<ServerConfig>,
+    transcript: Transcript,
+    suite: Suite,
+    schedule: HandshakeSchedule,
+    opener: RecordOpener,
+    identity: Option<IdentityPublicKey>,
+}
+
+impl ExpectClientFinished {
+    /// Handles one encrypted handshake record from the client.
+    pub fn handle_frame(mut self, frame: &Frame, now: Instant) -> Result<ServerStep, Error> {
+        let (ty, message) = open_encrypted(&mut self.opener, frame)?;
+        let (_, body) = message::split_message(&message)?;
+        match ty {
+            MessageType::ClientAuth => {
+                if self.config.client_auth == ClientAuthRequest::None {
+                    return Err(Misbehavior::ClientAuthUnrequested.into());
+                }
+                if self.identity.is_some() {
+                    return Err(Misbehavior::UnexpectedMessage.into());
+                }
+                let auth = ClientAuth::decode(body)?;
+                let algorithm =
+                    SignatureAlgorithm::from_u16(auth.algorithm).ok_or(Incompatibility::UnsupportedSignature)?;
+                let key = IdentityPublicKey::from_spki(algorithm, &auth.public_key)?;
+                if !key.verify(&client_auth_input(&self.transcript.hash()), &auth.signature) {
+                    return Err(AuthFailure::ClientSignature.into());
+                }
+                self.transcript.add(&message);
+                self.identity = Some(key);
+                Ok(ServerStep::Continue(self))
+            }
+            MessageType::Finished => {
+                if self.config.client_auth == ClientAuthRequest::Required && self.identity.is_none() {
+                    return Err(Misbehavior::ClientAuthMissing.into());
+                }
+                let finished = Finished::decode(body)?;
+                if !self.schedule.verify_client_finished(&self.transcript.hash(), &finished.verify_data)? {
+                    return Err(AuthFailure::ClientFinished.into());
+                }
+                self.transcript.add(&message);
+                let handshake_hash = self.transcript.hash();
+                let secrets = self.schedule.into_application(&handshake_hash)?;
+                let session = Session::new(SessionParams {
+                    role: Role::Server,
+                    suite: self.suite,
+                    secrets,
+                    handshake_hash,
+                    server_key: self.config.key.public_key().clone(),
+                    peer_identity: self.identity,
+                    key_update: self.config.key_update,
+                    now,
+                })?;
+                Ok(ServerStep::Done(session))
+            }
+            _ => Err(Misbehavior::UnexpectedMessage.into()),
+        }
+    }
+
+    /// The identity key the client proved, if it sent ClientAuth.
+    #[must_use]
+    pub fn client_identity(&self) -> Option<&IdentityPublicKey> {
+        self.identity.as_ref()
+    }
+}
