@@ -154,12 +154,13 @@ pub enum Incompatibility {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthFailure {
-    /// The server's Finished did not verify: wrong server key, or an altered
-    /// handshake (including a downgraded suite list).
-    #[error("server finished did not verify")]
+    /// The server's Finished did not decrypt or verify: the server does not
+    /// hold the key the client encapsulated to, or the handshake was altered
+    /// (including a downgraded suite list).
+    #[error("the server did not prove it holds the trusted key, or the handshake was altered")]
     ServerFinished,
-    /// The client's Finished did not verify.
-    #[error("client finished did not verify")]
+    /// The client's ClientAuth or Finished did not decrypt or verify.
+    #[error("the client's finished did not verify, or the handshake was altered")]
     ClientFinished,
     /// The client's identity signature did not verify.
     #[error("client signature did not verify")]

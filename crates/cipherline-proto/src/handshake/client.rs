@@ -169,7 +169,7 @@ impl ExpectServerFinished {
     /// to send: [ClientAuth] and Finished. Application data may be sent right
     /// after these frames.
     pub fn handle_server_finished(mut self, frame: &Frame, now: Instant) -> Result<(Session, Vec<u8>), Error> {
-        let (ty, message) = open_encrypted(&mut self.opener, frame)?;
+        let (ty, message) = open_encrypted(&mut self.opener, frame, AuthFailure::ServerFinished)?;
         if ty != MessageType::Finished {
             return Err(Misbehavior::UnexpectedMessage.into());
         }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::alert::AlertCode;
 use crate::crypto::kem::ServerKey;
 use crate::crypto::sign::IdentityKey;
-use crate::error::{DecodeError, Error, Misbehavior};
+use crate::error::{AuthFailure, DecodeError, Error, Misbehavior};
 use crate::frame::{Frame, FrameKind};
 use crate::message::{self, ClientAuthRequest, MessageType};
 use crate::record::{ContentType, KeyUpdatePolicy, RecordOpener};
@@ -138,12 +138,25 @@ fn expect_plain(frame: &Frame, expected: MessageType) -> Result<&[u8], Error> {
 
 /// Opens an encrypted handshake record; returns the message type and the
 /// whole message bytes (for the transcript).
-fn open_encrypted(opener: &mut RecordOpener, frame: &Frame) -> Result<(MessageType, Vec<u8>), Error> {
+///
+/// The first encrypted record from a peer is its Finished (or ClientAuth):
+/// if it does not authenticate, the peer did not derive the same handshake
+/// keys, i.e. it does not hold the key (or the handshake was altered). That
+/// is reported as `peer_failure`, an authentication failure, not as a
+/// generic record error.
+fn open_encrypted(
+    opener: &mut RecordOpener,
+    frame: &Frame,
+    peer_failure: AuthFailure,
+) -> Result<(MessageType, Vec<u8>), Error> {
     match frame.kind {
         FrameKind::Alert => Err(Error::AlertReceived(alert_code(frame))),
         FrameKind::Handshake => Err(Misbehavior::UnexpectedMessage.into()),
         FrameKind::Record => {
-            let (ty, content) = opener.open(&frame.header, &frame.body)?;
+            let (ty, content) = opener.open(&frame.header, &frame.body).map_err(|e| match e {
+                Error::DecryptFailed => Error::AuthenticationFailed(peer_failure),
+                other => other,
+            })?;
             match ty {
                 ContentType::Handshake => {
                     let (msg_type, _) = message::split_message(&content)?;

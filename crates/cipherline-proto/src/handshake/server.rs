@@ -117,7 +117,7 @@ pub struct ExpectClientFinished {
 impl ExpectClientFinished {
     /// Handles one encrypted handshake record from the client.
     pub fn handle_frame(mut self, frame: &Frame, now: Instant) -> Result<ServerStep, Error> {
-        let (ty, message) = open_encrypted(&mut self.opener, frame)?;
+        let (ty, message) = open_encrypted(&mut self.opener, frame, AuthFailure::ClientFinished)?;
         let (_, body) = message::split_message(&message)?;
         match ty {
             MessageType::ClientAuth => {
