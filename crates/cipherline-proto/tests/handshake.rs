@@ -25,7 +25,8 @@ fn exchange(h: &mut Handshake, clock: Clock) {
 
 #[test]
 fn every_suite_and_key_size_completes_and_exchanges_records() {
-    let keys = [(rsa_key(2048), "rsa2048"), (rsa_key(3072), "rsa3072"), (rsa_key(4096), "rsa4096"), (x25519_key(), "x25519")];
+    let keys =
+        [(rsa_key(2048), "rsa2048"), (rsa_key(3072), "rsa3072"), (rsa_key(4096), "rsa4096"), (x25519_key(), "x25519")];
     let mut completed = 0;
     for (key, name) in keys {
         let kem = key.public_key().static_kem();
@@ -53,8 +54,10 @@ fn default_is_the_strongest_suite_both_support() {
 
     // A server that offers only X25519 ephemeral gets that, still with AES-GCM.
     let server = Arc::new(ServerConfig {
-        suites: vec![Suite::new(StaticKem::X25519, EphemeralKem::X25519, Aead::Aes256Gcm),
-                     Suite::new(StaticKem::X25519, EphemeralKem::X25519, Aead::ChaCha20Poly1305)],
+        suites: vec![
+            Suite::new(StaticKem::X25519, EphemeralKem::X25519, Aead::Aes256Gcm),
+            Suite::new(StaticKem::X25519, EphemeralKem::X25519, Aead::ChaCha20Poly1305),
+        ],
         ..ServerConfig::new(x25519_key())
     });
     let h = handshake(client_config(), server);

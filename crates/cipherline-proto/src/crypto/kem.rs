@@ -337,6 +337,14 @@ pub(crate) fn ephemeral_respond(
 }
 
 impl EphemeralSecret {
+    /// The ML-KEM-768 decapsulation key in its expanded 2400-byte form, for
+    /// publishing test vectors only: it lets a verifier recompute the ML-KEM
+    /// shared secret that aws-lc-rs derived with its internal randomness.
+    pub fn mlkem_key_bytes_for_testing_only(&self) -> Option<Zeroizing<Vec<u8>>> {
+        let dk = self.mlkem.as_ref()?;
+        dk.key_bytes().ok().map(|b| Zeroizing::new(b.as_ref().to_vec()))
+    }
+
     /// Client side: combines the server's share with our secret.
     pub(crate) fn finish(self, server_share: &[u8], kem: EphemeralKem) -> Result<EphemeralSharedSecret, Error> {
         let (_, server_len) = ephemeral_share_lens(kem);

@@ -124,6 +124,12 @@ pub struct ExpectServerHello {
 }
 
 impl ExpectServerHello {
+    /// The client's ML-KEM decapsulation key, for publishing test vectors
+    /// only (see [`EphemeralSecret::mlkem_key_bytes_for_testing_only`]).
+    pub fn mlkem_key_bytes_for_testing_only(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        self.eph_secret.as_ref()?.mlkem_key_bytes_for_testing_only()
+    }
+
     /// Reads ServerHello and derives the handshake keys.
     pub fn handle_server_hello(mut self, frame: &Frame, now: Instant) -> Result<ExpectServerFinished, Error> {
         let body = expect_plain(frame, MessageType::ServerHello)?;
