@@ -55,7 +55,9 @@ fn bench_handshakes(c: &mut Criterion) {
                 continue;
             }
             let client = Arc::new(ClientConfig { suites: vec![suite], ..ClientConfig::default() });
-            group.bench_function(BenchmarkId::new(key_name, suite), |b| b.iter(|| black_box(handshake(&client, &server))));
+            group.bench_function(BenchmarkId::new(key_name, suite), |b| {
+                b.iter(|| black_box(handshake(&client, &server)))
+            });
         }
     }
     group.finish();

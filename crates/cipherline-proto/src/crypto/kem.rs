@@ -307,6 +307,21 @@ pub fn ephemeral_share_lens(kem: EphemeralKem) -> (usize, usize) {
 /// (the X25519MLKEM768 order), X25519's alone, or 32 zero bytes for none.
 pub type EphemeralSharedSecret = Zeroizing<Vec<u8>>;
 
+/// Encapsulates to a peer's ML-KEM-768 encapsulation key:
+/// `(ciphertext, shared secret)`.
+///
+/// A key of the wrong length, or one whose coefficients are not reduced
+/// modulo q (the FIPS 203 §7.2 modulus check), is refused as
+/// [`DecodeError::KeyEncoding`]. aws-lc-rs checks the length when the key is
+/// imported but the modulus only inside `encapsulate`, so a failure there is
+/// reported as the peer's bad key, not as an internal error
+/// (Wycheproof `mlkem_768_encaps_test.json` covers both).
+pub fn mlkem768_encapsulate(ek: &[u8]) -> Result<(Vec<u8>, EphemeralSharedSecret), Error> {
+    let ek = EncapsulationKey::new(&ML_KEM_768, ek).map_err(|_| DecodeError::KeyEncoding)?;
+    let (ct, k) = ek.encapsulate().map_err(|_| DecodeError::KeyEncoding)?;
+    Ok((ct.as_ref().to_vec(), Zeroizing::new(k.as_ref().to_vec())))
+}
+
 /// Server side: answers the client's share; returns `(server share, secret)`.
 pub(crate) fn ephemeral_respond(
     kem: EphemeralKem,
@@ -324,11 +339,9 @@ pub(crate) fn ephemeral_respond(
     let mut share = Vec::with_capacity(server_len);
     let mut ss = Zeroizing::new(Vec::with_capacity(2 * HASH_LEN));
     if kem == EphemeralKem::X25519MlKem768 {
-        // EncapsulationKey::new performs the FIPS 203 §7.2 modulus check.
-        let ek = EncapsulationKey::new(&ML_KEM_768, mlkem_ek).map_err(|_| DecodeError::KeyEncoding)?;
-        let (ct, k) = ek.encapsulate().map_err(|_| Error::Internal)?;
-        share.extend_from_slice(ct.as_ref());
-        ss.extend_from_slice(k.as_ref());
+        let (ct, k) = mlkem768_encapsulate(mlkem_ek)?;
+        share.extend_from_slice(&ct);
+        ss.extend_from_slice(&k);
     }
     let eph = x25519_private(&Zeroizing::new(random_array(rng)?))?;
     share.extend_from_slice(&x25519_public(&eph)?);

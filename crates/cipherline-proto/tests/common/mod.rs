@@ -164,7 +164,6 @@ pub fn handshake_with(
         }
     }
     let server_session = server_session.ok_or(Failure::Stalled(Flight::ClientFinish))?;
-    drop(deliver);
     Ok(Handshake { client: client_session, server: server_session, flights })
 }
 
