@@ -305,7 +305,22 @@ pub fn ephemeral_share_lens(kem: EphemeralKem) -> (usize, usize) {
 
 /// The ephemeral shared secret: ML-KEM's secret then X25519's for the hybrid
 /// (the X25519MLKEM768 order), X25519's alone, or 32 zero bytes for none.
-pub type EphemeralSharedSecret = Zeroizing<Vec<u8>>;
+/// Erased on drop; no `Debug`.
+pub struct EphemeralSharedSecret(Zeroizing<Vec<u8>>);
+
+impl EphemeralSharedSecret {
+    /// The 32 zero bytes that stand in for a suite without an ephemeral KEM.
+    #[must_use]
+    pub fn none() -> Self {
+        EphemeralSharedSecret(Zeroizing::new(vec![0u8; HASH_LEN]))
+    }
+
+    /// The secret's bytes, for the key schedule.
+    #[must_use]
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// Encapsulates to a peer's ML-KEM-768 encapsulation key:
 /// `(ciphertext, shared secret)`.
@@ -319,7 +334,7 @@ pub type EphemeralSharedSecret = Zeroizing<Vec<u8>>;
 pub fn mlkem768_encapsulate(ek: &[u8]) -> Result<(Vec<u8>, EphemeralSharedSecret), Error> {
     let ek = EncapsulationKey::new(&ML_KEM_768, ek).map_err(|_| DecodeError::KeyEncoding)?;
     let (ct, k) = ek.encapsulate().map_err(|_| DecodeError::KeyEncoding)?;
-    Ok((ct.as_ref().to_vec(), Zeroizing::new(k.as_ref().to_vec())))
+    Ok((ct.as_ref().to_vec(), EphemeralSharedSecret(Zeroizing::new(k.as_ref().to_vec()))))
 }
 
 /// Server side: answers the client's share; returns `(server share, secret)`.
@@ -333,7 +348,7 @@ pub(crate) fn ephemeral_respond(
         return Err(DecodeError::KeyEncoding.into());
     }
     if kem == EphemeralKem::None {
-        return Ok((Vec::new(), Zeroizing::new(vec![0u8; HASH_LEN])));
+        return Ok((Vec::new(), EphemeralSharedSecret::none()));
     }
     let (mlkem_ek, x_pub) = client_share.split_at(client_len - X25519_LEN);
     let mut share = Vec::with_capacity(server_len);
@@ -341,12 +356,12 @@ pub(crate) fn ephemeral_respond(
     if kem == EphemeralKem::X25519MlKem768 {
         let (ct, k) = mlkem768_encapsulate(mlkem_ek)?;
         share.extend_from_slice(&ct);
-        ss.extend_from_slice(&k);
+        ss.extend_from_slice(k.expose());
     }
     let eph = x25519_private(&Zeroizing::new(random_array(rng)?))?;
     share.extend_from_slice(&x25519_public(&eph)?);
     ss.extend_from_slice(x25519_agree(&eph, x_pub)?.expose());
-    Ok((share, ss))
+    Ok((share, EphemeralSharedSecret(ss)))
 }
 
 impl EphemeralSecret {
@@ -375,7 +390,7 @@ impl EphemeralSecret {
             _ => return Err(Error::ApiMisuse("ephemeral kem mismatch")),
         }
         ss.extend_from_slice(x25519_agree(&self.x25519, x_pub)?.expose());
-        Ok(ss)
+        Ok(EphemeralSharedSecret(ss))
     }
 }
 
@@ -402,7 +417,7 @@ mod tests {
             assert_eq!(share.len(), ephemeral_share_lens(kem).0);
             let (reply, server_ss) = ephemeral_respond(kem, &share, &mut rng).unwrap();
             let client_ss = secret.unwrap().finish(&reply, kem).unwrap();
-            assert_eq!(*client_ss, *server_ss);
+            assert_eq!(client_ss.expose(), server_ss.expose());
         }
     }
 

@@ -140,11 +140,11 @@ impl ExpectServerHello {
         }
         let eph_ss = match self.eph_secret.take() {
             Some(secret) => secret.finish(&hello.ephemeral_share, self.suite.ephemeral_kem)?,
-            None if hello.ephemeral_share.is_empty() => zeroize::Zeroizing::new(vec![0u8; 32]),
+            None if hello.ephemeral_share.is_empty() => kem::EphemeralSharedSecret::none(),
             None => return Err(crate::error::DecodeError::KeyEncoding.into()),
         };
         self.transcript.add(&frame.body);
-        let schedule = HandshakeSchedule::new(&self.static_ss, &eph_ss, None, &self.transcript.hash())?;
+        let schedule = HandshakeSchedule::new(&self.static_ss, eph_ss.expose(), None, &self.transcript.hash())?;
         let opener = RecordOpener::new(self.suite.aead, schedule.server_secret().clone(), now)?;
         Ok(ExpectServerFinished {
             config: self.config,

@@ -76,7 +76,7 @@ impl ExpectClientHello {
         self.transcript.add(&frame.body);
         self.transcript.add(&server_hello);
 
-        let schedule = HandshakeSchedule::new(&static_ss, &eph_ss, None, &self.transcript.hash())?;
+        let schedule = HandshakeSchedule::new(&static_ss, eph_ss.expose(), None, &self.transcript.hash())?;
         let mut sealer = RecordSealer::new(suite.aead, schedule.server_secret().clone(), now)?;
         let fin = Finished { verify_data: schedule.server_finished(&self.transcript.hash())? }.encode()?;
         self.transcript.add(&fin);
