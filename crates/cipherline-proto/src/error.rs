@@ -168,10 +168,13 @@ pub enum AuthFailure {
 }
 
 impl Error {
-    /// The alert code this side should send before closing after this error.
+    /// The alert this side should send before closing after this error, or
+    /// `None` when no alert is due: the peer already closed (it sent an alert
+    /// or close_notify) or the stream ended.
     #[must_use]
-    pub fn alert(&self) -> AlertCode {
-        match self {
+    pub fn alert(&self) -> Option<AlertCode> {
+        Some(match self {
+            Error::Decode(DecodeError::FrameLength) => AlertCode::RecordOverflow,
             Error::Decode(_) => AlertCode::DecodeError,
             Error::PeerMisbehaved(Misbehavior::KeyUsageExceeded) => AlertCode::IllegalParameter,
             Error::PeerMisbehaved(Misbehavior::ClientAuthMissing) => AlertCode::IdentityRequired,
@@ -184,9 +187,9 @@ impl Error {
             Error::PeerIncompatible(_) => AlertCode::InsufficientSecurity,
             Error::DecryptFailed => AlertCode::BadRecordMac,
             Error::AuthenticationFailed(_) => AlertCode::DecryptError,
-            Error::AlertReceived(_) | Error::PeerClosed | Error::Truncated => AlertCode::CloseNotify,
+            Error::AlertReceived(_) | Error::PeerClosed | Error::Truncated => return None,
             Error::InvalidConfig(_) | Error::ApiMisuse(_) | Error::Internal => AlertCode::InternalError,
-        }
+        })
     }
 }
 

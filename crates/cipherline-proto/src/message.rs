@@ -77,7 +77,7 @@ impl MessageType {
 pub fn split_message(bytes: &[u8]) -> Result<(MessageType, &[u8]), DecodeError> {
     let mut r = Reader::new(bytes);
     let ty = MessageType::from_u8(r.u8()?)?;
-    let body = r.vec16(MAX_HANDSHAKE_FRAME)?;
+    let body = r.vec16(MAX_HANDSHAKE_FRAME - 3)?;
     r.finish()?;
     Ok((ty, body))
 }

@@ -30,7 +30,7 @@ pub enum Received {
     /// Application bytes (possibly empty). Record boundaries carry no meaning.
     Data(Zeroizing<Vec<u8>>),
     /// The peer ratcheted its sending key; if it asked us to do the same,
-    /// [`Session::poll_transmit`] now has our KeyUpdate.
+    /// [`Session::poll_transmit`] now returns our KeyUpdate.
     KeyUpdate,
     /// The peer closed cleanly; nothing more will arrive.
     CloseNotify,
@@ -70,7 +70,13 @@ pub struct Session {
     server_key: ServerPublicKey,
     peer_identity: Option<IdentityPublicKey>,
     policy: KeyUpdatePolicy,
-    transmit: Vec<u8>,
+    /// The peer asked for a key update that we have not answered yet. The
+    /// answer is sealed by whichever output call comes next, before anything
+    /// else, so no record under our new key can overtake it.
+    update_requested: bool,
+    /// Whether any record from the peer has authenticated under the
+    /// application keys yet.
+    received_record: bool,
     received_close: bool,
     sent_close: bool,
 }
@@ -92,7 +98,8 @@ impl Session {
             server_key: p.server_key,
             peer_identity: p.peer_identity,
             policy: p.key_update,
-            transmit: Vec::new(),
+            update_requested: false,
+            received_record: false,
             received_close: false,
             sent_close: false,
         })
@@ -143,6 +150,7 @@ impl Session {
             return Err(Error::ApiMisuse("send after close"));
         }
         let mut out = Vec::with_capacity(data.len() + 64);
+        self.answer_update_request(now, &mut out)?;
         let mut chunks = data.chunks(MAX_CONTENT).peekable();
         if chunks.peek().is_none() {
             self.update_if_due(now, &mut out)?;
@@ -153,6 +161,14 @@ impl Session {
             out.extend_from_slice(&self.sealer.seal(ContentType::ApplicationData, chunk)?);
         }
         Ok(out)
+    }
+
+    fn answer_update_request(&mut self, now: Instant, out: &mut Vec<u8>) -> Result<(), Error> {
+        if self.update_requested && !self.sent_close {
+            self.update_requested = false;
+            self.send_key_update(false, now, out)?;
+        }
+        Ok(())
     }
 
     fn update_if_due(&mut self, now: Instant, out: &mut Vec<u8>) -> Result<(), Error> {
@@ -175,6 +191,8 @@ impl Session {
             return Err(Error::ApiMisuse("key update after close"));
         }
         let mut out = Vec::new();
+        // Our request also answers a pending request of the peer's.
+        self.update_requested = false;
         self.send_key_update(true, now, &mut out)?;
         Ok(out)
     }
@@ -192,34 +210,47 @@ impl Session {
     /// (empty if none was due).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
+        self.answer_update_request(now, &mut out)?;
         if !self.sent_close && self.sealer.needs_update(&self.policy, now) {
             self.send_key_update(false, now, &mut out)?;
         }
         Ok(out)
     }
 
-    /// Bytes this side must send that no call has returned yet (a KeyUpdate
-    /// answering the peer's request). Call after [`Session::handle_frame`].
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        if self.transmit.is_empty() { None } else { Some(std::mem::take(&mut self.transmit)) }
+    /// Bytes this side must send that no call has returned yet: the
+    /// KeyUpdate answering the peer's request. Call after
+    /// [`Session::handle_frame`]; if [`Session::send`] comes first it puts
+    /// the answer in front of the data instead, so the order is always right.
+    pub fn poll_transmit(&mut self, now: Instant) -> Result<Option<Vec<u8>>, Error> {
+        let mut out = Vec::new();
+        self.answer_update_request(now, &mut out)?;
+        Ok(if out.is_empty() { None } else { Some(out) })
     }
 
     /// Authenticates and decrypts one frame from the peer.
     ///
-    /// Any error is fatal: the caller should send [`Session::alert`] for
-    /// [`Error::alert`] (unless the error is an alert from the peer) and close.
+    /// Any error is fatal: the caller should send [`Session::alert`] with
+    /// [`Error::alert`] (when it is `Some`) and close.
     pub fn handle_frame(&mut self, frame: &Frame, now: Instant) -> Result<Received, Error> {
         if self.received_close {
             return Err(Misbehavior::DataAfterClose.into());
         }
-        // After the handshake only records are valid; a plaintext alert here
-        // is unauthenticated, so it is treated as a protocol violation rather
-        // than believed.
-        if frame.kind != FrameKind::Record {
-            return Err(Misbehavior::UnexpectedMessage.into());
+        match frame.kind {
+            FrameKind::Record => {}
+            // The server refuses a client's last flight (a bad ClientAuth or
+            // Finished) with a plaintext alert, because the client has already
+            // moved to application keys. Such an alert is as unauthenticated
+            // as any handshake alert and is accepted only where it can occur:
+            // before the peer's first record.
+            FrameKind::Alert if !self.received_record => {
+                let code = AlertCode::from_u8(frame.body.first().copied().unwrap_or_default());
+                return Err(Error::AlertReceived(code));
+            }
+            // Later, a plaintext frame can only come from someone else.
+            _ => return Err(Misbehavior::UnexpectedMessage.into()),
         }
         let (ty, content) = self.opener.open(&frame.header, &frame.body)?;
+        self.received_record = true;
         match ty {
             ContentType::ApplicationData => Ok(Received::Data(content)),
             ContentType::KeyUpdate => {
@@ -229,10 +260,8 @@ impl Session {
                     _ => return Err(DecodeError::IllegalValue.into()),
                 };
                 self.opener.update(now)?;
-                if request && !self.sent_close {
-                    let mut out = Vec::new();
-                    self.send_key_update(false, now, &mut out)?;
-                    self.transmit.extend_from_slice(&out);
+                if request {
+                    self.update_requested = true;
                 }
                 Ok(Received::KeyUpdate)
             }

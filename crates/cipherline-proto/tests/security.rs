@@ -104,11 +104,27 @@ fn replayed_reordered_dropped_and_truncated_records_are_detected() {
 }
 
 #[test]
-fn plaintext_frames_after_the_handshake_are_refused() {
+fn plaintext_frames_after_the_first_record_are_refused() {
     let now = Clock::new().0;
     let mut h = handshake(client_config(), server_config(x25519_key()));
-    // A forged plaintext alert from a man in the middle is not believed.
+    // Before the server's first record, a plaintext alert is how a server
+    // refuses the client's last flight: reported (as unauthenticated as any
+    // handshake alert).
+    let refusal = Frame::encode(FrameKind::Alert, &[115]);
+    let mut h2 = handshake(client_config(), server_config(x25519_key()));
+    assert_eq!(
+        deliver(&mut h2.client, &refusal, now).unwrap_err(),
+        Error::AlertReceived(cipherline_proto::AlertCode::UnknownIdentity)
+    );
+    // Once a record has authenticated, a plaintext alert can only be forged.
+    let wire = h.server.send(b"welcome", now).unwrap();
+    deliver(&mut h.client, &wire, now).unwrap();
     let forged = Frame::encode(FrameKind::Alert, &[120]);
+    assert_eq!(
+        deliver(&mut h.client, &forged, now).unwrap_err(),
+        Error::PeerMisbehaved(Misbehavior::UnexpectedMessage)
+    );
+    let forged = Frame::encode(FrameKind::Handshake, &[0x14, 0, 1, 0]);
     assert_eq!(
         deliver(&mut h.client, &forged, now).unwrap_err(),
         Error::PeerMisbehaved(Misbehavior::UnexpectedMessage)
@@ -442,9 +458,20 @@ fn keys_ratchet_by_count_by_time_and_on_request() {
     // On request: the peer answers with its own update.
     let wire = h.client.request_key_update(clock.0).unwrap();
     assert_eq!(deliver(&mut h.server, &wire, clock.0).unwrap(), vec![Received::KeyUpdate]);
-    let answer = h.server.poll_transmit().expect("the server answers a requested update");
+    let answer = h.server.poll_transmit(clock.0).unwrap().expect("the server answers a requested update");
     assert_eq!(deliver(&mut h.client, &answer, clock.0).unwrap(), vec![Received::KeyUpdate]);
-    assert!(h.client.poll_transmit().is_none(), "an answer does not ask again");
+    assert!(h.client.poll_transmit(clock.0).unwrap().is_none(), "an answer does not ask again");
+
+    // If the application sends before draining poll_transmit, the answer is
+    // put in front of the data: the peer never sees a record under a key it
+    // has not been told about.
+    let wire = h.client.request_key_update(clock.0).unwrap();
+    deliver(&mut h.server, &wire, clock.0).unwrap();
+    let wire = h.server.send(b"data right away", clock.0).unwrap();
+    let got = deliver(&mut h.client, &wire, clock.0).unwrap();
+    assert_eq!(got[0], Received::KeyUpdate);
+    assert_eq!(data(&got), b"data right away");
+    assert!(h.server.poll_transmit(clock.0).unwrap().is_none(), "answered exactly once");
     // Both directions still work after all that.
     let wire = h.server.send(b"still here", clock.0).unwrap();
     assert_eq!(data(&deliver(&mut h.client, &wire, clock.0).unwrap()), b"still here");

@@ -272,3 +272,15 @@ fn seed_faithful_vector_verifies() {
     let private = json!({"type": "rsa-pkcs8", "der": hex::encode(testdata("keys/rsa2048.pk8.der"))});
     check("rsa2048-none-aes256gcm.json", || generate(suite, private.clone(), 0x33), false);
 }
+
+#[test]
+fn protocol_md_prints_the_published_vector() {
+    let spec = std::fs::read_to_string(format!("{}/../../PROTOCOL.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let file = String::from_utf8(testdata("vectors/x25519-x25519-aes256gcm.json")).unwrap();
+    assert!(spec.contains(&format!("```json\n{file}```")), "PROTOCOL.md appendix A.4.1 differs from the vector file");
+    for name in ["rsa2048-x25519mlkem768-aes256gcm.json", "rsa2048-none-aes256gcm.json"] {
+        let v: Value = serde_json::from_slice(&testdata(&format!("vectors/{name}"))).unwrap();
+        let hash = v["derived"]["handshake_hash"].as_str().unwrap();
+        assert!(spec.contains(hash), "PROTOCOL.md appendix A.4.2 lists {name}'s handshake hash");
+    }
+}
