@@ -1,0 +1,205 @@
+//! The binary's error type: what went wrong, then what to do about it.
+//!
+//! Library errors arrive as [`cipherline_keys::Error`] (short, lowercase,
+//! naming the file); this type adds the hint a person needs, with the exact
+//! flag or command to use. Nothing here prints key bytes or passphrases: the
+//! library errors carry none.
+
+use core::fmt;
+use std::io;
+use std::path::Path;
+
+use cipherline_keys::{Error as KeysError, KeyChange, KeyProblem};
+
+/// Everything the CLI reports to the user.
+#[derive(Debug)]
+pub enum CliError {
+    /// An error from the keys library.
+    Keys(KeysError),
+    /// Flags that do not fit together, or a value that makes no sense.
+    Usage {
+        /// What is wrong.
+        what: String,
+        /// What to do instead.
+        hint: String,
+    },
+    /// A passphrase was needed but there is no terminal to ask on.
+    NoTerminal {
+        /// What needed asking.
+        what: &'static str,
+        /// The flag to use instead.
+        hint: &'static str,
+    },
+    /// The two passphrases typed did not match.
+    PassphraseMismatch,
+    /// Reading from or writing to the terminal failed.
+    Terminal(io::Error),
+}
+
+impl From<KeysError> for CliError {
+    fn from(e: KeysError) -> Self {
+        CliError::Keys(e)
+    }
+}
+
+impl CliError {
+    /// A usage error with a hint.
+    pub fn usage(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError::Usage { what: what.into(), hint: hint.into() }
+    }
+
+    /// The process exit code: 2 for usage errors (as clap uses), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// What to do about the error, if there is advice to give.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            CliError::Keys(e) => keys_hint(e),
+            CliError::Usage { hint, .. } => Some(hint.clone()),
+            CliError::NoTerminal { hint, .. } => Some((*hint).to_owned()),
+            CliError::PassphraseMismatch => Some("run the command again and type the same passphrase twice".into()),
+            CliError::Terminal(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Keys(KeysError::ServerKeyChanged(change)) => {
+                let KeyChange { server, path, line, known, presented } = &**change;
+                writeln!(f, "THE KEY OF SERVER {server} HAS CHANGED. NOT CONNECTING.")?;
+                writeln!(f, "  recorded in {} line {line}: {known}", path.display())?;
+                writeln!(f, "  presented by the server now:  {presented}")?;
+                write!(
+                    f,
+                    "Someone may be intercepting the connection (a man-in-the-middle attack), \
+                     or the server's operator may have replaced its key."
+                )
+            }
+            CliError::Keys(e) => write!(f, "{e}"),
+            CliError::Usage { what, .. } => f.write_str(what),
+            CliError::NoTerminal { what, .. } => write!(f, "{what}, but there is no terminal to ask on"),
+            CliError::PassphraseMismatch => f.write_str("the passphrases do not match"),
+            CliError::Terminal(e) => write!(f, "terminal: {e}"),
+        }
+    }
+}
+
+/// Quotes a path for a shell command line (single quotes when needed).
+pub fn shell_quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@".contains(&b)) {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn keys_hint(e: &KeysError) -> Option<String> {
+    let hint = match e {
+        KeysError::KeyFile { path, problem } => return problem_hint(path, problem),
+        KeysError::Key(_) | KeysError::Internal(_) => return None,
+        KeysError::Read { .. } => "check that the path is right and that you can read it".to_owned(),
+        KeysError::Write { .. } => "check that the directory exists and that you can write there".to_owned(),
+        KeysError::Lock { .. } => "check that you can write in the data directory (see --data-dir)".to_owned(),
+        KeysError::AlreadyExists { .. } => "pass --force to replace it, or choose another path with --out".to_owned(),
+        KeysError::InsecurePermissions { path, .. } => format!(
+            "make it private with `chmod 600 {}` (and consider the key exposed if others could read it), \
+             or pass --insecure-key-permissions to use it anyway",
+            shell_quote(path)
+        ),
+        KeysError::InvalidRsaBits { .. } => "use --bits 2048, 3072 (the default) or 4096".to_owned(),
+        KeysError::InvalidPassphrase { from: Some(path), .. } => {
+            format!("put the passphrase on the first line of {}", path.display())
+        }
+        KeysError::InvalidPassphrase { from: None, .. } => {
+            "type a passphrase, or leave out --passphrase-prompt for an unencrypted key".to_owned()
+        }
+        KeysError::InvalidFingerprint { .. } => {
+            "copy the fingerprint exactly as `cipherline fingerprint` prints it, e.g. SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+                .to_owned()
+        }
+        KeysError::InvalidServerAddress { .. } => {
+            "give the server as HOST:PORT, e.g. chat.example.org:7878 or [2001:db8::1]:7878".to_owned()
+        }
+        KeysError::KnownServersSyntax { path, line, .. } => format!(
+            "fix or delete line {line} of {}; each line is \"HOST:PORT SHA256:<fingerprint>\"",
+            path.display()
+        ),
+        KeysError::UnknownServer { .. } => "check the fingerprint with the server's operator, then connect again \
+             with --server-fingerprint SHA256:... (this time only) or --accept-new (to record it)"
+            .to_owned(),
+        KeysError::ServerRejected { .. } => {
+            "nothing was recorded; connect again once you have checked the fingerprint with the server's operator"
+                .to_owned()
+        }
+        KeysError::ServerKeyChanged(change) => {
+            let KeyChange { server, path, line, .. } = &**change;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            format!(
+                "ask the server's operator for its fingerprint over a channel you trust. Only if it matches the new \
+                 one, remove the old entry:\n        cipherline known-servers remove {server} --data-dir {}\n      \
+                 (or delete line {line} of {}), then connect again.",
+                shell_quote(dir),
+                path.display()
+            )
+        }
+        KeysError::PinMismatch { .. } => "check the --server-key file or --server-fingerprint value with the \
+             server's operator; do not connect until they match"
+            .to_owned(),
+        KeysError::Prompt(_) => "pass --accept-new or --server-fingerprint instead of answering a prompt".to_owned(),
+        KeysError::NoDataDir => "pass --data-dir DIR or set CIPHERLINE_HOME".to_owned(),
+        _ => return None,
+    };
+    Some(hint)
+}
+
+fn problem_hint(path: &Path, problem: &KeyProblem) -> Option<String> {
+    let p = shell_quote(path);
+    let hint = match problem {
+        KeyProblem::TooLarge { .. } | KeyProblem::NotPem { .. } | KeyProblem::Malformed(_) => {
+            "give a PEM key file (-----BEGIN ... KEY-----), or make a new key with `cipherline keygen`".to_owned()
+        }
+        KeyProblem::SeveralPemBlocks { .. } => {
+            format!("extract the key into a file of its own: `openssl pkey -in {p} -out KEY.pem`, then use KEY.pem")
+        }
+        KeyProblem::LegacyEncryptedPem => format!(
+            "convert it to encrypted PKCS#8: `openssl pkcs8 -topk8 -scrypt -in {p} -out NEW.pem`, then use NEW.pem"
+        ),
+        KeyProblem::UnsupportedLabel { .. } => "cipherline reads PEM blocks labelled PRIVATE KEY, ENCRYPTED PRIVATE \
+             KEY, RSA PRIVATE KEY, PUBLIC KEY and RSA PUBLIC KEY (for an OpenSSH key, convert it with \
+             `ssh-keygen -p -m PKCS8 -f FILE`)"
+            .to_owned(),
+        KeyProblem::UnsupportedAlgorithm(_) | KeyProblem::RsaKeySize { .. } => "cipherline uses RSA (2048 to 4096 \
+             bits) or X25519 server keys and Ed25519 or RSA identity keys; make one with `cipherline keygen`"
+            .to_owned(),
+        KeyProblem::WrongKind { .. } => {
+            "server keys are RSA or X25519 (`cipherline keygen --type x25519`), identity keys Ed25519 or RSA \
+             (`cipherline keygen --type ed25519`)"
+                .to_owned()
+        }
+        KeyProblem::ExpectedPublicKey => {
+            format!("give the public key file instead (e.g. {p}.pub); never hand out a private key")
+        }
+        KeyProblem::ExpectedPrivateKey => "give the private key file (the one without .pub)".to_owned(),
+        KeyProblem::PassphraseRequired => "pass --passphrase-file FILE or --passphrase-prompt".to_owned(),
+        KeyProblem::WrongPassphrase => {
+            "check the passphrase (--passphrase-file uses the file's first line, without its line break)".to_owned()
+        }
+        KeyProblem::UnsupportedEncryption(_) | KeyProblem::KdfTooCostly(_) => format!(
+            "re-encrypt it with scrypt: `openssl pkcs8 -topk8 -scrypt -in {p} -out NEW.pem` (after decrypting it with \
+             the tool that made it)"
+        ),
+        KeyProblem::PublicKeyMismatch | KeyProblem::Rejected => {
+            "the file is damaged or was not made by a correct tool; use another copy or make a new key".to_owned()
+        }
+        _ => return None,
+    };
+    Some(hint)
+}

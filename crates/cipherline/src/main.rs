@@ -1,0 +1,72 @@
+//! # cipherline: the command-line tool
+//!
+//! One binary, one subcommand per task. This file only parses the command
+//! line and dispatches; each subcommand lives in its own module, and every
+//! failure is reported through [`error::CliError`], which says what went
+//! wrong and then what to do about it.
+//!
+//! ## Modules
+//!
+//! - [`keygen`]: `cipherline keygen`, new key pairs.
+//! - [`fingerprint`]: `cipherline fingerprint`, a key file's fingerprint.
+//! - [`known_servers`]: `cipherline known-servers`, the trusted server keys.
+//! - [`trust`]: the client trust flags (`--accept-new`, `--server-key`,
+//!   `--server-fingerprint`, `--data-dir`) and the first-contact prompt.
+//! - [`passphrase`]: the passphrase flags and prompt.
+//! - [`error`]: the error type and its hints.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod fingerprint;
+mod keygen;
+mod known_servers;
+mod passphrase;
+mod trust;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// cipherline: an end-to-end encrypted messenger with a relay server.
+#[derive(Debug, Parser)]
+#[command(name = "cipherline", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands; each one's help text is its arguments type's doc comment.
+#[derive(Debug, Subcommand)]
+enum Command {
+    Keygen(keygen::KeygenArgs),
+    Fingerprint(fingerprint::FingerprintArgs),
+    #[command(subcommand)]
+    KnownServers(known_servers::KnownServersCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Fingerprint(args) => fingerprint::run(args),
+        Command::KnownServers(command) => known_servers::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Prints an error and its hint to stderr.
+fn report(e: &CliError) {
+    eprintln!("error: {e}");
+    if let Some(hint) = e.hint() {
+        eprintln!("hint: {hint}");
+    }
+}
