@@ -39,6 +39,8 @@ pub enum AlertCode {
     WrongPassword,
     /// A time limit (handshake or idle) expired.
     Timeout,
+    /// The server is at its connection limit; try again later.
+    ServerBusy,
     /// A code this implementation does not know.
     Unknown(u8),
 }
@@ -60,6 +62,7 @@ impl AlertCode {
             AlertCode::InsufficientSecurity => 71,
             AlertCode::InternalError => 80,
             AlertCode::Timeout => 90,
+            AlertCode::ServerBusy => 91,
             AlertCode::UnknownIdentity => 115,
             AlertCode::IdentityRequired => 116,
             AlertCode::WrongPassword => 120,
@@ -83,6 +86,7 @@ impl AlertCode {
             71 => AlertCode::InsufficientSecurity,
             80 => AlertCode::InternalError,
             90 => AlertCode::Timeout,
+            91 => AlertCode::ServerBusy,
             115 => AlertCode::UnknownIdentity,
             116 => AlertCode::IdentityRequired,
             120 => AlertCode::WrongPassword,
@@ -106,6 +110,7 @@ impl fmt::Display for AlertCode {
             AlertCode::InsufficientSecurity => "insufficient_security",
             AlertCode::InternalError => "internal_error",
             AlertCode::Timeout => "timeout",
+            AlertCode::ServerBusy => "server_busy",
             AlertCode::UnknownIdentity => "unknown_identity",
             AlertCode::IdentityRequired => "identity_required",
             AlertCode::WrongPassword => "wrong_password",

@@ -34,12 +34,14 @@
 //! - [`record`]: padded AEAD records and the key ratchet.
 //! - [`handshake`]: client and server handshake typestates.
 //! - [`session`]: an established session.
+//! - [`app`]: the application messages carried inside records.
 //! - [`alert`], [`error`]: why connections close.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod alert;
+pub mod app;
 pub mod codec;
 pub mod crypto;
 pub mod error;

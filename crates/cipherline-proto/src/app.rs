@@ -1,0 +1,616 @@
+//! The application protocol carried inside records (PROTOCOL.md §13).
+//!
+//! Application data is a byte stream; it is cut into messages, each
+//! `length (4, big-endian) | type (1) | body (length - 1 bytes)`. Strings are
+//! UTF-8 with a one-byte length (names, rooms) or a four-byte length (text).
+//! Client-to-server types are below 0x80, server-to-client types 0x80 and up.
+//! Decoding is as strict as the handshake's: bounded lengths, valid UTF-8,
+//! known enumerations, no trailing bytes.
+
+use crate::codec::{Reader, Writer};
+use crate::error::{DecodeError, Error};
+
+/// Hard upper bound on one message (type and body); peers may set lower limits.
+pub const MAX_MESSAGE: usize = 1 << 20;
+/// Longest name or room name the wire format carries.
+pub const MAX_NAME: usize = 64;
+/// Most names one Members message lists.
+pub const MAX_MEMBERS: usize = 4096;
+
+/// Where a chat message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Everyone in a room.
+    Room(String),
+    /// One user, by name.
+    User(String),
+}
+
+/// A message from a client to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// The first message: the display name to use (unique while connected).
+    Hello {
+        /// Requested display name.
+        name: String,
+    },
+    /// Join a room (created on first join).
+    Join {
+        /// Room name.
+        room: String,
+    },
+    /// Leave a room.
+    Leave {
+        /// Room name.
+        room: String,
+    },
+    /// Send text to a room or a user; the server acknowledges `id`.
+    Send {
+        /// Client-chosen id, echoed in the Ack or Error.
+        id: u64,
+        /// Destination.
+        to: Target,
+        /// The text.
+        text: String,
+    },
+    /// Ask who is in a room.
+    Who {
+        /// Room name.
+        room: String,
+    },
+    /// Keepalive; the server answers Pong with the same nonce.
+    Ping {
+        /// Echoed value.
+        nonce: u64,
+    },
+    /// A clean goodbye before close_notify.
+    Goodbye,
+}
+
+/// What happened in a room, for Notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// The user joined the room.
+    Joined,
+    /// The user left the room (or disconnected).
+    Left,
+}
+
+/// Why the server refused something (PROTOCOL.md §13.4).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The first message was not Hello, or Hello came twice.
+    HelloRequired,
+    /// The name is in use by another connection.
+    NameTaken,
+    /// The name or room name is empty, too long, or has disallowed characters.
+    InvalidName,
+    /// The user named as a destination is not connected.
+    UnknownUser,
+    /// Sending to or asking about a room the client has not joined.
+    NotInRoom,
+    /// A message exceeded the server's size limit.
+    MessageTooLarge,
+    /// Messages arrived faster than the server's rate limit.
+    RateLimited,
+    /// Joining one more room would exceed the per-client limit.
+    TooManyRooms,
+    /// The server has no room for another connection.
+    ServerFull,
+    /// No message arrived within the idle timeout.
+    IdleTimeout,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// The client could not keep up with its incoming messages.
+    TooSlow,
+    /// A message did not parse or was not valid here.
+    BadRequest,
+    /// A code this implementation does not know.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The code on the wire.
+    #[must_use]
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::HelloRequired => 1,
+            ErrorCode::NameTaken => 2,
+            ErrorCode::InvalidName => 3,
+            ErrorCode::UnknownUser => 4,
+            ErrorCode::NotInRoom => 5,
+            ErrorCode::MessageTooLarge => 6,
+            ErrorCode::RateLimited => 7,
+            ErrorCode::TooManyRooms => 8,
+            ErrorCode::ServerFull => 9,
+            ErrorCode::IdleTimeout => 10,
+            ErrorCode::ShuttingDown => 11,
+            ErrorCode::TooSlow => 12,
+            ErrorCode::BadRequest => 13,
+            ErrorCode::Unknown(c) => c,
+        }
+    }
+
+    /// Parses a code (unknown codes are kept).
+    #[must_use]
+    pub fn from_u16(v: u16) -> Self {
+        match v {
+            1 => ErrorCode::HelloRequired,
+            2 => ErrorCode::NameTaken,
+            3 => ErrorCode::InvalidName,
+            4 => ErrorCode::UnknownUser,
+            5 => ErrorCode::NotInRoom,
+            6 => ErrorCode::MessageTooLarge,
+            7 => ErrorCode::RateLimited,
+            8 => ErrorCode::TooManyRooms,
+            9 => ErrorCode::ServerFull,
+            10 => ErrorCode::IdleTimeout,
+            11 => ErrorCode::ShuttingDown,
+            12 => ErrorCode::TooSlow,
+            13 => ErrorCode::BadRequest,
+            other => ErrorCode::Unknown(other),
+        }
+    }
+
+    /// Whether the server closes the connection after sending this error.
+    #[must_use]
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::ServerFull
+                | ErrorCode::IdleTimeout
+                | ErrorCode::ShuttingDown
+                | ErrorCode::TooSlow
+                | ErrorCode::BadRequest
+                | ErrorCode::MessageTooLarge
+        )
+    }
+}
+
+/// A chat message as the server delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Server-assigned id, unique for this server run.
+    pub id: u64,
+    /// Server time when it relayed the message, Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// The sender's name.
+    pub from: String,
+    /// The room it was said in, or the recipient of a direct message.
+    pub to: Target,
+    /// The text.
+    pub text: String,
+}
+
+/// A message from the server to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// Hello accepted: the name in force and the server's limits.
+    Welcome {
+        /// The accepted name.
+        name: String,
+        /// Largest message the server accepts.
+        max_message: u32,
+        /// Seconds of silence after which the server closes the connection.
+        idle_timeout_secs: u32,
+    },
+    /// A room was joined.
+    Joined {
+        /// Room name.
+        room: String,
+    },
+    /// A room was left.
+    Left {
+        /// Room name.
+        room: String,
+    },
+    /// A relayed chat message.
+    Message(Delivery),
+    /// The server accepted and relayed the client's message `client_id`.
+    Ack {
+        /// The client's id for the message.
+        client_id: u64,
+        /// The id the server gave it.
+        id: u64,
+        /// The server timestamp it carries.
+        timestamp_ms: u64,
+    },
+    /// Someone joined or left a room this client is in.
+    Notice {
+        /// What happened.
+        kind: NoticeKind,
+        /// The room.
+        room: String,
+        /// Who.
+        name: String,
+    },
+    /// Who is in a room.
+    Members {
+        /// The room.
+        room: String,
+        /// The names, sorted.
+        names: Vec<String>,
+    },
+    /// A refusal; `client_id` names the message it refers to (0 if none).
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// The client's message id it answers, or 0.
+        client_id: u64,
+        /// Human-readable detail.
+        text: String,
+    },
+    /// The answer to Ping.
+    Pong {
+        /// The Ping's nonce.
+        nonce: u64,
+    },
+}
+
+fn put_name(w: &mut Writer, s: &str) -> Result<(), Error> {
+    w.vec8(s.as_bytes(), MAX_NAME)
+}
+
+fn put_text(w: &mut Writer, s: &str) -> Result<(), Error> {
+    let len =
+        u32::try_from(s.len()).ok().filter(|&l| (l as usize) < MAX_MESSAGE).ok_or(Error::ApiMisuse("text too long"))?;
+    w.bytes(&len.to_be_bytes());
+    w.bytes(s.as_bytes());
+    Ok(())
+}
+
+fn put_u64(w: &mut Writer, v: u64) {
+    w.bytes(&v.to_be_bytes());
+}
+
+fn put_target(w: &mut Writer, t: &Target) -> Result<(), Error> {
+    match t {
+        Target::Room(r) => {
+            w.u8(0);
+            put_name(w, r)
+        }
+        Target::User(u) => {
+            w.u8(1);
+            put_name(w, u)
+        }
+    }
+}
+
+fn utf8(b: &[u8]) -> Result<String, DecodeError> {
+    String::from_utf8(b.to_vec()).map_err(|_| DecodeError::IllegalValue)
+}
+
+fn get_name(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    utf8(r.vec8(MAX_NAME)?)
+}
+
+fn get_text(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    let len = u32::from_be_bytes(r.array()?) as usize;
+    if len >= MAX_MESSAGE {
+        return Err(DecodeError::FieldTooLong);
+    }
+    utf8(r.take(len)?)
+}
+
+fn get_u64(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
+    Ok(u64::from_be_bytes(r.array()?))
+}
+
+fn get_target(r: &mut Reader<'_>) -> Result<Target, DecodeError> {
+    match r.u8()? {
+        0 => Ok(Target::Room(get_name(r)?)),
+        1 => Ok(Target::User(get_name(r)?)),
+        _ => Err(DecodeError::IllegalValue),
+    }
+}
+
+/// Prefixes `body` (type byte first) with its four-byte length.
+fn frame(body: Writer) -> Result<Vec<u8>, Error> {
+    let body = body.into_vec();
+    if body.len() > MAX_MESSAGE {
+        return Err(Error::ApiMisuse("message too long"));
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&u32::try_from(body.len()).map_err(|_| Error::ApiMisuse("message too long"))?.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+impl ClientMessage {
+    /// Encodes the message with its length prefix.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        let mut w = Writer::new();
+        match self {
+            ClientMessage::Hello { name } => {
+                w.u8(0x01);
+                put_name(&mut w, name)?;
+            }
+            ClientMessage::Join { room } => {
+                w.u8(0x02);
+                put_name(&mut w, room)?;
+            }
+            ClientMessage::Leave { room } => {
+                w.u8(0x03);
+                put_name(&mut w, room)?;
+            }
+            ClientMessage::Send { id, to, text } => {
+                w.u8(0x04);
+                put_u64(&mut w, *id);
+                put_target(&mut w, to)?;
+                put_text(&mut w, text)?;
+            }
+            ClientMessage::Who { room } => {
+                w.u8(0x05);
+                put_name(&mut w, room)?;
+            }
+            ClientMessage::Ping { nonce } => {
+                w.u8(0x06);
+                put_u64(&mut w, *nonce);
+            }
+            ClientMessage::Goodbye => w.u8(0x07),
+        }
+        frame(w)
+    }
+
+    /// Decodes one message (type byte and body, without the length prefix).
+    pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(msg);
+        let m = match r.u8()? {
+            0x01 => ClientMessage::Hello { name: get_name(&mut r)? },
+            0x02 => ClientMessage::Join { room: get_name(&mut r)? },
+            0x03 => ClientMessage::Leave { room: get_name(&mut r)? },
+            0x04 => ClientMessage::Send { id: get_u64(&mut r)?, to: get_target(&mut r)?, text: get_text(&mut r)? },
+            0x05 => ClientMessage::Who { room: get_name(&mut r)? },
+            0x06 => ClientMessage::Ping { nonce: get_u64(&mut r)? },
+            0x07 => ClientMessage::Goodbye,
+            _ => return Err(DecodeError::UnknownMessageType),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+}
+
+impl ServerMessage {
+    /// Encodes the message with its length prefix.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        let mut w = Writer::new();
+        match self {
+            ServerMessage::Welcome { name, max_message, idle_timeout_secs } => {
+                w.u8(0x81);
+                put_name(&mut w, name)?;
+                w.bytes(&max_message.to_be_bytes());
+                w.bytes(&idle_timeout_secs.to_be_bytes());
+            }
+            ServerMessage::Joined { room } => {
+                w.u8(0x82);
+                put_name(&mut w, room)?;
+            }
+            ServerMessage::Left { room } => {
+                w.u8(0x83);
+                put_name(&mut w, room)?;
+            }
+            ServerMessage::Message(d) => {
+                w.u8(0x84);
+                put_u64(&mut w, d.id);
+                put_u64(&mut w, d.timestamp_ms);
+                put_name(&mut w, &d.from)?;
+                put_target(&mut w, &d.to)?;
+                put_text(&mut w, &d.text)?;
+            }
+            ServerMessage::Ack { client_id, id, timestamp_ms } => {
+                w.u8(0x85);
+                put_u64(&mut w, *client_id);
+                put_u64(&mut w, *id);
+                put_u64(&mut w, *timestamp_ms);
+            }
+            ServerMessage::Notice { kind, room, name } => {
+                w.u8(0x86);
+                w.u8(match kind {
+                    NoticeKind::Joined => 0,
+                    NoticeKind::Left => 1,
+                });
+                put_name(&mut w, room)?;
+                put_name(&mut w, name)?;
+            }
+            ServerMessage::Members { room, names } => {
+                w.u8(0x87);
+                put_name(&mut w, room)?;
+                let count = u16::try_from(names.len())
+                    .ok()
+                    .filter(|&c| usize::from(c) <= MAX_MEMBERS)
+                    .ok_or(Error::ApiMisuse("too many members"))?;
+                w.u16(count);
+                for n in names {
+                    put_name(&mut w, n)?;
+                }
+            }
+            ServerMessage::Error { code, client_id, text } => {
+                w.u8(0x88);
+                w.u16(code.to_u16());
+                put_u64(&mut w, *client_id);
+                put_text(&mut w, text)?;
+            }
+            ServerMessage::Pong { nonce } => {
+                w.u8(0x89);
+                put_u64(&mut w, *nonce);
+            }
+        }
+        frame(w)
+    }
+
+    /// Decodes one message (type byte and body, without the length prefix).
+    pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(msg);
+        let m = match r.u8()? {
+            0x81 => ServerMessage::Welcome {
+                name: get_name(&mut r)?,
+                max_message: u32::from_be_bytes(r.array()?),
+                idle_timeout_secs: u32::from_be_bytes(r.array()?),
+            },
+            0x82 => ServerMessage::Joined { room: get_name(&mut r)? },
+            0x83 => ServerMessage::Left { room: get_name(&mut r)? },
+            0x84 => ServerMessage::Message(Delivery {
+                id: get_u64(&mut r)?,
+                timestamp_ms: get_u64(&mut r)?,
+                from: get_name(&mut r)?,
+                to: get_target(&mut r)?,
+                text: get_text(&mut r)?,
+            }),
+            0x85 => {
+                ServerMessage::Ack { client_id: get_u64(&mut r)?, id: get_u64(&mut r)?, timestamp_ms: get_u64(&mut r)? }
+            }
+            0x86 => {
+                let kind = match r.u8()? {
+                    0 => NoticeKind::Joined,
+                    1 => NoticeKind::Left,
+                    _ => return Err(DecodeError::IllegalValue),
+                };
+                ServerMessage::Notice { kind, room: get_name(&mut r)?, name: get_name(&mut r)? }
+            }
+            0x87 => {
+                let room = get_name(&mut r)?;
+                let count = usize::from(r.u16()?);
+                if count > MAX_MEMBERS {
+                    return Err(DecodeError::FieldTooLong);
+                }
+                // Each name takes at least one byte, so `count` is bounded by
+                // the bytes actually present before anything is allocated.
+                if count > r.remaining() {
+                    return Err(DecodeError::Truncated);
+                }
+                let mut names = Vec::with_capacity(count);
+                for _ in 0..count {
+                    names.push(get_name(&mut r)?);
+                }
+                ServerMessage::Members { room, names }
+            }
+            0x88 => ServerMessage::Error {
+                code: ErrorCode::from_u16(r.u16()?),
+                client_id: get_u64(&mut r)?,
+                text: get_text(&mut r)?,
+            },
+            0x89 => ServerMessage::Pong { nonce: get_u64(&mut r)? },
+            _ => return Err(DecodeError::UnknownMessageType),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+}
+
+/// Cuts the application byte stream into messages.
+///
+/// Like [`crate::frame::Deframer`], it refuses a length over its limit as
+/// soon as the four length bytes arrive, and holds at most one message plus
+/// the bytes pushed since the last drain.
+#[derive(Debug)]
+pub struct MessageDecoder {
+    buf: Vec<u8>,
+    start: usize,
+    max: usize,
+}
+
+impl MessageDecoder {
+    /// A decoder refusing messages longer than `max` (capped at [`MAX_MESSAGE`]).
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        MessageDecoder { buf: Vec::new(), start: 0, max: max.min(MAX_MESSAGE) }
+    }
+
+    /// Appends decrypted application bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes held that are not yet a whole message.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next whole message (type byte and body): `Ok(None)` if more bytes
+    /// are needed; [`DecodeError::FieldTooLong`] if the length is over the
+    /// limit; [`DecodeError::FrameLength`] for a zero length.
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
+        let pending = self.buf.get(self.start..).unwrap_or_default();
+        let Some(&[a, b, c, d]) = pending.get(..4) else { return Ok(None) };
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
+        if len == 0 {
+            return Err(DecodeError::FrameLength);
+        }
+        if len > self.max {
+            return Err(DecodeError::FieldTooLong);
+        }
+        let Some(msg) = pending.get(4..4 + len) else { return Ok(None) };
+        let msg = msg.to_vec();
+        self.start += 4 + len;
+        Ok(Some(msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let client = [
+            ClientMessage::Hello { name: "alice".into() },
+            ClientMessage::Join { room: "lobby".into() },
+            ClientMessage::Leave { room: "lobby".into() },
+            ClientMessage::Send { id: 7, to: Target::Room("lobby".into()), text: "héllo".into() },
+            ClientMessage::Send { id: 8, to: Target::User("bob".into()), text: String::new() },
+            ClientMessage::Who { room: "r".into() },
+            ClientMessage::Ping { nonce: u64::MAX },
+            ClientMessage::Goodbye,
+        ];
+        let mut d = MessageDecoder::new(MAX_MESSAGE);
+        for m in &client {
+            d.push(&m.encode().unwrap());
+        }
+        for m in &client {
+            assert_eq!(&ClientMessage::decode(&d.next_message().unwrap().unwrap()).unwrap(), m);
+        }
+        assert_eq!(d.next_message(), Ok(None));
+        let server = [
+            ServerMessage::Welcome { name: "alice".into(), max_message: 65536, idle_timeout_secs: 300 },
+            ServerMessage::Joined { room: "lobby".into() },
+            ServerMessage::Left { room: "lobby".into() },
+            ServerMessage::Message(Delivery {
+                id: 1,
+                timestamp_ms: 2,
+                from: "bob".into(),
+                to: Target::Room("lobby".into()),
+                text: "hi".into(),
+            }),
+            ServerMessage::Ack { client_id: 1, id: 2, timestamp_ms: 3 },
+            ServerMessage::Notice { kind: NoticeKind::Left, room: "lobby".into(), name: "bob".into() },
+            ServerMessage::Members { room: "lobby".into(), names: vec!["a".into(), "b".into()] },
+            ServerMessage::Error { code: ErrorCode::NameTaken, client_id: 0, text: "taken".into() },
+            ServerMessage::Pong { nonce: 5 },
+        ];
+        for m in &server {
+            let bytes = m.encode().unwrap();
+            assert_eq!(&ServerMessage::decode(&bytes[4..]).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_and_bytes_are_refused() {
+        let mut d = MessageDecoder::new(1000);
+        d.push(&[0, 0, 0x10, 0]); // 4096 > 1000
+        assert_eq!(d.next_message(), Err(DecodeError::FieldTooLong));
+        let mut d = MessageDecoder::new(1000);
+        d.push(&[0, 0, 0, 0]);
+        assert_eq!(d.next_message(), Err(DecodeError::FrameLength));
+        assert_eq!(ClientMessage::decode(&[0x01, 2, 0xff, 0xfe]), Err(DecodeError::IllegalValue), "not UTF-8");
+        assert_eq!(ClientMessage::decode(&[0x07, 0]), Err(DecodeError::TrailingBytes));
+        assert_eq!(ClientMessage::decode(&[0x42]), Err(DecodeError::UnknownMessageType));
+        // A member count larger than the bytes present is refused before allocating.
+        assert_eq!(ServerMessage::decode(&[0x87, 1, b'r', 0x0f, 0xff]), Err(DecodeError::Truncated));
+    }
+}
