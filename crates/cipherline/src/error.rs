@@ -34,6 +34,13 @@ pub enum CliError {
     PassphraseMismatch,
     /// Reading from or writing to the terminal failed.
     Terminal(io::Error),
+    /// Something else failed; `hint` says what to do.
+    Failed {
+        /// What went wrong.
+        what: String,
+        /// What to do about it.
+        hint: String,
+    },
 }
 
 impl From<KeysError> for CliError {
@@ -46,6 +53,11 @@ impl CliError {
     /// A usage error with a hint.
     pub fn usage(what: impl Into<String>, hint: impl Into<String>) -> Self {
         CliError::Usage { what: what.into(), hint: hint.into() }
+    }
+
+    /// A failure with a hint.
+    pub fn failed(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError::Failed { what: what.into(), hint: hint.into() }
     }
 
     /// The process exit code: 2 for usage errors (as clap uses), 1 otherwise.
@@ -64,6 +76,7 @@ impl CliError {
             CliError::NoTerminal { hint, .. } => Some((*hint).to_owned()),
             CliError::PassphraseMismatch => Some("run the command again and type the same passphrase twice".into()),
             CliError::Terminal(_) => None,
+            CliError::Failed { hint, .. } => Some(hint.clone()),
         }
     }
 }
@@ -87,6 +100,7 @@ impl fmt::Display for CliError {
             CliError::NoTerminal { what, .. } => write!(f, "{what}, but there is no terminal to ask on"),
             CliError::PassphraseMismatch => f.write_str("the passphrases do not match"),
             CliError::Terminal(e) => write!(f, "terminal: {e}"),
+            CliError::Failed { what, .. } => f.write_str(what),
         }
     }
 }

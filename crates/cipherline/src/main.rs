@@ -10,6 +10,7 @@
 //! - [`keygen`]: `cipherline keygen`, new key pairs.
 //! - [`fingerprint`]: `cipherline fingerprint`, a key file's fingerprint.
 //! - [`known_servers`]: `cipherline known-servers`, the trusted server keys.
+//! - [`serve`]: `cipherline serve`, the relay server.
 //! - [`trust`]: the client trust flags (`--accept-new`, `--server-key`,
 //!   `--server-fingerprint`, `--data-dir`) and the first-contact prompt.
 //! - [`passphrase`]: the passphrase flags and prompt.
@@ -22,6 +23,7 @@ mod fingerprint;
 mod keygen;
 mod known_servers;
 mod passphrase;
+mod serve;
 mod trust;
 
 use std::process::ExitCode;
@@ -30,7 +32,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::CliError;
 
-/// cipherline: an end-to-end encrypted messenger with a relay server.
+/// cipherline: a secure messenger with a relay server.
 #[derive(Debug, Parser)]
 #[command(name = "cipherline", version, propagate_version = true)]
 struct Cli {
@@ -45,6 +47,7 @@ enum Command {
     Fingerprint(fingerprint::FingerprintArgs),
     #[command(subcommand)]
     KnownServers(known_servers::KnownServersCommand),
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Fingerprint(args) => fingerprint::run(args),
         Command::KnownServers(command) => known_servers::run(command),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,227 @@
+//! A connected, named client.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cipherline_net::{Channel, NetError};
+use cipherline_proto::app::{ClientMessage, ServerMessage, Target};
+use cipherline_proto::crypto::kem::ServerPublicKey;
+use cipherline_proto::{ClientConfig, Session};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::timeout;
+
+use crate::ClientError;
+
+/// Decides whether to trust the key a server presented, before anything
+/// secret is sent to it.
+pub trait TrustCheck {
+    /// `Ok` to continue; `Err` with a message for the user to refuse.
+    fn check(&self, addr: &str, key: &ServerPublicKey) -> Result<(), String>;
+}
+
+impl<F: Fn(&str, &ServerPublicKey) -> Result<(), String>> TrustCheck for F {
+    fn check(&self, addr: &str, key: &ServerPublicKey) -> Result<(), String> {
+        self(addr, key)
+    }
+}
+
+/// How to connect.
+#[derive(Clone)]
+pub struct Options {
+    /// The protocol configuration (suites, identity key).
+    pub config: Arc<ClientConfig>,
+    /// Limit for the TCP connect.
+    pub connect_timeout: Duration,
+    /// Limit for each handshake step and for each request's reply.
+    pub reply_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: Arc::new(ClientConfig::default()),
+            connect_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A client that has completed the handshake and been welcomed by name.
+pub struct Client {
+    chan: Channel<OwnedReadHalf, OwnedWriteHalf>,
+    pending: VecDeque<ServerMessage>,
+    next_id: u64,
+    name: String,
+    max_message: u32,
+    idle_timeout_secs: u32,
+    reply_timeout: Duration,
+}
+
+impl Client {
+    /// Connects to `addr`, checks the server key with `trust`, completes the
+    /// handshake and says Hello as `name`.
+    pub async fn connect(
+        addr: &str,
+        name: &str,
+        options: &Options,
+        trust: &dyn TrustCheck,
+    ) -> Result<Self, ClientError> {
+        let stream = match timeout(options.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(ClientError::Connect { addr: addr.to_owned(), source }),
+            Err(_) => return Err(ClientError::Timeout("connecting")),
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let pending = cipherline_net::connect(read, write, options.config.clone(), options.reply_timeout).await?;
+        if let Err(why) = trust.check(addr, pending.server_key()) {
+            pending.refuse().await;
+            return Err(ClientError::Untrusted(why));
+        }
+        let chan = pending.trust(options.reply_timeout).await?;
+        let mut client = Client {
+            chan,
+            pending: VecDeque::new(),
+            next_id: 0,
+            name: String::new(),
+            max_message: 0,
+            idle_timeout_secs: 0,
+            reply_timeout: options.reply_timeout,
+        };
+        client.send_msg(&ClientMessage::Hello { name: name.to_owned() }).await?;
+        match client.reply(|m| matches!(m, ServerMessage::Welcome { .. }), |_| false).await? {
+            ServerMessage::Welcome { name, max_message, idle_timeout_secs } => {
+                client.name = name;
+                client.max_message = max_message;
+                client.idle_timeout_secs = idle_timeout_secs;
+                Ok(client)
+            }
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// The name the server accepted.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server's largest accepted message, in bytes.
+    #[must_use]
+    pub fn max_message(&self) -> u32 {
+        self.max_message
+    }
+
+    /// Seconds of silence after which the server drops this client (send
+    /// [`Client::ping`] more often than this when idle).
+    #[must_use]
+    pub fn idle_timeout_secs(&self) -> u32 {
+        self.idle_timeout_secs
+    }
+
+    /// The session: suite, server key and handshake hash.
+    #[must_use]
+    pub fn session(&self) -> &Session {
+        self.chan.session()
+    }
+
+    async fn send_msg(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
+        let bytes = msg.encode().map_err(NetError::Protocol)?;
+        timeout(self.reply_timeout, self.chan.send(&bytes)).await.map_err(|_| ClientError::Timeout("sending"))??;
+        Ok(())
+    }
+
+    /// Waits for the first message `want` accepts; an Error that `refers`
+    /// accepts (or one with no message id) is returned as `Refused`. Other
+    /// messages arriving meanwhile are kept for [`Client::recv`].
+    async fn reply(
+        &mut self,
+        want: impl Fn(&ServerMessage) -> bool,
+        refers: impl Fn(u64) -> bool,
+    ) -> Result<ServerMessage, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.reply_timeout;
+        loop {
+            let bytes = tokio::time::timeout_at(deadline, self.chan.recv())
+                .await
+                .map_err(|_| ClientError::Timeout("waiting for the server's reply"))??;
+            let msg = ServerMessage::decode(&bytes).map_err(|e| NetError::Protocol(e.into()))?;
+            match msg {
+                ref m if want(m) => return Ok(msg),
+                ServerMessage::Error { code, client_id, text } if client_id == 0 || refers(client_id) => {
+                    return Err(ClientError::Refused { code, text });
+                }
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    /// Joins a room and waits until the server confirms.
+    pub async fn join(&mut self, room: &str) -> Result<(), ClientError> {
+        self.send_msg(&ClientMessage::Join { room: room.to_owned() }).await?;
+        self.reply(|m| matches!(m, ServerMessage::Joined { room: r } if r == room), |_| false).await.map(drop)
+    }
+
+    /// Leaves a room and waits until the server confirms.
+    pub async fn leave(&mut self, room: &str) -> Result<(), ClientError> {
+        self.send_msg(&ClientMessage::Leave { room: room.to_owned() }).await?;
+        self.reply(|m| matches!(m, ServerMessage::Left { room: r } if r == room), |_| false).await.map(drop)
+    }
+
+    /// Lists a room's members.
+    pub async fn who(&mut self, room: &str) -> Result<Vec<String>, ClientError> {
+        self.send_msg(&ClientMessage::Who { room: room.to_owned() }).await?;
+        match self.reply(|m| matches!(m, ServerMessage::Members { room: r, .. } if r == room), |_| false).await? {
+            ServerMessage::Members { names, .. } => Ok(names),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// Sends text without waiting; returns the id the server's Ack will carry.
+    pub async fn send(&mut self, to: Target, text: &str) -> Result<u64, ClientError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send_msg(&ClientMessage::Send { id, to, text: text.to_owned() }).await?;
+        Ok(id)
+    }
+
+    /// Sends text and waits for the server's acknowledgement; returns the
+    /// server's message id.
+    pub async fn send_acked(&mut self, to: Target, text: &str) -> Result<u64, ClientError> {
+        let id = self.send(to, text).await?;
+        match self.reply(|m| matches!(m, ServerMessage::Ack { client_id, .. } if *client_id == id), |c| c == id).await?
+        {
+            ServerMessage::Ack { id, .. } => Ok(id),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// Keepalive: sends Ping (the Pong arrives through [`Client::recv`]).
+    pub async fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
+        self.send_msg(&ClientMessage::Ping { nonce }).await
+    }
+
+    /// Ratchets the session keys both ways now.
+    pub async fn rekey(&mut self) -> Result<(), ClientError> {
+        timeout(self.reply_timeout, self.chan.rekey()).await.map_err(|_| ClientError::Timeout("sending"))??;
+        Ok(())
+    }
+
+    /// The next message from the server. Cancel-safe, unbounded: wrap it in
+    /// a timeout or a `select!`.
+    pub async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
+        if let Some(msg) = self.pending.pop_front() {
+            return Ok(msg);
+        }
+        let bytes = self.chan.recv().await?;
+        Ok(ServerMessage::decode(&bytes).map_err(|e| NetError::Protocol(e.into()))?)
+    }
+
+    /// Says Goodbye and closes cleanly.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.send_msg(&ClientMessage::Goodbye).await?;
+        timeout(self.reply_timeout, self.chan.close()).await.map_err(|_| ClientError::Timeout("closing"))??;
+        Ok(())
+    }
+}

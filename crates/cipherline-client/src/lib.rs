@@ -1,0 +1,21 @@
+//! # cipherline-client: the client library
+//!
+//! Connects to a cipherline server over TCP, runs the handshake, lets the
+//! caller decide whether to trust the server's key (a [`TrustCheck`]: pin,
+//! known-servers file, prompt) before anything secret is sent, says Hello,
+//! and then sends and receives application messages (PROTOCOL.md §13).
+//!
+//! Contract: every network wait is bounded by [`Options`] timeouts or is a
+//! plain `recv` the caller can bound; a server that refuses something
+//! produces a [`ClientError::Refused`] with the server's code and text;
+//! nothing here prints or logs message text.
+//!
+//! Modules: [`client`], [`error`].
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod error;
+
+pub use client::{Client, Options, TrustCheck};
+pub use error::ClientError;

@@ -1,0 +1,101 @@
+//! Server settings: the limits and their defaults (PROTOCOL.md §13.5).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every limit the server enforces. Each field is also a key of the
+/// `[limits]` table of the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Connections served at once; more are refused with `server_busy`.
+    pub max_connections: usize,
+    /// Seconds for the whole handshake plus the Hello that follows it.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without any message from a client before it is dropped
+    /// (clients send Ping to stay connected; Welcome tells them this value).
+    pub idle_timeout_secs: u64,
+    /// Largest application message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Sustained messages per second per client.
+    pub messages_per_sec: u32,
+    /// Messages a client may send in a burst above the sustained rate.
+    pub burst: u32,
+    /// Rooms one client may be in at once.
+    pub max_rooms_per_client: usize,
+    /// Longest display name or room name, in bytes.
+    pub max_name_len: usize,
+    /// Messages queued for one client before it counts as too slow and is dropped.
+    pub queue_len: usize,
+    /// Seconds a write to one client may take before it counts as too slow.
+    pub write_timeout_secs: u64,
+    /// Seconds graceful shutdown waits for connections to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 300,
+            max_message_bytes: 64 * 1024,
+            messages_per_sec: 20,
+            burst: 40,
+            max_rooms_per_client: 32,
+            max_name_len: 32,
+            queue_len: 256,
+            write_timeout_secs: 10,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that every limit is usable.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1");
+        }
+        if self.handshake_timeout_secs == 0 || self.idle_timeout_secs == 0 || self.write_timeout_secs == 0 {
+            return Err("timeouts must be at least 1 second");
+        }
+        if !(64..=cipherline_proto::app::MAX_MESSAGE).contains(&self.max_message_bytes) {
+            return Err("max_message_bytes must be between 64 and 1048576");
+        }
+        if self.messages_per_sec == 0 || self.burst == 0 {
+            return Err("messages_per_sec and burst must be at least 1");
+        }
+        if self.max_rooms_per_client == 0 || self.queue_len == 0 {
+            return Err("max_rooms_per_client and queue_len must be at least 1");
+        }
+        if !(1..=cipherline_proto::app::MAX_NAME).contains(&self.max_name_len) {
+            return Err("max_name_len must be between 1 and 64");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+}
+
+/// What [`crate::run`] needs: the protocol configuration (key, suites,
+/// client authentication) and the limits.
+#[derive(Clone)]
+pub struct Settings {
+    /// The protocol core's server configuration.
+    pub protocol: Arc<cipherline_proto::ServerConfig>,
+    /// The limits.
+    pub limits: Limits,
+}

@@ -1,0 +1,355 @@
+//! One client connection: handshake, Hello, then the message loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cipherline_net::{Channel, NetError};
+use cipherline_proto::app::{ClientMessage, ErrorCode, ServerMessage};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use crate::Settings;
+use crate::hub::{Hub, Outgoing, Refusal};
+
+type Conn = Channel<OwnedReadHalf, OwnedWriteHalf>;
+
+/// Whether a name (display or room) is acceptable: 1 to `max` bytes of ASCII
+/// letters, digits, `-`, `_` and `.`, not starting with `-` or `.`.
+pub(crate) fn valid_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with(['-', '.'])
+}
+
+/// A token bucket: `rate` per second sustained, `burst` at once.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> Self {
+        RateLimit { tokens: f64::from(burst), rate: f64::from(rate), burst: f64::from(burst), last: Instant::now() }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why the message loop ended.
+enum End {
+    /// The client said Goodbye or sent close_notify.
+    Client,
+    /// The server is shutting down.
+    Shutdown,
+    /// The server closed the connection with this error.
+    Refused(ErrorCode, &'static str),
+    /// The connection failed.
+    Failed(NetError),
+}
+
+/// Serves one accepted connection to the end. Never panics on peer input;
+/// every wait is bounded.
+pub(crate) async fn serve(
+    id: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<Settings>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) {
+    let limits = &settings.limits;
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout();
+    let accepted = tokio::select! {
+        r = cipherline_net::accept(read, write, settings.protocol.clone(), limits.handshake_timeout()) => r,
+        () = shutdown.cancelled() => return,
+    };
+    let mut conn = match accepted {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::info!(conn = id, %peer, error = %e, "handshake failed");
+            return;
+        }
+    };
+    conn.set_max_message(limits.max_message_bytes);
+    let identity = conn.session().peer_identity().map(|k| short_fp(&k.fingerprint()));
+    tracing::info!(conn = id, %peer, suite = %conn.session().suite(), identity = identity.as_deref(), "handshake complete");
+
+    let Some((name, rx, kick)) = hello(&mut conn, &settings, &hub, deadline, &shutdown).await else {
+        return;
+    };
+    tracing::info!(conn = id, name = %name, "joined the server");
+    let end = message_loop(&mut conn, &name, rx, &kick, &settings, &hub, &shutdown).await;
+    hub.unregister(&name);
+    match end {
+        End::Client => {
+            let _ = timeout(limits.write_timeout(), conn.close()).await;
+            tracing::info!(conn = id, name = %name, "client left");
+        }
+        End::Shutdown => {
+            let _ = timeout(limits.write_timeout(), async {
+                send_error(&mut conn, ErrorCode::ShuttingDown, 0, "the server is shutting down".into()).await?;
+                conn.close().await
+            })
+            .await;
+            tracing::info!(conn = id, name = %name, "closed for shutdown");
+        }
+        End::Refused(code, why) => {
+            let _ = timeout(limits.write_timeout(), async {
+                send_error(&mut conn, code, 0, why.into()).await?;
+                conn.close().await
+            })
+            .await;
+            tracing::warn!(conn = id, name = %name, code = ?code, "closed: {why}");
+        }
+        End::Failed(e) => {
+            let _ = timeout(limits.write_timeout(), conn.abort(&e)).await;
+            tracing::info!(conn = id, name = %name, error = %e, "connection ended");
+        }
+    }
+}
+
+fn short_fp(fp: &[u8; 32]) -> String {
+    fp.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+async fn send_msg(conn: &mut Conn, msg: &ServerMessage) -> Result<(), NetError> {
+    let bytes = msg.encode().map_err(NetError::Protocol)?;
+    conn.send(&bytes).await
+}
+
+async fn send_error(conn: &mut Conn, code: ErrorCode, client_id: u64, text: String) -> Result<(), NetError> {
+    send_msg(conn, &ServerMessage::Error { code, client_id, text }).await
+}
+
+/// Waits (until `deadline`) for a Hello with an acceptable, free name.
+async fn hello(
+    conn: &mut Conn,
+    settings: &Settings,
+    hub: &Hub,
+    deadline: tokio::time::Instant,
+    shutdown: &CancellationToken,
+) -> Option<(String, mpsc::Receiver<Outgoing>, CancellationToken)> {
+    let limits = &settings.limits;
+    loop {
+        let msg = tokio::select! {
+            r = timeout_at(deadline, conn.recv()) => r,
+            () = shutdown.cancelled() => return None,
+        };
+        let refusal: Refusal = match msg {
+            Err(_) => {
+                let _ = timeout(limits.write_timeout(), conn.abort(&NetError::Timeout("waiting for Hello"))).await;
+                return None;
+            }
+            Ok(Err(e)) => {
+                let _ = timeout(limits.write_timeout(), conn.abort(&e)).await;
+                return None;
+            }
+            Ok(Ok(bytes)) => match ClientMessage::decode(&bytes) {
+                Ok(ClientMessage::Hello { name }) if valid_name(&name, limits.max_name_len) => {
+                    let (tx, rx) = mpsc::channel(limits.queue_len);
+                    let kick = CancellationToken::new();
+                    match hub.register(&name, tx, kick.clone()) {
+                        Ok(()) => {
+                            let welcome = ServerMessage::Welcome {
+                                name: name.clone(),
+                                max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
+                                idle_timeout_secs: u32::try_from(limits.idle_timeout_secs).unwrap_or(u32::MAX),
+                            };
+                            if timeout(limits.write_timeout(), send_msg(conn, &welcome)).await.is_ok_and(|r| r.is_ok())
+                            {
+                                return Some((name, rx, kick));
+                            }
+                            hub.unregister(&name);
+                            return None;
+                        }
+                        Err(refusal) => refusal,
+                    }
+                }
+                Ok(ClientMessage::Hello { .. }) => (
+                    ErrorCode::InvalidName,
+                    format!("names are 1 to {} letters, digits, '-', '_' or '.'", limits.max_name_len),
+                ),
+                Ok(ClientMessage::Goodbye) => {
+                    let _ = timeout(limits.write_timeout(), conn.close()).await;
+                    return None;
+                }
+                Ok(_) => (ErrorCode::HelloRequired, "send Hello with your name first".into()),
+                Err(_) => {
+                    let _ = timeout(limits.write_timeout(), async {
+                        send_error(conn, ErrorCode::BadRequest, 0, "malformed message".into()).await?;
+                        conn.close().await
+                    })
+                    .await;
+                    return None;
+                }
+            },
+        };
+        // Not fatal: the client may try another name until the deadline.
+        if timeout(limits.write_timeout(), send_error(conn, refusal.0, 0, refusal.1)).await.is_err() {
+            return None;
+        }
+    }
+}
+
+async fn message_loop(
+    conn: &mut Conn,
+    name: &str,
+    mut rx: mpsc::Receiver<Outgoing>,
+    kick: &CancellationToken,
+    settings: &Settings,
+    hub: &Hub,
+    shutdown: &CancellationToken,
+) -> End {
+    let limits = &settings.limits;
+    let mut rate = RateLimit::new(limits.messages_per_sec, limits.burst);
+    let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout();
+    loop {
+        let key_update = conn.next_timeout().map_or(idle_deadline + Duration::from_secs(3600), |t| t.into());
+        tokio::select! {
+            biased;
+            () = kick.cancelled() => return End::Refused(ErrorCode::TooSlow, "the client did not read its messages fast enough"),
+            () = shutdown.cancelled() => {
+                // Drain what is already queued so no accepted message is lost.
+                while let Ok(out) = rx.try_recv() {
+                    if timeout(limits.write_timeout(), conn.send(&out)).await.is_err() {
+                        break;
+                    }
+                }
+                return End::Shutdown;
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { return End::Shutdown };
+                match timeout(limits.write_timeout(), conn.send(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return End::Failed(e),
+                    Err(_) => return End::Refused(ErrorCode::TooSlow, "writing to the client timed out"),
+                }
+            }
+            msg = conn.recv() => {
+                idle_deadline = tokio::time::Instant::now() + limits.idle_timeout();
+                let bytes = match msg {
+                    Ok(bytes) => bytes,
+                    Err(NetError::Closed) => return End::Client,
+                    Err(NetError::MessageTooLarge) => return End::Refused(ErrorCode::MessageTooLarge, "a message exceeded the server's size limit"),
+                    Err(e) => return End::Failed(e),
+                };
+                let Ok(msg) = ClientMessage::decode(&bytes) else {
+                    return End::Refused(ErrorCode::BadRequest, "malformed message");
+                };
+                if matches!(msg, ClientMessage::Goodbye) {
+                    return End::Client;
+                }
+                let reply = if rate.allow(Instant::now()) {
+                    handle(msg, name, settings, hub)
+                } else {
+                    tracing::debug!(name, "rate limited");
+                    Some(ServerMessage::Error {
+                        code: ErrorCode::RateLimited,
+                        client_id: client_id(&msg),
+                        text: format!("slow down: at most {} messages per second", limits.messages_per_sec),
+                    })
+                };
+                if let Some(reply) = reply {
+                    match timeout(limits.write_timeout(), send_msg(conn, &reply)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return End::Failed(e),
+                        Err(_) => return End::Refused(ErrorCode::TooSlow, "writing to the client timed out"),
+                    }
+                }
+            }
+            () = sleep_until(idle_deadline) => return End::Refused(ErrorCode::IdleTimeout, "no message within the idle timeout"),
+            () = sleep_until(key_update) => {
+                if let Err(e) = conn.handle_timeout().await {
+                    return End::Failed(e);
+                }
+            }
+        }
+    }
+}
+
+fn client_id(msg: &ClientMessage) -> u64 {
+    match msg {
+        ClientMessage::Send { id, .. } => *id,
+        _ => 0,
+    }
+}
+
+/// Handles one message from a registered client; returns the direct reply.
+fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Option<ServerMessage> {
+    let limits = &settings.limits;
+    let refuse = |(code, text): Refusal, client_id: u64| ServerMessage::Error { code, client_id, text };
+    let room_ok = |room: &str| valid_name(room, limits.max_name_len);
+    let bad_room = || {
+        (
+            ErrorCode::InvalidName,
+            format!("room names are 1 to {} letters, digits, '-', '_' or '.'", limits.max_name_len),
+        )
+    };
+    Some(match msg {
+        ClientMessage::Hello { .. } => refuse((ErrorCode::HelloRequired, "you already said Hello".into()), 0),
+        ClientMessage::Join { room } if room_ok(&room) => match hub.join(name, &room, limits.max_rooms_per_client) {
+            Ok(()) => ServerMessage::Joined { room },
+            Err(r) => refuse(r, 0),
+        },
+        ClientMessage::Leave { room } => match hub.leave(name, &room) {
+            Ok(()) => ServerMessage::Left { room },
+            Err(r) => refuse(r, 0),
+        },
+        ClientMessage::Join { .. } => refuse(bad_room(), 0),
+        ClientMessage::Send { id, to, text } => match hub.send(name, &to, text) {
+            Ok((server_id, timestamp_ms)) => ServerMessage::Ack { client_id: id, id: server_id, timestamp_ms },
+            Err(r) => refuse(r, id),
+        },
+        ClientMessage::Who { room } => match hub.members(name, &room) {
+            Ok(names) => ServerMessage::Members { room, names },
+            Err(r) => refuse(r, 0),
+        },
+        ClientMessage::Ping { nonce } => ServerMessage::Pong { nonce },
+        ClientMessage::Goodbye => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("alice", 32));
+        assert!(valid_name("Bob_2.0-x", 32));
+        assert!(!valid_name("", 32));
+        assert!(!valid_name("a b", 32));
+        assert!(!valid_name(".hidden", 32));
+        assert!(!valid_name("-x", 32));
+        assert!(!valid_name("ümlaut", 32));
+        assert!(!valid_name(&"x".repeat(33), 32));
+    }
+
+    #[test]
+    fn rate_limit_allows_burst_then_rate() {
+        let mut r = RateLimit::new(10, 3);
+        let t = r.last;
+        assert!(r.allow(t) && r.allow(t) && r.allow(t));
+        assert!(!r.allow(t));
+        assert!(r.allow(t + Duration::from_millis(150)));
+    }
+}

@@ -1,0 +1,202 @@
+//! `cipherline serve`: run the relay server.
+//!
+//! Zero configuration: listens on 127.0.0.1:5555 and, on first start,
+//! creates an RSA-3072 server key in the data directory; later starts reuse
+//! it, so the fingerprint people pin stays the same. A TOML file can set
+//! everything the flags set, and the limits; flags override the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cipherline_keys::{DataDir, KeyKind, LoadOptions, PrivateKey, load_server_key, write_key_pair};
+use cipherline_server::{Limits, Settings};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::error::CliError;
+use crate::passphrase::PassphraseArgs;
+use crate::trust::DataDirArgs;
+
+/// The address served when neither a flag nor the file names one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5555";
+/// The server key's file name inside the data directory.
+pub const DEFAULT_KEY_FILE: &str = "server_key.pem";
+
+/// Run the relay server: clients connect, chat in rooms and send direct
+/// messages. Stops gracefully on Ctrl-C or SIGTERM. Logs go to stderr
+/// (RUST_LOG=debug for more).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 0.0.0.0:5555 or [::]:5555 to serve a
+    /// network. Default: 127.0.0.1:5555 (this machine only).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+
+    /// The server's key: an RSA (2048 to 4096 bits) or X25519 private key
+    /// in PEM, such as a seed's server_private_key.pem. Default:
+    /// server_key.pem in the data directory, created (RSA-3072) on first
+    /// start.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
+
+    /// A TOML configuration file (keys: listen, data_dir, key, and a
+    /// [limits] table); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+
+    /// Use the key even if group or others can read its file.
+    #[arg(long)]
+    pub insecure_key_permissions: bool,
+}
+
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+fn read_config(path: &Path) -> Result<FileConfig, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::failed(format!("cannot read config file {}: {e}", path.display()), "check the path given to --config")
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        CliError::failed(
+            format!("config file {}: {}", path.display(), e.message()),
+            "see `cipherline serve --help` and PROTOCOL.md §13.5 for the keys",
+        )
+    })
+}
+
+/// Loads the server key, creating the default one on first start.
+fn server_key(args: &ServeArgs, file: &FileConfig, data_dir: &DataDir) -> Result<(PathBuf, bool), CliError> {
+    if let Some(path) = args.key.as_ref().or(file.key.as_ref()) {
+        return Ok((path.clone(), false));
+    }
+    let path = data_dir.path().join(DEFAULT_KEY_FILE);
+    if path.exists() {
+        return Ok((path, false));
+    }
+    create_private_dir(data_dir.path())?;
+    let key = PrivateKey::generate(KeyKind::Rsa { bits: 3072 })?;
+    write_key_pair(&key, &path, None, false)?;
+    Ok((path, true))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), CliError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| {
+        CliError::failed(
+            format!("cannot create data directory {}: {e}", dir.display()),
+            "choose a writable directory with --data-dir or CIPHERLINE_HOME",
+        )
+    })
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub fn run(args: &ServeArgs) -> Result<(), CliError> {
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    file.limits.validate().map_err(|e| CliError::failed(format!("config: {e}"), "fix the [limits] table"))?;
+    let data_dir = match (&args.data_dir.data_dir, &file.data_dir) {
+        (None, Some(dir)) => DataDir::at(dir),
+        _ => args.data_dir.resolve()?,
+    };
+    let listen = args.listen.clone().or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        CliError::usage(
+            format!("--listen {listen:?} is not an address"),
+            "give an IP address and port, e.g. 127.0.0.1:5555, 0.0.0.0:5555 or [::]:5555",
+        )
+    })?;
+
+    let (key_path, created) = server_key(args, &file, &data_dir)?;
+    let passphrase = args.passphrase.for_existing_key()?;
+    let options =
+        LoadOptions::new().passphrase(passphrase.as_ref()).allow_insecure_permissions(args.insecure_key_permissions);
+    let key = load_server_key(&key_path, &options)?;
+    let fingerprint = cipherline_keys::Fingerprint::of_server_key(key.public_key());
+    let kind = match key.public_key().rsa_bits() {
+        Some(bits) => format!("RSA-{bits}"),
+        None => "X25519".to_owned(),
+    };
+
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}"), "check system limits"))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            CliError::failed(
+                format!("cannot listen on {addr}: {e}"),
+                "is another server already using that port? choose another with --listen",
+            )
+        })?;
+        let bound = listener.local_addr().map_err(|e| CliError::failed(format!("listener: {e}"), "try again"))?;
+        if created {
+            println!("created a new {kind} server key: {}", key_path.display());
+        }
+        println!("cipherline server listening on {bound}");
+        println!("server key: {} ({kind})", key_path.display());
+        println!("fingerprint: {fingerprint}");
+        println!("             {}", fingerprint.short());
+        println!("clients check this fingerprint on first contact, or pin it with --server-fingerprint {fingerprint}");
+        tracing::info!(%bound, key = %fingerprint, "listening");
+        let settings = Settings {
+            protocol: Arc::new(cipherline_proto::ServerConfig::new(Arc::new(key))),
+            limits: file.limits.clone(),
+        };
+        cipherline_server::run(listener, settings, shutdown_signal())
+            .await
+            .map_err(|e| CliError::failed(format!("server: {e}"), "see the log above"))?;
+        println!("cipherline server stopped");
+        Ok(())
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("signal received; shutting down");
+}
