@@ -127,6 +127,11 @@ impl Client {
         self.chan.session()
     }
 
+    /// Sends any client message as it is (no reply awaited).
+    pub async fn send_message(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
+        self.send_msg(msg).await
+    }
+
     async fn send_msg(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
         let bytes = msg.encode().map_err(NetError::Protocol)?;
         timeout(self.reply_timeout, self.chan.send(&bytes)).await.map_err(|_| ClientError::Timeout("sending"))??;

@@ -16,6 +16,13 @@ pub const MAX_MESSAGE: usize = 1 << 20;
 pub const MAX_NAME: usize = 64;
 /// Most names one Members message lists.
 pub const MAX_MEMBERS: usize = 4096;
+/// Longest file name carried in a file offer.
+pub const MAX_FILE_NAME: usize = 255;
+/// Most bytes of file data in one chunk (PROTOCOL.md §13.6).
+pub const MAX_CHUNK: usize = 16 * 1024;
+/// Most bytes a sender may have relayed beyond the slowest accepting
+/// receiver's acknowledgement; the server cancels a transfer that exceeds it.
+pub const MAX_UNACKED: u64 = 2 * 1024 * 1024;
 
 /// Where a chat message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +72,59 @@ pub enum ClientMessage {
     },
     /// A clean goodbye before close_notify.
     Goodbye,
+    /// Offer a file to a user or a room (PROTOCOL.md §13.6).
+    FileOffer {
+        /// Sender-chosen transfer id.
+        transfer: u64,
+        /// Who is offered the file.
+        to: Target,
+        /// The file's name (no directory part).
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// Accept or decline a file offered by `sender`.
+    FileAnswer {
+        /// The offer's transfer id.
+        transfer: u64,
+        /// Who offered it.
+        sender: String,
+        /// Whether the file is wanted.
+        accept: bool,
+    },
+    /// The next piece of an accepted transfer's data.
+    FileChunk {
+        /// The transfer id.
+        transfer: u64,
+        /// At most [`MAX_CHUNK`] bytes.
+        data: Vec<u8>,
+    },
+    /// The whole file was sent; its SHA-256.
+    FileEnd {
+        /// The transfer id.
+        transfer: u64,
+        /// SHA-256 of all the data.
+        sha256: [u8; 32],
+    },
+    /// Stop a transfer: the sender (with `sender` empty) stops it for
+    /// everyone; a receiver (naming the sender) stops receiving it.
+    FileCancel {
+        /// The transfer id.
+        transfer: u64,
+        /// Empty when sent by the file's sender, else the sender's name.
+        sender: String,
+        /// Why, for people.
+        reason: String,
+    },
+    /// A receiver confirms it has stored `received` bytes (flow control).
+    FileAck {
+        /// The transfer id.
+        transfer: u64,
+        /// Who sends the file.
+        sender: String,
+        /// Bytes received and stored so far.
+        received: u64,
+    },
 }
 
 /// What happened in a room, for Notice.
@@ -246,6 +306,65 @@ pub enum ServerMessage {
         /// The Ping's nonce.
         nonce: u64,
     },
+    /// Someone offers this client a file.
+    FileOffered {
+        /// The sender's transfer id.
+        transfer: u64,
+        /// The sender.
+        from: String,
+        /// The user (this client) or the room it was offered to.
+        to: Target,
+        /// The file's name, as the sender gave it (sanitise before use).
+        name: String,
+        /// Its announced size.
+        size: u64,
+    },
+    /// A receiver answered this client's offer.
+    FileAnswered {
+        /// The transfer id.
+        transfer: u64,
+        /// The receiver.
+        by: String,
+        /// Whether it accepted.
+        accept: bool,
+    },
+    /// Data of a transfer this client accepted.
+    FileData {
+        /// The transfer id.
+        transfer: u64,
+        /// The sender.
+        from: String,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The sender finished; compare the hash with the data received.
+    FileDone {
+        /// The transfer id.
+        transfer: u64,
+        /// The sender.
+        from: String,
+        /// SHA-256 of the whole file, as the sender computed it.
+        sha256: [u8; 32],
+    },
+    /// The other side, or the server, stopped a transfer.
+    FileCancelled {
+        /// The transfer id.
+        transfer: u64,
+        /// The sender (to receivers) or the receiver (to the sender) that
+        /// stopped it; the file's sender's own name if the server did.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// A receiver's progress (flow control for the sender).
+    FileAcked {
+        /// The transfer id.
+        transfer: u64,
+        /// The receiver.
+        by: String,
+        /// Bytes it has stored.
+        received: u64,
+    },
 }
 
 fn put_name(w: &mut Writer, s: &str) -> Result<(), Error> {
@@ -258,6 +377,23 @@ fn put_text(w: &mut Writer, s: &str) -> Result<(), Error> {
     w.bytes(&len.to_be_bytes());
     w.bytes(s.as_bytes());
     Ok(())
+}
+
+/// File data: a u16 length (at most [`MAX_CHUNK`]) and the bytes.
+fn put_data(w: &mut Writer, data: &[u8]) -> Result<(), Error> {
+    w.vec16(data, MAX_CHUNK)
+}
+
+fn get_data(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    Ok(r.vec16(MAX_CHUNK)?.to_vec())
+}
+
+fn get_bool(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(DecodeError::IllegalValue),
+    }
 }
 
 fn put_u64(w: &mut Writer, v: u64) {
@@ -349,6 +485,41 @@ impl ClientMessage {
                 put_u64(&mut w, *nonce);
             }
             ClientMessage::Goodbye => w.u8(0x07),
+            ClientMessage::FileOffer { transfer, to, name, size } => {
+                w.u8(0x08);
+                put_u64(&mut w, *transfer);
+                put_target(&mut w, to)?;
+                w.vec8(name.as_bytes(), MAX_FILE_NAME)?;
+                put_u64(&mut w, *size);
+            }
+            ClientMessage::FileAnswer { transfer, sender, accept } => {
+                w.u8(0x09);
+                put_u64(&mut w, *transfer);
+                put_name(&mut w, sender)?;
+                w.u8(u8::from(*accept));
+            }
+            ClientMessage::FileChunk { transfer, data } => {
+                w.u8(0x0a);
+                put_u64(&mut w, *transfer);
+                put_data(&mut w, data)?;
+            }
+            ClientMessage::FileEnd { transfer, sha256 } => {
+                w.u8(0x0b);
+                put_u64(&mut w, *transfer);
+                w.bytes(sha256);
+            }
+            ClientMessage::FileCancel { transfer, sender, reason } => {
+                w.u8(0x0c);
+                put_u64(&mut w, *transfer);
+                put_name(&mut w, sender)?;
+                put_text(&mut w, reason)?;
+            }
+            ClientMessage::FileAck { transfer, sender, received } => {
+                w.u8(0x0d);
+                put_u64(&mut w, *transfer);
+                put_name(&mut w, sender)?;
+                put_u64(&mut w, *received);
+            }
         }
         frame(w)
     }
@@ -364,6 +535,29 @@ impl ClientMessage {
             0x05 => ClientMessage::Who { room: get_name(&mut r)? },
             0x06 => ClientMessage::Ping { nonce: get_u64(&mut r)? },
             0x07 => ClientMessage::Goodbye,
+            0x08 => ClientMessage::FileOffer {
+                transfer: get_u64(&mut r)?,
+                to: get_target(&mut r)?,
+                name: utf8(r.vec8(MAX_FILE_NAME)?)?,
+                size: get_u64(&mut r)?,
+            },
+            0x09 => ClientMessage::FileAnswer {
+                transfer: get_u64(&mut r)?,
+                sender: get_name(&mut r)?,
+                accept: get_bool(&mut r)?,
+            },
+            0x0a => ClientMessage::FileChunk { transfer: get_u64(&mut r)?, data: get_data(&mut r)? },
+            0x0b => ClientMessage::FileEnd { transfer: get_u64(&mut r)?, sha256: r.array()? },
+            0x0c => ClientMessage::FileCancel {
+                transfer: get_u64(&mut r)?,
+                sender: get_name(&mut r)?,
+                reason: get_text(&mut r)?,
+            },
+            0x0d => ClientMessage::FileAck {
+                transfer: get_u64(&mut r)?,
+                sender: get_name(&mut r)?,
+                received: get_u64(&mut r)?,
+            },
             _ => return Err(DecodeError::UnknownMessageType),
         };
         r.finish()?;
@@ -435,6 +629,44 @@ impl ServerMessage {
                 w.u8(0x89);
                 put_u64(&mut w, *nonce);
             }
+            ServerMessage::FileOffered { transfer, from, to, name, size } => {
+                w.u8(0x8a);
+                put_u64(&mut w, *transfer);
+                put_name(&mut w, from)?;
+                put_target(&mut w, to)?;
+                w.vec8(name.as_bytes(), MAX_FILE_NAME)?;
+                put_u64(&mut w, *size);
+            }
+            ServerMessage::FileAnswered { transfer, by, accept } => {
+                w.u8(0x8b);
+                put_u64(&mut w, *transfer);
+                put_name(&mut w, by)?;
+                w.u8(u8::from(*accept));
+            }
+            ServerMessage::FileData { transfer, from, data } => {
+                w.u8(0x8c);
+                put_u64(&mut w, *transfer);
+                put_name(&mut w, from)?;
+                put_data(&mut w, data)?;
+            }
+            ServerMessage::FileDone { transfer, from, sha256 } => {
+                w.u8(0x8d);
+                put_u64(&mut w, *transfer);
+                put_name(&mut w, from)?;
+                w.bytes(sha256);
+            }
+            ServerMessage::FileCancelled { transfer, by, reason } => {
+                w.u8(0x8e);
+                put_u64(&mut w, *transfer);
+                put_name(&mut w, by)?;
+                put_text(&mut w, reason)?;
+            }
+            ServerMessage::FileAcked { transfer, by, received } => {
+                w.u8(0x8f);
+                put_u64(&mut w, *transfer);
+                put_name(&mut w, by)?;
+                put_u64(&mut w, *received);
+            }
         }
         frame(w)
     }
@@ -491,6 +723,32 @@ impl ServerMessage {
                 text: get_text(&mut r)?,
             },
             0x89 => ServerMessage::Pong { nonce: get_u64(&mut r)? },
+            0x8a => ServerMessage::FileOffered {
+                transfer: get_u64(&mut r)?,
+                from: get_name(&mut r)?,
+                to: get_target(&mut r)?,
+                name: utf8(r.vec8(MAX_FILE_NAME)?)?,
+                size: get_u64(&mut r)?,
+            },
+            0x8b => ServerMessage::FileAnswered {
+                transfer: get_u64(&mut r)?,
+                by: get_name(&mut r)?,
+                accept: get_bool(&mut r)?,
+            },
+            0x8c => {
+                ServerMessage::FileData { transfer: get_u64(&mut r)?, from: get_name(&mut r)?, data: get_data(&mut r)? }
+            }
+            0x8d => ServerMessage::FileDone { transfer: get_u64(&mut r)?, from: get_name(&mut r)?, sha256: r.array()? },
+            0x8e => ServerMessage::FileCancelled {
+                transfer: get_u64(&mut r)?,
+                by: get_name(&mut r)?,
+                reason: get_text(&mut r)?,
+            },
+            0x8f => ServerMessage::FileAcked {
+                transfer: get_u64(&mut r)?,
+                by: get_name(&mut r)?,
+                received: get_u64(&mut r)?,
+            },
             _ => return Err(DecodeError::UnknownMessageType),
         };
         r.finish()?;
@@ -567,6 +825,12 @@ mod tests {
             ClientMessage::Who { room: "r".into() },
             ClientMessage::Ping { nonce: u64::MAX },
             ClientMessage::Goodbye,
+            ClientMessage::FileOffer { transfer: 1, to: Target::User("b".into()), name: "a.txt".into(), size: 9 },
+            ClientMessage::FileAnswer { transfer: 1, sender: "a".into(), accept: true },
+            ClientMessage::FileChunk { transfer: 1, data: vec![0; MAX_CHUNK] },
+            ClientMessage::FileEnd { transfer: 1, sha256: [7; 32] },
+            ClientMessage::FileCancel { transfer: 1, sender: String::new(), reason: "disk full".into() },
+            ClientMessage::FileAck { transfer: 1, sender: "a".into(), received: 16384 },
         ];
         let mut d = MessageDecoder::new(MAX_MESSAGE);
         for m in &client {
@@ -592,6 +856,18 @@ mod tests {
             ServerMessage::Members { room: "lobby".into(), names: vec!["a".into(), "b".into()] },
             ServerMessage::Error { code: ErrorCode::NameTaken, client_id: 0, text: "taken".into() },
             ServerMessage::Pong { nonce: 5 },
+            ServerMessage::FileOffered {
+                transfer: 1,
+                from: "a".into(),
+                to: Target::Room("r".into()),
+                name: "a.txt".into(),
+                size: 9,
+            },
+            ServerMessage::FileAnswered { transfer: 1, by: "b".into(), accept: false },
+            ServerMessage::FileData { transfer: 1, from: "a".into(), data: vec![1, 2, 3] },
+            ServerMessage::FileDone { transfer: 1, from: "a".into(), sha256: [9; 32] },
+            ServerMessage::FileCancelled { transfer: 1, by: "b".into(), reason: "cancelled".into() },
+            ServerMessage::FileAcked { transfer: 1, by: "b".into(), received: 5 },
         ];
         for m in &server {
             let bytes = m.encode().unwrap();
@@ -610,6 +886,11 @@ mod tests {
         assert_eq!(ClientMessage::decode(&[0x01, 2, 0xff, 0xfe]), Err(DecodeError::IllegalValue), "not UTF-8");
         assert_eq!(ClientMessage::decode(&[0x07, 0]), Err(DecodeError::TrailingBytes));
         assert_eq!(ClientMessage::decode(&[0x42]), Err(DecodeError::UnknownMessageType));
+        // A chunk over MAX_CHUNK is refused.
+        let mut big = vec![0x0a, 0, 0, 0, 0, 0, 0, 0, 1, 0x40, 0x01];
+        big.resize(big.len() + MAX_CHUNK + 1, 0);
+        assert_eq!(ClientMessage::decode(&big), Err(DecodeError::FieldTooLong));
+        assert_eq!(ClientMessage::decode(&[0x09, 0, 0, 0, 0, 0, 0, 0, 1, 1, b'a', 2]), Err(DecodeError::IllegalValue));
         // A member count larger than the bytes present is refused before allocating.
         assert_eq!(ServerMessage::decode(&[0x87, 1, b'r', 0x0f, 0xff]), Err(DecodeError::Truncated));
     }

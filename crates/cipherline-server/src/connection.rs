@@ -325,6 +325,13 @@ fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Opt
         },
         ClientMessage::Ping { nonce } => ServerMessage::Pong { nonce },
         ClientMessage::Goodbye => return None,
+        // File transfer relay: not implemented yet.
+        ClientMessage::FileOffer { .. }
+        | ClientMessage::FileAnswer { .. }
+        | ClientMessage::FileChunk { .. }
+        | ClientMessage::FileEnd { .. }
+        | ClientMessage::FileCancel { .. }
+        | ClientMessage::FileAck { .. } => refuse((ErrorCode::BadRequest, "file transfer is not supported yet".into()), 0),
     })
 }
 
