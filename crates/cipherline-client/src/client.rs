@@ -1,13 +1,13 @@
-//! A connected, named client.
+//! A connected, named client, whole or split into a reader and a writer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cipherline_net::{Channel, NetError};
+use cipherline_net::{ChannelReader, ChannelWriter, NetError};
 use cipherline_proto::app::{ClientMessage, ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
-use cipherline_proto::{ClientConfig, Session};
+use cipherline_proto::{ClientConfig, Suite};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::timeout;
@@ -48,15 +48,88 @@ impl Default for Options {
     }
 }
 
+/// What was agreed in the handshake and at Hello.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// The name the server accepted.
+    pub name: String,
+    /// The suite in use.
+    pub suite: Suite,
+    /// The server's key (its fingerprint is what the user checked).
+    pub server_key: ServerPublicKey,
+    /// The handshake hash, the same on both ends.
+    pub handshake_hash: [u8; 32],
+    /// The server's largest accepted message, in bytes.
+    pub max_message: u32,
+    /// Seconds of silence after which the server drops a client.
+    pub idle_timeout_secs: u32,
+}
+
+/// The receiving half of a client.
+pub struct ClientReader {
+    chan: ChannelReader<OwnedReadHalf>,
+    pending: VecDeque<ServerMessage>,
+}
+
+/// The sending half of a client.
+pub struct ClientWriter {
+    chan: ChannelWriter<OwnedWriteHalf>,
+    next_id: u64,
+    reply_timeout: Duration,
+}
+
 /// A client that has completed the handshake and been welcomed by name.
 pub struct Client {
-    chan: Channel<OwnedReadHalf, OwnedWriteHalf>,
-    pending: VecDeque<ServerMessage>,
-    next_id: u64,
-    name: String,
-    max_message: u32,
-    idle_timeout_secs: u32,
-    reply_timeout: Duration,
+    reader: ClientReader,
+    writer: ClientWriter,
+    info: SessionInfo,
+}
+
+impl ClientReader {
+    /// The next message from the server. Cancel-safe and unbounded: wrap it
+    /// in a timeout or a `select!`.
+    pub async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
+        if let Some(msg) = self.pending.pop_front() {
+            return Ok(msg);
+        }
+        let bytes = self.chan.recv().await?;
+        Ok(ServerMessage::decode(&bytes).map_err(|e| NetError::Protocol(e.into()))?)
+    }
+}
+
+impl ClientWriter {
+    /// Sends any client message as it is.
+    pub async fn send_message(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
+        let bytes = msg.encode().map_err(NetError::Protocol)?;
+        timeout(self.reply_timeout, self.chan.send(&bytes)).await.map_err(|_| ClientError::Timeout("sending"))??;
+        Ok(())
+    }
+
+    /// Sends text; returns the id the server's Ack (or Error) will carry.
+    pub async fn send(&mut self, to: Target, text: &str) -> Result<u64, ClientError> {
+        let id = self.next_id();
+        self.send_message(&ClientMessage::Send { id, to, text: text.to_owned() }).await?;
+        Ok(id)
+    }
+
+    /// A fresh id for a Send or a file transfer.
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Ratchets the session keys both ways now.
+    pub async fn rekey(&mut self) -> Result<(), ClientError> {
+        timeout(self.reply_timeout, self.chan.rekey()).await.map_err(|_| ClientError::Timeout("sending"))??;
+        Ok(())
+    }
+
+    /// Says Goodbye and closes the sending side cleanly.
+    pub async fn close(&mut self) -> Result<(), ClientError> {
+        self.send_message(&ClientMessage::Goodbye).await?;
+        timeout(self.reply_timeout, self.chan.close()).await.map_err(|_| ClientError::Timeout("closing"))??;
+        Ok(())
+    }
 }
 
 impl Client {
@@ -81,21 +154,27 @@ impl Client {
             return Err(ClientError::Untrusted(why));
         }
         let chan = pending.trust(options.reply_timeout).await?;
+        let (suite, server_key, handshake_hash) =
+            chan.with_session(|s| (s.suite(), s.server_key().clone(), *s.handshake_hash()));
+        let (reader, writer) = chan.split();
         let mut client = Client {
-            chan,
-            pending: VecDeque::new(),
-            next_id: 0,
-            name: String::new(),
-            max_message: 0,
-            idle_timeout_secs: 0,
-            reply_timeout: options.reply_timeout,
+            reader: ClientReader { chan: reader, pending: VecDeque::new() },
+            writer: ClientWriter { chan: writer, next_id: 0, reply_timeout: options.reply_timeout },
+            info: SessionInfo {
+                name: String::new(),
+                suite,
+                server_key,
+                handshake_hash,
+                max_message: 0,
+                idle_timeout_secs: 0,
+            },
         };
-        client.send_msg(&ClientMessage::Hello { name: name.to_owned() }).await?;
+        client.writer.send_message(&ClientMessage::Hello { name: name.to_owned() }).await?;
         match client.reply(|m| matches!(m, ServerMessage::Welcome { .. }), |_| false).await? {
             ServerMessage::Welcome { name, max_message, idle_timeout_secs } => {
-                client.name = name;
-                client.max_message = max_message;
-                client.idle_timeout_secs = idle_timeout_secs;
+                client.info.name = name;
+                client.info.max_message = max_message;
+                client.info.idle_timeout_secs = idle_timeout_secs;
                 Ok(client)
             }
             _ => Err(ClientError::Unexpected),
@@ -105,37 +184,37 @@ impl Client {
     /// The name the server accepted.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The server's largest accepted message, in bytes.
-    #[must_use]
-    pub fn max_message(&self) -> u32 {
-        self.max_message
+        &self.info.name
     }
 
     /// Seconds of silence after which the server drops this client (send
     /// [`Client::ping`] more often than this when idle).
     #[must_use]
     pub fn idle_timeout_secs(&self) -> u32 {
-        self.idle_timeout_secs
+        self.info.idle_timeout_secs
     }
 
-    /// The session: suite, server key and handshake hash.
+    /// Suite, server key, handshake hash and the server's limits.
     #[must_use]
-    pub fn session(&self) -> &Session {
-        self.chan.session()
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// Splits into halves for separate tasks (messages already received but
+    /// not yet read stay with the reader).
+    #[must_use]
+    pub fn split(self) -> (ClientReader, ClientWriter, SessionInfo) {
+        (self.reader, self.writer, self.info)
+    }
+
+    /// The sending half, for fire-and-forget messages.
+    pub fn writer(&mut self) -> &mut ClientWriter {
+        &mut self.writer
     }
 
     /// Sends any client message as it is (no reply awaited).
     pub async fn send_message(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
-        self.send_msg(msg).await
-    }
-
-    async fn send_msg(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
-        let bytes = msg.encode().map_err(NetError::Protocol)?;
-        timeout(self.reply_timeout, self.chan.send(&bytes)).await.map_err(|_| ClientError::Timeout("sending"))??;
-        Ok(())
+        self.writer.send_message(msg).await
     }
 
     /// Waits for the first message `want` accepts; an Error that `refers`
@@ -146,37 +225,45 @@ impl Client {
         want: impl Fn(&ServerMessage) -> bool,
         refers: impl Fn(u64) -> bool,
     ) -> Result<ServerMessage, ClientError> {
-        let deadline = tokio::time::Instant::now() + self.reply_timeout;
-        loop {
-            let bytes = tokio::time::timeout_at(deadline, self.chan.recv())
-                .await
-                .map_err(|_| ClientError::Timeout("waiting for the server's reply"))??;
-            let msg = ServerMessage::decode(&bytes).map_err(|e| NetError::Protocol(e.into()))?;
+        let deadline = tokio::time::Instant::now() + self.writer.reply_timeout;
+        let mut kept = VecDeque::new();
+        let result = loop {
+            let bytes = match tokio::time::timeout_at(deadline, self.reader.chan.recv()).await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(e)) => break Err(e.into()),
+                Err(_) => break Err(ClientError::Timeout("waiting for the server's reply")),
+            };
+            let msg = match ServerMessage::decode(&bytes) {
+                Ok(msg) => msg,
+                Err(e) => break Err(NetError::Protocol(e.into()).into()),
+            };
             match msg {
-                ref m if want(m) => return Ok(msg),
+                ref m if want(m) => break Ok(msg),
                 ServerMessage::Error { code, client_id, text } if client_id == 0 || refers(client_id) => {
-                    return Err(ClientError::Refused { code, text });
+                    break Err(ClientError::Refused { code, text });
                 }
-                other => self.pending.push_back(other),
+                other => kept.push_back(other),
             }
-        }
+        };
+        self.reader.pending.extend(kept);
+        result
     }
 
     /// Joins a room and waits until the server confirms.
     pub async fn join(&mut self, room: &str) -> Result<(), ClientError> {
-        self.send_msg(&ClientMessage::Join { room: room.to_owned() }).await?;
+        self.send_message(&ClientMessage::Join { room: room.to_owned() }).await?;
         self.reply(|m| matches!(m, ServerMessage::Joined { room: r } if r == room), |_| false).await.map(drop)
     }
 
     /// Leaves a room and waits until the server confirms.
     pub async fn leave(&mut self, room: &str) -> Result<(), ClientError> {
-        self.send_msg(&ClientMessage::Leave { room: room.to_owned() }).await?;
+        self.send_message(&ClientMessage::Leave { room: room.to_owned() }).await?;
         self.reply(|m| matches!(m, ServerMessage::Left { room: r } if r == room), |_| false).await.map(drop)
     }
 
     /// Lists a room's members.
     pub async fn who(&mut self, room: &str) -> Result<Vec<String>, ClientError> {
-        self.send_msg(&ClientMessage::Who { room: room.to_owned() }).await?;
+        self.send_message(&ClientMessage::Who { room: room.to_owned() }).await?;
         match self.reply(|m| matches!(m, ServerMessage::Members { room: r, .. } if r == room), |_| false).await? {
             ServerMessage::Members { names, .. } => Ok(names),
             _ => Err(ClientError::Unexpected),
@@ -185,10 +272,7 @@ impl Client {
 
     /// Sends text without waiting; returns the id the server's Ack will carry.
     pub async fn send(&mut self, to: Target, text: &str) -> Result<u64, ClientError> {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.send_msg(&ClientMessage::Send { id, to, text: text.to_owned() }).await?;
-        Ok(id)
+        self.writer.send(to, text).await
     }
 
     /// Sends text and waits for the server's acknowledgement; returns the
@@ -204,29 +288,22 @@ impl Client {
 
     /// Keepalive: sends Ping (the Pong arrives through [`Client::recv`]).
     pub async fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
-        self.send_msg(&ClientMessage::Ping { nonce }).await
+        self.send_message(&ClientMessage::Ping { nonce }).await
     }
 
     /// Ratchets the session keys both ways now.
     pub async fn rekey(&mut self) -> Result<(), ClientError> {
-        timeout(self.reply_timeout, self.chan.rekey()).await.map_err(|_| ClientError::Timeout("sending"))??;
-        Ok(())
+        self.writer.rekey().await
     }
 
     /// The next message from the server. Cancel-safe, unbounded: wrap it in
     /// a timeout or a `select!`.
     pub async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
-        if let Some(msg) = self.pending.pop_front() {
-            return Ok(msg);
-        }
-        let bytes = self.chan.recv().await?;
-        Ok(ServerMessage::decode(&bytes).map_err(|e| NetError::Protocol(e.into()))?)
+        self.reader.recv().await
     }
 
     /// Says Goodbye and closes cleanly.
     pub async fn close(mut self) -> Result<(), ClientError> {
-        self.send_msg(&ClientMessage::Goodbye).await?;
-        timeout(self.reply_timeout, self.chan.close()).await.map_err(|_| ClientError::Timeout("closing"))??;
-        Ok(())
+        self.writer.close().await
     }
 }

@@ -19,13 +19,14 @@
 //! `SystemRng`.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod channel;
 mod error;
 mod handshake;
 mod reader;
 
-pub use channel::Channel;
+pub use channel::{Channel, ChannelReader, ChannelWriter};
 pub use error::NetError;
 pub use handshake::{PendingServer, accept, connect};
 pub use reader::FrameReader;

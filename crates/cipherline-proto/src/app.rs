@@ -350,6 +350,9 @@ pub enum ServerMessage {
     FileCancelled {
         /// The transfer id.
         transfer: u64,
+        /// Who sends the file: with `transfer`, names the transfer without
+        /// ambiguity (this client's own name for a transfer it sends).
+        sender: String,
         /// The sender (to receivers) or the receiver (to the sender) that
         /// stopped it; the file's sender's own name if the server did.
         by: String,
@@ -655,9 +658,10 @@ impl ServerMessage {
                 put_name(&mut w, from)?;
                 w.bytes(sha256);
             }
-            ServerMessage::FileCancelled { transfer, by, reason } => {
+            ServerMessage::FileCancelled { transfer, sender, by, reason } => {
                 w.u8(0x8e);
                 put_u64(&mut w, *transfer);
+                put_name(&mut w, sender)?;
                 put_name(&mut w, by)?;
                 put_text(&mut w, reason)?;
             }
@@ -741,6 +745,7 @@ impl ServerMessage {
             0x8d => ServerMessage::FileDone { transfer: get_u64(&mut r)?, from: get_name(&mut r)?, sha256: r.array()? },
             0x8e => ServerMessage::FileCancelled {
                 transfer: get_u64(&mut r)?,
+                sender: get_name(&mut r)?,
                 by: get_name(&mut r)?,
                 reason: get_text(&mut r)?,
             },
@@ -866,7 +871,12 @@ mod tests {
             ServerMessage::FileAnswered { transfer: 1, by: "b".into(), accept: false },
             ServerMessage::FileData { transfer: 1, from: "a".into(), data: vec![1, 2, 3] },
             ServerMessage::FileDone { transfer: 1, from: "a".into(), sha256: [9; 32] },
-            ServerMessage::FileCancelled { transfer: 1, by: "b".into(), reason: "cancelled".into() },
+            ServerMessage::FileCancelled {
+                transfer: 1,
+                sender: "a".into(),
+                by: "b".into(),
+                reason: "cancelled".into(),
+            },
             ServerMessage::FileAcked { transfer: 1, by: "b".into(), received: 5 },
         ];
         for m in &server {

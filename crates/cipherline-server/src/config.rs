@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The smallest `max_message_bytes` allowed: 17 KiB, so that a FileChunk
+/// with a full [`cipherline_proto::app::MAX_CHUNK`] of data (1 + 8 + 2 +
+/// 16384 = 16395 bytes) always fits, with room to spare.
+pub const MIN_MESSAGE_BYTES: usize = 17 * 1024;
+
 /// Every limit the server enforces. Each field is also a key of the
 /// `[limits]` table of the configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -33,6 +38,9 @@ pub struct Limits {
     pub write_timeout_secs: u64,
     /// Seconds graceful shutdown waits for connections to finish.
     pub shutdown_grace_secs: u64,
+    /// File transfers one client may have in progress as the sender
+    /// (offered and not yet ended, cancelled or abandoned by every receiver).
+    pub max_transfers_per_client: usize,
 }
 
 impl Default for Limits {
@@ -49,6 +57,7 @@ impl Default for Limits {
             queue_len: 256,
             write_timeout_secs: 10,
             shutdown_grace_secs: 5,
+            max_transfers_per_client: 16,
         }
     }
 }
@@ -62,14 +71,14 @@ impl Limits {
         if self.handshake_timeout_secs == 0 || self.idle_timeout_secs == 0 || self.write_timeout_secs == 0 {
             return Err("timeouts must be at least 1 second");
         }
-        if !(64..=cipherline_proto::app::MAX_MESSAGE).contains(&self.max_message_bytes) {
-            return Err("max_message_bytes must be between 64 and 1048576");
+        if !(MIN_MESSAGE_BYTES..=cipherline_proto::app::MAX_MESSAGE).contains(&self.max_message_bytes) {
+            return Err("max_message_bytes must be between 17408 and 1048576 (a full file chunk must fit)");
         }
         if self.messages_per_sec == 0 || self.burst == 0 {
             return Err("messages_per_sec and burst must be at least 1");
         }
-        if self.max_rooms_per_client == 0 || self.queue_len == 0 {
-            return Err("max_rooms_per_client and queue_len must be at least 1");
+        if self.max_rooms_per_client == 0 || self.queue_len == 0 || self.max_transfers_per_client == 0 {
+            return Err("max_rooms_per_client, queue_len and max_transfers_per_client must be at least 1");
         }
         if !(1..=cipherline_proto::app::MAX_NAME).contains(&self.max_name_len) {
             return Err("max_name_len must be between 1 and 64");
@@ -98,4 +107,19 @@ pub struct Settings {
     pub protocol: Arc<cipherline_proto::ServerConfig>,
     /// The limits.
     pub limits: Limits,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_chunk_always_fits() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        let chunk_message = 1 + 8 + 2 + cipherline_proto::app::MAX_CHUNK;
+        assert!(MIN_MESSAGE_BYTES >= chunk_message);
+        let small = Limits { max_message_bytes: MIN_MESSAGE_BYTES - 1, ..Limits::default() };
+        assert!(small.validate().is_err());
+        assert!(Limits { max_transfers_per_client: 0, ..Limits::default() }.validate().is_err());
+    }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
 use crate::hub::{Hub, Outgoing, Refusal};
+use crate::transfer::OfferError;
 
 type Conn = Channel<OwnedReadHalf, OwnedWriteHalf>;
 
@@ -90,8 +91,8 @@ pub(crate) async fn serve(
         }
     };
     conn.set_max_message(limits.max_message_bytes);
-    let identity = conn.session().peer_identity().map(|k| short_fp(&k.fingerprint()));
-    tracing::info!(conn = id, %peer, suite = %conn.session().suite(), identity = identity.as_deref(), "handshake complete");
+    let (suite, identity) = conn.with_session(|s| (s.suite(), s.peer_identity().map(|k| short_fp(&k.fingerprint()))));
+    tracing::info!(conn = id, %peer, %suite, identity = identity.as_deref(), "handshake complete");
 
     let Some((name, rx, kick)) = hello(&mut conn, &settings, &hub, deadline, &shutdown).await else {
         return;
@@ -258,8 +259,14 @@ async fn message_loop(
                 if matches!(msg, ClientMessage::Goodbye) {
                     return End::Client;
                 }
-                let reply = if rate.allow(Instant::now()) {
-                    handle(msg, name, settings, hub)
+                // Chunks and acks cost no tokens: a file moves in hundreds
+                // of them, and the flow-control window bounds them instead.
+                let metered = !matches!(msg, ClientMessage::FileChunk { .. } | ClientMessage::FileAck { .. });
+                let reply = if !metered || rate.allow(Instant::now()) {
+                    match handle(msg, name, settings, hub) {
+                        Ok(reply) => reply,
+                        Err(end) => return end,
+                    }
                 } else {
                     tracing::debug!(name, "rate limited");
                     Some(ServerMessage::Error {
@@ -286,15 +293,24 @@ async fn message_loop(
     }
 }
 
+/// The id an Error about `msg` carries: the Send id, or the transfer id for
+/// file-transfer messages (PROTOCOL.md §13.6).
 fn client_id(msg: &ClientMessage) -> u64 {
     match msg {
         ClientMessage::Send { id, .. } => *id,
+        ClientMessage::FileOffer { transfer, .. }
+        | ClientMessage::FileAnswer { transfer, .. }
+        | ClientMessage::FileChunk { transfer, .. }
+        | ClientMessage::FileEnd { transfer, .. }
+        | ClientMessage::FileCancel { transfer, .. }
+        | ClientMessage::FileAck { transfer, .. } => *transfer,
         _ => 0,
     }
 }
 
-/// Handles one message from a registered client; returns the direct reply.
-fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Option<ServerMessage> {
+/// Handles one message from a registered client; returns the direct reply,
+/// or how the connection ends if the message calls for closing it.
+fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Result<Option<ServerMessage>, End> {
     let limits = &settings.limits;
     let refuse = |(code, text): Refusal, client_id: u64| ServerMessage::Error { code, client_id, text };
     let room_ok = |room: &str| valid_name(room, limits.max_name_len);
@@ -304,7 +320,7 @@ fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Opt
             format!("room names are 1 to {} letters, digits, '-', '_' or '.'", limits.max_name_len),
         )
     };
-    Some(match msg {
+    Ok(Some(match msg {
         ClientMessage::Hello { .. } => refuse((ErrorCode::HelloRequired, "you already said Hello".into()), 0),
         ClientMessage::Join { room } if room_ok(&room) => match hub.join(name, &room, limits.max_rooms_per_client) {
             Ok(()) => ServerMessage::Joined { room },
@@ -324,15 +340,42 @@ fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Opt
             Err(r) => refuse(r, 0),
         },
         ClientMessage::Ping { nonce } => ServerMessage::Pong { nonce },
-        ClientMessage::Goodbye => return None,
-        // File transfer relay: not implemented yet.
-        ClientMessage::FileOffer { .. }
-        | ClientMessage::FileAnswer { .. }
-        | ClientMessage::FileChunk { .. }
-        | ClientMessage::FileEnd { .. }
-        | ClientMessage::FileCancel { .. }
-        | ClientMessage::FileAck { .. } => refuse((ErrorCode::BadRequest, "file transfer is not supported yet".into()), 0),
-    })
+        ClientMessage::Goodbye => return Ok(None),
+        // File transfer (§13.6): only an offer is ever answered directly,
+        // and only when refused; everything else flows through the hub.
+        ClientMessage::FileOffer { transfer, to, name: file_name, size } => {
+            match hub.file_offer(name, transfer, to, file_name, size, limits.max_transfers_per_client) {
+                Ok(()) => return Ok(None),
+                Err(OfferError::Refused(r)) => refuse(r, transfer),
+                Err(OfferError::DuplicateId) => {
+                    return Err(End::Refused(
+                        ErrorCode::BadRequest,
+                        "a file offer reused the id of a transfer still in progress",
+                    ));
+                }
+            }
+        }
+        ClientMessage::FileAnswer { transfer, sender, accept } => {
+            hub.file_answer(name, &sender, transfer, accept);
+            return Ok(None);
+        }
+        ClientMessage::FileChunk { transfer, data } => {
+            hub.file_chunk(name, transfer, data);
+            return Ok(None);
+        }
+        ClientMessage::FileEnd { transfer, sha256 } => {
+            hub.file_end(name, transfer, sha256, limits.max_transfers_per_client);
+            return Ok(None);
+        }
+        ClientMessage::FileCancel { transfer, sender, reason } => {
+            hub.file_cancel(name, &sender, transfer, reason);
+            return Ok(None);
+        }
+        ClientMessage::FileAck { transfer, sender, received } => {
+            hub.file_ack(name, &sender, transfer, received);
+            return Ok(None);
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 //! Every method takes the lock briefly and never awaits while holding it:
 //! delivery uses `try_send`, so one slow client can never stall another. A
 //! client whose queue is full is cut off (its `kick` token is cancelled) and
-//! its connection task closes it with `TooSlow`.
+//! its connection task closes it with `TooSlow`. File data is the one
+//! exception: it is queued only while a quarter of the queue is free, and a
+//! receiver without that room is taken out of the transfer instead (see
+//! `State::relay_chunk`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cipherline_proto::app::{Delivery, ErrorCode, NoticeKind, ServerMessage, Target};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::transfer::{self, Chunk, Fanout, OfferError, Transfers};
 
 /// An encoded server message, shared by every recipient of a fan-out.
 pub(crate) type Outgoing = Arc<[u8]>;
@@ -27,10 +32,20 @@ struct Peer {
     rooms: BTreeSet<String>,
 }
 
+impl Peer {
+    /// Whether file data may be queued: a quarter of the queue stays free
+    /// for everything else, including the FileCancelled that tells this
+    /// peer when it had no room.
+    fn has_room_for_data(&self) -> bool {
+        self.tx.capacity() > self.tx.max_capacity() / 4
+    }
+}
+
 #[derive(Default)]
 struct State {
     users: HashMap<String, Peer>,
     rooms: HashMap<String, BTreeSet<String>>,
+    transfers: Transfers,
 }
 
 /// The relay's shared state.
@@ -58,6 +73,37 @@ impl State {
         {
             tracing::warn!(peer = name, "outgoing queue full; dropping slow client");
             peer.kick.cancel();
+        }
+    }
+
+    fn deliver_all(&self, out: &[Fanout]) {
+        for fanout in out.iter().filter(|f| !f.to.is_empty()) {
+            let Some(bytes) = encode(&fanout.msg) else { continue };
+            for name in &fanout.to {
+                self.deliver(name, &bytes);
+            }
+        }
+    }
+
+    /// Relays one chunk's FileData. A receiver whose queue is mostly full
+    /// is dropped from this transfer rather than cut off: otherwise a sender
+    /// of many tiny chunks (the window counts bytes, not messages) could get
+    /// any receiver disconnected, and honest receivers of several transfers
+    /// at once would lose their connection instead of one transfer.
+    fn relay_chunk(&mut self, from: &str, transfer: u64, fanout: &Fanout) {
+        let Some(bytes) = encode(&fanout.msg) else { return };
+        let mut slow = Vec::new();
+        for name in &fanout.to {
+            match self.users.get(name) {
+                Some(peer) if peer.has_room_for_data() => self.deliver(name, &bytes),
+                Some(_) => slow.push(name),
+                None => {}
+            }
+        }
+        for name in slow {
+            tracing::info!(from, transfer, receiver = %name, "receiver's queue is full; dropping it from the transfer");
+            let out = self.transfers.drop_slow_receiver(from, transfer, name);
+            self.deliver_all(&out);
         }
     }
 
@@ -92,13 +138,16 @@ impl Hub {
         Ok(())
     }
 
-    /// Removes a connection and tells its rooms it left.
+    /// Removes a connection, tells its rooms it left, and ends or leaves
+    /// its file transfers.
     pub(crate) fn unregister(&self, name: &str) {
         let mut state = self.lock();
         let Some(peer) = state.users.remove(name) else { return };
         for room in peer.rooms {
             Self::remove_member(&mut state, &room, name);
         }
+        let out = state.transfers.disconnect(name);
+        state.deliver_all(&out);
     }
 
     fn remove_member(state: &mut State, room: &str, name: &str) {
@@ -178,6 +227,124 @@ impl Hub {
         Ok(state.rooms.get(room).map(|m| m.iter().cloned().collect()).unwrap_or_default())
     }
 
+    /// Offers a file to a user or to the other members of a room.
+    pub(crate) fn file_offer(
+        &self,
+        from: &str,
+        transfer: u64,
+        to: Target,
+        name: String,
+        size: u64,
+        max_active: usize,
+    ) -> Result<(), OfferError> {
+        if !transfer::valid_file_name(&name) {
+            return Err(OfferError::Refused((
+                ErrorCode::InvalidName,
+                "file names are 1 to 255 bytes without '/', '\\' or control characters, and not '.' or '..'".into(),
+            )));
+        }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let recipients: BTreeSet<String> = match &to {
+            Target::User(user) if user == from => {
+                return Err(OfferError::Refused((
+                    ErrorCode::UnknownUser,
+                    "you cannot offer a file to yourself".into(),
+                )));
+            }
+            Target::User(user) if state.users.contains_key(user) => BTreeSet::from([user.clone()]),
+            Target::User(user) => {
+                return Err(OfferError::Refused((
+                    ErrorCode::UnknownUser,
+                    format!("no user named {user:?} is connected"),
+                )));
+            }
+            Target::Room(room) => {
+                if !state.users.get(from).is_some_and(|p| p.rooms.contains(room)) {
+                    return Err(OfferError::Refused(not_in_room(room)));
+                }
+                let others: BTreeSet<String> = state
+                    .rooms
+                    .get(room)
+                    .map(|m| m.iter().filter(|n| n.as_str() != from).cloned().collect())
+                    .unwrap_or_default();
+                if others.is_empty() {
+                    return Err(OfferError::Refused((
+                        ErrorCode::UnknownUser,
+                        format!("nobody else is in room {room:?} to offer the file to"),
+                    )));
+                }
+                others
+            }
+        };
+        let count = recipients.len();
+        let fanout = state.transfers.offer(from, transfer, to, name, size, recipients, max_active)?;
+        // File names are user content: logs carry only ids and sizes.
+        tracing::debug!(from, transfer, size, recipients = count, "file offered");
+        state.deliver_all(&[fanout]);
+        Ok(())
+    }
+
+    /// A receiver accepts or declines an offer.
+    pub(crate) fn file_answer(&self, by: &str, sender: &str, transfer: u64, accept: bool) {
+        let mut state = self.lock();
+        let out = state.transfers.answer(by, sender, transfer, accept);
+        state.deliver_all(&out);
+    }
+
+    /// Relays a chunk of a transfer's data (or ends the transfer if the
+    /// chunk breaks the size or flow-control rules).
+    pub(crate) fn file_chunk(&self, from: &str, transfer: u64, data: Vec<u8>) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        match state.transfers.chunk(from, transfer, data) {
+            Chunk::Dropped => {}
+            Chunk::Relay(fanout) => state.relay_chunk(from, transfer, &fanout),
+            Chunk::Cancelled(out) => {
+                tracing::info!(from, transfer, "file transfer cancelled: the sender broke the size or window rule");
+                state.deliver_all(&out);
+            }
+        }
+    }
+
+    /// The sender finished a transfer; up to `max_finished` of its finished
+    /// transfers wait for the receivers' receipts.
+    pub(crate) fn file_end(&self, from: &str, transfer: u64, sha256: [u8; 32], max_finished: usize) {
+        let mut state = self.lock();
+        let out = state.transfers.end(from, transfer, sha256, max_finished);
+        if !out.is_empty() {
+            tracing::debug!(from, transfer, "file transfer finished");
+        }
+        state.deliver_all(&out);
+    }
+
+    /// FileCancel: an empty `sender` means `by` is the sender and stops the
+    /// transfer for everyone; otherwise `by` stops receiving `sender`'s.
+    pub(crate) fn file_cancel(&self, by: &str, sender: &str, transfer: u64, reason: String) {
+        let mut state = self.lock();
+        let out = if sender.is_empty() {
+            state.transfers.cancel_by_sender(by, transfer, reason)
+        } else {
+            state.transfers.cancel_by_receiver(by, sender, transfer, reason)
+        };
+        if !out.is_empty() {
+            tracing::debug!(by, transfer, "file transfer cancelled");
+        }
+        state.deliver_all(&out);
+    }
+
+    /// A receiver acknowledges stored data.
+    pub(crate) fn file_ack(&self, by: &str, sender: &str, transfer: u64, received: u64) {
+        let mut state = self.lock();
+        let out = state.transfers.ack(by, sender, transfer, received);
+        state.deliver_all(&out);
+    }
+
+    /// File transfers in progress (for logs).
+    pub(crate) fn transfer_count(&self) -> usize {
+        self.lock().transfers.len()
+    }
+
     /// Connected users (for logs and tests).
     pub(crate) fn user_count(&self) -> usize {
         self.lock().users.len()
@@ -186,4 +353,76 @@ impl Hub {
 
 fn not_in_room(room: &str) -> Refusal {
     (ErrorCode::NotInRoom, format!("you are not in room {room:?}; join it first"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+    use super::*;
+
+    fn connect(hub: &Hub, name: &str, queue: usize) -> (mpsc::Receiver<Outgoing>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(queue);
+        let kick = CancellationToken::new();
+        hub.register(name, tx, kick.clone()).unwrap();
+        (rx, kick)
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<ServerMessage> {
+        let mut out = Vec::new();
+        while let Ok(bytes) = rx.try_recv() {
+            out.push(ServerMessage::decode(&bytes[4..]).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn a_receiver_with_a_full_queue_loses_the_transfer_not_its_connection() {
+        let hub = Hub::default();
+        let (mut a_rx, a_kick) = connect(&hub, "a", 64);
+        let (mut b_rx, b_kick) = connect(&hub, "b", 8);
+        hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 1 << 20, 16).unwrap();
+        hub.file_answer("b", "a", 1, true);
+        // Tiny chunks: far inside the byte window, but many messages.
+        for _ in 0..20 {
+            hub.file_chunk("a", 1, vec![0]);
+        }
+        let got = drain(&mut b_rx);
+        // The offer and data up to three quarters of the queue, then the
+        // cancellation in the quarter kept free.
+        assert_eq!(got.len(), 7, "{got:?}");
+        assert!(matches!(got[0], ServerMessage::FileOffered { .. }));
+        assert!(got[1..6].iter().all(|m| matches!(m, ServerMessage::FileData { .. })));
+        assert!(matches!(&got[6], ServerMessage::FileCancelled { sender, by, .. } if sender == "a" && by == "a"));
+        let got = drain(&mut a_rx);
+        assert!(
+            matches!(&got[..], [ServerMessage::FileAnswered { .. }, ServerMessage::FileCancelled { by, .. }] if by == "b")
+        );
+        assert!(!b_kick.is_cancelled() && !a_kick.is_cancelled(), "nobody was cut off");
+        assert_eq!(hub.transfer_count(), 0);
+    }
+
+    #[test]
+    fn unregister_ends_and_leaves_transfers() {
+        let hub = Hub::default();
+        let (mut a_rx, _a) = connect(&hub, "a", 64);
+        let (mut b_rx, _b) = connect(&hub, "b", 64);
+        hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 10, 16).unwrap();
+        hub.file_offer("b", 1, Target::User("a".into()), "f".into(), 10, 16).unwrap();
+        drain(&mut a_rx);
+        drain(&mut b_rx);
+        hub.unregister("b");
+        let got = drain(&mut a_rx);
+        // Same id both ways: `sender` tells the two apart.
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got.iter()
+                .any(|m| matches!(m, ServerMessage::FileCancelled { sender, by, .. } if sender == "b" && by == "b"))
+        );
+        assert!(
+            got.iter()
+                .any(|m| matches!(m, ServerMessage::FileCancelled { sender, by, .. } if sender == "a" && by == "b"))
+        );
+        assert_eq!(hub.transfer_count(), 0);
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! Many clients connect over TCP; each connection runs the cipherline
 //! handshake (all crypto is the protocol core's), says Hello with a display
-//! name, and then joins rooms, talks in them, and sends direct messages,
-//! which the server relays (PROTOCOL.md §13).
+//! name, and then joins rooms, talks in them, sends direct messages and
+//! offers files, which the server relays (PROTOCOL.md §13).
 //!
 //! [`run`] follows mini-redis's `run(listener, shutdown)`: one task per
 //! connection; a per-connection failure never stops the server; `shutdown`
@@ -14,11 +14,13 @@
 //! `server_busy` alert at once); every wait has a timeout (handshake, idle,
 //! write); each client's outgoing queue is bounded and a client that cannot
 //! keep up is dropped rather than allowed to slow anyone else; messages are
-//! size- and rate-limited. Logs carry connection ids, names and key
-//! fingerprints, never message text or key material.
+//! size- and rate-limited; file transfers are bounded in number per sender
+//! and by a flow-control window each. Logs carry connection ids, names, key
+//! fingerprints and transfer ids and sizes, never message text, file names,
+//! file data or key material.
 //!
-//! Modules: [`config`] (limits), `hub` (rooms and delivery), `connection`
-//! (one client), [`error`].
+//! Modules: [`config`] (limits), `hub` (rooms and delivery), `transfer`
+//! (file transfers in progress), `connection` (one client), [`error`].
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +28,7 @@ pub mod config;
 mod connection;
 pub mod error;
 mod hub;
+mod transfer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -100,7 +103,11 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         }
     }
 
-    tracing::info!(connections = hub.user_count(), "shutting down: telling clients and draining");
+    tracing::info!(
+        connections = hub.user_count(),
+        transfers = hub.transfer_count(),
+        "shutting down: telling clients and draining"
+    );
     drop(listener);
     token.cancel();
     tracker.close();

@@ -150,8 +150,13 @@ async fn names_are_unique_and_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_trip_as_configured() {
-    let limits =
-        Limits { max_rooms_per_client: 2, messages_per_sec: 1, burst: 5, max_message_bytes: 1000, ..Limits::default() };
+    let limits = Limits {
+        max_rooms_per_client: 2,
+        messages_per_sec: 1,
+        burst: 5,
+        max_message_bytes: 17408,
+        ..Limits::default()
+    };
     let server = Server::start(limits).await;
     let mut a = server.client("a").await.unwrap();
     a.join("r1").await.unwrap();
@@ -176,7 +181,7 @@ async fn limits_trip_as_configured() {
     // Size: a message over the limit ends the connection with a clear code.
     let mut b = server.client("b").await.unwrap();
     b.join("r1").await.unwrap();
-    b.send(room("r1"), &"x".repeat(2000)).await.unwrap();
+    b.send(room("r1"), &"x".repeat(20_000)).await.unwrap();
     match timeout(Duration::from_secs(5), b.recv()).await.unwrap() {
         Ok(ServerMessage::Error { code: ErrorCode::MessageTooLarge, .. }) => {}
         other => panic!("{other:?}"),

@@ -34,6 +34,8 @@ pub enum CliError {
     PassphraseMismatch,
     /// Reading from or writing to the terminal failed.
     Terminal(io::Error),
+    /// The client library failed (connecting, the server refused, ...).
+    Client(cipherline_client::ClientError),
     /// Something else failed; `hint` says what to do.
     Failed {
         /// What went wrong.
@@ -49,6 +51,12 @@ impl From<KeysError> for CliError {
     }
 }
 
+impl From<cipherline_client::ClientError> for CliError {
+    fn from(e: cipherline_client::ClientError) -> Self {
+        CliError::Client(e)
+    }
+}
+
 impl CliError {
     /// A usage error with a hint.
     pub fn usage(what: impl Into<String>, hint: impl Into<String>) -> Self {
@@ -60,10 +68,25 @@ impl CliError {
         CliError::Failed { what: what.into(), hint: hint.into() }
     }
 
-    /// The process exit code: 2 for usage errors (as clap uses), 1 otherwise.
+    /// The process exit code (documented in `cipherline send --help`):
+    /// 2 usage, 3 the server's key was not trusted, 4 the server could not
+    /// be reached (or is at its connection limit), 5 the server refused a
+    /// request (e.g. unknown user), 6 the name is taken, 1 anything else.
     pub fn exit_code(&self) -> u8 {
+        use cipherline_client::ClientError as C;
         match self {
             CliError::Usage { .. } => 2,
+            CliError::Keys(
+                KeysError::UnknownServer { .. }
+                | KeysError::ServerRejected { .. }
+                | KeysError::ServerKeyChanged(_)
+                | KeysError::PinMismatch { .. },
+            )
+            | CliError::Client(C::Untrusted(_)) => 3,
+            CliError::Client(C::Connect { .. } | C::Timeout("connecting")) => 4,
+            CliError::Client(C::Net(e)) if e.alert_received() == Some(cipherline_proto::AlertCode::ServerBusy) => 4,
+            CliError::Client(C::Refused { code: cipherline_proto::app::ErrorCode::NameTaken, .. }) => 6,
+            CliError::Client(C::Refused { .. }) => 5,
             _ => 1,
         }
     }
@@ -77,6 +100,7 @@ impl CliError {
             CliError::PassphraseMismatch => Some("run the command again and type the same passphrase twice".into()),
             CliError::Terminal(_) => None,
             CliError::Failed { hint, .. } => Some(hint.clone()),
+            CliError::Client(e) => client_hint(e),
         }
     }
 }
@@ -101,8 +125,47 @@ impl fmt::Display for CliError {
             CliError::PassphraseMismatch => f.write_str("the passphrases do not match"),
             CliError::Terminal(e) => write!(f, "terminal: {e}"),
             CliError::Failed { what, .. } => f.write_str(what),
+            CliError::Client(e) => client_message(e, f),
         }
     }
+}
+
+fn client_message(e: &cipherline_client::ClientError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    use cipherline_client::ClientError as C;
+    match e {
+        C::Net(n) if n.alert_received() == Some(cipherline_proto::AlertCode::ServerBusy) => {
+            f.write_str("the server is at its connection limit")
+        }
+        C::Refused { text, .. } => write!(f, "the server refused: {text}"),
+        other => write!(f, "{other}"),
+    }
+}
+
+fn client_hint(e: &cipherline_client::ClientError) -> Option<String> {
+    use cipherline_client::ClientError as C;
+    use cipherline_proto::app::ErrorCode;
+    Some(match e {
+        C::Connect { .. } | C::Timeout("connecting") => {
+            "is the server running? start one with `cipherline serve`, or give its address with --server HOST:PORT"
+                .to_owned()
+        }
+        C::Net(n) if n.alert_received() == Some(cipherline_proto::AlertCode::ServerBusy) => {
+            "try again in a moment".to_owned()
+        }
+        C::Net(cipherline_net::NetError::Protocol(cipherline_proto::Error::AuthenticationFailed(_))) => {
+            "the server could not prove it holds the key you trust: someone may be intercepting the connection, or \
+             you pinned the wrong key"
+                .to_owned()
+        }
+        C::Refused { code: ErrorCode::NameTaken, .. } => "choose another name with --name".to_owned(),
+        C::Refused { code: ErrorCode::InvalidName, .. } => {
+            "names are letters, digits, '-', '_' and '.', up to 32 characters".to_owned()
+        }
+        C::Refused { code: ErrorCode::UnknownUser, .. } => {
+            "check the spelling; only users connected right now can be messaged".to_owned()
+        }
+        _ => return None,
+    })
 }
 
 /// Quotes a path for a shell command line (single quotes when needed).

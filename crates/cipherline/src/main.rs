@@ -11,6 +11,9 @@
 //! - [`fingerprint`]: `cipherline fingerprint`, a key file's fingerprint.
 //! - [`known_servers`]: `cipherline known-servers`, the trusted server keys.
 //! - [`serve`]: `cipherline serve`, the relay server.
+//! - [`chat`], [`send`], [`listen`]: the client subcommands, sharing
+//!   [`client_args`] (server, name, trust flags), [`files`] (file transfer)
+//!   and [`output`] (how messages are printed).
 //! - [`trust`]: the client trust flags (`--accept-new`, `--server-key`,
 //!   `--server-fingerprint`, `--data-dir`) and the first-contact prompt.
 //! - [`passphrase`]: the passphrase flags and prompt.
@@ -18,11 +21,17 @@
 
 #![forbid(unsafe_code)]
 
+mod chat;
+mod client_args;
 mod error;
+mod files;
 mod fingerprint;
 mod keygen;
 mod known_servers;
+mod listen;
+mod output;
 mod passphrase;
+mod send;
 mod serve;
 mod trust;
 
@@ -48,6 +57,9 @@ enum Command {
     #[command(subcommand)]
     KnownServers(known_servers::KnownServersCommand),
     Serve(serve::ServeArgs),
+    Chat(chat::ChatArgs),
+    Send(send::SendArgs),
+    Listen(listen::ListenArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +69,9 @@ fn main() -> ExitCode {
         Command::Fingerprint(args) => fingerprint::run(args),
         Command::KnownServers(command) => known_servers::run(command),
         Command::Serve(args) => serve::run(args),
+        Command::Chat(args) => client_runtime(chat::run(args)),
+        Command::Send(args) => client_runtime(send::run(args)),
+        Command::Listen(args) => client_runtime(listen::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +80,16 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Runs a client subcommand on a small async runtime.
+fn client_runtime(task: impl std::future::Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}"), "check system limits"))?
+        .block_on(task)
 }
 
 /// Prints an error and its hint to stderr.

@@ -59,7 +59,6 @@ pub struct TrustArgs {
     pub data_dir: DataDirArgs,
 }
 
-#[cfg_attr(not(test), expect(dead_code, reason = "used by the client subcommands (chat, send, listen) to come"))]
 impl TrustArgs {
     /// The pinned fingerprint, if --server-key or --server-fingerprint was
     /// given.
@@ -80,7 +79,6 @@ impl TrustArgs {
 /// Asks on the terminal whether to trust a server at first contact; only
 /// "yes" (or "y") trusts it. Pass it to [`TrustPolicy::check`] only when
 /// [`crate::passphrase::have_terminal`] is true.
-#[expect(dead_code, reason = "used by the client subcommands (chat, send, listen) to come")]
 pub fn terminal_prompt(contact: &FirstContact<'_>) -> std::io::Result<bool> {
     let mut err = std::io::stderr().lock();
     writeln!(err, "Server {} is not in {}.", contact.server(), contact.known_servers().path().display())?;

@@ -259,11 +259,12 @@ fn known_servers_add_list_remove_and_changed_key() {
     let err = fails(cipherline(&["known-servers", "add", "x.example:1", "--server-key", s(&key)]).args(d), 1);
     assert!(err.contains("private key") && err.contains(".pub"), "{err}");
 
-    // Another key for the same server is refused loudly, with the remedy.
+    // Another key for the same server is refused loudly, with the remedy
+    // (exit 3, as for every refused server key).
     let other = Fingerprint::of_spki(b"another key").to_string();
     let err = fails(
         cipherline(&["known-servers", "add", "chat.example.org:7878", "--server-fingerprint", &other]).args(d),
-        1,
+        3,
     );
     assert!(err.contains("HAS CHANGED") && err.contains(&fp) && err.contains(&other), "{err}");
     assert!(err.contains("cipherline known-servers remove chat.example.org:7878 --data-dir"), "{err}");

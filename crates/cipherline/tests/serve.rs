@@ -2,62 +2,20 @@
 //! file, a seed user's PKCS#1 key, clients chatting, and SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cipherline_client::{Client, Options};
 use cipherline_proto::app::{ErrorCode, ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
+use common::Server as Running;
 use tokio::time::timeout;
 
-struct Running {
-    child: Child,
-    addr: String,
-    fingerprint: String,
-    lines: Vec<String>,
-}
-
-/// Starts the server and reads its banner up to the fingerprint line.
 fn start(args: &[&str]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cipherline"))
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .env_remove("CIPHERLINE_HOME")
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let (mut addr, mut fingerprint, mut lines) = (String::new(), String::new(), Vec::new());
-    while fingerprint.is_empty() {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "server exited early: {lines:?}");
-        if let Some(a) = line.strip_prefix("cipherline server listening on ") {
-            addr = a.trim().to_owned();
-        }
-        if let Some(f) = line.strip_prefix("fingerprint: ") {
-            fingerprint = f.trim().to_owned();
-        }
-        lines.push(line);
-    }
-    // Keep draining stdout so the server never blocks on it.
-    std::thread::spawn(move || for _ in out.lines() {});
-    Running { child, addr, fingerprint, lines }
-}
-
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    for _ in 0..100 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    panic!("the server did not exit within 10 s of SIGTERM");
+    Running::start(args)
 }
 
 async fn client(server: &Running, name: &str) -> Client {
@@ -94,7 +52,7 @@ async fn zero_config_server_chats_reuses_its_key_and_stops_on_sigterm() {
         }
     }
 
-    let status = sigterm(&mut server.child);
+    let status = server.stop();
     assert!(status.success(), "exit 0 after a graceful shutdown, got {status}");
     let mut told = false;
     while let Ok(Ok(msg)) = timeout(Duration::from_secs(5), alice.recv()).await {
@@ -106,7 +64,7 @@ async fn zero_config_server_chats_reuses_its_key_and_stops_on_sigterm() {
     let mut again = start(&["--data-dir", data_arg, "--listen", "127.0.0.1:0"]);
     assert_eq!(again.fingerprint, server.fingerprint);
     assert!(!again.lines[0].starts_with("created"));
-    assert!(sigterm(&mut again.child).success());
+    assert!(again.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +102,7 @@ async fn config_file_and_a_seed_users_pkcs1_key() {
         .unwrap();
     assert!(err.to_string().contains("server_busy"), "{err}");
     drop(a);
-    assert!(sigterm(&mut server.child).success());
+    assert!(server.stop().success());
 }
 
 #[test]

@@ -84,6 +84,37 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Streaming SHA-256, for hashing files of any size in constant memory.
+#[derive(Clone)]
+pub struct Sha256(digest::Context);
+
+impl Sha256 {
+    /// An empty hash state.
+    #[must_use]
+    pub fn new() -> Self {
+        Sha256(digest::Context::new(&digest::SHA256))
+    }
+
+    /// Adds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The hash of everything added.
+    #[must_use]
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Sha256::new()
+    }
+}
+
 /// Draws `N` random bytes.
 pub(crate) fn random_array<const N: usize>(rng: &mut dyn Rng) -> Result<[u8; N], Error> {
     let mut out = [0u8; N];

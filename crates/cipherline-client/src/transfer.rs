@@ -1,0 +1,341 @@
+//! File transfer state for both ends (PROTOCOL.md §13.6): what to send
+//! next and when, and how to store, check and finish what arrives.
+//!
+//! Memory is constant for any file size: data moves in chunks of at most
+//! [`MAX_CHUNK`] bytes, the sender keeps at most [`WINDOW`] bytes beyond the
+//! slowest receiver's acknowledgement in flight, and the receiver writes
+//! each chunk to disk as it arrives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write as _};
+use std::path::{Path, PathBuf};
+
+use cipherline_proto::app::{MAX_CHUNK, MAX_UNACKED};
+use cipherline_proto::crypto::Sha256;
+
+/// Bytes a sender keeps in flight beyond the slowest acknowledgement: the
+/// server's limit less one chunk of headroom.
+pub const WINDOW: u64 = MAX_UNACKED - MAX_CHUNK as u64;
+/// A receiver acknowledges at least every this many bytes stored.
+pub const ACK_EVERY: u64 = 256 * 1024;
+
+/// Why a transfer failed, for people.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The disk (or quota) is full.
+    #[error("disk full while writing {0}")]
+    DiskFull(PathBuf),
+    /// Another file system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The data did not match the sender's SHA-256 (or its size).
+    #[error("the received file does not match what was sent ({0}); it was deleted")]
+    Mismatch(&'static str),
+    /// The file name offered is not usable.
+    #[error("unusable file name")]
+    BadName,
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> TransferError {
+    if source.kind() == ErrorKind::StorageFull {
+        TransferError::DiskFull(path.to_owned())
+    } else {
+        TransferError::Io { path: path.to_owned(), source }
+    }
+}
+
+/// The part of an offered name that is safe to create in a directory: the
+/// last path component, without control characters, not hidden, not empty.
+#[must_use]
+pub fn safe_file_name(offered: &str) -> Option<String> {
+    let last = offered.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
+    let cleaned = cleaned.trim_start_matches('.').trim().to_owned();
+    if cleaned.is_empty() || cleaned.len() > 255 { None } else { Some(cleaned) }
+}
+
+/// The sender's side of one transfer.
+pub struct Outgoing {
+    /// The transfer id.
+    pub transfer: u64,
+    /// The file's size.
+    pub size: u64,
+    sent: u64,
+    hasher: Sha256,
+    unanswered: BTreeSet<String>,
+    accepted: BTreeMap<String, u64>,
+    declined: Vec<String>,
+}
+
+impl Outgoing {
+    /// A transfer of `size` bytes offered to `recipients` (for a room offer,
+    /// pass no recipients: answers then add them as they come).
+    #[must_use]
+    pub fn new(transfer: u64, size: u64, recipients: impl IntoIterator<Item = String>) -> Self {
+        Outgoing {
+            transfer,
+            size,
+            sent: 0,
+            hasher: Sha256::new(),
+            unanswered: recipients.into_iter().collect(),
+            accepted: BTreeMap::new(),
+            declined: Vec::new(),
+        }
+    }
+
+    /// A receiver answered.
+    pub fn on_answer(&mut self, by: &str, accept: bool) {
+        self.unanswered.remove(by);
+        if accept {
+            self.accepted.insert(by.to_owned(), 0);
+        } else {
+            self.declined.push(by.to_owned());
+        }
+    }
+
+    /// A receiver acknowledged `received` bytes; returns true if that was
+    /// its final acknowledgement (the whole file, checked).
+    pub fn on_ack(&mut self, by: &str, received: u64) -> bool {
+        if let Some(acked) = self.accepted.get_mut(by) {
+            *acked = (*acked).max(received.min(self.sent));
+        }
+        received == self.size && self.sent == self.size
+    }
+
+    /// A receiver stopped receiving (cancelled or disconnected).
+    pub fn on_cancel(&mut self, by: &str) {
+        self.unanswered.remove(by);
+        self.accepted.remove(by);
+    }
+
+    /// Receivers that accepted and have not cancelled.
+    #[must_use]
+    pub fn receivers(&self) -> usize {
+        self.accepted.len()
+    }
+
+    /// Receivers that declined.
+    #[must_use]
+    pub fn declined(&self) -> &[String] {
+        &self.declined
+    }
+
+    /// Whether some recipient has not answered yet.
+    #[must_use]
+    pub fn awaiting_answers(&self) -> bool {
+        !self.unanswered.is_empty()
+    }
+
+    /// Bytes sent so far.
+    #[must_use]
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Bytes every accepting receiver has confirmed.
+    #[must_use]
+    pub fn acked(&self) -> u64 {
+        self.accepted.values().copied().min().unwrap_or(0)
+    }
+
+    /// Whether every accepting receiver confirmed the whole, checked file.
+    #[must_use]
+    pub fn delivered(&self) -> bool {
+        self.sent == self.size && !self.accepted.is_empty() && self.accepted.values().all(|&a| a == self.size)
+    }
+
+    /// Whether the next chunk of `len` bytes may be sent now.
+    #[must_use]
+    pub fn window_open(&self, len: usize) -> bool {
+        !self.accepted.is_empty() && self.sent + len as u64 - self.acked() <= WINDOW
+    }
+
+    /// Records a chunk about to be sent (feeds the hash).
+    pub fn record_chunk(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.sent += data.len() as u64;
+    }
+
+    /// The SHA-256 of everything sent (call once, after the last chunk).
+    #[must_use]
+    pub fn digest(&self) -> [u8; 32] {
+        self.hasher.clone().finish()
+    }
+}
+
+/// The receiver's side of one transfer: data goes to a `.part` file that
+/// becomes the real file only once size and SHA-256 match.
+pub struct Incoming {
+    /// The sender.
+    pub from: String,
+    /// The transfer id.
+    pub transfer: u64,
+    /// The announced size.
+    pub size: u64,
+    /// The final file name (already made safe).
+    pub name: String,
+    dir: PathBuf,
+    part: PathBuf,
+    file: Option<File>,
+    received: u64,
+    last_ack: u64,
+    hasher: Sha256,
+}
+
+impl Incoming {
+    /// Starts receiving into `dir`.
+    pub fn create(dir: &Path, from: &str, transfer: u64, offered_name: &str, size: u64) -> Result<Self, TransferError> {
+        let name = safe_file_name(offered_name).ok_or(TransferError::BadName)?;
+        let part = dir.join(format!(".{name}.{from}.{transfer}.part"));
+        let file = OpenOptions::new().write(true).create_new(true).open(&part).map_err(|e| io_error(&part, e))?;
+        Ok(Incoming {
+            from: from.to_owned(),
+            transfer,
+            size,
+            name,
+            dir: dir.to_owned(),
+            part,
+            file: Some(file),
+            received: 0,
+            last_ack: 0,
+            hasher: Sha256::new(),
+        })
+    }
+
+    /// Bytes stored so far.
+    #[must_use]
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Stores a chunk; returns the byte count to acknowledge, if an
+    /// acknowledgement is due.
+    pub fn write(&mut self, data: &[u8]) -> Result<Option<u64>, TransferError> {
+        if self.received + data.len() as u64 > self.size {
+            return Err(TransferError::Mismatch("more data than announced"));
+        }
+        let file = self.file.as_mut().ok_or(TransferError::Mismatch("data after the end"))?;
+        file.write_all(data).map_err(|e| io_error(&self.part, e))?;
+        self.hasher.update(data);
+        self.received += data.len() as u64;
+        // Intermediate acks stay below the size: an ack of the whole size
+        // means "received and verified" and is sent by `finish`'s caller.
+        if self.received - self.last_ack >= ACK_EVERY && self.received < self.size {
+            self.last_ack = self.received;
+            return Ok(Some(self.received));
+        }
+        Ok(None)
+    }
+
+    /// Checks size and hash; on success moves the file into place (never
+    /// over an existing file: `name`, `name.1`, `name.2`, …) and returns its
+    /// path. On mismatch the partial file is deleted.
+    pub fn finish(mut self, sha256: &[u8; 32]) -> Result<PathBuf, TransferError> {
+        let file = self.file.take().ok_or(TransferError::Mismatch("finished twice"))?;
+        if self.received != self.size {
+            self.discard();
+            return Err(TransferError::Mismatch("size"));
+        }
+        if self.hasher.clone().finish() != *sha256 {
+            self.discard();
+            return Err(TransferError::Mismatch("SHA-256"));
+        }
+        file.sync_all().map_err(|e| io_error(&self.part, e))?;
+        drop(file);
+        for n in 0..1000u32 {
+            let candidate =
+                if n == 0 { self.dir.join(&self.name) } else { self.dir.join(format!("{}.{n}", self.name)) };
+            // hard_link + remove never replaces an existing file, unlike rename.
+            match std::fs::hard_link(&self.part, &candidate) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&self.part);
+                    return Ok(candidate);
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_error(&candidate, e)),
+            }
+        }
+        Err(TransferError::Io {
+            path: self.dir.join(&self.name),
+            source: std::io::Error::new(ErrorKind::AlreadyExists, "too many files with this name"),
+        })
+    }
+
+    /// Deletes the partial file (cancelled or failed).
+    pub fn discard(&mut self) {
+        self.file = None;
+        let _ = std::fs::remove_file(&self.part);
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // An unfinished transfer leaves nothing behind.
+        if self.file.is_some() {
+            self.discard();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_made_safe() {
+        assert_eq!(safe_file_name("report.pdf").as_deref(), Some("report.pdf"));
+        assert_eq!(safe_file_name("../../etc/passwd").as_deref(), Some("passwd"));
+        assert_eq!(safe_file_name("C:\\x\\y.txt").as_deref(), Some("y.txt"));
+        assert_eq!(safe_file_name(".bashrc").as_deref(), Some("bashrc"));
+        assert_eq!(safe_file_name("..").as_deref(), None);
+        assert_eq!(safe_file_name("a/").as_deref(), None);
+        assert_eq!(safe_file_name("bad\u{0}\nname").as_deref(), Some("badname"));
+    }
+
+    #[test]
+    fn window_and_delivery() {
+        let mut o = Outgoing::new(1, 3 * WINDOW, ["bob".to_owned()]);
+        assert!(!o.window_open(MAX_CHUNK), "nothing before an accept");
+        o.on_answer("bob", true);
+        while o.window_open(MAX_CHUNK) {
+            o.record_chunk(&[0; MAX_CHUNK]);
+        }
+        assert!(o.sent() <= WINDOW);
+        o.on_ack("bob", o.sent());
+        assert!(o.window_open(MAX_CHUNK));
+        assert!(!o.delivered());
+    }
+
+    #[test]
+    fn incoming_checks_hash_and_never_overwrites() {
+        let dir = std::env::temp_dir().join(format!("cl-transfer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f.txt"), b"existing").unwrap();
+        let data = b"hello file";
+        let mut good = Incoming::create(&dir, "alice", 1, "f.txt", data.len() as u64).unwrap();
+        good.write(data).unwrap();
+        let path = good.finish(&cipherline_proto::crypto::sha256(data)).unwrap();
+        assert_eq!(path, dir.join("f.txt.1"));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        assert_eq!(std::fs::read(dir.join("f.txt")).unwrap(), b"existing");
+
+        let mut bad = Incoming::create(&dir, "alice", 2, "g.txt", data.len() as u64).unwrap();
+        bad.write(data).unwrap();
+        assert!(matches!(bad.finish(&[0; 32]), Err(TransferError::Mismatch("SHA-256"))));
+        assert!(!dir.join("g.txt").exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no partial files left");
+
+        let mut over = Incoming::create(&dir, "alice", 3, "h.txt", 2).unwrap();
+        assert!(over.write(b"abc").is_err());
+        drop(over);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,656 @@
+//! File transfers in progress (PROTOCOL.md §13.6): who offered which file to
+//! whom, who accepted, how much data the sender has sent and how much each
+//! accepting receiver has acknowledged.
+//!
+//! This is bookkeeping only. Every operation returns the messages it calls
+//! for as [`Fanout`]s, and the hub delivers them while it still holds its
+//! lock, so the rules here can be tested without sockets and a transfer's
+//! state and the messages announcing its changes can never disagree.
+//!
+//! A transfer has two phases. While *active* it counts against its sender's
+//! limit and carries data. After FileEnd it is *finished*: only the
+//! accepting receivers that have not yet sent their receipt (a FileAck of
+//! the whole size, or a FileCancel if their check failed) remain, so that
+//! the receipt can still reach the sender. Finished transfers do not count
+//! against the limit; the oldest are forgotten beyond it.
+//!
+//! Invariant: a name is in `receiving` for a key exactly when it is in that
+//! transfer's `offered` or `accepted` set; a transfer with neither left is
+//! forgotten at once, so the map holds only transfers someone still waits on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use cipherline_proto::app::{ErrorCode, MAX_CHUNK, MAX_FILE_NAME, MAX_UNACKED, ServerMessage, Target};
+
+use crate::hub::Refusal;
+
+/// A transfer's identity: the sender's name and the id it chose.
+pub(crate) type Key = (String, u64);
+
+/// One message for a list of recipients (encoded once, queued for each).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Fanout {
+    pub(crate) to: Vec<String>,
+    pub(crate) msg: ServerMessage,
+}
+
+impl Fanout {
+    fn one(to: &str, msg: ServerMessage) -> Self {
+        Fanout { to: vec![to.to_owned()], msg }
+    }
+}
+
+/// Why an offer was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OfferError {
+    /// Refused with this error; the connection stays.
+    Refused(Refusal),
+    /// The sender reused the id of a transfer that is still active: a
+    /// client bug, answered like any other invalid message (fatal
+    /// `bad_request`), because the two transfers could not be told apart.
+    DuplicateId,
+}
+
+/// What to do with a chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Chunk {
+    /// Nothing to relay: an unknown transfer, an empty chunk, or no one has
+    /// accepted yet.
+    Dropped,
+    /// Relay this FileData to these receivers.
+    Relay(Fanout),
+    /// The chunk broke a rule; the transfer is over and these say so.
+    Cancelled(Vec<Fanout>),
+}
+
+/// Reasons the server gives in the FileCancelled messages it originates.
+pub(crate) mod reason {
+    pub(crate) const SENDER_DISCONNECTED: &str = "the sender disconnected";
+    pub(crate) const RECEIVER_DISCONNECTED: &str = "the receiver disconnected";
+    pub(crate) const FLOW_CONTROL: &str = "the sender did not respect flow control";
+    pub(crate) const OVERSIZE: &str = "the sender sent more data than it offered";
+    pub(crate) const UNANSWERED: &str = "the sender finished before you answered";
+    pub(crate) const LATE_TO_RECEIVER: &str =
+        "the transfer had already started when you accepted; ask the sender to offer the file again";
+    pub(crate) const LATE_TO_SENDER: &str = "accepted after the data had started; offer the file again";
+    pub(crate) const SLOW_TO_RECEIVER: &str =
+        "you did not read the file data fast enough; ask the sender to offer the file again";
+    pub(crate) const SLOW_TO_SENDER: &str = "the receiver did not read the file data fast enough";
+}
+
+/// Whether a file name is acceptable in an offer: 1 to 255 bytes, no
+/// directory separators, no control characters (NUL included, and nothing a
+/// receiver's terminal could interpret), and not `.` or `..`. Receivers must
+/// still sanitise names; this only keeps the obviously hostile ones out.
+pub(crate) fn valid_file_name(name: &str) -> bool {
+    (1..=MAX_FILE_NAME).contains(&name.len())
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control)
+        && name != "."
+        && name != ".."
+}
+
+struct Transfer {
+    /// The size announced in the offer; the sender may not send more.
+    size: u64,
+    /// Data bytes the sender has sent so far, relayed or (before anyone
+    /// accepted) dropped. Once non-zero, the transfer has started and a late
+    /// acceptor could not get the whole file.
+    sent: u64,
+    /// Offered, not answered yet.
+    offered: BTreeSet<String>,
+    /// Accepted, with the bytes each has acknowledged.
+    accepted: BTreeMap<String, u64>,
+    /// Set by FileEnd: the order in which the sender's transfers finished,
+    /// so that the oldest is forgotten first.
+    finished: Option<u64>,
+}
+
+impl Transfer {
+    fn receivers(&self) -> Vec<String> {
+        self.offered.iter().chain(self.accepted.keys()).cloned().collect()
+    }
+
+    fn min_acked(&self) -> Option<u64> {
+        self.accepted.values().copied().min()
+    }
+}
+
+/// FileCancelled for the transfer `key`, stopped by `by`. It names the
+/// sender because it goes both ways: a client can be the sender of its own
+/// transfer 5 and a receiver of someone else's transfer 5.
+fn cancelled(key: &Key, by: &str, reason: impl Into<String>) -> ServerMessage {
+    ServerMessage::FileCancelled { transfer: key.1, sender: key.0.clone(), by: by.to_owned(), reason: reason.into() }
+}
+
+/// Every transfer in progress on the server.
+#[derive(Default)]
+pub(crate) struct Transfers {
+    /// Every transfer in progress, active or finished, ordered by sender
+    /// first so that one sender's transfers are a range.
+    by_key: BTreeMap<Key, Transfer>,
+    /// The transfers each user is offered or receiving, so a disconnect
+    /// costs no scan over everyone's transfers.
+    receiving: HashMap<String, BTreeSet<Key>>,
+    /// Counts FileEnds, to order finished transfers.
+    ends: u64,
+}
+
+impl Transfers {
+    /// The sender's transfers, with when each finished (`None`: active).
+    fn sender_keys(&self, sender: &str) -> Vec<(Key, Option<u64>)> {
+        let range = (sender.to_owned(), 0)..=(sender.to_owned(), u64::MAX);
+        self.by_key.range(range).map(|(k, t)| (k.clone(), t.finished)).collect()
+    }
+
+    /// A transfer that is still active (not finished).
+    fn active_mut(&mut self, key: &Key) -> Option<&mut Transfer> {
+        self.by_key.get_mut(key).filter(|t| t.finished.is_none())
+    }
+
+    fn index(&mut self, receiver: &str, key: &Key) {
+        self.receiving.entry(receiver.to_owned()).or_default().insert(key.clone());
+    }
+
+    fn unindex(&mut self, receiver: &str, key: &Key) {
+        if let Some(keys) = self.receiving.get_mut(receiver) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.receiving.remove(receiver);
+            }
+        }
+    }
+
+    /// Removes a transfer and its index entries.
+    fn forget(&mut self, key: &Key) -> Option<Transfer> {
+        let transfer = self.by_key.remove(key)?;
+        for receiver in transfer.offered.iter().chain(transfer.accepted.keys()) {
+            self.unindex(receiver, key);
+        }
+        Some(transfer)
+    }
+
+    /// Takes `receiver` out of a transfer, forgetting the transfer if no
+    /// receiver is left. Returns whether it was a receiver.
+    fn detach(&mut self, key: &Key, receiver: &str) -> bool {
+        let Some(t) = self.by_key.get_mut(key) else { return false };
+        let was = t.offered.remove(receiver) | t.accepted.remove(receiver).is_some();
+        let empty = t.offered.is_empty() && t.accepted.is_empty();
+        if was {
+            self.unindex(receiver, key);
+        }
+        if empty {
+            self.by_key.remove(key);
+        }
+        was
+    }
+
+    /// Ends a transfer for everyone because the sender broke a rule: its
+    /// receivers and the sender itself are told why.
+    fn abort(&mut self, key: &Key, why: &str) -> Vec<Fanout> {
+        let Some(t) = self.forget(key) else { return Vec::new() };
+        let msg = cancelled(key, &key.0, why);
+        vec![Fanout { to: t.receivers(), msg: msg.clone() }, Fanout::one(&key.0, msg)]
+    }
+
+    /// Records an offer to `recipients` (already checked to exist and not to
+    /// include the sender) and returns the FileOffered for them.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn offer(
+        &mut self,
+        sender: &str,
+        id: u64,
+        to: Target,
+        name: String,
+        size: u64,
+        recipients: BTreeSet<String>,
+        max_active: usize,
+    ) -> Result<Fanout, OfferError> {
+        let key = (sender.to_owned(), id);
+        match self.by_key.get(&key) {
+            Some(t) if t.finished.is_none() => return Err(OfferError::DuplicateId),
+            // Reusing a finished transfer's id: its receipts are no longer
+            // wanted (they could not be told apart from the new ones).
+            Some(_) => drop(self.forget(&key)),
+            None => {}
+        }
+        if recipients.is_empty() {
+            return Err(OfferError::Refused((ErrorCode::UnknownUser, "nobody to offer the file to".into())));
+        }
+        if self.sender_keys(sender).iter().filter(|(_, finished)| finished.is_none()).count() >= max_active {
+            return Err(OfferError::Refused((
+                ErrorCode::RateLimited,
+                format!("you have {max_active} file transfers in progress; finish or cancel one first"),
+            )));
+        }
+        for r in &recipients {
+            self.index(r, &key);
+        }
+        let to_list = recipients.iter().cloned().collect();
+        let transfer = Transfer { size, sent: 0, offered: recipients, accepted: BTreeMap::new(), finished: None };
+        self.by_key.insert(key, transfer);
+        Ok(Fanout {
+            to: to_list,
+            msg: ServerMessage::FileOffered { transfer: id, from: sender.to_owned(), to, name, size },
+        })
+    }
+
+    /// A receiver's answer. Ignored unless `by` was offered this transfer
+    /// and has not answered yet.
+    pub(crate) fn answer(&mut self, by: &str, sender: &str, id: u64, accept: bool) -> Vec<Fanout> {
+        let key = (sender.to_owned(), id);
+        let Some(t) = self.by_key.get_mut(&key) else { return Vec::new() };
+        if !t.offered.contains(by) {
+            return Vec::new();
+        }
+        if accept && t.sent == 0 {
+            t.offered.remove(by);
+            t.accepted.insert(by.to_owned(), 0);
+            return vec![Fanout::one(sender, ServerMessage::FileAnswered { transfer: id, by: by.to_owned(), accept })];
+        }
+        self.detach(&key, by);
+        if accept {
+            // Data already went to others; this receiver would get a file
+            // with its beginning missing, so it is refused on both sides.
+            vec![
+                Fanout::one(by, cancelled(&key, sender, reason::LATE_TO_RECEIVER)),
+                Fanout::one(sender, cancelled(&key, by, reason::LATE_TO_SENDER)),
+            ]
+        } else {
+            vec![Fanout::one(sender, ServerMessage::FileAnswered { transfer: id, by: by.to_owned(), accept })]
+        }
+    }
+
+    /// A chunk from the sender: checks the offered size and the flow-control
+    /// window, then relays it to every accepting receiver.
+    pub(crate) fn chunk(&mut self, sender: &str, id: u64, data: Vec<u8>) -> Chunk {
+        let key = (sender.to_owned(), id);
+        let Some(t) = self.active_mut(&key) else { return Chunk::Dropped };
+        if data.is_empty() {
+            return Chunk::Dropped;
+        }
+        let sent = t.sent.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
+        if sent > t.size {
+            return Chunk::Cancelled(self.abort(&key, reason::OVERSIZE));
+        }
+        if t.min_acked().is_some_and(|slowest| sent.saturating_sub(slowest) > MAX_UNACKED) {
+            return Chunk::Cancelled(self.abort(&key, reason::FLOW_CONTROL));
+        }
+        t.sent = sent;
+        if t.accepted.is_empty() {
+            return Chunk::Dropped;
+        }
+        let to = t.accepted.keys().cloned().collect();
+        Chunk::Relay(Fanout { to, msg: ServerMessage::FileData { transfer: id, from: sender.to_owned(), data } })
+    }
+
+    /// Takes a receiver whose queue is too full for more data out of a
+    /// transfer, instead of cutting its connection off.
+    pub(crate) fn drop_slow_receiver(&mut self, sender: &str, id: u64, receiver: &str) -> Vec<Fanout> {
+        let key = (sender.to_owned(), id);
+        if !self.detach(&key, receiver) {
+            return Vec::new();
+        }
+        vec![
+            Fanout::one(receiver, cancelled(&key, sender, reason::SLOW_TO_RECEIVER)),
+            Fanout::one(sender, cancelled(&key, receiver, reason::SLOW_TO_SENDER)),
+        ]
+    }
+
+    /// The sender finished: FileDone to the accepting receivers, and those
+    /// who never answered learn the offer is gone. The transfer stays,
+    /// finished, until every accepting receiver has sent its receipt; of the
+    /// sender's finished transfers only the newest `max_finished` are kept.
+    pub(crate) fn end(&mut self, sender: &str, id: u64, sha256: [u8; 32], max_finished: usize) -> Vec<Fanout> {
+        let key = (sender.to_owned(), id);
+        let seq = self.ends + 1;
+        let Some(t) = self.active_mut(&key) else { return Vec::new() };
+        let unanswered = std::mem::take(&mut t.offered);
+        let accepted: Vec<String> = t.accepted.keys().cloned().collect();
+        t.finished = Some(seq);
+        self.ends = seq;
+        for r in &unanswered {
+            self.unindex(r, &key);
+        }
+        if accepted.is_empty() {
+            self.forget(&key);
+        }
+        let mut finished: Vec<(u64, Key)> =
+            self.sender_keys(sender).into_iter().filter_map(|(k, f)| f.map(|f| (f, k))).collect();
+        if finished.len() > max_finished {
+            finished.sort_unstable();
+            for (_, old) in finished.iter().take(finished.len() - max_finished) {
+                // Silently: the sender only misses receipts it stopped
+                // waiting for long ago, and the receivers have their FileDone.
+                self.forget(old);
+            }
+        }
+        let done = ServerMessage::FileDone { transfer: id, from: sender.to_owned(), sha256 };
+        vec![
+            Fanout { to: accepted, msg: done },
+            Fanout { to: unanswered.into_iter().collect(), msg: cancelled(&key, sender, reason::UNANSWERED) },
+        ]
+    }
+
+    /// The sender cancelled: every receiver, answered or not, is told. For a
+    /// finished transfer it only stops waiting for receipts, and nobody is
+    /// told (the receivers have their FileDone and must keep the file).
+    pub(crate) fn cancel_by_sender(&mut self, sender: &str, id: u64, why: String) -> Vec<Fanout> {
+        let key = (sender.to_owned(), id);
+        let Some(t) = self.forget(&key) else { return Vec::new() };
+        if t.finished.is_some() {
+            return Vec::new();
+        }
+        vec![Fanout { to: t.receivers(), msg: cancelled(&key, sender, why) }]
+    }
+
+    /// A receiver stopped receiving (or declined by cancelling): only the
+    /// sender is told; the others keep going.
+    pub(crate) fn cancel_by_receiver(&mut self, by: &str, sender: &str, id: u64, why: String) -> Vec<Fanout> {
+        let key = (sender.to_owned(), id);
+        if !self.detach(&key, by) {
+            return Vec::new();
+        }
+        vec![Fanout::one(sender, cancelled(&key, by, why))]
+    }
+
+    /// A receiver's progress, or its receipt.
+    ///
+    /// Progress is counted only if it moves forward by at least one full
+    /// chunk or reaches everything sent so far, and never beyond what was
+    /// sent: so the acks relayed to a sender are bounded by the chunks it
+    /// sent, however a receiver behaves (acks cost no rate tokens).
+    ///
+    /// An ack of the whole size is the receipt ("stored and checked"): it
+    /// counts only after FileEnd, when all of it was sent, and takes the
+    /// receiver out of the transfer.
+    pub(crate) fn ack(&mut self, by: &str, sender: &str, id: u64, received: u64) -> Vec<Fanout> {
+        let key = (sender.to_owned(), id);
+        let Some(t) = self.by_key.get_mut(&key) else { return Vec::new() };
+        let (sent, size, finished) = (t.sent, t.size, t.finished.is_some());
+        let Some(acked) = t.accepted.get_mut(by) else { return Vec::new() };
+        let acked_msg = ServerMessage::FileAcked { transfer: id, by: by.to_owned(), received };
+        if received == size {
+            if !finished || sent != size {
+                return Vec::new();
+            }
+            self.detach(&key, by);
+            return vec![Fanout::one(sender, acked_msg)];
+        }
+        let step = MAX_CHUNK as u64;
+        let forward = received > *acked && received <= sent && (received - *acked >= step || received == sent);
+        if !forward {
+            return Vec::new();
+        }
+        *acked = received;
+        vec![Fanout::one(sender, acked_msg)]
+    }
+
+    /// `name` disconnected: its own transfers end for their receivers, and
+    /// it leaves every transfer it was offered or receiving.
+    pub(crate) fn disconnect(&mut self, name: &str) -> Vec<Fanout> {
+        let mut out = Vec::new();
+        for (key, _) in self.sender_keys(name) {
+            // A finished transfer's receivers have their FileDone: nothing
+            // to cancel for them, only receipts nobody will read.
+            if let Some(t) = self.forget(&key).filter(|t| t.finished.is_none()) {
+                out.push(Fanout { to: t.receivers(), msg: cancelled(&key, name, reason::SENDER_DISCONNECTED) });
+            }
+        }
+        let keys: Vec<Key> = self.receiving.get(name).map(|k| k.iter().cloned().collect()).unwrap_or_default();
+        for key in keys {
+            if self.detach(&key, name) {
+                out.push(Fanout::one(&key.0, cancelled(&key, name, reason::RECEIVER_DISCONNECTED)));
+            }
+        }
+        out
+    }
+
+    /// Transfers in progress (for logs and tests).
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+    use super::*;
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    fn user(n: &str) -> Target {
+        Target::User(n.to_owned())
+    }
+
+    /// Checks the `receiving` index against the transfers.
+    fn consistent(t: &Transfers) {
+        let mut want: HashMap<String, BTreeSet<Key>> = HashMap::new();
+        for (key, tr) in &t.by_key {
+            assert!(!tr.offered.is_empty() || !tr.accepted.is_empty(), "empty transfer kept");
+            for r in tr.offered.iter().chain(tr.accepted.keys()) {
+                want.entry(r.clone()).or_default().insert(key.clone());
+            }
+        }
+        assert_eq!(want, t.receiving);
+    }
+
+    fn offer(t: &mut Transfers, from: &str, id: u64, to: &[&str], size: u64) {
+        t.offer(from, id, Target::Room("r".into()), "f".into(), size, set(to), 16).unwrap();
+        consistent(t);
+    }
+
+    #[test]
+    fn file_names() {
+        for good in ["a", "report.pdf", "..a", "a..", "naïve ☃.txt", &"x".repeat(255)] {
+            assert!(valid_file_name(good), "{good:?}");
+        }
+        for bad in ["", ".", "..", "a/b", "/etc/passwd", "a\\b", "a\0b", "a\nb", "\u{1b}[31m", &"x".repeat(256)] {
+            assert!(!valid_file_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn offers_are_bounded_and_unique() {
+        let mut t = Transfers::default();
+        offer(&mut t, "a", 1, &["b"], 10);
+        assert_eq!(t.offer("a", 1, user("b"), "f".into(), 1, set(&["b"]), 16), Err(OfferError::DuplicateId));
+        // The same id from another sender is another transfer.
+        offer(&mut t, "c", 1, &["b"], 10);
+        for id in 2..=3 {
+            offer(&mut t, "a", id, &["b"], 10);
+        }
+        let r = t.offer("a", 4, user("b"), "f".into(), 1, set(&["b"]), 3);
+        assert!(matches!(r, Err(OfferError::Refused((ErrorCode::RateLimited, _)))), "{r:?}");
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn decline_and_late_accept_forget_the_receiver() {
+        let mut t = Transfers::default();
+        offer(&mut t, "a", 1, &["b", "c", "d"], 100_000);
+        let out = t.answer("b", "a", 1, false);
+        assert_eq!(
+            out,
+            vec![Fanout::one("a", ServerMessage::FileAnswered { transfer: 1, by: "b".into(), accept: false })]
+        );
+        // A second answer from b is ignored.
+        assert!(t.answer("b", "a", 1, true).is_empty());
+        t.answer("c", "a", 1, true);
+        assert!(matches!(t.chunk("a", 1, vec![0; 10]), Chunk::Relay(f) if f.to == ["c"]));
+        // d accepts after data flowed: refused on both sides.
+        let out = t.answer("d", "a", 1, true);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].to, ["d"]);
+        assert_eq!(out[1].to, ["a"]);
+        consistent(&t);
+        // c cancels: the last receiver is gone and so is the transfer.
+        let out = t.cancel_by_receiver("c", "a", 1, "no".into());
+        assert_eq!(out[0].to, ["a"]);
+        assert_eq!(t.len(), 0);
+        consistent(&t);
+    }
+
+    #[test]
+    fn chunks_respect_size_and_window() {
+        let mut t = Transfers::default();
+        offer(&mut t, "a", 1, &["b", "c"], 10 * MAX_UNACKED);
+        // Before any accept, chunks are dropped (but counted).
+        assert_eq!(t.chunk("a", 1, vec![1]), Chunk::Dropped);
+        assert_eq!(t.chunk("a", 9, vec![1]), Chunk::Dropped, "unknown transfer");
+        let mut t = Transfers::default();
+        offer(&mut t, "a", 1, &["b", "c"], 10 * MAX_UNACKED);
+        t.answer("b", "a", 1, true);
+        t.answer("c", "a", 1, true);
+        let chunk = vec![0; MAX_CHUNK];
+        let per_window = MAX_UNACKED / MAX_CHUNK as u64;
+        for _ in 0..per_window {
+            assert!(matches!(t.chunk("a", 1, chunk.clone()), Chunk::Relay(_)));
+        }
+        // b acks everything, c only the first half: c is the slowest.
+        assert_eq!(t.ack("b", "a", 1, MAX_UNACKED).len(), 1);
+        assert_eq!(t.ack("c", "a", 1, MAX_UNACKED / 2).len(), 1);
+        for _ in 0..per_window / 2 {
+            assert!(matches!(t.chunk("a", 1, chunk.clone()), Chunk::Relay(_)));
+        }
+        let Chunk::Cancelled(out) = t.chunk("a", 1, chunk.clone()) else { panic!("window not enforced") };
+        assert_eq!(out[0].to, ["b", "c"]);
+        assert_eq!(out[1].to, ["a"]);
+        assert!(matches!(&out[1].msg, ServerMessage::FileCancelled { reason, .. } if reason == reason::FLOW_CONTROL));
+        assert_eq!(t.len(), 0);
+        consistent(&t);
+
+        // More than the offered size ends the transfer.
+        offer(&mut t, "a", 2, &["b"], 5);
+        t.answer("b", "a", 2, true);
+        assert!(matches!(t.chunk("a", 2, vec![0; 5]), Chunk::Relay(_)));
+        assert!(matches!(t.chunk("a", 2, vec![0; 1]), Chunk::Cancelled(_)));
+        consistent(&t);
+    }
+
+    #[test]
+    fn acks_must_move_forward_by_a_chunk_or_to_the_end() {
+        let mut t = Transfers::default();
+        offer(&mut t, "a", 1, &["b"], 1 << 30);
+        t.answer("b", "a", 1, true);
+        for _ in 0..4 {
+            t.chunk("a", 1, vec![0; MAX_CHUNK]);
+        }
+        let step = MAX_CHUNK as u64;
+        assert!(t.ack("b", "a", 1, 1).is_empty(), "less than a chunk and not the end");
+        assert!(t.ack("b", "a", 1, 5 * step).is_empty(), "beyond what was sent");
+        assert!(t.ack("c", "a", 1, step).is_empty(), "not a receiver");
+        assert_eq!(t.ack("b", "a", 1, step).len(), 1);
+        assert!(t.ack("b", "a", 1, step).is_empty(), "not forward");
+        assert!(t.ack("b", "a", 1, step + 10).is_empty());
+        assert_eq!(t.ack("b", "a", 1, 4 * step).len(), 1, "everything sent");
+    }
+
+    #[test]
+    fn end_and_disconnects_tell_everyone_left() {
+        let mut t = Transfers::default();
+        offer(&mut t, "a", 1, &["b", "c"], 3);
+        t.answer("b", "a", 1, true);
+        t.chunk("a", 1, vec![1, 2, 3]);
+        let out = t.end("a", 1, [0; 32], 16);
+        assert_eq!(out[0].to, ["b"]);
+        assert!(matches!(out[0].msg, ServerMessage::FileDone { .. }));
+        assert_eq!(out[1].to, ["c"], "c never answered");
+        assert!(t.end("a", 1, [0; 32], 16).is_empty(), "already over");
+        assert!(matches!(t.chunk("a", 1, vec![1]), Chunk::Dropped), "no data after the end");
+        // b's receipt is all that is left to wait for.
+        assert_eq!(t.len(), 1);
+        consistent(&t);
+        assert_eq!(t.ack("b", "a", 1, 3).len(), 1);
+        assert_eq!(t.len(), 0);
+
+        offer(&mut t, "a", 1, &["b", "c"], 3);
+        offer(&mut t, "b", 1, &["a", "c"], 3);
+        offer(&mut t, "c", 1, &["b"], 3);
+        let out = t.disconnect("b");
+        // b's own transfer ends for a and c; a and c each lose b as a receiver.
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].to, ["a", "c"]);
+        assert!(matches!(&out[0].msg, ServerMessage::FileCancelled { by, .. } if by == "b"));
+        let senders: BTreeSet<_> = out[1..].iter().map(|f| f.to[0].clone()).collect();
+        assert_eq!(senders, set(&["a", "c"]));
+        // c's transfer had only b: gone. a's still has c.
+        assert_eq!(t.len(), 1);
+        consistent(&t);
+        let out = t.cancel_by_sender("a", 1, "changed my mind".into());
+        assert_eq!(out[0].to, ["c"]);
+        assert_eq!(t.len(), 0);
+        consistent(&t);
+    }
+
+    #[test]
+    fn receipts_reach_the_sender_after_the_end() {
+        let mut t = Transfers::default();
+        offer(&mut t, "a", 1, &["b", "c", "d"], 2 * MAX_CHUNK as u64);
+        for r in ["b", "c", "d"] {
+            t.answer(r, "a", 1, true);
+        }
+        t.chunk("a", 1, vec![0; MAX_CHUNK]);
+        t.chunk("a", 1, vec![0; MAX_CHUNK]);
+        // The whole size before FileEnd is not a receipt yet.
+        assert!(t.ack("b", "a", 1, 2 * MAX_CHUNK as u64).is_empty());
+        t.end("a", 1, [0; 32], 16);
+        // A finished transfer no longer counts against the sender's limit.
+        offer(&mut t, "a", 2, &["b"], 1);
+        t.offer("a", 3, user("b"), "f".into(), 1, set(&["b"]), 2).unwrap();
+        t.offer("a", 4, user("b"), "f".into(), 1, set(&["b"]), 2).unwrap_err();
+        // b confirms; c's check failed; d leaves: each reaches a.
+        let out = t.ack("b", "a", 1, 2 * MAX_CHUNK as u64);
+        assert!(matches!(&out[..], [Fanout { msg: ServerMessage::FileAcked { by, .. }, .. }] if by == "b"));
+        let out = t.cancel_by_receiver("c", "a", 1, "SHA-256 mismatch".into());
+        assert!(matches!(&out[..], [Fanout { msg: ServerMessage::FileCancelled { by, .. }, .. }] if by == "c"));
+        assert!(t.ack("b", "a", 1, 2 * MAX_CHUNK as u64).is_empty(), "one receipt each");
+        let out = t.disconnect("d");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, ["a"]);
+        assert_eq!(t.len(), 2, "only transfers 2 and 3 are left");
+        consistent(&t);
+
+        // An empty file: the receipt is an ack of 0.
+        offer(&mut t, "a", 5, &["b"], 0);
+        t.answer("b", "a", 5, true);
+        t.end("a", 5, [0; 32], 16);
+        assert_eq!(t.ack("b", "a", 5, 0).len(), 1);
+        assert_eq!(t.len(), 2);
+        consistent(&t);
+    }
+
+    #[test]
+    fn finished_transfers_are_bounded_and_end_silently() {
+        let mut t = Transfers::default();
+        for id in 1..=4 {
+            offer(&mut t, "a", id, &["b"], 0);
+            t.answer("b", "a", id, true);
+            t.end("a", id, [0; 32], 2);
+        }
+        // Only the two newest wait for receipts.
+        assert_eq!(t.len(), 2);
+        assert!(t.ack("b", "a", 1, 0).is_empty());
+        consistent(&t);
+        // The sender stops waiting for one: nobody is told.
+        assert!(t.cancel_by_sender("a", 3, "never mind".into()).is_empty());
+        // Reusing the last one's id starts a new transfer.
+        offer(&mut t, "a", 4, &["b"], 5);
+        assert!(matches!(t.chunk("a", 4, vec![1]), Chunk::Dropped), "a new offer, not yet accepted");
+        // The sender leaves: the finished one ends silently, the new offer
+        // is cancelled for b.
+        t.answer("b", "a", 4, false);
+        offer(&mut t, "a", 5, &["b"], 0);
+        t.answer("b", "a", 5, true);
+        t.end("a", 5, [0; 32], 2);
+        offer(&mut t, "a", 6, &["b"], 1);
+        let out = t.disconnect("a");
+        assert_eq!(out.len(), 1);
+        assert!(matches!(&out[0].msg, ServerMessage::FileCancelled { transfer: 6, .. }));
+        assert_eq!(t.len(), 0);
+        consistent(&t);
+    }
+}

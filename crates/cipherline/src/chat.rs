@@ -1,0 +1,499 @@
+//! `cipherline chat`: the interactive client.
+//!
+//! On a terminal, lines are edited with rustyline (history, cursor keys)
+//! and incoming messages are printed above the line being typed without
+//! disturbing it. Without a terminal (a pipe), lines are read from stdin and
+//! everything is printed to stdout, so scripts can drive it.
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cipherline_client::transfer::{Outgoing, safe_file_name};
+use cipherline_client::{ClientReader, ClientWriter, SessionInfo};
+use cipherline_keys::Fingerprint;
+use cipherline_proto::app::{ClientMessage, ErrorCode, MAX_CHUNK, NoticeKind, ServerMessage, Target};
+use clap::Args;
+use tokio::sync::mpsc;
+
+use crate::client_args::ClientArgs;
+use crate::error::CliError;
+use crate::files::{Downloads, FileEvent, hex};
+use crate::output::message_line;
+
+/// Chat interactively: type to talk in the current room; /help lists the
+/// commands.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// The room to join first.
+    #[arg(long, value_name = "ROOM", default_value = "lobby")]
+    pub room: String,
+
+    /// A word that, typed alone, quits like /quit (may be repeated), e.g.
+    /// `--quit-word thanks --quit-word EXIT!` as in the seed programs.
+    #[arg(long, value_name = "WORD")]
+    pub quit_word: Vec<String>,
+
+    /// Where accepted files are saved.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub download_dir: PathBuf,
+}
+
+const HELP: &str = "\
+commands:
+  TEXT                       say TEXT in the current room
+  /join ROOM                 join ROOM and make it the current room
+  /leave                     leave the current room
+  /msg USER TEXT             direct message to USER
+  /who                       who is in the current room
+  /send-file USER|#ROOM PATH offer a file (a joined room also works without #)
+  /accept [ID] /decline [ID] answer a file offer (the newest if no ID)
+  /rekey                     ratchet the session keys now
+  /fingerprint               the server's key fingerprint and this session's hash
+  /help                      this list
+  /quit                      leave";
+
+/// Where output goes: the line editor's printer, or plain stdout.
+struct Screen(Option<Box<dyn rustyline::ExternalPrinter + Send>>);
+
+impl Screen {
+    fn show(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        if let Some(p) = self.0.as_mut()
+            && p.print(format!("{line}\n")).is_ok()
+        {
+            return;
+        }
+        println!("{line}");
+    }
+}
+
+/// A file being sent from chat.
+struct Sending {
+    out: Outgoing,
+    file: std::fs::File,
+    name: String,
+    ended: bool,
+    answers_until: tokio::time::Instant,
+    next_report: u64,
+}
+
+struct Chat {
+    writer: ClientWriter,
+    info: SessionInfo,
+    screen: Screen,
+    room: Option<String>,
+    rooms: BTreeSet<String>,
+    downloads: Downloads,
+    download_dir: PathBuf,
+    sending: Option<Sending>,
+    outstanding: BTreeSet<u64>,
+}
+
+fn spawn_reader(mut reader: ClientReader) -> mpsc::Receiver<Result<ServerMessage, String>> {
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let msg = reader.recv().await.map_err(|e| e.to_string());
+            let stop = msg.is_err();
+            if tx.send(msg).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines on a thread (rustyline blocks); returns the printer for the
+/// terminal case.
+fn spawn_input() -> (mpsc::Receiver<Option<String>>, Screen) {
+    let (tx, rx) = mpsc::channel(64);
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && let Ok(mut editor) = rustyline::DefaultEditor::new()
+        && let Ok(printer) = editor.create_external_printer()
+    {
+        std::thread::spawn(move || {
+            loop {
+                match editor.readline("> ") {
+                    Ok(line) => {
+                        let _ = editor.add_history_entry(line.as_str());
+                        if tx.blocking_send(Some(line)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tx.blocking_send(None);
+                        break;
+                    }
+                }
+            }
+        });
+        return (rx, Screen(Some(Box::new(printer))));
+    }
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match std::io::BufRead::read_line(&mut stdin.lock(), &mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.blocking_send(None);
+                    break;
+                }
+                Ok(_) => {
+                    if tx.blocking_send(Some(line.trim_end_matches(['\n', '\r']).to_owned())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (rx, Screen(None))
+}
+
+/// Runs `chat`.
+pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
+    let mut client = args.client.connect(true).await?;
+    client.join(&args.room).await?;
+    let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
+    let (reader, writer, info) = client.split();
+    let mut events = spawn_reader(reader);
+    let (mut lines, screen) = spawn_input();
+    let mut chat = Chat {
+        writer,
+        info,
+        screen,
+        room: Some(args.room.clone()),
+        rooms: BTreeSet::from([args.room.clone()]),
+        downloads: Downloads::new(None),
+        download_dir: args.download_dir.clone(),
+        sending: None,
+        outstanding: BTreeSet::new(),
+    };
+    let fp = Fingerprint::of_server_key(&chat.info.server_key);
+    chat.screen.show(format!(
+        "connected to {} as {} ({}); server key {fp}; in room {}. /help for commands.",
+        args.client.server, chat.info.name, chat.info.suite, args.room
+    ));
+    let mut nonce = 0u64;
+    let mut quitting: Option<tokio::time::Instant> = None;
+    loop {
+        if quitting.is_some() && chat.outstanding.is_empty() && chat.sending.is_none() {
+            break;
+        }
+        let can_send = chat.sending.as_ref().is_some_and(Sending::ready);
+        tokio::select! {
+            biased;
+            line = lines.recv(), if quitting.is_none() => match line.flatten() {
+                Some(line) if args.quit_word.iter().any(|w| w == line.trim()) => quitting = Some(grace()),
+                Some(line) => match chat.command(&line).await {
+                    Ok(true) => quitting = Some(grace()),
+                    Ok(false) => {}
+                    Err(e) => chat.screen.show(format!("! {e}")),
+                },
+                None => quitting = Some(grace()),
+            },
+            msg = events.recv() => match msg {
+                Some(Ok(msg)) => {
+                    if let Some(end) = chat.incoming(msg).await {
+                        chat.screen.show(end);
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) => return Err(CliError::failed(format!("connection lost: {e}"), "connect again")),
+                None => return Ok(()),
+            },
+            () = std::future::ready(()), if can_send => {
+                if let Err(e) = chat.send_chunk().await {
+                    chat.screen.show(format!("! file transfer stopped: {e}"));
+                    chat.sending = None;
+                }
+            }
+            () = tokio::time::sleep(keepalive) => {
+                nonce += 1;
+                chat.writer.send_message(&ClientMessage::Ping { nonce }).await?;
+            }
+            () = tokio::time::sleep_until(quitting.unwrap_or_else(grace)), if quitting.is_some() => break,
+        }
+        if let Some(s) = &chat.sending
+            && s.out.awaiting_answers()
+            && tokio::time::Instant::now() >= s.answers_until
+            && s.out.receivers() == 0
+        {
+            chat.screen.show(format!("! nobody accepted {} in time", s.name));
+            let transfer = s.out.transfer;
+            chat.sending = None;
+            let cancel =
+                ClientMessage::FileCancel { transfer, sender: String::new(), reason: "nobody accepted".into() };
+            chat.writer.send_message(&cancel).await?;
+        }
+    }
+    let _ = chat.writer.close().await;
+    Ok(())
+}
+
+/// How long quitting waits for acknowledgements still due.
+fn grace() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(5)
+}
+
+impl Sending {
+    fn ready(&self) -> bool {
+        if self.ended || (self.out.awaiting_answers() && tokio::time::Instant::now() < self.answers_until) {
+            return false;
+        }
+        let left = self.out.size - self.out.sent();
+        left == 0 || self.out.window_open(usize::try_from(left.min(MAX_CHUNK as u64)).unwrap_or(MAX_CHUNK))
+    }
+}
+
+impl Chat {
+    /// Handles one typed line; true to quit.
+    async fn command(&mut self, line: &str) -> Result<bool, CliError> {
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok(false);
+        }
+        let (cmd, rest) = line.split_once(' ').map_or((line, ""), |(c, r)| (c, r.trim()));
+        match cmd {
+            "/quit" | "/exit" => return Ok(true),
+            "/help" => self.screen.show(HELP),
+            "/join" if !rest.is_empty() => {
+                self.writer.send_message(&ClientMessage::Join { room: rest.to_owned() }).await?;
+            }
+            "/leave" => match self.room.clone() {
+                Some(room) => self.writer.send_message(&ClientMessage::Leave { room }).await?,
+                None => self.screen.show("! you are in no room"),
+            },
+            "/who" => match self.room.clone() {
+                Some(room) => self.writer.send_message(&ClientMessage::Who { room }).await?,
+                None => self.screen.show("! you are in no room"),
+            },
+            "/msg" => match rest.split_once(' ') {
+                Some((user, text)) => {
+                    let id = self.writer.send(Target::User(user.to_owned()), text).await?;
+                    self.outstanding.insert(id);
+                }
+                None => self.screen.show("! usage: /msg USER TEXT"),
+            },
+            "/send-file" => match rest.split_once(' ') {
+                Some((to, path)) => self.offer_file(to, Path::new(path.trim())).await?,
+                None => self.screen.show("! usage: /send-file USER|#ROOM PATH"),
+            },
+            "/accept" | "/decline" => self.answer(cmd == "/accept", rest).await?,
+            "/rekey" => {
+                self.writer.rekey().await?;
+                self.screen.show("* session keys ratcheted forward");
+            }
+            "/fingerprint" => {
+                let fp = Fingerprint::of_server_key(&self.info.server_key);
+                self.screen.show(format!("server key {fp} ({})", fp.short()));
+                self.screen.show(format!("suite {}; session {}", self.info.suite, hex(&self.info.handshake_hash)));
+            }
+            _ if cmd.starts_with('/') => self.screen.show(format!("! unknown command {cmd}; /help lists them")),
+            _ => match self.room.clone() {
+                Some(room) => {
+                    let id = self.writer.send(Target::Room(room), line).await?;
+                    self.outstanding.insert(id);
+                }
+                None => self.screen.show("! you are in no room; /join one"),
+            },
+        }
+        Ok(false)
+    }
+
+    async fn offer_file(&mut self, to: &str, path: &Path) -> Result<(), CliError> {
+        if self.sending.is_some() {
+            self.screen.show("! a file is already being sent; wait for it to finish");
+            return Ok(());
+        }
+        let target = match to.strip_prefix('#') {
+            Some(room) => Target::Room(room.to_owned()),
+            None if self.rooms.contains(to) => Target::Room(to.to_owned()),
+            None => Target::User(to.to_owned()),
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.screen.show(format!("! cannot read {}: {e}", path.display()));
+                return Ok(());
+            }
+        };
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(safe_file_name) else {
+            self.screen.show("! that path has no usable file name");
+            return Ok(());
+        };
+        let recipients = match &target {
+            Target::User(u) => vec![u.clone()],
+            // Room members answer as they decide; the wait below bounds it.
+            Target::Room(_) => Vec::new(),
+        };
+        let transfer = self.writer.next_id();
+        let out = Outgoing::new(transfer, size, recipients);
+        self.writer.send_message(&ClientMessage::FileOffer { transfer, to: target, name: name.clone(), size }).await?;
+        self.screen.show(format!("* offered {name} ({size} bytes); waiting up to 60 s for answers"));
+        let answers_until = tokio::time::Instant::now() + Duration::from_secs(60);
+        self.sending = Some(Sending { out, file, name, ended: false, answers_until, next_report: size / 4 });
+        Ok(())
+    }
+
+    async fn send_chunk(&mut self) -> Result<(), CliError> {
+        let Some(s) = self.sending.as_mut() else { return Ok(()) };
+        let transfer = s.out.transfer;
+        let left = s.out.size - s.out.sent();
+        if left == 0 {
+            let sha256 = s.out.digest();
+            s.ended = true;
+            self.writer.send_message(&ClientMessage::FileEnd { transfer, sha256 }).await?;
+            return Ok(());
+        }
+        let mut chunk = vec![0u8; usize::try_from(left.min(MAX_CHUNK as u64)).unwrap_or(MAX_CHUNK)];
+        s.file
+            .read_exact(&mut chunk)
+            .map_err(|e| CliError::failed(format!("reading the file: {e}"), "it changed while being sent"))?;
+        s.out.record_chunk(&chunk);
+        self.writer.send_message(&ClientMessage::FileChunk { transfer, data: chunk }).await?;
+        Ok(())
+    }
+
+    async fn answer(&mut self, accept: bool, rest: &str) -> Result<(), CliError> {
+        let pending = self.downloads.pending();
+        let chosen = match rest.parse::<u64>() {
+            Ok(id) => pending.into_iter().find(|p| p.1 == id),
+            Err(_) => pending.into_iter().last(),
+        };
+        let Some((from, transfer, name, size)) = chosen else {
+            self.screen.show("! no file offer is waiting");
+            return Ok(());
+        };
+        let accept = if accept {
+            match self.downloads.accept(&from, transfer, &self.download_dir) {
+                Ok(()) => {
+                    self.screen.show(format!("* receiving {name} ({size} bytes) from {from}"));
+                    true
+                }
+                Err(e) => {
+                    self.screen.show(format!("! cannot receive {name}: {e}"));
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if !accept {
+            self.downloads.decline(&from, transfer);
+        }
+        self.writer.send_message(&ClientMessage::FileAnswer { transfer, sender: from, accept }).await?;
+        Ok(())
+    }
+
+    /// Shows one server message; returns a final line if the server ended
+    /// the session.
+    async fn incoming(&mut self, msg: ServerMessage) -> Option<String> {
+        let me = self.info.name.clone();
+        match msg {
+            ServerMessage::Message(d) => self.screen.show(message_line(&d, &me)),
+            ServerMessage::Ack { client_id, .. } => {
+                self.outstanding.remove(&client_id);
+            }
+            ServerMessage::Joined { room } => {
+                self.screen.show(format!("* joined {room}"));
+                self.rooms.insert(room.clone());
+                self.room = Some(room);
+            }
+            ServerMessage::Left { room } => {
+                self.screen.show(format!("* left {room}"));
+                self.rooms.remove(&room);
+                if self.room.as_ref() == Some(&room) {
+                    self.room = self.rooms.iter().next().cloned();
+                }
+            }
+            ServerMessage::Notice { kind, room, name } => {
+                let what = if kind == NoticeKind::Joined { "joined" } else { "left" };
+                self.screen.show(format!("* {name} {what} {room}"));
+            }
+            ServerMessage::Members { room, names } => self.screen.show(format!("* in {room}: {}", names.join(", "))),
+            ServerMessage::Error { code, client_id, text } => {
+                self.outstanding.remove(&client_id);
+                if code.is_fatal() {
+                    return Some(format!("! the server closed the connection: {text}"));
+                }
+                if let Some(s) = &self.sending
+                    && s.out.transfer == client_id
+                {
+                    self.sending = None;
+                }
+                let hint = if code == ErrorCode::UnknownUser { " (/who lists who is here)" } else { "" };
+                self.screen.show(format!("! {text}{hint}"));
+            }
+            ServerMessage::FileAnswered { transfer, by, accept } => self.on_answer(transfer, &by, accept),
+            ServerMessage::FileAcked { transfer, by, received } => self.on_acked(transfer, &by, received),
+            // A transfer this client sends: a receiver stopped, or the server did.
+            ServerMessage::FileCancelled { transfer, ref sender, ref by, ref reason } if *sender == me => {
+                if let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) {
+                    s.out.on_cancel(by);
+                    let all_gone = s.out.receivers() == 0 && !s.out.awaiting_answers();
+                    self.screen.show(format!("! {by} stopped receiving the file: {reason}"));
+                    if *by == me || all_gone {
+                        self.sending = None;
+                    }
+                }
+            }
+            file @ (ServerMessage::FileOffered { .. }
+            | ServerMessage::FileData { .. }
+            | ServerMessage::FileDone { .. }
+            | ServerMessage::FileCancelled { .. }) => {
+                let (event, replies) = self.downloads.handle(&file, false);
+                for reply in replies {
+                    if self.writer.send_message(&reply).await.is_err() {
+                        return Some("! connection lost".into());
+                    }
+                }
+                match event {
+                    Some(FileEvent::Offered { from, transfer, name, size, .. }) => self.screen.show(format!(
+                        "* {from} offers {name} ({size} bytes): /accept {transfer} or /decline {transfer}"
+                    )),
+                    Some(FileEvent::Received { from, path, size, sha256 }) => self.screen.show(format!(
+                        "* received {} from {from} ({size} bytes, SHA-256 {}…, verified)",
+                        path.display(),
+                        sha256.get(..16).unwrap_or_default()
+                    )),
+                    Some(FileEvent::Failed { from, name, reason }) => {
+                        self.screen.show(format!("! {name} from {from} failed: {reason}"));
+                    }
+                    None => {}
+                }
+            }
+            ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
+        }
+        None
+    }
+
+    fn on_answer(&mut self, transfer: u64, by: &str, accept: bool) {
+        let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return };
+        s.out.on_answer(by, accept);
+        let what = if accept { "accepted" } else { "declined" };
+        let line = format!("* {by} {what} {}", s.name);
+        self.screen.show(line);
+    }
+
+    fn on_acked(&mut self, transfer: u64, by: &str, received: u64) {
+        let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return };
+        s.out.on_ack(by, received);
+        if s.out.delivered() {
+            let line = format!("* {} delivered and verified ({} bytes)", s.name, s.out.size);
+            self.sending = None;
+            self.screen.show(line);
+        } else if s.out.acked() >= s.next_report && s.out.size > 0 {
+            let pct = s.out.acked() * 100 / s.out.size;
+            s.next_report = s.out.acked() + s.out.size / 4;
+            let line = format!("* {}: {pct}%", s.name);
+            self.screen.show(line);
+        }
+    }
+}

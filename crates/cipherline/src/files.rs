@@ -1,0 +1,323 @@
+//! File transfer on the command line: sending one file over an unsplit
+//! client, and receiving offered files into a directory.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cipherline_client::Client;
+use cipherline_client::transfer::{Incoming, Outgoing, TransferError};
+use cipherline_proto::app::{ClientMessage, MAX_CHUNK, ServerMessage, Target};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::CliError;
+
+/// A progress bar on a terminal, nothing otherwise.
+pub fn progress_bar(size: u64, label: &str) -> ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(size);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label.to_owned());
+    bar
+}
+
+fn transfer_failed(what: String, hint: &str) -> CliError {
+    CliError::failed(what, hint)
+}
+
+/// Sends `path` to `to` and waits until every accepting receiver confirmed
+/// the whole file (size and SHA-256 checked on their side).
+///
+/// `answer_timeout` bounds the wait for answers to the offer, and each wait
+/// for progress once data flows.
+pub async fn send_file(client: &mut Client, to: Target, path: &Path, answer_timeout: Duration) -> Result<(), CliError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| transfer_failed(format!("cannot read {}: {e}", path.display()), "check the path"))?;
+    let size = file
+        .metadata()
+        .map_err(|e| transfer_failed(format!("cannot read {}: {e}", path.display()), "check the path"))?
+        .len();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| CliError::usage(format!("{} has no usable file name", path.display()), "rename the file"))?
+        .to_owned();
+    let recipients = match &to {
+        Target::User(user) => vec![user.clone()],
+        Target::Room(room) => client.who(room).await?.into_iter().filter(|n| n != client.name()).collect(),
+    };
+    if recipients.is_empty() {
+        return Err(transfer_failed("nobody else is in that room".into(), "wait for someone to join"));
+    }
+    let transfer = client.writer().next_id();
+    let me = client.name().to_owned();
+    let mut out = Outgoing::new(transfer, size, recipients);
+    client.send_message(&ClientMessage::FileOffer { transfer, to, name: name.clone(), size }).await?;
+    eprintln!("offered {name} ({size} bytes); waiting for the receiver to accept");
+
+    let bar = progress_bar(size, &name);
+    let mut answers_deadline = Some(tokio::time::Instant::now() + answer_timeout);
+    let mut buf = vec![0u8; MAX_CHUNK];
+    let mut finished_sending = false;
+    loop {
+        if finished_sending && (out.delivered() || out.receivers() == 0) {
+            break;
+        }
+        // Stream only once every recipient has answered (or the wait for
+        // answers is over), so no one accepts in the middle of the data.
+        let answering = out.awaiting_answers() && answers_deadline.is_some();
+        if !answering && !finished_sending && out.receivers() > 0 {
+            let want = usize::try_from((size - out.sent()).min(MAX_CHUNK as u64)).unwrap_or(MAX_CHUNK);
+            if want == 0 {
+                let sha256 = out.digest();
+                client.send_message(&ClientMessage::FileEnd { transfer, sha256 }).await?;
+                finished_sending = true;
+                continue;
+            }
+            if out.window_open(want) {
+                let chunk = buf.get_mut(..want).unwrap_or_default();
+                file.read_exact(chunk).map_err(|e| {
+                    transfer_failed(format!("reading {}: {e}", path.display()), "the file changed while being sent")
+                })?;
+                out.record_chunk(chunk);
+                client.send_message(&ClientMessage::FileChunk { transfer, data: chunk.to_vec() }).await?;
+                bar.set_position(out.acked());
+                continue;
+            }
+        }
+        let wait = match answers_deadline {
+            Some(deadline) if out.awaiting_answers() => deadline,
+            _ => tokio::time::Instant::now() + answer_timeout,
+        };
+        let msg = match tokio::time::timeout_at(wait, client.recv()).await {
+            Ok(msg) => msg?,
+            Err(_) if out.awaiting_answers() && answers_deadline.is_some() => {
+                answers_deadline = None;
+                if out.receivers() == 0 {
+                    let _ = client
+                        .send_message(&ClientMessage::FileCancel {
+                            transfer,
+                            sender: String::new(),
+                            reason: "nobody accepted in time".into(),
+                        })
+                        .await;
+                    return Err(transfer_failed(
+                        format!("nobody accepted {name} within {} s", answer_timeout.as_secs()),
+                        "ask the receiver to accept (in chat: /accept), or use --answer-timeout",
+                    ));
+                }
+                continue;
+            }
+            Err(_) => {
+                return Err(transfer_failed(
+                    "the receivers stopped confirming data".into(),
+                    "check their connection and send the file again",
+                ));
+            }
+        };
+        match msg {
+            ServerMessage::FileAnswered { transfer: t, by, accept } if t == transfer => {
+                out.on_answer(&by, accept);
+                eprintln!("{by} {} {name}", if accept { "accepted" } else { "declined" });
+                if !out.awaiting_answers() && out.receivers() == 0 {
+                    return Err(transfer_failed(format!("{name} was declined"), "nothing was sent"));
+                }
+            }
+            ServerMessage::FileAcked { transfer: t, by, received } if t == transfer => {
+                out.on_ack(&by, received);
+                bar.set_position(out.acked());
+            }
+            ServerMessage::FileCancelled { transfer: t, sender, by, reason } if t == transfer && sender == me => {
+                if by == me {
+                    return Err(transfer_failed(format!("the server stopped the transfer: {reason}"), "try again"));
+                }
+                eprintln!("{by} stopped receiving {name}: {reason}");
+                out.on_cancel(&by);
+                if out.receivers() == 0 && !out.awaiting_answers() {
+                    return Err(transfer_failed(format!("every receiver stopped: {reason}"), "see above"));
+                }
+            }
+            ServerMessage::Error { code, client_id, text } if client_id == transfer || client_id == 0 => {
+                return Err(CliError::Client(cipherline_client::ClientError::Refused { code, text }));
+            }
+            _ => {}
+        }
+    }
+    bar.finish_and_clear();
+    eprintln!("sent {name} ({size} bytes); checked by {} receiver(s)", out.receivers());
+    Ok(())
+}
+
+/// What happened to an incoming file, for printing.
+pub enum FileEvent {
+    /// An offer arrived (and was accepted or declined automatically, or
+    /// awaits the user's decision).
+    Offered {
+        /// Sender.
+        from: String,
+        /// Transfer id.
+        transfer: u64,
+        /// Offered name.
+        name: String,
+        /// Announced size.
+        size: u64,
+        /// Whether it was accepted (None: the user must decide).
+        accepted: Option<bool>,
+    },
+    /// A file arrived complete and checked.
+    Received {
+        /// Sender.
+        from: String,
+        /// Where it was stored.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// Its SHA-256, hex.
+        sha256: String,
+    },
+    /// A transfer failed or was cancelled.
+    Failed {
+        /// Sender.
+        from: String,
+        /// File name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Incoming transfers and the directory they go to.
+pub struct Downloads {
+    /// Where accepted files are stored; `None` declines every offer unless
+    /// the user accepts it (chat's /accept sets it per offer).
+    pub auto_accept: Option<PathBuf>,
+    offers: HashMap<(String, u64), (String, u64)>,
+    active: HashMap<(String, u64), Incoming>,
+}
+
+impl Downloads {
+    /// A new set; with `auto_accept`, every offer is accepted into that directory.
+    pub fn new(auto_accept: Option<PathBuf>) -> Self {
+        Downloads { auto_accept, offers: HashMap::new(), active: HashMap::new() }
+    }
+
+    /// Handles a file message; returns what to tell the user and the
+    /// messages to send back (answers, acks, cancels).
+    pub fn handle(&mut self, msg: &ServerMessage, decide: bool) -> (Option<FileEvent>, Vec<ClientMessage>) {
+        match msg {
+            ServerMessage::FileOffered { transfer, from, name, size, .. } => {
+                let key = (from.clone(), *transfer);
+                self.offers.insert(key, (name.clone(), *size));
+                let accepted = match self.auto_accept.clone() {
+                    Some(dir) => Some(self.accept(from, *transfer, &dir).is_ok()),
+                    None if decide => Some(false),
+                    None => None,
+                };
+                let mut reply = Vec::new();
+                if let Some(accept) = accepted {
+                    self.offers.remove(&(from.clone(), *transfer));
+                    reply.push(ClientMessage::FileAnswer { transfer: *transfer, sender: from.clone(), accept });
+                }
+                let event = FileEvent::Offered {
+                    from: from.clone(),
+                    transfer: *transfer,
+                    name: name.clone(),
+                    size: *size,
+                    accepted,
+                };
+                (Some(event), reply)
+            }
+            ServerMessage::FileData { transfer, from, data } => {
+                let key = (from.clone(), *transfer);
+                let Some(incoming) = self.active.get_mut(&key) else { return (None, Vec::new()) };
+                match incoming.write(data) {
+                    Ok(Some(received)) => {
+                        (None, vec![ClientMessage::FileAck { transfer: *transfer, sender: from.clone(), received }])
+                    }
+                    Ok(None) => (None, Vec::new()),
+                    Err(e) => self.fail(&key, &e),
+                }
+            }
+            ServerMessage::FileDone { transfer, from, sha256 } => {
+                let key = (from.clone(), *transfer);
+                let Some(incoming) = self.active.remove(&key) else { return (None, Vec::new()) };
+                let (size, name) = (incoming.size, incoming.name.clone());
+                self.offers.remove(&key);
+                match incoming.finish(sha256) {
+                    Ok(path) => (
+                        Some(FileEvent::Received { from: from.clone(), path, size, sha256: hex(sha256) }),
+                        vec![ClientMessage::FileAck { transfer: *transfer, sender: from.clone(), received: size }],
+                    ),
+                    Err(e) => {
+                        let cancel = ClientMessage::FileCancel {
+                            transfer: *transfer,
+                            sender: from.clone(),
+                            reason: e.to_string(),
+                        };
+                        (Some(FileEvent::Failed { from: from.clone(), name, reason: e.to_string() }), vec![cancel])
+                    }
+                }
+            }
+            ServerMessage::FileCancelled { transfer, sender, by, reason } => {
+                let key = (sender.clone(), *transfer);
+                self.offers.remove(&key);
+                match self.active.remove(&key) {
+                    Some(mut incoming) => {
+                        incoming.discard();
+                        let event = FileEvent::Failed {
+                            from: sender.clone(),
+                            name: incoming.name.clone(),
+                            reason: format!("{by} stopped it: {reason}"),
+                        };
+                        (Some(event), Vec::new())
+                    }
+                    None => (None, Vec::new()),
+                }
+            }
+            _ => (None, Vec::new()),
+        }
+    }
+
+    fn fail(&mut self, key: &(String, u64), e: &TransferError) -> (Option<FileEvent>, Vec<ClientMessage>) {
+        let name = self.active.remove(key).map(|i| i.name.clone()).unwrap_or_default();
+        let cancel = ClientMessage::FileCancel { transfer: key.1, sender: key.0.clone(), reason: e.to_string() };
+        (Some(FileEvent::Failed { from: key.0.clone(), name, reason: e.to_string() }), vec![cancel])
+    }
+
+    /// Accepts a pending offer into `dir`.
+    pub fn accept(&mut self, from: &str, transfer: u64, dir: &Path) -> Result<(), TransferError> {
+        let key = (from.to_owned(), transfer);
+        let (name, size) = self.offers.get(&key).cloned().ok_or(TransferError::BadName)?;
+        let incoming = Incoming::create(dir, from, transfer, &name, size)?;
+        self.active.insert(key, incoming);
+        Ok(())
+    }
+
+    /// Forgets a pending offer (declined).
+    pub fn decline(&mut self, from: &str, transfer: u64) -> bool {
+        self.offers.remove(&(from.to_owned(), transfer)).is_some()
+    }
+
+    /// Pending offers, oldest id first.
+    pub fn pending(&self) -> Vec<(String, u64, String, u64)> {
+        let mut v: Vec<_> = self
+            .offers
+            .iter()
+            .filter(|(k, _)| !self.active.contains_key(*k))
+            .map(|((from, t), (name, size))| (from.clone(), *t, name.clone(), *size))
+            .collect();
+        v.sort_by_key(|p| p.1);
+        v
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,132 @@
+//! Running the real `cipherline` binary: a server on a free loopback port,
+//! and client commands against it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `cipherline serve` process and what its banner said.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub fingerprint: String,
+    pub lines: Vec<String>,
+}
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cipherline"));
+    c.env_remove("CIPHERLINE_HOME").env_remove("RUST_LOG");
+    c
+}
+
+impl Server {
+    /// Starts `cipherline serve ARGS` and reads the banner.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = bin().arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut addr, mut fingerprint, mut lines) = (String::new(), String::new(), Vec::new());
+        while fingerprint.is_empty() {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).unwrap() > 0, "server exited early: {lines:?}");
+            if let Some(a) = line.strip_prefix("cipherline server listening on ") {
+                addr = a.trim().to_owned();
+            }
+            if let Some(f) = line.strip_prefix("fingerprint: ") {
+                fingerprint = f.trim().to_owned();
+            }
+            lines.push(line);
+        }
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Server { child, addr, fingerprint, lines }
+    }
+
+    /// A server with an X25519 key (fast to create) in `dir`.
+    pub fn quick(dir: &Path) -> Server {
+        let key = dir.join("server_x25519");
+        let made = bin()
+            .args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(made.success());
+        Server::start(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.join("server-data").to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+    }
+
+    /// A client command with --server and a pinned fingerprint.
+    pub fn client(&self, subcommand: &str, name: &str) -> Command {
+        let mut c = bin();
+        c.args([subcommand, "--server", &self.addr, "--name", name, "--server-fingerprint", &self.fingerprint]);
+        c
+    }
+
+    /// Stops the server with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.child.kill().unwrap();
+        panic!("the server did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads lines from a child's stdout until one contains `needle` (or 20 s pass).
+pub fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let done = line.contains(needle);
+                seen.push(line);
+                if done {
+                    return seen;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    panic!("no line containing {needle:?}; saw {seen:?}");
+}
+
+/// Streams a child's stdout lines into a channel.
+pub fn line_channel(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+pub fn temp_home(dir: &Path) -> PathBuf {
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    home
+}
