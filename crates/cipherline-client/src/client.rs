@@ -55,8 +55,9 @@ pub struct SessionInfo {
     pub name: String,
     /// The suite in use.
     pub suite: Suite,
-    /// The server's key (its fingerprint is what the user checked).
-    pub server_key: ServerPublicKey,
+    /// The server's key (its fingerprint is what the user checked); `None`
+    /// for a password-only server.
+    pub server_key: Option<ServerPublicKey>,
     /// The handshake hash, the same on both ends.
     pub handshake_hash: [u8; 32],
     /// The server's largest accepted message, in bytes.
@@ -149,13 +150,17 @@ impl Client {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let pending = cipherline_net::connect(read, write, options.config.clone(), options.reply_timeout).await?;
-        if let Err(why) = trust.check(addr, pending.server_key()) {
+        // A password-only server has no key to check: the password, proven
+        // by both sides in the handshake, authenticates it instead.
+        if let Some(key) = pending.server_key()
+            && let Err(why) = trust.check(addr, key)
+        {
             pending.refuse().await;
             return Err(ClientError::Untrusted(why));
         }
         let chan = pending.trust(options.reply_timeout).await?;
         let (suite, server_key, handshake_hash) =
-            chan.with_session(|s| (s.suite(), s.server_key().clone(), *s.handshake_hash()));
+            chan.with_session(|s| (s.suite(), s.server_key().cloned(), *s.handshake_hash()));
         let (reader, writer) = chan.split();
         let mut client = Client {
             reader: ClientReader { chan: reader, pending: VecDeque::new() },

@@ -79,10 +79,17 @@ pub struct PendingServer<R, W> {
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> PendingServer<R, W> {
     /// The key the server presented: check it before calling
-    /// [`PendingServer::trust`].
+    /// [`PendingServer::trust`]. `None` for a password-only server, which
+    /// the password (checked during the handshake) authenticates instead.
     #[must_use]
-    pub fn server_key(&self) -> &ServerPublicKey {
+    pub fn server_key(&self) -> Option<&ServerPublicKey> {
         self.state.server_key()
+    }
+
+    /// Whether the handshake runs the password exchange.
+    #[must_use]
+    pub fn uses_password(&self) -> bool {
+        self.state.uses_password()
     }
 
     /// The suite the handshake will use.

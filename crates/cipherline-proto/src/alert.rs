@@ -37,6 +37,8 @@ pub enum AlertCode {
     IdentityRequired,
     /// The shared password did not match (password mode).
     WrongPassword,
+    /// Too many failed password attempts from this address; try later.
+    TooManyAttempts,
     /// A time limit (handshake or idle) expired.
     Timeout,
     /// The server is at its connection limit; try again later.
@@ -66,6 +68,7 @@ impl AlertCode {
             AlertCode::UnknownIdentity => 115,
             AlertCode::IdentityRequired => 116,
             AlertCode::WrongPassword => 120,
+            AlertCode::TooManyAttempts => 121,
             AlertCode::Unknown(b) => b,
         }
     }
@@ -90,6 +93,7 @@ impl AlertCode {
             115 => AlertCode::UnknownIdentity,
             116 => AlertCode::IdentityRequired,
             120 => AlertCode::WrongPassword,
+            121 => AlertCode::TooManyAttempts,
             other => AlertCode::Unknown(other),
         }
     }
@@ -114,6 +118,7 @@ impl fmt::Display for AlertCode {
             AlertCode::UnknownIdentity => "unknown_identity",
             AlertCode::IdentityRequired => "identity_required",
             AlertCode::WrongPassword => "wrong_password",
+            AlertCode::TooManyAttempts => "too_many_attempts",
             AlertCode::Unknown(b) => return write!(f, "unknown alert {b}"),
         };
         f.write_str(s)

@@ -148,6 +148,13 @@ pub enum Incompatibility {
     /// The server requires client authentication and this client has no identity key.
     #[error("the server requires an identity key")]
     IdentityRequired,
+    /// The server is in password mode and this side has no password (or
+    /// the client did not run the password exchange).
+    #[error("the server requires a password")]
+    PasswordRequired,
+    /// This client has a password but the server does not ask for one.
+    #[error("the server does not use a password, but one was given")]
+    PasswordNotOffered,
 }
 
 /// Which authentication check failed.
@@ -165,6 +172,10 @@ pub enum AuthFailure {
     /// The client's identity signature did not verify.
     #[error("client signature did not verify")]
     ClientSignature,
+    /// In password mode, the peer's Finished did not decrypt or verify: the
+    /// passwords differ (or someone is interfering with the connection).
+    #[error("wrong password (or someone is interfering with the connection)")]
+    Password,
 }
 
 impl Error {
@@ -186,6 +197,7 @@ impl Error {
             Error::PeerIncompatible(Incompatibility::IdentityRequired) => AlertCode::IdentityRequired,
             Error::PeerIncompatible(_) => AlertCode::InsufficientSecurity,
             Error::DecryptFailed => AlertCode::BadRecordMac,
+            Error::AuthenticationFailed(AuthFailure::Password) => AlertCode::WrongPassword,
             Error::AuthenticationFailed(_) => AlertCode::DecryptError,
             Error::AlertReceived(_) | Error::PeerClosed | Error::Truncated => return None,
             Error::InvalidConfig(_) | Error::ApiMisuse(_) | Error::Internal => AlertCode::InternalError,

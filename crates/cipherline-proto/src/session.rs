@@ -53,8 +53,9 @@ pub(crate) struct SessionParams {
     pub suite: Suite,
     pub secrets: ApplicationSecrets,
     pub handshake_hash: [u8; HASH_LEN],
-    pub server_key: ServerPublicKey,
+    pub server_key: Option<ServerPublicKey>,
     pub peer_identity: Option<IdentityPublicKey>,
+    pub pake_name: Option<String>,
     pub key_update: KeyUpdatePolicy,
     pub now: Instant,
 }
@@ -67,8 +68,9 @@ pub struct Session {
     opener: RecordOpener,
     exporter: Secret,
     handshake_hash: [u8; HASH_LEN],
-    server_key: ServerPublicKey,
+    server_key: Option<ServerPublicKey>,
     peer_identity: Option<IdentityPublicKey>,
+    pake_name: Option<String>,
     policy: KeyUpdatePolicy,
     /// The peer asked for a key update that we have not answered yet. The
     /// answer is sealed by whichever output call comes next, before anything
@@ -97,6 +99,7 @@ impl Session {
             handshake_hash: p.handshake_hash,
             server_key: p.server_key,
             peer_identity: p.peer_identity,
+            pake_name: p.pake_name,
             policy: p.key_update,
             update_requested: false,
             received_record: false,
@@ -117,10 +120,18 @@ impl Session {
         self.suite
     }
 
-    /// The server's static public key (what its fingerprint is of).
+    /// The server's static public key (what its fingerprint is of);
+    /// `None` in password-only mode.
     #[must_use]
-    pub fn server_key(&self) -> &ServerPublicKey {
-        &self.server_key
+    pub fn server_key(&self) -> Option<&ServerPublicKey> {
+        self.server_key.as_ref()
+    }
+
+    /// In password mode, the client name bound into the password exchange
+    /// (the server must hold the client to it at Hello); `None` otherwise.
+    #[must_use]
+    pub fn pake_name(&self) -> Option<&str> {
+        self.pake_name.as_deref()
     }
 
     /// The identity key the client proved (server side), if any.

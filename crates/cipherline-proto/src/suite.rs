@@ -10,6 +10,9 @@ use core::fmt;
 /// How the client encapsulates a secret to the server's long-term key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StaticKem {
+    /// No static key: password mode alone authenticates the server
+    /// (PROTOCOL.md §7.7). Only valid with the PAKE extension.
+    None,
     /// RSA-OAEP with SHA-256 and MGF1-SHA-256, 2048 to 4096-bit keys.
     RsaOaepSha256,
     /// X25519 against the server's static X25519 key (DHKEM-style).
@@ -61,6 +64,16 @@ impl Suite {
         Suite::new(StaticKem::X25519, EphemeralKem::X25519, Aead::ChaCha20Poly1305),
     ];
 
+    /// Password-only suites (no server key; the password authenticates
+    /// both sides), strongest first. Chosen only by a client that has a
+    /// password, from a server that asks for one.
+    pub const PASSWORD_ONLY: [Suite; 4] = [
+        Suite::new(StaticKem::None, EphemeralKem::X25519MlKem768, Aead::Aes256Gcm),
+        Suite::new(StaticKem::None, EphemeralKem::X25519MlKem768, Aead::ChaCha20Poly1305),
+        Suite::new(StaticKem::None, EphemeralKem::X25519, Aead::Aes256Gcm),
+        Suite::new(StaticKem::None, EphemeralKem::X25519, Aead::ChaCha20Poly1305),
+    ];
+
     /// The seed-faithful suite: RSA-OAEP only, no forward secrecy. Accepted
     /// only by peers configured with `dangerous_allow_no_forward_secrecy`.
     pub const SEED_FAITHFUL: Suite = Suite::new(StaticKem::RsaOaepSha256, EphemeralKem::None, Aead::Aes256Gcm);
@@ -76,6 +89,7 @@ impl Suite {
     #[must_use]
     pub fn to_u16(self) -> u16 {
         let s: u16 = match self.static_kem {
+            StaticKem::None => 0x00,
             StaticKem::RsaOaepSha256 => 0x01,
             StaticKem::X25519 => 0x02,
         };
@@ -92,10 +106,12 @@ impl Suite {
     }
 
     /// Parses a code point; `None` for unknown or disallowed combinations
-    /// (the only suite without an ephemeral KEM is [`Suite::SEED_FAITHFUL`]).
+    /// (the only suite without an ephemeral KEM is [`Suite::SEED_FAITHFUL`];
+    /// a suite without a static KEM must have an ephemeral one).
     #[must_use]
     pub fn from_u16(v: u16) -> Option<Self> {
         let static_kem = match v >> 8 {
+            0x00 => StaticKem::None,
             0x01 => StaticKem::RsaOaepSha256,
             0x02 => StaticKem::X25519,
             _ => return None,
@@ -124,6 +140,12 @@ impl Suite {
         self.ephemeral_kem != EphemeralKem::None
     }
 
+    /// Whether the server has no static key (password mode alone).
+    #[must_use]
+    pub fn is_password_only(self) -> bool {
+        self.static_kem == StaticKem::None
+    }
+
     /// Whether the suite resists a future quantum attacker recording traffic.
     #[must_use]
     pub fn is_post_quantum(self) -> bool {
@@ -134,6 +156,7 @@ impl Suite {
 impl fmt::Display for Suite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self.static_kem {
+            StaticKem::None => "PASSWORD-ONLY",
             StaticKem::RsaOaepSha256 => "RSA-OAEP-SHA256",
             StaticKem::X25519 => "X25519",
         };
@@ -163,8 +186,11 @@ mod tests {
                 valid += 1;
             }
         }
-        // 2 static x 2 ephemeral x 2 AEAD, plus the one seed-faithful suite.
-        assert_eq!(valid, 9);
+        // 3 static (none, RSA, X25519) x 2 ephemeral x 2 AEAD, plus the one
+        // seed-faithful suite.
+        assert_eq!(valid, 13);
+        assert_eq!(Suite::PASSWORD_ONLY[0].to_u16(), 0x0021);
+        assert_eq!(Suite::from_u16(0x0001), None, "no static and no ephemeral KEM");
         assert_eq!(Suite::FORWARD_SECRET[0].to_u16(), 0x0121);
         assert_eq!(Suite::SEED_FAITHFUL.to_u16(), 0x0101);
         assert_eq!(Suite::from_u16(0x0201), None, "X25519 static without ephemeral");

@@ -38,6 +38,12 @@ pub struct Limits {
     pub write_timeout_secs: u64,
     /// Seconds graceful shutdown waits for connections to finish.
     pub shutdown_grace_secs: u64,
+    /// Password mode: failed password attempts one address may make within
+    /// `password_failure_window_secs`; further connections from it get the
+    /// `too_many_attempts` alert until the window has passed.
+    pub max_password_failures: u32,
+    /// The window for `max_password_failures`, in seconds.
+    pub password_failure_window_secs: u64,
     /// File transfers one client may have in progress as the sender
     /// (offered and not yet ended, cancelled or abandoned by every receiver).
     pub max_transfers_per_client: usize,
@@ -57,6 +63,8 @@ impl Default for Limits {
             queue_len: 256,
             write_timeout_secs: 10,
             shutdown_grace_secs: 5,
+            max_password_failures: 5,
+            password_failure_window_secs: 60,
             max_transfers_per_client: 16,
         }
     }
@@ -77,6 +85,9 @@ impl Limits {
         if self.messages_per_sec == 0 || self.burst == 0 {
             return Err("messages_per_sec and burst must be at least 1");
         }
+        if self.max_password_failures == 0 || self.password_failure_window_secs == 0 {
+            return Err("max_password_failures and password_failure_window_secs must be at least 1");
+        }
         if self.max_rooms_per_client == 0 || self.queue_len == 0 || self.max_transfers_per_client == 0 {
             return Err("max_rooms_per_client, queue_len and max_transfers_per_client must be at least 1");
         }
@@ -92,6 +103,10 @@ impl Limits {
 
     pub(crate) fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub(crate) fn password_failure_window(&self) -> Duration {
+        Duration::from_secs(self.password_failure_window_secs)
     }
 
     pub(crate) fn write_timeout(&self) -> Duration {

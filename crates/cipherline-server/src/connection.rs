@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cipherline_net::{Channel, NetError};
+use cipherline_proto::AlertCode;
 use cipherline_proto::app::{ClientMessage, ErrorCode, ServerMessage};
+use cipherline_proto::handshake::alert_frame;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -77,6 +79,26 @@ pub(crate) async fn serve(
 ) {
     let limits = &settings.limits;
     let _ = stream.set_nodelay(true);
+    let password_mode = settings.protocol.password.is_some();
+    if password_mode
+        && hub.attempts.blocked(
+            peer.ip(),
+            limits.max_password_failures,
+            limits.password_failure_window(),
+            Instant::now(),
+        )
+    {
+        // One SPAKE2 run is one online guess: refuse before running it.
+        tracing::warn!(conn = id, %peer, "too many failed password attempts; refusing");
+        let mut stream = stream;
+        let _ = timeout(Duration::from_secs(1), async {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = stream.write_all(&alert_frame(AlertCode::TooManyAttempts)).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        return;
+    }
     let (read, write) = stream.into_split();
     let deadline = tokio::time::Instant::now() + limits.handshake_timeout();
     let accepted = tokio::select! {
@@ -86,7 +108,12 @@ pub(crate) async fn serve(
     let mut conn = match accepted {
         Ok(conn) => conn,
         Err(e) => {
-            tracing::info!(conn = id, %peer, error = %e, "handshake failed");
+            if password_mode && is_password_failure(&e) {
+                hub.attempts.record(peer.ip(), limits.max_password_failures, Instant::now());
+                tracing::warn!(conn = id, %peer, "failed password attempt");
+            } else {
+                tracing::info!(conn = id, %peer, error = %e, "handshake failed");
+            }
             return;
         }
     };
@@ -128,6 +155,18 @@ pub(crate) async fn serve(
     }
 }
 
+/// Whether a failed handshake was a wrong password: the client said so
+/// (alert wrong_password) or its Finished did not verify.
+fn is_password_failure(e: &NetError) -> bool {
+    e.alert_received() == Some(AlertCode::WrongPassword)
+        || matches!(
+            e,
+            NetError::Protocol(cipherline_proto::Error::AuthenticationFailed(
+                cipherline_proto::error::AuthFailure::Password
+            ))
+        )
+}
+
 fn short_fp(fp: &[u8; 32]) -> String {
     fp.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
@@ -150,6 +189,9 @@ async fn hello(
     shutdown: &CancellationToken,
 ) -> Option<(String, mpsc::Receiver<Outgoing>, CancellationToken)> {
     let limits = &settings.limits;
+    // In password mode the client's name is bound into the password
+    // exchange; Hello must use that same name.
+    let bound = conn.with_session(|s| s.pake_name().map(str::to_owned));
     loop {
         let msg = tokio::select! {
             r = timeout_at(deadline, conn.recv()) => r,
@@ -165,6 +207,10 @@ async fn hello(
                 return None;
             }
             Ok(Ok(bytes)) => match ClientMessage::decode(&bytes) {
+                Ok(ClientMessage::Hello { name }) if bound.as_ref().is_some_and(|b| *b != name) => (
+                    ErrorCode::InvalidName,
+                    format!("use the name given with the password: {}", bound.as_deref().unwrap_or_default()),
+                ),
                 Ok(ClientMessage::Hello { name }) if valid_name(&name, limits.max_name_len) => {
                     let (tx, rx) = mpsc::channel(limits.queue_len);
                     let kick = CancellationToken::new();

@@ -53,6 +53,8 @@ struct State {
 pub(crate) struct Hub {
     state: Mutex<State>,
     next_id: AtomicU64,
+    /// Failed password attempts per address (password mode).
+    pub(crate) attempts: crate::attempts::Attempts,
 }
 
 fn now_ms() -> u64 {

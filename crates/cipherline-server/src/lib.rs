@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attempts;
 pub mod config;
 mod connection;
 pub mod error;

@@ -174,9 +174,12 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         sending: None,
         outstanding: BTreeSet::new(),
     };
-    let fp = Fingerprint::of_server_key(&chat.info.server_key);
+    let server = match &chat.info.server_key {
+        Some(key) => format!("server key {}", Fingerprint::of_server_key(key)),
+        None => "no server key: the shared password authenticated the server".to_owned(),
+    };
     chat.screen.show(format!(
-        "connected to {} as {} ({}); server key {fp}; in room {}. /help for commands.",
+        "connected to {} as {} ({}); {server}; in room {}. /help for commands.",
         args.client.server, chat.info.name, chat.info.suite, args.room
     ));
     let mut nonce = 0u64;
@@ -290,8 +293,13 @@ impl Chat {
                 self.screen.show("* session keys ratcheted forward");
             }
             "/fingerprint" => {
-                let fp = Fingerprint::of_server_key(&self.info.server_key);
-                self.screen.show(format!("server key {fp} ({})", fp.short()));
+                match &self.info.server_key {
+                    Some(key) => {
+                        let fp = Fingerprint::of_server_key(key);
+                        self.screen.show(format!("server key {fp} ({})", fp.short()));
+                    }
+                    None => self.screen.show("no server key (password-only server)"),
+                }
                 self.screen.show(format!("suite {}; session {}", self.info.suite, hex(&self.info.handshake_hash)));
             }
             _ if cmd.starts_with('/') => self.screen.show(format!("! unknown command {cmd}; /help lists them")),

@@ -10,6 +10,7 @@ use clap::Args;
 
 use crate::error::CliError;
 use crate::passphrase::have_terminal;
+use crate::password::PasswordArgs;
 use crate::trust::{TrustArgs, terminal_prompt};
 
 /// The server address clients use when none is given.
@@ -29,6 +30,9 @@ pub struct ClientArgs {
 
     #[command(flatten)]
     pub trust: TrustArgs,
+
+    #[command(flatten)]
+    pub password: PasswordArgs,
 }
 
 /// The login name, made acceptable as a display name; "user" if none.
@@ -63,7 +67,16 @@ impl ClientArgs {
                 text
             })
         };
-        let result = Client::connect(&addr.to_string(), &self.name(), &Options::default(), &check).await;
+        let name = self.name();
+        let mut options = Options::default();
+        if let Some(password) = self.password.resolve(true)? {
+            options.config = std::sync::Arc::new(cipherline_proto::ClientConfig {
+                password: Some(password),
+                name: Some(name.clone()),
+                ..cipherline_proto::ClientConfig::default()
+            });
+        }
+        let result = Client::connect(&addr.to_string(), &name, &options, &check).await;
         result.map_err(|e| match e {
             ClientError::Untrusted(why) => match refusal.lock().ok().and_then(|mut r| r.take()) {
                 Some(keys_error) => CliError::Keys(keys_error),

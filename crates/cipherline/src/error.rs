@@ -83,6 +83,18 @@ impl CliError {
                 | KeysError::PinMismatch { .. },
             )
             | CliError::Client(C::Untrusted(_)) => 3,
+            CliError::Client(C::Net(cipherline_net::NetError::Protocol(
+                cipherline_proto::Error::AuthenticationFailed(cipherline_proto::error::AuthFailure::Password),
+            ))) => 3,
+            CliError::Client(C::Net(e)) if e.alert_received() == Some(cipherline_proto::AlertCode::TooManyAttempts) => {
+                3
+            }
+            CliError::Client(C::Net(cipherline_net::NetError::Protocol(
+                cipherline_proto::Error::PeerIncompatible(
+                    cipherline_proto::error::Incompatibility::PasswordRequired
+                    | cipherline_proto::error::Incompatibility::PasswordNotOffered,
+                ),
+            ))) => 3,
             CliError::Client(C::Connect { .. } | C::Timeout("connecting")) => 4,
             CliError::Client(C::Net(e)) if e.alert_received() == Some(cipherline_proto::AlertCode::ServerBusy) => 4,
             CliError::Client(C::Refused { code: cipherline_proto::app::ErrorCode::NameTaken, .. }) => 6,
@@ -152,6 +164,22 @@ fn client_hint(e: &cipherline_client::ClientError) -> Option<String> {
         C::Net(n) if n.alert_received() == Some(cipherline_proto::AlertCode::ServerBusy) => {
             "try again in a moment".to_owned()
         }
+        C::Net(cipherline_net::NetError::Protocol(cipherline_proto::Error::AuthenticationFailed(
+            cipherline_proto::error::AuthFailure::Password,
+        ))) => "check the shared password (--password-file, --password-prompt or CIPHERLINE_PASSWORD); after a few \
+                failures the server refuses this address for a while"
+            .to_owned(),
+        C::Net(n) if n.alert_received() == Some(cipherline_proto::AlertCode::TooManyAttempts) => {
+            "too many wrong passwords from this address: wait a minute and check the password".to_owned()
+        }
+        C::Net(cipherline_net::NetError::Protocol(cipherline_proto::Error::PeerIncompatible(
+            cipherline_proto::error::Incompatibility::PasswordRequired,
+        ))) => "this server uses a shared password: give it with --password-file, --password-prompt or \
+                CIPHERLINE_PASSWORD"
+            .to_owned(),
+        C::Net(cipherline_net::NetError::Protocol(cipherline_proto::Error::PeerIncompatible(
+            cipherline_proto::error::Incompatibility::PasswordNotOffered,
+        ))) => "this server does not use a password: unset CIPHERLINE_PASSWORD or drop --password-*".to_owned(),
         C::Net(cipherline_net::NetError::Protocol(cipherline_proto::Error::AuthenticationFailed(_))) => {
             "the server could not prove it holds the key you trust: someone may be intercepting the connection, or \
              you pinned the wrong key"

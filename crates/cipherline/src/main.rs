@@ -31,6 +31,7 @@ mod known_servers;
 mod listen;
 mod output;
 mod passphrase;
+mod password;
 mod send;
 mod serve;
 mod trust;

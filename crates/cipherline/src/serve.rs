@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::error::CliError;
 use crate::passphrase::PassphraseArgs;
+use crate::password::PasswordArgs;
 use crate::trust::DataDirArgs;
 
 /// The address served when neither a flag nor the file names one.
@@ -54,6 +55,17 @@ pub struct ServeArgs {
     /// Use the key even if group or others can read its file.
     #[arg(long)]
     pub insecure_key_permissions: bool,
+
+    /// Password mode: every client must know this shared password (seed
+    /// 002's Alice and Bob). Combined with the server key unless
+    /// --password-only is given.
+    #[command(flatten)]
+    pub password: PasswordArgs,
+
+    /// With a password, use no server key at all: the password alone
+    /// authenticates the server to clients (and clients to it).
+    #[arg(long)]
+    pub password_only: bool,
 }
 
 /// The configuration file.
@@ -126,15 +138,28 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         )
     })?;
 
-    let (key_path, created) = server_key(args, &file, &data_dir)?;
-    let passphrase = args.passphrase.for_existing_key()?;
-    let options =
-        LoadOptions::new().passphrase(passphrase.as_ref()).allow_insecure_permissions(args.insecure_key_permissions);
-    let key = load_server_key(&key_path, &options)?;
-    let fingerprint = cipherline_keys::Fingerprint::of_server_key(key.public_key());
-    let kind = match key.public_key().rsa_bits() {
-        Some(bits) => format!("RSA-{bits}"),
-        None => "X25519".to_owned(),
+    let password = args.password.resolve(false)?;
+    if args.password_only && password.is_none() {
+        return Err(CliError::usage(
+            "--password-only needs a password",
+            "add --password-file FILE or --password-prompt",
+        ));
+    }
+    let key = if args.password_only { None } else { Some(server_key(args, &file, &data_dir)?) };
+    let key = match key {
+        Some((key_path, created)) => {
+            let passphrase = args.passphrase.for_existing_key()?;
+            let options = LoadOptions::new()
+                .passphrase(passphrase.as_ref())
+                .allow_insecure_permissions(args.insecure_key_permissions);
+            let key = load_server_key(&key_path, &options)?;
+            let kind = match key.public_key().rsa_bits() {
+                Some(bits) => format!("RSA-{bits}"),
+                None => "X25519".to_owned(),
+            };
+            Some((key, key_path, created, kind))
+        }
+        None => None,
     };
 
     init_logging();
@@ -150,19 +175,36 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
             )
         })?;
         let bound = listener.local_addr().map_err(|e| CliError::failed(format!("listener: {e}"), "try again"))?;
-        if created {
-            println!("created a new {kind} server key: {}", key_path.display());
-        }
-        println!("cipherline server listening on {bound}");
-        println!("server key: {} ({kind})", key_path.display());
-        println!("fingerprint: {fingerprint}");
-        println!("             {}", fingerprint.short());
-        println!("clients check this fingerprint on first contact, or pin it with --server-fingerprint {fingerprint}");
-        tracing::info!(%bound, key = %fingerprint, "listening");
-        let settings = Settings {
-            protocol: Arc::new(cipherline_proto::ServerConfig::new(Arc::new(key))),
-            limits: file.limits.clone(),
+        let protocol = match key {
+            Some((key, key_path, created, kind)) => {
+                let fingerprint = cipherline_keys::Fingerprint::of_server_key(key.public_key());
+                if created {
+                    println!("created a new {kind} server key: {}", key_path.display());
+                }
+                println!("cipherline server listening on {bound}");
+                println!("server key: {} ({kind})", key_path.display());
+                println!("fingerprint: {fingerprint}");
+                println!("             {}", fingerprint.short());
+                println!(
+                    "clients check this fingerprint on first contact, or pin it with --server-fingerprint {fingerprint}"
+                );
+                tracing::info!(%bound, key = %fingerprint, password = password.is_some(), "listening");
+                cipherline_proto::ServerConfig { password, ..cipherline_proto::ServerConfig::new(Arc::new(key)) }
+            }
+            None => {
+                println!("cipherline server listening on {bound}");
+                println!("password-only mode: no server key; clients and server prove the shared password");
+                tracing::info!(%bound, "listening in password-only mode");
+                let Some(password) = password else {
+                    return Err(CliError::usage("--password-only needs a password", "add --password-file FILE"));
+                };
+                cipherline_proto::ServerConfig::password_only(password)
+            }
         };
+        if protocol.password.is_some() {
+            println!("password mode: clients need --password-file, --password-prompt or CIPHERLINE_PASSWORD");
+        }
+        let settings = Settings { protocol: Arc::new(protocol), limits: file.limits.clone() };
         cipherline_server::run(listener, settings, shutdown_signal())
             .await
             .map_err(|e| CliError::failed(format!("server: {e}"), "see the log above"))?;

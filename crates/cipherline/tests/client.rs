@@ -195,3 +195,61 @@ fn refused_trust_unreachable_server_and_unknown_user_exit_with_clear_codes() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cipherline serve"));
 }
+
+#[test]
+fn shared_password_mode_like_seed_002() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("password");
+    std::fs::write(&pw_file, "hello\n").unwrap();
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+        "--password-file",
+        pw_file.to_str().unwrap(),
+        "--password-only",
+    ]);
+    assert!(server.fingerprint.is_empty(), "no key in password-only mode");
+    let mut bob = bin()
+        .args(["listen", "--server", &server.addr, "--name", "bob", "--count", "2", "--timeout", "30"])
+        .env("CIPHERLINE_PASSWORD", "hello")
+        .env("CIPHERLINE_HOME", dir.path().join("home"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_channel(&mut bob);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for text in ["hi", "hi"] {
+        let out = bin()
+            .args(["send", "--server", &server.addr, "--name", "alice", "--password-file", pw_file.to_str().unwrap()])
+            .arg(text)
+            .env("CIPHERLINE_HOME", dir.path().join("home"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for _ in 0..2 {
+        assert_eq!(lines.recv_timeout(std::time::Duration::from_secs(20)).unwrap(), "[lobby] alice: hi");
+    }
+    assert!(bob.wait().unwrap().success());
+
+    // Alice with the wrong password: a clear error, exit 3.
+    let out = bin()
+        .args(["send", "--server", &server.addr, "--name", "alice", "hi"])
+        .env("CIPHERLINE_PASSWORD", "hellO")
+        .env("CIPHERLINE_HOME", dir.path().join("home"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong password") && err.contains("hint:"), "{err}");
+    // No password at all: told the server needs one.
+    let out = bin()
+        .args(["send", "--server", &server.addr, "--name", "carol", "hi"])
+        .env("CIPHERLINE_HOME", dir.path().join("home"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires a password"));
+}

@@ -16,6 +16,7 @@
 pub mod aead;
 pub mod kdf;
 pub mod kem;
+pub mod pake;
 pub mod sign;
 
 use aws_lc_rs::digest;
@@ -55,6 +56,20 @@ impl SeededRng {
     #[must_use]
     pub fn new_for_testing_only(seed: [u8; 32]) -> Self {
         SeededRng { seed, counter: 0, block: [0; 32], used: 32 }
+    }
+
+    /// The same generator over a fresh, secret seed drawn from a real RNG:
+    /// then its output is as unpredictable as the seed (hash-DRBG style).
+    pub(crate) fn from_secret_seed(seed: [u8; 32]) -> Self {
+        SeededRng { seed, counter: 0, block: [0; 32], used: 32 }
+    }
+}
+
+impl Drop for SeededRng {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.seed.zeroize();
+        self.block.zeroize();
     }
 }
 

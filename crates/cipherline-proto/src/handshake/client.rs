@@ -6,20 +6,23 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ClientConfig, client_auth_input, expect_plain, open_encrypted};
+use super::{ClientConfig, PAKE_SPAKE2_ED25519, client_auth_input, encode_client_pake, expect_plain, open_encrypted};
+use crate::app::MAX_NAME;
+use crate::crypto::kdf::HASH_LEN;
 use crate::crypto::kdf::{Secret, Transcript};
 use crate::crypto::kem::{self, EphemeralSecret, ServerPublicKey};
+use crate::crypto::pake::{self, PakeState};
 use crate::crypto::{Rng, random_array};
-use crate::error::{AuthFailure, Error, Incompatibility, Misbehavior};
+use crate::error::{AuthFailure, DecodeError, Error, Incompatibility, Misbehavior};
 use crate::frame::{Frame, FrameKind};
 use crate::keyschedule::HandshakeSchedule;
 use crate::message::{
-    ClientAuth, ClientAuthRequest, ClientHello, Extensions, Finished, MessageType, ServerHello, ServerIdentity,
-    VERSION_1,
+    ClientAuth, ClientAuthRequest, ClientHello, EXT_PAKE, Extensions, Finished, MessageType, ServerHello,
+    ServerIdentity, VERSION_1,
 };
 use crate::record::{ContentType, RecordOpener, RecordSealer};
 use crate::session::{Role, Session, SessionParams};
-use crate::suite::Suite;
+use crate::suite::{StaticKem, Suite};
 
 /// Start: waiting for the server's first message.
 pub struct ExpectServerIdentity {
@@ -33,6 +36,9 @@ impl ExpectServerIdentity {
         if config.suites.is_empty() {
             return Err(Error::InvalidConfig("no suites configured"));
         }
+        if config.password.is_some() && !config.name.as_ref().is_some_and(|n| !n.is_empty() && n.len() <= MAX_NAME) {
+            return Err(Error::InvalidConfig("password mode needs the client's name (1 to 64 bytes)"));
+        }
         Ok(ExpectServerIdentity { config })
     }
 
@@ -44,8 +50,25 @@ impl ExpectServerIdentity {
         if !identity.versions.contains(&VERSION_1) {
             return Err(Incompatibility::NoCommonVersion.into());
         }
-        let server_key = ServerPublicKey::from_spki(&identity.server_key)?;
-        let kem = server_key.static_kem();
+        // Password mode is announced in ServerIdentity (§7.7). A client with
+        // a password insists on it, and a client without one cannot join.
+        let pake = match identity.extensions.get(EXT_PAKE) {
+            Some(data) if data == PAKE_SPAKE2_ED25519 => true,
+            Some(_) => return Err(DecodeError::IllegalValue.into()),
+            None => false,
+        };
+        match (pake, self.config.password.is_some()) {
+            (true, false) => return Err(Incompatibility::PasswordRequired.into()),
+            (false, true) => return Err(Incompatibility::PasswordNotOffered.into()),
+            _ => {}
+        }
+        // No key at all is password-only mode, valid only with the password.
+        let server_key = if identity.server_key.is_empty() && pake {
+            None
+        } else {
+            Some(ServerPublicKey::from_spki(&identity.server_key)?)
+        };
+        let kem = server_key.as_ref().map_or(StaticKem::None, ServerPublicKey::static_kem);
         // The client's own preference decides; the server's list only filters.
         // A man in the middle who removes suites from this list changes the
         // transcript, so the server's Finished will not verify (§10.5).
@@ -60,7 +83,7 @@ impl ExpectServerIdentity {
             .ok_or(Incompatibility::NoCommonSuite)?;
         let mut transcript = Transcript::new();
         transcript.add(&frame.body);
-        Ok(VerifyServerKey { config: self.config, transcript, server_key, suite })
+        Ok(VerifyServerKey { config: self.config, transcript, server_key, suite, pake })
     }
 }
 
@@ -68,16 +91,25 @@ impl ExpectServerIdentity {
 pub struct VerifyServerKey {
     config: Arc<ClientConfig>,
     transcript: Transcript,
-    server_key: ServerPublicKey,
+    server_key: Option<ServerPublicKey>,
     suite: Suite,
+    pake: bool,
 }
 
 impl VerifyServerKey {
     /// The key the server claims. Check it against a pin, the known-servers
     /// file or the user before calling [`VerifyServerKey::into_client_hello`].
+    /// `None` in password-only mode: then the password authenticates the
+    /// server and there is no key to check.
     #[must_use]
-    pub fn server_key(&self) -> &ServerPublicKey {
-        &self.server_key
+    pub fn server_key(&self) -> Option<&ServerPublicKey> {
+        self.server_key.as_ref()
+    }
+
+    /// Whether the handshake runs the password exchange.
+    #[must_use]
+    pub fn uses_password(&self) -> bool {
+        self.pake
     }
 
     /// The suite that will be used.
@@ -90,14 +122,28 @@ impl VerifyServerKey {
     pub fn into_client_hello(mut self, rng: &mut dyn Rng) -> Result<(ExpectServerHello, Vec<u8>), Error> {
         let random = random_array(rng)?;
         let (eph_secret, ephemeral_share) = kem::ephemeral_generate(self.suite.ephemeral_kem, rng)?;
-        let (static_ciphertext, static_ss) = self.server_key.encapsulate(rng)?;
+        let (static_ciphertext, static_ss) = match &self.server_key {
+            Some(key) => key.encapsulate(rng)?,
+            None => (Vec::new(), Secret::new([0; HASH_LEN])),
+        };
+        let mut extensions = Extensions::default();
+        let pake = match (&self.config.password, &self.config.name) {
+            (Some(password), Some(name)) if self.pake => {
+                // The transcript so far is ServerIdentity alone, so its hash
+                // is SHA-256(ServerIdentity): the server's PAKE identity.
+                let (state, msg) = pake::client_start(password, name, &self.transcript.hash(), rng)?;
+                extensions.0.push((EXT_PAKE, encode_client_pake(name, &msg)?));
+                Some(state)
+            }
+            _ => None,
+        };
         let hello = ClientHello {
             version: VERSION_1,
             random,
             suite: self.suite.to_u16(),
             ephemeral_share,
             static_ciphertext,
-            extensions: Extensions::default(),
+            extensions,
         }
         .encode()?;
         self.transcript.add(&hello);
@@ -108,6 +154,7 @@ impl VerifyServerKey {
             suite: self.suite,
             eph_secret,
             static_ss,
+            pake,
         };
         Ok((next, Frame::encode(FrameKind::Handshake, &hello)))
     }
@@ -117,10 +164,11 @@ impl VerifyServerKey {
 pub struct ExpectServerHello {
     config: Arc<ClientConfig>,
     transcript: Transcript,
-    server_key: ServerPublicKey,
+    server_key: Option<ServerPublicKey>,
     suite: Suite,
     eph_secret: Option<EphemeralSecret>,
     static_ss: Secret,
+    pake: Option<PakeState>,
 }
 
 impl ExpectServerHello {
@@ -134,19 +182,24 @@ impl ExpectServerHello {
     pub fn handle_server_hello(mut self, frame: &Frame, now: Instant) -> Result<ExpectServerFinished, Error> {
         let body = expect_plain(frame, MessageType::ServerHello)?;
         let hello = ServerHello::decode(body)?;
-        // This client sent no extensions, so the server may send none back.
-        if !hello.extensions.0.is_empty() {
-            return Err(Misbehavior::UnsolicitedExtension.into());
-        }
+        // Only the PAKE extension, and only if this client sent one.
+        let pake_ss = match (self.pake.take(), hello.extensions.0.as_slice()) {
+            (None, []) => None,
+            (Some(state), [(EXT_PAKE, msg)]) => Some(state.finish(msg)?),
+            (Some(_), []) => return Err(Incompatibility::PasswordRequired.into()),
+            _ => return Err(Misbehavior::UnsolicitedExtension.into()),
+        };
         let eph_ss = match self.eph_secret.take() {
             Some(secret) => secret.finish(&hello.ephemeral_share, self.suite.ephemeral_kem)?,
             None if hello.ephemeral_share.is_empty() => kem::EphemeralSharedSecret::none(),
             None => return Err(crate::error::DecodeError::KeyEncoding.into()),
         };
         self.transcript.add(&frame.body);
-        let schedule = HandshakeSchedule::new(&self.static_ss, eph_ss.expose(), None, &self.transcript.hash())?;
+        let schedule =
+            HandshakeSchedule::new(&self.static_ss, eph_ss.expose(), pake_ss.as_ref(), &self.transcript.hash())?;
         let opener = RecordOpener::new(self.suite.aead, schedule.server_secret().clone(), now)?;
         Ok(ExpectServerFinished {
+            password: pake_ss.is_some(),
             config: self.config,
             transcript: self.transcript,
             server_key: self.server_key,
@@ -162,7 +215,8 @@ impl ExpectServerHello {
 pub struct ExpectServerFinished {
     config: Arc<ClientConfig>,
     transcript: Transcript,
-    server_key: ServerPublicKey,
+    password: bool,
+    server_key: Option<ServerPublicKey>,
     suite: Suite,
     client_auth: ClientAuthRequest,
     schedule: HandshakeSchedule,
@@ -175,14 +229,17 @@ impl ExpectServerFinished {
     /// to send: [ClientAuth] and Finished. Application data may be sent right
     /// after these frames.
     pub fn handle_server_finished(mut self, frame: &Frame, now: Instant) -> Result<(Session, Vec<u8>), Error> {
-        let (ty, message) = open_encrypted(&mut self.opener, frame, AuthFailure::ServerFinished)?;
+        // In password mode a failure here is, as far as anyone can tell,
+        // a wrong password: say so rather than "bad key".
+        let failure = if self.password { AuthFailure::Password } else { AuthFailure::ServerFinished };
+        let (ty, message) = open_encrypted(&mut self.opener, frame, failure)?;
         if ty != MessageType::Finished {
             return Err(Misbehavior::UnexpectedMessage.into());
         }
         let (_, body) = crate::message::split_message(&message)?;
         let finished = Finished::decode(body)?;
         if !self.schedule.verify_server_finished(&self.transcript.hash(), &finished.verify_data)? {
-            return Err(AuthFailure::ServerFinished.into());
+            return Err(failure.into());
         }
         self.transcript.add(&message);
 
@@ -216,6 +273,7 @@ impl ExpectServerFinished {
             handshake_hash,
             server_key: self.server_key,
             peer_identity: None,
+            pake_name: if self.password { self.config.name.clone() } else { None },
             key_update: self.config.key_update,
             now,
         })?;

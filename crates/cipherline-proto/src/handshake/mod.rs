@@ -24,7 +24,9 @@ pub mod server;
 use std::sync::Arc;
 
 use crate::alert::AlertCode;
+use crate::codec::{Reader, Writer};
 use crate::crypto::kem::ServerKey;
+use crate::crypto::pake::{MESSAGE_LEN, Password};
 use crate::crypto::sign::IdentityKey;
 use crate::error::{AuthFailure, DecodeError, Error, Misbehavior};
 use crate::frame::{Frame, FrameKind};
@@ -43,16 +45,29 @@ pub struct ClientConfig {
     pub dangerous_allow_no_forward_secrecy: bool,
     /// The identity key proven in ClientAuth when the server asks.
     pub identity: Option<Arc<IdentityKey>>,
+    /// The shared password, for servers in password mode (PROTOCOL.md §7.7).
+    /// With a password the client insists on password mode: a server that
+    /// does not ask for one is refused.
+    pub password: Option<Password>,
+    /// The client's name, bound into the password exchange (the name it
+    /// will use in Hello). Required with `password`.
+    pub name: Option<String>,
     /// When this side ratchets its sending key.
     pub key_update: KeyUpdatePolicy,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
+        let mut suites = Suite::FORWARD_SECRET.to_vec();
+        // Only ever chosen when the server has no key, which requires the
+        // password (see `handle_server_identity`).
+        suites.extend(Suite::PASSWORD_ONLY);
         ClientConfig {
-            suites: Suite::FORWARD_SECRET.to_vec(),
+            suites,
             dangerous_allow_no_forward_secrecy: false,
             identity: None,
+            password: None,
+            name: None,
             key_update: KeyUpdatePolicy::default(),
         }
     }
@@ -61,8 +76,11 @@ impl Default for ClientConfig {
 /// What a server offers and requires.
 #[derive(Clone)]
 pub struct ServerConfig {
-    /// The server's static private key.
-    pub key: Arc<ServerKey>,
+    /// The server's static private key; `None` only in password-only mode.
+    pub key: Option<Arc<ServerKey>>,
+    /// The shared password: when set, every client must prove it
+    /// (PROTOCOL.md §7.7).
+    pub password: Option<Password>,
     /// Suites offered; only those matching the key's static KEM are used.
     pub suites: Vec<Suite>,
     /// Permits [`Suite::SEED_FAITHFUL`] if it is also in `suites`.
@@ -78,8 +96,23 @@ impl ServerConfig {
     #[must_use]
     pub fn new(key: Arc<ServerKey>) -> Self {
         ServerConfig {
-            key,
+            key: Some(key),
+            password: None,
             suites: Suite::FORWARD_SECRET.to_vec(),
+            dangerous_allow_no_forward_secrecy: false,
+            client_auth: ClientAuthRequest::None,
+            key_update: KeyUpdatePolicy::default(),
+        }
+    }
+
+    /// Password-only mode: no server key; the password authenticates both
+    /// sides.
+    #[must_use]
+    pub fn password_only(password: Password) -> Self {
+        ServerConfig {
+            key: None,
+            password: Some(password),
+            suites: Suite::PASSWORD_ONLY.to_vec(),
             dangerous_allow_no_forward_secrecy: false,
             client_auth: ClientAuthRequest::None,
             key_update: KeyUpdatePolicy::default(),
@@ -89,7 +122,11 @@ impl ServerConfig {
     /// The suite code points this server lists in ServerIdentity, ascending.
     pub(crate) fn offered(&self) -> Result<Vec<u16>, Error> {
         self.key_update.validate()?;
-        let kem = self.key.public_key().static_kem();
+        let kem = match (&self.key, &self.password) {
+            (Some(key), _) => key.public_key().static_kem(),
+            (None, Some(_)) => StaticKem::None,
+            (None, None) => return Err(Error::InvalidConfig("a server needs a key, a password, or both")),
+        };
         let mut codes: Vec<u16> = self
             .suites
             .iter()
@@ -170,6 +207,30 @@ fn open_encrypted(
             }
         }
     }
+}
+
+/// The extension data a password-mode server sends in ServerIdentity:
+/// the PAKE it runs, SPAKE2 over Ed25519.
+pub const PAKE_SPAKE2_ED25519: [u8; 2] = [0x00, 0x01];
+
+/// ClientHello's PAKE extension: `vec8 client_name || SPAKE2 message`.
+fn encode_client_pake(name: &str, msg: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut w = Writer::new();
+    w.vec8(name.as_bytes(), crate::app::MAX_NAME)?;
+    w.bytes(msg);
+    Ok(w.into_vec())
+}
+
+fn decode_client_pake(data: &[u8]) -> Result<(String, &[u8]), Error> {
+    let mut r = Reader::new(data);
+    let name = r.vec8(crate::app::MAX_NAME)?;
+    let msg = r.take(MESSAGE_LEN)?;
+    r.finish()?;
+    if name.is_empty() {
+        return Err(DecodeError::IllegalValue.into());
+    }
+    let name = String::from_utf8(name.to_vec()).map_err(|_| DecodeError::IllegalValue)?;
+    Ok((name, msg))
 }
 
 /// The context string and separator before the transcript hash in the

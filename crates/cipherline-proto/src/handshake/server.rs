@@ -6,16 +6,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ServerConfig, client_auth_input, expect_plain, open_encrypted};
-use crate::crypto::kdf::Transcript;
+use super::{PAKE_SPAKE2_ED25519, ServerConfig, client_auth_input, decode_client_pake, expect_plain, open_encrypted};
+use crate::crypto::kdf::{HASH_LEN, Secret, Transcript};
+use crate::crypto::pake;
 use crate::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
 use crate::crypto::{Rng, kem, random_array};
-use crate::error::{AuthFailure, Error, Incompatibility, Misbehavior};
+use crate::error::{AuthFailure, DecodeError, Error, Incompatibility, Misbehavior};
 use crate::frame::{Frame, FrameKind};
 use crate::keyschedule::HandshakeSchedule;
 use crate::message::{
-    self, ClientAuth, ClientAuthRequest, ClientHello, Extensions, Finished, MessageType, ServerHello, ServerIdentity,
-    VERSION_1,
+    self, ClientAuth, ClientAuthRequest, ClientHello, EXT_PAKE, Extensions, Finished, MessageType, ServerHello,
+    ServerIdentity, VERSION_1,
 };
 use crate::record::{ContentType, RecordOpener, RecordSealer};
 use crate::session::{Role, Session, SessionParams};
@@ -33,11 +34,15 @@ impl ExpectClientHello {
     /// frame to send first.
     pub fn new(config: Arc<ServerConfig>) -> Result<(Self, Vec<u8>), Error> {
         let offered = config.offered()?;
+        let mut extensions = Extensions::default();
+        if config.password.is_some() {
+            extensions.0.push((EXT_PAKE, PAKE_SPAKE2_ED25519.to_vec()));
+        }
         let identity = ServerIdentity {
             versions: vec![VERSION_1],
-            server_key: config.key.public_key().spki().to_vec(),
+            server_key: config.key.as_ref().map(|k| k.public_key().spki().to_vec()).unwrap_or_default(),
             suites: offered.clone(),
-            extensions: Extensions::default(),
+            extensions,
         }
         .encode()?;
         let mut transcript = Transcript::new();
@@ -62,21 +67,39 @@ impl ExpectClientHello {
             return Err(Misbehavior::SuiteNotOffered.into());
         }
         let suite = Suite::from_u16(hello.suite).ok_or(Misbehavior::SuiteNotOffered)?;
-        // Extensions in ClientHello are ignored in version 1 (type 0x0001 is
-        // reserved for password mode); an answer is never sent unasked.
-        let static_ss = self.config.key.decapsulate(&hello.static_ciphertext, rng)?;
+        let static_ss = match &self.config.key {
+            Some(key) => key.decapsulate(&hello.static_ciphertext, rng)?,
+            None if hello.static_ciphertext.is_empty() => Secret::new([0; HASH_LEN]),
+            None => return Err(DecodeError::KeyEncoding.into()),
+        };
         let (ephemeral_share, eph_ss) = kem::ephemeral_respond(suite.ephemeral_kem, &hello.ephemeral_share, rng)?;
+        // Password mode (§7.7): the client's PAKE message is required, and
+        // answered. Without a password, ClientHello extensions are ignored
+        // and nothing is sent unasked.
+        let mut extensions = Extensions::default();
+        let (pake_ss, pake_name) = match &self.config.password {
+            Some(password) => {
+                let data = hello.extensions.get(EXT_PAKE).ok_or(Incompatibility::PasswordRequired)?;
+                let (name, client_msg) = decode_client_pake(data)?;
+                // The transcript so far is ServerIdentity alone.
+                let (state, msg) = pake::server_start(password, &name, &self.transcript.hash(), rng)?;
+                let key = state.finish(client_msg)?;
+                extensions.0.push((EXT_PAKE, msg));
+                (Some(key), Some(name))
+            }
+            None => (None, None),
+        };
         let server_hello = ServerHello {
             random: random_array(rng)?,
             ephemeral_share,
             client_auth: self.config.client_auth,
-            extensions: Extensions::default(),
+            extensions,
         }
         .encode()?;
         self.transcript.add(&frame.body);
         self.transcript.add(&server_hello);
 
-        let schedule = HandshakeSchedule::new(&static_ss, eph_ss.expose(), None, &self.transcript.hash())?;
+        let schedule = HandshakeSchedule::new(&static_ss, eph_ss.expose(), pake_ss.as_ref(), &self.transcript.hash())?;
         let mut sealer = RecordSealer::new(suite.aead, schedule.server_secret().clone(), now)?;
         let fin = Finished { verify_data: schedule.server_finished(&self.transcript.hash())? }.encode()?;
         self.transcript.add(&fin);
@@ -91,6 +114,7 @@ impl ExpectClientHello {
             schedule,
             opener,
             identity: None,
+            pake_name,
         };
         Ok((next, out))
     }
@@ -112,12 +136,16 @@ pub struct ExpectClientFinished {
     schedule: HandshakeSchedule,
     opener: RecordOpener,
     identity: Option<IdentityPublicKey>,
+    pake_name: Option<String>,
 }
 
 impl ExpectClientFinished {
     /// Handles one encrypted handshake record from the client.
     pub fn handle_frame(mut self, frame: &Frame, now: Instant) -> Result<ServerStep, Error> {
-        let (ty, message) = open_encrypted(&mut self.opener, frame, AuthFailure::ClientFinished)?;
+        // In password mode a client that cannot finish most likely has the
+        // wrong password; the caller counts that as a failed attempt.
+        let failure = if self.pake_name.is_some() { AuthFailure::Password } else { AuthFailure::ClientFinished };
+        let (ty, message) = open_encrypted(&mut self.opener, frame, failure)?;
         let (_, body) = message::split_message(&message)?;
         match ty {
             MessageType::ClientAuth => {
@@ -144,7 +172,7 @@ impl ExpectClientFinished {
                 }
                 let finished = Finished::decode(body)?;
                 if !self.schedule.verify_client_finished(&self.transcript.hash(), &finished.verify_data)? {
-                    return Err(AuthFailure::ClientFinished.into());
+                    return Err(failure.into());
                 }
                 self.transcript.add(&message);
                 let handshake_hash = self.transcript.hash();
@@ -154,8 +182,9 @@ impl ExpectClientFinished {
                     suite: self.suite,
                     secrets,
                     handshake_hash,
-                    server_key: self.config.key.public_key().clone(),
+                    server_key: self.config.key.as_ref().map(|k| k.public_key().clone()),
                     peer_identity: self.identity,
+                    pake_name: self.pake_name,
                     key_update: self.config.key_update,
                     now,
                 })?;

@@ -27,7 +27,8 @@ impl Server {
         let mut child = bin().arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let (mut addr, mut fingerprint, mut lines) = (String::new(), String::new(), Vec::new());
-        while fingerprint.is_empty() {
+        // The banner ends with the line telling clients what to check.
+        loop {
             let mut line = String::new();
             assert!(out.read_line(&mut line).unwrap() > 0, "server exited early: {lines:?}");
             if let Some(a) = line.strip_prefix("cipherline server listening on ") {
@@ -36,7 +37,11 @@ impl Server {
             if let Some(f) = line.strip_prefix("fingerprint: ") {
                 fingerprint = f.trim().to_owned();
             }
+            let done = line.starts_with("clients check") || line.starts_with("password-only mode");
             lines.push(line);
+            if done {
+                break;
+            }
         }
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in out.lines() {});
