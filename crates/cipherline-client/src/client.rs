@@ -2,11 +2,13 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cipherline_net::{ChannelReader, ChannelWriter, NetError};
 use cipherline_proto::app::{ClientMessage, ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
+use cipherline_proto::crypto::sign::IdentityKey;
+use cipherline_proto::signature;
 use cipherline_proto::{ClientConfig, Suite};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -77,6 +79,10 @@ pub struct ClientWriter {
     chan: ChannelWriter<OwnedWriteHalf>,
     next_id: u64,
     reply_timeout: Duration,
+    /// Signs every Send when present (PROTOCOL.md §13.7).
+    identity: Option<Arc<IdentityKey>>,
+    /// The name the server accepted (part of what is signed).
+    name: String,
 }
 
 /// A client that has completed the handshake and been welcomed by name.
@@ -106,10 +112,19 @@ impl ClientWriter {
         Ok(())
     }
 
-    /// Sends text; returns the id the server's Ack (or Error) will carry.
+    /// Sends text, signed with the identity key if there is one; returns
+    /// the id the server's Ack (or Error) will carry.
     pub async fn send(&mut self, to: Target, text: &str) -> Result<u64, ClientError> {
         let id = self.next_id();
-        self.send_message(&ClientMessage::Send { id, to, text: text.to_owned() }).await?;
+        let signed = match &self.identity {
+            Some(key) => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                let now = u64::try_from(now).unwrap_or(u64::MAX);
+                Some(signature::sign(key, &self.name, &to, id, now, text).map_err(NetError::Protocol)?)
+            }
+            None => None,
+        };
+        self.send_message(&ClientMessage::Send { id, to, text: text.to_owned(), signed }).await?;
         Ok(id)
     }
 
@@ -164,7 +179,13 @@ impl Client {
         let (reader, writer) = chan.split();
         let mut client = Client {
             reader: ClientReader { chan: reader, pending: VecDeque::new() },
-            writer: ClientWriter { chan: writer, next_id: 0, reply_timeout: options.reply_timeout },
+            writer: ClientWriter {
+                chan: writer,
+                next_id: 0,
+                reply_timeout: options.reply_timeout,
+                identity: options.config.identity.clone(),
+                name: String::new(),
+            },
             info: SessionInfo {
                 name: String::new(),
                 suite,
@@ -177,6 +198,7 @@ impl Client {
         client.writer.send_message(&ClientMessage::Hello { name: name.to_owned() }).await?;
         match client.reply(|m| matches!(m, ServerMessage::Welcome { .. }), |_| false).await? {
             ServerMessage::Welcome { name, max_message, idle_timeout_secs } => {
+                client.writer.name.clone_from(&name);
                 client.info.name = name;
                 client.info.max_message = max_message;
                 client.info.idle_timeout_secs = idle_timeout_secs;

@@ -10,13 +10,15 @@
 //! produces a [`ClientError::Refused`] with the server's code and text;
 //! nothing here prints or logs message text.
 //!
-//! Modules: [`client`], [`transfer`] (file transfer state), [`error`].
+//! Modules: [`client`], [`peers`] (remembered peer keys and message
+//! verdicts), [`transfer`] (file transfer state), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod client;
 pub mod error;
+pub mod peers;
 pub mod transfer;
 
 pub use client::{Client, ClientReader, ClientWriter, Options, SessionInfo, TrustCheck};

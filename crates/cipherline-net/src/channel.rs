@@ -109,6 +109,17 @@ impl<W: AsyncWrite + Unpin> ChannelWriter<W> {
         Ok(())
     }
 
+    /// Refuses the peer with an encrypted alert (best effort) and shuts the
+    /// write side; e.g. `unknown_identity` for a key the server's policy
+    /// does not admit.
+    pub async fn refuse(&mut self, code: AlertCode) {
+        let wire = lock(&self.session).alert(code);
+        if let Ok(wire) = wire {
+            let _ = self.writer.write_all(&wire).await;
+        }
+        let _ = self.writer.shutdown().await;
+    }
+
     /// Ends the connection after an error: sends the alert the error calls
     /// for (if any), best effort, and shuts the write side.
     pub async fn abort(&mut self, err: &NetError) {
@@ -181,6 +192,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Channel<R, W> {
     /// See [`ChannelWriter::close`].
     pub async fn close(&mut self) -> Result<(), NetError> {
         self.writer.close().await
+    }
+
+    /// See [`ChannelWriter::refuse`].
+    pub async fn refuse(&mut self, code: AlertCode) {
+        self.writer.refuse(code).await;
     }
 
     /// See [`ChannelWriter::abort`].

@@ -8,6 +8,8 @@
 //! known enumerations, no trailing bytes.
 
 use crate::codec::{Reader, Writer};
+use crate::crypto::kem::MAX_SPKI_LEN;
+use crate::crypto::sign::MAX_SIGNATURE_LEN;
 use crate::error::{DecodeError, Error};
 
 /// Hard upper bound on one message (type and body); peers may set lower limits.
@@ -59,6 +61,8 @@ pub enum ClientMessage {
         to: Target,
         /// The text.
         text: String,
+        /// The sender's signature (PROTOCOL.md §13.7), if it has an identity key.
+        signed: Option<SendSignature>,
     },
     /// Ask who is in a room.
     Who {
@@ -116,6 +120,11 @@ pub enum ClientMessage {
         /// Why, for people.
         reason: String,
     },
+    /// Ask for the identity key a connected user proved.
+    Whois {
+        /// The user.
+        name: String,
+    },
     /// A receiver confirms it has stored `received` bytes (flow control).
     FileAck {
         /// The transfer id.
@@ -166,6 +175,8 @@ pub enum ErrorCode {
     TooSlow,
     /// A message did not parse or was not valid here.
     BadRequest,
+    /// The name belongs to another identity key (or needs one).
+    IdentityMismatch,
     /// A code this implementation does not know.
     Unknown(u16),
 }
@@ -188,6 +199,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 11,
             ErrorCode::TooSlow => 12,
             ErrorCode::BadRequest => 13,
+            ErrorCode::IdentityMismatch => 14,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -209,6 +221,7 @@ impl ErrorCode {
             11 => ErrorCode::ShuttingDown,
             12 => ErrorCode::TooSlow,
             13 => ErrorCode::BadRequest,
+            14 => ErrorCode::IdentityMismatch,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -241,6 +254,33 @@ pub struct Delivery {
     pub to: Target,
     /// The text.
     pub text: String,
+    /// The sender's signature and key, if it signed (PROTOCOL.md §13.7).
+    pub signed: Option<Signed>,
+}
+
+/// What a signing sender adds to Send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendSignature {
+    /// The sender's clock when it signed, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// The signature over [`crate::signature::signing_input`].
+    pub signature: Vec<u8>,
+}
+
+/// A relayed message's signature, with what a recipient needs to check it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The sender's Send id (part of the signed input).
+    pub client_id: u64,
+    /// The sender's clock when it signed.
+    pub sent_at_ms: u64,
+    /// Signature algorithm of the sender's identity key (0x0807 Ed25519,
+    /// 0x0804 RSA-PSS-SHA256).
+    pub algorithm: u16,
+    /// The sender's identity key as proven to the server (DER SPKI).
+    pub sender_key: Vec<u8>,
+    /// The signature.
+    pub signature: Vec<u8>,
 }
 
 /// A message from the server to a client.
@@ -359,6 +399,15 @@ pub enum ServerMessage {
         /// Why.
         reason: String,
     },
+    /// The identity key a user proved to the server (answer to Whois).
+    Identity {
+        /// The user.
+        name: String,
+        /// Signature algorithm, 0 if the user has no identity key.
+        algorithm: u16,
+        /// The key (DER SPKI), empty if none.
+        key: Vec<u8>,
+    },
     /// A receiver's progress (flow control for the sender).
     FileAcked {
         /// The transfer id.
@@ -473,11 +522,23 @@ impl ClientMessage {
                 w.u8(0x03);
                 put_name(&mut w, room)?;
             }
-            ClientMessage::Send { id, to, text } => {
+            ClientMessage::Send { id, to, text, signed } => {
                 w.u8(0x04);
                 put_u64(&mut w, *id);
                 put_target(&mut w, to)?;
                 put_text(&mut w, text)?;
+                match signed {
+                    None => w.u8(0),
+                    Some(sig) => {
+                        w.u8(1);
+                        put_u64(&mut w, sig.sent_at_ms);
+                        w.vec16(&sig.signature, MAX_SIGNATURE_LEN)?;
+                    }
+                }
+            }
+            ClientMessage::Whois { name } => {
+                w.u8(0x0e);
+                put_name(&mut w, name)?;
             }
             ClientMessage::Who { room } => {
                 w.u8(0x05);
@@ -534,7 +595,20 @@ impl ClientMessage {
             0x01 => ClientMessage::Hello { name: get_name(&mut r)? },
             0x02 => ClientMessage::Join { room: get_name(&mut r)? },
             0x03 => ClientMessage::Leave { room: get_name(&mut r)? },
-            0x04 => ClientMessage::Send { id: get_u64(&mut r)?, to: get_target(&mut r)?, text: get_text(&mut r)? },
+            0x04 => ClientMessage::Send {
+                id: get_u64(&mut r)?,
+                to: get_target(&mut r)?,
+                text: get_text(&mut r)?,
+                signed: match r.u8()? {
+                    0 => None,
+                    1 => Some(SendSignature {
+                        sent_at_ms: get_u64(&mut r)?,
+                        signature: r.vec16(MAX_SIGNATURE_LEN)?.to_vec(),
+                    }),
+                    _ => return Err(DecodeError::IllegalValue),
+                },
+            },
+            0x0e => ClientMessage::Whois { name: get_name(&mut r)? },
             0x05 => ClientMessage::Who { room: get_name(&mut r)? },
             0x06 => ClientMessage::Ping { nonce: get_u64(&mut r)? },
             0x07 => ClientMessage::Goodbye,
@@ -594,6 +668,23 @@ impl ServerMessage {
                 put_name(&mut w, &d.from)?;
                 put_target(&mut w, &d.to)?;
                 put_text(&mut w, &d.text)?;
+                match &d.signed {
+                    None => w.u8(0),
+                    Some(sig) => {
+                        w.u8(1);
+                        put_u64(&mut w, sig.client_id);
+                        put_u64(&mut w, sig.sent_at_ms);
+                        w.u16(sig.algorithm);
+                        w.vec16(&sig.sender_key, MAX_SPKI_LEN)?;
+                        w.vec16(&sig.signature, MAX_SIGNATURE_LEN)?;
+                    }
+                }
+            }
+            ServerMessage::Identity { name, algorithm, key } => {
+                w.u8(0x90);
+                put_name(&mut w, name)?;
+                w.u16(*algorithm);
+                w.vec16(key, MAX_SPKI_LEN)?;
             }
             ServerMessage::Ack { client_id, id, timestamp_ms } => {
                 w.u8(0x85);
@@ -692,7 +783,23 @@ impl ServerMessage {
                 from: get_name(&mut r)?,
                 to: get_target(&mut r)?,
                 text: get_text(&mut r)?,
+                signed: match r.u8()? {
+                    0 => None,
+                    1 => Some(Signed {
+                        client_id: get_u64(&mut r)?,
+                        sent_at_ms: get_u64(&mut r)?,
+                        algorithm: r.u16()?,
+                        sender_key: r.vec16(MAX_SPKI_LEN)?.to_vec(),
+                        signature: r.vec16(MAX_SIGNATURE_LEN)?.to_vec(),
+                    }),
+                    _ => return Err(DecodeError::IllegalValue),
+                },
             }),
+            0x90 => ServerMessage::Identity {
+                name: get_name(&mut r)?,
+                algorithm: r.u16()?,
+                key: r.vec16(MAX_SPKI_LEN)?.to_vec(),
+            },
             0x85 => {
                 ServerMessage::Ack { client_id: get_u64(&mut r)?, id: get_u64(&mut r)?, timestamp_ms: get_u64(&mut r)? }
             }
@@ -825,8 +932,14 @@ mod tests {
             ClientMessage::Hello { name: "alice".into() },
             ClientMessage::Join { room: "lobby".into() },
             ClientMessage::Leave { room: "lobby".into() },
-            ClientMessage::Send { id: 7, to: Target::Room("lobby".into()), text: "héllo".into() },
-            ClientMessage::Send { id: 8, to: Target::User("bob".into()), text: String::new() },
+            ClientMessage::Send { id: 7, to: Target::Room("lobby".into()), text: "héllo".into(), signed: None },
+            ClientMessage::Send {
+                id: 8,
+                to: Target::User("bob".into()),
+                text: String::new(),
+                signed: Some(SendSignature { sent_at_ms: 5, signature: vec![1; 64] }),
+            },
+            ClientMessage::Whois { name: "bob".into() },
             ClientMessage::Who { room: "r".into() },
             ClientMessage::Ping { nonce: u64::MAX },
             ClientMessage::Goodbye,
@@ -855,7 +968,15 @@ mod tests {
                 from: "bob".into(),
                 to: Target::Room("lobby".into()),
                 text: "hi".into(),
+                signed: Some(Signed {
+                    client_id: 3,
+                    sent_at_ms: 4,
+                    algorithm: 0x0807,
+                    sender_key: vec![2; 44],
+                    signature: vec![3; 64],
+                }),
             }),
+            ServerMessage::Identity { name: "bob".into(), algorithm: 0, key: Vec::new() },
             ServerMessage::Ack { client_id: 1, id: 2, timestamp_ms: 3 },
             ServerMessage::Notice { kind: NoticeKind::Left, room: "lobby".into(), name: "bob".into() },
             ServerMessage::Members { room: "lobby".into(), names: vec!["a".into(), "b".into()] },

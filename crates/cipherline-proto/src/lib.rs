@@ -34,6 +34,7 @@
 //! - [`record`]: padded AEAD records and the key ratchet.
 //! - [`handshake`]: client and server handshake typestates.
 //! - [`session`]: an established session.
+//! - [`signature`]: end-to-end signatures on chat messages.
 //! - [`app`]: the application messages carried inside records.
 //! - [`alert`], [`error`]: why connections close.
 
@@ -51,6 +52,7 @@ pub mod keyschedule;
 pub mod message;
 pub mod record;
 pub mod session;
+pub mod signature;
 pub mod suite;
 
 pub use alert::AlertCode;

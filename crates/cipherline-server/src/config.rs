@@ -17,6 +17,11 @@ pub const MIN_MESSAGE_BYTES: usize = 17 * 1024;
 pub struct Limits {
     /// Connections served at once; more are refused with `server_busy`.
     pub max_connections: usize,
+    /// Connections from one IP address that may be in the handshake (or
+    /// waiting for Hello) at once; more from that address are refused with
+    /// `server_busy`, so that handshakes nobody finishes cannot fill every
+    /// slot.
+    pub max_handshakes_per_ip: usize,
     /// Seconds for the whole handshake plus the Hello that follows it.
     pub handshake_timeout_secs: u64,
     /// Seconds without any message from a client before it is dropped
@@ -53,6 +58,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_handshakes_per_ip: 16,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 300,
             max_message_bytes: 64 * 1024,
@@ -73,8 +79,8 @@ impl Default for Limits {
 impl Limits {
     /// Checks that every limit is usable.
     pub fn validate(&self) -> Result<(), &'static str> {
-        if self.max_connections == 0 {
-            return Err("max_connections must be at least 1");
+        if self.max_connections == 0 || self.max_handshakes_per_ip == 0 {
+            return Err("max_connections and max_handshakes_per_ip must be at least 1");
         }
         if self.handshake_timeout_secs == 0 || self.idle_timeout_secs == 0 || self.write_timeout_secs == 0 {
             return Err("timeouts must be at least 1 second");

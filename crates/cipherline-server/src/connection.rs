@@ -15,6 +15,7 @@ use tokio::time::{sleep_until, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
+use crate::handshakes::InHandshake;
 use crate::hub::{Hub, Outgoing, Refusal};
 use crate::transfer::OfferError;
 
@@ -76,6 +77,7 @@ pub(crate) async fn serve(
     settings: Arc<Settings>,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
+    in_handshake: InHandshake,
 ) {
     let limits = &settings.limits;
     let _ = stream.set_nodelay(true);
@@ -118,12 +120,22 @@ pub(crate) async fn serve(
         }
     };
     conn.set_max_message(limits.max_message_bytes);
-    let (suite, identity) = conn.with_session(|s| (s.suite(), s.peer_identity().map(|k| short_fp(&k.fingerprint()))));
+    let (suite, key) = conn.with_session(|s| {
+        (s.suite(), s.peer_identity().map(|k| (k.fingerprint(), k.algorithm().to_u16(), k.spki().to_vec())))
+    });
+    let identity = key.as_ref().map(|(fp, ..)| short_fp(fp));
     tracing::info!(conn = id, %peer, %suite, identity = identity.as_deref(), "handshake complete");
+    if !hub.identities.admits(key.as_ref().map(|(fp, ..)| fp)) {
+        tracing::warn!(conn = id, %peer, identity = identity.as_deref(), "identity key not authorized; refusing");
+        let _ = timeout(limits.write_timeout(), conn.refuse(AlertCode::UnknownIdentity)).await;
+        return;
+    }
 
-    let Some((name, rx, kick)) = hello(&mut conn, &settings, &hub, deadline, &shutdown).await else {
+    let Some((name, rx, kick)) = hello(&mut conn, &settings, &hub, key, deadline, &shutdown).await else {
         return;
     };
+    // Handshake and Hello are done: this address may start another.
+    drop(in_handshake);
     tracing::info!(conn = id, name = %name, "joined the server");
     let end = message_loop(&mut conn, &name, rx, &kick, &settings, &hub, &shutdown).await;
     hub.unregister(&name);
@@ -171,6 +183,30 @@ fn short_fp(fp: &[u8; 32]) -> String {
     fp.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Most bytes of queued messages [`send_queued`] puts into one write.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Sends `first` and whatever else is already queued (up to
+/// [`BATCH_BYTES`]) in one write: the messages are one byte stream
+/// (PROTOCOL.md §13.1), so a busy room costs one seal per full record and
+/// one system call per wake-up instead of one of each per message. A lone
+/// message is sent as it is, without a copy.
+async fn send_queued(conn: &mut Conn, first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>) -> Result<(), NetError> {
+    let Ok(second) = rx.try_recv() else {
+        return conn.send(&first).await;
+    };
+    let mut batch = Vec::with_capacity((first.len() + second.len()) * rx.len().saturating_add(1).min(64));
+    batch.extend_from_slice(&first);
+    batch.extend_from_slice(&second);
+    while batch.len() < BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(next) => batch.extend_from_slice(&next),
+            Err(_) => break,
+        }
+    }
+    conn.send(&batch).await
+}
+
 async fn send_msg(conn: &mut Conn, msg: &ServerMessage) -> Result<(), NetError> {
     let bytes = msg.encode().map_err(NetError::Protocol)?;
     conn.send(&bytes).await
@@ -185,6 +221,7 @@ async fn hello(
     conn: &mut Conn,
     settings: &Settings,
     hub: &Hub,
+    key: Option<([u8; 32], u16, Vec<u8>)>,
     deadline: tokio::time::Instant,
     shutdown: &CancellationToken,
 ) -> Option<(String, mpsc::Receiver<Outgoing>, CancellationToken)> {
@@ -214,7 +251,10 @@ async fn hello(
                 Ok(ClientMessage::Hello { name }) if valid_name(&name, limits.max_name_len) => {
                     let (tx, rx) = mpsc::channel(limits.queue_len);
                     let kick = CancellationToken::new();
-                    match hub.register(&name, tx, kick.clone()) {
+                    let registered = hub.identities.check_name(&name, key.as_ref().map(|(fp, ..)| fp)).and_then(|()| {
+                        hub.register(&name, tx, kick.clone(), key.as_ref().map(|(_, alg, spki)| (*alg, spki.clone())))
+                    });
+                    match registered {
                         Ok(()) => {
                             let welcome = ServerMessage::Welcome {
                                 name: name.clone(),
@@ -285,7 +325,7 @@ async fn message_loop(
             }
             out = rx.recv() => {
                 let Some(out) = out else { return End::Shutdown };
-                match timeout(limits.write_timeout(), conn.send(&out)).await {
+                match timeout(limits.write_timeout(), send_queued(conn, out, &mut rx)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return End::Failed(e),
                     Err(_) => return End::Refused(ErrorCode::TooSlow, "writing to the client timed out"),
@@ -377,7 +417,11 @@ fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Res
             Err(r) => refuse(r, 0),
         },
         ClientMessage::Join { .. } => refuse(bad_room(), 0),
-        ClientMessage::Send { id, to, text } => match hub.send(name, &to, text) {
+        ClientMessage::Whois { name: who } => match hub.whois(&who) {
+            Ok(reply) => reply,
+            Err(r) => refuse(r, 0),
+        },
+        ClientMessage::Send { id, to, text, signed } => match hub.send(name, &to, text, id, signed) {
             Ok((server_id, timestamp_ms)) => ServerMessage::Ack { client_id: id, id: server_id, timestamp_ms },
             Err(r) => refuse(r, id),
         },

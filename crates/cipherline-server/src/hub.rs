@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cipherline_proto::app::{Delivery, ErrorCode, NoticeKind, ServerMessage, Target};
+use cipherline_proto::app::{Delivery, ErrorCode, NoticeKind, SendSignature, ServerMessage, Signed, Target};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,8 @@ struct Peer {
     tx: mpsc::Sender<Outgoing>,
     kick: CancellationToken,
     rooms: BTreeSet<String>,
+    /// The identity key the client proved: (signature algorithm, SPKI).
+    key: Option<(u16, Vec<u8>)>,
 }
 
 impl Peer {
@@ -49,12 +51,31 @@ struct State {
 }
 
 /// The relay's shared state.
-#[derive(Default)]
 pub(crate) struct Hub {
     state: Mutex<State>,
     next_id: AtomicU64,
     /// Failed password attempts per address (password mode).
     pub(crate) attempts: crate::attempts::Attempts,
+    /// Who may use which name.
+    pub(crate) identities: std::sync::Arc<crate::identity::Identities>,
+    /// Test-only: alter relayed messages (see `RunOptions`).
+    tamper: Option<fn(&mut Delivery)>,
+}
+
+impl Hub {
+    /// A hub with no one connected.
+    pub(crate) fn new(
+        identities: std::sync::Arc<crate::identity::Identities>,
+        tamper: Option<fn(&mut Delivery)>,
+    ) -> Self {
+        Hub {
+            state: Mutex::default(),
+            next_id: AtomicU64::default(),
+            attempts: crate::attempts::Attempts::default(),
+            identities,
+            tamper,
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -131,12 +152,13 @@ impl Hub {
         name: &str,
         tx: mpsc::Sender<Outgoing>,
         kick: CancellationToken,
+        key: Option<(u16, Vec<u8>)>,
     ) -> Result<(), Refusal> {
         let mut state = self.lock();
         if state.users.contains_key(name) {
             return Err((ErrorCode::NameTaken, format!("the name {name:?} is in use; choose another")));
         }
-        state.users.insert(name.to_owned(), Peer { tx, kick, rooms: BTreeSet::new() });
+        state.users.insert(name.to_owned(), Peer { tx, kick, rooms: BTreeSet::new(), key });
         Ok(())
     }
 
@@ -192,7 +214,14 @@ impl Hub {
     }
 
     /// Relays a message; returns the id and timestamp it was given.
-    pub(crate) fn send(&self, from: &str, to: &Target, text: String) -> Result<(u64, u64), Refusal> {
+    pub(crate) fn send(
+        &self,
+        from: &str,
+        to: &Target,
+        text: String,
+        client_id: u64,
+        signature: Option<SendSignature>,
+    ) -> Result<(u64, u64), Refusal> {
         let state = self.lock();
         match to {
             Target::Room(room) => {
@@ -208,7 +237,20 @@ impl Hub {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let timestamp_ms = now_ms();
-        let msg = ServerMessage::Message(Delivery { id, timestamp_ms, from: from.to_owned(), to: to.clone(), text });
+        // A signature goes out with the key the sender proved, so recipients
+        // can check it; one from a client without a key is meaningless.
+        let key = state.users.get(from).and_then(|p| p.key.clone());
+        let signed = match (signature, key) {
+            (Some(sig), Some((algorithm, sender_key))) => {
+                Some(Signed { client_id, sent_at_ms: sig.sent_at_ms, algorithm, sender_key, signature: sig.signature })
+            }
+            _ => None,
+        };
+        let mut delivery = Delivery { id, timestamp_ms, from: from.to_owned(), to: to.clone(), text, signed };
+        if let Some(tamper) = self.tamper {
+            tamper(&mut delivery);
+        }
+        let msg = ServerMessage::Message(delivery);
         match to {
             Target::Room(room) => state.notify_room(room, from, &msg),
             Target::User(user) => {
@@ -218,6 +260,17 @@ impl Hub {
             }
         }
         Ok((id, timestamp_ms))
+    }
+
+    /// The identity key a connected user proved (answer to Whois).
+    pub(crate) fn whois(&self, name: &str) -> Result<ServerMessage, Refusal> {
+        let state = self.lock();
+        let peer = state
+            .users
+            .get(name)
+            .ok_or_else(|| (ErrorCode::UnknownUser, format!("no user named {name:?} is connected")))?;
+        let (algorithm, key) = peer.key.clone().unwrap_or_default();
+        Ok(ServerMessage::Identity { name: name.to_owned(), algorithm, key })
     }
 
     /// The members of a room the asker is in.
@@ -366,7 +419,7 @@ mod tests {
     fn connect(hub: &Hub, name: &str, queue: usize) -> (mpsc::Receiver<Outgoing>, CancellationToken) {
         let (tx, rx) = mpsc::channel(queue);
         let kick = CancellationToken::new();
-        hub.register(name, tx, kick.clone()).unwrap();
+        hub.register(name, tx, kick.clone(), None).unwrap();
         (rx, kick)
     }
 
@@ -380,7 +433,7 @@ mod tests {
 
     #[test]
     fn a_receiver_with_a_full_queue_loses_the_transfer_not_its_connection() {
-        let hub = Hub::default();
+        let hub = Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), None);
         let (mut a_rx, a_kick) = connect(&hub, "a", 64);
         let (mut b_rx, b_kick) = connect(&hub, "b", 8);
         hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 1 << 20, 16).unwrap();
@@ -406,7 +459,7 @@ mod tests {
 
     #[test]
     fn unregister_ends_and_leaves_transfers() {
-        let hub = Hub::default();
+        let hub = Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), None);
         let (mut a_rx, _a) = connect(&hub, "a", 64);
         let (mut b_rx, _b) = connect(&hub, "b", 64);
         hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 10, 16).unwrap();

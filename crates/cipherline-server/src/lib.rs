@@ -19,16 +19,20 @@
 //! fingerprints and transfer ids and sizes, never message text, file names,
 //! file data or key material.
 //!
-//! Modules: [`config`] (limits), `hub` (rooms and delivery), `transfer`
+//! Modules: [`config`] (limits), [`identity`] (who may use which name),
+//! `hub` (rooms and delivery), `transfer`
 //! (file transfers in progress), `connection` (one client), [`error`].
 
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod attempts;
 pub mod config;
 mod connection;
 pub mod error;
+mod handshakes;
 mod hub;
+pub mod identity;
 mod transfer;
 
 use std::future::Future;
@@ -38,24 +42,52 @@ use std::time::Duration;
 use cipherline_proto::AlertCode;
 use cipherline_proto::handshake::alert_frame;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{Limits, Settings};
 pub use error::ServerError;
+pub use identity::{Identities, IdentityPolicy};
 
-/// Serves `listener` until `shutdown` resolves, then shuts down gracefully.
+/// What [`run_with`] takes beyond [`Settings`].
+pub struct RunOptions {
+    /// Who may use which name; [`run`] uses the open policy in memory.
+    pub identities: Arc<Identities>,
+    /// For tests of end-to-end signatures only: a relay that alters every
+    /// chat message it relays. Never set this in a real server.
+    pub dangerous_tamper_for_testing_only: Option<fn(&mut cipherline_proto::app::Delivery)>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { identities: Arc::new(Identities::open_in_memory()), dangerous_tamper_for_testing_only: None }
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then shuts down gracefully;
+/// names follow the open policy, kept in memory.
 pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Future) -> Result<(), ServerError> {
+    run_with(listener, settings, RunOptions::default(), shutdown).await
+}
+
+/// [`run`] with an identity policy (and test hooks).
+pub async fn run_with(
+    listener: TcpListener,
+    settings: Settings,
+    options: RunOptions,
+    shutdown: impl Future,
+) -> Result<(), ServerError> {
     settings.limits.validate().map_err(ServerError::Config)?;
     // Fail now, not on the first connection, if no suite fits the key.
     cipherline_proto::handshake::server::ExpectClientHello::new(settings.protocol.clone())?;
     let settings = Arc::new(settings);
-    let hub = Arc::new(hub::Hub::default());
+    let hub = Arc::new(hub::Hub::new(options.identities, options.dangerous_tamper_for_testing_only));
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(settings.limits.max_connections));
+    let handshakes = Arc::new(handshakes::Handshakes::default());
     let mut next_conn: u64 = 0;
     let mut backoff = Duration::from_millis(10);
     tokio::pin!(shutdown);
@@ -80,26 +112,24 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         };
         next_conn += 1;
         let id = next_conn;
+        // One address may hold only a few connections in the handshake, so
+        // that handshakes nobody finishes cannot take every slot (§13.5).
+        let Some(in_handshake) = handshakes.try_enter(peer.ip(), settings.limits.max_handshakes_per_ip) else {
+            tracing::warn!(conn = id, %peer, limit = settings.limits.max_handshakes_per_ip, "too many handshakes from one address; refusing");
+            refuse_busy(&tracker, stream);
+            continue;
+        };
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let (settings, hub, token) = (settings.clone(), hub.clone(), token.clone());
                 tracker.spawn(async move {
-                    connection::serve(id, stream, peer, settings, hub, token).await;
+                    connection::serve(id, stream, peer, settings, hub, token, in_handshake).await;
                     drop(permit);
                 });
             }
             Err(_) => {
-                // At the limit: say so in one small write and close, instead
-                // of leaving the client waiting in the accept backlog.
                 tracing::warn!(conn = id, %peer, limit = settings.limits.max_connections, "connection limit reached; refusing");
-                tracker.spawn(async move {
-                    let mut stream = stream;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        let _ = stream.write_all(&alert_frame(AlertCode::ServerBusy)).await;
-                        let _ = stream.shutdown().await;
-                    })
-                    .await;
-                });
+                refuse_busy(&tracker, stream);
             }
         }
     }
@@ -117,4 +147,16 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         tracing::warn!("some connections did not finish within {grace:?}; closing them");
     }
     Ok(())
+}
+
+/// Refuses a connection with the `server_busy` alert in one small write and
+/// closes it, instead of leaving the client waiting in the accept backlog.
+fn refuse_busy(tracker: &TaskTracker, mut stream: TcpStream) {
+    tracker.spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(&alert_frame(AlertCode::ServerBusy)).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    });
 }

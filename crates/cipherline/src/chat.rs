@@ -5,22 +5,25 @@
 //! disturbing it. Without a terminal (a pipe), lines are read from stdin and
 //! everything is printed to stdout, so scripts can drive it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_client::transfer::{Outgoing, safe_file_name};
 use cipherline_client::{ClientReader, ClientWriter, SessionInfo};
 use cipherline_keys::Fingerprint;
 use cipherline_proto::app::{ClientMessage, ErrorCode, MAX_CHUNK, NoticeKind, ServerMessage, Target};
+use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
+use cipherline_proto::signature;
 use clap::Args;
 use tokio::sync::mpsc;
 
-use crate::client_args::ClientArgs;
+use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
 use crate::files::{Downloads, FileEvent, hex};
-use crate::output::message_line;
+use crate::output::{key_notice, message_line};
 
 /// Chat interactively: type to talk in the current room; /help lists the
 /// commands.
@@ -50,6 +53,9 @@ commands:
   /leave                     leave the current room
   /msg USER TEXT             direct message to USER
   /who                       who is in the current room
+  /whois USER                USER's identity key fingerprint
+  /verify USER               a safety code to compare with USER out of band
+  /trust USER                accept USER's new identity key after a change
   /send-file USER|#ROOM PATH offer a file (a joined room also works without #)
   /accept [ID] /decline [ID] answer a file offer (the newest if no ID)
   /rekey                     ratchet the session keys now
@@ -85,6 +91,12 @@ struct Sending {
 struct Chat {
     writer: ClientWriter,
     info: SessionInfo,
+    peers: Peers,
+    me: Option<Fingerprint>,
+    /// Keys seen for a name that differ from the remembered one.
+    changed: HashMap<String, Fingerprint>,
+    /// Names whose safety code is wanted once their key arrives.
+    verify_pending: BTreeSet<String>,
     screen: Screen,
     room: Option<String>,
     rooms: BTreeSet<String>,
@@ -157,7 +169,7 @@ fn spawn_input() -> (mpsc::Receiver<Option<String>>, Screen) {
 
 /// Runs `chat`.
 pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
-    let mut client = args.client.connect(true).await?;
+    let Connected { mut client, peers, me } = args.client.connect(true).await?;
     client.join(&args.room).await?;
     let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
     let (reader, writer, info) = client.split();
@@ -166,6 +178,10 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
     let mut chat = Chat {
         writer,
         info,
+        peers,
+        me,
+        changed: HashMap::new(),
+        verify_pending: BTreeSet::new(),
         screen,
         room: Some(args.room.clone()),
         rooms: BTreeSet::from([args.room.clone()]),
@@ -288,6 +304,23 @@ impl Chat {
                 None => self.screen.show("! usage: /send-file USER|#ROOM PATH"),
             },
             "/accept" | "/decline" => self.answer(cmd == "/accept", rest).await?,
+            "/whois" if !rest.is_empty() => {
+                self.writer.send_message(&ClientMessage::Whois { name: rest.to_owned() }).await?;
+            }
+            "/verify" if !rest.is_empty() => match self.peers.remembered(rest) {
+                Some(fp) => self.show_safety_code(rest, fp),
+                None => {
+                    self.verify_pending.insert(rest.to_owned());
+                    self.writer.send_message(&ClientMessage::Whois { name: rest.to_owned() }).await?;
+                }
+            },
+            "/trust" if !rest.is_empty() => match self.changed.remove(rest) {
+                Some(fp) => match self.peers.remember(rest, fp) {
+                    Ok(()) => self.screen.show(format!("* {rest}'s identity key is now {fp}")),
+                    Err(e) => self.screen.show(format!("! cannot record the key: {e}")),
+                },
+                None => self.screen.show(format!("! no changed key seen for {rest}")),
+            },
             "/rekey" => {
                 self.writer.rekey().await?;
                 self.screen.show("* session keys ratcheted forward");
@@ -405,7 +438,17 @@ impl Chat {
     async fn incoming(&mut self, msg: ServerMessage) -> Option<String> {
         let me = self.info.name.clone();
         match msg {
-            ServerMessage::Message(d) => self.screen.show(message_line(&d, &me)),
+            ServerMessage::Message(d) => {
+                let status = self.peers.check(&d);
+                if let MessageStatus::KeyChanged { presented, .. } = &status {
+                    self.changed.insert(d.from.clone(), *presented);
+                }
+                if let Some(notice) = key_notice(&d, &status) {
+                    self.screen.show(notice);
+                }
+                self.screen.show(message_line(&d, &me, &status));
+            }
+            ServerMessage::Identity { name, algorithm, key } => self.on_identity(&name, algorithm, &key),
             ServerMessage::Ack { client_id, .. } => {
                 self.outstanding.remove(&client_id);
             }
@@ -482,6 +525,41 @@ impl Chat {
         None
     }
 
+    fn on_identity(&mut self, name: &str, algorithm: u16, key: &[u8]) {
+        let parsed = SignatureAlgorithm::from_u16(algorithm).and_then(|a| IdentityPublicKey::from_spki(a, key).ok());
+        let Some(key) = parsed else {
+            self.verify_pending.remove(name);
+            self.screen.show(format!("* {name} has no identity key: their messages are unsigned"));
+            return;
+        };
+        let fp = Fingerprint::from_bytes(key.fingerprint());
+        let what = match self.peers.check_key(name, &key) {
+            MessageStatus::FirstSeen(_) => "first seen, now remembered".to_owned(),
+            MessageStatus::KeyChanged { remembered, .. } => {
+                self.changed.insert(name.to_owned(), fp);
+                format!("CHANGED: you remembered {remembered}; /verify then /trust to accept it")
+            }
+            _ => "the key you remembered".to_owned(),
+        };
+        self.screen.show(format!("* {name}: {} key {fp} ({}) — {what}", key_kind(algorithm), fp.short()));
+        if self.verify_pending.remove(name) {
+            self.show_safety_code(name, fp);
+        }
+    }
+
+    fn show_safety_code(&mut self, name: &str, theirs: Fingerprint) {
+        let Some(mine) = self.me else {
+            self.screen.show("! you have no identity key (--no-identity), so there is nothing to verify");
+            return;
+        };
+        let code = signature::safety_code(mine.as_bytes(), theirs.as_bytes());
+        self.screen.show(format!("* safety code with {name}: {code}"));
+        self.screen.show(format!(
+            "  compare it with {name} in person or on a call: if both of you see the same code, the server \
+             did not swap your keys"
+        ));
+    }
+
     fn on_answer(&mut self, transfer: u64, by: &str, accept: bool) {
         let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return };
         s.out.on_answer(by, accept);
@@ -503,5 +581,13 @@ impl Chat {
             let line = format!("* {}: {pct}%", s.name);
             self.screen.show(line);
         }
+    }
+}
+
+fn key_kind(algorithm: u16) -> &'static str {
+    match SignatureAlgorithm::from_u16(algorithm) {
+        Some(SignatureAlgorithm::Ed25519) => "Ed25519",
+        Some(SignatureAlgorithm::RsaPssSha256) => "RSA",
+        None => "unknown",
     }
 }

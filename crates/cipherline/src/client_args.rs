@@ -1,11 +1,14 @@
 //! What every client subcommand shares: which server, under which name, and
 //! how its key is trusted; and connecting with those.
 
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use cipherline_client::peers::Peers;
 use cipherline_client::{Client, ClientError, Options};
-use cipherline_keys::{Prompt, ServerAddr};
+use cipherline_keys::{Fingerprint, KeyKind, LoadOptions, PrivateKey, Prompt, ServerAddr};
 use cipherline_proto::crypto::kem::ServerPublicKey;
+use cipherline_proto::crypto::sign::IdentityKey;
 use clap::Args;
 
 use crate::error::CliError;
@@ -33,6 +36,54 @@ pub struct ClientArgs {
 
     #[command(flatten)]
     pub password: PasswordArgs,
+
+    /// Your identity key (an Ed25519 or RSA private key in PEM): it proves
+    /// who you are to servers that ask and signs every message you send.
+    /// Default: `identity` in the data directory, created on first use.
+    #[arg(long, value_name = "PATH")]
+    pub identity: Option<PathBuf>,
+
+    /// Connect without an identity key: your messages are unsigned.
+    #[arg(long, conflicts_with = "identity")]
+    pub no_identity: bool,
+}
+
+/// A connected client with what the subcommands need around it.
+pub struct Connected {
+    /// The client.
+    pub client: Client,
+    /// Remembered keys of other people on this server.
+    pub peers: Peers,
+    /// This client's identity key fingerprint, if it has one.
+    pub me: Option<Fingerprint>,
+}
+
+/// The identity key file's name in the data directory.
+pub const IDENTITY_FILE: &str = "identity";
+
+fn create_identity(path: &Path) -> Result<(), CliError> {
+    if let Some(dir) = path.parent() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| {
+            CliError::failed(
+                format!("cannot create {}: {e}", dir.display()),
+                "choose a writable data directory with --data-dir or CIPHERLINE_HOME",
+            )
+        })?;
+    }
+    let key = PrivateKey::generate(KeyKind::Ed25519)?;
+    match cipherline_keys::write_key_pair(&key, path, None, false) {
+        Ok(()) => {}
+        // Another cipherline process created it first: use that one.
+        Err(cipherline_keys::Error::AlreadyExists { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    eprintln!("created your identity key: {}", path.display());
+    eprintln!("its fingerprint: {}  (/whois and /verify show it to others)", key.public_key().fingerprint());
+    Ok(())
 }
 
 /// The login name, made acceptable as a display name; "user" if none.
@@ -50,10 +101,31 @@ impl ClientArgs {
         self.name.clone().unwrap_or_else(default_name)
     }
 
+    /// The identity key to use: the flag's, or the default one (created
+    /// on first use); `None` with --no-identity.
+    fn identity(&self) -> Result<Option<IdentityKey>, CliError> {
+        if self.no_identity {
+            return Ok(None);
+        }
+        let path = match &self.identity {
+            Some(path) => path.clone(),
+            None => {
+                let path = self.trust.data_dir.resolve()?.path().join(IDENTITY_FILE);
+                if !path.exists() {
+                    create_identity(&path)?;
+                }
+                path
+            }
+        };
+        Ok(Some(cipherline_keys::load_identity_key(&path, &LoadOptions::new())?))
+    }
+
     /// Connects, checks the server's key by the trust flags (asking on a
     /// terminal at first contact when `may_prompt`), and says Hello.
-    pub async fn connect(&self, may_prompt: bool) -> Result<Client, CliError> {
+    pub async fn connect(&self, may_prompt: bool) -> Result<Connected, CliError> {
         let addr: ServerAddr = self.server.parse()?;
+        let identity = self.identity()?.map(Arc::new);
+        let me = identity.as_ref().map(|k| Fingerprint::from_bytes(k.public_key().fingerprint()));
         let policy = self.trust.policy()?;
         let refusal: Mutex<Option<cipherline_keys::Error>> = Mutex::new(None);
         let check = |_: &str, key: &ServerPublicKey| {
@@ -68,21 +140,26 @@ impl ClientArgs {
             })
         };
         let name = self.name();
-        let mut options = Options::default();
-        if let Some(password) = self.password.resolve(true)? {
-            options.config = std::sync::Arc::new(cipherline_proto::ClientConfig {
-                password: Some(password),
-                name: Some(name.clone()),
-                ..cipherline_proto::ClientConfig::default()
-            });
-        }
+        let password = self.password.resolve(true)?;
+        let config = cipherline_proto::ClientConfig {
+            name: password.as_ref().map(|_| name.clone()),
+            password,
+            identity,
+            ..cipherline_proto::ClientConfig::default()
+        };
+        let options = Options { config: Arc::new(config), ..Options::default() };
         let result = Client::connect(&addr.to_string(), &name, &options, &check).await;
-        result.map_err(|e| match e {
+        let peers_file = self.trust.data_dir.resolve()?.path().join("known_peers");
+        let peers = Peers::load(&addr.to_string(), Some(&peers_file)).map_err(|e| {
+            CliError::failed(format!("cannot read {}: {e}", peers_file.display()), "check the data directory")
+        })?;
+        let client = result.map_err(|e| match e {
             ClientError::Untrusted(why) => match refusal.lock().ok().and_then(|mut r| r.take()) {
                 Some(keys_error) => CliError::Keys(keys_error),
                 None => CliError::Client(ClientError::Untrusted(why)),
             },
             other => CliError::Client(other),
-        })
+        })?;
+        Ok(Connected { client, peers, me })
     }
 }

@@ -9,10 +9,11 @@ use cipherline_proto::app::ServerMessage;
 use clap::Args;
 use serde_json::json;
 
-use crate::client_args::ClientArgs;
+use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
 use crate::files::{Downloads, FileEvent};
-use crate::output::print_message;
+use crate::output::{key_notice, print_message};
+use cipherline_client::peers::Peers;
 
 /// Print messages from a room (and direct messages) as they arrive, one
 /// per line, until --count messages or --timeout seconds.
@@ -68,9 +69,9 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
     let mut backoff = Duration::from_secs(1);
     loop {
         let attempt = async {
-            let mut client = args.client.connect(true).await?;
-            client.join(&args.room).await?;
-            Ok::<Client, CliError>(client)
+            let mut connected = args.client.connect(true).await?;
+            connected.client.join(&args.room).await?;
+            Ok::<Connected, CliError>(connected)
         };
         let connected = match deadline {
             Some(d) => tokio::time::timeout_at(d, attempt).await.unwrap_or(Err(CliError::Failed {
@@ -79,7 +80,7 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             })),
             None => attempt.await,
         };
-        let mut client = match connected {
+        let Connected { client, mut peers, .. } = match connected {
             Ok(c) => {
                 backoff = Duration::from_secs(1);
                 c
@@ -92,7 +93,8 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             }
             Err(e) => return Err(e),
         };
-        match listen_on(&mut client, args, deadline, &mut seen).await {
+        let mut client = client;
+        match listen_on(&mut client, &mut peers, args, deadline, &mut seen).await {
             Outcome::Done => {
                 let _ = client.close().await;
                 return Ok(());
@@ -119,6 +121,7 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
 
 async fn listen_on(
     client: &mut Client,
+    peers: &mut Peers,
     args: &ListenArgs,
     deadline: Option<tokio::time::Instant>,
     seen: &mut u64,
@@ -149,7 +152,11 @@ async fn listen_on(
         };
         match &msg {
             ServerMessage::Message(d) => {
-                print_message(d, &me, args.json);
+                let status = peers.check(d);
+                if let Some(notice) = key_notice(d, &status) {
+                    eprintln!("{notice}");
+                }
+                print_message(d, &me, &status, args.json);
                 *seen += 1;
             }
             ServerMessage::Notice { kind, room, name } if !args.json => {

@@ -1,35 +1,66 @@
-//! How messages are shown: one line of text, or one JSON object per line.
+//! How messages are shown: one line of text, or one JSON object per line,
+//! each with its signature verdict (PROTOCOL.md §13.7).
 
 use std::io::Write as _;
 
+use cipherline_client::peers::MessageStatus;
 use cipherline_proto::app::{Delivery, Target};
 use serde_json::json;
 
-/// One message as a line: `[room] from: text` or `from -> me: text`.
-pub fn message_line(d: &Delivery, me: &str) -> String {
-    match &d.to {
-        Target::Room(room) => format!("[{room}] {}: {}", d.from, d.text),
-        Target::User(to) if to == me => format!("{} -> you: {}", d.from, d.text),
-        Target::User(to) => format!("{} -> {to}: {}", d.from, d.text),
+/// What to show after the sender's name when the message is not verified.
+fn mark(status: &MessageStatus) -> String {
+    match status {
+        MessageStatus::Verified | MessageStatus::FirstSeen(_) => String::new(),
+        MessageStatus::Unsigned => " (unsigned)".to_owned(),
+        MessageStatus::Invalid => " (FORGED OR ALTERED: bad signature)".to_owned(),
+        MessageStatus::KeyChanged { .. } => " (KEY CHANGED: not the key remembered for this name)".to_owned(),
     }
 }
 
-/// One message as a JSON object (id, from, room or to, text, timestamp).
-pub fn message_json(d: &Delivery) -> serde_json::Value {
+/// One message as a line: `[room] from: text` or `from -> you: text`, with
+/// a mark after the name unless the signature verified.
+pub fn message_line(d: &Delivery, me: &str, status: &MessageStatus) -> String {
+    let from = format!("{}{}", d.from, mark(status));
     match &d.to {
-        Target::Room(room) => {
-            json!({ "id": d.id, "from": d.from, "room": room, "text": d.text, "timestamp": d.timestamp_ms })
-        }
-        Target::User(user) => {
-            json!({ "id": d.id, "from": d.from, "to": user, "text": d.text, "timestamp": d.timestamp_ms })
-        }
+        Target::Room(room) => format!("[{room}] {from}: {}", d.text),
+        Target::User(to) if to == me => format!("{from} -> you: {}", d.text),
+        Target::User(to) => format!("{from} -> {to}: {}", d.text),
+    }
+}
+
+/// One message as a JSON object: id, from, room or to, text, timestamp and
+/// `verified` (verified, unsigned, invalid-signature or key-changed).
+pub fn message_json(d: &Delivery, status: &MessageStatus) -> serde_json::Value {
+    let v = status.label();
+    match &d.to {
+        Target::Room(room) => json!({ "id": d.id, "from": d.from, "room": room, "text": d.text,
+                                      "timestamp": d.timestamp_ms, "verified": v }),
+        Target::User(user) => json!({ "id": d.id, "from": d.from, "to": user, "text": d.text,
+                                      "timestamp": d.timestamp_ms, "verified": v }),
     }
 }
 
 /// Prints a message to stdout and flushes (so pipes see it at once).
-pub fn print_message(d: &Delivery, me: &str, as_json: bool) {
-    let line = if as_json { message_json(d).to_string() } else { message_line(d, me) };
+pub fn print_message(d: &Delivery, me: &str, status: &MessageStatus, as_json: bool) {
+    let line = if as_json { message_json(d, status).to_string() } else { message_line(d, me, status) };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// A warning line for a first-seen or changed key, if there is one to give.
+pub fn key_notice(d: &Delivery, status: &MessageStatus) -> Option<String> {
+    match status {
+        MessageStatus::FirstSeen(fp) => Some(format!("* first message from {}: remembered their key {fp}", d.from)),
+        MessageStatus::KeyChanged { remembered, presented } => Some(format!(
+            "!!! THE IDENTITY KEY OF {} HAS CHANGED: remembered {remembered}, now {presented}. Someone may be \
+             impersonating them, or they have a new key: compare /verify {} with them before trusting it (then /trust {}).",
+            d.from, d.from, d.from
+        )),
+        MessageStatus::Invalid => Some(format!(
+            "!!! a message claiming to be from {} has a bad signature: the relay altered or forged it",
+            d.from
+        )),
+        _ => None,
+    }
 }

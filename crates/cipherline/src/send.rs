@@ -10,7 +10,7 @@ use clap::Args;
 use crate::client_args::ClientArgs;
 use crate::error::CliError;
 use crate::files;
-use crate::output::print_message;
+use crate::output::{key_notice, print_message};
 
 /// Send messages (or a file) and exit once the server has acknowledged
 /// each one. With no MESSAGE and no --file, every line of standard input
@@ -52,7 +52,8 @@ pub struct SendArgs {
 
 /// Runs `send`.
 pub async fn run(args: &SendArgs) -> Result<(), CliError> {
-    let mut client = args.client.connect(true).await?;
+    let connected = args.client.connect(true).await?;
+    let (mut client, mut peers) = (connected.client, connected.peers);
     let target = match &args.to {
         Some(user) => Target::User(user.clone()),
         None => {
@@ -77,7 +78,11 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         while let Ok(msg) = tokio::time::timeout_at(deadline, client.recv()).await {
             if let ServerMessage::Message(d) = msg? {
-                print_message(&d, client.name(), false);
+                let status = peers.check(&d);
+                if let Some(notice) = key_notice(&d, &status) {
+                    eprintln!("{notice}");
+                }
+                print_message(&d, client.name(), &status, false);
             }
         }
     }

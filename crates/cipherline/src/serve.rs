@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cipherline_keys::{DataDir, KeyKind, LoadOptions, PrivateKey, load_server_key, write_key_pair};
-use cipherline_server::{Limits, Settings};
+use cipherline_proto::message::ClientAuthRequest;
+use cipherline_server::{Identities, IdentityPolicy, Limits, RunOptions, Settings};
 use clap::Args;
 use serde::Deserialize;
 
@@ -66,6 +67,23 @@ pub struct ServeArgs {
     /// authenticates the server to clients (and clients to it).
     #[arg(long)]
     pub password_only: bool,
+
+    /// Admit only the identity keys listed in FILE, each under its names
+    /// (lines "NAME SHA256:<fingerprint>"); re-read on SIGHUP. Without it
+    /// the server is open: a name belongs to the first identity key that
+    /// uses it (recorded in the data directory's `names` file).
+    #[arg(long, value_name = "FILE")]
+    pub authorized_keys: Option<PathBuf>,
+}
+
+/// The `[identity]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityConfig {
+    /// "open" (the default) or "allowlist".
+    policy: Option<String>,
+    /// The authorized-keys file for the allowlist policy.
+    authorized_keys: Option<PathBuf>,
 }
 
 /// The configuration file.
@@ -77,6 +95,8 @@ struct FileConfig {
     key: Option<PathBuf>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    identity: IdentityConfig,
 }
 
 fn read_config(path: &Path) -> Result<FileConfig, CliError> {
@@ -204,13 +224,76 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         if protocol.password.is_some() {
             println!("password mode: clients need --password-file, --password-prompt or CIPHERLINE_PASSWORD");
         }
+        let policy = identity_policy(args, &file, &data_dir)?;
+        if matches!(policy, IdentityPolicy::Open { .. }) {
+            // The names file lives there.
+            create_private_dir(data_dir.path())?;
+        }
+        let allowlist = matches!(policy, IdentityPolicy::Allowlist { .. });
+        let identities = Arc::new(Identities::load(policy).map_err(|e| {
+            CliError::failed(format!("identity policy: {e}"), "fix the file; each line is NAME SHA256:<fingerprint>")
+        })?);
+        // Clients prove an identity key: required under the allowlist; in
+        // the open policy, asked for (every cipherline client has one) so
+        // names can be bound to keys and messages signed.
+        let protocol = cipherline_proto::ServerConfig {
+            client_auth: if allowlist { ClientAuthRequest::Required } else { ClientAuthRequest::Optional },
+            ..protocol
+        };
+        println!(
+            "identities: {}",
+            if allowlist {
+                "allowlist (only listed keys)"
+            } else {
+                "open (names bind to the first key that uses them)"
+            }
+        );
+        if allowlist {
+            tokio::spawn(reload_on_sighup(identities.clone()));
+        }
         let settings = Settings { protocol: Arc::new(protocol), limits: file.limits.clone() };
-        cipherline_server::run(listener, settings, shutdown_signal())
+        let options = RunOptions { identities, ..RunOptions::default() };
+        cipherline_server::run_with(listener, settings, options, shutdown_signal())
             .await
             .map_err(|e| CliError::failed(format!("server: {e}"), "see the log above"))?;
         println!("cipherline server stopped");
         Ok(())
     })
+}
+
+fn identity_policy(args: &ServeArgs, file: &FileConfig, data_dir: &DataDir) -> Result<IdentityPolicy, CliError> {
+    let allowlist = args.authorized_keys.clone().or(file.identity.authorized_keys.clone());
+    match (file.identity.policy.as_deref(), allowlist) {
+        (None | Some("allowlist"), Some(path)) => Ok(IdentityPolicy::Allowlist { file: path }),
+        (Some("allowlist"), None) => Err(CliError::usage(
+            "the allowlist policy needs an authorized-keys file",
+            "set identity.authorized_keys in the config, or pass --authorized-keys FILE",
+        )),
+        (None | Some("open"), None) => Ok(IdentityPolicy::Open { names_file: Some(data_dir.path().join("names")) }),
+        (Some("open"), Some(_)) => Err(CliError::usage(
+            "an authorized-keys file was given with the open policy",
+            "use policy = \"allowlist\", or drop the file",
+        )),
+        (Some(other), _) => {
+            Err(CliError::usage(format!("unknown identity policy {other:?}"), "use \"open\" or \"allowlist\""))
+        }
+    }
+}
+
+/// Re-reads the authorized-keys file on SIGHUP.
+async fn reload_on_sighup(identities: Arc<Identities>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match identities.reload() {
+                Ok(n) => tracing::info!(names = n, "authorized keys reloaded"),
+                Err(e) => tracing::error!(error = %e, "authorized keys NOT reloaded; the previous list stays in force"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = identities;
 }
 
 fn init_logging() {

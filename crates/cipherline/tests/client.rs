@@ -79,6 +79,15 @@ fn two_scripted_chats_talk() {
     wait_for_line(&alice_lines, "bob -> you: fine, privately");
     writeln!(alice_in, "/who").unwrap();
     wait_for_line(&alice_lines, "in lobby: alice, bob");
+    // Identity keys: alice looks up bob's, and both get the same safety code.
+    writeln!(alice_in, "/whois bob").unwrap();
+    wait_for_line(&alice_lines, "bob: Ed25519 key SHA256:");
+    writeln!(alice_in, "/verify bob").unwrap();
+    let alice_code = wait_for_line(&alice_lines, "safety code with bob:").pop().unwrap();
+    writeln!(bob_in, "/verify alice").unwrap();
+    let bob_code = wait_for_line(&bob_lines, "safety code with alice:").pop().unwrap();
+    let code = |l: &str| l.rsplit(": ").next().unwrap().to_owned();
+    assert_eq!(code(&alice_code), code(&bob_code), "both ends compute the same code");
     writeln!(alice_in, "/fingerprint").unwrap();
     wait_for_line(&alice_lines, &server.fingerprint);
     writeln!(alice_in, "/rekey").unwrap();
@@ -181,7 +190,7 @@ fn refused_trust_unreachable_server_and_unknown_user_exit_with_clear_codes() {
     assert!(ok.status.success());
 
     // Unknown user.
-    let out = server.client("send", "eve").args(["--to", "nobody", "hello?"]).output().unwrap();
+    let out = server.client("send", "dave").args(["--to", "nobody", "hello?"]).output().unwrap();
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
 

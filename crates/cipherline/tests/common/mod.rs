@@ -15,9 +15,12 @@ pub struct Server {
     pub lines: Vec<String>,
 }
 
+/// The binary, with a data directory private to this test process (so
+/// tests never touch the real per-user one); a test may override it.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cipherline"));
-    c.env_remove("CIPHERLINE_HOME").env_remove("RUST_LOG");
+    let home = std::env::temp_dir().join(format!("cipherline-test-home-{}", std::process::id()));
+    c.env("CIPHERLINE_HOME", home).env_remove("RUST_LOG").env_remove("CIPHERLINE_PASSWORD");
     c
 }
 
@@ -67,9 +70,13 @@ impl Server {
         ])
     }
 
-    /// A client command with --server and a pinned fingerprint.
+    /// A client command with --server, a pinned fingerprint, and a data
+    /// directory (so an identity key) of its own per name.
     pub fn client(&self, subcommand: &str, name: &str) -> Command {
         let mut c = bin();
+        let port = self.addr.rsplit(':').next().unwrap_or_default();
+        let home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()));
+        c.env("CIPHERLINE_HOME", home);
         c.args([subcommand, "--server", &self.addr, "--name", name, "--server-fingerprint", &self.fingerprint]);
         c
     }
