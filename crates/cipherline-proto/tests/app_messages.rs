@@ -1,0 +1,100 @@
+//! The application message codec: every message round-trips, hostile
+//! lengths and bytes are refused (PROTOCOL.md §13).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+use cipherline_proto::app::*;
+use cipherline_proto::error::DecodeError;
+#[test]
+fn round_trips() {
+    let client = [
+        ClientMessage::Hello { name: "alice".into() },
+        ClientMessage::Join { room: "lobby".into() },
+        ClientMessage::Leave { room: "lobby".into() },
+        ClientMessage::Send { id: 7, to: Target::Room("lobby".into()), text: "héllo".into(), signed: None },
+        ClientMessage::Send {
+            id: 8,
+            to: Target::User("bob".into()),
+            text: String::new(),
+            signed: Some(SendSignature { sent_at_ms: 5, signature: vec![1; 64] }),
+        },
+        ClientMessage::Whois { name: "bob".into() },
+        ClientMessage::Who { room: "r".into() },
+        ClientMessage::Ping { nonce: u64::MAX },
+        ClientMessage::Goodbye,
+        ClientMessage::FileOffer { transfer: 1, to: Target::User("b".into()), name: "a.txt".into(), size: 9 },
+        ClientMessage::FileAnswer { transfer: 1, sender: "a".into(), accept: true },
+        ClientMessage::FileChunk { transfer: 1, data: vec![0; MAX_CHUNK] },
+        ClientMessage::FileEnd { transfer: 1, sha256: [7; 32] },
+        ClientMessage::FileCancel { transfer: 1, sender: String::new(), reason: "disk full".into() },
+        ClientMessage::FileAck { transfer: 1, sender: "a".into(), received: 16384 },
+    ];
+    let mut d = MessageDecoder::new(MAX_MESSAGE);
+    for m in &client {
+        d.push(&m.encode().unwrap());
+    }
+    for m in &client {
+        assert_eq!(&ClientMessage::decode(&d.next_message().unwrap().unwrap()).unwrap(), m);
+    }
+    assert_eq!(d.next_message(), Ok(None));
+    let server = [
+        ServerMessage::Welcome { name: "alice".into(), max_message: 65536, idle_timeout_secs: 300 },
+        ServerMessage::Joined { room: "lobby".into() },
+        ServerMessage::Left { room: "lobby".into() },
+        ServerMessage::Message(Delivery {
+            id: 1,
+            timestamp_ms: 2,
+            from: "bob".into(),
+            to: Target::Room("lobby".into()),
+            text: "hi".into(),
+            signed: Some(Signed {
+                client_id: 3,
+                sent_at_ms: 4,
+                algorithm: 0x0807,
+                sender_key: vec![2; 44],
+                signature: vec![3; 64],
+            }),
+        }),
+        ServerMessage::Identity { name: "bob".into(), algorithm: 0, key: Vec::new() },
+        ServerMessage::Ack { client_id: 1, id: 2, timestamp_ms: 3 },
+        ServerMessage::Notice { kind: NoticeKind::Left, room: "lobby".into(), name: "bob".into() },
+        ServerMessage::Members { room: "lobby".into(), names: vec!["a".into(), "b".into()] },
+        ServerMessage::Error { code: ErrorCode::NameTaken, client_id: 0, text: "taken".into() },
+        ServerMessage::Pong { nonce: 5 },
+        ServerMessage::FileOffered {
+            transfer: 1,
+            from: "a".into(),
+            to: Target::Room("r".into()),
+            name: "a.txt".into(),
+            size: 9,
+        },
+        ServerMessage::FileAnswered { transfer: 1, by: "b".into(), accept: false },
+        ServerMessage::FileData { transfer: 1, from: "a".into(), data: vec![1, 2, 3] },
+        ServerMessage::FileDone { transfer: 1, from: "a".into(), sha256: [9; 32] },
+        ServerMessage::FileCancelled { transfer: 1, sender: "a".into(), by: "b".into(), reason: "cancelled".into() },
+        ServerMessage::FileAcked { transfer: 1, by: "b".into(), received: 5 },
+    ];
+    for m in &server {
+        let bytes = m.encode().unwrap();
+        assert_eq!(&ServerMessage::decode(&bytes[4..]).unwrap(), m);
+    }
+}
+
+#[test]
+fn hostile_lengths_and_bytes_are_refused() {
+    let mut d = MessageDecoder::new(1000);
+    d.push(&[0, 0, 0x10, 0]); // 4096 > 1000
+    assert_eq!(d.next_message(), Err(DecodeError::FieldTooLong));
+    let mut d = MessageDecoder::new(1000);
+    d.push(&[0, 0, 0, 0]);
+    assert_eq!(d.next_message(), Err(DecodeError::FrameLength));
+    assert_eq!(ClientMessage::decode(&[0x01, 2, 0xff, 0xfe]), Err(DecodeError::IllegalValue), "not UTF-8");
+    assert_eq!(ClientMessage::decode(&[0x07, 0]), Err(DecodeError::TrailingBytes));
+    assert_eq!(ClientMessage::decode(&[0x42]), Err(DecodeError::UnknownMessageType));
+    // A chunk over MAX_CHUNK is refused.
+    let mut big = vec![0x0a, 0, 0, 0, 0, 0, 0, 0, 1, 0x40, 0x01];
+    big.resize(big.len() + MAX_CHUNK + 1, 0);
+    assert_eq!(ClientMessage::decode(&big), Err(DecodeError::FieldTooLong));
+    assert_eq!(ClientMessage::decode(&[0x09, 0, 0, 0, 0, 0, 0, 0, 1, 1, b'a', 2]), Err(DecodeError::IllegalValue));
+    // A member count larger than the bytes present is refused before allocating.
+    assert_eq!(ServerMessage::decode(&[0x87, 1, b'r', 0x0f, 0xff]), Err(DecodeError::Truncated));
+}
