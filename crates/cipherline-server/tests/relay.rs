@@ -2,59 +2,19 @@
 //! every limit, slow and hostile clients, idle timeout and shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use cipherline_client::{Client, ClientError, Options};
+use cipherline_client::{Client, ClientError};
 use cipherline_proto::AlertCode;
 use cipherline_proto::app::{ErrorCode, ServerMessage, Target};
-use cipherline_proto::crypto::kem::{ServerKey, ServerPublicKey};
-use cipherline_server::{Limits, Settings};
+use cipherline_server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-struct Server {
-    addr: String,
-    fingerprint: [u8; 32],
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(limits: Limits) -> Server {
-        let key = Arc::new(ServerKey::x25519_from_bytes(&[0x5a; 32]).unwrap());
-        let fingerprint = key.public_key().fingerprint();
-        let settings = Settings { protocol: Arc::new(cipherline_proto::ServerConfig::new(key)), limits };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            cipherline_server::run(listener, settings, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Server { addr: addr.to_string(), fingerprint, stop: Some(stop), task }
-    }
-
-    async fn client(&self, name: &str) -> Result<Client, ClientError> {
-        let fp = self.fingerprint;
-        let pin = move |_: &str, key: &ServerPublicKey| {
-            if key.fingerprint() == fp { Ok(()) } else { Err("fingerprint mismatch".to_owned()) }
-        };
-        Client::connect(&self.addr, name, &Options::default(), &pin).await
-    }
-
-    async fn stop(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        timeout(Duration::from_secs(10), self.task).await.expect("shutdown within its grace period").unwrap();
-    }
-}
+use common::Server;
 
 /// The next chat message, skipping notices and pongs.
 async fn next_message(c: &mut Client) -> cipherline_proto::app::Delivery {

@@ -3,59 +3,19 @@
 //! cancellation from either side, disconnects, and the server's checks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use cipherline_client::{Client, ClientError, Options};
+use cipherline_client::{Client, ClientError};
 use cipherline_proto::app::{ClientMessage, ErrorCode, MAX_CHUNK, MAX_UNACKED, ServerMessage, Target};
-use cipherline_proto::crypto::kem::{ServerKey, ServerPublicKey};
 use cipherline_proto::crypto::sha256;
-use cipherline_server::{Limits, Settings};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use cipherline_server::Limits;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-struct Server {
-    addr: String,
-    fingerprint: [u8; 32],
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(limits: Limits) -> Server {
-        let key = Arc::new(ServerKey::x25519_from_bytes(&[0x5a; 32]).unwrap());
-        let fingerprint = key.public_key().fingerprint();
-        let settings = Settings { protocol: Arc::new(cipherline_proto::ServerConfig::new(key)), limits };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            cipherline_server::run(listener, settings, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Server { addr: addr.to_string(), fingerprint, stop: Some(stop), task }
-    }
-
-    async fn client(&self, name: &str) -> Client {
-        let fp = self.fingerprint;
-        let pin = move |_: &str, key: &ServerPublicKey| {
-            if key.fingerprint() == fp { Ok(()) } else { Err("fingerprint mismatch".to_owned()) }
-        };
-        Client::connect(&self.addr, name, &Options::default(), &pin).await.unwrap()
-    }
-
-    async fn stop(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        timeout(Duration::from_secs(10), self.task).await.expect("shutdown within its grace period").unwrap();
-    }
-}
+use common::Server;
 
 /// A receiver acknowledges at least this often (PROTOCOL.md §13.6).
 const ACK_EVERY: usize = 256 * 1024;
@@ -216,8 +176,8 @@ async fn expect_error(c: &mut Client, code: ErrorCode, client_id: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_transfer_arrives_intact_with_a_matching_hash() {
     let server = Server::start(Limits::default()).await;
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
     // Not a multiple of the chunk size, and large enough for a few acks.
     let file = data(700 * 1024 + 123);
     offer(&mut alice, 1, user("bob"), file.len() as u64, &mut [&mut bob]).await;
@@ -256,8 +216,8 @@ async fn a_direct_transfer_arrives_intact_with_a_matching_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declining_tells_the_sender_and_sends_no_data() {
     let server = Server::start(Limits::default()).await;
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
     offer(&mut alice, 7, user("bob"), 100, &mut [&mut bob]).await;
     answer(&mut bob, "alice", 7, false).await;
     expect_answer(&mut alice, 7, "bob", false).await;
@@ -274,11 +234,11 @@ async fn declining_tells_the_sender_and_sends_no_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_offer_reaches_every_other_member_and_only_acceptors_get_data() {
     let server = Server::start(Limits::default()).await;
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
-    let mut carol = server.client("carol").await;
-    let mut dave = server.client("dave").await;
-    let mut eve = server.client("eve").await; // connected, not in the room
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    let mut carol = server.connect("carol").await;
+    let mut dave = server.connect("dave").await;
+    let mut eve = server.connect("eve").await; // connected, not in the room
     for c in [&mut alice, &mut bob, &mut carol, &mut dave] {
         c.join("team").await.unwrap();
     }
@@ -329,8 +289,8 @@ async fn a_room_offer_reaches_every_other_member_and_only_acceptors_get_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_that_ignores_the_window_gets_the_transfer_cancelled() {
     let server = Server::start(Limits::default()).await;
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
     offer(&mut alice, 1, user("bob"), 10 * MAX_UNACKED, &mut [&mut bob]).await;
     answer(&mut bob, "alice", 1, true).await;
     expect_answer(&mut alice, 1, "bob", true).await;
@@ -367,8 +327,8 @@ async fn a_sender_that_ignores_the_window_gets_the_transfer_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receivers_cancel_reaches_the_sender() {
     let server = Server::start(Limits::default()).await;
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
     offer(&mut alice, 5, user("bob"), 1000, &mut [&mut bob]).await;
     answer(&mut bob, "alice", 5, true).await;
     expect_answer(&mut alice, 5, "bob", true).await;
@@ -395,7 +355,7 @@ async fn a_receivers_cancel_reaches_the_sender() {
     expect_cancelled(&mut alice, "alice", 7, "bob", "SHA-256 mismatch").await;
 
     // The sender's own cancel reaches everyone offered, answered or not.
-    let mut carol = server.client("carol").await;
+    let mut carol = server.connect("carol").await;
     for c in [&mut alice, &mut bob, &mut carol] {
         c.join("r").await.unwrap();
     }
@@ -412,9 +372,9 @@ async fn a_receivers_cancel_reaches_the_sender() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnects_cancel_transfers_on_the_other_side() {
     let server = Server::start(Limits::default()).await;
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
-    let mut carol = server.client("carol").await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    let mut carol = server.connect("carol").await;
     for c in [&mut alice, &mut bob, &mut carol] {
         c.join("r").await.unwrap();
     }
@@ -441,8 +401,8 @@ async fn disconnects_cancel_transfers_on_the_other_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_and_acks_do_not_use_up_the_message_rate() {
     let server = Server::start(Limits { messages_per_sec: 2, burst: 5, ..Limits::default() }).await;
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
     // 4 MiB: 256 chunks and 16 acks, against 5 tokens and 2 per second;
     // twice the window, so the sender must wait for acks.
     let file = data(4 * 1024 * 1024);
@@ -474,8 +434,8 @@ async fn chunks_and_acks_do_not_use_up_the_message_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_are_checked() {
     let server = Server::start(Limits { max_transfers_per_client: 2, ..Limits::default() }).await;
-    let mut alice = server.client("alice").await;
-    let mut bob = server.client("bob").await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
     let bad_names = ["", ".", "..", "../etc/passwd", "a/b", "a\\b", "a\0b", "line\nbreak", "\u{1b}[2J"];
     for (i, bad) in bad_names.iter().enumerate() {
         let transfer = 100 + i as u64;

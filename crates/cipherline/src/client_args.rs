@@ -63,16 +63,7 @@ pub const IDENTITY_FILE: &str = "identity";
 
 fn create_identity(path: &Path) -> Result<(), CliError> {
     if let Some(dir) = path.parent() {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(dir).map_err(|e| {
-            CliError::failed(
-                format!("cannot create {}: {e}", dir.display()),
-                "choose a writable data directory with --data-dir or CIPHERLINE_HOME",
-            )
-        })?;
+        crate::serve::create_private_dir(dir)?;
     }
     let key = PrivateKey::generate(KeyKind::Ed25519)?;
     match cipherline_keys::write_key_pair(&key, path, None, false) {

@@ -126,7 +126,8 @@ fn server_key(args: &ServeArgs, file: &FileConfig, data_dir: &DataDir) -> Result
     Ok((path, true))
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), CliError> {
+/// Creates a directory (and its parents) readable only by its owner.
+pub fn create_private_dir(dir: &Path) -> Result<(), CliError> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

@@ -85,8 +85,17 @@ fn identities(client_name: &str, server_identity_hash: &[u8; HASH_LEN]) -> (Iden
 /// peer's. No `Debug`.
 pub struct PakeState(Spake2<Ed25519Group>);
 
-/// Starts SPAKE2 as the client (side A); returns the state and the message.
-pub fn client_start(
+/// Which side of SPAKE2 this end plays.
+#[derive(Clone, Copy)]
+enum Side {
+    /// The client.
+    A,
+    /// The server.
+    B,
+}
+
+fn start(
+    side: Side,
     password: &Password,
     client_name: &str,
     server_identity_hash: &[u8; HASH_LEN],
@@ -94,8 +103,22 @@ pub fn client_start(
 ) -> Result<(PakeState, Vec<u8>), Error> {
     let (a, b) = identities(client_name, server_identity_hash);
     let pw = SpakePassword::new(password.expose());
-    let (state, msg) = Spake2::<Ed25519Group>::start_a_with_rng(&pw, &a, &b, seed_fed(rng)?);
+    let rng = seed_fed(rng)?;
+    let (state, msg) = match side {
+        Side::A => Spake2::<Ed25519Group>::start_a_with_rng(&pw, &a, &b, rng),
+        Side::B => Spake2::<Ed25519Group>::start_b_with_rng(&pw, &a, &b, rng),
+    };
     Ok((PakeState(state), msg))
+}
+
+/// Starts SPAKE2 as the client (side A); returns the state and the message.
+pub fn client_start(
+    password: &Password,
+    client_name: &str,
+    server_identity_hash: &[u8; HASH_LEN],
+    rng: &mut dyn Rng,
+) -> Result<(PakeState, Vec<u8>), Error> {
+    start(Side::A, password, client_name, server_identity_hash, rng)
 }
 
 /// Starts SPAKE2 as the server (side B); returns the state and the message.
@@ -105,10 +128,7 @@ pub fn server_start(
     server_identity_hash: &[u8; HASH_LEN],
     rng: &mut dyn Rng,
 ) -> Result<(PakeState, Vec<u8>), Error> {
-    let (a, b) = identities(client_name, server_identity_hash);
-    let pw = SpakePassword::new(password.expose());
-    let (state, msg) = Spake2::<Ed25519Group>::start_b_with_rng(&pw, &a, &b, seed_fed(rng)?);
-    Ok((PakeState(state), msg))
+    start(Side::B, password, client_name, server_identity_hash, rng)
 }
 
 impl PakeState {
