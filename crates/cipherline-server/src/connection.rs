@@ -183,28 +183,45 @@ fn short_fp(fp: &[u8; 32]) -> String {
     fp.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Most bytes of queued messages [`send_queued`] puts into one write.
-const BATCH_BYTES: usize = 64 * 1024;
+/// Most queued messages taken per wake-up (one permit release and one
+/// [`send_queued`] for all of them).
+const BATCH_MESSAGES: usize = 64;
+/// Most bytes [`send_queued`] gathers into one write: one full record.
+const BATCH_BYTES: usize = 16 * 1024;
 
-/// Sends `first` and whatever else is already queued (up to
-/// [`BATCH_BYTES`]) in one write: the messages are one byte stream
-/// (PROTOCOL.md §13.1), so a busy room costs one seal per full record and
-/// one system call per wake-up instead of one of each per message. A lone
-/// message is sent as it is, without a copy.
-async fn send_queued(conn: &mut Conn, first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>) -> Result<(), NetError> {
-    let Ok(second) = rx.try_recv() else {
-        return conn.send(&first).await;
-    };
-    let mut batch = Vec::with_capacity((first.len() + second.len()) * rx.len().saturating_add(1).min(64));
-    batch.extend_from_slice(&first);
-    batch.extend_from_slice(&second);
-    while batch.len() < BATCH_BYTES {
-        match rx.try_recv() {
-            Ok(next) => batch.extend_from_slice(&next),
-            Err(_) => break,
+/// Sends queued messages, gathering small ones into writes of up to
+/// [`BATCH_BYTES`]: the messages are one byte stream (PROTOCOL.md §13.1),
+/// so a busy room costs one seal per full record and one system call per
+/// wake-up instead of one of each per message. A message of half a batch
+/// or more (file data) is sent as it is, without a copy, and no buffer
+/// larger than a record is allocated here.
+async fn send_queued(conn: &mut Conn, queued: &[Outgoing]) -> Result<(), NetError> {
+    if let [one] = queued {
+        return conn.send(one).await;
+    }
+    let mut batch: Vec<u8> = Vec::new();
+    for msg in queued {
+        if msg.len() >= BATCH_BYTES / 2 {
+            if !batch.is_empty() {
+                conn.send(&batch).await?;
+                batch.clear();
+            }
+            conn.send(msg).await?;
+            continue;
+        }
+        if batch.is_empty() {
+            batch.reserve(BATCH_BYTES + msg.len());
+        }
+        batch.extend_from_slice(msg);
+        if batch.len() >= BATCH_BYTES {
+            conn.send(&batch).await?;
+            batch.clear();
         }
     }
-    conn.send(&batch).await
+    if !batch.is_empty() {
+        conn.send(&batch).await?;
+    }
+    Ok(())
 }
 
 async fn send_msg(conn: &mut Conn, msg: &ServerMessage) -> Result<(), NetError> {
@@ -229,6 +246,10 @@ async fn hello(
     // In password mode the client's name is bound into the password
     // exchange; Hello must use that same name.
     let bound = conn.with_session(|s| s.pake_name().map(str::to_owned));
+    // The rate limit covers messages before Hello too (§13.5), or a client
+    // could retry names or send anything at all without limit until the
+    // handshake deadline.
+    let mut rate = RateLimit::new(limits.messages_per_sec, limits.burst);
     loop {
         let msg = tokio::select! {
             r = timeout_at(deadline, conn.recv()) => r,
@@ -242,6 +263,9 @@ async fn hello(
             Ok(Err(e)) => {
                 let _ = timeout(limits.write_timeout(), conn.abort(&e)).await;
                 return None;
+            }
+            Ok(Ok(_)) if !rate.allow(Instant::now()) => {
+                (ErrorCode::RateLimited, format!("slow down: at most {} messages per second", limits.messages_per_sec))
             }
             Ok(Ok(bytes)) => match ClientMessage::decode(&bytes) {
                 Ok(ClientMessage::Hello { name }) if bound.as_ref().is_some_and(|b| *b != name) => (
@@ -309,6 +333,7 @@ async fn message_loop(
     let limits = &settings.limits;
     let mut rate = RateLimit::new(limits.messages_per_sec, limits.burst);
     let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout();
+    let mut queued: Vec<Outgoing> = Vec::new();
     loop {
         let key_update = conn.next_timeout().map_or(idle_deadline + Duration::from_secs(3600), |t| t.into());
         tokio::select! {
@@ -323,9 +348,17 @@ async fn message_loop(
                 }
                 return End::Shutdown;
             }
-            out = rx.recv() => {
-                let Some(out) = out else { return End::Shutdown };
-                match timeout(limits.write_timeout(), send_queued(conn, out, &mut rx)).await {
+            n = rx.recv_many(&mut queued, BATCH_MESSAGES) => {
+                if n == 0 {
+                    return End::Shutdown;
+                }
+                let sent = timeout(limits.write_timeout(), send_queued(conn, &queued)).await;
+                queued.clear();
+                if rx.is_empty() {
+                    // Going quiet: an idle connection keeps no batch room.
+                    queued.shrink_to(4);
+                }
+                match sent {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return End::Failed(e),
                     Err(_) => return End::Refused(ErrorCode::TooSlow, "writing to the client timed out"),

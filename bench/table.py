@@ -1,0 +1,172 @@
+"""Turns bench/compare.sh's raw results into the table of ratios and JSON.
+
+usage: table.py RAW_DIR OUT_JSON DATE IDLE_BIG
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+raw_dir, out_path, date, idle_big = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+
+def load(name):
+    try:
+        with open(os.path.join(raw_dir, name + ".json")) as f:
+            return json.loads(f.read().strip().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def machine():
+    model, mem = None, None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": mem,
+        "kernel": platform.release(),
+        "rustc": version(["rustc", "--version"]),
+        "openssl": version(["openssl", "version"]),
+        "ngircd": version(["ngircd", "--version"]) or version(["/usr/sbin/ngircd", "--version"]),
+        "iperf3": version(["iperf3", "--version"]),
+    }
+
+
+raw = {name[:-5]: load(name[:-5]) for name in sorted(os.listdir(raw_dir)) if name.endswith(".json")}
+speed = raw.get("openssl_speed", {})
+tls = raw.get("tls13", {})
+iperf = raw.get("iperf3", {})
+
+
+def get(name, field):
+    return raw.get(name, {}).get(field)
+
+
+def ratio(a, b):
+    return round(a / b, 2) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+rows = []
+
+
+def row(measure, ours, anchor, anchor_name, target, met, note=""):
+    rows.append({
+        "measure": measure,
+        "cipherline": ours,
+        "anchor": anchor,
+        "anchor_name": anchor_name,
+        "ratio": ratio(ours, anchor),
+        "target": target,
+        "met": met,
+        "note": note,
+    })
+
+
+def at_least(x, bound):
+    return None if x is None else x >= bound
+
+
+def below(x, bound):
+    return None if x is None else x < bound
+
+
+rsa_sign = speed.get("sign_per_sec")
+awslc_rsa = get("privop_rsa2048", "ops_per_cpu_sec")
+row("RSA-2048 private ops/s per core, aws-lc OAEP decrypt (the server's)", awslc_rsa, rsa_sign,
+    "openssl speed rsa2048 sign/s", "(anchor)", None)
+for suite, label in [("0x0111", "RSA-2048 + X25519"), ("0x0121", "RSA-2048 + X25519MLKEM768 (default)")]:
+    name = "hs_rsa2048_" + suite
+    per_core = get(name, "handshakes_per_server_cpu_sec")
+    wall = get(name, "handshakes_per_sec")
+    row(f"handshakes/s per server core, {label} [{suite}]", per_core, rsa_sign, "openssl speed rsa2048 sign/s",
+        ">= 0.9x", at_least(ratio(per_core, rsa_sign), 0.9),
+        f"wall {wall}/s; {ratio(per_core, awslc_rsa)}x aws-lc's private-op rate")
+    row(f"  same, against TLS 1.3 s_server (RSA-2048) per core", per_core, tls.get("handshakes_per_server_cpu_sec"),
+        "openssl s_server TLS 1.3", ">= 2x", at_least(ratio(per_core, tls.get("handshakes_per_server_cpu_sec")), 2.0),
+        f"s_server wall {tls.get('handshakes_per_sec')}/s")
+x_core = get("hs_x25519_0x0221", "handshakes_per_server_cpu_sec")
+row("handshakes/s per server core, X25519 + X25519MLKEM768 [0x0221]", x_core, 5000, "target", ">= 5000/s",
+    at_least(x_core, 5000), f"wall {get('hs_x25519_0x0221', 'handshakes_per_sec')}/s")
+
+cl_cpu = get("fan_cl_flood", "server_cpu_us_per_delivery")
+row("fan-out flood: server CPU per delivery (us)", cl_cpu, get("fan_irc_flood", "server_cpu_us_per_delivery"),
+    "ngircd plaintext", "below ngircd plaintext",
+    below(ratio(cl_cpu, get("fan_irc_flood", "server_cpu_us_per_delivery")), 1.0),
+    f"ngircd TLS {get('fan_ircs_flood', 'server_cpu_us_per_delivery')} us")
+cl_rate = get("fan_cl_flood", "deliveries_per_sec")
+row("fan-out flood: deliveries/s", cl_rate, get("fan_ircs_flood", "deliveries_per_sec"), "ngircd TLS",
+    ">= 1.5x", at_least(ratio(cl_rate, get("fan_ircs_flood", "deliveries_per_sec")), 1.5),
+    f"ngircd plaintext {get('fan_irc_flood', 'deliveries_per_sec')}/s")
+row("fan-out flood: p99 latency (ms)", get("fan_cl_flood", "p99_ms"), get("fan_irc_flood", "p99_ms"),
+    "ngircd plaintext", "(none)", None, f"ngircd TLS {get('fan_ircs_flood', 'p99_ms')} ms")
+paced = get("fan_cl_paced", "p99_ms")
+row("fan-out paced 20 msg/s/client: p99 latency (ms)", paced, get("fan_irc_paced", "p99_ms"), "ngircd plaintext",
+    "< 5 ms", below(paced, 5.0), f"ngircd TLS {get('fan_ircs_paced', 'p99_ms')} ms")
+
+bulk = get("bulk_cl", "mb_per_sec")
+row("bulk relay MB/s", bulk, iperf.get("mb_per_sec"), "iperf3 single stream", ">= 0.5x",
+    at_least(ratio(bulk, iperf.get("mb_per_sec")), 0.5))
+
+for n in (1000, idle_big):
+    per = get(f"idle_{n}", "server_rss_per_conn_bytes")
+    target = "<= 8192" if n == idle_big else "(none)"
+    row(f"server RSS per idle connection at {n} (bytes)", per, None, "", target,
+        (None if per is None else per <= 8192) if n == idle_big else None,
+        f"RSS {get(f'idle_{n}', 'server_rss_kib')} KiB with {get(f'idle_{n}', 'established')} held")
+
+suites = []
+for name, r in raw.items():
+    if name.startswith("hs_"):
+        suites.append({"key": name.split("_")[1], "suite": r.get("suite_code"), "name": r.get("suite"),
+                       "handshakes_per_sec": r.get("handshakes_per_sec"),
+                       "handshakes_per_server_cpu_sec": r.get("handshakes_per_server_cpu_sec"),
+                       "p50_ms": r.get("p50_ms"), "p99_ms": r.get("p99_ms"), "errors": r.get("errors")})
+
+result = {"date": date, "machine": dict(machine(), busy_pct_before=get("machine_busy", "busy_pct_before")), "table": rows, "handshakes": suites, "raw": raw}
+with open(out_path, "w") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+
+
+def fmt(x):
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "NO"
+    if isinstance(x, float):
+        return f"{x:,.2f}" if abs(x) < 100 else f"{x:,.0f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+print(f"\ncipherline comparison, {date}, {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+      f"{result['machine']['busy_pct_before']}% busy before the run")
+print(f"{'measure':<66} {'cipherline':>12} {'anchor':>12} {'ratio':>7} {'target':>22} {'met':>4}  anchor / note")
+for r in rows:
+    print(f"{r['measure']:<66} {fmt(r['cipherline']):>12} {fmt(r['anchor']):>12} {fmt(r['ratio']):>7} "
+          f"{r['target']:>22} {fmt(r['met']):>4}  {r['anchor_name']}; {r['note']}")
+print(f"\n{'key':<8} {'suite':<7} {'handshakes/s':>13} {'per server core':>16} {'p50 ms':>8} {'p99 ms':>8}  errors")
+for s in suites:
+    print(f"{s['key']:<8} {s['suite'] or '-':<7} {fmt(s['handshakes_per_sec']):>13} "
+          f"{fmt(s['handshakes_per_server_cpu_sec']):>16} {fmt(s['p50_ms']):>8} {fmt(s['p99_ms']):>8}  {s['errors']}")
+print(f"\nwritten: {out_path}")
