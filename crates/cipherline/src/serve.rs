@@ -189,6 +189,7 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}"), "check system limits"))?;
     runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             CliError::failed(
                 format!("cannot listen on {addr}: {e}"),
@@ -254,7 +255,7 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         }
         let settings = Settings { protocol: Arc::new(protocol), limits: file.limits.clone() };
         let options = RunOptions { identities, ..RunOptions::default() };
-        cipherline_server::run_with(listener, settings, options, shutdown_signal())
+        cipherline_server::run_with(listener, settings, options, shutdown)
             .await
             .map_err(|e| CliError::failed(format!("server: {e}"), "see the log above"))?;
         println!("cipherline server stopped");
@@ -304,25 +305,30 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers for Ctrl-C (SIGINT) and SIGTERM at once, so a signal that
+/// arrives while the server is still starting is not lost (and does not
+/// kill it with the default action); the returned future resolves on the
+/// first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let register = |kind| {
+            signal(kind).map_err(|e| CliError::failed(format!("cannot handle signals: {e}"), "check system limits"))
+        };
+        let mut int = register(SignalKind::interrupt())?;
+        let mut term = register(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+            tracing::info!("signal received; shutting down");
+        })
     }
-    tracing::info!("signal received; shutting down");
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("signal received; shutting down");
+    })
 }
