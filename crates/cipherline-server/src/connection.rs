@@ -275,9 +275,16 @@ async fn hello(
                 Ok(ClientMessage::Hello { name }) if valid_name(&name, limits.max_name_len) => {
                     let (tx, rx) = mpsc::channel(limits.queue_len);
                     let kick = CancellationToken::new();
-                    let registered = hub.identities.check_name(&name, key.as_ref().map(|(fp, ..)| fp)).and_then(|()| {
-                        hub.register(&name, tx, kick.clone(), key.as_ref().map(|(_, alg, spki)| (*alg, spki.clone())))
-                    });
+                    // Claim the name for this connection first, then check (and
+                    // in the open policy, bind) it: a name that is taken right
+                    // now must not get bound to this client's key.
+                    let registered = hub
+                        .register(&name, tx, kick.clone(), key.as_ref().map(|(_, alg, spki)| (*alg, spki.clone())))
+                        .and_then(|()| {
+                            hub.identities.check_name(&name, key.as_ref().map(|(fp, ..)| fp)).inspect_err(|_| {
+                                hub.unregister(&name);
+                            })
+                        });
                     match registered {
                         Ok(()) => {
                             let welcome = ServerMessage::Welcome {
