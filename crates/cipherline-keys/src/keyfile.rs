@@ -99,20 +99,7 @@ enum Accept {
 fn read(path: &Path, options: &LoadOptions<'_>, accept: Accept) -> Result<KeyFile, Error> {
     let problem = |problem| Error::KeyFile { path: path.to_owned(), problem };
     let (bytes, mode) = read_limited(path)?;
-    let (label, der) = match pem_rfc7468::decode_vec(&bytes) {
-        Ok((label, der)) => (label.to_owned(), Zeroizing::new(der)),
-        Err(pem_rfc7468::Error::HeaderDisallowed) => return Err(problem(KeyProblem::LegacyEncryptedPem)),
-        Err(e) => {
-            // Counting boundary lines is not parsing: it only picks the
-            // clearer of two messages for a file the PEM parser refused.
-            let count = bytes.windows(BEGIN.len()).filter(|w| *w == BEGIN).count();
-            return Err(problem(if count > 1 {
-                KeyProblem::SeveralPemBlocks { count }
-            } else {
-                KeyProblem::NotPem { reason: e.to_string() }
-            }));
-        }
-    };
+    let (label, der) = decode_pem(&bytes).map_err(problem)?;
     let is_private = label.ends_with("PRIVATE KEY");
     if is_private && accept == Accept::Public {
         return Err(problem(KeyProblem::ExpectedPublicKey));
@@ -122,18 +109,55 @@ fn read(path: &Path, options: &LoadOptions<'_>, accept: Accept) -> Result<KeyFil
     if is_private && !options.allow_insecure_permissions {
         check_private_mode(path, mode)?;
     }
-    let parsed = match label.as_str() {
-        "RSA PRIVATE KEY" => PrivateKey::from_pkcs1_der(&der).map(KeyFile::Private),
-        "PRIVATE KEY" => PrivateKey::from_pkcs8_der(&der).map(KeyFile::Private),
-        "ENCRYPTED PRIVATE KEY" => encryption::decrypt(&der, options.passphrase)
+    parse_block(label, &der, options.passphrase).map_err(problem)
+}
+
+/// Parses the content of a key file already in memory, exactly as
+/// [`read_key_file`] parses a file once it has read it (same size limit,
+/// same PEM and key parsers), but without the file's permission check.
+///
+/// For callers that hold key bytes rather than a path, such as the fuzz
+/// targets (`fuzz/`); code that reads key files should use
+/// [`read_key_file`], which also refuses private keys others can read.
+pub fn parse_key_file(bytes: &[u8], passphrase: Option<&Passphrase>) -> Result<KeyFile, KeyProblem> {
+    if bytes.len() > MAX_KEY_FILE {
+        return Err(KeyProblem::TooLarge { limit: MAX_KEY_FILE });
+    }
+    let (label, der) = decode_pem(bytes)?;
+    parse_block(label, &der, passphrase)
+}
+
+/// Decodes the one PEM block of a key file: its label and DER content.
+fn decode_pem(bytes: &[u8]) -> Result<(String, Zeroizing<Vec<u8>>), KeyProblem> {
+    match pem_rfc7468::decode_vec(bytes) {
+        Ok((label, der)) => Ok((label.to_owned(), Zeroizing::new(der))),
+        Err(pem_rfc7468::Error::HeaderDisallowed) => Err(KeyProblem::LegacyEncryptedPem),
+        Err(e) => {
+            // Counting boundary lines is not parsing: it only picks the
+            // clearer of two messages for a file the PEM parser refused.
+            let count = bytes.windows(BEGIN.len()).filter(|w| *w == BEGIN).count();
+            Err(if count > 1 {
+                KeyProblem::SeveralPemBlocks { count }
+            } else {
+                KeyProblem::NotPem { reason: e.to_string() }
+            })
+        }
+    }
+}
+
+/// Parses a PEM block's DER content according to its label.
+fn parse_block(label: String, der: &[u8], passphrase: Option<&Passphrase>) -> Result<KeyFile, KeyProblem> {
+    match label.as_str() {
+        "RSA PRIVATE KEY" => PrivateKey::from_pkcs1_der(der).map(KeyFile::Private),
+        "PRIVATE KEY" => PrivateKey::from_pkcs8_der(der).map(KeyFile::Private),
+        "ENCRYPTED PRIVATE KEY" => encryption::decrypt(der, passphrase)
             .and_then(|pkcs8| PrivateKey::from_pkcs8_der(&pkcs8))
             .map(KeyFile::Private),
-        "PUBLIC KEY" => PublicKey::from_spki_der(&der).map(KeyFile::Public),
-        "RSA PUBLIC KEY" => PublicKey::from_pkcs1_der(&der).map(KeyFile::Public),
+        "PUBLIC KEY" => PublicKey::from_spki_der(der).map(KeyFile::Public),
+        "RSA PUBLIC KEY" => PublicKey::from_pkcs1_der(der).map(KeyFile::Public),
         "EC PRIVATE KEY" | "EC PUBLIC KEY" => Err(KeyProblem::UnsupportedAlgorithm("EC (ECDSA/ECDH)".to_owned())),
         _ => Err(KeyProblem::UnsupportedLabel { label }),
-    };
-    parsed.map_err(problem)
+    }
 }
 
 /// Reads a private key file (any supported private format).

@@ -69,7 +69,7 @@ pub use fingerprint::Fingerprint;
 pub use key::{KeyKind, PublicKey};
 pub use keyfile::{
     KeyFile, LoadOptions, load_any_public_key, load_identity_key, load_private_key, load_public_key, load_server_key,
-    public_key_path, read_key_file, write_key_pair,
+    parse_key_file, public_key_path, read_key_file, write_key_pair,
 };
 pub use known_servers::{Added, KnownServer, KnownServers, Lookup};
 pub use passphrase::Passphrase;

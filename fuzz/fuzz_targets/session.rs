@@ -1,0 +1,4 @@
+#![no_main]
+//! Fuzz target: see `cipherline_fuzz::proto::session`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cipherline_fuzz::proto::session(data));
