@@ -368,6 +368,13 @@ async fn huge_and_invalid_lengths_are_refused_from_the_header() {
     let mut raw = Raw::connect(server.addr, "zero").await;
     raw.send(&[0, 0, 0, 0]).await;
     assert_eq!(raw.outcome().await, Outcome::Alert(AlertCode::RecordOverflow));
+    // Before Hello (PROTOCOL.md §13.1) both are the encrypted alert
+    // record_overflow: there is no Welcome yet to give the limit in.
+    for len in [0, u32::MAX, 65537] {
+        let mut raw = Raw::handshake(server.addr).await;
+        raw.send(&len.to_be_bytes()).await;
+        assert_eq!(raw.outcome().await, Outcome::Alert(AlertCode::RecordOverflow), "length {len} before Hello");
+    }
     chat.finish().await;
     server.stop().await;
 }
