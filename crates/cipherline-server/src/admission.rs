@@ -186,7 +186,7 @@ mod tests {
         let _again = a.admit(x, &l, 100, t).unwrap();
         drop((_second, _third, _again));
         assert_eq!(a.held(x), 0);
-        assert!(a.lock().held.get(&x).is_none(), "sources holding nothing are forgotten");
+        assert!(!a.lock().held.contains_key(&x), "sources holding nothing are forgotten");
     }
 
     #[test]
