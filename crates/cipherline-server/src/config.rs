@@ -188,4 +188,24 @@ mod tests {
         assert!(small.validate().is_err());
         assert!(Limits { max_transfers_per_client: 0, ..Limits::default() }.validate().is_err());
     }
+
+    #[test]
+    fn admission_limits_must_be_usable() {
+        let d = Limits::default;
+        assert!(Limits { max_sessions_per_ip: 0, ..d() }.validate().is_err());
+        assert!(Limits { max_password_failures_per_minute: 0, ..d() }.validate().is_err());
+        assert!(Limits { new_connections_per_ip_per_sec: 0, ..d() }.validate().is_err());
+        assert!(Limits { new_connections_burst_per_ip: 0, ..d() }.validate().is_err());
+        assert!(Limits { reserved_for_new_addresses_percent: 101, ..d() }.validate().is_err());
+        // 0 turns the reserve off; large values lift the others.
+        let lifted = Limits {
+            reserved_for_new_addresses_percent: 0,
+            max_sessions_per_ip: usize::MAX,
+            max_password_failures_per_minute: u32::MAX,
+            new_connections_per_ip_per_sec: u32::MAX,
+            new_connections_burst_per_ip: u32::MAX,
+            ..d()
+        };
+        assert_eq!(lifted.validate(), Ok(()));
+    }
 }
