@@ -12,8 +12,9 @@
 //!
 //! Contract: bounded everything. Connections are capped, in total and per
 //! source address, and so is the rate at which one address may open them
-//! (excess ones get the `server_busy` alert at once); every wait has a timeout (handshake, idle,
-//! write); each client's outgoing queue is bounded and a client that cannot
+//! (excess ones get the `server_busy` alert at once); in password mode so
+//! are failed password attempts, per address and server-wide; every wait
+//! has a timeout (handshake, idle, write); each client's outgoing queue is bounded and a client that cannot
 //! keep up is dropped rather than allowed to slow anyone else; messages are
 //! size- and rate-limited; file transfers are bounded in number per sender
 //! and by a flow-control window each. Logs carry connection ids, names, key

@@ -93,7 +93,8 @@ async fn wrong_passwords_fail_clearly_and_are_rate_limited() {
         );
         assert!(err.to_string().contains("wrong password"), "{err}");
     }
-    // Give the server a moment to record the second failure.
+    // Each attempt was counted when its connection started; the pause only
+    // lets the server finish closing the second one.
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The address is now refused, even with the right password, before any
     // password exchange takes place.
