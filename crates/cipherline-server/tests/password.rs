@@ -266,3 +266,20 @@ async fn a_server_wide_budget_stops_guessing_from_many_addresses() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_wrong_password_alert_costs_no_more_than_its_connection() {
+    // Anyone on the path can forge this alert, so it must not count on top
+    // of the attempt its connection already holds (a guard: the old code
+    // counted one per alert too, but only because it counted nothing else).
+    let addr = start_at(Limits { max_password_failures: 2, ..Limits::default() }).await;
+    let mut alerted = Guesser::open(addr, "127.0.0.2").await.unwrap();
+    alerted.write.write_all(&cipherline_proto::handshake::alert_frame(AlertCode::WrongPassword)).await.unwrap();
+    // The server closes without counting anything more: one attempt left.
+    assert!(timeout(Duration::from_secs(10), alerted.frames.read_frame()).await.unwrap().unwrap().is_none());
+    let guesser = Guesser::open(addr, "127.0.0.2").await.expect("one alert is one attempt");
+    assert_eq!(guesser.guess("hello", "alice").await, Guess::Right);
+    let guesser = Guesser::open(addr, "127.0.0.2").await.expect("and a success took back its own");
+    assert_eq!(guesser.guess("guess", "mallory").await, Guess::Wrong);
+    assert_eq!(Guesser::open(addr, "127.0.0.2").await.err(), Some(AlertCode::TooManyAttempts));
+}
