@@ -27,6 +27,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod attempts;
+mod backlog;
+mod bucket;
 pub mod config;
 mod connection;
 pub mod error;
@@ -83,9 +85,10 @@ pub async fn run_with(
     // Fail now, not on the first connection, if no suite fits the key.
     cipherline_proto::handshake::server::ExpectClientHello::new(settings.protocol.clone())?;
     let settings = Arc::new(settings);
-    let hub = Arc::new(hub::Hub::new(options.identities, options.dangerous_tamper_for_testing_only));
+    let hub = Arc::new(hub::Hub::new(options.identities, &settings.limits, options.dangerous_tamper_for_testing_only));
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    tracker.spawn(hub::expire_offers(hub.clone(), token.clone()));
     let permits = Arc::new(Semaphore::new(settings.limits.max_connections));
     let handshakes = Arc::new(handshakes::Handshakes::default());
     let mut next_conn: u64 = 0;
