@@ -537,6 +537,74 @@ mod tests {
         assert_eq!(hub.transfer_count(), 0);
     }
 
+    fn small_budget_hub(per_client: usize, total: usize) -> Hub {
+        let limits = crate::Limits {
+            max_message_bytes: crate::config::MIN_MESSAGE_BYTES,
+            max_queued_bytes_per_client: per_client,
+            max_queued_bytes_total: total,
+            ..crate::Limits::default()
+        };
+        Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), &limits, None)
+    }
+
+    #[test]
+    fn a_reader_that_stops_reading_is_dropped_by_its_queued_bytes() {
+        let hub = small_budget_hub(64 * 1024, 1 << 20);
+        // A queue of 256 messages: by count alone, 256 x 16 KB could wait.
+        let (rx, kick) = connect(&hub, "reader", 256);
+        let (_s_rx, s_kick) = connect(&hub, "sender", 256);
+        hub.join("reader", "r", 32).unwrap();
+        hub.join("sender", "r", 32).unwrap();
+        let text = "x".repeat(16_000);
+        let mut sent = 0;
+        while !kick.is_cancelled() && sent < 100 {
+            hub.send("sender", &Target::Room("r".into()), text.clone(), sent, None, |_| Ok(())).unwrap();
+            sent += 1;
+        }
+        assert!(kick.is_cancelled(), "the reader was cut off as too slow");
+        assert_eq!(sent, 5, "cut off at the fifth 16 KB message, with 64 KiB queued");
+        assert!(rx.len() <= 5, "the sender's join notice and four messages");
+        let queued: usize = hub.lock().users.get("reader").unwrap().queued.load(Ordering::Relaxed);
+        assert!(queued <= 64 * 1024, "{queued}");
+        assert!(!s_kick.is_cancelled());
+        drop(rx);
+        hub.unregister("reader");
+        let state = hub.lock();
+        let sender_holds = state.users.get("sender").unwrap().queued.load(Ordering::Relaxed);
+        assert_eq!(state.backlog.total(), sender_holds, "only the notice that the reader left is still queued");
+    }
+
+    #[test]
+    fn room_messages_count_once_in_total_and_senders_wait_when_it_is_spent() {
+        let hub = small_budget_hub(256 * 1024, 256 * 1024);
+        let readers: Vec<_> = (0..4).map(|i| connect(&hub, &format!("r{i}"), 256)).collect();
+        let (_s_rx, _s) = connect(&hub, "sender", 256);
+        for i in 0..4 {
+            hub.join(&format!("r{i}"), "room", 32).unwrap();
+        }
+        hub.join("sender", "room", 32).unwrap();
+        let text = "x".repeat(16_000);
+        hub.send("sender", &Target::Room("room".into()), text.clone(), 1, None, |_| Ok(())).unwrap();
+        let one = hub.lock().users.get("r0").unwrap().queued.load(Ordering::Relaxed);
+        assert!(one > 16_000);
+        // Four recipients (and the join notices they already held), counted once.
+        let queued_each = one;
+        assert!(hub.lock().backlog.total() < queued_each + 1000, "shared, not counted per recipient");
+        // Keep sending: the sender is refused at three quarters of the
+        // total, before any recipient (each under its own budget) is cut off.
+        let mut refused = None;
+        for id in 2..40 {
+            if let Err(r) = hub.send("sender", &Target::Room("room".into()), text.clone(), id, None, |_| Ok(())) {
+                refused = Some(r);
+                break;
+            }
+        }
+        let (code, _) = refused.expect("the total was spent");
+        assert_eq!(code, ErrorCode::RateLimited);
+        assert!(readers.iter().all(|(_, kick)| !kick.is_cancelled()), "nobody was cut off");
+        assert!(hub.lock().backlog.total() <= 256 * 1024);
+    }
+
     #[test]
     fn unregister_ends_and_leaves_transfers() {
         let hub = hub();

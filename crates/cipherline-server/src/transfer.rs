@@ -601,6 +601,53 @@ mod tests {
     }
 
     #[test]
+    fn unanswered_offers_expire_and_recipients_are_budgeted() {
+        let mut t = Transfers::default();
+        let now = Instant::now();
+        let lim = OfferLimits { max_active: 16, max_recipients: 4, timeout: Duration::from_secs(10) };
+        let room = || Target::Room("r".into());
+        t.offer("a", 1, room(), "f".into(), 1, set(&["b", "c", "d"]), &lim, now).unwrap();
+        // Three entries held, two more would exceed the budget of four.
+        let r = t.offer("a", 2, room(), "f".into(), 1, set(&["b", "c"]), &lim, now);
+        assert!(matches!(r, Err(OfferError::Refused((ErrorCode::RateLimited, _)))), "{r:?}");
+        let r = t.offer("a", 2, room(), "f".into(), 1, set(&["b", "c", "d", "e", "f"]), &lim, now);
+        assert!(matches!(r, Err(OfferError::Refused((ErrorCode::RateLimited, _)))), "more than the budget at once");
+        // Another sender has its own budget.
+        t.offer("z", 1, room(), "f".into(), 1, set(&["b", "c", "d", "e"]), &lim, now).unwrap();
+        t.answer("b", "a", 1, true);
+        assert!(t.expire(now + Duration::from_secs(9)).is_empty(), "not yet");
+        let out = t.expire(now + Duration::from_secs(10));
+        // c and d never answered: they are told; a carries on with b. All
+        // of z's recipients were silent: z's offer is over and z is told.
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0].to, ["c", "d"]);
+        assert!(
+            matches!(&out[0].msg, ServerMessage::FileCancelled { reason, .. } if reason == reason::EXPIRED_TO_RECEIVER)
+        );
+        assert_eq!(out[1].to, ["b", "c", "d", "e"]);
+        assert_eq!(out[2].to, ["z"]);
+        assert!(
+            matches!(&out[2].msg, ServerMessage::FileCancelled { reason, .. } if reason == reason::EXPIRED_TO_SENDER)
+        );
+        assert_eq!(t.len(), 1);
+        consistent(&t);
+        assert!(t.answer("c", "a", 1, true).is_empty(), "an answer after expiry is ignored");
+        assert!(matches!(t.chunk("a", 1, vec![0]), Chunk::Relay(f) if f.to == ["b"]));
+        // The expired entries are free again: one held (b) plus three.
+        let later = now + Duration::from_secs(11);
+        t.offer("a", 2, room(), "f".into(), 1, set(&["c", "d", "e"]), &lim, later).unwrap();
+        consistent(&t);
+        // A finished transfer waiting for a receipt gives way to a new offer.
+        t.cancel_by_sender("a", 2, "no".into());
+        t.end("a", 1, [0; 32], 16);
+        assert_eq!(t.len(), 1, "b's receipt is awaited");
+        t.offer("a", 3, room(), "f".into(), 1, set(&["c", "d", "e", "f"]), &lim, later).unwrap();
+        assert!(t.ack("b", "a", 1, 1).is_empty(), "transfer 1 was forgotten to make room");
+        assert_eq!(t.len(), 1);
+        consistent(&t);
+    }
+
+    #[test]
     fn decline_and_late_accept_forget_the_receiver() {
         let mut t = Transfers::default();
         offer(&mut t, "a", 1, &["b", "c", "d"], 100_000);
