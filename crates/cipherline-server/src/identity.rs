@@ -25,7 +25,7 @@
 //! slow disk delays only the client being bound; that client is answered
 //! only once its binding is on disk.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -169,6 +169,9 @@ struct Quotas {
     prune_at: usize,
     /// The names file, opened for appending at the first binding.
     writer: Option<Arc<std::fs::File>>,
+    /// Names appended but not yet known to be on disk (at most one per
+    /// connection in Hello): a client claiming one waits for an fsync too.
+    pending: HashSet<String>,
     /// Set when the file could not be written or repaired: further
     /// bindings are refused rather than risk a half-written file.
     broken: bool,
@@ -180,7 +183,14 @@ impl Quotas {
         for key in table.values().flatten() {
             *per_key.entry(*key).or_default() += 1;
         }
-        Quotas { per_key, per_ip: HashMap::new(), prune_at: 1024, writer: None, broken: !writable }
+        Quotas {
+            per_key,
+            per_ip: HashMap::new(),
+            prune_at: 1024,
+            writer: None,
+            pending: HashSet::new(),
+            broken: !writable,
+        }
     }
 
     /// Bindings made from `group` in its current window.
@@ -285,7 +295,11 @@ impl Identities {
         // fsync off the async threads and outside every lock.
         let synced = tokio::task::spawn_blocking(move || writer.sync_data()).await;
         match synced {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                // Any fsync after the append makes it durable, whoever ran it.
+                self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pending.remove(name);
+                Ok(())
+            }
             Ok(Err(e)) => Err(self.unbind(name, key, &e.to_string())),
             Err(e) => Err(self.unbind(name, key, &e.to_string())),
         }
@@ -304,8 +318,12 @@ impl Identities {
         now: Instant,
     ) -> Result<Option<Arc<std::fs::File>>, Refusal> {
         let mut table = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let k = match (table.get(name), key) {
-            (Some(bound), Some(k)) if bound.contains(k) => return Ok(None),
+            // Bound, but maybe not on disk yet: then wait for it as well.
+            (Some(bound), Some(k)) if bound.contains(k) => {
+                return Ok(quotas.writer.clone().filter(|_| quotas.pending.contains(name)));
+            }
             (Some(_), _) => {
                 return Err((
                     ErrorCode::IdentityMismatch,
@@ -315,7 +333,6 @@ impl Identities {
             (None, None) => return Ok(None),
             (None, Some(k)) => k,
         };
-        let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let refuse = |text: String| Err((ErrorCode::RateLimited, text));
         if table.len() >= limits.max_name_bindings {
             tracing::warn!(limit = limits.max_name_bindings, "names table full; binding refused");
@@ -359,6 +376,7 @@ impl Identities {
                     quotas.broken = true;
                     return Err(cannot());
                 }
+                quotas.pending.insert(name.to_owned());
                 Some(writer)
             }
             None => None,
@@ -376,6 +394,7 @@ impl Identities {
         let mut table = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         quotas.broken = true;
+        quotas.pending.remove(name);
         if let Some(k) = key
             && table.get(name).is_some_and(|set| set.len() == 1 && set.contains(k))
         {
@@ -414,8 +433,17 @@ mod tests {
         assert_eq!(claim(&ids, "alice", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
         assert_eq!(claim(&ids, "alice", None, &limits).await, Err(ErrorCode::IdentityMismatch));
         assert!(claim(&ids, "guest", None, &limits).await.is_ok(), "keyless clients may use unbound names");
+        assert!(ids.quotas.lock().unwrap().pending.is_empty(), "alice's binding is on disk");
+        // While a binding waits for its fsync, a second client with the
+        // same key and name must wait for one too.
+        let now = Instant::now();
+        assert!(ids.bind("bob", Some(&[3; 32]), HOME, Some(&file), &limits, now).unwrap().is_some());
+        assert!(ids.bind("bob", Some(&[3; 32]), HOME, Some(&file), &limits, now).unwrap().is_some());
+        assert!(claim(&ids, "bob", Some(&[3; 32]), &limits).await.is_ok());
+        assert!(ids.bind("bob", Some(&[3; 32]), HOME, Some(&file), &limits, now).unwrap().is_none(), "durable now");
         let again = Identities::load(IdentityPolicy::Open { names_file: Some(file) }).unwrap();
         assert_eq!(claim(&again, "alice", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
+        assert_eq!(claim(&again, "bob", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
     }
 
     #[tokio::test]
