@@ -12,16 +12,19 @@
 //!
 //! Contract: bounded everything. Connections are capped (excess ones get the
 //! `server_busy` alert at once); every wait has a timeout (handshake, idle,
-//! write); each client's outgoing queue is bounded and a client that cannot
-//! keep up is dropped rather than allowed to slow anyone else; messages are
-//! size- and rate-limited; file transfers are bounded in number per sender
-//! and by a flow-control window each. Logs carry connection ids, names, key
-//! fingerprints and transfer ids and sizes, never message text, file names,
-//! file data or key material.
+//! write); each client's outgoing queue is bounded in messages and bytes,
+//! all queues together in bytes, and a client that cannot keep up is
+//! dropped rather than allowed to slow anyone else; messages are size- and
+//! rate-limited, by count and by bytes times recipients; file transfers are
+//! bounded in number and recipients per sender, unanswered offers expire,
+//! and data is bounded by a flow-control window; name bindings are rationed.
+//! Logs carry connection ids, names, key fingerprints and transfer ids and
+//! sizes, never message text, file names, file data or key material.
 //!
 //! Modules: [`config`] (limits), [`identity`] (who may use which name),
-//! `hub` (rooms and delivery), `transfer`
-//! (file transfers in progress), `connection` (one client), [`error`].
+//! `hub` (rooms and delivery), `backlog` (queued bytes), `bucket` (rate
+//! limits), `transfer` (file transfers in progress), `connection` (one
+//! client), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
