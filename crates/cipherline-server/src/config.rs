@@ -172,8 +172,10 @@ impl Limits {
         Duration::from_secs(self.write_timeout_secs)
     }
 
+    /// At most a century: a larger value lifts the limit, and must not
+    /// overflow a deadline computed from it.
     pub(crate) fn offer_timeout(&self) -> Duration {
-        Duration::from_secs(self.offer_timeout_secs)
+        Duration::from_secs(self.offer_timeout_secs.min(100 * 365 * 24 * 60 * 60))
     }
 }
 
@@ -202,5 +204,19 @@ mod tests {
         assert!(Limits { max_queued_bytes_per_client: 64 * 1024, ..Limits::default() }.validate().is_err());
         assert!(Limits { bytes_burst: 1000, ..Limits::default() }.validate().is_err());
         assert!(Limits { name_bindings_per_ip_per_day: 0, ..Limits::default() }.validate().is_err());
+        let lifted = Limits {
+            offer_timeout_secs: u64::MAX,
+            bytes_per_sec: u64::MAX,
+            bytes_burst: u64::MAX,
+            max_queued_bytes_per_client: usize::MAX,
+            max_queued_bytes_total: usize::MAX,
+            max_offer_recipients_per_client: usize::MAX,
+            max_names_per_key: usize::MAX,
+            name_bindings_per_ip_per_day: u32::MAX,
+            max_name_bindings: usize::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(lifted.validate(), Ok(()), "a large value lifts a limit");
+        let _ = std::time::Instant::now() + lifted.offer_timeout();
     }
 }

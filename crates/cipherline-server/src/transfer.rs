@@ -275,7 +275,10 @@ impl Transfers {
         }
         let to_list = recipients.iter().cloned().collect();
         self.offers += 1;
-        let expires = (now + limits.timeout, self.offers);
+        // `timeout` is capped at a century (config), so this cannot overflow
+        // in practice; if it did, the offer would expire after a year instead.
+        let deadline = now.checked_add(limits.timeout).unwrap_or(now + Duration::from_secs(365 * 24 * 60 * 60));
+        let expires = (deadline, self.offers);
         self.expiry.insert(expires, key.clone());
         let transfer =
             Transfer { size, sent: 0, offered: recipients, accepted: BTreeMap::new(), finished: None, expires };
