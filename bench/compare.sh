@@ -106,7 +106,7 @@ wait_port() { # wait_port PORT: until something listens there (10 s at most)
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# The relay with its message-rate limits lifted, as ngircd's flood
+# The relay with its message- and byte-rate limits lifted, as ngircd's flood
 # protection is, a queue long enough for the flood (50 x 200 messages), and
 # room for every connection of the load (all from 127.0.0.1, so the
 # per-address limits are lifted too: handshakes, sessions, the reserve for
@@ -126,6 +126,8 @@ new_connections_per_ip_per_sec = 1000000
 new_connections_burst_per_ip = 1000000
 messages_per_sec = 1000000
 burst = 1000000
+bytes_per_sec = 1000000000000
+bytes_burst = 1000000000000
 queue_len = 10000
 EOF
   RUST_LOG=warn taskset -c $SERVER_CORE "$CL" serve --config "$WORK/server.toml" \

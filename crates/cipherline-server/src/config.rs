@@ -75,6 +75,35 @@ pub struct Limits {
     pub new_connections_per_ip_per_sec: u32,
     /// New connections one address may open at once above that rate.
     pub new_connections_burst_per_ip: u32,
+    /// Offer recipients one client may have at once across its transfers
+    /// (each recipient of each transfer, offered, accepting or owing a
+    /// receipt); an offer that would exceed it is refused with `rate_limited`.
+    pub max_offer_recipients_per_client: usize,
+    /// Seconds an offer waits for answers; recipients that have not
+    /// answered by then are told it expired and are forgotten.
+    pub offer_timeout_secs: u64,
+    /// Bytes queued for one client before it counts as too slow and is
+    /// dropped (like a full `queue_len`).
+    pub max_queued_bytes_per_client: usize,
+    /// Bytes queued for all clients together; a message shared by a room
+    /// counts once. Chat messages and file data are refused or held back
+    /// beyond three quarters of it; a client whose message does not fit in
+    /// the rest is dropped as too slow.
+    pub max_queued_bytes_total: usize,
+    /// Sustained relay work per client, in bytes per second: a message
+    /// costs its size times its number of recipients.
+    pub bytes_per_sec: u64,
+    /// Relay work a client may do in a burst, in bytes; a message whose
+    /// cost exceeds it is always refused with `rate_limited`.
+    pub bytes_burst: u64,
+    /// Open policy: names one identity key may bind.
+    pub max_names_per_key: usize,
+    /// Open policy: names that clients from one address (IPv6: one /64)
+    /// may bind within 24 hours.
+    pub name_bindings_per_ip_per_day: u32,
+    /// Open policy: name bindings kept in all; when reached, no new name is
+    /// bound (bound names keep working).
+    pub max_name_bindings: usize,
 }
 
 impl Default for Limits {
@@ -100,6 +129,15 @@ impl Default for Limits {
             reserved_for_new_addresses_percent: 10,
             new_connections_per_ip_per_sec: 4,
             new_connections_burst_per_ip: 16,
+            max_offer_recipients_per_client: 256,
+            offer_timeout_secs: 300,
+            max_queued_bytes_per_client: 8 << 20,
+            max_queued_bytes_total: 512 << 20,
+            bytes_per_sec: 1 << 20,
+            bytes_burst: 8 << 20,
+            max_names_per_key: 8,
+            name_bindings_per_ip_per_day: 50,
+            max_name_bindings: 100_000,
         }
     }
 }
@@ -124,6 +162,21 @@ impl Limits {
         }
         if self.max_rooms_per_client == 0 || self.queue_len == 0 || self.max_transfers_per_client == 0 {
             return Err("max_rooms_per_client, queue_len and max_transfers_per_client must be at least 1");
+        }
+        if self.max_offer_recipients_per_client == 0 || self.offer_timeout_secs == 0 {
+            return Err("max_offer_recipients_per_client and offer_timeout_secs must be at least 1");
+        }
+        if self.max_queued_bytes_per_client < 2 * self.max_message_bytes {
+            return Err("max_queued_bytes_per_client must be at least twice max_message_bytes");
+        }
+        if self.max_queued_bytes_total < self.max_queued_bytes_per_client {
+            return Err("max_queued_bytes_total must be at least max_queued_bytes_per_client");
+        }
+        if self.bytes_per_sec == 0 || self.bytes_burst < u64::try_from(self.max_message_bytes).unwrap_or(u64::MAX) {
+            return Err("bytes_per_sec must be at least 1 and bytes_burst at least max_message_bytes");
+        }
+        if self.max_names_per_key == 0 || self.name_bindings_per_ip_per_day == 0 || self.max_name_bindings == 0 {
+            return Err("max_names_per_key, name_bindings_per_ip_per_day and max_name_bindings must be at least 1");
         }
         if !(1..=cipherline_proto::app::MAX_NAME).contains(&self.max_name_len) {
             return Err("max_name_len must be between 1 and 64");
@@ -163,6 +216,12 @@ impl Limits {
             per_minute: self.max_password_failures_per_minute,
         }
     }
+
+    /// At most a century: a larger value lifts the limit, and must not
+    /// overflow a deadline computed from it.
+    pub(crate) fn offer_timeout(&self) -> Duration {
+        Duration::from_secs(self.offer_timeout_secs.min(100 * 365 * 24 * 60 * 60))
+    }
 }
 
 /// What [`crate::run`] needs: the protocol configuration (key, suites,
@@ -187,6 +246,23 @@ mod tests {
         let small = Limits { max_message_bytes: MIN_MESSAGE_BYTES - 1, ..Limits::default() };
         assert!(small.validate().is_err());
         assert!(Limits { max_transfers_per_client: 0, ..Limits::default() }.validate().is_err());
+        assert!(Limits { max_queued_bytes_per_client: 64 * 1024, ..Limits::default() }.validate().is_err());
+        assert!(Limits { bytes_burst: 1000, ..Limits::default() }.validate().is_err());
+        assert!(Limits { name_bindings_per_ip_per_day: 0, ..Limits::default() }.validate().is_err());
+        let lifted = Limits {
+            offer_timeout_secs: u64::MAX,
+            bytes_per_sec: u64::MAX,
+            bytes_burst: u64::MAX,
+            max_queued_bytes_per_client: usize::MAX,
+            max_queued_bytes_total: usize::MAX,
+            max_offer_recipients_per_client: usize::MAX,
+            max_names_per_key: usize::MAX,
+            name_bindings_per_ip_per_day: u32::MAX,
+            max_name_bindings: usize::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(lifted.validate(), Ok(()), "a large value lifts a limit");
+        let _ = std::time::Instant::now() + lifted.offer_timeout();
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! One client connection: handshake, Hello, then the message loop.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,10 +15,11 @@ use tokio::time::{sleep_until, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
+use crate::bucket::TokenBucket;
 use crate::handshakes::InHandshake;
-use crate::hub::{Hub, Outgoing, Refusal};
+use crate::hub::{Hub, Queued, Refusal};
 use crate::source::Source;
-use crate::transfer::OfferError;
+use crate::transfer::{OfferError, OfferLimits};
 
 type Conn = Channel<OwnedReadHalf, OwnedWriteHalf>;
 
@@ -31,30 +32,27 @@ pub(crate) fn valid_name(name: &str, max: usize) -> bool {
         && !name.starts_with(['-', '.'])
 }
 
-/// A token bucket: `rate` per second sustained, `burst` at once.
-struct RateLimit {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
+/// The message-rate bucket of §13.5.
+fn message_rate(limits: &crate::Limits) -> TokenBucket {
+    TokenBucket::new(f64::from(limits.messages_per_sec), f64::from(limits.burst))
 }
 
-impl RateLimit {
-    fn new(rate: u32, burst: u32) -> Self {
-        RateLimit { tokens: f64::from(burst), rate: f64::from(rate), burst: f64::from(burst), last: Instant::now() }
+/// Charges a message of `size` bytes for `recipients` to the byte-rate
+/// bucket of §13.5: what the server does for a message grows with its
+/// audience, so that is what it costs.
+#[allow(clippy::cast_precision_loss)]
+fn charge(bucket: &mut TokenBucket, limits: &crate::Limits, size: usize, recipients: usize) -> Result<(), Refusal> {
+    let cost = size as f64 * recipients as f64;
+    if bucket.take(cost, Instant::now()) {
+        return Ok(());
     }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+    Err((
+        ErrorCode::RateLimited,
+        format!(
+            "slow down: this message is {size} bytes for {recipients} recipients; at most {} bytes per second (burst {}) counting every recipient",
+            limits.bytes_per_sec, limits.bytes_burst
+        ),
+    ))
 }
 
 /// Why the message loop ended.
@@ -141,7 +139,7 @@ pub(crate) async fn serve(
         return;
     }
 
-    let Some((name, rx, kick)) = hello(&mut conn, &settings, &hub, key, deadline, &shutdown).await else {
+    let Some((name, rx, kick)) = hello(&mut conn, &settings, &hub, key, peer.ip(), deadline, &shutdown).await else {
         return;
     };
     // Handshake and Hello are done: this address may start another.
@@ -205,7 +203,7 @@ const BATCH_BYTES: usize = 16 * 1024;
 /// wake-up instead of one of each per message. A message of half a batch
 /// or more (file data) is sent as it is, without a copy, and no buffer
 /// larger than a record is allocated here.
-async fn send_queued(conn: &mut Conn, queued: &[Outgoing]) -> Result<(), NetError> {
+async fn send_queued(conn: &mut Conn, queued: &[Queued]) -> Result<(), NetError> {
     if let [one] = queued {
         return conn.send(one).await;
     }
@@ -244,14 +242,16 @@ async fn send_error(conn: &mut Conn, code: ErrorCode, client_id: u64, text: Stri
 }
 
 /// Waits (until `deadline`) for a Hello with an acceptable, free name.
+#[allow(clippy::too_many_arguments)]
 async fn hello(
     conn: &mut Conn,
     settings: &Settings,
     hub: &Hub,
     key: Option<([u8; 32], u16, Vec<u8>)>,
+    from: IpAddr,
     deadline: tokio::time::Instant,
     shutdown: &CancellationToken,
-) -> Option<(String, mpsc::Receiver<Outgoing>, CancellationToken)> {
+) -> Option<(String, mpsc::Receiver<Queued>, CancellationToken)> {
     let limits = &settings.limits;
     // In password mode the client's name is bound into the password
     // exchange; Hello must use that same name.
@@ -259,7 +259,7 @@ async fn hello(
     // The rate limit covers messages before Hello too (§13.5), or a client
     // could retry names or send anything at all without limit until the
     // handshake deadline.
-    let mut rate = RateLimit::new(limits.messages_per_sec, limits.burst);
+    let mut rate = message_rate(limits);
     loop {
         let msg = tokio::select! {
             r = timeout_at(deadline, conn.recv()) => r,
@@ -288,13 +288,22 @@ async fn hello(
                     // Claim the name for this connection first, then check (and
                     // in the open policy, bind) it: a name that is taken right
                     // now must not get bound to this client's key.
-                    let registered = hub
-                        .register(&name, tx, kick.clone(), key.as_ref().map(|(_, alg, spki)| (*alg, spki.clone())))
-                        .and_then(|()| {
-                            hub.identities.check_name(&name, key.as_ref().map(|(fp, ..)| fp)).inspect_err(|_| {
-                                hub.unregister(&name);
-                            })
-                        });
+                    let mut registered =
+                        hub.register(&name, tx, kick.clone(), key.as_ref().map(|(_, alg, spki)| (*alg, spki.clone())));
+                    if registered.is_ok() {
+                        let fp = key.as_ref().map(|(fp, ..)| fp);
+                        // Waits for a new binding to be on disk (bounded by
+                        // the handshake deadline like everything before Hello).
+                        registered = match timeout_at(deadline, hub.identities.claim(&name, fp, from, limits)).await {
+                            Ok(claimed) => claimed,
+                            Err(_) => {
+                                Err((ErrorCode::BadRequest, "the server could not record your name in time".into()))
+                            }
+                        };
+                        if registered.is_err() {
+                            hub.unregister(&name);
+                        }
+                    }
                     match registered {
                         Ok(()) => {
                             let welcome = ServerMessage::Welcome {
@@ -341,16 +350,20 @@ async fn hello(
 async fn message_loop(
     conn: &mut Conn,
     name: &str,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: mpsc::Receiver<Queued>,
     kick: &CancellationToken,
     settings: &Settings,
     hub: &Hub,
     shutdown: &CancellationToken,
 ) -> End {
     let limits = &settings.limits;
-    let mut rate = RateLimit::new(limits.messages_per_sec, limits.burst);
+    let mut rate = message_rate(limits);
+    // Relay work in bytes × recipients (§13.5); u64 to f64 loses nothing
+    // that matters for a rate.
+    #[allow(clippy::cast_precision_loss)]
+    let mut bytes_rate = TokenBucket::new(limits.bytes_per_sec as f64, limits.bytes_burst as f64);
     let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout();
-    let mut queued: Vec<Outgoing> = Vec::new();
+    let mut queued: Vec<Queued> = Vec::new();
     loop {
         let key_update = conn.next_timeout().map_or(idle_deadline + Duration::from_secs(3600), |t| t.into());
         tokio::select! {
@@ -398,8 +411,9 @@ async fn message_loop(
                 // Chunks and acks cost no tokens: a file moves in hundreds
                 // of them, and the flow-control window bounds them instead.
                 let metered = !matches!(msg, ClientMessage::FileChunk { .. } | ClientMessage::FileAck { .. });
+                let size = bytes.len();
                 let reply = if !metered || rate.allow(Instant::now()) {
-                    match handle(msg, name, settings, hub) {
+                    match handle(msg, size, name, settings, hub, &mut bytes_rate) {
                         Ok(reply) => reply,
                         Err(end) => return end,
                     }
@@ -444,10 +458,19 @@ fn client_id(msg: &ClientMessage) -> u64 {
     }
 }
 
-/// Handles one message from a registered client; returns the direct reply,
-/// or how the connection ends if the message calls for closing it.
-fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Result<Option<ServerMessage>, End> {
+/// Handles one message (`msg_len` bytes) from a registered client; returns
+/// the direct reply, or how the connection ends if the message calls for
+/// closing it. Messages that fan out are charged to `bytes_rate`.
+fn handle(
+    msg: ClientMessage,
+    msg_len: usize,
+    name: &str,
+    settings: &Settings,
+    hub: &Hub,
+    bytes_rate: &mut TokenBucket,
+) -> Result<Option<ServerMessage>, End> {
     let limits = &settings.limits;
+    let admit = |recipients| charge(bytes_rate, limits, msg_len, recipients);
     let refuse = |(code, text): Refusal, client_id: u64| ServerMessage::Error { code, client_id, text };
     let room_ok = |room: &str| valid_name(room, limits.max_name_len);
     let bad_room = || {
@@ -471,7 +494,7 @@ fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Res
             Ok(reply) => reply,
             Err(r) => refuse(r, 0),
         },
-        ClientMessage::Send { id, to, text, signed } => match hub.send(name, &to, text, id, signed) {
+        ClientMessage::Send { id, to, text, signed } => match hub.send(name, &to, text, id, signed, admit) {
             Ok((server_id, timestamp_ms)) => ServerMessage::Ack { client_id: id, id: server_id, timestamp_ms },
             Err(r) => refuse(r, id),
         },
@@ -484,7 +507,7 @@ fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Res
         // File transfer (§13.6): only an offer is ever answered directly,
         // and only when refused; everything else flows through the hub.
         ClientMessage::FileOffer { transfer, to, name: file_name, size } => {
-            match hub.file_offer(name, transfer, to, file_name, size, limits.max_transfers_per_client) {
+            match hub.file_offer(name, transfer, to, file_name, size, &OfferLimits::from(limits), admit) {
                 Ok(()) => return Ok(None),
                 Err(OfferError::Refused(r)) => refuse(r, transfer),
                 Err(OfferError::DuplicateId) => {
@@ -535,11 +558,12 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_allows_burst_then_rate() {
-        let mut r = RateLimit::new(10, 3);
-        let t = r.last;
-        assert!(r.allow(t) && r.allow(t) && r.allow(t));
-        assert!(!r.allow(t));
-        assert!(r.allow(t + Duration::from_millis(150)));
+    fn a_message_costs_its_size_times_its_recipients() {
+        let limits = crate::Limits { bytes_per_sec: 1, bytes_burst: 100_000, ..crate::Limits::default() };
+        let mut bucket = TokenBucket::new(1.0, 100_000.0);
+        assert!(charge(&mut bucket, &limits, 1000, 60).is_ok());
+        let (code, _) = charge(&mut bucket, &limits, 1000, 60).unwrap_err();
+        assert_eq!(code, ErrorCode::RateLimited, "the same message to one recipient would pass 40 more times");
+        assert!(charge(&mut bucket, &limits, 1000, 1).is_ok());
     }
 }

@@ -4,30 +4,33 @@
 //! Every method takes the lock briefly and never awaits while holding it:
 //! delivery uses `try_send`, so one slow client can never stall another. A
 //! client whose queue is full is cut off (its `kick` token is cancelled) and
-//! its connection task closes it with `TooSlow`. File data is the one
-//! exception: it is queued only while a quarter of the queue is free, and a
-//! receiver without that room is taken out of the transfer instead (see
-//! `State::relay_chunk`).
+//! its connection task closes it with `TooSlow`; so is a client whose queued
+//! bytes would exceed its byte budget, or any recipient while the server's
+//! total byte budget is exhausted (see [`crate::backlog`]). File data is the
+//! one exception: it is queued only while a quarter of the queue (messages
+//! and bytes) is free, and a receiver without that room is taken out of the
+//! transfer instead (see `State::relay_chunk`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cipherline_proto::app::{Delivery, ErrorCode, NoticeKind, SendSignature, ServerMessage, Signed, Target};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::transfer::{self, Chunk, Fanout, OfferError, Transfers};
-
-/// An encoded server message, shared by every recipient of a fan-out.
-pub(crate) type Outgoing = Arc<[u8]>;
+pub(crate) use crate::backlog::Queued;
+use crate::backlog::{Backlog, ClientBytes, Outgoing};
+use crate::transfer::{self, Chunk, Fanout, OfferError, OfferLimits, Transfers};
 
 /// A refusal with its code and human text.
 pub(crate) type Refusal = (ErrorCode, String);
 
 struct Peer {
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Queued>,
+    /// Bytes in `tx`'s queue.
+    queued: ClientBytes,
     kick: CancellationToken,
     rooms: BTreeSet<String>,
     /// The identity key the client proved: (signature algorithm, SPKI).
@@ -35,19 +38,20 @@ struct Peer {
 }
 
 impl Peer {
-    /// Whether file data may be queued: a quarter of the queue stays free
-    /// for everything else, including the FileCancelled that tells this
-    /// peer when it had no room.
-    fn has_room_for_data(&self) -> bool {
-        self.tx.capacity() > self.tx.max_capacity() / 4
+    /// Whether `len` bytes of file data may be queued: a quarter of the
+    /// queue, in messages and in bytes, stays free for everything else,
+    /// including the FileCancelled that tells this peer when it had no room.
+    fn has_room_for_data(&self, len: usize, backlog: &Backlog) -> bool {
+        let bytes = self.queued.load(Ordering::Relaxed).saturating_add(len);
+        self.tx.capacity() > self.tx.max_capacity() / 4 && bytes <= backlog.per_client / 4 * 3 && backlog.bulk_ok()
     }
 }
 
-#[derive(Default)]
 struct State {
     users: HashMap<String, Peer>,
     rooms: HashMap<String, BTreeSet<String>>,
     transfers: Transfers,
+    backlog: Arc<Backlog>,
 }
 
 /// The relay's shared state.
@@ -63,13 +67,20 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    /// A hub with no one connected.
+    /// A hub with no one connected, its queues bounded by `limits`.
     pub(crate) fn new(
         identities: std::sync::Arc<crate::identity::Identities>,
+        limits: &crate::Limits,
         tamper: Option<fn(&mut Delivery)>,
     ) -> Self {
+        let backlog = Arc::new(Backlog::new(limits.max_queued_bytes_total, limits.max_queued_bytes_per_client));
         Hub {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                users: HashMap::new(),
+                rooms: HashMap::new(),
+                transfers: Transfers::default(),
+                backlog,
+            }),
             next_id: AtomicU64::default(),
             attempts: crate::attempts::Attempts::default(),
             identities,
@@ -82,26 +93,37 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn encode(msg: &ServerMessage) -> Option<Outgoing> {
-    // Only oversized text can fail to encode, and text is bounded by the
-    // server's message limit before it gets here.
-    msg.encode().ok().map(Arc::from)
-}
-
 impl State {
-    /// Queues `msg` for `name`; a full queue cuts the peer off.
+    fn encode(&self, msg: &ServerMessage) -> Option<Outgoing> {
+        // Only oversized text can fail to encode, and text is bounded by the
+        // server's message limit before it gets here.
+        msg.encode().ok().map(|bytes| self.backlog.share(bytes))
+    }
+
+    /// Queues `msg` for `name`. A full queue, a client over its byte
+    /// budget, or a server over its total cuts the peer off: it gets
+    /// nothing more, and its connection closes with `too_slow`.
     fn deliver(&self, name: &str, msg: &Outgoing) {
-        if let Some(peer) = self.users.get(name)
-            && peer.tx.try_send(msg.clone()).is_err()
-        {
-            tracing::warn!(peer = name, "outgoing queue full; dropping slow client");
-            peer.kick.cancel();
+        let Some(peer) = self.users.get(name) else { return };
+        if peer.kick.is_cancelled() {
+            return;
         }
+        let why = if peer.queued.load(Ordering::Relaxed).saturating_add(msg.len()) > self.backlog.per_client {
+            "its queued bytes would exceed max_queued_bytes_per_client"
+        } else if self.backlog.total() > self.backlog.max_total {
+            "the server's queues hold max_queued_bytes_total"
+        } else if peer.tx.try_send(Queued::new(msg.clone(), &peer.queued)).is_err() {
+            "its queue holds queue_len messages"
+        } else {
+            return;
+        };
+        tracing::warn!(peer = name, "dropping slow client: {why}");
+        peer.kick.cancel();
     }
 
     fn deliver_all(&self, out: &[Fanout]) {
         for fanout in out.iter().filter(|f| !f.to.is_empty()) {
-            let Some(bytes) = encode(&fanout.msg) else { continue };
+            let Some(bytes) = self.encode(&fanout.msg) else { continue };
             for name in &fanout.to {
                 self.deliver(name, &bytes);
             }
@@ -114,11 +136,11 @@ impl State {
     /// any receiver disconnected, and honest receivers of several transfers
     /// at once would lose their connection instead of one transfer.
     fn relay_chunk(&mut self, from: &str, transfer: u64, fanout: &Fanout) {
-        let Some(bytes) = encode(&fanout.msg) else { return };
+        let Some(bytes) = self.encode(&fanout.msg) else { return };
         let mut slow = Vec::new();
         for name in &fanout.to {
             match self.users.get(name) {
-                Some(peer) if peer.has_room_for_data() => self.deliver(name, &bytes),
+                Some(peer) if peer.has_room_for_data(bytes.len(), &self.backlog) => self.deliver(name, &bytes),
                 Some(_) => slow.push(name),
                 None => {}
             }
@@ -132,7 +154,7 @@ impl State {
 
     fn notify_room(&self, room: &str, except: &str, msg: &ServerMessage) {
         let Some(members) = self.rooms.get(room) else { return };
-        let Some(bytes) = encode(msg) else { return };
+        let Some(bytes) = self.encode(msg) else { return };
         for member in members.iter().filter(|m| m.as_str() != except) {
             self.deliver(member, &bytes);
         }
@@ -150,7 +172,7 @@ impl Hub {
     pub(crate) fn register(
         &self,
         name: &str,
-        tx: mpsc::Sender<Outgoing>,
+        tx: mpsc::Sender<Queued>,
         kick: CancellationToken,
         key: Option<(u16, Vec<u8>)>,
     ) -> Result<(), Refusal> {
@@ -158,7 +180,8 @@ impl Hub {
         if state.users.contains_key(name) {
             return Err((ErrorCode::NameTaken, format!("the name {name:?} is in use; choose another")));
         }
-        state.users.insert(name.to_owned(), Peer { tx, kick, rooms: BTreeSet::new(), key });
+        let peer = Peer { tx, queued: ClientBytes::default(), kick, rooms: BTreeSet::new(), key };
+        state.users.insert(name.to_owned(), peer);
         Ok(())
     }
 
@@ -214,6 +237,8 @@ impl Hub {
     }
 
     /// Relays a message; returns the id and timestamp it was given.
+    /// `admit` is told the number of recipients and may refuse (the
+    /// sender's byte-rate budget, §13.5) before anything is queued.
     pub(crate) fn send(
         &self,
         from: &str,
@@ -221,20 +246,29 @@ impl Hub {
         text: String,
         client_id: u64,
         signature: Option<SendSignature>,
+        admit: impl FnOnce(usize) -> Result<(), Refusal>,
     ) -> Result<(u64, u64), Refusal> {
         let state = self.lock();
-        match to {
+        let recipients = match to {
             Target::Room(room) => {
                 if !state.users.get(from).is_some_and(|p| p.rooms.contains(room)) {
                     return Err(not_in_room(room));
                 }
+                state.rooms.get(room).map_or(0, |m| m.len().saturating_sub(1))
             }
             Target::User(user) => {
                 if !state.users.contains_key(user) {
                     return Err((ErrorCode::UnknownUser, format!("no user named {user:?} is connected")));
                 }
+                1
             }
+        };
+        if !state.backlog.bulk_ok() {
+            // Refusing the sender is the gentle way to stay within the
+            // total: otherwise every recipient would be cut off.
+            return Err(busy());
         }
+        admit(recipients)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let timestamp_ms = now_ms();
         // A signature goes out with the key the sender proved, so recipients
@@ -254,7 +288,7 @@ impl Hub {
         match to {
             Target::Room(room) => state.notify_room(room, from, &msg),
             Target::User(user) => {
-                if let Some(bytes) = encode(&msg) {
+                if let Some(bytes) = state.encode(&msg) {
                     state.deliver(user, &bytes);
                 }
             }
@@ -282,7 +316,9 @@ impl Hub {
         Ok(state.rooms.get(room).map(|m| m.iter().cloned().collect()).unwrap_or_default())
     }
 
-    /// Offers a file to a user or to the other members of a room.
+    /// Offers a file to a user or to the other members of a room; `admit`
+    /// is told the number of recipients, as for [`Hub::send`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn file_offer(
         &self,
         from: &str,
@@ -290,7 +326,8 @@ impl Hub {
         to: Target,
         name: String,
         size: u64,
-        max_active: usize,
+        limits: &OfferLimits,
+        admit: impl FnOnce(usize) -> Result<(), Refusal>,
     ) -> Result<(), OfferError> {
         if !transfer::valid_file_name(&name) {
             return Err(OfferError::Refused((
@@ -300,6 +337,8 @@ impl Hub {
         }
         let mut guard = self.lock();
         let state = &mut *guard;
+        let expired = state.transfers.expire(Instant::now());
+        state.deliver_all(&expired);
         let recipients: BTreeSet<String> = match &to {
             Target::User(user) if user == from => {
                 return Err(OfferError::Refused((
@@ -333,7 +372,11 @@ impl Hub {
             }
         };
         let count = recipients.len();
-        let fanout = state.transfers.offer(from, transfer, to, name, size, recipients, max_active)?;
+        if !state.backlog.bulk_ok() {
+            return Err(OfferError::Refused(busy()));
+        }
+        admit(count).map_err(OfferError::Refused)?;
+        let fanout = state.transfers.offer(from, transfer, to, name, size, recipients, limits, Instant::now())?;
         // File names are user content: logs carry only ids and sizes.
         tracing::debug!(from, transfer, size, recipients = count, "file offered");
         state.deliver_all(&[fanout]);
@@ -343,6 +386,9 @@ impl Hub {
     /// A receiver accepts or declines an offer.
     pub(crate) fn file_answer(&self, by: &str, sender: &str, transfer: u64, accept: bool) {
         let mut state = self.lock();
+        // An answer after the deadline finds the offer expired.
+        let expired = state.transfers.expire(Instant::now());
+        state.deliver_all(&expired);
         let out = state.transfers.answer(by, sender, transfer, accept);
         state.deliver_all(&out);
     }
@@ -395,6 +441,16 @@ impl Hub {
         state.deliver_all(&out);
     }
 
+    /// Ends the offers nobody answered in time (§13.6).
+    pub(crate) fn expire_offers(&self) {
+        let mut state = self.lock();
+        let out = state.transfers.expire(Instant::now());
+        if !out.is_empty() {
+            tracing::debug!(messages = out.len(), "file offers expired");
+        }
+        state.deliver_all(&out);
+    }
+
     /// File transfers in progress (for logs).
     pub(crate) fn transfer_count(&self) -> usize {
         self.lock().transfers.len()
@@ -404,6 +460,22 @@ impl Hub {
     pub(crate) fn user_count(&self) -> usize {
         self.lock().users.len()
     }
+}
+
+/// Expires unanswered file offers once a second until `stop`.
+pub(crate) async fn expire_offers(hub: Arc<Hub>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => hub.expire_offers(),
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+fn busy() -> Refusal {
+    (ErrorCode::RateLimited, "the server is busy relaying for slow readers; try again shortly".into())
 }
 
 fn not_in_room(room: &str) -> Refusal {
@@ -416,14 +488,22 @@ mod tests {
 
     use super::*;
 
-    fn connect(hub: &Hub, name: &str, queue: usize) -> (mpsc::Receiver<Outgoing>, CancellationToken) {
+    fn hub() -> Hub {
+        Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), &crate::Limits::default(), None)
+    }
+
+    fn offer_limits() -> OfferLimits {
+        OfferLimits::from(&crate::Limits::default())
+    }
+
+    fn connect(hub: &Hub, name: &str, queue: usize) -> (mpsc::Receiver<Queued>, CancellationToken) {
         let (tx, rx) = mpsc::channel(queue);
         let kick = CancellationToken::new();
         hub.register(name, tx, kick.clone(), None).unwrap();
         (rx, kick)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<ServerMessage> {
+    fn drain(rx: &mut mpsc::Receiver<Queued>) -> Vec<ServerMessage> {
         let mut out = Vec::new();
         while let Ok(bytes) = rx.try_recv() {
             out.push(ServerMessage::decode(&bytes[4..]).unwrap());
@@ -433,10 +513,10 @@ mod tests {
 
     #[test]
     fn a_receiver_with_a_full_queue_loses_the_transfer_not_its_connection() {
-        let hub = Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), None);
+        let hub = hub();
         let (mut a_rx, a_kick) = connect(&hub, "a", 64);
         let (mut b_rx, b_kick) = connect(&hub, "b", 8);
-        hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 1 << 20, 16).unwrap();
+        hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 1 << 20, &offer_limits(), |_| Ok(())).unwrap();
         hub.file_answer("b", "a", 1, true);
         // Tiny chunks: far inside the byte window, but many messages.
         for _ in 0..20 {
@@ -457,13 +537,81 @@ mod tests {
         assert_eq!(hub.transfer_count(), 0);
     }
 
+    fn small_budget_hub(per_client: usize, total: usize) -> Hub {
+        let limits = crate::Limits {
+            max_message_bytes: crate::config::MIN_MESSAGE_BYTES,
+            max_queued_bytes_per_client: per_client,
+            max_queued_bytes_total: total,
+            ..crate::Limits::default()
+        };
+        Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), &limits, None)
+    }
+
+    #[test]
+    fn a_reader_that_stops_reading_is_dropped_by_its_queued_bytes() {
+        let hub = small_budget_hub(64 * 1024, 1 << 20);
+        // A queue of 256 messages: by count alone, 256 x 16 KB could wait.
+        let (rx, kick) = connect(&hub, "reader", 256);
+        let (_s_rx, s_kick) = connect(&hub, "sender", 256);
+        hub.join("reader", "r", 32).unwrap();
+        hub.join("sender", "r", 32).unwrap();
+        let text = "x".repeat(16_000);
+        let mut sent = 0;
+        while !kick.is_cancelled() && sent < 100 {
+            hub.send("sender", &Target::Room("r".into()), text.clone(), sent, None, |_| Ok(())).unwrap();
+            sent += 1;
+        }
+        assert!(kick.is_cancelled(), "the reader was cut off as too slow");
+        assert_eq!(sent, 5, "cut off at the fifth 16 KB message, with 64 KiB queued");
+        assert!(rx.len() <= 5, "the sender's join notice and four messages");
+        let queued: usize = hub.lock().users.get("reader").unwrap().queued.load(Ordering::Relaxed);
+        assert!(queued <= 64 * 1024, "{queued}");
+        assert!(!s_kick.is_cancelled());
+        drop(rx);
+        hub.unregister("reader");
+        let state = hub.lock();
+        let sender_holds = state.users.get("sender").unwrap().queued.load(Ordering::Relaxed);
+        assert_eq!(state.backlog.total(), sender_holds, "only the notice that the reader left is still queued");
+    }
+
+    #[test]
+    fn room_messages_count_once_in_total_and_senders_wait_when_it_is_spent() {
+        let hub = small_budget_hub(256 * 1024, 256 * 1024);
+        let readers: Vec<_> = (0..4).map(|i| connect(&hub, &format!("r{i}"), 256)).collect();
+        let (_s_rx, _s) = connect(&hub, "sender", 256);
+        for i in 0..4 {
+            hub.join(&format!("r{i}"), "room", 32).unwrap();
+        }
+        hub.join("sender", "room", 32).unwrap();
+        let text = "x".repeat(16_000);
+        hub.send("sender", &Target::Room("room".into()), text.clone(), 1, None, |_| Ok(())).unwrap();
+        let one = hub.lock().users.get("r0").unwrap().queued.load(Ordering::Relaxed);
+        assert!(one > 16_000);
+        // Four recipients (and the join notices they already held), counted once.
+        let queued_each = one;
+        assert!(hub.lock().backlog.total() < queued_each + 1000, "shared, not counted per recipient");
+        // Keep sending: the sender is refused at three quarters of the
+        // total, before any recipient (each under its own budget) is cut off.
+        let mut refused = None;
+        for id in 2..40 {
+            if let Err(r) = hub.send("sender", &Target::Room("room".into()), text.clone(), id, None, |_| Ok(())) {
+                refused = Some(r);
+                break;
+            }
+        }
+        let (code, _) = refused.expect("the total was spent");
+        assert_eq!(code, ErrorCode::RateLimited);
+        assert!(readers.iter().all(|(_, kick)| !kick.is_cancelled()), "nobody was cut off");
+        assert!(hub.lock().backlog.total() <= 256 * 1024);
+    }
+
     #[test]
     fn unregister_ends_and_leaves_transfers() {
-        let hub = Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), None);
+        let hub = hub();
         let (mut a_rx, _a) = connect(&hub, "a", 64);
         let (mut b_rx, _b) = connect(&hub, "b", 64);
-        hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 10, 16).unwrap();
-        hub.file_offer("b", 1, Target::User("a".into()), "f".into(), 10, 16).unwrap();
+        hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 10, &offer_limits(), |_| Ok(())).unwrap();
+        hub.file_offer("b", 1, Target::User("a".into()), "f".into(), 10, &offer_limits(), |_| Ok(())).unwrap();
         drain(&mut a_rx);
         drain(&mut b_rx);
         hub.unregister("b");

@@ -11,20 +11,36 @@
 //! Both files have one entry a line, `NAME SHA256:<fingerprint>`, where the
 //! fingerprint is the SHA-256 of the identity key's DER SubjectPublicKeyInfo
 //! (what `cipherline fingerprint` prints); `#` starts a comment.
+//!
+//! Files are read whole and parsed strictly: a bad line stops the load with
+//! its line number, never a silent cut. What keeps the names file small is
+//! the binding quotas (§13.5: per key, per address per day, in all); a
+//! binding over a quota is refused to that client, and a restart is never
+//! refused because of how many names there are. The one repair made at
+//! load is of a names file whose last line has no newline (a crash while
+//! appending): a complete line gets its newline, a torn one is cut off.
+//!
+//! A new binding is appended under the table lock, so lines never
+//! interleave, but made durable (fsync) after the lock is released, so a
+//! slow disk delays only the client being bound; that client is answered
+//! only once its binding is on disk.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use cipherline_keys::Fingerprint;
 use cipherline_proto::app::ErrorCode;
 
 use crate::connection::valid_name;
 use crate::hub::Refusal;
+use crate::source::Source;
 
-/// Largest names or authorized-keys file read.
-const MAX_FILE: u64 = 4 << 20;
+/// The window of `name_bindings_per_ip_per_day`.
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How names relate to identity keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +70,7 @@ pub enum IdentityFileError {
         source: std::io::Error,
     },
     /// A line is not `NAME SHA256:<fingerprint>`.
-    #[error("{path} line {line}: expected \"NAME SHA256:<fingerprint>\"")]
+    #[error("{path} line {line} is corrupt: expected \"NAME SHA256:<fingerprint>\" (nothing after it was read)")]
     Syntax {
         /// The file.
         path: PathBuf,
@@ -65,61 +81,162 @@ pub enum IdentityFileError {
 
 type Table = HashMap<String, BTreeSet<[u8; 32]>>;
 
-fn read_table(path: &Path, missing_ok: bool) -> Result<Table, IdentityFileError> {
-    use std::io::Read as _;
-    let io = |source| IdentityFileError::Io { path: path.to_owned(), source };
-    let mut text = String::new();
-    match std::fs::File::open(path) {
-        Ok(f) => f.take(MAX_FILE).read_to_string(&mut text).map(drop).map_err(io)?,
-        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => return Ok(Table::new()),
-        Err(e) => return Err(io(e)),
+/// One line: `Ok(None)` for a blank or comment line.
+fn parse_line(line: &str) -> Result<Option<(&str, [u8; 32])>, ()> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
     }
+    let mut parts = line.split_whitespace();
+    let (Some(name), Some(fp), None) = (parts.next(), parts.next(), parts.next()) else { return Err(()) };
+    let fp: Fingerprint = fp.parse().map_err(|_| ())?;
+    if !valid_name(name, cipherline_proto::app::MAX_NAME) {
+        return Err(());
+    }
+    Ok(Some((name, *fp.as_bytes())))
+}
+
+/// Reads a whole file (`None`: missing and `missing_ok`).
+fn read_text(path: &Path, missing_ok: bool) -> Result<Option<String>, IdentityFileError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityFileError::Io { path: path.to_owned(), source }),
+    }
+}
+
+fn parse_table(path: &Path, text: &str) -> Result<Table, IdentityFileError> {
     let mut table = Table::new();
     for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+        let entry = parse_line(line).map_err(|()| IdentityFileError::Syntax { path: path.to_owned(), line: n + 1 })?;
+        if let Some((name, fp)) = entry {
+            table.entry(name.to_owned()).or_default().insert(fp);
         }
-        let syntax = || IdentityFileError::Syntax { path: path.to_owned(), line: n + 1 };
-        let mut parts = line.split_whitespace();
-        let (Some(name), Some(fp), None) = (parts.next(), parts.next(), parts.next()) else { return Err(syntax()) };
-        let fp: Fingerprint = fp.parse().map_err(|_| syntax())?;
-        if !valid_name(name, cipherline_proto::app::MAX_NAME) {
-            return Err(syntax());
-        }
-        table.entry(name.to_owned()).or_default().insert(*fp.as_bytes());
     }
     Ok(table)
+}
+
+/// Loads the names file, repairing a last line left without its newline by
+/// a crash while appending. Returns the table and whether the file is fit
+/// for appending (a repair that could not be written leaves it unfit: new
+/// bindings are then refused, but the server starts).
+fn load_names(path: &Path) -> Result<(Table, bool), IdentityFileError> {
+    let Some(mut text) = read_text(path, true)? else { return Ok((Table::new(), true)) };
+    let mut writable = true;
+    if !text.is_empty() && !text.ends_with('\n') {
+        let start = text.rfind('\n').map_or(0, |i| i + 1);
+        let last = text.get(start..).unwrap_or_default();
+        let repair = if parse_line(last).is_ok() {
+            tracing::warn!(path = %path.display(), "names file: the last line had no newline; adding it");
+            text.push('\n');
+            std::fs::OpenOptions::new().append(true).open(path).and_then(|mut f| f.write_all(b"\n"))
+        } else {
+            tracing::warn!(path = %path.display(), "names file: dropping a torn last line (a crash while writing it)");
+            text.truncate(start);
+            std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(start as u64))
+        };
+        if let Err(e) = repair {
+            tracing::error!(path = %path.display(), error = %e, "names file: cannot repair its last line; no new names will be bound");
+            writable = false;
+        }
+    }
+    Ok((parse_table(path, &text)?, writable))
+}
+
+/// The open policy's binding quotas and the names file's writer.
+struct Quotas {
+    /// Names bound to each key.
+    per_key: HashMap<[u8; 32], usize>,
+    /// Bindings per address group: when its current 24-hour window began,
+    /// and how many in it.
+    per_ip: HashMap<Source, (Instant, u32)>,
+    /// `per_ip`'s size at which expired windows are next swept out.
+    prune_at: usize,
+    /// The names file, opened for appending at the first binding.
+    writer: Option<Arc<std::fs::File>>,
+    /// Names appended but not yet known to be on disk (at most one per
+    /// connection in Hello): a client claiming one waits for an fsync too.
+    pending: HashSet<String>,
+    /// Set when the file could not be written or repaired: further
+    /// bindings are refused rather than risk a half-written file.
+    broken: bool,
+}
+
+impl Quotas {
+    fn new(table: &Table, writable: bool) -> Self {
+        let mut per_key: HashMap<[u8; 32], usize> = HashMap::new();
+        for key in table.values().flatten() {
+            *per_key.entry(*key).or_default() += 1;
+        }
+        Quotas {
+            per_key,
+            per_ip: HashMap::new(),
+            prune_at: 1024,
+            writer: None,
+            pending: HashSet::new(),
+            broken: !writable,
+        }
+    }
+
+    /// Bindings made from `group` in its current window.
+    fn ip_count(&self, group: Source, now: Instant) -> u32 {
+        self.per_ip.get(&group).filter(|(start, _)| now.saturating_duration_since(*start) < DAY).map_or(0, |e| e.1)
+    }
+
+    fn count_ip(&mut self, group: Source, now: Instant) {
+        if self.per_ip.len() >= self.prune_at {
+            // Entries only appear with a binding, so there are never more
+            // than the bindings of the last day; this keeps out older ones.
+            self.per_ip.retain(|_, (start, _)| now.saturating_duration_since(*start) < DAY);
+            self.prune_at = (self.per_ip.len() * 2).max(1024);
+        }
+        let entry = self.per_ip.entry(group).or_insert((now, 0));
+        if now.saturating_duration_since(entry.0) >= DAY {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
 }
 
 /// The loaded policy and its tables.
 pub struct Identities {
     policy: IdentityPolicy,
     table: RwLock<Table>,
+    /// Taken only with `table`'s write lock held.
+    quotas: Mutex<Quotas>,
 }
 
 impl Identities {
     /// Open policy kept in memory only (the library default).
     #[must_use]
     pub fn open_in_memory() -> Self {
-        Identities { policy: IdentityPolicy::Open { names_file: None }, table: RwLock::new(Table::new()) }
+        Identities {
+            policy: IdentityPolicy::Open { names_file: None },
+            table: RwLock::new(Table::new()),
+            quotas: Mutex::new(Quotas::new(&Table::new(), true)),
+        }
     }
 
-    /// Loads a policy's file (a missing names file is an empty one).
+    /// Loads a policy's file, whole (a missing names file is an empty one).
     pub fn load(policy: IdentityPolicy) -> Result<Self, IdentityFileError> {
-        let table = match &policy {
-            IdentityPolicy::Open { names_file: Some(path) } => read_table(path, true)?,
-            IdentityPolicy::Open { names_file: None } => Table::new(),
-            IdentityPolicy::Allowlist { file } => read_table(file, false)?,
+        let (table, writable) = match &policy {
+            IdentityPolicy::Open { names_file: Some(path) } => load_names(path)?,
+            IdentityPolicy::Open { names_file: None } => (Table::new(), true),
+            IdentityPolicy::Allowlist { file } => {
+                let text = read_text(file, false)?.unwrap_or_default();
+                (parse_table(file, &text)?, true)
+            }
         };
-        Ok(Identities { policy, table: RwLock::new(table) })
+        let quotas = Mutex::new(Quotas::new(&table, writable));
+        Ok(Identities { policy, table: RwLock::new(table), quotas })
     }
 
     /// Re-reads the authorized-keys file (allowlist only); returns the
     /// number of names. On error the previous table stays in force.
     pub fn reload(&self) -> Result<usize, IdentityFileError> {
         let IdentityPolicy::Allowlist { file } = &self.policy else { return Ok(self.read().len()) };
-        let table = read_table(file, false)?;
+        let text = read_text(file, false)?.unwrap_or_default();
+        let table = parse_table(file, &text)?;
         let n = table.len();
         *self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner) = table;
         Ok(n)
@@ -138,69 +255,227 @@ impl Identities {
         }
     }
 
-    /// Whether `name` may be used by a client that proved `key` (or none);
-    /// in open mode, binds an unbound name to the key (and records it).
-    pub(crate) fn check_name(&self, name: &str, key: Option<&[u8; 32]>) -> Result<(), Refusal> {
-        let mismatch = |why: String| (ErrorCode::IdentityMismatch, why);
-        match &self.policy {
-            IdentityPolicy::Allowlist { .. } => {
-                let ok = key.is_some_and(|k| self.read().get(name).is_some_and(|set| set.contains(k)));
-                if ok {
-                    Ok(())
-                } else {
-                    Err(mismatch(format!("your identity key is not authorized for the name {name:?}")))
-                }
+    /// Whether `name` may be used by a client that proved `key` (or none),
+    /// connected from `from`; in the open policy, binds an unbound name to
+    /// the key within the quotas of `limits`, and returns once the binding
+    /// is on disk.
+    pub(crate) async fn claim(
+        &self,
+        name: &str,
+        key: Option<&[u8; 32]>,
+        from: IpAddr,
+        limits: &crate::Limits,
+    ) -> Result<(), Refusal> {
+        let IdentityPolicy::Open { names_file } = &self.policy else {
+            let ok = key.is_some_and(|k| self.read().get(name).is_some_and(|set| set.contains(k)));
+            return if ok {
+                Ok(())
+            } else {
+                Err((ErrorCode::IdentityMismatch, format!("your identity key is not authorized for the name {name:?}")))
+            };
+        };
+        let Some(writer) = self.bind(name, key, from, names_file.as_deref(), limits, Instant::now())? else {
+            return Ok(());
+        };
+        // fsync off the async threads and outside every lock.
+        let synced = tokio::task::spawn_blocking(move || writer.sync_data()).await;
+        match synced {
+            Ok(Ok(())) => {
+                // Any fsync after the append makes it durable, whoever ran it.
+                self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pending.remove(name);
+                Ok(())
             }
-            IdentityPolicy::Open { names_file } => {
-                let mut table = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                match (table.get(name), key) {
-                    (Some(bound), Some(k)) if bound.contains(k) => Ok(()),
-                    (Some(_), _) => Err(mismatch(format!(
-                        "the name {name:?} belongs to another identity key on this server; choose another name"
-                    ))),
-                    (None, None) => Ok(()),
-                    (None, Some(k)) => {
-                        if let Some(path) = names_file
-                            && let Err(e) = append(path, name, k)
-                        {
-                            tracing::error!(error = %e, "cannot record a name binding");
-                            return Err((ErrorCode::BadRequest, "the server cannot record your name".into()));
-                        }
-                        table.entry(name.to_owned()).or_default().insert(*k);
-                        tracing::info!(name, key = %Fingerprint::from_bytes(*k), "name bound to identity key");
-                        Ok(())
-                    }
-                }
-            }
+            Ok(Err(e)) => Err(self.unbind(name, key, &e.to_string())),
+            Err(e) => Err(self.unbind(name, key, &e.to_string())),
         }
     }
-}
 
-fn append(path: &Path, name: &str, key: &[u8; 32]) -> Result<(), IdentityFileError> {
-    let io = |source| IdentityFileError::Io { path: path.to_owned(), source };
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
-    writeln!(f, "{name} {}", Fingerprint::from_bytes(*key)).map_err(io)?;
-    f.sync_data().map_err(io)
+    /// The part of [`Identities::claim`] under the lock: checks and, for a
+    /// new binding, records it in memory and appends it to the file.
+    /// Returns the file to fsync when a line was appended.
+    fn bind(
+        &self,
+        name: &str,
+        key: Option<&[u8; 32]>,
+        from: IpAddr,
+        names_file: Option<&Path>,
+        limits: &crate::Limits,
+        now: Instant,
+    ) -> Result<Option<Arc<std::fs::File>>, Refusal> {
+        let mut table = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let k = match (table.get(name), key) {
+            // Bound, but maybe not on disk yet: then wait for it as well.
+            (Some(bound), Some(k)) if bound.contains(k) => {
+                return Ok(quotas.writer.clone().filter(|_| quotas.pending.contains(name)));
+            }
+            (Some(_), _) => {
+                return Err((
+                    ErrorCode::IdentityMismatch,
+                    format!("the name {name:?} belongs to another identity key on this server; choose another name"),
+                ));
+            }
+            (None, None) => return Ok(None),
+            (None, Some(k)) => k,
+        };
+        let refuse = |text: String| Err((ErrorCode::RateLimited, text));
+        if table.len() >= limits.max_name_bindings {
+            tracing::warn!(limit = limits.max_name_bindings, "names table full; binding refused");
+            return refuse(format!("this server cannot bind new names (it holds {} already)", table.len()));
+        }
+        if quotas.per_key.get(k).copied().unwrap_or(0) >= limits.max_names_per_key {
+            return refuse(format!(
+                "your identity key has {} names on this server already; use one of them",
+                limits.max_names_per_key
+            ));
+        }
+        let group = Source::of(from);
+        if quotas.ip_count(group, now) >= limits.name_bindings_per_ip_per_day {
+            tracing::warn!(%group, limit = limits.name_bindings_per_ip_per_day, "name bindings per address per day reached");
+            return refuse(format!(
+                "your address has bound {} new names today; try again tomorrow or use a name you have",
+                limits.name_bindings_per_ip_per_day
+            ));
+        }
+        let cannot = || (ErrorCode::BadRequest, "the server cannot record your name".to_owned());
+        let writer = match names_file {
+            Some(_) if quotas.broken => return Err(cannot()),
+            Some(path) => {
+                let writer = match quotas.writer.clone() {
+                    Some(w) => w,
+                    None => {
+                        let opened = std::fs::OpenOptions::new().create(true).append(true).open(path);
+                        let w = Arc::new(opened.map_err(|e| {
+                            tracing::error!(path = %path.display(), error = %e, "cannot open the names file");
+                            cannot()
+                        })?);
+                        quotas.writer = Some(w.clone());
+                        w
+                    }
+                };
+                let line = format!("{name} {}\n", Fingerprint::from_bytes(*k));
+                if let Err(e) = (&*writer).write_all(line.as_bytes()) {
+                    // Maybe half a line: append nothing more until a restart
+                    // has repaired it.
+                    tracing::error!(path = %path.display(), error = %e, "cannot record a name binding; no more will be made");
+                    quotas.broken = true;
+                    return Err(cannot());
+                }
+                quotas.pending.insert(name.to_owned());
+                Some(writer)
+            }
+            None => None,
+        };
+        table.entry(name.to_owned()).or_default().insert(*k);
+        *quotas.per_key.entry(*k).or_default() += 1;
+        quotas.count_ip(group, now);
+        tracing::info!(name, key = %Fingerprint::from_bytes(*k), "name bound to identity key");
+        Ok(writer)
+    }
+
+    /// Takes back a binding that could not be made durable.
+    fn unbind(&self, name: &str, key: Option<&[u8; 32]>, error: &str) -> Refusal {
+        tracing::error!(error, "cannot make a name binding durable; no more will be made");
+        let mut table = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        quotas.broken = true;
+        quotas.pending.remove(name);
+        if let Some(k) = key
+            && table.get(name).is_some_and(|set| set.len() == 1 && set.contains(k))
+        {
+            table.remove(name);
+            if let Some(n) = quotas.per_key.get_mut(k) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        (ErrorCode::BadRequest, "the server cannot record your name".to_owned())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn open_binds_first_key_and_persists() {
-        let dir = std::env::temp_dir().join(format!("cl-names-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("names");
-        let _ = std::fs::remove_file(&file);
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    async fn claim(
+        ids: &Identities,
+        name: &str,
+        key: Option<&[u8; 32]>,
+        limits: &crate::Limits,
+    ) -> Result<(), ErrorCode> {
+        ids.claim(name, key, HOME, limits).await.map_err(|(code, _)| code)
+    }
+
+    #[tokio::test]
+    async fn open_binds_first_key_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("names");
+        let limits = crate::Limits::default();
         let ids = Identities::load(IdentityPolicy::Open { names_file: Some(file.clone()) }).unwrap();
-        assert!(ids.check_name("alice", Some(&[1; 32])).is_ok());
-        assert!(ids.check_name("alice", Some(&[1; 32])).is_ok());
-        assert_eq!(ids.check_name("alice", Some(&[2; 32])).unwrap_err().0, ErrorCode::IdentityMismatch);
-        assert_eq!(ids.check_name("alice", None).unwrap_err().0, ErrorCode::IdentityMismatch);
-        assert!(ids.check_name("guest", None).is_ok(), "keyless clients may use unbound names");
+        assert!(claim(&ids, "alice", Some(&[1; 32]), &limits).await.is_ok());
+        assert!(claim(&ids, "alice", Some(&[1; 32]), &limits).await.is_ok());
+        assert_eq!(claim(&ids, "alice", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
+        assert_eq!(claim(&ids, "alice", None, &limits).await, Err(ErrorCode::IdentityMismatch));
+        assert!(claim(&ids, "guest", None, &limits).await.is_ok(), "keyless clients may use unbound names");
+        assert!(ids.quotas.lock().unwrap().pending.is_empty(), "alice's binding is on disk");
+        // While a binding waits for its fsync, a second client with the
+        // same key and name must wait for one too.
+        let now = Instant::now();
+        assert!(ids.bind("bob", Some(&[3; 32]), HOME, Some(&file), &limits, now).unwrap().is_some());
+        assert!(ids.bind("bob", Some(&[3; 32]), HOME, Some(&file), &limits, now).unwrap().is_some());
+        assert!(claim(&ids, "bob", Some(&[3; 32]), &limits).await.is_ok());
+        assert!(ids.bind("bob", Some(&[3; 32]), HOME, Some(&file), &limits, now).unwrap().is_none(), "durable now");
         let again = Identities::load(IdentityPolicy::Open { names_file: Some(file) }).unwrap();
-        assert_eq!(again.check_name("alice", Some(&[2; 32])).unwrap_err().0, ErrorCode::IdentityMismatch);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(claim(&again, "alice", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
+        assert_eq!(claim(&again, "bob", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
+    }
+
+    #[tokio::test]
+    async fn bindings_are_capped_per_key_and_in_all() {
+        let ids = Identities::open_in_memory();
+        let limits = crate::Limits { max_names_per_key: 2, max_name_bindings: 3, ..crate::Limits::default() };
+        assert!(claim(&ids, "a1", Some(&[1; 32]), &limits).await.is_ok());
+        assert!(claim(&ids, "a2", Some(&[1; 32]), &limits).await.is_ok());
+        assert_eq!(claim(&ids, "a3", Some(&[1; 32]), &limits).await, Err(ErrorCode::RateLimited), "per key");
+        assert!(claim(&ids, "a1", Some(&[1; 32]), &limits).await.is_ok(), "bound names keep working");
+        assert!(claim(&ids, "b1", Some(&[2; 32]), &limits).await.is_ok());
+        assert_eq!(claim(&ids, "c1", Some(&[3; 32]), &limits).await, Err(ErrorCode::RateLimited), "in all");
+        assert!(claim(&ids, "c1", None, &limits).await.is_ok(), "keyless clients bind nothing");
+    }
+
+    #[test]
+    fn a_day_per_address_group_and_ipv6_counts_its_64() {
+        let ids = Identities::open_in_memory();
+        let limits = crate::Limits { name_bindings_per_ip_per_day: 2, ..crate::Limits::default() };
+        let now = Instant::now();
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, last]);
+        assert!(ids.bind("n1", Some(&[1; 32]), v6(1), None, &limits, now).is_ok());
+        assert!(ids.bind("n2", Some(&[2; 32]), v6(2), None, &limits, now).is_ok());
+        let refused = ids.bind("n3", Some(&[3; 32]), v6(3), None, &limits, now).unwrap_err();
+        assert_eq!(refused.0, ErrorCode::RateLimited, "the same /64");
+        assert!(
+            ids.bind("n3", Some(&[3; 32]), IpAddr::from([0x2001, 0xdb8, 1, 3, 0, 0, 0, 1]), None, &limits, now).is_ok()
+        );
+        assert!(ids.bind("n4", Some(&[4; 32]), v6(4), None, &limits, now + DAY).is_ok(), "a new day");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_a_complete_one_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("names");
+        let good = format!("alice {}", Fingerprint::from_bytes([1; 32]));
+        std::fs::write(&file, format!("{good}\nbob SHA256:abc")).unwrap();
+        let (table, writable) = load_names(&file).unwrap();
+        assert!(writable && table.contains_key("alice") && !table.contains_key("bob"));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{good}\n"));
+        std::fs::write(&file, &good).unwrap();
+        let (table, _) = load_names(&file).unwrap();
+        assert!(table.contains_key("alice"));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{good}\n"));
+        // A bad line in the middle is corruption, reported with its number.
+        std::fs::write(&file, format!("{good}\nnot a line\n{good}\n")).unwrap();
+        let err = load_names(&file).unwrap_err().to_string();
+        assert!(err.contains("line 2 is corrupt"), "{err}");
     }
 }

@@ -14,24 +14,30 @@
 //! source address, and so is the rate at which one address may open them
 //! (excess ones get the `server_busy` alert at once); in password mode so
 //! are failed password attempts, per address and server-wide; every wait
-//! has a timeout (handshake, idle, write); each client's outgoing queue is bounded and a client that cannot
-//! keep up is dropped rather than allowed to slow anyone else; messages are
-//! size- and rate-limited; file transfers are bounded in number per sender
-//! and by a flow-control window each. Logs carry connection ids, names, key
-//! fingerprints and transfer ids and sizes, never message text, file names,
-//! file data or key material.
+//! has a timeout (handshake, idle, write); each client's outgoing queue is
+//! bounded in messages and bytes, all queues together in bytes, and a
+//! client that cannot keep up is dropped rather than allowed to slow anyone
+//! else; messages are size- and rate-limited, by count and by bytes times
+//! recipients; file transfers are bounded in number and recipients per
+//! sender, unanswered offers expire, and data is bounded by a flow-control
+//! window; name bindings are rationed. Logs carry connection ids, names,
+//! key fingerprints and transfer ids and sizes, never message text, file
+//! names, file data or key material.
 //!
 //! Modules: [`config`] (limits), [`identity`] (who may use which name),
 //! `source` (the per-address key), `admission` (connections per address),
 //! `handshakes` (unfinished handshakes per address), `attempts` (password
-//! guesses), `hub` (rooms and delivery), `transfer`
-//! (file transfers in progress), `connection` (one client), [`error`].
+//! guesses), `hub` (rooms and delivery), `backlog` (queued bytes), `bucket`
+//! (rate limits), `transfer` (file transfers in progress), `connection`
+//! (one client), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod admission;
 mod attempts;
+mod backlog;
+mod bucket;
 pub mod config;
 mod connection;
 pub mod error;
@@ -89,9 +95,10 @@ pub async fn run_with(
     // Fail now, not on the first connection, if no suite fits the key.
     cipherline_proto::handshake::server::ExpectClientHello::new(settings.protocol.clone())?;
     let settings = Arc::new(settings);
-    let hub = Arc::new(hub::Hub::new(options.identities, options.dangerous_tamper_for_testing_only));
+    let hub = Arc::new(hub::Hub::new(options.identities, &settings.limits, options.dangerous_tamper_for_testing_only));
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    tracker.spawn(hub::expire_offers(hub.clone(), token.clone()));
     let permits = Arc::new(Semaphore::new(settings.limits.max_connections));
     let handshakes = Arc::new(handshakes::Handshakes::default());
     let admission = Arc::new(admission::Admission::default());

@@ -17,8 +17,16 @@
 //! Invariant: a name is in `receiving` for a key exactly when it is in that
 //! transfer's `offered` or `accepted` set; a transfer with neither left is
 //! forgotten at once, so the map holds only transfers someone still waits on.
+//!
+//! Memory is bounded per sender, not only per transfer: an offer to a room
+//! keeps one entry per recipient, so a sender's entries across all its
+//! transfers are budgeted (`max_offer_recipients_per_client`), and
+//! recipients that never answer are dropped when the offer expires
+//! (`offer_timeout_secs`). `expiry` holds one deadline per transfer that
+//! exists, so it is bounded by the transfers themselves.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use cipherline_proto::app::{ErrorCode, MAX_CHUNK, MAX_FILE_NAME, MAX_UNACKED, ServerMessage, Target};
 
@@ -37,6 +45,27 @@ pub(crate) struct Fanout {
 impl Fanout {
     fn one(to: &str, msg: ServerMessage) -> Self {
         Fanout { to: vec![to.to_owned()], msg }
+    }
+}
+
+/// The limits an offer is checked against (from [`crate::Limits`]).
+#[derive(Debug, Clone)]
+pub(crate) struct OfferLimits {
+    /// `max_transfers_per_client`: active transfers per sender.
+    pub(crate) max_active: usize,
+    /// `max_offer_recipients_per_client`: recipient entries per sender.
+    pub(crate) max_recipients: usize,
+    /// `offer_timeout_secs`: how long recipients may take to answer.
+    pub(crate) timeout: Duration,
+}
+
+impl From<&crate::Limits> for OfferLimits {
+    fn from(limits: &crate::Limits) -> Self {
+        OfferLimits {
+            max_active: limits.max_transfers_per_client,
+            max_recipients: limits.max_offer_recipients_per_client,
+            timeout: limits.offer_timeout(),
+        }
     }
 }
 
@@ -76,6 +105,8 @@ pub(crate) mod reason {
     pub(crate) const SLOW_TO_RECEIVER: &str =
         "you did not read the file data fast enough; ask the sender to offer the file again";
     pub(crate) const SLOW_TO_SENDER: &str = "the receiver did not read the file data fast enough";
+    pub(crate) const EXPIRED_TO_RECEIVER: &str = "the offer expired before you answered";
+    pub(crate) const EXPIRED_TO_SENDER: &str = "nobody accepted the offer before it expired";
 }
 
 /// Whether a file name is acceptable in an offer: 1 to 255 bytes, no
@@ -104,6 +135,8 @@ struct Transfer {
     /// Set by FileEnd: the order in which the sender's transfers finished,
     /// so that the oldest is forgotten first.
     finished: Option<u64>,
+    /// This transfer's key in `Transfers::expiry`.
+    expires: (Instant, u64),
 }
 
 impl Transfer {
@@ -113,6 +146,11 @@ impl Transfer {
 
     fn min_acked(&self) -> Option<u64> {
         self.accepted.values().copied().min()
+    }
+
+    /// Recipient entries this transfer holds.
+    fn entries(&self) -> usize {
+        self.offered.len() + self.accepted.len()
     }
 }
 
@@ -134,6 +172,11 @@ pub(crate) struct Transfers {
     receiving: HashMap<String, BTreeSet<Key>>,
     /// Counts FileEnds, to order finished transfers.
     ends: u64,
+    /// When each transfer's unanswered recipients expire, soonest first;
+    /// one entry per transfer in `by_key`.
+    expiry: BTreeMap<(Instant, u64), Key>,
+    /// Counts offers, to tell deadlines at the same instant apart.
+    offers: u64,
 }
 
 impl Transfers {
@@ -164,6 +207,7 @@ impl Transfers {
     /// Removes a transfer and its index entries.
     fn forget(&mut self, key: &Key) -> Option<Transfer> {
         let transfer = self.by_key.remove(key)?;
+        self.expiry.remove(&transfer.expires);
         for receiver in transfer.offered.iter().chain(transfer.accepted.keys()) {
             self.unindex(receiver, key);
         }
@@ -180,7 +224,7 @@ impl Transfers {
             self.unindex(receiver, key);
         }
         if empty {
-            self.by_key.remove(key);
+            self.forget(key);
         }
         was
     }
@@ -204,8 +248,10 @@ impl Transfers {
         name: String,
         size: u64,
         recipients: BTreeSet<String>,
-        max_active: usize,
+        limits: &OfferLimits,
+        now: Instant,
     ) -> Result<Fanout, OfferError> {
+        let max_active = limits.max_active;
         let key = (sender.to_owned(), id);
         match self.by_key.get(&key) {
             Some(t) if t.finished.is_none() => return Err(OfferError::DuplicateId),
@@ -223,16 +269,97 @@ impl Transfers {
                 format!("you have {max_active} file transfers in progress; finish or cancel one first"),
             )));
         }
+        self.make_room(sender, recipients.len(), limits.max_recipients)?;
         for r in &recipients {
             self.index(r, &key);
         }
         let to_list = recipients.iter().cloned().collect();
-        let transfer = Transfer { size, sent: 0, offered: recipients, accepted: BTreeMap::new(), finished: None };
+        self.offers += 1;
+        // `timeout` is capped at a century (config), so this cannot overflow
+        // in practice; if it did, the offer would expire after a year instead.
+        let deadline = now.checked_add(limits.timeout).unwrap_or(now + Duration::from_secs(365 * 24 * 60 * 60));
+        let expires = (deadline, self.offers);
+        self.expiry.insert(expires, key.clone());
+        let transfer =
+            Transfer { size, sent: 0, offered: recipients, accepted: BTreeMap::new(), finished: None, expires };
         self.by_key.insert(key, transfer);
         Ok(Fanout {
             to: to_list,
             msg: ServerMessage::FileOffered { transfer: id, from: sender.to_owned(), to, name, size },
         })
+    }
+
+    /// Checks that `sender` may hold `more` recipient entries, forgetting
+    /// its oldest finished transfers (which only wait for receipts) if
+    /// that makes room.
+    fn make_room(&mut self, sender: &str, more: usize, max: usize) -> Result<(), OfferError> {
+        if more > max {
+            return Err(OfferError::Refused((
+                ErrorCode::RateLimited,
+                format!("this offer would have {more} recipients; the server allows at most {max}"),
+            )));
+        }
+        let mut held: usize =
+            self.sender_keys(sender).iter().filter_map(|(k, _)| self.by_key.get(k)).map(Transfer::entries).sum();
+        if held + more <= max {
+            return Ok(());
+        }
+        let mut finished: Vec<(u64, Key)> =
+            self.sender_keys(sender).into_iter().filter_map(|(k, f)| f.map(|f| (f, k))).collect();
+        finished.sort_unstable();
+        for (_, old) in finished {
+            if held + more <= max {
+                break;
+            }
+            if let Some(t) = self.forget(&old) {
+                held -= t.entries();
+            }
+        }
+        if held + more <= max {
+            return Ok(());
+        }
+        Err(OfferError::Refused((
+            ErrorCode::RateLimited,
+            format!(
+                "your file offers are waiting on {held} recipients and this one adds {more}; at most {max}: wait for answers or cancel an offer"
+            ),
+        )))
+    }
+
+    /// Ends every offer whose deadline has passed for the recipients that
+    /// have not answered: each is told it expired and is forgotten. A
+    /// transfer nobody accepted is over, and its sender is told; otherwise
+    /// the sender, who never learned who was offered, carries on with the
+    /// recipients that accepted.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Fanout> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.remove();
+            let Some(t) = self.by_key.get_mut(&key) else { continue };
+            if t.offered.is_empty() {
+                // Everyone answered (or it finished): nothing expires, and
+                // its deadline entry is simply gone. It stays bounded: this
+                // transfer cannot get new recipients.
+                continue;
+            }
+            let unanswered = std::mem::take(&mut t.offered);
+            let nobody_accepted = t.accepted.is_empty();
+            for r in &unanswered {
+                self.unindex(r, &key);
+            }
+            out.push(Fanout {
+                to: unanswered.into_iter().collect(),
+                msg: cancelled(&key, &key.0, reason::EXPIRED_TO_RECEIVER),
+            });
+            if nobody_accepted {
+                self.forget(&key);
+                out.push(Fanout::one(&key.0, cancelled(&key, &key.0, reason::EXPIRED_TO_SENDER)));
+            }
+        }
+        out
     }
 
     /// A receiver's answer. Ignored unless `by` was offered this transfer
@@ -429,6 +556,7 @@ mod tests {
     /// Checks the `receiving` index against the transfers.
     fn consistent(t: &Transfers) {
         let mut want: HashMap<String, BTreeSet<Key>> = HashMap::new();
+        assert!(t.expiry.len() <= t.by_key.len(), "a deadline outlived its transfer");
         for (key, tr) in &t.by_key {
             assert!(!tr.offered.is_empty() || !tr.accepted.is_empty(), "empty transfer kept");
             for r in tr.offered.iter().chain(tr.accepted.keys()) {
@@ -438,8 +566,12 @@ mod tests {
         assert_eq!(want, t.receiving);
     }
 
+    fn limits(max_active: usize) -> OfferLimits {
+        OfferLimits { max_active, max_recipients: 256, timeout: Duration::from_secs(300) }
+    }
+
     fn offer(t: &mut Transfers, from: &str, id: u64, to: &[&str], size: u64) {
-        t.offer(from, id, Target::Room("r".into()), "f".into(), size, set(to), 16).unwrap();
+        t.offer(from, id, Target::Room("r".into()), "f".into(), size, set(to), &limits(16), Instant::now()).unwrap();
         consistent(t);
     }
 
@@ -457,15 +589,65 @@ mod tests {
     fn offers_are_bounded_and_unique() {
         let mut t = Transfers::default();
         offer(&mut t, "a", 1, &["b"], 10);
-        assert_eq!(t.offer("a", 1, user("b"), "f".into(), 1, set(&["b"]), 16), Err(OfferError::DuplicateId));
+        assert_eq!(
+            t.offer("a", 1, user("b"), "f".into(), 1, set(&["b"]), &limits(16), Instant::now()),
+            Err(OfferError::DuplicateId)
+        );
         // The same id from another sender is another transfer.
         offer(&mut t, "c", 1, &["b"], 10);
         for id in 2..=3 {
             offer(&mut t, "a", id, &["b"], 10);
         }
-        let r = t.offer("a", 4, user("b"), "f".into(), 1, set(&["b"]), 3);
+        let r = t.offer("a", 4, user("b"), "f".into(), 1, set(&["b"]), &limits(3), Instant::now());
         assert!(matches!(r, Err(OfferError::Refused((ErrorCode::RateLimited, _)))), "{r:?}");
         assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn unanswered_offers_expire_and_recipients_are_budgeted() {
+        let mut t = Transfers::default();
+        let now = Instant::now();
+        let lim = OfferLimits { max_active: 16, max_recipients: 4, timeout: Duration::from_secs(10) };
+        let room = || Target::Room("r".into());
+        t.offer("a", 1, room(), "f".into(), 1, set(&["b", "c", "d"]), &lim, now).unwrap();
+        // Three entries held, two more would exceed the budget of four.
+        let r = t.offer("a", 2, room(), "f".into(), 1, set(&["b", "c"]), &lim, now);
+        assert!(matches!(r, Err(OfferError::Refused((ErrorCode::RateLimited, _)))), "{r:?}");
+        let r = t.offer("a", 2, room(), "f".into(), 1, set(&["b", "c", "d", "e", "f"]), &lim, now);
+        assert!(matches!(r, Err(OfferError::Refused((ErrorCode::RateLimited, _)))), "more than the budget at once");
+        // Another sender has its own budget.
+        t.offer("z", 1, room(), "f".into(), 1, set(&["b", "c", "d", "e"]), &lim, now).unwrap();
+        t.answer("b", "a", 1, true);
+        assert!(t.expire(now + Duration::from_secs(9)).is_empty(), "not yet");
+        let out = t.expire(now + Duration::from_secs(10));
+        // c and d never answered: they are told; a carries on with b. All
+        // of z's recipients were silent: z's offer is over and z is told.
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0].to, ["c", "d"]);
+        assert!(
+            matches!(&out[0].msg, ServerMessage::FileCancelled { reason, .. } if reason == reason::EXPIRED_TO_RECEIVER)
+        );
+        assert_eq!(out[1].to, ["b", "c", "d", "e"]);
+        assert_eq!(out[2].to, ["z"]);
+        assert!(
+            matches!(&out[2].msg, ServerMessage::FileCancelled { reason, .. } if reason == reason::EXPIRED_TO_SENDER)
+        );
+        assert_eq!(t.len(), 1);
+        consistent(&t);
+        assert!(t.answer("c", "a", 1, true).is_empty(), "an answer after expiry is ignored");
+        assert!(matches!(t.chunk("a", 1, vec![0]), Chunk::Relay(f) if f.to == ["b"]));
+        // The expired entries are free again: one held (b) plus three.
+        let later = now + Duration::from_secs(11);
+        t.offer("a", 2, room(), "f".into(), 1, set(&["c", "d", "e"]), &lim, later).unwrap();
+        consistent(&t);
+        // A finished transfer waiting for a receipt gives way to a new offer.
+        t.cancel_by_sender("a", 2, "no".into());
+        t.end("a", 1, [0; 32], 16);
+        assert_eq!(t.len(), 1, "b's receipt is awaited");
+        t.offer("a", 3, room(), "f".into(), 1, set(&["c", "d", "e", "f"]), &lim, later).unwrap();
+        assert!(t.ack("b", "a", 1, 1).is_empty(), "transfer 1 was forgotten to make room");
+        assert_eq!(t.len(), 1);
+        consistent(&t);
     }
 
     #[test]
@@ -600,8 +782,8 @@ mod tests {
         t.end("a", 1, [0; 32], 16);
         // A finished transfer no longer counts against the sender's limit.
         offer(&mut t, "a", 2, &["b"], 1);
-        t.offer("a", 3, user("b"), "f".into(), 1, set(&["b"]), 2).unwrap();
-        t.offer("a", 4, user("b"), "f".into(), 1, set(&["b"]), 2).unwrap_err();
+        t.offer("a", 3, user("b"), "f".into(), 1, set(&["b"]), &limits(2), Instant::now()).unwrap();
+        t.offer("a", 4, user("b"), "f".into(), 1, set(&["b"]), &limits(2), Instant::now()).unwrap_err();
         // b confirms; c's check failed; d leaves: each reaches a.
         let out = t.ack("b", "a", 1, 2 * MAX_CHUNK as u64);
         assert!(matches!(&out[..], [Fanout { msg: ServerMessage::FileAcked { by, .. }, .. }] if by == "b"));

@@ -167,8 +167,16 @@ async fn connections_beyond_the_limit_get_server_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_does_not_delay_others() {
-    let limits =
-        Limits { queue_len: 16, write_timeout_secs: 2, messages_per_sec: 10_000, burst: 10_000, ..Limits::default() };
+    // Rates lifted (messages and bytes x recipients): this floods on purpose.
+    let limits = Limits {
+        queue_len: 16,
+        write_timeout_secs: 2,
+        messages_per_sec: 10_000,
+        burst: 10_000,
+        bytes_per_sec: 1 << 40,
+        bytes_burst: 1 << 40,
+        ..Limits::default()
+    };
     let server = Server::start(limits).await;
     let mut slow = server.client("slow").await.unwrap();
     slow.join("lobby").await.unwrap();
