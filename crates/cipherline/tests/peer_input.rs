@@ -191,5 +191,5 @@ fn listen_declines_files_over_its_size_limits_and_writes_nothing() {
 fn listen_rejects_a_malformed_size() {
     let out = bin().args(["listen", "--max-file-size", "1.5G"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value"));
 }
