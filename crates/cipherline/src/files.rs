@@ -260,6 +260,17 @@ impl Downloads {
         self
     }
 
+    /// Forgets every pending offer and transfer in progress (the connection
+    /// they belonged to is gone), deleting partial files and giving their
+    /// bytes back; files already received still count.
+    pub fn drop_transfers(&mut self) {
+        self.offers.clear();
+        for (_, mut incoming) in self.active.drain() {
+            incoming.discard();
+            self.used = self.used.saturating_sub(incoming.size);
+        }
+    }
+
     /// Gives back the bytes of a transfer that will not complete.
     fn release(&mut self, size: u64) {
         self.used = self.used.saturating_sub(size);
@@ -413,4 +424,66 @@ impl Downloads {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    use super::*;
+
+    fn offer(transfer: u64, name: &str, size: u64) -> ServerMessage {
+        ServerMessage::FileOffered {
+            transfer,
+            from: "mallory".into(),
+            to: Target::User("bob".into()),
+            name: name.into(),
+            size,
+        }
+    }
+
+    fn refusal(replies: &[ClientMessage]) -> Option<&str> {
+        match replies {
+            [ClientMessage::FileCancel { reason, .. }] => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_quota_declines_with_a_reason_and_gives_back_cancelled_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let quota = Quota { max_file: 100, max_total: 150 };
+        let mut d = Downloads::new(Some(dir.path().to_owned())).with_quota(quota);
+        let (_, r) = d.handle(&offer(1, "big", 101), true);
+        assert!(refusal(&r).unwrap().contains("too large"), "{:?}", refusal(&r));
+        let (_, r) = d.handle(&offer(2, "a", 100), true);
+        assert!(matches!(r[..], [ClientMessage::FileAnswer { accept: true, .. }]));
+        let (_, r) = d.handle(&offer(3, "b", 100), true);
+        assert!(refusal(&r).unwrap().contains("50 of 150 bytes left"));
+        // The sender cancels transfer 2: its bytes count no more.
+        let cancel = ServerMessage::FileCancelled {
+            transfer: 2,
+            sender: "mallory".into(),
+            by: "mallory".into(),
+            reason: "x".into(),
+        };
+        d.handle(&cancel, true);
+        let (_, r) = d.handle(&offer(4, "c", 100), true);
+        assert!(matches!(r[..], [ClientMessage::FileAnswer { accept: true, .. }]));
+        // A lost connection drops transfer 4 and its partial file.
+        d.drop_transfers();
+        assert_eq!(d.used, 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no partial files");
+    }
+
+    #[test]
+    fn pending_offers_are_capped() {
+        let mut d = Downloads::new(None);
+        for t in 0..MAX_PENDING as u64 {
+            let (event, r) = d.handle(&offer(t, "f", 1), false);
+            assert!(r.is_empty() && matches!(event, Some(FileEvent::Offered { accepted: None, .. })));
+        }
+        let (_, r) = d.handle(&offer(999, "f", 1), false);
+        assert!(refusal(&r).unwrap().contains("too many"));
+        assert_eq!(d.pending().len(), MAX_PENDING);
+    }
 }

@@ -80,6 +80,9 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
     }
     let deadline = args.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut seen = 0u64;
+    // One quota for the whole run, across reconnections.
+    let quota = Quota { max_file: args.max_file_size, max_total: args.max_total };
+    let mut downloads = Downloads::new(args.accept_files.clone()).with_quota(quota);
     let mut backoff = Duration::from_secs(1);
     loop {
         let attempt = async {
@@ -108,7 +111,10 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             Err(e) => return Err(e),
         };
         let mut client = client;
-        match listen_on(&mut client, &mut peers, args, deadline, &mut seen).await {
+        // Transfers cut by a lost connection cannot resume: their partial
+        // files are deleted and their bytes no longer count against --max-total.
+        downloads.drop_transfers();
+        match listen_on(&mut client, &mut peers, &mut downloads, args, deadline, &mut seen).await {
             Outcome::Done => {
                 let _ = client.close().await;
                 return Ok(());
@@ -136,13 +142,12 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
 async fn listen_on(
     client: &mut Client,
     peers: &mut Peers,
+    downloads: &mut Downloads,
     args: &ListenArgs,
     deadline: Option<tokio::time::Instant>,
     seen: &mut u64,
 ) -> Outcome {
     let me = client.name().to_owned();
-    let quota = Quota { max_file: args.max_file_size, max_total: args.max_total };
-    let mut downloads = Downloads::new(args.accept_files.clone()).with_quota(quota);
     let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let mut nonce = 0u64;
