@@ -20,8 +20,9 @@ pub enum ClientError {
     /// The connection or the protocol failed.
     #[error(transparent)]
     Net(#[from] cipherline_net::NetError),
-    /// The server refused a request.
-    #[error("server refused ({code:?}): {text}")]
+    /// The server refused a request. Displayed with `text` escaped: it is
+    /// the server's (or, relayed, a peer's) and may hold terminal controls.
+    #[error("server refused ({code:?}): {}", crate::display::escape(.text))]
     Refused {
         /// The server's code.
         code: ErrorCode,

@@ -11,12 +11,14 @@
 //! nothing here prints or logs message text.
 //!
 //! Modules: [`client`], [`peers`] (remembered peer keys and message
-//! verdicts), [`transfer`] (file transfer state), [`error`].
+//! verdicts), [`transfer`] (file transfer state), [`display`] (escaping
+//! every peer-supplied string before a terminal sees it), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod client;
+pub mod display;
 pub mod error;
 pub mod peers;
 pub mod transfer;

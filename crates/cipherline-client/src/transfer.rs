@@ -52,11 +52,14 @@ fn io_error(path: &Path, source: std::io::Error) -> TransferError {
 }
 
 /// The part of an offered name that is safe to create in a directory: the
-/// last path component, without control characters, not hidden, not empty.
+/// last path component, without control characters, bidi or other format
+/// characters or line/paragraph separators (so `invoice\u{202e}fdp.exe` is
+/// stored as `invoicefdp.exe`, its real extension visible), not hidden, not
+/// empty.
 #[must_use]
 pub fn safe_file_name(offered: &str) -> Option<String> {
     let last = offered.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = last.chars().filter(|&c| !cipherline_proto::charclass::is_hazard(c)).collect();
     let cleaned = cleaned.trim_start_matches('.').trim().to_owned();
     if cleaned.is_empty() || cleaned.len() > 255 { None } else { Some(cleaned) }
 }
@@ -193,7 +196,10 @@ impl Incoming {
     /// Starts receiving into `dir`.
     pub fn create(dir: &Path, from: &str, transfer: u64, offered_name: &str, size: u64) -> Result<Self, TransferError> {
         let name = safe_file_name(offered_name).ok_or(TransferError::BadName)?;
-        let part = dir.join(format!(".{name}.{from}.{transfer}.part"));
+        // The sender's name comes from the relay: keep only name-grammar
+        // characters (never '/', '.' or controls) in the temporary file name.
+        let tag: String = from.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect();
+        let part = dir.join(format!(".{name}.{tag}.{transfer}.part"));
         let file = OpenOptions::new().write(true).create_new(true).open(&part).map_err(|e| io_error(&part, e))?;
         Ok(Incoming {
             from: from.to_owned(),
@@ -297,6 +303,10 @@ mod tests {
         assert_eq!(safe_file_name("..").as_deref(), None);
         assert_eq!(safe_file_name("a/").as_deref(), None);
         assert_eq!(safe_file_name("bad\u{0}\nname").as_deref(), Some("badname"));
+        // Bidi and format characters would disguise the real extension.
+        assert_eq!(safe_file_name("invoice\u{202e}fdp.exe").as_deref(), Some("invoicefdp.exe"));
+        assert_eq!(safe_file_name("a\u{200b}\u{2066}b\u{2028}\u{feff}").as_deref(), Some("ab"));
+        assert_eq!(safe_file_name("\u{202e}\u{200f}").as_deref(), None);
     }
 
     #[test]

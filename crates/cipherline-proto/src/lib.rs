@@ -36,6 +36,7 @@
 //! - [`session`]: an established session.
 //! - [`signature`]: end-to-end signatures on chat messages.
 //! - [`app`]: the application messages carried inside records.
+//! - [`charclass`]: characters peers may not show raw (controls, bidi, format).
 //! - [`alert`], [`error`]: why connections close.
 
 #![forbid(unsafe_code)]
@@ -43,6 +44,7 @@
 
 pub mod alert;
 pub mod app;
+pub mod charclass;
 pub mod codec;
 pub mod crypto;
 pub mod error;

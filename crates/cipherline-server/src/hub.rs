@@ -332,7 +332,9 @@ impl Hub {
         if !transfer::valid_file_name(&name) {
             return Err(OfferError::Refused((
                 ErrorCode::InvalidName,
-                "file names are 1 to 255 bytes without '/', '\\' or control characters, and not '.' or '..'".into(),
+                "file names are 1 to 255 bytes without '/', '\\', control, bidi or other format characters, and not '.' \
+                 or '..'"
+                    .into(),
             )));
         }
         let mut guard = self.lock();

@@ -111,12 +111,14 @@ pub(crate) mod reason {
 
 /// Whether a file name is acceptable in an offer: 1 to 255 bytes, no
 /// directory separators, no control characters (NUL included, and nothing a
-/// receiver's terminal could interpret), and not `.` or `..`. Receivers must
-/// still sanitise names; this only keeps the obviously hostile ones out.
+/// receiver's terminal could interpret), no bidi or other format characters
+/// and no line/paragraph separators (which can disguise an extension, as in
+/// `invoice\u{202e}fdp.exe`), and not `.` or `..`. Receivers must still
+/// sanitise names; this only keeps the obviously hostile ones out.
 pub(crate) fn valid_file_name(name: &str) -> bool {
     (1..=MAX_FILE_NAME).contains(&name.len())
         && !name.contains(['/', '\\'])
-        && !name.chars().any(char::is_control)
+        && !name.chars().any(cipherline_proto::charclass::is_hazard)
         && name != "."
         && name != ".."
 }
@@ -580,7 +582,23 @@ mod tests {
         for good in ["a", "report.pdf", "..a", "a..", "naïve ☃.txt", &"x".repeat(255)] {
             assert!(valid_file_name(good), "{good:?}");
         }
-        for bad in ["", ".", "..", "a/b", "/etc/passwd", "a\\b", "a\0b", "a\nb", "\u{1b}[31m", &"x".repeat(256)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/etc/passwd",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "\u{1b}[31m",
+            &"x".repeat(256),
+            "invoice\u{202e}fdp.exe",
+            "a\u{200b}b",
+            "a\u{2066}b",
+            "a\u{feff}",
+            "a\u{2028}b",
+        ] {
             assert!(!valid_file_name(bad), "{bad:?}");
         }
     }

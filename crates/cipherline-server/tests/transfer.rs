@@ -476,3 +476,30 @@ async fn offers_are_checked() {
     expect_cancelled(&mut bob, "alice", 3, "alice", "sender disconnected").await;
     server.stop().await;
 }
+
+/// Issue 12 item 1: a file name with a bidi override (`invoice\u{202e}fdp.exe`
+/// shows as "invoiceexe.pdf"), a zero-width or other format character, or a
+/// line separator is refused with `invalid_name`, and the receiver is never
+/// offered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_names_with_bidi_or_format_characters_are_refused() {
+    let server = Server::start(Limits::default()).await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    let disguised = [
+        "invoice\u{202e}fdp.exe",
+        "a\u{200b}b.txt",
+        "\u{2066}x\u{2069}.pdf",
+        "\u{feff}f",
+        "a\u{2028}b",
+        "tag\u{e0041}",
+    ];
+    for (i, bad) in disguised.iter().enumerate() {
+        let transfer = 300 + i as u64;
+        let msg = ClientMessage::FileOffer { transfer, to: user("bob"), name: (*bad).into(), size: 1 };
+        send(&mut alice, msg).await;
+        expect_error(&mut alice, ErrorCode::InvalidName, transfer).await;
+    }
+    assert_next_is_chat(&mut alice, &mut bob, "no offer reached bob").await;
+    server.stop().await;
+}

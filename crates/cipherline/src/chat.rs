@@ -10,6 +10,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cipherline_client::display::escape;
 use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_client::transfer::{Outgoing, safe_file_name};
 use cipherline_client::{ClientReader, ClientWriter, SessionInfo};
@@ -196,7 +197,10 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
     };
     chat.screen.show(format!(
         "connected to {} as {} ({}); {server}; in room {}. /help for commands.",
-        args.client.server, chat.info.name, chat.info.suite, args.room
+        args.client.server,
+        escape(&chat.info.name),
+        chat.info.suite,
+        escape(&args.room)
     ));
     let mut nonce = 0u64;
     let mut quitting: Option<tokio::time::Instant> = None;
@@ -415,11 +419,11 @@ impl Chat {
         let accept = if accept {
             match self.downloads.accept(&from, transfer, &self.download_dir) {
                 Ok(()) => {
-                    self.screen.show(format!("* receiving {name} ({size} bytes) from {from}"));
+                    self.screen.show(format!("* receiving {} ({size} bytes) from {}", escape(&name), escape(&from)));
                     true
                 }
                 Err(e) => {
-                    self.screen.show(format!("! cannot receive {name}: {e}"));
+                    self.screen.show(format!("! cannot receive {}: {}", escape(&name), escape(&e.to_string())));
                     false
                 }
             }
@@ -453,12 +457,12 @@ impl Chat {
                 self.outstanding.remove(&client_id);
             }
             ServerMessage::Joined { room } => {
-                self.screen.show(format!("* joined {room}"));
+                self.screen.show(format!("* joined {}", escape(&room)));
                 self.rooms.insert(room.clone());
                 self.room = Some(room);
             }
             ServerMessage::Left { room } => {
-                self.screen.show(format!("* left {room}"));
+                self.screen.show(format!("* left {}", escape(&room)));
                 self.rooms.remove(&room);
                 if self.room.as_ref() == Some(&room) {
                     self.room = self.rooms.iter().next().cloned();
@@ -466,13 +470,16 @@ impl Chat {
             }
             ServerMessage::Notice { kind, room, name } => {
                 let what = if kind == NoticeKind::Joined { "joined" } else { "left" };
-                self.screen.show(format!("* {name} {what} {room}"));
+                self.screen.show(format!("* {} {what} {}", escape(&name), escape(&room)));
             }
-            ServerMessage::Members { room, names } => self.screen.show(format!("* in {room}: {}", names.join(", "))),
+            ServerMessage::Members { room, names } => {
+                let names: Vec<_> = names.iter().map(|n| escape(n)).collect();
+                self.screen.show(format!("* in {}: {}", escape(&room), names.join(", ")));
+            }
             ServerMessage::Error { code, client_id, text } => {
                 self.outstanding.remove(&client_id);
                 if code.is_fatal() {
-                    return Some(format!("! the server closed the connection: {text}"));
+                    return Some(format!("! the server closed the connection: {}", escape(&text)));
                 }
                 if let Some(s) = &self.sending
                     && s.out.transfer == client_id
@@ -480,7 +487,7 @@ impl Chat {
                     self.sending = None;
                 }
                 let hint = if code == ErrorCode::UnknownUser { " (/who lists who is here)" } else { "" };
-                self.screen.show(format!("! {text}{hint}"));
+                self.screen.show(format!("! {}{hint}", escape(&text)));
             }
             ServerMessage::FileAnswered { transfer, by, accept } => self.on_answer(transfer, &by, accept),
             ServerMessage::FileAcked { transfer, by, received } => self.on_acked(transfer, &by, received),
@@ -489,7 +496,7 @@ impl Chat {
                 if let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) {
                     s.out.on_cancel(by);
                     let all_gone = s.out.receivers() == 0 && !s.out.awaiting_answers();
-                    self.screen.show(format!("! {by} stopped receiving the file: {reason}"));
+                    self.screen.show(format!("! {} stopped receiving the file: {}", escape(by), escape(reason)));
                     if *by == me || all_gone {
                         self.sending = None;
                     }
@@ -506,16 +513,32 @@ impl Chat {
                     }
                 }
                 match event {
-                    Some(FileEvent::Offered { from, transfer, name, size, .. }) => self.screen.show(format!(
-                        "* {from} offers {name} ({size} bytes): /accept {transfer} or /decline {transfer}"
+                    Some(FileEvent::Offered { from, transfer, name, size, accepted: None, .. }) => {
+                        self.screen.show(format!(
+                            "* {} offers {} ({size} bytes): /accept {transfer} or /decline {transfer}",
+                            escape(&from),
+                            escape(&name)
+                        ));
+                    }
+                    Some(FileEvent::Offered { from, name, size, reason, .. }) => self.screen.show(format!(
+                        "! declined {} ({size} bytes) from {}: {}",
+                        escape(&name),
+                        escape(&from),
+                        escape(reason.as_deref().unwrap_or("refused"))
                     )),
                     Some(FileEvent::Received { from, path, size, sha256 }) => self.screen.show(format!(
-                        "* received {} from {from} ({size} bytes, SHA-256 {}…, verified)",
-                        path.display(),
+                        "* received {} from {} ({size} bytes, SHA-256 {}…, verified)",
+                        escape(&path.display().to_string()),
+                        escape(&from),
                         sha256.get(..16).unwrap_or_default()
                     )),
                     Some(FileEvent::Failed { from, name, reason }) => {
-                        self.screen.show(format!("! {name} from {from} failed: {reason}"));
+                        self.screen.show(format!(
+                            "! {} from {} failed: {}",
+                            escape(&name),
+                            escape(&from),
+                            escape(&reason)
+                        ));
                     }
                     None => {}
                 }
@@ -529,7 +552,7 @@ impl Chat {
         let parsed = SignatureAlgorithm::from_u16(algorithm).and_then(|a| IdentityPublicKey::from_spki(a, key).ok());
         let Some(key) = parsed else {
             self.verify_pending.remove(name);
-            self.screen.show(format!("* {name} has no identity key: their messages are unsigned"));
+            self.screen.show(format!("* {} has no identity key: their messages are unsigned", escape(name)));
             return;
         };
         let fp = Fingerprint::from_bytes(key.fingerprint());
@@ -541,7 +564,7 @@ impl Chat {
             }
             _ => "the key you remembered".to_owned(),
         };
-        self.screen.show(format!("* {name}: {} key {fp} ({}) — {what}", key_kind(algorithm), fp.short()));
+        self.screen.show(format!("* {}: {} key {fp} ({}) — {what}", escape(name), key_kind(algorithm), fp.short()));
         if self.verify_pending.remove(name) {
             self.show_safety_code(name, fp);
         }
@@ -553,7 +576,7 @@ impl Chat {
             return;
         };
         let code = signature::safety_code(mine.as_bytes(), theirs.as_bytes());
-        self.screen.show(format!("* safety code with {name}: {code}"));
+        self.screen.show(format!("* safety code with {}: {code}", escape(name)));
         self.screen.show(format!(
             "  compare it with {name} in person or on a call: if both of you see the same code, the server \
              did not swap your keys"
@@ -564,7 +587,7 @@ impl Chat {
         let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return };
         s.out.on_answer(by, accept);
         let what = if accept { "accepted" } else { "declined" };
-        let line = format!("* {by} {what} {}", s.name);
+        let line = format!("* {} {what} {}", escape(by), s.name);
         self.screen.show(line);
     }
 

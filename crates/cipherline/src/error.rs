@@ -148,7 +148,8 @@ fn client_message(e: &cipherline_client::ClientError, f: &mut fmt::Formatter<'_>
         C::Net(n) if n.alert_received() == Some(cipherline_proto::AlertCode::ServerBusy) => {
             f.write_str("the server is at its connection limit")
         }
-        C::Refused { text, .. } => write!(f, "the server refused: {text}"),
+        // The server's text (or a peer's, relayed) may hold terminal controls.
+        C::Refused { text, .. } => write!(f, "the server refused: {}", cipherline_client::display::escape(text)),
         other => write!(f, "{other}"),
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cipherline_client::Client;
+use cipherline_client::display::escape;
 use cipherline_client::transfer::{Incoming, Outgoing, TransferError};
 use cipherline_proto::app::{ClientMessage, MAX_CHUNK, ServerMessage, Target};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -124,7 +125,7 @@ pub async fn send_file(client: &mut Client, to: Target, path: &Path, answer_time
         match msg {
             ServerMessage::FileAnswered { transfer: t, by, accept } if t == transfer => {
                 out.on_answer(&by, accept);
-                eprintln!("{by} {} {name}", if accept { "accepted" } else { "declined" });
+                eprintln!("{} {} {name}", escape(&by), if accept { "accepted" } else { "declined" });
                 if !out.awaiting_answers() && out.receivers() == 0 {
                     return Err(transfer_failed(format!("{name} was declined"), "nothing was sent"));
                 }
@@ -135,9 +136,11 @@ pub async fn send_file(client: &mut Client, to: Target, path: &Path, answer_time
             }
             ServerMessage::FileCancelled { transfer: t, sender, by, reason } if t == transfer && sender == me => {
                 if by == me {
+                    let reason = escape(&reason);
                     return Err(transfer_failed(format!("the server stopped the transfer: {reason}"), "try again"));
                 }
-                eprintln!("{by} stopped receiving {name}: {reason}");
+                let reason = escape(&reason);
+                eprintln!("{} stopped receiving {name}: {reason}", escape(&by));
                 out.on_cancel(&by);
                 if out.receivers() == 0 && !out.awaiting_answers() {
                     return Err(transfer_failed(format!("every receiver stopped: {reason}"), "see above"));
@@ -169,6 +172,9 @@ pub enum FileEvent {
         size: u64,
         /// Whether it was accepted (None: the user must decide).
         accepted: Option<bool>,
+        /// Why it was declined without asking (over a size limit, too many
+        /// transfers, the file could not be created), if it was.
+        reason: Option<String>,
     },
     /// A file arrived complete and checked.
     Received {
@@ -192,19 +198,82 @@ pub enum FileEvent {
     },
 }
 
+/// Offers waiting for the user's answer, and transfers being received, at
+/// most: further offers are declined (peers cannot grow this state).
+pub const MAX_PENDING: usize = 64;
+
+/// What an automatically accepting receiver (`listen --accept-files`) takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Largest single file accepted, in bytes (by the size the offer
+    /// announces, which the server and the receiver both enforce).
+    pub max_file: u64,
+    /// Most bytes accepted in total during this run (files being received
+    /// count; failed or cancelled ones are given back).
+    pub max_total: u64,
+}
+
+impl Quota {
+    /// No limit (chat, where a person accepts each offer seeing its size).
+    pub const UNLIMITED: Quota = Quota { max_file: u64::MAX, max_total: u64::MAX };
+
+    /// Why an offer of `size` bytes is refused when `used` bytes are taken
+    /// already: the reason the sender is told.
+    fn refusal(&self, size: u64, used: u64) -> Option<String> {
+        if size > self.max_file {
+            Some(format!("too large: this receiver accepts files of at most {} bytes", self.max_file))
+        } else if used.saturating_add(size) > self.max_total {
+            Some(format!(
+                "over this receiver's quota: {} of {} bytes left",
+                self.max_total.saturating_sub(used),
+                self.max_total
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// Incoming transfers and the directory they go to.
 pub struct Downloads {
     /// Where accepted files are stored; `None` declines every offer unless
     /// the user accepts it (chat's /accept sets it per offer).
     pub auto_accept: Option<PathBuf>,
+    quota: Quota,
+    /// Bytes of accepted files this run (received or being received).
+    used: u64,
     offers: HashMap<(String, u64), (String, u64)>,
     active: HashMap<(String, u64), Incoming>,
 }
 
 impl Downloads {
-    /// A new set; with `auto_accept`, every offer is accepted into that directory.
+    /// A new set; with `auto_accept`, every offer is accepted into that
+    /// directory (within [`Downloads::with_quota`]'s limits, none by default).
     pub fn new(auto_accept: Option<PathBuf>) -> Self {
-        Downloads { auto_accept, offers: HashMap::new(), active: HashMap::new() }
+        Downloads { auto_accept, quota: Quota::UNLIMITED, used: 0, offers: HashMap::new(), active: HashMap::new() }
+    }
+
+    /// The same, declining offers over `quota` with a reason the sender sees.
+    #[must_use]
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// Forgets every pending offer and transfer in progress (the connection
+    /// they belonged to is gone), deleting partial files and giving their
+    /// bytes back; files already received still count.
+    pub fn drop_transfers(&mut self) {
+        self.offers.clear();
+        for (_, mut incoming) in self.active.drain() {
+            incoming.discard();
+            self.used = self.used.saturating_sub(incoming.size);
+        }
+    }
+
+    /// Gives back the bytes of a transfer that will not complete.
+    fn release(&mut self, size: u64) {
+        self.used = self.used.saturating_sub(size);
     }
 
     /// Handles a file message; returns what to tell the user and the
@@ -213,16 +282,43 @@ impl Downloads {
         match msg {
             ServerMessage::FileOffered { transfer, from, name, size, .. } => {
                 let key = (from.clone(), *transfer);
-                self.offers.insert(key, (name.clone(), *size));
-                let accepted = match self.auto_accept.clone() {
-                    Some(dir) => Some(self.accept(from, *transfer, &dir).is_ok()),
-                    None if decide => Some(false),
-                    None => None,
+                // A refusal the sender is told (a receiver's FileCancel: a
+                // FileAnswer carries no reason), or one only shown here.
+                let mut told = None;
+                let mut reason = None;
+                let accepted = if self.offers.len() + self.active.len() >= MAX_PENDING {
+                    told = Some("the receiver has too many transfers pending; try again later".to_owned());
+                    Some(false)
+                } else if let Some(dir) = self.auto_accept.clone() {
+                    told = self.quota.refusal(*size, self.used);
+                    if told.is_some() {
+                        Some(false)
+                    } else {
+                        self.offers.insert(key.clone(), (name.clone(), *size));
+                        let result = self.accept(from, *transfer, &dir);
+                        self.offers.remove(&key);
+                        if let Err(e) = &result {
+                            reason = Some(format!("cannot store it: {e}"));
+                        }
+                        Some(result.is_ok())
+                    }
+                } else if decide {
+                    Some(false)
+                } else {
+                    self.offers.insert(key, (name.clone(), *size));
+                    None
                 };
                 let mut reply = Vec::new();
-                if let Some(accept) = accepted {
-                    self.offers.remove(&(from.clone(), *transfer));
-                    reply.push(ClientMessage::FileAnswer { transfer: *transfer, sender: from.clone(), accept });
+                match (&told, accepted) {
+                    (Some(why), _) => reply.push(ClientMessage::FileCancel {
+                        transfer: *transfer,
+                        sender: from.clone(),
+                        reason: why.clone(),
+                    }),
+                    (None, Some(accept)) => {
+                        reply.push(ClientMessage::FileAnswer { transfer: *transfer, sender: from.clone(), accept });
+                    }
+                    (None, None) => {}
                 }
                 let event = FileEvent::Offered {
                     from: from.clone(),
@@ -230,6 +326,7 @@ impl Downloads {
                     name: name.clone(),
                     size: *size,
                     accepted,
+                    reason: told.or(reason),
                 };
                 (Some(event), reply)
             }
@@ -249,7 +346,11 @@ impl Downloads {
                 let Some(incoming) = self.active.remove(&key) else { return (None, Vec::new()) };
                 let (size, name) = (incoming.size, incoming.name.clone());
                 self.offers.remove(&key);
-                match incoming.finish(sha256) {
+                let finished = incoming.finish(sha256);
+                if finished.is_err() {
+                    self.release(size);
+                }
+                match finished {
                     Ok(path) => (
                         Some(FileEvent::Received { from: from.clone(), path, size, sha256: hex(sha256) }),
                         vec![ClientMessage::FileAck { transfer: *transfer, sender: from.clone(), received: size }],
@@ -270,6 +371,7 @@ impl Downloads {
                 match self.active.remove(&key) {
                     Some(mut incoming) => {
                         incoming.discard();
+                        self.release(incoming.size);
                         let event = FileEvent::Failed {
                             from: sender.clone(),
                             name: incoming.name.clone(),
@@ -285,7 +387,8 @@ impl Downloads {
     }
 
     fn fail(&mut self, key: &(String, u64), e: &TransferError) -> (Option<FileEvent>, Vec<ClientMessage>) {
-        let name = self.active.remove(key).map(|i| i.name.clone()).unwrap_or_default();
+        let (name, size) = self.active.remove(key).map(|i| (i.name.clone(), i.size)).unwrap_or_default();
+        self.release(size);
         let cancel = ClientMessage::FileCancel { transfer: key.1, sender: key.0.clone(), reason: e.to_string() };
         (Some(FileEvent::Failed { from: key.0.clone(), name, reason: e.to_string() }), vec![cancel])
     }
@@ -296,6 +399,7 @@ impl Downloads {
         let (name, size) = self.offers.get(&key).cloned().ok_or(TransferError::BadName)?;
         let incoming = Incoming::create(dir, from, transfer, &name, size)?;
         self.active.insert(key, incoming);
+        self.used = self.used.saturating_add(size);
         Ok(())
     }
 
@@ -320,4 +424,66 @@ impl Downloads {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    use super::*;
+
+    fn offer(transfer: u64, name: &str, size: u64) -> ServerMessage {
+        ServerMessage::FileOffered {
+            transfer,
+            from: "mallory".into(),
+            to: Target::User("bob".into()),
+            name: name.into(),
+            size,
+        }
+    }
+
+    fn refusal(replies: &[ClientMessage]) -> Option<&str> {
+        match replies {
+            [ClientMessage::FileCancel { reason, .. }] => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_quota_declines_with_a_reason_and_gives_back_cancelled_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let quota = Quota { max_file: 100, max_total: 150 };
+        let mut d = Downloads::new(Some(dir.path().to_owned())).with_quota(quota);
+        let (_, r) = d.handle(&offer(1, "big", 101), true);
+        assert!(refusal(&r).unwrap().contains("too large"), "{:?}", refusal(&r));
+        let (_, r) = d.handle(&offer(2, "a", 100), true);
+        assert!(matches!(r[..], [ClientMessage::FileAnswer { accept: true, .. }]));
+        let (_, r) = d.handle(&offer(3, "b", 100), true);
+        assert!(refusal(&r).unwrap().contains("50 of 150 bytes left"));
+        // The sender cancels transfer 2: its bytes count no more.
+        let cancel = ServerMessage::FileCancelled {
+            transfer: 2,
+            sender: "mallory".into(),
+            by: "mallory".into(),
+            reason: "x".into(),
+        };
+        d.handle(&cancel, true);
+        let (_, r) = d.handle(&offer(4, "c", 100), true);
+        assert!(matches!(r[..], [ClientMessage::FileAnswer { accept: true, .. }]));
+        // A lost connection drops transfer 4 and its partial file.
+        d.drop_transfers();
+        assert_eq!(d.used, 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no partial files");
+    }
+
+    #[test]
+    fn pending_offers_are_capped() {
+        let mut d = Downloads::new(None);
+        for t in 0..MAX_PENDING as u64 {
+            let (event, r) = d.handle(&offer(t, "f", 1), false);
+            assert!(r.is_empty() && matches!(event, Some(FileEvent::Offered { accepted: None, .. })));
+        }
+        let (_, r) = d.handle(&offer(999, "f", 1), false);
+        assert!(refusal(&r).unwrap().contains("too many"));
+        assert_eq!(d.pending().len(), MAX_PENDING);
+    }
 }

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cipherline_client::Client;
+use cipherline_client::display::escape;
 use cipherline_proto::app::ServerMessage;
 use clap::Args;
 use serde_json::json;
 
 use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
-use crate::files::{Downloads, FileEvent};
+use crate::files::{Downloads, FileEvent, Quota};
 use crate::output::{key_notice, print_message};
 use cipherline_client::peers::Peers;
 
@@ -37,14 +38,27 @@ pub struct ListenArgs {
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
 
-    /// One JSON object per line: {"id","from","room" or "to","text","timestamp"};
-    /// received files as {"file": {"from","path","size","sha256"}}.
+    /// One JSON object per line: {"id","from","room" or "to","text","timestamp"}
+    /// (the exact text: without --json, control and format characters are
+    /// shown escaped and a multi-line text continues on lines starting with
+    /// "  | "); received files as {"file": {"from","path","size","sha256"}};
+    /// offers declined over a limit as {"file_declined": {"from","name","size","reason"}}.
     #[arg(long)]
     pub json: bool,
 
     /// Accept offered files into this directory (otherwise they are declined).
     #[arg(long, value_name = "DIR")]
     pub accept_files: Option<PathBuf>,
+
+    /// With --accept-files: decline (telling the sender why) any file larger
+    /// than SIZE: bytes, or with a suffix K, M, G or T (powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub max_file_size: u64,
+
+    /// With --accept-files: decline offers once this run has accepted SIZE
+    /// in total (files that fail or are cancelled do not count).
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub max_total: u64,
 
     /// If the connection drops, connect again (waiting 1, 2, 4 … 30 s).
     #[arg(long)]
@@ -66,6 +80,9 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
     }
     let deadline = args.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut seen = 0u64;
+    // One quota for the whole run, across reconnections.
+    let quota = Quota { max_file: args.max_file_size, max_total: args.max_total };
+    let mut downloads = Downloads::new(args.accept_files.clone()).with_quota(quota);
     let mut backoff = Duration::from_secs(1);
     loop {
         let attempt = async {
@@ -94,7 +111,10 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             Err(e) => return Err(e),
         };
         let mut client = client;
-        match listen_on(&mut client, &mut peers, args, deadline, &mut seen).await {
+        // Transfers cut by a lost connection cannot resume: their partial
+        // files are deleted and their bytes no longer count against --max-total.
+        downloads.drop_transfers();
+        match listen_on(&mut client, &mut peers, &mut downloads, args, deadline, &mut seen).await {
             Outcome::Done => {
                 let _ = client.close().await;
                 return Ok(());
@@ -122,12 +142,12 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
 async fn listen_on(
     client: &mut Client,
     peers: &mut Peers,
+    downloads: &mut Downloads,
     args: &ListenArgs,
     deadline: Option<tokio::time::Instant>,
     seen: &mut u64,
 ) -> Outcome {
     let me = client.name().to_owned();
-    let mut downloads = Downloads::new(args.accept_files.clone());
     let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let mut nonce = 0u64;
@@ -161,13 +181,15 @@ async fn listen_on(
             }
             ServerMessage::Notice { kind, room, name } if !args.json => {
                 eprintln!(
-                    "* {name} {} {room}",
-                    if *kind == cipherline_proto::app::NoticeKind::Joined { "joined" } else { "left" }
+                    "* {} {} {}",
+                    escape(name),
+                    if *kind == cipherline_proto::app::NoticeKind::Joined { "joined" } else { "left" },
+                    escape(room)
                 );
             }
             ServerMessage::Error { code, text, .. } if code.is_fatal() => {
                 return Outcome::Lost(CliError::failed(
-                    format!("the server closed the connection: {text}"),
+                    format!("the server closed the connection: {}", escape(text)),
                     "see above",
                 ));
             }
@@ -194,9 +216,20 @@ async fn listen_on(
 /// Prints a file event; returns whether a file arrived.
 fn report(event: &FileEvent, as_json: bool) -> bool {
     match event {
-        FileEvent::Offered { from, name, size, accepted, .. } => {
-            let what = if *accepted == Some(true) { "accepting" } else { "declining (no --accept-files)" };
-            eprintln!("{from} offers {name} ({size} bytes): {what}");
+        FileEvent::Offered { from, name, size, accepted, reason, .. } => {
+            let what = match (accepted, reason) {
+                (Some(true), _) => "accepting".to_owned(),
+                (_, Some(why)) => format!("declining: {}", escape(why)),
+                _ => "declining (no --accept-files)".to_owned(),
+            };
+            eprintln!("{} offers {} ({size} bytes): {what}", escape(from), escape(name));
+            if as_json
+                && *accepted != Some(true)
+                && let Some(why) = reason
+            {
+                let v = json!({ "file_declined": { "from": from, "name": name, "size": size, "reason": why } });
+                println!("{v}");
+            }
             false
         }
         FileEvent::Received { from, path, size, sha256 } => {
@@ -204,13 +237,55 @@ fn report(event: &FileEvent, as_json: bool) -> bool {
                 let v = json!({ "file": { "from": from, "path": path.display().to_string(), "size": size, "sha256": sha256 } });
                 println!("{v}");
             } else {
-                println!("received {} from {from} ({size} bytes, SHA-256 {sha256})", path.display());
+                let path = path.display().to_string();
+                println!("received {} from {} ({size} bytes, SHA-256 {sha256})", escape(&path), escape(from));
             }
             true
         }
         FileEvent::Failed { from, name, reason } => {
-            eprintln!("file {name} from {from} failed: {reason}");
+            eprintln!("file {} from {} failed: {}", escape(name), escape(from), escape(reason));
             false
+        }
+    }
+}
+
+/// Parses a size: a number of bytes, optionally followed by K, M, G or T
+/// (powers of 1024; `KiB`, `MB` and lowercase are accepted too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| format!("{s:?} is not a size (e.g. 500K, 10M, 1G)"))?;
+    let unit = suffix.to_ascii_uppercase();
+    let unit = unit.strip_suffix("IB").filter(|u| !u.is_empty()).or_else(|| unit.strip_suffix('B')).unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    number.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert_eq!(parse_size("10K"), Ok(10 << 10));
+        assert_eq!(parse_size("10M"), Ok(10 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("3mb"), Ok(3 << 20));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("100B"), Ok(100));
+        for bad in ["", "G", "1.5G", "1X", "1iB", "-1", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 }

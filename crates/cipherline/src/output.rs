@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 
+use cipherline_client::display::{body, escape};
 use cipherline_client::peers::MessageStatus;
 use cipherline_proto::app::{Delivery, Target};
 use serde_json::json;
@@ -19,17 +20,23 @@ fn mark(status: &MessageStatus) -> String {
 
 /// One message as a line: `[room] from: text` or `from -> you: text`, with
 /// a mark after the name unless the signature verified.
+///
+/// Every peer string is escaped ([`cipherline_client::display`]): a text of
+/// several lines continues on lines marked `  | `, so it cannot show a line
+/// that looks like another sender's message.
 pub fn message_line(d: &Delivery, me: &str, status: &MessageStatus) -> String {
-    let from = format!("{}{}", d.from, mark(status));
+    let from = format!("{}{}", escape(&d.from), mark(status));
+    let text = body(&d.text);
     match &d.to {
-        Target::Room(room) => format!("[{room}] {from}: {}", d.text),
-        Target::User(to) if to == me => format!("{from} -> you: {}", d.text),
-        Target::User(to) => format!("{from} -> {to}: {}", d.text),
+        Target::Room(room) => format!("[{}] {from}: {text}", escape(room)),
+        Target::User(to) if to == me => format!("{from} -> you: {text}"),
+        Target::User(to) => format!("{from} -> {}: {text}", escape(to)),
     }
 }
 
 /// One message as a JSON object: id, from, room or to, text, timestamp and
-/// `verified` (verified, unsigned, invalid-signature or key-changed).
+/// `verified` (verified, unsigned, invalid-signature or key-changed). The
+/// strings are exact, not escaped: JSON escapes control characters itself.
 pub fn message_json(d: &Delivery, status: &MessageStatus) -> serde_json::Value {
     let v = status.label();
     match &d.to {
@@ -50,16 +57,16 @@ pub fn print_message(d: &Delivery, me: &str, status: &MessageStatus, as_json: bo
 
 /// A warning line for a first-seen or changed key, if there is one to give.
 pub fn key_notice(d: &Delivery, status: &MessageStatus) -> Option<String> {
+    let from = escape(&d.from);
     match status {
-        MessageStatus::FirstSeen(fp) => Some(format!("* first message from {}: remembered their key {fp}", d.from)),
+        MessageStatus::FirstSeen(fp) => Some(format!("* first message from {from}: remembered their key {fp}")),
         MessageStatus::KeyChanged { remembered, presented } => Some(format!(
             "!!! THE IDENTITY KEY OF {} HAS CHANGED: remembered {remembered}, now {presented}. Someone may be \
-             impersonating them, or they have a new key: compare /verify {} with them before trusting it (then /trust {}).",
-            d.from, d.from, d.from
+             impersonating them, or they have a new key: compare /verify {from} with them before trusting it (then /trust {from}).",
+            from
         )),
         MessageStatus::Invalid => Some(format!(
-            "!!! a message claiming to be from {} has a bad signature: the relay altered or forged it",
-            d.from
+            "!!! a message claiming to be from {from} has a bad signature: the relay altered or forged it"
         )),
         _ => None,
     }
