@@ -109,8 +109,9 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 # The relay with its message-rate limits lifted, as ngircd's flood
 # protection is, a queue long enough for the flood (50 x 200 messages), and
 # room for every connection of the load (all from 127.0.0.1, so the
-# per-address handshake limit is raised too); size and time limits keep
-# their defaults.
+# per-address limits are lifted too: handshakes, sessions, the reserve for
+# new addresses and the connection rate); size and time limits keep their
+# defaults.
 start_cipherline() { # start_cipherline KEY: sets SRV_PID, SRV_PORT, SRV_FP
   SRV_PORT=$(free_port)
   cat >"$WORK/server.toml" <<EOF
@@ -119,6 +120,10 @@ key = "$1"
 [limits]
 max_connections = $((IDLE_BIG + 100))
 max_handshakes_per_ip = 1024
+max_sessions_per_ip = $((IDLE_BIG + 100))
+reserved_for_new_addresses_percent = 0
+new_connections_per_ip_per_sec = 1000000
+new_connections_burst_per_ip = 1000000
 messages_per_sec = 1000000
 burst = 1000000
 queue_len = 10000

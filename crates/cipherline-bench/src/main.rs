@@ -85,7 +85,9 @@ struct HandshakeArgs {
     #[arg(long, default_value = "0x0121", value_parser = parse_suite)]
     suite: Suite,
     /// Handshakes in flight at once (a server allows
-    /// `max_handshakes_per_ip`, default 16, from one address).
+    /// `max_handshakes_per_ip`, default 16, from one address, and
+    /// `new_connections_per_ip_per_sec`, default 4 with a burst of 16, and
+    /// `max_sessions_per_ip`, default 32: lift them for a benchmark).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     concurrency: u32,
     /// Seconds to run.
@@ -162,7 +164,9 @@ struct IdleArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     connections: u32,
     /// Handshakes in flight at once while opening them (a server allows
-    /// `max_handshakes_per_ip`, default 16, from one address).
+    /// `max_handshakes_per_ip`, default 16, from one address, and
+    /// `new_connections_per_ip_per_sec`, default 4 with a burst of 16, and
+    /// `max_sessions_per_ip`, default 32: lift them for a benchmark).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     concurrency: u32,
     /// Seconds to hold them at most.

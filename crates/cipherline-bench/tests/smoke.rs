@@ -24,7 +24,19 @@ struct Server {
 async fn start_server() -> Server {
     let key = Arc::new(ServerKey::x25519_from_bytes(&[0x42; 32]).unwrap());
     let fingerprint = Fingerprint::from_bytes(key.public_key().fingerprint()).to_string();
-    let limits = Limits { messages_per_sec: 10_000, burst: 10_000, queue_len: 4096, ..Limits::default() };
+    // Every generator connection comes from 127.0.0.1: lift the
+    // per-address limits as a benchmark would.
+    let limits = Limits {
+        messages_per_sec: 10_000,
+        burst: 10_000,
+        queue_len: 4096,
+        max_handshakes_per_ip: 1024,
+        max_sessions_per_ip: 100_000,
+        reserved_for_new_addresses_percent: 0,
+        new_connections_per_ip_per_sec: 1_000_000,
+        new_connections_burst_per_ip: 1_000_000,
+        ..Limits::default()
+    };
     let settings = Settings { protocol: Arc::new(cipherline_proto::ServerConfig::new(key)), limits };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

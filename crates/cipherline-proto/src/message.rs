@@ -30,7 +30,7 @@ pub const MAX_STATIC_CT: usize = 512;
 pub const MAX_VERSIONS: usize = 16;
 /// Most suites a server may list.
 pub const MAX_SUITES: usize = 32;
-/// Extension type reserved for the PAKE message of password mode.
+/// Extension type of the PAKE (SPAKE2) messages of password mode (PROTOCOL.md §7.7).
 pub const EXT_PAKE: u16 = 0x0001;
 
 /// Handshake message type codes.
@@ -165,7 +165,7 @@ pub struct ServerIdentity {
     pub server_key: Vec<u8>,
     /// Suite code points the server accepts, ascending (unknown ones allowed).
     pub suites: Vec<u16>,
-    /// Extensions (none are defined for ServerIdentity in version 1).
+    /// Extensions: empty, or `pake` (0x0001) in password mode (PROTOCOL.md §7.7).
     pub extensions: Extensions,
 }
 
@@ -209,7 +209,7 @@ pub struct ClientHello {
     pub ephemeral_share: Vec<u8>,
     /// The static KEM ciphertext to the server's key.
     pub static_ciphertext: Vec<u8>,
-    /// Extensions (type 0x0001 is reserved for password mode).
+    /// Extensions: empty, or `pake` (0x0001) in password mode (PROTOCOL.md §7.7).
     pub extensions: Extensions,
 }
 

@@ -17,7 +17,7 @@ pub const MIN_MESSAGE_BYTES: usize = 17 * 1024;
 pub struct Limits {
     /// Connections served at once; more are refused with `server_busy`.
     pub max_connections: usize,
-    /// Connections from one IP address that may be in the handshake (or
+    /// Connections from one address (IPv6: /64) that may be in the handshake (or
     /// waiting for Hello) at once; more from that address are refused with
     /// `server_busy`, so that handshakes nobody finishes cannot fill every
     /// slot.
@@ -43,15 +43,38 @@ pub struct Limits {
     pub write_timeout_secs: u64,
     /// Seconds graceful shutdown waits for connections to finish.
     pub shutdown_grace_secs: u64,
-    /// Password mode: failed password attempts one address may make within
-    /// `password_failure_window_secs`; further connections from it get the
-    /// `too_many_attempts` alert until the window has passed.
+    /// Password mode: failed password attempts one address (IPv6: /64) may
+    /// make within `password_failure_window_secs`; further connections from
+    /// it get the `too_many_attempts` alert until the oldest attempt is out
+    /// of the window. Every password handshake counts as failed from its
+    /// start until the client's Finished verifies, so one that is abandoned
+    /// (or never finished) counts too.
     pub max_password_failures: u32,
     /// The window for `max_password_failures`, in seconds.
     pub password_failure_window_secs: u64,
     /// File transfers one client may have in progress as the sender
     /// (offered and not yet ended, cancelled or abandoned by every receiver).
     pub max_transfers_per_client: usize,
+    // --- admission (issue 12, items 4, 6 and 10): keep this block together.
+    /// Password mode: failed password attempts all addresses together may
+    /// make per minute (a budget that refills continuously); once it is
+    /// spent, every new connection gets `too_many_attempts` until it has
+    /// refilled. Every password handshake counts as failed until the
+    /// client's Finished verifies, so successful logins do not spend it.
+    pub max_password_failures_per_minute: u32,
+    /// Connections one address (an IPv6 address: its /64) may hold at once,
+    /// in the handshake or established; more get `server_busy`.
+    pub max_sessions_per_ip: usize,
+    /// Percent of `max_connections` kept for addresses holding no
+    /// connection: once no more than this share is free, an address that
+    /// already holds one gets `server_busy`. 0 turns the reserve off.
+    pub reserved_for_new_addresses_percent: u8,
+    /// New connections one address (IPv6: /64) may open per second,
+    /// sustained; faster ones get `server_busy` (each costs the server a
+    /// private-key operation).
+    pub new_connections_per_ip_per_sec: u32,
+    /// New connections one address may open at once above that rate.
+    pub new_connections_burst_per_ip: u32,
 }
 
 impl Default for Limits {
@@ -72,6 +95,11 @@ impl Default for Limits {
             max_password_failures: 5,
             password_failure_window_secs: 60,
             max_transfers_per_client: 16,
+            max_password_failures_per_minute: 60,
+            max_sessions_per_ip: 32,
+            reserved_for_new_addresses_percent: 10,
+            new_connections_per_ip_per_sec: 4,
+            new_connections_burst_per_ip: 16,
         }
     }
 }
@@ -100,6 +128,15 @@ impl Limits {
         if !(1..=cipherline_proto::app::MAX_NAME).contains(&self.max_name_len) {
             return Err("max_name_len must be between 1 and 64");
         }
+        if self.max_password_failures_per_minute == 0 || self.max_sessions_per_ip == 0 {
+            return Err("max_password_failures_per_minute and max_sessions_per_ip must be at least 1");
+        }
+        if self.reserved_for_new_addresses_percent > 100 {
+            return Err("reserved_for_new_addresses_percent must be between 0 and 100");
+        }
+        if self.new_connections_per_ip_per_sec == 0 || self.new_connections_burst_per_ip == 0 {
+            return Err("new_connections_per_ip_per_sec and new_connections_burst_per_ip must be at least 1");
+        }
         Ok(())
     }
 
@@ -117,6 +154,14 @@ impl Limits {
 
     pub(crate) fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.write_timeout_secs)
+    }
+
+    pub(crate) fn password_budget(&self) -> crate::attempts::Budget {
+        crate::attempts::Budget {
+            per_source: self.max_password_failures,
+            window: self.password_failure_window(),
+            per_minute: self.max_password_failures_per_minute,
+        }
     }
 }
 
@@ -142,5 +187,25 @@ mod tests {
         let small = Limits { max_message_bytes: MIN_MESSAGE_BYTES - 1, ..Limits::default() };
         assert!(small.validate().is_err());
         assert!(Limits { max_transfers_per_client: 0, ..Limits::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn admission_limits_must_be_usable() {
+        let d = Limits::default;
+        assert!(Limits { max_sessions_per_ip: 0, ..d() }.validate().is_err());
+        assert!(Limits { max_password_failures_per_minute: 0, ..d() }.validate().is_err());
+        assert!(Limits { new_connections_per_ip_per_sec: 0, ..d() }.validate().is_err());
+        assert!(Limits { new_connections_burst_per_ip: 0, ..d() }.validate().is_err());
+        assert!(Limits { reserved_for_new_addresses_percent: 101, ..d() }.validate().is_err());
+        // 0 turns the reserve off; large values lift the others.
+        let lifted = Limits {
+            reserved_for_new_addresses_percent: 0,
+            max_sessions_per_ip: usize::MAX,
+            max_password_failures_per_minute: u32::MAX,
+            new_connections_per_ip_per_sec: u32::MAX,
+            new_connections_burst_per_ip: u32::MAX,
+            ..d()
+        };
+        assert_eq!(lifted.validate(), Ok(()));
     }
 }

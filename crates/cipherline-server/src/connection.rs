@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Settings;
 use crate::handshakes::InHandshake;
 use crate::hub::{Hub, Outgoing, Refusal};
+use crate::source::Source;
 use crate::transfer::OfferError;
 
 type Conn = Channel<OwnedReadHalf, OwnedWriteHalf>;
@@ -82,24 +83,26 @@ pub(crate) async fn serve(
     let limits = &settings.limits;
     let _ = stream.set_nodelay(true);
     let password_mode = settings.protocol.password.is_some();
-    if password_mode
-        && hub.attempts.blocked(
-            peer.ip(),
-            limits.max_password_failures,
-            limits.password_failure_window(),
-            Instant::now(),
-        )
-    {
-        // One SPAKE2 run is one online guess: refuse before running it.
-        tracing::warn!(conn = id, %peer, "too many failed password attempts; refusing");
-        let mut stream = stream;
-        let _ = timeout(Duration::from_secs(1), async {
-            use tokio::io::AsyncWriteExt as _;
-            let _ = stream.write_all(&alert_frame(AlertCode::TooManyAttempts)).await;
-            let _ = stream.shutdown().await;
-        })
-        .await;
-        return;
+    // One SPAKE2 run is one online guess, and the server's Finished tells
+    // the client whether it was right: count the attempt as failed before
+    // running it, and take that back only once the client's Finished
+    // verifies (attempts.rs). A refused connection runs no exchange at all.
+    let mut attempt = None;
+    if password_mode {
+        match hub.attempts.begin(Source::of(peer.ip()), limits.password_budget(), Instant::now()) {
+            Ok(counted) => attempt = Some(counted),
+            Err(exhausted) => {
+                tracing::warn!(conn = id, %peer, limit = ?exhausted, "too many failed password attempts; refusing");
+                let mut stream = stream;
+                let _ = timeout(Duration::from_secs(1), async {
+                    use tokio::io::AsyncWriteExt as _;
+                    let _ = stream.write_all(&alert_frame(AlertCode::TooManyAttempts)).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+                return;
+            }
+        }
     }
     let (read, write) = stream.into_split();
     let deadline = tokio::time::Instant::now() + limits.handshake_timeout();
@@ -110,8 +113,11 @@ pub(crate) async fn serve(
     let mut conn = match accepted {
         Ok(conn) => conn,
         Err(e) => {
+            // The attempt stays counted, whatever ended the handshake: a
+            // wrong_password alert (plaintext, so it proves nothing and
+            // counts for nothing more), a Finished that did not verify, or
+            // a guesser that read our Finished and closed.
             if password_mode && is_password_failure(&e) {
-                hub.attempts.record(peer.ip(), limits.max_password_failures, Instant::now());
                 tracing::warn!(conn = id, %peer, "failed password attempt");
             } else {
                 tracing::info!(conn = id, %peer, error = %e, "handshake failed");
@@ -119,6 +125,10 @@ pub(crate) async fn serve(
             return;
         }
     };
+    if let Some(attempt) = attempt {
+        // The client's Finished verified: it knows the password.
+        hub.attempts.succeeded(attempt);
+    }
     conn.set_max_message(limits.max_message_bytes);
     let (suite, key) = conn.with_session(|s| {
         (s.suite(), s.peer_identity().map(|k| (k.fingerprint(), k.algorithm().to_u16(), k.spki().to_vec())))

@@ -1,4 +1,4 @@
-//! Connections per source address that have not yet finished the handshake
+//! Connections per source address (IPv6: /64) that have not yet finished the handshake
 //! and Hello (PROTOCOL.md §13.5, `max_handshakes_per_ip`).
 //!
 //! Without this, one host could hold every connection slot with handshakes
@@ -9,53 +9,54 @@
 //! has a connection in the handshake, so by `max_connections` entries.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::source::Source;
 
 /// The count of connections in the handshake, per source address.
 #[derive(Default)]
 pub(crate) struct Handshakes {
-    counts: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<HashMap<Source, usize>>,
 }
 
 /// One connection's place in [`Handshakes`]; it gives the place back when
 /// dropped (the handshake and Hello succeeded, or the connection ended).
 pub(crate) struct InHandshake {
     handshakes: Arc<Handshakes>,
-    ip: IpAddr,
+    source: Source,
 }
 
 impl Handshakes {
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Source, usize>> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A place for a new connection from `ip`, or `None` if `ip` already has
-    /// `max` connections in the handshake.
-    pub(crate) fn try_enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<InHandshake> {
+    /// A place for a new connection from `source`, or `None` if `source`
+    /// already has `max` connections in the handshake.
+    pub(crate) fn try_enter(self: &Arc<Self>, source: Source, max: usize) -> Option<InHandshake> {
         let mut counts = self.lock();
-        let count = counts.entry(ip).or_insert(0);
+        let count = counts.entry(source).or_insert(0);
         if *count >= max {
             return None;
         }
         *count += 1;
-        Some(InHandshake { handshakes: self.clone(), ip })
+        Some(InHandshake { handshakes: self.clone(), source })
     }
 
-    /// Connections from `ip` in the handshake now.
+    /// Connections from `source` in the handshake now.
     #[cfg(test)]
-    fn count(&self, ip: IpAddr) -> usize {
-        self.lock().get(&ip).copied().unwrap_or(0)
+    fn count(&self, source: Source) -> usize {
+        self.lock().get(&source).copied().unwrap_or(0)
     }
 }
 
 impl Drop for InHandshake {
     fn drop(&mut self) {
         let mut counts = self.handshakes.lock();
-        if let Some(count) = counts.get_mut(&self.ip) {
+        if let Some(count) = counts.get_mut(&self.source) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.source);
             }
         }
     }
@@ -68,7 +69,7 @@ mod tests {
     #[test]
     fn limits_each_address_separately_and_frees_places() {
         let h = Arc::new(Handshakes::default());
-        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap());
+        let (a, b) = (Source::of("127.0.0.2".parse().unwrap()), Source::of("127.0.0.1".parse().unwrap()));
         let first = h.try_enter(a, 2).unwrap();
         let _second = h.try_enter(a, 2).unwrap();
         assert!(h.try_enter(a, 2).is_none(), "a third handshake from one address is refused");

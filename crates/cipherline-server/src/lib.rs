@@ -10,9 +10,11 @@
 //! resolving stops accepting, tells every client, drains and returns within
 //! the configured grace period.
 //!
-//! Contract: bounded everything. Connections are capped (excess ones get the
-//! `server_busy` alert at once); every wait has a timeout (handshake, idle,
-//! write); each client's outgoing queue is bounded and a client that cannot
+//! Contract: bounded everything. Connections are capped, in total and per
+//! source address, and so is the rate at which one address may open them
+//! (excess ones get the `server_busy` alert at once); in password mode so
+//! are failed password attempts, per address and server-wide; every wait
+//! has a timeout (handshake, idle, write); each client's outgoing queue is bounded and a client that cannot
 //! keep up is dropped rather than allowed to slow anyone else; messages are
 //! size- and rate-limited; file transfers are bounded in number per sender
 //! and by a flow-control window each. Logs carry connection ids, names, key
@@ -20,12 +22,15 @@
 //! file data or key material.
 //!
 //! Modules: [`config`] (limits), [`identity`] (who may use which name),
-//! `hub` (rooms and delivery), `transfer`
+//! `source` (the per-address key), `admission` (connections per address),
+//! `handshakes` (unfinished handshakes per address), `attempts` (password
+//! guesses), `hub` (rooms and delivery), `transfer`
 //! (file transfers in progress), `connection` (one client), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+mod admission;
 mod attempts;
 pub mod config;
 mod connection;
@@ -33,11 +38,12 @@ pub mod error;
 mod handshakes;
 mod hub;
 pub mod identity;
+mod source;
 mod transfer;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cipherline_proto::AlertCode;
 use cipherline_proto::handshake::alert_frame;
@@ -88,6 +94,7 @@ pub async fn run_with(
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(settings.limits.max_connections));
     let handshakes = Arc::new(handshakes::Handshakes::default());
+    let admission = Arc::new(admission::Admission::default());
     let mut next_conn: u64 = 0;
     let mut backoff = Duration::from_millis(10);
     tokio::pin!(shutdown);
@@ -112,10 +119,25 @@ pub async fn run_with(
         };
         next_conn += 1;
         let id = next_conn;
+        let limits = &settings.limits;
+        // IPv6 addresses count by /64: one host may use any address in it.
+        let source = source::Source::of(peer.ip());
+        // One address may open connections only so fast, hold only so many,
+        // and not the last free slots once it holds one (§13.5). This loop
+        // is the only caller, so the free count cannot change under it
+        // except upwards.
+        let held = match admission.admit(source, limits, permits.available_permits(), Instant::now()) {
+            Ok(held) => held,
+            Err(why) => {
+                tracing::warn!(conn = id, %peer, %source, reason = ?why, "address over its connection limits; refusing");
+                refuse_busy(&tracker, stream);
+                continue;
+            }
+        };
         // One address may hold only a few connections in the handshake, so
         // that handshakes nobody finishes cannot take every slot (§13.5).
-        let Some(in_handshake) = handshakes.try_enter(peer.ip(), settings.limits.max_handshakes_per_ip) else {
-            tracing::warn!(conn = id, %peer, limit = settings.limits.max_handshakes_per_ip, "too many handshakes from one address; refusing");
+        let Some(in_handshake) = handshakes.try_enter(source, limits.max_handshakes_per_ip) else {
+            tracing::warn!(conn = id, %peer, %source, limit = limits.max_handshakes_per_ip, "too many handshakes from one address; refusing");
             refuse_busy(&tracker, stream);
             continue;
         };
@@ -124,11 +146,11 @@ pub async fn run_with(
                 let (settings, hub, token) = (settings.clone(), hub.clone(), token.clone());
                 tracker.spawn(async move {
                     connection::serve(id, stream, peer, settings, hub, token, in_handshake).await;
-                    drop(permit);
+                    drop((permit, held));
                 });
             }
             Err(_) => {
-                tracing::warn!(conn = id, %peer, limit = settings.limits.max_connections, "connection limit reached; refusing");
+                tracing::warn!(conn = id, %peer, limit = limits.max_connections, "connection limit reached; refusing");
                 refuse_busy(&tracker, stream);
             }
         }

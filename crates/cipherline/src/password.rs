@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use cipherline_proto::crypto::pake::Password;
 use clap::Args;
+use unicode_normalization::UnicodeNormalization as _;
 use zeroize::Zeroizing;
 
 use crate::error::CliError;
@@ -32,9 +33,16 @@ pub struct PasswordArgs {
     pub password_prompt: bool,
 }
 
-fn password(text: Zeroizing<String>) -> Result<Password, CliError> {
+/// The password bytes of PROTOCOL.md §7.7: the first line of `text`
+/// (without its `\n` or `\r\n`; every other character, spaces included,
+/// kept) in Unicode Normalization Form C, as UTF-8.
+fn password_bytes(text: &str) -> Zeroizing<Vec<u8>> {
     let line = text.lines().next().unwrap_or_default();
-    Password::new(line.as_bytes().to_vec())
+    Zeroizing::new(line.nfc().collect::<String>().into_bytes())
+}
+
+fn password(text: Zeroizing<String>) -> Result<Password, CliError> {
+    Password::new(password_bytes(&text).to_vec())
         .map_err(|_| CliError::usage("the password is empty", "put the password on the first line"))
 }
 
@@ -44,12 +52,19 @@ impl PasswordArgs {
     pub fn resolve(&self, env: bool) -> Result<Option<Password>, CliError> {
         if let Some(path) = &self.password_file {
             let mut text = Zeroizing::new(String::new());
-            std::fs::File::open(path).and_then(|f| f.take(MAX_FILE).read_to_string(&mut text)).map_err(|e| {
+            std::fs::File::open(path).and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text)).map_err(|e| {
                 CliError::failed(
                     format!("cannot read the password file {}: {e}", path.display()),
-                    "check the path; the password is its first line",
+                    "check the path; the password is its first line, as UTF-8 text",
                 )
             })?;
+            // Never truncate: a cut-off password would silently differ.
+            if text.len() as u64 > MAX_FILE {
+                return Err(CliError::usage(
+                    format!("the password file {} is larger than {MAX_FILE} bytes", path.display()),
+                    "put only the password on the first line of the file",
+                ));
+            }
             return password(text).map(Some);
         }
         if self.password_prompt {
@@ -70,5 +85,33 @@ impl PasswordArgs {
             return password(value).map(Some);
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn password_bytes_are_the_nfc_first_line_with_spaces_kept() {
+        // "é" precomposed (U+00E9) and decomposed (e + U+0301) are one password.
+        assert_eq!(*password_bytes("caf\u{e9}\n"), *password_bytes("cafe\u{301}\r\nsecond line"));
+        assert_eq!(*password_bytes("caf\u{e9}"), "caf\u{e9}".as_bytes().to_vec());
+        assert_eq!(*password_bytes(" pw  \r\n"), b" pw  ".to_vec(), "spaces are part of the password");
+        assert_eq!(*password_bytes("\nlater"), Vec::<u8>::new(), "only the first line counts");
+        assert!(password(Zeroizing::new("\n".to_owned())).is_err(), "an empty first line is refused");
+    }
+
+    #[test]
+    fn an_oversized_password_file_is_refused_not_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "x".repeat(MAX_FILE as usize + 1)).unwrap();
+        let args = PasswordArgs { password_file: Some(path), password_prompt: false };
+        assert!(args.resolve(false).is_err());
+        std::fs::write(dir.path().join("ok"), "x".repeat(MAX_FILE as usize)).unwrap();
+        let args = PasswordArgs { password_file: Some(dir.path().join("ok")), password_prompt: false };
+        assert!(args.resolve(false).unwrap().is_some());
     }
 }

@@ -191,6 +191,15 @@ fn start_server() -> Setup {
     let key = dir.path().join("server_x25519");
     let made = bin().args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()]).output().unwrap();
     assert!(made.status.success());
+    // Every proxied connection comes from 127.0.0.1, dozens of them within
+    // a second: lift the per-address connection rate (tested on its own in
+    // cipherline-server's tests/admission.rs).
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nnew_connections_per_ip_per_sec = 1000000\nnew_connections_burst_per_ip = 1000000\n",
+    )
+    .unwrap();
     let server = Server::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -198,6 +207,8 @@ fn start_server() -> Setup {
         dir.path().join("data").to_str().unwrap(),
         "--key",
         key.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
     ]);
     let addr: SocketAddr = server.addr.parse().unwrap();
     let fp_text = server.fingerprint.clone();

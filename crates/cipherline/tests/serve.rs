@@ -27,6 +27,24 @@ async fn client(server: &Running, name: &str) -> Client {
     Client::connect(&server.addr, name, &Options::default(), &pin).await.unwrap()
 }
 
+/// The suites a server lists in its ServerIdentity.
+async fn offered_suites(addr: &str) -> Vec<u16> {
+    use tokio::io::AsyncReadExt as _;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut frames = cipherline_proto::Deframer::new();
+    let mut buf = [0u8; 4096];
+    let frame = loop {
+        if let Some(frame) = frames.next_frame().unwrap() {
+            break frame;
+        }
+        let n = timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the server closed before ServerIdentity");
+        frames.push(&buf[..n]);
+    };
+    let (_, body) = cipherline_proto::message::split_message(&frame.body).unwrap();
+    cipherline_proto::message::ServerIdentity::decode(body).unwrap().suites
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_config_server_chats_reuses_its_key_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,6 +53,8 @@ async fn zero_config_server_chats_reuses_its_key_and_stops_on_sigterm() {
     let mut server = start(&["--data-dir", data_arg, "--listen", "127.0.0.1:0"]);
     assert!(server.lines[0].starts_with("created a new RSA-3072 server key"), "{:?}", server.lines);
     assert!(server.fingerprint.starts_with("SHA256:"));
+    let suites = offered_suites(&server.addr).await;
+    assert_eq!(suites, [0x0111, 0x0112, 0x0121, 0x0122], "forward-secret suites only, never 0x0101 (PROTOCOL.md §5.3)");
 
     let mut alice = client(&server, "alice").await;
     let mut bob = client(&server, "bob").await;
