@@ -107,6 +107,8 @@ pub fn client_config(sel: u8) -> Arc<ClientConfig> {
     if sel & 8 != 0 {
         config.password = Some(password());
         config.name = Some(PASSWORD_NAME.to_owned());
+        // Password-only servers are among the drivers' servers.
+        config.password_only = true;
     }
     if sel & 1 != 0 {
         config.identity = Some(identity_key());

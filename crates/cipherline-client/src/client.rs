@@ -21,6 +21,14 @@ use crate::ClientError;
 pub trait TrustCheck {
     /// `Ok` to continue; `Err` with a message for the user to refuse.
     fn check(&self, addr: &str, key: &ServerPublicKey) -> Result<(), String>;
+
+    /// The server presented no key (a password-only server; reached only
+    /// with [`ClientConfig::password_only`]): `Ok` to continue. The default
+    /// refuses, so a check that knows only keys (a pin, a known-servers
+    /// entry) is never skipped for want of a key.
+    fn check_keyless(&self, addr: &str) -> Result<(), String> {
+        Err(format!("server {addr} presented no key (password-only), and no rule here accepts a keyless server"))
+    }
 }
 
 impl<F: Fn(&str, &ServerPublicKey) -> Result<(), String>> TrustCheck for F {
@@ -166,10 +174,13 @@ impl Client {
         let (read, write) = stream.into_split();
         let pending = cipherline_net::connect(read, write, options.config.clone(), options.reply_timeout).await?;
         // A password-only server has no key to check: the password, proven
-        // by both sides in the handshake, authenticates it instead.
-        if let Some(key) = pending.server_key()
-            && let Err(why) = trust.check(addr, key)
-        {
+        // by both sides in the handshake, authenticates it instead. Whether
+        // a keyless server is acceptable here is still the caller's call.
+        let verdict = match pending.server_key() {
+            Some(key) => trust.check(addr, key),
+            None => trust.check_keyless(addr),
+        };
+        if let Err(why) = verdict {
             pending.refuse().await;
             return Err(ClientError::Untrusted(why));
         }

@@ -8,7 +8,9 @@
 //! [`Error::InvalidRsaBits`], [`Error::InvalidPassphrase`]), the known-servers
 //! file ([`Error::KnownServersSyntax`]), or a trust decision that refuses a
 //! server ([`Error::UnknownServer`], [`Error::ServerRejected`],
-//! [`Error::ServerKeyChanged`], [`Error::PinMismatch`]).
+//! [`Error::ServerKeyChanged`], [`Error::PinMismatch`],
+//! [`Error::PinnedServerHasNoKey`], [`Error::PasswordOnlyNotRequested`],
+//! [`Error::KeyNotExpected`]).
 //!
 //! Messages are short and lowercase and name the file involved; none carries
 //! key bytes, passphrases or raw file content. What the user should do about
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 use crate::address::ServerAddr;
 use crate::fingerprint::Fingerprint;
 use crate::key::KeyKind;
+use crate::known_servers::ServerAuth;
 
 /// Everything that can go wrong in the keys crate.
 #[non_exhaustive]
@@ -161,6 +164,35 @@ pub enum Error {
         presented: Fingerprint,
     },
 
+    /// A key was pinned for this connection and the server presented none
+    /// (a password-only server, or a man in the middle who knows the
+    /// password and dropped the key).
+    #[error("server {server} presented no key (password-only), but key {pinned} was pinned for this connection")]
+    PinnedServerHasNoKey {
+        /// The server.
+        server: ServerAddr,
+        /// The pinned fingerprint.
+        pinned: Fingerprint,
+    },
+
+    /// The server presented no key, the user did not ask for password-only
+    /// mode, and the known-servers file does not record it as password-only.
+    #[error("server {server} presented no key (password-only), and password-only mode was not asked for")]
+    PasswordOnlyNotRequested {
+        /// The server.
+        server: ServerAddr,
+    },
+
+    /// The user asked for password-only mode (no server key expected) and
+    /// the server presented a key that nothing records.
+    #[error("server {server} presented key {fingerprint}, but password-only mode (no key) was asked for")]
+    KeyNotExpected {
+        /// The server.
+        server: ServerAddr,
+        /// The fingerprint of the key it presented.
+        fingerprint: Fingerprint,
+    },
+
     /// Asking the user whether to trust a server failed.
     #[error("cannot ask whether to trust the server: {0}")]
     Prompt(io::Error),
@@ -175,7 +207,8 @@ pub enum Error {
     Internal(&'static str),
 }
 
-/// The details of [`Error::ServerKeyChanged`].
+/// The details of [`Error::ServerKeyChanged`]: another key, a key where
+/// the file says password-only, or no key where the file records one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the key of server {server} has changed: {} line {line} records {known}, the server presented {presented}",
@@ -186,12 +219,12 @@ pub struct KeyChange {
     pub server: ServerAddr,
     /// The known-servers file.
     pub path: PathBuf,
-    /// The line (1-based) that records the old key.
+    /// The line (1-based) that records the old key (or password-only).
     pub line: usize,
-    /// The recorded fingerprint.
-    pub known: Fingerprint,
-    /// The fingerprint of the key the server presented.
-    pub presented: Fingerprint,
+    /// What the file records.
+    pub known: ServerAuth,
+    /// What the server presented.
+    pub presented: ServerAuth,
 }
 
 /// What is wrong with a key's content.

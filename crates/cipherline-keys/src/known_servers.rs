@@ -9,19 +9,27 @@
 //! # comments start with '#'; blank lines are ignored
 //! chat.example.org:7878 SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU
 //! [2001:db8::1]:7878 SHA256:n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg  # a trailing comment
+//! family.example.net:7878 password-only
 //! ```
 //!
 //! - the first field is `host:port` (host lowercased, IPv6 in brackets);
 //! - the second is the [`Fingerprint`] of the server's static public key:
 //!   `SHA256:` and the unpadded Base64 of the SHA-256 of its DER
 //!   SubjectPublicKeyInfo, exactly what `cipherline fingerprint` prints;
+//!   or the word `password-only` (exactly so, lowercase): the server has no
+//!   key and the shared password alone authenticates it;
 //! - fields are separated by spaces or tabs; anything after them must be a
 //!   `#` comment.
 //!
-//! A server may have several lines (say, during a key rotation its operator
-//! announced); any one of them matching is enough. A line that does not parse
-//! is an error naming the file and line: nothing is silently ignored in a file
-//! that decides whom to trust.
+//! A server may have several key lines (say, during a key rotation its
+//! operator announced); any one of them matching is enough. A
+//! `password-only` line must be the only line for its server: a server
+//! recorded both ways, or twice as password-only, is an error. So a change
+//! either way is caught: a server recorded with a key that presents none,
+//! or recorded as password-only that presents a key, is a changed server
+//! ([`Lookup::Changed`]). A line that does not parse is an error naming the
+//! file and line: nothing is silently ignored in a file that decides whom
+//! to trust.
 //!
 //! # Concurrency
 //!
@@ -32,6 +40,7 @@
 //! separate file because renaming over the data file would leave a waiting
 //! writer holding a lock on the replaced file.
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -45,14 +54,40 @@ use crate::keyfile::write_atomic;
 const MAX_FILE_LEN: u64 = 8 * 1024 * 1024;
 
 /// The header written at the top of a new file.
-const HEADER: &str = "# cipherline known servers: one line per server, \"HOST:PORT SHA256:<fingerprint>\".\n\
+const HEADER: &str = "# cipherline known servers: one line per server, \"HOST:PORT SHA256:<fingerprint>\" \
+                      or \"HOST:PORT password-only\".\n\
                       # Lines starting with '#' are comments. See `cipherline known-servers --help`.\n";
+
+/// The second field of a password-only server's line.
+pub const PASSWORD_ONLY: &str = "password-only";
+
+/// How a server authenticates itself: what a line records, and what a
+/// server presented in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerAuth {
+    /// A static key with this fingerprint (the password, if any, comes on
+    /// top).
+    Key(Fingerprint),
+    /// No key: a password-only server, authenticated by the shared
+    /// password alone.
+    PasswordOnly,
+}
+
+impl fmt::Display for ServerAuth {
+    /// The file's form: the fingerprint, or `password-only`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerAuth::Key(fp) => write!(f, "{fp}"),
+            ServerAuth::PasswordOnly => f.write_str(PASSWORD_ONLY),
+        }
+    }
+}
 
 /// One server line of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownServer {
     server: ServerAddr,
-    fingerprint: Fingerprint,
+    auth: ServerAuth,
     line: usize,
 }
 
@@ -63,10 +98,19 @@ impl KnownServer {
         &self.server
     }
 
-    /// The fingerprint trusted for it.
+    /// The fingerprint trusted for it; `None` for a password-only server.
     #[must_use]
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.fingerprint
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        match self.auth {
+            ServerAuth::Key(fp) => Some(fp),
+            ServerAuth::PasswordOnly => None,
+        }
+    }
+
+    /// What the line records: a key, or password-only.
+    #[must_use]
+    pub fn auth(&self) -> ServerAuth {
+        self.auth
     }
 
     /// The 1-based line number in the file.
@@ -81,17 +125,20 @@ impl KnownServer {
 pub enum Lookup {
     /// No line names this server.
     Unknown,
-    /// A line names this server with this key.
+    /// A line names this server with this key (or as password-only, for
+    /// a server that presented no key).
     Known {
         /// The matching line (1-based).
         line: usize,
     },
-    /// Lines name this server, none with this key.
+    /// Lines name this server, none with what it presented: another key,
+    /// a key where the file says password-only, or no key where the file
+    /// records one.
     Changed {
         /// The first line naming the server (1-based).
         line: usize,
-        /// The fingerprint it records.
-        known: Fingerprint,
+        /// What that line records.
+        known: ServerAuth,
     },
 }
 
@@ -134,17 +181,30 @@ impl KnownServers {
 
     /// Looks up `server` presenting the key with `fingerprint`.
     pub fn lookup(&self, server: &ServerAddr, fingerprint: &Fingerprint) -> Result<Lookup, Error> {
-        Ok(lookup_in(&self.entries()?, server, fingerprint))
+        self.lookup_auth(server, &ServerAuth::Key(*fingerprint))
+    }
+
+    /// Looks up `server` presenting `auth` (a key, or none).
+    pub fn lookup_auth(&self, server: &ServerAddr, auth: &ServerAuth) -> Result<Lookup, Error> {
+        Ok(lookup_in(&self.entries()?, server, auth))
     }
 
     /// Records that `server` holds the key with `fingerprint`, unless the
     /// file (re-read under the lock) already says something about it: the
-    /// same key leaves the file alone, a different key is
-    /// [`Error::ServerKeyChanged`] — a recorded key is never replaced here.
+    /// same key leaves the file alone, a different key (or password-only)
+    /// is [`Error::ServerKeyChanged`] — a recorded key is never replaced
+    /// here.
     pub fn add(&self, server: &ServerAddr, fingerprint: &Fingerprint) -> Result<Added, Error> {
+        self.add_auth(server, &ServerAuth::Key(*fingerprint))
+    }
+
+    /// Records `server` as `auth`: [`KnownServers::add`] for a key, or a
+    /// `password-only` line, with the same rules (a server already recorded
+    /// otherwise is [`Error::ServerKeyChanged`]).
+    pub fn add_auth(&self, server: &ServerAddr, auth: &ServerAuth) -> Result<Added, Error> {
         let _lock = self.lock()?;
         let mut text = self.read()?;
-        match lookup_in(&self.parse(&text)?, server, fingerprint) {
+        match lookup_in(&self.parse(&text)?, server, auth) {
             Lookup::Known { .. } => return Ok(Added::AlreadyKnown),
             Lookup::Changed { line, known } => {
                 return Err(Error::ServerKeyChanged(Box::new(KeyChange {
@@ -152,7 +212,7 @@ impl KnownServers {
                     path: self.path.clone(),
                     line,
                     known,
-                    presented: *fingerprint,
+                    presented: *auth,
                 })));
             }
             Lookup::Unknown => {}
@@ -162,7 +222,7 @@ impl KnownServers {
         } else if !text.ends_with('\n') {
             text.push('\n');
         }
-        text.push_str(&format!("{server} {fingerprint}\n"));
+        text.push_str(&format!("{server} {auth}\n"));
         write_atomic(&self.path, text.as_bytes(), 0o600, true)?;
         Ok(Added::Recorded)
     }
@@ -218,16 +278,34 @@ impl KnownServers {
                 continue;
             }
             let mut fields = content.split([' ', '\t']).filter(|f| !f.is_empty());
-            let (Some(addr), Some(fp)) = (fields.next(), fields.next()) else {
-                return Err(syntax("expected HOST:PORT SHA256:<fingerprint>"));
+            let (Some(addr), Some(second)) = (fields.next(), fields.next()) else {
+                return Err(syntax("expected HOST:PORT SHA256:<fingerprint> or HOST:PORT password-only"));
             };
             if fields.next().is_some_and(|rest| !rest.starts_with('#')) {
-                return Err(syntax("unexpected text after the fingerprint (comments start with '#')"));
+                return Err(syntax("unexpected text after the second field (comments start with '#')"));
             }
             let server = addr.parse::<ServerAddr>().map_err(|_| syntax("the first field is not a valid HOST:PORT"))?;
-            let fingerprint =
-                fp.parse::<Fingerprint>().map_err(|_| syntax("the second field is not a valid SHA256: fingerprint"))?;
-            out.push(KnownServer { server, fingerprint, line });
+            let auth =
+                if second == PASSWORD_ONLY {
+                    ServerAuth::PasswordOnly
+                } else {
+                    ServerAuth::Key(second.parse::<Fingerprint>().map_err(|_| {
+                        syntax("the second field is neither a valid SHA256: fingerprint nor password-only")
+                    })?)
+                };
+            // A password-only line contradicts any other line for the same
+            // server: which one would decide? Refuse rather than guess.
+            let mut same = out.iter().filter(|e: &&KnownServer| e.server == server);
+            match auth {
+                ServerAuth::PasswordOnly if same.next().is_some() => {
+                    return Err(syntax("a password-only line must be the only line for its server"));
+                }
+                ServerAuth::Key(_) if same.any(|e| e.auth == ServerAuth::PasswordOnly) => {
+                    return Err(syntax("this server is already recorded as password-only"));
+                }
+                _ => {}
+            }
+            out.push(KnownServer { server, auth, line });
         }
         Ok(out)
     }
@@ -260,13 +338,13 @@ impl KnownServers {
 }
 
 /// The lookup over parsed entries.
-fn lookup_in(entries: &[KnownServer], server: &ServerAddr, fingerprint: &Fingerprint) -> Lookup {
+fn lookup_in(entries: &[KnownServer], server: &ServerAddr, auth: &ServerAuth) -> Lookup {
     let mut first = None;
     for e in entries.iter().filter(|e| &e.server == server) {
-        if &e.fingerprint == fingerprint {
+        if &e.auth == auth {
             return Lookup::Known { line: e.line };
         }
-        first.get_or_insert(Lookup::Changed { line: e.line, known: e.fingerprint });
+        first.get_or_insert(Lookup::Changed { line: e.line, known: e.auth });
     }
     first.unwrap_or(Lookup::Unknown)
 }
@@ -302,7 +380,7 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].server().to_string(), "a.example:1");
         assert_eq!(entries[0].line(), 3);
-        assert_eq!(entries[1].fingerprint(), fp(2));
+        assert_eq!(entries[1].fingerprint(), Some(fp(2)));
     }
 
     #[test]
@@ -332,13 +410,66 @@ mod tests {
         assert_eq!(ks.add(&b, &fp(2)).unwrap(), Added::Recorded);
         assert!(matches!(ks.add(&a, &fp(3)), Err(Error::ServerKeyChanged(c)) if c.line == 3));
         assert_eq!(ks.lookup(&a, &fp(1)).unwrap(), Lookup::Known { line: 3 });
-        assert_eq!(ks.lookup(&a, &fp(9)).unwrap(), Lookup::Changed { line: 3, known: fp(1) });
+        assert_eq!(ks.lookup(&a, &fp(9)).unwrap(), Lookup::Changed { line: 3, known: ServerAuth::Key(fp(1)) });
         assert_eq!(ks.remove(&a).unwrap(), 1);
         assert_eq!(ks.remove(&a).unwrap(), 0);
         assert_eq!(ks.lookup(&a, &fp(1)).unwrap(), Lookup::Unknown);
         assert_eq!(ks.lookup(&b, &fp(2)).unwrap(), Lookup::Known { line: 3 });
         let text = std::fs::read_to_string(ks.path()).unwrap();
         assert!(text.starts_with("# cipherline known servers"));
+    }
+
+    #[test]
+    fn password_only_lines_parse_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = KnownServers::new(dir.path().join("known_servers"));
+        let text =
+            format!("a.example:1 password-only  # family server\nb.example:2\tpassword-only\nc.example:3 {}\n", fp(3));
+        std::fs::write(ks.path(), text).unwrap();
+        let entries = ks.entries().unwrap();
+        assert_eq!(
+            entries.iter().map(KnownServer::auth).collect::<Vec<_>>(),
+            [ServerAuth::PasswordOnly, ServerAuth::PasswordOnly, ServerAuth::Key(fp(3))]
+        );
+        assert_eq!(entries[0].fingerprint(), None);
+        let a: ServerAddr = "a.example:1".parse().unwrap();
+        assert_eq!(ks.lookup_auth(&a, &ServerAuth::PasswordOnly).unwrap(), Lookup::Known { line: 1 });
+        assert_eq!(ks.lookup(&a, &fp(1)).unwrap(), Lookup::Changed { line: 1, known: ServerAuth::PasswordOnly });
+        // Exactly the word, alone, and alone for its server.
+        for bad in [
+            "a.example:1 Password-Only".to_owned(),
+            "a.example:1 password-only extra".to_owned(),
+            "a.example:1 password_only".to_owned(),
+            "a.example:1 passwordonly".to_owned(),
+            format!("a.example:1 password-only {}", fp(1)),
+            format!("a.example:1 {}\na.example:1 password-only", fp(1)),
+            format!("a.example:1 password-only\na.example:1 {}", fp(1)),
+            "a.example:1 password-only\na.example:1 password-only".to_owned(),
+        ] {
+            std::fs::write(ks.path(), format!("{bad}\n")).unwrap();
+            assert!(matches!(ks.entries(), Err(Error::KnownServersSyntax { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn add_password_only_then_a_key_is_a_change_either_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = KnownServers::new(dir.path().join("known_servers"));
+        let a: ServerAddr = "a.example:1".parse().unwrap();
+        let b: ServerAddr = "b.example:1".parse().unwrap();
+        assert_eq!(ks.add_auth(&a, &ServerAuth::PasswordOnly).unwrap(), Added::Recorded);
+        assert_eq!(ks.add_auth(&a, &ServerAuth::PasswordOnly).unwrap(), Added::AlreadyKnown);
+        let err = ks.add(&a, &fp(1)).unwrap_err();
+        assert!(matches!(&err, Error::ServerKeyChanged(c) if c.known == ServerAuth::PasswordOnly), "{err:?}");
+        ks.add(&b, &fp(2)).unwrap();
+        let err = ks.add_auth(&b, &ServerAuth::PasswordOnly).unwrap_err();
+        assert!(matches!(&err, Error::ServerKeyChanged(c) if c.presented == ServerAuth::PasswordOnly), "{err:?}");
+        let text = std::fs::read_to_string(ks.path()).unwrap();
+        assert!(text.ends_with(&format!("\na.example:1 password-only\nb.example:1 {}\n", fp(2))), "{text}");
+        // What was written parses back; remove forgets it like a key line.
+        assert_eq!(ks.entries().unwrap().len(), 2);
+        assert_eq!(ks.remove(&a).unwrap(), 1);
+        assert_eq!(ks.add(&a, &fp(1)).unwrap(), Added::Recorded);
     }
 
     #[cfg(unix)]

@@ -71,7 +71,7 @@ pub use keyfile::{
     KeyFile, LoadOptions, load_any_public_key, load_identity_key, load_private_key, load_public_key, load_server_key,
     parse_key_file, public_key_path, read_key_file, write_key_pair,
 };
-pub use known_servers::{Added, KnownServer, KnownServers, Lookup};
+pub use known_servers::{Added, KnownServer, KnownServers, Lookup, ServerAuth};
 pub use passphrase::Passphrase;
 pub use private_key::PrivateKey;
 pub use trust::{Approval, FirstContact, Prompt, TrustPolicy, Trusted, describe_server_key};

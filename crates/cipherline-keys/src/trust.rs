@@ -14,6 +14,15 @@
 //!    trust it (trust on first use). Otherwise, if the caller has a terminal,
 //!    it passes a prompt that shows the fingerprint and asks yes/no; yes
 //!    records the key. With neither, refuse.
+//!
+//! A server that presents **no key** (a password-only server) is trusted
+//! only in password-only mode (`--password-only`), never with a pin, and
+//! never when the file records a key for it: otherwise a man in the middle
+//! who knows the password could drop a key-and-password server's key and
+//! with it the whole check above ([`TrustPolicy::check_keyless`]). In
+//! password-only mode the server is recorded as `password-only` at first
+//! contact, so a key appearing later is a changed key, and a server that
+//! presents a key is refused.
 
 use std::io;
 
@@ -22,7 +31,7 @@ use cipherline_proto::crypto::kem::ServerPublicKey;
 use crate::address::ServerAddr;
 use crate::error::{Error, KeyChange};
 use crate::fingerprint::Fingerprint;
-use crate::known_servers::{KnownServers, Lookup};
+use crate::known_servers::{KnownServers, Lookup, ServerAuth};
 
 /// What a first-contact prompt is shown: everything needed to ask "do you
 /// trust this key?".
@@ -97,6 +106,10 @@ pub enum Approval {
     AcceptNew,
     /// The user answered yes at the prompt.
     Prompt,
+    /// The user asked for password-only mode (`--password-only`) and the
+    /// server presented no key: there is no fingerprint to compare, the
+    /// shared password authenticates the server.
+    PasswordOnly,
 }
 
 /// The client's rules for trusting servers; see the [module docs](self).
@@ -105,13 +118,14 @@ pub struct TrustPolicy {
     known_servers: KnownServers,
     accept_new: bool,
     pin: Option<Fingerprint>,
+    password_only: bool,
 }
 
 impl TrustPolicy {
     /// Trust what `known_servers` records; ask (or refuse) at first contact.
     #[must_use]
     pub fn new(known_servers: KnownServers) -> Self {
-        TrustPolicy { known_servers, accept_new: false, pin: None }
+        TrustPolicy { known_servers, accept_new: false, pin: None, password_only: false }
     }
 
     /// Record and trust a server's key at first contact without asking
@@ -127,6 +141,16 @@ impl TrustPolicy {
     #[must_use]
     pub fn pin(mut self, pin: Option<Fingerprint>) -> Self {
         self.pin = pin;
+        self
+    }
+
+    /// Password-only mode (`--password-only`): expect a server with no key.
+    /// A keyless server is then trusted (and recorded as `password-only` at
+    /// first contact) unless the file records a key for it; a server that
+    /// presents a key is refused.
+    #[must_use]
+    pub fn password_only(mut self, password_only: bool) -> Self {
+        self.password_only = password_only;
         self
     }
 
@@ -156,16 +180,15 @@ impl TrustPolicy {
             };
         }
         match self.known_servers.lookup(server, &presented)? {
-            Lookup::Known { line } => return Ok(Trusted::Known { line }),
+            // Another key, or a key where the file says password-only.
             Lookup::Changed { line, known } => {
-                return Err(Error::ServerKeyChanged(Box::new(KeyChange {
-                    server: server.clone(),
-                    path: self.known_servers.path().to_owned(),
-                    line,
-                    known,
-                    presented,
-                })));
+                return Err(self.changed(server, line, known, ServerAuth::Key(presented)));
             }
+            // The user said the server has no key; it presented one.
+            _ if self.password_only => {
+                return Err(Error::KeyNotExpected { server: server.clone(), fingerprint: presented });
+            }
+            Lookup::Known { line } => return Ok(Trusted::Known { line }),
             Lookup::Unknown => {}
         }
         let by = if self.accept_new {
@@ -187,5 +210,38 @@ impl TrustPolicy {
         // different key for this server meanwhile, this is a changed key.
         self.known_servers.add(server, &presented)?;
         Ok(Trusted::Recorded { by })
+    }
+
+    /// Decides whether to trust a server that presented no key (a
+    /// password-only server, or a man in the middle who knows the password
+    /// and dropped the key). Refused with a pin, when the file records a
+    /// key for `server` (a changed key), and outside password-only mode;
+    /// otherwise trusted, and recorded as `password-only` at first contact.
+    pub fn check_keyless(&self, server: &ServerAddr) -> Result<Trusted, Error> {
+        if let Some(pinned) = self.pin {
+            return Err(Error::PinnedServerHasNoKey { server: server.clone(), pinned });
+        }
+        match self.known_servers.lookup_auth(server, &ServerAuth::PasswordOnly)? {
+            Lookup::Changed { line, known } => Err(self.changed(server, line, known, ServerAuth::PasswordOnly)),
+            _ if !self.password_only => Err(Error::PasswordOnlyNotRequested { server: server.clone() }),
+            Lookup::Known { line } => Ok(Trusted::Known { line }),
+            Lookup::Unknown => {
+                // `add_auth` re-checks under the lock, as `check` does.
+                self.known_servers.add_auth(server, &ServerAuth::PasswordOnly)?;
+                Ok(Trusted::Recorded { by: Approval::PasswordOnly })
+            }
+        }
+    }
+
+    /// The error for a server whose file line records `known` but that
+    /// presented `presented`.
+    fn changed(&self, server: &ServerAddr, line: usize, known: ServerAuth, presented: ServerAuth) -> Error {
+        Error::ServerKeyChanged(Box::new(KeyChange {
+            server: server.clone(),
+            path: self.known_servers.path().to_owned(),
+            line,
+            known,
+            presented,
+        }))
     }
 }

@@ -9,8 +9,8 @@ use std::io;
 use std::sync::{Arc, Barrier};
 
 use cipherline_keys::{
-    Approval, DataDir, Error, Fingerprint, FirstContact, KeyKind, KnownServers, PrivateKey, ServerAddr, TrustPolicy,
-    Trusted, load_public_key, public_key_path, write_key_pair,
+    Approval, DataDir, Error, Fingerprint, FirstContact, KeyKind, KnownServers, PrivateKey, ServerAddr, ServerAuth,
+    TrustPolicy, Trusted, load_public_key, public_key_path, write_key_pair,
 };
 use cipherline_proto::crypto::kem::{ServerKey, ServerPublicKey};
 
@@ -105,8 +105,8 @@ fn changed_key_is_refused_even_with_accept_new_or_a_yes() {
     match policy.check(&server, &new, Some(&mut say_yes)) {
         Err(Error::ServerKeyChanged(change)) => {
             assert_eq!(change.server, server);
-            assert_eq!(change.known, Fingerprint::of_server_key(&old));
-            assert_eq!(change.presented, Fingerprint::of_server_key(&new));
+            assert_eq!(change.known, ServerAuth::Key(Fingerprint::of_server_key(&old)));
+            assert_eq!(change.presented, ServerAuth::Key(Fingerprint::of_server_key(&new)));
             assert_eq!(change.path, s.known.path());
             assert_eq!(change.line, 3); // after the two header comment lines
             let msg = Error::ServerKeyChanged(change.clone()).to_string();
@@ -187,7 +187,7 @@ fn concurrent_writers_leave_every_entry_in_a_well_formed_file() {
             let key = server_key(u8::try_from(t * PER_THREAD + i + 1).unwrap());
             let found: Vec<_> = entries.iter().filter(|e| e.server() == &want).collect();
             assert_eq!(found.len(), 1, "{want}");
-            assert_eq!(found[0].fingerprint(), Fingerprint::of_server_key(&key));
+            assert_eq!(found[0].fingerprint(), Some(Fingerprint::of_server_key(&key)));
         }
     }
     // No temporary files are left behind.
@@ -197,4 +197,104 @@ fn concurrent_writers_leave_every_entry_in_a_well_formed_file() {
         .filter(|n| n != "known_servers" && n != "known_servers.lock")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+// Issue 12 item 5: a server that presents no key (password-only) must not
+// slip past a pin or a recorded key, and a password-only server recorded as
+// such must not silently grow a key.
+
+#[test]
+fn a_keyless_server_is_refused_with_a_pin_or_a_recorded_key_even_in_password_only_mode() {
+    let s = setup();
+    let server = addr("chat.example.org:7878");
+    let key = server_key(1);
+    let pinned = Fingerprint::of_server_key(&key);
+    // A pin: the server must present that key; no key at all is refused.
+    for password_only in [false, true] {
+        let policy = TrustPolicy::new(s.known.clone()).pin(Some(pinned)).password_only(password_only);
+        match policy.check_keyless(&server) {
+            Err(e @ Error::PinnedServerHasNoKey { .. }) => {
+                assert!(e.to_string().contains(&pinned.to_string()), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(file_text(&s.known), None);
+    // A recorded key: a keyless server at that address is a changed key.
+    TrustPolicy::new(s.known.clone()).accept_new(true).check(&server, &key, None).unwrap();
+    let before = file_text(&s.known);
+    for password_only in [false, true] {
+        let policy = TrustPolicy::new(s.known.clone()).accept_new(true).password_only(password_only);
+        match policy.check_keyless(&server) {
+            Err(Error::ServerKeyChanged(change)) => {
+                assert_eq!((change.known, change.presented), (ServerAuth::Key(pinned), ServerAuth::PasswordOnly));
+                assert_eq!(change.line, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(file_text(&s.known), before, "the file must not change");
+}
+
+#[test]
+fn a_keyless_server_is_trusted_only_in_password_only_mode_and_recorded_as_such() {
+    let s = setup();
+    let server = addr("family.example.net:7878");
+    // Not asked for: refused, nothing recorded, even with --accept-new.
+    let policy = TrustPolicy::new(s.known.clone()).accept_new(true);
+    assert!(matches!(policy.check_keyless(&server), Err(Error::PasswordOnlyNotRequested { .. })));
+    assert_eq!(file_text(&s.known), None);
+    // Asked for: recorded as password-only, then known.
+    let policy = TrustPolicy::new(s.known.clone()).password_only(true);
+    assert_eq!(policy.check_keyless(&server).unwrap(), Trusted::Recorded { by: Approval::PasswordOnly });
+    let text = file_text(&s.known).unwrap();
+    assert!(text.contains("\nfamily.example.net:7878 password-only\n"), "{text}");
+    assert_eq!(policy.check_keyless(&server).unwrap(), Trusted::Known { line: 3 });
+    assert_eq!(s.known.entries().unwrap()[0].auth(), ServerAuth::PasswordOnly);
+    // Recorded as password-only does not stand in for the flag.
+    let without = TrustPolicy::new(s.known.clone());
+    assert!(matches!(without.check_keyless(&server), Err(Error::PasswordOnlyNotRequested { .. })));
+}
+
+#[test]
+fn a_key_appearing_at_a_password_only_server_is_a_changed_key() {
+    let s = setup();
+    let server = addr("family.example.net:7878");
+    TrustPolicy::new(s.known.clone()).password_only(true).check_keyless(&server).unwrap();
+    let before = file_text(&s.known);
+    let key = server_key(7);
+    let presented = Fingerprint::of_server_key(&key);
+    let mut never = |_: &FirstContact<'_>| -> io::Result<bool> { panic!("a changed server must not be offered") };
+    for password_only in [false, true] {
+        let policy = TrustPolicy::new(s.known.clone()).accept_new(true).password_only(password_only);
+        match policy.check(&server, &key, Some(&mut never)) {
+            Err(Error::ServerKeyChanged(change)) => {
+                assert_eq!((change.known, change.presented), (ServerAuth::PasswordOnly, ServerAuth::Key(presented)));
+                let msg = Error::ServerKeyChanged(change.clone()).to_string();
+                assert!(msg.contains("password-only") && msg.contains(&presented.to_string()), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(file_text(&s.known), before, "the file must not change");
+    // `known-servers add` cannot record a key over it either.
+    assert!(matches!(s.known.add(&server, &presented), Err(Error::ServerKeyChanged(_))));
+}
+
+#[test]
+fn password_only_mode_refuses_a_server_that_presents_a_key() {
+    let s = setup();
+    let server = addr("chat.example.org:7878");
+    let key = server_key(3);
+    let policy = TrustPolicy::new(s.known.clone()).accept_new(true).password_only(true);
+    match policy.check(&server, &key, None) {
+        Err(e @ Error::KeyNotExpected { .. }) => {
+            assert!(e.to_string().contains(&Fingerprint::of_server_key(&key).to_string()), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(file_text(&s.known), None, "nothing is recorded");
+    // Even a recorded key: the flag says the server has none.
+    TrustPolicy::new(s.known.clone()).accept_new(true).check(&server, &key, None).unwrap();
+    assert!(matches!(policy.check(&server, &key, None), Err(Error::KeyNotExpected { .. })));
 }

@@ -39,7 +39,12 @@ fn main() {
         Some(pw) => {
             println!("password mode: Bob's server and Alice share a password and no key");
             let pw = Password::new(pw.as_bytes().to_vec()).unwrap();
-            let client = ClientConfig { password: Some(pw.clone()), name: Some("alice".into()), ..Default::default() };
+            let client = ClientConfig {
+                password: Some(pw.clone()),
+                name: Some("alice".into()),
+                password_only: true,
+                ..Default::default()
+            };
             (Arc::new(ServerConfig::password_only(pw)), Arc::new(client))
         }
         None => (Arc::new(ServerConfig::new(key)), Arc::new(ClientConfig::default())),
@@ -81,6 +86,7 @@ fn main() {
         let client = ClientConfig {
             password: Some(Password::new(wrong.into_bytes()).unwrap()),
             name: Some("alice".into()),
+            password_only: true,
             ..Default::default()
         };
         let server = Arc::new(ServerConfig::password_only(Password::new(pw.into_bytes()).unwrap()));

@@ -155,6 +155,11 @@ pub enum Incompatibility {
     /// This client has a password but the server does not ask for one.
     #[error("the server does not use a password, but one was given")]
     PasswordNotOffered,
+    /// The server presented no key (a password-only server) and this
+    /// client did not ask for password-only mode
+    /// ([`crate::ClientConfig::password_only`]).
+    #[error("the server presented no key (password-only), and password-only mode was not asked for")]
+    KeylessServer,
 }
 
 /// Which authentication check failed.

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use cipherline_proto::crypto::pake::Password;
 use cipherline_proto::error::{AuthFailure, Incompatibility};
+use cipherline_proto::handshake::client::ExpectServerIdentity;
+use cipherline_proto::handshake::server::ExpectClientHello;
 use cipherline_proto::message::{ClientHello, ServerHello, split_message};
 use cipherline_proto::session::parse_frame;
 use cipherline_proto::suite::StaticKem;
@@ -18,8 +20,21 @@ fn pw(s: &str) -> Password {
     Password::new(s.as_bytes().to_vec()).unwrap()
 }
 
+/// A client with `password` in password-only mode (it also accepts a
+/// server with no key), or with no password.
 fn client(password: Option<&str>, name: &str) -> Arc<ClientConfig> {
-    Arc::new(ClientConfig { password: password.map(pw), name: Some(name.to_owned()), ..ClientConfig::default() })
+    Arc::new(ClientConfig {
+        password: password.map(pw),
+        name: Some(name.to_owned()),
+        password_only: password.is_some(),
+        ..ClientConfig::default()
+    })
+}
+
+/// A client with `password` that did not ask for password-only mode: it
+/// expects the server to have a key too.
+fn keyed_client(password: &str, name: &str) -> Arc<ClientConfig> {
+    Arc::new(ClientConfig { password: Some(pw(password)), name: Some(name.to_owned()), ..ClientConfig::default() })
 }
 
 fn password_only(password: &str) -> Arc<ServerConfig> {
@@ -80,6 +95,37 @@ fn password_and_no_password_do_not_mix() {
     let failure = handshake_with(client(Some("pw"), "alice"), server_config(x25519_key()), 1, Clock::new(), |_, _| {})
         .unwrap_err();
     assert_eq!(failure.client_error(), Some(&Error::PeerIncompatible(Incompatibility::PasswordNotOffered)));
+}
+
+#[test]
+fn a_keyless_server_identity_is_refused_unless_password_only_was_asked_for() {
+    // Issue 12 item 5: a man in the middle who knows the password answers
+    // as a password-only server (no key) in place of a key-and-password
+    // server. A client that did not ask for password-only mode refuses
+    // the keyless ServerIdentity itself, before ClientHello, so there is
+    // never a key check skipped for want of a key.
+    let failure = handshake_with(keyed_client("pw", "alice"), password_only("pw"), 1, Clock::new(), |_, _| {})
+        .expect_err("a keyless server is refused");
+    let err = failure.client_error().expect("the client refuses").clone();
+    assert_eq!(err, Error::PeerIncompatible(Incompatibility::KeylessServer));
+    assert_eq!(err.alert(), Some(AlertCode::InsufficientSecurity));
+    // The same client still runs key-and-password mode with a keyed server.
+    let h =
+        handshake_with(keyed_client("pw", "alice"), with_key_and_password("pw"), 1, Clock::new(), |_, _| {}).unwrap();
+    assert_eq!(h.client.suite().static_kem, StaticKem::X25519);
+    // The same attack on the wire: the key-and-password server's
+    // ServerIdentity replaced by a keyless one on the way.
+    let (_, keyless) = ExpectClientHello::new(password_only("pw")).unwrap();
+    let failure = handshake_with(keyed_client("pw", "alice"), with_key_and_password("pw"), 1, Clock::new(), |f, b| {
+        if f == Flight::ServerIdentity {
+            b.clone_from(&keyless);
+        }
+    })
+    .expect_err("the stripped key is refused");
+    assert_eq!(failure.client_error(), Some(&Error::PeerIncompatible(Incompatibility::KeylessServer)));
+    // Password-only mode is an explicit choice that needs a password.
+    let config = ClientConfig { password_only: true, ..ClientConfig::default() };
+    assert!(matches!(ExpectServerIdentity::new(Arc::new(config)), Err(Error::InvalidConfig(_))));
 }
 
 fn frames(bytes: &[u8]) -> Vec<Frame> {

@@ -19,8 +19,15 @@ fn pw(s: &str) -> Password {
     Password::new(s.as_bytes().to_vec()).unwrap()
 }
 
+/// A client with `password` (in password-only mode, so it accepts the
+/// password-only servers below), or without one.
 fn client(password: Option<&str>) -> Arc<ClientConfig> {
-    Arc::new(ClientConfig { password: password.map(pw), name: Some("alice".to_owned()), ..ClientConfig::default() })
+    Arc::new(ClientConfig {
+        password: password.map(pw),
+        name: Some("alice".to_owned()),
+        password_only: password.is_some(),
+        ..ClientConfig::default()
+    })
 }
 
 fn frames(bytes: &[u8]) -> Vec<Frame> {

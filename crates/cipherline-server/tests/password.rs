@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cipherline_client::{Client, ClientError, Options};
+use cipherline_client::{Client, ClientError, Options, TrustCheck};
 use cipherline_net::{FrameReader, NetError};
 use cipherline_proto::app::{ClientMessage, ServerMessage, Target};
 use cipherline_proto::crypto::SystemRng;
@@ -52,13 +52,26 @@ async fn connect(addr: &str, name: &str, password: &str) -> Result<Client, Clien
         config: Arc::new(ClientConfig {
             password: Some(pw(password)),
             name: Some(name.to_owned()),
+            password_only: true,
             ..ClientConfig::default()
         }),
         ..Options::default()
     };
     // No key to trust: the password authenticates the server.
-    let never = |_: &str, _: &ServerPublicKey| Err("a password-only server shows no key".to_owned());
-    Client::connect(addr, name, &options, &never).await
+    Client::connect(addr, name, &options, &PasswordOnly).await
+}
+
+/// Trusts a server only if it presents no key.
+struct PasswordOnly;
+
+impl TrustCheck for PasswordOnly {
+    fn check(&self, _: &str, _: &ServerPublicKey) -> Result<(), String> {
+        Err("a password-only server shows no key".to_owned())
+    }
+
+    fn check_keyless(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,6 +176,7 @@ impl Guesser {
         let config = Arc::new(ClientConfig {
             password: Some(pw(password)),
             name: Some(name.to_owned()),
+            password_only: true,
             ..ClientConfig::default()
         });
         let state = ExpectServerIdentity::new(config).unwrap().handle_server_identity(&self.identity).unwrap();

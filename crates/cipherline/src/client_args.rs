@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use cipherline_client::peers::Peers;
-use cipherline_client::{Client, ClientError, Options};
-use cipherline_keys::{Fingerprint, KeyKind, LoadOptions, PrivateKey, Prompt, ServerAddr};
+use cipherline_client::{Client, ClientError, Options, TrustCheck};
+use cipherline_keys::{Fingerprint, KeyKind, LoadOptions, PrivateKey, Prompt, ServerAddr, TrustPolicy};
+use cipherline_net::NetError;
+use cipherline_proto::Error as ProtoError;
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::IdentityKey;
+use cipherline_proto::error::Incompatibility;
 use clap::Args;
 
 use crate::error::CliError;
@@ -56,6 +59,39 @@ pub struct Connected {
     pub peers: Peers,
     /// This client's identity key fingerprint, if it has one.
     pub me: Option<Fingerprint>,
+}
+
+/// The trust flags' policy as the client library's check; the refusal is
+/// kept whole, for the exit code and hint.
+struct PolicyCheck<'a> {
+    addr: &'a ServerAddr,
+    policy: TrustPolicy,
+    may_prompt: bool,
+    refusal: Mutex<Option<cipherline_keys::Error>>,
+}
+
+impl PolicyCheck<'_> {
+    fn verdict(&self, result: Result<cipherline_keys::Trusted, cipherline_keys::Error>) -> Result<(), String> {
+        result.map(drop).map_err(|e| {
+            let text = e.to_string();
+            if let Ok(mut slot) = self.refusal.lock() {
+                *slot = Some(e);
+            }
+            text
+        })
+    }
+}
+
+impl TrustCheck for PolicyCheck<'_> {
+    fn check(&self, _: &str, key: &ServerPublicKey) -> Result<(), String> {
+        let mut ask = terminal_prompt;
+        let prompt: Option<Prompt<'_>> = if self.may_prompt && have_terminal() { Some(&mut ask) } else { None };
+        self.verdict(self.policy.check(self.addr, key, prompt))
+    }
+
+    fn check_keyless(&self, _: &str) -> Result<(), String> {
+        self.verdict(self.policy.check_keyless(self.addr))
+    }
 }
 
 /// The identity key file's name in the data directory.
@@ -117,24 +153,20 @@ impl ClientArgs {
         let addr: ServerAddr = self.server.parse()?;
         let identity = self.identity()?.map(Arc::new);
         let me = identity.as_ref().map(|k| Fingerprint::from_bytes(k.public_key().fingerprint()));
-        let policy = self.trust.policy()?;
-        let refusal: Mutex<Option<cipherline_keys::Error>> = Mutex::new(None);
-        let check = |_: &str, key: &ServerPublicKey| {
-            let mut ask = terminal_prompt;
-            let prompt: Option<Prompt<'_>> = if may_prompt && have_terminal() { Some(&mut ask) } else { None };
-            policy.check(&addr, key, prompt).map(drop).map_err(|e| {
-                let text = e.to_string();
-                if let Ok(mut slot) = refusal.lock() {
-                    *slot = Some(e);
-                }
-                text
-            })
-        };
+        let check = PolicyCheck { addr: &addr, policy: self.trust.policy()?, may_prompt, refusal: Mutex::new(None) };
         let name = self.name();
         let password = self.password.resolve(true)?;
+        let password_only = self.trust.password_only;
+        if password_only && password.is_none() {
+            return Err(CliError::usage(
+                "--password-only needs the shared password",
+                "add --password-file FILE or --password-prompt, or set CIPHERLINE_PASSWORD",
+            ));
+        }
         let config = cipherline_proto::ClientConfig {
             name: password.as_ref().map(|_| name.clone()),
             password,
+            password_only,
             identity,
             ..cipherline_proto::ClientConfig::default()
         };
@@ -145,10 +177,20 @@ impl ClientArgs {
             CliError::failed(format!("cannot read {}: {e}", peers_file.display()), "check the data directory")
         })?;
         let client = result.map_err(|e| match e {
-            ClientError::Untrusted(why) => match refusal.lock().ok().and_then(|mut r| r.take()) {
+            ClientError::Untrusted(why) => match check.refusal.lock().ok().and_then(|mut r| r.take()) {
                 Some(keys_error) => CliError::Keys(keys_error),
                 None => CliError::Client(ClientError::Untrusted(why)),
             },
+            // The protocol refused a keyless server before ClientHello (no
+            // --password-only): the trust policy says why in the user's
+            // terms (a pin, a recorded key, or the missing flag). It never
+            // trusts here, since password-only mode is off.
+            ClientError::Net(NetError::Protocol(ProtoError::PeerIncompatible(Incompatibility::KeylessServer))) => {
+                match check.policy.check_keyless(&addr) {
+                    Err(keys_error) => CliError::Keys(keys_error),
+                    Ok(_) => CliError::Client(e),
+                }
+            }
             other => CliError::Client(other),
         })?;
         Ok(Connected { client, peers, me })

@@ -9,7 +9,7 @@ use core::fmt;
 use std::io;
 use std::path::Path;
 
-use cipherline_keys::{Error as KeysError, KeyChange, KeyProblem};
+use cipherline_keys::{Error as KeysError, KeyChange, KeyProblem, ServerAuth};
 
 /// Everything the CLI reports to the user.
 #[derive(Debug)]
@@ -80,7 +80,10 @@ impl CliError {
                 KeysError::UnknownServer { .. }
                 | KeysError::ServerRejected { .. }
                 | KeysError::ServerKeyChanged(_)
-                | KeysError::PinMismatch { .. },
+                | KeysError::PinMismatch { .. }
+                | KeysError::PinnedServerHasNoKey { .. }
+                | KeysError::PasswordOnlyNotRequested { .. }
+                | KeysError::KeyNotExpected { .. },
             )
             | CliError::Client(C::Untrusted(_)) => 3,
             CliError::Client(C::Net(cipherline_net::NetError::Protocol(
@@ -92,7 +95,8 @@ impl CliError {
             CliError::Client(C::Net(cipherline_net::NetError::Protocol(
                 cipherline_proto::Error::PeerIncompatible(
                     cipherline_proto::error::Incompatibility::PasswordRequired
-                    | cipherline_proto::error::Incompatibility::PasswordNotOffered,
+                    | cipherline_proto::error::Incompatibility::PasswordNotOffered
+                    | cipherline_proto::error::Incompatibility::KeylessServer,
                 ),
             ))) => 3,
             CliError::Client(C::Connect { .. } | C::Timeout("connecting")) => 4,
@@ -123,8 +127,8 @@ impl fmt::Display for CliError {
             CliError::Keys(KeysError::ServerKeyChanged(change)) => {
                 let KeyChange { server, path, line, known, presented } = &**change;
                 writeln!(f, "THE KEY OF SERVER {server} HAS CHANGED. NOT CONNECTING.")?;
-                writeln!(f, "  recorded in {} line {line}: {known}", path.display())?;
-                writeln!(f, "  presented by the server now:  {presented}")?;
+                writeln!(f, "  recorded in {} line {line}: {}", path.display(), describe_auth(known))?;
+                writeln!(f, "  presented by the server now:  {}", describe_auth(presented))?;
                 write!(
                     f,
                     "Someone may be intercepting the connection (a man-in-the-middle attack), \
@@ -139,6 +143,15 @@ impl fmt::Display for CliError {
             CliError::Failed { what, .. } => f.write_str(what),
             CliError::Client(e) => client_message(e, f),
         }
+    }
+}
+
+/// A recorded or presented server key in words: its fingerprint, or that
+/// there is none.
+fn describe_auth(auth: &ServerAuth) -> String {
+    match auth {
+        ServerAuth::Key(fp) => fp.to_string(),
+        ServerAuth::PasswordOnly => "no key (password-only server)".to_owned(),
     }
 }
 
@@ -181,6 +194,9 @@ fn client_hint(e: &cipherline_client::ClientError) -> Option<String> {
         C::Net(cipherline_net::NetError::Protocol(cipherline_proto::Error::PeerIncompatible(
             cipherline_proto::error::Incompatibility::PasswordNotOffered,
         ))) => "this server does not use a password: unset CIPHERLINE_PASSWORD or drop --password-*".to_owned(),
+        C::Net(cipherline_net::NetError::Protocol(cipherline_proto::Error::PeerIncompatible(
+            cipherline_proto::error::Incompatibility::KeylessServer,
+        ))) => "if the server's operator says it has no key, connect with --password-only".to_owned(),
         C::Net(cipherline_net::NetError::Protocol(cipherline_proto::Error::AuthenticationFailed(_))) => {
             "the server could not prove it holds the key you trust: someone may be intercepting the connection, or \
              you pinned the wrong key"
@@ -246,16 +262,38 @@ fn keys_hint(e: &KeysError) -> Option<String> {
                 .to_owned()
         }
         KeysError::ServerKeyChanged(change) => {
-            let KeyChange { server, path, line, .. } = &**change;
+            let KeyChange { server, path, line, presented, .. } = &**change;
             let dir = path.parent().unwrap_or(Path::new("."));
+            // What to confirm with the operator: the new key, or that the
+            // server really has no key any more.
+            let ask = match presented {
+                ServerAuth::Key(_) => "ask the server's operator for its fingerprint over a channel you trust. Only \
+                                       if it matches the new one",
+                ServerAuth::PasswordOnly => "ask the server's operator over a channel you trust whether the server \
+                                             really has no key any more. Only if so",
+            };
+            let reconnect = match presented {
+                ServerAuth::Key(_) => "connect again",
+                ServerAuth::PasswordOnly => "connect again with --password-only",
+            };
             format!(
-                "ask the server's operator for its fingerprint over a channel you trust. Only if it matches the new \
-                 one, remove the old entry:\n        cipherline known-servers remove {server} --data-dir {}\n      \
-                 (or delete line {line} of {}), then connect again.",
+                "{ask}, remove the old entry:\n        cipherline known-servers remove {server} --data-dir {}\n      \
+                 (or delete line {line} of {}), then {reconnect}.",
                 shell_quote(dir),
                 path.display()
             )
         }
+        KeysError::PinnedServerHasNoKey { .. } => "someone who knows the password may be intercepting the \
+             connection and hiding the server's key; do not connect. If the server's operator says it has no key \
+             now, connect with --password-only instead of a pin"
+            .to_owned(),
+        KeysError::PasswordOnlyNotRequested { .. } => "if the server's operator says the server has no key \
+             (`cipherline serve --password-only`), connect with --password-only; otherwise someone who knows the \
+             password may be intercepting the connection and hiding the server's key"
+            .to_owned(),
+        KeysError::KeyNotExpected { .. } => "--password-only says the server has no key, but it presented one: \
+             check its fingerprint with the server's operator, then connect without --password-only"
+            .to_owned(),
         KeysError::PinMismatch { .. } => "check the --server-key file or --server-fingerprint value with the \
              server's operator; do not connect until they match"
             .to_owned(),

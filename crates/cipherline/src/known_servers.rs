@@ -1,6 +1,6 @@
 //! `cipherline known-servers`: list, add and remove trusted server keys.
 
-use cipherline_keys::{Added, Fingerprint, ServerAddr, load_public_key};
+use cipherline_keys::{Added, Fingerprint, ServerAddr, ServerAuth, load_public_key};
 use clap::{Args, Subcommand};
 
 use crate::error::CliError;
@@ -9,10 +9,12 @@ use crate::trust::DataDirArgs;
 /// List, add or remove trusted server keys (the known-servers file).
 ///
 /// The file is DATA_DIR/known_servers. Each line is "HOST:PORT SHA256:FINGERPRINT": the server and the
-/// fingerprint of the key it must present. Comments start with '#'. Clients
-/// add a line at first contact when you accept a server (or pass
-/// --accept-new), and refuse to connect if a known server presents another
-/// key.
+/// fingerprint of the key it must present; or "HOST:PORT password-only": the
+/// server has no key (the shared password alone authenticates it). Comments
+/// start with '#'. Clients add a line at first contact when you accept a
+/// server (or pass --accept-new, or --password-only for a password-only
+/// server), and refuse to connect if a known server presents another key,
+/// no key where one is recorded, or a key where password-only is recorded.
 #[derive(Debug, Subcommand)]
 pub enum KnownServersCommand {
     /// Print every known server and its fingerprint.
@@ -43,14 +45,19 @@ pub struct AddArgs {
     #[arg(
         long,
         value_name = "PATH",
-        required_unless_present = "server_fingerprint",
-        conflicts_with = "server_fingerprint"
+        required_unless_present_any = ["server_fingerprint", "password_only"],
+        conflicts_with_all = ["server_fingerprint", "password_only"]
     )]
     pub server_key: Option<std::path::PathBuf>,
 
     /// The server key's fingerprint, as `cipherline fingerprint` prints it.
-    #[arg(long, value_name = "SHA256:...")]
+    #[arg(long, value_name = "SHA256:...", conflicts_with = "password_only")]
     pub server_fingerprint: Option<Fingerprint>,
+
+    /// Record the server as password-only: it has no key, and a key it
+    /// presents later is refused as a changed key.
+    #[arg(long)]
+    pub password_only: bool,
 
     #[command(flatten)]
     pub data_dir: DataDirArgs,
@@ -77,22 +84,23 @@ pub fn run(command: &KnownServersCommand) -> Result<(), CliError> {
                 eprintln!("No known servers in {}.", known.path().display());
             }
             for e in entries {
-                println!("{} {}", e.server(), e.fingerprint());
+                println!("{} {}", e.server(), e.auth());
             }
         }
         KnownServersCommand::Add(args) => {
             let fingerprint = match (&args.server_key, args.server_fingerprint) {
-                (Some(path), _) => Fingerprint::of_server_key(&load_public_key(path)?),
-                (None, Some(fp)) => fp,
+                _ if args.password_only => ServerAuth::PasswordOnly,
+                (Some(path), _) => ServerAuth::Key(Fingerprint::of_server_key(&load_public_key(path)?)),
+                (None, Some(fp)) => ServerAuth::Key(fp),
                 (None, None) => {
                     return Err(CliError::usage(
                         "no key given",
-                        "pass --server-key PATH or --server-fingerprint SHA256:...",
+                        "pass --server-key PATH, --server-fingerprint SHA256:... or --password-only",
                     ));
                 }
             };
             let known = args.data_dir.resolve()?.known_servers();
-            match known.add(&args.server, &fingerprint)? {
+            match known.add_auth(&args.server, &fingerprint)? {
                 Added::Recorded => println!("Recorded {} {} in {}.", args.server, fingerprint, known.path().display()),
                 Added::AlreadyKnown => println!("{} {} was already recorded.", args.server, fingerprint),
             }

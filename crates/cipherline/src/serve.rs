@@ -215,7 +215,7 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
             }
             None => {
                 println!("cipherline server listening on {bound}");
-                println!("password-only mode: no server key; clients and server prove the shared password");
+                println!("password-only mode: no server key; clients connect with --password-only and prove the shared password");
                 tracing::info!(%bound, "listening in password-only mode");
                 let Some(password) = password else {
                     return Err(CliError::usage("--password-only needs a password", "add --password-file FILE"));

@@ -55,6 +55,16 @@ pub struct TrustArgs {
     #[arg(long, value_name = "SHA256:...")]
     pub server_fingerprint: Option<Fingerprint>,
 
+    /// The server is password-only: it has no key, and the shared password
+    /// (--password-file, --password-prompt or CIPHERLINE_PASSWORD) alone
+    /// authenticates it. Recorded as "HOST:PORT password-only" in the
+    /// known-servers file at first contact; a server that presents a key
+    /// is then refused. Without this flag a server that presents no key is
+    /// refused, so a man in the middle who knows the password cannot strip
+    /// a server's key.
+    #[arg(long, conflicts_with_all = ["server_key", "server_fingerprint"])]
+    pub password_only: bool,
+
     #[command(flatten)]
     pub data_dir: DataDirArgs,
 }
@@ -72,7 +82,7 @@ impl TrustArgs {
     /// The trust policy these flags describe.
     pub fn policy(&self) -> Result<TrustPolicy, CliError> {
         let known = self.data_dir.resolve()?.known_servers();
-        Ok(TrustPolicy::new(known).accept_new(self.accept_new).pin(self.pin()?))
+        Ok(TrustPolicy::new(known).accept_new(self.accept_new).pin(self.pin()?).password_only(self.password_only))
     }
 }
 
@@ -135,6 +145,10 @@ mod tests {
     fn key_and_fingerprint_pins_conflict_and_bad_fingerprints_are_refused() {
         let fp = Fingerprint::of_spki(b"x").to_string();
         assert!(Client::try_parse_from(["c", "--server-key", "k.pub", "--server-fingerprint", &fp]).is_err());
+        // A pin says the server has a key; password-only says it has none.
+        assert!(Client::try_parse_from(["c", "--password-only", "--server-fingerprint", &fp]).is_err());
+        assert!(Client::try_parse_from(["c", "--password-only", "--server-key", "k.pub"]).is_err());
+        assert!(Client::try_parse_from(["c", "--password-only", "--accept-new"]).unwrap().trust.password_only);
         assert!(Client::try_parse_from(["c", "--server-fingerprint", "MD5:00"]).is_err());
     }
 

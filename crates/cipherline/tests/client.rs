@@ -222,6 +222,7 @@ fn shared_password_mode_like_seed_002() {
     assert!(server.fingerprint.is_empty(), "no key in password-only mode");
     let mut bob = bin()
         .args(["listen", "--server", &server.addr, "--name", "bob", "--count", "2", "--timeout", "30"])
+        .arg("--password-only")
         .env("CIPHERLINE_PASSWORD", "hello")
         .env("CIPHERLINE_HOME", dir.path().join("home"))
         .stdout(Stdio::piped())
@@ -231,7 +232,8 @@ fn shared_password_mode_like_seed_002() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     for text in ["hi", "hi"] {
         let out = bin()
-            .args(["send", "--server", &server.addr, "--name", "alice", "--password-file", pw_file.to_str().unwrap()])
+            .args(["send", "--server", &server.addr, "--name", "alice", "--password-only", "--password-file"])
+            .arg(&pw_file)
             .arg(text)
             .env("CIPHERLINE_HOME", dir.path().join("home"))
             .output()
@@ -245,7 +247,7 @@ fn shared_password_mode_like_seed_002() {
 
     // Alice with the wrong password: a clear error, exit 3.
     let out = bin()
-        .args(["send", "--server", &server.addr, "--name", "alice", "hi"])
+        .args(["send", "--server", &server.addr, "--name", "alice", "--password-only", "hi"])
         .env("CIPHERLINE_PASSWORD", "hellO")
         .env("CIPHERLINE_HOME", dir.path().join("home"))
         .output()

@@ -39,6 +39,9 @@ impl ExpectServerIdentity {
         if config.password.is_some() && !config.name.as_ref().is_some_and(|n| !n.is_empty() && n.len() <= MAX_NAME) {
             return Err(Error::InvalidConfig("password mode needs the client's name (1 to 64 bytes)"));
         }
+        if config.password_only && config.password.is_none() {
+            return Err(Error::InvalidConfig("password-only mode needs a password"));
+        }
         Ok(ExpectServerIdentity { config })
     }
 
@@ -62,8 +65,15 @@ impl ExpectServerIdentity {
             (false, true) => return Err(Incompatibility::PasswordNotOffered.into()),
             _ => {}
         }
-        // No key at all is password-only mode, valid only with the password.
+        // No key at all is password-only mode, valid only with the password,
+        // and only if the user asked for it: a man in the middle who knows
+        // the password could otherwise present a keyless ServerIdentity in
+        // place of a key-and-password server's, and the key check (pin,
+        // known servers) would have no key to look at.
         let server_key = if identity.server_key.is_empty() && pake {
+            if !self.config.password_only {
+                return Err(Incompatibility::KeylessServer.into());
+            }
             None
         } else {
             Some(ServerPublicKey::from_spki(&identity.server_key)?)

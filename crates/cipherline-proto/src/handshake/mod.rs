@@ -52,6 +52,14 @@ pub struct ClientConfig {
     /// The client's name, bound into the password exchange (the name it
     /// will use in Hello). Required with `password`.
     pub name: Option<String>,
+    /// Password-only mode: also accept a server that presents no key, whose
+    /// only authentication is then the password (suites `0x00xx`). Off by
+    /// default, and then a keyless ServerIdentity is refused before
+    /// ClientHello (`Incompatibility::KeylessServer`): otherwise a man in
+    /// the middle who knows the password could drop the key of a
+    /// key-and-password server and skip the client's key check. Needs
+    /// `password`.
+    pub password_only: bool,
     /// When this side ratchets its sending key.
     pub key_update: KeyUpdatePolicy,
 }
@@ -60,7 +68,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         let mut suites = Suite::FORWARD_SECRET.to_vec();
         // Only ever chosen when the server has no key, which requires the
-        // password (see `handle_server_identity`).
+        // password and `password_only` (see `handle_server_identity`).
         suites.extend(Suite::PASSWORD_ONLY);
         ClientConfig {
             suites,
@@ -68,6 +76,7 @@ impl Default for ClientConfig {
             identity: None,
             password: None,
             name: None,
+            password_only: false,
             key_update: KeyUpdatePolicy::default(),
         }
     }
