@@ -26,6 +26,22 @@ pub const MAX_CHUNK: usize = 16 * 1024;
 /// receiver's acknowledgement; the server cancels a transfer that exceeds it.
 pub const MAX_UNACKED: u64 = 2 * 1024 * 1024;
 
+/// Whether `name` (a display name or a room name) is in the name grammar
+/// (PROTOCOL.md §13.2): 1 to `max` bytes (at most [`MAX_NAME`]) of ASCII
+/// letters, digits, `-`, `_` and `.`, not starting with `-` or `.`.
+///
+/// The server refuses any other name at Hello and Join; a client refuses
+/// any other name the server sends (see [`ServerMessage::check_names`]),
+/// because names end up in files and on terminals, where spaces, control
+/// characters and look-alikes could forge other entries.
+#[must_use]
+pub fn valid_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max.min(MAX_NAME)
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with(['-', '.'])
+}
+
 /// Where a chat message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -109,6 +125,9 @@ pub enum ClientMessage {
         transfer: u64,
         /// SHA-256 of all the data.
         sha256: [u8; 32],
+        /// The sender's signature over the offer and the hash
+        /// ([`crate::signature::file_signing_input`]), if it has an identity key.
+        signature: Option<Vec<u8>>,
     },
     /// Stop a transfer: the sender (with `sender` empty) stops it for
     /// everyone; a receiver (naming the sender) stops receiving it.
@@ -283,6 +302,17 @@ pub struct Signed {
     pub signature: Vec<u8>,
 }
 
+/// A relayed file's signature, with the key that made it (PROTOCOL.md §13.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSigned {
+    /// Signature algorithm of the sender's identity key.
+    pub algorithm: u16,
+    /// The sender's identity key as proven to the server (DER SPKI).
+    pub sender_key: Vec<u8>,
+    /// The signature over [`crate::signature::file_signing_input`].
+    pub signature: Vec<u8>,
+}
+
 /// A message from the server to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMessage {
@@ -385,6 +415,8 @@ pub enum ServerMessage {
         from: String,
         /// SHA-256 of the whole file, as the sender computed it.
         sha256: [u8; 32],
+        /// The sender's signature over the offer and the hash, if it signed.
+        signed: Option<FileSigned>,
     },
     /// The other side, or the server, stopped a transfer.
     FileCancelled {
@@ -567,10 +599,17 @@ impl ClientMessage {
                 put_u64(&mut w, *transfer);
                 put_data(&mut w, data)?;
             }
-            ClientMessage::FileEnd { transfer, sha256 } => {
+            ClientMessage::FileEnd { transfer, sha256, signature } => {
                 w.u8(0x0b);
                 put_u64(&mut w, *transfer);
                 w.bytes(sha256);
+                match signature {
+                    None => w.u8(0),
+                    Some(sig) => {
+                        w.u8(1);
+                        w.vec16(sig, MAX_SIGNATURE_LEN)?;
+                    }
+                }
             }
             ClientMessage::FileCancel { transfer, sender, reason } => {
                 w.u8(0x0c);
@@ -624,7 +663,15 @@ impl ClientMessage {
                 accept: get_bool(&mut r)?,
             },
             0x0a => ClientMessage::FileChunk { transfer: get_u64(&mut r)?, data: get_data(&mut r)? },
-            0x0b => ClientMessage::FileEnd { transfer: get_u64(&mut r)?, sha256: r.array()? },
+            0x0b => ClientMessage::FileEnd {
+                transfer: get_u64(&mut r)?,
+                sha256: r.array()?,
+                signature: match r.u8()? {
+                    0 => None,
+                    1 => Some(r.vec16(MAX_SIGNATURE_LEN)?.to_vec()),
+                    _ => return Err(DecodeError::IllegalValue),
+                },
+            },
             0x0c => ClientMessage::FileCancel {
                 transfer: get_u64(&mut r)?,
                 sender: get_name(&mut r)?,
@@ -743,11 +790,20 @@ impl ServerMessage {
                 put_name(&mut w, from)?;
                 put_data(&mut w, data)?;
             }
-            ServerMessage::FileDone { transfer, from, sha256 } => {
+            ServerMessage::FileDone { transfer, from, sha256, signed } => {
                 w.u8(0x8d);
                 put_u64(&mut w, *transfer);
                 put_name(&mut w, from)?;
                 w.bytes(sha256);
+                match signed {
+                    None => w.u8(0),
+                    Some(sig) => {
+                        w.u8(1);
+                        w.u16(sig.algorithm);
+                        w.vec16(&sig.sender_key, MAX_SPKI_LEN)?;
+                        w.vec16(&sig.signature, MAX_SIGNATURE_LEN)?;
+                    }
+                }
             }
             ServerMessage::FileCancelled { transfer, sender, by, reason } => {
                 w.u8(0x8e);
@@ -764,6 +820,36 @@ impl ServerMessage {
             }
         }
         frame(w)
+    }
+
+    /// Checks every user and room name the message carries against the
+    /// name grammar ([`valid_name`]); [`DecodeError::InvalidName`] if one
+    /// is outside it. A client calls this on everything the server sends:
+    /// an honest server only ever relays names it accepted at Hello and
+    /// Join, so any other name is the relay misbehaving.
+    pub fn check_names(&self) -> Result<(), DecodeError> {
+        fn target(t: &Target) -> &str {
+            match t {
+                Target::Room(n) | Target::User(n) => n,
+            }
+        }
+        let ok = match self {
+            ServerMessage::Welcome { name, .. } | ServerMessage::Identity { name, .. } => valid_name(name, MAX_NAME),
+            ServerMessage::Joined { room } | ServerMessage::Left { room } => valid_name(room, MAX_NAME),
+            ServerMessage::Message(d) => valid_name(&d.from, MAX_NAME) && valid_name(target(&d.to), MAX_NAME),
+            ServerMessage::Notice { room, name, .. } => valid_name(room, MAX_NAME) && valid_name(name, MAX_NAME),
+            ServerMessage::Members { room, names } => {
+                valid_name(room, MAX_NAME) && names.iter().all(|n| valid_name(n, MAX_NAME))
+            }
+            ServerMessage::FileOffered { from, to, .. } => {
+                valid_name(from, MAX_NAME) && valid_name(target(to), MAX_NAME)
+            }
+            ServerMessage::FileAnswered { by, .. } | ServerMessage::FileAcked { by, .. } => valid_name(by, MAX_NAME),
+            ServerMessage::FileData { from, .. } | ServerMessage::FileDone { from, .. } => valid_name(from, MAX_NAME),
+            ServerMessage::FileCancelled { sender, by, .. } => valid_name(sender, MAX_NAME) && valid_name(by, MAX_NAME),
+            ServerMessage::Ack { .. } | ServerMessage::Error { .. } | ServerMessage::Pong { .. } => true,
+        };
+        if ok { Ok(()) } else { Err(DecodeError::InvalidName) }
     }
 
     /// Decodes one message (type byte and body, without the length prefix).
@@ -849,7 +935,20 @@ impl ServerMessage {
             0x8c => {
                 ServerMessage::FileData { transfer: get_u64(&mut r)?, from: get_name(&mut r)?, data: get_data(&mut r)? }
             }
-            0x8d => ServerMessage::FileDone { transfer: get_u64(&mut r)?, from: get_name(&mut r)?, sha256: r.array()? },
+            0x8d => ServerMessage::FileDone {
+                transfer: get_u64(&mut r)?,
+                from: get_name(&mut r)?,
+                sha256: r.array()?,
+                signed: match r.u8()? {
+                    0 => None,
+                    1 => Some(FileSigned {
+                        algorithm: r.u16()?,
+                        sender_key: r.vec16(MAX_SPKI_LEN)?.to_vec(),
+                        signature: r.vec16(MAX_SIGNATURE_LEN)?.to_vec(),
+                    }),
+                    _ => return Err(DecodeError::IllegalValue),
+                },
+            },
             0x8e => ServerMessage::FileCancelled {
                 transfer: get_u64(&mut r)?,
                 sender: get_name(&mut r)?,

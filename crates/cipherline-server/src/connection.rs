@@ -21,14 +21,9 @@ use crate::transfer::OfferError;
 
 type Conn = Channel<OwnedReadHalf, OwnedWriteHalf>;
 
-/// Whether a name (display or room) is acceptable: 1 to `max` bytes of ASCII
-/// letters, digits, `-`, `_` and `.`, not starting with `-` or `.`.
-pub(crate) fn valid_name(name: &str, max: usize) -> bool {
-    !name.is_empty()
-        && name.len() <= max
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !name.starts_with(['-', '.'])
-}
+// The name grammar is shared with clients, which refuse any other name a
+// relay sends (PROTOCOL.md §13.2).
+pub(crate) use cipherline_proto::app::valid_name;
 
 /// A token bucket: `rate` per second sustained, `burst` at once.
 struct RateLimit {
@@ -493,8 +488,8 @@ fn handle(msg: ClientMessage, name: &str, settings: &Settings, hub: &Hub) -> Res
             hub.file_chunk(name, transfer, data);
             return Ok(None);
         }
-        ClientMessage::FileEnd { transfer, sha256 } => {
-            hub.file_end(name, transfer, sha256, limits.max_transfers_per_client);
+        ClientMessage::FileEnd { transfer, sha256, signature } => {
+            hub.file_end(name, transfer, sha256, signature, limits.max_transfers_per_client);
             return Ok(None);
         }
         ClientMessage::FileCancel { transfer, sender, reason } => {
