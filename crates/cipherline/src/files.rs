@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cipherline_client::Client;
+use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_client::transfer::{Incoming, Outgoing, TransferError};
 use cipherline_proto::app::{ClientMessage, MAX_CHUNK, ServerMessage, Target};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -58,7 +59,7 @@ pub async fn send_file(client: &mut Client, to: Target, path: &Path, answer_time
     let transfer = client.writer().next_id();
     let me = client.name().to_owned();
     let mut out = Outgoing::new(transfer, size, recipients);
-    client.send_message(&ClientMessage::FileOffer { transfer, to, name: name.clone(), size }).await?;
+    client.send_message(&ClientMessage::FileOffer { transfer, to: to.clone(), name: name.clone(), size }).await?;
     eprintln!("offered {name} ({size} bytes); waiting for the receiver to accept");
 
     let bar = progress_bar(size, &name);
@@ -76,7 +77,7 @@ pub async fn send_file(client: &mut Client, to: Target, path: &Path, answer_time
             let want = usize::try_from((size - out.sent()).min(MAX_CHUNK as u64)).unwrap_or(MAX_CHUNK);
             if want == 0 {
                 let sha256 = out.digest();
-                client.send_message(&ClientMessage::FileEnd { transfer, sha256 }).await?;
+                client.file_end(transfer, &to, &name, size, sha256).await?;
                 finished_sending = true;
                 continue;
             }
@@ -180,6 +181,9 @@ pub enum FileEvent {
         size: u64,
         /// Its SHA-256, hex.
         sha256: String,
+        /// The verdict on the sender's signature over offer and hash
+        /// (`Unsigned`: only the hash is known to match what was sent).
+        status: MessageStatus,
     },
     /// A transfer failed or was cancelled.
     Failed {
@@ -197,7 +201,7 @@ pub struct Downloads {
     /// Where accepted files are stored; `None` declines every offer unless
     /// the user accepts it (chat's /accept sets it per offer).
     pub auto_accept: Option<PathBuf>,
-    offers: HashMap<(String, u64), (String, u64)>,
+    offers: HashMap<(String, u64), (String, u64, Target)>,
     active: HashMap<(String, u64), Incoming>,
 }
 
@@ -209,11 +213,18 @@ impl Downloads {
 
     /// Handles a file message; returns what to tell the user and the
     /// messages to send back (answers, acks, cancels).
-    pub fn handle(&mut self, msg: &ServerMessage, decide: bool) -> (Option<FileEvent>, Vec<ClientMessage>) {
+    /// A finished file's signature is checked against the key `peers`
+    /// remembers for its sender.
+    pub fn handle(
+        &mut self,
+        msg: &ServerMessage,
+        decide: bool,
+        peers: &mut Peers,
+    ) -> (Option<FileEvent>, Vec<ClientMessage>) {
         match msg {
-            ServerMessage::FileOffered { transfer, from, name, size, .. } => {
+            ServerMessage::FileOffered { transfer, from, to, name, size } => {
                 let key = (from.clone(), *transfer);
-                self.offers.insert(key, (name.clone(), *size));
+                self.offers.insert(key, (name.clone(), *size, to.clone()));
                 let accepted = match self.auto_accept.clone() {
                     Some(dir) => Some(self.accept(from, *transfer, &dir).is_ok()),
                     None if decide => Some(false),
@@ -244,14 +255,15 @@ impl Downloads {
                     Err(e) => self.fail(&key, &e),
                 }
             }
-            ServerMessage::FileDone { transfer, from, sha256 } => {
+            ServerMessage::FileDone { transfer, from, sha256, signed } => {
                 let key = (from.clone(), *transfer);
                 let Some(incoming) = self.active.remove(&key) else { return (None, Vec::new()) };
                 let (size, name) = (incoming.size, incoming.name.clone());
+                let status = peers.check_file(&incoming.facts(sha256), signed.as_ref());
                 self.offers.remove(&key);
                 match incoming.finish(sha256) {
                     Ok(path) => (
-                        Some(FileEvent::Received { from: from.clone(), path, size, sha256: hex(sha256) }),
+                        Some(FileEvent::Received { from: from.clone(), path, size, sha256: hex(sha256), status }),
                         vec![ClientMessage::FileAck { transfer: *transfer, sender: from.clone(), received: size }],
                     ),
                     Err(e) => {
@@ -293,8 +305,8 @@ impl Downloads {
     /// Accepts a pending offer into `dir`.
     pub fn accept(&mut self, from: &str, transfer: u64, dir: &Path) -> Result<(), TransferError> {
         let key = (from.to_owned(), transfer);
-        let (name, size) = self.offers.get(&key).cloned().ok_or(TransferError::BadName)?;
-        let incoming = Incoming::create(dir, from, transfer, &name, size)?;
+        let (name, size, to) = self.offers.get(&key).cloned().ok_or(TransferError::BadName)?;
+        let incoming = Incoming::create(dir, from, &to, transfer, &name, size)?;
         self.active.insert(key, incoming);
         Ok(())
     }
@@ -310,10 +322,28 @@ impl Downloads {
             .offers
             .iter()
             .filter(|(k, _)| !self.active.contains_key(*k))
-            .map(|((from, t), (name, size))| (from.clone(), *t, name.clone(), *size))
+            .map(|((from, t), (name, size, _))| (from.clone(), *t, name.clone(), *size))
             .collect();
         v.sort_by_key(|p| p.1);
         v
+    }
+}
+
+/// How a received file is described: "hash matches" alone unless the
+/// sender signed offer and hash with the key on record for its name.
+pub fn file_verdict(status: &MessageStatus) -> String {
+    match status {
+        MessageStatus::Verified => "hash matches; signed by the verified key of the sender".to_owned(),
+        MessageStatus::Known => "hash matches; signed by the key remembered for the sender".to_owned(),
+        MessageStatus::New(fp) => format!("hash matches; signed by a key seen for the first time ({fp}), not verified"),
+        MessageStatus::Unsigned => "hash matches (unsigned: nothing shows who sent it)".to_owned(),
+        MessageStatus::Invalid => {
+            "hash matches, but the SIGNATURE IS INVALID: the relay may have replaced the file".to_owned()
+        }
+        MessageStatus::KeyChanged { .. } => {
+            "hash matches, but NOT SIGNED BY THE KEY REMEMBERED for the sender: treat it as from someone else"
+                .to_owned()
+        }
     }
 }
 

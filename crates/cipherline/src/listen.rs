@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
-use crate::files::{Downloads, FileEvent};
+use crate::files::{Downloads, FileEvent, file_verdict};
 use crate::output::{key_notice, print_message};
 use cipherline_client::peers::Peers;
 
@@ -37,8 +37,9 @@ pub struct ListenArgs {
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
 
-    /// One JSON object per line: {"id","from","room" or "to","text","timestamp"};
-    /// received files as {"file": {"from","path","size","sha256"}}.
+    /// One JSON object per line: {"id","from","room" or "to","text","timestamp","verified"};
+    /// received files as {"file": {"from","path","size","sha256","verified"}}.
+    /// "verified" is new, known, verified, unsigned, invalid-signature or key-changed.
     #[arg(long)]
     pub json: bool,
 
@@ -175,7 +176,7 @@ async fn listen_on(
             | ServerMessage::FileData { .. }
             | ServerMessage::FileDone { .. }
             | ServerMessage::FileCancelled { .. } => {
-                let (event, replies) = downloads.handle(&msg, true);
+                let (event, replies) = downloads.handle(&msg, true, peers);
                 for reply in replies {
                     if let Err(e) = client.send_message(&reply).await {
                         return Outcome::Lost(e.into());
@@ -199,12 +200,17 @@ fn report(event: &FileEvent, as_json: bool) -> bool {
             eprintln!("{from} offers {name} ({size} bytes): {what}");
             false
         }
-        FileEvent::Received { from, path, size, sha256 } => {
+        FileEvent::Received { from, path, size, sha256, status } => {
             if as_json {
-                let v = json!({ "file": { "from": from, "path": path.display().to_string(), "size": size, "sha256": sha256 } });
+                let v = json!({ "file": { "from": from, "path": path.display().to_string(), "size": size,
+                                          "sha256": sha256, "verified": status.label() } });
                 println!("{v}");
             } else {
-                println!("received {} from {from} ({size} bytes, SHA-256 {sha256})", path.display());
+                println!(
+                    "received {} from {from} ({size} bytes, SHA-256 {sha256}; {})",
+                    path.display(),
+                    file_verdict(status)
+                );
             }
             true
         }
