@@ -12,6 +12,9 @@ use crate::crypto::kem::MAX_SPKI_LEN;
 use crate::crypto::sign::MAX_SIGNATURE_LEN;
 use crate::error::{DecodeError, Error};
 
+mod names;
+pub use names::valid_name;
+
 /// Hard upper bound on one message (type and body); peers may set lower limits.
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Longest name or room name the wire format carries.
@@ -25,22 +28,6 @@ pub const MAX_CHUNK: usize = 16 * 1024;
 /// Most bytes a sender may have relayed beyond the slowest accepting
 /// receiver's acknowledgement; the server cancels a transfer that exceeds it.
 pub const MAX_UNACKED: u64 = 2 * 1024 * 1024;
-
-/// Whether `name` (a display name or a room name) is in the name grammar
-/// (PROTOCOL.md §13.2): 1 to `max` bytes (at most [`MAX_NAME`]) of ASCII
-/// letters, digits, `-`, `_` and `.`, not starting with `-` or `.`.
-///
-/// The server refuses any other name at Hello and Join; a client refuses
-/// any other name the server sends (see [`ServerMessage::check_names`]),
-/// because names end up in files and on terminals, where spaces, control
-/// characters and look-alikes could forge other entries.
-#[must_use]
-pub fn valid_name(name: &str, max: usize) -> bool {
-    !name.is_empty()
-        && name.len() <= max.min(MAX_NAME)
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !name.starts_with(['-', '.'])
-}
 
 /// Where a chat message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -820,36 +807,6 @@ impl ServerMessage {
             }
         }
         frame(w)
-    }
-
-    /// Checks every user and room name the message carries against the
-    /// name grammar ([`valid_name`]); [`DecodeError::InvalidName`] if one
-    /// is outside it. A client calls this on everything the server sends:
-    /// an honest server only ever relays names it accepted at Hello and
-    /// Join, so any other name is the relay misbehaving.
-    pub fn check_names(&self) -> Result<(), DecodeError> {
-        fn target(t: &Target) -> &str {
-            match t {
-                Target::Room(n) | Target::User(n) => n,
-            }
-        }
-        let ok = match self {
-            ServerMessage::Welcome { name, .. } | ServerMessage::Identity { name, .. } => valid_name(name, MAX_NAME),
-            ServerMessage::Joined { room } | ServerMessage::Left { room } => valid_name(room, MAX_NAME),
-            ServerMessage::Message(d) => valid_name(&d.from, MAX_NAME) && valid_name(target(&d.to), MAX_NAME),
-            ServerMessage::Notice { room, name, .. } => valid_name(room, MAX_NAME) && valid_name(name, MAX_NAME),
-            ServerMessage::Members { room, names } => {
-                valid_name(room, MAX_NAME) && names.iter().all(|n| valid_name(n, MAX_NAME))
-            }
-            ServerMessage::FileOffered { from, to, .. } => {
-                valid_name(from, MAX_NAME) && valid_name(target(to), MAX_NAME)
-            }
-            ServerMessage::FileAnswered { by, .. } | ServerMessage::FileAcked { by, .. } => valid_name(by, MAX_NAME),
-            ServerMessage::FileData { from, .. } | ServerMessage::FileDone { from, .. } => valid_name(from, MAX_NAME),
-            ServerMessage::FileCancelled { sender, by, .. } => valid_name(sender, MAX_NAME) && valid_name(by, MAX_NAME),
-            ServerMessage::Ack { .. } | ServerMessage::Error { .. } | ServerMessage::Pong { .. } => true,
-        };
-        if ok { Ok(()) } else { Err(DecodeError::InvalidName) }
     }
 
     /// Decodes one message (type byte and body, without the length prefix).

@@ -98,7 +98,7 @@ pub enum DecodeError {
     #[error("key or ciphertext encoding")]
     KeyEncoding,
     /// An application message carried a user or room name outside the
-    /// name grammar (PROTOCOL.md §13.2).
+    /// name grammar (PROTOCOL.md §13.4).
     #[error("application message: a name outside the name grammar")]
     InvalidName,
 }

@@ -22,7 +22,7 @@ use crate::transfer::OfferError;
 type Conn = Channel<OwnedReadHalf, OwnedWriteHalf>;
 
 // The name grammar is shared with clients, which refuse any other name a
-// relay sends (PROTOCOL.md §13.2).
+// relay sends (PROTOCOL.md §13.4).
 pub(crate) use cipherline_proto::app::valid_name;
 
 /// A token bucket: `rate` per second sustained, `burst` at once.
