@@ -59,6 +59,9 @@ pub enum ClientError {
     /// A peer's key can only be confirmed while it is the remembered one.
     #[error("that key is not the one remembered for this peer")]
     PeerNotRemembered,
+    /// A peer name outside the name grammar cannot be remembered.
+    #[error("not a valid user name")]
+    InvalidPeerName,
     /// The known-peers file already holds the most peers it may.
     #[error("too many known peers to remember another")]
     TooManyPeers,

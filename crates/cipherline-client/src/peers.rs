@@ -222,7 +222,7 @@ impl Peers {
     /// under the lock, re-reading the file first.
     fn store(&mut self, name: &str, entry: Option<Entry>) -> Result<(), ClientError> {
         if !valid_name(name, MAX_NAME) {
-            return Err(ClientError::PeerNotRemembered);
+            return Err(ClientError::InvalidPeerName);
         }
         if entry.is_some() && !self.keys.contains_key(name) && self.keys.len() >= MAX_PEERS {
             return Err(ClientError::TooManyPeers);
