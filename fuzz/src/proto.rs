@@ -629,6 +629,8 @@ pub fn app_message(data: &[u8]) {
     if let Ok(m) = ServerMessage::decode(data) {
         let encoded = m.encode().expect("a decoded server message re-encodes");
         assert_eq!(encoded.get(4..), Some(data), "canonical server message");
+        // What a client checks next: every name in the grammar, or refused.
+        let _ = m.check_names();
     }
     let Some((&sel, stream)) = data.split_first() else { return };
     let max = 1 + usize::from(sel) * 64;

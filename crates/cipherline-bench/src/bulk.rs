@@ -155,7 +155,7 @@ async fn send(
             }
         }
     }
-    writer.send_message(&ClientMessage::FileEnd { transfer: TRANSFER, sha256: out.digest() }).await?;
+    writer.send_message(&ClientMessage::FileEnd { transfer: TRANSFER, sha256: out.digest(), signature: None }).await?;
     first.ok_or(BenchError::Usage("nothing to send: --bytes must be at least 1".into()))
 }
 

@@ -8,7 +8,7 @@ use cipherline_net::{ChannelReader, ChannelWriter, NetError};
 use cipherline_proto::app::{ClientMessage, ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::IdentityKey;
-use cipherline_proto::signature;
+use cipherline_proto::signature::{self, FileFacts};
 use cipherline_proto::{ClientConfig, Suite};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -108,8 +108,18 @@ impl ClientReader {
             return Ok(msg);
         }
         let bytes = self.chan.recv().await?;
-        Ok(ServerMessage::decode(&bytes).map_err(|e| NetError::Protocol(e.into()))?)
+        decode(&bytes)
     }
+}
+
+/// Decodes a server message and checks every name in it against the name
+/// grammar: a relay that sends any other name (one with a space could forge
+/// a known_peers line; control characters, a display line) is misbehaving,
+/// and the session ends with a protocol error.
+fn decode(bytes: &[u8]) -> Result<ServerMessage, ClientError> {
+    let msg = ServerMessage::decode(bytes).map_err(|e| NetError::Protocol(e.into()))?;
+    msg.check_names().map_err(|e| NetError::Protocol(e.into()))?;
+    Ok(msg)
 }
 
 impl ClientWriter {
@@ -134,6 +144,28 @@ impl ClientWriter {
         };
         self.send_message(&ClientMessage::Send { id, to, text: text.to_owned(), signed }).await?;
         Ok(id)
+    }
+
+    /// Ends a file transfer this client offered to `to` as `file_name` of
+    /// `size` bytes: FileEnd with the SHA-256, signed with the identity key
+    /// if there is one (PROTOCOL.md §13.7), so receivers can tell the offer
+    /// and the data came from this key and not from the relay.
+    pub async fn file_end(
+        &mut self,
+        transfer: u64,
+        to: &Target,
+        file_name: &str,
+        size: u64,
+        sha256: [u8; 32],
+    ) -> Result<(), ClientError> {
+        let signature = match &self.identity {
+            Some(key) => {
+                let facts = FileFacts { sender: &self.name, to, transfer, name: file_name, size, sha256: &sha256 };
+                Some(signature::sign_file(key, &facts).map_err(NetError::Protocol)?)
+            }
+            None => None,
+        };
+        self.send_message(&ClientMessage::FileEnd { transfer, sha256, signature }).await
     }
 
     /// A fresh id for a Send or a file transfer.
@@ -208,6 +240,9 @@ impl Client {
         };
         client.writer.send_message(&ClientMessage::Hello { name: name.to_owned() }).await?;
         match client.reply(|m| matches!(m, ServerMessage::Welcome { .. }), |_| false).await? {
+            // The name is part of every signature this client makes: a relay
+            // must not be able to choose it.
+            ServerMessage::Welcome { name: welcomed, .. } if welcomed != name => Err(ClientError::WrongName),
             ServerMessage::Welcome { name, max_message, idle_timeout_secs } => {
                 client.writer.name.clone_from(&name);
                 client.info.name = name;
@@ -271,9 +306,9 @@ impl Client {
                 Ok(Err(e)) => break Err(e.into()),
                 Err(_) => break Err(ClientError::Timeout("waiting for the server's reply")),
             };
-            let msg = match ServerMessage::decode(&bytes) {
+            let msg = match decode(&bytes) {
                 Ok(msg) => msg,
-                Err(e) => break Err(NetError::Protocol(e.into()).into()),
+                Err(e) => break Err(e),
             };
             match msg {
                 ref m if want(m) => break Ok(msg),
@@ -322,6 +357,19 @@ impl Client {
             ServerMessage::Ack { id, .. } => Ok(id),
             _ => Err(ClientError::Unexpected),
         }
+    }
+
+    /// Ends a file transfer, signed if there is an identity key (see
+    /// [`ClientWriter::file_end`]).
+    pub async fn file_end(
+        &mut self,
+        transfer: u64,
+        to: &Target,
+        file_name: &str,
+        size: u64,
+        sha256: [u8; 32],
+    ) -> Result<(), ClientError> {
+        self.writer.file_end(transfer, to, file_name, size, sha256).await
     }
 
     /// Keepalive: sends Ping (the Pong arrives through [`Client::recv`]).

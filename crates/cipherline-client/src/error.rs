@@ -35,4 +35,35 @@ pub enum ClientError {
     /// A time limit ran out.
     #[error("timed out {0}")]
     Timeout(&'static str),
+    /// The server welcomed this client under another name than the one it
+    /// asked for (a relay could otherwise make it sign as someone else).
+    #[error("the server accepted this client under a different name than it asked for; refusing the session")]
+    WrongName,
+    /// The known-peers file does not parse (the line's content is never shown).
+    #[error("known peers file, line {line}: {reason}")]
+    KnownPeers {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The 1-based line (0 for the whole file).
+        line: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The known-peers file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    KnownPeersIo {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A peer's key can only be confirmed while it is the remembered one.
+    #[error("that key is not the one remembered for this peer")]
+    PeerNotRemembered,
+    /// A peer name outside the name grammar cannot be remembered.
+    #[error("not a valid user name")]
+    InvalidPeerName,
+    /// The known-peers file already holds the most peers it may.
+    #[error("too many known peers to remember another")]
+    TooManyPeers,
 }

@@ -11,8 +11,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
-use cipherline_proto::app::{MAX_CHUNK, MAX_UNACKED};
+use cipherline_proto::app::{MAX_CHUNK, MAX_UNACKED, Target};
 use cipherline_proto::crypto::Sha256;
+use cipherline_proto::signature::FileFacts;
 
 /// Bytes a sender keeps in flight beyond the slowest acknowledgement: the
 /// server's limit less one chunk of headroom.
@@ -184,6 +185,10 @@ pub struct Incoming {
     pub size: u64,
     /// The final file name (already made safe).
     pub name: String,
+    /// The name as offered (what the sender signed).
+    offered_name: String,
+    /// The user or room it was offered to (what the sender signed).
+    to: Target,
     dir: PathBuf,
     part: PathBuf,
     file: Option<File>,
@@ -193,8 +198,15 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Starts receiving into `dir`.
-    pub fn create(dir: &Path, from: &str, transfer: u64, offered_name: &str, size: u64) -> Result<Self, TransferError> {
+    /// Starts receiving into `dir` the file `from` offered to `to`.
+    pub fn create(
+        dir: &Path,
+        from: &str,
+        to: &Target,
+        transfer: u64,
+        offered_name: &str,
+        size: u64,
+    ) -> Result<Self, TransferError> {
         let name = safe_file_name(offered_name).ok_or(TransferError::BadName)?;
         // The sender's name comes from the relay: keep only name-grammar
         // characters (never '/', '.' or controls) in the temporary file name.
@@ -206,6 +218,8 @@ impl Incoming {
             transfer,
             size,
             name,
+            offered_name: offered_name.to_owned(),
+            to: to.clone(),
             dir: dir.to_owned(),
             part,
             file: Some(file),
@@ -213,6 +227,20 @@ impl Incoming {
             last_ack: 0,
             hasher: Sha256::new(),
         })
+    }
+
+    /// What the sender's file signature covers, with the hash from FileDone
+    /// (PROTOCOL.md §13.7): check it before calling the file anyone's.
+    #[must_use]
+    pub fn facts<'a>(&'a self, sha256: &'a [u8; 32]) -> FileFacts<'a> {
+        FileFacts {
+            sender: &self.from,
+            to: &self.to,
+            transfer: self.transfer,
+            name: &self.offered_name,
+            size: self.size,
+            sha256,
+        }
     }
 
     /// Bytes stored so far.
@@ -329,20 +357,21 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("f.txt"), b"existing").unwrap();
         let data = b"hello file";
-        let mut good = Incoming::create(&dir, "alice", 1, "f.txt", data.len() as u64).unwrap();
+        let me = Target::User("bob".into());
+        let mut good = Incoming::create(&dir, "alice", &me, 1, "f.txt", data.len() as u64).unwrap();
         good.write(data).unwrap();
         let path = good.finish(&cipherline_proto::crypto::sha256(data)).unwrap();
         assert_eq!(path, dir.join("f.txt.1"));
         assert_eq!(std::fs::read(&path).unwrap(), data);
         assert_eq!(std::fs::read(dir.join("f.txt")).unwrap(), b"existing");
 
-        let mut bad = Incoming::create(&dir, "alice", 2, "g.txt", data.len() as u64).unwrap();
+        let mut bad = Incoming::create(&dir, "alice", &me, 2, "g.txt", data.len() as u64).unwrap();
         bad.write(data).unwrap();
         assert!(matches!(bad.finish(&[0; 32]), Err(TransferError::Mismatch("SHA-256"))));
         assert!(!dir.join("g.txt").exists());
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no partial files left");
 
-        let mut over = Incoming::create(&dir, "alice", 3, "h.txt", 2).unwrap();
+        let mut over = Incoming::create(&dir, "alice", &me, 3, "h.txt", 2).unwrap();
         assert!(over.write(b"abc").is_err());
         drop(over);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);

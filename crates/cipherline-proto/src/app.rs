@@ -12,6 +12,9 @@ use crate::crypto::kem::MAX_SPKI_LEN;
 use crate::crypto::sign::MAX_SIGNATURE_LEN;
 use crate::error::{DecodeError, Error};
 
+mod names;
+pub use names::valid_name;
+
 /// Hard upper bound on one message (type and body); peers may set lower limits.
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Longest name or room name the wire format carries.
@@ -109,6 +112,9 @@ pub enum ClientMessage {
         transfer: u64,
         /// SHA-256 of all the data.
         sha256: [u8; 32],
+        /// The sender's signature over the offer and the hash
+        /// ([`crate::signature::file_signing_input`]), if it has an identity key.
+        signature: Option<Vec<u8>>,
     },
     /// Stop a transfer: the sender (with `sender` empty) stops it for
     /// everyone; a receiver (naming the sender) stops receiving it.
@@ -283,6 +289,17 @@ pub struct Signed {
     pub signature: Vec<u8>,
 }
 
+/// A relayed file's signature, with the key that made it (PROTOCOL.md §13.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSigned {
+    /// Signature algorithm of the sender's identity key.
+    pub algorithm: u16,
+    /// The sender's identity key as proven to the server (DER SPKI).
+    pub sender_key: Vec<u8>,
+    /// The signature over [`crate::signature::file_signing_input`].
+    pub signature: Vec<u8>,
+}
+
 /// A message from the server to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMessage {
@@ -385,6 +402,8 @@ pub enum ServerMessage {
         from: String,
         /// SHA-256 of the whole file, as the sender computed it.
         sha256: [u8; 32],
+        /// The sender's signature over the offer and the hash, if it signed.
+        signed: Option<FileSigned>,
     },
     /// The other side, or the server, stopped a transfer.
     FileCancelled {
@@ -567,10 +586,17 @@ impl ClientMessage {
                 put_u64(&mut w, *transfer);
                 put_data(&mut w, data)?;
             }
-            ClientMessage::FileEnd { transfer, sha256 } => {
+            ClientMessage::FileEnd { transfer, sha256, signature } => {
                 w.u8(0x0b);
                 put_u64(&mut w, *transfer);
                 w.bytes(sha256);
+                match signature {
+                    None => w.u8(0),
+                    Some(sig) => {
+                        w.u8(1);
+                        w.vec16(sig, MAX_SIGNATURE_LEN)?;
+                    }
+                }
             }
             ClientMessage::FileCancel { transfer, sender, reason } => {
                 w.u8(0x0c);
@@ -624,7 +650,15 @@ impl ClientMessage {
                 accept: get_bool(&mut r)?,
             },
             0x0a => ClientMessage::FileChunk { transfer: get_u64(&mut r)?, data: get_data(&mut r)? },
-            0x0b => ClientMessage::FileEnd { transfer: get_u64(&mut r)?, sha256: r.array()? },
+            0x0b => ClientMessage::FileEnd {
+                transfer: get_u64(&mut r)?,
+                sha256: r.array()?,
+                signature: match r.u8()? {
+                    0 => None,
+                    1 => Some(r.vec16(MAX_SIGNATURE_LEN)?.to_vec()),
+                    _ => return Err(DecodeError::IllegalValue),
+                },
+            },
             0x0c => ClientMessage::FileCancel {
                 transfer: get_u64(&mut r)?,
                 sender: get_name(&mut r)?,
@@ -743,11 +777,20 @@ impl ServerMessage {
                 put_name(&mut w, from)?;
                 put_data(&mut w, data)?;
             }
-            ServerMessage::FileDone { transfer, from, sha256 } => {
+            ServerMessage::FileDone { transfer, from, sha256, signed } => {
                 w.u8(0x8d);
                 put_u64(&mut w, *transfer);
                 put_name(&mut w, from)?;
                 w.bytes(sha256);
+                match signed {
+                    None => w.u8(0),
+                    Some(sig) => {
+                        w.u8(1);
+                        w.u16(sig.algorithm);
+                        w.vec16(&sig.sender_key, MAX_SPKI_LEN)?;
+                        w.vec16(&sig.signature, MAX_SIGNATURE_LEN)?;
+                    }
+                }
             }
             ServerMessage::FileCancelled { transfer, sender, by, reason } => {
                 w.u8(0x8e);
@@ -849,7 +892,20 @@ impl ServerMessage {
             0x8c => {
                 ServerMessage::FileData { transfer: get_u64(&mut r)?, from: get_name(&mut r)?, data: get_data(&mut r)? }
             }
-            0x8d => ServerMessage::FileDone { transfer: get_u64(&mut r)?, from: get_name(&mut r)?, sha256: r.array()? },
+            0x8d => ServerMessage::FileDone {
+                transfer: get_u64(&mut r)?,
+                from: get_name(&mut r)?,
+                sha256: r.array()?,
+                signed: match r.u8()? {
+                    0 => None,
+                    1 => Some(FileSigned {
+                        algorithm: r.u16()?,
+                        sender_key: r.vec16(MAX_SPKI_LEN)?.to_vec(),
+                        signature: r.vec16(MAX_SIGNATURE_LEN)?.to_vec(),
+                    }),
+                    _ => return Err(DecodeError::IllegalValue),
+                },
+            },
             0x8e => ServerMessage::FileCancelled {
                 transfer: get_u64(&mut r)?,
                 sender: get_name(&mut r)?,

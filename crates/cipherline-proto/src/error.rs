@@ -97,6 +97,10 @@ pub enum DecodeError {
     /// A public key, ciphertext or signature did not have a valid encoding.
     #[error("key or ciphertext encoding")]
     KeyEncoding,
+    /// An application message carried a user or room name outside the
+    /// name grammar (PROTOCOL.md §13.4).
+    #[error("application message: a name outside the name grammar")]
+    InvalidName,
 }
 
 /// A protocol violation by a peer that sent well-formed bytes.

@@ -24,7 +24,8 @@ fn round_trips() {
         ClientMessage::FileOffer { transfer: 1, to: Target::User("b".into()), name: "a.txt".into(), size: 9 },
         ClientMessage::FileAnswer { transfer: 1, sender: "a".into(), accept: true },
         ClientMessage::FileChunk { transfer: 1, data: vec![0; MAX_CHUNK] },
-        ClientMessage::FileEnd { transfer: 1, sha256: [7; 32] },
+        ClientMessage::FileEnd { transfer: 1, sha256: [7; 32], signature: None },
+        ClientMessage::FileEnd { transfer: 2, sha256: [7; 32], signature: Some(vec![4; 64]) },
         ClientMessage::FileCancel { transfer: 1, sender: String::new(), reason: "disk full".into() },
         ClientMessage::FileAck { transfer: 1, sender: "a".into(), received: 16384 },
     ];
@@ -69,7 +70,13 @@ fn round_trips() {
         },
         ServerMessage::FileAnswered { transfer: 1, by: "b".into(), accept: false },
         ServerMessage::FileData { transfer: 1, from: "a".into(), data: vec![1, 2, 3] },
-        ServerMessage::FileDone { transfer: 1, from: "a".into(), sha256: [9; 32] },
+        ServerMessage::FileDone { transfer: 1, from: "a".into(), sha256: [9; 32], signed: None },
+        ServerMessage::FileDone {
+            transfer: 2,
+            from: "a".into(),
+            sha256: [9; 32],
+            signed: Some(FileSigned { algorithm: 0x0807, sender_key: vec![2; 44], signature: vec![3; 64] }),
+        },
         ServerMessage::FileCancelled { transfer: 1, sender: "a".into(), by: "b".into(), reason: "cancelled".into() },
         ServerMessage::FileAcked { transfer: 1, by: "b".into(), received: 5 },
     ];
@@ -97,4 +104,51 @@ fn hostile_lengths_and_bytes_are_refused() {
     assert_eq!(ClientMessage::decode(&[0x09, 0, 0, 0, 0, 0, 0, 0, 1, 1, b'a', 2]), Err(DecodeError::IllegalValue));
     // A member count larger than the bytes present is refused before allocating.
     assert_eq!(ServerMessage::decode(&[0x87, 1, b'r', 0x0f, 0xff]), Err(DecodeError::Truncated));
+}
+
+#[test]
+fn names_outside_the_grammar_are_refused_by_a_client() {
+    // What a relay could use to forge a known_peers line or a display line.
+    let forged = "alice SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+    let bad = [
+        ServerMessage::Welcome { name: forged.into(), max_message: 1, idle_timeout_secs: 1 },
+        ServerMessage::Message(Delivery {
+            id: 1,
+            timestamp_ms: 2,
+            from: forged.into(),
+            to: Target::Room("lobby".into()),
+            text: "hi".into(),
+            signed: None,
+        }),
+        ServerMessage::Message(Delivery {
+            id: 1,
+            timestamp_ms: 2,
+            from: "bob".into(),
+            to: Target::User("me\n".into()),
+            text: "hi".into(),
+            signed: None,
+        }),
+        ServerMessage::Identity { name: ".hidden".into(), algorithm: 0, key: Vec::new() },
+        ServerMessage::Members { room: "lobby".into(), names: vec!["a".into(), "b c".into()] },
+        ServerMessage::Notice { kind: NoticeKind::Joined, room: "lob by".into(), name: "a".into() },
+        ServerMessage::Joined { room: String::new() },
+        ServerMessage::FileOffered {
+            transfer: 1,
+            from: "-x".into(),
+            to: Target::User("b".into()),
+            name: "f".into(),
+            size: 1,
+        },
+        ServerMessage::FileDone { transfer: 1, from: "a\u{202e}".into(), sha256: [0; 32], signed: None },
+        ServerMessage::FileCancelled { transfer: 1, sender: "a".into(), by: "b\tc".into(), reason: "x".into() },
+    ];
+    for m in &bad {
+        let decoded = ServerMessage::decode(&m.encode().unwrap()[4..]).unwrap();
+        assert_eq!(decoded.check_names(), Err(DecodeError::InvalidName), "{m:?}");
+    }
+    let good = ServerMessage::Members { room: "lobby".into(), names: vec!["a".into(), "Bob_2.0-x".into()] };
+    assert_eq!(good.check_names(), Ok(()));
+    assert!(valid_name(&"x".repeat(64), MAX_NAME));
+    assert!(!valid_name(&"x".repeat(65), 1000), "never longer than the wire allows");
+    assert!(!valid_name("ümlaut", MAX_NAME));
 }

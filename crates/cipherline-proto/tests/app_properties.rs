@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use cipherline_proto::app::{
-    ClientMessage, Delivery, ErrorCode, MAX_CHUNK, MessageDecoder, NoticeKind, SendSignature, ServerMessage, Signed,
-    Target,
+    ClientMessage, Delivery, ErrorCode, FileSigned, MAX_CHUNK, MessageDecoder, NoticeKind, SendSignature,
+    ServerMessage, Signed, Target,
 };
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
@@ -65,7 +65,8 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             accept
         }),
         (any::<u64>(), data()).prop_map(|(transfer, data)| ClientMessage::FileChunk { transfer, data }),
-        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(transfer, sha256)| ClientMessage::FileEnd { transfer, sha256 }),
+        (any::<u64>(), any::<[u8; 32]>(), proptest::option::of(vec(any::<u8>(), 0..80)))
+            .prop_map(|(transfer, sha256, signature)| ClientMessage::FileEnd { transfer, sha256, signature }),
         (any::<u64>(), name(), text()).prop_map(|(transfer, sender, reason)| ClientMessage::FileCancel {
             transfer,
             sender,
@@ -95,6 +96,10 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 signature,
             },
         ),
+    );
+    let file_signed = proptest::option::of(
+        (any::<u16>(), vec(any::<u8>(), 0..50), vec(any::<u8>(), 0..80))
+            .prop_map(|(algorithm, sender_key, signature)| FileSigned { algorithm, sender_key, signature }),
     );
     prop_oneof![
         (name(), any::<u32>(), any::<u32>()).prop_map(|(name, max_message, idle_timeout_secs)| {
@@ -147,10 +152,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             from,
             data
         }),
-        (any::<u64>(), name(), any::<[u8; 32]>()).prop_map(|(transfer, from, sha256)| ServerMessage::FileDone {
-            transfer,
-            from,
-            sha256
+        (any::<u64>(), name(), any::<[u8; 32]>(), file_signed).prop_map(|(transfer, from, sha256, signed)| {
+            ServerMessage::FileDone { transfer, from, sha256, signed }
         }),
         (any::<u64>(), name(), name(), text())
             .prop_map(|(transfer, sender, by, reason)| ServerMessage::FileCancelled { transfer, sender, by, reason }),

@@ -23,14 +23,9 @@ use crate::transfer::{OfferError, OfferLimits};
 
 type Conn = Channel<OwnedReadHalf, OwnedWriteHalf>;
 
-/// Whether a name (display or room) is acceptable: 1 to `max` bytes of ASCII
-/// letters, digits, `-`, `_` and `.`, not starting with `-` or `.`.
-pub(crate) fn valid_name(name: &str, max: usize) -> bool {
-    !name.is_empty()
-        && name.len() <= max
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !name.starts_with(['-', '.'])
-}
+// The name grammar is shared with clients, which refuse any other name a
+// relay sends (PROTOCOL.md §13.4).
+pub(crate) use cipherline_proto::app::valid_name;
 
 /// The message-rate bucket of §13.5.
 fn message_rate(limits: &crate::Limits) -> TokenBucket {
@@ -526,8 +521,8 @@ fn handle(
             hub.file_chunk(name, transfer, data);
             return Ok(None);
         }
-        ClientMessage::FileEnd { transfer, sha256 } => {
-            hub.file_end(name, transfer, sha256, limits.max_transfers_per_client);
+        ClientMessage::FileEnd { transfer, sha256, signature } => {
+            hub.file_end(name, transfer, sha256, signature, limits.max_transfers_per_client);
             return Ok(None);
         }
         ClientMessage::FileCancel { transfer, sender, reason } => {

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cipherline_proto::app::{Delivery, ErrorCode, NoticeKind, SendSignature, ServerMessage, Signed, Target};
+use cipherline_proto::app::{
+    Delivery, ErrorCode, FileSigned, NoticeKind, SendSignature, ServerMessage, Signed, Target,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -412,9 +414,23 @@ impl Hub {
 
     /// The sender finished a transfer; up to `max_finished` of its finished
     /// transfers wait for the receivers' receipts.
-    pub(crate) fn file_end(&self, from: &str, transfer: u64, sha256: [u8; 32], max_finished: usize) {
+    pub(crate) fn file_end(
+        &self,
+        from: &str,
+        transfer: u64,
+        sha256: [u8; 32],
+        signature: Option<Vec<u8>>,
+        max_finished: usize,
+    ) {
         let mut state = self.lock();
-        let out = state.transfers.end(from, transfer, sha256, max_finished);
+        // As for messages: the signature goes out with the key the sender
+        // proved (PROTOCOL.md §13.7); one from a client without a key is dropped.
+        let key = state.users.get(from).and_then(|p| p.key.clone());
+        let signed = match (signature, key) {
+            (Some(signature), Some((algorithm, sender_key))) => Some(FileSigned { algorithm, sender_key, signature }),
+            _ => None,
+        };
+        let out = state.transfers.end(from, transfer, sha256, signed, max_finished);
         if !out.is_empty() {
             tracing::debug!(from, transfer, "file transfer finished");
         }

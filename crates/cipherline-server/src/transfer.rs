@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use cipherline_proto::app::{ErrorCode, MAX_CHUNK, MAX_FILE_NAME, MAX_UNACKED, ServerMessage, Target};
+use cipherline_proto::app::{ErrorCode, FileSigned, MAX_CHUNK, MAX_FILE_NAME, MAX_UNACKED, ServerMessage, Target};
 
 use crate::hub::Refusal;
 
@@ -430,7 +430,14 @@ impl Transfers {
     /// who never answered learn the offer is gone. The transfer stays,
     /// finished, until every accepting receiver has sent its receipt; of the
     /// sender's finished transfers only the newest `max_finished` are kept.
-    pub(crate) fn end(&mut self, sender: &str, id: u64, sha256: [u8; 32], max_finished: usize) -> Vec<Fanout> {
+    pub(crate) fn end(
+        &mut self,
+        sender: &str,
+        id: u64,
+        sha256: [u8; 32],
+        signed: Option<FileSigned>,
+        max_finished: usize,
+    ) -> Vec<Fanout> {
         let key = (sender.to_owned(), id);
         let seq = self.ends + 1;
         let Some(t) = self.active_mut(&key) else { return Vec::new() };
@@ -454,7 +461,7 @@ impl Transfers {
                 self.forget(old);
             }
         }
-        let done = ServerMessage::FileDone { transfer: id, from: sender.to_owned(), sha256 };
+        let done = ServerMessage::FileDone { transfer: id, from: sender.to_owned(), sha256, signed };
         vec![
             Fanout { to: accepted, msg: done },
             Fanout { to: unanswered.into_iter().collect(), msg: cancelled(&key, sender, reason::UNANSWERED) },
@@ -660,7 +667,7 @@ mod tests {
         consistent(&t);
         // A finished transfer waiting for a receipt gives way to a new offer.
         t.cancel_by_sender("a", 2, "no".into());
-        t.end("a", 1, [0; 32], 16);
+        t.end("a", 1, [0; 32], None, 16);
         assert_eq!(t.len(), 1, "b's receipt is awaited");
         t.offer("a", 3, room(), "f".into(), 1, set(&["c", "d", "e", "f"]), &lim, later).unwrap();
         assert!(t.ack("b", "a", 1, 1).is_empty(), "transfer 1 was forgotten to make room");
@@ -755,11 +762,11 @@ mod tests {
         offer(&mut t, "a", 1, &["b", "c"], 3);
         t.answer("b", "a", 1, true);
         t.chunk("a", 1, vec![1, 2, 3]);
-        let out = t.end("a", 1, [0; 32], 16);
+        let out = t.end("a", 1, [0; 32], None, 16);
         assert_eq!(out[0].to, ["b"]);
         assert!(matches!(out[0].msg, ServerMessage::FileDone { .. }));
         assert_eq!(out[1].to, ["c"], "c never answered");
-        assert!(t.end("a", 1, [0; 32], 16).is_empty(), "already over");
+        assert!(t.end("a", 1, [0; 32], None, 16).is_empty(), "already over");
         assert!(matches!(t.chunk("a", 1, vec![1]), Chunk::Dropped), "no data after the end");
         // b's receipt is all that is left to wait for.
         assert_eq!(t.len(), 1);
@@ -797,7 +804,7 @@ mod tests {
         t.chunk("a", 1, vec![0; MAX_CHUNK]);
         // The whole size before FileEnd is not a receipt yet.
         assert!(t.ack("b", "a", 1, 2 * MAX_CHUNK as u64).is_empty());
-        t.end("a", 1, [0; 32], 16);
+        t.end("a", 1, [0; 32], None, 16);
         // A finished transfer no longer counts against the sender's limit.
         offer(&mut t, "a", 2, &["b"], 1);
         t.offer("a", 3, user("b"), "f".into(), 1, set(&["b"]), &limits(2), Instant::now()).unwrap();
@@ -817,7 +824,7 @@ mod tests {
         // An empty file: the receipt is an ack of 0.
         offer(&mut t, "a", 5, &["b"], 0);
         t.answer("b", "a", 5, true);
-        t.end("a", 5, [0; 32], 16);
+        t.end("a", 5, [0; 32], None, 16);
         assert_eq!(t.ack("b", "a", 5, 0).len(), 1);
         assert_eq!(t.len(), 2);
         consistent(&t);
@@ -829,7 +836,7 @@ mod tests {
         for id in 1..=4 {
             offer(&mut t, "a", id, &["b"], 0);
             t.answer("b", "a", id, true);
-            t.end("a", id, [0; 32], 2);
+            t.end("a", id, [0; 32], None, 2);
         }
         // Only the two newest wait for receipts.
         assert_eq!(t.len(), 2);
@@ -845,7 +852,7 @@ mod tests {
         t.answer("b", "a", 4, false);
         offer(&mut t, "a", 5, &["b"], 0);
         t.answer("b", "a", 5, true);
-        t.end("a", 5, [0; 32], 2);
+        t.end("a", 5, [0; 32], None, 2);
         offer(&mut t, "a", 6, &["b"], 1);
         let out = t.disconnect("a");
         assert_eq!(out.len(), 1);

@@ -137,7 +137,7 @@ fn forge_sender(d: &mut Delivery) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_signed_end_to_end_and_tampering_is_flagged() {
-    // An honest relay: verified.
+    // An honest relay: new, then known.
     let (addr, _s, _t) = start(Arc::new(Identities::open_in_memory()), ClientAuthRequest::Optional, None).await;
     let mut alice = connect(&addr, "alice", Some(key(1))).await.unwrap();
     let mut bob = connect(&addr, "bob", Some(key(2))).await.unwrap();
@@ -146,9 +146,9 @@ async fn messages_are_signed_end_to_end_and_tampering_is_flagged() {
     let mut peers = Peers::load(&addr, None).unwrap();
     alice.send_acked(Target::Room("lobby".into()), "hello bob").await.unwrap();
     let d = next_message(&mut bob).await;
-    assert_eq!(peers.check(&d), MessageStatus::FirstSeen(fp(&key(1))));
+    assert_eq!(peers.check(&d), MessageStatus::New(fp(&key(1))));
     alice.send_acked(Target::User("bob".into()), "direct").await.unwrap();
-    assert_eq!(peers.check(&next_message(&mut bob).await), MessageStatus::Verified);
+    assert_eq!(peers.check(&next_message(&mut bob).await), MessageStatus::Known);
 
     // A relay that alters text: the signature no longer verifies.
     let (addr, _s, _t) =
@@ -211,5 +211,5 @@ async fn a_peers_key_change_is_reported_and_whois_shows_keys() {
     // A remembered peer presenting a new key: KeyChanged.
     let other = key(3);
     let status = peers.check_key("alice", other.public_key());
-    assert_eq!(status, MessageStatus::KeyChanged { remembered: fp(&key(1)), presented: fp(&other) });
+    assert_eq!(status, MessageStatus::KeyChanged { remembered: fp(&key(1)), presented: Some(fp(&other)) });
 }

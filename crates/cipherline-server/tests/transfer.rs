@@ -91,7 +91,7 @@ async fn expect_answer(sender: &mut Client, transfer: u64, by: &str, accept: boo
 /// FileEnd with the hash. Returns the number of FileAcked seen.
 async fn send_file(c: &mut Client, transfer: u64, bytes: &[u8], receivers: &[&str]) -> usize {
     let acks = send_data(c, transfer, bytes, receivers).await;
-    send(c, ClientMessage::FileEnd { transfer, sha256: sha256(bytes) }).await;
+    send(c, ClientMessage::FileEnd { transfer, sha256: sha256(bytes), signature: None }).await;
     acks
 }
 
@@ -136,7 +136,7 @@ async fn receive_file(c: &mut Client, sender: &str, transfer: u64) -> (Vec<u8>, 
                     send(c, ClientMessage::FileAck { transfer, sender: sender.into(), received }).await;
                 }
             }
-            ServerMessage::FileDone { transfer: t, from, sha256 } => {
+            ServerMessage::FileDone { transfer: t, from, sha256, .. } => {
                 assert_eq!((t, from.as_str()), (transfer, sender));
                 return (got, sha256);
             }
@@ -195,7 +195,7 @@ async fn a_direct_transfer_arrives_intact_with_a_matching_hash() {
             other => panic!("{other:?}"),
         }
     }
-    send(&mut alice, ClientMessage::FileEnd { transfer: 1, sha256: sha256(&file) }).await;
+    send(&mut alice, ClientMessage::FileEnd { transfer: 1, sha256: sha256(&file), signature: None }).await;
     let (mut bob, got, hash) = receiver.await.unwrap();
     assert_eq!(got.len(), file.len());
     assert!(got == file, "byte-identical");
@@ -224,7 +224,7 @@ async fn declining_tells_the_sender_and_sends_no_data() {
     // A sender that sends anyway reaches no one, and a late change of mind
     // is ignored (the offer is gone).
     send(&mut alice, ClientMessage::FileChunk { transfer: 7, data: vec![0; 100] }).await;
-    send(&mut alice, ClientMessage::FileEnd { transfer: 7, sha256: [0; 32] }).await;
+    send(&mut alice, ClientMessage::FileEnd { transfer: 7, sha256: [0; 32], signature: None }).await;
     answer(&mut bob, "alice", 7, true).await;
     assert_next_is_chat(&mut alice, &mut bob, "no file for you").await;
     assert_next_is_chat(&mut bob, &mut alice, "fine").await;
@@ -273,7 +273,7 @@ async fn a_room_offer_reaches_every_other_member_and_only_acceptors_get_data() {
     for piece in file[MAX_CHUNK..].chunks(MAX_CHUNK) {
         send(&mut alice, ClientMessage::FileChunk { transfer: 3, data: piece.to_vec() }).await;
     }
-    send(&mut alice, ClientMessage::FileEnd { transfer: 3, sha256: sha256(&file) }).await;
+    send(&mut alice, ClientMessage::FileEnd { transfer: 3, sha256: sha256(&file), signature: None }).await;
     let (_bob, got, hash) = receiver.await.unwrap();
     assert!(got == file);
     assert_eq!(hash, sha256(&got));
@@ -339,7 +339,7 @@ async fn a_receivers_cancel_reaches_the_sender() {
     expect_cancelled(&mut alice, "alice", 5, "bob", "disk full").await;
     // Bob was the only receiver: the rest goes nowhere.
     send(&mut alice, ClientMessage::FileChunk { transfer: 5, data: vec![1; 500] }).await;
-    send(&mut alice, ClientMessage::FileEnd { transfer: 5, sha256: [0; 32] }).await;
+    send(&mut alice, ClientMessage::FileEnd { transfer: 5, sha256: [0; 32], signature: None }).await;
     assert_next_is_chat(&mut alice, &mut bob, "sorry").await;
 
     // A receiver whose check fails after FileDone tells the sender so.
@@ -347,7 +347,7 @@ async fn a_receivers_cancel_reaches_the_sender() {
     answer(&mut bob, "alice", 7, true).await;
     expect_answer(&mut alice, 7, "bob", true).await;
     send(&mut alice, ClientMessage::FileChunk { transfer: 7, data: b"data".to_vec() }).await;
-    send(&mut alice, ClientMessage::FileEnd { transfer: 7, sha256: [0; 32] }).await;
+    send(&mut alice, ClientMessage::FileEnd { transfer: 7, sha256: [0; 32], signature: None }).await;
     let (got, hash) = receive_file(&mut bob, "alice", 7).await;
     assert_ne!(sha256(&got), hash);
     let reason = "SHA-256 mismatch; the file was deleted".to_owned();

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
-use crate::files::{Downloads, FileEvent, hex};
+use crate::files::{Downloads, FileEvent, file_verdict, hex};
 use crate::output::{key_notice, message_line};
 
 /// Chat interactively: type to talk in the current room; /help lists the
@@ -56,6 +56,7 @@ commands:
   /who                       who is in the current room
   /whois USER                USER's identity key fingerprint
   /verify USER               a safety code to compare with USER out of band
+  /verify USER confirm       the codes matched: mark USER's key verified
   /trust USER                accept USER's new identity key after a change
   /send-file USER|#ROOM PATH offer a file (a joined room also works without #)
   /accept [ID] /decline [ID] answer a file offer (the newest if no ID)
@@ -84,6 +85,8 @@ struct Sending {
     out: Outgoing,
     file: std::fs::File,
     name: String,
+    /// Who it was offered to (part of what the file signature covers).
+    to: Target,
     ended: bool,
     answers_until: tokio::time::Instant,
     next_report: u64,
@@ -94,8 +97,12 @@ struct Chat {
     info: SessionInfo,
     peers: Peers,
     me: Option<Fingerprint>,
-    /// Keys seen for a name that differ from the remembered one.
-    changed: HashMap<String, Fingerprint>,
+    /// Keys seen for a name that differ from the remembered one (`None`:
+    /// the name now sends unsigned).
+    changed: HashMap<String, Option<Fingerprint>>,
+    /// The keys whose safety code was shown to the user, per name: only
+    /// those can be confirmed with `/verify USER confirm`.
+    codes_shown: HashMap<String, Fingerprint>,
     /// Names whose safety code is wanted once their key arrives.
     verify_pending: BTreeSet<String>,
     screen: Screen,
@@ -182,6 +189,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         peers,
         me,
         changed: HashMap::new(),
+        codes_shown: HashMap::new(),
         verify_pending: BTreeSet::new(),
         screen,
         room: Some(args.room.clone()),
@@ -311,17 +319,29 @@ impl Chat {
             "/whois" if !rest.is_empty() => {
                 self.writer.send_message(&ClientMessage::Whois { name: rest.to_owned() }).await?;
             }
-            "/verify" if !rest.is_empty() => match self.peers.remembered(rest) {
-                Some(fp) => self.show_safety_code(rest, fp),
-                None => {
-                    self.verify_pending.insert(rest.to_owned());
-                    self.writer.send_message(&ClientMessage::Whois { name: rest.to_owned() }).await?;
-                }
+            "/verify" if !rest.is_empty() => match rest.split_once(' ') {
+                Some((user, "confirm")) => self.confirm(user),
+                Some(_) => self.screen.show("! usage: /verify USER, then /verify USER confirm if the codes match"),
+                // After a key change, the code for the NEW key: the one to
+                // compare before /trust.
+                None => match self.changed.get(rest).copied().flatten().or_else(|| self.peers.remembered(rest)) {
+                    Some(fp) => self.show_safety_code(rest, fp),
+                    None => {
+                        self.verify_pending.insert(rest.to_owned());
+                        self.writer.send_message(&ClientMessage::Whois { name: rest.to_owned() }).await?;
+                    }
+                },
             },
             "/trust" if !rest.is_empty() => match self.changed.remove(rest) {
-                Some(fp) => match self.peers.remember(rest, fp) {
-                    Ok(()) => self.screen.show(format!("* {rest}'s identity key is now {fp}")),
+                Some(Some(fp)) => match self.peers.remember(rest, fp) {
+                    Ok(()) => self.screen.show(format!(
+                        "* {rest}'s identity key is now {fp} (not verified: /verify {rest} to compare codes)"
+                    )),
                     Err(e) => self.screen.show(format!("! cannot record the key: {e}")),
+                },
+                Some(None) => match self.peers.forget(rest) {
+                    Ok(()) => self.screen.show(format!("* forgot {rest}'s key: their messages now show as unsigned")),
+                    Err(e) => self.screen.show(format!("! cannot record the change: {e}")),
                 },
                 None => self.screen.show(format!("! no changed key seen for {rest}")),
             },
@@ -380,10 +400,13 @@ impl Chat {
         };
         let transfer = self.writer.next_id();
         let out = Outgoing::new(transfer, size, recipients);
-        self.writer.send_message(&ClientMessage::FileOffer { transfer, to: target, name: name.clone(), size }).await?;
+        self.writer
+            .send_message(&ClientMessage::FileOffer { transfer, to: target.clone(), name: name.clone(), size })
+            .await?;
         self.screen.show(format!("* offered {name} ({size} bytes); waiting up to 60 s for answers"));
         let answers_until = tokio::time::Instant::now() + Duration::from_secs(60);
-        self.sending = Some(Sending { out, file, name, ended: false, answers_until, next_report: size / 4 });
+        self.sending =
+            Some(Sending { out, file, name, to: target, ended: false, answers_until, next_report: size / 4 });
         Ok(())
     }
 
@@ -394,7 +417,8 @@ impl Chat {
         if left == 0 {
             let sha256 = s.out.digest();
             s.ended = true;
-            self.writer.send_message(&ClientMessage::FileEnd { transfer, sha256 }).await?;
+            let (to, name, size) = (s.to.clone(), s.name.clone(), s.out.size);
+            self.writer.file_end(transfer, &to, &name, size, sha256).await?;
             return Ok(());
         }
         let mut chunk = vec![0u8; usize::try_from(left.min(MAX_CHUNK as u64)).unwrap_or(MAX_CHUNK)];
@@ -506,7 +530,7 @@ impl Chat {
             | ServerMessage::FileData { .. }
             | ServerMessage::FileDone { .. }
             | ServerMessage::FileCancelled { .. }) => {
-                let (event, replies) = self.downloads.handle(&file, false);
+                let (event, replies) = self.downloads.handle(&file, false, &mut self.peers);
                 for reply in replies {
                     if self.writer.send_message(&reply).await.is_err() {
                         return Some("! connection lost".into());
@@ -526,12 +550,18 @@ impl Chat {
                         escape(&from),
                         escape(reason.as_deref().unwrap_or("refused"))
                     )),
-                    Some(FileEvent::Received { from, path, size, sha256 }) => self.screen.show(format!(
-                        "* received {} from {} ({size} bytes, SHA-256 {}…, verified)",
-                        escape(&path.display().to_string()),
-                        escape(&from),
-                        sha256.get(..16).unwrap_or_default()
-                    )),
+                    Some(FileEvent::Received { from, path, size, sha256, status }) => {
+                        if let MessageStatus::KeyChanged { presented, .. } = &status {
+                            self.changed.insert(from.clone(), *presented);
+                        }
+                        self.screen.show(format!(
+                            "* received {} from {} ({size} bytes, SHA-256 {}…; {})",
+                            escape(&path.display().to_string()),
+                            escape(&from),
+                            sha256.get(..16).unwrap_or_default(),
+                            file_verdict(&status)
+                        ));
+                    }
                     Some(FileEvent::Failed { from, name, reason }) => {
                         self.screen.show(format!(
                             "! {} from {} failed: {}",
@@ -552,17 +582,28 @@ impl Chat {
         let parsed = SignatureAlgorithm::from_u16(algorithm).and_then(|a| IdentityPublicKey::from_spki(a, key).ok());
         let Some(key) = parsed else {
             self.verify_pending.remove(name);
-            self.screen.show(format!("* {} has no identity key: their messages are unsigned", escape(name)));
+            match self.peers.check_no_key(name) {
+                MessageStatus::KeyChanged { remembered, .. } => {
+                    self.changed.insert(name.to_owned(), None);
+                    let name = escape(name);
+                    self.screen.show(format!(
+                        "!!! {name} HAS NO IDENTITY KEY NOW, but you remembered {remembered}: someone may be \
+                         impersonating them (/trust {name} to forget the old key)"
+                    ));
+                }
+                _ => self.screen.show(format!("* {} has no identity key: their messages are unsigned", escape(name))),
+            }
             return;
         };
         let fp = Fingerprint::from_bytes(key.fingerprint());
         let what = match self.peers.check_key(name, &key) {
-            MessageStatus::FirstSeen(_) => "first seen, now remembered".to_owned(),
+            MessageStatus::New(_) => format!("first seen, now remembered, not verified (/verify {name})"),
             MessageStatus::KeyChanged { remembered, .. } => {
-                self.changed.insert(name.to_owned(), fp);
+                self.changed.insert(name.to_owned(), Some(fp));
                 format!("CHANGED: you remembered {remembered}; /verify then /trust to accept it")
             }
-            _ => "the key you remembered".to_owned(),
+            MessageStatus::Verified => "the key you remembered and verified".to_owned(),
+            _ => format!("the key you remembered, not verified (/verify {name})"),
         };
         self.screen.show(format!("* {}: {} key {fp} ({}) — {what}", escape(name), key_kind(algorithm), fp.short()));
         if self.verify_pending.remove(name) {
@@ -576,11 +617,39 @@ impl Chat {
             return;
         };
         let code = signature::safety_code(mine.as_bytes(), theirs.as_bytes());
-        self.screen.show(format!("* safety code with {}: {code}", escape(name)));
+        let which = if self.changed.get(name).copied().flatten() == Some(theirs) { "NEW key " } else { "" };
+        self.screen.show(format!("* safety code with {} ({which}{theirs}): {code}", escape(name)));
         self.screen.show(format!(
             "  compare it with {name} in person or on a call: if both of you see the same code, the server \
              did not swap your keys"
         ));
+        if which.is_empty() {
+            self.screen.show(format!("  if it matches, type /verify {name} confirm"));
+        } else {
+            self.screen.show(format!("  if it matches, /trust {name}, then /verify {name} confirm"));
+        }
+        self.codes_shown.insert(name.to_owned(), theirs);
+    }
+
+    /// `/verify USER confirm`: the user compared the code shown for the
+    /// remembered key and it matched.
+    fn confirm(&mut self, name: &str) {
+        let Some(remembered) = self.peers.remembered(name) else {
+            self.screen.show(format!("! no key remembered for {name}: /verify {name} first"));
+            return;
+        };
+        if self.changed.contains_key(name) {
+            self.screen.show(format!("! {name}'s key changed: compare the new code (/verify {name}) and /trust first"));
+            return;
+        }
+        if self.codes_shown.get(name) != Some(&remembered) {
+            self.screen.show(format!("! /verify {name} first, and compare the code it shows"));
+            return;
+        }
+        match self.peers.mark_verified(name, remembered) {
+            Ok(()) => self.screen.show(format!("* {name}'s key {remembered} is now verified")),
+            Err(e) => self.screen.show(format!("! cannot record it: {e}")),
+        }
     }
 
     fn on_answer(&mut self, transfer: u64, by: &str, accept: bool) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cipherline_client::Client;
 use cipherline_client::display::escape;
+use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_client::transfer::{Incoming, Outgoing, TransferError};
 use cipherline_proto::app::{ClientMessage, MAX_CHUNK, ServerMessage, Target};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -59,7 +60,7 @@ pub async fn send_file(client: &mut Client, to: Target, path: &Path, answer_time
     let transfer = client.writer().next_id();
     let me = client.name().to_owned();
     let mut out = Outgoing::new(transfer, size, recipients);
-    client.send_message(&ClientMessage::FileOffer { transfer, to, name: name.clone(), size }).await?;
+    client.send_message(&ClientMessage::FileOffer { transfer, to: to.clone(), name: name.clone(), size }).await?;
     eprintln!("offered {name} ({size} bytes); waiting for the receiver to accept");
 
     let bar = progress_bar(size, &name);
@@ -77,7 +78,7 @@ pub async fn send_file(client: &mut Client, to: Target, path: &Path, answer_time
             let want = usize::try_from((size - out.sent()).min(MAX_CHUNK as u64)).unwrap_or(MAX_CHUNK);
             if want == 0 {
                 let sha256 = out.digest();
-                client.send_message(&ClientMessage::FileEnd { transfer, sha256 }).await?;
+                client.file_end(transfer, &to, &name, size, sha256).await?;
                 finished_sending = true;
                 continue;
             }
@@ -186,6 +187,9 @@ pub enum FileEvent {
         size: u64,
         /// Its SHA-256, hex.
         sha256: String,
+        /// The verdict on the sender's signature over offer and hash
+        /// (`Unsigned`: only the hash is known to match what was sent).
+        status: MessageStatus,
     },
     /// A transfer failed or was cancelled.
     Failed {
@@ -242,7 +246,7 @@ pub struct Downloads {
     quota: Quota,
     /// Bytes of accepted files this run (received or being received).
     used: u64,
-    offers: HashMap<(String, u64), (String, u64)>,
+    offers: HashMap<(String, u64), (String, u64, Target)>,
     active: HashMap<(String, u64), Incoming>,
 }
 
@@ -278,9 +282,16 @@ impl Downloads {
 
     /// Handles a file message; returns what to tell the user and the
     /// messages to send back (answers, acks, cancels).
-    pub fn handle(&mut self, msg: &ServerMessage, decide: bool) -> (Option<FileEvent>, Vec<ClientMessage>) {
+    /// A finished file's signature is checked against the key `peers`
+    /// remembers for its sender.
+    pub fn handle(
+        &mut self,
+        msg: &ServerMessage,
+        decide: bool,
+        peers: &mut Peers,
+    ) -> (Option<FileEvent>, Vec<ClientMessage>) {
         match msg {
-            ServerMessage::FileOffered { transfer, from, name, size, .. } => {
+            ServerMessage::FileOffered { transfer, from, to, name, size } => {
                 let key = (from.clone(), *transfer);
                 // A refusal the sender is told (a receiver's FileCancel: a
                 // FileAnswer carries no reason), or one only shown here.
@@ -294,7 +305,7 @@ impl Downloads {
                     if told.is_some() {
                         Some(false)
                     } else {
-                        self.offers.insert(key.clone(), (name.clone(), *size));
+                        self.offers.insert(key.clone(), (name.clone(), *size, to.clone()));
                         let result = self.accept(from, *transfer, &dir);
                         self.offers.remove(&key);
                         if let Err(e) = &result {
@@ -305,7 +316,7 @@ impl Downloads {
                 } else if decide {
                     Some(false)
                 } else {
-                    self.offers.insert(key, (name.clone(), *size));
+                    self.offers.insert(key, (name.clone(), *size, to.clone()));
                     None
                 };
                 let mut reply = Vec::new();
@@ -341,10 +352,11 @@ impl Downloads {
                     Err(e) => self.fail(&key, &e),
                 }
             }
-            ServerMessage::FileDone { transfer, from, sha256 } => {
+            ServerMessage::FileDone { transfer, from, sha256, signed } => {
                 let key = (from.clone(), *transfer);
                 let Some(incoming) = self.active.remove(&key) else { return (None, Vec::new()) };
                 let (size, name) = (incoming.size, incoming.name.clone());
+                let status = peers.check_file(&incoming.facts(sha256), signed.as_ref());
                 self.offers.remove(&key);
                 let finished = incoming.finish(sha256);
                 if finished.is_err() {
@@ -352,7 +364,7 @@ impl Downloads {
                 }
                 match finished {
                     Ok(path) => (
-                        Some(FileEvent::Received { from: from.clone(), path, size, sha256: hex(sha256) }),
+                        Some(FileEvent::Received { from: from.clone(), path, size, sha256: hex(sha256), status }),
                         vec![ClientMessage::FileAck { transfer: *transfer, sender: from.clone(), received: size }],
                     ),
                     Err(e) => {
@@ -396,8 +408,8 @@ impl Downloads {
     /// Accepts a pending offer into `dir`.
     pub fn accept(&mut self, from: &str, transfer: u64, dir: &Path) -> Result<(), TransferError> {
         let key = (from.to_owned(), transfer);
-        let (name, size) = self.offers.get(&key).cloned().ok_or(TransferError::BadName)?;
-        let incoming = Incoming::create(dir, from, transfer, &name, size)?;
+        let (name, size, to) = self.offers.get(&key).cloned().ok_or(TransferError::BadName)?;
+        let incoming = Incoming::create(dir, from, &to, transfer, &name, size)?;
         self.active.insert(key, incoming);
         self.used = self.used.saturating_add(size);
         Ok(())
@@ -414,10 +426,28 @@ impl Downloads {
             .offers
             .iter()
             .filter(|(k, _)| !self.active.contains_key(*k))
-            .map(|((from, t), (name, size))| (from.clone(), *t, name.clone(), *size))
+            .map(|((from, t), (name, size, _))| (from.clone(), *t, name.clone(), *size))
             .collect();
         v.sort_by_key(|p| p.1);
         v
+    }
+}
+
+/// How a received file is described: "hash matches" alone unless the
+/// sender signed offer and hash with the key on record for its name.
+pub fn file_verdict(status: &MessageStatus) -> String {
+    match status {
+        MessageStatus::Verified => "hash matches; signed by the verified key of the sender".to_owned(),
+        MessageStatus::Known => "hash matches; signed by the key remembered for the sender".to_owned(),
+        MessageStatus::New(fp) => format!("hash matches; signed by a key seen for the first time ({fp}), not verified"),
+        MessageStatus::Unsigned => "hash matches (unsigned: nothing shows who sent it)".to_owned(),
+        MessageStatus::Invalid => {
+            "hash matches, but the SIGNATURE IS INVALID: the relay may have replaced the file".to_owned()
+        }
+        MessageStatus::KeyChanged { .. } => {
+            "hash matches, but NOT SIGNED BY THE KEY REMEMBERED for the sender: treat it as from someone else"
+                .to_owned()
+        }
     }
 }
 
@@ -453,11 +483,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let quota = Quota { max_file: 100, max_total: 150 };
         let mut d = Downloads::new(Some(dir.path().to_owned())).with_quota(quota);
-        let (_, r) = d.handle(&offer(1, "big", 101), true);
+        let mut peers = Peers::load("127.0.0.1:5555", None).unwrap();
+        let (_, r) = d.handle(&offer(1, "big", 101), true, &mut peers);
         assert!(refusal(&r).unwrap().contains("too large"), "{:?}", refusal(&r));
-        let (_, r) = d.handle(&offer(2, "a", 100), true);
+        let (_, r) = d.handle(&offer(2, "a", 100), true, &mut peers);
         assert!(matches!(r[..], [ClientMessage::FileAnswer { accept: true, .. }]));
-        let (_, r) = d.handle(&offer(3, "b", 100), true);
+        let (_, r) = d.handle(&offer(3, "b", 100), true, &mut peers);
         assert!(refusal(&r).unwrap().contains("50 of 150 bytes left"));
         // The sender cancels transfer 2: its bytes count no more.
         let cancel = ServerMessage::FileCancelled {
@@ -466,8 +497,8 @@ mod tests {
             by: "mallory".into(),
             reason: "x".into(),
         };
-        d.handle(&cancel, true);
-        let (_, r) = d.handle(&offer(4, "c", 100), true);
+        d.handle(&cancel, true, &mut peers);
+        let (_, r) = d.handle(&offer(4, "c", 100), true, &mut peers);
         assert!(matches!(r[..], [ClientMessage::FileAnswer { accept: true, .. }]));
         // A lost connection drops transfer 4 and its partial file.
         d.drop_transfers();
@@ -478,11 +509,12 @@ mod tests {
     #[test]
     fn pending_offers_are_capped() {
         let mut d = Downloads::new(None);
+        let mut peers = Peers::load("127.0.0.1:5555", None).unwrap();
         for t in 0..MAX_PENDING as u64 {
-            let (event, r) = d.handle(&offer(t, "f", 1), false);
+            let (event, r) = d.handle(&offer(t, "f", 1), false, &mut peers);
             assert!(r.is_empty() && matches!(event, Some(FileEvent::Offered { accepted: None, .. })));
         }
-        let (_, r) = d.handle(&offer(999, "f", 1), false);
+        let (_, r) = d.handle(&offer(999, "f", 1), false, &mut peers);
         assert!(refusal(&r).unwrap().contains("too many"));
         assert_eq!(d.pending().len(), MAX_PENDING);
     }

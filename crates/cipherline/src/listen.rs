@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
-use crate::files::{Downloads, FileEvent, Quota};
+use crate::files::{Downloads, FileEvent, Quota, file_verdict};
 use crate::output::{key_notice, print_message};
 use cipherline_client::peers::Peers;
 
@@ -38,11 +38,12 @@ pub struct ListenArgs {
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
 
-    /// One JSON object per line: {"id","from","room" or "to","text","timestamp"}
+    /// One JSON object per line: {"id","from","room" or "to","text","timestamp","verified"}
     /// (the exact text: without --json, control and format characters are
     /// shown escaped and a multi-line text continues on lines starting with
-    /// "  | "); received files as {"file": {"from","path","size","sha256"}};
+    /// "  | "); received files as {"file": {"from","path","size","sha256","verified"}};
     /// offers declined over a limit as {"file_declined": {"from","name","size","reason"}}.
+    /// "verified" is new, known, verified, unsigned, invalid-signature or key-changed.
     #[arg(long)]
     pub json: bool,
 
@@ -197,7 +198,7 @@ async fn listen_on(
             | ServerMessage::FileData { .. }
             | ServerMessage::FileDone { .. }
             | ServerMessage::FileCancelled { .. } => {
-                let (event, replies) = downloads.handle(&msg, true);
+                let (event, replies) = downloads.handle(&msg, true, peers);
                 for reply in replies {
                     if let Err(e) = client.send_message(&reply).await {
                         return Outcome::Lost(e.into());
@@ -232,13 +233,19 @@ fn report(event: &FileEvent, as_json: bool) -> bool {
             }
             false
         }
-        FileEvent::Received { from, path, size, sha256 } => {
+        FileEvent::Received { from, path, size, sha256, status } => {
             if as_json {
-                let v = json!({ "file": { "from": from, "path": path.display().to_string(), "size": size, "sha256": sha256 } });
+                let v = json!({ "file": { "from": from, "path": path.display().to_string(), "size": size,
+                                          "sha256": sha256, "verified": status.label() } });
                 println!("{v}");
             } else {
                 let path = path.display().to_string();
-                println!("received {} from {} ({size} bytes, SHA-256 {sha256})", escape(&path), escape(from));
+                println!(
+                    "received {} from {} ({size} bytes, SHA-256 {sha256}; {})",
+                    escape(&path),
+                    escape(from),
+                    file_verdict(status)
+                );
             }
             true
         }

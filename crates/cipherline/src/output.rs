@@ -8,13 +8,21 @@ use cipherline_client::peers::MessageStatus;
 use cipherline_proto::app::{Delivery, Target};
 use serde_json::json;
 
-/// What to show after the sender's name when the message is not verified.
+/// What to show after the sender's name: nothing for the remembered key,
+/// a word for the others (only a confirmed safety code earns "verified").
 fn mark(status: &MessageStatus) -> String {
     match status {
-        MessageStatus::Verified | MessageStatus::FirstSeen(_) => String::new(),
+        MessageStatus::Known => String::new(),
+        MessageStatus::Verified => " (verified)".to_owned(),
+        MessageStatus::New(_) => " (new key)".to_owned(),
         MessageStatus::Unsigned => " (unsigned)".to_owned(),
         MessageStatus::Invalid => " (FORGED OR ALTERED: bad signature)".to_owned(),
-        MessageStatus::KeyChanged { .. } => " (KEY CHANGED: not the key remembered for this name)".to_owned(),
+        MessageStatus::KeyChanged { presented: Some(_), .. } => {
+            " (KEY CHANGED: not the key remembered for this name)".to_owned()
+        }
+        MessageStatus::KeyChanged { presented: None, .. } => {
+            " (UNSIGNED, but a key is remembered for this name: maybe not them)".to_owned()
+        }
     }
 }
 
@@ -35,7 +43,10 @@ pub fn message_line(d: &Delivery, me: &str, status: &MessageStatus) -> String {
 }
 
 /// One message as a JSON object: id, from, room or to, text, timestamp and
-/// `verified` (verified, unsigned, invalid-signature or key-changed). The
+/// `verified`: `new` (first key seen for the name, not compared), `known`
+/// (the remembered key), `verified` (the remembered key, safety code
+/// confirmed by the user), `unsigned`, `invalid-signature` or `key-changed`
+/// (another key, or no signature under a name whose key is remembered). The
 /// strings are exact, not escaped: JSON escapes control characters itself.
 pub fn message_json(d: &Delivery, status: &MessageStatus) -> serde_json::Value {
     let v = status.label();
@@ -59,8 +70,15 @@ pub fn print_message(d: &Delivery, me: &str, status: &MessageStatus, as_json: bo
 pub fn key_notice(d: &Delivery, status: &MessageStatus) -> Option<String> {
     let from = escape(&d.from);
     match status {
-        MessageStatus::FirstSeen(fp) => Some(format!("* first message from {from}: remembered their key {fp}")),
-        MessageStatus::KeyChanged { remembered, presented } => Some(format!(
+        MessageStatus::New(fp) => Some(format!(
+            "* first message from {from}: remembered their key {fp} (not verified: /verify {from} in chat to \
+             compare safety codes)"
+        )),
+        MessageStatus::KeyChanged { remembered, presented: None } => Some(format!(
+            "!!! A MESSAGE UNDER THE NAME {from} IS NOT SIGNED, but their key {remembered} is remembered: someone \
+             may be impersonating them. Do not trust it; ask them (in chat, /trust {from} forgets the old key)."
+        )),
+        MessageStatus::KeyChanged { remembered, presented: Some(presented) } => Some(format!(
             "!!! THE IDENTITY KEY OF {} HAS CHANGED: remembered {remembered}, now {presented}. Someone may be \
              impersonating them, or they have a new key: compare /verify {from} with them before trusting it (then /trust {from}).",
             from

@@ -74,18 +74,19 @@ fn two_scripted_chats_talk() {
     wait_for_line(&bob_lines, "alice joined lobby");
 
     writeln!(alice_in, "hi bob, how are you?").unwrap();
-    wait_for_line(&bob_lines, "[lobby] alice: hi bob, how are you?");
+    // A first message is from a key seen for the first time: marked new, not verified.
+    wait_for_line(&bob_lines, "[lobby] alice (new key): hi bob, how are you?");
     writeln!(bob_in, "/msg alice fine, privately").unwrap();
-    wait_for_line(&alice_lines, "bob -> you: fine, privately");
+    wait_for_line(&alice_lines, "bob (new key) -> you: fine, privately");
     writeln!(alice_in, "/who").unwrap();
     wait_for_line(&alice_lines, "in lobby: alice, bob");
     // Identity keys: alice looks up bob's, and both get the same safety code.
     writeln!(alice_in, "/whois bob").unwrap();
     wait_for_line(&alice_lines, "bob: Ed25519 key SHA256:");
     writeln!(alice_in, "/verify bob").unwrap();
-    let alice_code = wait_for_line(&alice_lines, "safety code with bob:").pop().unwrap();
+    let alice_code = wait_for_line(&alice_lines, "safety code with bob (").pop().unwrap();
     writeln!(bob_in, "/verify alice").unwrap();
-    let bob_code = wait_for_line(&bob_lines, "safety code with alice:").pop().unwrap();
+    let bob_code = wait_for_line(&bob_lines, "safety code with alice (").pop().unwrap();
     let code = |l: &str| l.rsplit(": ").next().unwrap().to_owned();
     assert_eq!(code(&alice_code), code(&bob_code), "both ends compute the same code");
     writeln!(alice_in, "/fingerprint").unwrap();
@@ -240,8 +241,9 @@ fn shared_password_mode_like_seed_002() {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    for _ in 0..2 {
-        assert_eq!(lines.recv_timeout(std::time::Duration::from_secs(20)).unwrap(), "[lobby] alice: hi");
+    // The first from a key not seen before, then the remembered key.
+    for expected in ["[lobby] alice (new key): hi", "[lobby] alice: hi"] {
+        assert_eq!(lines.recv_timeout(std::time::Duration::from_secs(20)).unwrap(), expected);
     }
     assert!(bob.wait().unwrap().success());
 
