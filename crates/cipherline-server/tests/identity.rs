@@ -2,58 +2,23 @@
 //! messages that a tampering relay cannot alter unnoticed, key changes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cipherline_client::peers::{MessageStatus, Peers};
-use cipherline_client::{Client, ClientError, Options};
+use cipherline_client::{Client, ClientError};
 use cipherline_keys::Fingerprint;
+use cipherline_proto::AlertCode;
 use cipherline_proto::app::{Delivery, ErrorCode, ServerMessage, Target};
-use cipherline_proto::crypto::kem::{ServerKey, ServerPublicKey};
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::message::ClientAuthRequest;
-use cipherline_proto::{AlertCode, ClientConfig, ServerConfig};
-use cipherline_server::{Identities, IdentityPolicy, Limits, RunOptions, Settings};
-use tokio::net::TcpListener;
+use cipherline_server::{Identities, IdentityPolicy, Limits};
 use tokio::time::timeout;
 
-fn key(seed: u8) -> Arc<IdentityKey> {
-    Arc::new(IdentityKey::ed25519_from_seed(&[seed; 32]).unwrap())
-}
-
-fn fp(k: &IdentityKey) -> Fingerprint {
-    Fingerprint::from_bytes(k.public_key().fingerprint())
-}
-
-async fn start(
-    identities: Arc<Identities>,
-    auth: ClientAuthRequest,
-    tamper: Option<fn(&mut Delivery)>,
-) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
-    let protocol = ServerConfig { client_auth: auth, ..ServerConfig::new(server_key) };
-    let settings = Settings { protocol: Arc::new(protocol), limits: Limits::default() };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = RunOptions { identities, dangerous_tamper_for_testing_only: tamper };
-    let task = tokio::spawn(async move {
-        cipherline_server::run_with(listener, settings, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    (addr, stop, task)
-}
-
-async fn connect(addr: &str, name: &str, identity: Option<Arc<IdentityKey>>) -> Result<Client, ClientError> {
-    let options =
-        Options { config: Arc::new(ClientConfig { identity, ..ClientConfig::default() }), ..Options::default() };
-    let any = |_: &str, _: &ServerPublicKey| Ok(());
-    Client::connect(addr, name, &options, &any).await
-}
+use common::{connect_as, fp, key, start_relay};
 
 async fn next_message(c: &mut Client) -> Delivery {
     loop {
@@ -74,27 +39,27 @@ async fn allowlist_admits_listed_keys_and_refuses_others() {
     let file = dir.path().join("authorized_keys");
     write_allowlist(&file, &[("alice", fp(&key(1)))]);
     let ids = Arc::new(Identities::load(IdentityPolicy::Allowlist { file: file.clone() }).unwrap());
-    let (addr, _stop, _task) = start(ids.clone(), ClientAuthRequest::Required, None).await;
+    let (addr, _stop, _task) = start_relay(ids.clone(), ClientAuthRequest::Required, Limits::default(), None).await;
 
-    connect(&addr, "alice", Some(key(1))).await.expect("a listed key under its name");
+    connect_as(&addr, "alice", Some(key(1))).await.expect("a listed key under its name");
 
     // An unlisted key: refused right after the handshake, with the reason.
-    let err = connect(&addr, "mallory", Some(key(2))).await.err().unwrap();
+    let err = connect_as(&addr, "mallory", Some(key(2))).await.err().unwrap();
     match &err {
         ClientError::Net(e) => assert_eq!(e.alert_received(), Some(AlertCode::UnknownIdentity), "{err:?}"),
         other => panic!("{other:?}"),
     }
     // No key at all: the server requires one.
-    let err = connect(&addr, "anon", None).await.err().unwrap();
+    let err = connect_as(&addr, "anon", None).await.err().unwrap();
     assert!(err.to_string().contains("identity"), "{err}");
     // A listed key under someone else's name.
-    let err = connect(&addr, "bob", Some(key(1))).await.err().unwrap();
+    let err = connect_as(&addr, "bob", Some(key(1))).await.err().unwrap();
     assert!(matches!(err, ClientError::Refused { code: ErrorCode::IdentityMismatch, .. }), "{err:?}");
 
     // Reloading the file (SIGHUP in the CLI) admits a new key without a restart.
     write_allowlist(&file, &[("alice", fp(&key(1))), ("bob", fp(&key(2)))]);
     assert_eq!(ids.reload().unwrap(), 2);
-    connect(&addr, "bob", Some(key(2))).await.expect("admitted after reload");
+    connect_as(&addr, "bob", Some(key(2))).await.expect("admitted after reload");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,20 +67,26 @@ async fn open_mode_binds_names_to_keys_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let names = dir.path().join("names");
     let policy = IdentityPolicy::Open { names_file: Some(names.clone()) };
-    let (addr, stop, task) =
-        start(Arc::new(Identities::load(policy.clone()).unwrap()), ClientAuthRequest::Optional, None).await;
-    connect(&addr, "alice", Some(key(1))).await.unwrap().close().await.unwrap();
+    let (addr, stop, task) = start_relay(
+        Arc::new(Identities::load(policy.clone()).unwrap()),
+        ClientAuthRequest::Optional,
+        Limits::default(),
+        None,
+    )
+    .await;
+    connect_as(&addr, "alice", Some(key(1))).await.unwrap().close().await.unwrap();
     stop.send(()).unwrap();
     task.await.unwrap();
 
     let (addr, _stop, _task) =
-        start(Arc::new(Identities::load(policy).unwrap()), ClientAuthRequest::Optional, None).await;
-    let err = connect(&addr, "alice", Some(key(2))).await.err().unwrap();
+        start_relay(Arc::new(Identities::load(policy).unwrap()), ClientAuthRequest::Optional, Limits::default(), None)
+            .await;
+    let err = connect_as(&addr, "alice", Some(key(2))).await.err().unwrap();
     assert!(matches!(err, ClientError::Refused { code: ErrorCode::IdentityMismatch, .. }), "{err:?}");
-    let err = connect(&addr, "alice", None).await.err().unwrap();
+    let err = connect_as(&addr, "alice", None).await.err().unwrap();
     assert!(matches!(err, ClientError::Refused { code: ErrorCode::IdentityMismatch, .. }), "{err:?}");
-    connect(&addr, "alice", Some(key(1))).await.expect("the key that first used the name keeps it");
-    connect(&addr, "guest", None).await.expect("an unbound name without a key is fine");
+    connect_as(&addr, "alice", Some(key(1))).await.expect("the key that first used the name keeps it");
+    connect_as(&addr, "guest", None).await.expect("an unbound name without a key is fine");
 }
 
 fn alter_text(d: &mut Delivery) {
@@ -138,9 +109,10 @@ fn forge_sender(d: &mut Delivery) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_signed_end_to_end_and_tampering_is_flagged() {
     // An honest relay: new, then known.
-    let (addr, _s, _t) = start(Arc::new(Identities::open_in_memory()), ClientAuthRequest::Optional, None).await;
-    let mut alice = connect(&addr, "alice", Some(key(1))).await.unwrap();
-    let mut bob = connect(&addr, "bob", Some(key(2))).await.unwrap();
+    let (addr, _s, _t) =
+        start_relay(Arc::new(Identities::open_in_memory()), ClientAuthRequest::Optional, Limits::default(), None).await;
+    let mut alice = connect_as(&addr, "alice", Some(key(1))).await.unwrap();
+    let mut bob = connect_as(&addr, "bob", Some(key(2))).await.unwrap();
     alice.join("lobby").await.unwrap();
     bob.join("lobby").await.unwrap();
     let mut peers = Peers::load(&addr, None).unwrap();
@@ -151,10 +123,15 @@ async fn messages_are_signed_end_to_end_and_tampering_is_flagged() {
     assert_eq!(peers.check(&next_message(&mut bob).await), MessageStatus::Known);
 
     // A relay that alters text: the signature no longer verifies.
-    let (addr, _s, _t) =
-        start(Arc::new(Identities::open_in_memory()), ClientAuthRequest::Optional, Some(alter_text)).await;
-    let mut alice = connect(&addr, "alice", Some(key(1))).await.unwrap();
-    let mut bob = connect(&addr, "bob", Some(key(2))).await.unwrap();
+    let (addr, _s, _t) = start_relay(
+        Arc::new(Identities::open_in_memory()),
+        ClientAuthRequest::Optional,
+        Limits::default(),
+        Some(alter_text),
+    )
+    .await;
+    let mut alice = connect_as(&addr, "alice", Some(key(1))).await.unwrap();
+    let mut bob = connect_as(&addr, "bob", Some(key(2))).await.unwrap();
     alice.join("lobby").await.unwrap();
     bob.join("lobby").await.unwrap();
     alice.send_acked(Target::Room("lobby".into()), "meet at noon").await.unwrap();
@@ -164,10 +141,15 @@ async fn messages_are_signed_end_to_end_and_tampering_is_flagged() {
 
     // A relay that forges a message under alice's name with its own key:
     // valid signature, but not the key bob remembers for alice.
-    let (addr, _s, _t) =
-        start(Arc::new(Identities::open_in_memory()), ClientAuthRequest::Optional, Some(forge_sender)).await;
-    let mut alice = connect(&addr, "alice", Some(key(1))).await.unwrap();
-    let mut bob = connect(&addr, "bob", Some(key(2))).await.unwrap();
+    let (addr, _s, _t) = start_relay(
+        Arc::new(Identities::open_in_memory()),
+        ClientAuthRequest::Optional,
+        Limits::default(),
+        Some(forge_sender),
+    )
+    .await;
+    let mut alice = connect_as(&addr, "alice", Some(key(1))).await.unwrap();
+    let mut bob = connect_as(&addr, "bob", Some(key(2))).await.unwrap();
     alice.join("lobby").await.unwrap();
     bob.join("lobby").await.unwrap();
     alice.send_acked(Target::Room("lobby".into()), "hi").await.unwrap();
@@ -178,12 +160,13 @@ async fn messages_are_signed_end_to_end_and_tampering_is_flagged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peers_key_change_is_reported_and_whois_shows_keys() {
-    let (addr, _s, _t) = start(Arc::new(Identities::open_in_memory()), ClientAuthRequest::Optional, None).await;
-    let mut bob = connect(&addr, "bob", Some(key(2))).await.unwrap();
+    let (addr, _s, _t) =
+        start_relay(Arc::new(Identities::open_in_memory()), ClientAuthRequest::Optional, Limits::default(), None).await;
+    let mut bob = connect_as(&addr, "bob", Some(key(2))).await.unwrap();
     bob.join("lobby").await.unwrap();
     let mut peers = Peers::load(&addr, None).unwrap();
     {
-        let mut alice = connect(&addr, "alice", Some(key(1))).await.unwrap();
+        let mut alice = connect_as(&addr, "alice", Some(key(1))).await.unwrap();
         alice.join("lobby").await.unwrap();
         alice.send_acked(Target::Room("lobby".into()), "one").await.unwrap();
         assert!(peers.check(&next_message(&mut bob).await).is_trusted());
@@ -191,7 +174,7 @@ async fn a_peers_key_change_is_reported_and_whois_shows_keys() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     // A sender without an identity key: shown as unsigned, never verified.
-    let mut anon = connect(&addr, "carol", None).await.unwrap();
+    let mut anon = connect_as(&addr, "carol", None).await.unwrap();
     anon.join("lobby").await.unwrap();
     anon.send_acked(Target::Room("lobby".into()), "no key").await.unwrap();
     assert_eq!(peers.check(&next_message(&mut bob).await), MessageStatus::Unsigned);

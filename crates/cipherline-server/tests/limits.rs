@@ -12,26 +12,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cipherline_client::{Client, ClientError, Options};
+use cipherline_client::{Client, ClientError};
 use cipherline_keys::Fingerprint;
 use cipherline_proto::app::{ClientMessage, ErrorCode, ServerMessage, Target};
-use cipherline_proto::crypto::kem::{ServerKey, ServerPublicKey};
-use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::message::ClientAuthRequest;
-use cipherline_proto::{ClientConfig, ServerConfig};
-use cipherline_server::{Identities, IdentityPolicy, Limits, RunOptions, Settings};
-use tokio::net::TcpListener;
+use cipherline_server::{Identities, IdentityPolicy, Limits};
 use tokio::time::timeout;
 
-use common::Server;
-
-fn key(seed: u8) -> Arc<IdentityKey> {
-    Arc::new(IdentityKey::ed25519_from_seed(&[seed; 32]).unwrap())
-}
-
-fn fp(k: &IdentityKey) -> Fingerprint {
-    Fingerprint::from_bytes(k.public_key().fingerprint())
-}
+use common::{Server, connect_as, fp, key, start_relay};
 
 /// A server with the open policy over `names`, stopped by the sender.
 async fn start_open(
@@ -39,28 +27,7 @@ async fn start_open(
     limits: Limits,
 ) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let identities = Arc::new(Identities::load(IdentityPolicy::Open { names_file: Some(names.to_owned()) }).unwrap());
-    let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
-    let protocol = ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) };
-    let settings = Settings { protocol: Arc::new(protocol), limits };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = RunOptions { identities, dangerous_tamper_for_testing_only: None };
-    let task = tokio::spawn(async move {
-        cipherline_server::run_with(listener, settings, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    (addr, stop, task)
-}
-
-async fn connect(addr: &str, name: &str, identity: Option<Arc<IdentityKey>>) -> Result<Client, ClientError> {
-    let options =
-        Options { config: Arc::new(ClientConfig { identity, ..ClientConfig::default() }), ..Options::default() };
-    let any = |_: &str, _: &ServerPublicKey| Ok(());
-    Client::connect(addr, name, &options, &any).await
+    start_relay(identities, ClientAuthRequest::Optional, limits, None).await
 }
 
 fn refused_with(r: Result<Client, ClientError>) -> ErrorCode {
@@ -88,8 +55,8 @@ async fn a_names_file_over_4_mib_loads_whole_and_the_server_starts() {
     std::fs::write(&names, text).unwrap();
     let (addr, stop, task) = start_open(&names, Limits::default()).await;
     // The binding past the old cut-off is in force.
-    assert_eq!(refused_with(connect(&addr, "zed", Some(key(8))).await), ErrorCode::IdentityMismatch);
-    connect(&addr, "zed", Some(key(7))).await.unwrap().close().await.unwrap();
+    assert_eq!(refused_with(connect_as(&addr, "zed", Some(key(8))).await), ErrorCode::IdentityMismatch);
+    connect_as(&addr, "zed", Some(key(7))).await.unwrap().close().await.unwrap();
     stop.send(()).unwrap();
     task.await.unwrap();
 }
@@ -102,13 +69,13 @@ async fn binding_past_the_daily_cap_per_address_is_refused_and_restarts_still_wo
     let (addr, stop, task) = start_open(&names, limits.clone()).await;
     let mut kept = Vec::new();
     for i in 1..=3u8 {
-        kept.push(connect(&addr, &format!("n{i}"), Some(key(i))).await.unwrap());
+        kept.push(connect_as(&addr, &format!("n{i}"), Some(key(i))).await.unwrap());
     }
     // The fourth new name from this address today: refused, not bound.
-    assert_eq!(refused_with(connect(&addr, "n4", Some(key(4))).await), ErrorCode::RateLimited);
+    assert_eq!(refused_with(connect_as(&addr, "n4", Some(key(4))).await), ErrorCode::RateLimited);
     assert_eq!(std::fs::read_to_string(&names).unwrap().lines().count(), 3);
     // The server keeps serving: bound names, keyless names, chat.
-    let mut guest = connect(&addr, "guest", None).await.unwrap();
+    let mut guest = connect_as(&addr, "guest", None).await.unwrap();
     kept[0].send_acked(Target::User("guest".into()), "still here").await.unwrap();
     assert!(matches!(
         timeout(Duration::from_secs(5), guest.recv()).await.unwrap().unwrap(),
@@ -123,8 +90,8 @@ async fn binding_past_the_daily_cap_per_address_is_refused_and_restarts_still_wo
 
     // A restart loads the file and enforces what it holds.
     let (addr, stop, task) = start_open(&names, limits).await;
-    assert_eq!(refused_with(connect(&addr, "n1", Some(key(9))).await), ErrorCode::IdentityMismatch);
-    connect(&addr, "n2", Some(key(2))).await.unwrap().close().await.unwrap();
+    assert_eq!(refused_with(connect_as(&addr, "n1", Some(key(9))).await), ErrorCode::IdentityMismatch);
+    connect_as(&addr, "n2", Some(key(2))).await.unwrap().close().await.unwrap();
     stop.send(()).unwrap();
     task.await.unwrap();
 }

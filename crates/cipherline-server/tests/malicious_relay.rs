@@ -6,51 +6,19 @@
 //! encryption lands they must change.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cipherline_client::Client;
 use cipherline_client::peers::{MessageStatus, Peers};
-use cipherline_client::{Client, Options};
 use cipherline_proto::app::{Delivery, ServerMessage, Target};
-use cipherline_proto::crypto::kem::{ServerKey, ServerPublicKey};
-use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::message::ClientAuthRequest;
-use cipherline_proto::{ClientConfig, ServerConfig};
-use cipherline_server::{Identities, Limits, RunOptions, Settings};
-use tokio::net::TcpListener;
+use cipherline_server::{Identities, Limits};
 use tokio::time::timeout;
 
-fn key(seed: u8) -> Arc<IdentityKey> {
-    Arc::new(IdentityKey::ed25519_from_seed(&[seed; 32]).unwrap())
-}
-
-async fn start(tamper: Option<fn(&mut Delivery)>) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
-    let protocol = ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) };
-    let settings = Settings { protocol: Arc::new(protocol), limits: Limits::default() };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options =
-        RunOptions { identities: Arc::new(Identities::open_in_memory()), dangerous_tamper_for_testing_only: tamper };
-    tokio::spawn(async move {
-        cipherline_server::run_with(listener, settings, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    (addr, stop)
-}
-
-async fn connect(addr: &str, name: &str, seed: u8) -> Client {
-    let options = Options {
-        config: Arc::new(ClientConfig { identity: Some(key(seed)), ..ClientConfig::default() }),
-        ..Options::default()
-    };
-    let any = |_: &str, _: &ServerPublicKey| Ok(());
-    Client::connect(addr, name, &options, &any).await.unwrap()
-}
+use common::{connect_as, key, start_relay};
 
 async fn next_message(c: &mut Client) -> Delivery {
     loop {
@@ -63,9 +31,11 @@ async fn next_message(c: &mut Client) -> Delivery {
 /// Alice (key 1) sends `texts` to bob (key 2) through a relay with `tamper`;
 /// returns what bob received.
 async fn exchange(tamper: Option<fn(&mut Delivery)>, texts: &[&str]) -> Vec<Delivery> {
-    let (addr, _stop) = start(tamper).await;
-    let mut alice = connect(&addr, "alice", 1).await;
-    let mut bob = connect(&addr, "bob", 2).await;
+    let (addr, _stop, _task) =
+        start_relay(Arc::new(Identities::open_in_memory()), ClientAuthRequest::Optional, Limits::default(), tamper)
+            .await;
+    let mut alice = connect_as(&addr, "alice", Some(key(1))).await.unwrap();
+    let mut bob = connect_as(&addr, "bob", Some(key(2))).await.unwrap();
     let mut got = Vec::new();
     for text in texts {
         alice.send_acked(Target::User("bob".into()), text).await.unwrap();

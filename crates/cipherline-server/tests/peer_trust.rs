@@ -3,58 +3,29 @@
 //! under another name, a message stripped of its signature.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use cipherline_client::ClientError;
 use cipherline_client::peers::{MessageStatus, Peers};
-use cipherline_client::{Client, ClientError, Options};
-use cipherline_keys::Fingerprint;
 use cipherline_net::NetError;
 use cipherline_proto::app::{ClientMessage, Delivery, ServerMessage, Target};
-use cipherline_proto::crypto::kem::{ServerKey, ServerPublicKey};
+use cipherline_proto::crypto::kem::ServerKey;
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::error::DecodeError;
 use cipherline_proto::message::ClientAuthRequest;
-use cipherline_proto::{ClientConfig, Error, ServerConfig};
-use cipherline_server::{Identities, Limits, RunOptions, Settings};
+use cipherline_proto::{Error, ServerConfig};
+use cipherline_server::{Identities, Limits};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-fn key(seed: u8) -> Arc<IdentityKey> {
-    Arc::new(IdentityKey::ed25519_from_seed(&[seed; 32]).unwrap())
-}
-
-fn fp(k: &IdentityKey) -> Fingerprint {
-    Fingerprint::from_bytes(k.public_key().fingerprint())
-}
+use common::{connect_as, fp, key, start_relay};
 
 fn server_config() -> ServerConfig {
     let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
     ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) }
-}
-
-async fn start(tamper: Option<fn(&mut Delivery)>) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let settings = Settings { protocol: Arc::new(server_config()), limits: Limits::default() };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options =
-        RunOptions { identities: Arc::new(Identities::open_in_memory()), dangerous_tamper_for_testing_only: tamper };
-    tokio::spawn(async move {
-        cipherline_server::run_with(listener, settings, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    (addr, stop)
-}
-
-async fn connect(addr: &str, name: &str, identity: Option<Arc<IdentityKey>>) -> Result<Client, ClientError> {
-    let options =
-        Options { config: Arc::new(ClientConfig { identity, ..ClientConfig::default() }), ..Options::default() };
-    let any = |_: &str, _: &ServerPublicKey| Ok(());
-    Client::connect(addr, name, &options, &any).await
 }
 
 /// The relay renames the sender to "alice SHA256:<its own key>" and signs
@@ -75,15 +46,21 @@ fn forge_name_with_key(d: &mut Delivery) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_sent_name_outside_the_grammar_is_a_protocol_error_and_known_peers_is_unchanged() {
-    let (addr, _stop) = start(Some(forge_name_with_key)).await;
+    let (addr, _stop, _task) = start_relay(
+        Arc::new(Identities::open_in_memory()),
+        ClientAuthRequest::Optional,
+        Limits::default(),
+        Some(forge_name_with_key),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("known_peers");
     let mut peers = Peers::load(&addr, Some(&file)).unwrap();
     peers.remember("alice", fp(&key(1))).unwrap();
     let before = std::fs::read(&file).unwrap();
 
-    let mut mallory = connect(&addr, "mallory", Some(key(3))).await.unwrap();
-    let mut bob = connect(&addr, "bob", Some(key(2))).await.unwrap();
+    let mut mallory = connect_as(&addr, "mallory", Some(key(3))).await.unwrap();
+    let mut bob = connect_as(&addr, "bob", Some(key(2))).await.unwrap();
     mallory.join("lobby").await.unwrap();
     bob.join("lobby").await.unwrap();
     mallory.send_acked(Target::Room("lobby".into()), "pay mallory").await.unwrap();
@@ -123,7 +100,7 @@ async fn a_welcome_under_another_name_is_refused() {
         // Hold the connection open until the client gives up on it.
         let _ = timeout(Duration::from_secs(5), chan.recv()).await;
     });
-    let result = connect(&addr, "bob", Some(key(2))).await;
+    let result = connect_as(&addr, "bob", Some(key(2))).await;
     assert!(matches!(result, Err(ClientError::WrongName)), "{:?}", result.err());
 }
 
@@ -133,11 +110,17 @@ fn strip_signature(d: &mut Delivery) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsigned_message_under_a_remembered_name_is_a_key_change() {
-    let (addr, _stop) = start(Some(strip_signature)).await;
+    let (addr, _stop, _task) = start_relay(
+        Arc::new(Identities::open_in_memory()),
+        ClientAuthRequest::Optional,
+        Limits::default(),
+        Some(strip_signature),
+    )
+    .await;
     let mut peers = Peers::load(&addr, None).unwrap();
     peers.remember("alice", fp(&key(1))).unwrap();
-    let mut alice = connect(&addr, "alice", Some(key(1))).await.unwrap();
-    let mut bob = connect(&addr, "bob", Some(key(2))).await.unwrap();
+    let mut alice = connect_as(&addr, "alice", Some(key(1))).await.unwrap();
+    let mut bob = connect_as(&addr, "bob", Some(key(2))).await.unwrap();
     alice.join("lobby").await.unwrap();
     bob.join("lobby").await.unwrap();
     alice.send_acked(Target::Room("lobby".into()), "pay mallory").await.unwrap();

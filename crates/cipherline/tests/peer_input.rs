@@ -108,7 +108,7 @@ fn peer_text_cannot_forge_lines_in_listen_chat_or_send_wait_reply() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    seen.extend(wait_for_line(&dave_lines, "erin: anyone?"));
+    seen.extend(wait_for_line(&dave_lines, "] erin (new key): anyone?"));
     writeln!(dave_in, "x\r\u{1b}[2K[lobby] alice: hi").unwrap();
     writeln!(dave_in, "/quit").unwrap();
     assert!(dave.wait().unwrap().success());

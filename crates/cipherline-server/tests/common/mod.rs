@@ -7,8 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cipherline_client::{Client, ClientError, Options};
+use cipherline_keys::Fingerprint;
+use cipherline_proto::app::Delivery;
 use cipherline_proto::crypto::kem::{ServerKey, ServerPublicKey};
-use cipherline_server::{Limits, Settings};
+use cipherline_proto::crypto::sign::IdentityKey;
+use cipherline_proto::message::ClientAuthRequest;
+use cipherline_proto::{ClientConfig, ServerConfig};
+use cipherline_server::{Identities, Limits, RunOptions, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -57,4 +62,49 @@ impl Server {
         self.stop.take().unwrap().send(()).unwrap();
         timeout(Duration::from_secs(10), self.task).await.expect("shutdown within its grace period").unwrap();
     }
+}
+
+/// Identity key number `seed` (Ed25519, the same for the same seed).
+pub fn key(seed: u8) -> Arc<IdentityKey> {
+    Arc::new(IdentityKey::ed25519_from_seed(&[seed; 32]).unwrap())
+}
+
+/// The fingerprint of an identity key.
+pub fn fp(k: &IdentityKey) -> Fingerprint {
+    Fingerprint::from_bytes(k.public_key().fingerprint())
+}
+
+/// A relay with these identities, client-auth request, limits and tamper
+/// hook (the malicious relay of the tests) on a free loopback port; it
+/// stops when the sender is used or dropped.
+pub async fn start_relay(
+    identities: Arc<Identities>,
+    auth: ClientAuthRequest,
+    limits: Limits,
+    tamper: Option<fn(&mut Delivery)>,
+) -> (String, oneshot::Sender<()>, JoinHandle<()>) {
+    let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
+    let protocol = ServerConfig { client_auth: auth, ..ServerConfig::new(server_key) };
+    let settings = Settings { protocol: Arc::new(protocol), limits };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = RunOptions { identities, dangerous_tamper_for_testing_only: tamper };
+    let task = tokio::spawn(async move {
+        cipherline_server::run_with(listener, settings, options, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, stop, task)
+}
+
+/// A client with `identity` (or none) that accepts any server key: these
+/// tests are about what the relay does, not about trusting it.
+pub async fn connect_as(addr: &str, name: &str, identity: Option<Arc<IdentityKey>>) -> Result<Client, ClientError> {
+    let options =
+        Options { config: Arc::new(ClientConfig { identity, ..ClientConfig::default() }), ..Options::default() };
+    let any = |_: &str, _: &ServerPublicKey| Ok(());
+    Client::connect(addr, name, &options, &any).await
 }
