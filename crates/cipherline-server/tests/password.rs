@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cipherline_client::{Client, ClientError, Options, TrustCheck};
 use cipherline_net::{FrameReader, NetError};
-use cipherline_proto::app::{ClientMessage, ServerMessage, Target};
+use cipherline_proto::app::{ClientMessage, ErrorCode, MessageDecoder, ServerMessage, Target};
 use cipherline_proto::crypto::SystemRng;
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::pake::Password;
@@ -296,4 +296,43 @@ async fn a_plaintext_wrong_password_alert_costs_no_more_than_its_connection() {
     let guesser = Guesser::open(addr, "127.0.0.2").await.expect("and a success took back its own");
     assert_eq!(guesser.guess("guess", "mallory").await, Guess::Wrong);
     assert_eq!(Guesser::open(addr, "127.0.0.2").await.err(), Some(AlertCode::TooManyAttempts));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_under_another_name_than_the_password_bound_one_gets_invalid_name_and_may_retry() {
+    // PROTOCOL.md §7.7: the name is bound into SPAKE2, and the server holds
+    // the client to it: Error invalid_name, connection kept, Hello again.
+    let addr = start_at(Limits::default()).await;
+    let mut guesser = Guesser::open(addr, "127.0.0.1").await.unwrap();
+    let config = Arc::new(ClientConfig {
+        password: Some(pw("hello")),
+        name: Some("alice".to_owned()),
+        password_only: true,
+        ..ClientConfig::default()
+    });
+    let state = ExpectServerIdentity::new(config).unwrap().handle_server_identity(&guesser.identity).unwrap();
+    let (state, hello) = state.into_client_hello(&mut SystemRng).unwrap();
+    guesser.write.write_all(&hello).await.unwrap();
+    let state = state.handle_server_hello(&next_frame(&mut guesser.frames).await, Instant::now()).unwrap();
+    let (mut session, finish) =
+        state.handle_server_finished(&next_frame(&mut guesser.frames).await, Instant::now()).unwrap();
+    guesser.write.write_all(&finish).await.unwrap();
+    let mut messages = MessageDecoder::new(1 << 20);
+    let mut hello_as = async |name: &str| {
+        let hello = ClientMessage::Hello { name: name.into() }.encode().unwrap();
+        guesser.write.write_all(&session.send(&hello, Instant::now()).unwrap()).await.unwrap();
+        loop {
+            if let Some(msg) = messages.next_message().unwrap() {
+                return ServerMessage::decode(&msg).unwrap();
+            }
+            let frame = next_frame(&mut guesser.frames).await;
+            if let Received::Data(data) = session.handle_frame(&frame, Instant::now()).unwrap() {
+                messages.push(&data);
+            }
+        }
+    };
+    let refused = hello_as("mallory").await;
+    assert!(matches!(refused, ServerMessage::Error { code: ErrorCode::InvalidName, .. }), "{refused:?}");
+    let welcome = hello_as("alice").await;
+    assert!(matches!(welcome, ServerMessage::Welcome { ref name, .. } if name == "alice"), "{welcome:?}");
 }
