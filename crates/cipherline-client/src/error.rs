@@ -63,7 +63,12 @@ pub enum ClientError {
     /// A peer name outside the name grammar cannot be remembered.
     #[error("not a valid user name")]
     InvalidPeerName,
-    /// The known-peers file already holds the most peers it may.
-    #[error("too many known peers to remember another")]
+    /// The known-peers file already holds the most peers it may for this
+    /// server.
+    #[error("too many known peers on this server to remember another")]
     TooManyPeers,
+    /// Another process changed this peer's record since this one read it;
+    /// nothing was written and the file's record now applies.
+    #[error("another cipherline process changed this peer's key record meanwhile; nothing was changed")]
+    PeerChangedElsewhere,
 }

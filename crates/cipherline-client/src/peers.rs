@@ -47,10 +47,13 @@ use crate::ClientError;
 pub const FILE_NAME: &str = "known_peers";
 /// Largest file read: 8 MiB.
 const MAX_FILE_LEN: u64 = 8 * 1024 * 1024;
-/// Most peers remembered (all servers together); beyond it new keys are
-/// reported as `new` every time but not written, so a relay inventing names
-/// cannot grow the file (or the map) without bound.
+/// Most peers written to the file for one server; beyond it new keys are
+/// remembered for this run only (up to [`MAX_PEERS`] more), so a relay
+/// inventing names cannot grow the file or the map without bound, nor
+/// crowd out the peers of other servers.
 pub const MAX_PEERS: usize = 10_000;
+/// How long a writer waits for another process's lock on the file.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The word that marks a peer whose safety code the user confirmed.
 const VERIFIED: &str = "verified";
 /// The header written at the top of a new file.
@@ -153,24 +156,29 @@ impl Peers {
         self.keys.get(name).is_some_and(|e| e.verified)
     }
 
-    /// Records `fp` as `name`'s key, not yet verified (first use, or the
-    /// user accepted a change).
+    /// Records `fp` as `name`'s key, not yet verified: the user accepted a
+    /// change from the key this process remembers. Refused, with the file's
+    /// record adopted, if another process changed the record meanwhile.
     pub fn remember(&mut self, name: &str, fp: Fingerprint) -> Result<(), ClientError> {
-        self.store(name, Some(Entry { fp, verified: false }))
+        let expected = self.remembered(name);
+        self.store(name, expected, Some(Entry { fp, verified: false }))
     }
 
     /// Records that the user compared safety codes for `name`'s key `fp`
-    /// and they matched. Refused unless `fp` is the remembered key.
+    /// and they matched. Refused unless `fp` is the remembered key, in this
+    /// process and in the file.
     pub fn mark_verified(&mut self, name: &str, fp: Fingerprint) -> Result<(), ClientError> {
         if self.remembered(name) != Some(fp) {
             return Err(ClientError::PeerNotRemembered);
         }
-        self.store(name, Some(Entry { fp, verified: true }))
+        self.store(name, Some(fp), Some(Entry { fp, verified: true }))
     }
 
-    /// Forgets `name`'s key (the user accepted that it has none now).
+    /// Forgets `name`'s key (the user accepted that it has none now), if it
+    /// is still the key this process remembers.
     pub fn forget(&mut self, name: &str) -> Result<(), ClientError> {
-        self.store(name, None)
+        let expected = self.remembered(name);
+        self.store(name, expected, None)
     }
 
     /// The verdict on key `key` announced for `name` (from a signature or
@@ -178,15 +186,38 @@ impl Peers {
     pub fn check_key(&mut self, name: &str, key: &IdentityPublicKey) -> MessageStatus {
         let presented = Fingerprint::from_bytes(key.fingerprint());
         match self.keys.get(name) {
+            Some(_) => self.judge(name, presented),
+            None => {
+                let entry = Entry { fp: presented, verified: false };
+                match self.store(name, None, Some(entry)) {
+                    Ok(()) => MessageStatus::New(presented),
+                    // Another process recorded a key for the name since this
+                    // one loaded the file: never overwrite it (that would let
+                    // a relay replace a key a user verified in another
+                    // window); judge against it instead.
+                    Err(ClientError::PeerChangedElsewhere) => self.judge(name, presented),
+                    Err(_) => {
+                        // The file could not be written (read-only data
+                        // directory, lock timeout, this server's cap): the
+                        // key is still remembered for this run, within a
+                        // bound, so a change during the run is caught.
+                        if self.keys.len() < 2 * MAX_PEERS {
+                            self.keys.insert(name.to_owned(), entry);
+                        }
+                        MessageStatus::New(presented)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The verdict on `presented` for a name whose key is remembered.
+    fn judge(&self, name: &str, presented: Fingerprint) -> MessageStatus {
+        match self.keys.get(name) {
             Some(e) if e.fp == presented && e.verified => MessageStatus::Verified,
             Some(e) if e.fp == presented => MessageStatus::Known,
             Some(e) => MessageStatus::KeyChanged { remembered: e.fp, presented: Some(presented) },
-            None => {
-                // Remembering may fail (read-only data dir, cap reached);
-                // the verdict stands and the next message is `new` again.
-                let _ = self.remember(name, presented);
-                MessageStatus::New(presented)
-            }
+            None => MessageStatus::New(presented),
         }
     }
 
@@ -219,8 +250,12 @@ impl Peers {
     }
 
     /// Replaces (or with `None` removes) the line for `name` on this server,
-    /// under the lock, re-reading the file first.
-    fn store(&mut self, name: &str, entry: Option<Entry>) -> Result<(), ClientError> {
+    /// under the lock, re-reading the file first: a compare-and-set. The
+    /// line is written only if the file's record for `name` still has the
+    /// key `expected` (none: no line), the record this process acted on;
+    /// otherwise nothing is written, the file's record is adopted, and the
+    /// answer is [`ClientError::PeerChangedElsewhere`].
+    fn store(&mut self, name: &str, expected: Option<Fingerprint>, entry: Option<Entry>) -> Result<(), ClientError> {
         if !valid_name(name, MAX_NAME) {
             return Err(ClientError::InvalidPeerName);
         }
@@ -231,7 +266,16 @@ impl Peers {
             let _lock = lock(&path)?;
             let text = read(&path)?;
             let lines = parse(&path, &text)?;
-            let peers = lines.iter().flatten().count();
+            let ours = |l: &&Line| l.server == self.server;
+            let current = lines.iter().flatten().filter(ours).find(|l| l.name == name).map(|l| l.entry);
+            if current.map(|e| e.fp) != expected {
+                match current {
+                    Some(e) => self.keys.insert(name.to_owned(), e),
+                    None => self.keys.remove(name),
+                };
+                return Err(ClientError::PeerChangedElsewhere);
+            }
+            let peers = lines.iter().flatten().filter(ours).count();
             let mut out = String::with_capacity(text.len() + 128);
             let mut replaced = false;
             for (raw, parsed) in text.lines().zip(&lines) {
@@ -300,6 +344,7 @@ fn syntax(path: &Path, line: usize, reason: &'static str) -> ClientError {
 fn parse(path: &Path, text: &str) -> Result<Vec<Option<Line>>, ClientError> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut per_server: HashMap<&str, usize> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let bad = |reason| syntax(path, line, reason);
@@ -324,8 +369,10 @@ fn parse(path: &Path, text: &str) -> Result<Vec<Option<Line>>, ClientError> {
         if !seen.insert((server, name)) {
             return Err(bad("a second line for the same server and name (remove the one that is wrong)"));
         }
-        if seen.len() > MAX_PEERS {
-            return Err(bad("too many peers in the file"));
+        let count = per_server.entry(server).or_insert(0usize);
+        *count += 1;
+        if *count > MAX_PEERS {
+            return Err(bad("too many peers for one server in the file"));
         }
         out.push(Some(Line { server: server.to_owned(), name: name.to_owned(), entry: Entry { fp, verified } }));
     }
@@ -362,8 +409,22 @@ fn lock(path: &Path) -> Result<File, ClientError> {
         options.mode(0o600);
     }
     let file = options.open(&lock_path).map_err(|e| io_error(&lock_path, e))?;
-    fs4::FileExt::lock(&file).map_err(|e| io_error(&lock_path, e))?;
-    Ok(file)
+    // Bounded wait: a hung process holding the lock must not freeze the
+    // client (these calls run on its event loop).
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => return Ok(file),
+            Err(fs4::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "another process holds the lock");
+                return Err(io_error(&lock_path, e));
+            }
+            Err(fs4::TryLockError::Error(e)) => return Err(io_error(&lock_path, e)),
+        }
+    }
 }
 
 /// Writes through a temporary file (created 0600 by tempfile) and renames
@@ -400,6 +461,53 @@ mod tests {
             Ok(_) => panic!("loaded {text:?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    fn ed25519(seed: u8) -> IdentityPublicKey {
+        cipherline_proto::crypto::sign::IdentityKey::ed25519_from_seed(&[seed; 32]).unwrap().public_key().clone()
+    }
+
+    #[test]
+    fn a_first_seen_key_never_overwrites_a_record_another_process_made() {
+        // A long-running listener loaded the file before alice was known;
+        // meanwhile the user verified alice in chat. The relay then sends
+        // the listener a message signed with its own key under her name.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut listener = Peers::load(SERVER, Some(&path)).unwrap();
+        let mut chat = Peers::load(SERVER, Some(&path)).unwrap();
+        let (alice, relay) = (ed25519(1), ed25519(66));
+        assert!(matches!(chat.check_key("alice", &alice), MessageStatus::New(_)));
+        let alice_fp = Fingerprint::from_bytes(alice.fingerprint());
+        chat.mark_verified("alice", alice_fp).unwrap();
+        let status = listener.check_key("alice", &relay);
+        assert!(matches!(status, MessageStatus::KeyChanged { remembered, .. } if remembered == alice_fp), "{status:?}");
+        assert_eq!(listener.check_key("alice", &alice), MessageStatus::Verified);
+        let reloaded = Peers::load(SERVER, Some(&path)).unwrap();
+        assert_eq!(reloaded.remembered("alice"), Some(alice_fp));
+        assert!(reloaded.is_verified("alice"), "the verified record survives");
+        // Accepting a change the other process never saw is refused too.
+        let mut stale = Peers::load(SERVER, Some(&path)).unwrap();
+        chat.remember("alice", Fingerprint::from_bytes(relay.fingerprint())).unwrap();
+        assert!(matches!(stale.forget("alice"), Err(ClientError::PeerChangedElsewhere)));
+        assert_eq!(Peers::load(SERVER, Some(&path)).unwrap().remembered("alice"), chat.remembered("alice"));
+    }
+
+    #[test]
+    fn one_server_filling_its_cap_leaves_other_servers_and_key_changes_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let flood: String = (0..MAX_PEERS).map(|i| format!("10.0.0.1:7878 n{i} {}\n", fp(3))).collect();
+        std::fs::write(&path, flood).unwrap();
+        let mut peers = Peers::load(SERVER, Some(&path)).unwrap();
+        assert!(matches!(peers.check_key("alice", &ed25519(1)), MessageStatus::New(_)));
+        assert!(matches!(peers.check_key("alice", &ed25519(2)), MessageStatus::KeyChanged { .. }));
+        assert!(Peers::load(SERVER, Some(&path)).unwrap().remembered("alice").is_some(), "written");
+        // The flooding server itself is over its cap: remembered for the
+        // run only, and a change is still caught.
+        let mut flooded = Peers::load("10.0.0.1:7878", Some(&path)).unwrap();
+        assert!(matches!(flooded.check_key("mallory", &ed25519(4)), MessageStatus::New(_)));
+        assert!(matches!(flooded.check_key("mallory", &ed25519(5)), MessageStatus::KeyChanged { .. }));
     }
 
     #[test]

@@ -211,7 +211,9 @@ impl Incoming {
         // The sender's name comes from the relay: keep only name-grammar
         // characters (never '/', '.' or controls) in the temporary file name.
         let tag: String = from.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect();
-        let part = dir.join(format!(".{name}.{tag}.{transfer}.part"));
+        // Not the file's own name: a legal 255-byte name plus a suffix
+        // would be too long for the file system.
+        let part = dir.join(format!(".cipherline-{tag}-{transfer}.part"));
         let file = OpenOptions::new().write(true).create_new(true).open(&part).map_err(|e| io_error(&part, e))?;
         Ok(Incoming {
             from: from.to_owned(),
@@ -281,6 +283,16 @@ impl Incoming {
             self.discard();
             return Err(TransferError::Mismatch("SHA-256"));
         }
+        let placed = self.place(file);
+        if placed.is_err() {
+            // `file` is gone, so Drop would not clean up: do it here.
+            let _ = std::fs::remove_file(&self.part);
+        }
+        placed
+    }
+
+    /// Syncs the complete file and links it under its name.
+    fn place(&self, file: File) -> Result<PathBuf, TransferError> {
         file.sync_all().map_err(|e| io_error(&self.part, e))?;
         drop(file);
         for n in 0..1000u32 {
@@ -375,6 +387,13 @@ mod tests {
         assert!(over.write(b"abc").is_err());
         drop(over);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+
+        // The longest name the server allows is received under that name
+        // (the partial file's own name does not grow with it).
+        let long = "n".repeat(255);
+        let mut big = Incoming::create(&dir, "alice", &me, 4, &long, data.len() as u64).unwrap();
+        big.write(data).unwrap();
+        assert_eq!(big.finish(&cipherline_proto::crypto::sha256(data)).unwrap(), dir.join(&long));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -335,8 +335,15 @@ async fn hello(
                 }
             },
         };
-        // Not fatal: the client may try another name until the deadline.
+        // Most refusals are not fatal: the client may try another name until
+        // the deadline. One that §13.4 says closes the connection (the
+        // server could not record a name binding) does close it.
+        let fatal = refusal.0.is_fatal();
         if timeout(limits.write_timeout(), send_error(conn, refusal.0, 0, refusal.1)).await.is_err() {
+            return None;
+        }
+        if fatal {
+            let _ = timeout(limits.write_timeout(), conn.close()).await;
             return None;
         }
     }
@@ -525,7 +532,11 @@ fn handle(
             hub.file_end(name, transfer, sha256, signature, limits.max_transfers_per_client);
             return Ok(None);
         }
-        ClientMessage::FileCancel { transfer, sender, reason } => {
+        ClientMessage::FileCancel { transfer, sender, mut reason } => {
+            // A reason goes to every receiver of the transfer (up to
+            // max_offer_recipients_per_client of them) and costs no byte
+            // tokens: keep it short so a cancel cannot multiply a large text.
+            truncate_reason(&mut reason);
             hub.file_cancel(name, &sender, transfer, reason);
             return Ok(None);
         }
@@ -536,9 +547,33 @@ fn handle(
     }))
 }
 
+/// Longest FileCancel reason relayed, in bytes (PROTOCOL.md §13.6).
+pub(crate) const MAX_REASON: usize = 256;
+
+/// Cuts `reason` to at most [`MAX_REASON`] bytes, on a character boundary.
+fn truncate_reason(reason: &mut String) {
+    if reason.len() > MAX_REASON {
+        let cut = (0..=MAX_REASON).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
+        reason.truncate(cut);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cancel_reasons_are_cut_to_256_bytes_on_a_character_boundary() {
+        let mut long = "é".repeat(200);
+        truncate_reason(&mut long);
+        assert_eq!(long.len(), 256);
+        let mut short = "declined".to_owned();
+        truncate_reason(&mut short);
+        assert_eq!(short, "declined");
+        let mut odd = format!("a{}", "é".repeat(200));
+        truncate_reason(&mut odd);
+        assert_eq!(odd.len(), 255, "never splits a character");
+    }
 
     #[test]
     fn names() {

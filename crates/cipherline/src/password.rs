@@ -38,11 +38,17 @@ pub struct PasswordArgs {
 /// kept) in Unicode Normalization Form C, as UTF-8.
 fn password_bytes(text: &str) -> Zeroizing<Vec<u8>> {
     let line = text.lines().next().unwrap_or_default();
-    Zeroizing::new(line.nfc().collect::<String>().into_bytes())
+    // Room for NFC's largest expansion (3× in code points, so at most 3× in
+    // UTF-8 bytes plus slack): no reallocation leaves a copy behind
+    // unwiped.
+    let mut nfc = Zeroizing::new(String::with_capacity(line.len() * 3 + 16));
+    nfc.extend(line.nfc());
+    Zeroizing::new(std::mem::take(&mut *nfc).into_bytes())
 }
 
 fn password(text: Zeroizing<String>) -> Result<Password, CliError> {
-    Password::new(password_bytes(&text).to_vec())
+    // Moved, not copied: the only copy is the one Password wipes.
+    Password::new(std::mem::take(&mut *password_bytes(&text)))
         .map_err(|_| CliError::usage("the password is empty", "put the password on the first line"))
 }
 
