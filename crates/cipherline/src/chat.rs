@@ -693,10 +693,12 @@ impl Chat {
         // too, or every later /send-file would find it "still being sent".
         // (A room offer's sender cannot know when all members answered;
         // its answer window or /cancel ends it.)
-        let all_declined =
-            !accept && matches!(s.to, Target::User(_)) && !s.out.awaiting_answers() && s.out.receivers() == 0;
+        let nobody = !accept && !s.out.awaiting_answers() && s.out.receivers() == 0;
+        let room = matches!(s.to, Target::Room(_));
         self.screen.show(line);
-        if all_declined {
+        if nobody && room {
+            self.screen.show("  others in the room may still accept; /cancel to stop offering it");
+        } else if nobody {
             let name = s.name.clone();
             self.sending = None;
             self.screen.show(format!("* nothing was sent; you can offer {name} again"));

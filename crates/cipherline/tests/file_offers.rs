@@ -148,6 +148,41 @@ fn after_a_decline_the_sender_can_offer_again() {
     bob.quit();
 }
 
+#[test]
+fn a_cancelled_offer_frees_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut bob = Chat::start(&server, "bob", &[]);
+    let mut alice = Chat::start(&server, "alice", &[]);
+    let file = write(dir.path(), "draft.txt", "draft");
+
+    // The sender withdraws an offer the receiver has not answered: the
+    // receiver is told, and the id stops working.
+    alice.type_line(&format!("/send-file bob {file}"));
+    let id = offer_id(&bob.wait("alice offers draft.txt").pop().unwrap());
+    alice.type_line("/cancel");
+    alice.wait("cancelled draft.txt");
+    bob.wait(&format!("offer {id} is no longer open"));
+    bob.type_line(&format!("/accept {id}"));
+    bob.wait("no file offer");
+
+    // A room offer: its sender cannot know when every member answered, so
+    // after a decline it keeps waiting, and /cancel frees it.
+    alice.type_line(&format!("/send-file #lobby {file}"));
+    bob.wait("alice offers draft.txt");
+    bob.type_line("/decline");
+    alice.wait("others in the room may still accept");
+    alice.type_line("/cancel");
+    alice.wait("cancelled draft.txt");
+    alice.type_line(&format!("/send-file bob {file}"));
+    let line = alice.wait_any(&["offered draft.txt", "still being sent"]);
+    assert!(line.contains("offered"), "{line:?}");
+    alice.type_line("/cancel");
+    alice.wait("cancelled draft.txt");
+    alice.quit();
+    bob.quit();
+}
+
 /// Waits up to 20 s for a process that must exit on its own.
 fn exits_within_20_s(child: &mut Child) -> std::process::ExitStatus {
     for _ in 0..200 {
