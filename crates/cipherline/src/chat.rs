@@ -458,12 +458,11 @@ impl Chat {
         };
         let Some(offer) = self.downloads.take_offer(id) else {
             let waiting: Vec<String> = self.downloads.pending().iter().map(|p| p.id.to_string()).collect();
-            match (id, waiting.is_empty()) {
-                (_, true) => self.screen.show("! no file offer is waiting"),
-                (Some(id), false) => {
+            match id {
+                Some(id) if !waiting.is_empty() => {
                     self.screen.show(format!("! no file offer {id} is waiting; waiting: {}", waiting.join(", ")));
                 }
-                (None, false) => self.screen.show("! no file offer is waiting"),
+                _ => self.screen.show("! no file offer is waiting"),
             }
             return Ok(());
         };
