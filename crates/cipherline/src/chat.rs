@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
-use crate::files::{Downloads, FileEvent, file_verdict, hex};
+use crate::files::{Downloads, FileEvent, file_verdict, hex, open_regular};
 use crate::output::{key_notice, message_line};
 
 /// Chat interactively: type to talk in the current room; /help lists the
@@ -60,6 +60,7 @@ commands:
   /trust USER                accept USER's new identity key after a change
   /send-file USER|#ROOM PATH offer a file (a joined room also works without #)
   /accept [ID] /decline [ID] answer a file offer (the newest if no ID)
+  /cancel                    stop offering or sending your file
   /rekey                     ratchet the session keys now
   /fingerprint               the server's key fingerprint and this session's hash
   /help                      this list
@@ -241,7 +242,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
             () = std::future::ready(()), if can_send => {
                 if let Err(e) = chat.send_chunk().await {
                     chat.screen.show(format!("! file transfer stopped: {e}"));
-                    chat.sending = None;
+                    chat.stop_sending("the sender could not read the file").await?;
                 }
             }
             () = tokio::time::sleep(keepalive) => {
@@ -250,17 +251,15 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
             }
             () = tokio::time::sleep_until(quitting.unwrap_or_else(grace)), if quitting.is_some() => break,
         }
+        // Nobody accepted in time. A room offer is included: its sender
+        // does not know who is in the room, so cannot tell when all declined.
         if let Some(s) = &chat.sending
-            && s.out.awaiting_answers()
-            && tokio::time::Instant::now() >= s.answers_until
             && s.out.receivers() == 0
+            && s.out.sent() == 0
+            && tokio::time::Instant::now() >= s.answers_until
         {
             chat.screen.show(format!("! nobody accepted {} in time", s.name));
-            let transfer = s.out.transfer;
-            chat.sending = None;
-            let cancel =
-                ClientMessage::FileCancel { transfer, sender: String::new(), reason: "nobody accepted".into() };
-            chat.writer.send_message(&cancel).await?;
+            chat.stop_sending("nobody accepted").await?;
         }
     }
     let _ = chat.writer.close().await;
@@ -316,6 +315,13 @@ impl Chat {
                 None => self.screen.show("! usage: /send-file USER|#ROOM PATH"),
             },
             "/accept" | "/decline" => self.answer(cmd == "/accept", rest).await?,
+            "/cancel" => match &self.sending {
+                Some(s) => {
+                    self.screen.show(format!("* cancelled {}", s.name));
+                    self.stop_sending("the sender cancelled").await?;
+                }
+                None => self.screen.show("! you are sending no file"),
+            },
             "/whois" if !rest.is_empty() => {
                 self.writer.send_message(&ClientMessage::Whois { name: rest.to_owned() }).await?;
             }
@@ -372,8 +378,8 @@ impl Chat {
     }
 
     async fn offer_file(&mut self, to: &str, path: &Path) -> Result<(), CliError> {
-        if self.sending.is_some() {
-            self.screen.show("! a file is already being sent; wait for it to finish");
+        if let Some(s) = &self.sending {
+            self.screen.show(format!("! {} is still being sent; wait for it to finish, or /cancel it", s.name));
             return Ok(());
         }
         let target = match to.strip_prefix('#') {
@@ -381,14 +387,13 @@ impl Chat {
             None if self.rooms.contains(to) => Target::Room(to.to_owned()),
             None => Target::User(to.to_owned()),
         };
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
+        let (file, size) = match open_regular(path) {
+            Ok(opened) => opened,
             Err(e) => {
-                self.screen.show(format!("! cannot read {}: {e}", path.display()));
+                self.screen.show(format!("! {e}"));
                 return Ok(());
             }
         };
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(safe_file_name) else {
             self.screen.show("! that path has no usable file name");
             return Ok(());
@@ -430,34 +435,55 @@ impl Chat {
         Ok(())
     }
 
+    /// Gives up the file being sent: the server is told (so it frees the
+    /// transfer and tells any receiver), and `/send-file` is free again.
+    async fn stop_sending(&mut self, reason: &str) -> Result<(), CliError> {
+        let Some(s) = self.sending.take() else { return Ok(()) };
+        let cancel =
+            ClientMessage::FileCancel { transfer: s.out.transfer, sender: String::new(), reason: reason.into() };
+        self.writer.send_message(&cancel).await?;
+        Ok(())
+    }
+
+    /// `/accept [ID]` or `/decline [ID]`: IDs are the local ones shown with
+    /// each offer (unique in this session, whoever sent it).
     async fn answer(&mut self, accept: bool, rest: &str) -> Result<(), CliError> {
-        let pending = self.downloads.pending();
-        let chosen = match rest.parse::<u64>() {
-            Ok(id) => pending.into_iter().find(|p| p.1 == id),
-            Err(_) => pending.into_iter().last(),
-        };
-        let Some((from, transfer, name, size)) = chosen else {
-            self.screen.show("! no file offer is waiting");
+        let id = if rest.is_empty() {
+            None
+        } else if let Ok(id) = rest.parse::<u64>() {
+            Some(id)
+        } else {
+            self.screen.show("! usage: /accept [ID] or /decline [ID], with the ID shown with the offer");
             return Ok(());
         };
+        let Some(offer) = self.downloads.take_offer(id) else {
+            let waiting: Vec<String> = self.downloads.pending().iter().map(|p| p.id.to_string()).collect();
+            match id {
+                Some(id) if !waiting.is_empty() => {
+                    self.screen.show(format!("! no file offer {id} is waiting; waiting: {}", waiting.join(", ")));
+                }
+                _ => self.screen.show("! no file offer is waiting"),
+            }
+            return Ok(());
+        };
+        let (name, from) = (escape(&offer.name), escape(&offer.from));
         let accept = if accept {
-            match self.downloads.accept(&from, transfer, &self.download_dir) {
+            match self.downloads.start(&offer, &self.download_dir) {
                 Ok(()) => {
-                    self.screen.show(format!("* receiving {} ({size} bytes) from {}", escape(&name), escape(&from)));
+                    self.screen.show(format!("* receiving {name} ({} bytes) from {from}", offer.size));
                     true
                 }
                 Err(e) => {
-                    self.screen.show(format!("! cannot receive {}: {}", escape(&name), escape(&e.to_string())));
+                    self.screen.show(format!("! cannot receive {name}: {}", escape(&e.to_string())));
                     false
                 }
             }
         } else {
+            self.screen.show(format!("* declined {name} from {from}"));
             false
         };
-        if !accept {
-            self.downloads.decline(&from, transfer);
-        }
-        self.writer.send_message(&ClientMessage::FileAnswer { transfer, sender: from, accept }).await?;
+        let reply = ClientMessage::FileAnswer { transfer: offer.transfer, sender: offer.from, accept };
+        self.writer.send_message(&reply).await?;
         Ok(())
     }
 
@@ -521,8 +547,12 @@ impl Chat {
                     s.out.on_cancel(by);
                     let all_gone = s.out.receivers() == 0 && !s.out.awaiting_answers();
                     self.screen.show(format!("! {} stopped receiving the file: {}", escape(by), escape(reason)));
-                    if *by == me || all_gone {
+                    if *by == me {
+                        // The server ended it: nothing is left to cancel.
                         self.sending = None;
+                    } else if all_gone && self.stop_sending("every receiver stopped").await.is_err() {
+                        // A room offer may still be open to others: end it.
+                        return Some("! connection lost".into());
                     }
                 }
             }
@@ -537,9 +567,9 @@ impl Chat {
                     }
                 }
                 match event {
-                    Some(FileEvent::Offered { from, transfer, name, size, accepted: None, .. }) => {
+                    Some(FileEvent::Offered { from, id: Some(id), name, size, accepted: None, .. }) => {
                         self.screen.show(format!(
-                            "* {} offers {} ({size} bytes): /accept {transfer} or /decline {transfer}",
+                            "* {} offers {} ({size} bytes): /accept {id} or /decline {id}",
                             escape(&from),
                             escape(&name)
                         ));
@@ -657,7 +687,21 @@ impl Chat {
         s.out.on_answer(by, accept);
         let what = if accept { "accepted" } else { "declined" };
         let line = format!("* {} {what} {}", escape(by), s.name);
+        // Every recipient of a direct offer answered and none accepted: the
+        // server has already forgotten the transfer, so this client must
+        // too, or every later /send-file would find it "still being sent".
+        // (A room offer's sender cannot know when all members answered;
+        // its answer window or /cancel ends it.)
+        let nobody = !accept && !s.out.awaiting_answers() && s.out.receivers() == 0;
+        let room = matches!(s.to, Target::Room(_));
         self.screen.show(line);
+        if nobody && room {
+            self.screen.show("  others in the room may still accept; /cancel to stop offering it");
+        } else if nobody {
+            let name = s.name.clone();
+            self.sending = None;
+            self.screen.show(format!("* nothing was sent; you can offer {name} again"));
+        }
     }
 
     fn on_acked(&mut self, transfer: u64, by: &str, received: u64) {

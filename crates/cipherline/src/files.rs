@@ -1,7 +1,7 @@
 //! File transfer on the command line: sending one file over an unsplit
 //! client, and receiving offered files into a directory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,18 +33,49 @@ fn transfer_failed(what: String, hint: &str) -> CliError {
     CliError::failed(what, hint)
 }
 
+/// Refuses what is not a regular file, naming what it is instead.
+fn refuse_irregular(path: &Path, meta: &std::fs::Metadata) -> Result<(), CliError> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    let shown = path.display().to_string();
+    let path = escape(&shown);
+    if meta.is_dir() {
+        return Err(CliError::usage(
+            format!("{path} is a directory: only a regular file can be sent"),
+            "send the files in it one by one, or an archive of it",
+        ));
+    }
+    Err(CliError::usage(
+        format!("{path} is not a regular file (a device, FIFO or socket): only a regular file can be sent"),
+        "copy its contents into a file and send that",
+    ))
+}
+
+/// Opens `path` for sending, with its size. Only a regular file (or a
+/// symlink to one) is accepted: a directory opens fine on Unix and would be
+/// offered as a "file" of its metadata size (4096 bytes of nothing), a
+/// device has no meaningful size, and opening a FIFO waits for a writer.
+/// The type is checked before opening (so a FIFO is never opened) and again
+/// on the opened handle (what is actually read).
+pub fn open_regular(path: &Path) -> Result<(std::fs::File, u64), CliError> {
+    let unreadable = |e: std::io::Error| {
+        transfer_failed(format!("cannot read {}: {e}", escape(&path.display().to_string())), "check the path")
+    };
+    refuse_irregular(path, &std::fs::metadata(path).map_err(unreadable)?)?;
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    refuse_irregular(path, &meta)?;
+    Ok((file, meta.len()))
+}
+
 /// Sends `path` to `to` and waits until every accepting receiver confirmed
 /// the whole file (size and SHA-256 checked on their side).
 ///
 /// `answer_timeout` bounds the wait for answers to the offer, and each wait
 /// for progress once data flows.
 pub async fn send_file(client: &mut Client, to: Target, path: &Path, answer_timeout: Duration) -> Result<(), CliError> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| transfer_failed(format!("cannot read {}: {e}", path.display()), "check the path"))?;
-    let size = file
-        .metadata()
-        .map_err(|e| transfer_failed(format!("cannot read {}: {e}", path.display()), "check the path"))?
-        .len();
+    let (mut file, size) = open_regular(path)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -165,8 +196,9 @@ pub enum FileEvent {
     Offered {
         /// Sender.
         from: String,
-        /// Transfer id.
-        transfer: u64,
+        /// The id the user answers with (`/accept ID`), unique in this
+        /// session; `None` when the offer was answered without asking.
+        id: Option<u64>,
         /// Offered name.
         name: String,
         /// Announced size.
@@ -238,6 +270,23 @@ impl Quota {
     }
 }
 
+/// An offer waiting for the user's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOffer {
+    /// The id shown to the user (`/accept ID`).
+    pub id: u64,
+    /// Sender.
+    pub from: String,
+    /// The sender's transfer id.
+    pub transfer: u64,
+    /// Offered name (unescaped: escape before printing).
+    pub name: String,
+    /// Announced size.
+    pub size: u64,
+    /// The user or room it was offered to (part of what the sender signs).
+    to: Target,
+}
+
 /// Incoming transfers and the directory they go to.
 pub struct Downloads {
     /// Where accepted files are stored; `None` declines every offer unless
@@ -246,7 +295,15 @@ pub struct Downloads {
     quota: Quota,
     /// Bytes of accepted files this run (received or being received).
     used: u64,
-    offers: HashMap<(String, u64), (String, u64, Target)>,
+    /// Offers awaiting the user's answer, by the id shown to the user.
+    /// Transfer ids are chosen by each sender, so two senders' offers can
+    /// share one; the user answers with these local ids instead.
+    offers: BTreeMap<u64, PendingOffer>,
+    /// The local id of each pending offer, by (sender, transfer id).
+    ids: HashMap<(String, u64), u64>,
+    /// The last local id given out: ids only count up, so an id never
+    /// names a second offer in the same session.
+    last_id: u64,
     active: HashMap<(String, u64), Incoming>,
 }
 
@@ -254,7 +311,15 @@ impl Downloads {
     /// A new set; with `auto_accept`, every offer is accepted into that
     /// directory (within [`Downloads::with_quota`]'s limits, none by default).
     pub fn new(auto_accept: Option<PathBuf>) -> Self {
-        Downloads { auto_accept, quota: Quota::UNLIMITED, used: 0, offers: HashMap::new(), active: HashMap::new() }
+        Downloads {
+            auto_accept,
+            quota: Quota::UNLIMITED,
+            used: 0,
+            offers: BTreeMap::new(),
+            ids: HashMap::new(),
+            last_id: 0,
+            active: HashMap::new(),
+        }
     }
 
     /// The same, declining offers over `quota` with a reason the sender sees.
@@ -269,6 +334,7 @@ impl Downloads {
     /// bytes back; files already received still count.
     pub fn drop_transfers(&mut self) {
         self.offers.clear();
+        self.ids.clear();
         for (_, mut incoming) in self.active.drain() {
             incoming.discard();
             self.used = self.used.saturating_sub(incoming.size);
@@ -293,10 +359,28 @@ impl Downloads {
         match msg {
             ServerMessage::FileOffered { transfer, from, to, name, size } => {
                 let key = (from.clone(), *transfer);
+                if self.active.contains_key(&key) {
+                    // An honest relay never re-offers a transfer being
+                    // received (its id is in use until FileDone or a
+                    // cancel): ignore it rather than mix two files.
+                    return (None, Vec::new());
+                }
+                // A repeated offer replaces the pending one (which could no
+                // longer be answered apart from it).
+                self.forget_offer(&key);
+                let offer = PendingOffer {
+                    id: 0,
+                    from: from.clone(),
+                    transfer: *transfer,
+                    name: name.clone(),
+                    size: *size,
+                    to: to.clone(),
+                };
                 // A refusal the sender is told (a receiver's FileCancel: a
                 // FileAnswer carries no reason), or one only shown here.
                 let mut told = None;
                 let mut reason = None;
+                let mut id = None;
                 let accepted = if self.offers.len() + self.active.len() >= MAX_PENDING {
                     told = Some("the receiver has too many transfers pending; try again later".to_owned());
                     Some(false)
@@ -305,9 +389,7 @@ impl Downloads {
                     if told.is_some() {
                         Some(false)
                     } else {
-                        self.offers.insert(key.clone(), (name.clone(), *size, to.clone()));
-                        let result = self.accept(from, *transfer, &dir);
-                        self.offers.remove(&key);
+                        let result = self.start(&offer, &dir);
                         if let Err(e) = &result {
                             reason = Some(format!("cannot store it: {e}"));
                         }
@@ -316,7 +398,10 @@ impl Downloads {
                 } else if decide {
                     Some(false)
                 } else {
-                    self.offers.insert(key, (name.clone(), *size, to.clone()));
+                    self.last_id += 1;
+                    id = Some(self.last_id);
+                    self.ids.insert(key, self.last_id);
+                    self.offers.insert(self.last_id, PendingOffer { id: self.last_id, ..offer });
                     None
                 };
                 let mut reply = Vec::new();
@@ -333,7 +418,7 @@ impl Downloads {
                 }
                 let event = FileEvent::Offered {
                     from: from.clone(),
-                    transfer: *transfer,
+                    id,
                     name: name.clone(),
                     size: *size,
                     accepted,
@@ -357,7 +442,6 @@ impl Downloads {
                 let Some(incoming) = self.active.remove(&key) else { return (None, Vec::new()) };
                 let (size, name) = (incoming.size, incoming.name.clone());
                 let status = peers.check_file(&incoming.facts(sha256), signed.as_ref());
-                self.offers.remove(&key);
                 let finished = incoming.finish(sha256);
                 if finished.is_err() {
                     self.release(size);
@@ -379,7 +463,16 @@ impl Downloads {
             }
             ServerMessage::FileCancelled { transfer, sender, by, reason } => {
                 let key = (sender.clone(), *transfer);
-                self.offers.remove(&key);
+                if let Some(offer) = self.forget_offer(&key) {
+                    // Withdrawn (or expired) before the user answered: say
+                    // so, as its id no longer works.
+                    let event = FileEvent::Failed {
+                        from: sender.clone(),
+                        name: offer.name,
+                        reason: format!("offer {} is no longer open: {reason}", offer.id),
+                    };
+                    return (Some(event), Vec::new());
+                }
                 match self.active.remove(&key) {
                     Some(mut incoming) => {
                         incoming.discard();
@@ -405,31 +498,37 @@ impl Downloads {
         (Some(FileEvent::Failed { from: key.0.clone(), name, reason: e.to_string() }), vec![cancel])
     }
 
-    /// Accepts a pending offer into `dir`.
-    pub fn accept(&mut self, from: &str, transfer: u64, dir: &Path) -> Result<(), TransferError> {
-        let key = (from.to_owned(), transfer);
-        let (name, size, to) = self.offers.get(&key).cloned().ok_or(TransferError::BadName)?;
-        let incoming = Incoming::create(dir, from, &to, transfer, &name, size)?;
-        self.active.insert(key, incoming);
-        self.used = self.used.saturating_add(size);
+    /// Forgets the pending offer of (sender, transfer id), if any.
+    fn forget_offer(&mut self, key: &(String, u64)) -> Option<PendingOffer> {
+        let id = self.ids.remove(key)?;
+        self.offers.remove(&id)
+    }
+
+    /// Takes the pending offer the user named by its local id (the newest
+    /// with `None`) out of the pending set, to accept or decline: either
+    /// way its id is used up and its slot free.
+    pub fn take_offer(&mut self, id: Option<u64>) -> Option<PendingOffer> {
+        let id = match id {
+            Some(id) => id,
+            None => *self.offers.keys().next_back()?,
+        };
+        let offer = self.offers.remove(&id)?;
+        self.ids.remove(&(offer.from.clone(), offer.transfer));
+        Some(offer)
+    }
+
+    /// Starts receiving an offer (taken with [`Downloads::take_offer`], or
+    /// accepted automatically) into `dir`.
+    pub fn start(&mut self, offer: &PendingOffer, dir: &Path) -> Result<(), TransferError> {
+        let incoming = Incoming::create(dir, &offer.from, &offer.to, offer.transfer, &offer.name, offer.size)?;
+        self.active.insert((offer.from.clone(), offer.transfer), incoming);
+        self.used = self.used.saturating_add(offer.size);
         Ok(())
     }
 
-    /// Forgets a pending offer (declined).
-    pub fn decline(&mut self, from: &str, transfer: u64) -> bool {
-        self.offers.remove(&(from.to_owned(), transfer)).is_some()
-    }
-
-    /// Pending offers, oldest id first.
-    pub fn pending(&self) -> Vec<(String, u64, String, u64)> {
-        let mut v: Vec<_> = self
-            .offers
-            .iter()
-            .filter(|(k, _)| !self.active.contains_key(*k))
-            .map(|((from, t), (name, size, _))| (from.clone(), *t, name.clone(), *size))
-            .collect();
-        v.sort_by_key(|p| p.1);
-        v
+    /// Pending offers, oldest first.
+    pub fn pending(&self) -> Vec<PendingOffer> {
+        self.offers.values().cloned().collect()
     }
 }
 
@@ -504,6 +603,41 @@ mod tests {
         d.drop_transfers();
         assert_eq!(d.used, 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no partial files");
+    }
+
+    #[test]
+    fn offers_get_local_ids_that_tell_senders_apart() {
+        let mut d = Downloads::new(None);
+        let mut peers = Peers::load("127.0.0.1:5555", None).unwrap();
+        let from = |sender: &str| ServerMessage::FileOffered {
+            transfer: 1,
+            from: sender.into(),
+            to: Target::User("bob".into()),
+            name: format!("{sender}.txt"),
+            size: 3,
+        };
+        let (a, _) = d.handle(&from("alice"), false, &mut peers);
+        let (c, _) = d.handle(&from("carol"), false, &mut peers);
+        assert!(matches!(a, Some(FileEvent::Offered { id: Some(1), .. })));
+        assert!(matches!(c, Some(FileEvent::Offered { id: Some(2), .. })));
+        assert_eq!(d.take_offer(Some(1)).unwrap().from, "alice", "the id names the offer, not the newest");
+        assert!(d.take_offer(Some(1)).is_none(), "used up");
+        // carol withdraws: the user is told, and the id is gone.
+        let cancel = ServerMessage::FileCancelled {
+            transfer: 1,
+            sender: "carol".into(),
+            by: "carol".into(),
+            reason: "changed my mind".into(),
+        };
+        let (event, _) = d.handle(&cancel, false, &mut peers);
+        assert!(
+            matches!(event, Some(FileEvent::Failed { reason, .. }) if reason.contains("offer 2 is no longer open"))
+        );
+        assert!(d.pending().is_empty());
+        // A new offer gets a new id, even with the same transfer id.
+        let (a, _) = d.handle(&from("alice"), false, &mut peers);
+        assert!(matches!(a, Some(FileEvent::Offered { id: Some(3), .. })));
+        assert_eq!(d.take_offer(None).unwrap().id, 3);
     }
 
     #[test]

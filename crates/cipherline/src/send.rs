@@ -52,6 +52,10 @@ pub struct SendArgs {
 
 /// Runs `send`.
 pub async fn run(args: &SendArgs) -> Result<(), CliError> {
+    // Before connecting: a directory or FIFO is refused, never offered.
+    if let Some(path) = &args.file {
+        files::open_regular(path)?;
+    }
     let connected = args.client.connect(true).await?;
     let (mut client, mut peers) = (connected.client, connected.peers);
     let target = match &args.to {
