@@ -16,8 +16,9 @@ use crate::error::CliError;
 /// The man page section of user commands.
 const MAN_SECTION: &str = "1";
 
-/// Print a shell completion script to stdout. Install it where your shell
-/// looks, e.g. `cipherline completions bash >
+/// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+///
+/// Install it where your shell looks, e.g. `cipherline completions bash >
 /// ~/.local/share/bash-completion/completions/cipherline`, `cipherline
 /// completions zsh > ~/.zfunc/_cipherline` (with `fpath+=~/.zfunc` before
 /// `compinit`), or `cipherline completions fish >
@@ -29,14 +30,16 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
-/// Write the man pages: cipherline.1 and one page per subcommand
-/// (cipherline-serve.1, cipherline-chat.1, ...). Install them with e.g.
+/// Write the man pages: cipherline.1 and one per subcommand.
+///
+/// The pages are cipherline.1, cipherline-serve.1, cipherline-chat.1 and
+/// so on, one per subcommand. Install them with e.g.
 /// `sudo cipherline man --dir /usr/local/share/man/man1`, or read one
 /// without installing: `man -l cipherline-serve.1`.
 #[derive(Debug, Args)]
 pub struct ManArgs {
     /// Directory to write the pages to (created if missing; pages already
-    /// there are replaced). Default: the current directory.
+    /// there are replaced).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
 }
