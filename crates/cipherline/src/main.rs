@@ -17,6 +17,7 @@
 //! - [`trust`]: the client trust flags (`--accept-new`, `--server-key`,
 //!   `--server-fingerprint`, `--data-dir`) and the first-contact prompt.
 //! - [`passphrase`]: the passphrase flags and prompt.
+//! - [`packaging`]: `cipherline completions` and `cipherline man`.
 //! - [`error`]: the error type and its hints.
 
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ mod keygen;
 mod known_servers;
 mod listen;
 mod output;
+mod packaging;
 mod passphrase;
 mod password;
 mod send;
@@ -38,7 +40,7 @@ mod trust;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::error::CliError;
 
@@ -61,6 +63,8 @@ enum Command {
     Chat(chat::ChatArgs),
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
+    Completions(packaging::CompletionsArgs),
+    Man(packaging::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,8 @@ fn main() -> ExitCode {
         Command::Chat(args) => client_runtime(chat::run(args)),
         Command::Send(args) => client_runtime(send::run(args)),
         Command::Listen(args) => client_runtime(listen::run(args)),
+        Command::Completions(args) => packaging::completions(args, Cli::command()),
+        Command::Man(args) => packaging::man(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

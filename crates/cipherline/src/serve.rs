@@ -74,6 +74,14 @@ pub struct ServeArgs {
     /// uses it (recorded in the data directory's `names` file).
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
+
+    /// Check the configuration and exit, without listening or creating
+    /// anything: the config file (TOML keys and [limits]), the listen
+    /// address, the server key (loaded if it exists) and the identity
+    /// policy (its authorized-keys file parsed). Prints "config OK" and
+    /// exits 0, or says what is wrong and exits 2.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// The `[identity]` table of the configuration file.
@@ -99,16 +107,57 @@ struct FileConfig {
     identity: IdentityConfig,
 }
 
+/// A bad configuration file is reported like bad flags (exit code 2): the
+/// operator has to change what the server was given, not retry.
+fn config_error(what: impl Into<String>, hint: impl Into<String>) -> CliError {
+    CliError::usage(what, hint)
+}
+
 fn read_config(path: &Path) -> Result<FileConfig, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::failed(format!("cannot read config file {}: {e}", path.display()), "check the path given to --config")
+        config_error(format!("cannot read config file {}: {e}", path.display()), "check the path given to --config")
     })?;
     toml::from_str(&text).map_err(|e| {
-        CliError::failed(
+        config_error(
             format!("config file {}: {}", path.display(), e.message()),
             "see `cipherline serve --help` and PROTOCOL.md §13.5 for the keys",
         )
     })
+}
+
+/// The configuration file (or the defaults), with its limits checked.
+fn load_config(args: &ServeArgs) -> Result<FileConfig, CliError> {
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    file.limits.validate().map_err(|e| config_error(format!("config: {e}"), "fix the [limits] table"))?;
+    Ok(file)
+}
+
+/// The data directory: the flag (or CIPHERLINE_HOME, or the per-user
+/// default), unless only the file names one.
+fn data_dir(args: &ServeArgs, file: &FileConfig) -> Result<DataDir, CliError> {
+    match (&args.data_dir.data_dir, &file.data_dir) {
+        (None, Some(dir)) => Ok(DataDir::at(dir)),
+        _ => args.data_dir.resolve(),
+    }
+}
+
+/// The address to listen on: the flag, the file, or the default.
+fn listen_addr(args: &ServeArgs, file: &FileConfig) -> Result<SocketAddr, CliError> {
+    let listen = args.listen.clone().or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    listen.parse().map_err(|_| {
+        CliError::usage(
+            format!("--listen {listen:?} is not an address"),
+            "give an IP address and port, e.g. 127.0.0.1:5555, 0.0.0.0:5555 or [::]:5555",
+        )
+    })
+}
+
+/// `--password-only` without a password to use.
+fn password_only_without_password() -> CliError {
+    CliError::usage("--password-only needs a password", "add --password-file FILE or --password-prompt")
 }
 
 /// Loads the server key, creating the default one on first start.
@@ -142,29 +191,16 @@ pub fn create_private_dir(dir: &Path) -> Result<(), CliError> {
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<(), CliError> {
-    let file = match &args.config {
-        Some(path) => read_config(path)?,
-        None => FileConfig::default(),
-    };
-    file.limits.validate().map_err(|e| CliError::failed(format!("config: {e}"), "fix the [limits] table"))?;
-    let data_dir = match (&args.data_dir.data_dir, &file.data_dir) {
-        (None, Some(dir)) => DataDir::at(dir),
-        _ => args.data_dir.resolve()?,
-    };
-    let listen = args.listen.clone().or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let addr: SocketAddr = listen.parse().map_err(|_| {
-        CliError::usage(
-            format!("--listen {listen:?} is not an address"),
-            "give an IP address and port, e.g. 127.0.0.1:5555, 0.0.0.0:5555 or [::]:5555",
-        )
-    })?;
+    if args.check_config {
+        return check_config(args);
+    }
+    let file = load_config(args)?;
+    let data_dir = data_dir(args, &file)?;
+    let addr = listen_addr(args, &file)?;
 
     let password = args.password.resolve(false)?;
     if args.password_only && password.is_none() {
-        return Err(CliError::usage(
-            "--password-only needs a password",
-            "add --password-file FILE or --password-prompt",
-        ));
+        return Err(password_only_without_password());
     }
     let key = if args.password_only { None } else { Some(server_key(args, &file, &data_dir)?) };
     let key = match key {
@@ -190,6 +226,7 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}"), "check system limits"))?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
+        let hangup = hangup_signal()?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             CliError::failed(
                 format!("cannot listen on {addr}: {e}"),
@@ -250,9 +287,10 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
                 "open (names bind to the first key that uses them)"
             }
         );
-        if allowlist {
-            tokio::spawn(reload_on_sighup(identities.clone()));
-        }
+        // Always: SIGHUP's default action would end the server, and
+        // `systemctl reload` (contrib/cipherline.service) sends it whatever
+        // the policy.
+        tokio::spawn(reload_on_sighup(hangup, identities.clone(), allowlist));
         let settings = Settings { protocol: Arc::new(protocol), limits: file.limits.clone() };
         let options = RunOptions { identities, ..RunOptions::default() };
         cipherline_server::run_with(listener, settings, options, shutdown)
@@ -261,6 +299,73 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         println!("cipherline server stopped");
         Ok(())
     })
+}
+
+/// `serve --check-config`: validates what `serve` would use and exits.
+/// Binds nothing and creates no key, directory or file (so it can run as
+/// the service user before a start or reload). Every failure exits 2, with
+/// the message and hint `serve` itself would give.
+fn check_config(args: &ServeArgs) -> Result<(), CliError> {
+    check_all(args).map_err(|e| match e {
+        CliError::Usage { .. } => e,
+        other => {
+            let hint = other.hint().unwrap_or_else(|| "fix it, then run the check again".to_owned());
+            config_error(other.to_string(), hint)
+        }
+    })?;
+    println!("config OK");
+    Ok(())
+}
+
+fn check_all(args: &ServeArgs) -> Result<(), CliError> {
+    let file = load_config(args)?;
+    let data_dir = data_dir(args, &file)?;
+    let addr = listen_addr(args, &file)?;
+    println!("listen: {addr}");
+    println!("data directory: {}", data_dir.path().display());
+
+    // A password file is read (it must exist and hold a password); a prompt
+    // is not shown: the check has nothing to compare the answer with.
+    if args.password.password_file.is_some() {
+        args.password.resolve(false)?;
+    }
+    let password = args.password.password_file.is_some() || args.password.password_prompt;
+    if args.password_only && !password {
+        return Err(password_only_without_password());
+    }
+
+    if args.password_only {
+        println!("server key: none (password-only)");
+    } else {
+        let explicit = args.key.as_ref().or(file.key.as_ref());
+        let path = explicit.cloned().unwrap_or_else(|| data_dir.path().join(DEFAULT_KEY_FILE));
+        if explicit.is_none() && !path.exists() {
+            println!("server key: {} (not there yet: an RSA-3072 key is created on first start)", path.display());
+        } else {
+            // Loaded exactly as `serve` loads it: permissions, passphrase, kind.
+            let passphrase = args.passphrase.for_existing_key()?;
+            let options = LoadOptions::new()
+                .passphrase(passphrase.as_ref())
+                .allow_insecure_permissions(args.insecure_key_permissions);
+            let key = load_server_key(&path, &options)?;
+            let fingerprint = cipherline_keys::Fingerprint::of_server_key(key.public_key());
+            println!("server key: {} ({fingerprint})", path.display());
+        }
+    }
+
+    match identity_policy(args, &file, &data_dir)? {
+        IdentityPolicy::Allowlist { file } => {
+            // Parsed, as at start; an allowlist is only read, never written.
+            Identities::load(IdentityPolicy::Allowlist { file: file.clone() }).map_err(|e| {
+                config_error(format!("identity policy: {e}"), "fix the file; each line is NAME SHA256:<fingerprint>")
+            })?;
+            println!("identities: allowlist ({})", file.display());
+        }
+        // The names file is not loaded: loading repairs a torn last line,
+        // and a check writes nothing.
+        IdentityPolicy::Open { .. } => println!("identities: open"),
+    }
+    Ok(())
 }
 
 fn identity_policy(args: &ServeArgs, file: &FileConfig, data_dir: &DataDir) -> Result<IdentityPolicy, CliError> {
@@ -282,12 +387,35 @@ fn identity_policy(args: &ServeArgs, file: &FileConfig, data_dir: &DataDir) -> R
     }
 }
 
-/// Re-reads the authorized-keys file on SIGHUP.
-async fn reload_on_sighup(identities: Arc<Identities>) {
+/// SIGHUP, registered for while the server starts (before its banner), so
+/// one sent as soon as it says it is listening is handled, not fatal.
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+/// No SIGHUP off Unix.
+#[cfg(not(unix))]
+type Hangup = ();
+
+fn hangup_signal() -> Result<Hangup, CliError> {
     #[cfg(unix)]
     {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| CliError::failed(format!("cannot handle signals: {e}"), "check system limits"))
+    }
+    #[cfg(not(unix))]
+    Ok(())
+}
+
+/// Re-reads the authorized-keys file on SIGHUP (allowlist policy); under
+/// the open policy there is nothing to re-read, and SIGHUP is only logged.
+async fn reload_on_sighup(hup: Hangup, identities: Arc<Identities>, allowlist: bool) {
+    #[cfg(unix)]
+    {
+        let mut hup = hup;
         while hup.recv().await.is_some() {
+            if !allowlist {
+                tracing::info!("SIGHUP: nothing to reload under the open identity policy");
+                continue;
+            }
             match identities.reload() {
                 Ok(n) => tracing::info!(names = n, "authorized keys reloaded"),
                 Err(e) => tracing::error!(error = %e, "authorized keys NOT reloaded; the previous list stays in force"),
@@ -295,7 +423,7 @@ async fn reload_on_sighup(identities: Arc<Identities>) {
         }
     }
     #[cfg(not(unix))]
-    let _ = identities;
+    let _ = (hup, identities, allowlist);
 }
 
 fn init_logging() {
