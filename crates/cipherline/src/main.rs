@@ -23,6 +23,7 @@
 
 mod chat;
 mod client_args;
+mod console;
 mod error;
 mod files;
 mod fingerprint;
