@@ -17,6 +17,7 @@
 //! - [`trust`]: the client trust flags (`--accept-new`, `--server-key`,
 //!   `--server-fingerprint`, `--data-dir`) and the first-contact prompt.
 //! - [`passphrase`]: the passphrase flags and prompt.
+//! - [`console`]: `chat`'s terminal: line editor, output, raw mode always undone.
 //! - [`error`]: the error type and its hints.
 
 #![forbid(unsafe_code)]
