@@ -91,6 +91,8 @@ pub struct ClientWriter {
     identity: Option<Arc<IdentityKey>>,
     /// The name the server accepted (part of what is signed).
     name: String,
+    /// The server's largest accepted message (from Welcome; 0 before it).
+    max_message: u32,
 }
 
 /// A client that has completed the handshake and been welcomed by name.
@@ -123,9 +125,15 @@ fn decode(bytes: &[u8]) -> Result<ServerMessage, ClientError> {
 }
 
 impl ClientWriter {
-    /// Sends any client message as it is.
+    /// Sends any client message as it is; [`ClientError::TooLong`] (nothing
+    /// sent, the session goes on) if its encoding is over the server's
+    /// `max_message`, which the server would answer by ending the session.
     pub async fn send_message(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
         let bytes = msg.encode().map_err(NetError::Protocol)?;
+        // 0 until Welcome announces the limit (Hello is always small).
+        if self.max_message != 0 && bytes.len() > usize::try_from(self.max_message).unwrap_or(usize::MAX) {
+            return Err(ClientError::TooLong { size: bytes.len(), max: self.max_message });
+        }
         timeout(self.reply_timeout, self.chan.send(&bytes)).await.map_err(|_| ClientError::Timeout("sending"))??;
         Ok(())
     }
@@ -228,6 +236,7 @@ impl Client {
                 reply_timeout: options.reply_timeout,
                 identity: options.config.identity.clone(),
                 name: String::new(),
+                max_message: 0,
             },
             info: SessionInfo {
                 name: String::new(),
@@ -245,6 +254,7 @@ impl Client {
             ServerMessage::Welcome { name: welcomed, .. } if welcomed != name => Err(ClientError::WrongName),
             ServerMessage::Welcome { name, max_message, idle_timeout_secs } => {
                 client.writer.name.clone_from(&name);
+                client.writer.max_message = max_message;
                 client.info.name = name;
                 client.info.max_message = max_message;
                 client.info.idle_timeout_secs = idle_timeout_secs;

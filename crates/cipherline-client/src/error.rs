@@ -32,6 +32,15 @@ pub enum ClientError {
     /// The server sent something this client did not expect.
     #[error("unexpected reply from the server")]
     Unexpected,
+    /// A message is longer than the server accepts (it would end the
+    /// session); it was not sent.
+    #[error("message too long: {size} bytes encoded, the server accepts at most {max}")]
+    TooLong {
+        /// The encoded size of the refused message, in bytes.
+        size: usize,
+        /// The server's `max_message`, from Welcome.
+        max: u32,
+    },
     /// A time limit ran out.
     #[error("timed out {0}")]
     Timeout(&'static str),

@@ -1,9 +1,7 @@
 //! `cipherline chat`: the interactive client.
 //!
-//! On a terminal, lines are edited with rustyline (history, cursor keys)
-//! and incoming messages are printed above the line being typed without
-//! disturbing it. Without a terminal (a pipe), lines are read from stdin and
-//! everything is printed to stdout, so scripts can drive it.
+//! The console (line editor on a terminal, stdin/stdout otherwise) is
+//! [`crate::console`]'s; this module runs the session and the commands.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read as _;
@@ -13,7 +11,7 @@ use std::time::Duration;
 use cipherline_client::display::escape;
 use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_client::transfer::{Outgoing, safe_file_name};
-use cipherline_client::{ClientReader, ClientWriter, SessionInfo};
+use cipherline_client::{ClientError, ClientReader, ClientWriter, SessionInfo};
 use cipherline_keys::Fingerprint;
 use cipherline_proto::app::{ClientMessage, ErrorCode, MAX_CHUNK, NoticeKind, ServerMessage, Target};
 use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
@@ -22,6 +20,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 
 use crate::client_args::{ClientArgs, Connected};
+use crate::console::{Input, Screen, Signals, TerminalGuard, spawn_input};
 use crate::error::CliError;
 use crate::files::{Downloads, FileEvent, file_verdict, hex, open_regular};
 use crate::output::{key_notice, message_line};
@@ -66,21 +65,6 @@ commands:
   /help                      this list
   /quit                      leave";
 
-/// Where output goes: the line editor's printer, or plain stdout.
-struct Screen(Option<Box<dyn rustyline::ExternalPrinter + Send>>);
-
-impl Screen {
-    fn show(&mut self, line: impl Into<String>) {
-        let line = line.into();
-        if let Some(p) = self.0.as_mut()
-            && p.print(format!("{line}\n")).is_ok()
-        {
-            return;
-        }
-        println!("{line}");
-    }
-}
-
 /// A file being sent from chat.
 struct Sending {
     out: Outgoing,
@@ -109,6 +93,8 @@ struct Chat {
     screen: Screen,
     room: Option<String>,
     rooms: BTreeSet<String>,
+    /// A /join or /leave awaits the server's answer (the prompt waits too).
+    room_changing: bool,
     downloads: Downloads,
     download_dir: PathBuf,
     sending: Option<Sending>,
@@ -129,53 +115,6 @@ fn spawn_reader(mut reader: ClientReader) -> mpsc::Receiver<Result<ServerMessage
     rx
 }
 
-/// Reads lines on a thread (rustyline blocks); returns the printer for the
-/// terminal case.
-fn spawn_input() -> (mpsc::Receiver<Option<String>>, Screen) {
-    let (tx, rx) = mpsc::channel(64);
-    if std::io::IsTerminal::is_terminal(&std::io::stdin())
-        && let Ok(mut editor) = rustyline::DefaultEditor::new()
-        && let Ok(printer) = editor.create_external_printer()
-    {
-        std::thread::spawn(move || {
-            loop {
-                match editor.readline("> ") {
-                    Ok(line) => {
-                        let _ = editor.add_history_entry(line.as_str());
-                        if tx.blocking_send(Some(line)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => {
-                        let _ = tx.blocking_send(None);
-                        break;
-                    }
-                }
-            }
-        });
-        return (rx, Screen(Some(Box::new(printer))));
-    }
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match std::io::BufRead::read_line(&mut stdin.lock(), &mut line) {
-                Ok(0) | Err(_) => {
-                    let _ = tx.blocking_send(None);
-                    break;
-                }
-                Ok(_) => {
-                    if tx.blocking_send(Some(line.trim_end_matches(['\n', '\r']).to_owned())).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    (rx, Screen(None))
-}
-
 /// Runs `chat`.
 pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
     let Connected { mut client, peers, me } = args.client.connect(true).await?;
@@ -183,7 +122,11 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
     let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
     let (reader, writer, info) = client.split();
     let mut events = spawn_reader(reader);
-    let (mut lines, screen) = spawn_input();
+    // Saved before the editor first switches to raw mode; dropped (so
+    // restored) on every way out of this function, and by a panic.
+    let terminal = TerminalGuard::save();
+    let mut signals = Signals::new(terminal.is_some());
+    let (mut input, screen) = spawn_input(prompt(Some(&args.room)));
     let mut chat = Chat {
         writer,
         info,
@@ -195,6 +138,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         screen,
         room: Some(args.room.clone()),
         rooms: BTreeSet::from([args.room.clone()]),
+        room_changing: false,
         downloads: Downloads::new(None),
         download_dir: args.download_dir.clone(),
         sending: None,
@@ -211,59 +155,26 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         chat.info.suite,
         escape(&args.room)
     ));
-    let mut nonce = 0u64;
-    let mut quitting: Option<tokio::time::Instant> = None;
-    loop {
-        if quitting.is_some() && chat.outstanding.is_empty() && chat.sending.is_none() {
-            break;
-        }
-        let can_send = chat.sending.as_ref().is_some_and(Sending::ready);
-        tokio::select! {
-            biased;
-            line = lines.recv(), if quitting.is_none() => match line.flatten() {
-                Some(line) if args.quit_word.iter().any(|w| w == line.trim()) => quitting = Some(grace()),
-                Some(line) => match chat.command(&line).await {
-                    Ok(true) => quitting = Some(grace()),
-                    Ok(false) => {}
-                    Err(e) => chat.screen.show(format!("! {e}")),
-                },
-                None => quitting = Some(grace()),
-            },
-            msg = events.recv() => match msg {
-                Some(Ok(msg)) => {
-                    if let Some(end) = chat.incoming(msg).await {
-                        chat.screen.show(end);
-                        return Ok(());
-                    }
-                }
-                Some(Err(e)) => return Err(CliError::failed(format!("connection lost: {e}"), "connect again")),
-                None => return Ok(()),
-            },
-            () = std::future::ready(()), if can_send => {
-                if let Err(e) = chat.send_chunk().await {
-                    chat.screen.show(format!("! file transfer stopped: {e}"));
-                    chat.stop_sending("the sender could not read the file").await?;
-                }
-            }
-            () = tokio::time::sleep(keepalive) => {
-                nonce += 1;
-                chat.writer.send_message(&ClientMessage::Ping { nonce }).await?;
-            }
-            () = tokio::time::sleep_until(quitting.unwrap_or_else(grace)), if quitting.is_some() => break,
-        }
-        // Nobody accepted in time. A room offer is included: its sender
-        // does not know who is in the room, so cannot tell when all declined.
-        if let Some(s) = &chat.sending
-            && s.out.receivers() == 0
-            && s.out.sent() == 0
-            && tokio::time::Instant::now() >= s.answers_until
-        {
-            chat.screen.show(format!("! nobody accepted {} in time", s.name));
-            chat.stop_sending("nobody accepted").await?;
-        }
+    let result = chat.session(&mut events, &mut input, &mut signals, &args.quit_word, keepalive).await;
+    drop(terminal);
+    // A message printed now would otherwise follow the abandoned prompt.
+    if input.editing() {
+        println!();
     }
-    let _ = chat.writer.close().await;
+    match result {
+        Ok(Some(end)) => println!("{end}"),
+        Ok(None) => {}
+        Err(e) => return Err(e),
+    }
     Ok(())
+}
+
+/// The prompt: the current room, so the user sees where a line goes.
+fn prompt(room: Option<&str>) -> String {
+    match room {
+        Some(room) => format!("{}> ", escape(room)),
+        None => "(no room)> ".to_owned(),
+    }
 }
 
 /// How long quitting waits for acknowledgements still due.
@@ -282,6 +193,97 @@ impl Sending {
 }
 
 impl Chat {
+    /// The chat loop: lines in, messages out, until the user quits, the
+    /// server ends the session or a signal arrives. Returns the server's
+    /// final line, if it gave one.
+    async fn session(
+        &mut self,
+        events: &mut mpsc::Receiver<Result<ServerMessage, String>>,
+        input: &mut Input,
+        signals: &mut Signals,
+        quit_words: &[String],
+        keepalive: Duration,
+    ) -> Result<Option<String>, CliError> {
+        let mut nonce = 0u64;
+        let mut quitting: Option<tokio::time::Instant> = None;
+        // The editor waits, after a /join or /leave, for the new room (or
+        // this deadline) so that its next prompt names the right room.
+        let mut resume_at: Option<tokio::time::Instant> = None;
+        loop {
+            if quitting.is_some() && self.outstanding.is_empty() && self.sending.is_none() {
+                break;
+            }
+            if resume_at.is_some() && !self.room_changing {
+                resume_at = None;
+                input.resume(prompt(self.room.as_deref()));
+            }
+            let can_send = self.sending.as_ref().is_some_and(Sending::ready);
+            tokio::select! {
+                biased;
+                () = signals.recv() => return Ok(None),
+                batch = input.recv(), if quitting.is_none() => {
+                    if self.lines(batch, quit_words).await {
+                        quitting = Some(grace());
+                    } else {
+                        resume_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    }
+                }
+                msg = events.recv() => match msg {
+                    Some(Ok(msg)) => {
+                        if let Some(end) = self.incoming(msg).await {
+                            return Ok(Some(end));
+                        }
+                    }
+                    Some(Err(e)) => return Err(CliError::failed(format!("connection lost: {e}"), "connect again")),
+                    None => return Ok(None),
+                },
+                () = std::future::ready(()), if can_send => {
+                    if let Err(e) = self.send_chunk().await {
+                        self.screen.show(format!("! file transfer stopped: {e}"));
+                        self.stop_sending("the sender could not read the file").await?;
+                    }
+                }
+                () = tokio::time::sleep(keepalive) => {
+                    nonce += 1;
+                    self.writer.send_message(&ClientMessage::Ping { nonce }).await?;
+                }
+                () = tokio::time::sleep_until(resume_at.unwrap_or_else(grace)), if resume_at.is_some() => {
+                    self.room_changing = false;
+                }
+                () = tokio::time::sleep_until(quitting.unwrap_or_else(grace)), if quitting.is_some() => break,
+            }
+            // Nobody accepted in time. A room offer is included: its sender
+            // does not know who is in the room, so cannot tell when all declined.
+            if let Some(s) = &self.sending
+                && s.out.receivers() == 0
+                && s.out.sent() == 0
+                && tokio::time::Instant::now() >= s.answers_until
+            {
+                self.screen.show(format!("! nobody accepted {} in time", s.name));
+                self.stop_sending("nobody accepted").await?;
+            }
+        }
+        let _ = self.writer.close().await;
+        Ok(None)
+    }
+
+    /// Handles the lines of one Enter (several if pasted), in order; true
+    /// to quit (the lines after a quit are dropped).
+    async fn lines(&mut self, batch: Option<Vec<String>>, quit_words: &[String]) -> bool {
+        let Some(batch) = batch else { return true };
+        for line in batch {
+            if quit_words.iter().any(|w| w == line.trim()) {
+                return true;
+            }
+            match self.command(&line).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => self.screen.show(format!("! {e}")),
+            }
+        }
+        false
+    }
+
     /// Handles one typed line; true to quit.
     async fn command(&mut self, line: &str) -> Result<bool, CliError> {
         let line = line.trim();
@@ -294,9 +296,14 @@ impl Chat {
             "/help" => self.screen.show(HELP),
             "/join" if !rest.is_empty() => {
                 self.writer.send_message(&ClientMessage::Join { room: rest.to_owned() }).await?;
+                self.room_changing = true;
             }
+            "/join" => self.screen.show("! usage: /join ROOM (joins ROOM and makes it the current room)"),
             "/leave" => match self.room.clone() {
-                Some(room) => self.writer.send_message(&ClientMessage::Leave { room }).await?,
+                Some(room) => {
+                    self.writer.send_message(&ClientMessage::Leave { room }).await?;
+                    self.room_changing = true;
+                }
                 None => self.screen.show("! you are in no room"),
             },
             "/who" => match self.room.clone() {
@@ -304,10 +311,7 @@ impl Chat {
                 None => self.screen.show("! you are in no room"),
             },
             "/msg" => match rest.split_once(' ') {
-                Some((user, text)) => {
-                    let id = self.writer.send(Target::User(user.to_owned()), text).await?;
-                    self.outstanding.insert(id);
-                }
+                Some((user, text)) => self.say(Target::User(user.to_owned()), text).await?,
                 None => self.screen.show("! usage: /msg USER TEXT"),
             },
             "/send-file" => match rest.split_once(' ') {
@@ -367,14 +371,31 @@ impl Chat {
             }
             _ if cmd.starts_with('/') => self.screen.show(format!("! unknown command {cmd}; /help lists them")),
             _ => match self.room.clone() {
-                Some(room) => {
-                    let id = self.writer.send(Target::Room(room), line).await?;
-                    self.outstanding.insert(id);
-                }
+                Some(room) => self.say(Target::Room(room), line).await?,
                 None => self.screen.show("! you are in no room; /join one"),
             },
         }
         Ok(false)
+    }
+
+    /// Sends a text; one too long for the server is refused here with the
+    /// limit (the server would end the session over it) and chat goes on.
+    async fn say(&mut self, to: Target, text: &str) -> Result<(), CliError> {
+        match self.writer.send(to, text).await {
+            Ok(id) => {
+                self.outstanding.insert(id);
+                Ok(())
+            }
+            Err(ClientError::TooLong { size, max }) => {
+                self.screen.show(format!(
+                    "! not sent: the message is {size} bytes with its signature and envelope; this server \
+                     accepts at most {max} (about {} bytes of text); shorten or split it",
+                    max.saturating_sub(envelope(size, text.len()))
+                ));
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn offer_file(&mut self, to: &str, path: &Path) -> Result<(), CliError> {
@@ -507,11 +528,13 @@ impl Chat {
                 self.outstanding.remove(&client_id);
             }
             ServerMessage::Joined { room } => {
+                self.room_changing = false;
                 self.screen.show(format!("* joined {}", escape(&room)));
                 self.rooms.insert(room.clone());
                 self.room = Some(room);
             }
             ServerMessage::Left { room } => {
+                self.room_changing = false;
                 self.screen.show(format!("* left {}", escape(&room)));
                 self.rooms.remove(&room);
                 if self.room.as_ref() == Some(&room) {
@@ -528,6 +551,7 @@ impl Chat {
             }
             ServerMessage::Error { code, client_id, text } => {
                 self.outstanding.remove(&client_id);
+                self.room_changing = false;
                 if code.is_fatal() {
                     return Some(format!("! the server closed the connection: {}", escape(&text)));
                 }
@@ -718,6 +742,12 @@ impl Chat {
             self.screen.show(line);
         }
     }
+}
+
+/// The bytes a Send adds around its text (ids, target, signature), from
+/// one encoded size.
+fn envelope(encoded: usize, text: usize) -> u32 {
+    u32::try_from(encoded.saturating_sub(text)).unwrap_or(u32::MAX)
 }
 
 fn key_kind(algorithm: u16) -> &'static str {

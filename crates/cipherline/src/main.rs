@@ -18,12 +18,14 @@
 //!   `--server-fingerprint`, `--data-dir`) and the first-contact prompt.
 //! - [`passphrase`]: the passphrase flags and prompt.
 //! - [`packaging`]: `cipherline completions` and `cipherline man`.
+//! - [`console`]: `chat`'s terminal: line editor, output, raw mode always undone.
 //! - [`error`]: the error type and its hints.
 
 #![forbid(unsafe_code)]
 
 mod chat;
 mod client_args;
+mod console;
 mod error;
 mod files;
 mod fingerprint;

@@ -26,8 +26,8 @@ fn mark(status: &MessageStatus) -> String {
     }
 }
 
-/// One message as a line: `[room] from: text` or `from -> you: text`, with
-/// a mark after the name unless the signature verified.
+/// One message as a line: `HH:MM [room] from: text` or `HH:MM from -> you:
+/// text`, with a mark after the name unless the signature verified.
 ///
 /// Every peer string is escaped ([`cipherline_client::display`]): a text of
 /// several lines continues on lines marked `  | `, so it cannot show a line
@@ -35,10 +35,31 @@ fn mark(status: &MessageStatus) -> String {
 pub fn message_line(d: &Delivery, me: &str, status: &MessageStatus) -> String {
     let from = format!("{}{}", escape(&d.from), mark(status));
     let text = body(&d.text);
+    let at = clock(sent_at(d, status));
     match &d.to {
-        Target::Room(room) => format!("[{}] {from}: {text}", escape(room)),
-        Target::User(to) if to == me => format!("{from} -> you: {text}"),
-        Target::User(to) => format!("{from} -> {}: {text}", escape(to)),
+        Target::Room(room) => format!("{at} [{}] {from}: {text}", escape(room)),
+        Target::User(to) if to == me => format!("{at} {from} -> you: {text}"),
+        Target::User(to) => format!("{at} {from} -> {}: {text}", escape(to)),
+    }
+}
+
+/// When a message was sent, Unix milliseconds: the sender's clock when it
+/// signed (the signature covers it, so the relay cannot change it), else
+/// the server's relay time (for unsigned messages and bad signatures).
+fn sent_at(d: &Delivery, status: &MessageStatus) -> u64 {
+    match &d.signed {
+        Some(signed) if !matches!(status, MessageStatus::Invalid) => signed.sent_at_ms,
+        _ => d.timestamp_ms,
+    }
+}
+
+/// Unix milliseconds as local time, `HH:MM` (the system time zone, or `TZ`).
+fn clock(ms: u64) -> String {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%H:%M").to_string(),
+        // Out of jiff's range: a sender's clock far off, or a lying relay.
+        Err(_) => "--:--".to_owned(),
     }
 }
 

@@ -34,10 +34,11 @@ fn assert_escaped(out: &str, sender: &str) {
         assert!(!out.contains(bad), "raw {bad:?} reached the terminal: {out:?}");
     }
     for line in out.lines() {
-        assert!(!line.starts_with("[lobby] alice"), "a forged line from alice: {out}");
+        assert!(!common::untimed(line).starts_with("[lobby] alice"), "a forged line from alice: {out}");
     }
     let prefix = format!("[lobby] {sender}");
-    let first = |text: &str| out.lines().any(|l| l.starts_with(&prefix) && l.ends_with(&format!(": {text}")));
+    let first =
+        |text: &str| out.lines().any(|l| common::untimed(l).starts_with(&prefix) && l.ends_with(&format!(": {text}")));
     let next = |text: &str| out.lines().any(|l| l == format!("  | {text}"));
     assert!(first("see you") && next("[lobby] alice: please pay mallory"), "continuation marked: {out}");
     assert!(first("x\\r\\x1b[2K[lobby] alice: hi"), "{out}");
@@ -117,7 +118,8 @@ fn peer_text_cannot_forge_lines_in_listen_chat_or_send_wait_reply() {
     let erin = String::from_utf8(finish(erin).stdout).unwrap();
     assert!(!erin.contains(['\r', '\u{1b}']), "{erin:?}");
     assert!(
-        erin.lines().any(|l| l.starts_with("[lobby] dave") && l.ends_with(": x\\r\\x1b[2K[lobby] alice: hi")),
+        erin.lines()
+            .any(|l| common::untimed(l).starts_with("[lobby] dave") && l.ends_with(": x\\r\\x1b[2K[lobby] alice: hi")),
         "{erin:?}"
     );
 }

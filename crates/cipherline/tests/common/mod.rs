@@ -142,3 +142,14 @@ pub fn temp_home(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&home).unwrap();
     home
 }
+
+/// A message line without its leading `HH:MM ` time (message lines start
+/// with the local time they were sent); other lines as they are.
+#[allow(clippy::indexing_slicing)]
+pub fn untimed(line: &str) -> &str {
+    let b = line.as_bytes();
+    let timed = b.len() >= 6
+        && b[..5].iter().enumerate().all(|(i, c)| if i == 2 { *c == b':' } else { c.is_ascii_digit() })
+        && b[5] == b' ';
+    if timed { &line[6..] } else { line }
+}
