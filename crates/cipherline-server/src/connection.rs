@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cipherline_net::{Channel, NetError};
 use cipherline_proto::AlertCode;
-use cipherline_proto::app::{ClientMessage, ErrorCode, ServerMessage, Target, fold_name};
+use cipherline_proto::app::{ClientMessage, ErrorCode, ServerMessage, fold_name};
 use cipherline_proto::handshake::alert_frame;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -497,7 +497,7 @@ fn handle(
             Ok(reply) => reply,
             Err(r) => refuse(r, 0),
         },
-        ClientMessage::Send { id, to, text, signed } => match hub.send(me, &fold_room(to), text, id, signed, admit) {
+        ClientMessage::Send { id, to, text, signed } => match hub.send(me, &to, text, id, signed, admit) {
             Ok((server_id, timestamp_ms)) => ServerMessage::Ack { client_id: id, id: server_id, timestamp_ms },
             Err(r) => refuse(r, id),
         },
@@ -510,7 +510,7 @@ fn handle(
         // File transfer (§13.6): only an offer is ever answered directly,
         // and only when refused; everything else flows through the hub.
         ClientMessage::FileOffer { transfer, to, name: file_name, size } => {
-            match hub.file_offer(me, transfer, fold_room(to), file_name, size, &OfferLimits::from(limits), admit) {
+            match hub.file_offer(me, transfer, to, file_name, size, &OfferLimits::from(limits), admit) {
                 Ok(()) => return Ok(None),
                 Err(OfferError::Refused(r)) => refuse(r, transfer),
                 Err(OfferError::DuplicateId) => {
@@ -542,15 +542,6 @@ fn handle(
             return Ok(None);
         }
     }))
-}
-
-/// A room target with its name folded (§13.4); a user target as it came
-/// (the hub finds the user by the folded name, see `Hub::resolve`).
-fn fold_room(to: Target) -> Target {
-    match to {
-        Target::Room(room) => Target::Room(fold_name(&room)),
-        user => user,
-    }
 }
 
 #[cfg(test)]

@@ -403,12 +403,15 @@ impl Hub {
     ) -> Result<(u64, u64), Refusal> {
         let from = me.name.as_str();
         let state = self.lock();
-        let (recipients, to) = match to {
+        // Routed by the folded names (§13.4), but delivered with the target
+        // as the sender wrote it: the sender's signature covers that.
+        let (recipients, route) = match to {
             Target::Room(room) => {
-                if !state.users.get(from).is_some_and(|p| p.session_in_room(me.session, room)) {
-                    return Err(not_in_room(room));
+                let room = fold_name(room);
+                if !state.users.get(from).is_some_and(|p| p.session_in_room(me.session, &room)) {
+                    return Err(not_in_room(&room));
                 }
-                (state.rooms.get(room).map_or(0, |m| m.len().saturating_sub(1)), to.clone())
+                (state.rooms.get(&room).map_or(0, |m| m.len().saturating_sub(1)), Target::Room(room))
             }
             Target::User(user) => {
                 let Some(user) = Self::resolve(&state, user) else {
@@ -417,7 +420,6 @@ impl Hub {
                 (1, Target::User(user))
             }
         };
-        let to = &to;
         if !state.backlog.bulk_ok() {
             // Refusing the sender is the gentle way to stay within the
             // total: otherwise every recipient would be cut off.
@@ -440,7 +442,7 @@ impl Hub {
             tamper(&mut delivery);
         }
         let msg = ServerMessage::Message(delivery);
-        match to {
+        match &route {
             Target::Room(room) => state.notify_room(room, from, &msg),
             Target::User(user) => {
                 if let Some(bytes) = state.encode(&msg) {
@@ -496,11 +498,13 @@ impl Hub {
         let state = &mut *guard;
         let expired = state.transfers.expire(Instant::now());
         state.deliver_all(&expired);
-        let to = match to {
-            Target::User(user) => Target::User(Self::resolve(state, &user).unwrap_or(user)),
-            room => room,
+        // Routed by the folded names; the offer keeps the target as the
+        // sender wrote it, which its signature covers (§13.7).
+        let route = match &to {
+            Target::User(user) => Target::User(Self::resolve(state, user).unwrap_or_else(|| user.clone())),
+            Target::Room(room) => Target::Room(fold_name(room)),
         };
-        let recipients: BTreeSet<String> = match &to {
+        let recipients: BTreeSet<String> = match &route {
             Target::User(user) if user == from => {
                 return Err(OfferError::Refused((
                     ErrorCode::UnknownUser,
@@ -837,12 +841,13 @@ mod tests {
         }
         // Nor by a keyless client.
         assert!(session(&hub, "Alice", None).is_err());
-        // A message to any spelling reaches alice, addressed to her name.
+        // A message to any spelling reaches alice, addressed as the sender
+        // wrote it (which the sender's signature covers).
         let (bob, _b) = session(&hub, "bob", None).unwrap();
         hub.send(&bob, &Target::User("ALICE".into()), "hi".into(), 1, None, |_| Ok(())).unwrap();
         let got = drain(&mut rx);
         assert!(
-            matches!(&got[..], [ServerMessage::Message(d)] if d.to == Target::User("alice".into()) && d.from == "bob"),
+            matches!(&got[..], [ServerMessage::Message(d)] if d.to == Target::User("ALICE".into()) && d.from == "bob"),
             "{got:?}"
         );
         assert!(matches!(hub.whois("Alice"), Ok(ServerMessage::Identity { name, .. }) if name == "alice"));

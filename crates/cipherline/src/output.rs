@@ -37,7 +37,8 @@ pub fn message_line(d: &Delivery, me: &str, status: &MessageStatus) -> String {
     let text = body(&d.text);
     match &d.to {
         Target::Room(room) => format!("[{}] {from}: {text}", escape(room)),
-        Target::User(to) if to == me => format!("{from} -> you: {text}"),
+        // Names are compared ignoring case (PROTOCOL.md §13.4).
+        Target::User(to) if to.eq_ignore_ascii_case(me) => format!("{from} -> you: {text}"),
         Target::User(to) => format!("{from} -> {}: {text}", escape(to)),
     }
 }

@@ -65,3 +65,43 @@ fn an_encrypted_identity_key_is_usable_by_send() {
     assert!(err.contains("--identity-passphrase-file"), "{err}");
     assert!(!err.contains("--passphrase-prompt"), "no flag send does not have: {err}");
 }
+
+/// Names as people type them (PROTOCOL.md §13.4): while alice chats, a
+/// second `chat` with her identity key (same data directory) joins as
+/// another session and both get a direct message; `Alice` and `a1ice`
+/// with other keys are refused as taken (exit 6) with a message saying
+/// why. Before, the second session was told to choose another name and
+/// `Alice` was a different user.
+#[test]
+fn names_ignore_case_refuse_look_alikes_and_one_key_may_chat_twice() {
+    use std::io::Write as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let spawn_chat = || {
+        let mut chat = server.client("chat", "alice").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let lines = line_channel(&mut chat);
+        let input = chat.stdin.take().unwrap();
+        wait_for_line(&lines, "in room lobby");
+        (chat, lines, input)
+    };
+    let (mut first, first_lines, mut first_in) = spawn_chat();
+    let (mut second, second_lines, mut second_in) = spawn_chat();
+
+    let out = server.client("send", "bob").args(["--to", "ALICE", "hello both"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for_line(&first_lines, "bob (new key) -> you: hello both");
+    wait_for_line(&second_lines, "bob (new key) -> you: hello both");
+
+    for (name, why) in [("Alice", "is in use as \"alice\""), ("a1ice", "looks too much like \"alice\"")] {
+        let out = server.client("send", name).arg("hi").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{name}: {err}");
+        assert!(err.contains(why), "{name}: {err}");
+    }
+
+    writeln!(first_in, "/quit").unwrap();
+    assert!(first.wait().unwrap().success());
+    writeln!(second_in, "/quit").unwrap();
+    assert!(second.wait().unwrap().success());
+}
