@@ -541,7 +541,22 @@ impl Hub {
             return Err(OfferError::Refused(busy()));
         }
         admit(count).map_err(OfferError::Refused)?;
-        let fanout = state.transfers.offer(from, transfer, to, name, size, recipients, limits, Instant::now())?;
+        let sessions = state.users.get(from).map_or(0, |p| p.sessions.len());
+        let fanout = match state.transfers.offer(from, transfer, to, name, size, recipients, limits, Instant::now()) {
+            // Transfers are the name's, and each session numbers its own
+            // from 1: with several sessions a reused id is no client bug,
+            // so the offer is refused and the connection stays.
+            Err(OfferError::DuplicateId) if sessions > 1 => {
+                return Err(OfferError::Refused((
+                    ErrorCode::BadRequest,
+                    format!(
+                        "another session of {from:?} has a file transfer numbered {transfer} in progress; send this \
+                         file when it ends"
+                    ),
+                )));
+            }
+            other => other?,
+        };
         // File names are user content: logs carry only ids and sizes.
         tracing::debug!(from, transfer, size, recipients = count, "file offered");
         state.deliver_all(&[fanout]);
@@ -878,6 +893,11 @@ mod tests {
         hub.send(&bob, &Target::Room("lobby".into()), "all".into(), 2, None, |_| Ok(())).unwrap();
         assert_eq!(drain(&mut rx1).len(), 1);
         assert_eq!(drain(&mut rx2).len(), 1);
+        // Each session numbers its transfers from 1: a clash is refused, not fatal.
+        let offer =
+            |me: &Me| hub.file_offer(me, 1, Target::User("bob".into()), "f".into(), 10, &offer_limits(), |_| Ok(()));
+        offer(&one).unwrap();
+        assert!(matches!(offer(&two), Err(OfferError::Refused((ErrorCode::BadRequest, _)))));
         // One session leaving keeps the name and its room membership.
         hub.unregister(&one);
         assert_eq!(hub.members(&bob, "lobby").unwrap(), ["alice", "bob"]);
