@@ -105,3 +105,105 @@ fn names_ignore_case_refuse_look_alikes_and_one_key_may_chat_twice() {
     writeln!(second_in, "/quit").unwrap();
     assert!(second.wait().unwrap().success());
 }
+
+/// Runs `cipherline ARGS` on a pseudo-terminal (util-linux `script`, so no
+/// pty crate is needed), types `typed` once the passphrase prompt shows,
+/// and returns the exit code and everything the terminal showed.
+fn on_a_terminal(home: &std::path::Path, args: &[&str], typed: &str) -> (Option<i32>, String) {
+    use std::io::{Read as _, Write as _};
+
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let command: Vec<String> =
+        std::iter::once(env!("CARGO_BIN_EXE_cipherline")).chain(args.iter().copied()).map(quote).collect();
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command.join(" "), "/dev/null"])
+        .env("CIPHERLINE_HOME", home)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux `script` runs the command on a pseudo-terminal");
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = out.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut shown = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut input = child.stdin.take();
+    // Kept open until the command ends: `script` stops at the end of its input.
+    let mut typed_into = None;
+    let mut exited = None;
+    while std::time::Instant::now() < deadline {
+        if let Ok(bytes) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            shown.extend(bytes);
+        }
+        if String::from_utf8_lossy(&shown).contains("Passphrase for the private key:")
+            && let Some(mut stdin) = input.take()
+        {
+            stdin.write_all(typed.as_bytes()).unwrap();
+            stdin.flush().unwrap();
+            typed_into = Some(stdin);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+    }
+    let Some(status) = exited else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("still running after 30 s; showed {:?}", String::from_utf8_lossy(&shown));
+    };
+    drop(typed_into);
+    while let Ok(bytes) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+        shown.extend(bytes);
+    }
+    (status.code(), String::from_utf8_lossy(&shown).into_owned())
+}
+
+/// On a terminal, `send` asks for an encrypted identity key's passphrase
+/// (once) and uses it; a wrong one fails with a clear message.
+#[test]
+fn on_a_terminal_send_asks_for_the_identity_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let key = dir.path().join("id_ed25519");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "tr0ub4dor&3\n").unwrap();
+    let made = bin()
+        .args(["keygen", "--type", "ed25519", "--out", key.to_str().unwrap(), "--passphrase-file"])
+        .arg(&pass)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let home = temp_home(dir.path());
+    let args = |name: &'static str| {
+        vec![
+            "send".to_owned(),
+            "--server".to_owned(),
+            server.addr.clone(),
+            "--server-fingerprint".to_owned(),
+            server.fingerprint.clone(),
+            "--name".to_owned(),
+            name.to_owned(),
+            "--identity".to_owned(),
+            key.to_str().unwrap().to_owned(),
+            "hello".to_owned(),
+        ]
+    };
+    let ok = args("alice");
+    let (code, shown) = on_a_terminal(&home, &ok.iter().map(String::as_str).collect::<Vec<_>>(), "tr0ub4dor&3\n");
+    assert_eq!(code, Some(0), "{shown}");
+    let wrong = args("alice");
+    let (code, shown) = on_a_terminal(&home, &wrong.iter().map(String::as_str).collect::<Vec<_>>(), "guess\n");
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(shown.contains("wrong passphrase for the identity key"), "{shown}");
+    assert_eq!(shown.matches("Passphrase for the private key:").count(), 1, "asked once: {shown}");
+}
