@@ -58,6 +58,20 @@ pub struct ClientArgs {
     /// Connect without an identity key: your messages are unsigned.
     #[arg(long, conflicts_with = "identity")]
     pub no_identity: bool,
+
+    #[arg(skip)]
+    loaded: LoadedIdentity,
+}
+
+/// The identity key once loaded: its passphrase is asked for once per run,
+/// also when `listen --reconnect` connects again. No key material in Debug.
+#[derive(Default)]
+struct LoadedIdentity(std::sync::OnceLock<Option<Arc<IdentityKey>>>);
+
+impl std::fmt::Debug for LoadedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "LoadedIdentity(loaded)" } else { "LoadedIdentity(not yet)" })
+    }
 }
 
 /// A connected client with what the subcommands need around it.
@@ -180,7 +194,10 @@ impl ClientArgs {
 
     /// The identity key to use: the flag's, or the default one (created
     /// on first use); `None` with --no-identity.
-    fn identity(&self) -> Result<Option<IdentityKey>, CliError> {
+    fn identity(&self) -> Result<Option<Arc<IdentityKey>>, CliError> {
+        if let Some(loaded) = self.loaded.0.get() {
+            return Ok(loaded.clone());
+        }
         if self.no_identity {
             return Ok(None);
         }
@@ -194,14 +211,15 @@ impl ClientArgs {
                 path
             }
         };
-        load_identity(&path, self.identity_passphrase_file.as_deref()).map(Some)
+        let key = Arc::new(load_identity(&path, self.identity_passphrase_file.as_deref())?);
+        Ok(self.loaded.0.get_or_init(|| Some(key)).clone())
     }
 
     /// Connects, checks the server's key by the trust flags (asking on a
     /// terminal at first contact when `may_prompt`), and says Hello.
     pub async fn connect(&self, may_prompt: bool) -> Result<Connected, CliError> {
         let addr: ServerAddr = self.server.parse()?;
-        let identity = self.identity()?.map(Arc::new);
+        let identity = self.identity()?;
         let me = identity.as_ref().map(|k| Fingerprint::from_bytes(k.public_key().fingerprint()));
         let check = PolicyCheck { addr: &addr, policy: self.trust.policy()?, may_prompt, refusal: Mutex::new(None) };
         let name = self.name();
