@@ -1,6 +1,11 @@
 //! The shared state of the relay: who is connected under which name, who is
 //! in which room, and delivery to each connection's bounded queue.
 //!
+//! Names are compared folded, and a name that looks like a connected one is
+//! refused (PROTOCOL.md §13.4). A name may have several connections
+//! (sessions) when each proved the same identity key: messages to the name
+//! reach them all, room messages the ones in the room.
+//!
 //! Every method takes the lock briefly and never awaits while holding it:
 //! delivery uses `try_send`, so one slow client can never stall another. A
 //! client whose queue is full is cut off (its `kick` token is cancelled) and

@@ -8,6 +8,11 @@
 //!   connect, each under the names listed for it. The file can be reloaded
 //!   while the server runs ([`Identities::reload`], on SIGHUP in the CLI).
 //!
+//! Names are compared folded (ASCII lowercase, PROTOCOL.md §13.4): a key
+//! that owns `alice` owns `Alice` too. In the open policy, an unbound name
+//! that looks like a bound one (same skeleton, e.g. `a1ice`) is refused to
+//! every other key and to clients without one.
+//!
 //! Both files have one entry a line, `NAME SHA256:<fingerprint>`, where the
 //! fingerprint is the SHA-256 of the identity key's DER SubjectPublicKeyInfo
 //! (what `cipherline fingerprint` prints); `#` starts a comment.
