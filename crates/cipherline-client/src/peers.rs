@@ -37,7 +37,7 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use cipherline_keys::{Fingerprint, ServerAddr};
-use cipherline_proto::app::{Delivery, FileSigned, MAX_NAME, valid_name};
+use cipherline_proto::app::{Delivery, FileSigned, MAX_NAME, fold_name, valid_name};
 use cipherline_proto::crypto::sign::IdentityPublicKey;
 use cipherline_proto::signature::{self, FileFacts, Verification};
 
@@ -126,6 +126,8 @@ struct Line {
 pub struct Peers {
     server: String,
     file: Option<PathBuf>,
+    /// By folded name (PROTOCOL.md §13.4): `ALICE` is `alice`, so a key
+    /// change cannot hide behind another spelling.
     keys: HashMap<String, Entry>,
 }
 
@@ -137,7 +139,7 @@ impl Peers {
         if let Some(path) = file {
             for l in parse(path, &read(path)?)?.into_iter().flatten() {
                 if l.server == server {
-                    keys.insert(l.name, l.entry);
+                    keys.insert(fold_name(&l.name), l.entry);
                 }
             }
         }
@@ -147,13 +149,13 @@ impl Peers {
     /// The key remembered for `name`.
     #[must_use]
     pub fn remembered(&self, name: &str) -> Option<Fingerprint> {
-        self.keys.get(name).map(|e| e.fp)
+        self.keys.get(&fold_name(name)).map(|e| e.fp)
     }
 
     /// Whether the user confirmed `name`'s remembered key.
     #[must_use]
     pub fn is_verified(&self, name: &str) -> bool {
-        self.keys.get(name).is_some_and(|e| e.verified)
+        self.keys.get(&fold_name(name)).is_some_and(|e| e.verified)
     }
 
     /// Records `fp` as `name`'s key, not yet verified: the user accepted a
@@ -185,7 +187,7 @@ impl Peers {
     /// Whois), remembering it on first use.
     pub fn check_key(&mut self, name: &str, key: &IdentityPublicKey) -> MessageStatus {
         let presented = Fingerprint::from_bytes(key.fingerprint());
-        match self.keys.get(name) {
+        match self.keys.get(&fold_name(name)) {
             Some(_) => self.judge(name, presented),
             None => {
                 let entry = Entry { fp: presented, verified: false };
@@ -202,7 +204,7 @@ impl Peers {
                         // key is still remembered for this run, within a
                         // bound, so a change during the run is caught.
                         if self.keys.len() < 2 * MAX_PEERS {
-                            self.keys.insert(name.to_owned(), entry);
+                            self.keys.insert(fold_name(name), entry);
                         }
                         MessageStatus::New(presented)
                     }
@@ -213,7 +215,7 @@ impl Peers {
 
     /// The verdict on `presented` for a name whose key is remembered.
     fn judge(&self, name: &str, presented: Fingerprint) -> MessageStatus {
-        match self.keys.get(name) {
+        match self.keys.get(&fold_name(name)) {
             Some(e) if e.fp == presented && e.verified => MessageStatus::Verified,
             Some(e) if e.fp == presented => MessageStatus::Known,
             Some(e) => MessageStatus::KeyChanged { remembered: e.fp, presented: Some(presented) },
@@ -259,7 +261,8 @@ impl Peers {
         if !valid_name(name, MAX_NAME) {
             return Err(ClientError::InvalidPeerName);
         }
-        if entry.is_some() && !self.keys.contains_key(name) && self.keys.len() >= MAX_PEERS {
+        let folded = fold_name(name);
+        if entry.is_some() && !self.keys.contains_key(&folded) && self.keys.len() >= MAX_PEERS {
             return Err(ClientError::TooManyPeers);
         }
         if let Some(path) = self.file.clone() {
@@ -267,11 +270,11 @@ impl Peers {
             let text = read(&path)?;
             let lines = parse(&path, &text)?;
             let ours = |l: &&Line| l.server == self.server;
-            let current = lines.iter().flatten().filter(ours).find(|l| l.name == name).map(|l| l.entry);
+            let current = lines.iter().flatten().filter(ours).find(|l| fold_name(&l.name) == folded).map(|l| l.entry);
             if current.map(|e| e.fp) != expected {
                 match current {
-                    Some(e) => self.keys.insert(name.to_owned(), e),
-                    None => self.keys.remove(name),
+                    Some(e) => self.keys.insert(folded, e),
+                    None => self.keys.remove(&folded),
                 };
                 return Err(ClientError::PeerChangedElsewhere);
             }
@@ -280,7 +283,7 @@ impl Peers {
             let mut replaced = false;
             for (raw, parsed) in text.lines().zip(&lines) {
                 match parsed {
-                    Some(l) if l.server == self.server && l.name == name => {
+                    Some(l) if l.server == self.server && fold_name(&l.name) == folded => {
                         replaced = true;
                         if let Some(e) = entry {
                             out.push_str(&format_line(&self.server, name, e));
@@ -306,8 +309,8 @@ impl Peers {
             write_atomic(&path, out.as_bytes())?;
         }
         match entry {
-            Some(e) => self.keys.insert(name.to_owned(), e),
-            None => self.keys.remove(name),
+            Some(e) => self.keys.insert(folded, e),
+            None => self.keys.remove(&folded),
         };
         Ok(())
     }
@@ -366,8 +369,10 @@ fn parse(path: &Path, text: &str) -> Result<Vec<Option<Line>>, ClientError> {
             return Err(bad("the second field is not a valid user name"));
         }
         let fp = fp.parse::<Fingerprint>().map_err(|_| bad("the third field is not a valid SHA256: fingerprint"))?;
-        if !seen.insert((server, name)) {
-            return Err(bad("a second line for the same server and name (remove the one that is wrong)"));
+        if !seen.insert((server, fold_name(name))) {
+            return Err(bad(
+                "a second line for the same server and name, compared ignoring case (remove the one that is wrong)",
+            ));
         }
         let count = per_server.entry(server).or_insert(0usize);
         *count += 1;
@@ -550,5 +555,23 @@ mod tests {
         }
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(names.iter().all(|n| !n.to_string_lossy().contains("tmp")), "no temporary left: {names:?}");
+    }
+
+    /// Names are compared ignoring case (PROTOCOL.md §13.4): a relay cannot
+    /// turn alice's key change into a "new key" for `ALICE`.
+    #[test]
+    fn a_name_is_the_same_peer_in_every_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut peers = Peers::load(SERVER, Some(&path)).unwrap();
+        peers.remember("alice", fp(1)).unwrap();
+        assert_eq!(peers.remembered("ALICE"), Some(fp(1)));
+        assert_eq!(peers.check_no_key("Alice"), MessageStatus::KeyChanged { remembered: fp(1), presented: None });
+        peers.remember("Alice", fp(2)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 1, "one line, replaced: {text}");
+        assert_eq!(Peers::load(SERVER, Some(&path)).unwrap().remembered("alice"), Some(fp(2)));
+        let e = load_err(&format!("{SERVER} alice {}\n{SERVER} ALICE {}\n", fp(1), fp(2)));
+        assert!(e.contains("line 2") && e.contains("ignoring case"), "{e}");
     }
 }

@@ -13,7 +13,7 @@ use crate::crypto::sign::MAX_SIGNATURE_LEN;
 use crate::error::{DecodeError, Error};
 
 mod names;
-pub use names::valid_name;
+pub use names::{fold_name, name_skeleton, valid_name};
 
 /// Hard upper bound on one message (type and body); peers may set lower limits.
 pub const MAX_MESSAGE: usize = 1 << 20;

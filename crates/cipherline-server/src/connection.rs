@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cipherline_net::{Channel, NetError};
 use cipherline_proto::AlertCode;
-use cipherline_proto::app::{ClientMessage, ErrorCode, ServerMessage};
+use cipherline_proto::app::{ClientMessage, ErrorCode, ServerMessage, fold_name};
 use cipherline_proto::handshake::alert_frame;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Settings;
 use crate::bucket::TokenBucket;
 use crate::handshakes::InHandshake;
-use crate::hub::{Hub, Queued, Refusal};
+use crate::hub::{Hub, Me, Queued, Refusal};
 use crate::source::Source;
 use crate::transfer::{OfferError, OfferLimits};
 
@@ -134,14 +134,15 @@ pub(crate) async fn serve(
         return;
     }
 
-    let Some((name, rx, kick)) = hello(&mut conn, &settings, &hub, key, peer.ip(), deadline, &shutdown).await else {
+    let Some((me, rx, kick)) = hello(&mut conn, &settings, &hub, key, peer.ip(), deadline, &shutdown).await else {
         return;
     };
     // Handshake and Hello are done: this address may start another.
     drop(in_handshake);
-    tracing::info!(conn = id, name = %name, "joined the server");
-    let end = message_loop(&mut conn, &name, rx, &kick, &settings, &hub, &shutdown).await;
-    hub.unregister(&name);
+    let name = me.name.clone();
+    tracing::info!(conn = id, name = %name, session = me.session, "joined the server");
+    let end = message_loop(&mut conn, &me, rx, &kick, &settings, &hub, &shutdown).await;
+    hub.unregister(&me);
     match end {
         End::Client => {
             let _ = timeout(limits.write_timeout(), conn.close()).await;
@@ -246,7 +247,7 @@ async fn hello(
     from: IpAddr,
     deadline: tokio::time::Instant,
     shutdown: &CancellationToken,
-) -> Option<(String, mpsc::Receiver<Queued>, CancellationToken)> {
+) -> Option<(Me, mpsc::Receiver<Queued>, CancellationToken)> {
     let limits = &settings.limits;
     // In password mode the client's name is bound into the password
     // exchange; Hello must use that same name.
@@ -285,22 +286,23 @@ async fn hello(
                     // now must not get bound to this client's key.
                     let mut registered =
                         hub.register(&name, tx, kick.clone(), key.as_ref().map(|(_, alg, spki)| (*alg, spki.clone())));
-                    if registered.is_ok() {
+                    if let Ok(me) = &registered {
                         let fp = key.as_ref().map(|(fp, ..)| fp);
                         // Waits for a new binding to be on disk (bounded by
                         // the handshake deadline like everything before Hello).
-                        registered = match timeout_at(deadline, hub.identities.claim(&name, fp, from, limits)).await {
+                        let claimed = match timeout_at(deadline, hub.identities.claim(&name, fp, from, limits)).await {
                             Ok(claimed) => claimed,
                             Err(_) => {
                                 Err((ErrorCode::BadRequest, "the server could not record your name in time".into()))
                             }
                         };
-                        if registered.is_err() {
-                            hub.unregister(&name);
+                        if let Err(refusal) = claimed {
+                            hub.unregister(me);
+                            registered = Err(refusal);
                         }
                     }
                     match registered {
-                        Ok(()) => {
+                        Ok(me) => {
                             let welcome = ServerMessage::Welcome {
                                 name: name.clone(),
                                 max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
@@ -308,9 +310,9 @@ async fn hello(
                             };
                             if timeout(limits.write_timeout(), send_msg(conn, &welcome)).await.is_ok_and(|r| r.is_ok())
                             {
-                                return Some((name, rx, kick));
+                                return Some((me, rx, kick));
                             }
-                            hub.unregister(&name);
+                            hub.unregister(&me);
                             return None;
                         }
                         Err(refusal) => refusal,
@@ -351,7 +353,7 @@ async fn hello(
 
 async fn message_loop(
     conn: &mut Conn,
-    name: &str,
+    me: &Me,
     mut rx: mpsc::Receiver<Queued>,
     kick: &CancellationToken,
     settings: &Settings,
@@ -415,12 +417,12 @@ async fn message_loop(
                 let metered = !matches!(msg, ClientMessage::FileChunk { .. } | ClientMessage::FileAck { .. });
                 let size = bytes.len();
                 let reply = if !metered || rate.allow(Instant::now()) {
-                    match handle(msg, size, name, settings, hub, &mut bytes_rate) {
+                    match handle(msg, size, me, settings, hub, &mut bytes_rate) {
                         Ok(reply) => reply,
                         Err(end) => return end,
                     }
                 } else {
-                    tracing::debug!(name, "rate limited");
+                    tracing::debug!(name = %me.name, "rate limited");
                     Some(ServerMessage::Error {
                         code: ErrorCode::RateLimited,
                         client_id: client_id(&msg),
@@ -466,7 +468,7 @@ fn client_id(msg: &ClientMessage) -> u64 {
 fn handle(
     msg: ClientMessage,
     msg_len: usize,
-    name: &str,
+    me: &Me,
     settings: &Settings,
     hub: &Hub,
     bytes_rate: &mut TokenBucket,
@@ -474,6 +476,7 @@ fn handle(
     let limits = &settings.limits;
     let admit = |recipients| charge(bytes_rate, limits, msg_len, recipients);
     let refuse = |(code, text): Refusal, client_id: u64| ServerMessage::Error { code, client_id, text };
+    let name = me.name.as_str();
     let room_ok = |room: &str| valid_name(room, limits.max_name_len);
     let bad_room = || {
         (
@@ -483,11 +486,16 @@ fn handle(
     };
     Ok(Some(match msg {
         ClientMessage::Hello { .. } => refuse((ErrorCode::HelloRequired, "you already said Hello".into()), 0),
-        ClientMessage::Join { room } if room_ok(&room) => match hub.join(name, &room, limits.max_rooms_per_client) {
-            Ok(()) => ServerMessage::Joined { room },
-            Err(r) => refuse(r, 0),
-        },
-        ClientMessage::Leave { room } => match hub.leave(name, &room) {
+        // Room names are compared folded (§13.4): `General` is `general`.
+        // The reply echoes the client's spelling, which it waits for;
+        // everything else carries the folded name.
+        ClientMessage::Join { room } if room_ok(&room) => {
+            match hub.join(me, &fold_name(&room), limits.max_rooms_per_client) {
+                Ok(()) => ServerMessage::Joined { room },
+                Err(r) => refuse(r, 0),
+            }
+        }
+        ClientMessage::Leave { room } => match hub.leave(me, &fold_name(&room)) {
             Ok(()) => ServerMessage::Left { room },
             Err(r) => refuse(r, 0),
         },
@@ -496,11 +504,11 @@ fn handle(
             Ok(reply) => reply,
             Err(r) => refuse(r, 0),
         },
-        ClientMessage::Send { id, to, text, signed } => match hub.send(name, &to, text, id, signed, admit) {
+        ClientMessage::Send { id, to, text, signed } => match hub.send(me, &to, text, id, signed, admit) {
             Ok((server_id, timestamp_ms)) => ServerMessage::Ack { client_id: id, id: server_id, timestamp_ms },
             Err(r) => refuse(r, id),
         },
-        ClientMessage::Who { room } => match hub.members(name, &room) {
+        ClientMessage::Who { room } => match hub.members(me, &fold_name(&room)) {
             Ok(names) => ServerMessage::Members { room, names },
             Err(r) => refuse(r, 0),
         },
@@ -509,7 +517,7 @@ fn handle(
         // File transfer (§13.6): only an offer is ever answered directly,
         // and only when refused; everything else flows through the hub.
         ClientMessage::FileOffer { transfer, to, name: file_name, size } => {
-            match hub.file_offer(name, transfer, to, file_name, size, &OfferLimits::from(limits), admit) {
+            match hub.file_offer(me, transfer, to, file_name, size, &OfferLimits::from(limits), admit) {
                 Ok(()) => return Ok(None),
                 Err(OfferError::Refused(r)) => refuse(r, transfer),
                 Err(OfferError::DuplicateId) => {

@@ -1,6 +1,11 @@
 //! The shared state of the relay: who is connected under which name, who is
 //! in which room, and delivery to each connection's bounded queue.
 //!
+//! Names are compared folded, and a name that looks like a connected one is
+//! refused (PROTOCOL.md §13.4). A name may have several connections
+//! (sessions) when each proved the same identity key: messages to the name
+//! reach them all, room messages the ones in the room.
+//!
 //! Every method takes the lock briefly and never awaits while holding it:
 //! delivery uses `try_send`, so one slow client can never stall another. A
 //! client whose queue is full is cut off (its `kick` token is cancelled) and
@@ -17,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cipherline_proto::app::{
-    Delivery, ErrorCode, FileSigned, NoticeKind, SendSignature, ServerMessage, Signed, Target,
+    Delivery, ErrorCode, FileSigned, NoticeKind, SendSignature, ServerMessage, Signed, Target, fold_name, name_skeleton,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,17 +34,56 @@ use crate::transfer::{self, Chunk, Fanout, OfferError, OfferLimits, Transfers};
 /// A refusal with its code and human text.
 pub(crate) type Refusal = (ErrorCode, String);
 
-struct Peer {
+/// Most connections one name may have at once (several sessions of one
+/// identity key: a script while a chat is open, two devices).
+pub(crate) const MAX_SESSIONS_PER_NAME: usize = 4;
+
+/// One connection registered under a name.
+pub(crate) struct Me {
+    /// The name, as registered.
+    pub(crate) name: String,
+    /// Which of the name's sessions.
+    pub(crate) session: u64,
+}
+
+/// One connection of a user.
+struct Session {
+    id: u64,
     tx: mpsc::Sender<Queued>,
     /// Bytes in `tx`'s queue.
     queued: ClientBytes,
     kick: CancellationToken,
+    /// The rooms this connection joined.
     rooms: BTreeSet<String>,
+}
+
+/// A connected user: one name, one identity key (or none), and one or more
+/// connections that all proved that key. A name without a key has exactly
+/// one connection: nothing would tell its sessions apart from an impostor.
+struct Peer {
     /// The identity key the client proved: (signature algorithm, SPKI).
     key: Option<(u16, Vec<u8>)>,
+    /// At most [`MAX_SESSIONS_PER_NAME`], never empty.
+    sessions: Vec<Session>,
 }
 
 impl Peer {
+    /// Whether any of the user's connections is in `room`.
+    fn in_room(&self, room: &str) -> bool {
+        self.sessions.iter().any(|s| s.rooms.contains(room))
+    }
+
+    fn session(&self, id: u64) -> Option<&Session> {
+        self.sessions.iter().find(|s| s.id == id)
+    }
+
+    /// Whether connection `id` is in `room`.
+    fn session_in_room(&self, id: u64, room: &str) -> bool {
+        self.session(id).is_some_and(|s| s.rooms.contains(room))
+    }
+}
+
+impl Session {
     /// Whether `len` bytes of file data may be queued: a quarter of the
     /// queue, in messages and in bytes, stays free for everything else,
     /// including the FileCancelled that tells this peer when it had no room.
@@ -51,6 +95,12 @@ impl Peer {
 
 struct State {
     users: HashMap<String, Peer>,
+    /// Each connected name by its folded form ([`fold_name`]), and by its
+    /// look-alike skeleton ([`name_skeleton`]): no two connected names
+    /// share either, so these map to one name each.
+    by_fold: HashMap<String, String>,
+    by_skeleton: HashMap<String, String>,
+    /// Room names are folded before they get here; members by name.
     rooms: HashMap<String, BTreeSet<String>>,
     transfers: Transfers,
     backlog: Arc<Backlog>,
@@ -60,6 +110,7 @@ struct State {
 pub(crate) struct Hub {
     state: Mutex<State>,
     next_id: AtomicU64,
+    next_session: AtomicU64,
     /// Failed password attempts per address (password mode).
     pub(crate) attempts: crate::attempts::Attempts,
     /// Who may use which name.
@@ -79,11 +130,14 @@ impl Hub {
         Hub {
             state: Mutex::new(State {
                 users: HashMap::new(),
+                by_fold: HashMap::new(),
+                by_skeleton: HashMap::new(),
                 rooms: HashMap::new(),
                 transfers: Transfers::default(),
                 backlog,
             }),
             next_id: AtomicU64::default(),
+            next_session: AtomicU64::default(),
             attempts: crate::attempts::Attempts::default(),
             identities,
             tamper,
@@ -107,6 +161,21 @@ impl State {
     /// nothing more, and its connection closes with `too_slow`.
     fn deliver(&self, name: &str, msg: &Outgoing) {
         let Some(peer) = self.users.get(name) else { return };
+        for session in &peer.sessions {
+            self.deliver_session(name, session, msg);
+        }
+    }
+
+    /// Queues `msg` for `name`'s connections that are in `room`.
+    fn deliver_in_room(&self, name: &str, room: &str, msg: &Outgoing) {
+        let Some(peer) = self.users.get(name) else { return };
+        for session in peer.sessions.iter().filter(|s| s.rooms.contains(room)) {
+            self.deliver_session(name, session, msg);
+        }
+    }
+
+    /// Queues `msg` for one connection, or cuts it off (see [`State::deliver`]).
+    fn deliver_session(&self, name: &str, peer: &Session, msg: &Outgoing) {
         if peer.kick.is_cancelled() {
             return;
         }
@@ -141,10 +210,16 @@ impl State {
         let Some(bytes) = self.encode(&fanout.msg) else { return };
         let mut slow = Vec::new();
         for name in &fanout.to {
-            match self.users.get(name) {
-                Some(peer) if peer.has_room_for_data(bytes.len(), &self.backlog) => self.deliver(name, &bytes),
-                Some(_) => slow.push(name),
-                None => {}
+            let Some(peer) = self.users.get(name) else { continue };
+            // Each of the receiver's connections with room gets the data; the
+            // receiver leaves the transfer only when none has room.
+            let mut delivered = false;
+            for session in peer.sessions.iter().filter(|s| s.has_room_for_data(bytes.len(), &self.backlog)) {
+                self.deliver_session(name, session, &bytes);
+                delivered = true;
+            }
+            if !delivered {
+                slow.push(name);
             }
         }
         for name in slow {
@@ -158,7 +233,7 @@ impl State {
         let Some(members) = self.rooms.get(room) else { return };
         let Some(bytes) = self.encode(msg) else { return };
         for member in members.iter().filter(|m| m.as_str() != except) {
-            self.deliver(member, &bytes);
+            self.deliver_in_room(member, room, &bytes);
         }
     }
 }
@@ -170,33 +245,102 @@ impl Hub {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Claims `name` for a connection.
+    /// Claims `name` for a connection; returns the connection's handle.
+    ///
+    /// Names are compared folded ([`fold_name`]): `Alice` is refused while
+    /// `alice` is connected. A name whose look-alike skeleton
+    /// ([`name_skeleton`]) equals a connected name's is refused too. The
+    /// one exception: a connection that proved the same identity key as the
+    /// connected user, under the same spelling, becomes another session of
+    /// that user (up to [`MAX_SESSIONS_PER_NAME`]).
     pub(crate) fn register(
         &self,
         name: &str,
         tx: mpsc::Sender<Queued>,
         kick: CancellationToken,
         key: Option<(u16, Vec<u8>)>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Me, Refusal> {
         let mut state = self.lock();
-        if state.users.contains_key(name) {
-            return Err((ErrorCode::NameTaken, format!("the name {name:?} is in use; choose another")));
+        let folded = fold_name(name);
+        let skeleton = name_skeleton(name);
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+        let session = Session { id, tx, queued: ClientBytes::default(), kick, rooms: BTreeSet::new() };
+        if let Some(taken) = state.by_fold.get(&folded).cloned() {
+            let peer =
+                state.users.get_mut(&taken).ok_or_else(|| (ErrorCode::NameTaken, "the name is in use".into()))?;
+            let same_key = key.is_some() && peer.key == key;
+            if !same_key {
+                let text = if taken == name {
+                    format!("the name {name:?} is in use; choose another")
+                } else {
+                    format!(
+                        "the name {name:?} is in use as {taken:?} (names are compared ignoring case); choose another"
+                    )
+                };
+                return Err((ErrorCode::NameTaken, text));
+            }
+            if taken != name {
+                return Err((
+                    ErrorCode::NameTaken,
+                    format!("your identity key is connected as {taken:?}; use that spelling to open another session"),
+                ));
+            }
+            if peer.sessions.len() >= MAX_SESSIONS_PER_NAME {
+                return Err((
+                    ErrorCode::NameTaken,
+                    format!(
+                        "your identity key has {MAX_SESSIONS_PER_NAME} sessions open as {name:?} already; close one \
+                         first"
+                    ),
+                ));
+            }
+            peer.sessions.push(session);
+            return Ok(Me { name: name.to_owned(), session: id });
         }
-        let peer = Peer { tx, queued: ClientBytes::default(), kick, rooms: BTreeSet::new(), key };
-        state.users.insert(name.to_owned(), peer);
-        Ok(())
+        if let Some(like) = state.by_skeleton.get(&skeleton) {
+            return Err((
+                ErrorCode::NameTaken,
+                format!("the name {name:?} looks too much like {like:?}, who is connected; choose another"),
+            ));
+        }
+        state.by_fold.insert(folded, name.to_owned());
+        state.by_skeleton.insert(skeleton, name.to_owned());
+        state.users.insert(name.to_owned(), Peer { key, sessions: vec![session] });
+        Ok(Me { name: name.to_owned(), session: id })
     }
 
-    /// Removes a connection, tells its rooms it left, and ends or leaves
-    /// its file transfers.
-    pub(crate) fn unregister(&self, name: &str) {
+    /// Removes a connection. The user's last connection takes the name with
+    /// it: its rooms are told it left, and its file transfers end.
+    pub(crate) fn unregister(&self, me: &Me) {
         let mut state = self.lock();
-        let Some(peer) = state.users.remove(name) else { return };
-        for room in peer.rooms {
+        let name = me.name.as_str();
+        let Some(peer) = state.users.get_mut(name) else { return };
+        let Some(at) = peer.sessions.iter().position(|s| s.id == me.session) else { return };
+        let session = peer.sessions.swap_remove(at);
+        let left: Vec<String> = session.rooms.into_iter().filter(|room| !peer.in_room(room)).collect();
+        let last = peer.sessions.is_empty();
+        if last {
+            state.users.remove(name);
+            state.by_fold.remove(&fold_name(name));
+            state.by_skeleton.remove(&name_skeleton(name));
+        }
+        for room in left {
             Self::remove_member(&mut state, &room, name);
         }
-        let out = state.transfers.disconnect(name);
-        state.deliver_all(&out);
+        if last {
+            let out = state.transfers.disconnect(name);
+            state.deliver_all(&out);
+        }
+    }
+
+    /// The connected user's name for `name` compared folded, e.g. `alice`
+    /// for `Alice`: how names from clients (message and file targets,
+    /// Whois) find the user.
+    fn resolve(state: &State, name: &str) -> Option<String> {
+        if state.users.contains_key(name) {
+            return Some(name.to_owned());
+        }
+        state.by_fold.get(&fold_name(name)).cloned()
     }
 
     fn remove_member(state: &mut State, room: &str, name: &str) {
@@ -210,31 +354,43 @@ impl Hub {
         state.notify_room(room, name, &notice);
     }
 
-    /// Adds `name` to `room` and tells the other members.
-    pub(crate) fn join(&self, name: &str, room: &str, max_rooms: usize) -> Result<(), Refusal> {
+    /// Adds connection `me` to `room` (a folded name) and, if it is the
+    /// user's first connection there, tells the other members.
+    pub(crate) fn join(&self, me: &Me, room: &str, max_rooms: usize) -> Result<(), Refusal> {
+        let name = me.name.as_str();
         let mut state = self.lock();
         let Some(peer) = state.users.get_mut(name) else { return Ok(()) };
-        if peer.rooms.contains(room) {
+        let was_member = peer.in_room(room);
+        let Some(session) = peer.sessions.iter_mut().find(|s| s.id == me.session) else { return Ok(()) };
+        if session.rooms.contains(room) {
             return Ok(());
         }
-        if peer.rooms.len() >= max_rooms {
+        if session.rooms.len() >= max_rooms {
             return Err((ErrorCode::TooManyRooms, format!("you are in {max_rooms} rooms already; leave one first")));
         }
-        peer.rooms.insert(room.to_owned());
+        session.rooms.insert(room.to_owned());
+        if was_member {
+            return Ok(());
+        }
         state.rooms.entry(room.to_owned()).or_default().insert(name.to_owned());
         let notice = ServerMessage::Notice { kind: NoticeKind::Joined, room: room.to_owned(), name: name.to_owned() };
         state.notify_room(room, name, &notice);
         Ok(())
     }
 
-    /// Removes `name` from `room` and tells the other members.
-    pub(crate) fn leave(&self, name: &str, room: &str) -> Result<(), Refusal> {
+    /// Takes connection `me` out of `room`; if it was the user's last
+    /// connection there, tells the other members.
+    pub(crate) fn leave(&self, me: &Me, room: &str) -> Result<(), Refusal> {
+        let name = me.name.as_str();
         let mut state = self.lock();
-        let member = state.users.get_mut(name).is_some_and(|p| p.rooms.remove(room));
+        let Some(peer) = state.users.get_mut(name) else { return Err(not_in_room(room)) };
+        let member = peer.sessions.iter_mut().find(|s| s.id == me.session).is_some_and(|s| s.rooms.remove(room));
         if !member {
             return Err(not_in_room(room));
         }
-        Self::remove_member(&mut state, room, name);
+        if !peer.in_room(room) {
+            Self::remove_member(&mut state, room, name);
+        }
         Ok(())
     }
 
@@ -243,26 +399,30 @@ impl Hub {
     /// sender's byte-rate budget, §13.5) before anything is queued.
     pub(crate) fn send(
         &self,
-        from: &str,
+        me: &Me,
         to: &Target,
         text: String,
         client_id: u64,
         signature: Option<SendSignature>,
         admit: impl FnOnce(usize) -> Result<(), Refusal>,
     ) -> Result<(u64, u64), Refusal> {
+        let from = me.name.as_str();
         let state = self.lock();
-        let recipients = match to {
+        // Routed by the folded names (§13.4), but delivered with the target
+        // as the sender wrote it: the sender's signature covers that.
+        let (recipients, route) = match to {
             Target::Room(room) => {
-                if !state.users.get(from).is_some_and(|p| p.rooms.contains(room)) {
-                    return Err(not_in_room(room));
+                let room = fold_name(room);
+                if !state.users.get(from).is_some_and(|p| p.session_in_room(me.session, &room)) {
+                    return Err(not_in_room(&room));
                 }
-                state.rooms.get(room).map_or(0, |m| m.len().saturating_sub(1))
+                (state.rooms.get(&room).map_or(0, |m| m.len().saturating_sub(1)), Target::Room(room))
             }
             Target::User(user) => {
-                if !state.users.contains_key(user) {
+                let Some(user) = Self::resolve(&state, user) else {
                     return Err((ErrorCode::UnknownUser, format!("no user named {user:?} is connected")));
-                }
-                1
+                };
+                (1, Target::User(user))
             }
         };
         if !state.backlog.bulk_ok() {
@@ -287,7 +447,7 @@ impl Hub {
             tamper(&mut delivery);
         }
         let msg = ServerMessage::Message(delivery);
-        match to {
+        match &route {
             Target::Room(room) => state.notify_room(room, from, &msg),
             Target::User(user) => {
                 if let Some(bytes) = state.encode(&msg) {
@@ -301,18 +461,17 @@ impl Hub {
     /// The identity key a connected user proved (answer to Whois).
     pub(crate) fn whois(&self, name: &str) -> Result<ServerMessage, Refusal> {
         let state = self.lock();
-        let peer = state
-            .users
-            .get(name)
-            .ok_or_else(|| (ErrorCode::UnknownUser, format!("no user named {name:?} is connected")))?;
+        let unknown = || (ErrorCode::UnknownUser, format!("no user named {name:?} is connected"));
+        let user = Self::resolve(&state, name).ok_or_else(unknown)?;
+        let peer = state.users.get(&user).ok_or_else(unknown)?;
         let (algorithm, key) = peer.key.clone().unwrap_or_default();
-        Ok(ServerMessage::Identity { name: name.to_owned(), algorithm, key })
+        Ok(ServerMessage::Identity { name: user, algorithm, key })
     }
 
     /// The members of a room the asker is in.
-    pub(crate) fn members(&self, asker: &str, room: &str) -> Result<Vec<String>, Refusal> {
+    pub(crate) fn members(&self, asker: &Me, room: &str) -> Result<Vec<String>, Refusal> {
         let state = self.lock();
-        if !state.users.get(asker).is_some_and(|p| p.rooms.contains(room)) {
+        if !state.users.get(&asker.name).is_some_and(|p| p.session_in_room(asker.session, room)) {
             return Err(not_in_room(room));
         }
         Ok(state.rooms.get(room).map(|m| m.iter().cloned().collect()).unwrap_or_default())
@@ -323,7 +482,7 @@ impl Hub {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn file_offer(
         &self,
-        from: &str,
+        me: &Me,
         transfer: u64,
         to: Target,
         name: String,
@@ -339,11 +498,18 @@ impl Hub {
                     .into(),
             )));
         }
+        let from = me.name.as_str();
         let mut guard = self.lock();
         let state = &mut *guard;
         let expired = state.transfers.expire(Instant::now());
         state.deliver_all(&expired);
-        let recipients: BTreeSet<String> = match &to {
+        // Routed by the folded names; the offer keeps the target as the
+        // sender wrote it, which its signature covers (§13.7).
+        let route = match &to {
+            Target::User(user) => Target::User(Self::resolve(state, user).unwrap_or_else(|| user.clone())),
+            Target::Room(room) => Target::Room(fold_name(room)),
+        };
+        let recipients: BTreeSet<String> = match &route {
             Target::User(user) if user == from => {
                 return Err(OfferError::Refused((
                     ErrorCode::UnknownUser,
@@ -358,7 +524,7 @@ impl Hub {
                 )));
             }
             Target::Room(room) => {
-                if !state.users.get(from).is_some_and(|p| p.rooms.contains(room)) {
+                if !state.users.get(from).is_some_and(|p| p.session_in_room(me.session, room)) {
                     return Err(OfferError::Refused(not_in_room(room)));
                 }
                 let others: BTreeSet<String> = state
@@ -380,7 +546,22 @@ impl Hub {
             return Err(OfferError::Refused(busy()));
         }
         admit(count).map_err(OfferError::Refused)?;
-        let fanout = state.transfers.offer(from, transfer, to, name, size, recipients, limits, Instant::now())?;
+        let sessions = state.users.get(from).map_or(0, |p| p.sessions.len());
+        let fanout = match state.transfers.offer(from, transfer, to, name, size, recipients, limits, Instant::now()) {
+            // Transfers are the name's, and each session numbers its own
+            // from 1: with several sessions a reused id is no client bug,
+            // so the offer is refused and the connection stays.
+            Err(OfferError::DuplicateId) if sessions > 1 => {
+                return Err(OfferError::Refused((
+                    ErrorCode::BadRequest,
+                    format!(
+                        "another session of {from:?} has a file transfer numbered {transfer} in progress; send this \
+                         file when it ends"
+                    ),
+                )));
+            }
+            other => other?,
+        };
         // File names are user content: logs carry only ids and sizes.
         tracing::debug!(from, transfer, size, recipients = count, "file offered");
         state.deliver_all(&[fanout]);
@@ -393,7 +574,8 @@ impl Hub {
         // An answer after the deadline finds the offer expired.
         let expired = state.transfers.expire(Instant::now());
         state.deliver_all(&expired);
-        let out = state.transfers.answer(by, sender, transfer, accept);
+        let sender = Self::resolve(&state, sender).unwrap_or_else(|| sender.to_owned());
+        let out = state.transfers.answer(by, &sender, transfer, accept);
         state.deliver_all(&out);
     }
 
@@ -444,7 +626,8 @@ impl Hub {
         let out = if sender.is_empty() {
             state.transfers.cancel_by_sender(by, transfer, reason)
         } else {
-            state.transfers.cancel_by_receiver(by, sender, transfer, reason)
+            let sender = Self::resolve(&state, sender).unwrap_or_else(|| sender.to_owned());
+            state.transfers.cancel_by_receiver(by, &sender, transfer, reason)
         };
         if !out.is_empty() {
             tracing::debug!(by, transfer, "file transfer cancelled");
@@ -455,7 +638,8 @@ impl Hub {
     /// A receiver acknowledges stored data.
     pub(crate) fn file_ack(&self, by: &str, sender: &str, transfer: u64, received: u64) {
         let mut state = self.lock();
-        let out = state.transfers.ack(by, sender, transfer, received);
+        let sender = Self::resolve(&state, sender).unwrap_or_else(|| sender.to_owned());
+        let out = state.transfers.ack(by, &sender, transfer, received);
         state.deliver_all(&out);
     }
 
@@ -506,6 +690,14 @@ mod tests {
 
     use super::*;
 
+    impl Hub {
+        /// The first connection of `name`.
+        fn me(&self, name: &str) -> Me {
+            let session = self.lock().users.get(name).unwrap().sessions[0].id;
+            Me { name: name.to_owned(), session }
+        }
+    }
+
     fn hub() -> Hub {
         Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), &crate::Limits::default(), None)
     }
@@ -534,7 +726,8 @@ mod tests {
         let hub = hub();
         let (mut a_rx, a_kick) = connect(&hub, "a", 64);
         let (mut b_rx, b_kick) = connect(&hub, "b", 8);
-        hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 1 << 20, &offer_limits(), |_| Ok(())).unwrap();
+        hub.file_offer(&hub.me("a"), 1, Target::User("b".into()), "f".into(), 1 << 20, &offer_limits(), |_| Ok(()))
+            .unwrap();
         hub.file_answer("b", "a", 1, true);
         // Tiny chunks: far inside the byte window, but many messages.
         for _ in 0..20 {
@@ -571,24 +764,24 @@ mod tests {
         // A queue of 256 messages: by count alone, 256 x 16 KB could wait.
         let (rx, kick) = connect(&hub, "reader", 256);
         let (_s_rx, s_kick) = connect(&hub, "sender", 256);
-        hub.join("reader", "r", 32).unwrap();
-        hub.join("sender", "r", 32).unwrap();
+        hub.join(&hub.me("reader"), "r", 32).unwrap();
+        hub.join(&hub.me("sender"), "r", 32).unwrap();
         let text = "x".repeat(16_000);
         let mut sent = 0;
         while !kick.is_cancelled() && sent < 100 {
-            hub.send("sender", &Target::Room("r".into()), text.clone(), sent, None, |_| Ok(())).unwrap();
+            hub.send(&hub.me("sender"), &Target::Room("r".into()), text.clone(), sent, None, |_| Ok(())).unwrap();
             sent += 1;
         }
         assert!(kick.is_cancelled(), "the reader was cut off as too slow");
         assert_eq!(sent, 5, "cut off at the fifth 16 KB message, with 64 KiB queued");
         assert!(rx.len() <= 5, "the sender's join notice and four messages");
-        let queued: usize = hub.lock().users.get("reader").unwrap().queued.load(Ordering::Relaxed);
+        let queued: usize = hub.lock().users.get("reader").unwrap().sessions[0].queued.load(Ordering::Relaxed);
         assert!(queued <= 64 * 1024, "{queued}");
         assert!(!s_kick.is_cancelled());
         drop(rx);
-        hub.unregister("reader");
+        hub.unregister(&hub.me("reader"));
         let state = hub.lock();
-        let sender_holds = state.users.get("sender").unwrap().queued.load(Ordering::Relaxed);
+        let sender_holds = state.users.get("sender").unwrap().sessions[0].queued.load(Ordering::Relaxed);
         assert_eq!(state.backlog.total(), sender_holds, "only the notice that the reader left is still queued");
     }
 
@@ -598,12 +791,12 @@ mod tests {
         let readers: Vec<_> = (0..4).map(|i| connect(&hub, &format!("r{i}"), 256)).collect();
         let (_s_rx, _s) = connect(&hub, "sender", 256);
         for i in 0..4 {
-            hub.join(&format!("r{i}"), "room", 32).unwrap();
+            hub.join(&hub.me(&format!("r{i}")), "room", 32).unwrap();
         }
-        hub.join("sender", "room", 32).unwrap();
+        hub.join(&hub.me("sender"), "room", 32).unwrap();
         let text = "x".repeat(16_000);
-        hub.send("sender", &Target::Room("room".into()), text.clone(), 1, None, |_| Ok(())).unwrap();
-        let one = hub.lock().users.get("r0").unwrap().queued.load(Ordering::Relaxed);
+        hub.send(&hub.me("sender"), &Target::Room("room".into()), text.clone(), 1, None, |_| Ok(())).unwrap();
+        let one = hub.lock().users.get("r0").unwrap().sessions[0].queued.load(Ordering::Relaxed);
         assert!(one > 16_000);
         // Four recipients (and the join notices they already held), counted once.
         let queued_each = one;
@@ -612,7 +805,9 @@ mod tests {
         // total, before any recipient (each under its own budget) is cut off.
         let mut refused = None;
         for id in 2..40 {
-            if let Err(r) = hub.send("sender", &Target::Room("room".into()), text.clone(), id, None, |_| Ok(())) {
+            if let Err(r) =
+                hub.send(&hub.me("sender"), &Target::Room("room".into()), text.clone(), id, None, |_| Ok(()))
+            {
                 refused = Some(r);
                 break;
             }
@@ -628,11 +823,11 @@ mod tests {
         let hub = hub();
         let (mut a_rx, _a) = connect(&hub, "a", 64);
         let (mut b_rx, _b) = connect(&hub, "b", 64);
-        hub.file_offer("a", 1, Target::User("b".into()), "f".into(), 10, &offer_limits(), |_| Ok(())).unwrap();
-        hub.file_offer("b", 1, Target::User("a".into()), "f".into(), 10, &offer_limits(), |_| Ok(())).unwrap();
+        hub.file_offer(&hub.me("a"), 1, Target::User("b".into()), "f".into(), 10, &offer_limits(), |_| Ok(())).unwrap();
+        hub.file_offer(&hub.me("b"), 1, Target::User("a".into()), "f".into(), 10, &offer_limits(), |_| Ok(())).unwrap();
         drain(&mut a_rx);
         drain(&mut b_rx);
-        hub.unregister("b");
+        hub.unregister(&hub.me("b"));
         let got = drain(&mut a_rx);
         // Same id both ways: `sender` tells the two apart.
         assert_eq!(got.len(), 2, "{got:?}");
@@ -645,5 +840,79 @@ mod tests {
                 .any(|m| matches!(m, ServerMessage::FileCancelled { sender, by, .. } if sender == "a" && by == "b"))
         );
         assert_eq!(hub.transfer_count(), 0);
+    }
+
+    fn key(n: u8) -> Option<(u16, Vec<u8>)> {
+        Some((0x0807, vec![n; 44]))
+    }
+
+    fn session(hub: &Hub, name: &str, key: Option<(u16, Vec<u8>)>) -> Result<(Me, mpsc::Receiver<Queued>), Refusal> {
+        let (tx, rx) = mpsc::channel(64);
+        hub.register(name, tx, CancellationToken::new(), key).map(|me| (me, rx))
+    }
+
+    #[test]
+    fn names_are_compared_ignoring_case_and_look_alikes_are_refused() {
+        let hub = hub();
+        let (_alice, mut rx) = session(&hub, "alice", key(1)).unwrap();
+        for other in ["Alice", "ALICE", "a1ice", "AIice"] {
+            let (code, text) = session(&hub, other, key(2)).err().unwrap();
+            assert_eq!(code, ErrorCode::NameTaken, "{other}: {text}");
+        }
+        // Nor by a keyless client.
+        assert!(session(&hub, "Alice", None).is_err());
+        // A message to any spelling reaches alice, addressed as the sender
+        // wrote it (which the sender's signature covers).
+        let (bob, _b) = session(&hub, "bob", None).unwrap();
+        hub.send(&bob, &Target::User("ALICE".into()), "hi".into(), 1, None, |_| Ok(())).unwrap();
+        let got = drain(&mut rx);
+        assert!(
+            matches!(&got[..], [ServerMessage::Message(d)] if d.to == Target::User("ALICE".into()) && d.from == "bob"),
+            "{got:?}"
+        );
+        assert!(matches!(hub.whois("Alice"), Ok(ServerMessage::Identity { name, .. }) if name == "alice"));
+    }
+
+    #[test]
+    fn one_key_may_have_several_sessions_and_each_gets_its_messages() {
+        let hub = hub();
+        let (one, mut rx1) = session(&hub, "alice", key(1)).unwrap();
+        let (two, mut rx2) = session(&hub, "alice", key(1)).unwrap();
+        // Another spelling of the same key's name gets told which to use.
+        let (_, text) = session(&hub, "Alice", key(1)).err().unwrap();
+        assert!(text.contains("connected as \"alice\""), "{text}");
+        assert_eq!(hub.user_count(), 1);
+        let (bob, _b) = session(&hub, "bob", None).unwrap();
+        hub.send(&bob, &Target::User("alice".into()), "hi".into(), 1, None, |_| Ok(())).unwrap();
+        for rx in [&mut rx1, &mut rx2] {
+            let got = drain(rx);
+            assert!(matches!(&got[..], [ServerMessage::Message(d)] if d.text == "hi"), "{got:?}");
+        }
+        // Rooms: the name is listed once; room messages reach the sessions in the room.
+        hub.join(&one, "lobby", 32).unwrap();
+        hub.join(&two, "lobby", 32).unwrap();
+        hub.join(&bob, "lobby", 32).unwrap();
+        assert_eq!(hub.members(&bob, "lobby").unwrap(), ["alice", "bob"]);
+        drain(&mut rx1);
+        drain(&mut rx2);
+        hub.send(&bob, &Target::Room("lobby".into()), "all".into(), 2, None, |_| Ok(())).unwrap();
+        assert_eq!(drain(&mut rx1).len(), 1);
+        assert_eq!(drain(&mut rx2).len(), 1);
+        // Each session numbers its transfers from 1: a clash is refused, not fatal.
+        let offer =
+            |me: &Me| hub.file_offer(me, 1, Target::User("bob".into()), "f".into(), 10, &offer_limits(), |_| Ok(()));
+        offer(&one).unwrap();
+        assert!(matches!(offer(&two), Err(OfferError::Refused((ErrorCode::BadRequest, _)))));
+        // One session leaving keeps the name and its room membership.
+        hub.unregister(&one);
+        assert_eq!(hub.members(&bob, "lobby").unwrap(), ["alice", "bob"]);
+        assert!(hub.whois("alice").is_ok());
+        hub.unregister(&two);
+        assert_eq!(hub.members(&bob, "lobby").unwrap(), ["bob"]);
+        assert!(hub.whois("alice").is_err());
+        // Sessions per name are bounded.
+        let kept: Vec<_> = (0..MAX_SESSIONS_PER_NAME).map(|_| session(&hub, "carol", key(3)).unwrap()).collect();
+        assert!(session(&hub, "carol", key(3)).is_err());
+        drop(kept);
     }
 }

@@ -8,6 +8,11 @@
 //!   connect, each under the names listed for it. The file can be reloaded
 //!   while the server runs ([`Identities::reload`], on SIGHUP in the CLI).
 //!
+//! Names are compared folded (ASCII lowercase, PROTOCOL.md §13.4): a key
+//! that owns `alice` owns `Alice` too. In the open policy, an unbound name
+//! that looks like a bound one (same skeleton, e.g. `a1ice`) is refused to
+//! every other key and to clients without one.
+//!
 //! Both files have one entry a line, `NAME SHA256:<fingerprint>`, where the
 //! fingerprint is the SHA-256 of the identity key's DER SubjectPublicKeyInfo
 //! (what `cipherline fingerprint` prints); `#` starts a comment.
@@ -33,7 +38,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cipherline_keys::Fingerprint;
-use cipherline_proto::app::ErrorCode;
+use cipherline_proto::app::{ErrorCode, fold_name, name_skeleton};
 
 use crate::connection::valid_name;
 use crate::hub::Refusal;
@@ -79,6 +84,8 @@ pub enum IdentityFileError {
     },
 }
 
+/// Names (folded, [`fold_name`]: `Alice` and `alice` are one name) and the
+/// keys that may use them.
 type Table = HashMap<String, BTreeSet<[u8; 32]>>;
 
 /// One line: `Ok(None)` for a blank or comment line.
@@ -110,7 +117,7 @@ fn parse_table(path: &Path, text: &str) -> Result<Table, IdentityFileError> {
     for (n, line) in text.lines().enumerate() {
         let entry = parse_line(line).map_err(|()| IdentityFileError::Syntax { path: path.to_owned(), line: n + 1 })?;
         if let Some((name, fp)) = entry {
-            table.entry(name.to_owned()).or_default().insert(fp);
+            table.entry(fold_name(name)).or_default().insert(fp);
         }
     }
     Ok(table)
@@ -160,6 +167,10 @@ struct Quotas {
     /// Set when the file could not be written or repaired: further
     /// bindings are refused rather than risk a half-written file.
     broken: bool,
+    /// The bound (folded) names by look-alike skeleton ([`name_skeleton`]),
+    /// to refuse `a1ice` once `alice` is bound. Several only in a names
+    /// file written before this rule. As large as the table, no larger.
+    skeletons: HashMap<String, BTreeSet<String>>,
 }
 
 impl Quotas {
@@ -168,6 +179,10 @@ impl Quotas {
         for key in table.values().flatten() {
             *per_key.entry(*key).or_default() += 1;
         }
+        let mut skeletons: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for name in table.keys() {
+            skeletons.entry(name_skeleton(name)).or_default().insert(name.clone());
+        }
         Quotas {
             per_key,
             per_ip: HashMap::new(),
@@ -175,6 +190,7 @@ impl Quotas {
             writer: None,
             pending: HashSet::new(),
             broken: !writable,
+            skeletons,
         }
     }
 
@@ -267,7 +283,7 @@ impl Identities {
         limits: &crate::Limits,
     ) -> Result<(), Refusal> {
         let IdentityPolicy::Open { names_file } = &self.policy else {
-            let ok = key.is_some_and(|k| self.read().get(name).is_some_and(|set| set.contains(k)));
+            let ok = key.is_some_and(|k| self.read().get(&fold_name(name)).is_some_and(|set| set.contains(k)));
             return if ok {
                 Ok(())
             } else {
@@ -282,7 +298,7 @@ impl Identities {
         match synced {
             Ok(Ok(())) => {
                 // Any fsync after the append makes it durable, whoever ran it.
-                self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pending.remove(name);
+                self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pending.remove(&fold_name(name));
                 Ok(())
             }
             Ok(Err(e)) => Err(self.unbind(name, key, &e.to_string())),
@@ -304,20 +320,39 @@ impl Identities {
     ) -> Result<Option<Arc<std::fs::File>>, Refusal> {
         let mut table = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let k = match (table.get(name), key) {
+        let folded = fold_name(name);
+        match (table.get(&folded), key) {
             // Bound, but maybe not on disk yet: then wait for it as well.
             (Some(bound), Some(k)) if bound.contains(k) => {
-                return Ok(quotas.writer.clone().filter(|_| quotas.pending.contains(name)));
+                return Ok(quotas.writer.clone().filter(|_| quotas.pending.contains(&folded)));
             }
             (Some(_), _) => {
                 return Err((
                     ErrorCode::IdentityMismatch,
-                    format!("the name {name:?} belongs to another identity key on this server; choose another name"),
+                    format!(
+                        "the name {name:?} belongs to another identity key on this server (names are compared \
+                         ignoring case); choose another name"
+                    ),
                 ));
             }
-            (None, None) => return Ok(None),
-            (None, Some(k)) => k,
-        };
+            (None, _) => {}
+        }
+        // An unbound name that looks like a name bound to another key (or
+        // to any key, for a client without one) would pass for its owner.
+        let skeleton = name_skeleton(name);
+        let like = quotas.skeletons.get(&skeleton).and_then(|similar| {
+            similar.iter().find(|n| table.get(*n).is_some_and(|set| key.is_none_or(|k| !set.contains(k))))
+        });
+        if let Some(like) = like {
+            return Err((
+                ErrorCode::IdentityMismatch,
+                format!(
+                    "the name {name:?} looks too much like {like:?}, which belongs to another identity key on this \
+                     server; choose another name"
+                ),
+            ));
+        }
+        let Some(k) = key else { return Ok(None) };
         let refuse = |text: String| Err((ErrorCode::RateLimited, text));
         if table.len() >= limits.max_name_bindings {
             tracing::warn!(limit = limits.max_name_bindings, "names table full; binding refused");
@@ -361,12 +396,13 @@ impl Identities {
                     quotas.broken = true;
                     return Err(cannot());
                 }
-                quotas.pending.insert(name.to_owned());
+                quotas.pending.insert(folded.clone());
                 Some(writer)
             }
             None => None,
         };
-        table.entry(name.to_owned()).or_default().insert(*k);
+        quotas.skeletons.entry(skeleton).or_default().insert(folded.clone());
+        table.entry(folded).or_default().insert(*k);
         *quotas.per_key.entry(*k).or_default() += 1;
         quotas.count_ip(group, now);
         tracing::info!(name, key = %Fingerprint::from_bytes(*k), "name bound to identity key");
@@ -379,11 +415,19 @@ impl Identities {
         let mut table = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         quotas.broken = true;
-        quotas.pending.remove(name);
+        let folded = fold_name(name);
+        quotas.pending.remove(&folded);
         if let Some(k) = key
-            && table.get(name).is_some_and(|set| set.len() == 1 && set.contains(k))
+            && table.get(&folded).is_some_and(|set| set.len() == 1 && set.contains(k))
         {
-            table.remove(name);
+            table.remove(&folded);
+            let skeleton = name_skeleton(name);
+            if let Some(similar) = quotas.skeletons.get_mut(&skeleton) {
+                similar.remove(&folded);
+                if similar.is_empty() {
+                    quotas.skeletons.remove(&skeleton);
+                }
+            }
             if let Some(n) = quotas.per_key.get_mut(k) {
                 *n = n.saturating_sub(1);
             }
@@ -429,6 +473,26 @@ mod tests {
         let again = Identities::load(IdentityPolicy::Open { names_file: Some(file) }).unwrap();
         assert_eq!(claim(&again, "alice", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
         assert_eq!(claim(&again, "bob", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
+    }
+
+    #[tokio::test]
+    async fn bound_names_hold_for_every_spelling_and_look_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("names");
+        let limits = crate::Limits::default();
+        let ids = Identities::load(IdentityPolicy::Open { names_file: Some(file.clone()) }).unwrap();
+        assert!(claim(&ids, "Alice", Some(&[1; 32]), &limits).await.is_ok());
+        for (name, key) in [("alice", Some(&[2; 32])), ("ALICE", None), ("a1ice", Some(&[2; 32])), ("AIice", None)] {
+            assert_eq!(claim(&ids, name, key, &limits).await, Err(ErrorCode::IdentityMismatch), "{name}");
+        }
+        // The owner may use any spelling, and a look-alike of its own name.
+        assert!(claim(&ids, "alice", Some(&[1; 32]), &limits).await.is_ok());
+        assert!(claim(&ids, "a1ice", Some(&[1; 32]), &limits).await.is_ok());
+        // After a restart the names file's spelling does not matter.
+        let again = Identities::load(IdentityPolicy::Open { names_file: Some(file) }).unwrap();
+        assert_eq!(claim(&again, "ALICE", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
+        assert_eq!(claim(&again, "a1lce", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
+        assert!(claim(&again, "aLiCe", Some(&[1; 32]), &limits).await.is_ok());
     }
 
     #[tokio::test]

@@ -164,7 +164,7 @@ pub async fn run_with(
     }
 
     tracing::info!(
-        connections = hub.user_count(),
+        users = hub.user_count(),
         transfers = hub.transfer_count(),
         "shutting down: telling clients and draining"
     );

@@ -196,3 +196,87 @@ async fn a_peers_key_change_is_reported_and_whois_shows_keys() {
     let status = peers.check_key("alice", other.public_key());
     assert_eq!(status, MessageStatus::KeyChanged { remembered: fp(&key(1)), presented: Some(fp(&other)) });
 }
+
+fn refused_with(result: Result<Client, ClientError>) -> ErrorCode {
+    match result {
+        Err(ClientError::Refused { code, .. }) => code,
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+/// `Alice` is `alice` (PROTOCOL.md §13.4), and `a1ice` passes for her: both
+/// are refused while she is connected (name_taken) and, in the open policy,
+/// once her name is bound to her key (identity_mismatch). Before, each was
+/// a different user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_compare_ignoring_case_and_look_alikes_are_refused() {
+    let ids = Arc::new(Identities::open_in_memory());
+    // Many connections from one address in a moment: lift its rate.
+    let limits =
+        Limits { new_connections_per_ip_per_sec: 1000, new_connections_burst_per_ip: 1000, ..Limits::default() };
+    let (addr, _stop, _task) = start_relay(ids, ClientAuthRequest::Optional, limits, None).await;
+    let alice = connect_as(&addr, "alice", Some(key(1))).await.unwrap();
+    for name in ["Alice", "ALICE", "a1ice", "AIice"] {
+        assert_eq!(refused_with(connect_as(&addr, name, Some(key(2))).await), ErrorCode::NameTaken, "{name}");
+        assert_eq!(refused_with(connect_as(&addr, name, None).await), ErrorCode::NameTaken, "{name} without a key");
+    }
+    alice.close().await.unwrap();
+    // Gone, but the name is bound to her key: every spelling and look-alike
+    // stays hers.
+    for name in ["Alice", "a1ice", "AIIce"] {
+        assert_eq!(refused_with(connect_as(&addr, name, Some(key(2))).await), ErrorCode::IdentityMismatch, "{name}");
+        assert_eq!(refused_with(connect_as(&addr, name, None).await), ErrorCode::IdentityMismatch, "{name}");
+    }
+    // Rooms too: `General` is `general`, and its members are listed once.
+    let mut alice = connect_as(&addr, "Alice", Some(key(1))).await.expect("her key, another spelling");
+    let mut bob = connect_as(&addr, "bob", Some(key(2))).await.unwrap();
+    alice.join("General").await.unwrap();
+    bob.join("general").await.unwrap();
+    assert_eq!(bob.who("GENERAL").await.unwrap(), ["Alice", "bob"]);
+    // Targets arrive as the sender wrote them, signed: the signatures verify.
+    bob.send_acked(Target::Room("GeneraL".into()), "to the room").await.unwrap();
+    let got = next_message(&mut alice).await;
+    assert_eq!((got.text.as_str(), &got.to), ("to the room", &Target::Room("GeneraL".into())));
+    let mut peers = Peers::load(&addr, None).unwrap();
+    assert_eq!(peers.check(&got), MessageStatus::New(fp(&key(2))));
+    bob.send_acked(Target::User("alice".into()), "to you").await.unwrap();
+    let got = next_message(&mut alice).await;
+    assert_eq!((got.text.as_str(), &got.to), ("to you", &Target::User("alice".into())));
+    assert_eq!(peers.check(&got), MessageStatus::Known);
+}
+
+/// The same identity key connecting twice (a script while the chat is
+/// open) gets a second session of its name, not "choose another name";
+/// a direct message reaches both sessions, and room members list the name
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_key_in_two_sessions_both_receive_a_dm() {
+    let ids = Arc::new(Identities::open_in_memory());
+    // Many connections from one address in a moment: lift its rate.
+    let limits =
+        Limits { new_connections_per_ip_per_sec: 1000, new_connections_burst_per_ip: 1000, ..Limits::default() };
+    let (addr, _stop, _task) = start_relay(ids, ClientAuthRequest::Optional, limits, None).await;
+    let mut chat = connect_as(&addr, "alice", Some(key(1))).await.unwrap();
+    let mut script = connect_as(&addr, "alice", Some(key(1))).await.expect("a second session of the same key");
+    // Another key, or none, still may not share the name.
+    assert_eq!(refused_with(connect_as(&addr, "alice", Some(key(2))).await), ErrorCode::NameTaken);
+    assert_eq!(refused_with(connect_as(&addr, "alice", None).await), ErrorCode::NameTaken);
+    let mut bob = connect_as(&addr, "bob", Some(key(2))).await.unwrap();
+    bob.send_acked(Target::User("alice".into()), "hello both").await.unwrap();
+    assert_eq!(next_message(&mut chat).await.text, "hello both");
+    assert_eq!(next_message(&mut script).await.text, "hello both");
+
+    chat.join("lobby").await.unwrap();
+    script.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    assert_eq!(bob.who("lobby").await.unwrap(), ["alice", "bob"]);
+    bob.send_acked(Target::Room("lobby".into()), "room").await.unwrap();
+    assert_eq!(next_message(&mut chat).await.text, "room");
+    assert_eq!(next_message(&mut script).await.text, "room");
+    // The script leaving keeps the chat session, its name and its room.
+    script.close().await.unwrap();
+    bob.send_acked(Target::User("alice".into()), "still here?").await.unwrap();
+    assert_eq!(next_message(&mut chat).await.text, "still here?");
+    assert_eq!(bob.who("lobby").await.unwrap(), ["alice", "bob"]);
+}

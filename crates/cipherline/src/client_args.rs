@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use cipherline_client::peers::Peers;
 use cipherline_client::{Client, ClientError, Options, TrustCheck};
-use cipherline_keys::{Fingerprint, KeyKind, LoadOptions, PrivateKey, Prompt, ServerAddr, TrustPolicy};
+use cipherline_keys::{
+    Error as KeysError, Fingerprint, KeyKind, KeyProblem, LoadOptions, Passphrase, PrivateKey, Prompt, ServerAddr,
+    TrustPolicy,
+};
 use cipherline_net::NetError;
 use cipherline_proto::Error as ProtoError;
 use cipherline_proto::crypto::kem::ServerPublicKey;
@@ -15,7 +18,7 @@ use cipherline_proto::error::Incompatibility;
 use clap::Args;
 
 use crate::error::CliError;
-use crate::passphrase::have_terminal;
+use crate::passphrase::{ask_existing, have_terminal};
 use crate::password::PasswordArgs;
 use crate::trust::{TrustArgs, terminal_prompt};
 
@@ -46,9 +49,29 @@ pub struct ClientArgs {
     #[arg(long, value_name = "PATH")]
     pub identity: Option<PathBuf>,
 
+    /// Read the identity key's passphrase from the first line of FILE
+    /// (without its line break), for scripts. Without it, an encrypted
+    /// identity key's passphrase is asked for on the terminal.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_identity")]
+    pub identity_passphrase_file: Option<PathBuf>,
+
     /// Connect without an identity key: your messages are unsigned.
     #[arg(long, conflicts_with = "identity")]
     pub no_identity: bool,
+
+    #[arg(skip)]
+    loaded: LoadedIdentity,
+}
+
+/// The identity key once loaded: its passphrase is asked for once per run,
+/// also when `listen --reconnect` connects again. No key material in Debug.
+#[derive(Default)]
+struct LoadedIdentity(std::sync::OnceLock<Option<Arc<IdentityKey>>>);
+
+impl std::fmt::Debug for LoadedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "LoadedIdentity(loaded)" } else { "LoadedIdentity(not yet)" })
+    }
 }
 
 /// A connected client with what the subcommands need around it.
@@ -113,6 +136,47 @@ fn create_identity(path: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Loads the identity key at `path`. An encrypted key is decrypted with the
+/// passphrase from `passphrase_file`, or else one typed on the terminal; the
+/// errors name this command's flag (keygen's `--passphrase-file` is not one
+/// of chat's, send's or listen's).
+fn load_identity(path: &Path, passphrase_file: Option<&Path>) -> Result<IdentityKey, CliError> {
+    let mut passphrase = passphrase_file.map(Passphrase::from_file).transpose()?;
+    loop {
+        match cipherline_keys::load_identity_key(path, &LoadOptions::new().passphrase(passphrase.as_ref())) {
+            Ok(key) => return Ok(key),
+            // Asked once: a wrong answer is reported below, not asked again,
+            // so a script never loops on a prompt.
+            Err(KeysError::KeyFile { problem: KeyProblem::PassphraseRequired, .. })
+                if passphrase.is_none() && have_terminal() =>
+            {
+                passphrase = Some(ask_existing()?);
+            }
+            Err(KeysError::KeyFile { problem: KeyProblem::PassphraseRequired, .. }) => {
+                return Err(CliError::NoTerminal {
+                    what: "the identity key is encrypted and needs its passphrase",
+                    hint: "pass --identity-passphrase-file FILE (the passphrase on its first line), run on a \
+                           terminal to type it, or use another key with --identity",
+                });
+            }
+            Err(KeysError::KeyFile { problem: KeyProblem::WrongPassphrase, .. }) => {
+                let hint = match passphrase_file {
+                    Some(file) => format!(
+                        "check the passphrase on the first line of {} (used without its line break)",
+                        file.display()
+                    ),
+                    None => "run the command again and type the passphrase the key was made with".to_owned(),
+                };
+                return Err(CliError::failed(
+                    format!("wrong passphrase for the identity key {}", path.display()),
+                    hint,
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The login name, made acceptable as a display name; "user" if none.
 fn default_name() -> String {
     let raw = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_default();
@@ -130,7 +194,10 @@ impl ClientArgs {
 
     /// The identity key to use: the flag's, or the default one (created
     /// on first use); `None` with --no-identity.
-    fn identity(&self) -> Result<Option<IdentityKey>, CliError> {
+    fn identity(&self) -> Result<Option<Arc<IdentityKey>>, CliError> {
+        if let Some(loaded) = self.loaded.0.get() {
+            return Ok(loaded.clone());
+        }
         if self.no_identity {
             return Ok(None);
         }
@@ -144,14 +211,15 @@ impl ClientArgs {
                 path
             }
         };
-        Ok(Some(cipherline_keys::load_identity_key(&path, &LoadOptions::new())?))
+        let key = Arc::new(load_identity(&path, self.identity_passphrase_file.as_deref())?);
+        Ok(self.loaded.0.get_or_init(|| Some(key)).clone())
     }
 
     /// Connects, checks the server's key by the trust flags (asking on a
     /// terminal at first contact when `may_prompt`), and says Hello.
     pub async fn connect(&self, may_prompt: bool) -> Result<Connected, CliError> {
         let addr: ServerAddr = self.server.parse()?;
-        let identity = self.identity()?.map(Arc::new);
+        let identity = self.identity()?;
         let me = identity.as_ref().map(|k| Fingerprint::from_bytes(k.public_key().fingerprint()));
         let check = PolicyCheck { addr: &addr, policy: self.trust.policy()?, may_prompt, refusal: Mutex::new(None) };
         let name = self.name();

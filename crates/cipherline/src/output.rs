@@ -38,7 +38,8 @@ pub fn message_line(d: &Delivery, me: &str, status: &MessageStatus) -> String {
     let at = clock(sent_at(d, status));
     match &d.to {
         Target::Room(room) => format!("{at} [{}] {from}: {text}", escape(room)),
-        Target::User(to) if to == me => format!("{at} {from} -> you: {text}"),
+        // Names are compared ignoring case (PROTOCOL.md §13.4).
+        Target::User(to) if to.eq_ignore_ascii_case(me) => format!("{at} {from} -> you: {text}"),
         Target::User(to) => format!("{at} {from} -> {}: {text}", escape(to)),
     }
 }

@@ -20,6 +20,47 @@ pub fn valid_name(name: &str, max: usize) -> bool {
         && !name.starts_with(['-', '.'])
 }
 
+/// The form in which two names are compared (PROTOCOL.md §13.4): `Alice`
+/// and `alice` are one user, and `General` and `general` one room.
+///
+/// For names in the grammar ([`valid_name`], ASCII only) this is ASCII
+/// lowercase, which is exactly what Unicode simple case folding followed
+/// by NFC gives for ASCII text: no ASCII letter folds outside ASCII, and
+/// ASCII text is already in NFC. A name outside the grammar is folded the
+/// same way (non-ASCII characters unchanged); servers refuse such names
+/// before comparing anyway.
+#[must_use]
+pub fn fold_name(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+/// The look-alike "skeleton" of a name (PROTOCOL.md §13.4): two names with
+/// the same skeleton are too easily mistaken for each other on a screen,
+/// so a server refuses the second one while the first is connected or bound
+/// to another key.
+///
+/// The name is folded ([`fold_name`]), then: `1` and `i` become `l` (`I`,
+/// which folds to `i`, looks like `l` in many fonts), `0` becomes `o`,
+/// `rn` becomes `m` and `vv` becomes `w`. The skeleton of every spelling of
+/// a name is the same, because folding comes first.
+///
+/// A small table rather than Unicode's confusables data (UTS #39, the
+/// `unicode-security` crate): that skeleton is meant for unfolded Unicode
+/// text; on folded ASCII names it keeps `i` apart from `l` (so `AIice`
+/// passes for `alice`) and `vv` apart from `w`.
+#[must_use]
+pub fn name_skeleton(name: &str) -> String {
+    let mapped: String = fold_name(name)
+        .chars()
+        .map(|c| match c {
+            '1' | 'i' => 'l',
+            '0' => 'o',
+            other => other,
+        })
+        .collect();
+    mapped.replace("rn", "m").replace("vv", "w")
+}
+
 impl ServerMessage {
     /// Checks every user and room name the message carries against the
     /// name grammar ([`valid_name`]); [`DecodeError::InvalidName`] if one
@@ -49,5 +90,30 @@ impl ServerMessage {
             ServerMessage::Ack { .. } | ServerMessage::Error { .. } | ServerMessage::Pong { .. } => true,
         };
         if ok { Ok(()) } else { Err(DecodeError::InvalidName) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folding_ignores_ascii_case_only() {
+        assert_eq!(fold_name("Alice"), "alice");
+        assert_eq!(fold_name("ALICE_2.x"), "alice_2.x");
+        assert_eq!(fold_name("alice"), fold_name("aLiCe"));
+    }
+
+    #[test]
+    fn look_alikes_share_a_skeleton() {
+        let alice = name_skeleton("alice");
+        for fake in ["a1ice", "aIice", "ALICE", "AlIce", "ali1ce".replacen("1", "", 1).as_str()] {
+            assert_eq!(name_skeleton(fake), alice, "{fake}");
+        }
+        assert_eq!(name_skeleton("rnallory"), name_skeleton("mallory"));
+        assert_eq!(name_skeleton("vvalter"), name_skeleton("Walter"));
+        assert_eq!(name_skeleton("b0b"), name_skeleton("BOB"));
+        assert_ne!(name_skeleton("alice"), name_skeleton("alicia"));
+        assert_ne!(name_skeleton("bob"), name_skeleton("rob"));
     }
 }
