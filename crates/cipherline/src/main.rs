@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Command::Listen(args) => client_runtime(listen::run(args)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(error::exit::OK),
         Err(e) => {
             report(&e);
             ExitCode::from(e.exit_code())

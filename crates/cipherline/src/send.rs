@@ -4,7 +4,8 @@ use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cipherline_proto::app::{ServerMessage, Target};
+use cipherline_client::{Client, ClientError};
+use cipherline_proto::app::{ErrorCode, ServerMessage, Target};
 use clap::Args;
 
 use crate::client_args::ClientArgs;
@@ -16,9 +17,14 @@ use crate::output::{key_notice, print_message};
 /// each one. With no MESSAGE and no --file, every line of standard input
 /// is sent as one message.
 ///
-/// Exit codes: 0 all acknowledged; 2 usage; 3 the server's key was not
-/// trusted; 4 the server could not be reached; 5 the server refused (e.g.
-/// unknown user); 6 the name is taken; 1 anything else.
+/// Lines are paced to the server's rate limits: a line the server refuses
+/// as too fast is sent again after a pause (a few times at most), and a
+/// line that cannot be delivered is reported by its number.
+///
+/// Exit codes (the table in README.md): 0 all acknowledged; 2 usage; 3 the
+/// server's key was not trusted; 4 the server could not be reached; 5 the
+/// server refused (e.g. unknown user); 6 the name is taken; 7 the server
+/// stopped answering; 1 anything else.
 #[derive(Debug, Args)]
 pub struct SendArgs {
     #[command(flatten)]
@@ -64,15 +70,20 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
     if let Some(path) = &args.file {
         files::send_file(&mut client, target.clone(), path, Duration::from_secs(args.answer_timeout)).await?;
     } else if args.message.is_empty() {
+        let mut pacer = Pacer::default();
         let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
+        for (index, line) in stdin.lock().lines().enumerate() {
+            let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
             let line = line.map_err(|e| CliError::failed(format!("reading standard input: {e}"), "check the pipe"))?;
             if !line.is_empty() {
-                client.send_acked(target.clone(), &line).await?;
+                pacer
+                    .send(&mut client, &target, &line)
+                    .await
+                    .map_err(|e| CliError::Line { line: number, error: Box::new(e) })?;
             }
         }
     } else {
-        client.send_acked(target.clone(), &args.message.join(" ")).await?;
+        Pacer::default().send(&mut client, &target, &args.message.join(" ")).await?;
     }
     if let Some(secs) = args.wait_reply {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -88,4 +99,47 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
     }
     let _ = client.close().await;
     Ok(())
+}
+
+/// How often one message is sent again after the server said it came too
+/// fast, and the longest pause between tries: together they bound how long
+/// one line may take (about 10 s) when the server keeps refusing it.
+const RETRIES: u32 = 8;
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const LONGEST_PAUSE: Duration = Duration::from_secs(2);
+
+/// Keeps `send` under the server's message rate (PROTOCOL.md §13.5).
+///
+/// The server refuses a message that comes too fast with `rate_limited`
+/// and keeps the connection: the pacer waits and sends that same message
+/// again, doubling the pause each time, so a long pipe is delivered
+/// whole and in order at the rate the server allows.
+#[derive(Default)]
+struct Pacer {
+    /// The pause before the next retry; it grows while the server keeps
+    /// refusing and starts over after a delivery.
+    pause: Option<Duration>,
+}
+
+impl Pacer {
+    /// Sends `text` and waits for its acknowledgement, retrying while the
+    /// server says it comes too fast.
+    async fn send(&mut self, client: &mut Client, to: &Target, text: &str) -> Result<(), CliError> {
+        let mut tries = 0;
+        loop {
+            match client.send_acked(to.clone(), text).await {
+                Ok(_) => {
+                    self.pause = None;
+                    return Ok(());
+                }
+                Err(ClientError::Refused { code: ErrorCode::RateLimited, .. }) if tries < RETRIES => {
+                    tries += 1;
+                    let pause = self.pause.map_or(FIRST_PAUSE, |p| (p * 2).min(LONGEST_PAUSE));
+                    self.pause = Some(pause);
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
