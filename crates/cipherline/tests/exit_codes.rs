@@ -172,9 +172,10 @@ fn listen_timeout_before_count_exits_7() {
 }
 
 /// 7, and --timeout bounds the whole run: `listen --reconnect --timeout 4`
-/// with no server used to keep retrying (1, 2, 4 s pauses) for 7 s and exit
-/// 1. Now it stops when the 4 s are up. The bound is generous: it checks
-/// that the pauses stop at the deadline, not how fast anything is.
+/// with no server used to keep retrying (1, 2, 4 s pauses) well past the
+/// 4 s and then exit with code 1; now it stops when the 4 s are up. The
+/// bound is generous: it checks that the pauses stop at the deadline, not
+/// how fast anything is.
 #[test]
 fn listen_reconnect_timeout_bounds_the_whole_run() {
     let dir = tempfile::tempdir().unwrap();
