@@ -35,6 +35,17 @@ pub mod exit {
     /// A time limit ran out: `listen --timeout` before `--count` messages
     /// (or before it could connect), or the server stopped answering.
     pub const TIMEOUT: u8 = 7;
+
+    /// The table for `cipherline --help`, in the words of README.md's.
+    pub const HELP: &str = "Exit codes (every subcommand):
+  0  done: every message acknowledged, --count reached, the key made
+  1  anything else (a file that cannot be read or written, a lost connection)
+  2  usage: an unknown flag, flags that do not fit together, a bad value
+  3  the server's key was not trusted, or the shared password was wrong
+  4  the server could not be reached, or is at its connection limit
+  5  the server refused a request (an unknown user, a message over its limits)
+  6  the name is taken
+  7  a time limit ran out (listen --timeout before --count), or the server stopped answering";
 }
 
 /// Everything the CLI reports to the user.

@@ -44,7 +44,7 @@ use crate::error::CliError;
 
 /// cipherline: a secure messenger with a relay server.
 #[derive(Debug, Parser)]
-#[command(name = "cipherline", version, propagate_version = true)]
+#[command(name = "cipherline", version, propagate_version = true, after_help = error::exit::HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -205,3 +205,27 @@ fn listen_reconnect_after_a_lost_server_stops_at_the_deadline() {
     assert_eq!(out.status.code(), Some(7));
     assert!(took < Duration::from_secs(30), "ran {took:?} with --timeout 6");
 }
+
+/// README.md's table, `cipherline --help` and the codes the tests above
+/// check are the same list: one row per code 0 to 7 in each.
+#[test]
+fn readme_and_help_list_the_same_exit_codes() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let table = readme.split("## Exit codes").nth(1).expect("README has an Exit codes section");
+    let table = table.split("\n## ").next().unwrap();
+    let rows: Vec<u8> =
+        table.lines().filter_map(|l| l.strip_prefix("| ")).filter_map(|l| l.split(' ').next()?.parse().ok()).collect();
+    assert_eq!(rows, (0..=7).collect::<Vec<u8>>(), "README rows");
+
+    let out = run(bin().arg("--help"));
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let listed: Vec<u8> = help
+        .split("Exit codes")
+        .nth(1)
+        .expect("--help lists the exit codes")
+        .lines()
+        .filter_map(|l| l.trim_start().split("  ").next()?.parse().ok())
+        .collect();
+    assert_eq!(listed, rows, "--help rows: {help}");
+}
