@@ -81,6 +81,52 @@ fn send_paces_a_long_pipe_to_the_servers_rate_limit() {
     assert_eq!(listen.wait().unwrap().code(), Some(0));
 }
 
+/// The pacer does not model the server's second bucket (bytes times
+/// recipients, which depends on a room's audience), so the server can
+/// still say `rate_limited`: `send` waits and sends that same line again.
+/// With 17,408 bytes of burst and 20,000 bytes a second of relay work,
+/// only two 8,000-byte lines fit at once; the old `send` stopped at the
+/// third with exit 5.
+#[test]
+fn send_retries_a_line_refused_as_too_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("server_x25519");
+    let made = bin().args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()]).output().unwrap();
+    assert!(made.status.success());
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "[limits]\nmax_message_bytes = 17408\nbytes_burst = 17408\nbytes_per_sec = 20000\n")
+        .unwrap();
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("server-data").to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let (mut listen, lines) = listener(&server, "bob", &["--count", "7", "--timeout", "120"]);
+
+    let mut send = server
+        .client("send", "alice")
+        .args(["--to", "bob"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = (1..=6).map(|n| format!("{n}{}\n", "x".repeat(8_000))).collect();
+    send.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = send.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for n in 1..=6 {
+        let line = lines.recv_timeout(Duration::from_secs(30)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(v["text"].as_str().unwrap().starts_with(&format!("{n}x")), "line {n} in order");
+    }
+    assert_eq!(listen.wait().unwrap().code(), Some(0));
+}
+
 /// A line the server refuses (here: longer than its 64 KiB limit) is
 /// named by its number, with how many lines before it were delivered.
 #[test]
