@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cipherline_fuzz::proto::handshake_pair;
-use cipherline_proto::app::{ClientMessage, Delivery, SendSignature, ServerMessage, Signed, Target};
+use cipherline_proto::app::{ClientMessage, Delivery, RateLimits, SendSignature, ServerMessage, Signed, Target};
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     let path = dir.join(target);
@@ -38,7 +38,12 @@ fn main() {
         from_client.extend(client.request_key_update(now).expect("update"));
         from_client.extend(client.send(b"after the update", now).expect("send"));
         from_client.extend(client.close().expect("close"));
-        let welcome = ServerMessage::Welcome { name: "alice".into(), max_message: 65536, idle_timeout_secs: 300 };
+        let welcome = ServerMessage::Welcome {
+            name: "alice".into(),
+            max_message: 65536,
+            idle_timeout_secs: 300,
+            rates: RateLimits { messages_per_sec: 20, burst: 40, bytes_per_sec: 1 << 20, bytes_burst: 8 << 20 },
+        };
         let mut from_server = sh_sf.clone();
         from_server.extend(server.send(&welcome.encode().expect("welcome"), now).expect("send"));
         from_server.extend(server.close().expect("close"));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cipherline_net::{ChannelReader, ChannelWriter, NetError};
-use cipherline_proto::app::{ClientMessage, ServerMessage, Target};
+use cipherline_proto::app::{ClientMessage, RateLimits, ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::signature::{self, FileFacts};
@@ -74,6 +74,8 @@ pub struct SessionInfo {
     pub max_message: u32,
     /// Seconds of silence after which the server drops a client.
     pub idle_timeout_secs: u32,
+    /// The rate limits the server holds this client to (from Welcome).
+    pub rates: RateLimits,
 }
 
 /// The receiving half of a client.
@@ -245,6 +247,7 @@ impl Client {
                 handshake_hash,
                 max_message: 0,
                 idle_timeout_secs: 0,
+                rates: RateLimits::default(),
             },
         };
         client.writer.send_message(&ClientMessage::Hello { name: name.to_owned() }).await?;
@@ -252,12 +255,13 @@ impl Client {
             // The name is part of every signature this client makes: a relay
             // must not be able to choose it.
             ServerMessage::Welcome { name: welcomed, .. } if welcomed != name => Err(ClientError::WrongName),
-            ServerMessage::Welcome { name, max_message, idle_timeout_secs } => {
+            ServerMessage::Welcome { name, max_message, idle_timeout_secs, rates } => {
                 client.writer.name.clone_from(&name);
                 client.writer.max_message = max_message;
                 client.info.name = name;
                 client.info.max_message = max_message;
                 client.info.idle_timeout_secs = idle_timeout_secs;
+                client.info.rates = rates;
                 Ok(client)
             }
             _ => Err(ClientError::Unexpected),

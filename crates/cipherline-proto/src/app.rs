@@ -12,7 +12,9 @@ use crate::crypto::kem::MAX_SPKI_LEN;
 use crate::crypto::sign::MAX_SIGNATURE_LEN;
 use crate::error::{DecodeError, Error};
 
+mod limits;
 mod names;
+pub use limits::RateLimits;
 pub use names::{fold_name, name_skeleton, valid_name};
 
 /// Hard upper bound on one message (type and body); peers may set lower limits.
@@ -311,6 +313,8 @@ pub enum ServerMessage {
         max_message: u32,
         /// Seconds of silence after which the server closes the connection.
         idle_timeout_secs: u32,
+        /// The rate limits this client is held to.
+        rates: RateLimits,
     },
     /// A room was joined.
     Joined {
@@ -681,11 +685,15 @@ impl ServerMessage {
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let mut w = Writer::new();
         match self {
-            ServerMessage::Welcome { name, max_message, idle_timeout_secs } => {
+            ServerMessage::Welcome { name, max_message, idle_timeout_secs, rates } => {
                 w.u8(0x81);
                 put_name(&mut w, name)?;
                 w.bytes(&max_message.to_be_bytes());
                 w.bytes(&idle_timeout_secs.to_be_bytes());
+                w.bytes(&rates.messages_per_sec.to_be_bytes());
+                w.bytes(&rates.burst.to_be_bytes());
+                put_u64(&mut w, rates.bytes_per_sec);
+                put_u64(&mut w, rates.bytes_burst);
             }
             ServerMessage::Joined { room } => {
                 w.u8(0x82);
@@ -817,6 +825,12 @@ impl ServerMessage {
                 name: get_name(&mut r)?,
                 max_message: u32::from_be_bytes(r.array()?),
                 idle_timeout_secs: u32::from_be_bytes(r.array()?),
+                rates: RateLimits {
+                    messages_per_sec: u32::from_be_bytes(r.array()?),
+                    burst: u32::from_be_bytes(r.array()?),
+                    bytes_per_sec: get_u64(&mut r)?,
+                    bytes_burst: get_u64(&mut r)?,
+                },
             },
             0x82 => ServerMessage::Joined { room: get_name(&mut r)? },
             0x83 => ServerMessage::Left { room: get_name(&mut r)? },

@@ -38,7 +38,12 @@ fn round_trips() {
     }
     assert_eq!(d.next_message(), Ok(None));
     let server = [
-        ServerMessage::Welcome { name: "alice".into(), max_message: 65536, idle_timeout_secs: 300 },
+        ServerMessage::Welcome {
+            name: "alice".into(),
+            max_message: 65536,
+            idle_timeout_secs: 300,
+            rates: RateLimits { messages_per_sec: 20, burst: 40, bytes_per_sec: 1 << 20, bytes_burst: 8 << 20 },
+        },
         ServerMessage::Joined { room: "lobby".into() },
         ServerMessage::Left { room: "lobby".into() },
         ServerMessage::Message(Delivery {
@@ -111,7 +116,12 @@ fn names_outside_the_grammar_are_refused_by_a_client() {
     // What a relay could use to forge a known_peers line or a display line.
     let forged = "alice SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
     let bad = [
-        ServerMessage::Welcome { name: forged.into(), max_message: 1, idle_timeout_secs: 1 },
+        ServerMessage::Welcome {
+            name: forged.into(),
+            max_message: 1,
+            idle_timeout_secs: 1,
+            rates: RateLimits::default(),
+        },
         ServerMessage::Message(Delivery {
             id: 1,
             timestamp_ms: 2,

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use cipherline_proto::app::{
-    ClientMessage, Delivery, ErrorCode, FileSigned, MAX_CHUNK, MessageDecoder, NoticeKind, SendSignature,
+    ClientMessage, Delivery, ErrorCode, FileSigned, MAX_CHUNK, MessageDecoder, NoticeKind, RateLimits, SendSignature,
     ServerMessage, Signed, Target,
 };
 use cipherline_proto::crypto::kem::ServerPublicKey;
@@ -102,9 +102,16 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             .prop_map(|(algorithm, sender_key, signature)| FileSigned { algorithm, sender_key, signature }),
     );
     prop_oneof![
-        (name(), any::<u32>(), any::<u32>()).prop_map(|(name, max_message, idle_timeout_secs)| {
-            ServerMessage::Welcome { name, max_message, idle_timeout_secs }
-        }),
+        (name(), any::<u32>(), any::<u32>(), any::<(u32, u32, u64, u64)>()).prop_map(
+            |(name, max_message, idle_timeout_secs, (messages_per_sec, burst, bytes_per_sec, bytes_burst))| {
+                ServerMessage::Welcome {
+                    name,
+                    max_message,
+                    idle_timeout_secs,
+                    rates: RateLimits { messages_per_sec, burst, bytes_per_sec, bytes_burst },
+                }
+            }
+        ),
         name().prop_map(|room| ServerMessage::Joined { room }),
         name().prop_map(|room| ServerMessage::Left { room }),
         (any::<u64>(), any::<u64>(), name(), target(), text(), signed).prop_map(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cipherline_net::{Channel, NetError};
 use cipherline_proto::AlertCode;
-use cipherline_proto::app::{ClientMessage, ErrorCode, ServerMessage, fold_name};
+use cipherline_proto::app::{ClientMessage, ErrorCode, RateLimits, ServerMessage, fold_name};
 use cipherline_proto::handshake::alert_frame;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -307,6 +307,13 @@ async fn hello(
                                 name: name.clone(),
                                 max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
                                 idle_timeout_secs: u32::try_from(limits.idle_timeout_secs).unwrap_or(u32::MAX),
+                                // So that clients pace themselves (PROTOCOL.md §13.5).
+                                rates: RateLimits {
+                                    messages_per_sec: limits.messages_per_sec,
+                                    burst: limits.burst,
+                                    bytes_per_sec: limits.bytes_per_sec,
+                                    bytes_burst: limits.bytes_burst,
+                                },
                             };
                             if timeout(limits.write_timeout(), send_msg(conn, &welcome)).await.is_ok_and(|r| r.is_ok())
                             {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cipherline_client::{Client, ClientError};
 use cipherline_keys::Fingerprint;
-use cipherline_proto::app::{ClientMessage, ErrorCode, ServerMessage, Target};
+use cipherline_proto::app::{ClientMessage, ErrorCode, RateLimits, ServerMessage, Target};
 use cipherline_proto::message::ClientAuthRequest;
 use cipherline_server::{Identities, IdentityPolicy, Limits};
 use tokio::time::timeout;
@@ -191,5 +191,19 @@ async fn a_room_message_costs_its_bytes_times_its_recipients() {
     for _ in 0..9 {
         s.send_acked(Target::User("m0".into()), &text).await.unwrap();
     }
+    server.stop().await;
+}
+
+/// Welcome announces the rate limits the client is held to (issue 13,
+/// item 5): without them `send` learned the limit from `rate_limited`
+/// errors and gave up after the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_announces_the_rate_limits() {
+    let limits =
+        Limits { messages_per_sec: 7, burst: 11, bytes_per_sec: 123_456, bytes_burst: 654_321, ..Limits::default() };
+    let server = Server::start(limits).await;
+    let c = server.connect("a").await;
+    let want = RateLimits { messages_per_sec: 7, burst: 11, bytes_per_sec: 123_456, bytes_burst: 654_321 };
+    assert_eq!(c.info().rates, want);
     server.stop().await;
 }

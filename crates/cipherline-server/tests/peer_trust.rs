@@ -11,7 +11,7 @@ use std::time::Duration;
 use cipherline_client::ClientError;
 use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_net::NetError;
-use cipherline_proto::app::{ClientMessage, Delivery, ServerMessage, Target};
+use cipherline_proto::app::{ClientMessage, Delivery, RateLimits, ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerKey;
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::error::DecodeError;
@@ -95,7 +95,12 @@ async fn a_welcome_under_another_name_is_refused() {
         let mut chan = cipherline_net::accept(read, write, config, Duration::from_secs(5)).await.unwrap();
         let hello = ClientMessage::decode(&chan.recv().await.unwrap()).unwrap();
         assert_eq!(hello, ClientMessage::Hello { name: "bob".into() });
-        let welcome = ServerMessage::Welcome { name: "alice".into(), max_message: 65536, idle_timeout_secs: 300 };
+        let welcome = ServerMessage::Welcome {
+            name: "alice".into(),
+            max_message: 65536,
+            idle_timeout_secs: 300,
+            rates: RateLimits::default(),
+        };
         chan.send(&welcome.encode().unwrap()).await.unwrap();
         // Hold the connection open until the client gives up on it.
         let _ = timeout(Duration::from_secs(5), chan.recv()).await;

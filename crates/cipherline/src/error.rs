@@ -11,6 +11,43 @@ use std::path::Path;
 
 use cipherline_keys::{Error as KeysError, KeyChange, KeyProblem, ServerAuth};
 
+/// The exit codes of every subcommand: README.md's table of exit codes
+/// lists exactly these. clap exits with [`USAGE`] too when it rejects the
+/// command line, so a usage error has one code however it is found.
+pub mod exit {
+    /// Done: every message acknowledged, the count reached, the key made.
+    pub const OK: u8 = 0;
+    /// Anything not listed below (a file that cannot be read or written,
+    /// a lost connection, a server that cannot start).
+    pub const FAILED: u8 = 1;
+    /// Flags that do not fit together or a value that makes no sense.
+    pub const USAGE: u8 = 2;
+    /// The server's key was not trusted (unknown, changed, not matching a
+    /// pin), or the shared password was wrong.
+    pub const UNTRUSTED: u8 = 3;
+    /// The server could not be reached, or is at its connection limit.
+    pub const UNREACHABLE: u8 = 4;
+    /// The server refused a request (an unknown user, a message over its
+    /// limits, rate limits that retrying did not get past).
+    pub const REFUSED: u8 = 5;
+    /// The name is taken by someone connected now.
+    pub const NAME_TAKEN: u8 = 6;
+    /// A time limit ran out: `listen --timeout` before `--count` messages
+    /// (or before it could connect), or the server stopped answering.
+    pub const TIMEOUT: u8 = 7;
+
+    /// The table for `cipherline --help`, in the words of README.md's.
+    pub const HELP: &str = "Exit codes (every subcommand):
+  0  done: every message acknowledged, --count reached, the key made
+  1  anything else (a file that cannot be read or written, a lost connection)
+  2  usage: an unknown flag, flags that do not fit together, a bad value
+  3  the server's key was not trusted, or the shared password was wrong
+  4  the server could not be reached, or is at its connection limit
+  5  the server refused a request (an unknown user, a message over its limits)
+  6  the name is taken
+  7  a time limit ran out (listen --timeout before --count), or the server stopped answering";
+}
+
 /// Everything the CLI reports to the user.
 #[derive(Debug)]
 pub enum CliError {
@@ -36,6 +73,22 @@ pub enum CliError {
     Terminal(io::Error),
     /// The client library failed (connecting, the server refused, ...).
     Client(cipherline_client::ClientError),
+    /// A time limit ran out (`listen --timeout` before `--count`
+    /// messages, or before it could connect); exit code 7.
+    TimedOut {
+        /// What did not happen in time.
+        what: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// Line `line` of `send`'s standard input was not delivered; the
+    /// lines before it were. Keeps the exit code of `error`.
+    Line {
+        /// The 1-based line number.
+        line: u64,
+        /// Why it was not delivered.
+        error: Box<CliError>,
+    },
     /// Something else failed; `hint` says what to do.
     Failed {
         /// What went wrong.
@@ -68,14 +121,20 @@ impl CliError {
         CliError::Failed { what: what.into(), hint: hint.into() }
     }
 
-    /// The process exit code (documented in `cipherline send --help`):
-    /// 2 usage, 3 the server's key was not trusted, 4 the server could not
-    /// be reached (or is at its connection limit), 5 the server refused a
-    /// request (e.g. unknown user), 6 the name is taken, 1 anything else.
+    /// A time limit ran out.
+    pub fn timed_out(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError::TimedOut { what: what.into(), hint: hint.into() }
+    }
+
+    /// The process exit code: the one mapping every subcommand uses (see
+    /// [`exit`] and the table in README.md).
     pub fn exit_code(&self) -> u8 {
         use cipherline_client::ClientError as C;
+        use exit::{NAME_TAKEN, REFUSED, TIMEOUT, UNREACHABLE, UNTRUSTED, USAGE};
         match self {
-            CliError::Usage { .. } => 2,
+            CliError::Line { error, .. } => error.exit_code(),
+            CliError::Usage { .. } => USAGE,
+            CliError::TimedOut { .. } => TIMEOUT,
             CliError::Keys(
                 KeysError::UnknownServer { .. }
                 | KeysError::ServerRejected { .. }
@@ -85,12 +144,12 @@ impl CliError {
                 | KeysError::PasswordOnlyNotRequested { .. }
                 | KeysError::KeyNotExpected { .. },
             )
-            | CliError::Client(C::Untrusted(_)) => 3,
+            | CliError::Client(C::Untrusted(_)) => UNTRUSTED,
             CliError::Client(C::Net(cipherline_net::NetError::Protocol(
                 cipherline_proto::Error::AuthenticationFailed(cipherline_proto::error::AuthFailure::Password),
-            ))) => 3,
+            ))) => UNTRUSTED,
             CliError::Client(C::Net(e)) if e.alert_received() == Some(cipherline_proto::AlertCode::TooManyAttempts) => {
-                3
+                UNTRUSTED
             }
             CliError::Client(C::Net(cipherline_net::NetError::Protocol(
                 cipherline_proto::Error::PeerIncompatible(
@@ -98,12 +157,16 @@ impl CliError {
                     | cipherline_proto::error::Incompatibility::PasswordNotOffered
                     | cipherline_proto::error::Incompatibility::KeylessServer,
                 ),
-            ))) => 3,
-            CliError::Client(C::Connect { .. } | C::Timeout("connecting")) => 4,
-            CliError::Client(C::Net(e)) if e.alert_received() == Some(cipherline_proto::AlertCode::ServerBusy) => 4,
-            CliError::Client(C::Refused { code: cipherline_proto::app::ErrorCode::NameTaken, .. }) => 6,
-            CliError::Client(C::Refused { .. }) => 5,
-            _ => 1,
+            ))) => UNTRUSTED,
+            CliError::Client(C::Connect { .. } | C::Timeout("connecting")) => UNREACHABLE,
+            CliError::Client(C::Net(e)) if e.alert_received() == Some(cipherline_proto::AlertCode::ServerBusy) => {
+                UNREACHABLE
+            }
+            CliError::Client(C::Refused { code: cipherline_proto::app::ErrorCode::NameTaken, .. }) => NAME_TAKEN,
+            CliError::Client(C::Refused { .. }) => REFUSED,
+            // The server stopped answering within the client's reply time.
+            CliError::Client(C::Timeout(_)) => TIMEOUT,
+            _ => exit::FAILED,
         }
     }
 
@@ -115,7 +178,8 @@ impl CliError {
             CliError::NoTerminal { hint, .. } => Some((*hint).to_owned()),
             CliError::PassphraseMismatch => Some("run the command again and type the same passphrase twice".into()),
             CliError::Terminal(_) => None,
-            CliError::Failed { hint, .. } => Some(hint.clone()),
+            CliError::Failed { hint, .. } | CliError::TimedOut { hint, .. } => Some(hint.clone()),
+            CliError::Line { error, .. } => error.hint(),
             CliError::Client(e) => client_hint(e),
         }
     }
@@ -140,7 +204,15 @@ impl fmt::Display for CliError {
             CliError::NoTerminal { what, .. } => write!(f, "{what}, but there is no terminal to ask on"),
             CliError::PassphraseMismatch => f.write_str("the passphrases do not match"),
             CliError::Terminal(e) => write!(f, "terminal: {e}"),
-            CliError::Failed { what, .. } => f.write_str(what),
+            CliError::Failed { what, .. } | CliError::TimedOut { what, .. } => f.write_str(what),
+            CliError::Line { line, error } => {
+                let before = match line {
+                    1 => String::new(),
+                    2 => " (line 1 was delivered)".to_owned(),
+                    n => format!(" (lines 1 to {} were delivered)", n - 1),
+                };
+                write!(f, "line {line} of standard input was not delivered{before}: {error}")
+            }
             CliError::Client(e) => client_message(e, f),
         }
     }

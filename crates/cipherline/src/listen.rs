@@ -11,7 +11,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::client_args::{ClientArgs, Connected};
-use crate::error::CliError;
+use crate::error::{CliError, exit};
 use crate::files::{Downloads, FileEvent, Quota, file_verdict};
 use crate::output::{key_notice, print_message};
 use cipherline_client::peers::Peers;
@@ -19,8 +19,9 @@ use cipherline_client::peers::Peers;
 /// Print messages from a room (and direct messages) as they arrive, one
 /// per line, until --count messages or --timeout seconds.
 ///
-/// Exit codes: 0 done; 7 --timeout ran out before --count messages; the
-/// connection codes of `send` otherwise.
+/// Exit codes (the table in README.md): 0 done; 7 --timeout ran out before
+/// --count messages, or before listen could connect; 3, 4, 5, 6 as for
+/// `send`. --timeout bounds the whole run, reconnections included.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
     #[command(flatten)]
@@ -34,7 +35,7 @@ pub struct ListenArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 
-    /// Exit after this many seconds.
+    /// Exit after this many seconds in all (reconnections included).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
 
@@ -92,10 +93,10 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             Ok::<Connected, CliError>(connected)
         };
         let connected = match deadline {
-            Some(d) => tokio::time::timeout_at(d, attempt).await.unwrap_or(Err(CliError::Failed {
-                what: "timed out before connecting".into(),
-                hint: "check --server".into(),
-            })),
+            Some(d) => match tokio::time::timeout_at(d, attempt).await {
+                Ok(connected) => connected,
+                Err(_) => return Err(out_of_time(args, seen, "before listen could connect")),
+            },
             None => attempt.await,
         };
         let Connected { client, mut peers, .. } = match connected {
@@ -103,9 +104,11 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
                 backoff = Duration::from_secs(1);
                 c
             }
-            Err(e) if args.reconnect && e.exit_code() == 4 => {
+            Err(e) if args.reconnect && e.exit_code() == exit::UNREACHABLE => {
                 eprintln!("{e}; retrying in {} s", backoff.as_secs());
-                tokio::time::sleep(backoff).await;
+                if !pause(backoff, deadline).await {
+                    return Err(out_of_time(args, seen, "before listen could connect again"));
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
@@ -122,22 +125,54 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             }
             Outcome::TimedOut => {
                 let _ = client.close().await;
-                return if args.count.is_some() {
-                    Err(CliError::Failed {
-                        what: format!("only {seen} of {} messages arrived in time", args.count.unwrap_or_default()),
-                        hint: "raise --timeout".into(),
-                    })
-                } else {
-                    Ok(())
+                return match args.count {
+                    Some(_) => Err(out_of_time(args, seen, "")),
+                    // Without --count, --timeout is how long to listen.
+                    None => Ok(()),
                 };
             }
             Outcome::Lost(e) if args.reconnect => {
                 eprintln!("connection lost: {e}; reconnecting in {} s", backoff.as_secs());
-                tokio::time::sleep(backoff).await;
+                if !pause(backoff, deadline).await {
+                    return Err(out_of_time(args, seen, "before listen could connect again"));
+                }
             }
             Outcome::Lost(e) => return Err(e),
         }
     }
+}
+
+/// Waits `length`, but not past `deadline`: --timeout bounds the whole run,
+/// reconnection pauses included. False if the deadline came first.
+async fn pause(length: Duration, deadline: Option<tokio::time::Instant>) -> bool {
+    let wake = tokio::time::Instant::now() + length;
+    match deadline {
+        Some(d) if d <= wake => {
+            tokio::time::sleep_until(d).await;
+            false
+        }
+        _ => {
+            tokio::time::sleep_until(wake).await;
+            true
+        }
+    }
+}
+
+/// The error (exit code 7) for a --timeout that ran out; `when` says what
+/// was still under way, if not listening.
+fn out_of_time(args: &ListenArgs, seen: u64, when: &str) -> CliError {
+    let secs = args.timeout.unwrap_or_default();
+    let what = match (args.count, when) {
+        (Some(n), "") => format!("--timeout {secs} s ran out: only {seen} of {n} messages arrived"),
+        (Some(n), when) => format!("--timeout {secs} s ran out {when}: {seen} of {n} messages arrived"),
+        (None, when) => format!("--timeout {secs} s ran out {when}"),
+    };
+    let hint = if when.is_empty() {
+        "raise --timeout, or check that the senders use the same room (--room)"
+    } else {
+        "is the server running? check --server, or raise --timeout"
+    };
+    CliError::timed_out(what, hint)
 }
 
 async fn listen_on(

@@ -48,7 +48,7 @@ use crate::error::CliError;
 
 /// cipherline: a secure messenger with a relay server.
 #[derive(Debug, Parser)]
-#[command(name = "cipherline", version, propagate_version = true)]
+#[command(name = "cipherline", version, propagate_version = true, after_help = error::exit::HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         Command::Man(args) => packaging::man(args, Cli::command()),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(error::exit::OK),
         Err(e) => {
             report(&e);
             ExitCode::from(e.exit_code())
