@@ -163,7 +163,9 @@ impl CliError {
                 UNREACHABLE
             }
             CliError::Client(C::Refused { code: cipherline_proto::app::ErrorCode::NameTaken, .. }) => NAME_TAKEN,
-            CliError::Client(C::Refused { .. }) => REFUSED,
+            // Over the limit the server announced: refused before sending,
+            // as the server would have refused it.
+            CliError::Client(C::Refused { .. } | C::TooLong { .. }) => REFUSED,
             // The server stopped answering within the client's reply time.
             CliError::Client(C::Timeout(_)) => TIMEOUT,
             _ => exit::FAILED,

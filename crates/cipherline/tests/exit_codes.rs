@@ -193,7 +193,10 @@ fn refused_exits_5_and_name_taken_exits_6() {
 
     let (mut bob, _lines) = listener(&server, "bob", &["--timeout", "120"]);
     for sub in ["chat", "send", "listen"] {
+        // Without an identity key: the same key may open another session
+        // of its name (PROTOCOL.md §13.4); anyone else is refused.
         let mut command = server.client(sub, "bob");
+        command.arg("--no-identity");
         if sub == "send" {
             command.arg("hi");
         }
