@@ -303,6 +303,13 @@ impl Hub {
                 format!("the name {name:?} looks too much like {like:?}, who is connected; choose another"),
             ));
         }
+        // A name owned by another key is refused before it becomes visible
+        // (to Whois, Send, room members): an impostor that the identity
+        // claim would refuse a moment later never appears under it at all.
+        let fp = key.as_ref().map(|(_, spki)| cipherline_proto::crypto::sha256(spki));
+        if let Some(refusal) = self.identities.refuses(name, fp.as_ref()) {
+            return Err(refusal);
+        }
         state.by_fold.insert(folded, name.to_owned());
         state.by_skeleton.insert(skeleton, name.to_owned());
         state.users.insert(name.to_owned(), Peer { key, sessions: vec![session] });

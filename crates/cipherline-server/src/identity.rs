@@ -306,6 +306,34 @@ impl Identities {
         }
     }
 
+    /// Why `key` may not use `name`, checked without binding anything: the
+    /// name (or a look-alike) belongs to another key, or the allowlist does
+    /// not list the key for it. Hello asks this before the name becomes
+    /// visible to others, so an impostor never appears under it, not even
+    /// for the moment before [`Identities::claim`] refuses it.
+    pub(crate) fn refuses(&self, name: &str, key: Option<&[u8; 32]>) -> Option<Refusal> {
+        let folded = fold_name(name);
+        let table = self.read();
+        let IdentityPolicy::Open { .. } = &self.policy else {
+            let ok = key.is_some_and(|k| table.get(&folded).is_some_and(|set| set.contains(k)));
+            return (!ok).then(|| {
+                (ErrorCode::IdentityMismatch, format!("your identity key is not authorized for the name {name:?}"))
+            });
+        };
+        match (table.get(&folded), key) {
+            (Some(bound), Some(k)) if bound.contains(k) => None,
+            (Some(_), _) => Some((
+                ErrorCode::IdentityMismatch,
+                format!(
+                    "the name {name:?} belongs to another identity key on this server (names are compared ignoring \
+                     case); choose another name"
+                ),
+            )),
+            // Look-alikes and quotas are checked by `claim`, under its lock.
+            (None, _) => None,
+        }
+    }
+
     /// The part of [`Identities::claim`] under the lock: checks and, for a
     /// new binding, records it in memory and appends it to the file.
     /// Returns the file to fsync when a line was appended.
@@ -493,6 +521,19 @@ mod tests {
         assert_eq!(claim(&again, "ALICE", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
         assert_eq!(claim(&again, "a1lce", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
         assert!(claim(&again, "aLiCe", Some(&[1; 32]), &limits).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_owned_name_is_refused_to_other_keys_before_anything_is_registered() {
+        let ids = Identities::open_in_memory();
+        let limits = crate::Limits::default();
+        assert!(ids.refuses("alice", Some(&[1; 32])).is_none(), "unbound: claim decides");
+        assert!(claim(&ids, "alice", Some(&[1; 32]), &limits).await.is_ok());
+        for (name, key) in [("alice", Some(&[2; 32])), ("ALICE", None)] {
+            let refusal = ids.refuses(name, key).map(|r| r.0);
+            assert_eq!(refusal, Some(ErrorCode::IdentityMismatch), "{name}");
+        }
+        assert!(ids.refuses("Alice", Some(&[1; 32])).is_none(), "the owner, any spelling");
     }
 
     #[tokio::test]
