@@ -112,12 +112,27 @@ fn read_text(path: &Path, missing_ok: bool) -> Result<Option<String>, IdentityFi
     }
 }
 
-fn parse_table(path: &Path, text: &str) -> Result<Table, IdentityFileError> {
+/// Parses a names or authorized-keys file. With `first_wins` (the open
+/// policy's names file, where a name has exactly one owner), a later line
+/// for a name already owned by another key, in any spelling, is ignored
+/// with a warning: a file written before names were compared ignoring case
+/// may hold `Alice K1` and `alice K2`, and folding must not give both keys
+/// both names.
+fn parse_table(path: &Path, text: &str, first_wins: bool) -> Result<Table, IdentityFileError> {
     let mut table = Table::new();
     for (n, line) in text.lines().enumerate() {
         let entry = parse_line(line).map_err(|()| IdentityFileError::Syntax { path: path.to_owned(), line: n + 1 })?;
         if let Some((name, fp)) = entry {
-            table.entry(fold_name(name)).or_default().insert(fp);
+            let keys = table.entry(fold_name(name)).or_default();
+            if first_wins && !keys.is_empty() && !keys.contains(&fp) {
+                tracing::warn!(
+                    path = %path.display(),
+                    line = n + 1,
+                    "names file: a name already bound to another key (names are compared ignoring case); ignoring this line"
+                );
+                continue;
+            }
+            keys.insert(fp);
         }
     }
     Ok(table)
@@ -147,7 +162,7 @@ fn load_names(path: &Path) -> Result<(Table, bool), IdentityFileError> {
             writable = false;
         }
     }
-    Ok((parse_table(path, &text)?, writable))
+    Ok((parse_table(path, &text, true)?, writable))
 }
 
 /// The open policy's binding quotas and the names file's writer.
@@ -240,7 +255,7 @@ impl Identities {
             IdentityPolicy::Open { names_file: None } => (Table::new(), true),
             IdentityPolicy::Allowlist { file } => {
                 let text = read_text(file, false)?.unwrap_or_default();
-                (parse_table(file, &text)?, true)
+                (parse_table(file, &text, false)?, true)
             }
         };
         let quotas = Mutex::new(Quotas::new(&table, writable));
@@ -252,7 +267,7 @@ impl Identities {
     pub fn reload(&self) -> Result<usize, IdentityFileError> {
         let IdentityPolicy::Allowlist { file } = &self.policy else { return Ok(self.read().len()) };
         let text = read_text(file, false)?.unwrap_or_default();
-        let table = parse_table(file, &text)?;
+        let table = parse_table(file, &text, false)?;
         let n = table.len();
         *self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner) = table;
         Ok(n)
@@ -521,6 +536,19 @@ mod tests {
         assert_eq!(claim(&again, "ALICE", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
         assert_eq!(claim(&again, "a1lce", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
         assert!(claim(&again, "aLiCe", Some(&[1; 32]), &limits).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_old_names_file_with_case_variants_keeps_only_the_first_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("names");
+        let (k1, k2) = (Fingerprint::from_bytes([1; 32]), Fingerprint::from_bytes([2; 32]));
+        std::fs::write(&file, format!("Alice {k1}\nalice {k2}\n")).unwrap();
+        let ids = Identities::load(IdentityPolicy::Open { names_file: Some(file) }).unwrap();
+        let limits = crate::Limits::default();
+        assert_eq!(claim(&ids, "Alice", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
+        assert_eq!(claim(&ids, "alice", Some(&[2; 32]), &limits).await, Err(ErrorCode::IdentityMismatch));
+        assert!(claim(&ids, "alice", Some(&[1; 32]), &limits).await.is_ok(), "the first line's key owns it");
     }
 
     #[tokio::test]

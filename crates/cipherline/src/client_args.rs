@@ -18,7 +18,7 @@ use cipherline_proto::error::Incompatibility;
 use clap::Args;
 
 use crate::error::CliError;
-use crate::passphrase::{ask_existing, have_terminal};
+use crate::passphrase::{ask_existing, have_terminal, have_tty};
 use crate::password::PasswordArgs;
 use crate::trust::{TrustArgs, terminal_prompt};
 
@@ -148,7 +148,7 @@ fn load_identity(path: &Path, passphrase_file: Option<&Path>) -> Result<Identity
             // Asked once: a wrong answer is reported below, not asked again,
             // so a script never loops on a prompt.
             Err(KeysError::KeyFile { problem: KeyProblem::PassphraseRequired, .. })
-                if passphrase.is_none() && have_terminal() =>
+                if passphrase.is_none() && have_tty() =>
             {
                 passphrase = Some(ask_existing()?);
             }

@@ -163,6 +163,9 @@ impl CliError {
                 UNREACHABLE
             }
             CliError::Client(C::Refused { code: cipherline_proto::app::ErrorCode::NameTaken, .. }) => NAME_TAKEN,
+            // The server ended the connection (shutting down, idle, too
+            // slow): a lost connection, not a refused request.
+            CliError::Client(C::Refused { code, .. }) if code.is_fatal() && !is_request_refusal(*code) => exit::FAILED,
             // Over the limit the server announced: refused before sending,
             // as the server would have refused it.
             CliError::Client(C::Refused { .. } | C::TooLong { .. }) => REFUSED,
@@ -275,6 +278,11 @@ fn client_hint(e: &cipherline_client::ClientError) -> Option<String> {
             "the server could not prove it holds the key you trust: someone may be intercepting the connection, or \
              you pinned the wrong key"
                 .to_owned()
+        }
+        // Your own key may hold several sessions of its name (PROTOCOL.md
+        // §13.4): "choose another name" is wrong advice for those refusals.
+        C::Refused { code: ErrorCode::NameTaken, text } if text.contains("your identity key") => {
+            "close one of your other sessions, or use the spelling the server named".to_owned()
         }
         C::Refused { code: ErrorCode::NameTaken, .. } => "choose another name with --name".to_owned(),
         C::Refused { code: ErrorCode::InvalidName, .. } => {
@@ -420,4 +428,39 @@ fn problem_hint(path: &Path, problem: &KeyProblem) -> Option<String> {
         _ => return None,
     };
     Some(hint)
+}
+
+/// Fatal Error codes that still answer a request (the message itself was
+/// refused), as opposed to the server ending the connection on its own.
+fn is_request_refusal(code: cipherline_proto::app::ErrorCode) -> bool {
+    use cipherline_proto::app::ErrorCode as E;
+    matches!(code, E::MessageTooLarge | E::BadRequest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cipherline_client::ClientError as C;
+    use cipherline_proto::app::ErrorCode as E;
+
+    fn refused(code: E, text: &str) -> CliError {
+        CliError::Client(C::Refused { code, text: text.to_owned() })
+    }
+
+    #[test]
+    fn a_connection_the_server_ended_is_not_a_refused_request() {
+        for code in [E::ShuttingDown, E::IdleTimeout, E::TooSlow] {
+            assert_eq!(refused(code, "bye").exit_code(), exit::FAILED, "{code:?}");
+        }
+        assert_eq!(refused(E::MessageTooLarge, "too big").exit_code(), exit::REFUSED);
+        assert_eq!(refused(E::UnknownUser, "who?").exit_code(), exit::REFUSED);
+        assert_eq!(refused(E::NameTaken, "in use").exit_code(), exit::NAME_TAKEN);
+    }
+
+    #[test]
+    fn a_second_session_of_your_own_key_is_not_told_to_choose_another_name() {
+        let own = refused(E::NameTaken, "your identity key has 4 sessions open as \"alice\" already; close one first");
+        assert!(!own.hint().unwrap_or_default().contains("--name"));
+        assert!(refused(E::NameTaken, "the name \"alice\" is in use").hint().unwrap_or_default().contains("--name"));
+    }
 }

@@ -6,7 +6,7 @@ use cipherline_keys::{Error as KeysError, KeyFile, KeyProblem, LoadOptions, read
 use clap::Args;
 
 use crate::error::CliError;
-use crate::passphrase::{PassphraseArgs, ask_existing, have_terminal};
+use crate::passphrase::{PassphraseArgs, ask_existing, have_tty};
 
 /// Print the fingerprint of a private or public key file.
 ///
@@ -45,7 +45,7 @@ pub fn run(args: &FingerprintArgs) -> Result<(), CliError> {
             // An encrypted key and nobody said how to get its passphrase:
             // ask, if there is someone to ask.
             Err(KeysError::KeyFile { problem: KeyProblem::PassphraseRequired, .. })
-                if passphrase.is_none() && have_terminal() =>
+                if passphrase.is_none() && have_tty() =>
             {
                 passphrase = Some(ask_existing()?);
             }

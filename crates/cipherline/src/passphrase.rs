@@ -62,17 +62,21 @@ pub fn ask_existing() -> Result<Passphrase, CliError> {
     Ok(Passphrase::new(core::mem::take(&mut *typed))?)
 }
 
-/// Whether a person is there to answer a prompt.
+/// Whether a person is there to answer a prompt read from standard input
+/// (the trust prompt).
 pub fn have_terminal() -> bool {
     std::io::stdin().is_terminal()
 }
 
+/// Whether a secret can be asked for: rpassword reads the controlling
+/// terminal itself, so this holds even when standard input is a pipe
+/// (`seq 1 10 | cipherline send` typed at a terminal).
+pub fn have_tty() -> bool {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").is_ok()
+}
+
 fn require_terminal(what: &'static str) -> Result<(), CliError> {
-    if have_terminal() {
-        Ok(())
-    } else {
-        Err(CliError::NoTerminal { what, hint: "use --passphrase-file FILE instead" })
-    }
+    if have_tty() { Ok(()) } else { Err(CliError::NoTerminal { what, hint: "use --passphrase-file FILE instead" }) }
 }
 
 /// Reads one line from the terminal without echo (rpassword opens the

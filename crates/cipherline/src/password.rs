@@ -14,7 +14,7 @@ use unicode_normalization::UnicodeNormalization as _;
 use zeroize::Zeroizing;
 
 use crate::error::CliError;
-use crate::passphrase::have_terminal;
+use crate::passphrase::have_tty;
 
 /// The environment variable clients read a password from.
 pub const PASSWORD_ENV: &str = "CIPHERLINE_PASSWORD";
@@ -74,7 +74,7 @@ impl PasswordArgs {
             return password(text).map(Some);
         }
         if self.password_prompt {
-            if !have_terminal() {
+            if !have_tty() {
                 return Err(CliError::NoTerminal {
                     what: "a password was asked for with --password-prompt",
                     hint: "use --password-file FILE (or CIPHERLINE_PASSWORD for clients) instead",

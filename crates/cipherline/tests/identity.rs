@@ -112,14 +112,20 @@ fn names_ignore_case_refuse_look_alikes_and_one_key_may_chat_twice() {
 /// Runs `cipherline ARGS` on a pseudo-terminal (util-linux `script`, so no
 /// pty crate is needed), types `typed` once the passphrase prompt shows,
 /// and returns the exit code and everything the terminal showed.
-fn on_a_terminal(home: &std::path::Path, args: &[&str], typed: &str) -> (Option<i32>, String) {
+fn on_a_terminal(home: &std::path::Path, args: &[&str], typed: &str, piped: Option<&str>) -> (Option<i32>, String) {
     use std::io::{Read as _, Write as _};
 
     let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let command: Vec<String> =
         std::iter::once(env!("CARGO_BIN_EXE_cipherline")).chain(args.iter().copied()).map(quote).collect();
+    // With `piped`, standard input is a pipe while the terminal is still
+    // there (`seq 1 3 | cipherline send` typed at a prompt).
+    let command = match piped {
+        Some(text) => format!("printf '%s\\n' {} | {}", quote(text), command.join(" ")),
+        None => command.join(" "),
+    };
     let mut child = std::process::Command::new("script")
-        .args(["-qec", &command.join(" "), "/dev/null"])
+        .args(["-qec", &command, "/dev/null"])
         .env("CIPHERLINE_HOME", home)
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
@@ -202,10 +208,20 @@ fn on_a_terminal_send_asks_for_the_identity_passphrase() {
         ]
     };
     let ok = args("alice");
-    let (code, shown) = on_a_terminal(&home, &ok.iter().map(String::as_str).collect::<Vec<_>>(), "tr0ub4dor&3\n");
+    let (code, shown) = on_a_terminal(&home, &ok.iter().map(String::as_str).collect::<Vec<_>>(), "tr0ub4dor&3\n", None);
+    assert_eq!(code, Some(0), "{shown}");
+    // Standard input a pipe, the terminal still there: asked all the same.
+    let mut piped = args("alice");
+    piped.pop();
+    let (code, shown) = on_a_terminal(
+        &home,
+        &piped.iter().map(String::as_str).collect::<Vec<_>>(),
+        "tr0ub4dor&3\n",
+        Some("from a pipe"),
+    );
     assert_eq!(code, Some(0), "{shown}");
     let wrong = args("alice");
-    let (code, shown) = on_a_terminal(&home, &wrong.iter().map(String::as_str).collect::<Vec<_>>(), "guess\n");
+    let (code, shown) = on_a_terminal(&home, &wrong.iter().map(String::as_str).collect::<Vec<_>>(), "guess\n", None);
     assert_eq!(code, Some(1), "{shown}");
     assert!(shown.contains("wrong passphrase for the identity key"), "{shown}");
     assert_eq!(shown.matches("Passphrase for the private key:").count(), 1, "asked once: {shown}");
