@@ -32,28 +32,37 @@ use cipherline_proto::app::{ErrorCode, FileSigned, MAX_CHUNK, MAX_FILE_NAME, MAX
 
 use crate::hub::Refusal;
 
-/// A transfer's identity: the sender's name and the id it chose.
+/// A transfer's identity: the sender's name and the id it chose. Ids are
+/// the name's: while one session's transfer is active, another session of
+/// the name cannot reuse its id (receivers tell transfers apart by sender
+/// name and id only).
 pub(crate) type Key = (String, u64);
 
-/// One message for a list of recipients (encoded once, queued for each).
+/// One connection: a name and which of its sessions (see [`crate::hub`]).
+/// Transfer messages go to sessions, not to every session of a name: the
+/// sender's messages to the session that offered, the data to the session
+/// that accepted.
+pub(crate) type Party = (String, u64);
+
+/// One message for a list of connections (encoded once, queued for each).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Fanout {
-    pub(crate) to: Vec<String>,
+    pub(crate) to: Vec<Party>,
     pub(crate) msg: ServerMessage,
 }
 
 impl Fanout {
-    fn one(to: &str, msg: ServerMessage) -> Self {
-        Fanout { to: vec![to.to_owned()], msg }
+    fn one(to: Party, msg: ServerMessage) -> Self {
+        Fanout { to: vec![to], msg }
     }
 }
 
 /// The limits an offer is checked against (from [`crate::Limits`]).
 #[derive(Debug, Clone)]
 pub(crate) struct OfferLimits {
-    /// `max_transfers_per_client`: active transfers per sender.
+    /// `max_transfers_per_client`: active transfers per sender name.
     pub(crate) max_active: usize,
-    /// `max_offer_recipients_per_client`: recipient entries per sender.
+    /// `max_offer_recipients_per_client`: recipient entries (names) per sender.
     pub(crate) max_recipients: usize,
     /// `offer_timeout_secs`: how long recipients may take to answer.
     pub(crate) timeout: Duration,
@@ -74,8 +83,8 @@ impl From<&crate::Limits> for OfferLimits {
 pub(crate) enum OfferError {
     /// Refused with this error; the connection stays.
     Refused(Refusal),
-    /// The sender reused the id of a transfer that is still active: a
-    /// client bug, answered like any other invalid message (fatal
+    /// The sending session reused the id of its own transfer that is still
+    /// active: a client bug, answered like any other invalid message (fatal
     /// `bad_request`), because the two transfers could not be told apart.
     DuplicateId,
 }
@@ -83,10 +92,10 @@ pub(crate) enum OfferError {
 /// What to do with a chunk.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Chunk {
-    /// Nothing to relay: an unknown transfer, an empty chunk, or no one has
-    /// accepted yet.
+    /// Nothing to relay: an unknown transfer (or another session's), an
+    /// empty chunk, or no one has accepted yet.
     Dropped,
-    /// Relay this FileData to these receivers.
+    /// Relay this FileData to these receiving sessions.
     Relay(Fanout),
     /// The chunk broke a rule; the transfer is over and these say so.
     Cancelled(Vec<Fanout>),
@@ -107,6 +116,7 @@ pub(crate) mod reason {
     pub(crate) const SLOW_TO_SENDER: &str = "the receiver did not read the file data fast enough";
     pub(crate) const EXPIRED_TO_RECEIVER: &str = "the offer expired before you answered";
     pub(crate) const EXPIRED_TO_SENDER: &str = "nobody accepted the offer before it expired";
+    pub(crate) const ANSWERED_ELSEWHERE: &str = "another session of yours accepted it";
 }
 
 /// Whether a file name is acceptable in an offer: 1 to 255 bytes, no
@@ -124,16 +134,21 @@ pub(crate) fn valid_file_name(name: &str) -> bool {
 }
 
 struct Transfer {
+    /// The sender's session that offered it: only that session may send
+    /// its data, end or cancel it, and it alone hears the answers.
+    owner: u64,
     /// The size announced in the offer; the sender may not send more.
     size: u64,
     /// Data bytes the sender has sent so far, relayed or (before anyone
     /// accepted) dropped. Once non-zero, the transfer has started and a late
     /// acceptor could not get the whole file.
     sent: u64,
-    /// Offered, not answered yet.
-    offered: BTreeSet<String>,
-    /// Accepted, with the bytes each has acknowledged.
-    accepted: BTreeMap<String, u64>,
+    /// Offered, not answered yet: each name with the sessions that received
+    /// the offer and have neither answered nor left (never empty).
+    offered: BTreeMap<String, BTreeSet<u64>>,
+    /// Accepted: each name with the session that accepted (the only one
+    /// that gets the data) and the bytes it has acknowledged.
+    accepted: BTreeMap<String, (u64, u64)>,
     /// Set by FileEnd: the order in which the sender's transfers finished,
     /// so that the oldest is forgotten first.
     finished: Option<u64>,
@@ -142,15 +157,23 @@ struct Transfer {
 }
 
 impl Transfer {
-    fn receivers(&self) -> Vec<String> {
-        self.offered.iter().chain(self.accepted.keys()).cloned().collect()
+    /// Every session still in the transfer, answered or not.
+    fn receivers(&self) -> Vec<Party> {
+        let offered = self.offered.iter().flat_map(|(n, ss)| ss.iter().map(|s| (n.clone(), *s)));
+        offered.chain(self.accepting()).collect()
+    }
+
+    /// The sessions that accepted.
+    fn accepting(&self) -> impl Iterator<Item = Party> + '_ {
+        self.accepted.iter().map(|(n, (s, _))| (n.clone(), *s))
     }
 
     fn min_acked(&self) -> Option<u64> {
-        self.accepted.values().copied().min()
+        self.accepted.values().map(|(_, acked)| *acked).min()
     }
 
-    /// Recipient entries this transfer holds.
+    /// Recipient entries this transfer holds (names: each has at most
+    /// [`crate::hub::MAX_SESSIONS_PER_NAME`] sessions).
     fn entries(&self) -> usize {
         self.offered.len() + self.accepted.len()
     }
@@ -182,15 +205,22 @@ pub(crate) struct Transfers {
 }
 
 impl Transfers {
-    /// The sender's transfers, with when each finished (`None`: active).
+    /// The sender's transfers (all its sessions'), with when each finished
+    /// (`None`: active).
     fn sender_keys(&self, sender: &str) -> Vec<(Key, Option<u64>)> {
         let range = (sender.to_owned(), 0)..=(sender.to_owned(), u64::MAX);
         self.by_key.range(range).map(|(k, t)| (k.clone(), t.finished)).collect()
     }
 
-    /// A transfer that is still active (not finished).
-    fn active_mut(&mut self, key: &Key) -> Option<&mut Transfer> {
-        self.by_key.get_mut(key).filter(|t| t.finished.is_none())
+    /// A transfer that is still active (not finished) and belongs to
+    /// `session` of its sender.
+    fn active_mut(&mut self, key: &Key, session: u64) -> Option<&mut Transfer> {
+        self.by_key.get_mut(key).filter(|t| t.finished.is_none() && t.owner == session)
+    }
+
+    /// The session that offered transfer `key`.
+    fn owner(&self, key: &Key) -> Option<Party> {
+        self.by_key.get(key).map(|t| (key.0.clone(), t.owner))
     }
 
     fn index(&mut self, receiver: &str, key: &Key) {
@@ -210,19 +240,24 @@ impl Transfers {
     fn forget(&mut self, key: &Key) -> Option<Transfer> {
         let transfer = self.by_key.remove(key)?;
         self.expiry.remove(&transfer.expires);
-        for receiver in transfer.offered.iter().chain(transfer.accepted.keys()) {
+        for receiver in transfer.offered.keys().chain(transfer.accepted.keys()) {
             self.unindex(receiver, key);
         }
         Some(transfer)
     }
 
-    /// Takes `receiver` out of a transfer, forgetting the transfer if no
-    /// receiver is left. Returns whether it was a receiver.
-    fn detach(&mut self, key: &Key, receiver: &str) -> bool {
-        let Some(t) = self.by_key.get_mut(key) else { return false };
-        let was = t.offered.remove(receiver) | t.accepted.remove(receiver).is_some();
+    /// Takes `receiver` (all its sessions) out of a transfer, forgetting
+    /// the transfer if no receiver is left. Returns the sessions it had in
+    /// the transfer: empty if it was not a receiver.
+    fn detach(&mut self, key: &Key, receiver: &str) -> Vec<Party> {
+        let Some(t) = self.by_key.get_mut(key) else { return Vec::new() };
+        let mut was: Vec<Party> =
+            t.offered.remove(receiver).unwrap_or_default().into_iter().map(|s| (receiver.to_owned(), s)).collect();
+        if let Some((s, _)) = t.accepted.remove(receiver) {
+            was.push((receiver.to_owned(), s));
+        }
         let empty = t.offered.is_empty() && t.accepted.is_empty();
-        if was {
+        if !was.is_empty() {
             self.unindex(receiver, key);
         }
         if empty {
@@ -231,37 +266,70 @@ impl Transfers {
         was
     }
 
+    /// Takes one session of `receiver` that has not answered out of a
+    /// transfer. Returns whether it was offered the transfer and whether
+    /// that was the name's last such session (the name has then left the
+    /// transfer, having answered nowhere else).
+    fn withdraw_session(&mut self, key: &Key, receiver: &str, session: u64) -> (bool, bool) {
+        let Some(sessions) = self.by_key.get_mut(key).and_then(|t| t.offered.get_mut(receiver)) else {
+            return (false, false);
+        };
+        if !sessions.remove(&session) {
+            return (false, false);
+        }
+        if !sessions.is_empty() {
+            return (true, false);
+        }
+        self.detach(key, receiver);
+        (true, true)
+    }
+
     /// Ends a transfer for everyone because the sender broke a rule: its
-    /// receivers and the sender itself are told why.
+    /// receivers and the sending session itself are told why.
     fn abort(&mut self, key: &Key, why: &str) -> Vec<Fanout> {
         let Some(t) = self.forget(key) else { return Vec::new() };
         let msg = cancelled(key, &key.0, why);
-        vec![Fanout { to: t.receivers(), msg: msg.clone() }, Fanout::one(&key.0, msg)]
+        vec![Fanout { to: t.receivers(), msg: msg.clone() }, Fanout::one((key.0.clone(), t.owner), msg)]
     }
 
-    /// Records an offer to `recipients` (already checked to exist and not to
-    /// include the sender) and returns the FileOffered for them.
+    /// Records an offer from `sender`'s connection `session` to
+    /// `recipients` (each name with the sessions that get the offer; already
+    /// checked to exist and not to include the sender) and returns the
+    /// FileOffered for them.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn offer(
         &mut self,
-        sender: &str,
+        (sender, session): (&str, u64),
         id: u64,
         to: Target,
         name: String,
         size: u64,
-        recipients: BTreeSet<String>,
+        recipients: BTreeMap<String, BTreeSet<u64>>,
         limits: &OfferLimits,
         now: Instant,
     ) -> Result<Fanout, OfferError> {
         let max_active = limits.max_active;
         let key = (sender.to_owned(), id);
         match self.by_key.get(&key) {
-            Some(t) if t.finished.is_none() => return Err(OfferError::DuplicateId),
+            Some(t) if t.finished.is_none() && t.owner == session => return Err(OfferError::DuplicateId),
+            // Another session's: each session numbers its transfers from 1,
+            // so this is no client bug; the offer waits for that one to end.
+            Some(t) if t.finished.is_none() => {
+                return Err(OfferError::Refused((
+                    ErrorCode::BadRequest,
+                    format!(
+                        "another session of {sender:?} has a file transfer numbered {id} in progress; send this file \
+                         when it ends"
+                    ),
+                )));
+            }
             // Reusing a finished transfer's id: its receipts are no longer
             // wanted (they could not be told apart from the new ones).
             Some(_) => drop(self.forget(&key)),
             None => {}
         }
+        let recipients: BTreeMap<String, BTreeSet<u64>> =
+            recipients.into_iter().filter(|(_, sessions)| !sessions.is_empty()).collect();
         if recipients.is_empty() {
             return Err(OfferError::Refused((ErrorCode::UnknownUser, "nobody to offer the file to".into())));
         }
@@ -272,18 +340,25 @@ impl Transfers {
             )));
         }
         self.make_room(sender, recipients.len(), limits.max_recipients)?;
-        for r in &recipients {
+        for r in recipients.keys() {
             self.index(r, &key);
         }
-        let to_list = recipients.iter().cloned().collect();
         self.offers += 1;
         // `timeout` is capped at a century (config), so this cannot overflow
         // in practice; if it did, the offer would expire after a year instead.
         let deadline = now.checked_add(limits.timeout).unwrap_or(now + Duration::from_secs(365 * 24 * 60 * 60));
         let expires = (deadline, self.offers);
         self.expiry.insert(expires, key.clone());
-        let transfer =
-            Transfer { size, sent: 0, offered: recipients, accepted: BTreeMap::new(), finished: None, expires };
+        let transfer = Transfer {
+            owner: session,
+            size,
+            sent: 0,
+            offered: recipients,
+            accepted: BTreeMap::new(),
+            finished: None,
+            expires,
+        };
+        let to_list = transfer.receivers();
         self.by_key.insert(key, transfer);
         Ok(Fanout {
             to: to_list,
@@ -349,52 +424,68 @@ impl Transfers {
             }
             let unanswered = std::mem::take(&mut t.offered);
             let nobody_accepted = t.accepted.is_empty();
-            for r in &unanswered {
+            let owner = (key.0.clone(), t.owner);
+            for r in unanswered.keys() {
                 self.unindex(r, &key);
             }
             out.push(Fanout {
-                to: unanswered.into_iter().collect(),
+                to: unanswered.into_iter().flat_map(|(n, ss)| ss.into_iter().map(move |s| (n.clone(), s))).collect(),
                 msg: cancelled(&key, &key.0, reason::EXPIRED_TO_RECEIVER),
             });
             if nobody_accepted {
                 self.forget(&key);
-                out.push(Fanout::one(&key.0, cancelled(&key, &key.0, reason::EXPIRED_TO_SENDER)));
+                out.push(Fanout::one(owner, cancelled(&key, &key.0, reason::EXPIRED_TO_SENDER)));
             }
         }
         out
     }
 
-    /// A receiver's answer. Ignored unless `by` was offered this transfer
-    /// and has not answered yet.
-    pub(crate) fn answer(&mut self, by: &str, sender: &str, id: u64, accept: bool) -> Vec<Fanout> {
+    /// An answer from connection `session` of `by`. Ignored unless that
+    /// session was offered this transfer and has not answered yet.
+    ///
+    /// An accept makes that session the receiving one; the name's other
+    /// sessions that had the offer are told it was accepted elsewhere. A
+    /// decline counts for the name only once every session that had the
+    /// offer declined or left: so a session that declines on its own (a
+    /// script) cannot decline for another that is still deciding.
+    pub(crate) fn answer(&mut self, (by, session): (&str, u64), sender: &str, id: u64, accept: bool) -> Vec<Fanout> {
         let key = (sender.to_owned(), id);
         let Some(t) = self.by_key.get_mut(&key) else { return Vec::new() };
-        if !t.offered.contains(by) {
+        if !t.offered.get(by).is_some_and(|ss| ss.contains(&session)) {
             return Vec::new();
         }
+        let owner = (sender.to_owned(), t.owner);
+        let answered = ServerMessage::FileAnswered { transfer: id, by: by.to_owned(), accept };
         if accept && t.sent == 0 {
-            t.offered.remove(by);
-            t.accepted.insert(by.to_owned(), 0);
-            return vec![Fanout::one(sender, ServerMessage::FileAnswered { transfer: id, by: by.to_owned(), accept })];
+            let others = t.offered.remove(by).unwrap_or_default();
+            t.accepted.insert(by.to_owned(), (session, 0));
+            let others: Vec<Party> = others.into_iter().filter(|s| *s != session).map(|s| (by.to_owned(), s)).collect();
+            return vec![
+                Fanout::one(owner, answered),
+                Fanout { to: others, msg: cancelled(&key, by, reason::ANSWERED_ELSEWHERE) },
+            ];
         }
-        self.detach(&key, by);
         if accept {
             // Data already went to others; this receiver would get a file
             // with its beginning missing, so it is refused on both sides.
-            vec![
-                Fanout::one(by, cancelled(&key, sender, reason::LATE_TO_RECEIVER)),
-                Fanout::one(sender, cancelled(&key, by, reason::LATE_TO_SENDER)),
-            ]
-        } else {
-            vec![Fanout::one(sender, ServerMessage::FileAnswered { transfer: id, by: by.to_owned(), accept })]
+            let sessions = self.detach(&key, by);
+            return vec![
+                Fanout { to: sessions, msg: cancelled(&key, sender, reason::LATE_TO_RECEIVER) },
+                Fanout::one(owner, cancelled(&key, by, reason::LATE_TO_SENDER)),
+            ];
+        }
+        match self.withdraw_session(&key, by, session) {
+            (true, true) => vec![Fanout::one(owner, answered)],
+            _ => Vec::new(),
         }
     }
 
-    /// A chunk from the sender: checks the offered size and the flow-control
-    /// window, then relays it to every accepting receiver.
-    pub(crate) fn chunk(&mut self, sender: &str, id: u64, data: Vec<u8>) -> Chunk {
+    /// A chunk from the sender's connection `session`: checks the offered
+    /// size and the flow-control window, then relays it to every accepting
+    /// session. Another session's transfer is not this one's to feed.
+    pub(crate) fn chunk(&mut self, (sender, session): (&str, u64), id: u64, data: Vec<u8>) -> Chunk {
         let key = (sender.to_owned(), id);
-        let Some(t) = self.active_mut(&key) else { return Chunk::Dropped };
+        let Some(t) = self.active_mut(&key, session) else { return Chunk::Dropped };
         if data.is_empty() {
             return Chunk::Dropped;
         }
@@ -409,7 +500,7 @@ impl Transfers {
         if t.accepted.is_empty() {
             return Chunk::Dropped;
         }
-        let to = t.accepted.keys().cloned().collect();
+        let to = t.accepting().collect();
         Chunk::Relay(Fanout { to, msg: ServerMessage::FileData { transfer: id, from: sender.to_owned(), data } })
     }
 
@@ -417,22 +508,24 @@ impl Transfers {
     /// transfer, instead of cutting its connection off.
     pub(crate) fn drop_slow_receiver(&mut self, sender: &str, id: u64, receiver: &str) -> Vec<Fanout> {
         let key = (sender.to_owned(), id);
-        if !self.detach(&key, receiver) {
+        let Some(owner) = self.owner(&key) else { return Vec::new() };
+        let sessions = self.detach(&key, receiver);
+        if sessions.is_empty() {
             return Vec::new();
         }
         vec![
-            Fanout::one(receiver, cancelled(&key, sender, reason::SLOW_TO_RECEIVER)),
-            Fanout::one(sender, cancelled(&key, receiver, reason::SLOW_TO_SENDER)),
+            Fanout { to: sessions, msg: cancelled(&key, sender, reason::SLOW_TO_RECEIVER) },
+            Fanout::one(owner, cancelled(&key, receiver, reason::SLOW_TO_SENDER)),
         ]
     }
 
-    /// The sender finished: FileDone to the accepting receivers, and those
+    /// The sender finished: FileDone to the accepting sessions, and those
     /// who never answered learn the offer is gone. The transfer stays,
     /// finished, until every accepting receiver has sent its receipt; of the
     /// sender's finished transfers only the newest `max_finished` are kept.
     pub(crate) fn end(
         &mut self,
-        sender: &str,
+        (sender, session): (&str, u64),
         id: u64,
         sha256: [u8; 32],
         signed: Option<FileSigned>,
@@ -440,12 +533,12 @@ impl Transfers {
     ) -> Vec<Fanout> {
         let key = (sender.to_owned(), id);
         let seq = self.ends + 1;
-        let Some(t) = self.active_mut(&key) else { return Vec::new() };
+        let Some(t) = self.active_mut(&key, session) else { return Vec::new() };
         let unanswered = std::mem::take(&mut t.offered);
-        let accepted: Vec<String> = t.accepted.keys().cloned().collect();
+        let accepted: Vec<Party> = t.accepting().collect();
         t.finished = Some(seq);
         self.ends = seq;
-        for r in &unanswered {
+        for r in unanswered.keys() {
             self.unindex(r, &key);
         }
         if accepted.is_empty() {
@@ -462,17 +555,23 @@ impl Transfers {
             }
         }
         let done = ServerMessage::FileDone { transfer: id, from: sender.to_owned(), sha256, signed };
+        let unanswered =
+            unanswered.into_iter().flat_map(|(n, ss)| ss.into_iter().map(move |s| (n.clone(), s))).collect();
         vec![
             Fanout { to: accepted, msg: done },
-            Fanout { to: unanswered.into_iter().collect(), msg: cancelled(&key, sender, reason::UNANSWERED) },
+            Fanout { to: unanswered, msg: cancelled(&key, sender, reason::UNANSWERED) },
         ]
     }
 
-    /// The sender cancelled: every receiver, answered or not, is told. For a
-    /// finished transfer it only stops waiting for receipts, and nobody is
-    /// told (the receivers have their FileDone and must keep the file).
-    pub(crate) fn cancel_by_sender(&mut self, sender: &str, id: u64, why: String) -> Vec<Fanout> {
+    /// The sender's connection `session` cancelled its transfer: every
+    /// receiver, answered or not, is told. For a finished transfer it only
+    /// stops waiting for receipts, and nobody is told (the receivers have
+    /// their FileDone and must keep the file).
+    pub(crate) fn cancel_by_sender(&mut self, (sender, session): (&str, u64), id: u64, why: String) -> Vec<Fanout> {
         let key = (sender.to_owned(), id);
+        if self.by_key.get(&key).is_none_or(|t| t.owner != session) {
+            return Vec::new();
+        }
         let Some(t) = self.forget(&key) else { return Vec::new() };
         if t.finished.is_some() {
             return Vec::new();
@@ -480,17 +579,32 @@ impl Transfers {
         vec![Fanout { to: t.receivers(), msg: cancelled(&key, sender, why) }]
     }
 
-    /// A receiver stopped receiving (or declined by cancelling): only the
-    /// sender is told; the others keep going.
-    pub(crate) fn cancel_by_receiver(&mut self, by: &str, sender: &str, id: u64, why: String) -> Vec<Fanout> {
+    /// A receiving session stopped receiving, or one that was offered the
+    /// transfer declined by cancelling: only the sender is told (for a
+    /// decline, once the name's last session that had the offer declined);
+    /// the others keep going.
+    pub(crate) fn cancel_by_receiver(
+        &mut self,
+        (by, session): (&str, u64),
+        sender: &str,
+        id: u64,
+        why: String,
+    ) -> Vec<Fanout> {
         let key = (sender.to_owned(), id);
-        if !self.detach(&key, by) {
+        let Some(t) = self.by_key.get(&key) else { return Vec::new() };
+        let owner = (sender.to_owned(), t.owner);
+        let gone = if t.accepted.get(by).is_some_and(|(s, _)| *s == session) {
+            !self.detach(&key, by).is_empty()
+        } else {
+            self.withdraw_session(&key, by, session).1
+        };
+        if !gone {
             return Vec::new();
         }
-        vec![Fanout::one(sender, cancelled(&key, by, why))]
+        vec![Fanout::one(owner, cancelled(&key, by, why))]
     }
 
-    /// A receiver's progress, or its receipt.
+    /// A receiver's progress, or its receipt, from its accepting session.
     ///
     /// Progress is counted only if it moves forward by at least one full
     /// chunk or reaches everything sent so far, and never beyond what was
@@ -500,18 +614,18 @@ impl Transfers {
     /// An ack of the whole size is the receipt ("stored and checked"): it
     /// counts only after FileEnd, when all of it was sent, and takes the
     /// receiver out of the transfer.
-    pub(crate) fn ack(&mut self, by: &str, sender: &str, id: u64, received: u64) -> Vec<Fanout> {
+    pub(crate) fn ack(&mut self, (by, session): (&str, u64), sender: &str, id: u64, received: u64) -> Vec<Fanout> {
         let key = (sender.to_owned(), id);
         let Some(t) = self.by_key.get_mut(&key) else { return Vec::new() };
-        let (sent, size, finished) = (t.sent, t.size, t.finished.is_some());
-        let Some(acked) = t.accepted.get_mut(by) else { return Vec::new() };
+        let (sent, size, finished, owner) = (t.sent, t.size, t.finished.is_some(), (sender.to_owned(), t.owner));
+        let Some((_, acked)) = t.accepted.get_mut(by).filter(|(s, _)| *s == session) else { return Vec::new() };
         let acked_msg = ServerMessage::FileAcked { transfer: id, by: by.to_owned(), received };
         if received == size {
             if !finished || sent != size {
                 return Vec::new();
             }
             self.detach(&key, by);
-            return vec![Fanout::one(sender, acked_msg)];
+            return vec![Fanout::one(owner, acked_msg)];
         }
         let step = MAX_CHUNK as u64;
         let forward = received > *acked && received <= sent && (received - *acked >= step || received == sent);
@@ -519,14 +633,20 @@ impl Transfers {
             return Vec::new();
         }
         *acked = received;
-        vec![Fanout::one(sender, acked_msg)]
+        vec![Fanout::one(owner, acked_msg)]
     }
 
-    /// `name` disconnected: its own transfers end for their receivers, and
-    /// it leaves every transfer it was offered or receiving.
-    pub(crate) fn disconnect(&mut self, name: &str) -> Vec<Fanout> {
+    /// Connection `session` of `name` disconnected, whether or not the
+    /// name has other sessions: the transfers it offered end for their
+    /// receivers, and it leaves every transfer it accepted (the sender is
+    /// told) or was offered (the sender is told only if no other session of
+    /// the name still has the offer: the name has then left it).
+    pub(crate) fn disconnect(&mut self, name: &str, session: u64) -> Vec<Fanout> {
         let mut out = Vec::new();
         for (key, _) in self.sender_keys(name) {
+            if self.by_key.get(&key).is_none_or(|t| t.owner != session) {
+                continue;
+            }
             // A finished transfer's receivers have their FileDone: nothing
             // to cancel for them, only receipts nobody will read.
             if let Some(t) = self.forget(&key).filter(|t| t.finished.is_none()) {
@@ -535,8 +655,15 @@ impl Transfers {
         }
         let keys: Vec<Key> = self.receiving.get(name).map(|k| k.iter().cloned().collect()).unwrap_or_default();
         for key in keys {
-            if self.detach(&key, name) {
-                out.push(Fanout::one(&key.0, cancelled(&key, name, reason::RECEIVER_DISCONNECTED)));
+            let Some(t) = self.by_key.get(&key) else { continue };
+            let owner = (key.0.clone(), t.owner);
+            let gone = if t.accepted.get(name).is_some_and(|(s, _)| *s == session) {
+                !self.detach(&key, name).is_empty()
+            } else {
+                self.withdraw_session(&key, name, session).1
+            };
+            if gone {
+                out.push(Fanout::one(owner, cancelled(&key, name, reason::RECEIVER_DISCONNECTED)));
             }
         }
         out
