@@ -736,10 +736,10 @@ mod tests {
         let (mut b_rx, b_kick) = connect(&hub, "b", 8);
         hub.file_offer(&hub.me("a"), 1, Target::User("b".into()), "f".into(), 1 << 20, &offer_limits(), |_| Ok(()))
             .unwrap();
-        hub.file_answer("b", "a", 1, true);
+        hub.file_answer(&hub.me("b"), "a", 1, true);
         // Tiny chunks: far inside the byte window, but many messages.
         for _ in 0..20 {
-            hub.file_chunk("a", 1, vec![0]);
+            hub.file_chunk(&hub.me("a"), 1, vec![0]);
         }
         let got = drain(&mut b_rx);
         // The offer and data up to three quarters of the queue, then the
@@ -924,3 +924,6 @@ mod tests {
         drop(kept);
     }
 }
+
+#[cfg(test)]
+mod session_transfers;

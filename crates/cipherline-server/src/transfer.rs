@@ -251,13 +251,15 @@ impl Transfers {
     /// the transfer: empty if it was not a receiver.
     fn detach(&mut self, key: &Key, receiver: &str) -> Vec<Party> {
         let Some(t) = self.by_key.get_mut(key) else { return Vec::new() };
-        let mut was: Vec<Party> =
-            t.offered.remove(receiver).unwrap_or_default().into_iter().map(|s| (receiver.to_owned(), s)).collect();
-        if let Some((s, _)) = t.accepted.remove(receiver) {
+        let offered = t.offered.remove(receiver);
+        let accepted = t.accepted.remove(receiver);
+        let indexed = offered.is_some() || accepted.is_some();
+        let mut was: Vec<Party> = offered.unwrap_or_default().into_iter().map(|s| (receiver.to_owned(), s)).collect();
+        if let Some((s, _)) = accepted {
             was.push((receiver.to_owned(), s));
         }
         let empty = t.offered.is_empty() && t.accepted.is_empty();
-        if !was.is_empty() {
+        if indexed {
             self.unindex(receiver, key);
         }
         if empty {
@@ -681,8 +683,14 @@ mod tests {
 
     use super::*;
 
-    fn set(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|n| (*n).to_owned()).collect()
+    /// Recipients with one session each (session 1).
+    fn set(names: &[&str]) -> BTreeMap<String, BTreeSet<u64>> {
+        names.iter().map(|n| ((*n).to_owned(), BTreeSet::from([1]))).collect()
+    }
+
+    /// The names a fanout goes to.
+    fn names(to: &[Party]) -> Vec<&str> {
+        to.iter().map(|(n, _)| n.as_str()).collect()
     }
 
     fn user(n: &str) -> Target {
@@ -695,7 +703,7 @@ mod tests {
         assert!(t.expiry.len() <= t.by_key.len(), "a deadline outlived its transfer");
         for (key, tr) in &t.by_key {
             assert!(!tr.offered.is_empty() || !tr.accepted.is_empty(), "empty transfer kept");
-            for r in tr.offered.iter().chain(tr.accepted.keys()) {
+            for r in tr.offered.keys().chain(tr.accepted.keys()) {
                 want.entry(r.clone()).or_default().insert(key.clone());
             }
         }
@@ -707,7 +715,8 @@ mod tests {
     }
 
     fn offer(t: &mut Transfers, from: &str, id: u64, to: &[&str], size: u64) {
-        t.offer(from, id, Target::Room("r".into()), "f".into(), size, set(to), &limits(16), Instant::now()).unwrap();
+        t.offer((from, 1), id, Target::Room("r".into()), "f".into(), size, set(to), &limits(16), Instant::now())
+            .unwrap();
         consistent(t);
     }
 
@@ -742,7 +751,7 @@ mod tests {
         let mut t = Transfers::default();
         offer(&mut t, "a", 1, &["b"], 10);
         assert_eq!(
-            t.offer("a", 1, user("b"), "f".into(), 1, set(&["b"]), &limits(16), Instant::now()),
+            t.offer(("a", 1), 1, user("b"), "f".into(), 1, set(&["b"]), &limits(16), Instant::now()),
             Err(OfferError::DuplicateId)
         );
         // The same id from another sender is another transfer.
@@ -750,7 +759,7 @@ mod tests {
         for id in 2..=3 {
             offer(&mut t, "a", id, &["b"], 10);
         }
-        let r = t.offer("a", 4, user("b"), "f".into(), 1, set(&["b"]), &limits(3), Instant::now());
+        let r = t.offer(("a", 1), 4, user("b"), "f".into(), 1, set(&["b"]), &limits(3), Instant::now());
         assert!(matches!(r, Err(OfferError::Refused((ErrorCode::RateLimited, _)))), "{r:?}");
         assert_eq!(t.len(), 4);
     }
@@ -761,43 +770,43 @@ mod tests {
         let now = Instant::now();
         let lim = OfferLimits { max_active: 16, max_recipients: 4, timeout: Duration::from_secs(10) };
         let room = || Target::Room("r".into());
-        t.offer("a", 1, room(), "f".into(), 1, set(&["b", "c", "d"]), &lim, now).unwrap();
+        t.offer(("a", 1), 1, room(), "f".into(), 1, set(&["b", "c", "d"]), &lim, now).unwrap();
         // Three entries held, two more would exceed the budget of four.
-        let r = t.offer("a", 2, room(), "f".into(), 1, set(&["b", "c"]), &lim, now);
+        let r = t.offer(("a", 1), 2, room(), "f".into(), 1, set(&["b", "c"]), &lim, now);
         assert!(matches!(r, Err(OfferError::Refused((ErrorCode::RateLimited, _)))), "{r:?}");
-        let r = t.offer("a", 2, room(), "f".into(), 1, set(&["b", "c", "d", "e", "f"]), &lim, now);
+        let r = t.offer(("a", 1), 2, room(), "f".into(), 1, set(&["b", "c", "d", "e", "f"]), &lim, now);
         assert!(matches!(r, Err(OfferError::Refused((ErrorCode::RateLimited, _)))), "more than the budget at once");
         // Another sender has its own budget.
-        t.offer("z", 1, room(), "f".into(), 1, set(&["b", "c", "d", "e"]), &lim, now).unwrap();
-        t.answer("b", "a", 1, true);
+        t.offer(("z", 1), 1, room(), "f".into(), 1, set(&["b", "c", "d", "e"]), &lim, now).unwrap();
+        t.answer(("b", 1), "a", 1, true);
         assert!(t.expire(now + Duration::from_secs(9)).is_empty(), "not yet");
         let out = t.expire(now + Duration::from_secs(10));
         // c and d never answered: they are told; a carries on with b. All
         // of z's recipients were silent: z's offer is over and z is told.
         assert_eq!(out.len(), 3, "{out:?}");
-        assert_eq!(out[0].to, ["c", "d"]);
+        assert_eq!(names(&out[0].to), ["c", "d"]);
         assert!(
             matches!(&out[0].msg, ServerMessage::FileCancelled { reason, .. } if reason == reason::EXPIRED_TO_RECEIVER)
         );
-        assert_eq!(out[1].to, ["b", "c", "d", "e"]);
-        assert_eq!(out[2].to, ["z"]);
+        assert_eq!(names(&out[1].to), ["b", "c", "d", "e"]);
+        assert_eq!(names(&out[2].to), ["z"]);
         assert!(
             matches!(&out[2].msg, ServerMessage::FileCancelled { reason, .. } if reason == reason::EXPIRED_TO_SENDER)
         );
         assert_eq!(t.len(), 1);
         consistent(&t);
-        assert!(t.answer("c", "a", 1, true).is_empty(), "an answer after expiry is ignored");
-        assert!(matches!(t.chunk("a", 1, vec![0]), Chunk::Relay(f) if f.to == ["b"]));
+        assert!(t.answer(("c", 1), "a", 1, true).is_empty(), "an answer after expiry is ignored");
+        assert!(matches!(t.chunk(("a", 1), 1, vec![0]), Chunk::Relay(f) if names(&f.to) == ["b"]));
         // The expired entries are free again: one held (b) plus three.
         let later = now + Duration::from_secs(11);
-        t.offer("a", 2, room(), "f".into(), 1, set(&["c", "d", "e"]), &lim, later).unwrap();
+        t.offer(("a", 1), 2, room(), "f".into(), 1, set(&["c", "d", "e"]), &lim, later).unwrap();
         consistent(&t);
         // A finished transfer waiting for a receipt gives way to a new offer.
-        t.cancel_by_sender("a", 2, "no".into());
-        t.end("a", 1, [0; 32], None, 16);
+        t.cancel_by_sender(("a", 1), 2, "no".into());
+        t.end(("a", 1), 1, [0; 32], None, 16);
         assert_eq!(t.len(), 1, "b's receipt is awaited");
-        t.offer("a", 3, room(), "f".into(), 1, set(&["c", "d", "e", "f"]), &lim, later).unwrap();
-        assert!(t.ack("b", "a", 1, 1).is_empty(), "transfer 1 was forgotten to make room");
+        t.offer(("a", 1), 3, room(), "f".into(), 1, set(&["c", "d", "e", "f"]), &lim, later).unwrap();
+        assert!(t.ack(("b", 1), "a", 1, 1).is_empty(), "transfer 1 was forgotten to make room");
         assert_eq!(t.len(), 1);
         consistent(&t);
     }
@@ -806,24 +815,27 @@ mod tests {
     fn decline_and_late_accept_forget_the_receiver() {
         let mut t = Transfers::default();
         offer(&mut t, "a", 1, &["b", "c", "d"], 100_000);
-        let out = t.answer("b", "a", 1, false);
+        let out = t.answer(("b", 1), "a", 1, false);
         assert_eq!(
             out,
-            vec![Fanout::one("a", ServerMessage::FileAnswered { transfer: 1, by: "b".into(), accept: false })]
+            vec![Fanout::one(
+                ("a".into(), 1),
+                ServerMessage::FileAnswered { transfer: 1, by: "b".into(), accept: false }
+            )]
         );
         // A second answer from b is ignored.
-        assert!(t.answer("b", "a", 1, true).is_empty());
-        t.answer("c", "a", 1, true);
-        assert!(matches!(t.chunk("a", 1, vec![0; 10]), Chunk::Relay(f) if f.to == ["c"]));
+        assert!(t.answer(("b", 1), "a", 1, true).is_empty());
+        t.answer(("c", 1), "a", 1, true);
+        assert!(matches!(t.chunk(("a", 1), 1, vec![0; 10]), Chunk::Relay(f) if names(&f.to) == ["c"]));
         // d accepts after data flowed: refused on both sides.
-        let out = t.answer("d", "a", 1, true);
+        let out = t.answer(("d", 1), "a", 1, true);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].to, ["d"]);
-        assert_eq!(out[1].to, ["a"]);
+        assert_eq!(names(&out[0].to), ["d"]);
+        assert_eq!(names(&out[1].to), ["a"]);
         consistent(&t);
         // c cancels: the last receiver is gone and so is the transfer.
-        let out = t.cancel_by_receiver("c", "a", 1, "no".into());
-        assert_eq!(out[0].to, ["a"]);
+        let out = t.cancel_by_receiver(("c", 1), "a", 1, "no".into());
+        assert_eq!(names(&out[0].to), ["a"]);
         assert_eq!(t.len(), 0);
         consistent(&t);
     }
@@ -833,35 +845,35 @@ mod tests {
         let mut t = Transfers::default();
         offer(&mut t, "a", 1, &["b", "c"], 10 * MAX_UNACKED);
         // Before any accept, chunks are dropped (but counted).
-        assert_eq!(t.chunk("a", 1, vec![1]), Chunk::Dropped);
-        assert_eq!(t.chunk("a", 9, vec![1]), Chunk::Dropped, "unknown transfer");
+        assert_eq!(t.chunk(("a", 1), 1, vec![1]), Chunk::Dropped);
+        assert_eq!(t.chunk(("a", 1), 9, vec![1]), Chunk::Dropped, "unknown transfer");
         let mut t = Transfers::default();
         offer(&mut t, "a", 1, &["b", "c"], 10 * MAX_UNACKED);
-        t.answer("b", "a", 1, true);
-        t.answer("c", "a", 1, true);
+        t.answer(("b", 1), "a", 1, true);
+        t.answer(("c", 1), "a", 1, true);
         let chunk = vec![0; MAX_CHUNK];
         let per_window = MAX_UNACKED / MAX_CHUNK as u64;
         for _ in 0..per_window {
-            assert!(matches!(t.chunk("a", 1, chunk.clone()), Chunk::Relay(_)));
+            assert!(matches!(t.chunk(("a", 1), 1, chunk.clone()), Chunk::Relay(_)));
         }
         // b acks everything, c only the first half: c is the slowest.
-        assert_eq!(t.ack("b", "a", 1, MAX_UNACKED).len(), 1);
-        assert_eq!(t.ack("c", "a", 1, MAX_UNACKED / 2).len(), 1);
+        assert_eq!(t.ack(("b", 1), "a", 1, MAX_UNACKED).len(), 1);
+        assert_eq!(t.ack(("c", 1), "a", 1, MAX_UNACKED / 2).len(), 1);
         for _ in 0..per_window / 2 {
-            assert!(matches!(t.chunk("a", 1, chunk.clone()), Chunk::Relay(_)));
+            assert!(matches!(t.chunk(("a", 1), 1, chunk.clone()), Chunk::Relay(_)));
         }
-        let Chunk::Cancelled(out) = t.chunk("a", 1, chunk.clone()) else { panic!("window not enforced") };
-        assert_eq!(out[0].to, ["b", "c"]);
-        assert_eq!(out[1].to, ["a"]);
+        let Chunk::Cancelled(out) = t.chunk(("a", 1), 1, chunk.clone()) else { panic!("window not enforced") };
+        assert_eq!(names(&out[0].to), ["b", "c"]);
+        assert_eq!(names(&out[1].to), ["a"]);
         assert!(matches!(&out[1].msg, ServerMessage::FileCancelled { reason, .. } if reason == reason::FLOW_CONTROL));
         assert_eq!(t.len(), 0);
         consistent(&t);
 
         // More than the offered size ends the transfer.
         offer(&mut t, "a", 2, &["b"], 5);
-        t.answer("b", "a", 2, true);
-        assert!(matches!(t.chunk("a", 2, vec![0; 5]), Chunk::Relay(_)));
-        assert!(matches!(t.chunk("a", 2, vec![0; 1]), Chunk::Cancelled(_)));
+        t.answer(("b", 1), "a", 2, true);
+        assert!(matches!(t.chunk(("a", 1), 2, vec![0; 5]), Chunk::Relay(_)));
+        assert!(matches!(t.chunk(("a", 1), 2, vec![0; 1]), Chunk::Cancelled(_)));
         consistent(&t);
     }
 
@@ -869,53 +881,53 @@ mod tests {
     fn acks_must_move_forward_by_a_chunk_or_to_the_end() {
         let mut t = Transfers::default();
         offer(&mut t, "a", 1, &["b"], 1 << 30);
-        t.answer("b", "a", 1, true);
+        t.answer(("b", 1), "a", 1, true);
         for _ in 0..4 {
-            t.chunk("a", 1, vec![0; MAX_CHUNK]);
+            t.chunk(("a", 1), 1, vec![0; MAX_CHUNK]);
         }
         let step = MAX_CHUNK as u64;
-        assert!(t.ack("b", "a", 1, 1).is_empty(), "less than a chunk and not the end");
-        assert!(t.ack("b", "a", 1, 5 * step).is_empty(), "beyond what was sent");
-        assert!(t.ack("c", "a", 1, step).is_empty(), "not a receiver");
-        assert_eq!(t.ack("b", "a", 1, step).len(), 1);
-        assert!(t.ack("b", "a", 1, step).is_empty(), "not forward");
-        assert!(t.ack("b", "a", 1, step + 10).is_empty());
-        assert_eq!(t.ack("b", "a", 1, 4 * step).len(), 1, "everything sent");
+        assert!(t.ack(("b", 1), "a", 1, 1).is_empty(), "less than a chunk and not the end");
+        assert!(t.ack(("b", 1), "a", 1, 5 * step).is_empty(), "beyond what was sent");
+        assert!(t.ack(("c", 1), "a", 1, step).is_empty(), "not a receiver");
+        assert_eq!(t.ack(("b", 1), "a", 1, step).len(), 1);
+        assert!(t.ack(("b", 1), "a", 1, step).is_empty(), "not forward");
+        assert!(t.ack(("b", 1), "a", 1, step + 10).is_empty());
+        assert_eq!(t.ack(("b", 1), "a", 1, 4 * step).len(), 1, "everything sent");
     }
 
     #[test]
     fn end_and_disconnects_tell_everyone_left() {
         let mut t = Transfers::default();
         offer(&mut t, "a", 1, &["b", "c"], 3);
-        t.answer("b", "a", 1, true);
-        t.chunk("a", 1, vec![1, 2, 3]);
-        let out = t.end("a", 1, [0; 32], None, 16);
-        assert_eq!(out[0].to, ["b"]);
+        t.answer(("b", 1), "a", 1, true);
+        t.chunk(("a", 1), 1, vec![1, 2, 3]);
+        let out = t.end(("a", 1), 1, [0; 32], None, 16);
+        assert_eq!(names(&out[0].to), ["b"]);
         assert!(matches!(out[0].msg, ServerMessage::FileDone { .. }));
-        assert_eq!(out[1].to, ["c"], "c never answered");
-        assert!(t.end("a", 1, [0; 32], None, 16).is_empty(), "already over");
-        assert!(matches!(t.chunk("a", 1, vec![1]), Chunk::Dropped), "no data after the end");
+        assert_eq!(names(&out[1].to), ["c"], "c never answered");
+        assert!(t.end(("a", 1), 1, [0; 32], None, 16).is_empty(), "already over");
+        assert!(matches!(t.chunk(("a", 1), 1, vec![1]), Chunk::Dropped), "no data after the end");
         // b's receipt is all that is left to wait for.
         assert_eq!(t.len(), 1);
         consistent(&t);
-        assert_eq!(t.ack("b", "a", 1, 3).len(), 1);
+        assert_eq!(t.ack(("b", 1), "a", 1, 3).len(), 1);
         assert_eq!(t.len(), 0);
 
         offer(&mut t, "a", 1, &["b", "c"], 3);
         offer(&mut t, "b", 1, &["a", "c"], 3);
         offer(&mut t, "c", 1, &["b"], 3);
-        let out = t.disconnect("b");
+        let out = t.disconnect("b", 1);
         // b's own transfer ends for a and c; a and c each lose b as a receiver.
         assert_eq!(out.len(), 3);
-        assert_eq!(out[0].to, ["a", "c"]);
+        assert_eq!(names(&out[0].to), ["a", "c"]);
         assert!(matches!(&out[0].msg, ServerMessage::FileCancelled { by, .. } if by == "b"));
-        let senders: BTreeSet<_> = out[1..].iter().map(|f| f.to[0].clone()).collect();
-        assert_eq!(senders, set(&["a", "c"]));
+        let senders: BTreeSet<_> = out[1..].iter().map(|f| f.to[0].0.clone()).collect();
+        assert_eq!(senders, ["a".to_owned(), "c".to_owned()].into());
         // c's transfer had only b: gone. a's still has c.
         assert_eq!(t.len(), 1);
         consistent(&t);
-        let out = t.cancel_by_sender("a", 1, "changed my mind".into());
-        assert_eq!(out[0].to, ["c"]);
+        let out = t.cancel_by_sender(("a", 1), 1, "changed my mind".into());
+        assert_eq!(names(&out[0].to), ["c"]);
         assert_eq!(t.len(), 0);
         consistent(&t);
     }
@@ -925,34 +937,34 @@ mod tests {
         let mut t = Transfers::default();
         offer(&mut t, "a", 1, &["b", "c", "d"], 2 * MAX_CHUNK as u64);
         for r in ["b", "c", "d"] {
-            t.answer(r, "a", 1, true);
+            t.answer((r, 1), "a", 1, true);
         }
-        t.chunk("a", 1, vec![0; MAX_CHUNK]);
-        t.chunk("a", 1, vec![0; MAX_CHUNK]);
+        t.chunk(("a", 1), 1, vec![0; MAX_CHUNK]);
+        t.chunk(("a", 1), 1, vec![0; MAX_CHUNK]);
         // The whole size before FileEnd is not a receipt yet.
-        assert!(t.ack("b", "a", 1, 2 * MAX_CHUNK as u64).is_empty());
-        t.end("a", 1, [0; 32], None, 16);
+        assert!(t.ack(("b", 1), "a", 1, 2 * MAX_CHUNK as u64).is_empty());
+        t.end(("a", 1), 1, [0; 32], None, 16);
         // A finished transfer no longer counts against the sender's limit.
         offer(&mut t, "a", 2, &["b"], 1);
-        t.offer("a", 3, user("b"), "f".into(), 1, set(&["b"]), &limits(2), Instant::now()).unwrap();
-        t.offer("a", 4, user("b"), "f".into(), 1, set(&["b"]), &limits(2), Instant::now()).unwrap_err();
+        t.offer(("a", 1), 3, user("b"), "f".into(), 1, set(&["b"]), &limits(2), Instant::now()).unwrap();
+        t.offer(("a", 1), 4, user("b"), "f".into(), 1, set(&["b"]), &limits(2), Instant::now()).unwrap_err();
         // b confirms; c's check failed; d leaves: each reaches a.
-        let out = t.ack("b", "a", 1, 2 * MAX_CHUNK as u64);
+        let out = t.ack(("b", 1), "a", 1, 2 * MAX_CHUNK as u64);
         assert!(matches!(&out[..], [Fanout { msg: ServerMessage::FileAcked { by, .. }, .. }] if by == "b"));
-        let out = t.cancel_by_receiver("c", "a", 1, "SHA-256 mismatch".into());
+        let out = t.cancel_by_receiver(("c", 1), "a", 1, "SHA-256 mismatch".into());
         assert!(matches!(&out[..], [Fanout { msg: ServerMessage::FileCancelled { by, .. }, .. }] if by == "c"));
-        assert!(t.ack("b", "a", 1, 2 * MAX_CHUNK as u64).is_empty(), "one receipt each");
-        let out = t.disconnect("d");
+        assert!(t.ack(("b", 1), "a", 1, 2 * MAX_CHUNK as u64).is_empty(), "one receipt each");
+        let out = t.disconnect("d", 1);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].to, ["a"]);
+        assert_eq!(names(&out[0].to), ["a"]);
         assert_eq!(t.len(), 2, "only transfers 2 and 3 are left");
         consistent(&t);
 
         // An empty file: the receipt is an ack of 0.
         offer(&mut t, "a", 5, &["b"], 0);
-        t.answer("b", "a", 5, true);
-        t.end("a", 5, [0; 32], None, 16);
-        assert_eq!(t.ack("b", "a", 5, 0).len(), 1);
+        t.answer(("b", 1), "a", 5, true);
+        t.end(("a", 1), 5, [0; 32], None, 16);
+        assert_eq!(t.ack(("b", 1), "a", 5, 0).len(), 1);
         assert_eq!(t.len(), 2);
         consistent(&t);
     }
@@ -962,26 +974,26 @@ mod tests {
         let mut t = Transfers::default();
         for id in 1..=4 {
             offer(&mut t, "a", id, &["b"], 0);
-            t.answer("b", "a", id, true);
-            t.end("a", id, [0; 32], None, 2);
+            t.answer(("b", 1), "a", id, true);
+            t.end(("a", 1), id, [0; 32], None, 2);
         }
         // Only the two newest wait for receipts.
         assert_eq!(t.len(), 2);
-        assert!(t.ack("b", "a", 1, 0).is_empty());
+        assert!(t.ack(("b", 1), "a", 1, 0).is_empty());
         consistent(&t);
         // The sender stops waiting for one: nobody is told.
-        assert!(t.cancel_by_sender("a", 3, "never mind".into()).is_empty());
+        assert!(t.cancel_by_sender(("a", 1), 3, "never mind".into()).is_empty());
         // Reusing the last one's id starts a new transfer.
         offer(&mut t, "a", 4, &["b"], 5);
-        assert!(matches!(t.chunk("a", 4, vec![1]), Chunk::Dropped), "a new offer, not yet accepted");
+        assert!(matches!(t.chunk(("a", 1), 4, vec![1]), Chunk::Dropped), "a new offer, not yet accepted");
         // The sender leaves: the finished one ends silently, the new offer
         // is cancelled for b.
-        t.answer("b", "a", 4, false);
+        t.answer(("b", 1), "a", 4, false);
         offer(&mut t, "a", 5, &["b"], 0);
-        t.answer("b", "a", 5, true);
-        t.end("a", 5, [0; 32], None, 2);
+        t.answer(("b", 1), "a", 5, true);
+        t.end(("a", 1), 5, [0; 32], None, 2);
         offer(&mut t, "a", 6, &["b"], 1);
-        let out = t.disconnect("a");
+        let out = t.disconnect("a", 1);
         assert_eq!(out.len(), 1);
         assert!(matches!(&out[0].msg, ServerMessage::FileCancelled { transfer: 6, .. }));
         assert_eq!(t.len(), 0);
