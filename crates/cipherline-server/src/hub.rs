@@ -4,7 +4,8 @@
 //! Names are compared folded, and a name that looks like a connected one is
 //! refused (PROTOCOL.md §13.4). A name may have several connections
 //! (sessions) when each proved the same identity key: messages to the name
-//! reach them all, room messages the ones in the room.
+//! reach them all, room messages the ones in the room. File transfer
+//! messages go to the sessions [`crate::transfer`] names.
 //!
 //! Every method takes the lock briefly and never awaits while holding it:
 //! delivery uses `try_send`, so one slow client can never stall another. A

@@ -18,6 +18,14 @@
 //! transfer's `offered` or `accepted` set; a transfer with neither left is
 //! forgotten at once, so the map holds only transfers someone still waits on.
 //!
+//! A name may have several sessions (PROTOCOL.md §13.4), and a transfer
+//! belongs to sessions, not names: the session that offered it alone feeds,
+//! ends or cancels it and hears the answers; an offer remembers which of a
+//! recipient's sessions got it, the first to accept becomes the one
+//! receiving session, and a decline counts for the name only once each of
+//! those sessions declined or left. When a session leaves, its transfers
+//! end whether or not the name has other sessions.
+//!
 //! Memory is bounded per sender, not only per transfer: an offer to a room
 //! keeps one entry per recipient, so a sender's entries across all its
 //! transfers are budgeted (`max_offer_recipients_per_client`), and
