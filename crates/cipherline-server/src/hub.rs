@@ -530,8 +530,9 @@ impl Hub {
                     "you cannot offer a file to yourself".into(),
                 )));
             }
-            Target::User(user) if let Some(peer) = state.users.get(user) => {
-                BTreeMap::from([(user.clone(), peer.sessions.iter().map(|s| s.id).collect())])
+            Target::User(user) if state.users.contains_key(user) => {
+                let sessions = state.users.get(user).map(|p| p.sessions.iter().map(|s| s.id).collect());
+                BTreeMap::from([(user.clone(), sessions.unwrap_or_default())])
             }
             Target::User(user) => {
                 return Err(OfferError::Refused((
