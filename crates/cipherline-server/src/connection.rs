@@ -483,7 +483,6 @@ fn handle(
     let limits = &settings.limits;
     let admit = |recipients| charge(bytes_rate, limits, msg_len, recipients);
     let refuse = |(code, text): Refusal, client_id: u64| ServerMessage::Error { code, client_id, text };
-    let name = me.name.as_str();
     let room_ok = |room: &str| valid_name(room, limits.max_name_len);
     let bad_room = || {
         (
@@ -536,15 +535,15 @@ fn handle(
             }
         }
         ClientMessage::FileAnswer { transfer, sender, accept } => {
-            hub.file_answer(name, &sender, transfer, accept);
+            hub.file_answer(me, &sender, transfer, accept);
             return Ok(None);
         }
         ClientMessage::FileChunk { transfer, data } => {
-            hub.file_chunk(name, transfer, data);
+            hub.file_chunk(me, transfer, data);
             return Ok(None);
         }
         ClientMessage::FileEnd { transfer, sha256, signature } => {
-            hub.file_end(name, transfer, sha256, signature, limits.max_transfers_per_client);
+            hub.file_end(me, transfer, sha256, signature, limits.max_transfers_per_client);
             return Ok(None);
         }
         ClientMessage::FileCancel { transfer, sender, mut reason } => {
@@ -552,11 +551,11 @@ fn handle(
             // max_offer_recipients_per_client of them) and costs no byte
             // tokens: keep it short so a cancel cannot multiply a large text.
             truncate_reason(&mut reason);
-            hub.file_cancel(name, &sender, transfer, reason);
+            hub.file_cancel(me, &sender, transfer, reason);
             return Ok(None);
         }
         ClientMessage::FileAck { transfer, sender, received } => {
-            hub.file_ack(name, &sender, transfer, received);
+            hub.file_ack(me, &sender, transfer, received);
             return Ok(None);
         }
     }))

@@ -4,7 +4,8 @@
 //! Names are compared folded, and a name that looks like a connected one is
 //! refused (PROTOCOL.md §13.4). A name may have several connections
 //! (sessions) when each proved the same identity key: messages to the name
-//! reach them all, room messages the ones in the room.
+//! reach them all, room messages the ones in the room. File transfer
+//! messages go to the sessions [`crate::transfer`] names.
 //!
 //! Every method takes the lock briefly and never awaits while holding it:
 //! delivery uses `try_send`, so one slow client can never stall another. A
@@ -16,7 +17,7 @@
 //! and bytes) is free, and a receiver without that room is taken out of the
 //! transfer instead (see `State::relay_chunk`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -192,11 +193,19 @@ impl State {
         peer.kick.cancel();
     }
 
+    /// Queues `msg` for connection `session` of `name`, if still connected.
+    fn deliver_to(&self, name: &str, session: u64, msg: &Outgoing) {
+        if let Some(s) = self.users.get(name).and_then(|p| p.session(session)) {
+            self.deliver_session(name, s, msg);
+        }
+    }
+
+    /// Delivers transfer messages, each to the connections it names.
     fn deliver_all(&self, out: &[Fanout]) {
         for fanout in out.iter().filter(|f| !f.to.is_empty()) {
             let Some(bytes) = self.encode(&fanout.msg) else { continue };
-            for name in &fanout.to {
-                self.deliver(name, &bytes);
+            for (name, session) in &fanout.to {
+                self.deliver_to(name, *session, &bytes);
             }
         }
     }
@@ -209,16 +218,12 @@ impl State {
     fn relay_chunk(&mut self, from: &str, transfer: u64, fanout: &Fanout) {
         let Some(bytes) = self.encode(&fanout.msg) else { return };
         let mut slow = Vec::new();
-        for name in &fanout.to {
-            let Some(peer) = self.users.get(name) else { continue };
-            // Each of the receiver's connections with room gets the data; the
-            // receiver leaves the transfer only when none has room.
-            let mut delivered = false;
-            for session in peer.sessions.iter().filter(|s| s.has_room_for_data(bytes.len(), &self.backlog)) {
+        for (name, id) in &fanout.to {
+            // Only the session that accepted gets the data.
+            let Some(session) = self.users.get(name).and_then(|p| p.session(*id)) else { continue };
+            if session.has_room_for_data(bytes.len(), &self.backlog) {
                 self.deliver_session(name, session, &bytes);
-                delivered = true;
-            }
-            if !delivered {
+            } else {
                 slow.push(name);
             }
         }
@@ -316,8 +321,10 @@ impl Hub {
         Ok(Me { name: name.to_owned(), session: id })
     }
 
-    /// Removes a connection. The user's last connection takes the name with
-    /// it: its rooms are told it left, and its file transfers end.
+    /// Removes a connection. The file transfers it offered or accepted end
+    /// (and offers only it still had are answered for it), whether or not
+    /// the name has other sessions. The user's last connection takes the
+    /// name with it: its rooms are told it left.
     pub(crate) fn unregister(&self, me: &Me) {
         let mut state = self.lock();
         let name = me.name.as_str();
@@ -334,10 +341,8 @@ impl Hub {
         for room in left {
             Self::remove_member(&mut state, &room, name);
         }
-        if last {
-            let out = state.transfers.disconnect(name);
-            state.deliver_all(&out);
-        }
+        let out = state.transfers.disconnect(name, me.session);
+        state.deliver_all(&out);
     }
 
     /// The connected user's name for `name` compared folded, e.g. `alice`
@@ -516,14 +521,19 @@ impl Hub {
             Target::User(user) => Target::User(Self::resolve(state, user).unwrap_or_else(|| user.clone())),
             Target::Room(room) => Target::Room(fold_name(room)),
         };
-        let recipients: BTreeSet<String> = match &route {
+        // Each recipient name with the sessions that get the offer: all of
+        // a user's, or a member's sessions that are in the room.
+        let recipients: BTreeMap<String, BTreeSet<u64>> = match &route {
             Target::User(user) if user == from => {
                 return Err(OfferError::Refused((
                     ErrorCode::UnknownUser,
                     "you cannot offer a file to yourself".into(),
                 )));
             }
-            Target::User(user) if state.users.contains_key(user) => BTreeSet::from([user.clone()]),
+            Target::User(user) if state.users.contains_key(user) => {
+                let sessions = state.users.get(user).map(|p| p.sessions.iter().map(|s| s.id).collect());
+                BTreeMap::from([(user.clone(), sessions.unwrap_or_default())])
+            }
             Target::User(user) => {
                 return Err(OfferError::Refused((
                     ErrorCode::UnknownUser,
@@ -534,10 +544,14 @@ impl Hub {
                 if !state.users.get(from).is_some_and(|p| p.session_in_room(me.session, room)) {
                     return Err(OfferError::Refused(not_in_room(room)));
                 }
-                let others: BTreeSet<String> = state
+                let in_room = |n: &String| -> BTreeSet<u64> {
+                    let sessions = state.users.get(n).map(|p| p.sessions.as_slice()).unwrap_or_default();
+                    sessions.iter().filter(|s| s.rooms.contains(room)).map(|s| s.id).collect()
+                };
+                let others: BTreeMap<String, BTreeSet<u64>> = state
                     .rooms
                     .get(room)
-                    .map(|m| m.iter().filter(|n| n.as_str() != from).cloned().collect())
+                    .map(|m| m.iter().filter(|n| n.as_str() != from).map(|n| (n.clone(), in_room(n))).collect())
                     .unwrap_or_default();
                 if others.is_empty() {
                     return Err(OfferError::Refused((
@@ -553,45 +567,32 @@ impl Hub {
             return Err(OfferError::Refused(busy()));
         }
         admit(count).map_err(OfferError::Refused)?;
-        let sessions = state.users.get(from).map_or(0, |p| p.sessions.len());
-        let fanout = match state.transfers.offer(from, transfer, to, name, size, recipients, limits, Instant::now()) {
-            // Transfers are the name's, and each session numbers its own
-            // from 1: with several sessions a reused id is no client bug,
-            // so the offer is refused and the connection stays.
-            Err(OfferError::DuplicateId) if sessions > 1 => {
-                return Err(OfferError::Refused((
-                    ErrorCode::BadRequest,
-                    format!(
-                        "another session of {from:?} has a file transfer numbered {transfer} in progress; send this \
-                         file when it ends"
-                    ),
-                )));
-            }
-            other => other?,
-        };
+        let fanout =
+            state.transfers.offer((from, me.session), transfer, to, name, size, recipients, limits, Instant::now())?;
         // File names are user content: logs carry only ids and sizes.
         tracing::debug!(from, transfer, size, recipients = count, "file offered");
         state.deliver_all(&[fanout]);
         Ok(())
     }
 
-    /// A receiver accepts or declines an offer.
-    pub(crate) fn file_answer(&self, by: &str, sender: &str, transfer: u64, accept: bool) {
+    /// A receiving connection accepts or declines an offer.
+    pub(crate) fn file_answer(&self, me: &Me, sender: &str, transfer: u64, accept: bool) {
         let mut state = self.lock();
         // An answer after the deadline finds the offer expired.
         let expired = state.transfers.expire(Instant::now());
         state.deliver_all(&expired);
         let sender = Self::resolve(&state, sender).unwrap_or_else(|| sender.to_owned());
-        let out = state.transfers.answer(by, &sender, transfer, accept);
+        let out = state.transfers.answer((&me.name, me.session), &sender, transfer, accept);
         state.deliver_all(&out);
     }
 
     /// Relays a chunk of a transfer's data (or ends the transfer if the
     /// chunk breaks the size or flow-control rules).
-    pub(crate) fn file_chunk(&self, from: &str, transfer: u64, data: Vec<u8>) {
+    pub(crate) fn file_chunk(&self, me: &Me, transfer: u64, data: Vec<u8>) {
+        let from = me.name.as_str();
         let mut guard = self.lock();
         let state = &mut *guard;
-        match state.transfers.chunk(from, transfer, data) {
+        match state.transfers.chunk((from, me.session), transfer, data) {
             Chunk::Dropped => {}
             Chunk::Relay(fanout) => state.relay_chunk(from, transfer, &fanout),
             Chunk::Cancelled(out) => {
@@ -605,12 +606,13 @@ impl Hub {
     /// transfers wait for the receivers' receipts.
     pub(crate) fn file_end(
         &self,
-        from: &str,
+        me: &Me,
         transfer: u64,
         sha256: [u8; 32],
         signature: Option<Vec<u8>>,
         max_finished: usize,
     ) {
+        let from = me.name.as_str();
         let mut state = self.lock();
         // As for messages: the signature goes out with the key the sender
         // proved (PROTOCOL.md §13.7); one from a client without a key is dropped.
@@ -619,22 +621,23 @@ impl Hub {
             (Some(signature), Some((algorithm, sender_key))) => Some(FileSigned { algorithm, sender_key, signature }),
             _ => None,
         };
-        let out = state.transfers.end(from, transfer, sha256, signed, max_finished);
+        let out = state.transfers.end((from, me.session), transfer, sha256, signed, max_finished);
         if !out.is_empty() {
             tracing::debug!(from, transfer, "file transfer finished");
         }
         state.deliver_all(&out);
     }
 
-    /// FileCancel: an empty `sender` means `by` is the sender and stops the
-    /// transfer for everyone; otherwise `by` stops receiving `sender`'s.
-    pub(crate) fn file_cancel(&self, by: &str, sender: &str, transfer: u64, reason: String) {
+    /// FileCancel: an empty `sender` means `me` is the sender and stops its
+    /// transfer for everyone; otherwise `me` stops receiving `sender`'s.
+    pub(crate) fn file_cancel(&self, me: &Me, sender: &str, transfer: u64, reason: String) {
+        let by = me.name.as_str();
         let mut state = self.lock();
         let out = if sender.is_empty() {
-            state.transfers.cancel_by_sender(by, transfer, reason)
+            state.transfers.cancel_by_sender((by, me.session), transfer, reason)
         } else {
             let sender = Self::resolve(&state, sender).unwrap_or_else(|| sender.to_owned());
-            state.transfers.cancel_by_receiver(by, &sender, transfer, reason)
+            state.transfers.cancel_by_receiver((by, me.session), &sender, transfer, reason)
         };
         if !out.is_empty() {
             tracing::debug!(by, transfer, "file transfer cancelled");
@@ -643,10 +646,10 @@ impl Hub {
     }
 
     /// A receiver acknowledges stored data.
-    pub(crate) fn file_ack(&self, by: &str, sender: &str, transfer: u64, received: u64) {
+    pub(crate) fn file_ack(&self, me: &Me, sender: &str, transfer: u64, received: u64) {
         let mut state = self.lock();
         let sender = Self::resolve(&state, sender).unwrap_or_else(|| sender.to_owned());
-        let out = state.transfers.ack(by, &sender, transfer, received);
+        let out = state.transfers.ack((&me.name, me.session), &sender, transfer, received);
         state.deliver_all(&out);
     }
 
@@ -735,10 +738,10 @@ mod tests {
         let (mut b_rx, b_kick) = connect(&hub, "b", 8);
         hub.file_offer(&hub.me("a"), 1, Target::User("b".into()), "f".into(), 1 << 20, &offer_limits(), |_| Ok(()))
             .unwrap();
-        hub.file_answer("b", "a", 1, true);
+        hub.file_answer(&hub.me("b"), "a", 1, true);
         // Tiny chunks: far inside the byte window, but many messages.
         for _ in 0..20 {
-            hub.file_chunk("a", 1, vec![0]);
+            hub.file_chunk(&hub.me("a"), 1, vec![0]);
         }
         let got = drain(&mut b_rx);
         // The offer and data up to three quarters of the queue, then the
@@ -923,3 +926,6 @@ mod tests {
         drop(kept);
     }
 }
+
+#[cfg(test)]
+mod session_transfers;

@@ -48,7 +48,9 @@ pub struct ListenArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Accept offered files into this directory (otherwise they are declined).
+    /// Accept offered files into this directory (otherwise offers are shown
+    /// and left unanswered: another session of this identity may accept
+    /// them, or they expire).
     #[arg(long, value_name = "DIR")]
     pub accept_files: Option<PathBuf>,
 
@@ -233,7 +235,11 @@ async fn listen_on(
             | ServerMessage::FileData { .. }
             | ServerMessage::FileDone { .. }
             | ServerMessage::FileCancelled { .. } => {
-                let (event, replies) = downloads.handle(&msg, true, peers);
+                // Without --accept-files an offer is left unanswered, never
+                // declined: another session of this identity (a chat) may
+                // accept it, and the server counts a name's decline only
+                // once every session that had the offer declined (§13.4).
+                let (event, replies) = downloads.handle(&msg, false, peers);
                 for reply in replies {
                     if let Err(e) = client.send_message(&reply).await {
                         return Outcome::Lost(e.into());
@@ -256,7 +262,7 @@ fn report(event: &FileEvent, as_json: bool) -> bool {
             let what = match (accepted, reason) {
                 (Some(true), _) => "accepting".to_owned(),
                 (_, Some(why)) => format!("declining: {}", escape(why)),
-                _ => "declining (no --accept-files)".to_owned(),
+                _ => "not answering (no --accept-files): accept it in another session, or it expires".to_owned(),
             };
             eprintln!("{} offers {} ({size} bytes): {what}", escape(from), escape(name));
             if as_json
