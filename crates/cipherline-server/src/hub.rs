@@ -100,7 +100,7 @@ struct State {
     /// look-alike skeleton ([`name_skeleton`]): no two connected names
     /// share either, so these map to one name each.
     by_fold: HashMap<String, String>,
-    by_skeleton: HashMap<String, String>,
+    by_skeleton: HashMap<String, BTreeSet<String>>,
     /// Room names are folded before they get here; members by name.
     rooms: HashMap<String, BTreeSet<String>>,
     transfers: Transfers,
@@ -302,7 +302,13 @@ impl Hub {
             peer.sessions.push(session);
             return Ok(Me { name: name.to_owned(), session: id });
         }
-        if let Some(like) = state.by_skeleton.get(&skeleton) {
+        let fp = key.as_ref().map(|(_, spki)| cipherline_proto::crypto::sha256(spki));
+        // A connected look-alike keeps others out, but not the key that owns
+        // exactly this name (two names bound before look-alikes were
+        // refused must not lock each other's owners out).
+        if let Some(like) = state.by_skeleton.get(&skeleton).and_then(|names| names.iter().next())
+            && !self.identities.owns(name, fp.as_ref())
+        {
             return Err((
                 ErrorCode::NameTaken,
                 format!("the name {name:?} looks too much like {like:?}, who is connected; choose another"),
@@ -311,12 +317,11 @@ impl Hub {
         // A name owned by another key is refused before it becomes visible
         // (to Whois, Send, room members): an impostor that the identity
         // claim would refuse a moment later never appears under it at all.
-        let fp = key.as_ref().map(|(_, spki)| cipherline_proto::crypto::sha256(spki));
         if let Some(refusal) = self.identities.refuses(name, fp.as_ref()) {
             return Err(refusal);
         }
         state.by_fold.insert(folded, name.to_owned());
-        state.by_skeleton.insert(skeleton, name.to_owned());
+        state.by_skeleton.entry(skeleton).or_default().insert(name.to_owned());
         state.users.insert(name.to_owned(), Peer { key, sessions: vec![session] });
         Ok(Me { name: name.to_owned(), session: id })
     }
@@ -336,7 +341,13 @@ impl Hub {
         if last {
             state.users.remove(name);
             state.by_fold.remove(&fold_name(name));
-            state.by_skeleton.remove(&name_skeleton(name));
+            let skeleton = name_skeleton(name);
+            if let Some(names) = state.by_skeleton.get_mut(&skeleton) {
+                names.remove(name);
+                if names.is_empty() {
+                    state.by_skeleton.remove(&skeleton);
+                }
+            }
         }
         for room in left {
             Self::remove_member(&mut state, &room, name);

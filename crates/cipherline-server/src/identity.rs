@@ -321,6 +321,12 @@ impl Identities {
         }
     }
 
+    /// Whether `key` owns exactly `name` (any spelling): bound to it in the
+    /// open policy, or listed for it in the allowlist.
+    pub(crate) fn owns(&self, name: &str, key: Option<&[u8; 32]>) -> bool {
+        key.is_some_and(|k| self.read().get(&fold_name(name)).is_some_and(|set| set.contains(k)))
+    }
+
     /// Why `key` may not use `name`, checked without binding anything: the
     /// name (or a look-alike) belongs to another key, or the allowlist does
     /// not list the key for it. Hello asks this before the name becomes
@@ -344,8 +350,23 @@ impl Identities {
                      case); choose another name"
                 ),
             )),
-            // Look-alikes and quotas are checked by `claim`, under its lock.
-            (None, _) => None,
+            // An unbound look-alike of a name bound to another key (or to
+            // any key, for a client without one); quotas are `claim`'s.
+            (None, _) => {
+                let quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let like = quotas.skeletons.get(&name_skeleton(name)).and_then(|similar| {
+                    similar.iter().find(|n| table.get(*n).is_some_and(|set| key.is_none_or(|k| !set.contains(k))))
+                });
+                like.map(|like| {
+                    (
+                        ErrorCode::IdentityMismatch,
+                        format!(
+                            "the name {name:?} looks too much like {like:?}, which belongs to another identity key on \
+                             this server; choose another name"
+                        ),
+                    )
+                })
+            }
         }
     }
 
