@@ -387,13 +387,14 @@ impl Chat {
                 }
             },
             "/trust" if !rest.is_empty() => match self.changed.remove(&fold_name(rest)) {
-                Some(Some(fp)) => match self.peers.remember(rest, fp) {
+                // Recorded under the folded name, however the user typed it.
+                Some(Some(fp)) => match self.peers.remember(&fold_name(rest), fp) {
                     Ok(()) => self.screen.show(format!(
                         "* {rest}'s identity key is now {fp} (not verified: /verify {rest} to compare codes)"
                     )),
                     Err(e) => self.screen.show(format!("! cannot record the key: {e}")),
                 },
-                Some(None) => match self.peers.forget(rest) {
+                Some(None) => match self.peers.forget(&fold_name(rest)) {
                     Ok(()) => self.screen.show(format!("* forgot {rest}'s key: their messages now show as unsigned")),
                     Err(e) => self.screen.show(format!("! cannot record the change: {e}")),
                 },
@@ -767,7 +768,7 @@ impl Chat {
             self.screen.show(format!("! /verify {name} first, and compare the code it shows"));
             return;
         }
-        match self.peers.mark_verified(name, remembered) {
+        match self.peers.mark_verified(&fold_name(name), remembered) {
             Ok(()) => self.screen.show(format!("* {name}'s key {remembered} is now verified")),
             Err(e) => self.screen.show(format!("! cannot record it: {e}")),
         }
