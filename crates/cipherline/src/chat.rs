@@ -231,7 +231,9 @@ impl Chat {
                 break;
             }
             let now = tokio::time::Instant::now();
-            if resume_at.is_some_and(|at| (self.room_wait.is_none() && self.outbox.is_empty()) || now >= at) {
+            // Never after a quit: the editor must not be left in raw mode.
+            let quit = quitting.is_some() || self.quit_queued;
+            if !quit && resume_at.is_some_and(|at| (self.room_wait.is_none() && self.outbox.is_empty()) || now >= at) {
                 resume_at = None;
                 input.resume(prompt(self.room.as_deref()));
             }
@@ -256,12 +258,6 @@ impl Chat {
                     Some(Err(e)) => return Err(CliError::failed(format!("connection lost: {e}"), "connect again")),
                     None => return Ok(None),
                 },
-                () = std::future::ready(()), if can_send => {
-                    if let Err(e) = self.send_chunk().await {
-                        self.screen.show(format!("! file transfer stopped: {e}"));
-                        self.stop_sending("the sender could not read the file").await?;
-                    }
-                }
                 () = tokio::time::sleep_until(due.unwrap_or_else(grace)), if due.is_some() => {
                     match self.outbox.pop() {
                         Some(Queued::Line(line)) => match self.command(&line).await {
@@ -278,6 +274,13 @@ impl Chat {
                             self.outbox.drop_lines();
                         }
                         None => {}
+                    }
+                }
+                // After the lines: a file being sent must not hold up what is typed.
+                () = std::future::ready(()), if can_send => {
+                    if let Err(e) = self.send_chunk().await {
+                        self.screen.show(format!("! file transfer stopped: {e}"));
+                        self.stop_sending("the sender could not read the file").await?;
                     }
                 }
                 () = tokio::time::sleep(keepalive) => {
