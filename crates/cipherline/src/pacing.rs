@@ -236,9 +236,12 @@ impl Outbox {
     }
 
     /// When the next entry may be handled: `None` if none waits or too
-    /// many texts are unacknowledged.
+    /// many texts are unacknowledged. After a `rate_limited`, until the
+    /// next acknowledgement, texts go one at a time: each is answered
+    /// before the next is sent, so resent texts keep their order.
     pub fn due(&mut self) -> Option<Instant> {
-        if self.queue.is_empty() || self.in_flight.len() >= MAX_IN_FLIGHT {
+        let most = if self.backoff.0.is_some() { 1 } else { MAX_IN_FLIGHT };
+        if self.queue.is_empty() || self.in_flight.len() >= most {
             return None;
         }
         let ready = self.bucket.as_mut().map_or_else(Instant::now, Bucket::ready_at);

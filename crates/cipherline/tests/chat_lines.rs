@@ -184,3 +184,38 @@ fn a_bracketed_paste_of_sixty_lines_then_a_join_sends_every_line_where_it_belong
     p.flush().unwrap();
     p.exp_string("chat-exit=0").unwrap();
 }
+
+#[test]
+fn lines_the_server_still_refuses_as_too_fast_are_sent_again_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // Few bytes a second: chat paces messages by count (Welcome's message
+    // rate), not by bytes times recipients, so the server refuses some of
+    // these long lines with rate_limited and chat must send them again.
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "[limits]\nmax_message_bytes = 17408\nbytes_burst = 17408\nbytes_per_sec = 10000\n")
+        .unwrap();
+    let key = dir.path().join("server_x25519");
+    assert!(
+        bin().args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()]).output().unwrap().status.success()
+    );
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("server-data").to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let (_bob, bob_lines, _bob_in) = chat(&server, "bob", &[]);
+    let (mut alice, alice_lines, mut alice_in) = chat(&server, "alice", &[]);
+    wait_for_line(&bob_lines, "alice joined lobby");
+    let lines: Vec<String> = (1..=30).map(|i| format!("{i:02} {}", "y".repeat(1000))).collect();
+    alice_in.write_all(format!("{}\n", lines.join("\n")).as_bytes()).unwrap();
+    assert_eq!(said_in(&bob_lines, "lobby", "alice", "30 yyy"), lines, "every line, in order");
+    drop(alice_in);
+    assert!(alice.wait().unwrap().success());
+    let alice_saw: Vec<String> = alice_lines.try_iter().collect();
+    assert!(!alice_saw.iter().any(|l| l.contains("not sent")), "{alice_saw:?}");
+}
