@@ -3,7 +3,7 @@
 //! The console (line editor on a terminal, stdin/stdout otherwise) is
 //! [`crate::console`]'s; this module runs the session and the commands.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_client::transfer::{Outgoing, safe_file_name};
 use cipherline_client::{ClientError, ClientReader, ClientWriter, SessionInfo};
 use cipherline_keys::Fingerprint;
-use cipherline_proto::app::{ClientMessage, ErrorCode, MAX_CHUNK, NoticeKind, ServerMessage, Target};
+use cipherline_proto::app::{ClientMessage, ErrorCode, MAX_CHUNK, NoticeKind, ServerMessage, Target, fold_name};
 use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
 use cipherline_proto::signature;
 use clap::Args;
@@ -24,6 +24,7 @@ use crate::console::{Input, Screen, Signals, TerminalGuard, spawn_input};
 use crate::error::CliError;
 use crate::files::{Downloads, FileEvent, file_verdict, hex, open_regular};
 use crate::output::{key_notice, message_line};
+use crate::pacing::{Outbox, Queued, RETRIES, Refused, Said};
 
 /// Chat interactively: type to talk in the current room; /help lists the
 /// commands.
@@ -83,22 +84,31 @@ struct Chat {
     peers: Peers,
     me: Option<Fingerprint>,
     /// Keys seen for a name that differ from the remembered one (`None`:
-    /// the name now sends unsigned).
+    /// the name now sends unsigned). These maps are keyed by the folded
+    /// name (`fold_name`), as names are compared (PROTOCOL.md §13.4), so
+    /// `/verify BOB` finds what was seen for `bob`.
     changed: HashMap<String, Option<Fingerprint>>,
-    /// The keys whose safety code was shown to the user, per name: only
-    /// those can be confirmed with `/verify USER confirm`.
+    /// The keys whose safety code was shown to the user, per folded name:
+    /// only those can be confirmed with `/verify USER confirm`.
     codes_shown: HashMap<String, Fingerprint>,
-    /// Names whose safety code is wanted once their key arrives.
+    /// Folded names whose safety code is wanted once their key arrives.
     verify_pending: BTreeSet<String>,
     screen: Screen,
+    /// The current room, as last spelled by the user or the server.
     room: Option<String>,
-    rooms: BTreeSet<String>,
-    /// A /join or /leave awaits the server's answer (the prompt waits too).
-    room_changing: bool,
+    /// The rooms joined: folded name (rooms are compared folded) to the
+    /// spelling shown.
+    rooms: BTreeMap<String, String>,
+    /// A /join or /leave awaits the server's answer until then: the lines
+    /// after it wait too, so that they go to the new room.
+    room_wait: Option<tokio::time::Instant>,
+    /// Lines entered and not yet handled, and texts not yet acknowledged.
+    outbox: Outbox,
+    /// A quit (word, /quit or end of input) is queued: read no more input.
+    quit_queued: bool,
     downloads: Downloads,
     download_dir: PathBuf,
     sending: Option<Sending>,
-    outstanding: BTreeSet<u64>,
 }
 
 fn spawn_reader(mut reader: ClientReader) -> mpsc::Receiver<Result<ServerMessage, String>> {
@@ -120,6 +130,8 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
     let Connected { mut client, peers, me } = args.client.connect(true).await?;
     client.join(&args.room).await?;
     let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
+    // The Join took one of the server's message tokens.
+    let outbox = Outbox::new(client.info().rates, 1);
     let (reader, writer, info) = client.split();
     let mut events = spawn_reader(reader);
     // Saved before the editor first switches to raw mode; dropped (so
@@ -137,12 +149,13 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         verify_pending: BTreeSet::new(),
         screen,
         room: Some(args.room.clone()),
-        rooms: BTreeSet::from([args.room.clone()]),
-        room_changing: false,
+        rooms: BTreeMap::from([(fold_name(&args.room), args.room.clone())]),
+        room_wait: None,
+        outbox,
+        quit_queued: false,
         downloads: Downloads::new(None),
         download_dir: args.download_dir.clone(),
         sending: None,
-        outstanding: BTreeSet::new(),
     };
     let server = match &chat.info.server_key {
         Some(key) => format!("server key {}", Fingerprint::of_server_key(key)),
@@ -182,6 +195,9 @@ fn grace() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(5)
 }
 
+/// How long the lines after a /join or /leave wait for the server's answer.
+const ROOM_WAIT: Duration = Duration::from_secs(5);
+
 impl Sending {
     fn ready(&self) -> bool {
         if self.ended || (self.out.awaiting_answers() && tokio::time::Instant::now() < self.answers_until) {
@@ -208,25 +224,30 @@ impl Chat {
         let mut quitting: Option<tokio::time::Instant> = None;
         // The editor waits, after a /join or /leave, for the new room (or
         // this deadline) so that its next prompt names the right room.
+        // (It also waits for the lines of a pasted block to be sent.)
         let mut resume_at: Option<tokio::time::Instant> = None;
         loop {
-            if quitting.is_some() && self.outstanding.is_empty() && self.sending.is_none() {
+            if quitting.is_some() && self.outbox.all_answered() && self.outbox.is_empty() && self.sending.is_none() {
                 break;
             }
-            if resume_at.is_some() && !self.room_changing {
+            let now = tokio::time::Instant::now();
+            // Never after a quit: the editor must not be left in raw mode.
+            let quit = quitting.is_some() || self.quit_queued;
+            if !quit && resume_at.is_some_and(|at| (self.room_wait.is_none() && self.outbox.is_empty()) || now >= at) {
                 resume_at = None;
                 input.resume(prompt(self.room.as_deref()));
             }
             let can_send = self.sending.as_ref().is_some_and(Sending::ready);
+            // Queued lines wait for the answer to a /join or /leave, and
+            // for the server's rate (never the loop: messages and pings go on).
+            let due = if self.room_wait.is_none() { self.outbox.due() } else { None };
+            let reading = quitting.is_none() && !self.quit_queued && self.outbox.has_room();
             tokio::select! {
                 biased;
                 () = signals.recv() => return Ok(None),
-                batch = input.recv(), if quitting.is_none() => {
-                    if self.lines(batch, quit_words).await {
-                        quitting = Some(grace());
-                    } else {
-                        resume_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
-                    }
+                batch = input.recv(), if reading => {
+                    self.lines(batch, quit_words);
+                    resume_at = Some(tokio::time::Instant::now() + ROOM_WAIT);
                 }
                 msg = events.recv() => match msg {
                     Some(Ok(msg)) => {
@@ -237,6 +258,25 @@ impl Chat {
                     Some(Err(e)) => return Err(CliError::failed(format!("connection lost: {e}"), "connect again")),
                     None => return Ok(None),
                 },
+                () = tokio::time::sleep_until(due.unwrap_or_else(grace)), if due.is_some() => {
+                    match self.outbox.pop() {
+                        Some(Queued::Line(line)) => match self.command(&line).await {
+                            Ok(true) => {
+                                quitting = Some(grace());
+                                self.outbox.drop_lines();
+                            }
+                            Ok(false) => {}
+                            Err(e) => self.screen.show(format!("! {e}")),
+                        },
+                        Some(Queued::Resend(said)) => self.transmit(said).await?,
+                        Some(Queued::Quit) => {
+                            quitting = Some(grace());
+                            self.outbox.drop_lines();
+                        }
+                        None => {}
+                    }
+                }
+                // After the lines: a file being sent must not hold up what is typed.
                 () = std::future::ready(()), if can_send => {
                     if let Err(e) = self.send_chunk().await {
                         self.screen.show(format!("! file transfer stopped: {e}"));
@@ -245,10 +285,13 @@ impl Chat {
                 }
                 () = tokio::time::sleep(keepalive) => {
                     nonce += 1;
+                    self.outbox.spend();
                     self.writer.send_message(&ClientMessage::Ping { nonce }).await?;
                 }
-                () = tokio::time::sleep_until(resume_at.unwrap_or_else(grace)), if resume_at.is_some() => {
-                    self.room_changing = false;
+                () = tokio::time::sleep_until(resume_at.unwrap_or_else(grace)), if resume_at.is_some() => {}
+                () = tokio::time::sleep_until(self.room_wait.unwrap_or_else(grace)), if self.room_wait.is_some() => {
+                    self.room_wait = None;
+                    self.screen.show("! the server did not answer about the room in 5 s; going on in the current room");
                 }
                 () = tokio::time::sleep_until(quitting.unwrap_or_else(grace)), if quitting.is_some() => break,
             }
@@ -267,21 +310,22 @@ impl Chat {
         Ok(None)
     }
 
-    /// Handles the lines of one Enter (several if pasted), in order; true
-    /// to quit (the lines after a quit are dropped).
-    async fn lines(&mut self, batch: Option<Vec<String>>, quit_words: &[String]) -> bool {
-        let Some(batch) = batch else { return true };
+    /// Queues the lines of one Enter (several if pasted), in order, or the
+    /// end of input; the lines after a quit word are dropped.
+    fn lines(&mut self, batch: Option<Vec<String>>, quit_words: &[String]) {
+        let Some(batch) = batch else {
+            self.outbox.push(Queued::Quit);
+            self.quit_queued = true;
+            return;
+        };
         for line in batch {
             if quit_words.iter().any(|w| w == line.trim()) {
-                return true;
+                self.outbox.push(Queued::Quit);
+                self.quit_queued = true;
+                return;
             }
-            match self.command(&line).await {
-                Ok(true) => return true,
-                Ok(false) => {}
-                Err(e) => self.screen.show(format!("! {e}")),
-            }
+            self.outbox.push(Queued::Line(line));
         }
-        false
     }
 
     /// Handles one typed line; true to quit.
@@ -296,13 +340,13 @@ impl Chat {
             "/help" => self.screen.show(HELP),
             "/join" if !rest.is_empty() => {
                 self.writer.send_message(&ClientMessage::Join { room: rest.to_owned() }).await?;
-                self.room_changing = true;
+                self.room_wait = Some(tokio::time::Instant::now() + ROOM_WAIT);
             }
             "/join" => self.screen.show("! usage: /join ROOM (joins ROOM and makes it the current room)"),
             "/leave" => match self.room.clone() {
                 Some(room) => {
                     self.writer.send_message(&ClientMessage::Leave { room }).await?;
-                    self.room_changing = true;
+                    self.room_wait = Some(tokio::time::Instant::now() + ROOM_WAIT);
                 }
                 None => self.screen.show("! you are in no room"),
             },
@@ -334,22 +378,26 @@ impl Chat {
                 Some(_) => self.screen.show("! usage: /verify USER, then /verify USER confirm if the codes match"),
                 // After a key change, the code for the NEW key: the one to
                 // compare before /trust.
-                None => match self.changed.get(rest).copied().flatten().or_else(|| self.peers.remembered(rest)) {
-                    Some(fp) => self.show_safety_code(rest, fp),
-                    None => {
-                        self.verify_pending.insert(rest.to_owned());
-                        self.writer.send_message(&ClientMessage::Whois { name: rest.to_owned() }).await?;
+                None => {
+                    match self.changed.get(&fold_name(rest)).copied().flatten().or_else(|| self.peers.remembered(rest))
+                    {
+                        Some(fp) => self.show_safety_code(rest, fp),
+                        None => {
+                            self.verify_pending.insert(fold_name(rest));
+                            self.writer.send_message(&ClientMessage::Whois { name: rest.to_owned() }).await?;
+                        }
                     }
-                },
+                }
             },
-            "/trust" if !rest.is_empty() => match self.changed.remove(rest) {
-                Some(Some(fp)) => match self.peers.remember(rest, fp) {
+            "/trust" if !rest.is_empty() => match self.changed.remove(&fold_name(rest)) {
+                // Recorded under the folded name, however the user typed it.
+                Some(Some(fp)) => match self.peers.remember(&fold_name(rest), fp) {
                     Ok(()) => self.screen.show(format!(
                         "* {rest}'s identity key is now {fp} (not verified: /verify {rest} to compare codes)"
                     )),
                     Err(e) => self.screen.show(format!("! cannot record the key: {e}")),
                 },
-                Some(None) => match self.peers.forget(rest) {
+                Some(None) => match self.peers.forget(&fold_name(rest)) {
                     Ok(()) => self.screen.show(format!("* forgot {rest}'s key: their messages now show as unsigned")),
                     Err(e) => self.screen.show(format!("! cannot record the change: {e}")),
                 },
@@ -378,19 +426,26 @@ impl Chat {
         Ok(false)
     }
 
-    /// Sends a text; one too long for the server is refused here with the
-    /// limit (the server would end the session over it) and chat goes on.
+    /// Sends a text (its turn in the queue has come).
     async fn say(&mut self, to: Target, text: &str) -> Result<(), CliError> {
-        match self.writer.send(to, text).await {
+        let said = self.outbox.said(to, text);
+        self.transmit(said).await
+    }
+
+    /// Sends a text, kept until acknowledged so that a `rate_limited` one
+    /// can go again; one too long for the server is refused here with the
+    /// limit (the server would end the session over it) and chat goes on.
+    async fn transmit(&mut self, said: Said) -> Result<(), CliError> {
+        match self.writer.send(said.to.clone(), &said.text).await {
             Ok(id) => {
-                self.outstanding.insert(id);
+                self.outbox.sent(id, said);
                 Ok(())
             }
             Err(ClientError::TooLong { size, max }) => {
                 self.screen.show(format!(
                     "! not sent: the message is {size} bytes with its signature and envelope; this server \
                      accepts at most {max} (about {} bytes of text); shorten or split it",
-                    max.saturating_sub(envelope(size, text.len()))
+                    max.saturating_sub(envelope(size, said.text.len()))
                 ));
                 Ok(())
             }
@@ -405,7 +460,7 @@ impl Chat {
         }
         let target = match to.strip_prefix('#') {
             Some(room) => Target::Room(room.to_owned()),
-            None if self.rooms.contains(to) => Target::Room(to.to_owned()),
+            None if self.rooms.contains_key(&fold_name(to)) => Target::Room(to.to_owned()),
             None => Target::User(to.to_owned()),
         };
         let (file, size) = match open_regular(path) {
@@ -516,7 +571,7 @@ impl Chat {
             ServerMessage::Message(d) => {
                 let status = self.peers.check(&d);
                 if let MessageStatus::KeyChanged { presented, .. } = &status {
-                    self.changed.insert(d.from.clone(), *presented);
+                    self.changed.insert(fold_name(&d.from), *presented);
                 }
                 if let Some(notice) = key_notice(&d, &status) {
                     self.screen.show(notice);
@@ -524,21 +579,21 @@ impl Chat {
                 self.screen.show(message_line(&d, &me, &status));
             }
             ServerMessage::Identity { name, algorithm, key } => self.on_identity(&name, algorithm, &key),
-            ServerMessage::Ack { client_id, .. } => {
-                self.outstanding.remove(&client_id);
-            }
+            ServerMessage::Ack { client_id, .. } => self.outbox.acked(client_id),
+            // `/join General` in `general` is the same room (§13.4): one entry.
             ServerMessage::Joined { room } => {
-                self.room_changing = false;
+                self.room_wait = None;
                 self.screen.show(format!("* joined {}", escape(&room)));
-                self.rooms.insert(room.clone());
+                self.rooms.insert(fold_name(&room), room.clone());
                 self.room = Some(room);
             }
             ServerMessage::Left { room } => {
-                self.room_changing = false;
+                self.room_wait = None;
                 self.screen.show(format!("* left {}", escape(&room)));
-                self.rooms.remove(&room);
-                if self.room.as_ref() == Some(&room) {
-                    self.room = self.rooms.iter().next().cloned();
+                let folded = fold_name(&room);
+                self.rooms.remove(&folded);
+                if self.room.as_deref().map(fold_name) == Some(folded) {
+                    self.room = self.rooms.values().next().cloned();
                 }
             }
             ServerMessage::Notice { kind, room, name } => {
@@ -550,8 +605,24 @@ impl Chat {
                 self.screen.show(format!("* in {}: {}", escape(&room), names.join(", ")));
             }
             ServerMessage::Error { code, client_id, text } => {
-                self.outstanding.remove(&client_id);
-                self.room_changing = false;
+                match self.outbox.refused(client_id, code) {
+                    // Sent again after a pause: nothing to tell the user.
+                    Refused::Retrying => return None,
+                    Refused::GaveUp(said) => {
+                        self.screen.show(format!(
+                            "! not sent after {RETRIES} tries ({}): {}",
+                            escape(&text),
+                            escape(&said.text)
+                        ));
+                        return None;
+                    }
+                    Refused::Other => {}
+                }
+                // Join, Leave (and Who, Whois) carry no id: the answer to a
+                // /join or /leave may be this error.
+                if client_id == 0 {
+                    self.room_wait = None;
+                }
                 if code.is_fatal() {
                     return Some(format!("! the server closed the connection: {}", escape(&text)));
                 }
@@ -606,7 +677,7 @@ impl Chat {
                     )),
                     Some(FileEvent::Received { from, path, size, sha256, status }) => {
                         if let MessageStatus::KeyChanged { presented, .. } = &status {
-                            self.changed.insert(from.clone(), *presented);
+                            self.changed.insert(fold_name(&from), *presented);
                         }
                         self.screen.show(format!(
                             "* received {} from {} ({size} bytes, SHA-256 {}…; {})",
@@ -635,10 +706,10 @@ impl Chat {
     fn on_identity(&mut self, name: &str, algorithm: u16, key: &[u8]) {
         let parsed = SignatureAlgorithm::from_u16(algorithm).and_then(|a| IdentityPublicKey::from_spki(a, key).ok());
         let Some(key) = parsed else {
-            self.verify_pending.remove(name);
+            self.verify_pending.remove(&fold_name(name));
             match self.peers.check_no_key(name) {
                 MessageStatus::KeyChanged { remembered, .. } => {
-                    self.changed.insert(name.to_owned(), None);
+                    self.changed.insert(fold_name(name), None);
                     let name = escape(name);
                     self.screen.show(format!(
                         "!!! {name} HAS NO IDENTITY KEY NOW, but you remembered {remembered}: someone may be \
@@ -653,14 +724,14 @@ impl Chat {
         let what = match self.peers.check_key(name, &key) {
             MessageStatus::New(_) => format!("first seen, now remembered, not verified (/verify {name})"),
             MessageStatus::KeyChanged { remembered, .. } => {
-                self.changed.insert(name.to_owned(), Some(fp));
+                self.changed.insert(fold_name(name), Some(fp));
                 format!("CHANGED: you remembered {remembered}; /verify then /trust to accept it")
             }
             MessageStatus::Verified => "the key you remembered and verified".to_owned(),
             _ => format!("the key you remembered, not verified (/verify {name})"),
         };
         self.screen.show(format!("* {}: {} key {fp} ({}) — {what}", escape(name), key_kind(algorithm), fp.short()));
-        if self.verify_pending.remove(name) {
+        if self.verify_pending.remove(&fold_name(name)) {
             self.show_safety_code(name, fp);
         }
     }
@@ -671,7 +742,7 @@ impl Chat {
             return;
         };
         let code = signature::safety_code(mine.as_bytes(), theirs.as_bytes());
-        let which = if self.changed.get(name).copied().flatten() == Some(theirs) { "NEW key " } else { "" };
+        let which = if self.changed.get(&fold_name(name)).copied().flatten() == Some(theirs) { "NEW key " } else { "" };
         self.screen.show(format!("* safety code with {} ({which}{theirs}): {code}", escape(name)));
         self.screen.show(format!(
             "  compare it with {name} in person or on a call: if both of you see the same code, the server \
@@ -682,7 +753,7 @@ impl Chat {
         } else {
             self.screen.show(format!("  if it matches, /trust {name}, then /verify {name} confirm"));
         }
-        self.codes_shown.insert(name.to_owned(), theirs);
+        self.codes_shown.insert(fold_name(name), theirs);
     }
 
     /// `/verify USER confirm`: the user compared the code shown for the
@@ -692,15 +763,15 @@ impl Chat {
             self.screen.show(format!("! no key remembered for {name}: /verify {name} first"));
             return;
         };
-        if self.changed.contains_key(name) {
+        if self.changed.contains_key(&fold_name(name)) {
             self.screen.show(format!("! {name}'s key changed: compare the new code (/verify {name}) and /trust first"));
             return;
         }
-        if self.codes_shown.get(name) != Some(&remembered) {
+        if self.codes_shown.get(&fold_name(name)) != Some(&remembered) {
             self.screen.show(format!("! /verify {name} first, and compare the code it shows"));
             return;
         }
-        match self.peers.mark_verified(name, remembered) {
+        match self.peers.mark_verified(&fold_name(name), remembered) {
             Ok(()) => self.screen.show(format!("* {name}'s key {remembered} is now verified")),
             Err(e) => self.screen.show(format!("! cannot record it: {e}")),
         }

@@ -33,6 +33,7 @@ mod keygen;
 mod known_servers;
 mod listen;
 mod output;
+mod pacing;
 mod packaging;
 mod passphrase;
 mod password;

@@ -4,14 +4,14 @@ use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cipherline_client::{Client, ClientError};
-use cipherline_proto::app::{ErrorCode, RateLimits, ServerMessage, Target};
+use cipherline_proto::app::{ServerMessage, Target};
 use clap::Args;
 
 use crate::client_args::ClientArgs;
 use crate::error::CliError;
 use crate::files;
 use crate::output::{key_notice, print_message};
+use crate::pacing::Pacer;
 
 /// Send messages (or a file) and exit once the server has acknowledged
 /// each one. With no MESSAGE and no --file, every line of standard input
@@ -104,94 +104,4 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
     }
     let _ = client.close().await;
     Ok(())
-}
-
-/// How often one message is sent again after the server said it came too
-/// fast, and the longest pause between tries: together they bound how long
-/// one line may take (about 10 s) when the server keeps refusing it.
-const RETRIES: u32 = 8;
-const FIRST_PAUSE: Duration = Duration::from_millis(50);
-const LONGEST_PAUSE: Duration = Duration::from_secs(2);
-
-/// Keeps `send` under the server's message rate (PROTOCOL.md §13.5).
-///
-/// The server announces its message bucket in Welcome; the pacer keeps a
-/// copy of it and waits for a token before each message, so a long pipe
-/// goes out at the rate the server allows from the start. The copy can
-/// drift (the byte bucket, which depends on a room's audience, is not
-/// modelled), so a message the server still refuses with `rate_limited`
-/// (the connection stays) is sent again after a pause that doubles each
-/// time, a few times at most.
-struct Pacer {
-    /// The server's message bucket as this client counts it; `None` when
-    /// the server announced no rate.
-    bucket: Option<Bucket>,
-    /// The pause before the next retry; it grows while the server keeps
-    /// refusing and starts over after a delivery.
-    pause: Option<Duration>,
-}
-
-/// A token bucket like the server's: `rate` tokens a second, `burst` at most.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: tokio::time::Instant,
-}
-
-impl Pacer {
-    /// A pacer for a session whose limits are `rates`, in which `sent`
-    /// metered messages (a Join) were already sent since Welcome.
-    fn new(rates: RateLimits, sent: u32) -> Self {
-        let bucket = (rates.messages_per_sec > 0 && rates.burst > 0).then(|| {
-            let burst = f64::from(rates.burst);
-            Bucket {
-                tokens: (burst - f64::from(sent)).max(0.0),
-                rate: f64::from(rates.messages_per_sec),
-                burst,
-                last: tokio::time::Instant::now(),
-            }
-        });
-        Pacer { bucket, pause: None }
-    }
-
-    /// Waits until the server's bucket (as counted here) has a token, and
-    /// takes it.
-    async fn wait_turn(&mut self) {
-        let Some(b) = &mut self.bucket else { return };
-        let refill = |b: &mut Bucket| {
-            let now = tokio::time::Instant::now();
-            b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * b.rate).min(b.burst);
-            b.last = now;
-        };
-        refill(b);
-        if b.tokens < 1.0 {
-            let wait = Duration::try_from_secs_f64((1.0 - b.tokens) / b.rate).unwrap_or(LONGEST_PAUSE);
-            tokio::time::sleep(wait.min(LONGEST_PAUSE)).await;
-            refill(b);
-        }
-        b.tokens = (b.tokens - 1.0).max(0.0);
-    }
-
-    /// Sends `text` and waits for its acknowledgement, pacing it and
-    /// retrying while the server says it comes too fast.
-    async fn send(&mut self, client: &mut Client, to: &Target, text: &str) -> Result<(), CliError> {
-        let mut tries = 0;
-        loop {
-            self.wait_turn().await;
-            match client.send_acked(to.clone(), text).await {
-                Ok(_) => {
-                    self.pause = None;
-                    return Ok(());
-                }
-                Err(ClientError::Refused { code: ErrorCode::RateLimited, .. }) if tries < RETRIES => {
-                    tries += 1;
-                    let pause = self.pause.map_or(FIRST_PAUSE, |p| (p * 2).min(LONGEST_PAUSE));
-                    self.pause = Some(pause);
-                    tokio::time::sleep(pause).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
 }
