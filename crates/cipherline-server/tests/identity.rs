@@ -280,3 +280,19 @@ async fn one_identity_key_in_two_sessions_both_receive_a_dm() {
     assert_eq!(next_message(&mut chat).await.text, "still here?");
     assert_eq!(bob.who("lobby").await.unwrap(), ["alice", "bob"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_of_two_look_alike_names_bound_earlier_are_not_locked_out() {
+    // `neil` and `nell` were bound to different keys before look-alikes
+    // were refused: each owner still gets in while the other is connected,
+    // and nobody else gets either name.
+    let dir = tempfile::tempdir().unwrap();
+    let names = dir.path().join("names");
+    std::fs::write(&names, format!("neil {}\nnell {}\n", fp(&key(1)), fp(&key(2)))).unwrap();
+    let ids = Arc::new(Identities::load(IdentityPolicy::Open { names_file: Some(names) }).unwrap());
+    let (addr, _stop, _task) = start_relay(ids, ClientAuthRequest::Optional, Limits::default(), None).await;
+    let _neil = connect_as(&addr, "neil", Some(key(1))).await.expect("neil's owner");
+    let _nell = connect_as(&addr, "nell", Some(key(2))).await.expect("nell's owner, though neil looks alike");
+    let err = connect_as(&addr, "nei1", Some(key(3))).await.err().unwrap();
+    assert!(matches!(err, ClientError::Refused { code: ErrorCode::NameTaken | ErrorCode::IdentityMismatch, .. }));
+}
