@@ -78,10 +78,21 @@ pub struct SessionInfo {
     pub rates: RateLimits,
 }
 
+/// Messages that arrived while a request waited for its reply are kept for
+/// [`ClientReader::recv`], up to this many...
+const MAX_PENDING: usize = 1024;
+/// ... and this many bytes (as encoded); beyond either the oldest are
+/// dropped, so a busy room cannot grow a client that never reads them (a
+/// `send` in a loud room) without bound.
+const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+
 /// The receiving half of a client.
 pub struct ClientReader {
     chan: ChannelReader<OwnedReadHalf>,
-    pending: VecDeque<ServerMessage>,
+    /// Kept messages, each with its encoded size.
+    pending: VecDeque<(ServerMessage, usize)>,
+    pending_bytes: usize,
+    dropped: u64,
 }
 
 /// The sending half of a client.
@@ -108,11 +119,34 @@ impl ClientReader {
     /// The next message from the server. Cancel-safe and unbounded: wrap it
     /// in a timeout or a `select!`.
     pub async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
-        if let Some(msg) = self.pending.pop_front() {
+        if let Some((msg, size)) = self.pending.pop_front() {
+            self.pending_bytes -= size;
             return Ok(msg);
         }
         let bytes = self.chan.recv().await?;
         decode(&bytes)
+    }
+
+    /// Messages dropped because too many arrived while requests waited for
+    /// their replies and nobody read them.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Keeps a message for [`ClientReader::recv`], within the bounds.
+    fn keep(&mut self, msg: ServerMessage, size: usize) {
+        self.pending.push_back((msg, size));
+        self.pending_bytes += size;
+        while self.pending.len() > MAX_PENDING || self.pending_bytes > MAX_PENDING_BYTES {
+            let Some((_, size)) = self.pending.pop_front() else { break };
+            self.pending_bytes -= size;
+            self.dropped += 1;
+        }
+    }
+
+    fn new(chan: ChannelReader<OwnedReadHalf>) -> Self {
+        ClientReader { chan, pending: VecDeque::new(), pending_bytes: 0, dropped: 0 }
     }
 }
 
@@ -231,7 +265,7 @@ impl Client {
             chan.with_session(|s| (s.suite(), s.server_key().cloned(), *s.handshake_hash()));
         let (reader, writer) = chan.split();
         let mut client = Client {
-            reader: ClientReader { chan: reader, pending: VecDeque::new() },
+            reader: ClientReader::new(reader),
             writer: ClientWriter {
                 chan: writer,
                 next_id: 0,
@@ -313,8 +347,7 @@ impl Client {
         refers: impl Fn(u64) -> bool,
     ) -> Result<ServerMessage, ClientError> {
         let deadline = tokio::time::Instant::now() + self.writer.reply_timeout;
-        let mut kept = VecDeque::new();
-        let result = loop {
+        loop {
             let bytes = match tokio::time::timeout_at(deadline, self.reader.chan.recv()).await {
                 Ok(Ok(bytes)) => bytes,
                 Ok(Err(e)) => break Err(e.into()),
@@ -329,11 +362,9 @@ impl Client {
                 ServerMessage::Error { code, client_id, text } if client_id == 0 || refers(client_id) => {
                     break Err(ClientError::Refused { code, text });
                 }
-                other => kept.push_back(other),
+                other => self.reader.keep(other, bytes.len()),
             }
-        };
-        self.reader.pending.extend(kept);
-        result
+        }
     }
 
     /// Joins a room and waits until the server confirms.
@@ -384,6 +415,13 @@ impl Client {
         sha256: [u8; 32],
     ) -> Result<(), ClientError> {
         self.writer.file_end(transfer, to, file_name, size, sha256).await
+    }
+
+    /// Messages dropped because too many arrived, unread, while requests
+    /// waited for their replies (see [`ClientReader::dropped`]).
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.reader.dropped()
     }
 
     /// Keepalive: sends Ping (the Pong arrives through [`Client::recv`]).

@@ -293,3 +293,31 @@ async fn shutdown_tells_clients_and_finishes_in_time() {
         assert!(told);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_only_waits_for_replies_keeps_a_bounded_backlog() {
+    // A script that sends and waits for Acks in a loud room never reads the
+    // room: the messages that arrive meanwhile are kept for it only up to a
+    // bound, the oldest dropped first, and its Acks still come through.
+    let limits = Limits {
+        messages_per_sec: 100_000,
+        burst: 100_000,
+        bytes_per_sec: 1 << 40,
+        bytes_burst: 1 << 40,
+        queue_len: 8192,
+        ..Limits::default()
+    };
+    let server = Server::start(limits).await;
+    let mut quiet = server.connect("quiet").await;
+    let mut loud = server.connect("loud").await;
+    quiet.join("lobby").await.unwrap();
+    loud.join("lobby").await.unwrap();
+    for i in 0..3000 {
+        loud.send(room("lobby"), &format!("noise {i}")).await.unwrap();
+    }
+    loud.send_acked(room("lobby"), "last").await.unwrap();
+    quiet.send_acked(Target::User("quiet".into()), "note to self").await.ok();
+    quiet.send_acked(room("lobby"), "still here").await.unwrap();
+    assert!(quiet.dropped() > 0, "the backlog was bounded");
+    server.stop().await;
+}
