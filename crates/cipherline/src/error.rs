@@ -211,11 +211,9 @@ impl fmt::Display for CliError {
             CliError::Terminal(e) => write!(f, "terminal: {e}"),
             CliError::Failed { what, .. } | CliError::TimedOut { what, .. } => f.write_str(what),
             CliError::Line { line, error } => {
-                let before = match line {
-                    1 => String::new(),
-                    2 => " (line 1 was delivered)".to_owned(),
-                    n => format!(" (lines 1 to {} were delivered)", n - 1),
-                };
+                // Empty lines are skipped, not sent: say "every line with
+                // text", which stays true whatever came before.
+                let before = if *line > 1 { " (every line before it with text was delivered)" } else { "" };
                 write!(f, "line {line} of standard input was not delivered{before}: {error}")
             }
             CliError::Client(e) => client_message(e, f),
