@@ -37,6 +37,13 @@ impl Chat {
         wait_for_line(&self.lines, needle)
     }
 
+    /// Ends the process at once (no goodbye, no cancel): what a crash or a
+    /// lost connection looks like to the server.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     fn quit(mut self) {
         self.type_line("/quit");
         assert!(self.child.wait().unwrap().success());
@@ -119,9 +126,10 @@ fn a_chat_that_leaves_ends_its_offer_though_another_session_stays() {
 
     alice.type_line(&format!("/send-file bob {}", file.display()));
     bob.wait("alice offers notes.txt");
-    // The offering session leaves; alice's listen stays connected. The
-    // offer must end now, not linger until it expires.
-    alice.quit();
+    // The offering session vanishes (killed: it cannot cancel politely);
+    // alice's listen stays connected. The offer must end now, not linger
+    // until it expires.
+    alice.kill();
     let line = bob.wait("notes.txt from alice failed").pop().unwrap();
     assert!(line.contains("the sender disconnected"), "{line:?}");
 
