@@ -6,66 +6,11 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use common::*;
-
-/// A scripted `chat` (stdin is a pipe, so it reads plain lines).
-struct Chat {
-    child: Child,
-    input: ChildStdin,
-    lines: Receiver<String>,
-}
-
-impl Chat {
-    fn start(server: &Server, name: &str, extra: &[&str]) -> Chat {
-        let mut child =
-            server.client("chat", name).args(extra).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-        let lines = line_channel(&mut child);
-        let input = child.stdin.take().unwrap();
-        wait_for_line(&lines, "in room lobby");
-        Chat { child, input, lines }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        writeln!(self.input, "{line}").unwrap();
-    }
-
-    fn wait(&self, needle: &str) -> Vec<String> {
-        wait_for_line(&self.lines, needle)
-    }
-
-    /// The first line containing any of `needles` (20 s at most).
-    fn wait_any(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                if needles.iter().any(|n| line.contains(n)) {
-                    return line;
-                }
-                seen.push(line);
-            }
-        }
-        panic!("no line containing any of {needles:?}; saw {seen:?}");
-    }
-
-    fn quit(mut self) {
-        self.type_line("/quit");
-        assert!(self.child.wait().unwrap().success());
-    }
-}
-
-/// The id an offer line tells the user to answer with
-/// ("* alice offers f (3 bytes): /accept 2 or /decline 2").
-fn offer_id(line: &str) -> u64 {
-    let id = line.rsplit("/decline ").next().unwrap();
-    id.trim().parse().unwrap_or_else(|_| panic!("no offer id in {line:?}"))
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

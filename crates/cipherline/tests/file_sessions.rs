@@ -6,49 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdin, Stdio};
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::Receiver;
 
 use common::*;
-
-/// A scripted `chat` (stdin is a pipe, so it reads plain lines).
-struct Chat {
-    child: Child,
-    input: ChildStdin,
-    lines: Receiver<String>,
-}
-
-impl Chat {
-    fn start(server: &Server, name: &str, extra: &[&str]) -> Chat {
-        let mut child =
-            server.client("chat", name).args(extra).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-        let lines = line_channel(&mut child);
-        let input = child.stdin.take().unwrap();
-        wait_for_line(&lines, "in room lobby");
-        Chat { child, input, lines }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        writeln!(self.input, "{line}").unwrap();
-    }
-
-    fn wait(&self, needle: &str) -> Vec<String> {
-        wait_for_line(&self.lines, needle)
-    }
-
-    /// Ends the process at once (no goodbye, no cancel): what a crash or a
-    /// lost connection looks like to the server.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn quit(mut self) {
-        self.type_line("/quit");
-        assert!(self.child.wait().unwrap().success());
-    }
-}
 
 /// A `listen` without `--accept-files`, its standard error (where it
 /// reports offers) as lines. Returns once it is connected (it shows a
@@ -77,12 +39,6 @@ fn listen(server: &Server, name: &str) -> (Child, Receiver<String>) {
         }
     }
     panic!("listen never connected");
-}
-
-/// The id an offer line tells the user to answer with.
-fn offer_id(line: &str) -> u64 {
-    let id = line.rsplit("/decline ").next().unwrap();
-    id.trim().parse().unwrap_or_else(|_| panic!("no offer id in {line:?}"))
 }
 
 #[test]

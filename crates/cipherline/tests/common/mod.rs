@@ -153,3 +153,69 @@ pub fn untimed(line: &str) -> &str {
         && b[5] == b' ';
     if timed { &line[6..] } else { line }
 }
+
+/// A scripted `chat` (stdin is a pipe, so it reads plain lines), for the
+/// tests that drive chat without a terminal.
+pub struct Chat {
+    child: Child,
+    input: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Chat {
+    /// Starts `chat` as `name` on `server` and waits until it is in the lobby.
+    pub fn start(server: &Server, name: &str, extra: &[&str]) -> Chat {
+        let mut child =
+            server.client("chat", name).args(extra).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let lines = line_channel(&mut child);
+        let input = child.stdin.take().unwrap();
+        wait_for_line(&lines, "in room lobby");
+        Chat { child, input, lines }
+    }
+
+    /// Types one line.
+    pub fn type_line(&mut self, line: &str) {
+        use std::io::Write as _;
+        writeln!(self.input, "{line}").unwrap();
+    }
+
+    /// The lines up to the first containing `needle`.
+    pub fn wait(&self, needle: &str) -> Vec<String> {
+        wait_for_line(&self.lines, needle)
+    }
+
+    /// The first line containing any of `needles` (20 s at most).
+    pub fn wait_any(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                if needles.iter().any(|n| line.contains(n)) {
+                    return line;
+                }
+                seen.push(line);
+            }
+        }
+        panic!("no line containing any of {needles:?}; saw {seen:?}");
+    }
+
+    /// Ends the process at once (no goodbye, no cancel): what a crash or a
+    /// lost connection looks like to the server.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Types /quit and expects a clean exit.
+    pub fn quit(mut self) {
+        self.type_line("/quit");
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// The id an offer line tells the user to answer with
+/// ("* alice offers f (3 bytes): /accept 2 or /decline 2").
+pub fn offer_id(line: &str) -> u64 {
+    let id = line.rsplit("/decline ").next().unwrap();
+    id.trim().parse().unwrap_or_else(|_| panic!("no offer id in {line:?}"))
+}
