@@ -1,0 +1,271 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cipherline_store::{QueueStats, SCHEMA_VERSION, SqliteOptions, SqliteStore, Store, StoreError};
+
+fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("store.sqlite3")
+}
+
+async fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(path, SqliteOptions::default()).await.expect("open store")
+}
+
+fn seqs(messages: &[cipherline_store::StoredMessage]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+#[tokio::test]
+async fn append_read_ack_keep_order_per_queue_and_queues_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir)).await;
+    for i in 0..5u64 {
+        assert_eq!(store.append("alice", format!("a{i}").into_bytes(), 1000 + i).await.unwrap(), i + 1);
+        if i < 2 {
+            assert_eq!(store.append("bob", format!("b{i}").into_bytes(), 2000 + i).await.unwrap(), i + 1);
+        }
+    }
+    let alice = store.read("alice", 0, 100).await.unwrap();
+    assert_eq!(seqs(&alice), vec![1, 2, 3, 4, 5]);
+    assert_eq!(alice[2].payload, b"a2");
+    assert_eq!(alice[2].appended_ms, 1002);
+    let bob = store.read("bob", 0, 100).await.unwrap();
+    assert_eq!(seqs(&bob), vec![1, 2]);
+    assert_eq!(bob[1].payload, b"b1");
+
+    // Reading from a cursor, with a limit.
+    assert_eq!(seqs(&store.read("alice", 2, 2).await.unwrap()), vec![3, 4]);
+    assert!(store.read("nobody", 0, 10).await.unwrap().is_empty());
+
+    // Acknowledging one queue leaves the other alone.
+    assert_eq!(store.ack("alice", 3).await.unwrap(), 3);
+    assert_eq!(seqs(&store.read("alice", 0, 100).await.unwrap()), vec![4, 5]);
+    assert_eq!(seqs(&store.read("bob", 0, 100).await.unwrap()), vec![1, 2]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn ack_deletes_up_to_and_including_and_stats_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir)).await;
+    for len in [10usize, 20, 30] {
+        store.append("q", vec![7; len], 1).await.unwrap();
+    }
+    assert_eq!(store.queue_stats("q").await.unwrap(), QueueStats { messages: 3, bytes: 60 });
+    assert_eq!(store.ack("q", 2).await.unwrap(), 2);
+    assert_eq!(store.queue_stats("q").await.unwrap(), QueueStats { messages: 1, bytes: 30 });
+    // Acknowledging again, or below what is left, deletes nothing.
+    assert_eq!(store.ack("q", 2).await.unwrap(), 0);
+    assert_eq!(store.ack("q", u64::MAX).await.unwrap(), 1);
+    assert_eq!(store.queue_stats("q").await.unwrap(), QueueStats::default());
+    assert_eq!(store.queue_stats("empty").await.unwrap(), QueueStats::default());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn seq_survives_reopen_and_is_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).await;
+    for _ in 0..3 {
+        store.append("q", b"x".to_vec(), 1).await.unwrap();
+    }
+    store.ack("q", 3).await.unwrap();
+    store.close().await;
+
+    let store = open(&path).await;
+    assert!(store.read("q", 0, 10).await.unwrap().is_empty());
+    assert_eq!(store.append("q", b"y".to_vec(), 2).await.unwrap(), 4);
+    assert_eq!(store.append("other", b"z".to_vec(), 2).await.unwrap(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn expire_removes_messages_older_than_the_cutoff_in_every_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir)).await;
+    store.append("a", b"old".to_vec(), 100).await.unwrap();
+    store.append("b", b"old".to_vec(), 150).await.unwrap();
+    store.append("a", b"new".to_vec(), 200).await.unwrap();
+    store.append("b", b"new".to_vec(), 300).await.unwrap();
+    assert_eq!(store.expire(200).await.unwrap(), 2, "strictly before the cutoff");
+    assert_eq!(seqs(&store.read("a", 0, 10).await.unwrap()), vec![2]);
+    assert_eq!(seqs(&store.read("b", 0, 10).await.unwrap()), vec![2]);
+    assert_eq!(store.expire(200).await.unwrap(), 0);
+    assert_eq!(store.expire(u64::MAX).await.unwrap(), 2);
+    // Expiry does not reset sequence numbers.
+    assert_eq!(store.append("a", b"later".to_vec(), 400).await.unwrap(), 3);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn kv_put_get_cas_conflict_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir)).await;
+    assert_eq!(store.get("k").await.unwrap(), None);
+
+    // Create only if absent.
+    let r1 = store.cas("k", None, b"one".to_vec()).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Some((b"one".to_vec(), r1)));
+    match store.cas("k", None, b"again".to_vec()).await {
+        Err(StoreError::Conflict { key, expected: None, found: Some(found) }) => {
+            assert_eq!(key, "k");
+            assert_eq!(found, r1);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    // Update from the right revision; a stale one conflicts and writes nothing.
+    let r2 = store.cas("k", Some(r1), b"two".to_vec()).await.unwrap();
+    assert!(r2 > r1);
+    assert!(matches!(
+        store.cas("k", Some(r1), b"stale".to_vec()).await,
+        Err(StoreError::Conflict { found: Some(f), .. }) if f == r2
+    ));
+    assert_eq!(store.get("k").await.unwrap(), Some((b"two".to_vec(), r2)));
+
+    // Put overwrites whatever is there, with a new revision.
+    let r3 = store.put("k", b"three".to_vec()).await.unwrap();
+    assert!(r3 > r2);
+    let other = store.put("other", b"o".to_vec()).await.unwrap();
+    assert!(other > r3, "revisions increase across the whole map");
+
+    // Delete; a deleted key never gets an old revision back.
+    assert!(store.delete("k").await.unwrap());
+    assert!(!store.delete("k").await.unwrap());
+    assert_eq!(store.get("k").await.unwrap(), None);
+    assert!(matches!(store.cas("k", Some(r3), b"gone".to_vec()).await, Err(StoreError::Conflict { found: None, .. })));
+    let r4 = store.cas("k", None, b"four".to_vec()).await.unwrap();
+    assert!(r4 > other);
+    assert_eq!(store.get("other").await.unwrap(), Some((b"o".to_vec(), other)));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn refuses_a_database_with_a_newer_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    open(&path).await.close().await;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    }
+    let err = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap_err();
+    match &err {
+        StoreError::NewerSchema { found, known } => {
+            assert_eq!(*found, SCHEMA_VERSION + 1);
+            assert_eq!(*known, SCHEMA_VERSION);
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+    assert!(err.to_string().contains("newer than this program knows"), "{err}");
+}
+
+#[tokio::test]
+async fn bounds_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        max_payload_bytes: 16,
+        max_value_bytes: 8,
+        max_name_bytes: 4,
+        max_read: 3,
+        channel_capacity: 2,
+        max_batch: 2,
+    };
+    let store = SqliteStore::open(db_path(&dir), options).await.unwrap();
+    assert!(matches!(
+        store.append("q", vec![0; 17], 1).await,
+        Err(StoreError::TooLarge { what: "payload", len: 17, max: 16 })
+    ));
+    assert!(matches!(store.append("qqqqq", vec![0; 1], 1).await, Err(StoreError::TooLarge { .. })));
+    assert!(matches!(store.put("k", vec![0; 9]).await, Err(StoreError::TooLarge { what: "value", .. })));
+    assert!(matches!(store.append("q", vec![0; 1], u64::MAX).await, Err(StoreError::OutOfRange { .. })));
+    for _ in 0..5 {
+        store.append("q", vec![0; 16], 1).await.unwrap();
+    }
+    // A refused append took no sequence number; `read` is capped.
+    assert_eq!(seqs(&store.read("q", 0, 100).await.unwrap()), vec![1, 2, 3]);
+    assert!(store.read("q", 0, 0).await.unwrap().is_empty());
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_200_concurrent_appends_share_transactions_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = Arc::new(open(&path).await);
+    let before = store.commits();
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let queue = format!("q{}", i % 4);
+            let seq = store.append(&queue, i.to_be_bytes().to_vec(), 1).await.unwrap();
+            (queue, seq, i)
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.push(task.await.unwrap());
+    }
+    let commits = store.commits() - before;
+    assert!(commits >= 1);
+    assert!(commits < 200, "200 appends took {commits} commits: no group commit");
+    println!("200 concurrent appends committed in {commits} transactions");
+    Arc::into_inner(store).expect("no other owner").close().await;
+
+    let store = open(&path).await;
+    for q in 0..4 {
+        let queue = format!("q{q}");
+        let messages = store.read(&queue, 0, 1000).await.unwrap();
+        assert_eq!(seqs(&messages), (1..=50).collect::<Vec<u64>>(), "{queue}");
+        let payloads: BTreeSet<Vec<u8>> = messages.into_iter().map(|m| m.payload).collect();
+        let expected: BTreeSet<Vec<u8>> =
+            acked.iter().filter(|(name, _, _)| *name == queue).map(|(_, _, i)| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(payloads, expected, "{queue}");
+    }
+    for (queue, seq, i) in &acked {
+        let m = store.read(queue, seq - 1, 1).await.unwrap();
+        assert_eq!(m[0].payload, i.to_be_bytes(), "{queue} seq {seq}");
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_appends_survive_an_abrupt_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+
+    // Abandoned without close: its thread and connection are never shut down
+    // (as if the process froze), yet everything acknowledged must be in the file.
+    let store = Arc::new(open(&path).await);
+    let mut tasks = Vec::new();
+    for i in 0..50u32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move { store.append("q", i.to_be_bytes().to_vec(), 1).await }));
+    }
+    let mut acked = 0;
+    for task in tasks {
+        task.await.unwrap().unwrap();
+        acked += 1;
+    }
+    store.put("k", b"v".to_vec()).await.unwrap();
+    std::mem::forget(store);
+
+    // Plain drop, without close, right after a write is acknowledged.
+    let store = open(&path).await;
+    assert_eq!(store.read("q", 0, 1000).await.unwrap().len(), acked);
+    assert_eq!(store.append("q", b"last".to_vec(), 2).await.unwrap(), 51);
+    drop(store);
+
+    let store = open(&path).await;
+    let messages = store.read("q", 0, 1000).await.unwrap();
+    assert_eq!(seqs(&messages), (1..=51).collect::<Vec<u64>>());
+    assert_eq!(store.get("k").await.unwrap().map(|(v, _)| v), Some(b"v".to_vec()));
+    store.close().await;
+}
