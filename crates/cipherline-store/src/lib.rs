@@ -7,7 +7,8 @@
 //!   `expire`, `put`, `cas`, `delete`) returns `Ok`, its effect is committed
 //!   to disk (SQLite, WAL, `synchronous=FULL`): it survives a crash of the
 //!   process or the machine from that moment on. An `Err` means the call had
-//!   no effect.
+//!   no effect. A call whose future is dropped before it completes may or may
+//!   not have taken effect (the request may already be with the writer).
 //! - **Queues.** `append` gives each message a sequence number that is
 //!   strictly increasing per queue and never reused, even after every message
 //!   of the queue was acknowledged or expired, and even across restarts.

@@ -269,3 +269,106 @@ async fn acknowledged_appends_survive_an_abrupt_drop() {
     assert_eq!(store.get("k").await.unwrap().map(|(v, _)| v), Some(b"v".to_vec()));
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_request_does_not_spoil_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&db_path(&dir)).await);
+    let mut creates = Vec::new();
+    let mut appends = Vec::new();
+    for i in 0..50u32 {
+        let s = Arc::clone(&store);
+        creates.push(tokio::spawn(async move { s.cas("owner", None, i.to_be_bytes().to_vec()).await }));
+        let s = Arc::clone(&store);
+        appends.push(tokio::spawn(async move { s.append("q", i.to_be_bytes().to_vec(), 1).await }));
+    }
+    let mut winners = Vec::new();
+    for (i, task) in creates.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(revision) => winners.push((i, revision)),
+            Err(StoreError::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create-if-absent wins");
+    for task in appends {
+        task.await.unwrap().unwrap();
+    }
+    let (i, revision) = winners[0];
+    let i = u32::try_from(i).unwrap();
+    assert_eq!(store.get("owner").await.unwrap(), Some((i.to_be_bytes().to_vec(), revision)));
+    assert_eq!(store.read("q", 0, 1000).await.unwrap().len(), 50);
+    assert!(store.commits() < 100, "{} commits for 100 requests", store.commits());
+    Arc::into_inner(store).unwrap().close().await;
+}
+
+/// Set in the child process of the SIGKILL test: the database path it appends to.
+const CRASH_CHILD_ENV: &str = "CIPHERLINE_STORE_CRASH_CHILD";
+
+/// Child mode: appends from several tasks until killed, printing `ACK queue
+/// seq` for each append the store acknowledged. Parent mode: runs the child,
+/// kills it with SIGKILL mid-flood, reopens the file and checks that every
+/// acknowledged append is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_appends_survive_sigkill() {
+    if let Some(path) = std::env::var_os(CRASH_CHILD_ENV) {
+        let store = Arc::new(open(Path::new(&path)).await);
+        let mut tasks = Vec::new();
+        for t in 0..8u32 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let queue = format!("q{t}");
+                // Bounded, in case the parent never kills this process.
+                for i in 0..20_000u32 {
+                    let seq = store.append(&queue, i.to_be_bytes().to_vec(), 1).await.unwrap();
+                    println!("ACK {queue} {seq}");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        return;
+    }
+
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "acknowledged_appends_survive_sigkill", "--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked: Vec<(String, u64)> = Vec::new();
+    let lines = std::io::BufReader::new(stdout).lines();
+    let mut killed = false;
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let (queue, seq) = rest.split_once(' ').unwrap();
+            acked.push((queue.to_owned(), seq.parse().unwrap()));
+        }
+        if !killed && acked.len() >= 2000 {
+            child.kill().unwrap(); // SIGKILL on Unix
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(killed && !status.success(), "the child must be killed mid-flood: {status:?}");
+
+    let store = open(&path).await;
+    let mut lost = 0usize;
+    for (queue, seq) in &acked {
+        let m = store.read(queue, seq - 1, 1).await.unwrap();
+        if m.first().map(|m| m.seq) != Some(*seq) {
+            lost += 1;
+        }
+    }
+    println!("SIGKILL: {} appends acknowledged, {lost} lost", acked.len());
+    assert_eq!(lost, 0, "acknowledged appends lost after SIGKILL");
+    store.close().await;
+}
