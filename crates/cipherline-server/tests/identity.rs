@@ -13,12 +13,11 @@ use cipherline_client::{Client, ClientError};
 use cipherline_keys::Fingerprint;
 use cipherline_proto::AlertCode;
 use cipherline_proto::app::{Delivery, ErrorCode, ServerMessage, Target};
-use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::message::ClientAuthRequest;
 use cipherline_server::{Identities, IdentityPolicy, Limits};
 use tokio::time::timeout;
 
-use common::{connect_as, fp, key, start_relay};
+use common::{connect_as, fp, key, resign_as_relay, start_relay};
 
 async fn next_message(c: &mut Client) -> Delivery {
     loop {
@@ -95,15 +94,7 @@ fn alter_text(d: &mut Delivery) {
 
 fn forge_sender(d: &mut Delivery) {
     // The relay re-signs with its own key, claiming the message is alice's.
-    let relay = IdentityKey::ed25519_from_seed(&[66; 32]).unwrap();
-    let sig = cipherline_proto::signature::sign(&relay, &d.from, &d.to, 1, 1, &d.text).unwrap();
-    d.signed = Some(cipherline_proto::app::Signed {
-        client_id: 1,
-        sent_at_ms: sig.sent_at_ms,
-        algorithm: relay.public_key().algorithm().to_u16(),
-        sender_key: relay.public_key().spki().to_vec(),
-        signature: sig.signature,
-    });
+    resign_as_relay(d);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use cipherline_server::{Identities, Limits};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-use common::{connect_as, fp, key, start_relay};
+use common::{connect_as, fp, key, resign_as_relay, start_relay};
 
 fn server_config() -> ServerConfig {
     let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
@@ -34,14 +34,7 @@ fn server_config() -> ServerConfig {
 fn forge_name_with_key(d: &mut Delivery) {
     let relay = IdentityKey::ed25519_from_seed(&[66; 32]).unwrap();
     d.from = format!("alice {}", fp(&relay));
-    let sig = cipherline_proto::signature::sign(&relay, &d.from, &d.to, 1, 1, &d.text).unwrap();
-    d.signed = Some(cipherline_proto::app::Signed {
-        client_id: 1,
-        sent_at_ms: sig.sent_at_ms,
-        algorithm: relay.public_key().algorithm().to_u16(),
-        sender_key: relay.public_key().spki().to_vec(),
-        signature: sig.signature,
-    });
+    resign_as_relay(d);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,23 +191,8 @@ fn lines_the_server_still_refuses_as_too_fast_are_sent_again_in_order() {
     // Few bytes a second: chat paces messages by count (Welcome's message
     // rate), not by bytes times recipients, so the server refuses some of
     // these long lines with rate_limited and chat must send them again.
-    let config = dir.path().join("server.toml");
-    std::fs::write(&config, "[limits]\nmax_message_bytes = 17408\nbytes_burst = 17408\nbytes_per_sec = 10000\n")
-        .unwrap();
-    let key = dir.path().join("server_x25519");
-    assert!(
-        bin().args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()]).output().unwrap().status.success()
-    );
-    let server = Server::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().join("server-data").to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let limits = "max_message_bytes = 17408\nbytes_burst = 17408\nbytes_per_sec = 10000\n";
+    let server = Server::quick_with_limits(dir.path(), Some(limits));
     let (_bob, bob_lines, _bob_in) = chat(&server, "bob", &[]);
     let (mut alice, alice_lines, mut alice_in) = chat(&server, "alice", &[]);
     wait_for_line(&bob_lines, "alice joined lobby");

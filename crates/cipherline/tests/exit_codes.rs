@@ -90,22 +90,8 @@ fn send_paces_a_long_pipe_to_the_servers_rate_limit() {
 #[test]
 fn send_retries_a_line_refused_as_too_fast() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("server_x25519");
-    let made = bin().args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()]).output().unwrap();
-    assert!(made.status.success());
-    let config = dir.path().join("server.toml");
-    std::fs::write(&config, "[limits]\nmax_message_bytes = 17408\nbytes_burst = 17408\nbytes_per_sec = 20000\n")
-        .unwrap();
-    let server = Server::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().join("server-data").to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let limits = "max_message_bytes = 17408\nbytes_burst = 17408\nbytes_per_sec = 20000\n";
+    let server = Server::quick_with_limits(dir.path(), Some(limits));
     let (mut listen, lines) = listener(&server, "bob", &["--count", "7", "--timeout", "120"]);
 
     let mut send = server

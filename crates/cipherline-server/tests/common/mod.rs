@@ -74,6 +74,20 @@ pub fn fp(k: &IdentityKey) -> Fingerprint {
     Fingerprint::from_bytes(k.public_key().fingerprint())
 }
 
+/// Re-signs a relayed message with the relay's own identity key (seed 66),
+/// as a relay forging a message under someone else's name would.
+pub fn resign_as_relay(d: &mut Delivery) {
+    let relay = IdentityKey::ed25519_from_seed(&[66; 32]).unwrap();
+    let sig = cipherline_proto::signature::sign(&relay, &d.from, &d.to, 1, 1, &d.text).unwrap();
+    d.signed = Some(cipherline_proto::app::Signed {
+        client_id: 1,
+        sent_at_ms: sig.sent_at_ms,
+        algorithm: relay.public_key().algorithm().to_u16(),
+        sender_key: relay.public_key().spki().to_vec(),
+        signature: sig.signature,
+    });
+}
+
 /// A relay with these identities, client-auth request, limits and tamper
 /// hook (the malicious relay of the tests) on a free loopback port; it
 /// stops when the sender is used or dropped.

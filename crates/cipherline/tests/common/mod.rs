@@ -53,6 +53,17 @@ impl Server {
 
     /// A server with an X25519 key (fast to create) in `dir`.
     pub fn quick(dir: &Path) -> Server {
+        Server::quick_with_limits(dir, None)
+    }
+
+    /// Like [`Server::quick`], with `[limits]` lines (`key = value` each)
+    /// written to a configuration file in `dir`.
+    pub fn quick_with_limits(dir: &Path, limits: Option<&str>) -> Server {
+        let config = limits.map(|l| {
+            let path = dir.join("server.toml");
+            std::fs::write(&path, format!("[limits]\n{l}")).unwrap();
+            path
+        });
         let key = dir.join("server_x25519");
         let made = bin()
             .args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()])
@@ -60,14 +71,13 @@ impl Server {
             .status()
             .unwrap();
         assert!(made.success());
-        Server::start(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.join("server-data").to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ])
+        let data = dir.join("server-data");
+        let mut args =
+            vec!["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--key", key.to_str().unwrap()];
+        if let Some(config) = &config {
+            args.extend(["--config", config.to_str().unwrap()]);
+        }
+        Server::start(&args)
     }
 
     /// A client command with --server, a pinned fingerprint, and a data
