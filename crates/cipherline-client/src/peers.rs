@@ -499,6 +499,21 @@ mod tests {
     }
 
     #[test]
+    fn a_process_holding_the_lock_delays_a_write_at_most_the_lock_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let held = lock(&path).unwrap();
+        let mut peers = Peers::load(SERVER, Some(&path)).unwrap();
+        let started = std::time::Instant::now();
+        // The write gives up; the key is still remembered for this run.
+        assert!(matches!(peers.check_key("alice", &ed25519(1)), MessageStatus::New(_)));
+        assert!(started.elapsed() < LOCK_WAIT + std::time::Duration::from_secs(5), "bounded wait");
+        assert!(matches!(peers.check_key("alice", &ed25519(2)), MessageStatus::KeyChanged { .. }));
+        drop(held);
+        assert!(Peers::load(SERVER, Some(&path)).unwrap().remembered("alice").is_none(), "nothing written");
+    }
+
+    #[test]
     fn one_server_filling_its_cap_leaves_other_servers_and_key_changes_working() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
