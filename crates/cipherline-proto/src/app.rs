@@ -14,7 +14,7 @@ use crate::error::{DecodeError, Error};
 
 mod limits;
 mod names;
-pub use limits::RateLimits;
+pub use limits::{QueueLimits, RateLimits};
 pub use names::{fold_name, name_skeleton, valid_name};
 
 /// Hard upper bound on one message (type and body); peers may set lower limits.
@@ -133,6 +133,18 @@ pub enum ClientMessage {
         /// The user.
         name: String,
     },
+    /// Every stored message up to queue position `upto` was handled:
+    /// the server may delete them (PROTOCOL.md §13.9).
+    Received {
+        /// The highest `seq` handled.
+        upto: u64,
+    },
+    /// Ask for (or stop) delivery receipts for the messages this
+    /// connection sends from now on (PROTOCOL.md §13.9).
+    Receipts {
+        /// Whether receipts are wanted.
+        enabled: bool,
+    },
     /// A receiver confirms it has stored `received` bytes (flow control).
     FileAck {
         /// The transfer id.
@@ -185,6 +197,11 @@ pub enum ErrorCode {
     BadRequest,
     /// The name belongs to another identity key (or needs one).
     IdentityMismatch,
+    /// The recipient's queue (or the server's store) is full: the message
+    /// was not kept.
+    QueueFull,
+    /// The server could not store the message: it was not delivered.
+    StoreFailed,
     /// A code this implementation does not know.
     Unknown(u16),
 }
@@ -208,6 +225,8 @@ impl ErrorCode {
             ErrorCode::TooSlow => 12,
             ErrorCode::BadRequest => 13,
             ErrorCode::IdentityMismatch => 14,
+            ErrorCode::QueueFull => 15,
+            ErrorCode::StoreFailed => 16,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -230,6 +249,8 @@ impl ErrorCode {
             12 => ErrorCode::TooSlow,
             13 => ErrorCode::BadRequest,
             14 => ErrorCode::IdentityMismatch,
+            15 => ErrorCode::QueueFull,
+            16 => ErrorCode::StoreFailed,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -264,6 +285,10 @@ pub struct Delivery {
     pub text: String,
     /// The sender's signature and key, if it signed (PROTOCOL.md §13.7).
     pub signed: Option<Signed>,
+    /// Its position in this recipient's stored queue, to acknowledge with
+    /// Received once handled; 0 for a message delivered live only
+    /// (PROTOCOL.md §13.9).
+    pub seq: u64,
 }
 
 /// What a signing sender adds to Send.
@@ -315,6 +340,9 @@ pub enum ServerMessage {
         idle_timeout_secs: u32,
         /// The rate limits this client is held to.
         rates: RateLimits,
+        /// What is kept for this client while it is offline; `None`: live
+        /// delivery only.
+        queue: Option<QueueLimits>,
     },
     /// A room was joined.
     Joined {
@@ -336,6 +364,12 @@ pub enum ServerMessage {
         id: u64,
         /// The server timestamp it carries.
         timestamp_ms: u64,
+        /// Recipients it was stored for, whose clients acknowledge it.
+        queued: u32,
+        /// Recipients it reached live only (no stored queue).
+        live: u32,
+        /// Recipients it was not kept for because their queue was full.
+        full: u32,
     },
     /// Someone joined or left a room this client is in.
     Notice {
@@ -430,6 +464,14 @@ pub enum ServerMessage {
         algorithm: u16,
         /// The key (DER SPKI), empty if none.
         key: Vec<u8>,
+    },
+    /// A delivery receipt: `by`'s client acknowledged this client's
+    /// message `id` (only after Receipts was enabled when it was sent).
+    Delivered {
+        /// The server id of the message (as in its Ack).
+        id: u64,
+        /// The recipient.
+        by: String,
     },
     /// A receiver's progress (flow control for the sender).
     FileAcked {
@@ -608,6 +650,14 @@ impl ClientMessage {
                 put_name(&mut w, sender)?;
                 put_text(&mut w, reason)?;
             }
+            ClientMessage::Received { upto } => {
+                w.u8(0x0f);
+                put_u64(&mut w, *upto);
+            }
+            ClientMessage::Receipts { enabled } => {
+                w.u8(0x10);
+                w.u8(u8::from(*enabled));
+            }
             ClientMessage::FileAck { transfer, sender, received } => {
                 w.u8(0x0d);
                 put_u64(&mut w, *transfer);
@@ -668,6 +718,8 @@ impl ClientMessage {
                 sender: get_name(&mut r)?,
                 reason: get_text(&mut r)?,
             },
+            0x0f => ClientMessage::Received { upto: get_u64(&mut r)? },
+            0x10 => ClientMessage::Receipts { enabled: get_bool(&mut r)? },
             0x0d => ClientMessage::FileAck {
                 transfer: get_u64(&mut r)?,
                 sender: get_name(&mut r)?,
@@ -685,7 +737,7 @@ impl ServerMessage {
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let mut w = Writer::new();
         match self {
-            ServerMessage::Welcome { name, max_message, idle_timeout_secs, rates } => {
+            ServerMessage::Welcome { name, max_message, idle_timeout_secs, rates, queue } => {
                 w.u8(0x81);
                 put_name(&mut w, name)?;
                 w.bytes(&max_message.to_be_bytes());
@@ -694,6 +746,15 @@ impl ServerMessage {
                 w.bytes(&rates.burst.to_be_bytes());
                 put_u64(&mut w, rates.bytes_per_sec);
                 put_u64(&mut w, rates.bytes_burst);
+                match queue {
+                    None => w.u8(0),
+                    Some(q) => {
+                        w.u8(1);
+                        w.bytes(&q.ttl_secs.to_be_bytes());
+                        w.bytes(&q.max_messages.to_be_bytes());
+                        put_u64(&mut w, q.max_bytes);
+                    }
+                }
             }
             ServerMessage::Joined { room } => {
                 w.u8(0x82);
@@ -721,6 +782,8 @@ impl ServerMessage {
                         w.vec16(&sig.signature, MAX_SIGNATURE_LEN)?;
                     }
                 }
+                // Last, so a relay can fill it in without re-encoding.
+                put_u64(&mut w, d.seq);
             }
             ServerMessage::Identity { name, algorithm, key } => {
                 w.u8(0x90);
@@ -728,11 +791,19 @@ impl ServerMessage {
                 w.u16(*algorithm);
                 w.vec16(key, MAX_SPKI_LEN)?;
             }
-            ServerMessage::Ack { client_id, id, timestamp_ms } => {
+            ServerMessage::Ack { client_id, id, timestamp_ms, queued, live, full } => {
                 w.u8(0x85);
                 put_u64(&mut w, *client_id);
                 put_u64(&mut w, *id);
                 put_u64(&mut w, *timestamp_ms);
+                w.bytes(&queued.to_be_bytes());
+                w.bytes(&live.to_be_bytes());
+                w.bytes(&full.to_be_bytes());
+            }
+            ServerMessage::Delivered { id, by } => {
+                w.u8(0x91);
+                put_u64(&mut w, *id);
+                put_name(&mut w, by)?;
             }
             ServerMessage::Notice { kind, room, name } => {
                 w.u8(0x86);
@@ -831,6 +902,15 @@ impl ServerMessage {
                     bytes_per_sec: get_u64(&mut r)?,
                     bytes_burst: get_u64(&mut r)?,
                 },
+                queue: match r.u8()? {
+                    0 => None,
+                    1 => Some(QueueLimits {
+                        ttl_secs: u32::from_be_bytes(r.array()?),
+                        max_messages: u32::from_be_bytes(r.array()?),
+                        max_bytes: get_u64(&mut r)?,
+                    }),
+                    _ => return Err(DecodeError::IllegalValue),
+                },
             },
             0x82 => ServerMessage::Joined { room: get_name(&mut r)? },
             0x83 => ServerMessage::Left { room: get_name(&mut r)? },
@@ -851,15 +931,22 @@ impl ServerMessage {
                     }),
                     _ => return Err(DecodeError::IllegalValue),
                 },
+                seq: get_u64(&mut r)?,
             }),
             0x90 => ServerMessage::Identity {
                 name: get_name(&mut r)?,
                 algorithm: r.u16()?,
                 key: r.vec16(MAX_SPKI_LEN)?.to_vec(),
             },
-            0x85 => {
-                ServerMessage::Ack { client_id: get_u64(&mut r)?, id: get_u64(&mut r)?, timestamp_ms: get_u64(&mut r)? }
-            }
+            0x85 => ServerMessage::Ack {
+                client_id: get_u64(&mut r)?,
+                id: get_u64(&mut r)?,
+                timestamp_ms: get_u64(&mut r)?,
+                queued: u32::from_be_bytes(r.array()?),
+                live: u32::from_be_bytes(r.array()?),
+                full: u32::from_be_bytes(r.array()?),
+            },
+            0x91 => ServerMessage::Delivered { id: get_u64(&mut r)?, by: get_name(&mut r)? },
             0x86 => {
                 let kind = match r.u8()? {
                     0 => NoticeKind::Joined,

@@ -165,6 +165,7 @@ mod tests {
                 sender_key: public.spki().to_vec(),
                 signature: sig.signature,
             }),
+            seq: 0,
         }
     }
 

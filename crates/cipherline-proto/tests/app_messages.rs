@@ -28,6 +28,9 @@ fn round_trips() {
         ClientMessage::FileEnd { transfer: 2, sha256: [7; 32], signature: Some(vec![4; 64]) },
         ClientMessage::FileCancel { transfer: 1, sender: String::new(), reason: "disk full".into() },
         ClientMessage::FileAck { transfer: 1, sender: "a".into(), received: 16384 },
+        ClientMessage::Received { upto: 1 << 40 },
+        ClientMessage::Receipts { enabled: true },
+        ClientMessage::Receipts { enabled: false },
     ];
     let mut d = MessageDecoder::new(MAX_MESSAGE);
     for m in &client {
@@ -43,6 +46,14 @@ fn round_trips() {
             max_message: 65536,
             idle_timeout_secs: 300,
             rates: RateLimits { messages_per_sec: 20, burst: 40, bytes_per_sec: 1 << 20, bytes_burst: 8 << 20 },
+            queue: None,
+        },
+        ServerMessage::Welcome {
+            name: "alice".into(),
+            max_message: 65536,
+            idle_timeout_secs: 300,
+            rates: RateLimits::default(),
+            queue: Some(QueueLimits { ttl_secs: 2_592_000, max_messages: 10_000, max_bytes: 64 << 20 }),
         },
         ServerMessage::Joined { room: "lobby".into() },
         ServerMessage::Left { room: "lobby".into() },
@@ -59,9 +70,11 @@ fn round_trips() {
                 sender_key: vec![2; 44],
                 signature: vec![3; 64],
             }),
+            seq: 77,
         }),
         ServerMessage::Identity { name: "bob".into(), algorithm: 0, key: Vec::new() },
-        ServerMessage::Ack { client_id: 1, id: 2, timestamp_ms: 3 },
+        ServerMessage::Ack { client_id: 1, id: 2, timestamp_ms: 3, queued: 4, live: 5, full: 6 },
+        ServerMessage::Delivered { id: 9, by: "bob".into() },
         ServerMessage::Notice { kind: NoticeKind::Left, room: "lobby".into(), name: "bob".into() },
         ServerMessage::Members { room: "lobby".into(), names: vec!["a".into(), "b".into()] },
         ServerMessage::Error { code: ErrorCode::NameTaken, client_id: 0, text: "taken".into() },
@@ -121,6 +134,7 @@ fn names_outside_the_grammar_are_refused_by_a_client() {
             max_message: 1,
             idle_timeout_secs: 1,
             rates: RateLimits::default(),
+            queue: None,
         },
         ServerMessage::Message(Delivery {
             id: 1,
@@ -129,6 +143,7 @@ fn names_outside_the_grammar_are_refused_by_a_client() {
             to: Target::Room("lobby".into()),
             text: "hi".into(),
             signed: None,
+            seq: 0,
         }),
         ServerMessage::Message(Delivery {
             id: 1,
@@ -137,6 +152,7 @@ fn names_outside_the_grammar_are_refused_by_a_client() {
             to: Target::User("me\n".into()),
             text: "hi".into(),
             signed: None,
+            seq: 0,
         }),
         ServerMessage::Identity { name: ".hidden".into(), algorithm: 0, key: Vec::new() },
         ServerMessage::Members { room: "lobby".into(), names: vec!["a".into(), "b c".into()] },
@@ -151,6 +167,7 @@ fn names_outside_the_grammar_are_refused_by_a_client() {
         },
         ServerMessage::FileDone { transfer: 1, from: "a\u{202e}".into(), sha256: [0; 32], signed: None },
         ServerMessage::FileCancelled { transfer: 1, sender: "a".into(), by: "b\tc".into(), reason: "x".into() },
+        ServerMessage::Delivered { id: 1, by: "b c".into() },
     ];
     for m in &bad {
         let decoded = ServerMessage::decode(&m.encode().unwrap()[4..]).unwrap();

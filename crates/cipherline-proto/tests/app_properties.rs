@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use cipherline_proto::app::{
-    ClientMessage, Delivery, ErrorCode, FileSigned, MAX_CHUNK, MessageDecoder, NoticeKind, RateLimits, SendSignature,
-    ServerMessage, Signed, Target,
+    ClientMessage, Delivery, ErrorCode, FileSigned, MAX_CHUNK, MessageDecoder, NoticeKind, QueueLimits, RateLimits,
+    SendSignature, ServerMessage, Signed, Target,
 };
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
@@ -77,6 +77,8 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             sender,
             received
         }),
+        any::<u64>().prop_map(|upto| ClientMessage::Received { upto }),
+        any::<bool>().prop_map(|enabled| ClientMessage::Receipts { enabled }),
     ]
 }
 
@@ -102,33 +104,58 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             .prop_map(|(algorithm, sender_key, signature)| FileSigned { algorithm, sender_key, signature }),
     );
     prop_oneof![
-        (name(), any::<u32>(), any::<u32>(), any::<(u32, u32, u64, u64)>()).prop_map(
-            |(name, max_message, idle_timeout_secs, (messages_per_sec, burst, bytes_per_sec, bytes_burst))| {
-                ServerMessage::Welcome {
+        (
+            name(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<(u32, u32, u64, u64)>(),
+            proptest::option::of(any::<(u32, u32, u64)>())
+        )
+            .prop_map(
+                |(
                     name,
                     max_message,
                     idle_timeout_secs,
-                    rates: RateLimits { messages_per_sec, burst, bytes_per_sec, bytes_burst },
+                    (messages_per_sec, burst, bytes_per_sec, bytes_burst),
+                    queue,
+                )| {
+                    ServerMessage::Welcome {
+                        name,
+                        max_message,
+                        idle_timeout_secs,
+                        rates: RateLimits { messages_per_sec, burst, bytes_per_sec, bytes_burst },
+                        queue: queue.map(|(ttl_secs, max_messages, max_bytes)| QueueLimits {
+                            ttl_secs,
+                            max_messages,
+                            max_bytes,
+                        }),
+                    }
                 }
-            }
-        ),
+            ),
         name().prop_map(|room| ServerMessage::Joined { room }),
         name().prop_map(|room| ServerMessage::Left { room }),
-        (any::<u64>(), any::<u64>(), name(), target(), text(), signed).prop_map(
-            |(id, timestamp_ms, from, to, text, signed)| ServerMessage::Message(Delivery {
+        (any::<u64>(), any::<u64>(), name(), target(), text(), signed, any::<u64>()).prop_map(
+            |(id, timestamp_ms, from, to, text, signed, seq)| ServerMessage::Message(Delivery {
                 id,
                 timestamp_ms,
                 from,
                 to,
                 text,
-                signed
+                signed,
+                seq
             })
         ),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(client_id, id, timestamp_ms)| ServerMessage::Ack {
-            client_id,
-            id,
-            timestamp_ms
-        }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<(u32, u32, u32)>()).prop_map(
+            |(client_id, id, timestamp_ms, (queued, live, full))| ServerMessage::Ack {
+                client_id,
+                id,
+                timestamp_ms,
+                queued,
+                live,
+                full
+            }
+        ),
+        (any::<u64>(), name()).prop_map(|(id, by)| ServerMessage::Delivered { id, by }),
         (any::<bool>(), name(), name()).prop_map(|(left, room, name)| ServerMessage::Notice {
             kind: if left { NoticeKind::Left } else { NoticeKind::Joined },
             room,
@@ -174,7 +201,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
 
 /// Every type byte in use, and any other, to start arbitrary bodies with.
 fn type_byte() -> impl Strategy<Value = u8> {
-    prop_oneof![1u8..=0x0e, 0x81u8..=0x90, any::<u8>()]
+    prop_oneof![1u8..=0x10, 0x81u8..=0x91, any::<u8>()]
 }
 
 /// Decodes `bytes` both ways; whatever decodes must re-encode to `bytes`.

@@ -127,6 +127,33 @@ pub struct QueueStats {
     pub bytes: u64,
 }
 
+/// The limits [`Store::append_each`] holds each queue and the whole store to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Most messages one queue may hold.
+    pub max_messages: u64,
+    /// Most payload bytes one queue may hold.
+    pub max_bytes: u64,
+    /// Most payload bytes all queues together may hold.
+    pub max_total_bytes: u64,
+}
+
+impl Quota {
+    /// No limits at all.
+    pub const UNLIMITED: Quota = Quota { max_messages: u64::MAX, max_bytes: u64::MAX, max_total_bytes: u64::MAX };
+}
+
+/// What [`Store::append_each`] did for one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Appended with this sequence number.
+    Stored(u64),
+    /// Not appended: the queue holds its quota of messages or bytes.
+    QueueFull,
+    /// Not appended: the store holds its quota of bytes.
+    StoreFull,
+}
+
 /// The storage seam of the server: queues and key-value with compare-and-set.
 ///
 /// Shaped so that a NATS JetStream engine can implement it: a queue maps to a
@@ -152,8 +179,24 @@ pub trait Store: Send + Sync {
     /// returns how many were deleted.
     fn expire(&self, before_ms: u64) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Appends one `payload` to each of `queues` in one atomic step, as
+    /// [`Store::append`] would, except that a queue at its `quota` (or a
+    /// store at its total) is skipped and reported instead. A queue named
+    /// twice gets the payload twice. The result has one entry per queue, in
+    /// order.
+    fn append_each(
+        &self,
+        queues: Vec<String>,
+        payload: Vec<u8>,
+        now_ms: u64,
+        quota: Quota,
+    ) -> impl Future<Output = Result<Vec<Appended>>> + Send;
+
     /// Counts the messages of `queue` and their payload bytes.
     fn queue_stats(&self, queue: &str) -> impl Future<Output = Result<QueueStats>> + Send;
+
+    /// Counts the messages of every queue and their payload bytes.
+    fn total_stats(&self) -> impl Future<Output = Result<QueueStats>> + Send;
 
     /// Returns the value of `key` and its revision, if it exists.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<(Vec<u8>, u64)>>> + Send;
@@ -168,6 +211,9 @@ pub trait Store: Send + Sync {
 
     /// Deletes `key`; returns whether it existed.
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Up to `max` keys that start with `prefix`, in byte order.
+    fn keys(&self, prefix: &str, max: usize) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
 
 /// The bounds of a [`SqliteStore`].
@@ -226,6 +272,14 @@ const MIGRATIONS: &[&str] = &[
          value INTEGER NOT NULL
      ) STRICT;
      INSERT INTO counters (name, value) VALUES ('kv_revision', 0);",
+    // 2: running counts per queue and in all, so quotas cost no scan.
+    "ALTER TABLE queues ADD COLUMN messages INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE queues ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+     UPDATE queues SET
+         messages = (SELECT count(*) FROM messages m WHERE m.queue = queues.name),
+         bytes = (SELECT coalesce(sum(length(payload)), 0) FROM messages m WHERE m.queue = queues.name);
+     INSERT INTO counters (name, value) SELECT 'total_messages', count(*) FROM messages;
+     INSERT INTO counters (name, value) SELECT 'total_bytes', coalesce(sum(length(payload)), 0) FROM messages;",
 ];
 
 /// The schema version this code writes.
@@ -460,19 +514,44 @@ impl Store for SqliteStore {
         self.check_len("payload", payload.len(), self.options.max_payload_bytes)?;
         let now = to_i64("time", now_ms)?;
         let queue = queue.to_owned();
+        self.call(move |conn| insert_message(conn, &queue, &payload, now)).await
+    }
+
+    async fn append_each(
+        &self,
+        queues: Vec<String>,
+        payload: Vec<u8>,
+        now_ms: u64,
+        quota: Quota,
+    ) -> Result<Vec<Appended>> {
+        for queue in &queues {
+            self.check_name("queue name", queue)?;
+        }
+        self.check_len("payload", payload.len(), self.options.max_payload_bytes)?;
+        let now = to_i64("time", now_ms)?;
         self.call(move |conn| {
-            let seq: i64 = conn.query_row(
-                "INSERT INTO queues (name, last_seq) VALUES (?1, 1)
-                 ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + 1
-                 RETURNING last_seq",
-                params![queue],
-                |row| row.get(0),
-            )?;
-            conn.execute(
-                "INSERT INTO messages (queue, seq, payload, appended_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![queue, seq, payload, now],
-            )?;
-            Ok(to_u64(seq))
+            let len = payload.len() as u64;
+            let mut total = to_u64(counter(conn, "total_bytes")?);
+            let mut out = Vec::with_capacity(queues.len());
+            for queue in &queues {
+                if total.saturating_add(len) > quota.max_total_bytes {
+                    out.push(Appended::StoreFull);
+                    continue;
+                }
+                let (messages, bytes): (i64, i64) = conn
+                    .query_row("SELECT messages, bytes FROM queues WHERE name = ?1", params![queue], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()?
+                    .unwrap_or((0, 0));
+                if to_u64(messages) >= quota.max_messages || to_u64(bytes).saturating_add(len) > quota.max_bytes {
+                    out.push(Appended::QueueFull);
+                    continue;
+                }
+                out.push(Appended::Stored(insert_message(conn, queue, &payload, now)?));
+                total = total.saturating_add(len);
+            }
+            Ok(out)
         })
         .await
     }
@@ -504,8 +583,16 @@ impl Store for SqliteStore {
         let upto = i64::try_from(upto_seq).unwrap_or(i64::MAX);
         let queue = queue.to_owned();
         self.call(move |conn| {
-            let n = conn.execute("DELETE FROM messages WHERE queue = ?1 AND seq <= ?2", params![queue, upto])?;
-            Ok(n as u64)
+            let (n, bytes): (i64, i64) = conn.query_row(
+                "SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages WHERE queue = ?1 AND seq <= ?2",
+                params![queue, upto],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            if n > 0 {
+                conn.execute("DELETE FROM messages WHERE queue = ?1 AND seq <= ?2", params![queue, upto])?;
+                count_removed(conn, &queue, n, bytes)?;
+            }
+            Ok(to_u64(n))
         })
         .await
     }
@@ -513,7 +600,18 @@ impl Store for SqliteStore {
     async fn expire(&self, before_ms: u64) -> Result<u64> {
         let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
         self.call(move |conn| {
+            let removed: Vec<(String, i64, i64)> = {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT queue, count(*), coalesce(sum(length(payload)), 0) FROM messages
+                     WHERE appended_ms < ?1 GROUP BY queue",
+                )?;
+                let rows = stmt.query_map(params![before], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
             let n = conn.execute("DELETE FROM messages WHERE appended_ms < ?1", params![before])?;
+            for (queue, messages, bytes) in &removed {
+                count_removed(conn, queue, *messages, *bytes)?;
+            }
             if n > 0 {
                 tracing::info!(messages = n, before_ms, "store expired messages");
             }
@@ -526,13 +624,23 @@ impl Store for SqliteStore {
         self.check_name("queue name", queue)?;
         let queue = queue.to_owned();
         self.call(move |conn| {
-            let (messages, bytes): (i64, i64) = conn.query_row(
-                "SELECT count(*), coalesce(sum(length(payload)), 0)
-                 FROM messages WHERE queue = ?1",
-                params![queue],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
+            let (messages, bytes): (i64, i64) = conn
+                .query_row("SELECT messages, bytes FROM queues WHERE name = ?1", params![queue], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?
+                .unwrap_or((0, 0));
             Ok(QueueStats { messages: to_u64(messages), bytes: to_u64(bytes) })
+        })
+        .await
+    }
+
+    async fn total_stats(&self) -> Result<QueueStats> {
+        self.call(move |conn| {
+            Ok(QueueStats {
+                messages: to_u64(counter(conn, "total_messages")?),
+                bytes: to_u64(counter(conn, "total_bytes")?),
+            })
         })
         .await
     }
@@ -583,6 +691,62 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn keys(&self, prefix: &str, max: usize) -> Result<Vec<String>> {
+        self.check_name("key prefix", prefix)?;
+        let max = max.min(self.options.max_read);
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let prefix = prefix.to_owned();
+        self.call(move |conn| {
+            // A range, not LIKE: keys may hold '%' and '_'.
+            let mut stmt = conn.prepare_cached(
+                "SELECT key FROM kv WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1 ORDER BY key LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![prefix, limit], |row| row.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+}
+
+/// Appends one message to `queue` and counts it; returns its sequence number.
+fn insert_message(conn: &Connection, queue: &str, payload: &[u8], now: i64) -> Result<u64> {
+    let len = i64::try_from(payload.len()).unwrap_or(i64::MAX);
+    let seq: i64 = conn.query_row(
+        "INSERT INTO queues (name, last_seq, messages, bytes) VALUES (?1, 1, 1, ?2)
+         ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + 1, messages = messages + 1, bytes = bytes + ?2
+         RETURNING last_seq",
+        params![queue, len],
+        |row| row.get(0),
+    )?;
+    conn.execute(
+        "INSERT INTO messages (queue, seq, payload, appended_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![queue, seq, payload, now],
+    )?;
+    conn.execute(
+        "UPDATE counters SET value = value + (CASE name WHEN 'total_messages' THEN 1 ELSE ?1 END)
+         WHERE name IN ('total_messages', 'total_bytes')",
+        params![len],
+    )?;
+    Ok(to_u64(seq))
+}
+
+/// Takes `messages` messages of `bytes` bytes off `queue`'s and the store's counts.
+fn count_removed(conn: &Connection, queue: &str, messages: i64, bytes: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE queues SET messages = max(messages - ?2, 0), bytes = max(bytes - ?3, 0) WHERE name = ?1",
+        params![queue, messages, bytes],
+    )?;
+    conn.execute(
+        "UPDATE counters SET value = max(value - (CASE name WHEN 'total_messages' THEN ?1 ELSE ?2 END), 0)
+         WHERE name IN ('total_messages', 'total_bytes')",
+        params![messages, bytes],
+    )?;
+    Ok(())
+}
+
+fn counter(conn: &Connection, name: &str) -> Result<i64> {
+    Ok(conn.query_row("SELECT value FROM counters WHERE name = ?1", params![name], |row| row.get(0))?)
 }
 
 /// Writes `key` with the next revision of the whole map.

@@ -84,7 +84,9 @@ impl ServerMessage {
             ServerMessage::FileOffered { from, to, .. } => {
                 valid_name(from, MAX_NAME) && valid_name(target(to), MAX_NAME)
             }
-            ServerMessage::FileAnswered { by, .. } | ServerMessage::FileAcked { by, .. } => valid_name(by, MAX_NAME),
+            ServerMessage::FileAnswered { by, .. }
+            | ServerMessage::FileAcked { by, .. }
+            | ServerMessage::Delivered { by, .. } => valid_name(by, MAX_NAME),
             ServerMessage::FileData { from, .. } | ServerMessage::FileDone { from, .. } => valid_name(from, MAX_NAME),
             ServerMessage::FileCancelled { sender, by, .. } => valid_name(sender, MAX_NAME) && valid_name(by, MAX_NAME),
             ServerMessage::Ack { .. } | ServerMessage::Error { .. } | ServerMessage::Pong { .. } => true,
