@@ -2,10 +2,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cipherline_net::{ChannelReader, ChannelWriter, NetError};
-use cipherline_proto::app::{ClientMessage, RateLimits, ServerMessage, Target};
+use cipherline_proto::app::{ClientMessage, QueueLimits, RateLimits, ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::signature::{self, FileFacts};
@@ -76,7 +77,15 @@ pub struct SessionInfo {
     pub idle_timeout_secs: u32,
     /// The rate limits the server holds this client to (from Welcome).
     pub rates: RateLimits,
+    /// What the server keeps for this client while it is offline; `None`:
+    /// live delivery only (a client without an identity key, or a server
+    /// without a store).
+    pub queue: Option<QueueLimits>,
 }
+
+/// Stored messages handled before a Received is sent for them (the server
+/// sends at most 256 unacknowledged ones, PROTOCOL.md §13.9).
+const ACK_EVERY: u64 = 32;
 
 /// Messages that arrived while a request waited for its reply are kept for
 /// [`ClientReader::recv`], up to this many...
@@ -93,6 +102,10 @@ pub struct ClientReader {
     pending: VecDeque<(ServerMessage, usize)>,
     pending_bytes: usize,
     dropped: u64,
+    /// Shared with the writer: one less than the lowest queue position of
+    /// a stored message dropped unread, so that a cumulative Received never
+    /// covers it and the server delivers it again next time.
+    ceiling: Arc<AtomicU64>,
 }
 
 /// The sending half of a client.
@@ -106,6 +119,26 @@ pub struct ClientWriter {
     name: String,
     /// The server's largest accepted message (from Welcome; 0 before it).
     max_message: u32,
+    /// The highest queue position handled, and the highest acknowledged.
+    handled: u64,
+    acked: u64,
+    /// See [`ClientReader`]'s `ceiling`.
+    ceiling: Arc<AtomicU64>,
+}
+
+/// The server's acknowledgement of a sent message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acked {
+    /// The server's id for the message (recipients see the same).
+    pub id: u64,
+    /// Server time it was accepted, Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// Recipients it was stored for; each one's client acknowledges it.
+    pub queued: u32,
+    /// Recipients it reached live only.
+    pub live: u32,
+    /// Recipients whose queue was full: it was not kept for them.
+    pub full: u32,
 }
 
 /// A client that has completed the handshake and been welcomed by name.
@@ -139,14 +172,19 @@ impl ClientReader {
         self.pending.push_back((msg, size));
         self.pending_bytes += size;
         while self.pending.len() > MAX_PENDING || self.pending_bytes > MAX_PENDING_BYTES {
-            let Some((_, size)) = self.pending.pop_front() else { break };
+            let Some((msg, size)) = self.pending.pop_front() else { break };
             self.pending_bytes -= size;
             self.dropped += 1;
+            if let ServerMessage::Message(d) = msg
+                && d.seq != 0
+            {
+                self.ceiling.fetch_min(d.seq - 1, Ordering::Relaxed);
+            }
         }
     }
 
-    fn new(chan: ChannelReader<OwnedReadHalf>) -> Self {
-        ClientReader { chan, pending: VecDeque::new(), pending_bytes: 0, dropped: 0 }
+    fn new(chan: ChannelReader<OwnedReadHalf>, ceiling: Arc<AtomicU64>) -> Self {
+        ClientReader { chan, pending: VecDeque::new(), pending_bytes: 0, dropped: 0, ceiling }
     }
 }
 
@@ -212,6 +250,43 @@ impl ClientWriter {
         self.send_message(&ClientMessage::FileEnd { transfer, sha256, signature }).await
     }
 
+    /// Records that the stored message at queue position `seq` (a
+    /// delivery's `seq`; 0 for a live one, which needs nothing) was handled
+    /// — shown, written out, saved — and tells the server every
+    /// [`ACK_EVERY`] messages. Call [`ClientWriter::flush_received`] when
+    /// idle and before closing, so the last ones are acknowledged too. A
+    /// message acknowledged is deleted by the server: call this only once
+    /// it is safe to lose the server's copy.
+    pub async fn handled(&mut self, seq: u64) -> Result<(), ClientError> {
+        self.handled = self.handled.max(seq);
+        if self.handled.saturating_sub(self.acked) >= ACK_EVERY {
+            self.flush_received().await?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges every stored message handled so far (if any is not yet).
+    pub async fn flush_received(&mut self) -> Result<(), ClientError> {
+        let upto = self.handled.min(self.ceiling.load(Ordering::Relaxed));
+        if upto > self.acked {
+            self.send_message(&ClientMessage::Received { upto }).await?;
+            self.acked = upto;
+        }
+        Ok(())
+    }
+
+    /// The highest queue position acknowledged to the server.
+    #[must_use]
+    pub fn acknowledged(&self) -> u64 {
+        self.acked
+    }
+
+    /// Whether messages were handled that are not yet acknowledged.
+    #[must_use]
+    pub fn has_unacknowledged(&self) -> bool {
+        self.handled.min(self.ceiling.load(Ordering::Relaxed)) > self.acked
+    }
+
     /// A fresh id for a Send or a file transfer.
     pub fn next_id(&mut self) -> u64 {
         self.next_id += 1;
@@ -224,8 +299,10 @@ impl ClientWriter {
         Ok(())
     }
 
-    /// Says Goodbye and closes the sending side cleanly.
+    /// Acknowledges what was handled, says Goodbye and closes the sending
+    /// side cleanly.
     pub async fn close(&mut self) -> Result<(), ClientError> {
+        self.flush_received().await?;
         self.send_message(&ClientMessage::Goodbye).await?;
         timeout(self.reply_timeout, self.chan.close()).await.map_err(|_| ClientError::Timeout("closing"))??;
         Ok(())
@@ -264,8 +341,9 @@ impl Client {
         let (suite, server_key, handshake_hash) =
             chan.with_session(|s| (s.suite(), s.server_key().cloned(), *s.handshake_hash()));
         let (reader, writer) = chan.split();
+        let ceiling = Arc::new(AtomicU64::new(u64::MAX));
         let mut client = Client {
-            reader: ClientReader::new(reader),
+            reader: ClientReader::new(reader, ceiling.clone()),
             writer: ClientWriter {
                 chan: writer,
                 next_id: 0,
@@ -273,6 +351,9 @@ impl Client {
                 identity: options.config.identity.clone(),
                 name: String::new(),
                 max_message: 0,
+                handled: 0,
+                acked: 0,
+                ceiling,
             },
             info: SessionInfo {
                 name: String::new(),
@@ -282,6 +363,7 @@ impl Client {
                 max_message: 0,
                 idle_timeout_secs: 0,
                 rates: RateLimits::default(),
+                queue: None,
             },
         };
         client.writer.send_message(&ClientMessage::Hello { name: name.to_owned() }).await?;
@@ -289,13 +371,14 @@ impl Client {
             // The name is part of every signature this client makes: a relay
             // must not be able to choose it.
             ServerMessage::Welcome { name: welcomed, .. } if welcomed != name => Err(ClientError::WrongName),
-            ServerMessage::Welcome { name, max_message, idle_timeout_secs, rates } => {
+            ServerMessage::Welcome { name, max_message, idle_timeout_secs, rates, queue } => {
                 client.writer.name.clone_from(&name);
                 client.writer.max_message = max_message;
                 client.info.name = name;
                 client.info.max_message = max_message;
                 client.info.idle_timeout_secs = idle_timeout_secs;
                 client.info.rates = rates;
+                client.info.queue = queue;
                 Ok(client)
             }
             _ => Err(ClientError::Unexpected),
@@ -396,12 +479,49 @@ impl Client {
     /// Sends text and waits for the server's acknowledgement; returns the
     /// server's message id.
     pub async fn send_acked(&mut self, to: Target, text: &str) -> Result<u64, ClientError> {
+        self.send_with_ack(to, text).await.map(|ack| ack.id)
+    }
+
+    /// Sends text and waits for the server's acknowledgement; returns it
+    /// whole (id, time, and how many recipients it was stored for).
+    pub async fn send_with_ack(&mut self, to: Target, text: &str) -> Result<Acked, ClientError> {
         let id = self.send(to, text).await?;
         match self.reply(|m| matches!(m, ServerMessage::Ack { client_id, .. } if *client_id == id), |c| c == id).await?
         {
-            ServerMessage::Ack { id, .. } => Ok(id),
+            ServerMessage::Ack { id, timestamp_ms, queued, live, full, .. } => {
+                Ok(Acked { id, timestamp_ms, queued, live, full })
+            }
             _ => Err(ClientError::Unexpected),
         }
+    }
+
+    /// Asks for this user's stored messages, after queue position `after`
+    /// (the highest this client already handled, 0 for all): until then a
+    /// connection gets none (PROTOCOL.md §13.9). A no-op where nothing is
+    /// stored for this client.
+    pub async fn resume(&mut self, after: u64) -> Result<(), ClientError> {
+        if self.info.queue.is_none() {
+            return Ok(());
+        }
+        self.writer.handled = self.writer.handled.max(after);
+        self.writer.acked = self.writer.acked.max(after);
+        self.send_message(&ClientMessage::Resume { after }).await
+    }
+
+    /// Records a handled stored message (see [`ClientWriter::handled`]).
+    pub async fn handled(&mut self, seq: u64) -> Result<(), ClientError> {
+        self.writer.handled(seq).await
+    }
+
+    /// Acknowledges every stored message handled so far.
+    pub async fn flush_received(&mut self) -> Result<(), ClientError> {
+        self.writer.flush_received().await
+    }
+
+    /// Whether messages were handled that are not yet acknowledged.
+    #[must_use]
+    pub fn has_unacknowledged(&self) -> bool {
+        self.writer.has_unacknowledged()
     }
 
     /// Ends a file transfer, signed if there is an identity key (see
@@ -440,7 +560,7 @@ impl Client {
         self.reader.recv().await
     }
 
-    /// Says Goodbye and closes cleanly.
+    /// Acknowledges what was handled, says Goodbye and closes cleanly.
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.writer.close().await
     }

@@ -11,7 +11,7 @@
 //! nothing here prints or logs message text.
 //!
 //! Modules: [`client`], [`peers`] (remembered peer keys and message
-//! verdicts), [`transfer`] (file transfer state), [`display`] (escaping
+//! verdicts), [`seen`] (message ids already shown), [`transfer`] (file transfer state), [`display`] (escaping
 //! every peer-supplied string before a terminal sees it), [`error`].
 
 #![forbid(unsafe_code)]
@@ -21,7 +21,8 @@ pub mod client;
 pub mod display;
 pub mod error;
 pub mod peers;
+pub mod seen;
 pub mod transfer;
 
-pub use client::{Client, ClientReader, ClientWriter, Options, SessionInfo, TrustCheck};
+pub use client::{Acked, Client, ClientReader, ClientWriter, Options, SessionInfo, TrustCheck};
 pub use error::ClientError;

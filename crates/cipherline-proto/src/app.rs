@@ -139,6 +139,14 @@ pub enum ClientMessage {
         /// The highest `seq` handled.
         upto: u64,
     },
+    /// Start delivering this user's stored messages to this connection,
+    /// after queue position `after` (everything up to it is acknowledged
+    /// too): the client's cursor (PROTOCOL.md §13.9). Until it is sent, a
+    /// connection gets no stored messages.
+    Resume {
+        /// The highest `seq` the client has already handled (0: none).
+        after: u64,
+    },
     /// Ask for (or stop) delivery receipts for the messages this
     /// connection sends from now on (PROTOCOL.md §13.9).
     Receipts {
@@ -654,6 +662,10 @@ impl ClientMessage {
                 w.u8(0x0f);
                 put_u64(&mut w, *upto);
             }
+            ClientMessage::Resume { after } => {
+                w.u8(0x11);
+                put_u64(&mut w, *after);
+            }
             ClientMessage::Receipts { enabled } => {
                 w.u8(0x10);
                 w.u8(u8::from(*enabled));
@@ -720,6 +732,7 @@ impl ClientMessage {
             },
             0x0f => ClientMessage::Received { upto: get_u64(&mut r)? },
             0x10 => ClientMessage::Receipts { enabled: get_bool(&mut r)? },
+            0x11 => ClientMessage::Resume { after: get_u64(&mut r)? },
             0x0d => ClientMessage::FileAck {
                 transfer: get_u64(&mut r)?,
                 sender: get_name(&mut r)?,

@@ -31,6 +31,8 @@ fn round_trips() {
         ClientMessage::Received { upto: 1 << 40 },
         ClientMessage::Receipts { enabled: true },
         ClientMessage::Receipts { enabled: false },
+        ClientMessage::Resume { after: 0 },
+        ClientMessage::Resume { after: u64::MAX },
     ];
     let mut d = MessageDecoder::new(MAX_MESSAGE);
     for m in &client {

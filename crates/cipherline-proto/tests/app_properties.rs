@@ -79,6 +79,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         }),
         any::<u64>().prop_map(|upto| ClientMessage::Received { upto }),
         any::<bool>().prop_map(|enabled| ClientMessage::Receipts { enabled }),
+        any::<u64>().prop_map(|after| ClientMessage::Resume { after }),
     ]
 }
 
@@ -201,7 +202,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
 
 /// Every type byte in use, and any other, to start arbitrary bodies with.
 fn type_byte() -> impl Strategy<Value = u8> {
-    prop_oneof![1u8..=0x10, 0x81u8..=0x91, any::<u8>()]
+    prop_oneof![1u8..=0x11, 0x81u8..=0x91, any::<u8>()]
 }
 
 /// Decodes `bytes` both ways; whatever decodes must re-encode to `bytes`.

@@ -104,6 +104,16 @@ pub struct Limits {
     /// Open policy: name bindings kept in all; when reached, no new name is
     /// bound (bound names keep working).
     pub max_name_bindings: usize,
+    // --- store-and-forward (issue 14, PROTOCOL.md §13.9).
+    /// Seconds a stored message waits for its recipient before it expires
+    /// (default 30 days).
+    pub message_ttl_secs: u64,
+    /// Most messages kept waiting for one recipient.
+    pub max_queued_messages_per_recipient: u64,
+    /// Most bytes kept waiting for one recipient.
+    pub max_queued_store_bytes_per_recipient: u64,
+    /// Most bytes of stored messages, for all recipients together.
+    pub max_store_bytes: u64,
 }
 
 impl Default for Limits {
@@ -138,6 +148,10 @@ impl Default for Limits {
             max_names_per_key: 8,
             name_bindings_per_ip_per_day: 50,
             max_name_bindings: 100_000,
+            message_ttl_secs: 30 * 24 * 60 * 60,
+            max_queued_messages_per_recipient: 10_000,
+            max_queued_store_bytes_per_recipient: 64 << 20,
+            max_store_bytes: 4 << 30,
         }
     }
 }
@@ -190,6 +204,18 @@ impl Limits {
         if self.new_connections_per_ip_per_sec == 0 || self.new_connections_burst_per_ip == 0 {
             return Err("new_connections_per_ip_per_sec and new_connections_burst_per_ip must be at least 1");
         }
+        if !(1..=u64::from(u32::MAX)).contains(&self.message_ttl_secs) {
+            return Err("message_ttl_secs must be between 1 and 4294967295");
+        }
+        if self.max_queued_messages_per_recipient == 0
+            || self.max_queued_store_bytes_per_recipient < u64::try_from(self.max_message_bytes).unwrap_or(u64::MAX)
+            || self.max_store_bytes < self.max_queued_store_bytes_per_recipient
+        {
+            return Err(
+                "max_queued_messages_per_recipient must be at least 1, max_queued_store_bytes_per_recipient at \
+                 least max_message_bytes, and max_store_bytes at least max_queued_store_bytes_per_recipient",
+            );
+        }
         Ok(())
     }
 
@@ -219,6 +245,15 @@ impl Limits {
 
     /// At most a century: a larger value lifts the limit, and must not
     /// overflow a deadline computed from it.
+    /// What is kept for a recipient with a stored queue (Welcome, §13.9).
+    pub(crate) fn queue_limits(&self) -> cipherline_proto::app::QueueLimits {
+        cipherline_proto::app::QueueLimits {
+            ttl_secs: u32::try_from(self.message_ttl_secs).unwrap_or(u32::MAX),
+            max_messages: u32::try_from(self.max_queued_messages_per_recipient).unwrap_or(u32::MAX),
+            max_bytes: self.max_queued_store_bytes_per_recipient,
+        }
+    }
+
     pub(crate) fn offer_timeout(&self) -> Duration {
         Duration::from_secs(self.offer_timeout_secs.min(100 * 365 * 24 * 60 * 60))
     }

@@ -10,7 +10,7 @@ use cipherline_proto::app::{ClientMessage, ErrorCode, RateLimits, ServerMessage,
 use cipherline_proto::handshake::alert_frame;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{sleep_until, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +18,7 @@ use crate::Settings;
 use crate::bucket::TokenBucket;
 use crate::handshakes::InHandshake;
 use crate::hub::{Hub, Me, Queued, Refusal};
+use crate::mail::Inbox;
 use crate::source::Source;
 use crate::transfer::{OfferError, OfferLimits};
 
@@ -134,14 +135,15 @@ pub(crate) async fn serve(
         return;
     }
 
-    let Some((me, rx, kick)) = hello(&mut conn, &settings, &hub, key, peer.ip(), deadline, &shutdown).await else {
+    let Some((me, rx, kick, inbox)) = hello(&mut conn, &settings, &hub, key, peer.ip(), deadline, &shutdown).await
+    else {
         return;
     };
     // Handshake and Hello are done: this address may start another.
     drop(in_handshake);
     let name = me.name.clone();
     tracing::info!(conn = id, name = %name, session = me.session, "joined the server");
-    let end = message_loop(&mut conn, &me, rx, &kick, &settings, &hub, &shutdown).await;
+    let end = message_loop(&mut conn, &me, rx, inbox, &kick, &settings, &hub, &shutdown).await;
     hub.unregister(&me);
     match end {
         End::Client => {
@@ -199,7 +201,7 @@ const BATCH_BYTES: usize = 16 * 1024;
 /// wake-up instead of one of each per message. A message of half a batch
 /// or more (file data) is sent as it is, without a copy, and no buffer
 /// larger than a record is allocated here.
-async fn send_queued(conn: &mut Conn, queued: &[Queued]) -> Result<(), NetError> {
+async fn send_queued<T: std::ops::Deref<Target = [u8]>>(conn: &mut Conn, queued: &[T]) -> Result<(), NetError> {
     if let [one] = queued {
         return conn.send(one).await;
     }
@@ -247,7 +249,7 @@ async fn hello(
     from: IpAddr,
     deadline: tokio::time::Instant,
     shutdown: &CancellationToken,
-) -> Option<(Me, mpsc::Receiver<Queued>, CancellationToken)> {
+) -> Option<(Me, mpsc::Receiver<Queued>, CancellationToken, Option<Inbox>)> {
     let limits = &settings.limits;
     // In password mode the client's name is bound into the password
     // exchange; Hello must use that same name.
@@ -281,11 +283,19 @@ async fn hello(
                 Ok(ClientMessage::Hello { name }) if valid_name(&name, limits.max_name_len) => {
                     let (tx, rx) = mpsc::channel(limits.queue_len);
                     let kick = CancellationToken::new();
+                    // Rung when a message is stored for this user; only a
+                    // client with a key can own its name and so have a queue.
+                    let wake = (hub.mail.is_some() && key.is_some()).then(|| Arc::new(Notify::new()));
                     // Claim the name for this connection first, then check (and
                     // in the open policy, bind) it: a name that is taken right
                     // now must not get bound to this client's key.
-                    let mut registered =
-                        hub.register(&name, tx, kick.clone(), key.as_ref().map(|(_, alg, spki)| (*alg, spki.clone())));
+                    let mut registered = hub.register(
+                        &name,
+                        tx,
+                        kick.clone(),
+                        key.as_ref().map(|(_, alg, spki)| (*alg, spki.clone())),
+                        wake.clone(),
+                    );
                     if let Ok(me) = &registered {
                         let fp = key.as_ref().map(|(fp, ..)| fp);
                         // Waits for a new binding to be on disk (bounded by
@@ -303,6 +313,12 @@ async fn hello(
                     }
                     match registered {
                         Ok(me) => {
+                            // The name is owned by now (claimed above) if it
+                            // ever will be: then this user has a stored queue.
+                            let inbox = match wake {
+                                Some(wake) if hub.has_inbox(&name) => Some(Inbox::new(&name, wake)),
+                                _ => None,
+                            };
                             let welcome = ServerMessage::Welcome {
                                 name: name.clone(),
                                 max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
@@ -314,10 +330,11 @@ async fn hello(
                                     bytes_per_sec: limits.bytes_per_sec,
                                     bytes_burst: limits.bytes_burst,
                                 },
+                                queue: inbox.as_ref().map(|_| limits.queue_limits()),
                             };
                             if timeout(limits.write_timeout(), send_msg(conn, &welcome)).await.is_ok_and(|r| r.is_ok())
                             {
-                                return Some((me, rx, kick));
+                                return Some((me, rx, kick, inbox));
                             }
                             hub.unregister(&me);
                             return None;
@@ -358,10 +375,12 @@ async fn hello(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn message_loop(
     conn: &mut Conn,
     me: &Me,
     mut rx: mpsc::Receiver<Queued>,
+    mut inbox: Option<Inbox>,
     kick: &CancellationToken,
     settings: &Settings,
     hub: &Hub,
@@ -375,6 +394,9 @@ async fn message_loop(
     let mut bytes_rate = TokenBucket::new(limits.bytes_per_sec as f64, limits.bytes_burst as f64);
     let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout();
     let mut queued: Vec<Queued> = Vec::new();
+    let wake = inbox.as_ref().map(|i| i.wake.clone()).unwrap_or_default();
+    // Whether this connection asked for delivery receipts (§13.9).
+    let mut receipts = false;
     loop {
         let key_update = conn.next_timeout().map_or(idle_deadline + Duration::from_secs(3600), |t| t.into());
         tokio::select! {
@@ -405,6 +427,18 @@ async fn message_loop(
                     Err(_) => return End::Refused(ErrorCode::TooSlow, "writing to the client timed out"),
                 }
             }
+            () = wake.notified(), if inbox.as_ref().is_some_and(Inbox::wants_more) => {
+                let (Some(inbox), Some(mail)) = (inbox.as_mut(), hub.mail.as_ref()) else { continue };
+                let frames = match inbox.fill(mail).await {
+                    Ok(frames) => frames,
+                    Err(_) => return End::Refused(ErrorCode::StoreFailed, "the server could not read your stored messages"),
+                };
+                match timeout(limits.write_timeout(), send_queued(conn, &frames)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return End::Failed(e),
+                    Err(_) => return End::Refused(ErrorCode::TooSlow, "writing to the client timed out"),
+                }
+            }
             msg = conn.recv() => {
                 idle_deadline = tokio::time::Instant::now() + limits.idle_timeout();
                 let bytes = match msg {
@@ -421,12 +455,30 @@ async fn message_loop(
                 }
                 // Chunks and acks cost no tokens: a file moves in hundreds
                 // of them, and the flow-control window bounds them instead.
-                let metered = !matches!(msg, ClientMessage::FileChunk { .. } | ClientMessage::FileAck { .. });
+                // Received frees the stored-message window, which bounds it.
+                let metered = !matches!(
+                    msg,
+                    ClientMessage::FileChunk { .. } | ClientMessage::FileAck { .. } | ClientMessage::Received { .. }
+                );
                 let size = bytes.len();
                 let reply = if !metered || rate.allow(Instant::now()) {
-                    match handle(msg, size, me, settings, hub, &mut bytes_rate) {
-                        Ok(reply) => reply,
-                        Err(end) => return end,
+                    let stored = matches!(
+                        msg,
+                        ClientMessage::Send { .. }
+                            | ClientMessage::Join { .. }
+                            | ClientMessage::Leave { .. }
+                            | ClientMessage::Received { .. }
+                            | ClientMessage::Receipts { .. }
+                            | ClientMessage::Resume { .. }
+                    );
+                    if stored {
+                        let mut ctx = Stored { me, settings, hub, inbox: &mut inbox, receipts: &mut receipts };
+                        ctx.handle(msg, size, &mut bytes_rate).await
+                    } else {
+                        match handle(msg, size, me, settings, hub, &mut bytes_rate) {
+                            Ok(reply) => reply,
+                            Err(end) => return end,
+                        }
                     }
                 } else {
                     tracing::debug!(name = %me.name, "rate limited");
@@ -483,36 +535,18 @@ fn handle(
     let limits = &settings.limits;
     let admit = |recipients| charge(bytes_rate, limits, msg_len, recipients);
     let refuse = |(code, text): Refusal, client_id: u64| ServerMessage::Error { code, client_id, text };
-    let room_ok = |room: &str| valid_name(room, limits.max_name_len);
-    let bad_room = || {
-        (
-            ErrorCode::InvalidName,
-            format!("room names are 1 to {} letters, digits, '-', '_' or '.'", limits.max_name_len),
-        )
-    };
     Ok(Some(match msg {
         ClientMessage::Hello { .. } => refuse((ErrorCode::HelloRequired, "you already said Hello".into()), 0),
-        // Room names are compared folded (§13.4): `General` is `general`.
-        // The reply echoes the client's spelling, which it waits for;
-        // everything else carries the folded name.
-        ClientMessage::Join { room } if room_ok(&room) => {
-            match hub.join(me, &fold_name(&room), limits.max_rooms_per_client) {
-                Ok(()) => ServerMessage::Joined { room },
-                Err(r) => refuse(r, 0),
-            }
-        }
-        ClientMessage::Leave { room } => match hub.leave(me, &fold_name(&room)) {
-            Ok(()) => ServerMessage::Left { room },
-            Err(r) => refuse(r, 0),
-        },
-        ClientMessage::Join { .. } => refuse(bad_room(), 0),
+        // Handled by `Stored` (they may wait for the store).
+        ClientMessage::Join { .. }
+        | ClientMessage::Leave { .. }
+        | ClientMessage::Send { .. }
+        | ClientMessage::Received { .. }
+        | ClientMessage::Receipts { .. }
+        | ClientMessage::Resume { .. } => return Ok(None),
         ClientMessage::Whois { name: who } => match hub.whois(&who) {
             Ok(reply) => reply,
             Err(r) => refuse(r, 0),
-        },
-        ClientMessage::Send { id, to, text, signed } => match hub.send(me, &to, text, id, signed, admit) {
-            Ok((server_id, timestamp_ms)) => ServerMessage::Ack { client_id: id, id: server_id, timestamp_ms },
-            Err(r) => refuse(r, id),
         },
         ClientMessage::Who { room } => match hub.members(me, &fold_name(&room)) {
             Ok(names) => ServerMessage::Members { room, names },
@@ -559,6 +593,160 @@ fn handle(
             return Ok(None);
         }
     }))
+}
+
+/// What a connection's messages that may wait for the store need.
+struct Stored<'a> {
+    me: &'a Me,
+    settings: &'a Settings,
+    hub: &'a Hub,
+    inbox: &'a mut Option<Inbox>,
+    receipts: &'a mut bool,
+}
+
+impl Stored<'_> {
+    /// Handles Send, Join, Leave, Received and Receipts: each may wait for
+    /// the store (bounded by the store's own timeout), and the reply to a
+    /// Send (its Ack) goes out only once the message is durable for every
+    /// recipient with a stored queue (PROTOCOL.md §13.9).
+    async fn handle(
+        &mut self,
+        msg: ClientMessage,
+        msg_len: usize,
+        bytes_rate: &mut TokenBucket,
+    ) -> Option<ServerMessage> {
+        let (me, hub, limits) = (self.me, self.hub, &self.settings.limits);
+        let refuse = |(code, text): Refusal, client_id: u64| ServerMessage::Error { code, client_id, text };
+        Some(match msg {
+            // Room names are compared folded (§13.4): `General` is
+            // `general`. The reply echoes the client's spelling, which it
+            // waits for; everything else carries the folded name.
+            ClientMessage::Join { room } if valid_name(&room, limits.max_name_len) => {
+                match self.join(&fold_name(&room)).await {
+                    Ok(()) => ServerMessage::Joined { room },
+                    Err(r) => refuse(r, 0),
+                }
+            }
+            ClientMessage::Join { .. } => refuse(
+                (
+                    ErrorCode::InvalidName,
+                    format!("room names are 1 to {} letters, digits, '-', '_' or '.'", limits.max_name_len),
+                ),
+                0,
+            ),
+            ClientMessage::Leave { room } => {
+                let folded = fold_name(&room);
+                let stored = hub.is_stored_member(&folded, &me.name);
+                let recorded = match (&hub.mail, stored) {
+                    (Some(mail), true) => mail.leave_room(&folded, &me.name).await,
+                    _ => Ok(()),
+                };
+                match recorded.and_then(|()| hub.leave(me, &folded)) {
+                    Ok(()) => ServerMessage::Left { room },
+                    Err(r) => refuse(r, 0),
+                }
+            }
+            ClientMessage::Send { id, to, text, signed } => {
+                let admit = |recipients| charge(bytes_rate, limits, msg_len, recipients);
+                match hub.send(me, &to, text, id, signed, admit) {
+                    Ok(out) => match self.relay(id, out).await {
+                        Ok(ack) => ack,
+                        Err(r) => refuse(r, id),
+                    },
+                    Err(r) => refuse(r, id),
+                }
+            }
+            ClientMessage::Received { upto } => {
+                let (Some(inbox), Some(mail)) = (self.inbox.as_mut(), hub.mail.as_ref()) else { return None };
+                match inbox.received(mail, upto).await {
+                    Ok(receipts) => {
+                        for r in receipts {
+                            hub.receipt(&r.sender, r.id, &me.name);
+                        }
+                        return None;
+                    }
+                    Err(r) => refuse(r, 0),
+                }
+            }
+            ClientMessage::Receipts { enabled } => {
+                *self.receipts = enabled;
+                return None;
+            }
+            ClientMessage::Resume { after } => {
+                let (Some(inbox), Some(mail)) = (self.inbox.as_mut(), hub.mail.as_ref()) else { return None };
+                match inbox.resume(mail, after).await {
+                    Ok(()) => return None,
+                    Err(r) => refuse(r, 0),
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// Joins `room` (folded); a user with a stored queue becomes a stored
+    /// member, recorded in the store before the reply.
+    async fn join(&mut self, room: &str) -> Result<(), Refusal> {
+        let (me, hub, limits) = (self.me, self.hub, &self.settings.limits);
+        let stored = match &hub.mail {
+            Some(mail) if hub.has_inbox(&me.name) => {
+                if !hub.is_stored_member(room, &me.name) {
+                    if hub.stored_room_count(&me.name) >= limits.max_rooms_per_client {
+                        let max = limits.max_rooms_per_client;
+                        return Err((
+                            ErrorCode::TooManyRooms,
+                            format!("you are in {max} rooms already; leave one first"),
+                        ));
+                    }
+                    mail.join_room(room, &me.name).await?;
+                }
+                true
+            }
+            _ => false,
+        };
+        hub.join(me, room, limits.max_rooms_per_client, stored)
+    }
+
+    /// Stores an accepted message for its recipients with a stored queue,
+    /// then delivers it; returns the Ack.
+    async fn relay(&mut self, client_id: u64, out: crate::hub::Outbound) -> Result<ServerMessage, Refusal> {
+        let hub = self.hub;
+        let mut stored = Vec::new();
+        let mut full = 0u32;
+        let mut store_full = false;
+        if let (Some(mail), false) = (&hub.mail, out.stored.is_empty()) {
+            let results = mail.store(&out.stored, &out.frame, *self.receipts, out.timestamp_ms).await?;
+            for (name, result) in out.stored.iter().zip(results) {
+                match result {
+                    cipherline_store::Appended::Stored(_) => stored.push(name.clone()),
+                    cipherline_store::Appended::QueueFull => full += 1,
+                    cipherline_store::Appended::StoreFull => {
+                        full += 1;
+                        store_full = true;
+                    }
+                }
+            }
+        }
+        if out.direct && full > 0 {
+            let limits = &self.settings.limits;
+            let name = out.stored.first().map_or("", String::as_str);
+            let text = if store_full {
+                "the server's message store is full; your message was not kept. Try again later".to_owned()
+            } else {
+                format!(
+                    "{name:?} has too many messages waiting (at most {} messages or {} bytes are kept for one \
+                     recipient); your message was not kept. Try again later",
+                    limits.max_queued_messages_per_recipient, limits.max_queued_store_bytes_per_recipient
+                )
+            };
+            return Err((ErrorCode::QueueFull, text));
+        }
+        let (id, timestamp_ms) = (out.id, out.timestamp_ms);
+        let live = u32::try_from(out.live_users).unwrap_or(u32::MAX);
+        let queued = u32::try_from(stored.len()).unwrap_or(u32::MAX);
+        let names: Vec<&String> = stored.iter().collect();
+        hub.deliver_outbound(out, &names);
+        Ok(ServerMessage::Ack { client_id, id, timestamp_ms, queued, live, full })
+    }
 }
 
 /// Longest FileCancel reason relayed, in bytes (PROTOCOL.md §13.6).

@@ -13,4 +13,7 @@ pub enum ServerError {
     /// The listening socket failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The message store could not be opened or its contents are damaged.
+    #[error("{0}")]
+    Store(String),
 }

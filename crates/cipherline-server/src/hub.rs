@@ -25,11 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cipherline_proto::app::{
     Delivery, ErrorCode, FileSigned, NoticeKind, SendSignature, ServerMessage, Signed, Target, fold_name, name_skeleton,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use crate::backlog::Queued;
 use crate::backlog::{Backlog, ClientBytes, Outgoing};
+use crate::mail::Mail;
 use crate::transfer::{self, Chunk, Fanout, OfferError, OfferLimits, Transfers};
 
 /// A refusal with its code and human text.
@@ -56,6 +57,9 @@ struct Session {
     kick: CancellationToken,
     /// The rooms this connection joined.
     rooms: BTreeSet<String>,
+    /// Rung when a message is stored for the user (users with a stored
+    /// queue only).
+    wake: Option<Arc<Notify>>,
 }
 
 /// A connected user: one name, one identity key (or none), and one or more
@@ -103,6 +107,9 @@ struct State {
     by_skeleton: HashMap<String, BTreeSet<String>>,
     /// Room names are folded before they get here; members by name.
     rooms: HashMap<String, BTreeSet<String>>,
+    /// Members kept across connections (users with a stored queue), by
+    /// folded room name; mirrored in the store (see [`crate::mail`]).
+    stored_members: HashMap<String, BTreeSet<String>>,
     transfers: Transfers,
     backlog: Arc<Backlog>,
 }
@@ -118,6 +125,27 @@ pub(crate) struct Hub {
     pub(crate) identities: std::sync::Arc<crate::identity::Identities>,
     /// Test-only: alter relayed messages (see `RunOptions`).
     tamper: Option<fn(&mut Delivery)>,
+    /// Store-and-forward, when the server has a store.
+    pub(crate) mail: Option<Arc<Mail>>,
+}
+
+/// A message accepted for relaying: what to store for whom and whom to
+/// reach live (PROTOCOL.md §13.9).
+pub(crate) struct Outbound {
+    /// The server's id for it.
+    pub(crate) id: u64,
+    /// Server time it was accepted.
+    pub(crate) timestamp_ms: u64,
+    /// The encoded Message, `seq` 0.
+    pub(crate) frame: Vec<u8>,
+    /// Recipients with a stored queue.
+    pub(crate) stored: Vec<String>,
+    /// Connections reached live only.
+    live: Vec<(String, u64)>,
+    /// Users among `live`.
+    pub(crate) live_users: usize,
+    /// A direct message (a full queue is then an error, not a count).
+    pub(crate) direct: bool,
 }
 
 impl Hub {
@@ -126,7 +154,12 @@ impl Hub {
         identities: std::sync::Arc<crate::identity::Identities>,
         limits: &crate::Limits,
         tamper: Option<fn(&mut Delivery)>,
+        mail: Option<(Arc<Mail>, crate::mail::RoomMembers)>,
     ) -> Self {
+        let (mail, stored_members) = match mail {
+            Some((mail, rooms)) => (Some(mail), rooms),
+            None => (None, HashMap::new()),
+        };
         let backlog = Arc::new(Backlog::new(limits.max_queued_bytes_total, limits.max_queued_bytes_per_client));
         Hub {
             state: Mutex::new(State {
@@ -134,6 +167,7 @@ impl Hub {
                 by_fold: HashMap::new(),
                 by_skeleton: HashMap::new(),
                 rooms: HashMap::new(),
+                stored_members,
                 transfers: Transfers::default(),
                 backlog,
             }),
@@ -142,7 +176,14 @@ impl Hub {
             attempts: crate::attempts::Attempts::default(),
             identities,
             tamper,
+            mail,
         }
+    }
+
+    /// Whether `name` has a stored queue: the server has a store and an
+    /// identity key owns the name.
+    pub(crate) fn has_inbox(&self, name: &str) -> bool {
+        self.mail.is_some() && self.identities.is_owned(name)
     }
 }
 
@@ -234,12 +275,31 @@ impl State {
         }
     }
 
+    /// Tells a room's members something (a notice): its connections in
+    /// the room, and every connection of a stored member.
     fn notify_room(&self, room: &str, except: &str, msg: &ServerMessage) {
-        let Some(members) = self.rooms.get(room) else { return };
         let Some(bytes) = self.encode(msg) else { return };
-        for member in members.iter().filter(|m| m.as_str() != except) {
-            self.deliver_in_room(member, room, &bytes);
+        let stored = self.stored_members.get(room);
+        if let Some(members) = self.rooms.get(room) {
+            for member in members.iter().filter(|m| m.as_str() != except && !stored.is_some_and(|s| s.contains(*m))) {
+                self.deliver_in_room(member, room, &bytes);
+            }
         }
+        for member in stored.into_iter().flatten().filter(|m| m.as_str() != except) {
+            self.deliver(member, &bytes);
+        }
+    }
+
+    /// Whether `name` is a stored member of `room`.
+    fn stored_member(&self, room: &str, name: &str) -> bool {
+        self.stored_members.get(room).is_some_and(|m| m.contains(name))
+    }
+
+    /// Whether connection `me` may speak in `room`: it joined it, or its
+    /// user is a stored member.
+    fn may_speak(&self, me: &Me, room: &str) -> bool {
+        self.stored_member(room, &me.name)
+            || self.users.get(&me.name).is_some_and(|p| p.session_in_room(me.session, room))
     }
 }
 
@@ -264,12 +324,13 @@ impl Hub {
         tx: mpsc::Sender<Queued>,
         kick: CancellationToken,
         key: Option<(u16, Vec<u8>)>,
+        wake: Option<Arc<Notify>>,
     ) -> Result<Me, Refusal> {
         let mut state = self.lock();
         let folded = fold_name(name);
         let skeleton = name_skeleton(name);
         let id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
-        let session = Session { id, tx, queued: ClientBytes::default(), kick, rooms: BTreeSet::new() };
+        let session = Session { id, tx, queued: ClientBytes::default(), kick, rooms: BTreeSet::new(), wake };
         if let Some(taken) = state.by_fold.get(&folded).cloned() {
             let peer =
                 state.users.get_mut(&taken).ok_or_else(|| (ErrorCode::NameTaken, "the name is in use".into()))?;
@@ -350,6 +411,13 @@ impl Hub {
             }
         }
         for room in left {
+            if state.stored_member(&room, name) {
+                // Still a member: only its connection went away.
+                if let Some(members) = state.rooms.get_mut(&room) {
+                    members.remove(name);
+                }
+                continue;
+            }
             Self::remove_member(&mut state, &room, name);
         }
         let out = state.transfers.disconnect(name, me.session);
@@ -379,11 +447,16 @@ impl Hub {
 
     /// Adds connection `me` to `room` (a folded name) and, if it is the
     /// user's first connection there, tells the other members.
-    pub(crate) fn join(&self, me: &Me, room: &str, max_rooms: usize) -> Result<(), Refusal> {
+    /// `stored`: the user's membership was just recorded in the store.
+    pub(crate) fn join(&self, me: &Me, room: &str, max_rooms: usize, stored: bool) -> Result<(), Refusal> {
         let name = me.name.as_str();
         let mut state = self.lock();
+        let was_stored = state.stored_member(room, name);
+        if stored {
+            state.stored_members.entry(room.to_owned()).or_default().insert(name.to_owned());
+        }
         let Some(peer) = state.users.get_mut(name) else { return Ok(()) };
-        let was_member = peer.in_room(room);
+        let was_member = peer.in_room(room) || was_stored;
         let Some(session) = peer.sessions.iter_mut().find(|s| s.id == me.session) else { return Ok(()) };
         if session.rooms.contains(room) {
             return Ok(());
@@ -392,10 +465,10 @@ impl Hub {
             return Err((ErrorCode::TooManyRooms, format!("you are in {max_rooms} rooms already; leave one first")));
         }
         session.rooms.insert(room.to_owned());
+        state.rooms.entry(room.to_owned()).or_default().insert(name.to_owned());
         if was_member {
             return Ok(());
         }
-        state.rooms.entry(room.to_owned()).or_default().insert(name.to_owned());
         let notice = ServerMessage::Notice { kind: NoticeKind::Joined, room: room.to_owned(), name: name.to_owned() };
         state.notify_room(room, name, &notice);
         Ok(())
@@ -403,13 +476,24 @@ impl Hub {
 
     /// Takes connection `me` out of `room`; if it was the user's last
     /// connection there, tells the other members.
+    /// A stored member leaves for good (every connection of it): the
+    /// store no longer lists it (the caller saw to that first).
     pub(crate) fn leave(&self, me: &Me, room: &str) -> Result<(), Refusal> {
         let name = me.name.as_str();
         let mut state = self.lock();
+        let was_stored = state.stored_members.get_mut(room).is_some_and(|m| m.remove(name));
+        if state.stored_members.get(room).is_some_and(BTreeSet::is_empty) {
+            state.stored_members.remove(room);
+        }
         let Some(peer) = state.users.get_mut(name) else { return Err(not_in_room(room)) };
         let member = peer.sessions.iter_mut().find(|s| s.id == me.session).is_some_and(|s| s.rooms.remove(room));
-        if !member {
+        if !member && !was_stored {
             return Err(not_in_room(room));
+        }
+        if was_stored {
+            for session in &mut peer.sessions {
+                session.rooms.remove(room);
+            }
         }
         if !peer.in_room(room) {
             Self::remove_member(&mut state, room, name);
@@ -417,9 +501,21 @@ impl Hub {
         Ok(())
     }
 
-    /// Relays a message; returns the id and timestamp it was given.
-    /// `admit` is told the number of recipients and may refuse (the
-    /// sender's byte-rate budget, §13.5) before anything is queued.
+    /// Whether `name` is a stored member of `room` (a folded name).
+    pub(crate) fn is_stored_member(&self, room: &str, name: &str) -> bool {
+        self.lock().stored_member(room, name)
+    }
+
+    /// The rooms `name` is a stored member of.
+    pub(crate) fn stored_room_count(&self, name: &str) -> usize {
+        self.lock().stored_members.values().filter(|m| m.contains(name)).count()
+    }
+
+    /// Accepts a message for relaying: checks the target, charges `admit`
+    /// (told the number of recipients; the sender's byte-rate budget,
+    /// §13.5) and gives it its id, but queues nothing yet: the caller stores
+    /// it for [`Outbound::stored`] recipients, then calls
+    /// [`Hub::deliver_outbound`] (PROTOCOL.md §13.9).
     pub(crate) fn send(
         &self,
         me: &Me,
@@ -428,33 +524,57 @@ impl Hub {
         client_id: u64,
         signature: Option<SendSignature>,
         admit: impl FnOnce(usize) -> Result<(), Refusal>,
-    ) -> Result<(u64, u64), Refusal> {
+    ) -> Result<Outbound, Refusal> {
         let from = me.name.as_str();
         let state = self.lock();
+        let mut stored = Vec::new();
+        let mut live = Vec::new();
+        let mut live_users = 0;
         // Routed by the folded names (§13.4), but delivered with the target
         // as the sender wrote it: the sender's signature covers that.
-        let (recipients, route) = match to {
+        let direct = matches!(to, Target::User(_));
+        match to {
             Target::Room(room) => {
                 let room = fold_name(room);
-                if !state.users.get(from).is_some_and(|p| p.session_in_room(me.session, &room)) {
+                if !state.may_speak(me, &room) {
                     return Err(not_in_room(&room));
                 }
-                (state.rooms.get(&room).map_or(0, |m| m.len().saturating_sub(1)), Target::Room(room))
+                let mut members: BTreeSet<&String> = state.rooms.get(&room).into_iter().flatten().collect();
+                members.extend(state.stored_members.get(&room).into_iter().flatten());
+                for member in members.into_iter().filter(|m| m.as_str() != from) {
+                    if self.has_inbox(member) {
+                        stored.push(member.clone());
+                    } else if let Some(peer) = state.users.get(member) {
+                        let sessions: Vec<_> = peer.sessions.iter().filter(|s| s.rooms.contains(&room)).collect();
+                        live_users += usize::from(!sessions.is_empty());
+                        live.extend(sessions.into_iter().map(|s| (member.clone(), s.id)));
+                    }
+                }
             }
-            Target::User(user) => {
-                let Some(user) = Self::resolve(&state, user) else {
-                    return Err((ErrorCode::UnknownUser, format!("no user named {user:?} is connected")));
-                };
-                (1, Target::User(user))
-            }
-        };
+            Target::User(user) => match Self::resolve(&state, user) {
+                Some(user) if self.has_inbox(&user) => stored.push(user),
+                Some(user) => {
+                    let peer = state.users.get(&user);
+                    live.extend(peer.into_iter().flat_map(|p| p.sessions.iter().map(|s| (user.clone(), s.id))));
+                    live_users = 1;
+                }
+                None if self.has_inbox(user) => stored.push(fold_name(user)),
+                None => {
+                    let known = if self.mail.is_some() { " or known to this server" } else { "" };
+                    return Err((ErrorCode::UnknownUser, format!("no user named {user:?} is connected{known}")));
+                }
+            },
+        }
         if !state.backlog.bulk_ok() {
             // Refusing the sender is the gentle way to stay within the
             // total: otherwise every recipient would be cut off.
             return Err(busy());
         }
-        admit(recipients)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        admit(stored.len() + live_users)?;
+        let id = match &self.mail {
+            Some(mail) => mail.next_id(),
+            None => self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+        };
         let timestamp_ms = now_ms();
         // A signature goes out with the key the sender proved, so recipients
         // can check it; one from a client without a key is meaningless.
@@ -465,20 +585,47 @@ impl Hub {
             }
             _ => None,
         };
-        let mut delivery = Delivery { id, timestamp_ms, from: from.to_owned(), to: to.clone(), text, signed };
+        let mut delivery = Delivery { id, timestamp_ms, from: from.to_owned(), to: to.clone(), text, signed, seq: 0 };
         if let Some(tamper) = self.tamper {
             tamper(&mut delivery);
         }
-        let msg = ServerMessage::Message(delivery);
-        match &route {
-            Target::Room(room) => state.notify_room(room, from, &msg),
-            Target::User(user) => {
-                if let Some(bytes) = state.encode(&msg) {
-                    state.deliver(user, &bytes);
+        // Only oversized text can fail to encode, and text is bounded by the
+        // server's message limit before it gets here.
+        let frame = ServerMessage::Message(delivery)
+            .encode()
+            .map_err(|_| (ErrorCode::MessageTooLarge, "the message is too large to relay".to_owned()))?;
+        Ok(Outbound { id, timestamp_ms, frame, stored, live, live_users, direct })
+    }
+
+    /// Delivers an accepted message: rings the connections of the
+    /// recipients it was stored for (`stored`, a subset of
+    /// [`Outbound::stored`]) and queues it for the live ones.
+    pub(crate) fn deliver_outbound(&self, out: Outbound, stored: &[&String]) {
+        let state = self.lock();
+        for name in stored {
+            let Some(user) = Self::resolve(&state, name) else { continue };
+            for session in state.users.get(&user).map(|p| p.sessions.as_slice()).unwrap_or_default() {
+                if let Some(wake) = &session.wake {
+                    wake.notify_one();
                 }
             }
         }
-        Ok((id, timestamp_ms))
+        if out.live.is_empty() {
+            return;
+        }
+        let bytes = state.backlog.share(out.frame);
+        for (name, session) in &out.live {
+            state.deliver_to(name, *session, &bytes);
+        }
+    }
+
+    /// Tells `sender`'s connections that `by` received their message `id`.
+    pub(crate) fn receipt(&self, sender: &str, id: u64, by: &str) {
+        let state = self.lock();
+        let Some(sender) = Self::resolve(&state, sender) else { return };
+        if let Some(bytes) = state.encode(&ServerMessage::Delivered { id, by: by.to_owned() }) {
+            state.deliver(&sender, &bytes);
+        }
     }
 
     /// The identity key a connected user proved (answer to Whois).
@@ -494,10 +641,12 @@ impl Hub {
     /// The members of a room the asker is in.
     pub(crate) fn members(&self, asker: &Me, room: &str) -> Result<Vec<String>, Refusal> {
         let state = self.lock();
-        if !state.users.get(&asker.name).is_some_and(|p| p.session_in_room(asker.session, room)) {
+        if !state.may_speak(asker, room) {
             return Err(not_in_room(room));
         }
-        Ok(state.rooms.get(room).map(|m| m.iter().cloned().collect()).unwrap_or_default())
+        let mut names: BTreeSet<String> = state.rooms.get(room).into_iter().flatten().cloned().collect();
+        names.extend(state.stored_members.get(room).into_iter().flatten().cloned());
+        Ok(names.into_iter().take(cipherline_proto::app::MAX_MEMBERS).collect())
     }
 
     /// Offers a file to a user or to the other members of a room; `admit`
@@ -552,18 +701,20 @@ impl Hub {
                 )));
             }
             Target::Room(room) => {
-                if !state.users.get(from).is_some_and(|p| p.session_in_room(me.session, room)) {
+                if !state.may_speak(me, room) {
                     return Err(OfferError::Refused(not_in_room(room)));
                 }
+                // A stored member is offered the file on every connection.
+                let stored = state.stored_members.get(room);
                 let in_room = |n: &String| -> BTreeSet<u64> {
+                    let all = stored.is_some_and(|m| m.contains(n));
                     let sessions = state.users.get(n).map(|p| p.sessions.as_slice()).unwrap_or_default();
-                    sessions.iter().filter(|s| s.rooms.contains(room)).map(|s| s.id).collect()
+                    sessions.iter().filter(|s| all || s.rooms.contains(room)).map(|s| s.id).collect()
                 };
-                let others: BTreeMap<String, BTreeSet<u64>> = state
-                    .rooms
-                    .get(room)
-                    .map(|m| m.iter().filter(|n| n.as_str() != from).map(|n| (n.clone(), in_room(n))).collect())
-                    .unwrap_or_default();
+                let mut members: BTreeSet<&String> = state.rooms.get(room).into_iter().flatten().collect();
+                members.extend(stored.into_iter().flatten().filter(|n| state.users.contains_key(*n)));
+                let others: BTreeMap<String, BTreeSet<u64>> =
+                    members.into_iter().filter(|n| n.as_str() != from).map(|n| (n.clone(), in_room(n))).collect();
                 if others.is_empty() {
                     return Err(OfferError::Refused((
                         ErrorCode::UnknownUser,
@@ -706,237 +857,7 @@ fn not_in_room(room: &str) -> Refusal {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
-
-    use super::*;
-
-    impl Hub {
-        /// The first connection of `name`.
-        fn me(&self, name: &str) -> Me {
-            let session = self.lock().users.get(name).unwrap().sessions[0].id;
-            Me { name: name.to_owned(), session }
-        }
-    }
-
-    fn hub() -> Hub {
-        Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), &crate::Limits::default(), None)
-    }
-
-    fn offer_limits() -> OfferLimits {
-        OfferLimits::from(&crate::Limits::default())
-    }
-
-    fn connect(hub: &Hub, name: &str, queue: usize) -> (mpsc::Receiver<Queued>, CancellationToken) {
-        let (tx, rx) = mpsc::channel(queue);
-        let kick = CancellationToken::new();
-        hub.register(name, tx, kick.clone(), None).unwrap();
-        (rx, kick)
-    }
-
-    fn drain(rx: &mut mpsc::Receiver<Queued>) -> Vec<ServerMessage> {
-        let mut out = Vec::new();
-        while let Ok(bytes) = rx.try_recv() {
-            out.push(ServerMessage::decode(&bytes[4..]).unwrap());
-        }
-        out
-    }
-
-    #[test]
-    fn a_receiver_with_a_full_queue_loses_the_transfer_not_its_connection() {
-        let hub = hub();
-        let (mut a_rx, a_kick) = connect(&hub, "a", 64);
-        let (mut b_rx, b_kick) = connect(&hub, "b", 8);
-        hub.file_offer(&hub.me("a"), 1, Target::User("b".into()), "f".into(), 1 << 20, &offer_limits(), |_| Ok(()))
-            .unwrap();
-        hub.file_answer(&hub.me("b"), "a", 1, true);
-        // Tiny chunks: far inside the byte window, but many messages.
-        for _ in 0..20 {
-            hub.file_chunk(&hub.me("a"), 1, vec![0]);
-        }
-        let got = drain(&mut b_rx);
-        // The offer and data up to three quarters of the queue, then the
-        // cancellation in the quarter kept free.
-        assert_eq!(got.len(), 7, "{got:?}");
-        assert!(matches!(got[0], ServerMessage::FileOffered { .. }));
-        assert!(got[1..6].iter().all(|m| matches!(m, ServerMessage::FileData { .. })));
-        assert!(matches!(&got[6], ServerMessage::FileCancelled { sender, by, .. } if sender == "a" && by == "a"));
-        let got = drain(&mut a_rx);
-        assert!(
-            matches!(&got[..], [ServerMessage::FileAnswered { .. }, ServerMessage::FileCancelled { by, .. }] if by == "b")
-        );
-        assert!(!b_kick.is_cancelled() && !a_kick.is_cancelled(), "nobody was cut off");
-        assert_eq!(hub.transfer_count(), 0);
-    }
-
-    fn small_budget_hub(per_client: usize, total: usize) -> Hub {
-        let limits = crate::Limits {
-            max_message_bytes: crate::config::MIN_MESSAGE_BYTES,
-            max_queued_bytes_per_client: per_client,
-            max_queued_bytes_total: total,
-            ..crate::Limits::default()
-        };
-        Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), &limits, None)
-    }
-
-    #[test]
-    fn a_reader_that_stops_reading_is_dropped_by_its_queued_bytes() {
-        let hub = small_budget_hub(64 * 1024, 1 << 20);
-        // A queue of 256 messages: by count alone, 256 x 16 KB could wait.
-        let (rx, kick) = connect(&hub, "reader", 256);
-        let (_s_rx, s_kick) = connect(&hub, "sender", 256);
-        hub.join(&hub.me("reader"), "r", 32).unwrap();
-        hub.join(&hub.me("sender"), "r", 32).unwrap();
-        let text = "x".repeat(16_000);
-        let mut sent = 0;
-        while !kick.is_cancelled() && sent < 100 {
-            hub.send(&hub.me("sender"), &Target::Room("r".into()), text.clone(), sent, None, |_| Ok(())).unwrap();
-            sent += 1;
-        }
-        assert!(kick.is_cancelled(), "the reader was cut off as too slow");
-        assert_eq!(sent, 5, "cut off at the fifth 16 KB message, with 64 KiB queued");
-        assert!(rx.len() <= 5, "the sender's join notice and four messages");
-        let queued: usize = hub.lock().users.get("reader").unwrap().sessions[0].queued.load(Ordering::Relaxed);
-        assert!(queued <= 64 * 1024, "{queued}");
-        assert!(!s_kick.is_cancelled());
-        drop(rx);
-        hub.unregister(&hub.me("reader"));
-        let state = hub.lock();
-        let sender_holds = state.users.get("sender").unwrap().sessions[0].queued.load(Ordering::Relaxed);
-        assert_eq!(state.backlog.total(), sender_holds, "only the notice that the reader left is still queued");
-    }
-
-    #[test]
-    fn room_messages_count_once_in_total_and_senders_wait_when_it_is_spent() {
-        let hub = small_budget_hub(256 * 1024, 256 * 1024);
-        let readers: Vec<_> = (0..4).map(|i| connect(&hub, &format!("r{i}"), 256)).collect();
-        let (_s_rx, _s) = connect(&hub, "sender", 256);
-        for i in 0..4 {
-            hub.join(&hub.me(&format!("r{i}")), "room", 32).unwrap();
-        }
-        hub.join(&hub.me("sender"), "room", 32).unwrap();
-        let text = "x".repeat(16_000);
-        hub.send(&hub.me("sender"), &Target::Room("room".into()), text.clone(), 1, None, |_| Ok(())).unwrap();
-        let one = hub.lock().users.get("r0").unwrap().sessions[0].queued.load(Ordering::Relaxed);
-        assert!(one > 16_000);
-        // Four recipients (and the join notices they already held), counted once.
-        let queued_each = one;
-        assert!(hub.lock().backlog.total() < queued_each + 1000, "shared, not counted per recipient");
-        // Keep sending: the sender is refused at three quarters of the
-        // total, before any recipient (each under its own budget) is cut off.
-        let mut refused = None;
-        for id in 2..40 {
-            if let Err(r) =
-                hub.send(&hub.me("sender"), &Target::Room("room".into()), text.clone(), id, None, |_| Ok(()))
-            {
-                refused = Some(r);
-                break;
-            }
-        }
-        let (code, _) = refused.expect("the total was spent");
-        assert_eq!(code, ErrorCode::RateLimited);
-        assert!(readers.iter().all(|(_, kick)| !kick.is_cancelled()), "nobody was cut off");
-        assert!(hub.lock().backlog.total() <= 256 * 1024);
-    }
-
-    #[test]
-    fn unregister_ends_and_leaves_transfers() {
-        let hub = hub();
-        let (mut a_rx, _a) = connect(&hub, "a", 64);
-        let (mut b_rx, _b) = connect(&hub, "b", 64);
-        hub.file_offer(&hub.me("a"), 1, Target::User("b".into()), "f".into(), 10, &offer_limits(), |_| Ok(())).unwrap();
-        hub.file_offer(&hub.me("b"), 1, Target::User("a".into()), "f".into(), 10, &offer_limits(), |_| Ok(())).unwrap();
-        drain(&mut a_rx);
-        drain(&mut b_rx);
-        hub.unregister(&hub.me("b"));
-        let got = drain(&mut a_rx);
-        // Same id both ways: `sender` tells the two apart.
-        assert_eq!(got.len(), 2, "{got:?}");
-        assert!(
-            got.iter()
-                .any(|m| matches!(m, ServerMessage::FileCancelled { sender, by, .. } if sender == "b" && by == "b"))
-        );
-        assert!(
-            got.iter()
-                .any(|m| matches!(m, ServerMessage::FileCancelled { sender, by, .. } if sender == "a" && by == "b"))
-        );
-        assert_eq!(hub.transfer_count(), 0);
-    }
-
-    fn key(n: u8) -> Option<(u16, Vec<u8>)> {
-        Some((0x0807, vec![n; 44]))
-    }
-
-    fn session(hub: &Hub, name: &str, key: Option<(u16, Vec<u8>)>) -> Result<(Me, mpsc::Receiver<Queued>), Refusal> {
-        let (tx, rx) = mpsc::channel(64);
-        hub.register(name, tx, CancellationToken::new(), key).map(|me| (me, rx))
-    }
-
-    #[test]
-    fn names_are_compared_ignoring_case_and_look_alikes_are_refused() {
-        let hub = hub();
-        let (_alice, mut rx) = session(&hub, "alice", key(1)).unwrap();
-        for other in ["Alice", "ALICE", "a1ice", "AIice"] {
-            let (code, text) = session(&hub, other, key(2)).err().unwrap();
-            assert_eq!(code, ErrorCode::NameTaken, "{other}: {text}");
-        }
-        // Nor by a keyless client.
-        assert!(session(&hub, "Alice", None).is_err());
-        // A message to any spelling reaches alice, addressed as the sender
-        // wrote it (which the sender's signature covers).
-        let (bob, _b) = session(&hub, "bob", None).unwrap();
-        hub.send(&bob, &Target::User("ALICE".into()), "hi".into(), 1, None, |_| Ok(())).unwrap();
-        let got = drain(&mut rx);
-        assert!(
-            matches!(&got[..], [ServerMessage::Message(d)] if d.to == Target::User("ALICE".into()) && d.from == "bob"),
-            "{got:?}"
-        );
-        assert!(matches!(hub.whois("Alice"), Ok(ServerMessage::Identity { name, .. }) if name == "alice"));
-    }
-
-    #[test]
-    fn one_key_may_have_several_sessions_and_each_gets_its_messages() {
-        let hub = hub();
-        let (one, mut rx1) = session(&hub, "alice", key(1)).unwrap();
-        let (two, mut rx2) = session(&hub, "alice", key(1)).unwrap();
-        // Another spelling of the same key's name gets told which to use.
-        let (_, text) = session(&hub, "Alice", key(1)).err().unwrap();
-        assert!(text.contains("connected as \"alice\""), "{text}");
-        assert_eq!(hub.user_count(), 1);
-        let (bob, _b) = session(&hub, "bob", None).unwrap();
-        hub.send(&bob, &Target::User("alice".into()), "hi".into(), 1, None, |_| Ok(())).unwrap();
-        for rx in [&mut rx1, &mut rx2] {
-            let got = drain(rx);
-            assert!(matches!(&got[..], [ServerMessage::Message(d)] if d.text == "hi"), "{got:?}");
-        }
-        // Rooms: the name is listed once; room messages reach the sessions in the room.
-        hub.join(&one, "lobby", 32).unwrap();
-        hub.join(&two, "lobby", 32).unwrap();
-        hub.join(&bob, "lobby", 32).unwrap();
-        assert_eq!(hub.members(&bob, "lobby").unwrap(), ["alice", "bob"]);
-        drain(&mut rx1);
-        drain(&mut rx2);
-        hub.send(&bob, &Target::Room("lobby".into()), "all".into(), 2, None, |_| Ok(())).unwrap();
-        assert_eq!(drain(&mut rx1).len(), 1);
-        assert_eq!(drain(&mut rx2).len(), 1);
-        // Each session numbers its transfers from 1: a clash is refused, not fatal.
-        let offer =
-            |me: &Me| hub.file_offer(me, 1, Target::User("bob".into()), "f".into(), 10, &offer_limits(), |_| Ok(()));
-        offer(&one).unwrap();
-        assert!(matches!(offer(&two), Err(OfferError::Refused((ErrorCode::BadRequest, _)))));
-        // One session leaving keeps the name and its room membership.
-        hub.unregister(&one);
-        assert_eq!(hub.members(&bob, "lobby").unwrap(), ["alice", "bob"]);
-        assert!(hub.whois("alice").is_ok());
-        hub.unregister(&two);
-        assert_eq!(hub.members(&bob, "lobby").unwrap(), ["bob"]);
-        assert!(hub.whois("alice").is_err());
-        // Sessions per name are bounded.
-        let kept: Vec<_> = (0..MAX_SESSIONS_PER_NAME).map(|_| session(&hub, "carol", key(3)).unwrap()).collect();
-        assert!(session(&hub, "carol", key(3)).is_err());
-        drop(kept);
-    }
-}
+mod tests;
 
 #[cfg(test)]
 mod session_transfers;

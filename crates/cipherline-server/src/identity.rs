@@ -321,6 +321,12 @@ impl Identities {
         }
     }
 
+    /// Whether some identity key owns `name` (any spelling): a user the
+    /// server knows even while it is offline, who has a stored queue.
+    pub(crate) fn is_owned(&self, name: &str) -> bool {
+        self.read().get(&fold_name(name)).is_some_and(|set| !set.is_empty())
+    }
+
     /// Whether `key` owns exactly `name` (any spelling): bound to it in the
     /// open policy, or listed for it in the allowlist.
     pub(crate) fn owns(&self, name: &str, key: Option<&[u8; 32]>) -> bool {

@@ -44,6 +44,7 @@ pub mod error;
 mod handshakes;
 mod hub;
 pub mod identity;
+mod mail;
 mod source;
 mod transfer;
 
@@ -59,6 +60,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use cipherline_store::{SqliteOptions, SqliteStore};
 pub use config::{Limits, Settings};
 pub use error::ServerError;
 pub use identity::{Identities, IdentityPolicy};
@@ -70,11 +72,18 @@ pub struct RunOptions {
     /// For tests of end-to-end signatures only: a relay that alters every
     /// chat message it relays. Never set this in a real server.
     pub dangerous_tamper_for_testing_only: Option<fn(&mut cipherline_proto::app::Delivery)>,
+    /// The store for store-and-forward (PROTOCOL.md §13.9); without one,
+    /// delivery is live only, for everyone.
+    pub store: Option<Arc<SqliteStore>>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { identities: Arc::new(Identities::open_in_memory()), dangerous_tamper_for_testing_only: None }
+        RunOptions {
+            identities: Arc::new(Identities::open_in_memory()),
+            dangerous_tamper_for_testing_only: None,
+            store: None,
+        }
     }
 }
 
@@ -95,10 +104,23 @@ pub async fn run_with(
     // Fail now, not on the first connection, if no suite fits the key.
     cipherline_proto::handshake::server::ExpectClientHello::new(settings.protocol.clone())?;
     let settings = Arc::new(settings);
-    let hub = Arc::new(hub::Hub::new(options.identities, &settings.limits, options.dangerous_tamper_for_testing_only));
+    let mail = match options.store {
+        Some(store) => {
+            let (mail, rooms) = mail::Mail::open(store, &settings.limits).await.map_err(ServerError::Store)?;
+            Some((Arc::new(mail), rooms))
+        }
+        None => None,
+    };
+    let ttl = Duration::from_secs(settings.limits.message_ttl_secs);
+    let expiring = mail.as_ref().map(|(mail, _)| mail.clone());
+    let hub =
+        Arc::new(hub::Hub::new(options.identities, &settings.limits, options.dangerous_tamper_for_testing_only, mail));
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(hub::expire_offers(hub.clone(), token.clone()));
+    if let Some(mail) = expiring {
+        tracker.spawn(mail::expire_loop(mail, ttl, token.clone()));
+    }
     let permits = Arc::new(Semaphore::new(settings.limits.max_connections));
     let handshakes = Arc::new(handshakes::Handshakes::default());
     let admission = Arc::new(admission::Admission::default());

@@ -93,6 +93,7 @@ async fn a_welcome_under_another_name_is_refused() {
             max_message: 65536,
             idle_timeout_secs: 300,
             rates: RateLimits::default(),
+            queue: None,
         };
         chan.send(&welcome.encode().unwrap()).await.unwrap();
         // Hold the connection open until the client gives up on it.

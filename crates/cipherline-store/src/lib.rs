@@ -212,8 +212,9 @@ pub trait Store: Send + Sync {
     /// Deletes `key`; returns whether it existed.
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Up to `max` keys that start with `prefix`, in byte order.
-    fn keys(&self, prefix: &str, max: usize) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Up to `max` keys that start with `prefix` and sort after `after`
+    /// (`""` for the first page), in byte order.
+    fn keys(&self, prefix: &str, after: &str, max: usize) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
 
 /// The bounds of a [`SqliteStore`].
@@ -692,17 +693,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn keys(&self, prefix: &str, max: usize) -> Result<Vec<String>> {
+    async fn keys(&self, prefix: &str, after: &str, max: usize) -> Result<Vec<String>> {
         self.check_name("key prefix", prefix)?;
+        self.check_name("key", after)?;
+        let after = after.to_owned();
         let max = max.min(self.options.max_read);
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let prefix = prefix.to_owned();
         self.call(move |conn| {
             // A range, not LIKE: keys may hold '%' and '_'.
             let mut stmt = conn.prepare_cached(
-                "SELECT key FROM kv WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1 ORDER BY key LIMIT ?2",
+                "SELECT key FROM kv WHERE key >= ?1 AND key > ?3 AND substr(key, 1, length(?1)) = ?1
+                 ORDER BY key LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![prefix, limit], |row| row.get(0))?;
+            let rows = stmt.query_map(params![prefix, limit, after], |row| row.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })
         .await

@@ -65,10 +65,12 @@ async fn keys_lists_a_prefix_in_order_and_takes_wildcards_literally() {
     for key in ["room/b", "room/a", "room%/x", "rooms", "user/a", "room_/y"] {
         store.put(key, b"v".to_vec()).await.unwrap();
     }
-    assert_eq!(store.keys("room/", 100).await.unwrap(), vec!["room/a", "room/b"]);
-    assert_eq!(store.keys("room/", 1).await.unwrap(), vec!["room/a"]);
-    assert_eq!(store.keys("room%", 100).await.unwrap(), vec!["room%/x"]);
-    assert!(store.keys("none/", 100).await.unwrap().is_empty());
+    assert_eq!(store.keys("room/", "", 100).await.unwrap(), vec!["room/a", "room/b"]);
+    assert_eq!(store.keys("room/", "", 1).await.unwrap(), vec!["room/a"]);
+    assert_eq!(store.keys("room/", "room/a", 1).await.unwrap(), vec!["room/b"], "the next page");
+    assert!(store.keys("room/", "room/b", 1).await.unwrap().is_empty());
+    assert_eq!(store.keys("room%", "", 100).await.unwrap(), vec!["room%/x"]);
+    assert!(store.keys("none/", "", 100).await.unwrap().is_empty());
     store.close().await;
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cipherline_client::display::escape;
 use cipherline_client::peers::{MessageStatus, Peers};
+use cipherline_client::seen::Seen;
 use cipherline_client::transfer::{Outgoing, safe_file_name};
 use cipherline_client::{ClientError, ClientReader, ClientWriter, SessionInfo};
 use cipherline_keys::Fingerprint;
@@ -109,6 +110,8 @@ struct Chat {
     downloads: Downloads,
     download_dir: PathBuf,
     sending: Option<Sending>,
+    /// Ids of messages shown, so a redelivered one is shown once.
+    seen: Seen,
 }
 
 fn spawn_reader(mut reader: ClientReader) -> mpsc::Receiver<Result<ServerMessage, String>> {
@@ -129,9 +132,12 @@ fn spawn_reader(mut reader: ClientReader) -> mpsc::Receiver<Result<ServerMessage
 pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
     let Connected { mut client, peers, me } = args.client.connect(true).await?;
     client.join(&args.room).await?;
+    // What arrived while this user was away comes now (after the Join,
+    // so it is shown in the room joined).
+    client.resume(0).await?;
     let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
-    // The Join took one of the server's message tokens.
-    let outbox = Outbox::new(client.info().rates, 1);
+    // The Join and Resume took server message tokens.
+    let outbox = Outbox::new(client.info().rates, 2);
     let (reader, writer, info) = client.split();
     let mut events = spawn_reader(reader);
     // Saved before the editor first switches to raw mode; dropped (so
@@ -156,6 +162,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         downloads: Downloads::new(None),
         download_dir: args.download_dir.clone(),
         sending: None,
+        seen: Seen::new(),
     };
     let server = match &chat.info.server_key {
         Some(key) => format!("server key {}", Fingerprint::of_server_key(key)),
@@ -253,6 +260,10 @@ impl Chat {
                     Some(Ok(msg)) => {
                         if let Some(end) = self.incoming(msg).await {
                             return Ok(Some(end));
+                        }
+                        // Caught up: acknowledge what was shown.
+                        if events.is_empty() {
+                            self.writer.flush_received().await?;
                         }
                     }
                     Some(Err(e)) => return Err(CliError::failed(format!("connection lost: {e}"), "connect again")),
@@ -569,6 +580,10 @@ impl Chat {
         let me = self.info.name.clone();
         match msg {
             ServerMessage::Message(d) => {
+                if !self.seen.insert(d.id) {
+                    // Delivered again (not acknowledged before a reconnect).
+                    return self.handled(d.seq).await;
+                }
                 let status = self.peers.check(&d);
                 if let MessageStatus::KeyChanged { presented, .. } = &status {
                     self.changed.insert(fold_name(&d.from), *presented);
@@ -577,6 +592,7 @@ impl Chat {
                     self.screen.show(notice);
                 }
                 self.screen.show(message_line(&d, &me, &status));
+                return self.handled(d.seq).await;
             }
             ServerMessage::Identity { name, algorithm, key } => self.on_identity(&name, algorithm, &key),
             ServerMessage::Ack { client_id, .. } => self.outbox.acked(client_id),
@@ -698,9 +714,17 @@ impl Chat {
                     None => {}
                 }
             }
-            ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
+            ServerMessage::Delivered { .. } | ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
         }
         None
+    }
+
+    /// A stored message was shown: the server may delete it.
+    async fn handled(&mut self, seq: u64) -> Option<String> {
+        match self.writer.handled(seq).await {
+            Ok(()) => None,
+            Err(_) => Some("! connection lost".into()),
+        }
     }
 
     fn on_identity(&mut self, name: &str, algorithm: u16, key: &[u8]) {

@@ -35,6 +35,9 @@ pub mod exit {
     /// A time limit ran out: `listen --timeout` before `--count` messages
     /// (or before it could connect), or the server stopped answering.
     pub const TIMEOUT: u8 = 7;
+    /// `send --wait-delivered`: the server stored every message, but not
+    /// every recipient's client confirmed it in time (or one could not).
+    pub const UNDELIVERED: u8 = 8;
 
     /// The table for `cipherline --help`, in the words of README.md's.
     pub const HELP: &str = "Exit codes (every subcommand):
@@ -45,7 +48,8 @@ pub mod exit {
   4  the server could not be reached, or is at its connection limit
   5  the server refused a request (an unknown user, a message over its limits)
   6  the name is taken
-  7  a time limit ran out (listen --timeout before --count), or the server stopped answering";
+  7  a time limit ran out (listen --timeout before --count), or the server stopped answering
+  8  send --wait-delivered: not every recipient's client confirmed delivery in time";
 }
 
 /// Everything the CLI reports to the user.
@@ -77,6 +81,14 @@ pub enum CliError {
     /// messages, or before it could connect); exit code 7.
     TimedOut {
         /// What did not happen in time.
+        what: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// `send --wait-delivered`: stored, but not confirmed by every
+    /// recipient's client in time; exit code 8.
+    Undelivered {
+        /// Which recipients did not confirm.
         what: String,
         /// What to do about it.
         hint: String,
@@ -135,6 +147,7 @@ impl CliError {
             CliError::Line { error, .. } => error.exit_code(),
             CliError::Usage { .. } => USAGE,
             CliError::TimedOut { .. } => TIMEOUT,
+            CliError::Undelivered { .. } => exit::UNDELIVERED,
             CliError::Keys(
                 KeysError::UnknownServer { .. }
                 | KeysError::ServerRejected { .. }
@@ -183,7 +196,9 @@ impl CliError {
             CliError::NoTerminal { hint, .. } => Some((*hint).to_owned()),
             CliError::PassphraseMismatch => Some("run the command again and type the same passphrase twice".into()),
             CliError::Terminal(_) => None,
-            CliError::Failed { hint, .. } | CliError::TimedOut { hint, .. } => Some(hint.clone()),
+            CliError::Failed { hint, .. } | CliError::TimedOut { hint, .. } | CliError::Undelivered { hint, .. } => {
+                Some(hint.clone())
+            }
             CliError::Line { error, .. } => error.hint(),
             CliError::Client(e) => client_hint(e),
         }
@@ -209,7 +224,9 @@ impl fmt::Display for CliError {
             CliError::NoTerminal { what, .. } => write!(f, "{what}, but there is no terminal to ask on"),
             CliError::PassphraseMismatch => f.write_str("the passphrases do not match"),
             CliError::Terminal(e) => write!(f, "terminal: {e}"),
-            CliError::Failed { what, .. } | CliError::TimedOut { what, .. } => f.write_str(what),
+            CliError::Failed { what, .. } | CliError::TimedOut { what, .. } | CliError::Undelivered { what, .. } => {
+                f.write_str(what)
+            }
             CliError::Line { line, error } => {
                 // Empty lines are skipped, not sent: say "every line with
                 // text", which stays true whatever came before.

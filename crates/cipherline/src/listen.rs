@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cipherline_client::Client;
 use cipherline_client::display::escape;
+use cipherline_client::seen::Seen;
 use cipherline_proto::app::ServerMessage;
 use clap::Args;
 use serde_json::json;
@@ -87,11 +88,16 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
     // One quota for the whole run, across reconnections.
     let quota = Quota { max_file: args.max_file_size, max_total: args.max_total };
     let mut downloads = Downloads::new(args.accept_files.clone()).with_quota(quota);
+    // Shown ids, across reconnections: a message not yet acknowledged
+    // when a connection dropped comes again, and is printed once.
+    let mut shown = Seen::new();
     let mut backoff = Duration::from_secs(1);
     loop {
         let attempt = async {
             let mut connected = args.client.connect(true).await?;
             connected.client.join(&args.room).await?;
+            // Then what waited on the server while this user was away.
+            connected.client.resume(0).await?;
             Ok::<Connected, CliError>(connected)
         };
         let connected = match deadline {
@@ -120,7 +126,7 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
         // Transfers cut by a lost connection cannot resume: their partial
         // files are deleted and their bytes no longer count against --max-total.
         downloads.drop_transfers();
-        match listen_on(&mut client, &mut peers, &mut downloads, args, deadline, &mut seen).await {
+        match listen_on(&mut client, &mut peers, &mut downloads, &mut shown, args, deadline, &mut seen).await {
             Outcome::Done => {
                 let _ = client.close().await;
                 return Ok(());
@@ -177,10 +183,12 @@ fn out_of_time(args: &ListenArgs, seen: u64, when: &str) -> CliError {
     CliError::timed_out(what, hint)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn listen_on(
     client: &mut Client,
     peers: &mut Peers,
     downloads: &mut Downloads,
+    shown: &mut Seen,
     args: &ListenArgs,
     deadline: Option<tokio::time::Instant>,
     seen: &mut u64,
@@ -195,6 +203,13 @@ async fn listen_on(
         }
         let msg = tokio::select! {
             msg = client.recv() => msg,
+            // Quiet for a moment: acknowledge what was written out.
+            () = tokio::time::sleep(ACK_DELAY), if client.has_unacknowledged() => {
+                if let Err(e) = client.flush_received().await {
+                    return Outcome::Lost(e.into());
+                }
+                continue;
+            }
             () = tokio::time::sleep(keepalive) => {
                 nonce += 1;
                 if let Err(e) = client.ping(nonce).await {
@@ -210,12 +225,22 @@ async fn listen_on(
         };
         match &msg {
             ServerMessage::Message(d) => {
-                let status = peers.check(d);
-                if let Some(notice) = key_notice(d, &status) {
-                    eprintln!("{notice}");
+                if shown.insert(d.id) {
+                    let status = peers.check(d);
+                    if let Some(notice) = key_notice(d, &status) {
+                        eprintln!("{notice}");
+                    }
+                    print_message(d, &me, &status, args.json);
+                    *seen += 1;
+                    // Acknowledged only once written out: a listen killed
+                    // before this gets the message again next time.
+                    if std::io::stdout().flush().is_err() {
+                        return Outcome::Lost(CliError::failed("cannot write to standard output", "check the pipe"));
+                    }
                 }
-                print_message(d, &me, &status, args.json);
-                *seen += 1;
+                if let Err(e) = client.handled(d.seq).await {
+                    return Outcome::Lost(e.into());
+                }
             }
             ServerMessage::Notice { kind, room, name } if !args.json => {
                 eprintln!(
@@ -254,6 +279,10 @@ async fn listen_on(
         let _ = std::io::stdout().flush();
     }
 }
+
+/// How long a quiet listen waits before acknowledging what it wrote out
+/// (it acknowledges every 32 messages anyway).
+const ACK_DELAY: Duration = Duration::from_millis(200);
 
 /// Prints a file event; returns whether a file arrived.
 fn report(event: &FileEvent, as_json: bool) -> bool {

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use cipherline_client::{Client, ClientError};
+use cipherline_client::{Acked, Client, ClientError};
 use cipherline_proto::app::{ErrorCode, RateLimits, Target};
 use tokio::time::Instant;
 
@@ -127,14 +127,14 @@ impl Pacer {
 
     /// Sends `text` and waits for its acknowledgement, pacing it and
     /// retrying while the server says it comes too fast.
-    pub async fn send(&mut self, client: &mut Client, to: &Target, text: &str) -> Result<(), CliError> {
+    pub async fn send(&mut self, client: &mut Client, to: &Target, text: &str) -> Result<Acked, CliError> {
         let mut tries = 0;
         loop {
             self.wait_turn().await;
-            match client.send_acked(to.clone(), text).await {
-                Ok(_) => {
+            match client.send_with_ack(to.clone(), text).await {
+                Ok(ack) => {
                     self.backoff.reset();
-                    return Ok(());
+                    return Ok(ack);
                 }
                 Err(ClientError::Refused { code: ErrorCode::RateLimited, .. }) if tries < RETRIES => {
                     tries += 1;

@@ -4,7 +4,10 @@ use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cipherline_proto::app::{ServerMessage, Target};
+use std::collections::{HashMap, HashSet};
+
+use cipherline_client::{Acked, Client};
+use cipherline_proto::app::{ClientMessage, ServerMessage, Target, fold_name};
 use clap::Args;
 
 use crate::client_args::ClientArgs;
@@ -21,10 +24,16 @@ use crate::pacing::Pacer;
 /// as too fast is sent again after a pause (a few times at most), and a
 /// line that cannot be delivered is reported by its number.
 ///
+/// The server acknowledges a message once it is stored for every
+/// recipient it keeps messages for (an offline one gets it on connecting);
+/// with --wait-delivered, `send` also waits for each recipient's client to
+/// confirm it.
+///
 /// Exit codes (the table in README.md): 0 all acknowledged; 2 usage; 3 the
 /// server's key was not trusted; 4 the server could not be reached; 5 the
-/// server refused (e.g. unknown user); 6 the name is taken; 7 the server
-/// stopped answering; 1 anything else.
+/// server refused (e.g. unknown user, a full queue); 6 the name is taken;
+/// 7 the server stopped answering; 8 --wait-delivered ran out before every
+/// recipient confirmed; 1 anything else.
 #[derive(Debug, Args)]
 pub struct SendArgs {
     #[command(flatten)]
@@ -51,6 +60,12 @@ pub struct SendArgs {
     #[arg(long, value_name = "SECONDS")]
     pub wait_reply: Option<u64>,
 
+    /// Wait up to this many seconds for every recipient's client to confirm
+    /// each message (delivery receipts); exit 8 if one does not. A recipient
+    /// without an identity key gets messages live only and cannot confirm.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["file", "wait_reply"])]
+    pub wait_delivered: Option<u64>,
+
     /// The message; several words are joined with spaces.
     #[arg(value_name = "MESSAGE")]
     pub message: Vec<String>,
@@ -71,8 +86,13 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
             Target::Room(args.room.clone())
         }
     };
-    // The Join took one of the server's message tokens.
-    let mut pacer = Pacer::new(client.info().rates, u32::from(args.to.is_none()));
+    if args.wait_delivered.is_some() {
+        client.send_message(&ClientMessage::Receipts { enabled: true }).await?;
+    }
+    // The Join (and a Receipts) took server message tokens.
+    let sent = u32::from(args.to.is_none()) + u32::from(args.wait_delivered.is_some());
+    let mut pacer = Pacer::new(client.info().rates, sent);
+    let mut acks = Vec::new();
     if let Some(path) = &args.file {
         files::send_file(&mut client, target.clone(), path, Duration::from_secs(args.answer_timeout)).await?;
     } else if args.message.is_empty() {
@@ -81,16 +101,28 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
             let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
             let line = line.map_err(|e| CliError::failed(format!("reading standard input: {e}"), "check the pipe"))?;
             if !line.is_empty() {
-                pacer
+                let ack = pacer
                     .send(&mut client, &target, &line)
                     .await
                     .map_err(|e| CliError::Line { line: number, error: Box::new(e) })?;
+                acks.push(ack);
             }
         }
     } else {
-        pacer.send(&mut client, &target, &args.message.join(" ")).await?;
+        acks.push(pacer.send(&mut client, &target, &args.message.join(" ")).await?);
+    }
+    let full: u32 = acks.iter().map(|a| a.full).sum();
+    if full > 0 {
+        eprintln!(
+            "warning: {full} recipient copies were not kept: those members have too many messages waiting on the server"
+        );
+    }
+    if let Some(secs) = args.wait_delivered {
+        wait_delivered(&mut client, &acks, Duration::from_secs(secs)).await?;
     }
     if let Some(secs) = args.wait_reply {
+        // A reply may be stored for this user: ask for stored messages.
+        client.resume(0).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         while let Ok(msg) = tokio::time::timeout_at(deadline, client.recv()).await {
             if let ServerMessage::Message(d) = msg? {
@@ -99,9 +131,56 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
                     eprintln!("{notice}");
                 }
                 print_message(&d, client.name(), &status, false);
+                client.handled(d.seq).await?;
             }
         }
     }
     let _ = client.close().await;
     Ok(())
+}
+
+/// Waits until every recipient each of `acks` was stored for confirmed it
+/// (a Delivered receipt per recipient), for at most `limit`.
+async fn wait_delivered(client: &mut Client, acks: &[Acked], limit: Duration) -> Result<(), CliError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    // Each message: how many recipients it was stored for, and who confirmed.
+    let mut waiting: HashMap<u64, (u32, HashSet<String>)> =
+        acks.iter().filter(|a| a.queued > 0).map(|a| (a.id, (a.queued, HashSet::new()))).collect();
+    while !waiting.is_empty() {
+        let msg = match tokio::time::timeout_at(deadline, client.recv()).await {
+            Ok(msg) => msg?,
+            Err(_) => break,
+        };
+        if let ServerMessage::Delivered { id, by } = msg
+            && let Some((count, by_whom)) = waiting.get_mut(&id)
+        {
+            by_whom.insert(fold_name(&by));
+            if by_whom.len() >= usize::try_from(*count).unwrap_or(usize::MAX) {
+                waiting.remove(&id);
+            }
+        }
+    }
+    let unconfirmed: u64 = waiting.values().map(|(count, by)| u64::from(*count).saturating_sub(by.len() as u64)).sum();
+    let live: u64 = acks.iter().map(|a| u64::from(a.live) + u64::from(a.full)).sum();
+    if unconfirmed == 0 && live == 0 {
+        return Ok(());
+    }
+    let mut what = Vec::new();
+    if unconfirmed > 0 {
+        what.push(format!(
+            "{unconfirmed} recipient copies were stored on the server but not confirmed by the recipient's client within {} s",
+            limit.as_secs()
+        ));
+    }
+    if live > 0 {
+        what.push(format!(
+            "{live} recipient copies cannot be confirmed (delivered live to a client without an identity key, or not kept \
+             because a queue was full)"
+        ));
+    }
+    Err(CliError::Undelivered {
+        what: what.join("; "),
+        hint: "the server keeps stored messages until the recipient connects; raise --wait-delivered to wait longer"
+            .into(),
+    })
 }

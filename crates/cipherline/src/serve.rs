@@ -292,12 +292,54 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         // the policy.
         tokio::spawn(reload_on_sighup(hangup, identities.clone(), allowlist));
         let settings = Settings { protocol: Arc::new(protocol), limits: file.limits.clone() };
-        let options = RunOptions { identities, ..RunOptions::default() };
+        let store = Arc::new(open_store(data_dir.path()).await?);
+        println!("message store: {} (messages wait here for offline recipients)", data_dir.path().join(STORE_FILE).display());
+        let options = RunOptions { identities, store: Some(store.clone()), ..RunOptions::default() };
         cipherline_server::run_with(listener, settings, options, shutdown)
             .await
             .map_err(|e| CliError::failed(format!("server: {e}"), "see the log above"))?;
+        // Everything already committed stays; this only waits for the
+        // store's thread to finish cleanly.
+        if let Ok(store) = Arc::try_unwrap(store) {
+            store.close().await;
+        }
         println!("cipherline server stopped");
         Ok(())
+    })
+}
+
+/// The message store's file in the data directory.
+const STORE_FILE: &str = "store.sqlite3";
+
+/// Store bounds: a stored message is one whole server message (up to the
+/// protocol's 1 MiB) plus a flag byte.
+fn store_options() -> cipherline_server::SqliteOptions {
+    cipherline_server::SqliteOptions {
+        max_payload_bytes: cipherline_proto::app::MAX_MESSAGE + 64,
+        ..cipherline_server::SqliteOptions::default()
+    }
+}
+
+/// Opens (creating, owner-only) the message store in `dir`.
+async fn open_store(dir: &std::path::Path) -> Result<cipherline_server::SqliteStore, CliError> {
+    create_private_dir(dir)?;
+    let path = dir.join(STORE_FILE);
+    // Created 0600 before SQLite opens it (its WAL and shared-memory
+    // files copy the mode): stored messages are readable by the owner only.
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(|e| {
+            CliError::failed(
+                format!("cannot create the message store {}: {e}", path.display()),
+                "check the data directory's permissions",
+            )
+        })?;
+    }
+    cipherline_server::SqliteStore::open(&path, store_options()).await.map_err(|e| {
+        CliError::failed(
+            format!("cannot open the message store {}: {e}", path.display()),
+            "check the file, or move it away to start with an empty store",
+        )
     })
 }
 

@@ -100,9 +100,17 @@ fn two_scripted_chats_talk() {
     // The seed's quit word ends alice's session cleanly.
     writeln!(alice_in, "thanks").unwrap();
     assert!(alice.wait().unwrap().success());
-    wait_for_line(&bob_lines, "alice left lobby");
+    // Quitting is not leaving: alice's key owns her name, so what is said
+    // to her or in her room while she is away waits for her (§13.9).
+    writeln!(bob_in, "/msg alice see you later").unwrap();
+    writeln!(bob_in, "said while alice is away").unwrap();
     writeln!(bob_in, "/quit").unwrap();
     assert!(bob.wait().unwrap().success());
+    let out = server.client("listen", "alice").args(["--count", "2", "--timeout", "20"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("bob -> you: see you later"), "{text}");
+    assert!(text.contains("[lobby] bob: said while alice is away"), "{text}");
 }
 
 #[test]

@@ -197,6 +197,30 @@ fn refused_exits_5_and_name_taken_exits_6() {
     bob.wait().unwrap();
 }
 
+/// 8: `send --wait-delivered` exits 0 once the recipient's client has
+/// confirmed the message, and 8 when the recipient is offline: stored (and
+/// delivered later), but not confirmed in time.
+#[test]
+fn send_wait_delivered_exits_0_when_confirmed_and_8_when_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let (mut bob, lines) = listener(&server, "bob", &["--timeout", "120"]);
+    let out = run(server.client("send", "alice").args(["--to", "bob", "--wait-delivered", "30", "confirmed?"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(got.contains("confirmed?"), "{got}");
+    bob.kill().unwrap();
+    bob.wait().unwrap();
+
+    let out = run(server.client("send", "alice").args(["--to", "bob", "--wait-delivered", "1", "later"]));
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not confirmed"), "{}", stderr(&out));
+    // Stored all the same: bob's next listen gets it.
+    let out = run(server.client("listen", "bob").args(["--count", "1", "--timeout", "30"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice -> you: later"));
+}
+
 /// 7: `listen --timeout` ran out before `--count` messages (the old code
 /// exited 1).
 #[test]
@@ -245,7 +269,7 @@ fn listen_reconnect_after_a_lost_server_stops_at_the_deadline() {
 }
 
 /// README.md's table, `cipherline --help` and the codes the tests above
-/// check are the same list: one row per code 0 to 7 in each.
+/// check are the same list: one row per code 0 to 8 in each.
 #[test]
 fn readme_and_help_list_the_same_exit_codes() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
@@ -253,7 +277,7 @@ fn readme_and_help_list_the_same_exit_codes() {
     let table = table.split("\n## ").next().unwrap();
     let rows: Vec<u8> =
         table.lines().filter_map(|l| l.strip_prefix("| ")).filter_map(|l| l.split(' ').next()?.parse().ok()).collect();
-    assert_eq!(rows, (0..=7).collect::<Vec<u8>>(), "README rows");
+    assert_eq!(rows, (0..=8).collect::<Vec<u8>>(), "README rows");
 
     let out = run(bin().arg("--help"));
     assert_eq!(out.status.code(), Some(0));

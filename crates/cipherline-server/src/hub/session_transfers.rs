@@ -5,12 +5,12 @@ use super::*;
 use crate::transfer::reason;
 
 fn hub() -> Hub {
-    Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), &crate::Limits::default(), None)
+    Hub::new(std::sync::Arc::new(crate::identity::Identities::open_in_memory()), &crate::Limits::default(), None, None)
 }
 
 fn session(hub: &Hub, name: &str, key: Option<(u16, Vec<u8>)>) -> (Me, mpsc::Receiver<Queued>) {
     let (tx, rx) = mpsc::channel(64);
-    (hub.register(name, tx, CancellationToken::new(), key).unwrap(), rx)
+    (hub.register(name, tx, CancellationToken::new(), key, None).unwrap(), rx)
 }
 
 fn alice_twice_and_bob(hub: &Hub) -> [(Me, mpsc::Receiver<Queued>); 3] {
@@ -142,8 +142,8 @@ fn a_sending_session_leaving_ends_its_transfer_and_frees_its_id() {
 fn a_room_offer_reaches_only_the_sessions_in_the_room() {
     let hub = hub();
     let [(chat, mut chat_rx), (_listen, mut listen_rx), (bob, _bob_rx)] = alice_twice_and_bob(&hub);
-    hub.join(&chat, "lobby", 32).unwrap();
-    hub.join(&bob, "lobby", 32).unwrap();
+    hub.join(&chat, "lobby", 32, false).unwrap();
+    hub.join(&bob, "lobby", 32, false).unwrap();
     drain(&mut chat_rx);
     offer(&hub, &bob, Target::Room("lobby".into()));
     assert!(matches!(&drain(&mut chat_rx)[..], [ServerMessage::FileOffered { .. }]));

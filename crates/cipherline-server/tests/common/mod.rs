@@ -103,7 +103,7 @@ pub async fn start_relay(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
-    let options = RunOptions { identities, dangerous_tamper_for_testing_only: tamper };
+    let options = RunOptions { identities, dangerous_tamper_for_testing_only: tamper, store: None };
     let task = tokio::spawn(async move {
         cipherline_server::run_with(listener, settings, options, async {
             let _ = stopped.await;
@@ -121,4 +121,32 @@ pub async fn connect_as(addr: &str, name: &str, identity: Option<Arc<IdentityKey
         Options { config: Arc::new(ClientConfig { identity, ..ClientConfig::default() }), ..Options::default() };
     let any = |_: &str, _: &ServerPublicKey| Ok(());
     Client::connect(addr, name, &options, &any).await
+}
+
+/// A server with a store and a names file in `dir`, so that what it keeps
+/// (stored messages, name bindings, room members) outlives it: start it
+/// again on the same `dir` for a restart.
+pub async fn start_stored(dir: &std::path::Path, limits: Limits) -> Server {
+    let server_key = Arc::new(ServerKey::x25519_from_bytes(&[0x5a; 32]).unwrap());
+    let fingerprint = server_key.public_key().fingerprint();
+    let protocol = ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) };
+    let settings = Settings { protocol: Arc::new(protocol), limits };
+    let policy = cipherline_server::IdentityPolicy::Open { names_file: Some(dir.join("names")) };
+    let identities = Arc::new(Identities::load(policy).unwrap());
+    let store =
+        cipherline_server::SqliteStore::open(dir.join("store.sqlite3"), cipherline_server::SqliteOptions::default())
+            .await
+            .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = RunOptions { identities, store: Some(Arc::new(store)), ..RunOptions::default() };
+    let task = tokio::spawn(async move {
+        cipherline_server::run_with(listener, settings, options, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Server { addr, fingerprint, stop: Some(stop), task }
 }

@@ -1,0 +1,408 @@
+//! Store-and-forward (PROTOCOL.md §13.9): every user whose name an identity
+//! key owns has a stored queue (`inbox/<folded name>`); messages for it are
+//! committed to the store before the sender's Ack, read from the queue by
+//! each of the user's connections in order, and deleted only when a client
+//! sends Received. Room membership of such users is kept in the store's
+//! key-value map (`room/<folded room>`), so it outlasts their connections.
+//!
+//! A stored message is the encoded Message frame with `seq` 0, after one
+//! flag byte (bit 0: the sender asked for a delivery receipt). The frame's
+//! last eight bytes are the `seq` field, filled in on the way out.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cipherline_proto::app::{ErrorCode, MAX_MEMBERS, ServerMessage, fold_name, valid_name};
+use cipherline_store::{Appended, Quota, SqliteStore, Store, StoreError, StoredMessage};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Refusal;
+
+/// The store engine in use.
+pub(crate) type Db = SqliteStore;
+
+/// Stored room members: folded room name to member names.
+pub(crate) type RoomMembers = HashMap<String, BTreeSet<String>>;
+
+/// Stored messages a connection may have been sent and not yet
+/// acknowledged; it is sent more as Received frees the window.
+pub(crate) const WINDOW: usize = 256;
+
+const ROOM_PREFIX: &str = "room/";
+const EPOCH_KEY: &str = "server/epoch";
+/// Message ids are the run's epoch above this many bits of count.
+const ID_BITS: u32 = 40;
+/// Flag byte of a stored message: the sender wants a receipt.
+const WANTS_RECEIPT: u8 = 1;
+
+/// How long any one store call may take before the request is answered
+/// with an error (the call itself may still complete later).
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counters for logs.
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Message copies stored for recipients.
+    pub(crate) stored: AtomicU64,
+    /// Copies not stored because a queue or the store was full.
+    pub(crate) full: AtomicU64,
+    /// Copies deleted unread because their time to live ran out.
+    pub(crate) expired: AtomicU64,
+}
+
+/// The server's store-and-forward layer.
+pub(crate) struct Mail {
+    store: Arc<Db>,
+    quota: Quota,
+    epoch: u64,
+    next: AtomicU64,
+    pub(crate) counters: Counters,
+}
+
+/// The queue holding `name`'s stored messages.
+pub(crate) fn inbox_queue(name: &str) -> String {
+    format!("inbox/{}", fold_name(name))
+}
+
+fn room_key(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}")
+}
+
+fn store_failed(e: &StoreError) -> Refusal {
+    tracing::error!(error = %e, "store request failed");
+    (ErrorCode::StoreFailed, "the server could not store your message; it was not delivered".into())
+}
+
+fn timed_out() -> Refusal {
+    tracing::error!("store request timed out");
+    (ErrorCode::StoreFailed, "the server's store did not answer in time; the message may not be delivered".into())
+}
+
+async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, Refusal> {
+    match tokio::time::timeout(STORE_TIMEOUT, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(store_failed(&e)),
+        Err(_) => Err(timed_out()),
+    }
+}
+
+/// Room members as kept in the store: one valid name per line, sorted.
+fn parse_members(room: &str, value: &[u8]) -> Result<BTreeSet<String>, String> {
+    let text = std::str::from_utf8(value).map_err(|_| format!("members of room {room:?} are not UTF-8"))?;
+    let mut members = BTreeSet::new();
+    for (i, name) in text.split('\n').filter(|l| !l.is_empty()).enumerate() {
+        if !valid_name(name, cipherline_proto::app::MAX_NAME) || !members.insert(name.to_owned()) {
+            return Err(format!("member {} of room {room:?} is not a valid name or is listed twice", i + 1));
+        }
+    }
+    Ok(members)
+}
+
+fn encode_members(members: &BTreeSet<String>) -> Vec<u8> {
+    members.iter().map(String::as_str).collect::<Vec<_>>().join("\n").into_bytes()
+}
+
+impl Mail {
+    /// Starts a run on `store`: takes the next id epoch and loads every
+    /// room's stored members (a damaged entry stops the start).
+    pub(crate) async fn open(store: Arc<Db>, limits: &crate::Limits) -> Result<(Self, RoomMembers), String> {
+        let err = |e: StoreError| format!("store: {e}");
+        let epoch = loop {
+            let current = store.get(EPOCH_KEY).await.map_err(err)?;
+            let (value, rev) = match current {
+                Some((v, rev)) => {
+                    let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| "store: damaged id epoch".to_owned())?;
+                    (u64::from_be_bytes(bytes), Some(rev))
+                }
+                None => (0, None),
+            };
+            let next = value + 1;
+            if next >= 1 << (64 - ID_BITS) {
+                return Err("store: message id epochs exhausted".into());
+            }
+            match store.cas(EPOCH_KEY, rev, next.to_be_bytes().to_vec()).await {
+                Ok(_) => break next,
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(err(e)),
+            }
+        };
+        let mut rooms = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let keys = store.keys(ROOM_PREFIX, &after, 500).await.map_err(err)?;
+            let Some(last) = keys.last().cloned() else { break };
+            for key in keys {
+                let room = key.get(ROOM_PREFIX.len()..).unwrap_or_default().to_owned();
+                if let Some((value, _)) = store.get(&key).await.map_err(err)? {
+                    let members = parse_members(&room, &value).map_err(|e| format!("store: {e}"))?;
+                    if !members.is_empty() {
+                        rooms.insert(room, members);
+                    }
+                }
+            }
+            after = last;
+        }
+        let quota = Quota {
+            max_messages: limits.max_queued_messages_per_recipient,
+            max_bytes: limits.max_queued_store_bytes_per_recipient,
+            max_total_bytes: limits.max_store_bytes,
+        };
+        tracing::info!(epoch, rooms = rooms.len(), "store-and-forward ready");
+        Ok((Mail { store, quota, epoch, next: AtomicU64::new(0), counters: Counters::default() }, rooms))
+    }
+
+    /// A server message id, unique across runs of this store.
+    pub(crate) fn next_id(&self) -> u64 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.epoch << ID_BITS) | (n & ((1 << ID_BITS) - 1))
+    }
+
+    /// Stores `frame` (an encoded Message with `seq` 0) for each of
+    /// `recipients`; returns what happened for each, in order.
+    pub(crate) async fn store(
+        &self,
+        recipients: &[String],
+        frame: &[u8],
+        wants_receipt: bool,
+        now_ms: u64,
+    ) -> Result<Vec<Appended>, Refusal> {
+        let mut payload = Vec::with_capacity(frame.len() + 1);
+        payload.push(if wants_receipt { WANTS_RECEIPT } else { 0 });
+        payload.extend_from_slice(frame);
+        let queues = recipients.iter().map(|r| inbox_queue(r)).collect();
+        let result = bounded(self.store.append_each(queues, payload, now_ms, self.quota)).await?;
+        for (name, appended) in recipients.iter().zip(&result) {
+            match appended {
+                Appended::Stored(_) => self.counters.stored.fetch_add(1, Ordering::Relaxed),
+                Appended::QueueFull | Appended::StoreFull => {
+                    let total = self.counters.full.fetch_add(1, Ordering::Relaxed) + 1;
+                    let which = if *appended == Appended::StoreFull { "the store" } else { "the recipient's queue" };
+                    tracing::warn!(recipient = %name, total, "message not stored: {which} is full");
+                    total
+                }
+            };
+        }
+        Ok(result)
+    }
+
+    /// Adds `name` to `room`'s stored members (read, change, compare-and-set).
+    pub(crate) async fn join_room(&self, room: &str, name: &str) -> Result<(), Refusal> {
+        self.update_room(room, |members| {
+            if members.len() >= MAX_MEMBERS {
+                return Err((
+                    ErrorCode::TooManyRooms,
+                    format!("room {room:?} has {MAX_MEMBERS} members, the most a room can have"),
+                ));
+            }
+            members.insert(name.to_owned());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes `name` out of `room`'s stored members.
+    pub(crate) async fn leave_room(&self, room: &str, name: &str) -> Result<(), Refusal> {
+        self.update_room(room, |members| {
+            members.remove(name);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_room(
+        &self,
+        room: &str,
+        change: impl Fn(&mut BTreeSet<String>) -> Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
+        let key = room_key(room);
+        let failed = || (ErrorCode::StoreFailed, "the server could not record the room's members; try again".into());
+        // Another node (a later issue) may change the same room meanwhile:
+        // retry on a conflict, a few times.
+        for _ in 0..8 {
+            let found = bounded(self.store.get(&key)).await?;
+            let (mut members, rev) = match found {
+                Some((value, rev)) => (
+                    parse_members(room, &value).map_err(|e| {
+                        tracing::error!("store: {e}");
+                        failed()
+                    })?,
+                    Some(rev),
+                ),
+                None => (BTreeSet::new(), None),
+            };
+            let before = members.clone();
+            change(&mut members)?;
+            if members == before {
+                return Ok(());
+            }
+            // An empty list is kept rather than deleted: a delete is not
+            // conditional, and a room's key is small.
+            let value = encode_members(&members);
+            match tokio::time::timeout(STORE_TIMEOUT, self.store.cas(&key, rev, value)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(StoreError::Conflict { .. })) => {}
+                Ok(Err(e)) => return Err(store_failed(&e)),
+                Err(_) => return Err(timed_out()),
+            }
+        }
+        Err(failed())
+    }
+
+    /// Deletes messages older than `ttl`; returns how many.
+    async fn expire(&self, ttl: Duration) -> Result<u64, StoreError> {
+        let cutoff = now_ms().saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let n = self.store.expire(cutoff).await?;
+        if n > 0 {
+            let total = self.counters.expired.fetch_add(n, Ordering::Relaxed) + n;
+            tracing::warn!(messages = n, total, "stored messages expired unread (message_ttl_secs)");
+        }
+        Ok(n)
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Expires stored messages past `ttl` now and then every minute until `stop`.
+pub(crate) async fn expire_loop(mail: Arc<Mail>, ttl: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = mail.expire(ttl).await {
+                    tracing::error!(error = %e, "expiring stored messages failed");
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// A receipt owed to a sender: its message id and who received it.
+pub(crate) struct Receipt {
+    pub(crate) sender: String,
+    pub(crate) id: u64,
+}
+
+/// One connection's reading position in its user's stored queue.
+pub(crate) struct Inbox {
+    queue: String,
+    /// Rung when new messages are stored for the user.
+    pub(crate) wake: Arc<Notify>,
+    /// Highest position sent on this connection.
+    sent: u64,
+    /// Sent and not acknowledged: position and, if the sender wants a
+    /// receipt, who sent which id.
+    unacked: VecDeque<(u64, Option<(String, u64)>)>,
+    /// Whether the client asked for its stored messages (Resume).
+    resumed: bool,
+}
+
+impl Inbox {
+    /// `name`'s queue, not read until the client sends Resume.
+    pub(crate) fn new(name: &str, wake: Arc<Notify>) -> Self {
+        Inbox { queue: inbox_queue(name), wake, sent: 0, unacked: VecDeque::new(), resumed: false }
+    }
+
+    /// Whether the client resumed and the window has room for more.
+    pub(crate) fn wants_more(&self) -> bool {
+        self.resumed && self.unacked.len() < WINDOW
+    }
+
+    /// Resume: delivery starts after `after`, which the client already
+    /// has (so it is acknowledged); the first Resume counts, later ones
+    /// only acknowledge.
+    pub(crate) async fn resume(&mut self, mail: &Mail, after: u64) -> Result<(), Refusal> {
+        if after > 0 {
+            bounded(mail.store.ack(&self.queue, after)).await?;
+        }
+        if !self.resumed {
+            self.resumed = true;
+            self.sent = after;
+        }
+        // Whatever is stored already is there to be read now.
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The next stored messages to send, each with its `seq` filled in.
+    pub(crate) async fn fill(&mut self, mail: &Mail) -> Result<Vec<Vec<u8>>, Refusal> {
+        let room = WINDOW.saturating_sub(self.unacked.len());
+        if room == 0 {
+            return Ok(Vec::new());
+        }
+        let batch: Vec<StoredMessage> = bounded(mail.store.read(&self.queue, self.sent, room)).await?;
+        if batch.len() == room {
+            // There may be more once the window opens (Received rings again).
+            self.wake.notify_one();
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            self.sent = self.sent.max(m.seq);
+            let Some((&flags, frame)) = m.payload.split_first() else { continue };
+            let mut frame = frame.to_vec();
+            let Some(at) = frame.len().checked_sub(8) else { continue };
+            if let Some(seq) = frame.get_mut(at..) {
+                seq.copy_from_slice(&m.seq.to_be_bytes());
+            }
+            let receipt = if flags & WANTS_RECEIPT != 0 {
+                match frame.get(4..).map(ServerMessage::decode) {
+                    Some(Ok(ServerMessage::Message(d))) => Some((d.from, d.id)),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            self.unacked.push_back((m.seq, receipt));
+            out.push(frame);
+        }
+        Ok(out)
+    }
+
+    /// The client handled everything up to `upto`: deletes it from the
+    /// store; returns the receipts owed. A position beyond what this
+    /// connection was sent counts only up to what it was sent.
+    pub(crate) async fn received(&mut self, mail: &Mail, upto: u64) -> Result<Vec<Receipt>, Refusal> {
+        let upto = upto.min(self.sent);
+        if self.unacked.front().is_none_or(|(seq, _)| *seq > upto) {
+            return Ok(Vec::new());
+        }
+        bounded(mail.store.ack(&self.queue, upto)).await?;
+        let mut receipts = Vec::new();
+        while let Some((seq, receipt)) = self.unacked.front() {
+            if *seq > upto {
+                break;
+            }
+            if let Some((sender, id)) = receipt {
+                receipts.push(Receipt { sender: sender.clone(), id: *id });
+            }
+            self.unacked.pop_front();
+        }
+        // The window has room again.
+        self.wake.notify_one();
+        Ok(receipts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_parsed_strictly() {
+        let ok = parse_members("r", b"alice\nbob").unwrap();
+        assert_eq!(ok.into_iter().collect::<Vec<_>>(), vec!["alice", "bob"]);
+        assert!(parse_members("r", b"").unwrap().is_empty());
+        assert!(parse_members("r", b"alice\nbad name").is_err());
+        assert!(parse_members("r", b"alice\nalice").is_err());
+        assert!(parse_members("r", &[0xff]).is_err());
+        let set: BTreeSet<String> = ["b".to_owned(), "a".to_owned()].into();
+        assert_eq!(parse_members("r", &encode_members(&set)).unwrap(), set);
+    }
+}

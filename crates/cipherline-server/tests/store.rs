@@ -1,0 +1,249 @@
+//! Store-and-forward (PROTOCOL.md §13.9): what a server with a store keeps
+//! for users whose names a key owns, across their disconnects and its own
+//! restarts; and what it tells senders and keyless clients.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use cipherline_client::{Client, ClientError};
+use cipherline_proto::app::{ClientMessage, Delivery, ErrorCode, ServerMessage, Target};
+use cipherline_server::Limits;
+use common::{connect_as, key, start_stored};
+use tokio::time::timeout;
+
+/// The next chat message, skipping anything else.
+async fn next_message(c: &mut Client) -> Delivery {
+    loop {
+        match timeout(Duration::from_secs(10), c.recv()).await.expect("a message in time").unwrap() {
+            ServerMessage::Message(d) => return d,
+            _ => continue,
+        }
+    }
+}
+
+/// Nothing but keepalive-free silence for a moment: no message arrives.
+async fn no_message(c: &mut Client) {
+    c.ping(1).await.unwrap();
+    loop {
+        match timeout(Duration::from_secs(5), c.recv()).await.expect("the pong").unwrap() {
+            ServerMessage::Message(d) => panic!("unexpected message {:?}", d.text),
+            ServerMessage::Pong { .. } => return,
+            _ => {}
+        }
+    }
+}
+
+async fn alice(addr: &str) -> Client {
+    let mut c = connect_as(addr, "alice", Some(key(1))).await.unwrap();
+    c.resume(0).await.unwrap();
+    c
+}
+
+async fn bob(addr: &str) -> Client {
+    let mut c = connect_as(addr, "bob", Some(key(2))).await.unwrap();
+    c.resume(0).await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn a_dm_to_an_offline_user_waits_across_a_restart_and_is_deleted_once_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    // Bob's key owns his name from his first visit on.
+    let b = bob(&server.addr).await;
+    assert!(b.info().queue.is_some(), "a user with a key is told its messages are kept");
+    b.close().await.unwrap();
+    let mut a = alice(&server.addr).await;
+    let ack = a.send_with_ack(Target::User("bob".into()), "while you were away").await.unwrap();
+    assert_eq!((ack.queued, ack.live, ack.full), (1, 0, 0));
+    a.close().await.unwrap();
+    server.stop().await;
+
+    let server = start_stored(dir.path(), Limits::default()).await;
+    let mut b = bob(&server.addr).await;
+    let d = next_message(&mut b).await;
+    assert_eq!((d.text.as_str(), d.from.as_str(), d.id), ("while you were away", "alice", ack.id));
+    assert!(d.seq > 0, "a stored message carries its queue position");
+    // Not acknowledged: it comes again on the next connection, same id.
+    drop(b);
+    let mut b = bob(&server.addr).await;
+    let again = next_message(&mut b).await;
+    assert_eq!((again.id, again.seq), (d.id, d.seq));
+    b.handled(again.seq).await.unwrap();
+    b.close().await.unwrap();
+    // Acknowledged: gone.
+    let mut b = bob(&server.addr).await;
+    no_message(&mut b).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn room_membership_outlives_the_connection_and_room_messages_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    let mut b = bob(&server.addr).await;
+    b.join("general").await.unwrap();
+    b.close().await.unwrap();
+    let mut a = alice(&server.addr).await;
+    a.join("general").await.unwrap();
+    assert!(a.who("general").await.unwrap().contains(&"bob".to_owned()), "bob is still a member");
+    let ack = a.send_with_ack(Target::Room("general".into()), "meeting at 3").await.unwrap();
+    assert_eq!(ack.queued, 1, "kept for bob");
+    server.stop().await;
+
+    let server = start_stored(dir.path(), Limits::default()).await;
+    let mut b = bob(&server.addr).await;
+    let d = next_message(&mut b).await;
+    assert_eq!((d.text.as_str(), d.to.clone()), ("meeting at 3", Target::Room("general".into())));
+    b.handled(d.seq).await.unwrap();
+    b.flush_received().await.unwrap();
+    // Bob speaks in the room without joining again, then leaves for good.
+    b.send_acked(Target::Room("general".into()), "ok").await.unwrap();
+    b.leave("general").await.unwrap();
+    b.close().await.unwrap();
+    let mut a = alice(&server.addr).await;
+    let ack = a.send_with_ack(Target::Room("general".into()), "anyone?").await.unwrap();
+    assert_eq!(ack.queued, 0, "bob left: nothing is kept for him");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keyless_clients_get_live_delivery_only_and_unknown_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    let mut guest = connect_as(&server.addr, "guest", None).await.unwrap();
+    assert!(guest.info().queue.is_none(), "a keyless client is told nothing is kept for it");
+    let mut a = alice(&server.addr).await;
+    let ack = a.send_with_ack(Target::User("guest".into()), "live").await.unwrap();
+    assert_eq!((ack.queued, ack.live), (0, 1));
+    let d = next_message(&mut guest).await;
+    assert_eq!((d.text.as_str(), d.seq), ("live", 0));
+    drop(guest);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for name in ["guest", "nobody"] {
+        match a.send_acked(Target::User(name.into()), "hello?").await {
+            Err(ClientError::Refused { code: ErrorCode::UnknownUser, text }) => {
+                assert!(text.contains("known to this server"), "{text}");
+            }
+            other => panic!("expected unknown_user for {name}, got {other:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_a_dm_and_is_counted_for_a_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_queued_messages_per_recipient: 2, ..Limits::default() };
+    let server = start_stored(dir.path(), limits).await;
+    let mut b = bob(&server.addr).await;
+    b.join("r").await.unwrap();
+    b.close().await.unwrap();
+    let mut a = alice(&server.addr).await;
+    a.join("r").await.unwrap();
+    a.send_acked(Target::User("bob".into()), "1").await.unwrap();
+    a.send_acked(Target::User("bob".into()), "2").await.unwrap();
+    match a.send_acked(Target::User("bob".into()), "3").await {
+        Err(ClientError::Refused { code: ErrorCode::QueueFull, text }) => {
+            assert!(text.contains("not kept"), "{text}");
+        }
+        other => panic!("expected queue_full, got {other:?}"),
+    }
+    let ack = a.send_with_ack(Target::Room("r".into()), "room").await.unwrap();
+    assert_eq!((ack.queued, ack.full), (0, 1), "the sender learns one member did not get it");
+    // Bob reads and acknowledges: room again.
+    let mut b = bob(&server.addr).await;
+    for want in ["1", "2"] {
+        let d = next_message(&mut b).await;
+        assert_eq!(d.text, want, "in order");
+        b.handled(d.seq).await.unwrap();
+    }
+    b.flush_received().await.unwrap();
+    // The acknowledgement reached the store before this send: a Ping round trip orders them.
+    no_message(&mut b).await;
+    let ack = a.send_with_ack(Target::User("bob".into()), "3").await.unwrap();
+    assert_eq!(ack.queued, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_sender_that_asks_gets_a_receipt_when_the_recipient_acknowledges() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    let mut b = bob(&server.addr).await;
+    let mut a = alice(&server.addr).await;
+    a.send_message(&ClientMessage::Receipts { enabled: true }).await.unwrap();
+    let ack = a.send_with_ack(Target::User("bob".into()), "did you get this?").await.unwrap();
+    let d = next_message(&mut b).await;
+    // No receipt before bob's client acknowledges.
+    a.ping(9).await.unwrap();
+    loop {
+        match timeout(Duration::from_secs(5), a.recv()).await.unwrap().unwrap() {
+            ServerMessage::Delivered { .. } => panic!("a receipt before the acknowledgement"),
+            ServerMessage::Pong { .. } => break,
+            _ => {}
+        }
+    }
+    b.handled(d.seq).await.unwrap();
+    b.flush_received().await.unwrap();
+    loop {
+        if let ServerMessage::Delivered { id, by } = timeout(Duration::from_secs(5), a.recv()).await.unwrap().unwrap() {
+            assert_eq!((id, by.as_str()), (ack.id, "bob"));
+            break;
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_stored_is_sent_before_resume_and_resume_skips_what_the_client_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    bob(&server.addr).await.close().await.unwrap();
+    let mut a = alice(&server.addr).await;
+    for text in ["one", "two", "three"] {
+        a.send_acked(Target::User("bob".into()), text).await.unwrap();
+    }
+    // A connection that does not resume (a one-shot `send`) gets nothing.
+    let mut quiet = connect_as(&server.addr, "bob", Some(key(2))).await.unwrap();
+    no_message(&mut quiet).await;
+    drop(quiet);
+    // A client that handled "one" (its cursor) but could not acknowledge it.
+    let mut b = connect_as(&server.addr, "bob", Some(key(2))).await.unwrap();
+    b.resume(0).await.unwrap();
+    let first = next_message(&mut b).await;
+    assert_eq!(first.text, "one");
+    drop(b);
+    let mut b = connect_as(&server.addr, "bob", Some(key(2))).await.unwrap();
+    b.resume(first.seq).await.unwrap();
+    assert_eq!(next_message(&mut b).await.text, "two", "resumes after the cursor");
+    drop(b);
+    let mut b = connect_as(&server.addr, "bob", Some(key(2))).await.unwrap();
+    b.resume(0).await.unwrap();
+    assert_eq!(next_message(&mut b).await.text, "two", "the cursor acknowledged \"one\"");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_to_an_offline_user_is_delivered_in_order_through_the_window() {
+    // More than the 256-message window: the rest follows each Received.
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { messages_per_sec: 10_000, burst: 10_000, ..Limits::default() };
+    let server = start_stored(dir.path(), limits).await;
+    bob(&server.addr).await.close().await.unwrap();
+    let mut a = alice(&server.addr).await;
+    for i in 0..600 {
+        a.send_acked(Target::User("bob".into()), &format!("{i}")).await.unwrap();
+    }
+    let mut b = bob(&server.addr).await;
+    for i in 0..600 {
+        let d = next_message(&mut b).await;
+        assert_eq!(d.text, format!("{i}"));
+        b.handled(d.seq).await.unwrap();
+    }
+    b.flush_received().await.unwrap();
+    no_message(&mut b).await;
+    server.stop().await;
+}
