@@ -10,9 +10,11 @@
 //! produces a [`ClientError::Refused`] with the server's code and text;
 //! nothing here prints or logs message text.
 //!
-//! Modules: [`client`], [`peers`] (remembered peer keys and message
-//! verdicts), [`transfer`] (file transfer state), [`display`] (escaping
-//! every peer-supplied string before a terminal sees it), [`error`].
+//! Modules: [`client`], [`local`] (the local store: history, seen message
+//! ids, remembered peer keys and queue cursors in one SQLite file),
+//! [`peers`] (remembered peer keys and message verdicts), [`transfer`]
+//! (file transfer state), [`display`] (escaping every peer-supplied string
+//! before a terminal sees it), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
@@ -20,8 +22,11 @@
 pub mod client;
 pub mod display;
 pub mod error;
+mod known_peers;
+pub mod local;
 pub mod peers;
 pub mod transfer;
 
 pub use client::{Client, ClientReader, ClientWriter, Options, SessionInfo, TrustCheck};
 pub use error::ClientError;
+pub use local::LocalStore;
