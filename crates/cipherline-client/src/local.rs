@@ -503,16 +503,24 @@ fn create_private(path: &Path) -> Result<(), ClientError> {
 /// nothing to do).
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), ClientError> {
     let err = |e| db_error(path, e);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
-    if found > SCHEMA_VERSION {
-        return Err(ClientError::LocalStoreTooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION });
-    }
-    if found == SCHEMA_VERSION {
+    let check = |found: i64| {
+        if found > SCHEMA_VERSION {
+            return Err(ClientError::LocalStoreTooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION });
+        }
+        if found < 0 {
+            return Err(corrupt(path, "the schema version is negative"));
+        }
+        Ok(found == SCHEMA_VERSION)
+    };
+    // Checked first without the write lock: the usual open finds the
+    // schema current and never waits for another process's write.
+    if check(conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?)? {
         return Ok(());
     }
-    if found < 0 {
-        return Err(corrupt(path, "the schema version is negative"));
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+    // Again under the lock: another process may have set it up meanwhile.
+    if check(tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?)? {
+        return Ok(());
     }
     // found == 0: a new file.
     tx.execute_batch(SCHEMA_V1).map_err(err)?;

@@ -439,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn forged_extra_fields_and_duplicates_in_a_legacy_file_are_refused_with_the_line_number() {
+    fn forged_extra_fields_and_duplicates_are_refused_with_the_line_number() {
         let (a, b) = (fp(1), fp(2));
         // The attack of issue 12: a name with a space and a second key.
         let forged = format!("{SERVER} alice {a}\n{SERVER} alice {b} {a}\n");

@@ -242,3 +242,25 @@ fn a_file_that_is_not_a_database_is_an_error_not_a_crash() {
     let e = LocalStore::open(&db(&dir)).unwrap_err();
     assert!(matches!(e, ClientError::LocalStore { .. }), "{e}");
 }
+
+#[test]
+fn processes_opening_a_new_store_at_once_import_known_peers_exactly_once() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Fingerprint::from_bytes([1; 32]);
+        std::fs::write(dir.path().join("known_peers"), format!("{SERVER} alice {a}\n")).unwrap();
+        let path = db(&dir);
+        let opened: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || LocalStore::open(&path).map(|s| Peers::open(SERVER, s)))
+            })
+            .collect();
+        for handle in opened {
+            let peers = handle.join().unwrap().unwrap().unwrap();
+            assert_eq!(peers.remembered("alice"), Some(a), "every opener sees the import");
+        }
+        assert!(!dir.path().join("known_peers").exists());
+        assert!(dir.path().join("known_peers.migrated").exists());
+    }
+}

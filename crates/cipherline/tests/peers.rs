@@ -101,7 +101,7 @@ fn labels_go_new_then_known_then_verified_after_confirming_and_verified_persists
 }
 
 #[test]
-fn a_known_peers_file_to_import_with_a_duplicate_or_an_extra_field_is_refused() {
+fn a_known_peers_file_with_a_duplicate_or_an_extra_field_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::quick(dir.path());
     let bob_home = home(&server, "bob");
