@@ -254,6 +254,9 @@ impl LocalStore {
             return Err(corrupt(path, "the database cannot be switched to WAL mode"));
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        // Messages deleted by the bound are overwritten, not left readable
+        // in free pages of the file.
+        conn.pragma_update(None, "secure_delete", "ON").map_err(err)?;
         migrate(&mut conn, path)?;
         Ok(LocalStore { conn: Arc::new(Mutex::new(conn)), path: path.to_owned(), max_messages: options.max_messages })
     }
