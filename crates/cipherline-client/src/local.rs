@@ -247,6 +247,12 @@ impl LocalStore {
         let err = |e| db_error(path, e);
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(options.busy_timeout).map_err(err)?;
+        // A newer cipherline's file is refused before anything (even the
+        // journal mode) is changed in it.
+        let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+        if found > SCHEMA_VERSION {
+            return Err(ClientError::LocalStoreTooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION });
+        }
         // WAL lets a reader and a writer in two processes work at once;
         // FULL makes each commit durable before the call returns.
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(err)?;

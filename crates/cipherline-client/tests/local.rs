@@ -150,9 +150,9 @@ fn the_database_and_its_journal_are_private_even_if_made_readable() {
 #[test]
 fn a_database_from_a_newer_cipherline_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
-    drop(LocalStore::open(&db(&dir)).unwrap());
+    // As a newer version might leave it: another journal mode, version 2.
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
-    conn.pragma_update(None, "user_version", 2).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE future (x); PRAGMA user_version = 2;").unwrap();
     drop(conn);
     let e = LocalStore::open(&db(&dir)).unwrap_err();
     assert!(matches!(e, ClientError::LocalStoreTooNew { found: 2, supported: 1, .. }), "{e}");
@@ -160,6 +160,8 @@ fn a_database_from_a_newer_cipherline_is_refused_and_left_alone() {
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(v, 2, "not downgraded");
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "delete", "not even the journal mode changed");
 }
 
 #[test]
