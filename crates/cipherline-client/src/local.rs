@@ -247,23 +247,19 @@ impl LocalStore {
         let err = |e| db_error(path, e);
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(options.busy_timeout).map_err(err)?;
-        // A newer cipherline's file is refused before anything (even the
-        // journal mode) is changed in it.
-        let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
-        if found > SCHEMA_VERSION {
-            return Err(ClientError::LocalStoreTooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION });
+        // Setting up a new file (switching it to WAL, creating the schema)
+        // can meet another process doing the same; SQLite then answers
+        // "busy" at once for some steps without waiting, so the setup is
+        // retried, within the same bounded wait.
+        let deadline = std::time::Instant::now() + options.busy_timeout;
+        loop {
+            match setup(&mut conn, path) {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other?,
+            }
         }
-        // WAL lets a reader and a writer in two processes work at once;
-        // FULL makes each commit durable before the call returns.
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(corrupt(path, "the database cannot be switched to WAL mode"));
-        }
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-        // Messages deleted by the bound are overwritten, not left readable
-        // in free pages of the file.
-        conn.pragma_update(None, "secure_delete", "ON").map_err(err)?;
-        migrate(&mut conn, path)?;
         Ok(LocalStore { conn: Arc::new(Mutex::new(conn)), path: path.to_owned(), max_messages: options.max_messages })
     }
 
@@ -462,6 +458,38 @@ impl LocalStore {
             Ok(())
         })
     }
+}
+
+/// Switches the connection to WAL, durable commits and secure deletion,
+/// and brings the schema up to date.
+fn setup(conn: &mut Connection, path: &Path) -> Result<(), ClientError> {
+    let err = |e| db_error(path, e);
+    // A newer cipherline's file is refused before anything (even the
+    // journal mode) is changed in it.
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+    if found > SCHEMA_VERSION {
+        return Err(ClientError::LocalStoreTooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION });
+    }
+    // WAL lets a reader and a writer in two processes work at once;
+    // FULL makes each commit durable before the call returns.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(corrupt(path, "the database cannot be switched to WAL mode"));
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+    // Messages deleted by the bound are overwritten, not left readable
+    // in free pages of the file.
+    conn.pragma_update(None, "secure_delete", "ON").map_err(err)?;
+    migrate(conn, path)
+}
+
+/// Whether `e` is SQLite's "another connection holds the lock".
+fn is_busy(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::LocalStore { source: rusqlite::Error::SqliteFailure(f, _), .. }
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn db_error(path: &Path, source: rusqlite::Error) -> ClientError {
