@@ -197,7 +197,9 @@ CREATE TABLE history (
     text TEXT NOT NULL,
     direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
     label TEXT NOT NULL,
-    UNIQUE (server, id)
+    -- One message id may be here twice: sent by one name of this data
+    -- directory and received by another (or by the same, to itself).
+    UNIQUE (server, id, direction)
 );
 CREATE INDEX history_by_server ON history (server);
 CREATE INDEX history_by_conversation ON history (server, target_kind, conversation);
@@ -300,7 +302,9 @@ impl LocalStore {
     }
 
     /// Records a message; false if the server's id was already recorded for
-    /// that server (it was shown before: show it again nowhere). Makes room
+    /// that server in the same direction (it was shown before: show it
+    /// again nowhere). A message one name of this data directory sent and
+    /// another received is recorded once each way. Makes room
     /// by deleting the server's oldest messages beyond the bound.
     pub fn record(&self, msg: &Msg) -> Result<bool, ClientError> {
         let (kind, conversation) = msg.conversation();
@@ -314,7 +318,7 @@ impl LocalStore {
                     "INSERT INTO history (server, id, seq, timestamp_ms, sender, target_kind, target, conversation,
                                           text, direction, label)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                     ON CONFLICT (server, id) DO NOTHING",
+                     ON CONFLICT (server, id, direction) DO NOTHING",
                     params![
                         msg.server,
                         to_sql(msg.id),
@@ -450,8 +454,8 @@ impl LocalStore {
         self.read(|conn| {
             let n: Option<i64> = conn
                 .query_row(
-                    "SELECT n FROM history WHERE server = ?1 AND id = ?2",
-                    params![msg.server, to_sql(msg.id)],
+                    "SELECT n FROM history WHERE server = ?1 AND id = ?2 AND direction = ?3",
+                    params![msg.server, to_sql(msg.id), msg.direction.as_str()],
                     |r| r.get(0),
                 )
                 .optional()

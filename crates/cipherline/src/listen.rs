@@ -127,6 +127,12 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
         // Transfers cut by a lost connection cannot resume: their partial
         // files are deleted and their bytes no longer count against --max-total.
         downloads.drop_transfers();
+        if recorder.is_none() && client.info().queue.is_none() && !args.json {
+            eprintln!(
+                "note: this server keeps nothing for you while you are away (live delivery only: connect with an \
+                 identity key to have messages stored)"
+            );
+        }
         let recorder = recorder.get_or_insert_with(|| Recorder::new(peers.store().cloned(), server));
         match listen_on(&mut client, &mut peers, &mut downloads, recorder, args, deadline, &mut seen).await {
             Outcome::Done => {
