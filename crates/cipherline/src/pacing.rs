@@ -282,6 +282,28 @@ impl Outbox {
         }
     }
 
+    /// The connection was lost: the texts sent and not acknowledged, in
+    /// the order they were sent (the server may or may not have stored
+    /// them, so they are not sent again on their own).
+    pub fn take_unanswered(&mut self) -> Vec<Said> {
+        let mut lost: Vec<Said> = self.in_flight.drain().map(|(_, said)| said).collect();
+        lost.sort_by_key(|s| s.seq);
+        lost
+    }
+
+    /// A new session with limits `rates` began, after `sent` metered
+    /// messages (its Joins): pace by its bucket; the queue stays.
+    pub fn restart(&mut self, rates: RateLimits, sent: u32) {
+        self.bucket = Bucket::new(rates, sent);
+        self.backoff.reset();
+        self.paused_until = None;
+    }
+
+    /// How many lines and texts wait to be sent.
+    pub fn unsent(&self) -> usize {
+        self.queue.iter().filter(|q| !matches!(q, Queued::Quit)).count()
+    }
+
     /// The server refused `id` with `code`: a text refused as too fast is
     /// queued again ahead of the lines not yet sent, in the order the texts
     /// were first sent, after a pause.
