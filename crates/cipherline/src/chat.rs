@@ -4,29 +4,29 @@
 //! [`crate::console`]'s; this module runs the session and the commands.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::time::Duration;
 
 use cipherline_client::display::escape;
 use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_client::seen::Seen;
 use cipherline_client::transfer::{Outgoing, safe_file_name};
-use cipherline_client::{Client, ClientError, ClientReader, ClientWriter, SessionInfo};
+use cipherline_client::{ClientError, ClientWriter, SessionInfo};
 use cipherline_keys::Fingerprint;
-use cipherline_net::NetError;
 use cipherline_proto::app::{ClientMessage, ErrorCode, MAX_CHUNK, NoticeKind, ServerMessage, Target, fold_name};
 use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
 use cipherline_proto::signature;
 use clap::Args;
-use tokio::sync::mpsc;
 
 use crate::client_args::{ClientArgs, Connected};
 use crate::console::{Input, Screen, Signals, TerminalGuard, spawn_input};
 use crate::error::CliError;
 use crate::files::{Downloads, FileEvent, file_verdict, hex, open_regular};
+use crate::link::{
+    Attempt, FIRST_RETRY, LAST_RETRY, Link, Rejoined, finish, jittered, next_event, passing, passing_code, reconnect,
+    spawn_reader,
+};
 use crate::output::{key_notice, message_line};
 use crate::pacing::{Outbox, Queued, RETRIES, Refused, Said};
 
@@ -117,52 +117,12 @@ struct Chat {
     seen: Seen,
 }
 
-/// What the reader task passes on: a server message, or why reading failed.
-type Event = Result<ServerMessage, ClientError>;
-
-/// A live connection: its reader task's messages, and how often to ping.
-struct Link {
-    events: mpsc::Receiver<Event>,
-    keepalive: Duration,
-}
-
-/// A connection made again: every room joined again (but those refused,
-/// with the server's reason) and what waited asked for.
-struct Rejoined {
-    client: Client,
-    refused: Vec<(String, String)>,
-}
-
-/// A reconnection attempt under way; it borrows the command line's flags.
-type Attempt<'a> = Pin<Box<dyn Future<Output = Result<Rejoined, CliError>> + 'a>>;
-
 /// Why a server message ends the session.
 enum End {
     /// For good: chat stops and prints this line.
     Final(String),
     /// The connection is gone for a reason that may pass (already escaped).
     Lost(String),
-}
-
-/// The first pause before reconnecting, and the longest: the pause doubles
-/// after each failed attempt.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const LAST_RETRY: Duration = Duration::from_secs(30);
-/// One reconnection attempt (connect, join the rooms, resume) at most.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn spawn_reader(mut reader: ClientReader) -> mpsc::Receiver<Event> {
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        loop {
-            let msg = reader.recv().await;
-            let stop = msg.is_err();
-            if tx.send(msg).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// Runs `chat`.
@@ -241,79 +201,6 @@ fn grace() -> tokio::time::Instant {
 
 /// How long the lines after a /join or /leave wait for the server's answer.
 const ROOM_WAIT: Duration = Duration::from_secs(5);
-
-/// The next message of a live connection (call only with one).
-async fn next_event(link: &mut Option<Link>) -> Option<Event> {
-    match link {
-        Some(l) => l.events.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The outcome of the reconnection attempt under way (call only with one).
-async fn finish(attempt: &mut Option<Attempt<'_>>) -> Result<Rejoined, CliError> {
-    match attempt {
-        Some(a) => a.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Connects again as at first, but never asks on the terminal (the
-/// server's key was settled then: a changed one is refused), joins `rooms`
-/// again and asks for what arrived meanwhile; all within a time limit.
-async fn reconnect(args: &ClientArgs, rooms: Vec<String>) -> Result<Rejoined, CliError> {
-    let attempt = async {
-        let Connected { mut client, .. } = args.connect(false).await?;
-        let mut refused = Vec::new();
-        for room in rooms {
-            match client.join(&room).await {
-                Ok(()) => {}
-                // One room refused (a limit, say) is no reason to stop.
-                Err(ClientError::Refused { code, text }) if !code.is_fatal() => refused.push((room, text)),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        client.resume(0).await?;
-        Ok(Rejoined { client, refused })
-    };
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(CliError::Client(ClientError::Timeout("reconnecting"))),
-    }
-}
-
-/// Whether reconnecting may get past `e`: the network, a server not up
-/// (yet), busy or ending sessions. Never a key, password or name problem,
-/// a peer breaking the protocol, or a local file.
-fn passing(e: &CliError) -> bool {
-    use cipherline_proto::{AlertCode as A, Error as P};
-    match e {
-        CliError::Client(ClientError::Connect { .. } | ClientError::Timeout(_)) => true,
-        CliError::Client(ClientError::Refused { code, .. }) => passing_code(*code),
-        CliError::Client(ClientError::Net(n)) => matches!(
-            n,
-            NetError::Io(_)
-                | NetError::Timeout(_)
-                | NetError::Closed
-                | NetError::Protocol(
-                    P::PeerClosed | P::Truncated | P::AlertReceived(A::ServerBusy | A::Timeout | A::CloseNotify)
-                )
-        ),
-        _ => false,
-    }
-}
-
-/// The server's reasons for ending a session that a new session gets past.
-fn passing_code(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::ShuttingDown | ErrorCode::IdleTimeout | ErrorCode::TooSlow | ErrorCode::ServerFull)
-}
-
-/// `base` and up to a quarter of a second more, so that clients cut off
-/// together do not all come back in the same instant.
-fn jittered(base: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    base + Duration::from_millis(u64::from(nanos % 250))
-}
 
 impl Sending {
     fn ready(&self) -> bool {

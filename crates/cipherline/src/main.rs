@@ -31,6 +31,7 @@ mod files;
 mod fingerprint;
 mod keygen;
 mod known_servers;
+mod link;
 mod listen;
 mod output;
 mod pacing;
