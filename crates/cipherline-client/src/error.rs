@@ -58,7 +58,8 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The known-peers file could not be read or written.
+    /// A file of the local store, or the legacy known-peers file, could not
+    /// be created, read or renamed.
     #[error("{}: {source}", path.display())]
     KnownPeersIo {
         /// The file.
@@ -72,7 +73,38 @@ pub enum ClientError {
     /// A peer name outside the name grammar cannot be remembered.
     #[error("not a valid user name")]
     InvalidPeerName,
-    /// The known-peers file already holds the most peers it may for this
+    /// The local store's database failed (another process's write outlasted
+    /// the busy timeout, a full disk, a file that is not a database).
+    #[error("{}: {source}", path.display())]
+    LocalStore {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: rusqlite::Error,
+    },
+    /// The local store was written by a newer cipherline; it is left as it is.
+    #[error(
+        "{} was written by a newer cipherline (schema version {found}; this one knows up to {supported}): \
+         use the newer cipherline, or move the file aside to start afresh",
+        path.display()
+    )]
+    LocalStoreTooNew {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this code knows.
+        supported: i64,
+    },
+    /// A record in the local store does not parse (its content is never shown).
+    #[error("{}: {what}", path.display())]
+    LocalStoreCorrupt {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The local store already holds the most peers it may for this
     /// server.
     #[error("too many known peers on this server to remember another")]
     TooManyPeers,

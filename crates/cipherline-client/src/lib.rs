@@ -10,9 +10,12 @@
 //! produces a [`ClientError::Refused`] with the server's code and text;
 //! nothing here prints or logs message text.
 //!
-//! Modules: [`client`], [`peers`] (remembered peer keys and message
-//! verdicts), [`seen`] (message ids already shown), [`transfer`] (file transfer state), [`display`] (escaping
-//! every peer-supplied string before a terminal sees it), [`error`].
+//! Modules: [`client`], [`local`] (the local store: history, seen message
+//! ids, remembered peer keys and queue cursors in one SQLite file),
+//! [`peers`] (remembered peer keys and message verdicts), [`seen`] (message
+//! ids already shown in this process), [`transfer`] (file transfer state),
+//! [`display`] (escaping every peer-supplied string before a terminal sees
+//! it), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
@@ -20,9 +23,12 @@
 pub mod client;
 pub mod display;
 pub mod error;
+mod known_peers;
+pub mod local;
 pub mod peers;
 pub mod seen;
 pub mod transfer;
 
 pub use client::{Acked, Client, ClientReader, ClientWriter, Options, SessionInfo, TrustCheck};
 pub use error::ClientError;
+pub use local::LocalStore;

@@ -7,58 +7,38 @@
 //! warning, never silently accepted. A remembered key is `known`; once the
 //! user has compared safety codes with the peer and said so, `verified`.
 //!
-//! # Format
+//! # Where
 //!
-//! UTF-8 text, one line per peer, `#` for comment lines:
-//!
-//! ```text
-//! SERVER NAME SHA256:<fingerprint>
-//! SERVER NAME SHA256:<fingerprint> verified
-//! ```
-//!
-//! `SERVER` is the `host:port` the client connected to, `NAME` is in the
-//! name grammar ([`cipherline_proto::app::valid_name`]), fields are
-//! separated by single spaces or tabs. The file is parsed strictly: a line
-//! with missing or extra fields, an invalid name or fingerprint, or a second
-//! line for the same server and name makes loading fail with the line
-//! number (never the line's content). Nothing is silently skipped in a file
-//! that decides whose messages are shown as genuine.
+//! In the `peers` table of the client's local store ([`crate::local`]),
+//! one row per server and folded name. (Before, a `known_peers` text file;
+//! the store imports it on first open, see [`crate::local`].)
 //!
 //! # Writing
 //!
-//! Like `known_servers`: an exclusive advisory lock on `known_peers.lock`,
-//! the file re-read under it, the line for the peer replaced or appended,
-//! and the whole file written to a temporary file (mode 0600) then renamed
-//! into place, so readers see the old or the new file, never a mix.
+//! Several processes share the store (a `listen` and a `chat`), so every
+//! write is a compare-and-set in one transaction: the row is written only
+//! if it still holds the key this process last read; otherwise nothing is
+//! written, the stored record is adopted, and the caller hears
+//! [`ClientError::PeerChangedElsewhere`]. A relay therefore cannot get a key
+//! a user verified in one window replaced through another.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use cipherline_keys::{Fingerprint, ServerAddr};
+use cipherline_keys::Fingerprint;
 use cipherline_proto::app::{Delivery, FileSigned, MAX_NAME, fold_name, valid_name};
 use cipherline_proto::crypto::sign::IdentityPublicKey;
 use cipherline_proto::signature::{self, FileFacts, Verification};
+use rusqlite::{OptionalExtension as _, params};
 
 use crate::ClientError;
+use crate::local::LocalStore;
 
-/// The file's name inside the data directory.
-pub const FILE_NAME: &str = "known_peers";
-/// Largest file read: 8 MiB.
-const MAX_FILE_LEN: u64 = 8 * 1024 * 1024;
-/// Most peers written to the file for one server; beyond it new keys are
-/// remembered for this run only (up to [`MAX_PEERS`] more), so a relay
-/// inventing names cannot grow the file or the map without bound, nor
+/// Most peers remembered in the store for one server; beyond it new keys
+/// are remembered for this run only (up to [`MAX_PEERS`] more), so a relay
+/// inventing names cannot grow the store or the map without bound, nor
 /// crowd out the peers of other servers.
 pub const MAX_PEERS: usize = 10_000;
-/// How long a writer waits for another process's lock on the file.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// The word that marks a peer whose safety code the user confirmed.
-const VERIFIED: &str = "verified";
-/// The header written at the top of a new file.
-const HEADER: &str = "# cipherline known peers: \"SERVER NAME SHA256:<fingerprint> [verified]\" per line.\n\
-                      # Written by cipherline; '#' starts a comment line.\n";
 
 /// The verdict on one relayed message or file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +80,7 @@ impl MessageStatus {
         match self {
             MessageStatus::New(_) => "new",
             MessageStatus::Known => "known",
-            MessageStatus::Verified => VERIFIED,
+            MessageStatus::Verified => "verified",
             MessageStatus::Unsigned => "unsigned",
             MessageStatus::Invalid => "invalid-signature",
             MessageStatus::KeyChanged { .. } => "key-changed",
@@ -115,35 +95,60 @@ struct Entry {
     verified: bool,
 }
 
-/// One parsed line of the file.
-struct Line {
-    server: String,
-    name: String,
-    entry: Entry,
-}
-
 /// Remembered peer keys for one server.
 pub struct Peers {
     server: String,
-    file: Option<PathBuf>,
+    store: Option<LocalStore>,
     /// By folded name (PROTOCOL.md §13.4): `ALICE` is `alice`, so a key
     /// change cannot hide behind another spelling.
     keys: HashMap<String, Entry>,
 }
 
 impl Peers {
-    /// Peers of `server`, remembered in `file` (or only in memory). A file
-    /// that does not parse is an error naming the line.
-    pub fn load(server: &str, file: Option<&Path>) -> Result<Self, ClientError> {
-        let mut keys = HashMap::new();
-        if let Some(path) = file {
-            for l in parse(path, &read(path)?)?.into_iter().flatten() {
-                if l.server == server {
-                    keys.insert(fold_name(&l.name), l.entry);
-                }
-            }
+    /// Peers of `server`, remembered in the local store at `db` (see
+    /// [`crate::local::LocalStore::open`]; a `known_peers` file beside it is
+    /// imported on first open), or only in memory with `None`. A store or
+    /// legacy file that does not read is an error.
+    pub fn load(server: &str, db: Option<&Path>) -> Result<Self, ClientError> {
+        match db {
+            Some(path) => Self::open(server, LocalStore::open(path)?),
+            None => Ok(Peers { server: server.to_owned(), store: None, keys: HashMap::new() }),
         }
-        Ok(Peers { server: server.to_owned(), file: file.map(Path::to_owned), keys })
+    }
+
+    /// Peers of `server`, remembered in `store`.
+    pub fn open(server: &str, store: LocalStore) -> Result<Self, ClientError> {
+        let rows = store.read(|conn| {
+            let e = |e| store.error(e);
+            let mut stmt = conn
+                .prepare("SELECT folded, name, fingerprint, verified FROM peers WHERE server = ?1 LIMIT ?2")
+                .map_err(e)?;
+            let rows = stmt
+                .query_map(params![server, i64::try_from(MAX_PEERS).unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?))
+                })
+                .map_err(e)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(e)
+        })?;
+        let mut keys = HashMap::new();
+        for (folded, name, fp, verified) in rows {
+            // Our own file, parsed strictly all the same: a record that
+            // another program wrote wrong is refused, not guessed at.
+            if !valid_name(&name, MAX_NAME) || fold_name(&name) != folded {
+                return Err(store.corrupt("a peer record has an invalid name"));
+            }
+            let fp =
+                fp.parse::<Fingerprint>().map_err(|_| store.corrupt("a peer record has an invalid fingerprint"))?;
+            keys.insert(folded, Entry { fp, verified });
+        }
+        Ok(Peers { server: server.to_owned(), store: Some(store), keys })
+    }
+
+    /// The store these peers are remembered in, if any (for history and
+    /// cursors on the same connection).
+    #[must_use]
+    pub fn store(&self) -> Option<&LocalStore> {
+        self.store.as_ref()
     }
 
     /// The key remembered for `name`.
@@ -163,7 +168,7 @@ impl Peers {
     /// record adopted, if another process changed the record meanwhile.
     pub fn remember(&mut self, name: &str, fp: Fingerprint) -> Result<(), ClientError> {
         let expected = self.remembered(name);
-        self.store(name, expected, Some(Entry { fp, verified: false }))
+        self.set_record(name, expected, Some(Entry { fp, verified: false }))
     }
 
     /// Records that the user compared safety codes for `name`'s key `fp`
@@ -173,14 +178,14 @@ impl Peers {
         if self.remembered(name) != Some(fp) {
             return Err(ClientError::PeerNotRemembered);
         }
-        self.store(name, Some(fp), Some(Entry { fp, verified: true }))
+        self.set_record(name, Some(fp), Some(Entry { fp, verified: true }))
     }
 
     /// Forgets `name`'s key (the user accepted that it has none now), if it
     /// is still the key this process remembers.
     pub fn forget(&mut self, name: &str) -> Result<(), ClientError> {
         let expected = self.remembered(name);
-        self.store(name, expected, None)
+        self.set_record(name, expected, None)
     }
 
     /// The verdict on key `key` announced for `name` (from a signature or
@@ -191,16 +196,17 @@ impl Peers {
             Some(_) => self.judge(name, presented),
             None => {
                 let entry = Entry { fp: presented, verified: false };
-                match self.store(name, None, Some(entry)) {
+                match self.set_record(name, None, Some(entry)) {
                     Ok(()) => MessageStatus::New(presented),
                     // Another process recorded a key for the name since this
-                    // one loaded the file: never overwrite it (that would let
+                    // one read the store: never overwrite it (that would let
                     // a relay replace a key a user verified in another
                     // window); judge against it instead.
                     Err(ClientError::PeerChangedElsewhere) => self.judge(name, presented),
                     Err(_) => {
                         // The file could not be written (read-only data
-                        // directory, lock timeout, this server's cap): the
+                        // store, another process's write outlasting the busy timeout, this
+                        // server's cap): the
                         // key is still remembered for this run, within a
                         // bound, so a change during the run is caught.
                         if self.keys.len() < 2 * MAX_PEERS {
@@ -251,13 +257,18 @@ impl Peers {
         self.verdict(facts.sender, signature::verify_file(facts, signed))
     }
 
-    /// Replaces (or with `None` removes) the line for `name` on this server,
-    /// under the lock, re-reading the file first: a compare-and-set. The
-    /// line is written only if the file's record for `name` still has the
-    /// key `expected` (none: no line), the record this process acted on;
-    /// otherwise nothing is written, the file's record is adopted, and the
-    /// answer is [`ClientError::PeerChangedElsewhere`].
-    fn store(&mut self, name: &str, expected: Option<Fingerprint>, entry: Option<Entry>) -> Result<(), ClientError> {
+    /// Replaces (or with `None` removes) the record for `name` on this
+    /// server, as a compare-and-set in one transaction: written only if the
+    /// stored record for `name` still has the key `expected` (none: no
+    /// record), the record this process acted on; otherwise nothing is
+    /// written, the stored record is adopted, and the answer is
+    /// [`ClientError::PeerChangedElsewhere`].
+    fn set_record(
+        &mut self,
+        name: &str,
+        expected: Option<Fingerprint>,
+        entry: Option<Entry>,
+    ) -> Result<(), ClientError> {
         if !valid_name(name, MAX_NAME) {
             return Err(ClientError::InvalidPeerName);
         }
@@ -265,48 +276,62 @@ impl Peers {
         if entry.is_some() && !self.keys.contains_key(&folded) && self.keys.len() >= MAX_PEERS {
             return Err(ClientError::TooManyPeers);
         }
-        if let Some(path) = self.file.clone() {
-            let _lock = lock(&path)?;
-            let text = read(&path)?;
-            let lines = parse(&path, &text)?;
-            let ours = |l: &&Line| l.server == self.server;
-            let current = lines.iter().flatten().filter(ours).find(|l| fold_name(&l.name) == folded).map(|l| l.entry);
-            if current.map(|e| e.fp) != expected {
+        if let Some(store) = &self.store {
+            let server = self.server.as_str();
+            let outcome = store.write(|tx| {
+                let e = |e| store.error(e);
+                let current: Option<(String, bool)> = tx
+                    .query_row(
+                        "SELECT fingerprint, verified FROM peers WHERE server = ?1 AND folded = ?2",
+                        params![server, folded],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(e)?;
+                let current = match current {
+                    Some((fp, verified)) => Some(Entry {
+                        fp: fp.parse().map_err(|_| store.corrupt("a peer record has an invalid fingerprint"))?,
+                        verified,
+                    }),
+                    None => None,
+                };
+                if current.map(|c| c.fp) != expected {
+                    return Ok(Err(current));
+                }
+                match entry {
+                    Some(en) => {
+                        if current.is_none() {
+                            let count: i64 = tx
+                                .query_row("SELECT count(*) FROM peers WHERE server = ?1", params![server], |r| {
+                                    r.get(0)
+                                })
+                                .map_err(e)?;
+                            if usize::try_from(count).unwrap_or(usize::MAX) >= MAX_PEERS {
+                                return Err(ClientError::TooManyPeers);
+                            }
+                        }
+                        tx.execute(
+                            "INSERT INTO peers (server, folded, name, fingerprint, verified) VALUES (?1, ?2, ?3, ?4, ?5)
+                             ON CONFLICT (server, folded) DO UPDATE
+                             SET name = ?3, fingerprint = ?4, verified = ?5",
+                            params![server, folded, name, en.fp.to_string(), en.verified],
+                        )
+                        .map_err(e)?;
+                    }
+                    None => {
+                        tx.execute("DELETE FROM peers WHERE server = ?1 AND folded = ?2", params![server, folded])
+                            .map_err(e)?;
+                    }
+                }
+                Ok(Ok(()))
+            })?;
+            if let Err(current) = outcome {
                 match current {
-                    Some(e) => self.keys.insert(folded, e),
+                    Some(c) => self.keys.insert(folded, c),
                     None => self.keys.remove(&folded),
                 };
                 return Err(ClientError::PeerChangedElsewhere);
             }
-            let peers = lines.iter().flatten().filter(ours).count();
-            let mut out = String::with_capacity(text.len() + 128);
-            let mut replaced = false;
-            for (raw, parsed) in text.lines().zip(&lines) {
-                match parsed {
-                    Some(l) if l.server == self.server && fold_name(&l.name) == folded => {
-                        replaced = true;
-                        if let Some(e) = entry {
-                            out.push_str(&format_line(&self.server, name, e));
-                        }
-                    }
-                    _ => {
-                        out.push_str(raw);
-                        out.push('\n');
-                    }
-                }
-            }
-            if let Some(e) = entry
-                && !replaced
-            {
-                if peers >= MAX_PEERS {
-                    return Err(ClientError::TooManyPeers);
-                }
-                if out.is_empty() {
-                    out.push_str(HEADER);
-                }
-                out.push_str(&format_line(&self.server, name, e));
-            }
-            write_atomic(&path, out.as_bytes())?;
         }
         match entry {
             Some(e) => self.keys.insert(folded, e),
@@ -316,141 +341,10 @@ impl Peers {
     }
 }
 
-fn format_line(server: &str, name: &str, e: Entry) -> String {
-    if e.verified { format!("{server} {name} {} {VERIFIED}\n", e.fp) } else { format!("{server} {name} {}\n", e.fp) }
-}
-
-fn io_error(path: &Path, source: std::io::Error) -> ClientError {
-    ClientError::KnownPeersIo { path: path.to_owned(), source }
-}
-
-/// Reads the whole file (at most [`MAX_FILE_LEN`]); a missing file is empty.
-fn read(path: &Path) -> Result<String, ClientError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(io_error(path, e)),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_LEN + 1).read_to_end(&mut bytes).map_err(|e| io_error(path, e))?;
-    if bytes.len() as u64 > MAX_FILE_LEN {
-        return Err(syntax(path, 0, "the file is over 8 MiB"));
-    }
-    String::from_utf8(bytes).map_err(|_| syntax(path, 0, "the file is not UTF-8"))
-}
-
-fn syntax(path: &Path, line: usize, reason: &'static str) -> ClientError {
-    ClientError::KnownPeers { path: path.to_owned(), line, reason }
-}
-
-/// Parses every line: `None` for blank and comment lines.
-fn parse(path: &Path, text: &str) -> Result<Vec<Option<Line>>, ClientError> {
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut per_server: HashMap<&str, usize> = HashMap::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let bad = |reason| syntax(path, line, reason);
-        if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
-            out.push(None);
-            continue;
-        }
-        let fields: Vec<&str> = raw.split([' ', '\t']).collect();
-        let (server, name, fp, verified) = match fields.as_slice() {
-            [s, n, f] => (*s, *n, *f, false),
-            [s, n, f, v] if *v == VERIFIED => (*s, *n, *f, true),
-            [_, _, _, _] => return Err(bad("the fourth field can only be \"verified\"")),
-            _ => return Err(bad("expected SERVER NAME SHA256:<fingerprint> [verified], separated by single spaces")),
-        };
-        if server.parse::<ServerAddr>().map(|a| a.to_string()).ok().as_deref() != Some(server) {
-            return Err(bad("the first field is not a HOST:PORT as cipherline writes it"));
-        }
-        if !valid_name(name, MAX_NAME) {
-            return Err(bad("the second field is not a valid user name"));
-        }
-        let fp = fp.parse::<Fingerprint>().map_err(|_| bad("the third field is not a valid SHA256: fingerprint"))?;
-        if !seen.insert((server, fold_name(name))) {
-            return Err(bad(
-                "a second line for the same server and name, compared ignoring case (remove the one that is wrong)",
-            ));
-        }
-        let count = per_server.entry(server).or_insert(0usize);
-        *count += 1;
-        if *count > MAX_PEERS {
-            return Err(bad("too many peers for one server in the file"));
-        }
-        out.push(Some(Line { server: server.to_owned(), name: name.to_owned(), entry: Entry { fp, verified } }));
-    }
-    Ok(out)
-}
-
-fn parent(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Takes the writers' lock (a separate file, so renaming over the data file
-/// never leaves a waiting writer holding a lock on a replaced file).
-fn lock(path: &Path) -> Result<File, ClientError> {
-    let dir = parent(path);
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder.create(&dir).map_err(|e| io_error(&dir, e))?;
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".lock");
-    let lock_path = dir.join(name);
-    let mut options = OpenOptions::new();
-    options.create(true).truncate(false).read(true).write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let file = options.open(&lock_path).map_err(|e| io_error(&lock_path, e))?;
-    // Bounded wait: a hung process holding the lock must not freeze the
-    // client (these calls run on its event loop).
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        match fs4::FileExt::try_lock(&file) {
-            Ok(()) => return Ok(file),
-            Err(fs4::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(fs4::TryLockError::WouldBlock) => {
-                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "another process holds the lock");
-                return Err(io_error(&lock_path, e));
-            }
-            Err(fs4::TryLockError::Error(e)) => return Err(io_error(&lock_path, e)),
-        }
-    }
-}
-
-/// Writes through a temporary file (created 0600 by tempfile) and renames
-/// it into place.
-fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ClientError> {
-    let err = |e| io_error(path, e);
-    let mut tmp = tempfile::Builder::new().prefix(".known_peers-tmp").tempfile_in(parent(path)).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    }
-    tmp.write_all(contents).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local::{FILE_NAME, StoreOptions};
 
     const SERVER: &str = "127.0.0.1:7878";
 
@@ -458,11 +352,11 @@ mod tests {
         Fingerprint::from_bytes([b; 32])
     }
 
+    /// What opening a store beside a `known_peers` file holding `text` says.
     fn load_err(text: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        std::fs::write(&path, text).unwrap();
-        match Peers::load(SERVER, Some(&path)) {
+        std::fs::write(dir.path().join("known_peers"), text).unwrap();
+        match Peers::load(SERVER, Some(&dir.path().join(FILE_NAME))) {
             Ok(_) => panic!("loaded {text:?}"),
             Err(e) => e.to_string(),
         }
@@ -472,9 +366,15 @@ mod tests {
         cipherline_proto::crypto::sign::IdentityKey::ed25519_from_seed(&[seed; 32]).unwrap().public_key().clone()
     }
 
+    fn rows(path: &Path) -> Vec<(String, String, String, bool)> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT server, name, fingerprint, verified FROM peers ORDER BY server").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+    }
+
     #[test]
     fn a_first_seen_key_never_overwrites_a_record_another_process_made() {
-        // A long-running listener loaded the file before alice was known;
+        // A long-running listener loaded the store before alice was known;
         // meanwhile the user verified alice in chat. The relay then sends
         // the listener a message signed with its own key under her name.
         let dir = tempfile::tempdir().unwrap();
@@ -499,17 +399,22 @@ mod tests {
     }
 
     #[test]
-    fn a_process_holding_the_lock_delays_a_write_at_most_the_lock_wait() {
+    fn another_process_writing_delays_a_write_at_most_the_busy_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        let held = lock(&path).unwrap();
-        let mut peers = Peers::load(SERVER, Some(&path)).unwrap();
+        let wait = std::time::Duration::from_millis(300);
+        let store =
+            LocalStore::open_with(&path, &StoreOptions { busy_timeout: wait, ..StoreOptions::default() }).unwrap();
+        let mut peers = Peers::open(SERVER, store).unwrap();
+        // Another process in the middle of a write, and hung there.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let started = std::time::Instant::now();
         // The write gives up; the key is still remembered for this run.
         assert!(matches!(peers.check_key("alice", &ed25519(1)), MessageStatus::New(_)));
-        assert!(started.elapsed() < LOCK_WAIT + std::time::Duration::from_secs(5), "bounded wait");
+        assert!(started.elapsed() < wait + std::time::Duration::from_secs(5), "bounded wait");
         assert!(matches!(peers.check_key("alice", &ed25519(2)), MessageStatus::KeyChanged { .. }));
-        drop(held);
+        other.execute_batch("ROLLBACK").unwrap();
         assert!(Peers::load(SERVER, Some(&path)).unwrap().remembered("alice").is_none(), "nothing written");
     }
 
@@ -517,17 +422,20 @@ mod tests {
     fn one_server_filling_its_cap_leaves_other_servers_and_key_changes_working() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
+        // Imported from a legacy file: the cap applies to the store.
         let flood: String = (0..MAX_PEERS).map(|i| format!("10.0.0.1:7878 n{i} {}\n", fp(3))).collect();
-        std::fs::write(&path, flood).unwrap();
+        std::fs::write(dir.path().join("known_peers"), flood).unwrap();
         let mut peers = Peers::load(SERVER, Some(&path)).unwrap();
         assert!(matches!(peers.check_key("alice", &ed25519(1)), MessageStatus::New(_)));
         assert!(matches!(peers.check_key("alice", &ed25519(2)), MessageStatus::KeyChanged { .. }));
         assert!(Peers::load(SERVER, Some(&path)).unwrap().remembered("alice").is_some(), "written");
-        // The flooding server itself is over its cap: remembered for the
-        // run only, and a change is still caught.
+        // The flooding server itself is at its cap: remembered for the run
+        // only, and a change is still caught.
         let mut flooded = Peers::load("10.0.0.1:7878", Some(&path)).unwrap();
         assert!(matches!(flooded.check_key("mallory", &ed25519(4)), MessageStatus::New(_)));
         assert!(matches!(flooded.check_key("mallory", &ed25519(5)), MessageStatus::KeyChanged { .. }));
+        assert!(Peers::load("10.0.0.1:7878", Some(&path)).unwrap().remembered("mallory").is_none(), "not stored");
+        assert!(matches!(flooded.remember("trudy", fp(6)), Err(ClientError::TooManyPeers)));
     }
 
     #[test]
@@ -549,27 +457,38 @@ mod tests {
     }
 
     #[test]
-    fn writes_are_atomic_private_and_replace_the_line() {
+    fn writes_replace_the_record_and_a_new_key_starts_unverified() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        std::fs::write(&path, format!("# mine\nother.example:1 alice {}\n", fp(9))).unwrap();
+        std::fs::write(dir.path().join("known_peers"), format!("# mine\nother.example:1 alice {}\n", fp(9))).unwrap();
         let mut peers = Peers::load(SERVER, Some(&path)).unwrap();
+        assert_eq!(peers.remembered("alice"), None, "another server's alice is another peer");
         peers.remember("alice", fp(1)).unwrap();
         peers.mark_verified("alice", fp(1)).unwrap();
         assert!(peers.mark_verified("alice", fp(2)).is_err(), "only the remembered key");
         peers.remember("alice", fp(2)).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, format!("# mine\nother.example:1 alice {}\n{SERVER} alice {}\n", fp(9), fp(2)));
+        let expect = vec![
+            ("127.0.0.1:7878".to_owned(), "alice".to_owned(), fp(2).to_string(), false),
+            ("other.example:1".to_owned(), "alice".to_owned(), fp(9).to_string(), false),
+        ];
+        assert_eq!(rows(&path), expect);
         let again = Peers::load(SERVER, Some(&path)).unwrap();
         assert_eq!(again.remembered("alice"), Some(fp(2)));
         assert!(!again.is_verified("alice"), "a new key starts unverified");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        }
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(names.iter().all(|n| !n.to_string_lossy().contains("tmp")), "no temporary left: {names:?}");
+    }
+
+    #[test]
+    fn a_corrupt_peer_record_is_refused_not_guessed_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        Peers::load(SERVER, Some(&path)).unwrap().remember("alice", fp(1)).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE peers SET name = 'alice bob'", []).unwrap();
+        let e = Peers::load(SERVER, Some(&path)).err().unwrap().to_string();
+        assert!(e.contains("invalid name"), "{e}");
+        conn.execute("UPDATE peers SET name = 'alice', fingerprint = 'SHA256:nope'", []).unwrap();
+        let e = Peers::load(SERVER, Some(&path)).err().unwrap().to_string();
+        assert!(e.contains("invalid fingerprint") && !e.contains("nope"), "{e}");
     }
 
     /// Names are compared ignoring case (PROTOCOL.md §13.4): a relay cannot
@@ -583,8 +502,7 @@ mod tests {
         assert_eq!(peers.remembered("ALICE"), Some(fp(1)));
         assert_eq!(peers.check_no_key("Alice"), MessageStatus::KeyChanged { remembered: fp(1), presented: None });
         peers.remember("Alice", fp(2)).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 1, "one line, replaced: {text}");
+        assert_eq!(rows(&path).len(), 1, "one record, replaced");
         assert_eq!(Peers::load(SERVER, Some(&path)).unwrap().remembered("alice"), Some(fp(2)));
         let e = load_err(&format!("{SERVER} alice {}\n{SERVER} ALICE {}\n", fp(1), fp(2)));
         assert!(e.contains("line 2") && e.contains("ignoring case"), "{e}");

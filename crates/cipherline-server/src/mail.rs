@@ -268,9 +268,11 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Expires stored messages past `ttl` now and then every minute until `stop`.
+/// Expires stored messages past `ttl` now and then every minute (every
+/// quarter of `ttl` if that is shorter, at least every second) until `stop`.
 pub(crate) async fn expire_loop(mail: Arc<Mail>, ttl: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -169,7 +169,7 @@ async fn connections_beyond_the_limit_get_server_busy() {
 async fn a_client_that_stops_reading_does_not_delay_others() {
     // Rates lifted (messages and bytes x recipients): this floods on purpose.
     let limits = Limits {
-        queue_len: 16,
+        queue_len: 64,
         write_timeout_secs: 2,
         messages_per_sec: 10_000,
         burst: 10_000,

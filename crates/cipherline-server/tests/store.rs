@@ -227,6 +227,22 @@ async fn nothing_stored_is_sent_before_resume_and_resume_skips_what_the_client_h
 }
 
 #[tokio::test]
+async fn a_message_past_its_time_to_live_is_deleted_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { message_ttl_secs: 2, ..Limits::default() };
+    let server = start_stored(dir.path(), limits).await;
+    bob(&server.addr).await.close().await.unwrap();
+    let mut a = alice(&server.addr).await;
+    a.send_acked(Target::User("bob".into()), "too late").await.unwrap();
+    // Expiry runs every quarter of the time to live (at least every second).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    a.send_acked(Target::User("bob".into()), "in time").await.unwrap();
+    let mut b = bob(&server.addr).await;
+    assert_eq!(next_message(&mut b).await.text, "in time", "the expired message is gone");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_flood_to_an_offline_user_is_delivered_in_order_through_the_window() {
     // More than the 256-message window: the rest follows each Received.
     let dir = tempfile::tempdir().unwrap();

@@ -82,6 +82,8 @@ pub struct Connected {
     pub peers: Peers,
     /// This client's identity key fingerprint, if it has one.
     pub me: Option<Fingerprint>,
+    /// The server as the local store names it (`host:port`).
+    pub server: String,
 }
 
 /// The trust flags' policy as the client library's check; the refusal is
@@ -240,10 +242,8 @@ impl ClientArgs {
         };
         let options = Options { config: Arc::new(config), ..Options::default() };
         let result = Client::connect(&addr.to_string(), &name, &options, &check).await;
-        let peers_file = self.trust.data_dir.resolve()?.path().join("known_peers");
-        let peers = Peers::load(&addr.to_string(), Some(&peers_file)).map_err(|e| {
-            CliError::failed(format!("cannot read {}: {e}", peers_file.display()), "check the data directory")
-        })?;
+        let store = self.trust.data_dir.resolve()?.path().join(cipherline_client::local::FILE_NAME);
+        let peers = Peers::load(&addr.to_string(), Some(&store)).map_err(crate::history::store_error)?;
         let client = result.map_err(|e| match e {
             ClientError::Untrusted(why) => match check.refusal.lock().ok().and_then(|mut r| r.take()) {
                 Some(keys_error) => CliError::Keys(keys_error),
@@ -261,6 +261,6 @@ impl ClientArgs {
             }
             other => CliError::Client(other),
         })?;
-        Ok(Connected { client, peers, me })
+        Ok(Connected { client, peers, me, server: addr.to_string() })
     }
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use cipherline_client::Client;
 use cipherline_client::display::escape;
-use cipherline_client::seen::Seen;
 use cipherline_proto::app::ServerMessage;
 use clap::Args;
 use serde_json::json;
@@ -15,6 +14,7 @@ use crate::client_args::{ClientArgs, Connected};
 use crate::error::{CliError, exit};
 use crate::files::{Downloads, FileEvent, Quota, file_verdict};
 use crate::output::{key_notice, print_message};
+use crate::recorder::Recorder;
 use cipherline_client::peers::Peers;
 
 /// Print messages from a room (and direct messages) as they arrive, one
@@ -88,9 +88,10 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
     // One quota for the whole run, across reconnections.
     let quota = Quota { max_file: args.max_file_size, max_total: args.max_total };
     let mut downloads = Downloads::new(args.accept_files.clone()).with_quota(quota);
-    // Shown ids, across reconnections: a message not yet acknowledged
-    // when a connection dropped comes again, and is printed once.
-    let mut shown = Seen::new();
+    // Across reconnections: a message not yet acknowledged when a
+    // connection dropped (or an earlier run ended) comes again, and is
+    // printed once.
+    let mut recorder: Option<Recorder> = None;
     let mut backoff = Duration::from_secs(1);
     loop {
         let attempt = async {
@@ -107,7 +108,7 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             },
             None => attempt.await,
         };
-        let Connected { client, mut peers, .. } = match connected {
+        let Connected { client, mut peers, server, .. } = match connected {
             Ok(c) => {
                 backoff = Duration::from_secs(1);
                 c
@@ -126,7 +127,8 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
         // Transfers cut by a lost connection cannot resume: their partial
         // files are deleted and their bytes no longer count against --max-total.
         downloads.drop_transfers();
-        match listen_on(&mut client, &mut peers, &mut downloads, &mut shown, args, deadline, &mut seen).await {
+        let recorder = recorder.get_or_insert_with(|| Recorder::new(peers.store().cloned(), server));
+        match listen_on(&mut client, &mut peers, &mut downloads, recorder, args, deadline, &mut seen).await {
             Outcome::Done => {
                 let _ = client.close().await;
                 return Ok(());
@@ -188,7 +190,7 @@ async fn listen_on(
     client: &mut Client,
     peers: &mut Peers,
     downloads: &mut Downloads,
-    shown: &mut Seen,
+    recorder: &mut Recorder,
     args: &ListenArgs,
     deadline: Option<tokio::time::Instant>,
     seen: &mut u64,
@@ -208,6 +210,7 @@ async fn listen_on(
                 if let Err(e) = client.flush_received().await {
                     return Outcome::Lost(e.into());
                 }
+                recorder.acknowledged(client.writer().acknowledged());
                 continue;
             }
             () = tokio::time::sleep(keepalive) => {
@@ -225,8 +228,8 @@ async fn listen_on(
         };
         match &msg {
             ServerMessage::Message(d) => {
-                if shown.insert(d.id) {
-                    let status = peers.check(d);
+                let status = peers.check(d);
+                if recorder.incoming(&me, d, &status) {
                     if let Some(notice) = key_notice(d, &status) {
                         eprintln!("{notice}");
                     }

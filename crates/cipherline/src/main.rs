@@ -11,6 +11,7 @@
 //! - [`fingerprint`]: `cipherline fingerprint`, a key file's fingerprint.
 //! - [`known_servers`]: `cipherline known-servers`, the trusted server keys.
 //! - [`serve`]: `cipherline serve`, the relay server.
+//! - [`history`]: `cipherline history`, messages kept in the local store.
 //! - [`chat`], [`send`], [`listen`]: the client subcommands, sharing
 //!   [`client_args`] (server, name, trust flags), [`files`] (file transfer)
 //!   and [`output`] (how messages are printed).
@@ -29,6 +30,7 @@ mod console;
 mod error;
 mod files;
 mod fingerprint;
+mod history;
 mod keygen;
 mod known_servers;
 mod link;
@@ -38,6 +40,7 @@ mod pacing;
 mod packaging;
 mod passphrase;
 mod password;
+mod recorder;
 mod send;
 mod serve;
 mod trust;
@@ -67,6 +70,7 @@ enum Command {
     Chat(chat::ChatArgs),
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
+    History(history::HistoryArgs),
     Completions(packaging::CompletionsArgs),
     Man(packaging::ManArgs),
 }
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => client_runtime(chat::run(args)),
         Command::Send(args) => client_runtime(send::run(args)),
         Command::Listen(args) => client_runtime(listen::run(args)),
+        Command::History(args) => history::run(args),
         Command::Completions(args) => packaging::completions(args, Cli::command()),
         Command::Man(args) => packaging::man(args, Cli::command()),
     };

@@ -4,6 +4,7 @@
 use std::io::Write as _;
 
 use cipherline_client::display::{body, escape};
+use cipherline_client::local::{Direction, Msg, OWN_LABEL};
 use cipherline_client::peers::MessageStatus;
 use cipherline_proto::app::{Delivery, Target};
 use serde_json::json;
@@ -12,17 +13,25 @@ use serde_json::json;
 /// a word for the others (only a confirmed safety code earns "verified").
 fn mark(status: &MessageStatus) -> String {
     match status {
-        MessageStatus::Known => String::new(),
-        MessageStatus::Verified => " (verified)".to_owned(),
-        MessageStatus::New(_) => " (new key)".to_owned(),
-        MessageStatus::Unsigned => " (unsigned)".to_owned(),
-        MessageStatus::Invalid => " (FORGED OR ALTERED: bad signature)".to_owned(),
-        MessageStatus::KeyChanged { presented: Some(_), .. } => {
-            " (KEY CHANGED: not the key remembered for this name)".to_owned()
-        }
         MessageStatus::KeyChanged { presented: None, .. } => {
             " (UNSIGNED, but a key is remembered for this name: maybe not them)".to_owned()
         }
+        other => label_mark(other.label()),
+    }
+}
+
+/// The mark for a verdict label ([`MessageStatus::label`]), as stored in
+/// the history: one table for live and stored messages, so they read alike.
+fn label_mark(label: &str) -> String {
+    match label {
+        "known" | OWN_LABEL => String::new(),
+        "verified" => " (verified)".to_owned(),
+        "new" => " (new key)".to_owned(),
+        "unsigned" => " (unsigned)".to_owned(),
+        "invalid-signature" => " (FORGED OR ALTERED: bad signature)".to_owned(),
+        "key-changed" => " (KEY CHANGED: not the key remembered for this name)".to_owned(),
+        // A label this version does not know (a newer one wrote it).
+        other => format!(" ({})", escape(other)),
     }
 }
 
@@ -71,12 +80,37 @@ fn clock(ms: u64) -> String {
 /// (another key, or no signature under a name whose key is remembered). The
 /// strings are exact, not escaped: JSON escapes control characters itself.
 pub fn message_json(d: &Delivery, status: &MessageStatus) -> serde_json::Value {
-    let v = status.label();
-    match &d.to {
-        Target::Room(room) => json!({ "id": d.id, "from": d.from, "room": room, "text": d.text,
-                                      "timestamp": d.timestamp_ms, "verified": v }),
-        Target::User(user) => json!({ "id": d.id, "from": d.from, "to": user, "text": d.text,
-                                      "timestamp": d.timestamp_ms, "verified": v }),
+    message_object(d.id, &d.from, &d.to, &d.text, d.timestamp_ms, status.label())
+}
+
+/// A stored message ([`Msg`]) as the same JSON object `listen --json`
+/// prints, its stored label as `verified` (`own` for what this user sent).
+pub fn history_json(m: &Msg) -> serde_json::Value {
+    message_object(m.id, &m.from, &m.target, &m.text, m.timestamp_ms, &m.label)
+}
+
+/// The one place the JSON fields are named, for live and stored messages.
+fn message_object(id: u64, from: &str, to: &Target, text: &str, timestamp: u64, verified: &str) -> serde_json::Value {
+    match to {
+        Target::Room(room) => json!({ "id": id, "from": from, "room": room, "text": text,
+                                      "timestamp": timestamp, "verified": verified }),
+        Target::User(user) => json!({ "id": id, "from": from, "to": user, "text": text,
+                                      "timestamp": timestamp, "verified": verified }),
+    }
+}
+
+/// A stored message as a line, like [`message_line`]: `HH:MM [room] from:
+/// text`, `HH:MM from -> you: text` for a direct message received, `HH:MM
+/// me -> to: text` for one sent; the time is the server's. Every string is
+/// escaped.
+pub fn history_line(m: &Msg) -> String {
+    let from = format!("{}{}", escape(&m.from), label_mark(&m.label));
+    let text = body(&m.text);
+    let at = clock(m.timestamp_ms);
+    match (&m.target, m.direction) {
+        (Target::Room(room), _) => format!("{at} [{}] {from}: {text}", escape(room)),
+        (Target::User(_), Direction::In) => format!("{at} {from} -> you: {text}"),
+        (Target::User(to), Direction::Out) => format!("{at} {from} -> {}: {text}", escape(to)),
     }
 }
 

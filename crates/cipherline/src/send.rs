@@ -15,6 +15,7 @@ use crate::error::CliError;
 use crate::files;
 use crate::output::{key_notice, print_message};
 use crate::pacing::Pacer;
+use crate::recorder::Recorder;
 
 /// Send messages (or a file) and exit once the server has acknowledged
 /// each one. With no MESSAGE and no --file, every line of standard input
@@ -79,6 +80,8 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
     }
     let connected = args.client.connect(true).await?;
     let (mut client, mut peers) = (connected.client, connected.peers);
+    let mut recorder = Recorder::new(peers.store().cloned(), connected.server);
+    let me = client.name().to_owned();
     let target = match &args.to {
         Some(user) => Target::User(user.clone()),
         None => {
@@ -105,11 +108,15 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
                     .send(&mut client, &target, &line)
                     .await
                     .map_err(|e| CliError::Line { line: number, error: Box::new(e) })?;
+                recorder.sent(&me, ack.id, ack.timestamp_ms, &target, &line);
                 acks.push(ack);
             }
         }
     } else {
-        acks.push(pacer.send(&mut client, &target, &args.message.join(" ")).await?);
+        let text = args.message.join(" ");
+        let ack = pacer.send(&mut client, &target, &text).await?;
+        recorder.sent(&me, ack.id, ack.timestamp_ms, &target, &text);
+        acks.push(ack);
     }
     let full: u32 = acks.iter().map(|a| a.full).sum();
     if full > 0 {
@@ -127,10 +134,12 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         while let Ok(msg) = tokio::time::timeout_at(deadline, client.recv()).await {
             if let ServerMessage::Message(d) = msg? {
                 let status = peers.check(&d);
-                if let Some(notice) = key_notice(&d, &status) {
-                    eprintln!("{notice}");
+                if recorder.incoming(&me, &d, &status) {
+                    if let Some(notice) = key_notice(&d, &status) {
+                        eprintln!("{notice}");
+                    }
+                    print_message(&d, &me, &status, false);
                 }
-                print_message(&d, client.name(), &status, false);
                 client.handled(d.seq).await?;
             }
         }

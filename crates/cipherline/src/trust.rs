@@ -10,10 +10,10 @@ use clap::Args;
 
 use crate::error::CliError;
 
-/// Where cipherline keeps its data (the known-servers file).
+/// Where cipherline keeps its data (the known-servers file, the local store).
 #[derive(Debug, Args)]
 pub struct DataDirArgs {
-    /// Directory holding cipherline's data, such as the known_servers file.
+    /// Directory holding cipherline's data, such as the known_servers file and client.db.
     /// Default: $CIPHERLINE_HOME if set, else the per-user data directory
     /// ($XDG_DATA_HOME/cipherline, usually ~/.local/share/cipherline, on
     /// Linux).

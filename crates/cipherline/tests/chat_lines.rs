@@ -88,7 +88,8 @@ fn the_lines_after_join_go_to_the_room_joined() {
 fn verify_and_trust_in_capitals_act_on_the_changed_key() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::quick(dir.path());
-    // Alice remembers another key for bob than the one he has now.
+    // Alice remembers another key for bob than the one he has now, in a
+    // known_peers file from before the local store (imported on first use).
     let port = server.addr.rsplit(':').next().unwrap();
     let alice_home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-alice", std::process::id()));
     std::fs::create_dir_all(&alice_home).unwrap();
@@ -123,11 +124,12 @@ fn verify_and_trust_in_capitals_act_on_the_changed_key() {
     assert!(done.contains(&format!("key {new} is now verified")), "{done}");
     writeln!(input, "/quit").unwrap();
     assert!(alice.wait().unwrap().success());
-    let peers = std::fs::read_to_string(alice_home.join("known_peers")).unwrap();
-    // One entry for bob, under the folded name whatever the case typed.
-    let entries: Vec<&str> = peers.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(entries.len(), 1, "{peers}");
-    assert!(entries[0].ends_with(&format!(" bob {new} verified")), "{peers}");
+    // The legacy file was imported, and bob has one record, under the
+    // folded name whatever the case typed.
+    assert!(alice_home.join("known_peers.migrated").exists());
+    let rows = common::peer_rows(&alice_home);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].1.as_str(), rows[0].2.as_str(), rows[0].3), ("bob", new.as_str(), true), "{rows:?}");
 }
 
 #[test]

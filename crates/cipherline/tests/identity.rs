@@ -90,7 +90,7 @@ fn names_ignore_case_refuse_look_alikes_and_one_key_may_chat_twice() {
 
     let out = server.client("send", "bob").args(["--to", "ALICE", "hello both"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // Both sessions share one known_peers file: whichever judges first
+    // Both sessions share one local store: whichever judges first
     // records bob's key as new, the other finds it recorded (never
     // overwritten) and shows it as known.
     wait_for_line(&first_lines, "-> you: hello both");

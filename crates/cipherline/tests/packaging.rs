@@ -13,8 +13,19 @@ use std::process::{Command, Output, Stdio};
 use common::{Server, bin};
 
 /// The subcommands every completion script and the man pages must know.
-const SUBCOMMANDS: [&str; 10] =
-    ["keygen", "fingerprint", "known-servers", "serve", "chat", "send", "listen", "completions", "man", "help"];
+const SUBCOMMANDS: [&str; 11] = [
+    "keygen",
+    "fingerprint",
+    "known-servers",
+    "serve",
+    "chat",
+    "send",
+    "listen",
+    "history",
+    "completions",
+    "man",
+    "help",
+];
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()

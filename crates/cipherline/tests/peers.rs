@@ -1,7 +1,8 @@
 //! Peer keys with the real binary (issue 12, items 2 and 3): a key seen
 //! first is `new`, then `known`, and `verified` only after the user compared
-//! safety codes and confirmed (remembered across runs); a tampered
-//! known_peers file is refused; a received file is only "hash matches"
+//! safety codes and confirmed (remembered across runs, in the local store
+//! client.db); a tampered known_peers file from before the store is refused
+//! when it would be imported; a received file is only "hash matches"
 //! unless its sender signed it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
@@ -13,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use common::{Server, line_channel, wait_for_line};
+use common::{Server, line_channel, peer_rows, wait_for_line};
 
 /// The data directory `Server::client` gives `name`.
 fn home(server: &Server, name: &str) -> PathBuf {
@@ -66,7 +67,7 @@ fn label_of_next_message(server: &Server, text: &str) -> String {
 fn labels_go_new_then_known_then_verified_after_confirming_and_verified_persists() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::quick(dir.path());
-    // Each listen is a new process: what it says comes from known_peers.
+    // Each listen is a new process: what it says comes from the store.
     assert_eq!(label_of_next_message(&server, "one"), "new", "a first-seen key is not verified");
     assert_eq!(label_of_next_message(&server, "two"), "known", "remembered, but nobody compared codes");
 
@@ -85,15 +86,17 @@ fn labels_go_new_then_known_then_verified_after_confirming_and_verified_persists
     assert!(chat.wait().unwrap().success());
 
     assert_eq!(label_of_next_message(&server, "three"), "verified", "confirmed, and remembered across runs");
-    let file = home(&server, "bob").join("known_peers");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let entries: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(entries.len(), 1, "one line per peer, replaced in place: {text}");
-    assert!(entries[0].ends_with(" verified") && entries[0].contains(" alice SHA256:"), "{text}");
+    let bob_home = home(&server, "bob");
+    let rows = peer_rows(&bob_home);
+    assert_eq!(rows.len(), 1, "one record per peer, replaced in place: {rows:?}");
+    let (at, name, fp, verified) = &rows[0];
+    assert_eq!((at.as_str(), name.as_str(), *verified), (server.addr.as_str(), "alice", true), "{rows:?}");
+    assert!(fp.starts_with("SHA256:"), "{rows:?}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        let mode = std::fs::metadata(bob_home.join("client.db")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }
 
@@ -118,6 +121,7 @@ fn a_known_peers_file_with_a_duplicate_or_an_extra_field_is_refused() {
         assert!(err.contains(&format!("line {line}")), "names the line: {err}");
         assert!(!err.contains(forged), "never echoes the file's content: {err}");
         assert_eq!(std::fs::read_to_string(bob_home.join("known_peers")).unwrap(), bad, "left as it was");
+        assert!(!bob_home.join("known_peers.migrated").exists(), "not imported");
     }
 }
 

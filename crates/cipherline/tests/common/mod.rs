@@ -302,3 +302,12 @@ pub fn offer_id(line: &str) -> u64 {
     let id = line.rsplit("/decline ").next().unwrap();
     id.trim().parse().unwrap_or_else(|_| panic!("no offer id in {line:?}"))
 }
+
+/// The peer records in the local store `client.db` of data directory
+/// `home`: (server, name, fingerprint, verified), ordered.
+pub fn peer_rows(home: &Path) -> Vec<(String, String, String, bool)> {
+    let conn = rusqlite::Connection::open(home.join("client.db")).unwrap();
+    let mut stmt =
+        conn.prepare("SELECT server, name, fingerprint, verified FROM peers ORDER BY server, folded").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+}
