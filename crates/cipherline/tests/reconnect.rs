@@ -117,3 +117,46 @@ fn a_changed_server_key_at_reconnect_stops_chat() {
     assert_eq!(code, Some(3), "a key change is final, exit code 3: {err}");
     assert!(err.contains("HAS CHANGED"), "says why: {err}");
 }
+
+#[test]
+fn a_password_only_chat_reconnects_without_asking_again_and_stops_at_a_wrong_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_pw = dir.path().join("server-password");
+    std::fs::write(&server_pw, "hello\n").unwrap();
+    let mut server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+        "--password-file",
+        server_pw.to_str().unwrap(),
+        "--password-only",
+    ]);
+    let alice_pw = dir.path().join("alice-password");
+    std::fs::write(&alice_pw, "hello\n").unwrap();
+    let mut command = bin();
+    command
+        .env("CIPHERLINE_HOME", dir.path().join("home"))
+        .args(["chat", "--server", &server.addr, "--name", "alice", "--password-only", "--password-file"])
+        .arg(&alice_pw)
+        .stderr(Stdio::piped());
+    let alice = Chat::spawn(command);
+    // The password is read once per run: reconnecting does not read (or,
+    // with --password-prompt, ask for) it again.
+    std::fs::remove_file(&alice_pw).unwrap();
+
+    server.kill();
+    alice.wait("reconnecting in");
+    server.restart();
+    let back = alice.wait_within("reconnected to", 90);
+    assert!(back.last().unwrap().contains("as alice; back in lobby"), "{back:?}");
+
+    // The server's password changed: a wrong password is final, exit 3.
+    std::fs::write(&server_pw, "another\n").unwrap();
+    server.kill();
+    alice.wait("reconnecting in");
+    server.restart();
+    let (code, err) = alice.exit();
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("password"), "says why: {err}");
+}
