@@ -160,3 +160,22 @@ fn a_password_only_chat_reconnects_without_asking_again_and_stops_at_a_wrong_pas
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("password"), "says why: {err}");
 }
+
+#[test]
+fn a_name_refused_at_reconnect_stops_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::quick_with_limits(dir.path(), Some("max_name_len = 32"));
+    let mut command = server.client("chat", "alice-the-long-named");
+    command.stderr(Stdio::piped());
+    let alice = Chat::spawn(command);
+
+    server.kill();
+    alice.wait("reconnecting in");
+    // The server comes back accepting only shorter names: asking again
+    // would be refused again, so chat stops (exit code 5, refused).
+    std::fs::write(dir.path().join("server.toml"), "[limits]\nmax_name_len = 8").unwrap();
+    server.restart();
+    let (code, err) = alice.exit();
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("names are 1 to 8"), "says why: {err}");
+}
