@@ -234,6 +234,7 @@ impl Chat {
         let mut resume_at: Option<tokio::time::Instant> = None;
         // While disconnected: when to try again, or the attempt under way.
         let mut backoff = FIRST_RETRY;
+        let mut up_since = tokio::time::Instant::now();
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut attempt: Option<Attempt<'_>> = None;
         loop {
@@ -337,7 +338,7 @@ impl Chat {
                     match result {
                         Ok(back) => {
                             link = Some(self.rejoined(back, &args.client.server));
-                            backoff = FIRST_RETRY;
+                            up_since = tokio::time::Instant::now();
                         }
                         Err(e) if passing(&e) => {
                             backoff = (backoff * 2).min(LAST_RETRY);
@@ -353,36 +354,37 @@ impl Chat {
                     }
                 }
             }
-            match step {
-                Ok(()) => {}
-                Err(e) if connected && passing(&e) => lost = Some(e.to_string()),
-                Err(e) => return Err(e),
-            }
-            if let Some(why) = lost {
-                link = None;
-                self.lose(&why, quitting.is_none());
-                if quitting.is_some() {
-                    return Ok(None);
-                }
-                retry_at = Some(tokio::time::Instant::now() + jittered(backoff));
-                continue;
-            }
             // Nobody accepted in time. A room offer is included: its sender
             // does not know who is in the room, so cannot tell when all declined.
             if let Some(s) = &self.sending
+                && step.is_ok()
+                && lost.is_none()
                 && s.out.receivers() == 0
                 && s.out.sent() == 0
                 && tokio::time::Instant::now() >= s.answers_until
             {
                 self.screen.show(format!("! nobody accepted {} in time", s.name));
-                if let Err(e) = self.stop_sending("nobody accepted").await {
-                    if !passing(&e) {
-                        return Err(e);
-                    }
-                    link = None;
-                    self.lose(&e.to_string(), true);
-                    retry_at = Some(tokio::time::Instant::now() + jittered(backoff));
+                step = self.stop_sending("nobody accepted").await;
+            }
+            match step {
+                Ok(()) => {}
+                Err(e) if link.is_some() && passing(&e) => lost = Some(e.to_string()),
+                Err(e) => return Err(e),
+            }
+            if let Some(why) = lost {
+                link = None;
+                if quitting.is_some() {
+                    self.lose(&why, None);
+                    return Ok(None);
                 }
+                // A connection that held for a while starts the backoff
+                // over; one lost soon after it was made (a server that
+                // accepts and drops) keeps it growing.
+                if up_since.elapsed() >= LAST_RETRY {
+                    backoff = FIRST_RETRY;
+                }
+                self.lose(&why, Some(backoff));
+                retry_at = Some(tokio::time::Instant::now() + jittered(backoff));
             }
         }
         let _ = self.writer.close().await;
@@ -390,8 +392,8 @@ impl Chat {
     }
 
     /// The connection is gone (`why`, already escaped): stops what cannot
-    /// go on without it and says so; with `again`, that chat reconnects.
-    fn lose(&mut self, why: &str, again: bool) {
+    /// go on without it and says so, and when chat reconnects (`retry`).
+    fn lose(&mut self, why: &str, retry: Option<Duration>) {
         self.room_wait = None;
         if let Some(s) = self.sending.take() {
             self.screen.show(format!(
@@ -415,13 +417,11 @@ impl Chat {
                 escape(&said.text)
             ));
         }
-        if again {
-            self.screen.show(format!(
-                "! connection lost ({why}); reconnecting in {} s — /quit to stop",
-                FIRST_RETRY.as_secs()
-            ));
-        } else {
-            self.screen.show(format!("! connection lost ({why})"));
+        match retry {
+            Some(wait) => self
+                .screen
+                .show(format!("! connection lost ({why}); reconnecting in {} s — /quit to stop", wait.as_secs())),
+            None => self.screen.show(format!("! connection lost ({why})")),
         }
     }
 
