@@ -179,3 +179,33 @@ fn a_name_refused_at_reconnect_stops_chat() {
     assert_eq!(code, Some(5), "{err}");
     assert!(err.contains("names are 1 to 8"), "says why: {err}");
 }
+
+#[test]
+fn a_file_transfer_cut_by_a_lost_connection_is_reported_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::quick(dir.path());
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+    let mut bob = Chat::start(&server, "bob", &["--download-dir", downloads.to_str().unwrap()]);
+    let mut alice = Chat::start(&server, "alice", &[]);
+    // Large enough that it is still under way at its first progress report.
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big).unwrap().set_len(256 << 20).unwrap();
+    alice.type_line(&format!("/send-file bob {}", big.display()));
+    let offer = bob.wait("alice offers big.bin").pop().unwrap();
+    bob.type_line(&format!("/accept {}", common::offer_id(&offer)));
+    alice.wait("* big.bin: ");
+
+    server.kill();
+    let said = alice.wait("reconnecting in");
+    assert!(said.iter().any(|l| l.contains("sending big.bin stopped")), "{said:?}");
+    let said = bob.wait("reconnecting in");
+    assert!(said.iter().any(|l| l.contains("receiving 1 file(s) stopped")), "{said:?}");
+    assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 0, "the partial file is deleted");
+
+    server.restart();
+    alice.wait_within("reconnected to", 90);
+    bob.wait_within("reconnected to", 90);
+    alice.quit();
+    bob.quit();
+}
