@@ -348,6 +348,25 @@ mod tests {
         assert!(o.due().unwrap() > Instant::now(), "the burst is spent");
     }
 
+    #[test]
+    fn a_lost_connection_hands_back_the_unacknowledged_texts_in_order_and_keeps_the_queue() {
+        let mut o = Outbox::new(rates(10, 40), 0);
+        // Client ids need not follow the order the texts were said in.
+        for (id, text) in [(9, "first"), (3, "second"), (5, "third")] {
+            let said = o.said(Target::Room("lobby".into()), text);
+            o.sent(id, said);
+        }
+        o.acked(3);
+        o.push(Queued::Line("typed while away".into()));
+        o.push(Queued::Quit);
+        let lost: Vec<String> = o.take_unanswered().into_iter().map(|s| s.text).collect();
+        assert_eq!(lost, ["first", "third"]);
+        assert!(o.all_answered());
+        assert_eq!(o.unsent(), 1, "the line waits; a quit is not a line");
+        o.restart(rates(10, 40), 2);
+        assert!(matches!(o.pop(), Some(Queued::Line(l)) if l == "typed while away"));
+    }
+
     #[tokio::test]
     async fn a_text_refused_as_too_fast_goes_back_in_order_and_is_given_up_after_the_retries() {
         let mut o = Outbox::new(rates(10, 40), 0);
