@@ -12,18 +12,21 @@ use cipherline_client::display::escape;
 use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_client::seen::Seen;
 use cipherline_client::transfer::{Outgoing, safe_file_name};
-use cipherline_client::{ClientError, ClientReader, ClientWriter, SessionInfo};
+use cipherline_client::{ClientError, ClientWriter, SessionInfo};
 use cipherline_keys::Fingerprint;
 use cipherline_proto::app::{ClientMessage, ErrorCode, MAX_CHUNK, NoticeKind, ServerMessage, Target, fold_name};
 use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
 use cipherline_proto::signature;
 use clap::Args;
-use tokio::sync::mpsc;
 
 use crate::client_args::{ClientArgs, Connected};
 use crate::console::{Input, Screen, Signals, TerminalGuard, spawn_input};
 use crate::error::CliError;
 use crate::files::{Downloads, FileEvent, file_verdict, hex, open_regular};
+use crate::link::{
+    Attempt, FIRST_RETRY, LAST_RETRY, Link, Rejoined, finish, jittered, next_event, passing, passing_code, reconnect,
+    spawn_reader,
+};
 use crate::output::{key_notice, message_line};
 use crate::pacing::{Outbox, Queued, RETRIES, Refused, Said};
 
@@ -114,18 +117,12 @@ struct Chat {
     seen: Seen,
 }
 
-fn spawn_reader(mut reader: ClientReader) -> mpsc::Receiver<Result<ServerMessage, String>> {
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        loop {
-            let msg = reader.recv().await.map_err(|e| e.to_string());
-            let stop = msg.is_err();
-            if tx.send(msg).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    rx
+/// Why a server message ends the session.
+enum End {
+    /// For good: chat stops and prints this line.
+    Final(String),
+    /// The connection is gone for a reason that may pass (already escaped).
+    Lost(String),
 }
 
 /// Runs `chat`.
@@ -139,7 +136,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
     // The Join and Resume took server message tokens.
     let outbox = Outbox::new(client.info().rates, 2);
     let (reader, writer, info) = client.split();
-    let mut events = spawn_reader(reader);
+    let link = Link { events: spawn_reader(reader), keepalive };
     // Saved before the editor first switches to raw mode; dropped (so
     // restored) on every way out of this function, and by a panic.
     let terminal = TerminalGuard::save();
@@ -175,7 +172,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         chat.info.suite,
         escape(&args.room)
     ));
-    let result = chat.session(&mut events, &mut input, &mut signals, &args.quit_word, keepalive).await;
+    let result = chat.session(link, args, &mut input, &mut signals).await;
     drop(terminal);
     // A message printed now would otherwise follow the abandoned prompt.
     if input.editing() {
@@ -217,23 +214,39 @@ impl Sending {
 
 impl Chat {
     /// The chat loop: lines in, messages out, until the user quits, the
-    /// server ends the session or a signal arrives. Returns the server's
-    /// final line, if it gave one.
+    /// server ends the session for good or a signal arrives. A connection
+    /// lost for a reason that may pass is made again, with backoff, while
+    /// input is still read. Returns the server's final line, if it gave one.
     async fn session(
         &mut self,
-        events: &mut mpsc::Receiver<Result<ServerMessage, String>>,
+        link: Link,
+        args: &ChatArgs,
         input: &mut Input,
         signals: &mut Signals,
-        quit_words: &[String],
-        keepalive: Duration,
     ) -> Result<Option<String>, CliError> {
+        let quit_words = &args.quit_word;
+        let mut link = Some(link);
         let mut nonce = 0u64;
         let mut quitting: Option<tokio::time::Instant> = None;
         // The editor waits, after a /join or /leave, for the new room (or
         // this deadline) so that its next prompt names the right room.
         // (It also waits for the lines of a pasted block to be sent.)
         let mut resume_at: Option<tokio::time::Instant> = None;
+        // While disconnected: when to try again, or the attempt under way.
+        let mut backoff = FIRST_RETRY;
+        let mut up_since = tokio::time::Instant::now();
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut attempt: Option<Attempt<'_>> = None;
         loop {
+            let connected = link.is_some();
+            // Nothing typed can be sent now: quitting is at once.
+            if !connected && (quitting.is_some() || self.quit_queued) {
+                let unsent = self.outbox.unsent();
+                if unsent > 0 {
+                    self.screen.show(format!("! {unsent} line(s) typed while disconnected were not sent"));
+                }
+                return Ok(None);
+            }
             if quitting.is_some() && self.outbox.all_answered() && self.outbox.is_empty() && self.sending.is_none() {
                 break;
             }
@@ -244,11 +257,16 @@ impl Chat {
                 resume_at = None;
                 input.resume(prompt(self.room.as_deref()));
             }
-            let can_send = self.sending.as_ref().is_some_and(Sending::ready);
+            let can_send = connected && self.sending.as_ref().is_some_and(Sending::ready);
             // Queued lines wait for the answer to a /join or /leave, and
-            // for the server's rate (never the loop: messages and pings go on).
-            let due = if self.room_wait.is_none() { self.outbox.due() } else { None };
+            // for the server's rate (never the loop: messages and pings go
+            // on), and for a connection.
+            let due = if connected && self.room_wait.is_none() { self.outbox.due() } else { None };
             let reading = quitting.is_none() && !self.quit_queued && self.outbox.has_room();
+            let keepalive = link.as_ref().map(|l| l.keepalive);
+            // A failed write, or a reason the server gave, to reconnect over.
+            let mut lost: Option<String> = None;
+            let mut step: Result<(), CliError> = Ok(());
             tokio::select! {
                 biased;
                 () = signals.recv() => return Ok(None),
@@ -256,18 +274,18 @@ impl Chat {
                     self.lines(batch, quit_words);
                     resume_at = Some(tokio::time::Instant::now() + ROOM_WAIT);
                 }
-                msg = events.recv() => match msg {
-                    Some(Ok(msg)) => {
-                        if let Some(end) = self.incoming(msg).await {
-                            return Ok(Some(end));
-                        }
+                msg = next_event(&mut link), if connected => match msg {
+                    Some(Ok(msg)) => match self.incoming(msg).await {
+                        Some(End::Final(end)) => return Ok(Some(end)),
+                        Some(End::Lost(why)) => lost = Some(why),
                         // Caught up: acknowledge what was shown.
-                        if events.is_empty() {
-                            self.writer.flush_received().await?;
+                        None if link.as_ref().is_some_and(|l| l.events.is_empty()) => {
+                            step = self.writer.flush_received().await.map_err(Into::into);
                         }
-                    }
-                    Some(Err(e)) => return Err(CliError::failed(format!("connection lost: {e}"), "connect again")),
-                    None => return Ok(None),
+                        None => {}
+                    },
+                    Some(Err(e)) => step = Err(e.into()),
+                    None => lost = Some("the connection closed".to_owned()),
                 },
                 () = tokio::time::sleep_until(due.unwrap_or_else(grace)), if due.is_some() => {
                     match self.outbox.pop() {
@@ -277,9 +295,10 @@ impl Chat {
                                 self.outbox.drop_lines();
                             }
                             Ok(false) => {}
+                            Err(e) if passing(&e) => step = Err(e),
                             Err(e) => self.screen.show(format!("! {e}")),
                         },
-                        Some(Queued::Resend(said)) => self.transmit(said).await?,
+                        Some(Queued::Resend(said)) => step = self.transmit(said).await,
                         Some(Queued::Quit) => {
                             quitting = Some(grace());
                             self.outbox.drop_lines();
@@ -290,14 +309,18 @@ impl Chat {
                 // After the lines: a file being sent must not hold up what is typed.
                 () = std::future::ready(()), if can_send => {
                     if let Err(e) = self.send_chunk().await {
-                        self.screen.show(format!("! file transfer stopped: {e}"));
-                        self.stop_sending("the sender could not read the file").await?;
+                        if passing(&e) {
+                            step = Err(e);
+                        } else {
+                            self.screen.show(format!("! file transfer stopped: {e}"));
+                            step = self.stop_sending("the sender could not read the file").await;
+                        }
                     }
                 }
-                () = tokio::time::sleep(keepalive) => {
+                () = tokio::time::sleep(keepalive.unwrap_or(LAST_RETRY)), if keepalive.is_some() => {
                     nonce += 1;
                     self.outbox.spend();
-                    self.writer.send_message(&ClientMessage::Ping { nonce }).await?;
+                    step = self.writer.send_message(&ClientMessage::Ping { nonce }).await.map_err(Into::into);
                 }
                 () = tokio::time::sleep_until(resume_at.unwrap_or_else(grace)), if resume_at.is_some() => {}
                 () = tokio::time::sleep_until(self.room_wait.unwrap_or_else(grace)), if self.room_wait.is_some() => {
@@ -305,20 +328,124 @@ impl Chat {
                     self.screen.show("! the server did not answer about the room in 5 s; going on in the current room");
                 }
                 () = tokio::time::sleep_until(quitting.unwrap_or_else(grace)), if quitting.is_some() => break,
+                () = tokio::time::sleep_until(retry_at.unwrap_or_else(grace)), if retry_at.is_some() => {
+                    retry_at = None;
+                    let rooms = self.rooms.values().cloned().collect();
+                    attempt = Some(Box::pin(reconnect(&args.client, rooms)));
+                }
+                result = finish(&mut attempt), if attempt.is_some() => {
+                    attempt = None;
+                    match result {
+                        Ok(back) => {
+                            link = Some(self.rejoined(back, &args.client.server));
+                            up_since = tokio::time::Instant::now();
+                        }
+                        Err(e) if passing(&e) => {
+                            backoff = (backoff * 2).min(LAST_RETRY);
+                            retry_at = Some(tokio::time::Instant::now() + jittered(backoff));
+                            self.screen.show(format!(
+                                "! cannot reconnect yet ({e}); trying again in {} s — /quit to stop",
+                                backoff.as_secs()
+                            ));
+                        }
+                        // A changed server key, a name taken or refused, a
+                        // failed authentication: never reconnected past.
+                        Err(e) => return Err(e),
+                    }
+                }
             }
             // Nobody accepted in time. A room offer is included: its sender
             // does not know who is in the room, so cannot tell when all declined.
             if let Some(s) = &self.sending
+                && step.is_ok()
+                && lost.is_none()
                 && s.out.receivers() == 0
                 && s.out.sent() == 0
                 && tokio::time::Instant::now() >= s.answers_until
             {
                 self.screen.show(format!("! nobody accepted {} in time", s.name));
-                self.stop_sending("nobody accepted").await?;
+                step = self.stop_sending("nobody accepted").await;
+            }
+            match step {
+                Ok(()) => {}
+                Err(e) if link.is_some() && passing(&e) => lost = Some(e.to_string()),
+                Err(e) => return Err(e),
+            }
+            if let Some(why) = lost {
+                link = None;
+                if quitting.is_some() {
+                    self.lose(&why, None);
+                    return Ok(None);
+                }
+                // A connection that held for a while starts the backoff
+                // over; one lost soon after it was made (a server that
+                // accepts and drops) keeps it growing.
+                if up_since.elapsed() >= LAST_RETRY {
+                    backoff = FIRST_RETRY;
+                }
+                self.lose(&why, Some(backoff));
+                retry_at = Some(tokio::time::Instant::now() + jittered(backoff));
             }
         }
         let _ = self.writer.close().await;
         Ok(None)
+    }
+
+    /// The connection is gone (`why`, already escaped): stops what cannot
+    /// go on without it and says so, and when chat reconnects (`retry`).
+    fn lose(&mut self, why: &str, retry: Option<Duration>) {
+        self.room_wait = None;
+        if let Some(s) = self.sending.take() {
+            self.screen.show(format!(
+                "! sending {} stopped: the connection was lost (a transfer cannot resume; offer it again)",
+                s.name
+            ));
+        }
+        let receiving = self.downloads.receiving();
+        if receiving > 0 {
+            self.screen.show(format!(
+                "! receiving {receiving} file(s) stopped: the connection was lost (the partial files were deleted; \
+                 ask for them again)"
+            ));
+        }
+        self.downloads.drop_transfers();
+        // The server may have stored them or not: sending them again could
+        // show them twice, so the user decides.
+        for said in self.outbox.take_unanswered() {
+            self.screen.show(format!(
+                "! not confirmed before the connection was lost (it may not have arrived): {}",
+                escape(&said.text)
+            ));
+        }
+        match retry {
+            Some(wait) => self
+                .screen
+                .show(format!("! connection lost ({why}); reconnecting in {} s — /quit to stop", wait.as_secs())),
+            None => self.screen.show(format!("! connection lost ({why})")),
+        }
+    }
+
+    /// Takes a new connection into use: its writer, limits and reader.
+    fn rejoined(&mut self, back: Rejoined, server: &str) -> Link {
+        let Rejoined { client, refused } = back;
+        let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
+        // Every Join and the Resume took a server message token.
+        let joins = u32::try_from(self.rooms.len()).unwrap_or(u32::MAX).saturating_add(1);
+        self.outbox.restart(client.info().rates, joins);
+        for (room, why) in refused {
+            self.rooms.remove(&fold_name(&room));
+            self.screen.show(format!("! could not join {} again: {}", escape(&room), escape(&why)));
+        }
+        if self.room.as_deref().is_some_and(|r| !self.rooms.contains_key(&fold_name(r))) {
+            self.room = self.rooms.values().next().cloned();
+        }
+        let (reader, writer, info) = client.split();
+        self.writer = writer;
+        self.info = info;
+        let rooms: Vec<String> = self.rooms.values().map(|r| escape(r).into_owned()).collect();
+        let where_ = if rooms.is_empty() { "in no room".to_owned() } else { format!("back in {}", rooms.join(", ")) };
+        self.screen.show(format!("* reconnected to {server} as {}; {where_}", escape(&self.info.name)));
+        Link { events: spawn_reader(reader), keepalive }
     }
 
     /// Queues the lines of one Enter (several if pasted), in order, or the
@@ -330,7 +457,9 @@ impl Chat {
             return;
         };
         for line in batch {
-            if quit_words.iter().any(|w| w == line.trim()) {
+            // As a command, /quit would wait its turn: while disconnected
+            // that could be forever.
+            if quit_words.iter().any(|w| w == line.trim()) || matches!(line.trim(), "/quit" | "/exit") {
                 self.outbox.push(Queued::Quit);
                 self.quit_queued = true;
                 return;
@@ -576,7 +705,7 @@ impl Chat {
 
     /// Shows one server message; returns a final line if the server ended
     /// the session.
-    async fn incoming(&mut self, msg: ServerMessage) -> Option<String> {
+    async fn incoming(&mut self, msg: ServerMessage) -> Option<End> {
         let me = self.info.name.clone();
         match msg {
             ServerMessage::Message(d) => {
@@ -639,8 +768,11 @@ impl Chat {
                 if client_id == 0 {
                     self.room_wait = None;
                 }
+                if passing_code(code) {
+                    return Some(End::Lost(format!("the server closed the connection: {}", escape(&text))));
+                }
                 if code.is_fatal() {
-                    return Some(format!("! the server closed the connection: {}", escape(&text)));
+                    return Some(End::Final(format!("! the server closed the connection: {}", escape(&text))));
                 }
                 if let Some(s) = &self.sending
                     && s.out.transfer == client_id
@@ -663,7 +795,7 @@ impl Chat {
                         self.sending = None;
                     } else if all_gone && self.stop_sending("every receiver stopped").await.is_err() {
                         // A room offer may still be open to others: end it.
-                        return Some("! connection lost".into());
+                        return Some(End::Lost("a message could not be sent".into()));
                     }
                 }
             }
@@ -674,7 +806,7 @@ impl Chat {
                 let (event, replies) = self.downloads.handle(&file, false, &mut self.peers);
                 for reply in replies {
                     if self.writer.send_message(&reply).await.is_err() {
-                        return Some("! connection lost".into());
+                        return Some(End::Lost("a message could not be sent".into()));
                     }
                 }
                 match event {
@@ -720,10 +852,10 @@ impl Chat {
     }
 
     /// A stored message was shown: the server may delete it.
-    async fn handled(&mut self, seq: u64) -> Option<String> {
+    async fn handled(&mut self, seq: u64) -> Option<End> {
         match self.writer.handled(seq).await {
             Ok(()) => None,
-            Err(_) => Some("! connection lost".into()),
+            Err(e) => Some(End::Lost(e.to_string())),
         }
     }
 

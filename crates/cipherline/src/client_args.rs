@@ -13,6 +13,7 @@ use cipherline_keys::{
 use cipherline_net::NetError;
 use cipherline_proto::Error as ProtoError;
 use cipherline_proto::crypto::kem::ServerPublicKey;
+use cipherline_proto::crypto::pake::Password;
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::error::Incompatibility;
 use clap::Args;
@@ -61,6 +62,21 @@ pub struct ClientArgs {
 
     #[arg(skip)]
     loaded: LoadedIdentity,
+
+    #[arg(skip)]
+    resolved: ResolvedPassword,
+}
+
+/// The shared password once read: asked for once per run, so that `chat`
+/// and `listen --reconnect` never prompt again when they reconnect (chat's
+/// line editor owns the terminal then). No password in Debug.
+#[derive(Default)]
+struct ResolvedPassword(std::sync::OnceLock<Option<Password>>);
+
+impl std::fmt::Debug for ResolvedPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "ResolvedPassword(read)" } else { "ResolvedPassword(not yet)" })
+    }
 }
 
 /// The identity key once loaded: its passphrase is asked for once per run,
@@ -225,7 +241,13 @@ impl ClientArgs {
         let me = identity.as_ref().map(|k| Fingerprint::from_bytes(k.public_key().fingerprint()));
         let check = PolicyCheck { addr: &addr, policy: self.trust.policy()?, may_prompt, refusal: Mutex::new(None) };
         let name = self.name();
-        let password = self.password.resolve(true)?;
+        let password = match self.resolved.0.get() {
+            Some(read) => read.clone(),
+            None => {
+                let read = self.password.resolve(true)?;
+                self.resolved.0.get_or_init(|| read).clone()
+            }
+        };
         let password_only = self.trust.password_only;
         if password_only && password.is_none() {
             return Err(CliError::usage(

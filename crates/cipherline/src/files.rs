@@ -329,6 +329,11 @@ impl Downloads {
         self
     }
 
+    /// How many files are being received now.
+    pub fn receiving(&self) -> usize {
+        self.active.len()
+    }
+
     /// Forgets every pending offer and transfer in progress (the connection
     /// they belonged to is gone), deleting partial files and giving their
     /// bytes back; files already received still count.

@@ -33,6 +33,7 @@ mod fingerprint;
 mod history;
 mod keygen;
 mod known_servers;
+mod link;
 mod listen;
 mod output;
 mod pacing;

@@ -282,6 +282,28 @@ impl Outbox {
         }
     }
 
+    /// The connection was lost: the texts sent and not acknowledged, in
+    /// the order they were sent (the server may or may not have stored
+    /// them, so they are not sent again on their own).
+    pub fn take_unanswered(&mut self) -> Vec<Said> {
+        let mut lost: Vec<Said> = self.in_flight.drain().map(|(_, said)| said).collect();
+        lost.sort_by_key(|s| s.seq);
+        lost
+    }
+
+    /// A new session with limits `rates` began, after `sent` metered
+    /// messages (its Joins): pace by its bucket; the queue stays.
+    pub fn restart(&mut self, rates: RateLimits, sent: u32) {
+        self.bucket = Bucket::new(rates, sent);
+        self.backoff.reset();
+        self.paused_until = None;
+    }
+
+    /// How many lines and texts wait to be sent.
+    pub fn unsent(&self) -> usize {
+        self.queue.iter().filter(|q| !matches!(q, Queued::Quit)).count()
+    }
+
     /// The server refused `id` with `code`: a text refused as too fast is
     /// queued again ahead of the lines not yet sent, in the order the texts
     /// were first sent, after a pause.
@@ -324,6 +346,25 @@ mod tests {
             assert!(o.pop().is_some());
         }
         assert!(o.due().unwrap() > Instant::now(), "the burst is spent");
+    }
+
+    #[test]
+    fn a_lost_connection_hands_back_the_unacknowledged_texts_in_order_and_keeps_the_queue() {
+        let mut o = Outbox::new(rates(10, 40), 0);
+        // Client ids need not follow the order the texts were said in.
+        for (id, text) in [(9, "first"), (3, "second"), (5, "third")] {
+            let said = o.said(Target::Room("lobby".into()), text);
+            o.sent(id, said);
+        }
+        o.acked(3);
+        o.push(Queued::Line("typed while away".into()));
+        o.push(Queued::Quit);
+        let lost: Vec<String> = o.take_unanswered().into_iter().map(|s| s.text).collect();
+        assert_eq!(lost, ["first", "third"]);
+        assert!(o.all_answered());
+        assert_eq!(o.unsent(), 1, "the line waits; a quit is not a line");
+        o.restart(rates(10, 40), 2);
+        assert!(matches!(o.pop(), Some(Queued::Line(l)) if l == "typed while away"));
     }
 
     #[tokio::test]

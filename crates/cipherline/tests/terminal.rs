@@ -85,14 +85,18 @@ fn quit_word_restores_the_terminal() {
     assert_terminal_restored(&mut p, "a quit word");
 }
 
+/// A server shutdown no longer ends chat (it reconnects by itself, issue
+/// 14): /quit typed while it is away does, and restores the terminal.
 #[test]
-fn server_shutdown_restores_the_terminal() {
+fn quit_while_reconnecting_after_a_server_shutdown_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::quick(dir.path());
     let mut p = chat_on_pty(&server.client("chat", "alice"));
     p.exp_string("lobby> ").unwrap();
     server.stop();
-    assert_terminal_restored(&mut p, "a server shutdown");
+    p.exp_string("reconnecting in").unwrap();
+    type_in(&mut p, "/quit\r");
+    assert_terminal_restored(&mut p, "a server shutdown and /quit while reconnecting");
 }
 
 #[test]

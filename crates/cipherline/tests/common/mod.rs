@@ -13,6 +13,8 @@ pub struct Server {
     pub addr: String,
     pub fingerprint: String,
     pub lines: Vec<String>,
+    /// The arguments it was started with (for [`Server::restart`]).
+    args: Vec<String>,
 }
 
 /// The binary, with a data directory private to this test process (so
@@ -48,7 +50,7 @@ impl Server {
         }
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in out.lines() {});
-        Server { child, addr, fingerprint, lines }
+        Server { child, addr, fingerprint, lines, args: args.iter().map(|a| (*a).to_owned()).collect() }
     }
 
     /// A server with an X25519 key (fast to create) in `dir`.
@@ -91,6 +93,38 @@ impl Server {
         c
     }
 
+    /// Ends the server at once with SIGKILL: no goodbye to anyone, as in a
+    /// crash or a power cut.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the server again (after [`Server::kill`] or [`Server::stop`])
+    /// with the same arguments, so the same data directory and key files,
+    /// on the same address; the fingerprint is the one it announces now.
+    pub fn restart(&mut self) {
+        let listen = self.args.iter().position(|a| a == "--listen").unwrap();
+        let mut args = self.args.clone();
+        args.get_mut(listen + 1).unwrap().clone_from(&self.addr);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // The old port may take a moment to be free again.
+        let mut tries = 0;
+        let again = loop {
+            match std::panic::catch_unwind(|| Server::start(&args)) {
+                Ok(server) => break server,
+                Err(_) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        };
+        assert_eq!(again.addr, self.addr, "the server came back on another address");
+        // The old process is already gone: dropping it only reaps it.
+        drop(std::mem::replace(self, again));
+    }
+
     /// Stops the server with SIGTERM and returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
@@ -115,8 +149,13 @@ impl Drop for Server {
 
 /// Reads lines from a child's stdout until one contains `needle` (or 20 s pass).
 pub fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    wait_for_line_within(lines, needle, Duration::from_secs(20))
+}
+
+/// Like [`wait_for_line`], waiting up to `limit`.
+pub fn wait_for_line_within(lines: &std::sync::mpsc::Receiver<String>, needle: &str, limit: Duration) -> Vec<String> {
     let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
         match lines.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
@@ -175,8 +214,15 @@ pub struct Chat {
 impl Chat {
     /// Starts `chat` as `name` on `server` and waits until it is in the lobby.
     pub fn start(server: &Server, name: &str, extra: &[&str]) -> Chat {
-        let mut child =
-            server.client("chat", name).args(extra).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut command = server.client("chat", name);
+        command.args(extra);
+        Chat::spawn(command)
+    }
+
+    /// Starts a `chat` command line of the test's own (pipe its standard
+    /// error to read it in [`Chat::exit`]) and waits until it is in the lobby.
+    pub fn spawn(mut command: Command) -> Chat {
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
         let lines = line_channel(&mut child);
         let input = child.stdin.take().unwrap();
         wait_for_line(&lines, "in room lobby");
@@ -192,6 +238,33 @@ impl Chat {
     /// The lines up to the first containing `needle`.
     pub fn wait(&self, needle: &str) -> Vec<String> {
         wait_for_line(&self.lines, needle)
+    }
+
+    /// The lines up to the first containing `needle`, waiting up to `secs`.
+    pub fn wait_within(&self, needle: &str, secs: u64) -> Vec<String> {
+        wait_for_line_within(&self.lines, needle, Duration::from_secs(secs))
+    }
+
+    /// Waits (60 s at most) for chat to end by itself; returns its exit
+    /// code and standard error (if piped).
+    pub fn exit(mut self) -> (Option<i32>, String) {
+        use std::io::Read as _;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                self.child.kill().unwrap();
+                panic!("chat did not exit within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut err).unwrap();
+        }
+        (status.code(), err)
     }
 
     /// The first line containing any of `needles` (20 s at most).
