@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use cipherline_client::display::escape;
 use cipherline_client::peers::{MessageStatus, Peers};
-use cipherline_client::seen::Seen;
 use cipherline_client::transfer::{Outgoing, safe_file_name};
 use cipherline_client::{ClientError, ClientWriter, SessionInfo};
 use cipherline_keys::Fingerprint;
@@ -29,6 +28,7 @@ use crate::link::{
 };
 use crate::output::{key_notice, message_line};
 use crate::pacing::{Outbox, Queued, RETRIES, Refused, Said};
+use crate::recorder::Recorder;
 
 /// Chat interactively: type to talk in the current room; /help lists the
 /// commands.
@@ -114,7 +114,7 @@ struct Chat {
     download_dir: PathBuf,
     sending: Option<Sending>,
     /// Ids of messages shown, so a redelivered one is shown once.
-    seen: Seen,
+    recorder: Recorder,
 }
 
 /// Why a server message ends the session.
@@ -127,7 +127,8 @@ enum End {
 
 /// Runs `chat`.
 pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
-    let Connected { mut client, peers, me, .. } = args.client.connect(true).await?;
+    let Connected { mut client, peers, me, server } = args.client.connect(true).await?;
+    let recorder = Recorder::new(peers.store().cloned(), server);
     client.join(&args.room).await?;
     // What arrived while this user was away comes now (after the Join,
     // so it is shown in the room joined).
@@ -159,7 +160,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         downloads: Downloads::new(None),
         download_dir: args.download_dir.clone(),
         sending: None,
-        seen: Seen::new(),
+        recorder,
     };
     let server = match &chat.info.server_key {
         Some(key) => format!("server key {}", Fingerprint::of_server_key(key)),
@@ -172,6 +173,12 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         chat.info.suite,
         escape(&args.room)
     ));
+    if chat.info.queue.is_none() {
+        chat.screen.show(
+            "* live delivery only: this server keeps nothing for you while you are away (it stores messages only for \
+             names an identity key owns)",
+        );
+    }
     let result = chat.session(link, args, &mut input, &mut signals).await;
     drop(terminal);
     // A message printed now would otherwise follow the abandoned prompt.
@@ -709,11 +716,12 @@ impl Chat {
         let me = self.info.name.clone();
         match msg {
             ServerMessage::Message(d) => {
-                if !self.seen.insert(d.id) {
-                    // Delivered again (not acknowledged before a reconnect).
+                let status = self.peers.check(&d);
+                if !self.recorder.incoming(&me, &d, &status) {
+                    // Delivered again (not acknowledged before a reconnect,
+                    // or before an earlier run ended): shown already.
                     return self.handled(d.seq).await;
                 }
-                let status = self.peers.check(&d);
                 if let MessageStatus::KeyChanged { presented, .. } = &status {
                     self.changed.insert(fold_name(&d.from), *presented);
                 }
@@ -724,7 +732,17 @@ impl Chat {
                 return self.handled(d.seq).await;
             }
             ServerMessage::Identity { name, algorithm, key } => self.on_identity(&name, algorithm, &key),
-            ServerMessage::Ack { client_id, .. } => self.outbox.acked(client_id),
+            ServerMessage::Ack { client_id, id, timestamp_ms, full, .. } => {
+                if let Some(said) = self.outbox.acked(client_id) {
+                    self.recorder.sent(&me, id, timestamp_ms, &said.to, &said.text);
+                    if full > 0 {
+                        self.screen.show(format!(
+                            "! {full} member(s) of the room have too many messages waiting on the server: not kept for \
+                             them"
+                        ));
+                    }
+                }
+            }
             // `/join General` in `general` is the same room (§13.4): one entry.
             ServerMessage::Joined { room } => {
                 self.room_wait = None;

@@ -276,10 +276,12 @@ impl Outbox {
     }
 
     /// The server acknowledged `id`.
-    pub fn acked(&mut self, id: u64) {
-        if self.in_flight.remove(&id).is_some() {
+    pub fn acked(&mut self, id: u64) -> Option<Said> {
+        let said = self.in_flight.remove(&id);
+        if said.is_some() {
             self.backoff.reset();
         }
+        said
     }
 
     /// The connection was lost: the texts sent and not acknowledged, in
