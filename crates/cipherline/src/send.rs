@@ -82,9 +82,14 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
     let (mut client, mut peers) = (connected.client, connected.peers);
     let mut recorder = Recorder::new(peers.store().cloned(), connected.server);
     let me = client.name().to_owned();
+    // A name a key owns stays a member of a room it joins until it leaves
+    // (PROTOCOL.md §13.10): a one-shot send into a room it was not in
+    // leaves again afterwards, so scripts do not collect room traffic.
+    let mut leave_after = false;
     let target = match &args.to {
         Some(user) => Target::User(user.clone()),
         None => {
+            leave_after = client.info().queue.is_some() && client.who(&args.room).await.is_err();
             client.join(&args.room).await?;
             Target::Room(args.room.clone())
         }
@@ -92,8 +97,8 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
     if args.wait_delivered.is_some() {
         client.send_message(&ClientMessage::Receipts { enabled: true }).await?;
     }
-    // The Join (and a Receipts) took server message tokens.
-    let sent = u32::from(args.to.is_none()) + u32::from(args.wait_delivered.is_some());
+    // The Who and Join (and a Receipts) took server message tokens.
+    let sent = 2 * u32::from(args.to.is_none()) + u32::from(args.wait_delivered.is_some());
     let mut pacer = Pacer::new(client.info().rates, sent);
     let mut acks = Vec::new();
     if let Some(path) = &args.file {
@@ -143,6 +148,9 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
                 client.handled(d.seq).await?;
             }
         }
+    }
+    if leave_after {
+        client.leave(&args.room).await?;
     }
     let _ = client.close().await;
     Ok(())

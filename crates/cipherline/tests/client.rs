@@ -274,3 +274,18 @@ fn shared_password_mode_like_seed_002() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("requires a password"));
 }
+
+/// A one-shot `send --room` into a room the sender was not in leaves it
+/// again: otherwise the room's traffic would be stored for the script's
+/// name from then on (room membership outlives connections, §13.10).
+#[test]
+fn a_one_shot_send_into_a_room_does_not_keep_the_sender_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let out = server.client("send", "alice").args(["--room", "side", "one-shot"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = server.client("send", "bob").args(["--room", "side", "after alice left"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = server.client("listen", "alice").args(["--count", "1", "--timeout", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "nothing was kept for alice: {}", String::from_utf8_lossy(&out.stdout));
+}
