@@ -481,6 +481,17 @@ pub enum ServerMessage {
         /// The recipient.
         by: String,
     },
+    /// This client's message `id` to `to` expired on the server unread
+    /// (its time to live ran out); stored, like a message, in this
+    /// client's queue.
+    Expired {
+        /// The server id of the message (as in its Ack).
+        id: u64,
+        /// The recipient that did not get it.
+        to: String,
+        /// Its position in this client's stored queue (to acknowledge).
+        seq: u64,
+    },
     /// A receiver's progress (flow control for the sender).
     FileAcked {
         /// The transfer id.
@@ -818,6 +829,13 @@ impl ServerMessage {
                 put_u64(&mut w, *id);
                 put_name(&mut w, by)?;
             }
+            ServerMessage::Expired { id, to, seq } => {
+                w.u8(0x92);
+                put_u64(&mut w, *id);
+                put_name(&mut w, to)?;
+                // Last, as in Message, so a relay can fill it in.
+                put_u64(&mut w, *seq);
+            }
             ServerMessage::Notice { kind, room, name } => {
                 w.u8(0x86);
                 w.u8(match kind {
@@ -960,6 +978,7 @@ impl ServerMessage {
                 full: u32::from_be_bytes(r.array()?),
             },
             0x91 => ServerMessage::Delivered { id: get_u64(&mut r)?, by: get_name(&mut r)? },
+            0x92 => ServerMessage::Expired { id: get_u64(&mut r)?, to: get_name(&mut r)?, seq: get_u64(&mut r)? },
             0x86 => {
                 let kind = match r.u8()? {
                     0 => NoticeKind::Joined,

@@ -77,6 +77,7 @@ fn round_trips() {
         ServerMessage::Identity { name: "bob".into(), algorithm: 0, key: Vec::new() },
         ServerMessage::Ack { client_id: 1, id: 2, timestamp_ms: 3, queued: 4, live: 5, full: 6 },
         ServerMessage::Delivered { id: 9, by: "bob".into() },
+        ServerMessage::Expired { id: 9, to: "bob".into(), seq: 4 },
         ServerMessage::Notice { kind: NoticeKind::Left, room: "lobby".into(), name: "bob".into() },
         ServerMessage::Members { room: "lobby".into(), names: vec!["a".into(), "b".into()] },
         ServerMessage::Error { code: ErrorCode::NameTaken, client_id: 0, text: "taken".into() },
@@ -170,6 +171,7 @@ fn names_outside_the_grammar_are_refused_by_a_client() {
         ServerMessage::FileDone { transfer: 1, from: "a\u{202e}".into(), sha256: [0; 32], signed: None },
         ServerMessage::FileCancelled { transfer: 1, sender: "a".into(), by: "b\tc".into(), reason: "x".into() },
         ServerMessage::Delivered { id: 1, by: "b c".into() },
+        ServerMessage::Expired { id: 1, to: "b\nc".into(), seq: 1 },
     ];
     for m in &bad {
         let decoded = ServerMessage::decode(&m.encode().unwrap()[4..]).unwrap();

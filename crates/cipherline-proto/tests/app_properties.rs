@@ -157,6 +157,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             }
         ),
         (any::<u64>(), name()).prop_map(|(id, by)| ServerMessage::Delivered { id, by }),
+        (any::<u64>(), name(), any::<u64>()).prop_map(|(id, to, seq)| ServerMessage::Expired { id, to, seq }),
         (any::<bool>(), name(), name()).prop_map(|(left, room, name)| ServerMessage::Notice {
             kind: if left { NoticeKind::Left } else { NoticeKind::Joined },
             room,
@@ -202,7 +203,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
 
 /// Every type byte in use, and any other, to start arbitrary bodies with.
 fn type_byte() -> impl Strategy<Value = u8> {
-    prop_oneof![1u8..=0x11, 0x81u8..=0x91, any::<u8>()]
+    prop_oneof![1u8..=0x11, 0x81u8..=0x92, any::<u8>()]
 }
 
 /// Decodes `bytes` both ways; whatever decodes must re-encode to `bytes`.

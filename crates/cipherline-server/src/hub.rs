@@ -603,12 +603,7 @@ impl Hub {
     pub(crate) fn deliver_outbound(&self, out: Outbound, stored: &[&String]) {
         let state = self.lock();
         for name in stored {
-            let Some(user) = Self::resolve(&state, name) else { continue };
-            for session in state.users.get(&user).map(|p| p.sessions.as_slice()).unwrap_or_default() {
-                if let Some(wake) = &session.wake {
-                    wake.notify_one();
-                }
-            }
+            Self::wake_in(&state, name);
         }
         if out.live.is_empty() {
             return;
@@ -616,6 +611,20 @@ impl Hub {
         let bytes = state.backlog.share(out.frame);
         for (name, session) in &out.live {
             state.deliver_to(name, *session, &bytes);
+        }
+    }
+
+    /// Rings the connections of `name`: something was stored for it.
+    pub(crate) fn wake(&self, name: &str) {
+        Self::wake_in(&self.lock(), name);
+    }
+
+    fn wake_in(state: &State, name: &str) {
+        let Some(user) = Self::resolve(state, name) else { return };
+        for session in state.users.get(&user).map(|p| p.sessions.as_slice()).unwrap_or_default() {
+            if let Some(wake) = &session.wake {
+                wake.notify_one();
+            }
         }
     }
 

@@ -112,14 +112,13 @@ pub async fn run_with(
         None => None,
     };
     let ttl = Duration::from_secs(settings.limits.message_ttl_secs);
-    let expiring = mail.as_ref().map(|(mail, _)| mail.clone());
     let hub =
         Arc::new(hub::Hub::new(options.identities, &settings.limits, options.dangerous_tamper_for_testing_only, mail));
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(hub::expire_offers(hub.clone(), token.clone()));
-    if let Some(mail) = expiring {
-        tracker.spawn(mail::expire_loop(mail, ttl, token.clone()));
+    if hub.mail.is_some() {
+        tracker.spawn(mail::expire_loop(hub.clone(), ttl, token.clone()));
     }
     let permits = Arc::new(Semaphore::new(settings.limits.max_connections));
     let handshakes = Arc::new(handshakes::Handshakes::default());

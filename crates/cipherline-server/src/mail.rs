@@ -19,7 +19,7 @@ use cipherline_store::{Appended, Quota, SqliteStore, Store, StoreError, StoredMe
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Refusal;
+use crate::hub::{Hub, Refusal};
 
 /// The store engine in use.
 pub(crate) type Db = SqliteStore;
@@ -251,15 +251,44 @@ impl Mail {
         Err(failed())
     }
 
-    /// Deletes messages older than `ttl`; returns how many.
-    async fn expire(&self, ttl: Duration) -> Result<u64, StoreError> {
-        let cutoff = now_ms().saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        let n = self.store.expire(cutoff).await?;
-        if n > 0 {
-            let total = self.counters.expired.fetch_add(n, Ordering::Relaxed) + n;
-            tracing::warn!(messages = n, total, "stored messages expired unread (message_ttl_secs)");
+    /// Deletes the messages older than `ttl`, and tells each one's sender
+    /// that has a stored queue with an Expired notice in that queue (so a
+    /// sender learns it even if it is offline now); returns how many.
+    async fn expire(&self, hub: &Hub, ttl: Duration) -> Result<u64, StoreError> {
+        const BATCH: usize = 500;
+        let now = now_ms();
+        let cutoff = now.saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let mut total = 0u64;
+        loop {
+            let batch = self.store.expire(cutoff, BATCH).await?;
+            let n = batch.len();
+            for e in batch {
+                total += 1;
+                let Some(to) = e.queue.strip_prefix("inbox/") else { continue };
+                let Some((_, frame)) = e.message.payload.split_first() else { continue };
+                // Only messages are reported; an expired notice just goes.
+                let Some(Ok(ServerMessage::Message(d))) = frame.get(4..).map(ServerMessage::decode) else { continue };
+                if !hub.has_inbox(&d.from) {
+                    continue;
+                }
+                let notice = ServerMessage::Expired { id: d.id, to: to.to_owned(), seq: 0 };
+                let Ok(frame) = notice.encode() else { continue };
+                let sender = vec![fold_name(&d.from)];
+                if let Ok(result) = self.store(&sender, &frame, false, now).await
+                    && result.iter().any(|r| matches!(r, Appended::Stored(_)))
+                {
+                    hub.wake(&d.from);
+                }
+            }
+            if n < BATCH {
+                break;
+            }
         }
-        Ok(n)
+        if total > 0 {
+            let all = self.counters.expired.fetch_add(total, Ordering::Relaxed) + total;
+            tracing::warn!(messages = total, total = all, "stored messages expired unread (message_ttl_secs)");
+        }
+        Ok(total)
     }
 }
 
@@ -270,14 +299,15 @@ pub(crate) fn now_ms() -> u64 {
 
 /// Expires stored messages past `ttl` now and then every minute (every
 /// quarter of `ttl` if that is shorter, at least every second) until `stop`.
-pub(crate) async fn expire_loop(mail: Arc<Mail>, ttl: Duration, stop: CancellationToken) {
+pub(crate) async fn expire_loop(hub: Arc<Hub>, ttl: Duration, stop: CancellationToken) {
+    let Some(mail) = hub.mail.clone() else { return };
     let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = mail.expire(ttl).await {
+                if let Err(e) = mail.expire(&hub, ttl).await {
                     tracing::error!(error = %e, "expiring stored messages failed");
                 }
             }

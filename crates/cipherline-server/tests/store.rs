@@ -233,9 +233,18 @@ async fn a_message_past_its_time_to_live_is_deleted_unread() {
     let server = start_stored(dir.path(), limits).await;
     bob(&server.addr).await.close().await.unwrap();
     let mut a = alice(&server.addr).await;
-    a.send_acked(Target::User("bob".into()), "too late").await.unwrap();
-    // Expiry runs every quarter of the time to live (at least every second).
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let late = a.send_acked(Target::User("bob".into()), "too late").await.unwrap();
+    // Expiry runs every quarter of the time to live (at least every
+    // second); the sender is told, through its own queue.
+    let (id, to, seq) = loop {
+        let msg = timeout(Duration::from_secs(10), a.recv()).await.expect("an expiry notice").unwrap();
+        if let ServerMessage::Expired { id, to, seq } = msg {
+            break (id, to, seq);
+        }
+    };
+    assert_eq!((id, to.as_str()), (late, "bob"));
+    assert!(seq > 0, "stored, so it waits for a sender who is offline");
+    a.handled(seq).await.unwrap();
     a.send_acked(Target::User("bob".into()), "in time").await.unwrap();
     let mut b = bob(&server.addr).await;
     assert_eq!(next_message(&mut b).await.text, "in time", "the expired message is gone");

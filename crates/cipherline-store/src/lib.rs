@@ -118,6 +118,15 @@ pub struct StoredMessage {
     pub appended_ms: u64,
 }
 
+/// A message [`Store::expire`] deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredMessage {
+    /// The queue it was in.
+    pub queue: String,
+    /// The message.
+    pub message: StoredMessage,
+}
+
 /// What a queue holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {
@@ -175,9 +184,10 @@ pub trait Store: Send + Sync {
     /// returns how many were deleted.
     fn ack(&self, queue: &str, upto_seq: u64) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Deletes every message, in every queue, appended before `before_ms`;
-    /// returns how many were deleted.
-    fn expire(&self, before_ms: u64) -> impl Future<Output = Result<u64>> + Send;
+    /// Deletes up to `max` messages, in any queue, appended before
+    /// `before_ms`, oldest first, and returns them (so that their senders
+    /// can be told); call again until it returns fewer than `max`.
+    fn expire(&self, before_ms: u64, max: usize) -> impl Future<Output = Result<Vec<ExpiredMessage>>> + Send;
 
     /// Appends one `payload` to each of `queues` in one atomic step, as
     /// [`Store::append`] would, except that a queue at its `quota` (or a
@@ -598,25 +608,37 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn expire(&self, before_ms: u64) -> Result<u64> {
+    async fn expire(&self, before_ms: u64, max: usize) -> Result<Vec<ExpiredMessage>> {
         let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+        let limit = i64::try_from(max.min(self.options.max_read)).unwrap_or(i64::MAX);
         self.call(move |conn| {
-            let removed: Vec<(String, i64, i64)> = {
+            let expired: Vec<ExpiredMessage> = {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT queue, count(*), coalesce(sum(length(payload)), 0) FROM messages
-                     WHERE appended_ms < ?1 GROUP BY queue",
+                    "SELECT queue, seq, payload, appended_ms FROM messages
+                     WHERE appended_ms < ?1 ORDER BY appended_ms LIMIT ?2",
                 )?;
-                let rows = stmt.query_map(params![before], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                let rows = stmt.query_map(params![before, limit], |row| {
+                    Ok(ExpiredMessage {
+                        queue: row.get(0)?,
+                        message: StoredMessage {
+                            seq: to_u64(row.get(1)?),
+                            payload: row.get(2)?,
+                            appended_ms: to_u64(row.get(3)?),
+                        },
+                    })
+                })?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
-            let n = conn.execute("DELETE FROM messages WHERE appended_ms < ?1", params![before])?;
-            for (queue, messages, bytes) in &removed {
-                count_removed(conn, queue, *messages, *bytes)?;
+            let mut delete = conn.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND seq = ?2")?;
+            for e in &expired {
+                delete.execute(params![e.queue, to_i64("sequence number", e.message.seq)?])?;
+                let len = i64::try_from(e.message.payload.len()).unwrap_or(i64::MAX);
+                count_removed(conn, &e.queue, 1, len)?;
             }
-            if n > 0 {
-                tracing::info!(messages = n, before_ms, "store expired messages");
+            if !expired.is_empty() {
+                tracing::info!(messages = expired.len(), before_ms, "store expired messages");
             }
-            Ok(n as u64)
+            Ok(expired)
         })
         .await
     }

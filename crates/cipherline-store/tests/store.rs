@@ -91,11 +91,20 @@ async fn expire_removes_messages_older_than_the_cutoff_in_every_queue() {
     store.append("b", b"old".to_vec(), 150).await.unwrap();
     store.append("a", b"new".to_vec(), 200).await.unwrap();
     store.append("b", b"new".to_vec(), 300).await.unwrap();
-    assert_eq!(store.expire(200).await.unwrap(), 2, "strictly before the cutoff");
+    // At most `max` per call, oldest first, returned whole.
+    let first = store.expire(200, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].queue.as_str(), first[0].message.seq, first[0].message.payload.as_slice()),
+        ("a", 1, &b"old"[..])
+    );
+    let second = store.expire(200, 10).await.unwrap();
+    assert_eq!(second.len(), 1, "strictly before the cutoff");
+    assert_eq!((second[0].queue.as_str(), second[0].message.appended_ms), ("b", 150));
     assert_eq!(seqs(&store.read("a", 0, 10).await.unwrap()), vec![2]);
     assert_eq!(seqs(&store.read("b", 0, 10).await.unwrap()), vec![2]);
-    assert_eq!(store.expire(200).await.unwrap(), 0);
-    assert_eq!(store.expire(u64::MAX).await.unwrap(), 2);
+    assert!(store.expire(200, 10).await.unwrap().is_empty());
+    assert_eq!(store.expire(u64::MAX, 10).await.unwrap().len(), 2);
     // Expiry does not reset sequence numbers.
     assert_eq!(store.append("a", b"later".to_vec(), 400).await.unwrap(), 3);
     store.close().await;

@@ -731,6 +731,10 @@ impl Chat {
                 self.screen.show(message_line(&d, &me, &status));
                 return self.handled(d.seq).await;
             }
+            ServerMessage::Expired { id, to, seq } => {
+                self.screen.show(format!("! your message to {} expired on the server unread (id {id})", escape(&to)));
+                return self.handled(seq).await;
+            }
             ServerMessage::Identity { name, algorithm, key } => self.on_identity(&name, algorithm, &key),
             ServerMessage::Ack { client_id, id, timestamp_ms, full, .. } => {
                 if let Some(said) = self.outbox.acked(client_id) {

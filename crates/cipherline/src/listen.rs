@@ -251,6 +251,19 @@ async fn listen_on(
                     return Outcome::Lost(e.into());
                 }
             }
+            ServerMessage::Expired { id, to, seq } => {
+                if args.json {
+                    println!("{}", json!({ "expired": { "id": id, "to": to } }));
+                } else {
+                    eprintln!("your message to {} expired on the server unread (id {id})", escape(to));
+                }
+                if std::io::stdout().flush().is_err() {
+                    return Outcome::Lost(CliError::failed("cannot write to standard output", "check the pipe"));
+                }
+                if let Err(e) = client.handled(*seq).await {
+                    return Outcome::Lost(e.into());
+                }
+            }
             ServerMessage::Notice { kind, room, name } if !args.json => {
                 eprintln!(
                     "* {} {} {}",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use std::collections::{HashMap, HashSet};
 
+use cipherline_client::display::escape;
 use cipherline_client::{Acked, Client};
 use cipherline_proto::app::{ClientMessage, ServerMessage, Target, fold_name};
 use clap::Args;
@@ -137,7 +138,16 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         client.resume(0).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         while let Ok(msg) = tokio::time::timeout_at(deadline, client.recv()).await {
-            if let ServerMessage::Message(d) = msg? {
+            let d = match msg? {
+                ServerMessage::Message(d) => d,
+                ServerMessage::Expired { id, to, seq } => {
+                    eprintln!("your message to {} expired on the server unread (id {id})", escape(&to));
+                    client.handled(seq).await?;
+                    continue;
+                }
+                _ => continue,
+            };
+            {
                 let status = peers.check(&d);
                 if recorder.incoming(&me, &d, &status) {
                     if let Some(notice) = key_notice(&d, &status) {

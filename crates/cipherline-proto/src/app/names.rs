@@ -86,7 +86,8 @@ impl ServerMessage {
             }
             ServerMessage::FileAnswered { by, .. }
             | ServerMessage::FileAcked { by, .. }
-            | ServerMessage::Delivered { by, .. } => valid_name(by, MAX_NAME),
+            | ServerMessage::Delivered { by, .. }
+            | ServerMessage::Expired { to: by, .. } => valid_name(by, MAX_NAME),
             ServerMessage::FileData { from, .. } | ServerMessage::FileDone { from, .. } => valid_name(from, MAX_NAME),
             ServerMessage::FileCancelled { sender, by, .. } => valid_name(sender, MAX_NAME) && valid_name(by, MAX_NAME),
             ServerMessage::Ack { .. } | ServerMessage::Error { .. } | ServerMessage::Pong { .. } => true,
