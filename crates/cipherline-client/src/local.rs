@@ -441,16 +441,14 @@ impl LocalStore {
         })
     }
 
-    /// Records `msg` and says whether to show it: it is new, or it was
-    /// recorded after `since` (this process's [`LocalStore::watermark`] when
-    /// it started), so by another client process running now — a `listen`
-    /// beside a `chat` each show every message. A message recorded before
-    /// `since` was shown by an earlier run (delivered again because that run
-    /// ended before acknowledging it): not shown again.
-    pub fn record_fresh(&self, msg: &Msg, since: u64) -> Result<bool, ClientError> {
-        if self.record(msg)? {
-            return Ok(true);
-        }
+    /// Whether `msg` was recorded at or before `since` (this process's
+    /// [`LocalStore::watermark`] when it started): shown by an earlier run,
+    /// which ended before acknowledging it, so the server delivered it
+    /// again — not to be shown again. One recorded after `since` was
+    /// recorded by this process or by another client process running now
+    /// (a `listen` beside a `chat` each show every message). Ask this
+    /// before showing a message; [`LocalStore::record`] it after.
+    pub fn recorded_before(&self, msg: &Msg, since: u64) -> Result<bool, ClientError> {
         self.read(|conn| {
             let n: Option<i64> = conn
                 .query_row(
@@ -460,7 +458,7 @@ impl LocalStore {
                 )
                 .optional()
                 .map_err(|e| self.error(e))?;
-            Ok(n.is_none_or(|n| from_sql(n) > since))
+            Ok(n.is_some_and(|n| from_sql(n) <= since))
         })
     }
 

@@ -23,6 +23,12 @@ impl Seen {
         Self::default()
     }
 
+    /// Whether `id` was recorded.
+    #[must_use]
+    pub fn contains(&self, id: u64) -> bool {
+        self.ids.contains(&id)
+    }
+
     /// Records `id`; returns whether it is new (not seen before).
     pub fn insert(&mut self, id: u64) -> bool {
         if !self.ids.insert(id) {

@@ -638,7 +638,7 @@ impl Stored<'_> {
                 let folded = fold_name(&room);
                 let stored = hub.is_stored_member(&folded, &me.name);
                 let recorded = match (&hub.mail, stored) {
-                    (Some(mail), true) => mail.leave_room(&folded, &me.name).await,
+                    (Some(mail), true) => mail.leave_room(&folded, &fold_name(&me.name)).await,
                     _ => Ok(()),
                 };
                 match recorded.and_then(|()| hub.leave(me, &folded)) {
@@ -658,7 +658,7 @@ impl Stored<'_> {
             }
             ClientMessage::Received { upto } => {
                 let (Some(inbox), Some(mail)) = (self.inbox.as_mut(), hub.mail.as_ref()) else { return None };
-                match inbox.received(mail, upto).await {
+                match inbox.received(mail, hub, me, upto).await {
                     Ok(receipts) => {
                         for r in receipts {
                             hub.receipt(&r.sender, r.id, &me.name);
@@ -669,12 +669,14 @@ impl Stored<'_> {
                 }
             }
             ClientMessage::Receipts { enabled } => {
-                *self.receipts = enabled;
+                // Only for a user with a stored queue: a keyless name may be
+                // someone else's by the time a receipt comes back.
+                *self.receipts = enabled && self.inbox.is_some();
                 return None;
             }
             ClientMessage::Resume { after } => {
                 let (Some(inbox), Some(mail)) = (self.inbox.as_mut(), hub.mail.as_ref()) else { return None };
-                match inbox.resume(mail, after).await {
+                match inbox.resume(mail, hub, me, after).await {
                     Ok(()) => return None,
                     Err(r) => refuse(r, 0),
                 }
@@ -697,7 +699,7 @@ impl Stored<'_> {
                             format!("you are in {max} rooms already; leave one first"),
                         ));
                     }
-                    mail.join_room(room, &me.name).await?;
+                    mail.join_room(room, &fold_name(&me.name)).await?;
                 }
                 true
             }

@@ -60,6 +60,8 @@ struct Session {
     /// Rung when a message is stored for the user (users with a stored
     /// queue only).
     wake: Option<Arc<Notify>>,
+    /// Once it resumed: the highest queue position it acknowledged.
+    acked: Option<u64>,
 }
 
 /// A connected user: one name, one identity key (or none), and one or more
@@ -108,7 +110,8 @@ struct State {
     /// Room names are folded before they get here; members by name.
     rooms: HashMap<String, BTreeSet<String>>,
     /// Members kept across connections (users with a stored queue), by
-    /// folded room name; mirrored in the store (see [`crate::mail`]).
+    /// folded room name, each by its folded name (one user, however it
+    /// spells its name); mirrored in the store (see [`crate::mail`]).
     stored_members: HashMap<String, BTreeSet<String>>,
     transfers: Transfers,
     backlog: Arc<Backlog>,
@@ -280,19 +283,25 @@ impl State {
     fn notify_room(&self, room: &str, except: &str, msg: &ServerMessage) {
         let Some(bytes) = self.encode(msg) else { return };
         let stored = self.stored_members.get(room);
+        let except = fold_name(except);
         if let Some(members) = self.rooms.get(room) {
-            for member in members.iter().filter(|m| m.as_str() != except && !stored.is_some_and(|s| s.contains(*m))) {
-                self.deliver_in_room(member, room, &bytes);
+            for member in members.iter() {
+                let folded = fold_name(member);
+                if folded != except && !stored.is_some_and(|s| s.contains(&folded)) {
+                    self.deliver_in_room(member, room, &bytes);
+                }
             }
         }
-        for member in stored.into_iter().flatten().filter(|m| m.as_str() != except) {
-            self.deliver(member, &bytes);
+        for member in stored.into_iter().flatten().filter(|m| **m != except) {
+            if let Some(online) = self.by_fold.get(member) {
+                self.deliver(online, &bytes);
+            }
         }
     }
 
-    /// Whether `name` is a stored member of `room`.
+    /// Whether `name` (any spelling) is a stored member of `room`.
     fn stored_member(&self, room: &str, name: &str) -> bool {
-        self.stored_members.get(room).is_some_and(|m| m.contains(name))
+        self.stored_members.get(room).is_some_and(|m| m.contains(&fold_name(name)))
     }
 
     /// Whether connection `me` may speak in `room`: it joined it, or its
@@ -330,7 +339,8 @@ impl Hub {
         let folded = fold_name(name);
         let skeleton = name_skeleton(name);
         let id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
-        let session = Session { id, tx, queued: ClientBytes::default(), kick, rooms: BTreeSet::new(), wake };
+        let session =
+            Session { id, tx, queued: ClientBytes::default(), kick, rooms: BTreeSet::new(), wake, acked: None };
         if let Some(taken) = state.by_fold.get(&folded).cloned() {
             let peer =
                 state.users.get_mut(&taken).ok_or_else(|| (ErrorCode::NameTaken, "the name is in use".into()))?;
@@ -453,7 +463,7 @@ impl Hub {
         let mut state = self.lock();
         let was_stored = state.stored_member(room, name);
         if stored {
-            state.stored_members.entry(room.to_owned()).or_default().insert(name.to_owned());
+            state.stored_members.entry(room.to_owned()).or_default().insert(fold_name(name));
         }
         let Some(peer) = state.users.get_mut(name) else { return Ok(()) };
         let was_member = peer.in_room(room) || was_stored;
@@ -481,7 +491,7 @@ impl Hub {
     pub(crate) fn leave(&self, me: &Me, room: &str) -> Result<(), Refusal> {
         let name = me.name.as_str();
         let mut state = self.lock();
-        let was_stored = state.stored_members.get_mut(room).is_some_and(|m| m.remove(name));
+        let was_stored = state.stored_members.get_mut(room).is_some_and(|m| m.remove(&fold_name(name)));
         if state.stored_members.get(room).is_some_and(BTreeSet::is_empty) {
             state.stored_members.remove(room);
         }
@@ -508,7 +518,8 @@ impl Hub {
 
     /// The rooms `name` is a stored member of.
     pub(crate) fn stored_room_count(&self, name: &str) -> usize {
-        self.lock().stored_members.values().filter(|m| m.contains(name)).count()
+        let folded = fold_name(name);
+        self.lock().stored_members.values().filter(|m| m.contains(&folded)).count()
     }
 
     /// Accepts a message for relaying: checks the target, charges `admit`
@@ -539,9 +550,15 @@ impl Hub {
                 if !state.may_speak(me, &room) {
                     return Err(not_in_room(&room));
                 }
-                let mut members: BTreeSet<&String> = state.rooms.get(&room).into_iter().flatten().collect();
-                members.extend(state.stored_members.get(&room).into_iter().flatten());
-                for member in members.into_iter().filter(|m| m.as_str() != from) {
+                // Each member once, by folded name: connected ones as they
+                // spell their names, stored ones folded.
+                let mut members: BTreeMap<String, &String> =
+                    state.rooms.get(&room).into_iter().flatten().map(|m| (fold_name(m), m)).collect();
+                for m in state.stored_members.get(&room).into_iter().flatten() {
+                    members.entry(m.clone()).or_insert(m);
+                }
+                let sender = fold_name(from);
+                for (_, member) in members.into_iter().filter(|(folded, _)| *folded != sender) {
                     if self.has_inbox(member) {
                         stored.push(member.clone());
                     } else if let Some(peer) = state.users.get(member) {
@@ -614,6 +631,18 @@ impl Hub {
         }
     }
 
+    /// Connection `me` acknowledged its user's stored queue up to `upto`;
+    /// returns how far every connection of the user that resumed has
+    /// acknowledged (what may be deleted).
+    pub(crate) fn acknowledged(&self, me: &Me, upto: u64) -> u64 {
+        let mut state = self.lock();
+        let Some(peer) = state.users.get_mut(&me.name) else { return 0 };
+        if let Some(session) = peer.sessions.iter_mut().find(|s| s.id == me.session) {
+            session.acked = Some(session.acked.unwrap_or(0).max(upto));
+        }
+        peer.sessions.iter().filter_map(|s| s.acked).min().unwrap_or(0)
+    }
+
     /// Rings the connections of `name`: something was stored for it.
     pub(crate) fn wake(&self, name: &str) {
         Self::wake_in(&self.lock(), name);
@@ -653,9 +682,16 @@ impl Hub {
         if !state.may_speak(asker, room) {
             return Err(not_in_room(room));
         }
-        let mut names: BTreeSet<String> = state.rooms.get(room).into_iter().flatten().cloned().collect();
-        names.extend(state.stored_members.get(room).into_iter().flatten().cloned());
-        Ok(names.into_iter().take(cipherline_proto::app::MAX_MEMBERS).collect())
+        // Each member once: as it spells its name when connected, else folded.
+        let mut names: BTreeMap<String, String> =
+            state.stored_members.get(room).into_iter().flatten().map(|m| (m.clone(), m.clone())).collect();
+        for m in state.rooms.get(room).into_iter().flatten() {
+            names.insert(fold_name(m), m.clone());
+        }
+        let mut names: Vec<String> = names.into_values().collect();
+        names.sort();
+        names.truncate(cipherline_proto::app::MAX_MEMBERS);
+        Ok(names)
     }
 
     /// Offers a file to a user or to the other members of a room; `admit`
@@ -716,14 +752,16 @@ impl Hub {
                 // A stored member is offered the file on every connection.
                 let stored = state.stored_members.get(room);
                 let in_room = |n: &String| -> BTreeSet<u64> {
-                    let all = stored.is_some_and(|m| m.contains(n));
+                    let all = stored.is_some_and(|m| m.contains(&fold_name(n)));
                     let sessions = state.users.get(n).map(|p| p.sessions.as_slice()).unwrap_or_default();
                     sessions.iter().filter(|s| all || s.rooms.contains(room)).map(|s| s.id).collect()
                 };
+                // Connected members, by the names they are connected under.
                 let mut members: BTreeSet<&String> = state.rooms.get(room).into_iter().flatten().collect();
-                members.extend(stored.into_iter().flatten().filter(|n| state.users.contains_key(*n)));
+                members.extend(stored.into_iter().flatten().filter_map(|n| state.by_fold.get(n)));
+                let sender = fold_name(from);
                 let others: BTreeMap<String, BTreeSet<u64>> =
-                    members.into_iter().filter(|n| n.as_str() != from).map(|n| (n.clone(), in_room(n))).collect();
+                    members.into_iter().filter(|n| fold_name(n) != sender).map(|n| (n.clone(), in_room(n))).collect();
                 if others.is_empty() {
                     return Err(OfferError::Refused((
                         ErrorCode::UnknownUser,

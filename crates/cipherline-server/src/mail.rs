@@ -19,7 +19,7 @@ use cipherline_store::{Appended, Quota, SqliteStore, Store, StoreError, StoredMe
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, Refusal};
+use crate::hub::{Hub, Me, Refusal};
 
 /// The store engine in use.
 pub(crate) type Db = SqliteStore;
@@ -35,6 +35,9 @@ const ROOM_PREFIX: &str = "room/";
 const EPOCH_KEY: &str = "server/epoch";
 /// Message ids are the run's epoch above this many bits of count.
 const ID_BITS: u32 = 40;
+/// The highest queue position the store can hold (SQLite's signed range).
+const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// Flag byte of a stored message: the sender wants a receipt.
 const WANTS_RECEIPT: u8 = 1;
 
@@ -117,7 +120,10 @@ impl Mail {
                     let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| "store: damaged id epoch".to_owned())?;
                     (u64::from_be_bytes(bytes), Some(rev))
                 }
-                None => (0, None),
+                // A new store (or one an operator deleted) starts at a random
+                // epoch, so its ids do not repeat those of an earlier store
+                // that clients remember as shown.
+                None => (random_epoch_start()?, None),
             };
             let next = value + 1;
             if next >= 1 << (64 - ID_BITS) {
@@ -238,8 +244,13 @@ impl Mail {
             if members == before {
                 return Ok(());
             }
-            // An empty list is kept rather than deleted: a delete is not
-            // conditional, and a room's key is small.
+            if members.is_empty() {
+                // The last stored member left: the room's key goes, so
+                // joining and leaving room after room leaves nothing behind.
+                // (A delete is not conditional: a cluster (a later issue)
+                // must make this a compare-and-delete.)
+                return bounded(self.store.delete(&key)).await.map(drop);
+            }
             let value = encode_members(&members);
             match tokio::time::timeout(STORE_TIMEOUT, self.store.cas(&key, rev, value)).await {
                 Ok(Ok(_)) => return Ok(()),
@@ -290,6 +301,17 @@ impl Mail {
         }
         Ok(total)
     }
+}
+
+/// A random first epoch in the lower half of the range (room for 2^23
+/// restarts after it).
+fn random_epoch_start() -> Result<u64, String> {
+    use cipherline_proto::crypto::Rng as _;
+    let mut bytes = [0u8; 8];
+    cipherline_proto::crypto::SystemRng
+        .try_fill(&mut bytes)
+        .map_err(|_| "store: no randomness for the message id epoch".to_owned())?;
+    Ok(u64::from_be_bytes(bytes) % (1 << (64 - ID_BITS - 1)))
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -350,13 +372,19 @@ impl Inbox {
     /// Resume: delivery starts after `after`, which the client already
     /// has (so it is acknowledged); the first Resume counts, later ones
     /// only acknowledge.
-    pub(crate) async fn resume(&mut self, mail: &Mail, after: u64) -> Result<(), Refusal> {
-        if after > 0 {
-            bounded(mail.store.ack(&self.queue, after)).await?;
+    pub(crate) async fn resume(&mut self, mail: &Mail, hub: &Hub, me: &Me, after: u64) -> Result<(), Refusal> {
+        // The store counts positions in a signed 64-bit range.
+        let after = after.min(MAX_SEQ);
+        if self.resumed {
+            // A later Resume only acknowledges, like Received.
+            self.received(mail, hub, me, after).await?;
+            return Ok(());
         }
-        if !self.resumed {
-            self.resumed = true;
-            self.sent = after;
+        self.resumed = true;
+        self.sent = after;
+        let floor = hub.acknowledged(me, after);
+        if floor > 0 {
+            bounded(mail.store.ack(&self.queue, floor)).await?;
         }
         // Whatever is stored already is there to be read now.
         self.wake.notify_one();
@@ -400,12 +428,23 @@ impl Inbox {
     /// The client handled everything up to `upto`: deletes it from the
     /// store; returns the receipts owed. A position beyond what this
     /// connection was sent counts only up to what it was sent.
-    pub(crate) async fn received(&mut self, mail: &Mail, upto: u64) -> Result<Vec<Receipt>, Refusal> {
+    pub(crate) async fn received(
+        &mut self,
+        mail: &Mail,
+        hub: &Hub,
+        me: &Me,
+        upto: u64,
+    ) -> Result<Vec<Receipt>, Refusal> {
         let upto = upto.min(self.sent);
         if self.unacked.front().is_none_or(|(seq, _)| *seq > upto) {
             return Ok(Vec::new());
         }
-        bounded(mail.store.ack(&self.queue, upto)).await?;
+        // Deleted only once every connection of the user that resumed has
+        // it: each gets every message stored while it is connected.
+        let floor = hub.acknowledged(me, upto);
+        if floor > 0 {
+            bounded(mail.store.ack(&self.queue, floor)).await?;
+        }
         let mut receipts = Vec::new();
         while let Some((seq, receipt)) = self.unacked.front() {
             if *seq > upto {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use cipherline_client::{Client, ClientError};
 use cipherline_proto::app::{ClientMessage, Delivery, ErrorCode, ServerMessage, Target};
 use cipherline_server::Limits;
+use cipherline_store::Store as _;
 use common::{connect_as, key, start_stored};
 use tokio::time::timeout;
 
@@ -270,5 +271,122 @@ async fn a_flood_to_an_offline_user_is_delivered_in_order_through_the_window() {
     }
     b.flush_received().await.unwrap();
     no_message(&mut b).await;
+    server.stop().await;
+}
+
+/// Every message or nothing, within three seconds of quiet.
+async fn maybe_message(c: &mut Client) -> Option<Delivery> {
+    loop {
+        match timeout(Duration::from_secs(3), c.recv()).await {
+            Err(_) => return None,
+            Ok(m) => match m.unwrap() {
+                ServerMessage::Message(d) => return Some(d),
+                _ => continue,
+            },
+        }
+    }
+}
+
+/// A stored member is one user however it spells its name (found in
+/// review: joined as `Bob`, back as `bob`, it could not leave, and joining
+/// again stored every room message twice and echoed its own).
+#[tokio::test]
+async fn a_member_is_one_member_whatever_spelling_it_connects_under() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    let mut b = connect_as(&server.addr, "Bob", Some(key(2))).await.unwrap();
+    b.join("general").await.unwrap();
+    b.close().await.unwrap();
+    let mut b = connect_as(&server.addr, "bob", Some(key(2))).await.unwrap();
+    b.resume(0).await.unwrap();
+    b.join("general").await.unwrap();
+    let mut a = alice(&server.addr).await;
+    a.join("general").await.unwrap();
+    assert_eq!(a.who("general").await.unwrap(), vec!["alice".to_owned(), "bob".to_owned()]);
+    let ack = a.send_with_ack(Target::Room("general".into()), "hi").await.unwrap();
+    assert_eq!(ack.queued, 1, "one user, one stored copy");
+    let own = b.send_with_ack(Target::Room("general".into()), "from bob").await.unwrap();
+    assert_eq!(own.queued, 1, "only alice's");
+    let mut got = Vec::new();
+    while let Some(d) = maybe_message(&mut b).await {
+        got.push(d.text);
+    }
+    assert_eq!(got, vec!["hi".to_owned()], "each message once, and not his own");
+    b.leave("general").await.expect("a stored member can always leave");
+    let ack = a.send_with_ack(Target::Room("general".into()), "gone?").await.unwrap();
+    assert_eq!(ack.queued, 0);
+    server.stop().await;
+}
+
+/// Each connection of a user that resumed gets every message stored while
+/// it is connected, even when another one acknowledges them first (found
+/// in review: the slow one got 256 of 300).
+#[tokio::test]
+async fn a_second_connection_gets_what_the_first_acknowledged_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { messages_per_sec: 10_000, burst: 10_000, ..Limits::default() };
+    let server = start_stored(dir.path(), limits).await;
+    let mut fast = bob(&server.addr).await;
+    let mut slow = bob(&server.addr).await;
+    let mut a = alice(&server.addr).await;
+    for i in 0..300 {
+        a.send_acked(Target::User("bob".into()), &format!("m{i}")).await.unwrap();
+    }
+    for client in [&mut fast, &mut slow] {
+        let mut n = 0;
+        while let Some(d) = maybe_message(client).await {
+            client.handled(d.seq).await.unwrap();
+            client.flush_received().await.unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 300, "every message stored while it was connected");
+    }
+    // Both acknowledged: nothing is left for the next connection.
+    drop((fast, slow));
+    let mut next = bob(&server.addr).await;
+    assert!(maybe_message(&mut next).await.is_none());
+    server.stop().await;
+}
+
+/// Joining and leaving room after room leaves nothing in the store (found
+/// in review: a key per room name, for good, read at every start).
+#[tokio::test]
+async fn a_room_everyone_left_leaves_no_key_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { messages_per_sec: 10_000, burst: 10_000, ..Limits::default() };
+    let server = start_stored(dir.path(), limits).await;
+    let mut b = bob(&server.addr).await;
+    for i in 0..50 {
+        let room = format!("junk{i}");
+        b.join(&room).await.unwrap();
+        b.leave(&room).await.unwrap();
+    }
+    b.join("kept").await.unwrap();
+    b.close().await.unwrap();
+    server.stop().await;
+    let store = cipherline_server::SqliteStore::open(
+        dir.path().join("store.sqlite3"),
+        cipherline_server::SqliteOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.keys("room/", "", 1000).await.unwrap(), vec!["room/kept".to_owned()]);
+}
+
+/// A Resume beyond the store's range is hostile input, not a store failure.
+#[tokio::test]
+async fn a_huge_resume_is_not_a_store_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    let mut b = connect_as(&server.addr, "bob", Some(key(2))).await.unwrap();
+    b.send_message(&ClientMessage::Resume { after: u64::MAX }).await.unwrap();
+    b.ping(3).await.unwrap();
+    loop {
+        match timeout(Duration::from_secs(5), b.recv()).await.expect("the pong").unwrap() {
+            ServerMessage::Error { code, text, .. } => panic!("{code:?}: {text}"),
+            ServerMessage::Pong { .. } => break,
+            _ => {}
+        }
+    }
     server.stop().await;
 }

@@ -718,17 +718,22 @@ impl Store for SqliteStore {
     async fn keys(&self, prefix: &str, after: &str, max: usize) -> Result<Vec<String>> {
         self.check_name("key prefix", prefix)?;
         self.check_name("key", after)?;
-        let after = after.to_owned();
         let max = max.min(self.options.max_read);
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
-        let prefix = prefix.to_owned();
+        // Keys with the prefix lie in [prefix, prefix + U+10FFFF): a range
+        // the primary key index walks from where the page starts, so a
+        // page costs its own length, not a scan from the first key (LIKE
+        // would also take '%' and '_' as wildcards).
+        let upper = format!("{prefix}\u{10FFFF}");
+        let (lower, inclusive) = if after > prefix { (after.to_owned(), false) } else { (prefix.to_owned(), true) };
         self.call(move |conn| {
-            // A range, not LIKE: keys may hold '%' and '_'.
-            let mut stmt = conn.prepare_cached(
-                "SELECT key FROM kv WHERE key >= ?1 AND key > ?3 AND substr(key, 1, length(?1)) = ?1
-                 ORDER BY key LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![prefix, limit, after], |row| row.get(0))?;
+            let sql = if inclusive {
+                "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3"
+            } else {
+                "SELECT key FROM kv WHERE key > ?1 AND key < ?2 ORDER BY key LIMIT ?3"
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(params![lower, upper, limit], |row| row.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })
         .await

@@ -717,7 +717,7 @@ impl Chat {
         match msg {
             ServerMessage::Message(d) => {
                 let status = self.peers.check(&d);
-                if !self.recorder.incoming(&me, &d, &status) {
+                if !self.recorder.is_new(&me, &d, &status) {
                     // Delivered again (not acknowledged before a reconnect,
                     // or before an earlier run ended): shown already.
                     return self.handled(d.seq).await;
@@ -729,6 +729,7 @@ impl Chat {
                     self.screen.show(notice);
                 }
                 self.screen.show(message_line(&d, &me, &status));
+                self.recorder.shown(&me, &d, &status);
                 return self.handled(d.seq).await;
             }
             ServerMessage::Expired { id, to, seq } => {

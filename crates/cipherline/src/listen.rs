@@ -235,7 +235,7 @@ async fn listen_on(
         match &msg {
             ServerMessage::Message(d) => {
                 let status = peers.check(d);
-                if recorder.incoming(&me, d, &status) {
+                if recorder.is_new(&me, d, &status) {
                     if let Some(notice) = key_notice(d, &status) {
                         eprintln!("{notice}");
                     }
@@ -246,6 +246,8 @@ async fn listen_on(
                     if std::io::stdout().flush().is_err() {
                         return Outcome::Lost(CliError::failed("cannot write to standard output", "check the pipe"));
                     }
+                    // Recorded as shown only once written out, too.
+                    recorder.shown(&me, d, &status);
                 }
                 if let Err(e) = client.handled(d.seq).await {
                     return Outcome::Lost(e.into());

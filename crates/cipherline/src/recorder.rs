@@ -28,19 +28,31 @@ impl Recorder {
         Recorder { store, server, since, shown: Seen::new(), warned: false }
     }
 
-    /// Records an incoming message; whether to show it (not shown before by
-    /// this process, nor by an earlier run).
-    pub fn incoming(&mut self, me: &str, d: &Delivery, status: &MessageStatus) -> bool {
-        if !self.shown.insert(d.id) {
+    /// Whether to show an incoming message: not shown before by this
+    /// process, nor by an earlier run. Ask before showing it, and call
+    /// [`Recorder::shown`] once it is written out.
+    pub fn is_new(&mut self, me: &str, d: &Delivery, status: &MessageStatus) -> bool {
+        if self.shown.contains(d.id) {
             return false;
         }
         let Some(store) = &self.store else { return true };
-        match store.record_fresh(&Msg::received(&self.server, me, d, status), self.since) {
-            Ok(fresh) => fresh,
+        match store.recorded_before(&Msg::received(&self.server, me, d, status), self.since) {
+            Ok(before) => !before,
             Err(e) => {
                 self.warn(&e);
                 true
             }
+        }
+    }
+
+    /// An incoming message was shown (written out): records it, in this
+    /// process and in the history. Only after this may it be acknowledged.
+    pub fn shown(&mut self, me: &str, d: &Delivery, status: &MessageStatus) {
+        self.shown.insert(d.id);
+        if let Some(store) = &self.store
+            && let Err(e) = store.record(&Msg::received(&self.server, me, d, status))
+        {
+            self.warn(&e);
         }
     }
 

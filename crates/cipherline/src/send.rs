@@ -149,11 +149,15 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
             };
             {
                 let status = peers.check(&d);
-                if recorder.incoming(&me, &d, &status) {
+                if recorder.is_new(&me, &d, &status) {
                     if let Some(notice) = key_notice(&d, &status) {
                         eprintln!("{notice}");
                     }
                     print_message(&d, &me, &status, false);
+                    if std::io::Write::flush(&mut std::io::stdout()).is_err() {
+                        return Err(CliError::failed("cannot write to standard output", "check the pipe"));
+                    }
+                    recorder.shown(&me, &d, &status);
                 }
                 client.handled(d.seq).await?;
             }
