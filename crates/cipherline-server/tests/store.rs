@@ -16,10 +16,18 @@ use tokio::time::timeout;
 
 /// The next chat message, skipping anything else.
 async fn next_message(c: &mut Client) -> Delivery {
+    message_within(c, Duration::from_secs(10)).await.expect("a message in time")
+}
+
+/// The next chat message, or `None` after `quiet` without one.
+async fn message_within(c: &mut Client, quiet: Duration) -> Option<Delivery> {
     loop {
-        match timeout(Duration::from_secs(10), c.recv()).await.expect("a message in time").unwrap() {
-            ServerMessage::Message(d) => return d,
-            _ => continue,
+        match timeout(quiet, c.recv()).await {
+            Err(_) => return None,
+            Ok(m) => match m.unwrap() {
+                ServerMessage::Message(d) => return Some(d),
+                _ => continue,
+            },
         }
     }
 }
@@ -274,17 +282,9 @@ async fn a_flood_to_an_offline_user_is_delivered_in_order_through_the_window() {
     server.stop().await;
 }
 
-/// Every message or nothing, within three seconds of quiet.
+/// The next chat message, or `None` after three quiet seconds.
 async fn maybe_message(c: &mut Client) -> Option<Delivery> {
-    loop {
-        match timeout(Duration::from_secs(3), c.recv()).await {
-            Err(_) => return None,
-            Ok(m) => match m.unwrap() {
-                ServerMessage::Message(d) => return Some(d),
-                _ => continue,
-            },
-        }
-    }
+    message_within(c, Duration::from_secs(3)).await
 }
 
 /// A stored member is one user however it spells its name (found in
@@ -389,4 +389,79 @@ async fn a_huge_resume_is_not_a_store_failure() {
         }
     }
     server.stop().await;
+}
+
+/// At most 256 stored messages go to a connection unacknowledged, and a
+/// Received beyond what it was sent counts only up to what it was sent.
+#[tokio::test]
+async fn the_window_holds_256_and_an_acknowledgement_covers_only_what_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { messages_per_sec: 10_000, burst: 10_000, ..Limits::default() };
+    let server = start_stored(dir.path(), limits).await;
+    bob(&server.addr).await.close().await.unwrap();
+    let mut a = alice(&server.addr).await;
+    for i in 0..300 {
+        a.send_acked(Target::User("bob".into()), &format!("m{i}")).await.unwrap();
+    }
+    let mut b = bob(&server.addr).await;
+    let mut last = 0;
+    let mut n = 0;
+    while let Some(d) = maybe_message(&mut b).await {
+        last = d.seq;
+        n += 1;
+    }
+    assert_eq!(n, 256, "the window, and no more without an acknowledgement");
+    // "Everything", says the client: only the 256 it was sent are deleted.
+    b.send_message(&ClientMessage::Received { upto: u64::MAX }).await.unwrap();
+    let mut rest = Vec::new();
+    while let Some(d) = maybe_message(&mut b).await {
+        rest.push(d.seq);
+    }
+    assert_eq!(rest.len(), 44, "the window opened for the rest");
+    assert!(rest.iter().all(|s| *s > last));
+    drop(b);
+    let mut again = bob(&server.addr).await;
+    let first = maybe_message(&mut again).await.expect("the unacknowledged 44 are still stored");
+    assert_eq!(first.seq, rest[0]);
+    server.stop().await;
+}
+
+/// A client without a stored queue gets no receipts (its name may be
+/// someone else's by the time one comes back).
+#[tokio::test]
+async fn a_keyless_sender_gets_no_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    let mut b = bob(&server.addr).await;
+    let mut guest = connect_as(&server.addr, "guest", None).await.unwrap();
+    guest.send_message(&ClientMessage::Receipts { enabled: true }).await.unwrap();
+    guest.send_acked(Target::User("bob".into()), "from a guest").await.unwrap();
+    let d = next_message(&mut b).await;
+    b.handled(d.seq).await.unwrap();
+    b.flush_received().await.unwrap();
+    guest.ping(5).await.unwrap();
+    loop {
+        match timeout(Duration::from_secs(5), guest.recv()).await.expect("the pong").unwrap() {
+            ServerMessage::Delivered { .. } => panic!("a receipt for a keyless sender"),
+            ServerMessage::Pong { .. } => break,
+            _ => {}
+        }
+    }
+    server.stop().await;
+}
+
+/// Two new stores start at different message id epochs, so a server whose
+/// store was deleted does not repeat the ids clients remember as shown.
+#[tokio::test]
+async fn a_new_store_does_not_repeat_an_old_stores_ids() {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_stored(dir.path(), Limits::default()).await;
+        bob(&server.addr).await.close().await.unwrap();
+        let mut a = alice(&server.addr).await;
+        ids.push(a.send_acked(Target::User("bob".into()), "hello").await.unwrap());
+        server.stop().await;
+    }
+    assert_ne!(ids[0], ids[1]);
 }

@@ -203,3 +203,22 @@ fn a_message_listen_could_not_write_out_comes_again() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("kept for bob"), "the message was never written out, so it comes again: {text:?}");
 }
+
+/// The server's message store, and its journals, are readable by the
+/// owner only.
+#[test]
+fn the_message_store_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    // A message stored, so the journal files exist too.
+    let out = server.client("listen", "bob").args(["--timeout", "1"]).output().unwrap();
+    assert!(out.status.success());
+    let out = server.client("send", "alice").args(["--to", "bob", "kept"]).output().unwrap();
+    assert!(out.status.success());
+    let data = dir.path().join("server-data");
+    for file in ["store.sqlite3", "store.sqlite3-wal"] {
+        let mode = std::fs::metadata(data.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
+}
