@@ -125,6 +125,26 @@ impl Pacer {
         b.take();
     }
 
+    /// Leaves `room`, paced like a message and retried while the server
+    /// says it comes too fast (after a long pipe the bucket is empty).
+    pub async fn leave(&mut self, client: &mut Client, room: &str) -> Result<(), CliError> {
+        let mut tries = 0;
+        loop {
+            self.wait_turn().await;
+            match client.leave(room).await {
+                Ok(()) => return Ok(()),
+                Err(ClientError::Refused { code: ErrorCode::RateLimited, .. }) if tries < RETRIES => {
+                    tries += 1;
+                    if let Some(b) = &mut self.bucket {
+                        b.empty();
+                    }
+                    tokio::time::sleep(self.backoff.next()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Sends `text` and waits for its acknowledgement, pacing it and
     /// retrying while the server says it comes too fast.
     pub async fn send(&mut self, client: &mut Client, to: &Target, text: &str) -> Result<Acked, CliError> {

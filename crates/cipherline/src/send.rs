@@ -164,7 +164,7 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         }
     }
     if leave_after {
-        client.leave(&args.room).await?;
+        pacer.leave(&mut client, &args.room).await?;
     }
     let _ = client.close().await;
     Ok(())
