@@ -92,6 +92,22 @@ impl IdentityKey {
         Ok(IdentityKey { inner: IdentityInner::Rsa(pair), public })
     }
 
+    /// The Ed25519 private key in the form an MLS signer takes it (the
+    /// 32-byte seed, then the 32-byte public key), for the end-to-end layer,
+    /// whose credentials are this same key; `None` for an RSA key (the MLS
+    /// suites sign with Ed25519). Erased from memory when dropped.
+    #[must_use]
+    pub fn ed25519_mls_secret(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use aws_lc_rs::encoding::{AsBigEndian as _, Curve25519SeedBin};
+        let IdentityInner::Ed25519(pair) = &self.inner else { return None };
+        let seed = pair.seed().ok()?;
+        let bin: Curve25519SeedBin<'_> = seed.as_be_bytes().ok()?;
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(64));
+        out.extend_from_slice(bin.as_ref());
+        out.extend_from_slice(pair.public_key().as_ref());
+        Some(out)
+    }
+
     /// The public half.
     #[must_use]
     pub fn public_key(&self) -> &IdentityPublicKey {
