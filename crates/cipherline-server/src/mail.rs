@@ -48,8 +48,6 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Counters for logs.
 #[derive(Default)]
 pub(crate) struct Counters {
-    /// Message copies stored for recipients.
-    pub(crate) stored: AtomicU64,
     /// Copies not stored because a queue or the store was full.
     pub(crate) full: AtomicU64,
     /// Copies deleted unread because their time to live ran out.
@@ -181,15 +179,13 @@ impl Mail {
         let queues = recipients.iter().map(|r| inbox_queue(r)).collect();
         let result = bounded(self.store.append_each(queues, payload, now_ms, self.quota)).await?;
         for (name, appended) in recipients.iter().zip(&result) {
-            match appended {
-                Appended::Stored(_) => self.counters.stored.fetch_add(1, Ordering::Relaxed),
-                Appended::QueueFull | Appended::StoreFull => {
-                    let total = self.counters.full.fetch_add(1, Ordering::Relaxed) + 1;
-                    let which = if *appended == Appended::StoreFull { "the store" } else { "the recipient's queue" };
-                    tracing::warn!(recipient = %name, total, "message not stored: {which} is full");
-                    total
-                }
+            let which = match appended {
+                Appended::Stored(_) => continue,
+                Appended::QueueFull => "the recipient's queue",
+                Appended::StoreFull => "the store",
             };
+            let total = self.counters.full.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(recipient = %name, total, "message not stored: {which} is full");
         }
         Ok(result)
     }

@@ -128,33 +128,25 @@ impl Pacer {
     /// Leaves `room`, paced like a message and retried while the server
     /// says it comes too fast (after a long pipe the bucket is empty).
     pub async fn leave(&mut self, client: &mut Client, room: &str) -> Result<(), CliError> {
-        let mut tries = 0;
-        loop {
-            self.wait_turn().await;
-            match client.leave(room).await {
-                Ok(()) => return Ok(()),
-                Err(ClientError::Refused { code: ErrorCode::RateLimited, .. }) if tries < RETRIES => {
-                    tries += 1;
-                    if let Some(b) = &mut self.bucket {
-                        b.empty();
-                    }
-                    tokio::time::sleep(self.backoff.next()).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.paced(async || client.leave(room).await).await
     }
 
     /// Sends `text` and waits for its acknowledgement, pacing it and
     /// retrying while the server says it comes too fast.
     pub async fn send(&mut self, client: &mut Client, to: &Target, text: &str) -> Result<Acked, CliError> {
+        self.paced(async || client.send_with_ack(to.clone(), text).await).await
+    }
+
+    /// Runs `request` when the bucket has a token, and again after a pause
+    /// (at most [`RETRIES`] times) while the server answers `rate_limited`.
+    async fn paced<T>(&mut self, mut request: impl AsyncFnMut() -> Result<T, ClientError>) -> Result<T, CliError> {
         let mut tries = 0;
         loop {
             self.wait_turn().await;
-            match client.send_with_ack(to.clone(), text).await {
-                Ok(ack) => {
+            match request().await {
+                Ok(answer) => {
                     self.backoff.reset();
-                    return Ok(ack);
+                    return Ok(answer);
                 }
                 Err(ClientError::Refused { code: ErrorCode::RateLimited, .. }) if tries < RETRIES => {
                     tries += 1;
