@@ -108,6 +108,24 @@ fn identity_of(signing: &SigningIdentity) -> Result<Identity> {
     Ok(Identity { name: name.to_owned(), key })
 }
 
+/// For the relay: parses an `MLSMessage` holding a KeyPackage, checks its
+/// signature, suite and lifetime fields as mls-rs validates them, and that
+/// its credential is a cipherline identity (a basic credential with a
+/// valid name and a 32-byte Ed25519 key); returns that identity. The relay
+/// compares it with the uploading session's proven name and key.
+pub fn inspect_key_package(bytes: &[u8]) -> Result<Identity> {
+    let message = MlsMessage::from_bytes(bytes)?;
+    let validator = mls_rs::external_client::ExternalClient::builder()
+        .crypto_provider(AwsLcCryptoProvider::new())
+        .identity_provider(BasicIdentityProvider)
+        .build();
+    let package = validator.validate_key_package(message, None)?;
+    if ![Suite::XWing.code(), Suite::Interop.code()].contains(&package.cipher_suite()) {
+        return Err(E2eError::Suite(package.cipher_suite().raw_value()));
+    }
+    identity_of(package.signing_identity())
+}
+
 /// The mls-rs configuration: basic credentials, the aws-lc provider,
 /// in-memory state.
 type Config = WithIdentityProvider<BasicIdentityProvider, WithCryptoProvider<AwsLcCryptoProvider, BaseConfig>>;

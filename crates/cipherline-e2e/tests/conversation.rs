@@ -88,3 +88,19 @@ fn a_name_outside_the_grammar_is_refused() {
     assert!(matches!(Member::new("bad name", &key, Suite::XWing), Err(E2eError::InvalidName)));
     assert!(matches!(Member::new("", &key, Suite::XWing), Err(E2eError::InvalidName)));
 }
+
+#[test]
+fn the_relay_reads_the_identity_of_a_key_package_and_refuses_a_tampered_one() {
+    let alice = member("alice", 1, Suite::XWing);
+    let kp = alice.key_package().unwrap();
+    let id = cipherline_e2e::inspect_key_package(&kp).unwrap();
+    assert_eq!(id.name, "alice");
+    assert_eq!(&id.key, &alice.identity().key);
+    // Flip a byte of the signature at the end: refused.
+    let mut bad = kp.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(cipherline_e2e::inspect_key_package(&bad).is_err());
+    assert!(cipherline_e2e::inspect_key_package(b"not an MLS message").is_err());
+    assert!(cipherline_e2e::inspect_key_package(&[]).is_err());
+}

@@ -12,8 +12,13 @@ use crate::crypto::kem::MAX_SPKI_LEN;
 use crate::crypto::sign::MAX_SIGNATURE_LEN;
 use crate::error::{DecodeError, Error};
 
+mod group;
 mod limits;
 mod names;
+pub use group::{
+    CommitRequest, GroupDelivery, GroupEvent, GroupRequest, MAX_COMMIT_NAMES, MAX_GROUP_ID, MAX_KEY_PACKAGE,
+    MAX_KEY_PACKAGES_PER_UPLOAD, PayloadKind, RoomKind,
+};
 pub use limits::{QueueLimits, RateLimits};
 pub use names::{fold_name, name_skeleton, valid_name};
 
@@ -162,6 +167,9 @@ pub enum ClientMessage {
         /// Bytes received and stored so far.
         received: u64,
     },
+    /// A delivery-service request of end-to-end conversations (0x12 to
+    /// 0x18, PROTOCOL.md §13.11).
+    Group(GroupRequest),
 }
 
 /// What happened in a room, for Notice.
@@ -210,6 +218,18 @@ pub enum ErrorCode {
     QueueFull,
     /// The server could not store the message: it was not delivered.
     StoreFailed,
+    /// An uploaded KeyPackage does not parse or is not the uploader's.
+    BadKeyPackage,
+    /// The user has no KeyPackage to claim (no client of theirs uploaded
+    /// one): they cannot be added to an end-to-end conversation yet.
+    NoKeyPackage,
+    /// A room of that name exists already.
+    RoomExists,
+    /// Not allowed in this group or room (not a member, not an admin,
+    /// invite only).
+    NotAllowed,
+    /// The room is end to end encrypted: plain Send and Join do not apply.
+    EndToEnd,
     /// A code this implementation does not know.
     Unknown(u16),
 }
@@ -235,6 +255,11 @@ impl ErrorCode {
             ErrorCode::IdentityMismatch => 14,
             ErrorCode::QueueFull => 15,
             ErrorCode::StoreFailed => 16,
+            ErrorCode::BadKeyPackage => 17,
+            ErrorCode::NoKeyPackage => 18,
+            ErrorCode::RoomExists => 19,
+            ErrorCode::NotAllowed => 20,
+            ErrorCode::EndToEnd => 21,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -259,6 +284,11 @@ impl ErrorCode {
             14 => ErrorCode::IdentityMismatch,
             15 => ErrorCode::QueueFull,
             16 => ErrorCode::StoreFailed,
+            17 => ErrorCode::BadKeyPackage,
+            18 => ErrorCode::NoKeyPackage,
+            19 => ErrorCode::RoomExists,
+            20 => ErrorCode::NotAllowed,
+            21 => ErrorCode::EndToEnd,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -501,6 +531,9 @@ pub enum ServerMessage {
         /// Bytes it has stored.
         received: u64,
     },
+    /// A delivery-service message of end-to-end conversations (0x93 to
+    /// 0x99, PROTOCOL.md §13.11).
+    Group(GroupEvent),
 }
 
 fn put_name(w: &mut Writer, s: &str) -> Result<(), Error> {
@@ -687,6 +720,7 @@ impl ClientMessage {
                 put_name(&mut w, sender)?;
                 put_u64(&mut w, *received);
             }
+            ClientMessage::Group(g) => g.encode_into(&mut w)?,
         }
         frame(w)
     }
@@ -749,6 +783,7 @@ impl ClientMessage {
                 sender: get_name(&mut r)?,
                 received: get_u64(&mut r)?,
             },
+            t @ 0x12..=0x18 => ClientMessage::Group(GroupRequest::decode_body(t, &mut r)?),
             _ => return Err(DecodeError::UnknownMessageType),
         };
         r.finish()?;
@@ -915,6 +950,7 @@ impl ServerMessage {
                 put_name(&mut w, by)?;
                 put_u64(&mut w, *received);
             }
+            ServerMessage::Group(g) => g.encode_into(&mut w)?,
         }
         frame(w)
     }
@@ -1050,6 +1086,7 @@ impl ServerMessage {
                 by: get_name(&mut r)?,
                 received: get_u64(&mut r)?,
             },
+            t @ 0x93..=0x99 => ServerMessage::Group(GroupEvent::decode_body(t, &mut r)?),
             _ => return Err(DecodeError::UnknownMessageType),
         };
         r.finish()?;

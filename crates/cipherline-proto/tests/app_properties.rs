@@ -8,8 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use cipherline_proto::app::{
-    ClientMessage, Delivery, ErrorCode, FileSigned, MAX_CHUNK, MessageDecoder, NoticeKind, QueueLimits, RateLimits,
-    SendSignature, ServerMessage, Signed, Target,
+    ClientMessage, CommitRequest, Delivery, ErrorCode, FileSigned, GroupDelivery, GroupEvent, GroupRequest, MAX_CHUNK,
+    MessageDecoder, NoticeKind, PayloadKind, QueueLimits, RateLimits, RoomKind, SendSignature, ServerMessage, Signed,
+    Target,
 };
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
@@ -36,6 +37,91 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
 
 fn file_name() -> impl Strategy<Value = String> {
     "\\PC{0,40}".prop_filter("at most 255 bytes", |s| s.len() <= 255)
+}
+
+fn opaque() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![vec(any::<u8>(), 1..64), Just(vec![0x5a; 70_000])]
+}
+
+fn group_id() -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 0..=255)
+}
+
+fn names() -> impl Strategy<Value = Vec<String>> {
+    vec(name(), 0..5)
+}
+
+fn room_kind() -> impl Strategy<Value = RoomKind> {
+    prop_oneof![Just(RoomKind::Open), Just(RoomKind::Invite), Just(RoomKind::Public)]
+}
+
+fn group_request() -> impl Strategy<Value = GroupRequest> {
+    let commit = (
+        (any::<u64>(), group_id(), any::<u64>(), any::<bool>(), opaque()),
+        (proptest::option::of(opaque()), proptest::option::of(opaque()), names(), names()),
+    )
+        .prop_map(|((request, group_id, epoch, external, commit), (welcome, group_info, invited, removed))| {
+            GroupRequest::Commit(CommitRequest {
+                request,
+                group_id,
+                epoch,
+                external,
+                commit,
+                welcome,
+                group_info,
+                invited,
+                removed,
+            })
+        });
+    prop_oneof![
+        (any::<bool>(), vec(vec(any::<u8>(), 0..100), 1..=16))
+            .prop_map(|(last_resort, packages)| GroupRequest::KeyPackages { last_resort, packages }),
+        name().prop_map(|user| GroupRequest::Claim { user }),
+        (name(), room_kind(), group_id()).prop_map(|(room, kind, group_id)| GroupRequest::CreateRoom {
+            room,
+            kind,
+            group_id
+        }),
+        commit,
+        (any::<u64>(), group_id(), opaque()).prop_map(|(id, group_id, payload)| GroupRequest::Send {
+            id,
+            group_id,
+            payload
+        }),
+        name().prop_map(|room| GroupRequest::RoomInfo { room }),
+        group_id().prop_map(|group_id| GroupRequest::GroupInfo { group_id }),
+    ]
+}
+
+fn group_event() -> impl Strategy<Value = GroupEvent> {
+    let kind = prop_oneof![Just(PayloadKind::Welcome), Just(PayloadKind::Commit), Just(PayloadKind::Application)];
+    let room = proptest::option::of(name().prop_filter("non-empty", |n| !n.is_empty()));
+    let delivery =
+        ((any::<u64>(), any::<u64>(), name(), group_id()), (room, kind, any::<u64>(), opaque(), any::<u64>()))
+            .prop_map(|((id, timestamp_ms, from, group_id), (room, kind, epoch, payload, seq))| {
+                GroupEvent::Message(GroupDelivery { id, timestamp_ms, from, group_id, room, kind, epoch, payload, seq })
+            });
+    prop_oneof![
+        (any::<u32>(), any::<bool>())
+            .prop_map(|(available, last_resort)| GroupEvent::KeyPackageCount { available, last_resort }),
+        (name(), vec(any::<u8>(), 0..100)).prop_map(|(user, key_package)| GroupEvent::KeyPackage { user, key_package }),
+        (any::<u64>(), group_id(), any::<u64>()).prop_map(|(request, group_id, epoch)| GroupEvent::Committed {
+            request,
+            group_id,
+            epoch
+        }),
+        (any::<u64>(), group_id(), any::<u64>()).prop_map(|(request, group_id, epoch)| GroupEvent::Stale {
+            request,
+            group_id,
+            epoch
+        }),
+        (name(), proptest::option::of(room_kind()), group_id(), any::<u64>(), names()).prop_map(
+            |(room, kind, group_id, epoch, admins)| GroupEvent::RoomInfo { room, kind, group_id, epoch, admins }
+        ),
+        (group_id(), any::<u64>(), vec(any::<u8>(), 0..100))
+            .prop_map(|(group_id, epoch, group_info)| GroupEvent::GroupInfo { group_id, epoch, group_info }),
+        delivery,
+    ]
 }
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {
@@ -80,6 +166,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<u64>().prop_map(|upto| ClientMessage::Received { upto }),
         any::<bool>().prop_map(|enabled| ClientMessage::Receipts { enabled }),
         any::<u64>().prop_map(|after| ClientMessage::Resume { after }),
+        group_request().prop_map(ClientMessage::Group),
     ]
 }
 
@@ -198,12 +285,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             by,
             received
         }),
+        group_event().prop_map(ServerMessage::Group),
     ]
 }
 
 /// Every type byte in use, and any other, to start arbitrary bodies with.
 fn type_byte() -> impl Strategy<Value = u8> {
-    prop_oneof![1u8..=0x11, 0x81u8..=0x92, any::<u8>()]
+    prop_oneof![1u8..=0x18, 0x81u8..=0x99, any::<u8>()]
 }
 
 /// Decodes `bytes` both ways; whatever decodes must re-encode to `bytes`.

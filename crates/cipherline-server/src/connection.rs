@@ -592,6 +592,9 @@ fn handle(
             hub.file_ack(me, &sender, transfer, received);
             return Ok(None);
         }
+        ClientMessage::Group(_) => {
+            refuse((ErrorCode::NotAllowed, "this server does not relay end-to-end conversations yet".into()), 0)
+        }
     }))
 }
 

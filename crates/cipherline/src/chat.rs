@@ -870,6 +870,8 @@ impl Chat {
                 }
             }
             ServerMessage::Delivered { .. } | ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
+            // End-to-end conversations come with the next step of issue 15.
+            ServerMessage::Group(_) => {}
         }
         None
     }

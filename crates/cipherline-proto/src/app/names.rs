@@ -1,7 +1,7 @@
 //! The name grammar both ends share (PROTOCOL.md §13.4), and the check a
 //! client makes on every name a server sends.
 
-use super::{MAX_NAME, ServerMessage, Target};
+use super::{GroupEvent, MAX_NAME, ServerMessage, Target};
 use crate::error::DecodeError;
 
 /// Whether `name` (a display name or a room name) is in the name grammar
@@ -91,6 +91,19 @@ impl ServerMessage {
             ServerMessage::FileData { from, .. } | ServerMessage::FileDone { from, .. } => valid_name(from, MAX_NAME),
             ServerMessage::FileCancelled { sender, by, .. } => valid_name(sender, MAX_NAME) && valid_name(by, MAX_NAME),
             ServerMessage::Ack { .. } | ServerMessage::Error { .. } | ServerMessage::Pong { .. } => true,
+            ServerMessage::Group(g) => match g {
+                GroupEvent::KeyPackage { user, .. } => valid_name(user, MAX_NAME),
+                GroupEvent::RoomInfo { room, admins, .. } => {
+                    valid_name(room, MAX_NAME) && admins.iter().all(|n| valid_name(n, MAX_NAME))
+                }
+                GroupEvent::Message(d) => {
+                    valid_name(&d.from, MAX_NAME) && d.room.as_deref().is_none_or(|r| valid_name(r, MAX_NAME))
+                }
+                GroupEvent::KeyPackageCount { .. }
+                | GroupEvent::Committed { .. }
+                | GroupEvent::Stale { .. }
+                | GroupEvent::GroupInfo { .. } => true,
+            },
         };
         if ok { Ok(()) } else { Err(DecodeError::InvalidName) }
     }
