@@ -183,3 +183,71 @@ fn names_outside_the_grammar_are_refused_by_a_client() {
     assert!(!valid_name(&"x".repeat(65), 1000), "never longer than the wire allows");
     assert!(!valid_name("ümlaut", MAX_NAME));
 }
+
+/// The delivery-service messages are byte for byte what PROTOCOL.md §13.11
+/// lays out.
+#[test]
+fn delivery_service_layouts_are_as_specified() {
+    let commit = ClientMessage::Group(GroupRequest::Commit(CommitRequest {
+        request: 7,
+        group_id: vec![0xaa, 0xbb],
+        epoch: 3,
+        external: false,
+        commit: vec![1, 2, 3],
+        welcome: None,
+        group_info: Some(vec![9]),
+        invited: vec!["bob".into()],
+        removed: vec![],
+    }));
+    let mut want = vec![0x15];
+    want.extend(7u64.to_be_bytes());
+    want.extend([2, 0xaa, 0xbb]);
+    want.extend(3u64.to_be_bytes());
+    want.push(0);
+    want.extend([0, 0, 0, 3, 1, 2, 3]);
+    want.extend([0, 0, 0, 0]);
+    want.extend([0, 0, 0, 1, 9]);
+    want.extend([0, 1, 3, b'b', b'o', b'b']);
+    want.extend([0, 0]);
+    assert_eq!(&commit.encode().unwrap()[4..], &want[..]);
+
+    let delivery = ServerMessage::Group(GroupEvent::Message(GroupDelivery {
+        id: 1,
+        timestamp_ms: 2,
+        from: "al".into(),
+        group_id: vec![5],
+        room: None,
+        kind: PayloadKind::Application,
+        epoch: 0,
+        payload: vec![0xee],
+        seq: 9,
+    }));
+    let mut want = vec![0x99];
+    want.extend(1u64.to_be_bytes());
+    want.extend(2u64.to_be_bytes());
+    want.extend([2, b'a', b'l', 1, 5, 0, 3]);
+    want.extend(0u64.to_be_bytes());
+    want.extend([0, 0, 0, 1, 0xee]);
+    want.extend(9u64.to_be_bytes());
+    let bytes = delivery.encode().unwrap();
+    assert_eq!(&bytes[4..], &want[..]);
+    // The stored-queue machinery fills `seq` in as the last eight bytes.
+    assert_eq!(&bytes[bytes.len() - 8..], &9u64.to_be_bytes());
+
+    let upload = ClientMessage::Group(GroupRequest::KeyPackages { last_resort: true, packages: vec![vec![7; 2]] });
+    assert_eq!(&upload.encode().unwrap()[4..], &[0x12, 1, 1, 0, 2, 7, 7]);
+    let info = ServerMessage::Group(GroupEvent::RoomInfo {
+        room: "r".into(),
+        kind: None,
+        group_id: vec![],
+        epoch: 0,
+        admins: vec![],
+    });
+    let mut want = vec![0x97, 1, b'r', 0xff, 0];
+    want.extend(0u64.to_be_bytes());
+    want.extend([0, 0]);
+    assert_eq!(&info.encode().unwrap()[4..], &want[..]);
+    // Zero or more than sixteen packages, and an unknown room kind, are refused.
+    assert!(ClientMessage::decode(&[0x12, 0, 0]).is_err());
+    assert!(ClientMessage::decode(&[0x14, 1, b'r', 3, 0]).is_err());
+}
