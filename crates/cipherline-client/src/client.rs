@@ -424,7 +424,7 @@ impl Client {
     /// Waits for the first message `want` accepts; an Error that `refers`
     /// accepts (or one with no message id) is returned as `Refused`. Other
     /// messages arriving meanwhile are kept for [`Client::recv`].
-    async fn reply(
+    pub(crate) async fn reply(
         &mut self,
         want: impl Fn(&ServerMessage) -> bool,
         refers: impl Fn(u64) -> bool,

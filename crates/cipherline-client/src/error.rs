@@ -41,6 +41,17 @@ pub enum ClientError {
         /// The server's `max_message`, from Welcome.
         max: u32,
     },
+    /// End-to-end encryption failed or is not possible (the text says
+    /// why; it holds no plaintext or key).
+    #[error("end-to-end: {0}")]
+    EndToEnd(String),
+    /// A commit lost its epoch to another member's: the group changed
+    /// meanwhile; process what arrived and try again.
+    #[error("the conversation changed meanwhile (now at epoch {epoch}); try again")]
+    Stale {
+        /// The group's epoch at the relay.
+        epoch: u64,
+    },
     /// A time limit ran out.
     #[error("timed out {0}")]
     Timeout(&'static str),

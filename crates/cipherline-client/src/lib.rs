@@ -21,8 +21,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod client;
+pub mod conversations;
+pub mod delivery;
 pub mod display;
 pub mod error;
+pub mod groups;
 mod known_peers;
 pub mod local;
 pub mod peers;

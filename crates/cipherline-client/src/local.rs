@@ -45,7 +45,7 @@ use crate::peers::MessageStatus;
 /// The database's file name inside the data directory.
 pub const FILE_NAME: &str = "client.db";
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// How many messages are kept per server by default.
 pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
 /// How long a write waits for another process's write by default.
@@ -289,6 +289,11 @@ impl LocalStore {
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, ClientError>) -> Result<T, ClientError> {
         let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         f(&conn)
+    }
+
+    /// The most messages kept per server.
+    pub(crate) fn max_messages(&self) -> u64 {
+        self.max_messages
     }
 
     /// This store's error for a database failure.
@@ -592,13 +597,18 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), ClientError> {
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
     // Again under the lock: another process may have set it up meanwhile.
-    if check(tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?)? {
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+    if check(found)? {
         return Ok(());
     }
-    // found == 0: a new file.
-    tx.execute_batch(SCHEMA_V1).map_err(err)?;
     let legacy = path.with_file_name(LEGACY_PEERS);
-    let import = legacy != path && legacy.exists();
+    // found == 0: a new file.
+    let import = found == 0 && legacy != path && legacy.exists();
+    if found == 0 {
+        tx.execute_batch(SCHEMA_V1).map_err(err)?;
+    }
+    // Version 2 adds the end-to-end conversations (crate::groups).
+    tx.execute_batch(crate::groups::SCHEMA_V2).map_err(err)?;
     if import {
         for line in crate::known_peers::load(&legacy)? {
             tx.execute(

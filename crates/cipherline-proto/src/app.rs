@@ -16,7 +16,7 @@ mod group;
 mod limits;
 mod names;
 pub use group::{
-    CommitRequest, GroupDelivery, GroupEvent, GroupRequest, MAX_COMMIT_NAMES, MAX_GROUP_ID, MAX_KEY_PACKAGE,
+    CommitRequest, E2eContent, GroupDelivery, GroupEvent, GroupRequest, MAX_COMMIT_NAMES, MAX_GROUP_ID, MAX_KEY_PACKAGE,
     MAX_KEY_PACKAGES_PER_UPLOAD, PayloadKind, RoomKind,
 };
 pub use limits::{QueueLimits, RateLimits};

@@ -164,6 +164,24 @@ impl IdentityPublicKey {
         Ok(IdentityPublicKey { algorithm, spki: spki.to_vec() })
     }
 
+    /// The Ed25519 key with these 32 raw bytes (as an MLS credential
+    /// carries it).
+    #[must_use]
+    pub fn ed25519_from_raw(raw: &[u8; 32]) -> Self {
+        let mut spki = ED25519_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(raw);
+        IdentityPublicKey { algorithm: SignatureAlgorithm::Ed25519, spki }
+    }
+
+    /// The raw 32 bytes of an Ed25519 key; `None` for RSA.
+    #[must_use]
+    pub fn ed25519_raw(&self) -> Option<[u8; 32]> {
+        match self.algorithm {
+            SignatureAlgorithm::Ed25519 => self.spki.get(ED25519_SPKI_PREFIX.len()..)?.try_into().ok(),
+            SignatureAlgorithm::RsaPssSha256 => None,
+        }
+    }
+
     /// The signature algorithm.
     #[must_use]
     pub fn algorithm(&self) -> SignatureAlgorithm {

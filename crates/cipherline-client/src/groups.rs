@@ -1,0 +1,257 @@
+//! The local store's record of end-to-end conversations (schema version
+//! 2): which MLS group is which room or direct conversation, and what
+//! processing each delivered MLS message gave.
+//!
+//! The second table is what lets several `cipherline` processes of one
+//! data directory share one MLS state: an MLS message can be decrypted
+//! only once (its key is erased after use), so the first process to
+//! process a delivery records the outcome under the server's message id,
+//! and every later delivery of that id (to another process, or again after
+//! a reconnect) is answered from the record. It holds plaintext, like the
+//! history (SECURITY.md).
+
+use cipherline_proto::app::{Target, fold_name};
+use rusqlite::{OptionalExtension as _, params};
+
+use crate::error::ClientError;
+use crate::local::LocalStore;
+
+pub(crate) const SCHEMA_V2: &str = "
+CREATE TABLE e2e_groups (
+    server TEXT NOT NULL,
+    group_id BLOB NOT NULL,
+    -- The folded room name, or NULL for a direct conversation.
+    room TEXT,
+    -- The folded name of the other member of a direct conversation.
+    peer TEXT,
+    CHECK ((room IS NULL) <> (peer IS NULL)),
+    PRIMARY KEY (server, group_id)
+) WITHOUT ROWID;
+CREATE INDEX e2e_groups_by_room ON e2e_groups (server, room);
+CREATE INDEX e2e_groups_by_peer ON e2e_groups (server, peer);
+CREATE TABLE e2e_processed (
+    server TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('message', 'joined', 'changed', 'removed', 'failed')),
+    actor TEXT NOT NULL,
+    actor_key BLOB NOT NULL,
+    target_kind TEXT NOT NULL CHECK (target_kind IN ('room', 'user')),
+    target TEXT NOT NULL,
+    text TEXT NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (server, id)
+) WITHOUT ROWID;
+";
+
+/// What an end-to-end conversation is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupKind {
+    /// A room (folded name).
+    Room(String),
+    /// A direct conversation with this user (folded name).
+    Direct(String),
+}
+
+/// What processing one delivered MLS message gave, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A message from a member; `actor_key` is its MLS identity key.
+    Message {
+        /// The sender, as its MLS credential names it.
+        from: String,
+        /// The sender's Ed25519 key, as its MLS credential holds it.
+        key: [u8; 32],
+        /// The room, or this user for a direct message.
+        target: Target,
+        /// The text.
+        text: String,
+        /// The sender's clock (authenticated by MLS), Unix milliseconds.
+        sent_at_ms: u64,
+    },
+    /// This user was added to a conversation (a Welcome).
+    Joined {
+        /// Who the conversation is with: the room, or the other person.
+        target: Target,
+        /// The members, comma-separated, as their credentials name them.
+        members: String,
+    },
+    /// Members were added or removed by `by`.
+    Changed {
+        /// Who committed.
+        by: String,
+        /// The room or person.
+        target: Target,
+        /// What changed, as `+name` and `-name` words.
+        summary: String,
+    },
+    /// This user was removed from the conversation by `by`.
+    Removed {
+        /// Who committed.
+        by: String,
+        /// The room or person.
+        target: Target,
+    },
+    /// The message could not be processed: altered, forged, replayed, or
+    /// for a conversation this client is not in. `from` is who the relay
+    /// says sent it (not authenticated).
+    Failed {
+        /// The relay's sender.
+        from: String,
+        /// The room or person, as far as known.
+        target: Target,
+        /// Why, for the user.
+        reason: String,
+    },
+}
+
+fn target_parts(t: &Target) -> (&'static str, &str) {
+    match t {
+        Target::Room(r) => ("room", r),
+        Target::User(u) => ("user", u),
+    }
+}
+
+#[allow(clippy::cast_possible_wrap)]
+fn to_sql(v: u64) -> i64 {
+    v as i64
+}
+
+impl LocalStore {
+    /// Records what `group_id` is on `server`.
+    pub fn set_group(&self, server: &str, group_id: &[u8], kind: &GroupKind) -> Result<(), ClientError> {
+        let (room, peer) = match kind {
+            GroupKind::Room(r) => (Some(fold_name(r)), None),
+            GroupKind::Direct(p) => (None, Some(fold_name(p))),
+        };
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO e2e_groups (server, group_id, room, peer) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (server, group_id) DO UPDATE SET room = ?3, peer = ?4",
+                params![server, group_id, room, peer],
+            )
+            .map_err(|e| self.error(e))?;
+            Ok(())
+        })
+    }
+
+    /// Forgets `group_id` (this user left or was removed).
+    pub fn forget_group(&self, server: &str, group_id: &[u8]) -> Result<(), ClientError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM e2e_groups WHERE server = ?1 AND group_id = ?2", params![server, group_id])
+                .map_err(|e| self.error(e))?;
+            Ok(())
+        })
+    }
+
+    /// What `group_id` is, if known.
+    pub fn group(&self, server: &str, group_id: &[u8]) -> Result<Option<GroupKind>, ClientError> {
+        self.read(|conn| {
+            let row: Option<(Option<String>, Option<String>)> = conn
+                .query_row(
+                    "SELECT room, peer FROM e2e_groups WHERE server = ?1 AND group_id = ?2",
+                    params![server, group_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| self.error(e))?;
+            match row {
+                None => Ok(None),
+                Some((Some(room), None)) => Ok(Some(GroupKind::Room(room))),
+                Some((None, Some(peer))) => Ok(Some(GroupKind::Direct(peer))),
+                Some(_) => Err(self.corrupt("an end-to-end group is both a room and a direct conversation")),
+            }
+        })
+    }
+
+    /// The groups recorded as `kind`, smallest id first (two people who
+    /// started a conversation with each other at once both use the
+    /// smaller one).
+    pub fn groups_of(&self, server: &str, kind: &GroupKind) -> Result<Vec<Vec<u8>>, ClientError> {
+        let (sql, name) = match kind {
+            GroupKind::Room(r) => {
+                ("SELECT group_id FROM e2e_groups WHERE server = ?1 AND room = ?2 ORDER BY group_id", fold_name(r))
+            }
+            GroupKind::Direct(p) => {
+                ("SELECT group_id FROM e2e_groups WHERE server = ?1 AND peer = ?2 ORDER BY group_id", fold_name(p))
+            }
+        };
+        self.read(|conn| {
+            let mut stmt = conn.prepare(sql).map_err(|e| self.error(e))?;
+            let rows = stmt.query_map(params![server, name], |r| r.get(0)).map_err(|e| self.error(e))?;
+            rows.collect::<Result<Vec<Vec<u8>>, _>>().map_err(|e| self.error(e))
+        })
+    }
+
+    /// The recorded outcome of the MLS message `id` of `server`, if a
+    /// process of this data directory processed it already.
+    pub fn processed(&self, server: &str, id: u64) -> Result<Option<Outcome>, ClientError> {
+        type Row = (String, String, Vec<u8>, String, String, String, i64);
+        self.read(|conn| {
+            let row: Option<Row> = conn
+                .query_row(
+                    "SELECT kind, actor, actor_key, target_kind, target, text, sent_at_ms
+                     FROM e2e_processed WHERE server = ?1 AND id = ?2",
+                    params![server, to_sql(id)],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+                )
+                .optional()
+                .map_err(|e| self.error(e))?;
+            let Some((kind, actor, key, target_kind, target, text, sent_at_ms)) = row else { return Ok(None) };
+            let target = match target_kind.as_str() {
+                "room" => Target::Room(target),
+                "user" => Target::User(target),
+                _ => return Err(self.corrupt("an end-to-end outcome has an unknown target kind")),
+            };
+            #[allow(clippy::cast_sign_loss)]
+            let sent_at_ms = sent_at_ms as u64;
+            Ok(Some(match kind.as_str() {
+                "message" => Outcome::Message {
+                    from: actor,
+                    key: key.try_into().map_err(|_| self.corrupt("an end-to-end sender key is not 32 bytes"))?,
+                    target,
+                    text,
+                    sent_at_ms,
+                },
+                "joined" => Outcome::Joined { target, members: text },
+                "changed" => Outcome::Changed { by: actor, target, summary: text },
+                "removed" => Outcome::Removed { by: actor, target },
+                "failed" => Outcome::Failed { from: actor, target, reason: text },
+                _ => return Err(self.corrupt("an end-to-end outcome has an unknown kind")),
+            }))
+        })
+    }
+
+    /// Records the outcome of the MLS message `id`; false if another
+    /// process recorded one first (keep theirs: the message is gone).
+    pub fn set_processed(&self, server: &str, id: u64, outcome: &Outcome) -> Result<bool, ClientError> {
+        let none = String::new();
+        let (kind, actor, key, target, text, sent_at_ms): (_, &str, &[u8], _, &str, u64) = match outcome {
+            Outcome::Message { from, key, target, text, sent_at_ms } => {
+                ("message", from, key, target, text, *sent_at_ms)
+            }
+            Outcome::Joined { target, members } => ("joined", &none, &[], target, members, 0),
+            Outcome::Changed { by, target, summary } => ("changed", by, &[], target, summary, 0),
+            Outcome::Removed { by, target } => ("removed", by, &[], target, &none, 0),
+            Outcome::Failed { from, target, reason } => ("failed", from, &[], target, reason, 0),
+        };
+        let (target_kind, target) = target_parts(target);
+        self.write(|tx| {
+            let added = tx
+                .execute(
+                    "INSERT INTO e2e_processed (server, id, kind, actor, actor_key, target_kind, target, text, sent_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (server, id) DO NOTHING",
+                    params![server, to_sql(id), kind, actor, key, target_kind, target, text, to_sql(sent_at_ms)],
+                )
+                .map_err(|e| self.error(e))?;
+            // Bounded like the history: the oldest outcomes go (a message
+            // delivered again after that long is long acknowledged).
+            tx.execute(
+                "DELETE FROM e2e_processed WHERE server = ?1 AND id <
+                   (SELECT id FROM e2e_processed WHERE server = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![server, to_sql(self.max_messages())],
+            )
+            .map_err(|e| self.error(e))?;
+            Ok(added == 1)
+        })
+    }
+}
