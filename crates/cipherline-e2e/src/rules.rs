@@ -1,0 +1,97 @@
+//! The group policy mls-rs applies to every commit we build or receive.
+
+use mls_rs::client_builder::PaddingMode;
+use mls_rs::extension::ExtensionType;
+use mls_rs::group::{GroupContext, Roster};
+use mls_rs::mls_rules::{CommitDirection, CommitOptions, CommitSource, EncryptionOptions, ProposalBundle};
+use mls_rs::{ExtensionList, MlsRules};
+
+/// The group context extension that marks a group public: anyone holding
+/// its GroupInfo may join by external commit. From the private-use range
+/// of RFC 9420 §17.3 (0xF000-0xFFFF); empty. Being in the group context, it
+/// is agreed by every member and covered by every signature, so the relay
+/// cannot make a private group public.
+pub(crate) const PUBLIC_GROUP: ExtensionType = ExtensionType::new(0xF0C1);
+
+pub(crate) fn is_public(extensions: &ExtensionList) -> bool {
+    extensions.has_extension(PUBLIC_GROUP)
+}
+
+/// Refusal of a commit our rules do not allow.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RuleBroken {
+    /// An external commit into a group that is not public.
+    #[error("an external join to a group that is not public")]
+    ExternalJoinToPrivateGroup,
+    /// A proposal kind our groups never use (PSKs, re-initialisation,
+    /// changes to the group context, custom proposals).
+    #[error("a proposal kind cipherline groups do not use")]
+    ProposalKind,
+}
+
+impl mls_rs::error::IntoAnyError for RuleBroken {
+    fn into_dyn_error(self) -> Result<Box<dyn std::error::Error + Send + Sync>, Self> {
+        Ok(Box::new(self))
+    }
+}
+
+/// Our rules (see the crate documentation): every commit has a path, the
+/// ratchet tree travels in Welcomes, one Welcome per commit, external
+/// commits only into public groups, commits and messages encrypted, Padmé
+/// padding.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Rules;
+
+impl MlsRules for Rules {
+    type Error = RuleBroken;
+
+    fn filter_proposals(
+        &self,
+        _direction: CommitDirection,
+        source: CommitSource,
+        _current_roster: &Roster,
+        current_context: &GroupContext,
+        proposals: ProposalBundle,
+    ) -> Result<ProposalBundle, Self::Error> {
+        if matches!(source, CommitSource::NewMember(_)) && !is_public(&current_context.extensions) {
+            return Err(RuleBroken::ExternalJoinToPrivateGroup);
+        }
+        // A member could otherwise flip a group public or private, or pull
+        // in secrets from outside: nothing we offer needs these.
+        if !proposals.psk_proposals().is_empty()
+            || !proposals.reinit_proposals().is_empty()
+            || !proposals.group_context_ext_proposals().is_empty()
+            || !proposals.custom_proposals().is_empty()
+        {
+            return Err(RuleBroken::ProposalKind);
+        }
+        Ok(proposals)
+    }
+
+    fn commit_options(
+        &self,
+        _new_roster: &Roster,
+        new_context: &GroupContext,
+        _proposals: &ProposalBundle,
+    ) -> Result<CommitOptions, Self::Error> {
+        Ok(CommitOptions::new()
+            // A path in every commit: the committer's leaf key is fresh
+            // after each of its commits (post-compromise security), and
+            // the update counters reset on any confirmed commit.
+            .with_path_required(true)
+            .with_ratchet_tree_extension(true)
+            .with_single_welcome_message(true)
+            .with_allow_external_commit(is_public(&new_context.extensions)))
+    }
+
+    fn encryption_options(
+        &self,
+        _current_roster: &Roster,
+        _current_context: &GroupContext,
+    ) -> Result<EncryptionOptions, Self::Error> {
+        // Commits as PrivateMessages: the relay sequences them by epoch
+        // (in the clear in the header) without learning who was added or
+        // removed. Padmé leaks O(log log n) bits of a message's length.
+        Ok(EncryptionOptions::new(true, PaddingMode::Padme))
+    }
+}

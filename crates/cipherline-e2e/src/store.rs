@@ -1,0 +1,197 @@
+//! The SQLite file: mls-rs's tables (group state, past epochs, key package
+//! secrets, PSKs) and this crate's own table beside them.
+//!
+//! mls-rs opens one connection per storage; this crate keeps one more for
+//! its own table and for forgetting groups. In memory ([`Member::new`],
+//! tests) all of them share one named in-memory database, so they see the
+//! same tables as with a file.
+//!
+//! [`Member::new`]: crate::Member::new
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mls_rs::storage_provider::sqlite::connection_strategy::ConnectionStrategy;
+use mls_rs::storage_provider::sqlite::{JournalMode, SqLiteDataStorageEngine, SqLiteDataStorageError};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::{E2eError, Result};
+
+/// Where the database lives.
+pub(crate) enum Location {
+    /// A file, created 0600.
+    File(PathBuf),
+    /// A named in-memory database, alive while one connection is open.
+    Memory(String),
+}
+
+impl ConnectionStrategy for Location {
+    fn make_connection(&self) -> std::result::Result<Connection, SqLiteDataStorageError> {
+        let opened = match self {
+            Location::File(path) => Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            ),
+            Location::Memory(uri) => Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            ),
+        };
+        opened.map_err(|e| SqLiteDataStorageError::SqlEngineError(e.into()))
+    }
+}
+
+/// This crate's own table: per group, since when our leaf key is the
+/// same and how many messages we sent with it (for
+/// [`Conversation::needs_update`](crate::Conversation::needs_update)), and
+/// the bytes of the commit we built and have not yet confirmed or abandoned
+/// (to recognise it if the relay echoes it).
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS cipherline_leaf (
+    group_id BLOB PRIMARY KEY,
+    since_ms INTEGER NOT NULL,
+    sent INTEGER NOT NULL,
+    pending_commit BLOB
+) WITHOUT ROWID;";
+
+/// The open database: the engine mls-rs builds its storages from, and our
+/// connection.
+#[derive(Clone)]
+pub(crate) struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// Milliseconds since the Unix epoch, by the system clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating it 0600 if need be) the file at `path`.
+    pub(crate) fn open(path: &Path) -> Result<(SqLiteDataStorageEngine<Location>, Store)> {
+        create_private(path)?;
+        // WAL: a transaction is one append, durable once the call returns
+        // even if the process is killed right after.
+        Self::with(Location::File(path.to_owned()), Some(JournalMode::Wal))
+    }
+
+    /// A fresh in-memory database.
+    pub(crate) fn memory() -> Result<(SqLiteDataStorageEngine<Location>, Store)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let uri = format!("file:cipherline-e2e-{}-{n}?mode=memory&cache=shared", std::process::id());
+        Self::with(Location::Memory(uri), None)
+    }
+
+    fn with(location: Location, journal: Option<JournalMode>) -> Result<(SqLiteDataStorageEngine<Location>, Store)> {
+        // Our table goes beside mls-rs's, which it creates on its own first
+        // connection (our table leaves its schema version alone).
+        let conn = location.make_connection().map_err(|e| E2eError::Store(e.to_string()))?;
+        if journal.is_some() {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        conn.execute_batch(SCHEMA)?;
+        let engine = SqLiteDataStorageEngine::new(location)
+            .map_err(|e| E2eError::Store(e.to_string()))?
+            .with_journal_mode(journal);
+        Ok((engine, Store { conn: Arc::new(Mutex::new(conn)) }))
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| E2eError::Store("a previous call panicked while holding the database".into()))
+    }
+
+    /// Starts the bookkeeping of a group we just created or joined.
+    pub(crate) fn start(&self, group_id: &[u8]) -> Result<()> {
+        self.lock()?.execute(
+            "INSERT INTO cipherline_leaf (group_id, since_ms, sent, pending_commit) VALUES (?, ?, 0, NULL)
+             ON CONFLICT(group_id) DO UPDATE SET since_ms = excluded.since_ms, sent = 0, pending_commit = NULL",
+            params![group_id, to_i64(now_ms())],
+        )?;
+        Ok(())
+    }
+
+    /// Counts one message sent with the current leaf.
+    pub(crate) fn count_sent(&self, group_id: &[u8]) -> Result<()> {
+        self.lock()?.execute("UPDATE cipherline_leaf SET sent = sent + 1 WHERE group_id = ?", params![group_id])?;
+        Ok(())
+    }
+
+    /// Since when our leaf is the same, and how many messages it sent.
+    pub(crate) fn leaf(&self, group_id: &[u8]) -> Result<Option<(u64, u64)>> {
+        let row = self
+            .lock()?
+            .query_row("SELECT since_ms, sent FROM cipherline_leaf WHERE group_id = ?", params![group_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?;
+        Ok(row.map(|(since, sent)| (to_u64(since), to_u64(sent))))
+    }
+
+    /// Remembers (or clears) the commit we built and have not yet
+    /// confirmed or abandoned.
+    pub(crate) fn set_pending(&self, group_id: &[u8], commit: Option<&[u8]>) -> Result<()> {
+        self.lock()?.execute(
+            "UPDATE cipherline_leaf SET pending_commit = ? WHERE group_id = ?",
+            params![commit, group_id],
+        )?;
+        Ok(())
+    }
+
+    /// The commit we built and have not yet confirmed or abandoned.
+    pub(crate) fn pending(&self, group_id: &[u8]) -> Result<Option<Vec<u8>>> {
+        let row = self
+            .lock()?
+            .query_row("SELECT pending_commit FROM cipherline_leaf WHERE group_id = ?", params![group_id], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
+            })
+            .optional()?;
+        Ok(row.flatten())
+    }
+
+    /// Deletes everything about a group: mls-rs's state and past epochs
+    /// (its schema declares a cascade that SQLite only applies with foreign
+    /// keys on, which mls-rs does not turn on) and our row.
+    pub(crate) fn forget(&self, group_id: &[u8]) -> Result<()> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM epoch WHERE group_id = ?", params![group_id])?;
+        tx.execute("DELETE FROM mls_group WHERE group_id = ?", params![group_id])?;
+        tx.execute("DELETE FROM cipherline_leaf WHERE group_id = ?", params![group_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Creates the file with mode 0600 if it does not exist, and narrows it
+/// to 0600 if it does: it holds every group's secrets.
+fn create_private(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options.open(path).map_err(|e| E2eError::Store(format!("{}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| E2eError::Store(format!("{}: {e}", path.display())))?;
+    }
+    drop(file);
+    Ok(())
+}
