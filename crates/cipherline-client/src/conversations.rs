@@ -180,9 +180,9 @@ impl Conversations {
 
     /// The conversation a delivery belongs to, as far as known.
     fn target_of(&self, d: &GroupDelivery) -> Result<Target, ClientError> {
-        Ok(match (&d.room, self.store.group(&self.server, &d.group_id)?) {
-            (_, Some(GroupKind::Room(room))) | (Some(room), None) => Target::Room(room.clone()),
-            (None, Some(GroupKind::Direct(peer))) => Target::User(peer),
+        Ok(match (d.room.clone(), self.store.group(&self.server, &d.group_id)?) {
+            (_, Some(GroupKind::Room(room))) | (Some(room), None) => Target::Room(room),
+            (_, Some(GroupKind::Direct(peer))) => Target::User(peer),
             (None, None) => Target::User(d.from.clone()),
         })
     }
@@ -274,6 +274,13 @@ impl Conversations {
             self.store.forget_group(&self.server, &id)?;
         }
         Ok(None)
+    }
+
+    /// This client's epoch of the end-to-end room `room`, if it is in it.
+    pub fn room_epoch(&self, room: &str) -> Result<Option<u64>, ClientError> {
+        let Some(group_id) = self.room_group(room)? else { return Ok(None) };
+        let _guard = lock(&self.lock)?;
+        Ok(Some(self.load(&group_id)?.epoch()))
     }
 
     /// Starts a direct conversation with `peer` from one of its

@@ -127,7 +127,7 @@ enum End {
 
 /// Runs `chat`.
 pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
-    let Connected { mut client, peers, me, server } = args.client.connect(true).await?;
+    let Connected { mut client, peers, me, server, .. } = args.client.connect(true).await?;
     let recorder = Recorder::new(peers.store().cloned(), server);
     client.join(&args.room).await?;
     // What arrived while this user was away comes now (after the Join,

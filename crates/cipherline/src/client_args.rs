@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use cipherline_client::conversations::Conversations;
 use cipherline_client::peers::Peers;
 use cipherline_client::{Client, ClientError, Options, TrustCheck};
 use cipherline_keys::{
@@ -100,6 +101,9 @@ pub struct Connected {
     pub me: Option<Fingerprint>,
     /// The server as the local store names it (`host:port`).
     pub server: String,
+    /// End-to-end conversations: `None` without an Ed25519 identity key or
+    /// without a stored queue on this server (PROTOCOL.md §13.11).
+    pub e2e: Option<Conversations>,
 }
 
 /// The trust flags' policy as the client library's check; the refusal is
@@ -283,6 +287,14 @@ impl ClientArgs {
             }
             other => CliError::Client(other),
         })?;
-        Ok(Connected { client, peers, me, server: addr.to_string() })
+        let e2e = match (&self.identity()?, client.info().queue.is_some(), peers.store()) {
+            (Some(key), true, Some(local)) => {
+                let dir = self.trust.data_dir.resolve()?;
+                Conversations::open(dir.path(), &addr.to_string(), client.name(), key, local.clone())
+                    .map_err(CliError::Client)?
+            }
+            _ => None,
+        };
+        Ok(Connected { client, peers, me, server: addr.to_string(), e2e })
     }
 }

@@ -4,13 +4,15 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cipherline_client::Client;
+use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
-use cipherline_proto::app::ServerMessage;
+use cipherline_client::{Client, ClientError};
+use cipherline_proto::app::{ErrorCode, GroupEvent, ServerMessage};
 use clap::Args;
 use serde_json::json;
 
 use crate::client_args::{ClientArgs, Connected};
+use crate::conversation;
 use crate::error::{CliError, exit};
 use crate::files::{Downloads, FileEvent, Quota, file_verdict};
 use crate::output::{key_notice, print_message};
@@ -96,7 +98,26 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
     loop {
         let attempt = async {
             let mut connected = args.client.connect(true).await?;
-            connected.client.join(&args.room).await?;
+            let e2e_room = match &connected.e2e {
+                Some(e2e) => e2e.room_group(&args.room).map_err(CliError::Client)?.is_some(),
+                None => false,
+            };
+            // An end-to-end room is not joined: its group delivers to
+            // its members. An open one is joined as always.
+            if !e2e_room {
+                connected.client.join(&args.room).await.map_err(|e| room_refused(e, &args.room))?;
+                if !args.json {
+                    eprintln!(
+                        "note: {} is not end-to-end encrypted: the server can read what is said there",
+                        escape(&args.room)
+                    );
+                }
+            }
+            if let Some(e2e) = &connected.e2e
+                && let Err(e) = e2e.publish_key_packages(&mut connected.client).await
+            {
+                eprintln!("warning: could not publish end-to-end key packages: {e}");
+            }
             // Then what waited on the server while this user was away.
             connected.client.resume(0).await?;
             Ok::<Connected, CliError>(connected)
@@ -108,7 +129,7 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             },
             None => attempt.await,
         };
-        let Connected { client, mut peers, server, .. } = match connected {
+        let Connected { client, mut peers, server, e2e, .. } = match connected {
             Ok(c) => {
                 backoff = Duration::from_secs(1);
                 c
@@ -134,7 +155,8 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             );
         }
         let recorder = recorder.get_or_insert_with(|| Recorder::new(peers.store().cloned(), server));
-        match listen_on(&mut client, &mut peers, &mut downloads, recorder, args, deadline, &mut seen).await {
+        let mut session = Session { client: &mut client, peers: &mut peers, e2e: e2e.as_ref() };
+        match listen_on(&mut session, &mut downloads, recorder, args, deadline, &mut seen).await {
             Outcome::Done => {
                 let _ = client.close().await;
                 return Ok(());
@@ -191,16 +213,37 @@ fn out_of_time(args: &ListenArgs, seen: u64, when: &str) -> CliError {
     CliError::timed_out(what, hint)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A Join refused because the room is end to end, with what to do.
+fn room_refused(e: ClientError, room: &str) -> CliError {
+    match e {
+        ClientError::Refused { code: ErrorCode::EndToEnd, text } => CliError::failed(
+            format!("{}", escape(&text)),
+            format!(
+                "{} is an end-to-end room: a member adds you with `cipherline room invite {0} YOUR_NAME` (or join a \
+                 public one with `cipherline room join {0}`)",
+                escape(room)
+            ),
+        ),
+        other => CliError::Client(other),
+    }
+}
+
+/// One connection's client, remembered keys and end-to-end state.
+struct Session<'a> {
+    client: &'a mut Client,
+    peers: &'a mut Peers,
+    e2e: Option<&'a Conversations>,
+}
+
 async fn listen_on(
-    client: &mut Client,
-    peers: &mut Peers,
+    session: &mut Session<'_>,
     downloads: &mut Downloads,
     recorder: &mut Recorder,
     args: &ListenArgs,
     deadline: Option<tokio::time::Instant>,
     seen: &mut u64,
 ) -> Outcome {
+    let Session { client, peers, e2e } = session;
     let me = client.name().to_owned();
     let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
     let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
@@ -239,7 +282,7 @@ async fn listen_on(
                     if let Some(notice) = key_notice(d, &status) {
                         eprintln!("{notice}");
                     }
-                    print_message(d, &me, &status, args.json);
+                    print_message(d, &me, &status, args.json, false);
                     *seen += 1;
                     // Acknowledged only once written out: a listen killed
                     // before this gets the message again next time.
@@ -248,6 +291,17 @@ async fn listen_on(
                     }
                     // Recorded as shown only once written out, too.
                     recorder.shown(&me, d, &status);
+                }
+                if let Err(e) = client.handled(d.seq).await {
+                    return Outcome::Lost(e.into());
+                }
+            }
+            ServerMessage::Group(GroupEvent::Message(d)) => {
+                // Never sent to a client that cannot take part.
+                let Some(e2e) = e2e else { continue };
+                match conversation::print_group(e2e, d, peers, recorder, &me, args.json) {
+                    Ok(shown) => *seen += u64::from(shown),
+                    Err(e) => return Outcome::Lost(e),
                 }
                 if let Err(e) = client.handled(d.seq).await {
                     return Outcome::Lost(e.into());

@@ -15,6 +15,8 @@
 //! - [`chat`], [`send`], [`listen`]: the client subcommands, sharing
 //!   [`client_args`] (server, name, trust flags), [`files`] (file transfer)
 //!   and [`output`] (how messages are printed).
+//! - [`room`]: `cipherline room`, rooms managed from scripts; with
+//!   [`conversation`], how end-to-end conversations are shown.
 //! - [`trust`]: the client trust flags (`--accept-new`, `--server-key`,
 //!   `--server-fingerprint`, `--data-dir`) and the first-contact prompt.
 //! - [`passphrase`]: the passphrase flags and prompt.
@@ -27,6 +29,7 @@
 mod chat;
 mod client_args;
 mod console;
+mod conversation;
 mod error;
 mod files;
 mod fingerprint;
@@ -41,6 +44,7 @@ mod packaging;
 mod passphrase;
 mod password;
 mod recorder;
+mod room;
 mod send;
 mod serve;
 mod trust;
@@ -71,6 +75,8 @@ enum Command {
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
     History(history::HistoryArgs),
+    #[command(subcommand)]
+    Room(room::RoomCommand),
     Completions(packaging::CompletionsArgs),
     Man(packaging::ManArgs),
 }
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
         Command::Send(args) => client_runtime(send::run(args)),
         Command::Listen(args) => client_runtime(listen::run(args)),
         Command::History(args) => history::run(args),
+        Command::Room(command) => client_runtime(room::run(command)),
         Command::Completions(args) => packaging::completions(args, Cli::command()),
         Command::Man(args) => packaging::man(args, Cli::command()),
     };

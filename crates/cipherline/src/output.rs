@@ -79,8 +79,16 @@ fn clock(ms: u64) -> String {
 /// confirmed by the user), `unsigned`, `invalid-signature` or `key-changed`
 /// (another key, or no signature under a name whose key is remembered). The
 /// strings are exact, not escaped: JSON escapes control characters itself.
-pub fn message_json(d: &Delivery, status: &MessageStatus) -> serde_json::Value {
-    message_object(d.id, &d.from, &d.to, &d.text, d.timestamp_ms, status.label())
+///
+/// `e2e` says whether it came end to end encrypted (an MLS message of a
+/// direct conversation or an end-to-end room) or readable by the server
+/// (an open room, the lobby, a client without an Ed25519 identity).
+pub fn message_json(d: &Delivery, status: &MessageStatus, e2e: bool) -> serde_json::Value {
+    let mut object = message_object(d.id, &d.from, &d.to, &d.text, d.timestamp_ms, status.label());
+    if let Some(map) = object.as_object_mut() {
+        map.insert("e2e".into(), e2e.into());
+    }
+    object
 }
 
 /// A stored message ([`Msg`]) as the same JSON object `listen --json`
@@ -115,8 +123,8 @@ pub fn history_line(m: &Msg) -> String {
 }
 
 /// Prints a message to stdout and flushes (so pipes see it at once).
-pub fn print_message(d: &Delivery, me: &str, status: &MessageStatus, as_json: bool) {
-    let line = if as_json { message_json(d, status).to_string() } else { message_line(d, me, status) };
+pub fn print_message(d: &Delivery, me: &str, status: &MessageStatus, as_json: bool, e2e: bool) {
+    let line = if as_json { message_json(d, status, e2e).to_string() } else { message_line(d, me, status) };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();

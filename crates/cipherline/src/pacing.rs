@@ -139,7 +139,7 @@ impl Pacer {
 
     /// Runs `request` when the bucket has a token, and again after a pause
     /// (at most [`RETRIES`] times) while the server answers `rate_limited`.
-    async fn paced<T>(&mut self, mut request: impl AsyncFnMut() -> Result<T, ClientError>) -> Result<T, CliError> {
+    pub async fn paced<T>(&mut self, mut request: impl AsyncFnMut() -> Result<T, ClientError>) -> Result<T, CliError> {
         let mut tries = 0;
         loop {
             self.wait_turn().await;

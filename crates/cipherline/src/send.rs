@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use std::collections::{HashMap, HashSet};
 
+use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
+use cipherline_client::peers::Peers;
 use cipherline_client::{Acked, Client};
-use cipherline_proto::app::{ClientMessage, ServerMessage, Target, fold_name};
+use cipherline_proto::app::{ClientMessage, GroupEvent, RoomKind, ServerMessage, Target, fold_name};
 use clap::Args;
 
 use crate::client_args::ClientArgs;
+use crate::conversation;
 use crate::error::CliError;
 use crate::files;
 use crate::output::{key_notice, print_message};
@@ -80,25 +83,47 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         files::open_regular(path)?;
     }
     let connected = args.client.connect(true).await?;
-    let (mut client, mut peers) = (connected.client, connected.peers);
-    let mut recorder = Recorder::new(peers.store().cloned(), connected.server);
+    let (mut client, mut peers, e2e) = (connected.client, connected.peers, connected.e2e);
+    let mut recorder = Recorder::new(peers.store().cloned(), connected.server.clone());
     let me = client.name().to_owned();
     // A name a key owns stays a member of a room it joins until it leaves
     // (PROTOCOL.md §13.10): a one-shot send into a room it was not in
     // leaves again afterwards, so scripts do not collect room traffic.
     let mut leave_after = false;
+    // Direct messages of a client that can are always end to end; a room
+    // is if it was created so (PROTOCOL.md §13.11).
+    let mut route = Route::Plain;
     let target = match &args.to {
-        Some(user) => Target::User(user.clone()),
+        Some(user) => {
+            if e2e.is_some() {
+                route = Route::EndToEnd;
+            }
+            Target::User(user.clone())
+        }
         None => {
-            leave_after = client.info().queue.is_some() && client.who(&args.room).await.is_err();
-            client.join(&args.room).await?;
+            if let Some(e2e) = &e2e
+                && client.room_info(&args.room).await?.kind.is_some_and(RoomKind::is_e2e)
+            {
+                route = Route::EndToEnd;
+                catch_up(e2e, &mut client, &connected.server, &args.room).await?;
+            } else {
+                leave_after = client.info().queue.is_some() && client.who(&args.room).await.is_err();
+                client.join(&args.room).await?;
+            }
             Target::Room(args.room.clone())
         }
     };
+    if args.file.is_some() && route == Route::EndToEnd {
+        return Err(CliError::usage(
+            "files do not travel end to end yet (issue 16)",
+            "send the file in an open room, or from a client without an identity key",
+        ));
+    }
     if args.wait_delivered.is_some() {
         client.send_message(&ClientMessage::Receipts { enabled: true }).await?;
     }
-    // The Who and Join (and a Receipts) took server message tokens.
+    // The Who and Join, or the RoomInfo (and a Receipts) took server
+    // message tokens.
     let sent = 2 * u32::from(args.to.is_none()) + u32::from(args.wait_delivered.is_some());
     let mut pacer = Pacer::new(client.info().rates, sent);
     let mut acks = Vec::new();
@@ -110,8 +135,7 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
             let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
             let line = line.map_err(|e| CliError::failed(format!("reading standard input: {e}"), "check the pipe"))?;
             if !line.is_empty() {
-                let ack = pacer
-                    .send(&mut client, &target, &line)
+                let ack = send_one(&mut pacer, &mut client, &mut peers, e2e.as_ref(), &target, &line)
                     .await
                     .map_err(|e| CliError::Line { line: number, error: Box::new(e) })?;
                 recorder.sent(&me, ack.id, ack.timestamp_ms, &target, &line);
@@ -120,7 +144,7 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         }
     } else {
         let text = args.message.join(" ");
-        let ack = pacer.send(&mut client, &target, &text).await?;
+        let ack = send_one(&mut pacer, &mut client, &mut peers, e2e.as_ref(), &target, &text).await?;
         recorder.sent(&me, ack.id, ack.timestamp_ms, &target, &text);
         acks.push(ack);
     }
@@ -140,6 +164,13 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         while let Ok(msg) = tokio::time::timeout_at(deadline, client.recv()).await {
             let d = match msg? {
                 ServerMessage::Message(d) => d,
+                ServerMessage::Group(GroupEvent::Message(d)) => {
+                    if let Some(e2e) = &e2e {
+                        conversation::print_group(e2e, &d, &mut peers, &mut recorder, &me, false)?;
+                    }
+                    client.handled(d.seq).await?;
+                    continue;
+                }
                 ServerMessage::Expired { id, to, seq } => {
                     eprintln!("your message to {} expired on the server unread (id {id})", escape(&to));
                     client.handled(seq).await?;
@@ -153,7 +184,7 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
                     if let Some(notice) = key_notice(&d, &status) {
                         eprintln!("{notice}");
                     }
-                    print_message(&d, &me, &status, false);
+                    print_message(&d, &me, &status, false, false);
                     if std::io::Write::flush(&mut std::io::stdout()).is_err() {
                         return Err(CliError::failed("cannot write to standard output", "check the pipe"));
                     }
@@ -167,6 +198,58 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         pacer.leave(&mut client, &args.room).await?;
     }
     let _ = client.close().await;
+    Ok(())
+}
+
+/// How `send` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Send (text), readable by the server: an open room, or a client
+    /// without an Ed25519 identity.
+    Plain,
+    /// Encrypted in an MLS group: a direct message, or an end-to-end room.
+    EndToEnd,
+}
+
+/// Sends one text by `route` (end to end when `e2e` is given and the
+/// target is a user or an end-to-end room), paced, and waits for the Ack.
+async fn send_one(
+    pacer: &mut Pacer,
+    client: &mut Client,
+    peers: &mut Peers,
+    e2e: Option<&Conversations>,
+    target: &Target,
+    text: &str,
+) -> Result<Acked, CliError> {
+    let Some(e2e) = e2e else { return pacer.send(client, target, text).await };
+    match target {
+        Target::User(user) => {
+            let mut check = conversation::key_check(peers);
+            pacer.paced(async || e2e.send_direct(client, user, text, &mut check).await).await
+        }
+        Target::Room(room) if e2e.room_group(room).map_err(CliError::Client)?.is_some() => {
+            pacer.paced(async || e2e.send_room(client, room, text).await).await
+        }
+        Target::Room(_) => pacer.send(client, target, text).await,
+    }
+}
+
+/// Brings this client's state of the end-to-end room `room` up to the
+/// relay's epoch (commits that came while it was away), so what it sends
+/// can be read by every member; refuses if it is not a member.
+async fn catch_up(e2e: &Conversations, client: &mut Client, server: &str, room: &str) -> Result<(), CliError> {
+    let Some(mine) = e2e.room_epoch(room).map_err(CliError::Client)? else {
+        return Err(CliError::failed(
+            format!("you are not a member of the end-to-end room {}", escape(room)),
+            "a member adds you with `cipherline room invite ROOM YOUR_NAME`; if one did, run `cipherline listen` once \
+             to receive the invitation",
+        ));
+    };
+    if client.room_info(room).await?.epoch <= mine {
+        return Ok(());
+    }
+    let cursor = e2e.store().cursor(server).map_err(CliError::Client)?;
+    e2e.catch_up(client, cursor, Duration::from_millis(300), Duration::from_secs(10)).await?;
     Ok(())
 }
 
