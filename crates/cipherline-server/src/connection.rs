@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cipherline_net::{Channel, NetError};
 use cipherline_proto::AlertCode;
-use cipherline_proto::app::{ClientMessage, ErrorCode, RateLimits, ServerMessage, fold_name};
+use cipherline_proto::app::{ClientMessage, ErrorCode, GroupRequest, RateLimits, ServerMessage, fold_name};
 use cipherline_proto::handshake::alert_frame;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -513,11 +513,13 @@ async fn message_loop(
     }
 }
 
-/// The id an Error about `msg` carries: the Send id, or the transfer id for
-/// file-transfer messages (PROTOCOL.md §13.6).
+/// The id an Error about `msg` carries: the Send id (of a group Send too),
+/// a commit's request id, or the transfer id for file-transfer messages
+/// (PROTOCOL.md §13.6).
 fn client_id(msg: &ClientMessage) -> u64 {
     match msg {
-        ClientMessage::Send { id, .. } => *id,
+        ClientMessage::Send { id, .. } | ClientMessage::Group(GroupRequest::Send { id, .. }) => *id,
+        ClientMessage::Group(GroupRequest::Commit(c)) => c.request,
         ClientMessage::FileOffer { transfer, .. }
         | ClientMessage::FileAnswer { transfer, .. }
         | ClientMessage::FileChunk { transfer, .. }

@@ -596,15 +596,24 @@ impl Stored<'_> {
             payload,
             seq: 0,
         };
+        // The Welcome first: an invitation that cannot be kept (a full
+        // queue) refuses the commit before any member has it.
+        let invited: Vec<String> =
+            next.members.difference(&before.members).filter(|m| **m != sender).cloned().collect();
+        if let Some(welcome) = c.welcome.filter(|_| !invited.is_empty()) {
+            let (_, full) = self.fan_out(mail, &invited, delivery(PayloadKind::Welcome, 0, welcome), false).await?;
+            if full > 0 {
+                return Err(refused(
+                    ErrorCode::QueueFull,
+                    "an invited user's queue (or the server's store) is full: the invitation was not kept; try again \
+                     later",
+                ));
+            }
+        }
         // Everyone who was a member, removed ones too (so they learn it).
         let others: Vec<String> = before.members.iter().filter(|m| **m != sender).cloned().collect();
         let size = c.commit.len();
         self.fan_out(mail, &others, delivery(PayloadKind::Commit, c.epoch, c.commit), false).await?;
-        let invited: Vec<String> =
-            next.members.difference(&before.members).filter(|m| **m != sender).cloned().collect();
-        if let Some(welcome) = c.welcome.filter(|_| !invited.is_empty()) {
-            self.fan_out(mail, &invited, delivery(PayloadKind::Welcome, 0, welcome), false).await?;
-        }
         write_group(mail, &c.group_id, &next, rev).await?;
         tracing::debug!(
             name = %me.name, group = %short(&c.group_id), epoch = next.epoch, size, members = next.members.len(),

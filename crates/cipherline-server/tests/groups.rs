@@ -122,7 +122,7 @@ fn refused(a: Result<impl std::fmt::Debug, (ErrorCode, String)>, code: ErrorCode
 /// Everyone the tests use has visited once, so their keys own their names.
 async fn users(server: &Server, names: &[(&str, u8)]) {
     for (name, seed) in names {
-        let mut p = Peer::connect(server, name, *seed).await;
+        let p = Peer::connect(server, name, *seed).await;
         p.c.close().await.unwrap();
     }
 }
