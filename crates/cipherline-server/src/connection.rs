@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cipherline_net::{Channel, NetError};
 use cipherline_proto::AlertCode;
-use cipherline_proto::app::{ClientMessage, ErrorCode, RateLimits, ServerMessage, fold_name};
+use cipherline_proto::app::{ClientMessage, ErrorCode, GroupRequest, RateLimits, ServerMessage, fold_name};
 use cipherline_proto::handshake::alert_frame;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -37,7 +37,12 @@ fn message_rate(limits: &crate::Limits) -> TokenBucket {
 /// bucket of §13.5: what the server does for a message grows with its
 /// audience, so that is what it costs.
 #[allow(clippy::cast_precision_loss)]
-fn charge(bucket: &mut TokenBucket, limits: &crate::Limits, size: usize, recipients: usize) -> Result<(), Refusal> {
+pub(crate) fn charge(
+    bucket: &mut TokenBucket,
+    limits: &crate::Limits,
+    size: usize,
+    recipients: usize,
+) -> Result<(), Refusal> {
     let cost = size as f64 * recipients as f64;
     if bucket.take(cost, Instant::now()) {
         return Ok(());
@@ -470,6 +475,8 @@ async fn message_loop(
                             | ClientMessage::Received { .. }
                             | ClientMessage::Receipts { .. }
                             | ClientMessage::Resume { .. }
+                            | ClientMessage::Who { .. }
+                            | ClientMessage::Group(_)
                     );
                     if stored {
                         let mut ctx = Stored { me, settings, hub, inbox: &mut inbox, receipts: &mut receipts };
@@ -506,11 +513,13 @@ async fn message_loop(
     }
 }
 
-/// The id an Error about `msg` carries: the Send id, or the transfer id for
-/// file-transfer messages (PROTOCOL.md §13.6).
+/// The id an Error about `msg` carries: the Send id (of a group Send too),
+/// a commit's request id, or the transfer id for file-transfer messages
+/// (PROTOCOL.md §13.6).
 fn client_id(msg: &ClientMessage) -> u64 {
     match msg {
-        ClientMessage::Send { id, .. } => *id,
+        ClientMessage::Send { id, .. } | ClientMessage::Group(GroupRequest::Send { id, .. }) => *id,
+        ClientMessage::Group(GroupRequest::Commit(c)) => c.request,
         ClientMessage::FileOffer { transfer, .. }
         | ClientMessage::FileAnswer { transfer, .. }
         | ClientMessage::FileChunk { transfer, .. }
@@ -543,13 +552,11 @@ fn handle(
         | ClientMessage::Send { .. }
         | ClientMessage::Received { .. }
         | ClientMessage::Receipts { .. }
-        | ClientMessage::Resume { .. } => return Ok(None),
+        | ClientMessage::Resume { .. }
+        | ClientMessage::Who { .. }
+        | ClientMessage::Group(_) => return Ok(None),
         ClientMessage::Whois { name: who } => match hub.whois(&who) {
             Ok(reply) => reply,
-            Err(r) => refuse(r, 0),
-        },
-        ClientMessage::Who { room } => match hub.members(me, &fold_name(&room)) {
-            Ok(names) => ServerMessage::Members { room, names },
             Err(r) => refuse(r, 0),
         },
         ClientMessage::Ping { nonce } => ServerMessage::Pong { nonce },
@@ -592,35 +599,43 @@ fn handle(
             hub.file_ack(me, &sender, transfer, received);
             return Ok(None);
         }
-        ClientMessage::Group(_) => {
-            refuse((ErrorCode::NotAllowed, "this server does not relay end-to-end conversations yet".into()), 0)
-        }
     }))
 }
 
 /// What a connection's messages that may wait for the store need.
-struct Stored<'a> {
-    me: &'a Me,
-    settings: &'a Settings,
-    hub: &'a Hub,
-    inbox: &'a mut Option<Inbox>,
-    receipts: &'a mut bool,
+pub(crate) struct Stored<'a> {
+    pub(crate) me: &'a Me,
+    pub(crate) settings: &'a Settings,
+    pub(crate) hub: &'a Hub,
+    pub(crate) inbox: &'a mut Option<Inbox>,
+    /// Whether this connection asked for delivery receipts.
+    pub(crate) receipts: &'a mut bool,
 }
 
 impl Stored<'_> {
-    /// Handles Send, Join, Leave, Received and Receipts: each may wait for
-    /// the store (bounded by the store's own timeout), and the reply to a
-    /// Send (its Ack) goes out only once the message is durable for every
-    /// recipient with a stored queue (PROTOCOL.md §13.9).
+    /// Handles Send, Join, Leave, Who, Received, Receipts and the
+    /// delivery-service requests: each may wait for the store (bounded by
+    /// the store's own timeout), and the reply to a Send (its Ack) goes out
+    /// only once the message is durable for every recipient with a stored
+    /// queue (PROTOCOL.md §13.9). End-to-end rooms and the delivery service
+    /// are [`crate::groups`]'.
     async fn handle(
         &mut self,
         msg: ClientMessage,
         msg_len: usize,
         bytes_rate: &mut TokenBucket,
     ) -> Option<ServerMessage> {
+        let msg = match self.end_to_end(msg, msg_len, bytes_rate).await {
+            Ok(reply) => return reply,
+            Err(msg) => msg,
+        };
         let (me, hub, limits) = (self.me, self.hub, &self.settings.limits);
         let refuse = |(code, text): Refusal, client_id: u64| ServerMessage::Error { code, client_id, text };
         Some(match msg {
+            ClientMessage::Who { room } => match hub.members(me, &fold_name(&room)) {
+                Ok(names) => ServerMessage::Members { room, names },
+                Err(r) => refuse(r, 0),
+            },
             // Room names are compared folded (§13.4): `General` is
             // `general`. The reply echoes the client's spelling, which it
             // waits for; everything else carries the folded name.
@@ -690,7 +705,7 @@ impl Stored<'_> {
 
     /// Joins `room` (folded); a user with a stored queue becomes a stored
     /// member, recorded in the store before the reply.
-    async fn join(&mut self, room: &str) -> Result<(), Refusal> {
+    pub(crate) async fn join(&mut self, room: &str) -> Result<(), Refusal> {
         let (me, hub, limits) = (self.me, self.hub, &self.settings.limits);
         let stored = match &hub.mail {
             Some(mail) if hub.has_inbox(&me.name) => {

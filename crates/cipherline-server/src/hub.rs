@@ -516,6 +516,18 @@ impl Hub {
         self.lock().stored_member(room, name)
     }
 
+    /// Whether an open room of that (folded) name exists: someone is in it,
+    /// live or stored.
+    pub(crate) fn open_room_exists(&self, room: &str) -> bool {
+        let state = self.lock();
+        state.rooms.contains_key(room) || state.stored_members.get(room).is_some_and(|m| !m.is_empty())
+    }
+
+    /// The identity key connection `me` proved: (signature algorithm, SPKI).
+    pub(crate) fn proven_key(&self, me: &Me) -> Option<(u16, Vec<u8>)> {
+        self.lock().users.get(&me.name).and_then(|p| p.key.clone())
+    }
+
     /// The rooms `name` is a stored member of.
     pub(crate) fn stored_room_count(&self, name: &str) -> usize {
         let folded = fold_name(name);

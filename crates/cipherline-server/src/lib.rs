@@ -28,7 +28,8 @@
 //! `source` (the per-address key), `admission` (connections per address),
 //! `handshakes` (unfinished handshakes per address), `attempts` (password
 //! guesses), `hub` (rooms and delivery), `backlog` (queued bytes), `bucket`
-//! (rate limits), `transfer` (file transfers in progress), `connection`
+//! (rate limits), `transfer` (file transfers in progress), `mail` (store-and-forward),
+//! `groups` (the delivery service of end-to-end conversations), `connection`
 //! (one client), [`error`].
 
 #![forbid(unsafe_code)]
@@ -41,6 +42,7 @@ mod bucket;
 pub mod config;
 mod connection;
 pub mod error;
+mod groups;
 mod handshakes;
 mod hub;
 pub mod identity;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cipherline_proto::app::{ErrorCode, MAX_MEMBERS, ServerMessage, fold_name, valid_name};
+use cipherline_proto::app::{ErrorCode, GroupEvent, MAX_MEMBERS, PayloadKind, ServerMessage, fold_name, valid_name};
 use cipherline_store::{Appended, Quota, SqliteStore, Store, StoreError, StoredMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -56,11 +56,13 @@ pub(crate) struct Counters {
 
 /// The server's store-and-forward layer.
 pub(crate) struct Mail {
-    store: Arc<Db>,
+    pub(crate) store: Arc<Db>,
     quota: Quota,
     epoch: u64,
     next: AtomicU64,
     pub(crate) counters: Counters,
+    /// The delivery service of end-to-end conversations.
+    pub(crate) groups: crate::groups::Groups,
 }
 
 /// The queue holding `name`'s stored messages.
@@ -82,7 +84,7 @@ fn timed_out() -> Refusal {
     (ErrorCode::StoreFailed, "the server's store did not answer in time; the message may not be delivered".into())
 }
 
-async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, Refusal> {
+pub(crate) async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, Refusal> {
     match tokio::time::timeout(STORE_TIMEOUT, call).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(store_failed(&e)),
@@ -154,8 +156,9 @@ impl Mail {
             max_bytes: limits.max_queued_store_bytes_per_recipient,
             max_total_bytes: limits.max_store_bytes,
         };
-        tracing::info!(epoch, rooms = rooms.len(), "store-and-forward ready");
-        Ok((Mail { store, quota, epoch, next: AtomicU64::new(0), counters: Counters::default() }, rooms))
+        let groups = crate::groups::Groups::load(&store).await?;
+        tracing::info!(epoch, rooms = rooms.len(), e2e_rooms = groups.room_count(), "store-and-forward ready");
+        Ok((Mail { store, quota, epoch, next: AtomicU64::new(0), counters: Counters::default(), groups }, rooms))
     }
 
     /// A server message id, unique across runs of this store.
@@ -273,18 +276,20 @@ impl Mail {
                 total += 1;
                 let Some(to) = e.queue.strip_prefix("inbox/") else { continue };
                 let Some((_, frame)) = e.message.payload.split_first() else { continue };
-                // Only messages are reported; an expired notice just goes.
-                let Some(Ok(ServerMessage::Message(d))) = frame.get(4..).map(ServerMessage::decode) else { continue };
-                if !hub.has_inbox(&d.from) {
+                // Only messages are reported (chat and end-to-end
+                // application messages); an expired notice just goes.
+                let Some(Ok(msg)) = frame.get(4..).map(ServerMessage::decode) else { continue };
+                let Some((from, id)) = sender_of(msg) else { continue };
+                if !hub.has_inbox(&from) {
                     continue;
                 }
-                let notice = ServerMessage::Expired { id: d.id, to: to.to_owned(), seq: 0 };
+                let notice = ServerMessage::Expired { id, to: to.to_owned(), seq: 0 };
                 let Ok(frame) = notice.encode() else { continue };
-                let sender = vec![fold_name(&d.from)];
+                let sender = vec![fold_name(&from)];
                 if let Ok(result) = self.store(&sender, &frame, false, now).await
                     && result.iter().any(|r| matches!(r, Appended::Stored(_)))
                 {
-                    hub.wake(&d.from);
+                    hub.wake(&from);
                 }
             }
             if n < BATCH {
@@ -296,6 +301,17 @@ impl Mail {
             tracing::warn!(messages = total, total = all, "stored messages expired unread (message_ttl_secs)");
         }
         Ok(total)
+    }
+}
+
+/// Who sent a stored message and its id, for a receipt or an Expired
+/// notice: a chat message or an end-to-end application message (not a
+/// commit, a Welcome or a notice).
+fn sender_of(msg: ServerMessage) -> Option<(String, u64)> {
+    match msg {
+        ServerMessage::Message(d) => Some((d.from, d.id)),
+        ServerMessage::Group(GroupEvent::Message(d)) if d.kind == PayloadKind::Application => Some((d.from, d.id)),
+        _ => None,
     }
 }
 
@@ -409,7 +425,7 @@ impl Inbox {
             }
             let receipt = if flags & WANTS_RECEIPT != 0 {
                 match frame.get(4..).map(ServerMessage::decode) {
-                    Some(Ok(ServerMessage::Message(d))) => Some((d.from, d.id)),
+                    Some(Ok(msg)) => sender_of(msg),
                     _ => None,
                 }
             } else {
