@@ -24,7 +24,11 @@ fn foreign_key_package(name: &[u8], suite: CipherSuite) -> Vec<u8> {
         .identity_provider(BasicIdentityProvider)
         .signing_identity(identity, secret, suite)
         .build();
-    client.generate_key_package_message(ExtensionList::default(), ExtensionList::default(), None).unwrap().to_bytes().unwrap()
+    client
+        .generate_key_package_message(ExtensionList::default(), ExtensionList::default(), None)
+        .unwrap()
+        .to_bytes()
+        .unwrap()
 }
 
 #[test]
