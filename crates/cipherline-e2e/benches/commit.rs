@@ -1,1 +1,103 @@
-fn main() {}
+//! Commit cost by group size: for groups of 10, 100 and 1,000 members
+//! (X-Wing) and one size in the interop suite, the time and size of a
+//! commit adding one member, removing one, and updating the committer's
+//! leaf, and the size of the Welcome. Prints a markdown table.
+//!
+//! `cargo bench -p cipherline-e2e --bench commit`
+//!
+//! Each time is the median of several builds; a build includes writing
+//! the pending state to (in-memory) SQLite, as the real thing does. Each
+//! commit is abandoned after measuring, so the group stays the same size.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use cipherline_e2e::{Conversation, Member, Pending, Suite};
+use cipherline_proto::crypto::sign::IdentityKey;
+
+/// Members added per commit while building the group.
+const BATCH: usize = 100;
+
+fn member(i: usize, suite: Suite) -> Member {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    Member::new(&format!("user{i:04}"), &IdentityKey::ed25519_from_seed(&seed).unwrap(), suite).unwrap()
+}
+
+/// A group of `n` members as its creator holds it (the others never need
+/// to join for the creator to commit).
+fn build(n: usize, suite: Suite) -> (Member, Conversation) {
+    let creator = member(0, suite);
+    let mut conv = creator.create().unwrap();
+    let mut i = 1;
+    while i < n {
+        let end = (i + BATCH).min(n);
+        let kps: Vec<Vec<u8>> = (i..end).map(|j| member(j, suite).key_packages(1).unwrap().remove(0)).collect();
+        conv.add(&kps).unwrap();
+        conv.confirm().unwrap();
+        i = end;
+    }
+    assert_eq!(conv.members().unwrap().len(), n);
+    (creator, conv)
+}
+
+/// Median time of `runs` builds of a commit, and the last one built.
+fn measure(
+    conv: &mut Conversation,
+    runs: usize,
+    mut commit: impl FnMut(&mut Conversation) -> Pending,
+) -> (Duration, Pending) {
+    let mut times = Vec::with_capacity(runs);
+    let mut last = None;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let pending = commit(conv);
+        times.push(start.elapsed());
+        conv.abandon().unwrap();
+        last = Some(pending);
+    }
+    times.sort();
+    (times[times.len() / 2], last.unwrap())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn kib(n: usize) -> String {
+    if n < 10_240 { format!("{n} B") } else { format!("{:.0} KiB", n as f64 / 1024.0) }
+}
+
+fn main() {
+    let rows = [(Suite::XWing, 10), (Suite::XWing, 100), (Suite::XWing, 1000), (Suite::Interop, 1000)];
+    println!(
+        "| suite | members | setup | add 1: time | add 1: commit | Welcome | remove 1: time | remove 1: commit | update: time | update: commit |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (suite, n) in rows {
+        let start = Instant::now();
+        let (_creator, mut conv) = build(n, suite);
+        let setup = start.elapsed();
+        let runs = if n >= 1000 { 5 } else { 11 };
+        let newcomer = member(n + 1, suite).key_packages(1).unwrap();
+        let (add_t, add) = measure(&mut conv, runs, |c| c.add(&newcomer).unwrap());
+        let victim = format!("user{:04}", n / 2);
+        let (rm_t, rm) = measure(&mut conv, runs, |c| c.remove(&[victim.as_str()]).unwrap());
+        let (up_t, up) = measure(&mut conv, runs, |c| c.update().unwrap());
+        let name = match suite {
+            Suite::XWing => "X-Wing",
+            Suite::Interop => "X25519 (interop)",
+        };
+        println!(
+            "| {name} | {n} | {:.1} s | {} | {} | {} | {} | {} | {} | {} |",
+            setup.as_secs_f64(),
+            ms(add_t),
+            kib(add.commit.len()),
+            kib(add.welcome.map_or(0, |w| w.len())),
+            ms(rm_t),
+            kib(rm.commit.len()),
+            ms(up_t),
+            kib(up.commit.len()),
+        );
+    }
+}

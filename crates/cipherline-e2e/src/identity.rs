@@ -143,7 +143,8 @@ pub fn inspect_key_package_info(bytes: &[u8]) -> Result<KeyPackageInfo> {
     }
     let message = MlsMessage::from_bytes(bytes)?;
     let key_package = message.as_key_package().ok_or(E2eError::Unexpected("not a key package"))?;
-    let suite = Suite::from_code(key_package.cipher_suite).ok_or(E2eError::Suite(key_package.cipher_suite.raw_value()))?;
+    let suite =
+        Suite::from_code(key_package.cipher_suite).ok_or(E2eError::Suite(key_package.cipher_suite.raw_value()))?;
     let identity = identity_of(key_package.signing_identity())?;
     let last_resort = key_package.extensions.has_extension(ExtensionType::LAST_RESORT_KEY_PACKAGE);
     // mls-rs validates a key package (both signatures, the lifetime, the
@@ -156,7 +157,8 @@ pub fn inspect_key_package_info(bytes: &[u8]) -> Result<KeyPackageInfo> {
     Ok(KeyPackageInfo { identity, suite, last_resort })
 }
 
-type ProbeConfig = WithMlsRules<Rules, WithIdentityProvider<Names, WithCryptoProvider<AwsLcCryptoProvider, BaseConfig>>>;
+type ProbeConfig =
+    WithMlsRules<Rules, WithIdentityProvider<Names, WithCryptoProvider<AwsLcCryptoProvider, BaseConfig>>>;
 
 /// An in-memory client with a fixed, public key: it only ever builds a
 /// commit nobody sees.

@@ -143,10 +143,8 @@ impl Store {
     /// Remembers (or clears) the commit we built and have not yet
     /// confirmed or abandoned.
     pub(crate) fn set_pending(&self, group_id: &[u8], commit: Option<&[u8]>) -> Result<()> {
-        self.lock()?.execute(
-            "UPDATE cipherline_leaf SET pending_commit = ? WHERE group_id = ?",
-            params![commit, group_id],
-        )?;
+        self.lock()?
+            .execute("UPDATE cipherline_leaf SET pending_commit = ? WHERE group_id = ?", params![commit, group_id])?;
         Ok(())
     }
 
