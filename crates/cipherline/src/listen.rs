@@ -7,7 +7,7 @@ use std::time::Duration;
 use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
 use cipherline_client::{Client, ClientError};
-use cipherline_proto::app::{ErrorCode, GroupEvent, ServerMessage};
+use cipherline_proto::app::{ErrorCode, GroupEvent, RoomKind, ServerMessage};
 use clap::Args;
 use serde_json::json;
 
@@ -99,9 +99,14 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
         let attempt = async {
             let mut connected = args.client.connect(true).await?;
             let e2e_room = match &connected.e2e {
-                Some(e2e) => e2e.room_group(&args.room).map_err(CliError::Client)?.is_some(),
+                Some(_) => connected.client.room_info(&args.room).await?.kind.is_some_and(RoomKind::is_e2e),
                 None => false,
             };
+            if e2e_room {
+                // A member (whose invitation may still wait in its queue)
+                // is on the relay's list; anyone else is told what to do.
+                connected.client.who(&args.room).await.map_err(|e| room_refused(e, &args.room))?;
+            }
             // An end-to-end room is not joined: its group delivers to
             // its members. An open one is joined as always.
             if !e2e_room {
@@ -216,7 +221,7 @@ fn out_of_time(args: &ListenArgs, seen: u64, when: &str) -> CliError {
 /// A Join refused because the room is end to end, with what to do.
 fn room_refused(e: ClientError, room: &str) -> CliError {
     match e {
-        ClientError::Refused { code: ErrorCode::EndToEnd, text } => CliError::failed(
+        ClientError::Refused { code: ErrorCode::EndToEnd | ErrorCode::NotInRoom, text } => CliError::failed(
             format!("{}", escape(&text)),
             format!(
                 "{} is an end-to-end room: a member adds you with `cipherline room invite {0} YOUR_NAME` (or join a \

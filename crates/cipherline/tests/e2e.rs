@@ -1,0 +1,194 @@
+//! End-to-end conversations with the real binary (issue 15): a direct
+//! message to an offline user, an invite-only room created, joined by
+//! invitation and spoken in, a public room joined by external commit, and
+//! what non-members get.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+
+use std::process::Output;
+
+use common::Server;
+use serde_json::Value;
+
+fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
+    if subcommand == "room" {
+        // `room SUB ROOM ...` takes the client flags after SUB.
+        let port = server.addr.rsplit(':').next().unwrap_or_default();
+        let home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()));
+        return common::bin()
+            .env("CIPHERLINE_HOME", home)
+            .args(["room", args[0], "--server", &server.addr, "--name", name])
+            .args(["--server-fingerprint", &server.fingerprint])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+    }
+    server.client(subcommand, name).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A client runs once, so the server holds its key packages.
+fn publish(server: &Server, name: &str) {
+    ok(&run(server, "listen", name, &["--timeout", "1"]));
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn a_direct_message_to_an_offline_user_is_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    ok(&run(&server, "send", "alice", &["--to", "bob", "hello bob, marker-dm-7f3a"]));
+    ok(&run(&server, "send", "alice", &["--to", "bob", "second"]));
+    let got = json_lines(&ok(&run(&server, "listen", "bob", &["--json", "--count", "2", "--timeout", "20"])));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["text"], "hello bob, marker-dm-7f3a");
+    assert_eq!(got[0]["from"], "alice");
+    assert_eq!(got[0]["to"], "bob");
+    assert_eq!(got[0]["e2e"], true);
+    assert_eq!(got[0]["verified"], "new");
+    assert_eq!(got[1]["text"], "second");
+    assert_eq!(got[1]["verified"], "known");
+    // And back, in the same conversation.
+    ok(&run(&server, "send", "bob", &["--to", "alice", "hi alice"]));
+    let back = json_lines(&ok(&run(&server, "listen", "alice", &["--json", "--count", "1", "--timeout", "20"])));
+    assert_eq!(back[0]["text"], "hi alice");
+    assert_eq!(back[0]["e2e"], true);
+    // The server's files never held the text.
+    for entry in walk(&dir.path().join("server-data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(!contains(&bytes, b"marker-dm-7f3a"), "{} holds the plaintext", entry.display());
+    }
+}
+
+#[test]
+fn a_user_without_key_packages_cannot_be_messaged_and_the_sender_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    // carol owns her name (she connected once with a key) but never
+    // published key packages: an old client. Here: a one-shot send.
+    ok(&run(&server, "send", "carol", &["--room", "lobby", "hi"]));
+    let out = run(&server, "send", "alice", &["--to", "carol", "hello"]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("key package"), "{err}");
+}
+
+#[test]
+fn an_invite_only_room_is_read_by_its_members_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    ok(&run(&server, "room", "alice", &["create", "secret"]));
+    // Creating it again, or over the lobby, is refused.
+    assert!(!run(&server, "room", "mallory", &["create", "secret"]).status.success());
+    assert!(!run(&server, "room", "alice", &["create", "lobby"]).status.success());
+    ok(&run(&server, "room", "alice", &["invite", "secret", "bob"]));
+    ok(&run(&server, "send", "alice", &["--room", "secret", "for members only, marker-room-91c2"]));
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "bob",
+        &["--room", "secret", "--json", "--count", "1", "--timeout", "20"],
+    )));
+    assert_eq!(got[0]["text"], "for members only, marker-room-91c2");
+    assert_eq!(got[0]["room"], "secret");
+    assert_eq!(got[0]["e2e"], true);
+    // bob answers in the room.
+    ok(&run(&server, "send", "bob", &["--room", "secret", "got it"]));
+    let back = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "alice",
+        &["--room", "secret", "--json", "--count", "1", "--timeout", "20"],
+    )));
+    assert_eq!(back[0]["text"], "got it");
+    // Members as the group states them.
+    let members = json_lines(&ok(&run(&server, "room", "alice", &["members", "secret", "--json"])));
+    let names: Vec<&str> = members.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    // A non-member can neither speak nor listen there.
+    publish(&server, "mallory");
+    assert!(!run(&server, "send", "mallory", &["--room", "secret", "let me in"]).status.success());
+    let out = run(&server, "listen", "mallory", &["--room", "secret", "--timeout", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invite"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Removed, bob reads nothing new.
+    ok(&run(&server, "room", "alice", &["kick", "secret", "bob"]));
+    ok(&run(&server, "send", "alice", &["--room", "secret", "after bob left"]));
+    let out = run(&server, "listen", "bob", &["--room", "secret", "--json", "--timeout", "3"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("after bob left"));
+    for entry in walk(&dir.path().join("server-data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(!contains(&bytes, b"marker-room-91c2"), "{} holds the plaintext", entry.display());
+    }
+}
+
+#[test]
+fn a_public_room_is_joined_by_external_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    ok(&run(&server, "room", "alice", &["create", "town", "--public"]));
+    publish(&server, "bob");
+    ok(&run(&server, "room", "bob", &["join", "town"]));
+    ok(&run(&server, "send", "bob", &["--room", "town", "hello town"]));
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "alice",
+        &["--room", "town", "--json", "--count", "1", "--timeout", "20"],
+    )));
+    assert_eq!(got[0]["text"], "hello town");
+    assert_eq!(got[0]["e2e"], true);
+}
+
+#[test]
+fn an_open_room_is_marked_and_readable_by_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    ok(&run(&server, "room", "alice", &["create", "plaza", "--open"]));
+    let mut listener = server
+        .client("listen", "bob")
+        .args(["--room", "plaza", "--json", "--count", "1", "--timeout", "20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    ok(&run(&server, "send", "alice", &["--room", "plaza", "open text"]));
+    let out = listener.wait_with_output().unwrap();
+    let got = json_lines(&ok(&out));
+    assert_eq!(got[0]["text"], "open text");
+    assert_eq!(got[0]["e2e"], false);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
