@@ -363,7 +363,9 @@ impl Stored<'_> {
     ) -> Result<Option<ServerMessage>, Refusal> {
         let (me, hub) = (self.me, self.hub);
         let max_name = self.settings.limits.max_name_len;
-        if !hub.has_inbox(&me.name) {
+        // Asking what a room is, and creating an open room, are for anyone.
+        let open = matches!(req, GroupRequest::RoomInfo { .. } | GroupRequest::CreateRoom { kind: RoomKind::Open, .. });
+        if !open && !hub.has_inbox(&me.name) {
             return Err(not_allowed(
                 "end-to-end conversations are for users whose name an identity key owns: connect with your identity \
                  key",
