@@ -586,6 +586,16 @@ impl Stored<'_> {
                 (rec, next, Some(rev))
             }
         };
+        // The new record must fit in the store before anyone gets the
+        // commit: a record that cannot be written would leave the commit
+        // delivered and the epoch where it was.
+        let max = mail.store.options().max_value_bytes;
+        if next.encode().map_err(damaged)?.len() > max {
+            return Err(refused(
+                ErrorCode::MessageTooLarge,
+                format!("the group's record with this GroupInfo would exceed the server's {max} bytes"),
+            ));
+        }
         let room = before.room.clone();
         let delivery = |kind, epoch, payload: Vec<u8>| GroupDelivery {
             id: mail.next_id(),
