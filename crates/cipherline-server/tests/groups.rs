@@ -481,3 +481,25 @@ async fn group_messages_pay_the_byte_rate_and_carry_receipts() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_expired_group_message_is_reported_to_its_sender_and_a_welcome_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits { message_ttl_secs: 2, ..Limits::default() }).await;
+    users(&server, &[("bob", 2)]).await;
+    let mut alice = Peer::connect(&server, "alice", 1).await;
+    let g = b"dm-expiry".to_vec();
+    alice.commit(commit(&g, 0, &["bob"], &[])).await.unwrap();
+    let send = GroupRequest::Send { id: 1, group_id: g.clone(), payload: b"too late".to_vec() };
+    let ServerMessage::Ack { id, .. } = alice.group(send).await.unwrap() else { panic!() };
+    // The Welcome (older) expires silently; the application message is
+    // reported, through alice's own queue.
+    match timeout(Duration::from_secs(10), alice.answer()).await.expect("an expiry notice").unwrap() {
+        ServerMessage::Expired { id: expired, to, seq } => {
+            assert_eq!((expired, to.as_str()), (id, "bob"));
+            assert!(seq > 0);
+        }
+        other => panic!("expected Expired, got {other:?}"),
+    }
+    server.stop().await;
+}
