@@ -388,7 +388,7 @@ impl Stored<'_> {
                 check_name(&room)?;
                 return self.create_room(mail, room, kind, group_id).await.map(Some);
             }
-            GroupRequest::Commit(c) => self.commit(mail, c).await?,
+            GroupRequest::Commit(c) => self.commit(mail, c, msg_len, bytes_rate).await?,
             GroupRequest::Send { id, group_id, payload } => {
                 return self.send(mail, id, group_id, payload, msg_len, bytes_rate).await.map(Some);
             }
@@ -538,7 +538,13 @@ impl Stored<'_> {
     }
 
     /// Commit: sequencing, authorization, fan-out, then the answer.
-    async fn commit(&self, mail: &Mail, c: CommitRequest) -> Result<GroupEvent, Refusal> {
+    async fn commit(
+        &self,
+        mail: &Mail,
+        c: CommitRequest,
+        msg_len: usize,
+        bytes_rate: &mut TokenBucket,
+    ) -> Result<GroupEvent, Refusal> {
         let (me, hub) = (self.me, self.hub);
         let max_name = self.settings.limits.max_name_len;
         if c.group_id.is_empty() {
@@ -608,10 +614,14 @@ impl Stored<'_> {
             payload,
             seq: 0,
         };
-        // The Welcome first: an invitation that cannot be kept (a full
-        // queue) refuses the commit before any member has it.
+        // Like a room message, a commit costs its size times its recipients
+        // (§13.5).
+        let others: Vec<String> = before.members.iter().filter(|m| **m != sender).cloned().collect();
         let invited: Vec<String> =
             next.members.difference(&before.members).filter(|m| **m != sender).cloned().collect();
+        charge(bytes_rate, &self.settings.limits, msg_len, others.len() + invited.len())?;
+        // The Welcome first: an invitation that cannot be kept (a full
+        // queue) refuses the commit before any member has it.
         if let Some(welcome) = c.welcome.filter(|_| !invited.is_empty()) {
             let (_, full) = self.fan_out(mail, &invited, delivery(PayloadKind::Welcome, 0, welcome), false).await?;
             if full > 0 {
@@ -623,7 +633,6 @@ impl Stored<'_> {
             }
         }
         // Everyone who was a member, removed ones too (so they learn it).
-        let others: Vec<String> = before.members.iter().filter(|m| **m != sender).cloned().collect();
         let size = c.commit.len();
         self.fan_out(mail, &others, delivery(PayloadKind::Commit, c.epoch, c.commit), false).await?;
         write_group(mail, &c.group_id, &next, rev).await?;

@@ -470,10 +470,16 @@ async fn group_messages_pay_the_byte_rate_and_carry_receipts() {
     // 12,000 bytes to one recipient twice is over a burst of 20,000.
     let text = refused(alice.group(send(2)).await, ErrorCode::RateLimited);
     assert!(text.contains("bytes"), "{text}");
+    // A commit pays the same way, and a refused one moves no epoch.
+    let mut big = commit(&g, 1, &[], &[]);
+    big.commit = vec![0x5a; 12_000];
+    refused(alice.commit(big).await, ErrorCode::RateLimited);
+    assert!(matches!(alice.commit(commit(&g, 1, &[], &[])).await, Ok(GroupEvent::Committed { epoch: 2, .. })));
     let mut bob = Peer::connect(&server, "bob", 2).await;
     assert_eq!(bob.delivery().await.kind, PayloadKind::Welcome);
     let d = bob.delivery().await;
     assert_eq!((d.kind, d.id), (PayloadKind::Application, id));
+    assert_eq!((bob.delivery().await.kind), PayloadKind::Commit, "only the accepted commit");
     bob.c.flush_received().await.unwrap();
     match alice.answer().await.unwrap() {
         ServerMessage::Delivered { id: got, by } => assert_eq!((got, by.as_str()), (id, "bob")),
