@@ -618,7 +618,7 @@ impl Stored<'_> {
     /// the store's own timeout), and the reply to a Send (its Ack) goes out
     /// only once the message is durable for every recipient with a stored
     /// queue (PROTOCOL.md §13.9). End-to-end rooms and the delivery service
-    /// are [`crate::groups`]'.
+    /// are handled in `crate::groups` (PROTOCOL.md §13.11).
     async fn handle(
         &mut self,
         msg: ClientMessage,

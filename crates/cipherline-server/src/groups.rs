@@ -363,7 +363,9 @@ impl Stored<'_> {
     ) -> Result<Option<ServerMessage>, Refusal> {
         let (me, hub) = (self.me, self.hub);
         let max_name = self.settings.limits.max_name_len;
-        if !hub.has_inbox(&me.name) {
+        // Asking what a room is, and creating an open room, are for anyone.
+        let open = matches!(req, GroupRequest::RoomInfo { .. } | GroupRequest::CreateRoom { kind: RoomKind::Open, .. });
+        if !open && !hub.has_inbox(&me.name) {
             return Err(not_allowed(
                 "end-to-end conversations are for users whose name an identity key owns: connect with your identity \
                  key",
@@ -386,7 +388,7 @@ impl Stored<'_> {
                 check_name(&room)?;
                 return self.create_room(mail, room, kind, group_id).await.map(Some);
             }
-            GroupRequest::Commit(c) => self.commit(mail, c).await?,
+            GroupRequest::Commit(c) => self.commit(mail, c, msg_len, bytes_rate).await?,
             GroupRequest::Send { id, group_id, payload } => {
                 return self.send(mail, id, group_id, payload, msg_len, bytes_rate).await.map(Some);
             }
@@ -536,7 +538,13 @@ impl Stored<'_> {
     }
 
     /// Commit: sequencing, authorization, fan-out, then the answer.
-    async fn commit(&self, mail: &Mail, c: CommitRequest) -> Result<GroupEvent, Refusal> {
+    async fn commit(
+        &self,
+        mail: &Mail,
+        c: CommitRequest,
+        msg_len: usize,
+        bytes_rate: &mut TokenBucket,
+    ) -> Result<GroupEvent, Refusal> {
         let (me, hub) = (self.me, self.hub);
         let max_name = self.settings.limits.max_name_len;
         if c.group_id.is_empty() {
@@ -584,6 +592,16 @@ impl Stored<'_> {
                 (rec, next, Some(rev))
             }
         };
+        // The new record must fit in the store before anyone gets the
+        // commit: a record that cannot be written would leave the commit
+        // delivered and the epoch where it was.
+        let max = mail.store.options().max_value_bytes;
+        if next.encode().map_err(damaged)?.len() > max {
+            return Err(refused(
+                ErrorCode::MessageTooLarge,
+                format!("the group's record with this GroupInfo would exceed the server's {max} bytes"),
+            ));
+        }
         let room = before.room.clone();
         let delivery = |kind, epoch, payload: Vec<u8>| GroupDelivery {
             id: mail.next_id(),
@@ -596,10 +614,14 @@ impl Stored<'_> {
             payload,
             seq: 0,
         };
-        // The Welcome first: an invitation that cannot be kept (a full
-        // queue) refuses the commit before any member has it.
+        // Like a room message, a commit costs its size times its recipients
+        // (§13.5).
+        let others: Vec<String> = before.members.iter().filter(|m| **m != sender).cloned().collect();
         let invited: Vec<String> =
             next.members.difference(&before.members).filter(|m| **m != sender).cloned().collect();
+        charge(bytes_rate, &self.settings.limits, msg_len, others.len() + invited.len())?;
+        // The Welcome first: an invitation that cannot be kept (a full
+        // queue) refuses the commit before any member has it.
         if let Some(welcome) = c.welcome.filter(|_| !invited.is_empty()) {
             let (_, full) = self.fan_out(mail, &invited, delivery(PayloadKind::Welcome, 0, welcome), false).await?;
             if full > 0 {
@@ -611,7 +633,6 @@ impl Stored<'_> {
             }
         }
         // Everyone who was a member, removed ones too (so they learn it).
-        let others: Vec<String> = before.members.iter().filter(|m| **m != sender).cloned().collect();
         let size = c.commit.len();
         self.fan_out(mail, &others, delivery(PayloadKind::Commit, c.epoch, c.commit), false).await?;
         write_group(mail, &c.group_id, &next, rev).await?;

@@ -28,9 +28,10 @@
 //! `source` (the per-address key), `admission` (connections per address),
 //! `handshakes` (unfinished handshakes per address), `attempts` (password
 //! guesses), `hub` (rooms and delivery), `backlog` (queued bytes), `bucket`
-//! (rate limits), `transfer` (file transfers in progress), `mail` (store-and-forward),
-//! `groups` (the delivery service of end-to-end conversations), `connection`
-//! (one client), [`error`].
+//! (rate limits), `transfer` (file transfers in progress), `mail`
+//! (store-and-forward), `groups` (the delivery service of end-to-end
+//! conversations: MLS bytes it relays but cannot read), `connection` (one
+//! client), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]

@@ -185,6 +185,10 @@ async fn foreign_and_garbage_packages_and_keyless_clients_are_refused() {
     let mut guest = Peer { c: guest, inbox: VecDeque::new(), seed: 0 };
     let text = refused(guest.answer().await, ErrorCode::NotAllowed);
     assert!(text.contains("identity key"), "{text}");
+    refused(guest.upload(false, vec![alices]).await, ErrorCode::NotAllowed);
+    // Asking what a room is is for anyone.
+    let info = guest.event(GroupRequest::RoomInfo { room: "lobby".into() }).await.unwrap();
+    assert!(matches!(info, GroupEvent::RoomInfo { kind: Some(RoomKind::Open), .. }), "{info:?}");
     server.stop().await;
 }
 
@@ -427,5 +431,81 @@ async fn a_restart_keeps_groups_epochs_and_key_packages() {
     assert_eq!(key_package, kp);
     let mut alice = Peer::connect(&server, "alice", 1).await;
     assert!(matches!(alice.commit(commit(&g, 0, &[], &[])).await, Ok(GroupEvent::Stale { epoch: 1, .. })));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn at_most_64_one_time_packages_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    let mut alice = Peer::connect(&server, "alice", 1).await;
+    let kp = alice.member().key_package().unwrap();
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(alice.upload(false, vec![kp.clone(); 16]).await.unwrap());
+    }
+    assert_eq!(last.unwrap(), GroupEvent::KeyPackageCount { available: 64, last_resort: false });
+    // One claimed makes room for one more.
+    let mut bob = Peer::connect(&server, "bob", 2).await;
+    bob.event(GroupRequest::Claim { user: "alice".into() }).await.unwrap();
+    assert_eq!(
+        alice.upload(false, vec![kp.clone(); 2]).await.unwrap(),
+        GroupEvent::KeyPackageCount { available: 64, last_resort: false }
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn group_messages_pay_the_byte_rate_and_carry_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_message_bytes: 20_000, bytes_per_sec: 1, bytes_burst: 20_000, ..Limits::default() };
+    let server = start_stored(dir.path(), limits).await;
+    users(&server, &[("bob", 2)]).await;
+    let mut alice = Peer::connect(&server, "alice", 1).await;
+    alice.c.send_message(&ClientMessage::Receipts { enabled: true }).await.unwrap();
+    let g = b"dm-receipts".to_vec();
+    alice.commit(commit(&g, 0, &["bob"], &[])).await.unwrap();
+    let send = |id| GroupRequest::Send { id, group_id: g.clone(), payload: vec![0x5a; 12_000] };
+    let ServerMessage::Ack { id, queued: 1, .. } = alice.group(send(1)).await.unwrap() else { panic!() };
+    // 12,000 bytes to one recipient twice is over a burst of 20,000.
+    let text = refused(alice.group(send(2)).await, ErrorCode::RateLimited);
+    assert!(text.contains("bytes"), "{text}");
+    // A commit pays the same way, and a refused one moves no epoch.
+    let mut big = commit(&g, 1, &[], &[]);
+    big.commit = vec![0x5a; 12_000];
+    refused(alice.commit(big).await, ErrorCode::RateLimited);
+    assert!(matches!(alice.commit(commit(&g, 1, &[], &[])).await, Ok(GroupEvent::Committed { epoch: 2, .. })));
+    let mut bob = Peer::connect(&server, "bob", 2).await;
+    assert_eq!(bob.delivery().await.kind, PayloadKind::Welcome);
+    let d = bob.delivery().await;
+    assert_eq!((d.kind, d.id), (PayloadKind::Application, id));
+    assert_eq!((bob.delivery().await.kind), PayloadKind::Commit, "only the accepted commit");
+    bob.c.flush_received().await.unwrap();
+    match alice.answer().await.unwrap() {
+        ServerMessage::Delivered { id: got, by } => assert_eq!((got, by.as_str()), (id, "bob")),
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_group_message_is_reported_to_its_sender_and_a_welcome_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits { message_ttl_secs: 2, ..Limits::default() }).await;
+    users(&server, &[("bob", 2)]).await;
+    let mut alice = Peer::connect(&server, "alice", 1).await;
+    let g = b"dm-expiry".to_vec();
+    alice.commit(commit(&g, 0, &["bob"], &[])).await.unwrap();
+    let send = GroupRequest::Send { id: 1, group_id: g.clone(), payload: b"too late".to_vec() };
+    let ServerMessage::Ack { id, .. } = alice.group(send).await.unwrap() else { panic!() };
+    // The Welcome (older) expires silently; the application message is
+    // reported, through alice's own queue.
+    match timeout(Duration::from_secs(10), alice.answer()).await.expect("an expiry notice").unwrap() {
+        ServerMessage::Expired { id: expired, to, seq } => {
+            assert_eq!((expired, to.as_str()), (id, "bob"));
+            assert!(seq > 0);
+        }
+        other => panic!("expected Expired, got {other:?}"),
+    }
     server.stop().await;
 }

@@ -101,3 +101,17 @@ fn only_ed25519_keys_have_a_raw_form() {
     assert!(ed25519_raw(Some((0x0804, public.spki().to_vec()))).is_none());
     assert!(ed25519_raw(None).is_none());
 }
+
+#[tokio::test]
+async fn a_group_lock_is_held_by_one_request_at_a_time_and_leaves_nothing_behind() {
+    let groups = Groups { rooms: Mutex::new(HashMap::new()), locks: Mutex::new(HashMap::new()) };
+    let first = groups.lock("group/01".into()).await.unwrap();
+    let other = groups.lock("group/02".into()).await.unwrap();
+    // The same group waits for the first holder.
+    let waiting = tokio::time::timeout(Duration::from_millis(100), groups.lock("group/01".into())).await;
+    assert!(waiting.is_err(), "a second holder of the same lock");
+    drop(first);
+    let second = groups.lock("group/01".into()).await.unwrap();
+    drop((second, other));
+    assert!(lock(&groups.locks).is_empty(), "unused locks are dropped from the map");
+}
