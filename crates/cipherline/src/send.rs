@@ -114,10 +114,15 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         }
     };
     if args.file.is_some() && route == Route::EndToEnd {
-        return Err(CliError::usage(
-            "files do not travel end to end yet (issue 16)",
-            "send the file in an open room, or from a client without an identity key",
-        ));
+        if args.to.is_none() {
+            return Err(CliError::usage(
+                "files cannot be sent into an end-to-end room yet",
+                "send it to each member with --to USER, or in an open room",
+            ));
+        }
+        // Files still travel as in version 1: signed, but relayed
+        // readable (end-to-end files are the next step).
+        eprintln!("note: files are not end-to-end encrypted yet: the server relays this one readable (signed by you)");
     }
     if args.wait_delivered.is_some() {
         client.send_message(&ClientMessage::Receipts { enabled: true }).await?;

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use common::{Server, bin};
 
 /// The subcommands every completion script and the man pages must know.
-const SUBCOMMANDS: [&str; 11] = [
+const SUBCOMMANDS: [&str; 12] = [
     "keygen",
     "fingerprint",
     "known-servers",
@@ -22,6 +22,7 @@ const SUBCOMMANDS: [&str; 11] = [
     "send",
     "listen",
     "history",
+    "room",
     "completions",
     "man",
     "help",
@@ -113,6 +114,9 @@ fn man_writes_a_titled_page_for_the_tool_and_each_subcommand() {
     }
     for nested in ["list", "add", "remove"] {
         expected.push(format!("cipherline-known-servers-{nested}.1"));
+    }
+    for nested in ["create", "invite", "kick", "members", "join", "leave"] {
+        expected.push(format!("cipherline-room-{nested}.1"));
     }
     expected.sort();
     assert_eq!(pages, expected, "one page per subcommand, none for clap's `help`");
