@@ -682,6 +682,8 @@ impl Stored<'_> {
 
     /// Stores a delivery for each of `to` (folded names) and rings those
     /// connected; returns how many got it and how many queues were full.
+    /// A test's tampering relay (`RunOptions`) decides here what is
+    /// stored instead.
     async fn fan_out(
         &self,
         mail: &Mail,
@@ -692,18 +694,33 @@ impl Stored<'_> {
         if to.is_empty() {
             return Ok((0, 0));
         }
-        let now = d.timestamp_ms;
-        let frame = ServerMessage::Group(GroupEvent::Message(d))
-            .encode()
-            .map_err(|_| refused(ErrorCode::MessageTooLarge, "the message is too large to relay"))?;
-        let results = mail.store(to, &frame, receipts, now).await?;
+        let deliveries = match &mail.group_tamper {
+            // Test-only: a hostile relay's own choice of what to deliver.
+            Some(tamper) => tamper(d)
+                .into_iter()
+                .map(|mut d| {
+                    if d.id == 0 {
+                        d.id = mail.next_id();
+                    }
+                    d
+                })
+                .collect(),
+            None => vec![d],
+        };
         let (mut queued, mut full) = (0u32, 0u32);
-        for (name, result) in to.iter().zip(results) {
-            if matches!(result, Appended::Stored(_)) {
-                queued = queued.saturating_add(1);
-                self.hub.wake(name);
-            } else {
-                full = full.saturating_add(1);
+        for d in deliveries {
+            let now = d.timestamp_ms;
+            let frame = ServerMessage::Group(GroupEvent::Message(d))
+                .encode()
+                .map_err(|_| refused(ErrorCode::MessageTooLarge, "the message is too large to relay"))?;
+            let results = mail.store(to, &frame, receipts, now).await?;
+            for (name, result) in to.iter().zip(results) {
+                if matches!(result, Appended::Stored(_)) {
+                    queued = queued.saturating_add(1);
+                    self.hub.wake(name);
+                } else {
+                    full = full.saturating_add(1);
+                }
             }
         }
         Ok((queued, full))

@@ -68,6 +68,11 @@ pub use config::{Limits, Settings};
 pub use error::ServerError;
 pub use identity::{Identities, IdentityPolicy};
 
+/// A test-only relay that tampers with end-to-end messages: see
+/// [`RunOptions::dangerous_group_tamper_for_testing_only`].
+pub type GroupTamper =
+    Arc<dyn Fn(cipherline_proto::app::GroupDelivery) -> Vec<cipherline_proto::app::GroupDelivery> + Send + Sync>;
+
 /// What [`run_with`] takes beyond [`Settings`].
 pub struct RunOptions {
     /// Who may use which name; [`run`] uses the open policy in memory.
@@ -75,6 +80,16 @@ pub struct RunOptions {
     /// For tests of end-to-end signatures only: a relay that alters every
     /// chat message it relays. Never set this in a real server.
     pub dangerous_tamper_for_testing_only: Option<fn(&mut cipherline_proto::app::Delivery)>,
+    /// For tests of end-to-end conversations only: a relay that tampers
+    /// with the MLS messages it carries (Welcomes, commits, application
+    /// messages). It is called once for each group message as the relay
+    /// fans it out, before it is stored for its recipients (all of them:
+    /// it cannot single one out), and what it returns is stored instead,
+    /// in order: nothing (dropped), the message altered, other messages
+    /// (forged, replayed, or held back from an earlier call to reorder).
+    /// A returned delivery with id 0 gets a fresh server id. Needs a
+    /// store. Never set this in a real server.
+    pub dangerous_group_tamper_for_testing_only: Option<GroupTamper>,
     /// The store for store-and-forward (PROTOCOL.md §13.9); without one,
     /// delivery is live only, for everyone.
     pub store: Option<Arc<SqliteStore>>,
@@ -85,6 +100,7 @@ impl Default for RunOptions {
         RunOptions {
             identities: Arc::new(Identities::open_in_memory()),
             dangerous_tamper_for_testing_only: None,
+            dangerous_group_tamper_for_testing_only: None,
             store: None,
         }
     }
@@ -109,7 +125,8 @@ pub async fn run_with(
     let settings = Arc::new(settings);
     let mail = match options.store {
         Some(store) => {
-            let (mail, rooms) = mail::Mail::open(store, &settings.limits).await.map_err(ServerError::Store)?;
+            let (mut mail, rooms) = mail::Mail::open(store, &settings.limits).await.map_err(ServerError::Store)?;
+            mail.group_tamper = options.dangerous_group_tamper_for_testing_only;
             Some((Arc::new(mail), rooms))
         }
         None => None,

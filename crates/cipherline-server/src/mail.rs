@@ -63,6 +63,8 @@ pub(crate) struct Mail {
     pub(crate) counters: Counters,
     /// The delivery service of end-to-end conversations.
     pub(crate) groups: crate::groups::Groups,
+    /// Test-only: a relay that tampers with group messages (`RunOptions`).
+    pub(crate) group_tamper: Option<crate::GroupTamper>,
 }
 
 /// The queue holding `name`'s stored messages.
@@ -158,7 +160,18 @@ impl Mail {
         };
         let groups = crate::groups::Groups::load(&store).await?;
         tracing::info!(epoch, rooms = rooms.len(), e2e_rooms = groups.room_count(), "store-and-forward ready");
-        Ok((Mail { store, quota, epoch, next: AtomicU64::new(0), counters: Counters::default(), groups }, rooms))
+        Ok((
+            Mail {
+                store,
+                quota,
+                epoch,
+                next: AtomicU64::new(0),
+                counters: Counters::default(),
+                groups,
+                group_tamper: None,
+            },
+            rooms,
+        ))
     }
 
     /// A server message id, unique across runs of this store.

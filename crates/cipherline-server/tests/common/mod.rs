@@ -103,7 +103,7 @@ pub async fn start_relay(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
-    let options = RunOptions { identities, dangerous_tamper_for_testing_only: tamper, store: None };
+    let options = RunOptions { identities, dangerous_tamper_for_testing_only: tamper, ..RunOptions::default() };
     let task = tokio::spawn(async move {
         cipherline_server::run_with(listener, settings, options, async {
             let _ = stopped.await;
@@ -127,6 +127,16 @@ pub async fn connect_as(addr: &str, name: &str, identity: Option<Arc<IdentityKey
 /// (stored messages, name bindings, room members) outlives it: start it
 /// again on the same `dir` for a restart.
 pub async fn start_stored(dir: &std::path::Path, limits: Limits) -> Server {
+    start_stored_with(dir, limits, None).await
+}
+
+/// Like [`start_stored`], with a relay that tampers with end-to-end
+/// messages (`RunOptions::dangerous_group_tamper_for_testing_only`).
+pub async fn start_stored_with(
+    dir: &std::path::Path,
+    limits: Limits,
+    group_tamper: Option<cipherline_server::GroupTamper>,
+) -> Server {
     let server_key = Arc::new(ServerKey::x25519_from_bytes(&[0x5a; 32]).unwrap());
     let fingerprint = server_key.public_key().fingerprint();
     let protocol = ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) };
@@ -140,7 +150,12 @@ pub async fn start_stored(dir: &std::path::Path, limits: Limits) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
-    let options = RunOptions { identities, store: Some(Arc::new(store)), ..RunOptions::default() };
+    let options = RunOptions {
+        identities,
+        store: Some(Arc::new(store)),
+        dangerous_group_tamper_for_testing_only: group_tamper,
+        ..RunOptions::default()
+    };
     let task = tokio::spawn(async move {
         cipherline_server::run_with(listener, settings, options, async {
             let _ = stopped.await;

@@ -29,7 +29,16 @@ pub fn bin() -> Command {
 impl Server {
     /// Starts `cipherline serve ARGS` and reads the banner.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = bin().arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        Server::start_with(args, |_| {})
+    }
+
+    /// Like [`Server::start`], with the command adjusted first (its
+    /// environment, where its standard error goes: null by default).
+    pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+        let mut command = bin();
+        command.arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+        adjust(&mut command);
+        let mut child = command.spawn().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let (mut addr, mut fingerprint, mut lines) = (String::new(), String::new(), Vec::new());
         // The banner ends with the line telling clients what to check.
@@ -61,25 +70,20 @@ impl Server {
     /// Like [`Server::quick`], with `[limits]` lines (`key = value` each)
     /// written to a configuration file in `dir`.
     pub fn quick_with_limits(dir: &Path, limits: Option<&str>) -> Server {
-        let config = limits.map(|l| {
-            let path = dir.join("server.toml");
-            std::fs::write(&path, format!("[limits]\n{l}")).unwrap();
-            path
-        });
-        let key = dir.join("server_x25519");
-        let made = bin()
-            .args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(made.success());
-        let data = dir.join("server-data");
-        let mut args =
-            vec!["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--key", key.to_str().unwrap()];
-        if let Some(config) = &config {
-            args.extend(["--config", config.to_str().unwrap()]);
-        }
+        let args = quick_args(dir, limits);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Server::start(&args)
+    }
+
+    /// Like [`Server::quick`], logging at trace level (`RUST_LOG=trace`)
+    /// to the file `log`.
+    pub fn quick_logged(dir: &Path, log: &Path) -> Server {
+        let args = quick_args(dir, None);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = std::fs::File::create(log).unwrap();
+        Server::start_with(&args, |c| {
+            c.env("RUST_LOG", "trace").stderr(log);
+        })
     }
 
     /// A client command with --server, a pinned fingerprint, and a data
@@ -138,6 +142,30 @@ impl Server {
         self.child.kill().unwrap();
         panic!("the server did not exit within 10 s of SIGTERM");
     }
+}
+
+/// The arguments of a `serve` with an X25519 key (fast to create) and its
+/// data in `dir`, with `[limits]` lines in a configuration file if given.
+fn quick_args(dir: &Path, limits: Option<&str>) -> Vec<String> {
+    let config = limits.map(|l| {
+        let path = dir.join("server.toml");
+        std::fs::write(&path, format!("[limits]\n{l}")).unwrap();
+        path
+    });
+    let key = dir.join("server_x25519");
+    let made = bin()
+        .args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let data = dir.join("server-data");
+    let mut args =
+        vec!["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--key", key.to_str().unwrap()];
+    if let Some(config) = &config {
+        args.extend(["--config", config.to_str().unwrap()]);
+    }
+    args.into_iter().map(str::to_owned).collect()
 }
 
 impl Drop for Server {

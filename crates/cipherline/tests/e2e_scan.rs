@@ -1,0 +1,244 @@
+//! The relay never holds end-to-end plaintext (issue 15, security property
+//! 1). With the real binary: a server logging at trace level carries an
+//! end-to-end direct message, an end-to-end room message and an open-room
+//! message, each with a unique marker, and every one is received. Then,
+//! while the server still runs, its whole readable memory
+//! (`/proc/PID/maps` + `/proc/PID/mem`), every file of its data directory
+//! and its log are scanned: the end-to-end markers are nowhere; the
+//! open-room marker is found in memory and in the store, and a marker the
+//! server legitimately logs (a room's name) in the log, which shows each
+//! scan can find what is there.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher as _;
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::Server;
+use serde_json::Value;
+
+/// Client flags for `cipherline room SUB`, which takes them after SUB.
+fn room(server: &Server, name: &str, args: &[&str]) -> Output {
+    let port = server.addr.rsplit(':').next().unwrap_or_default();
+    let home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()));
+    common::bin()
+        .env("CIPHERLINE_HOME", home)
+        .args(["room", args[0], "--server", &server.addr, "--name", name])
+        .args(["--server-fingerprint", &server.fingerprint])
+        .args(&args[1..])
+        .output()
+        .unwrap()
+}
+
+fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
+    server.client(subcommand, name).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The single message `listen ARGS --json --count 1` received.
+fn received(server: &Server, name: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--json", "--count", "1", "--timeout", "30"];
+    all.splice(0..0, args.iter().copied());
+    let out = ok(&run(server, "listen", name, &all));
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    lines.into_iter().next().unwrap()
+}
+
+/// 24 random hex digits (so a marker is found only where it was put).
+fn random_hex() -> String {
+    let state = RandomState::new();
+    let a = state.hash_one(std::time::SystemTime::now());
+    let b = state.hash_one(std::process::id());
+    format!("{a:016x}{b:08x}").chars().take(24).collect()
+}
+
+/// Whether `needle` (ASCII) occurs in `haystack`. Through a lossy UTF-8
+/// view so the search runs in the (optimized) standard library: an ASCII
+/// byte is never swallowed by the replacement of an invalid sequence.
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    String::from_utf8_lossy(haystack).contains(needle)
+}
+
+/// What the scan of the server's memory found.
+struct MemoryScan {
+    found: Vec<bool>,
+    bytes: u64,
+    regions: usize,
+}
+
+/// Reads every readable region of process `pid` and looks for each of
+/// `needles`; `None` if its memory cannot be opened (not Linux, or no
+/// permission to read another process's memory).
+fn scan_memory(pid: u32, needles: &[&str]) -> Option<MemoryScan> {
+    const CHUNK: u64 = 16 << 20;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let overlap = needles.iter().map(|n| n.len()).max().unwrap_or(1) as u64;
+    let mut scan = MemoryScan { found: vec![false; needles.len()], bytes: 0, regions: 0 };
+    let mut buf = Vec::new();
+    for line in maps.lines() {
+        // "start-end perms offset dev inode [path]"
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        if !perms.starts_with('r') {
+            continue;
+        }
+        let path = fields.nth(3).unwrap_or("");
+        // The kernel's shared pages hold nothing of the process (and
+        // [vvar] may not be readable at all).
+        if path == "[vvar]" || path == "[vsyscall]" || path == "[vvar_vclock]" {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let mut at = start;
+        let mut read_any = false;
+        while at < end {
+            let len = (end - at).min(CHUNK + overlap);
+            buf.resize(usize::try_from(len).unwrap(), 0);
+            if mem.seek(SeekFrom::Start(at)).is_err() || mem.read_exact(&mut buf).is_err() {
+                // A region that went away or cannot be read: go on.
+                break;
+            }
+            read_any = true;
+            scan.bytes += len;
+            for (found, needle) in scan.found.iter_mut().zip(needles) {
+                *found = *found || contains(&buf, needle);
+            }
+            at += CHUNK;
+        }
+        scan.regions += usize::from(read_any);
+    }
+    Some(scan)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The files of `files` that contain `needle`.
+fn holding(files: &[PathBuf], needle: &str) -> Vec<PathBuf> {
+    files.iter().filter(|f| contains(&std::fs::read(f).unwrap(), needle)).cloned().collect()
+}
+
+#[test]
+fn the_relay_holds_no_end_to_end_plaintext_in_memory_store_or_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let server = Server::quick_logged(dir.path(), &log);
+    let dm = format!("dm-{}", random_hex());
+    let e2e_room_text = format!("room-{}", random_hex());
+    let open_room_text = format!("open-{}", random_hex());
+    // A name the server logs (rooms are named in its logs): the log
+    // scan's control. Names are at most 32 characters.
+    let logged = format!("r{}", &random_hex()[..20]);
+
+    // An end-to-end direct message (bob has run once, so the server has
+    // his key packages).
+    ok(&run(&server, "listen", "bob", &["--timeout", "1"]));
+    ok(&run(&server, "send", "alice", &["--to", "bob", &format!("direct {dm}")]));
+    let got = received(&server, "bob", &[]);
+    assert_eq!(got["text"], format!("direct {dm}"));
+    assert_eq!(got["e2e"], true);
+
+    // An end-to-end room, named with the log scan's marker.
+    ok(&room(&server, "alice", &["create", &logged]));
+    ok(&room(&server, "alice", &["invite", &logged, "bob"]));
+    ok(&run(&server, "send", "alice", &["--room", &logged, &format!("in the room {e2e_room_text}")]));
+    let got = received(&server, "bob", &["--room", &logged]);
+    assert_eq!(got["text"], format!("in the room {e2e_room_text}"));
+    assert_eq!(got["e2e"], true);
+
+    // An open room: bob listening there, alice speaking.
+    ok(&room(&server, "alice", &["create", "plaza", "--open"]));
+    let listener = server
+        .client("listen", "bob")
+        .args(["--room", "plaza", "--json", "--count", "1", "--timeout", "30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // alice speaks once bob's listen has joined.
+    wait_until_member(&server, "plaza", "bob");
+    ok(&run(&server, "send", "alice", &["--room", "plaza", &format!("in the open {open_room_text}")]));
+    let out = listener.wait_with_output().unwrap();
+    let got: Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    assert_eq!(got["text"], format!("in the open {open_room_text}"));
+    assert_eq!(got["e2e"], false);
+
+    // The server's memory, while it runs.
+    let needles = [dm.as_str(), e2e_room_text.as_str(), open_room_text.as_str()];
+    match scan_memory(server.child.id(), &needles) {
+        None => eprintln!(
+            "NOTE: skipping the memory scan: /proc/{}/mem cannot be opened here (not Linux, or no permission)",
+            server.child.id()
+        ),
+        Some(scan) => {
+            assert!(scan.bytes > 1 << 20, "read only {} bytes in {} regions", scan.bytes, scan.regions);
+            assert!(!scan.found[0], "the direct message's text is in the server's memory");
+            assert!(!scan.found[1], "the end-to-end room's text is in the server's memory");
+            assert!(
+                scan.found[2],
+                "the open room's text was not found in the server's memory ({} bytes in {} regions read): the scan \
+                 does not work",
+                scan.bytes, scan.regions
+            );
+        }
+    }
+
+    // Every file the server keeps.
+    let files = files_under(&dir.path().join("server-data"));
+    assert!(!files.is_empty());
+    assert_eq!(holding(&files, &dm), Vec::<PathBuf>::new(), "the direct message's text is stored");
+    assert_eq!(holding(&files, &e2e_room_text), Vec::<PathBuf>::new(), "the end-to-end room's text is stored");
+    assert!(
+        !holding(&files, &open_room_text).is_empty(),
+        "the open room's text is in no store file: the scan does not work"
+    );
+
+    // Its log, at trace level.
+    let logged_text = std::fs::read(&log).unwrap();
+    assert!(!contains(&logged_text, &dm), "the direct message's text is logged");
+    assert!(!contains(&logged_text, &e2e_room_text), "the end-to-end room's text is logged");
+    assert!(contains(&logged_text, &logged), "the room's name is not in the log: the log scan does not work");
+    assert!(contains(&logged_text, "TRACE"), "the server did not log at trace level");
+    drop(server);
+}
+
+/// Waits (20 s at most) until `who` is a member of the open room
+/// `room_name` (as its creator, alice, sees it).
+fn wait_until_member(server: &Server, room_name: &str, who: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = room(server, "alice", &["members", room_name, "--json"]);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&format!("\"{who}\"")) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{who} never joined {room_name}: {out:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
