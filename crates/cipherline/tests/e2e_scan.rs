@@ -51,8 +51,8 @@ fn ok(out: &Output) -> String {
 
 /// The single message `listen ARGS --json --count 1` received.
 fn received(server: &Server, name: &str, args: &[&str]) -> Value {
-    let mut all = vec!["--json", "--count", "1", "--timeout", "30"];
-    all.splice(0..0, args.iter().copied());
+    let mut all = args.to_vec();
+    all.extend(["--json", "--count", "1", "--timeout", "30"]);
     let out = ok(&run(server, "listen", name, &all));
     let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 1, "{out}");
@@ -198,6 +198,7 @@ fn the_relay_holds_no_end_to_end_plaintext_in_memory_store_or_logs() {
             server.child.id()
         ),
         Some(scan) => {
+            eprintln!("memory scan: {} bytes in {} regions", scan.bytes, scan.regions);
             assert!(scan.bytes > 1 << 20, "read only {} bytes in {} regions", scan.bytes, scan.regions);
             assert!(!scan.found[0], "the direct message's text is in the server's memory");
             assert!(!scan.found[1], "the end-to-end room's text is in the server's memory");
