@@ -13,6 +13,11 @@
 //! of order. Neither is signalled yet (no per-sender counter in the
 //! content); the tests below pin what happens today — nothing false is
 //! shown — so a gap signal, once added, shows up here as a change.
+//!
+//! Two tests are ignored because they fail today: the room a Welcome is
+//! for comes from the relay, unauthenticated, so a relay can turn a room
+//! into a "direct conversation" (and direct messages then reach everyone
+//! later added to the room) or file another group under a room's name.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
@@ -492,5 +497,68 @@ async fn dropped_messages_are_missing_and_a_dropped_commit_is_reported_from_then
     for u in [&mut bob_, &mut carol, &mut dave] {
         u.nothing_more().await;
     }
+    relay.done();
+}
+
+/// The relay says which room (or none) a Welcome is for, and nothing
+/// checks it against the group: relabelled, a room's invitation becomes a
+/// direct conversation, and a direct message then goes to everyone the
+/// room's admin adds (carol reads bob's "for alice only").
+#[tokio::test]
+#[ignore = "fails today: cipherline-client takes a Welcome's room from the relay (GroupDelivery::room), unauthenticated"]
+async fn a_relabelled_invitation_does_not_turn_a_room_into_a_direct_conversation() {
+    let (_dir, server, relay) = start().await;
+    let mut alice = User::connect(&server, "alice", 1).await;
+    let mut bob_ = User::connect(&server, "bob", 2).await;
+    let mut carol = User::connect(&server, "carol", 3).await;
+    alice.create("secret").await;
+    relay.on_next(PayloadKind::Welcome, |mut d, _| {
+        d.room = None;
+        vec![d]
+    });
+    alice.invite("secret", "bob").await;
+    let got = bob_.one().await;
+    assert!(
+        !matches!(&got, Outcome::Joined { target: Target::User(_), .. }),
+        "the relay turned room secret into a direct conversation: {got:?}"
+    );
+    alice.invite("secret", "carol").await;
+    joined(&carol.one().await);
+    bob_.next(1).await;
+    bob_.dm("alice", "for alice only").await;
+    carol.nothing_more().await;
+    relay.done();
+}
+
+/// Relabelled, another group's invitation is taken for a room this user
+/// is in: its messages show in that room (and, if its group id sorts
+/// first, what the user says in the room goes to that group).
+#[tokio::test]
+#[ignore = "fails today: cipherline-client takes a Welcome's room from the relay (GroupDelivery::room), unauthenticated"]
+async fn a_relabelled_invitation_does_not_put_another_group_in_a_room() {
+    let (_dir, server, relay) = start().await;
+    let mut alice = User::connect(&server, "alice", 1).await;
+    let mut bob_ = User::connect(&server, "bob", 2).await;
+    let mut mallory = User::connect(&server, "mallory", 5).await;
+    alice.create("secret").await;
+    alice.invite("secret", "bob").await;
+    joined(&bob_.one().await);
+    mallory.create("lair").await;
+    relay.on_next(PayloadKind::Welcome, |mut d, _| {
+        d.room = Some("secret".into());
+        vec![d]
+    });
+    mallory.invite("lair", "bob").await;
+    let got = bob_.one().await;
+    assert!(
+        !matches!(&got, Outcome::Joined { target: Target::Room(r), .. } if r == "secret"),
+        "the relay put mallory's group in room secret: {got:?}"
+    );
+    mallory.say("lair", "hello from the lair").await;
+    let got = bob_.one().await;
+    assert!(
+        !matches!(&got, Outcome::Message { target: Target::Room(r), .. } if r == "secret"),
+        "mallory's message shows in room secret: {got:?}"
+    );
     relay.done();
 }
