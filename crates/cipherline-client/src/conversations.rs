@@ -220,17 +220,23 @@ impl Conversations {
                 };
                 match conv.receive(&d.payload) {
                     Ok(Incoming::Application(r)) => match E2eContent::decode(&r.plaintext) {
-                        Ok(content) => Ok(Outcome::Message {
-                            from: r.sender.name,
-                            key: r.sender.key,
-                            target: match target {
-                                Target::User(_) => Target::User(self.me.clone()),
-                                room => room,
-                            },
-                            text: content.text,
-                            sent_at_ms: content.sent_at_ms,
-                        }),
-                        Err(_) => Ok(failed(format!("{} sent something this client does not understand", r.sender.name))),
+                        Ok(content) => {
+                            let before = self.store.saw(&self.server, &d.group_id, &r.sender.name, content.counter)?;
+                            Ok(Outcome::Message {
+                                notice: counter_notice(&r.sender.name, before, content.counter),
+                                from: r.sender.name,
+                                key: r.sender.key,
+                                target: match target {
+                                    Target::User(_) => Target::User(self.me.clone()),
+                                    room => room,
+                                },
+                                text: content.text,
+                                sent_at_ms: content.sent_at_ms,
+                            })
+                        }
+                        Err(_) => {
+                            Ok(failed(format!("{} sent something this client does not understand", r.sender.name)))
+                        }
                     },
                     Ok(Incoming::Commit(change)) => {
                         if change.removed_me {
@@ -337,10 +343,11 @@ impl Conversations {
     /// Encrypts `text` in group `group_id` and hands it to the relay;
     /// waits for the Ack.
     async fn send_in(&self, client: &mut Client, group_id: &[u8], text: &str) -> Result<Acked, ClientError> {
-        let content = E2eContent { sent_at_ms: now_ms(), text: text.to_owned() };
         let payload = {
             let _guard = lock(&self.lock)?;
             let mut conv = self.load(group_id)?;
+            let counter = self.store.next_sent(&self.server, group_id, &self.me)?;
+            let content = E2eContent { counter, sent_at_ms: now_ms(), text: text.to_owned() };
             conv.encrypt(&content.encode()).map_err(e2e)?
         };
         client.group_send_acked(group_id, payload).await
@@ -579,6 +586,54 @@ impl Conversations {
     }
 }
 
+/// What a sender's message counter says, given the highest seen from
+/// them before (`None`: this is the first): messages missing in between
+/// (dropped by the relay, or still on the way), or this one arriving after
+/// a later one. Empty when all is in order.
+fn counter_notice(sender: &str, before: Option<u64>, counter: u64) -> String {
+    let sender = crate::display::escape(sender);
+    match before {
+        None => String::new(),
+        Some(b) if counter == b + 1 => String::new(),
+        Some(b) if counter > b => {
+            let missing = counter - b - 1;
+            format!("{missing} earlier message(s) from {sender} have not arrived (dropped on the way, or late)")
+        }
+        Some(b) if counter == b => format!("this message from {sender} repeats the number of an earlier one"),
+        Some(_) => format!("this message from {sender} arrived after a later one"),
+    }
+}
+
 fn not_member(room: &str) -> ClientError {
     ClientError::EndToEnd(format!("this client is not in the end-to-end room {}", crate::display::escape(room)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_counter_reports_gaps_reorders_and_repeats() {
+        assert_eq!(counter_notice("alice", None, 57), "", "the first message seen sets the baseline");
+        assert_eq!(counter_notice("alice", Some(3), 4), "");
+        assert!(counter_notice("alice", Some(3), 6).starts_with("2 earlier message(s) from alice"));
+        assert!(counter_notice("alice", Some(6), 5).contains("after a later one"));
+        assert!(counter_notice("alice", Some(6), 6).contains("repeats"));
+        // Names are escaped.
+        assert!(!counter_notice("a\u{1b}[2J", Some(1), 5).contains('\u{1b}'));
+    }
+
+    #[test]
+    fn counters_are_kept_per_group_and_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("client.db")).unwrap();
+        assert_eq!(store.next_sent("s", b"g1", "Alice").unwrap(), 1);
+        assert_eq!(store.next_sent("s", b"g1", "alice").unwrap(), 2);
+        assert_eq!(store.next_sent("s", b"g2", "alice").unwrap(), 1);
+        assert_eq!(store.saw("s", b"g1", "bob", 5).unwrap(), None);
+        assert_eq!(store.saw("s", b"g1", "BOB", 7).unwrap(), Some(5));
+        // An older one does not move the mark back.
+        assert_eq!(store.saw("s", b"g1", "bob", 6).unwrap(), Some(7));
+        assert_eq!(store.saw("s", b"g1", "bob", 8).unwrap(), Some(7));
+    }
 }

@@ -108,6 +108,16 @@ pub fn print_group(
             eprintln!("{notice}");
         }
         print_message(&delivery, me, &status, as_json, true);
+        if let Outcome::Message { notice, .. } = &outcome
+            && !notice.is_empty()
+        {
+            // Already escaped by the engine.
+            if as_json {
+                println!("{}", serde_json::json!({ "e2e_notice": { "id": d.id, "text": notice } }));
+            } else {
+                eprintln!("! {notice}");
+            }
+        }
         if std::io::stdout().flush().is_err() {
             return Err(CliError::failed("cannot write to standard output", "check the pipe"));
         }
