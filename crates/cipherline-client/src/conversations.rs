@@ -539,6 +539,35 @@ impl Conversations {
         Ok(conv.members().map_err(e2e)?.into_iter().map(|(_, id)| (id.name, id.key)).collect())
     }
 
+    /// Completes in MLS what the relay says about `room`'s members: a
+    /// member of the MLS group that is no longer on the relay's list (it
+    /// sent Leave) is removed by commit, so it can read nothing new. Any
+    /// member may do it (the relay allows removing one who left); a lost
+    /// race is not an error. Returns the names removed.
+    pub async fn reconcile(&self, client: &mut Client, room: &str) -> Result<Vec<String>, ClientError> {
+        let Some(group_id) = self.room_group(room)? else { return Ok(Vec::new()) };
+        let listed: std::collections::BTreeSet<String> = client.who(room).await?.iter().map(|n| fold_name(n)).collect();
+        let gone: Vec<String> = {
+            let _guard = lock(&self.lock)?;
+            self.load(&group_id)?
+                .members()
+                .map_err(e2e)?
+                .into_iter()
+                .map(|(_, id)| id.name)
+                .filter(|name| !listed.contains(&fold_name(name)) && fold_name(name) != fold_name(&self.me))
+                .collect()
+        };
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+        match self.commit_in(client, &group_id, |conv| conv.remove(&names), &[], &gone).await {
+            Ok(()) => Ok(gone),
+            Err(ClientError::Stale { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends a leaf-key update in `group_id` if it is due (by messages
     /// sent and by time), for post-compromise security. A lost race for
     /// the epoch is not an error: the next message tries again.

@@ -106,6 +106,7 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
             {
                 route = Route::EndToEnd;
                 catch_up(e2e, &mut client, &connected.server, &args.room).await?;
+                reconcile(e2e, &mut client, &args.room).await?;
             } else {
                 leave_after = client.info().queue.is_some() && client.who(&args.room).await.is_err();
                 client.join(&args.room).await?;
@@ -255,6 +256,15 @@ async fn catch_up(e2e: &Conversations, client: &mut Client, server: &str, room: 
     }
     let cursor = e2e.store().cursor(server).map_err(CliError::Client)?;
     e2e.catch_up(client, cursor, Duration::from_millis(300), Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+/// Removes from the MLS group of `room` whoever left it at the relay, so
+/// what this client sends next is not readable by them.
+async fn reconcile(e2e: &Conversations, client: &mut Client, room: &str) -> Result<(), CliError> {
+    for name in e2e.reconcile(client, room).await? {
+        eprintln!("removed {} from {} (they had left)", escape(&name), escape(room));
+    }
     Ok(())
 }
 

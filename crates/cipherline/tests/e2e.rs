@@ -192,3 +192,30 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[test]
+fn a_member_who_left_is_removed_from_the_group_by_the_next_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    publish(&server, "carol");
+    ok(&run(&server, "room", "alice", &["create", "crew"]));
+    ok(&run(&server, "room", "alice", &["invite", "crew", "bob", "carol"]));
+    // bob takes his invitation, then leaves.
+    ok(&run(&server, "listen", "bob", &["--room", "crew", "--timeout", "2"]));
+    ok(&run(&server, "room", "bob", &["leave", "crew"]));
+    let out = run(&server, "send", "alice", &["--room", "crew", "bob is gone"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(err.contains("removed bob from crew"), "{err}");
+    let members = json_lines(&ok(&run(&server, "room", "alice", &["members", "crew", "--json"])));
+    let names: Vec<&str> = members.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "carol"]);
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "carol",
+        &["--room", "crew", "--json", "--count", "1", "--timeout", "20"],
+    )));
+    assert_eq!(got[0]["text"], "bob is gone");
+}
