@@ -4,10 +4,13 @@
 //!
 //! # Contract
 //!
-//! - The MLS state lives in `mls.sqlite3` in the data directory (0600).
-//!   Several `cipherline` processes of one data directory may run at once
-//!   (a `listen` beside a `send`): every operation on the state takes the
-//!   exclusive lock on `mls.lock` first (waiting at most
+//! - The MLS state of a name lives in `mls/NAME.sqlite3` in the data
+//!   directory (the name folded; the directory 0700, the file 0600): names
+//!   that share a data directory (and so an identity key) are separate
+//!   members, each with its own groups. Several `cipherline` processes of
+//!   one data directory may run at once (a `listen` beside a `send`): every
+//!   operation on a name's state takes the exclusive lock on
+//!   `mls/NAME.lock` first (waiting at most
 //!   [`LOCK_TIMEOUT`]), loads the group afresh, and stores it before
 //!   releasing the lock, so no two processes ever encrypt with the same
 //!   key or apply one commit twice.
@@ -38,10 +41,8 @@ use crate::error::ClientError;
 use crate::groups::{GroupKind, Outcome};
 use crate::local::LocalStore;
 
-/// The MLS state file in the data directory.
-pub const STATE_FILE: &str = "mls.sqlite3";
-/// The lock file serialising processes on the MLS state.
-pub const LOCK_FILE: &str = "mls.lock";
+/// The directory of the MLS state files in the data directory.
+pub const STATE_DIR: &str = "mls";
 /// Longest wait for another process's MLS operation.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// One-time KeyPackages a client keeps at the relay.
@@ -54,7 +55,8 @@ pub struct Conversations {
     member: Member,
     lock: PathBuf,
     store: LocalStore,
-    server: String,
+    /// The server and this name: what the local tables are keyed by.
+    scope: String,
     me: String,
 }
 
@@ -73,6 +75,21 @@ impl Drop for Locked {
     fn drop(&mut self) {
         let _ = self.0.unlock();
     }
+}
+
+/// Creates `dir` (mode 0700) if needed.
+fn make_private_dir(dir: &Path) -> Result<(), ClientError> {
+    let err = |e: std::io::Error| ClientError::EndToEnd(format!("cannot create {}: {e}", dir.display()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(err)?;
+    Ok(())
 }
 
 fn lock(path: &Path) -> Result<Locked, ClientError> {
@@ -115,10 +132,15 @@ impl Conversations {
         if identity.ed25519_mls_secret().is_none() {
             return Ok(None);
         }
-        let lock_path = dir.join(LOCK_FILE);
+        let state = dir.join(STATE_DIR);
+        make_private_dir(&state)?;
+        let folded = fold_name(me);
+        let lock_path = state.join(format!("{folded}.lock"));
         let _guard = lock(&lock_path)?;
-        let member = Member::open(&dir.join(STATE_FILE), me, identity, Suite::default()).map_err(e2e)?;
-        Ok(Some(Conversations { member, lock: lock_path, store, server: server.to_owned(), me: me.to_owned() }))
+        let member =
+            Member::open(&state.join(format!("{folded}.sqlite3")), me, identity, Suite::default()).map_err(e2e)?;
+        let scope = format!("{server} {folded}");
+        Ok(Some(Conversations { member, lock: lock_path, store, scope, me: me.to_owned() }))
     }
 
     /// The local store this uses.
@@ -165,22 +187,22 @@ impl Conversations {
     /// Processes one delivered MLS message (or returns what processing it
     /// gave the first time).
     pub fn handle(&self, d: &GroupDelivery) -> Result<Outcome, ClientError> {
-        if let Some(done) = self.store.processed(&self.server, d.id)? {
+        if let Some(done) = self.store.processed(&self.scope, d.id)? {
             return Ok(done);
         }
         let _guard = lock(&self.lock)?;
         // Again under the lock: another process may have just done it.
-        if let Some(done) = self.store.processed(&self.server, d.id)? {
+        if let Some(done) = self.store.processed(&self.scope, d.id)? {
             return Ok(done);
         }
         let outcome = self.process(d)?;
-        self.store.set_processed(&self.server, d.id, &outcome)?;
+        self.store.set_processed(&self.scope, d.id, &outcome)?;
         Ok(outcome)
     }
 
     /// The conversation a delivery belongs to, as far as known.
     fn target_of(&self, d: &GroupDelivery) -> Result<Target, ClientError> {
-        Ok(match (d.room.clone(), self.store.group(&self.server, &d.group_id)?) {
+        Ok(match (d.room.clone(), self.store.group(&self.scope, &d.group_id)?) {
             (_, Some(GroupKind::Room(room))) | (Some(room), None) => Target::Room(room),
             (_, Some(GroupKind::Direct(peer))) => Target::User(peer),
             (None, None) => Target::User(d.from.clone()),
@@ -209,7 +231,7 @@ impl Conversations {
                             }
                         },
                     };
-                    self.store.set_group(&self.server, conv.id(), &kind)?;
+                    self.store.set_group(&self.scope, conv.id(), &kind)?;
                     Ok(Outcome::Joined { target, members: others.join(", ") })
                 }
                 Err(e) => Ok(failed(format!("an invitation could not be opened: {e}"))),
@@ -221,7 +243,7 @@ impl Conversations {
                 match conv.receive(&d.payload) {
                     Ok(Incoming::Application(r)) => match E2eContent::decode(&r.plaintext) {
                         Ok(content) => {
-                            let before = self.store.saw(&self.server, &d.group_id, &r.sender.name, content.counter)?;
+                            let before = self.store.saw(&self.scope, &d.group_id, &r.sender.name, content.counter)?;
                             Ok(Outcome::Message {
                                 notice: counter_notice(&r.sender.name, before, content.counter),
                                 from: r.sender.name,
@@ -241,7 +263,7 @@ impl Conversations {
                     Ok(Incoming::Commit(change)) => {
                         if change.removed_me {
                             let _ = self.member.forget(&d.group_id);
-                            self.store.forget_group(&self.server, &d.group_id)?;
+                            self.store.forget_group(&self.scope, &d.group_id)?;
                             return Ok(Outcome::Removed { by: change.committer.name, target });
                         }
                         let summary: Vec<String> = change
@@ -262,22 +284,22 @@ impl Conversations {
 
     /// The direct conversation with `peer`, if there is one.
     fn direct_group(&self, peer: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        for id in self.store.groups_of(&self.server, &GroupKind::Direct(peer.to_owned()))? {
+        for id in self.store.groups_of(&self.scope, &GroupKind::Direct(peer.to_owned()))? {
             if self.member.load(&id).map_err(e2e)?.is_some() {
                 return Ok(Some(id));
             }
-            self.store.forget_group(&self.server, &id)?;
+            self.store.forget_group(&self.scope, &id)?;
         }
         Ok(None)
     }
 
     /// The end-to-end group of `room`, if this client is in it.
     pub fn room_group(&self, room: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        for id in self.store.groups_of(&self.server, &GroupKind::Room(room.to_owned()))? {
+        for id in self.store.groups_of(&self.scope, &GroupKind::Room(room.to_owned()))? {
             if self.member.load(&id).map_err(e2e)?.is_some() {
                 return Ok(Some(id));
             }
-            self.store.forget_group(&self.server, &id)?;
+            self.store.forget_group(&self.scope, &id)?;
         }
         Ok(None)
     }
@@ -326,7 +348,7 @@ impl Conversations {
             Ok(CommitOutcome::Committed(_)) => {
                 conv.confirm().map_err(e2e)?;
                 drop(guard);
-                self.store.set_group(&self.server, &group_id, &GroupKind::Direct(peer.to_owned()))?;
+                self.store.set_group(&self.scope, &group_id, &GroupKind::Direct(peer.to_owned()))?;
                 Ok(group_id)
             }
             Ok(CommitOutcome::Stale(_)) => {
@@ -346,7 +368,7 @@ impl Conversations {
         let payload = {
             let _guard = lock(&self.lock)?;
             let mut conv = self.load(group_id)?;
-            let counter = self.store.next_sent(&self.server, group_id, &self.me)?;
+            let counter = self.store.next_sent(&self.scope, group_id, &self.me)?;
             let content = E2eContent { counter, sent_at_ms: now_ms(), text: text.to_owned() };
             conv.encrypt(&content.encode()).map_err(e2e)?
         };
@@ -395,7 +417,7 @@ impl Conversations {
             let _ = self.member.forget(&group_id);
             return Err(e);
         }
-        self.store.set_group(&self.server, &group_id, &GroupKind::Room(room.to_owned()))?;
+        self.store.set_group(&self.scope, &group_id, &GroupKind::Room(room.to_owned()))?;
         if public {
             // The first GroupInfo, so the first joiner has one.
             self.commit_in(client, &group_id, |conv| conv.update(), &[], &[]).await?;
@@ -503,7 +525,7 @@ impl Conversations {
         drop(guard);
         match outcome {
             Ok(CommitOutcome::Committed(_)) => {
-                self.store.set_group(&self.server, &group_id, &GroupKind::Room(room.to_owned()))?;
+                self.store.set_group(&self.scope, &group_id, &GroupKind::Room(room.to_owned()))?;
                 Ok(())
             }
             Ok(CommitOutcome::Stale(epoch)) => {
@@ -525,7 +547,7 @@ impl Conversations {
         if let Some(group_id) = self.room_group(room)? {
             let _guard = lock(&self.lock)?;
             let _ = self.member.forget(&group_id);
-            self.store.forget_group(&self.server, &group_id)?;
+            self.store.forget_group(&self.scope, &group_id)?;
         }
         Ok(())
     }
