@@ -78,6 +78,9 @@ impl Member {
             .extension_types([PUBLIC_GROUP, ExtensionType::LAST_RESORT_KEY_PACKAGE])
             .signing_identity(signing_identity(name, &public), secret.to_vec().into(), suite.code())
             .build();
+        // Key packages nobody used before their lifetime ended: their
+        // private keys serve no one any more.
+        client.key_package_store().delete_expired().map_err(|e| E2eError::Store(e.to_string()))?;
         Ok(Member { client, me: Identity { name: name.to_owned(), key: public }, suite, store })
     }
 

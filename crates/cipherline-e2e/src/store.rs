@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mls_rs::storage_provider::sqlite::connection_strategy::ConnectionStrategy;
-use mls_rs::storage_provider::sqlite::{JournalMode, SqLiteDataStorageEngine, SqLiteDataStorageError};
+use mls_rs::storage_provider::sqlite::{SqLiteDataStorageEngine, SqLiteDataStorageError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::{E2eError, Result};
@@ -42,7 +42,17 @@ impl ConnectionStrategy for Location {
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             ),
         };
-        opened.map_err(|e| SqLiteDataStorageError::SqlEngineError(e.into()))
+        let conn = opened.map_err(|e| SqLiteDataStorageError::SqlEngineError(e.into()))?;
+        // Forward secrecy on disk: what a transaction deletes or replaces
+        // (an old epoch's secrets, a used key package's private key, the
+        // previous group snapshot) is overwritten with zeros in the file,
+        // not left in free pages. With the default rollback journal (not
+        // WAL, whose frames would keep old pages until a checkpoint), no
+        // old secret stays in the database's files once a call returns.
+        // rusqlite sets a 5 s busy timeout on every connection.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(|e| SqLiteDataStorageError::SqlEngineError(e.into()))?;
+        Ok(conn)
     }
 }
 
@@ -82,9 +92,10 @@ impl Store {
     /// Opens (creating it 0600 if need be) the file at `path`.
     pub(crate) fn open(path: &Path) -> Result<(SqLiteDataStorageEngine<Location>, Store)> {
         create_private(path)?;
-        // WAL: a transaction is one append, durable once the call returns
-        // even if the process is killed right after.
-        Self::with(Location::File(path.to_owned()), Some(JournalMode::Wal))
+        // The rollback journal with SQLite's default `synchronous = FULL`:
+        // a transaction is durable once the call returns, even across a
+        // power cut.
+        Self::with(Location::File(path.to_owned()))
     }
 
     /// A fresh in-memory database.
@@ -92,20 +103,15 @@ impl Store {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let uri = format!("file:cipherline-e2e-{}-{n}?mode=memory&cache=shared", std::process::id());
-        Self::with(Location::Memory(uri), None)
+        Self::with(Location::Memory(uri))
     }
 
-    fn with(location: Location, journal: Option<JournalMode>) -> Result<(SqLiteDataStorageEngine<Location>, Store)> {
+    fn with(location: Location) -> Result<(SqLiteDataStorageEngine<Location>, Store)> {
         // Our table goes beside mls-rs's, which it creates on its own first
         // connection (our table leaves its schema version alone).
         let conn = location.make_connection().map_err(|e| E2eError::Store(e.to_string()))?;
-        if journal.is_some() {
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-        }
         conn.execute_batch(SCHEMA)?;
-        let engine = SqLiteDataStorageEngine::new(location)
-            .map_err(|e| E2eError::Store(e.to_string()))?
-            .with_journal_mode(journal);
+        let engine = SqLiteDataStorageEngine::new(location).map_err(|e| E2eError::Store(e.to_string()))?;
         Ok((engine, Store { conn: Arc::new(Mutex::new(conn)) }))
     }
 
