@@ -315,3 +315,25 @@ fn a_member_offline_through_several_commits_catches_up_in_order() {
     let names: Vec<String> = c.members().unwrap().into_iter().map(|(_, id)| id.name).collect();
     assert_eq!(names, ["bob", "carol", "dave"], "alice is gone");
 }
+
+/// A group knows a member by its folded name: a second "Bob", with
+/// another key or another spelling, cannot be added beside bob.
+#[test]
+fn a_second_member_with_the_same_folded_name_is_refused() {
+    let alice = member("alice", 1, Suite::XWing);
+    let bob = member("bob", 2, Suite::XWing);
+    let (mut a, _joined) = group(&alice, &[&bob]);
+    for impostor in [member("BOB", 9, Suite::XWing), member("bob", 10, Suite::XWing)] {
+        assert!(a.add(&impostor.key_packages(1).unwrap()).is_err(), "{}", impostor.identity().name);
+    }
+    // Real newcomers still get in.
+    a.add(&member("carol", 3, Suite::XWing).key_packages(1).unwrap()).unwrap();
+    a.confirm().unwrap();
+}
+
+#[test]
+fn members_and_conversations_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<Member>();
+    send::<cipherline_e2e::Conversation>();
+}
