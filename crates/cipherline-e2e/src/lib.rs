@@ -39,7 +39,9 @@
 //!   from members are `PrivateMessage`s (the relay learns nothing from
 //!   them); external commits (joins to public groups) are `PublicMessage`s,
 //!   as RFC 9420 requires. Every commit carries a path (a fresh leaf key for
-//!   the committer); Welcomes carry the ratchet tree.
+//!   the committer); Welcomes carry the ratchet tree. A member leaves by
+//!   asking ([`Conversation::leave`], a Remove proposal it signs); another
+//!   member commits the removal.
 //! - **Senders.** Every decrypted message comes with the sender's name and
 //!   identity key as its credential in the group says, which mls-rs has
 //!   checked against the group's signatures; names outside the name grammar
