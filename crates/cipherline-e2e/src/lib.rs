@@ -38,8 +38,9 @@
 //!   [`Conversation::confirm`]s or [`Conversation::abandon`]s it. Commits
 //!   from members are `PrivateMessage`s (the relay learns nothing from
 //!   them); external commits (joins to public groups) are `PublicMessage`s,
-//!   as RFC 9420 requires. Every commit carries a path (a fresh leaf key for
-//!   the committer); Welcomes carry the ratchet tree. A member leaves by
+//!   as RFC 9420 requires. Removals, updates and external joins carry a
+//!   path (a fresh leaf key for the committer), add-only commits none;
+//!   Welcomes carry the ratchet tree. A member leaves by
 //!   asking ([`Conversation::leave`], a Remove proposal it signs); another
 //!   member commits the removal.
 //! - **Senders.** Every decrypted message comes with the sender's name and

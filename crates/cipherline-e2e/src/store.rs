@@ -60,12 +60,14 @@ impl ConnectionStrategy for Location {
 /// same and how many messages we sent with it (for
 /// [`Conversation::needs_update`](crate::Conversation::needs_update)), and
 /// the bytes of the commit we built and have not yet confirmed or abandoned
-/// (to recognise it if the relay echoes it).
+/// (to recognise it if the relay echoes it) and whether it has a path
+/// (then confirming it renews our leaf key).
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS cipherline_leaf (
     group_id BLOB PRIMARY KEY,
     since_ms INTEGER NOT NULL,
     sent INTEGER NOT NULL,
-    pending_commit BLOB
+    pending_commit BLOB,
+    pending_path INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;";
 
 /// The open database: the engine mls-rs builds its storages from, and our
@@ -122,8 +124,9 @@ impl Store {
     /// Starts the bookkeeping of a group we just created or joined.
     pub(crate) fn start(&self, group_id: &[u8]) -> Result<()> {
         self.lock()?.execute(
-            "INSERT INTO cipherline_leaf (group_id, since_ms, sent, pending_commit) VALUES (?, ?, 0, NULL)
-             ON CONFLICT(group_id) DO UPDATE SET since_ms = excluded.since_ms, sent = 0, pending_commit = NULL",
+            "INSERT INTO cipherline_leaf (group_id, since_ms, sent, pending_commit, pending_path) VALUES (?, ?, 0, NULL, 0)
+             ON CONFLICT(group_id) DO UPDATE SET since_ms = excluded.since_ms, sent = 0, pending_commit = NULL,
+             pending_path = 0",
             params![group_id, to_i64(now_ms())],
         )?;
         Ok(())
@@ -147,27 +150,32 @@ impl Store {
     }
 
     /// Remembers (or clears) the commit we built and have not yet
-    /// confirmed or abandoned.
-    pub(crate) fn set_pending(&self, group_id: &[u8], commit: Option<&[u8]>) -> Result<()> {
-        self.lock()?
-            .execute("UPDATE cipherline_leaf SET pending_commit = ? WHERE group_id = ?", params![commit, group_id])?;
+    /// confirmed or abandoned, and whether it has a path.
+    pub(crate) fn set_pending(&self, group_id: &[u8], commit: Option<&[u8]>, path: bool) -> Result<()> {
+        self.lock()?.execute(
+            "UPDATE cipherline_leaf SET pending_commit = ?, pending_path = ? WHERE group_id = ?",
+            params![commit, path, group_id],
+        )?;
         Ok(())
     }
 
-    /// The commit we built and have not yet confirmed or abandoned.
-    pub(crate) fn pending(&self, group_id: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// The commit we built and have not yet confirmed or abandoned, and
+    /// whether it has a path.
+    pub(crate) fn pending(&self, group_id: &[u8]) -> Result<(Option<Vec<u8>>, bool)> {
         let row = self
             .lock()?
-            .query_row("SELECT pending_commit FROM cipherline_leaf WHERE group_id = ?", params![group_id], |r| {
-                r.get::<_, Option<Vec<u8>>>(0)
-            })
+            .query_row(
+                "SELECT pending_commit, pending_path FROM cipherline_leaf WHERE group_id = ?",
+                params![group_id],
+                |r| Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, bool>(1)?)),
+            )
             .optional()?;
-        Ok(row.flatten())
+        Ok(row.unwrap_or((None, false)))
     }
 
     /// Deletes everything about a group: mls-rs's state and past epochs
-    /// (its schema declares a cascade that SQLite only applies with foreign
-    /// keys on, which mls-rs does not turn on) and our row.
+    /// (explicitly: its schema's cascade only works where SQLite was built
+    /// with foreign keys on by default, as the bundled one is) and our row.
     pub(crate) fn forget(&self, group_id: &[u8]) -> Result<()> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;

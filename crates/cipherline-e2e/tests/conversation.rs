@@ -256,7 +256,8 @@ fn an_update_is_due_after_100_messages_or_24_hours_and_a_confirmed_commit_resets
     assert!(!a.needs_update(now), "reset by the confirmed update");
     assert!(!a.needs_update(now + UPDATE_AFTER_MS / 2));
     change(b.receive(&pending.commit).unwrap());
-    // Any confirmed commit of ours has a path, so it resets too.
+    // An add-only commit has no path and renews nothing; a removal has one
+    // and resets the counters too.
     for _ in 0..UPDATE_AFTER_MESSAGES {
         b.encrypt(b"tock").unwrap();
     }
@@ -264,7 +265,10 @@ fn an_update_is_due_after_100_messages_or_24_hours_and_a_confirmed_commit_resets
     let carol = member("carol", 3, Suite::XWing);
     b.add(&carol.key_packages(1).unwrap()).unwrap();
     b.confirm().unwrap();
-    assert!(!b.needs_update(now));
+    assert!(b.needs_update(now), "an add renews no leaf key");
+    b.remove(&["carol"]).unwrap();
+    b.confirm().unwrap();
+    assert!(!b.needs_update(now), "a removal does");
 }
 
 /// Carol is offline through several commits and messages; she gets them
