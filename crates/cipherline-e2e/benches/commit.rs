@@ -1,7 +1,9 @@
 //! Commit cost by group size: for groups of 10, 100 and 1,000 members
 //! (X-Wing) and one size in the interop suite, the time and size of a
 //! commit adding one member, removing one, and updating the committer's
-//! leaf, and the size of the Welcome. Prints a markdown table.
+//! leaf, and the size of the Welcome; then, with the state in SQLite
+//! files as the client keeps it, the time to encrypt and to receive one
+//! message (each writes the group's whole state). Prints markdown tables.
 //!
 //! `cargo bench -p cipherline-e2e --bench commit`
 //!
@@ -10,6 +12,7 @@
 //! commit is abandoned after measuring, so the group stays the same size.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cipherline_e2e::{Conversation, Member, Pending, Suite};
@@ -24,21 +27,42 @@ fn member(i: usize, suite: Suite) -> Member {
     Member::new(&format!("user{i:04}"), &IdentityKey::ed25519_from_seed(&seed).unwrap(), suite).unwrap()
 }
 
-/// A group of `n` members as its creator holds it (the others never need
-/// to join for the creator to commit).
-fn build(n: usize, suite: Suite) -> (Member, Conversation) {
-    let creator = member(0, suite);
+/// A group of `n` members as its creator holds it, and as its last
+/// member holds it (the others never join: the creator commits alone).
+/// With `dir`, both keep their state in files there.
+fn build(n: usize, suite: Suite, dir: Option<&Path>) -> (Member, Conversation, Member, Conversation) {
+    let open = |i: usize| match dir {
+        Some(dir) => {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let key = IdentityKey::ed25519_from_seed(&seed).unwrap();
+            Member::open(&dir.join(format!("{i}.sqlite3")), &format!("user{i:04}"), &key, suite).unwrap()
+        }
+        None => member(i, suite),
+    };
+    let creator = open(0);
+    let last = open(n - 1);
     let mut conv = creator.create().unwrap();
     let mut i = 1;
+    let mut welcome = Vec::new();
     while i < n {
         let end = (i + BATCH).min(n);
-        let kps: Vec<Vec<u8>> = (i..end).map(|j| member(j, suite).key_packages(1).unwrap().remove(0)).collect();
-        conv.add(&kps).unwrap();
+        let kps: Vec<Vec<u8>> = (i..end)
+            .map(|j| {
+                if j == n - 1 {
+                    last.key_packages(1).unwrap().remove(0)
+                } else {
+                    member(j, suite).key_packages(1).unwrap().remove(0)
+                }
+            })
+            .collect();
+        welcome = conv.add(&kps).unwrap().welcome.unwrap();
         conv.confirm().unwrap();
         i = end;
     }
     assert_eq!(conv.members().unwrap().len(), n);
-    (creator, conv)
+    let joined = last.join(&welcome).unwrap();
+    (creator, conv, last, joined)
 }
 
 /// Median time of `runs` builds of a commit, and the last one built.
@@ -76,7 +100,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (suite, n) in rows {
         let start = Instant::now();
-        let (_creator, mut conv) = build(n, suite);
+        let (_creator, mut conv, _, _) = build(n, suite, None);
         let setup = start.elapsed();
         let runs = if n >= 1000 { 5 } else { 11 };
         let newcomer = member(n + 1, suite).key_packages(1).unwrap();
@@ -99,5 +123,31 @@ fn main() {
             ms(up_t),
             kib(up.commit.len()),
         );
+    }
+
+    println!();
+    println!("| suite | members | state per member | encrypt 1 message | receive 1 message |");
+    println!("|---|---:|---:|---:|---:|");
+    for n in [10, 100, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_creator, mut conv, _last, mut joined) = build(n, Suite::XWing, Some(dir.path()));
+        let runs = 21;
+        let mut wires = Vec::with_capacity(runs);
+        let mut enc = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let start = Instant::now();
+            wires.push(conv.encrypt(b"a short message, as most are").unwrap());
+            enc.push(start.elapsed());
+        }
+        let mut dec = Vec::with_capacity(runs);
+        for wire in &wires {
+            let start = Instant::now();
+            joined.receive(wire).unwrap();
+            dec.push(start.elapsed());
+        }
+        enc.sort();
+        dec.sort();
+        let state = std::fs::metadata(dir.path().join(format!("{}.sqlite3", n - 1))).unwrap().len() as usize;
+        println!("| X-Wing | {n} | {} | {} | {} |", kib(state), ms(enc[runs / 2]), ms(dec[runs / 2]));
     }
 }
