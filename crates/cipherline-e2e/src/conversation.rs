@@ -125,7 +125,7 @@ impl Conversation {
     pub fn receive(&mut self, bytes: &[u8]) -> Result<Incoming> {
         let msg = MlsMessage::from_bytes(bytes)?;
         if self.group.has_pending_commit()
-            && self.store.pending(self.group.group_id())?.0.is_some_and(|pending| pending == bytes)
+            && self.store.pending(self.group.group_id())?.is_some_and(|(pending, _)| pending.commit == bytes)
         {
             return self.apply_pending().map(Incoming::Commit);
         }
@@ -224,8 +224,20 @@ impl Conversation {
         // are killed, the next run can still confirm it (mls-rs cannot
         // process its own commit without the pending state).
         self.group.write_to_storage()?;
-        self.store.set_pending(self.group.group_id(), Some(&commit), path)?;
-        Ok(Pending { epoch: self.group.current_epoch(), commit, welcome, group_info })
+        let pending = Pending { epoch: self.group.current_epoch(), commit, welcome, group_info };
+        self.store.set_pending(self.group.group_id(), Some(&pending), path)?;
+        Ok(pending)
+    }
+
+    /// The commit we built and have neither confirmed nor abandoned, as
+    /// [`Conversation::add`] (or `remove`, `update`) returned it: after a
+    /// restart, the client resubmits it or learns from the relay whether it
+    /// was accepted.
+    pub fn pending(&self) -> Result<Option<Pending>> {
+        if !self.group.has_pending_commit() {
+            return Ok(None);
+        }
+        Ok(self.store.pending(self.group.group_id())?.map(|(pending, _)| pending))
     }
 
     /// The relay accepted our pending commit: apply it.
@@ -237,7 +249,7 @@ impl Conversation {
         if !self.group.has_pending_commit() {
             return Err(E2eError::NoPendingCommit);
         }
-        let (_, path) = self.store.pending(self.group.group_id())?;
+        let path = self.store.pending(self.group.group_id())?.is_some_and(|(_, path)| path);
         let description = self.group.apply_pending_commit()?;
         let change = self.change(&description)?;
         self.group.write_to_storage()?;

@@ -17,6 +17,7 @@ use mls_rs::storage_provider::sqlite::connection_strategy::ConnectionStrategy;
 use mls_rs::storage_provider::sqlite::{SqLiteDataStorageEngine, SqLiteDataStorageError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::conversation::Pending;
 use crate::{E2eError, Result};
 
 /// Where the database lives.
@@ -66,7 +67,10 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS cipherline_leaf (
     group_id BLOB PRIMARY KEY,
     since_ms INTEGER NOT NULL,
     sent INTEGER NOT NULL,
+    pending_epoch INTEGER,
     pending_commit BLOB,
+    pending_welcome BLOB,
+    pending_group_info BLOB,
     pending_path INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;";
 
@@ -124,9 +128,9 @@ impl Store {
     /// Starts the bookkeeping of a group we just created or joined.
     pub(crate) fn start(&self, group_id: &[u8]) -> Result<()> {
         self.lock()?.execute(
-            "INSERT INTO cipherline_leaf (group_id, since_ms, sent, pending_commit, pending_path) VALUES (?, ?, 0, NULL, 0)
-             ON CONFLICT(group_id) DO UPDATE SET since_ms = excluded.since_ms, sent = 0, pending_commit = NULL,
-             pending_path = 0",
+            "INSERT INTO cipherline_leaf (group_id, since_ms, sent) VALUES (?, ?, 0)
+             ON CONFLICT(group_id) DO UPDATE SET since_ms = excluded.since_ms, sent = 0, pending_epoch = NULL,
+             pending_commit = NULL, pending_welcome = NULL, pending_group_info = NULL, pending_path = 0",
             params![group_id, to_i64(now_ms())],
         )?;
         Ok(())
@@ -151,26 +155,53 @@ impl Store {
 
     /// Remembers (or clears) the commit we built and have not yet
     /// confirmed or abandoned, and whether it has a path.
-    pub(crate) fn set_pending(&self, group_id: &[u8], commit: Option<&[u8]>, path: bool) -> Result<()> {
+    pub(crate) fn set_pending(&self, group_id: &[u8], pending: Option<&Pending>, path: bool) -> Result<()> {
         self.lock()?.execute(
-            "UPDATE cipherline_leaf SET pending_commit = ?, pending_path = ? WHERE group_id = ?",
-            params![commit, path, group_id],
+            "UPDATE cipherline_leaf SET pending_epoch = ?, pending_commit = ?, pending_welcome = ?,
+             pending_group_info = ?, pending_path = ? WHERE group_id = ?",
+            params![
+                pending.map(|p| to_i64(p.epoch)),
+                pending.map(|p| &p.commit),
+                pending.and_then(|p| p.welcome.as_ref()),
+                pending.and_then(|p| p.group_info.as_ref()),
+                path,
+                group_id
+            ],
         )?;
         Ok(())
     }
 
     /// The commit we built and have not yet confirmed or abandoned, and
     /// whether it has a path.
-    pub(crate) fn pending(&self, group_id: &[u8]) -> Result<(Option<Vec<u8>>, bool)> {
+    pub(crate) fn pending(&self, group_id: &[u8]) -> Result<Option<(Pending, bool)>> {
         let row = self
             .lock()?
             .query_row(
-                "SELECT pending_commit, pending_path FROM cipherline_leaf WHERE group_id = ?",
+                "SELECT pending_epoch, pending_commit, pending_welcome, pending_group_info, pending_path
+                 FROM cipherline_leaf WHERE group_id = ?",
                 params![group_id],
-                |r| Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, bool>(1)?)),
+                |r| {
+                    let epoch: Option<i64> = r.get(0)?;
+                    let commit: Option<Vec<u8>> = r.get(1)?;
+                    let pending = epoch.zip(commit).map(|(epoch, commit)| Pending {
+                        epoch: to_u64(epoch),
+                        commit,
+                        welcome: None,
+                        group_info: None,
+                    });
+                    Ok(pending.map(|p| (p, r.get(2), r.get(3), r.get::<_, bool>(4))))
+                },
             )
-            .optional()?;
-        Ok(row.unwrap_or((None, false)))
+            .optional()?
+            .flatten();
+        match row {
+            None => Ok(None),
+            Some((mut pending, welcome, group_info, path)) => {
+                pending.welcome = welcome?;
+                pending.group_info = group_info?;
+                Ok(Some((pending, path?)))
+            }
+        }
     }
 
     /// Deletes everything about a group: mls-rs's state and past epochs

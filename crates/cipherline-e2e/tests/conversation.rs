@@ -116,11 +116,13 @@ fn two_commits_in_one_epoch_one_wins_the_other_retries() {
     let carols = c.add(std::slice::from_ref(&dave_kp)).unwrap();
     assert_eq!((bobs.epoch, carols.epoch), (epoch, epoch), "both built in the same epoch");
 
+    assert_eq!(c.pending().unwrap(), Some(carols.clone()));
     // The relay accepts bob's, refuses carol's.
     b.confirm().unwrap();
     assert!(matches!(b.confirm(), Err(E2eError::NoPendingCommit)));
     assert_eq!(change(a.receive(&bobs.commit).unwrap()).committer.name, "bob");
     c.abandon().unwrap();
+    assert_eq!(c.pending().unwrap(), None);
     assert_eq!(c.epoch(), epoch, "an abandoned commit leaves the epoch alone");
     let winner = change(c.receive(&bobs.commit).unwrap());
     assert_eq!((winner.epoch, winner.committer.name.as_str()), (epoch + 1, "bob"));

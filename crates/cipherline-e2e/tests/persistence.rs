@@ -64,7 +64,9 @@ fn a_conversation_survives_both_members_restarting() {
     drop((b, bob));
     let bob = open(&pb, "bob", 2);
     let mut b = bob.load(&id).unwrap().unwrap();
+    assert_eq!(b.pending().unwrap(), Some(update.clone()), "the pending commit, to resubmit");
     b.confirm().unwrap();
+    assert_eq!(b.pending().unwrap(), None);
     assert_eq!(change(a.receive(&update.commit).unwrap()).committer.name, "bob");
     assert_eq!(a.epoch(), b.epoch());
     let m4 = b.encrypt(b"new epoch").unwrap();
@@ -75,7 +77,12 @@ fn a_conversation_survives_both_members_restarting() {
 
     // The second key package, generated before the first restart, still works.
     let mut other = alice.create().unwrap();
+    let other_id = other.id().to_vec();
     let p = other.add(&kps[1..]).unwrap();
+    drop((other, alice));
+    let alice = open(&pa, "alice", 1);
+    let mut other = alice.load(&other_id).unwrap().unwrap();
+    assert_eq!(other.pending().unwrap().unwrap().welcome, p.welcome, "the Welcome survives too");
     other.confirm().unwrap();
     bob.join(&p.welcome.unwrap()).unwrap();
     assert_eq!(bob.groups().unwrap().len(), 2);
