@@ -4,7 +4,7 @@
 use cipherline_proto::app::fold_name;
 use mls_rs::error::MlsError;
 use mls_rs::group::proposal::Proposal;
-use mls_rs::group::{CommitEffect, CommitMessageDescription, ProposalSender, ReceivedMessage};
+use mls_rs::group::{CommitEffect, CommitMessageDescription, ReceivedMessage};
 use mls_rs::{Group, MlsMessage};
 use zeroize::Zeroizing;
 
@@ -69,11 +69,6 @@ pub enum Incoming {
     /// A commit, now applied (also this member's own pending commit when
     /// the relay echoes it: then it is confirmed).
     Commit(Change),
-    /// This member asked to leave ([`Conversation::leave`]); it stays in
-    /// the group until a member commits its removal
-    /// ([`Conversation::remove`]), which any member may do (the relay
-    /// accepts one commit per epoch).
-    Leave(Identity),
 }
 
 impl Conversation {
@@ -153,24 +148,12 @@ impl Conversation {
                 self.store.set_pending(self.group.group_id(), None, false)?;
                 Ok(Incoming::Commit(change))
             }
-            ReceivedMessage::Proposal(proposal) => {
+            ReceivedMessage::Proposal(_) => {
                 // We never commit proposals by reference: a cached one would
                 // block sending (RFC 9420 §12.1) until someone commits it.
                 self.group.clear_proposal_cache();
-                match (&proposal.sender, &proposal.proposal) {
-                    // A member asking to be removed (signed by it: the relay
-                    // cannot forge a leave).
-                    (ProposalSender::Member(sender), Proposal::Remove(remove)) if *sender == remove.to_remove() => {
-                        let member = self
-                            .group
-                            .member_at_index(*sender)
-                            .ok_or(E2eError::Unexpected("a sender not in the group"))?;
-                        let leaving = identity_of(&member.signing_identity)?;
-                        self.group.write_to_storage()?;
-                        Ok(Incoming::Leave(leaving))
-                    }
-                    _ => Err(E2eError::Unexpected("a proposal other than a member leaving")),
-                }
+                self.group.write_to_storage()?;
+                Err(E2eError::Unexpected("a proposal"))
             }
             _ => Err(E2eError::Unexpected("not an application message or a commit")),
         }
@@ -271,18 +254,6 @@ impl Conversation {
         self.group.clear_pending_commit();
         self.group.write_to_storage()?;
         self.store.set_pending(self.group.group_id(), None, false)
-    }
-
-    /// A request to leave the group (an `MLSMessage` holding a Remove
-    /// proposal for ourselves, signed by us) for the relay to deliver to the
-    /// members: MLS lets no member commit its own removal, so another member
-    /// commits it when it gets [`Incoming::Leave`]. After sending it, stop
-    /// using the conversation and [`crate::Member::forget`] it.
-    pub fn leave(&mut self) -> Result<Vec<u8>> {
-        let me = self.group.current_member_index();
-        let proposal = self.group.propose_remove(me, Vec::new())?;
-        self.group.write_to_storage()?;
-        Ok(proposal.to_bytes()?)
     }
 
     /// The GroupInfo (an `MLSMessage`, with the ratchet tree) of the

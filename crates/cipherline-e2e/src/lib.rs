@@ -40,9 +40,7 @@
 //!   them); external commits (joins to public groups) are `PublicMessage`s,
 //!   as RFC 9420 requires. Removals, updates and external joins carry a
 //!   path (a fresh leaf key for the committer), add-only commits none;
-//!   Welcomes carry the ratchet tree. A member leaves by
-//!   asking ([`Conversation::leave`], a Remove proposal it signs); another
-//!   member commits the removal.
+//!   Welcomes carry the ratchet tree.
 //! - **Senders.** Every decrypted message comes with the sender's name and
 //!   identity key as its credential in the group says, which mls-rs has
 //!   checked against the group's signatures; names outside the name grammar

@@ -117,6 +117,7 @@ impl Store {
         // connection (our table leaves its schema version alone).
         let conn = location.make_connection().map_err(|e| E2eError::Store(e.to_string()))?;
         conn.execute_batch(SCHEMA)?;
+        upgrade(&conn)?;
         let engine = SqLiteDataStorageEngine::new(location).map_err(|e| E2eError::Store(e.to_string()))?;
         Ok((engine, Store { conn: Arc::new(Mutex::new(conn)) }))
     }
@@ -216,6 +217,33 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Brings a file written by an earlier build of this crate (WAL journal,
+/// fewer columns) to the current form.
+fn upgrade(conn: &Connection) -> Result<()> {
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("delete") && !mode.eq_ignore_ascii_case("memory") {
+        return Err(E2eError::Store(format!("could not leave journal mode {mode}")));
+    }
+    let mut columns = Vec::new();
+    {
+        let mut statement = conn.prepare("SELECT name FROM pragma_table_info('cipherline_leaf')")?;
+        for name in statement.query_map([], |r| r.get::<_, String>(0))? {
+            columns.push(name?);
+        }
+    }
+    for (name, declaration) in [
+        ("pending_epoch", "INTEGER"),
+        ("pending_welcome", "BLOB"),
+        ("pending_group_info", "BLOB"),
+        ("pending_path", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        if !columns.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE cipherline_leaf ADD COLUMN {name} {declaration}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the file with mode 0600 if it does not exist, and narrows it

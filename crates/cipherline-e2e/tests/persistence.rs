@@ -110,3 +110,37 @@ fn an_existing_state_file_is_narrowed_to_0600() {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }
+
+/// A state file from the first build of this crate (WAL journal, the
+/// bookkeeping table without the pending commit's columns) opens and
+/// works.
+#[test]
+fn a_state_file_from_an_earlier_build_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mls.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let _: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE cipherline_leaf (group_id BLOB PRIMARY KEY, since_ms INTEGER NOT NULL,
+             sent INTEGER NOT NULL, pending_commit BLOB) WITHOUT ROWID;",
+        )
+        .unwrap();
+    }
+    let alice = open(&path, "alice", 1);
+    let bob = member_in(dir.path(), "bob", 2);
+    let mut a = alice.create().unwrap();
+    let pending = a.add(&bob.key_packages(1).unwrap()).unwrap();
+    assert_eq!(a.pending().unwrap(), Some(pending.clone()));
+    a.confirm().unwrap();
+    let mut b = bob.join(&pending.welcome.unwrap()).unwrap();
+    let msg = a.encrypt(b"upgraded").unwrap();
+    assert_eq!(&text(b.receive(&msg).unwrap()).plaintext[..], b"upgraded");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode, "delete", "out of WAL, whose frames would keep old secrets");
+}
+
+fn member_in(dir: &Path, name: &str, seed: u8) -> Member {
+    open(&dir.join(format!("{name}.sqlite3")), name, seed)
+}
