@@ -146,6 +146,21 @@ impl Member {
         Conversation::started(group, self.store.clone())
     }
 
+    /// Starts an invite-only group with the owners of `key_packages`: a
+    /// new group, a commit adding them, applied at once (a brand-new group
+    /// has no other member whose commit could win its first epoch); returns
+    /// the group (at epoch 1) and the Welcome for them. The commit itself
+    /// concerns no one else: its only member has applied it. Prefer
+    /// [`Member::create`], [`Conversation::add`] and the relay's answer when
+    /// the relay sequences the group from epoch 0.
+    pub fn start(&self, key_packages: &[Vec<u8>]) -> Result<(Conversation, Vec<u8>)> {
+        let mut conversation = self.create()?;
+        let pending = conversation.add(key_packages)?;
+        conversation.confirm()?;
+        let welcome = pending.welcome.ok_or(E2eError::Unexpected("no Welcome"))?;
+        Ok((conversation, welcome))
+    }
+
     /// Joins the group a Welcome (an `MLSMessage`) invites to; the Welcome
     /// carries the ratchet tree. A one-time key package it used is deleted.
     pub fn join(&self, welcome: &[u8]) -> Result<Conversation> {

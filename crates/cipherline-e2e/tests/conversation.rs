@@ -343,3 +343,15 @@ fn members_and_conversations_can_move_between_threads() {
     send::<Member>();
     send::<cipherline_e2e::Conversation>();
 }
+
+#[test]
+fn start_makes_a_group_with_others_in_one_call() {
+    let alice = member("alice", 1, Suite::XWing);
+    let bob = member("bob", 2, Suite::XWing);
+    let (mut a, welcome) = alice.start(&bob.key_packages(1).unwrap()).unwrap();
+    assert_eq!(a.epoch(), 1);
+    assert_eq!(a.pending().unwrap(), None);
+    let mut b = bob.join(&welcome).unwrap();
+    let msg = a.encrypt(b"started").unwrap();
+    assert_eq!(&text(b.receive(&msg).unwrap()).plaintext[..], b"started");
+}
