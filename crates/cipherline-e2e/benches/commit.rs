@@ -65,6 +65,34 @@ fn build(n: usize, suite: Suite, dir: Option<&Path>) -> (Member, Conversation, M
     (creator, conv, last, joined)
 }
 
+/// A group of `n` members in which every member joined and every second
+/// one has since committed an update: the tree has no blank nodes left, as
+/// in a group that has lived a while. Costs about n²/2 commit processings.
+fn filled(n: usize, suite: Suite) -> Conversation {
+    let members: Vec<Member> = (0..n).map(|i| member(i, suite)).collect();
+    let mut convs = vec![members[0].create().unwrap()];
+    for batch in members[1..].chunks(BATCH) {
+        let kps: Vec<Vec<u8>> = batch.iter().map(|m| m.key_packages(1).unwrap().remove(0)).collect();
+        let pending = convs[0].add(&kps).unwrap();
+        convs[0].confirm().unwrap();
+        for conv in &mut convs[1..] {
+            conv.receive(&pending.commit).unwrap();
+        }
+        let welcome = pending.welcome.unwrap();
+        convs.extend(batch.iter().map(|m| m.join(&welcome).unwrap()));
+    }
+    for i in (1..n).step_by(2) {
+        let pending = convs[i].update().unwrap();
+        convs[i].confirm().unwrap();
+        for (j, conv) in convs.iter_mut().enumerate() {
+            if j != i {
+                conv.receive(&pending.commit).unwrap();
+            }
+        }
+    }
+    convs.swap_remove(0)
+}
+
 /// Median time of `runs` builds of a commit, and the last one built.
 fn measure(
     conv: &mut Conversation,
@@ -93,14 +121,21 @@ fn kib(n: usize) -> String {
 }
 
 fn main() {
-    let rows = [(Suite::XWing, 10), (Suite::XWing, 100), (Suite::XWing, 1000), (Suite::Interop, 1000)];
+    // `true`: the tree filled in by members' own updates (see `filled`).
+    let rows = [
+        (Suite::XWing, 10, false),
+        (Suite::XWing, 100, false),
+        (Suite::XWing, 100, true),
+        (Suite::XWing, 1000, false),
+        (Suite::Interop, 1000, false),
+    ];
     println!(
         "| suite | members | setup | add 1: time | add 1: commit | Welcome | remove 1: time | remove 1: commit | update: time | update: commit |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (suite, n) in rows {
+    for (suite, n, lived) in rows {
         let start = Instant::now();
-        let (_creator, mut conv, _, _) = build(n, suite, None);
+        let mut conv = if lived { filled(n, suite) } else { build(n, suite, None).1 };
         let setup = start.elapsed();
         let runs = if n >= 1000 { 5 } else { 11 };
         let newcomer = member(n + 1, suite).key_packages(1).unwrap();
@@ -108,9 +143,10 @@ fn main() {
         let victim = format!("user{:04}", n / 2);
         let (rm_t, rm) = measure(&mut conv, runs, |c| c.remove(&[victim.as_str()]).unwrap());
         let (up_t, up) = measure(&mut conv, runs, |c| c.update().unwrap());
-        let name = match suite {
-            Suite::XWing => "X-Wing",
-            Suite::Interop => "X25519 (interop)",
+        let name = match (suite, lived) {
+            (Suite::XWing, false) => "X-Wing",
+            (Suite::XWing, true) => "X-Wing, tree filled",
+            (Suite::Interop, _) => "X25519 (interop)",
         };
         println!(
             "| {name} | {n} | {:.1} s | {} | {} | {} | {} | {} | {} | {} |",
