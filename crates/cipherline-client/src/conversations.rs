@@ -282,6 +282,20 @@ impl Conversations {
         }
     }
 
+    /// Refuses to put this identity key in a group twice: MLS requires
+    /// each member's signature key to be unique, and another name of the
+    /// same key (names sharing a data directory) would be a second leaf.
+    fn not_myself(&self, user: &str, key: &[u8; 32]) -> Result<(), ClientError> {
+        if *key == self.member.identity().key {
+            return Err(ClientError::EndToEnd(format!(
+                "{} is a name of your own identity key: an end-to-end conversation needs two keys (give each name \
+                 its own data directory, --data-dir)",
+                crate::display::escape(user)
+            )));
+        }
+        Ok(())
+    }
+
     /// The direct conversation with `peer`, if there is one.
     fn direct_group(&self, peer: &str) -> Result<Option<Vec<u8>>, ClientError> {
         for id in self.store.groups_of(&self.scope, &GroupKind::Direct(peer.to_owned()))? {
@@ -328,6 +342,7 @@ impl Conversations {
                 crate::display::escape(peer)
             )));
         }
+        self.not_myself(peer, &identity.key)?;
         accept(&identity.name, &identity.key)?;
         let guard = lock(&self.lock)?;
         let mut conv = self.member.create().map_err(e2e)?;
@@ -372,7 +387,11 @@ impl Conversations {
             let content = E2eContent { counter, sent_at_ms: now_ms(), text: text.to_owned() };
             conv.encrypt(&content.encode()).map_err(e2e)?
         };
-        client.group_send_acked(group_id, payload).await
+        let acked = client.group_send_acked(group_id, payload).await?;
+        // Post-compromise security: a new leaf key every 100 messages or
+        // 24 hours. Best effort: a failure here does not undo the send.
+        let _ = self.update_if_due(client, group_id).await;
+        Ok(acked)
     }
 
     /// Sends `text` to `peer` end to end, starting the conversation from
@@ -483,6 +502,7 @@ impl Conversations {
                     crate::display::escape(user)
                 )));
             }
+            self.not_myself(user, &identity.key)?;
             accept(&identity.name, &identity.key)?;
             packages.push(package);
         }

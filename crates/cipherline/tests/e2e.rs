@@ -219,3 +219,25 @@ fn a_member_who_left_is_removed_from_the_group_by_the_next_sender() {
     )));
     assert_eq!(got[0]["text"], "bob is gone");
 }
+
+/// Two names in one data directory share one identity key, and MLS puts a
+/// key in a conversation once: the sender is told why and what to do.
+#[test]
+fn two_names_sharing_an_identity_key_are_told_to_use_two_data_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let home = dir.path().join("shared-home");
+    let as_name = |sub: &str, name: &str, args: &[&str]| {
+        common::bin()
+            .env("CIPHERLINE_HOME", &home)
+            .args([sub, "--server", &server.addr, "--name", name, "--server-fingerprint", &server.fingerprint])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(&as_name("listen", "bob", &["--timeout", "1"]));
+    let out = as_name("send", "alice", &["--to", "bob", "see you tomorrow"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("your own identity key") && err.contains("--data-dir"), "{err}");
+}
