@@ -50,6 +50,10 @@ pub const KEY_PACKAGE_TARGET: u32 = 16;
 /// Below this many, a client uploads more.
 pub const KEY_PACKAGE_LOW: u32 = 8;
 
+/// The caller's trust check on a key from a KeyPackage (name, raw
+/// Ed25519 key): `Err` refuses to start a conversation with it.
+pub type KeyCheck<'a> = dyn FnMut(&str, &[u8; 32]) -> Result<(), ClientError> + 'a;
+
 /// A user's end-to-end conversations on one server.
 pub struct Conversations {
     member: Member,
@@ -332,7 +336,7 @@ impl Conversations {
         &self,
         client: &mut Client,
         peer: &str,
-        accept: &mut dyn FnMut(&str, &[u8; 32]) -> Result<(), ClientError>,
+        accept: &mut KeyCheck<'_>,
     ) -> Result<Vec<u8>, ClientError> {
         let package = client.claim_key_package(peer).await?;
         let identity = cipherline_e2e::inspect_key_package(&package).map_err(e2e)?;
@@ -402,7 +406,7 @@ impl Conversations {
         client: &mut Client,
         peer: &str,
         text: &str,
-        accept: &mut dyn FnMut(&str, &[u8; 32]) -> Result<(), ClientError>,
+        accept: &mut KeyCheck<'_>,
     ) -> Result<Acked, ClientError> {
         let group_id = match self.direct_group(peer)? {
             Some(id) => id,
@@ -489,7 +493,7 @@ impl Conversations {
         client: &mut Client,
         room: &str,
         users: &[String],
-        accept: &mut dyn FnMut(&str, &[u8; 32]) -> Result<(), ClientError>,
+        accept: &mut KeyCheck<'_>,
     ) -> Result<(), ClientError> {
         let group_id = self.room_group(room)?.ok_or_else(|| not_member(room))?;
         let mut packages = Vec::with_capacity(users.len());

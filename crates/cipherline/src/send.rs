@@ -29,6 +29,13 @@ use crate::recorder::Recorder;
 /// as too fast is sent again after a pause (a few times at most), and a
 /// line that cannot be delivered is reported by its number.
 ///
+/// Direct messages are end-to-end encrypted (MLS) when you have an Ed25519
+/// identity key (the default): the first one to a user starts a
+/// conversation from one of their end-to-end keys, also while they are
+/// offline; a user who never ran a current client has none, and the
+/// message is refused. In an end-to-end room (`cipherline room`), messages
+/// are encrypted for its members; open rooms, like the lobby, are not.
+///
 /// The server acknowledges a message once it is stored for every
 /// recipient it keeps messages for (an offline one gets it on connecting);
 /// with --wait-delivered, `send` also waits for each recipient's client to

@@ -161,7 +161,7 @@ fn an_open_room_is_marked_and_readable_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::quick(dir.path());
     ok(&run(&server, "room", "alice", &["create", "plaza", "--open"]));
-    let mut listener = server
+    let listener = server
         .client("listen", "bob")
         .args(["--room", "plaza", "--json", "--count", "1", "--timeout", "20"])
         .stdout(std::process::Stdio::piped())
