@@ -383,24 +383,50 @@ impl Conversations {
 
     /// Encrypts `text` in group `group_id` and hands it to the relay;
     /// waits for the Ack.
-    async fn send_in(&self, client: &mut Client, group_id: &[u8], text: &str) -> Result<Acked, ClientError> {
-        let payload = {
-            let _guard = lock(&self.lock)?;
-            let mut conv = self.load(group_id)?;
-            let counter = self.store.next_sent(&self.scope, group_id, &self.me)?;
-            let content = E2eContent { counter, sent_at_ms: now_ms(), text: text.to_owned() };
-            conv.encrypt(&content.encode()).map_err(e2e)?
-        };
-        let acked = client.group_send_acked(group_id, payload).await?;
-        // Post-compromise security: a new leaf key every 100 messages or
-        // 24 hours. Best effort: a failure here does not undo the send.
+    /// Encrypts `text` for the other members of `group_id` (an
+    /// `MLSMessage` for GroupSend). A payload the relay refuses for now
+    /// (`rate_limited`) is sent again as it is, never sealed again: each
+    /// sealing takes the next number of this user's counter, and a number
+    /// never sent would show the others a gap.
+    pub fn seal(&self, group_id: &[u8], text: &str) -> Result<Vec<u8>, ClientError> {
+        let _guard = lock(&self.lock)?;
+        let mut conv = self.load(group_id)?;
+        let counter = self.store.next_sent(&self.scope, group_id, &self.me)?;
+        let content = E2eContent { counter, sent_at_ms: now_ms(), text: text.to_owned() };
+        conv.encrypt(&content.encode()).map_err(e2e)
+    }
+
+    /// After a message was sent in `group_id`: a leaf update if one is due
+    /// (post-compromise security: a new leaf key every 100 messages or 24
+    /// hours). Best effort: a failure here does not undo the send.
+    pub async fn sent(&self, client: &mut Client, group_id: &[u8]) {
         let _ = self.update_if_due(client, group_id).await;
+    }
+
+    async fn send_in(&self, client: &mut Client, group_id: &[u8], text: &str) -> Result<Acked, ClientError> {
+        let payload = self.seal(group_id, text)?;
+        let acked = client.group_send_acked(group_id, payload).await?;
+        self.sent(client, group_id).await;
         Ok(acked)
     }
 
-    /// Sends `text` to `peer` end to end, starting the conversation from
-    /// one of its KeyPackages if there is none yet (also when `peer` is
-    /// offline). `accept` checks the key of a new conversation's peer.
+    /// The direct conversation with `peer`, started from one of its
+    /// KeyPackages if there is none yet (also when `peer` is offline);
+    /// `accept` checks the key of a new conversation's peer.
+    pub async fn direct(
+        &self,
+        client: &mut Client,
+        peer: &str,
+        accept: &mut KeyCheck<'_>,
+    ) -> Result<Vec<u8>, ClientError> {
+        match self.direct_group(peer)? {
+            Some(id) => Ok(id),
+            None => self.start_direct(client, peer, accept).await,
+        }
+    }
+
+    /// Sends `text` to `peer` end to end ([`Conversations::direct`], then
+    /// [`Conversations::seal`]) and waits for the Ack.
     pub async fn send_direct(
         &self,
         client: &mut Client,
@@ -408,23 +434,26 @@ impl Conversations {
         text: &str,
         accept: &mut KeyCheck<'_>,
     ) -> Result<Acked, ClientError> {
-        let group_id = match self.direct_group(peer)? {
-            Some(id) => id,
-            None => self.start_direct(client, peer, accept).await?,
-        };
+        let group_id = self.direct(client, peer, accept).await?;
         self.send_in(client, &group_id, text).await
     }
 
-    /// Sends `text` to the end-to-end room `room` (this client must be in
-    /// its group).
-    pub async fn send_room(&self, client: &mut Client, room: &str, text: &str) -> Result<Acked, ClientError> {
-        let group_id = self.room_group(room)?.ok_or_else(|| {
+    /// The group of the end-to-end room `room`, or why this client cannot
+    /// speak there.
+    pub fn room(&self, room: &str) -> Result<Vec<u8>, ClientError> {
+        self.room_group(room)?.ok_or_else(|| {
             ClientError::EndToEnd(format!(
                 "this client is not in the end-to-end room {} (or has not caught up with its invitation yet: run \
                  `cipherline listen` once)",
                 crate::display::escape(room)
             ))
-        })?;
+        })
+    }
+
+    /// Sends `text` to the end-to-end room `room` (this client must be in
+    /// its group).
+    pub async fn send_room(&self, client: &mut Client, room: &str, text: &str) -> Result<Acked, ClientError> {
+        let group_id = self.room(room)?;
         self.send_in(client, &group_id, text).await
     }
 

@@ -235,16 +235,21 @@ async fn send_one(
     text: &str,
 ) -> Result<Acked, CliError> {
     let Some(e2e) = e2e else { return pacer.send(client, target, text).await };
-    match target {
+    let group_id = match target {
         Target::User(user) => {
             let mut check = conversation::key_check(peers);
-            pacer.paced(async || e2e.send_direct(client, user, text, &mut check).await).await
+            pacer.paced(async || e2e.direct(client, user, &mut check).await).await?
         }
-        Target::Room(room) if e2e.room_group(room).map_err(CliError::Client)?.is_some() => {
-            pacer.paced(async || e2e.send_room(client, room, text).await).await
-        }
-        Target::Room(_) => pacer.send(client, target, text).await,
-    }
+        Target::Room(room) => match e2e.room_group(room).map_err(CliError::Client)? {
+            Some(group_id) => group_id,
+            None => return pacer.send(client, target, text).await,
+        },
+    };
+    // Sealed once: a resend after `rate_limited` is the same message.
+    let payload = e2e.seal(&group_id, text).map_err(CliError::Client)?;
+    let acked = pacer.paced(async || client.group_send_acked(&group_id, payload.clone()).await).await?;
+    e2e.sent(client, &group_id).await;
+    Ok(acked)
 }
 
 /// Brings this client's state of the end-to-end room `room` up to the
