@@ -286,6 +286,23 @@ impl Conversations {
         }
     }
 
+    /// Claims a KeyPackage of `user` and checks it: it must name `user`,
+    /// be another key than this user's, and pass `accept` (the caller's
+    /// trust check on the key).
+    async fn claim(&self, client: &mut Client, user: &str, accept: &mut KeyCheck<'_>) -> Result<Vec<u8>, ClientError> {
+        let package = client.claim_key_package(user).await?;
+        let identity = cipherline_e2e::inspect_key_package(&package).map_err(e2e)?;
+        if fold_name(&identity.name) != fold_name(user) {
+            return Err(ClientError::EndToEnd(format!(
+                "the relay gave a key package of someone else for {}",
+                crate::display::escape(user)
+            )));
+        }
+        self.not_myself(user, &identity.key)?;
+        accept(&identity.name, &identity.key)?;
+        Ok(package)
+    }
+
     /// Refuses to put this identity key in a group twice: MLS requires
     /// each member's signature key to be unique, and another name of the
     /// same key (names sharing a data directory) would be a second leaf.
@@ -338,16 +355,7 @@ impl Conversations {
         peer: &str,
         accept: &mut KeyCheck<'_>,
     ) -> Result<Vec<u8>, ClientError> {
-        let package = client.claim_key_package(peer).await?;
-        let identity = cipherline_e2e::inspect_key_package(&package).map_err(e2e)?;
-        if fold_name(&identity.name) != fold_name(peer) {
-            return Err(ClientError::EndToEnd(format!(
-                "the relay gave a key package of someone else for {}",
-                crate::display::escape(peer)
-            )));
-        }
-        self.not_myself(peer, &identity.key)?;
-        accept(&identity.name, &identity.key)?;
+        let package = self.claim(client, peer, accept).await?;
         let guard = lock(&self.lock)?;
         let mut conv = self.member.create().map_err(e2e)?;
         let pending = conv.add(&[package]).map_err(e2e)?;
@@ -527,17 +535,7 @@ impl Conversations {
         let group_id = self.room_group(room)?.ok_or_else(|| not_member(room))?;
         let mut packages = Vec::with_capacity(users.len());
         for user in users {
-            let package = client.claim_key_package(user).await?;
-            let identity = cipherline_e2e::inspect_key_package(&package).map_err(e2e)?;
-            if fold_name(&identity.name) != fold_name(user) {
-                return Err(ClientError::EndToEnd(format!(
-                    "the relay gave a key package of someone else for {}",
-                    crate::display::escape(user)
-                )));
-            }
-            self.not_myself(user, &identity.key)?;
-            accept(&identity.name, &identity.key)?;
-            packages.push(package);
+            packages.push(self.claim(client, user, accept).await?);
         }
         self.commit_in(client, &group_id, |conv| conv.add(&packages), users, &[]).await
     }
