@@ -88,8 +88,8 @@ pub fn key_check(peers: &mut Peers) -> impl FnMut(&str, &[u8; 32]) -> Result<(),
 
 /// Processes a delivered MLS message and writes what it gave to standard
 /// output (a message, as `listen` prints any) or standard error (group
-/// changes; failures also to standard output as `{"e2e_error"}` with
-/// `--json`). Returns whether a message was shown. The caller
+/// changes, and failures; with `--json` failures go to standard output as
+/// `{"e2e_error"}`). Returns whether a message was shown. The caller
 /// acknowledges `d.seq` afterwards: everything is written out by then.
 pub fn print_group(
     e2e: &Conversations,
@@ -128,7 +128,9 @@ pub fn print_group(
         let failure = line.starts_with('!');
         if as_json && failure {
             println!("{}", serde_json::json!({ "e2e_error": { "id": d.id, "text": line } }));
-        } else if !as_json || failure {
+        } else {
+            // Standard error, for the person watching; --json keeps
+            // standard output for messages and failures.
             eprintln!("{line}");
         }
     }

@@ -241,3 +241,60 @@ fn two_names_sharing_an_identity_key_are_told_to_use_two_data_directories() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("your own identity key") && err.contains("--data-dir"), "{err}");
 }
+
+/// Post-compromise security: after 100 messages a sender's client renews
+/// its leaf key by an update commit, which the other side processes.
+#[test]
+fn the_sender_renews_its_keys_after_100_messages() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let mut send = server
+        .client("send", "alice")
+        .args(["--to", "bob"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = (1..=101).map(|n| format!("line {n}\n")).collect();
+    send.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    ok(&send.wait_with_output().unwrap());
+    let out = run(&server, "listen", "bob", &["--json", "--count", "101", "--timeout", "60"]);
+    let got = json_lines(&ok(&out));
+    assert_eq!(got.len(), 101);
+    assert_eq!(got[100]["text"], "line 101", "in order, none missing");
+    assert!(got.iter().all(|m| m.get("e2e_notice").is_none()), "no gap reported");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("alice renewed their keys"), "{err}");
+}
+
+/// A member offline through several commits (others invited, one
+/// removed) catches up in order and reads what follows.
+#[test]
+fn a_member_offline_through_several_commits_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    for name in ["bob", "carol", "dave"] {
+        publish(&server, name);
+    }
+    ok(&run(&server, "room", "alice", &["create", "ops"]));
+    ok(&run(&server, "room", "alice", &["invite", "ops", "bob"]));
+    ok(&run(&server, "send", "alice", &["--room", "ops", "one"]));
+    // bob is away: carol and dave join, carol is removed again.
+    ok(&run(&server, "room", "alice", &["invite", "ops", "carol"]));
+    ok(&run(&server, "room", "alice", &["invite", "ops", "dave"]));
+    ok(&run(&server, "room", "alice", &["kick", "ops", "carol"]));
+    ok(&run(&server, "send", "alice", &["--room", "ops", "two"]));
+    let out = run(&server, "listen", "bob", &["--room", "ops", "--json", "--count", "2", "--timeout", "20"]);
+    let got = json_lines(&ok(&out));
+    let texts: Vec<&str> = got.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, ["one", "two"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for change in ["+carol", "+dave", "-carol"] {
+        assert!(err.contains(change), "{change} in {err}");
+    }
+    let members = json_lines(&ok(&run(&server, "room", "bob", &["members", "ops", "--json"])));
+    let names: Vec<&str> = members.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "bob", "dave"]);
+}
