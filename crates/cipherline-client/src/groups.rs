@@ -17,6 +17,8 @@ use crate::error::ClientError;
 use crate::local::LocalStore;
 
 pub(crate) const SCHEMA_V2: &str = "
+-- Whether a message travelled end to end (1) or readable by the server (0).
+ALTER TABLE history ADD COLUMN e2e INTEGER NOT NULL DEFAULT 0 CHECK (e2e IN (0, 1));
 CREATE TABLE e2e_groups (
     server TEXT NOT NULL,
     group_id BLOB NOT NULL,

@@ -28,6 +28,7 @@ fn msg(id: u64, from: &str, to: Target, text: &str) -> Msg {
         text: text.to_owned(),
         direction: Direction::In,
         label: "known".to_owned(),
+        e2e: false,
     }
 }
 

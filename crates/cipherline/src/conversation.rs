@@ -121,7 +121,7 @@ pub fn print_group(
         if std::io::stdout().flush().is_err() {
             return Err(CliError::failed("cannot write to standard output", "check the pipe"));
         }
-        recorder.shown(me, &delivery, &status);
+        recorder.shown_as(me, &delivery, &status, true);
         return Ok(true);
     }
     if let Some(line) = describe(&outcome) {

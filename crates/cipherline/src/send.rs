@@ -151,14 +151,14 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
                 let ack = send_one(&mut pacer, &mut client, &mut peers, e2e.as_ref(), &target, &line)
                     .await
                     .map_err(|e| CliError::Line { line: number, error: Box::new(e) })?;
-                recorder.sent(&me, ack.id, ack.timestamp_ms, &target, &line);
+                recorder.sent_as(&me, ack.id, ack.timestamp_ms, &target, &line, route == Route::EndToEnd);
                 acks.push(ack);
             }
         }
     } else {
         let text = args.message.join(" ");
         let ack = send_one(&mut pacer, &mut client, &mut peers, e2e.as_ref(), &target, &text).await?;
-        recorder.sent(&me, ack.id, ack.timestamp_ms, &target, &text);
+        recorder.sent_as(&me, ack.id, ack.timestamp_ms, &target, &text, route == Route::EndToEnd);
         acks.push(ack);
     }
     let full: u32 = acks.iter().map(|a| a.full).sum();

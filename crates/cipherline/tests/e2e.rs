@@ -73,6 +73,18 @@ fn a_direct_message_to_an_offline_user_is_end_to_end() {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(!contains(&bytes, b"marker-dm-7f3a"), "{} holds the plaintext", entry.display());
     }
+    // bob's history says how each message came; alice's how she sent it.
+    for (name, with) in [("bob", "alice"), ("alice", "bob")] {
+        let port = server.addr.rsplit(':').next().unwrap_or_default();
+        let home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()));
+        let out = common::bin()
+            .env("CIPHERLINE_HOME", home)
+            .args(["history", "--server", &server.addr, "--with", with, "--json"])
+            .output()
+            .unwrap();
+        let kept = json_lines(&ok(&out));
+        assert!(!kept.is_empty() && kept.iter().all(|m| m["e2e"] == true), "{name}: {kept:?}");
+    }
 }
 
 #[test]
