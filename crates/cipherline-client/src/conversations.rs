@@ -38,6 +38,8 @@ use crate::error::ClientError;
 use crate::groups::{GroupKind, Outcome};
 use crate::local::LocalStore;
 
+mod split;
+
 /// The MLS state file in the data directory.
 pub const STATE_FILE: &str = "mls.sqlite3";
 /// The lock file serialising processes on the MLS state.
@@ -230,7 +232,9 @@ impl Conversations {
                             text: content.text,
                             sent_at_ms: content.sent_at_ms,
                         }),
-                        Err(_) => Ok(failed(format!("{} sent something this client does not understand", r.sender.name))),
+                        Err(_) => {
+                            Ok(failed(format!("{} sent something this client does not understand", r.sender.name)))
+                        }
                     },
                     Ok(Incoming::Commit(change)) => {
                         if change.removed_me {
