@@ -131,7 +131,7 @@ fn the_first_room_is_marked_and_a_chat_without_an_identity_says_its_messages_are
     let mut command = server.client("chat", "carol");
     command.arg("--no-identity");
     let mut carol = Chat::spawn(command);
-    let mut dave = Chat::start(&server, "dave", &["--no-identity"]);
+    let dave = Chat::start(&server, "dave", &["--no-identity"]);
     carol.type_line("/msg dave plain hello");
     let told = carol.wait("messages to dave");
     assert!(told.last().unwrap().contains("messages to dave are not end-to-end encrypted"), "{told:?}");
