@@ -17,8 +17,6 @@ use cipherline_keys::Fingerprint;
 use cipherline_proto::app::{
     ClientMessage, ErrorCode, GroupEvent, MAX_CHUNK, NoticeKind, RoomKind, ServerMessage, Target, fold_name,
 };
-use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
-use cipherline_proto::signature;
 use clap::Args;
 
 use crate::client_args::{ClientArgs, Connected};
@@ -34,6 +32,7 @@ use crate::pacing::{Outbox, Queued, RETRIES, Refused, Said};
 use crate::recorder::Recorder;
 
 mod e2e;
+mod keys;
 
 /// Chat interactively: type to talk in the current room; /help lists the
 /// commands.
@@ -174,7 +173,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
     let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
     // The Join (or RoomInfo), the Resume and the KeyPackages took server
     // message tokens.
-    let outbox = Outbox::new(client.info().rates, if e2e.is_some() { 5 } else { 2 });
+    let outbox = Outbox::new(client.info().rates, if e2e.is_some() { 6 } else { 2 });
     let (reader, writer, info) = client.split();
     let link = Link { events: spawn_reader(reader), keepalive };
     // Saved before the editor first switches to raw mode; dropped (so
@@ -437,6 +436,7 @@ impl Chat {
             }
             if let Some(why) = lost {
                 link = None;
+                self.side.close().await;
                 if quitting.is_some() {
                     self.lose(&why, None);
                     return Ok(None);
@@ -452,6 +452,7 @@ impl Chat {
             }
         }
         let _ = self.writer.close().await;
+        self.side.close().await;
         Ok(None)
     }
 
@@ -496,8 +497,10 @@ impl Chat {
             self.screen.show(format!("! could not publish end-to-end key packages: {}", escape(&why)));
         }
         let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
-        // Every Join and the Resume took a server message token.
-        let joins = u32::try_from(self.rooms.len()).unwrap_or(u32::MAX).saturating_add(1);
+        // Every Join and the Resume took a server message token (and the
+        // KeyPackages uploads, up to three).
+        let uploads = if self.e2e.is_some() { 3 } else { 0 };
+        let joins = u32::try_from(self.rooms.len()).unwrap_or(u32::MAX).saturating_add(1 + uploads);
         self.outbox.restart(client.info().rates, joins);
         for (room, why) in refused {
             self.rooms.remove(&fold_name(&room));
@@ -954,80 +957,6 @@ impl Chat {
         }
     }
 
-    fn on_identity(&mut self, name: &str, algorithm: u16, key: &[u8]) {
-        let parsed = SignatureAlgorithm::from_u16(algorithm).and_then(|a| IdentityPublicKey::from_spki(a, key).ok());
-        let Some(key) = parsed else {
-            self.verify_pending.remove(&fold_name(name));
-            match self.peers.check_no_key(name) {
-                MessageStatus::KeyChanged { remembered, .. } => {
-                    self.changed.insert(fold_name(name), None);
-                    let name = escape(name);
-                    self.screen.show(format!(
-                        "!!! {name} HAS NO IDENTITY KEY NOW, but you remembered {remembered}: someone may be \
-                         impersonating them (/trust {name} to forget the old key)"
-                    ));
-                }
-                _ => self.screen.show(format!("* {} has no identity key: their messages are unsigned", escape(name))),
-            }
-            return;
-        };
-        let fp = Fingerprint::from_bytes(key.fingerprint());
-        let what = match self.peers.check_key(name, &key) {
-            MessageStatus::New(_) => format!("first seen, now remembered, not verified (/verify {name})"),
-            MessageStatus::KeyChanged { remembered, .. } => {
-                self.changed.insert(fold_name(name), Some(fp));
-                format!("CHANGED: you remembered {remembered}; /verify then /trust to accept it")
-            }
-            MessageStatus::Verified => "the key you remembered and verified".to_owned(),
-            _ => format!("the key you remembered, not verified (/verify {name})"),
-        };
-        self.screen.show(format!("* {}: {} key {fp} ({}) — {what}", escape(name), key_kind(algorithm), fp.short()));
-        if self.verify_pending.remove(&fold_name(name)) {
-            self.show_safety_code(name, fp);
-        }
-    }
-
-    fn show_safety_code(&mut self, name: &str, theirs: Fingerprint) {
-        let Some(mine) = self.me else {
-            self.screen.show("! you have no identity key (--no-identity), so there is nothing to verify");
-            return;
-        };
-        let code = signature::safety_code(mine.as_bytes(), theirs.as_bytes());
-        let which = if self.changed.get(&fold_name(name)).copied().flatten() == Some(theirs) { "NEW key " } else { "" };
-        self.screen.show(format!("* safety code with {} ({which}{theirs}): {code}", escape(name)));
-        self.screen.show(format!(
-            "  compare it with {name} in person or on a call: if both of you see the same code, the server \
-             did not swap your keys"
-        ));
-        if which.is_empty() {
-            self.screen.show(format!("  if it matches, type /verify {name} confirm"));
-        } else {
-            self.screen.show(format!("  if it matches, /trust {name}, then /verify {name} confirm"));
-        }
-        self.codes_shown.insert(fold_name(name), theirs);
-    }
-
-    /// `/verify USER confirm`: the user compared the code shown for the
-    /// remembered key and it matched.
-    fn confirm(&mut self, name: &str) {
-        let Some(remembered) = self.peers.remembered(name) else {
-            self.screen.show(format!("! no key remembered for {name}: /verify {name} first"));
-            return;
-        };
-        if self.changed.contains_key(&fold_name(name)) {
-            self.screen.show(format!("! {name}'s key changed: compare the new code (/verify {name}) and /trust first"));
-            return;
-        }
-        if self.codes_shown.get(&fold_name(name)) != Some(&remembered) {
-            self.screen.show(format!("! /verify {name} first, and compare the code it shows"));
-            return;
-        }
-        match self.peers.mark_verified(&fold_name(name), remembered) {
-            Ok(()) => self.screen.show(format!("* {name}'s key {remembered} is now verified")),
-            Err(e) => self.screen.show(format!("! cannot record it: {e}")),
-        }
-    }
-
     fn on_answer(&mut self, transfer: u64, by: &str, accept: bool) {
         let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return };
         s.out.on_answer(by, accept);
@@ -1070,12 +999,4 @@ impl Chat {
 /// one encoded size.
 fn envelope(encoded: usize, text: usize) -> u32 {
     u32::try_from(encoded.saturating_sub(text)).unwrap_or(u32::MAX)
-}
-
-fn key_kind(algorithm: u16) -> &'static str {
-    match SignatureAlgorithm::from_u16(algorithm) {
-        Some(SignatureAlgorithm::Ed25519) => "Ed25519",
-        Some(SignatureAlgorithm::RsaPssSha256) => "RSA",
-        None => "unknown",
-    }
 }

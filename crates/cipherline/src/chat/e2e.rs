@@ -65,6 +65,15 @@ impl Side {
         self.client.as_mut().ok_or_else(|| CliError::failed("no second connection", "try again"))
     }
 
+    /// Closes the connection, if there is one (chat ends, or its own
+    /// connection was lost: this one is most likely gone too).
+    pub(super) async fn close(&mut self) {
+        self.used = None;
+        if let Some(client) = self.client.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+        }
+    }
+
     /// Runs `op` on the connection, once more on a new one if the old one
     /// was gone (a request on a closed connection never reached the relay).
     async fn run<T>(
