@@ -144,3 +144,42 @@ fn the_first_room_is_marked_and_a_chat_without_an_identity_says_its_messages_are
     carol.quit();
     dave.quit();
 }
+
+#[test]
+fn a_member_who_left_is_removed_from_the_group_and_a_public_room_is_joined_by_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut bob = Chat::start(&server, "bob", &[]);
+    let mut alice = Chat::start(&server, "alice", &[]);
+    alice.type_line("/create club");
+    alice.wait("created club (end-to-end encrypted, invite-only)");
+    alice.type_line("/invite bob");
+    alice.wait("added bob to club");
+    bob.wait("/join club to talk there");
+    bob.type_line("/join club");
+    bob.wait("now in club");
+    bob.type_line("/leave");
+    bob.wait("* left club");
+    // alice enters the room again: her chat sees bob is gone and removes
+    // him from the group, so nothing more is encrypted to him.
+    alice.type_line("/join lobby");
+    alice.wait("joined lobby");
+    alice.type_line("/join club");
+    alice.wait("now in club");
+    alice.wait("bob left club: removed from its group");
+    alice.type_line("/members");
+    let roster = alice.wait("in club");
+    assert!(roster.last().unwrap().ends_with(": alice (you)"), "{roster:?}");
+
+    // A public room: anyone joins it by external commit, and talks there.
+    alice.type_line("/create agora --public");
+    alice.wait("created agora (end-to-end encrypted, public)");
+    bob.type_line("/join agora");
+    bob.wait("joined agora (end-to-end encrypted, public)");
+    bob.type_line("hello agora, marker-chat-public-0b7e");
+    let heard = alice.wait("marker-chat-public-0b7e");
+    assert!(untimed(heard.last().unwrap()).starts_with("[agora] bob"), "{heard:?}");
+    alice.quit();
+    bob.quit();
+    server_never_held(dir.path(), "marker-chat-public-0b7e");
+}
