@@ -183,3 +183,33 @@ fn a_member_who_left_is_removed_from_the_group_and_a_public_room_is_joined_by_an
     bob.quit();
     server_never_held(dir.path(), "marker-chat-public-0b7e");
 }
+
+#[test]
+fn direct_lines_the_server_refuses_as_too_fast_are_encrypted_and_sent_again_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // Few bytes a second: chat paces by message count, so the server
+    // refuses some of these long lines with rate_limited; chat encrypts
+    // each again (a new key of the ratchet) and sends it in its turn.
+    let limits = "max_message_bytes = 17408\nbytes_burst = 17408\nbytes_per_sec = 10000\n";
+    let server = Server::quick_with_limits(dir.path(), Some(limits));
+    let bob = Chat::start(&server, "bob", &[]);
+    let mut alice = Chat::start(&server, "alice", &[]);
+    let lines: Vec<String> = (1..=30).map(|i| format!("{i:02} {}", "y".repeat(1000))).collect();
+    for line in &lines {
+        alice.type_line(&format!("/msg bob {line}"));
+    }
+    let got: Vec<String> = bob
+        .wait("30 yyy")
+        .iter()
+        .map(|l| untimed(l))
+        .filter(|l| l.starts_with("alice"))
+        .map(|l| l.split_once(": ").unwrap().1.to_owned())
+        .collect();
+    assert_eq!(got, lines, "every line, in order");
+    // Every line reached bob, so every one was answered: none given up.
+    alice.type_line("/fingerprint");
+    let alice_saw = alice.wait("suite ");
+    assert!(!alice_saw.iter().any(|l| l.contains("not sent")), "{alice_saw:?}");
+    alice.quit();
+    bob.quit();
+}
