@@ -679,9 +679,20 @@ impl Chat {
         }
         let target = match to.strip_prefix('#') {
             Some(room) => Target::Room(room.to_owned()),
-            None if self.rooms.contains_key(&fold_name(to)) => Target::Room(to.to_owned()),
+            None if self.rooms.contains_key(&fold_name(to)) || self.is_e2e_room(to) => Target::Room(to.to_owned()),
             None => Target::User(to.to_owned()),
         };
+        // Files still travel as in version 1: signed, readable by the relay.
+        match &target {
+            Target::Room(room) if self.is_e2e_room(room) => {
+                self.screen.show("! files cannot be sent into an end-to-end room yet: send it to each member");
+                return Ok(());
+            }
+            Target::User(_) if self.e2e.is_some() => {
+                self.screen.show("* files are not end-to-end encrypted yet: the server relays this one readable");
+            }
+            _ => {}
+        }
         let (file, size) = match open_regular(path) {
             Ok(opened) => opened,
             Err(e) => {
