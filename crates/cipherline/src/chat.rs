@@ -140,6 +140,8 @@ struct Chat {
     told: BTreeSet<String>,
     /// A room change that lost its epoch, to try again.
     deferred: Option<e2e::Deferred>,
+    /// KeyPackages are to be uploaded (an invitation used one).
+    top_up: bool,
 }
 
 /// Why a server message ends the session.
@@ -208,6 +210,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         },
         told: BTreeSet::new(),
         deferred: None,
+        top_up: false,
     };
     let server = match &chat.info.server_key {
         Some(key) => format!("server key {}", Fingerprint::of_server_key(key)),
@@ -378,6 +381,7 @@ impl Chat {
                     step = self.writer.send_message(&ClientMessage::Ping { nonce }).await.map_err(Into::into);
                 }
                 () = tokio::time::sleep_until(resume_at.unwrap_or_else(grace)), if resume_at.is_some() => {}
+                () = std::future::ready(()), if connected && self.top_up => self.top_up(&args.client).await,
                 // A room change that lost its epoch, after what arrived meanwhile.
                 () = tokio::time::sleep_until(self.deferred.as_ref().map_or_else(grace, |d| d.at)),
                     if connected && self.deferred.is_some() =>

@@ -438,6 +438,17 @@ impl Chat {
         Ok(None)
     }
 
+    /// Uploads KeyPackages when the relay may be running low (others use
+    /// one each to add this user); best effort: the next connection
+    /// publishes them anyway.
+    pub(super) async fn top_up(&mut self, args: &ClientArgs) {
+        self.top_up = false;
+        let Some(e2e) = self.e2e.as_ref() else { return };
+        if let Err(e) = self.side.run(args, async |c| e2e.publish_key_packages(c).await).await {
+            self.screen.show(format!("! could not publish end-to-end key packages: {}", why(&e)));
+        }
+    }
+
     /// A group message from the relay: processed by the engine, then shown
     /// (a message like any other, a change as a line), then acknowledged.
     pub(super) async fn on_group(&mut self, d: GroupDelivery) -> Option<End> {
@@ -462,6 +473,10 @@ impl Chat {
         }
         if let Some(line) = describe(&outcome) {
             self.screen.show(line);
+        }
+        if matches!(outcome, Outcome::Joined { .. }) {
+            // The invitation used up one of this user's KeyPackages.
+            self.top_up = true;
         }
         match outcome {
             Outcome::Joined { target: Target::Room(room), .. } => {
