@@ -216,3 +216,30 @@ fn direct_lines_the_server_refuses_as_too_fast_are_encrypted_and_sent_again_in_o
     alice.quit();
     bob.quit();
 }
+
+#[test]
+fn after_many_messages_the_sender_renews_its_keys_and_every_message_still_arrives_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let bob = Chat::start(&server, "bob", &[]);
+    let mut alice = Chat::start(&server, "alice", &[]);
+    // Past cipherline-e2e's UPDATE_AFTER_MESSAGES (100) in one conversation.
+    let lines: Vec<String> = (1..=120).map(|i| format!("update line {i:03}")).collect();
+    for line in &lines {
+        alice.type_line(&format!("/msg bob {line}"));
+    }
+    let seen = bob.wait("update line 120");
+    assert!(
+        seen.iter().any(|l| l.contains("alice renewed their keys")),
+        "alice's chat committed a leaf update: {seen:?}"
+    );
+    let got: Vec<String> = seen
+        .iter()
+        .map(|l| untimed(l))
+        .filter(|l| l.starts_with("alice"))
+        .map(|l| l.split_once(": ").unwrap().1.to_owned())
+        .collect();
+    assert_eq!(got, lines, "every line, in order, across the new epoch");
+    alice.quit();
+    bob.quit();
+}

@@ -410,6 +410,15 @@ impl Chat {
             Route::Group(group) => group,
         };
         let Some(e2e) = self.e2e.as_ref() else { return Ok(Some(said)) };
+        // A new leaf key now and then (post-compromise security), before
+        // this text, so it is encrypted in the new epoch. Only once every
+        // text sent was acknowledged: the relay has queued those already,
+        // so none can reach a member after the commit (the commit goes on
+        // the second connection, which keeps no order with this one). A
+        // failure only delays it to a later text.
+        if self.outbox.all_answered() && e2e.update_due(&group).unwrap_or(false) {
+            let _ = self.side.run(args, async |c| e2e.update_if_due(c, &group).await).await;
+        }
         let payload = match e2e.encrypt_for(&group, &said.text) {
             Ok(p) => p,
             Err(e) => {
@@ -429,11 +438,6 @@ impl Chat {
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
-        }
-        // A new leaf key now and then (post-compromise security); a failure
-        // only delays it to a later message.
-        if e2e.update_due(&group).unwrap_or(false) {
-            let _ = self.side.run(args, async |c| e2e.update_if_due(c, &group).await).await;
         }
         Ok(None)
     }
