@@ -62,7 +62,16 @@ impl Side {
             self.client = Some(client);
         }
         self.used = Some(Instant::now());
-        self.client.as_mut().ok_or_else(|| CliError::failed("no second connection", "try again"))
+        let client = self.client.as_mut().ok_or_else(|| CliError::failed("no second connection", "try again"))?;
+        // What the relay sent this session meanwhile (live traffic of the
+        // name's open rooms; chat's own connection shows it) is dropped
+        // rather than kept. `recv` is cancel-safe; a few thousand at most.
+        for _ in 0..4096 {
+            if !matches!(tokio::time::timeout(Duration::ZERO, client.recv()).await, Ok(Ok(_))) {
+                break;
+            }
+        }
+        Ok(client)
     }
 
     /// Closes the connection, if there is one (chat ends, or its own
