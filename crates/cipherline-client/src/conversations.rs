@@ -41,6 +41,8 @@ use crate::error::ClientError;
 use crate::groups::{GroupKind, Outcome};
 use crate::local::LocalStore;
 
+mod split;
+
 /// The directory of the MLS state files in the data directory.
 pub const STATE_DIR: &str = "mls";
 /// Longest wait for another process's MLS operation.
@@ -49,6 +51,8 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEY_PACKAGE_TARGET: u32 = 16;
 /// Below this many, a client uploads more.
 pub const KEY_PACKAGE_LOW: u32 = 8;
+/// KeyPackages per upload message.
+const UPLOAD_BATCH: usize = 4;
 
 /// The caller's trust check on a key from a KeyPackage (name, raw
 /// Ed25519 key): `Err` refuses to start a conversation with it.
@@ -183,7 +187,11 @@ impl Conversations {
                 let _guard = lock(&self.lock)?;
                 self.member.key_packages(more as usize).map_err(e2e)?
             };
-            client.upload_key_packages(false, packages).await?;
+            // A few per upload: an X-Wing KeyPackage is about 2.5 KB, and
+            // a server's max_message may be as low as 17,408 bytes.
+            for batch in packages.chunks(UPLOAD_BATCH) {
+                client.upload_key_packages(false, batch.to_vec()).await?;
+            }
         }
         Ok(())
     }

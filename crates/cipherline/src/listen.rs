@@ -144,7 +144,9 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
                 backoff = Duration::from_secs(1);
                 c
             }
-            Err(e) if args.reconnect && e.exit_code() == exit::UNREACHABLE => {
+            // Also a connection that broke during the attempt (after the
+            // handshake, while it joined or published its keys).
+            Err(e) if args.reconnect && (e.exit_code() == exit::UNREACHABLE || crate::link::passing(&e)) => {
                 eprintln!("{e}; retrying in {} s", backoff.as_secs());
                 if !pause(backoff, deadline).await {
                     return Err(out_of_time(args, seen, "before listen could connect again"));

@@ -61,12 +61,8 @@ impl Recorder {
         }
     }
 
-    /// Records a message this client sent, once the server gave it `id`.
-    pub fn sent(&mut self, me: &str, id: u64, timestamp_ms: u64, to: &Target, text: &str) {
-        self.sent_as(me, id, timestamp_ms, to, text, false);
-    }
-
-    /// [`Recorder::sent`] for a message sent end to end (`e2e`) or not.
+    /// Records a message this client sent, once the server gave it `id`,
+    /// end to end encrypted (`e2e`) or not.
     pub fn sent_as(&mut self, me: &str, id: u64, timestamp_ms: u64, to: &Target, text: &str, e2e: bool) {
         self.shown.insert(id);
         if let Some(store) = &self.store
