@@ -4,10 +4,13 @@
 //!
 //! # Contract
 //!
-//! - The MLS state lives in `mls.sqlite3` in the data directory (0600).
-//!   Several `cipherline` processes of one data directory may run at once
-//!   (a `listen` beside a `send`): every operation on the state takes the
-//!   exclusive lock on `mls.lock` first (waiting at most
+//! - The MLS state of a name lives in `mls/NAME.sqlite3` in the data
+//!   directory (the name folded; the directory 0700, the file 0600): names
+//!   that share a data directory (and so an identity key) are separate
+//!   members, each with its own groups. Several `cipherline` processes of
+//!   one data directory may run at once (a `listen` beside a `send`): every
+//!   operation on a name's state takes the exclusive lock on
+//!   `mls/NAME.lock` first (waiting at most
 //!   [`LOCK_TIMEOUT`]), loads the group afresh, and stores it before
 //!   releasing the lock, so no two processes ever encrypt with the same
 //!   key or apply one commit twice.
@@ -38,23 +41,30 @@ use crate::error::ClientError;
 use crate::groups::{GroupKind, Outcome};
 use crate::local::LocalStore;
 
-/// The MLS state file in the data directory.
-pub const STATE_FILE: &str = "mls.sqlite3";
-/// The lock file serialising processes on the MLS state.
-pub const LOCK_FILE: &str = "mls.lock";
+mod split;
+
+/// The directory of the MLS state files in the data directory.
+pub const STATE_DIR: &str = "mls";
 /// Longest wait for another process's MLS operation.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// One-time KeyPackages a client keeps at the relay.
 pub const KEY_PACKAGE_TARGET: u32 = 16;
 /// Below this many, a client uploads more.
 pub const KEY_PACKAGE_LOW: u32 = 8;
+/// KeyPackages per upload message.
+const UPLOAD_BATCH: usize = 4;
+
+/// The caller's trust check on a key from a KeyPackage (name, raw
+/// Ed25519 key): `Err` refuses to start a conversation with it.
+pub type KeyCheck<'a> = dyn FnMut(&str, &[u8; 32]) -> Result<(), ClientError> + 'a;
 
 /// A user's end-to-end conversations on one server.
 pub struct Conversations {
     member: Member,
     lock: PathBuf,
     store: LocalStore,
-    server: String,
+    /// The server and this name: what the local tables are keyed by.
+    scope: String,
     me: String,
 }
 
@@ -73,6 +83,21 @@ impl Drop for Locked {
     fn drop(&mut self) {
         let _ = self.0.unlock();
     }
+}
+
+/// Creates `dir` (mode 0700) if needed.
+fn make_private_dir(dir: &Path) -> Result<(), ClientError> {
+    let err = |e: std::io::Error| ClientError::EndToEnd(format!("cannot create {}: {e}", dir.display()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(err)?;
+    Ok(())
 }
 
 fn lock(path: &Path) -> Result<Locked, ClientError> {
@@ -115,10 +140,15 @@ impl Conversations {
         if identity.ed25519_mls_secret().is_none() {
             return Ok(None);
         }
-        let lock_path = dir.join(LOCK_FILE);
+        let state = dir.join(STATE_DIR);
+        make_private_dir(&state)?;
+        let folded = fold_name(me);
+        let lock_path = state.join(format!("{folded}.lock"));
         let _guard = lock(&lock_path)?;
-        let member = Member::open(&dir.join(STATE_FILE), me, identity, Suite::default()).map_err(e2e)?;
-        Ok(Some(Conversations { member, lock: lock_path, store, server: server.to_owned(), me: me.to_owned() }))
+        let member =
+            Member::open(&state.join(format!("{folded}.sqlite3")), me, identity, Suite::default()).map_err(e2e)?;
+        let scope = format!("{server} {folded}");
+        Ok(Some(Conversations { member, lock: lock_path, store, scope, me: me.to_owned() }))
     }
 
     /// The local store this uses.
@@ -157,7 +187,11 @@ impl Conversations {
                 let _guard = lock(&self.lock)?;
                 self.member.key_packages(more as usize).map_err(e2e)?
             };
-            client.upload_key_packages(false, packages).await?;
+            // A few per upload: an X-Wing KeyPackage is about 2.5 KB, and
+            // a server's max_message may be as low as 17,408 bytes.
+            for batch in packages.chunks(UPLOAD_BATCH) {
+                client.upload_key_packages(false, batch.to_vec()).await?;
+            }
         }
         Ok(())
     }
@@ -165,22 +199,22 @@ impl Conversations {
     /// Processes one delivered MLS message (or returns what processing it
     /// gave the first time).
     pub fn handle(&self, d: &GroupDelivery) -> Result<Outcome, ClientError> {
-        if let Some(done) = self.store.processed(&self.server, d.id)? {
+        if let Some(done) = self.store.processed(&self.scope, d.id)? {
             return Ok(done);
         }
         let _guard = lock(&self.lock)?;
         // Again under the lock: another process may have just done it.
-        if let Some(done) = self.store.processed(&self.server, d.id)? {
+        if let Some(done) = self.store.processed(&self.scope, d.id)? {
             return Ok(done);
         }
         let outcome = self.process(d)?;
-        self.store.set_processed(&self.server, d.id, &outcome)?;
+        self.store.set_processed(&self.scope, d.id, &outcome)?;
         Ok(outcome)
     }
 
     /// The conversation a delivery belongs to, as far as known.
     fn target_of(&self, d: &GroupDelivery) -> Result<Target, ClientError> {
-        Ok(match (d.room.clone(), self.store.group(&self.server, &d.group_id)?) {
+        Ok(match (d.room.clone(), self.store.group(&self.scope, &d.group_id)?) {
             (_, Some(GroupKind::Room(room))) | (Some(room), None) => Target::Room(room),
             (_, Some(GroupKind::Direct(peer))) => Target::User(peer),
             (None, None) => Target::User(d.from.clone()),
@@ -209,7 +243,7 @@ impl Conversations {
                             }
                         },
                     };
-                    self.store.set_group(&self.server, conv.id(), &kind)?;
+                    self.store.set_group(&self.scope, conv.id(), &kind)?;
                     Ok(Outcome::Joined { target, members: others.join(", ") })
                 }
                 Err(e) => Ok(failed(format!("an invitation could not be opened: {e}"))),
@@ -220,22 +254,28 @@ impl Conversations {
                 };
                 match conv.receive(&d.payload) {
                     Ok(Incoming::Application(r)) => match E2eContent::decode(&r.plaintext) {
-                        Ok(content) => Ok(Outcome::Message {
-                            from: r.sender.name,
-                            key: r.sender.key,
-                            target: match target {
-                                Target::User(_) => Target::User(self.me.clone()),
-                                room => room,
-                            },
-                            text: content.text,
-                            sent_at_ms: content.sent_at_ms,
-                        }),
-                        Err(_) => Ok(failed(format!("{} sent something this client does not understand", r.sender.name))),
+                        Ok(content) => {
+                            let before = self.store.saw(&self.scope, &d.group_id, &r.sender.name, content.counter)?;
+                            Ok(Outcome::Message {
+                                notice: counter_notice(&r.sender.name, before, content.counter),
+                                from: r.sender.name,
+                                key: r.sender.key,
+                                target: match target {
+                                    Target::User(_) => Target::User(self.me.clone()),
+                                    room => room,
+                                },
+                                text: content.text,
+                                sent_at_ms: content.sent_at_ms,
+                            })
+                        }
+                        Err(_) => {
+                            Ok(failed(format!("{} sent something this client does not understand", r.sender.name)))
+                        }
                     },
                     Ok(Incoming::Commit(change)) => {
                         if change.removed_me {
                             let _ = self.member.forget(&d.group_id);
-                            self.store.forget_group(&self.server, &d.group_id)?;
+                            self.store.forget_group(&self.scope, &d.group_id)?;
                             return Ok(Outcome::Removed { by: change.committer.name, target });
                         }
                         let summary: Vec<String> = change
@@ -254,24 +294,55 @@ impl Conversations {
         }
     }
 
+    /// Claims a KeyPackage of `user` and checks it: it must name `user`,
+    /// be another key than this user's, and pass `accept` (the caller's
+    /// trust check on the key).
+    async fn claim(&self, client: &mut Client, user: &str, accept: &mut KeyCheck<'_>) -> Result<Vec<u8>, ClientError> {
+        let package = client.claim_key_package(user).await?;
+        let identity = cipherline_e2e::inspect_key_package(&package).map_err(e2e)?;
+        if fold_name(&identity.name) != fold_name(user) {
+            return Err(ClientError::EndToEnd(format!(
+                "the relay gave a key package of someone else for {}",
+                crate::display::escape(user)
+            )));
+        }
+        self.not_myself(user, &identity.key)?;
+        accept(&identity.name, &identity.key)?;
+        Ok(package)
+    }
+
+    /// Refuses to put this identity key in a group twice: MLS requires
+    /// each member's signature key to be unique, and another name of the
+    /// same key (names sharing a data directory) would be a second leaf.
+    fn not_myself(&self, user: &str, key: &[u8; 32]) -> Result<(), ClientError> {
+        if *key == self.member.identity().key {
+            return Err(ClientError::EndToEnd(format!(
+                "{} is a name of your own identity key: an end-to-end conversation needs two keys (give each name \
+                 its own data directory, --data-dir)",
+                crate::display::escape(user)
+            )));
+        }
+        Ok(())
+    }
+
     /// The direct conversation with `peer`, if there is one.
     fn direct_group(&self, peer: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        for id in self.store.groups_of(&self.server, &GroupKind::Direct(peer.to_owned()))? {
+        for id in self.store.groups_of(&self.scope, &GroupKind::Direct(peer.to_owned()))? {
             if self.member.load(&id).map_err(e2e)?.is_some() {
                 return Ok(Some(id));
             }
-            self.store.forget_group(&self.server, &id)?;
+            self.store.forget_group(&self.scope, &id)?;
         }
         Ok(None)
     }
 
     /// The end-to-end group of `room`, if this client is in it.
     pub fn room_group(&self, room: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        for id in self.store.groups_of(&self.server, &GroupKind::Room(room.to_owned()))? {
+        for id in self.store.groups_of(&self.scope, &GroupKind::Room(room.to_owned()))? {
             if self.member.load(&id).map_err(e2e)?.is_some() {
                 return Ok(Some(id));
             }
-            self.store.forget_group(&self.server, &id)?;
+            self.store.forget_group(&self.scope, &id)?;
         }
         Ok(None)
     }
@@ -290,17 +361,9 @@ impl Conversations {
         &self,
         client: &mut Client,
         peer: &str,
-        accept: &mut dyn FnMut(&str, &[u8; 32]) -> Result<(), ClientError>,
+        accept: &mut KeyCheck<'_>,
     ) -> Result<Vec<u8>, ClientError> {
-        let package = client.claim_key_package(peer).await?;
-        let identity = cipherline_e2e::inspect_key_package(&package).map_err(e2e)?;
-        if fold_name(&identity.name) != fold_name(peer) {
-            return Err(ClientError::EndToEnd(format!(
-                "the relay gave a key package of someone else for {}",
-                crate::display::escape(peer)
-            )));
-        }
-        accept(&identity.name, &identity.key)?;
+        let package = self.claim(client, peer, accept).await?;
         let guard = lock(&self.lock)?;
         let mut conv = self.member.create().map_err(e2e)?;
         let pending = conv.add(&[package]).map_err(e2e)?;
@@ -320,7 +383,7 @@ impl Conversations {
             Ok(CommitOutcome::Committed(_)) => {
                 conv.confirm().map_err(e2e)?;
                 drop(guard);
-                self.store.set_group(&self.server, &group_id, &GroupKind::Direct(peer.to_owned()))?;
+                self.store.set_group(&self.scope, &group_id, &GroupKind::Direct(peer.to_owned()))?;
                 Ok(group_id)
             }
             Ok(CommitOutcome::Stale(_)) => {
@@ -336,43 +399,77 @@ impl Conversations {
 
     /// Encrypts `text` in group `group_id` and hands it to the relay;
     /// waits for the Ack.
-    async fn send_in(&self, client: &mut Client, group_id: &[u8], text: &str) -> Result<Acked, ClientError> {
-        let content = E2eContent { sent_at_ms: now_ms(), text: text.to_owned() };
-        let payload = {
-            let _guard = lock(&self.lock)?;
-            let mut conv = self.load(group_id)?;
-            conv.encrypt(&content.encode()).map_err(e2e)?
-        };
-        client.group_send_acked(group_id, payload).await
+    /// Encrypts `text` for the other members of `group_id` (an
+    /// `MLSMessage` for GroupSend). A payload the relay refuses for now
+    /// (`rate_limited`) is sent again as it is, never sealed again: each
+    /// sealing takes the next number of this user's counter, and a number
+    /// never sent would show the others a gap.
+    pub fn seal(&self, group_id: &[u8], text: &str) -> Result<Vec<u8>, ClientError> {
+        let _guard = lock(&self.lock)?;
+        let mut conv = self.load(group_id)?;
+        let counter = self.store.next_sent(&self.scope, group_id, &self.me)?;
+        let content = E2eContent { counter, sent_at_ms: now_ms(), text: text.to_owned() };
+        conv.encrypt(&content.encode()).map_err(e2e)
     }
 
-    /// Sends `text` to `peer` end to end, starting the conversation from
-    /// one of its KeyPackages if there is none yet (also when `peer` is
-    /// offline). `accept` checks the key of a new conversation's peer.
+    /// After a message was sent in `group_id`: a leaf update if one is due
+    /// (post-compromise security: a new leaf key every 100 messages or 24
+    /// hours). Best effort: a failure here does not undo the send.
+    pub async fn sent(&self, client: &mut Client, group_id: &[u8]) {
+        let _ = self.update_if_due(client, group_id).await;
+    }
+
+    async fn send_in(&self, client: &mut Client, group_id: &[u8], text: &str) -> Result<Acked, ClientError> {
+        let payload = self.seal(group_id, text)?;
+        let acked = client.group_send_acked(group_id, payload).await?;
+        self.sent(client, group_id).await;
+        Ok(acked)
+    }
+
+    /// The direct conversation with `peer`, started from one of its
+    /// KeyPackages if there is none yet (also when `peer` is offline);
+    /// `accept` checks the key of a new conversation's peer.
+    pub async fn direct(
+        &self,
+        client: &mut Client,
+        peer: &str,
+        accept: &mut KeyCheck<'_>,
+    ) -> Result<Vec<u8>, ClientError> {
+        match self.direct_group(peer)? {
+            Some(id) => Ok(id),
+            None => self.start_direct(client, peer, accept).await,
+        }
+    }
+
+    /// Sends `text` to `peer` end to end ([`Conversations::direct`], then
+    /// [`Conversations::seal`]) and waits for the Ack.
     pub async fn send_direct(
         &self,
         client: &mut Client,
         peer: &str,
         text: &str,
-        accept: &mut dyn FnMut(&str, &[u8; 32]) -> Result<(), ClientError>,
+        accept: &mut KeyCheck<'_>,
     ) -> Result<Acked, ClientError> {
-        let group_id = match self.direct_group(peer)? {
-            Some(id) => id,
-            None => self.start_direct(client, peer, accept).await?,
-        };
+        let group_id = self.direct(client, peer, accept).await?;
         self.send_in(client, &group_id, text).await
     }
 
-    /// Sends `text` to the end-to-end room `room` (this client must be in
-    /// its group).
-    pub async fn send_room(&self, client: &mut Client, room: &str, text: &str) -> Result<Acked, ClientError> {
-        let group_id = self.room_group(room)?.ok_or_else(|| {
+    /// The group of the end-to-end room `room`, or why this client cannot
+    /// speak there.
+    pub fn room(&self, room: &str) -> Result<Vec<u8>, ClientError> {
+        self.room_group(room)?.ok_or_else(|| {
             ClientError::EndToEnd(format!(
                 "this client is not in the end-to-end room {} (or has not caught up with its invitation yet: run \
                  `cipherline listen` once)",
                 crate::display::escape(room)
             ))
-        })?;
+        })
+    }
+
+    /// Sends `text` to the end-to-end room `room` (this client must be in
+    /// its group).
+    pub async fn send_room(&self, client: &mut Client, room: &str, text: &str) -> Result<Acked, ClientError> {
+        let group_id = self.room(room)?;
         self.send_in(client, &group_id, text).await
     }
 
@@ -388,7 +485,7 @@ impl Conversations {
             let _ = self.member.forget(&group_id);
             return Err(e);
         }
-        self.store.set_group(&self.server, &group_id, &GroupKind::Room(room.to_owned()))?;
+        self.store.set_group(&self.scope, &group_id, &GroupKind::Room(room.to_owned()))?;
         if public {
             // The first GroupInfo, so the first joiner has one.
             self.commit_in(client, &group_id, |conv| conv.update(), &[], &[]).await?;
@@ -441,21 +538,12 @@ impl Conversations {
         client: &mut Client,
         room: &str,
         users: &[String],
-        accept: &mut dyn FnMut(&str, &[u8; 32]) -> Result<(), ClientError>,
+        accept: &mut KeyCheck<'_>,
     ) -> Result<(), ClientError> {
         let group_id = self.room_group(room)?.ok_or_else(|| not_member(room))?;
         let mut packages = Vec::with_capacity(users.len());
         for user in users {
-            let package = client.claim_key_package(user).await?;
-            let identity = cipherline_e2e::inspect_key_package(&package).map_err(e2e)?;
-            if fold_name(&identity.name) != fold_name(user) {
-                return Err(ClientError::EndToEnd(format!(
-                    "the relay gave a key package of someone else for {}",
-                    crate::display::escape(user)
-                )));
-            }
-            accept(&identity.name, &identity.key)?;
-            packages.push(package);
+            packages.push(self.claim(client, user, accept).await?);
         }
         self.commit_in(client, &group_id, |conv| conv.add(&packages), users, &[]).await
     }
@@ -496,7 +584,7 @@ impl Conversations {
         drop(guard);
         match outcome {
             Ok(CommitOutcome::Committed(_)) => {
-                self.store.set_group(&self.server, &group_id, &GroupKind::Room(room.to_owned()))?;
+                self.store.set_group(&self.scope, &group_id, &GroupKind::Room(room.to_owned()))?;
                 Ok(())
             }
             Ok(CommitOutcome::Stale(epoch)) => {
@@ -518,7 +606,7 @@ impl Conversations {
         if let Some(group_id) = self.room_group(room)? {
             let _guard = lock(&self.lock)?;
             let _ = self.member.forget(&group_id);
-            self.store.forget_group(&self.server, &group_id)?;
+            self.store.forget_group(&self.scope, &group_id)?;
         }
         Ok(())
     }
@@ -530,6 +618,35 @@ impl Conversations {
         let _guard = lock(&self.lock)?;
         let conv = self.load(&group_id)?;
         Ok(conv.members().map_err(e2e)?.into_iter().map(|(_, id)| (id.name, id.key)).collect())
+    }
+
+    /// Completes in MLS what the relay says about `room`'s members: a
+    /// member of the MLS group that is no longer on the relay's list (it
+    /// sent Leave) is removed by commit, so it can read nothing new. Any
+    /// member may do it (the relay allows removing one who left); a lost
+    /// race is not an error. Returns the names removed.
+    pub async fn reconcile(&self, client: &mut Client, room: &str) -> Result<Vec<String>, ClientError> {
+        let Some(group_id) = self.room_group(room)? else { return Ok(Vec::new()) };
+        let listed: std::collections::BTreeSet<String> = client.who(room).await?.iter().map(|n| fold_name(n)).collect();
+        let gone: Vec<String> = {
+            let _guard = lock(&self.lock)?;
+            self.load(&group_id)?
+                .members()
+                .map_err(e2e)?
+                .into_iter()
+                .map(|(_, id)| id.name)
+                .filter(|name| !listed.contains(&fold_name(name)) && fold_name(name) != fold_name(&self.me))
+                .collect()
+        };
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+        match self.commit_in(client, &group_id, |conv| conv.remove(&names), &[], &gone).await {
+            Ok(()) => Ok(gone),
+            Err(ClientError::Stale { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a leaf-key update in `group_id` if it is due (by messages
@@ -579,6 +696,54 @@ impl Conversations {
     }
 }
 
+/// What a sender's message counter says, given the highest seen from
+/// them before (`None`: this is the first): messages missing in between
+/// (dropped by the relay, or still on the way), or this one arriving after
+/// a later one. Empty when all is in order.
+fn counter_notice(sender: &str, before: Option<u64>, counter: u64) -> String {
+    let sender = crate::display::escape(sender);
+    match before {
+        None => String::new(),
+        Some(b) if counter == b + 1 => String::new(),
+        Some(b) if counter > b => {
+            let missing = counter - b - 1;
+            format!("{missing} earlier message(s) from {sender} have not arrived (dropped on the way, or late)")
+        }
+        Some(b) if counter == b => format!("this message from {sender} repeats the number of an earlier one"),
+        Some(_) => format!("this message from {sender} arrived after a later one"),
+    }
+}
+
 fn not_member(room: &str) -> ClientError {
     ClientError::EndToEnd(format!("this client is not in the end-to-end room {}", crate::display::escape(room)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_counter_reports_gaps_reorders_and_repeats() {
+        assert_eq!(counter_notice("alice", None, 57), "", "the first message seen sets the baseline");
+        assert_eq!(counter_notice("alice", Some(3), 4), "");
+        assert!(counter_notice("alice", Some(3), 6).starts_with("2 earlier message(s) from alice"));
+        assert!(counter_notice("alice", Some(6), 5).contains("after a later one"));
+        assert!(counter_notice("alice", Some(6), 6).contains("repeats"));
+        // Names are escaped.
+        assert!(!counter_notice("a\u{1b}[2J", Some(1), 5).contains('\u{1b}'));
+    }
+
+    #[test]
+    fn counters_are_kept_per_group_and_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("client.db")).unwrap();
+        assert_eq!(store.next_sent("s", b"g1", "Alice").unwrap(), 1);
+        assert_eq!(store.next_sent("s", b"g1", "alice").unwrap(), 2);
+        assert_eq!(store.next_sent("s", b"g2", "alice").unwrap(), 1);
+        assert_eq!(store.saw("s", b"g1", "bob", 5).unwrap(), None);
+        assert_eq!(store.saw("s", b"g1", "BOB", 7).unwrap(), Some(5));
+        // An older one does not move the mark back.
+        assert_eq!(store.saw("s", b"g1", "bob", 6).unwrap(), Some(7));
+        assert_eq!(store.saw("s", b"g1", "bob", 8).unwrap(), Some(7));
+    }
 }

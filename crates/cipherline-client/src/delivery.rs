@@ -83,9 +83,7 @@ impl Client {
         let request = self.writer().next_id();
         commit.request = request;
         self.request(GroupRequest::Commit(commit)).await?;
-        let want = |m: &ServerMessage| {
-            matches!(m, ServerMessage::Group(GroupEvent::Committed { request: r, .. } | GroupEvent::Stale { request: r, .. }) if *r == request)
-        };
+        let want = |m: &ServerMessage| matches!(m, ServerMessage::Group(GroupEvent::Committed { request: r, .. } | GroupEvent::Stale { request: r, .. }) if *r == request);
         match group(self.reply(want, |c| c == request).await?)? {
             GroupEvent::Committed { epoch, .. } => Ok(CommitOutcome::Committed(epoch)),
             GroupEvent::Stale { epoch, .. } => Ok(CommitOutcome::Stale(epoch)),
@@ -117,11 +115,11 @@ impl Client {
     /// Asks what `room` is.
     pub async fn room_info(&mut self, room: &str) -> Result<RoomInfo, ClientError> {
         self.request(GroupRequest::RoomInfo { room: room.to_owned() }).await?;
-        let want = |m: &ServerMessage| {
-            matches!(m, ServerMessage::Group(GroupEvent::RoomInfo { room: r, .. }) if r.eq_ignore_ascii_case(room))
-        };
+        let want = |m: &ServerMessage| matches!(m, ServerMessage::Group(GroupEvent::RoomInfo { room: r, .. }) if r.eq_ignore_ascii_case(room));
         match group(self.reply(want, |_| false).await?)? {
-            GroupEvent::RoomInfo { kind, group_id, epoch, admins, .. } => Ok(RoomInfo { kind, group_id, epoch, admins }),
+            GroupEvent::RoomInfo { kind, group_id, epoch, admins, .. } => {
+                Ok(RoomInfo { kind, group_id, epoch, admins })
+            }
             _ => Err(ClientError::Unexpected),
         }
     }
@@ -130,9 +128,7 @@ impl Client {
     /// external commit): its epoch and the `MLSMessage`.
     pub async fn group_info(&mut self, group_id: &[u8]) -> Result<(u64, Vec<u8>), ClientError> {
         self.request(GroupRequest::GroupInfo { group_id: group_id.to_vec() }).await?;
-        let want = |m: &ServerMessage| {
-            matches!(m, ServerMessage::Group(GroupEvent::GroupInfo { group_id: g, .. }) if g == group_id)
-        };
+        let want = |m: &ServerMessage| matches!(m, ServerMessage::Group(GroupEvent::GroupInfo { group_id: g, .. }) if g == group_id);
         match group(self.reply(want, |_| false).await?)? {
             GroupEvent::GroupInfo { epoch, group_info, .. } => Ok((epoch, group_info)),
             _ => Err(ClientError::Unexpected),

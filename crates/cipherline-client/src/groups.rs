@@ -17,6 +17,8 @@ use crate::error::ClientError;
 use crate::local::LocalStore;
 
 pub(crate) const SCHEMA_V2: &str = "
+-- Whether a message travelled end to end (1) or readable by the server (0).
+ALTER TABLE history ADD COLUMN e2e INTEGER NOT NULL DEFAULT 0 CHECK (e2e IN (0, 1));
 CREATE TABLE e2e_groups (
     server TEXT NOT NULL,
     group_id BLOB NOT NULL,
@@ -39,7 +41,17 @@ CREATE TABLE e2e_processed (
     target TEXT NOT NULL,
     text TEXT NOT NULL,
     sent_at_ms INTEGER NOT NULL,
+    notice TEXT NOT NULL,
     PRIMARY KEY (server, id)
+) WITHOUT ROWID;
+-- Per group and member, the highest message counter seen (received), or
+-- sent (this user's own row).
+CREATE TABLE e2e_counters (
+    server TEXT NOT NULL,
+    group_id BLOB NOT NULL,
+    member TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (server, group_id, member)
 ) WITHOUT ROWID;
 ";
 
@@ -67,6 +79,9 @@ pub enum Outcome {
         text: String,
         /// The sender's clock (authenticated by MLS), Unix milliseconds.
         sent_at_ms: u64,
+        /// Empty, or what the sender's counter says (messages of theirs
+        /// missing before this one, or this one out of order).
+        notice: String,
     },
     /// This user was added to a conversation (a Welcome).
     Joined {
@@ -185,18 +200,18 @@ impl LocalStore {
     /// The recorded outcome of the MLS message `id` of `server`, if a
     /// process of this data directory processed it already.
     pub fn processed(&self, server: &str, id: u64) -> Result<Option<Outcome>, ClientError> {
-        type Row = (String, String, Vec<u8>, String, String, String, i64);
+        type Row = (String, String, Vec<u8>, String, String, String, i64, String);
         self.read(|conn| {
             let row: Option<Row> = conn
                 .query_row(
-                    "SELECT kind, actor, actor_key, target_kind, target, text, sent_at_ms
+                    "SELECT kind, actor, actor_key, target_kind, target, text, sent_at_ms, notice
                      FROM e2e_processed WHERE server = ?1 AND id = ?2",
                     params![server, to_sql(id)],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
                 )
                 .optional()
                 .map_err(|e| self.error(e))?;
-            let Some((kind, actor, key, target_kind, target, text, sent_at_ms)) = row else { return Ok(None) };
+            let Some((kind, actor, key, target_kind, target, text, sent_at_ms, notice)) = row else { return Ok(None) };
             let target = match target_kind.as_str() {
                 "room" => Target::Room(target),
                 "user" => Target::User(target),
@@ -211,6 +226,7 @@ impl LocalStore {
                     target,
                     text,
                     sent_at_ms,
+                    notice,
                 },
                 "joined" => Outcome::Joined { target, members: text },
                 "changed" => Outcome::Changed { by: actor, target, summary: text },
@@ -225,22 +241,34 @@ impl LocalStore {
     /// process recorded one first (keep theirs: the message is gone).
     pub fn set_processed(&self, server: &str, id: u64, outcome: &Outcome) -> Result<bool, ClientError> {
         let none = String::new();
-        let (kind, actor, key, target, text, sent_at_ms): (_, &str, &[u8], _, &str, u64) = match outcome {
-            Outcome::Message { from, key, target, text, sent_at_ms } => {
-                ("message", from, key, target, text, *sent_at_ms)
+        let (kind, actor, key, target, text, sent_at_ms, notice): (_, &str, &[u8], _, &str, u64, &str) = match outcome {
+            Outcome::Message { from, key, target, text, sent_at_ms, notice } => {
+                ("message", from, key, target, text, *sent_at_ms, notice)
             }
-            Outcome::Joined { target, members } => ("joined", &none, &[], target, members, 0),
-            Outcome::Changed { by, target, summary } => ("changed", by, &[], target, summary, 0),
-            Outcome::Removed { by, target } => ("removed", by, &[], target, &none, 0),
-            Outcome::Failed { from, target, reason } => ("failed", from, &[], target, reason, 0),
+            Outcome::Joined { target, members } => ("joined", &none, &[], target, members, 0, &none),
+            Outcome::Changed { by, target, summary } => ("changed", by, &[], target, summary, 0, &none),
+            Outcome::Removed { by, target } => ("removed", by, &[], target, &none, 0, &none),
+            Outcome::Failed { from, target, reason } => ("failed", from, &[], target, reason, 0, &none),
         };
         let (target_kind, target) = target_parts(target);
         self.write(|tx| {
             let added = tx
                 .execute(
-                    "INSERT INTO e2e_processed (server, id, kind, actor, actor_key, target_kind, target, text, sent_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (server, id) DO NOTHING",
-                    params![server, to_sql(id), kind, actor, key, target_kind, target, text, to_sql(sent_at_ms)],
+                    "INSERT INTO e2e_processed
+                       (server, id, kind, actor, actor_key, target_kind, target, text, sent_at_ms, notice)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (server, id) DO NOTHING",
+                    params![
+                        server,
+                        to_sql(id),
+                        kind,
+                        actor,
+                        key,
+                        target_kind,
+                        target,
+                        text,
+                        to_sql(sent_at_ms),
+                        notice
+                    ],
                 )
                 .map_err(|e| self.error(e))?;
             // Bounded like the history: the oldest outcomes go (a message
@@ -252,6 +280,52 @@ impl LocalStore {
             )
             .map_err(|e| self.error(e))?;
             Ok(added == 1)
+        })
+    }
+}
+
+impl LocalStore {
+    /// The next counter for this user's messages in `group_id` (1 for the
+    /// first), recorded before it is used.
+    pub fn next_sent(&self, server: &str, group_id: &[u8], me: &str) -> Result<u64, ClientError> {
+        self.write(|tx| {
+            let n: i64 = tx
+                .query_row(
+                    "INSERT INTO e2e_counters (server, group_id, member, n) VALUES (?1, ?2, ?3, 1)
+                     ON CONFLICT (server, group_id, member) DO UPDATE SET n = n + 1 RETURNING n",
+                    params![server, group_id, fold_name(me)],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.error(e))?;
+            #[allow(clippy::cast_sign_loss)]
+            Ok(n as u64)
+        })
+    }
+
+    /// Records `counter` as seen from `member` in `group_id`; returns the
+    /// highest seen before (`None`: nothing from them yet).
+    pub fn saw(&self, server: &str, group_id: &[u8], member: &str, counter: u64) -> Result<Option<u64>, ClientError> {
+        self.write(|tx| {
+            let e = |e| self.error(e);
+            let before: Option<i64> = tx
+                .query_row(
+                    "SELECT n FROM e2e_counters WHERE server = ?1 AND group_id = ?2 AND member = ?3",
+                    params![server, group_id, fold_name(member)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            #[allow(clippy::cast_sign_loss)]
+            let before = before.map(|n| n as u64);
+            if before.is_none_or(|b| counter > b) {
+                tx.execute(
+                    "INSERT INTO e2e_counters (server, group_id, member, n) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (server, group_id, member) DO UPDATE SET n = ?4",
+                    params![server, group_id, fold_name(member), to_sql(counter)],
+                )
+                .map_err(e)?;
+            }
+            Ok(before)
         })
     }
 }

@@ -107,6 +107,8 @@ pub struct Msg {
     pub direction: Direction,
     /// The verdict label ([`MessageStatus::label`]), or [`OWN_LABEL`].
     pub label: String,
+    /// It travelled end to end encrypted (MLS), not readable by the server.
+    pub e2e: bool,
 }
 
 impl Msg {
@@ -126,6 +128,7 @@ impl Msg {
             text: d.text.clone(),
             direction: if own { Direction::Out } else { Direction::In },
             label: if own { OWN_LABEL } else { status.label() }.to_owned(),
+            e2e: false,
         }
     }
 
@@ -142,7 +145,14 @@ impl Msg {
             text: text.to_owned(),
             direction: Direction::Out,
             label: OWN_LABEL.to_owned(),
+            e2e: false,
         }
+    }
+
+    /// The same message, marked as end to end encrypted or not.
+    #[must_use]
+    pub fn with_e2e(self, e2e: bool) -> Msg {
+        Msg { e2e, ..self }
     }
 
     /// The conversation it belongs to, folded: the room, or for a direct
@@ -321,8 +331,8 @@ impl LocalStore {
             let added = tx
                 .execute(
                     "INSERT INTO history (server, id, seq, timestamp_ms, sender, target_kind, target, conversation,
-                                          text, direction, label)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                          text, direction, label, e2e)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                      ON CONFLICT (server, id, direction) DO NOTHING",
                     params![
                         msg.server,
@@ -335,7 +345,8 @@ impl LocalStore {
                         conversation,
                         msg.text,
                         msg.direction.as_str(),
-                        msg.label
+                        msg.label,
+                        msg.e2e
                     ],
                 )
                 .map_err(e)?;
@@ -381,7 +392,7 @@ impl LocalStore {
             Filter::With(user) => ("AND target_kind = 'user' AND conversation = ?3", fold_name(user)),
         };
         let sql = format!(
-            "SELECT id, seq, timestamp_ms, sender, target_kind, target, text, direction, label FROM history
+            "SELECT id, seq, timestamp_ms, sender, target_kind, target, text, direction, label, e2e FROM history
              WHERE server = ?1 {clause} ORDER BY n DESC LIMIT ?2"
         );
         self.read(|conn| {
@@ -398,6 +409,7 @@ impl LocalStore {
                     r.get::<_, String>(6)?,
                     r.get::<_, String>(7)?,
                     r.get::<_, String>(8)?,
+                    r.get::<_, bool>(9)?,
                 ))
             };
             let rows = match filter {
@@ -407,7 +419,7 @@ impl LocalStore {
             .map_err(e)?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, seq, ts, from, kind, target, text, direction, label) = row.map_err(e)?;
+                let (id, seq, ts, from, kind, target, text, direction, label, e2e) = row.map_err(e)?;
                 let target = match kind.as_str() {
                     "room" => Target::Room(target),
                     "user" => Target::User(target),
@@ -428,6 +440,7 @@ impl LocalStore {
                     text,
                     direction,
                     label,
+                    e2e,
                 });
             }
             out.reverse();

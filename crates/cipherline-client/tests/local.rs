@@ -28,6 +28,7 @@ fn msg(id: u64, from: &str, to: Target, text: &str) -> Msg {
         text: text.to_owned(),
         direction: Direction::In,
         label: "known".to_owned(),
+        e2e: false,
     }
 }
 
@@ -151,16 +152,16 @@ fn the_database_and_its_journal_are_private_even_if_made_readable() {
 #[test]
 fn a_database_from_a_newer_cipherline_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
-    // As a newer version might leave it: another journal mode, version 2.
+    // As a newer version might leave it: another journal mode, version 3.
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
-    conn.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE future (x); PRAGMA user_version = 2;").unwrap();
+    conn.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE future (x); PRAGMA user_version = 3;").unwrap();
     drop(conn);
     let e = LocalStore::open(&db(&dir)).unwrap_err();
-    assert!(matches!(e, ClientError::LocalStoreTooNew { found: 2, supported: 1, .. }), "{e}");
+    assert!(matches!(e, ClientError::LocalStoreTooNew { found: 3, supported: 2, .. }), "{e}");
     assert!(e.to_string().contains("newer cipherline"), "{e}");
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, 2, "not downgraded");
+    assert_eq!(v, 3, "not downgraded");
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "delete", "not even the journal mode changed");
 }
@@ -268,4 +269,25 @@ fn processes_opening_a_new_store_at_once_import_known_peers_exactly_once() {
         assert!(!dir.path().join("known_peers").exists());
         assert!(dir.path().join("known_peers.migrated").exists());
     }
+}
+
+#[test]
+fn a_version_1_database_gains_the_end_to_end_tables_and_keeps_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&db(&dir)).unwrap();
+    store.record(&Msg::sent("s", "me", 1, 5, &Target::User("bob".into()), "kept")).unwrap();
+    drop(store);
+    // Back to what version 1 wrote.
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    conn.execute_batch(
+        "DROP TABLE e2e_groups; DROP TABLE e2e_processed; DROP TABLE e2e_counters; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = LocalStore::open(&db(&dir)).unwrap();
+    assert_eq!(store.history("s", &Filter::All, 10).unwrap().len(), 1);
+    assert_eq!(store.next_sent("s", b"group", "me").unwrap(), 1, "the new tables are there");
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 2);
 }

@@ -120,7 +120,7 @@ impl Conversation {
     pub fn receive(&mut self, bytes: &[u8]) -> Result<Incoming> {
         let msg = MlsMessage::from_bytes(bytes)?;
         if self.group.has_pending_commit()
-            && self.store.pending(self.group.group_id())?.is_some_and(|pending| pending == bytes)
+            && self.store.pending(self.group.group_id())?.is_some_and(|(pending, _)| pending.commit == bytes)
         {
             return self.apply_pending().map(Incoming::Commit);
         }
@@ -145,13 +145,14 @@ impl Conversation {
                 self.group.write_to_storage()?;
                 // A commit from someone else ended the epoch: mls-rs has
                 // dropped any commit of ours built in it.
-                self.store.set_pending(self.group.group_id(), None)?;
+                self.store.set_pending(self.group.group_id(), None, false)?;
                 Ok(Incoming::Commit(change))
             }
             ReceivedMessage::Proposal(_) => {
-                // We never commit proposals by reference; a cached one
-                // would block sending until someone commits it.
+                // We never commit proposals by reference: a cached one would
+                // block sending (RFC 9420 §12.1) until someone commits it.
                 self.group.clear_proposal_cache();
+                self.group.write_to_storage()?;
                 Err(E2eError::Unexpected("a proposal"))
             }
             _ => Err(E2eError::Unexpected("not an application message or a commit")),
@@ -167,7 +168,7 @@ impl Conversation {
             builder = builder.add_member(MlsMessage::from_bytes(kp)?)?;
         }
         let output = builder.build()?;
-        self.pending_from(output)
+        self.pending_from(output, false)
     }
 
     /// A commit removing the members named `names` (compared folded),
@@ -186,17 +187,19 @@ impl Conversation {
             builder = builder.remove_member(index)?;
         }
         let output = builder.build()?;
-        self.pending_from(output)
+        self.pending_from(output, true)
     }
 
     /// A commit that only replaces this member's leaf key (post-compromise
     /// security), NOT applied yet (as [`Conversation::add`]).
     pub fn update(&mut self) -> Result<Pending> {
         let output = self.group.commit_builder().build()?;
-        self.pending_from(output)
+        self.pending_from(output, true)
     }
 
-    fn pending_from(&mut self, output: mls_rs::group::CommitOutput) -> Result<Pending> {
+    /// Stores and returns a commit just built; `path`: whether it carries
+    /// an update path (removals and updates do, add-only commits do not).
+    fn pending_from(&mut self, output: mls_rs::group::CommitOutput, path: bool) -> Result<Pending> {
         let commit = output.commit_message.to_bytes()?;
         let welcome = output.welcome_messages.first().map(MlsMessage::to_bytes).transpose()?;
         let group_info = output.external_commit_group_info.as_ref().map(MlsMessage::to_bytes).transpose()?;
@@ -204,8 +207,20 @@ impl Conversation {
         // are killed, the next run can still confirm it (mls-rs cannot
         // process its own commit without the pending state).
         self.group.write_to_storage()?;
-        self.store.set_pending(self.group.group_id(), Some(&commit))?;
-        Ok(Pending { epoch: self.group.current_epoch(), commit, welcome, group_info })
+        let pending = Pending { epoch: self.group.current_epoch(), commit, welcome, group_info };
+        self.store.set_pending(self.group.group_id(), Some(&pending), path)?;
+        Ok(pending)
+    }
+
+    /// The commit we built and have neither confirmed nor abandoned, as
+    /// [`Conversation::add`] (or `remove`, `update`) returned it: after a
+    /// restart, the client resubmits it or learns from the relay whether it
+    /// was accepted.
+    pub fn pending(&self) -> Result<Option<Pending>> {
+        if !self.group.has_pending_commit() {
+            return Ok(None);
+        }
+        Ok(self.store.pending(self.group.group_id())?.map(|(pending, _)| pending))
     }
 
     /// The relay accepted our pending commit: apply it.
@@ -217,11 +232,16 @@ impl Conversation {
         if !self.group.has_pending_commit() {
             return Err(E2eError::NoPendingCommit);
         }
+        let path = self.store.pending(self.group.group_id())?.is_some_and(|(_, path)| path);
         let description = self.group.apply_pending_commit()?;
         let change = self.change(&description)?;
         self.group.write_to_storage()?;
-        // Every commit of ours has a path: our leaf key is new.
-        self.store.start(self.group.group_id())?;
+        if path {
+            // Our leaf key is new: the update counters start over.
+            self.store.start(self.group.group_id())?;
+        } else {
+            self.store.set_pending(self.group.group_id(), None, false)?;
+        }
         Ok(change)
     }
 
@@ -233,7 +253,7 @@ impl Conversation {
         }
         self.group.clear_pending_commit();
         self.group.write_to_storage()?;
-        self.store.set_pending(self.group.group_id(), None)
+        self.store.set_pending(self.group.group_id(), None, false)
     }
 
     /// The GroupInfo (an `MLSMessage`, with the ratchet tree) of the
@@ -255,7 +275,7 @@ impl Conversation {
     /// ([`Conversation::update`]): its leaf key is older than
     /// [`UPDATE_AFTER_MS`] at `now_ms` (milliseconds since the Unix epoch),
     /// or it sent [`UPDATE_AFTER_MESSAGES`] messages with it. Any confirmed
-    /// commit of ours resets both. True if the bookkeeping is missing or
+    /// commit of ours with a path (an update, a removal) resets both. True if the bookkeeping is missing or
     /// unreadable (an update is always safe).
     #[must_use]
     pub fn needs_update(&self, now_ms: u64) -> bool {

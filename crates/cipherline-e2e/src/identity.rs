@@ -56,7 +56,8 @@ impl mls_rs::error::IntoAnyError for CredentialRefused {
 }
 
 /// The identity rules mls-rs applies to every leaf, key package and
-/// commit: only our credentials ([`identity_of`]); a member is known by
+/// commit: only our credentials (a basic credential with a name in the
+/// grammar and a 32-byte Ed25519 key); a member is known by
 /// its folded name (so `Bob` and `bob` cannot both be in one group); and a
 /// member's successor leaf (an update, a resync) must keep both its name
 /// and its key, so a key change is never silent inside a group.

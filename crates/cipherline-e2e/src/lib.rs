@@ -17,7 +17,7 @@
 //!   refuses it. Inside a group a member's name (folded) and key never
 //!   change: a new key is a new member.
 //! - **Suites.** [`Suite::XWing`] (the default: ML-KEM-768 + X25519, code
-//!   point 0xFEB4 = 65100, a draft code point, with AES-128-GCM, SHA-256 and
+//!   point 0xFE4C = 65100, a draft code point, with AES-128-GCM, SHA-256 and
 //!   Ed25519) so recorded conversations resist a future quantum computer as
 //!   the transport does; [`Suite::Interop`] is the registered
 //!   `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519` (1) for other MLS
@@ -27,15 +27,20 @@
 //!   change (a message encrypted, a message received, a commit built,
 //!   confirmed or abandoned, a join) is written before the call returns, so
 //!   a killed process loses nothing it handed out or acknowledged, and never
-//!   reuses a message key.
+//!   reuses a message key. The file holds every group's secrets and, in
+//!   each group's state, the Ed25519 identity signing key (mls-rs stores
+//!   the signer with the group): only its mode protects it. Deleted
+//!   secrets (past epochs beyond the three mls-rs keeps for late messages,
+//!   used key packages, superseded states) are zeroed in the file.
 //! - **Commits.** A commit is built ([`Conversation::add`],
 //!   [`Conversation::remove`], [`Conversation::update`]) but not applied:
 //!   the relay accepts exactly one commit per epoch, and the caller then
 //!   [`Conversation::confirm`]s or [`Conversation::abandon`]s it. Commits
 //!   from members are `PrivateMessage`s (the relay learns nothing from
 //!   them); external commits (joins to public groups) are `PublicMessage`s,
-//!   as RFC 9420 requires. Every commit carries a path (a fresh leaf key for
-//!   the committer); Welcomes carry the ratchet tree.
+//!   as RFC 9420 requires. Removals, updates and external joins carry a
+//!   path (a fresh leaf key for the committer), add-only commits none;
+//!   Welcomes carry the ratchet tree.
 //! - **Senders.** Every decrypted message comes with the sender's name and
 //!   identity key as its credential in the group says, which mls-rs has
 //!   checked against the group's signatures; names outside the name grammar
@@ -111,10 +116,6 @@ pub enum E2eError {
     /// pending commit.
     #[error("no commit is pending")]
     NoPendingCommit,
-    /// This member was removed from the group: it can neither send nor
-    /// commit; the caller should [`Member::forget`] it.
-    #[error("this member is no longer in the conversation")]
-    NotAMember,
     /// The group is not public: it has no GroupInfo for external joins.
     #[error("the conversation is not public")]
     NotPublic,

@@ -78,6 +78,9 @@ impl Member {
             .extension_types([PUBLIC_GROUP, ExtensionType::LAST_RESORT_KEY_PACKAGE])
             .signing_identity(signing_identity(name, &public), secret.to_vec().into(), suite.code())
             .build();
+        // Key packages nobody used before their lifetime ended: their
+        // private keys serve no one any more.
+        client.key_package_store().delete_expired().map_err(|e| E2eError::Store(e.to_string()))?;
         Ok(Member { client, me: Identity { name: name.to_owned(), key: public }, suite, store })
     }
 
@@ -141,6 +144,21 @@ impl Member {
         let id = provider.random_bytes_vec(GROUP_ID_LEN).map_err(|_| E2eError::Unexpected("no randomness"))?;
         let group = self.client.group_builder()?.with_group_id(id).with_group_context_extensions(extensions).build()?;
         Conversation::started(group, self.store.clone())
+    }
+
+    /// Starts an invite-only group with the owners of `key_packages`: a
+    /// new group, a commit adding them, applied at once (a brand-new group
+    /// has no other member whose commit could win its first epoch); returns
+    /// the group (at epoch 1) and the Welcome for them. The commit itself
+    /// concerns no one else: its only member has applied it. Prefer
+    /// [`Member::create`], [`Conversation::add`] and the relay's answer when
+    /// the relay sequences the group from epoch 0.
+    pub fn start(&self, key_packages: &[Vec<u8>]) -> Result<(Conversation, Vec<u8>)> {
+        let mut conversation = self.create()?;
+        let pending = conversation.add(key_packages)?;
+        conversation.confirm()?;
+        let welcome = pending.welcome.ok_or(E2eError::Unexpected("no Welcome"))?;
+        Ok((conversation, welcome))
     }
 
     /// Joins the group a Welcome (an `MLSMessage`) invites to; the Welcome

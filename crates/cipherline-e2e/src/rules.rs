@@ -35,7 +35,8 @@ impl mls_rs::error::IntoAnyError for RuleBroken {
     }
 }
 
-/// Our rules (see the crate documentation): every commit has a path, the
+/// Our rules (see the crate documentation): a path where RFC 9420 needs
+/// one (removals, updates, external joins), none in add-only commits; the
 /// ratchet tree travels in Welcomes, one Welcome per commit, external
 /// commits only into public groups, commits and messages encrypted, Padmé
 /// padding.
@@ -75,10 +76,12 @@ impl MlsRules for Rules {
         _proposals: &ProposalBundle,
     ) -> Result<CommitOptions, Self::Error> {
         Ok(CommitOptions::new()
-            // A path in every commit: the committer's leaf key is fresh
-            // after each of its commits (post-compromise security), and
-            // the update counters reset on any confirmed commit.
-            .with_path_required(true)
+            // No path in add-only commits: in a group whose tree still has
+            // blank nodes (every freshly built one), a path is encrypted to
+            // nearly every member, over 1 MiB at 1,000 members in X-Wing
+            // (see BENCHMARKS.md), while adding someone heals nothing.
+            // Removals and updates carry one, as RFC 9420 requires.
+            .with_path_required(false)
             .with_ratchet_tree_extension(true)
             .with_single_welcome_message(true)
             .with_allow_external_commit(is_public(&new_context.extensions)))

@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mls_rs::storage_provider::sqlite::connection_strategy::ConnectionStrategy;
-use mls_rs::storage_provider::sqlite::{JournalMode, SqLiteDataStorageEngine, SqLiteDataStorageError};
+use mls_rs::storage_provider::sqlite::{SqLiteDataStorageEngine, SqLiteDataStorageError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::conversation::Pending;
 use crate::{E2eError, Result};
 
 /// Where the database lives.
@@ -42,7 +43,17 @@ impl ConnectionStrategy for Location {
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             ),
         };
-        opened.map_err(|e| SqLiteDataStorageError::SqlEngineError(e.into()))
+        let conn = opened.map_err(|e| SqLiteDataStorageError::SqlEngineError(e.into()))?;
+        // Forward secrecy on disk: what a transaction deletes or replaces
+        // (an old epoch's secrets, a used key package's private key, the
+        // previous group snapshot) is overwritten with zeros in the file,
+        // not left in free pages. With the default rollback journal (not
+        // WAL, whose frames would keep old pages until a checkpoint), no
+        // old secret stays in the database's files once a call returns.
+        // rusqlite sets a 5 s busy timeout on every connection.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(|e| SqLiteDataStorageError::SqlEngineError(e.into()))?;
+        Ok(conn)
     }
 }
 
@@ -50,12 +61,17 @@ impl ConnectionStrategy for Location {
 /// same and how many messages we sent with it (for
 /// [`Conversation::needs_update`](crate::Conversation::needs_update)), and
 /// the bytes of the commit we built and have not yet confirmed or abandoned
-/// (to recognise it if the relay echoes it).
+/// (to recognise it if the relay echoes it) and whether it has a path
+/// (then confirming it renews our leaf key).
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS cipherline_leaf (
     group_id BLOB PRIMARY KEY,
     since_ms INTEGER NOT NULL,
     sent INTEGER NOT NULL,
-    pending_commit BLOB
+    pending_epoch INTEGER,
+    pending_commit BLOB,
+    pending_welcome BLOB,
+    pending_group_info BLOB,
+    pending_path INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;";
 
 /// The open database: the engine mls-rs builds its storages from, and our
@@ -82,9 +98,10 @@ impl Store {
     /// Opens (creating it 0600 if need be) the file at `path`.
     pub(crate) fn open(path: &Path) -> Result<(SqLiteDataStorageEngine<Location>, Store)> {
         create_private(path)?;
-        // WAL: a transaction is one append, durable once the call returns
-        // even if the process is killed right after.
-        Self::with(Location::File(path.to_owned()), Some(JournalMode::Wal))
+        // The rollback journal with SQLite's default `synchronous = FULL`:
+        // a transaction is durable once the call returns, even across a
+        // power cut.
+        Self::with(Location::File(path.to_owned()))
     }
 
     /// A fresh in-memory database.
@@ -92,20 +109,16 @@ impl Store {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let uri = format!("file:cipherline-e2e-{}-{n}?mode=memory&cache=shared", std::process::id());
-        Self::with(Location::Memory(uri), None)
+        Self::with(Location::Memory(uri))
     }
 
-    fn with(location: Location, journal: Option<JournalMode>) -> Result<(SqLiteDataStorageEngine<Location>, Store)> {
+    fn with(location: Location) -> Result<(SqLiteDataStorageEngine<Location>, Store)> {
         // Our table goes beside mls-rs's, which it creates on its own first
         // connection (our table leaves its schema version alone).
         let conn = location.make_connection().map_err(|e| E2eError::Store(e.to_string()))?;
-        if journal.is_some() {
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-        }
         conn.execute_batch(SCHEMA)?;
-        let engine = SqLiteDataStorageEngine::new(location)
-            .map_err(|e| E2eError::Store(e.to_string()))?
-            .with_journal_mode(journal);
+        upgrade(&conn)?;
+        let engine = SqLiteDataStorageEngine::new(location).map_err(|e| E2eError::Store(e.to_string()))?;
         Ok((engine, Store { conn: Arc::new(Mutex::new(conn)) }))
     }
 
@@ -116,8 +129,9 @@ impl Store {
     /// Starts the bookkeeping of a group we just created or joined.
     pub(crate) fn start(&self, group_id: &[u8]) -> Result<()> {
         self.lock()?.execute(
-            "INSERT INTO cipherline_leaf (group_id, since_ms, sent, pending_commit) VALUES (?, ?, 0, NULL)
-             ON CONFLICT(group_id) DO UPDATE SET since_ms = excluded.since_ms, sent = 0, pending_commit = NULL",
+            "INSERT INTO cipherline_leaf (group_id, since_ms, sent) VALUES (?, ?, 0)
+             ON CONFLICT(group_id) DO UPDATE SET since_ms = excluded.since_ms, sent = 0, pending_epoch = NULL,
+             pending_commit = NULL, pending_welcome = NULL, pending_group_info = NULL, pending_path = 0",
             params![group_id, to_i64(now_ms())],
         )?;
         Ok(())
@@ -141,27 +155,59 @@ impl Store {
     }
 
     /// Remembers (or clears) the commit we built and have not yet
-    /// confirmed or abandoned.
-    pub(crate) fn set_pending(&self, group_id: &[u8], commit: Option<&[u8]>) -> Result<()> {
-        self.lock()?
-            .execute("UPDATE cipherline_leaf SET pending_commit = ? WHERE group_id = ?", params![commit, group_id])?;
+    /// confirmed or abandoned, and whether it has a path.
+    pub(crate) fn set_pending(&self, group_id: &[u8], pending: Option<&Pending>, path: bool) -> Result<()> {
+        self.lock()?.execute(
+            "UPDATE cipherline_leaf SET pending_epoch = ?, pending_commit = ?, pending_welcome = ?,
+             pending_group_info = ?, pending_path = ? WHERE group_id = ?",
+            params![
+                pending.map(|p| to_i64(p.epoch)),
+                pending.map(|p| &p.commit),
+                pending.and_then(|p| p.welcome.as_ref()),
+                pending.and_then(|p| p.group_info.as_ref()),
+                path,
+                group_id
+            ],
+        )?;
         Ok(())
     }
 
-    /// The commit we built and have not yet confirmed or abandoned.
-    pub(crate) fn pending(&self, group_id: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// The commit we built and have not yet confirmed or abandoned, and
+    /// whether it has a path.
+    pub(crate) fn pending(&self, group_id: &[u8]) -> Result<Option<(Pending, bool)>> {
         let row = self
             .lock()?
-            .query_row("SELECT pending_commit FROM cipherline_leaf WHERE group_id = ?", params![group_id], |r| {
-                r.get::<_, Option<Vec<u8>>>(0)
-            })
-            .optional()?;
-        Ok(row.flatten())
+            .query_row(
+                "SELECT pending_epoch, pending_commit, pending_welcome, pending_group_info, pending_path
+                 FROM cipherline_leaf WHERE group_id = ?",
+                params![group_id],
+                |r| {
+                    let epoch: Option<i64> = r.get(0)?;
+                    let commit: Option<Vec<u8>> = r.get(1)?;
+                    let pending = epoch.zip(commit).map(|(epoch, commit)| Pending {
+                        epoch: to_u64(epoch),
+                        commit,
+                        welcome: None,
+                        group_info: None,
+                    });
+                    Ok(pending.map(|p| (p, r.get(2), r.get(3), r.get::<_, bool>(4))))
+                },
+            )
+            .optional()?
+            .flatten();
+        match row {
+            None => Ok(None),
+            Some((mut pending, welcome, group_info, path)) => {
+                pending.welcome = welcome?;
+                pending.group_info = group_info?;
+                Ok(Some((pending, path?)))
+            }
+        }
     }
 
     /// Deletes everything about a group: mls-rs's state and past epochs
-    /// (its schema declares a cascade that SQLite only applies with foreign
-    /// keys on, which mls-rs does not turn on) and our row.
+    /// (explicitly: its schema's cascade only works where SQLite was built
+    /// with foreign keys on by default, as the bundled one is) and our row.
     pub(crate) fn forget(&self, group_id: &[u8]) -> Result<()> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
@@ -171,6 +217,33 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Brings a file written by an earlier build of this crate (WAL journal,
+/// fewer columns) to the current form.
+fn upgrade(conn: &Connection) -> Result<()> {
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("delete") && !mode.eq_ignore_ascii_case("memory") {
+        return Err(E2eError::Store(format!("could not leave journal mode {mode}")));
+    }
+    let mut columns = Vec::new();
+    {
+        let mut statement = conn.prepare("SELECT name FROM pragma_table_info('cipherline_leaf')")?;
+        for name in statement.query_map([], |r| r.get::<_, String>(0))? {
+            columns.push(name?);
+        }
+    }
+    for (name, declaration) in [
+        ("pending_epoch", "INTEGER"),
+        ("pending_welcome", "BLOB"),
+        ("pending_group_info", "BLOB"),
+        ("pending_path", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        if !columns.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE cipherline_leaf ADD COLUMN {name} {declaration}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the file with mode 0600 if it does not exist, and narrows it

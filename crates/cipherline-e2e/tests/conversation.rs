@@ -116,11 +116,13 @@ fn two_commits_in_one_epoch_one_wins_the_other_retries() {
     let carols = c.add(std::slice::from_ref(&dave_kp)).unwrap();
     assert_eq!((bobs.epoch, carols.epoch), (epoch, epoch), "both built in the same epoch");
 
+    assert_eq!(c.pending().unwrap(), Some(carols.clone()));
     // The relay accepts bob's, refuses carol's.
     b.confirm().unwrap();
     assert!(matches!(b.confirm(), Err(E2eError::NoPendingCommit)));
     assert_eq!(change(a.receive(&bobs.commit).unwrap()).committer.name, "bob");
     c.abandon().unwrap();
+    assert_eq!(c.pending().unwrap(), None);
     assert_eq!(c.epoch(), epoch, "an abandoned commit leaves the epoch alone");
     let winner = change(c.receive(&bobs.commit).unwrap());
     assert_eq!((winner.epoch, winner.committer.name.as_str()), (epoch + 1, "bob"));
@@ -256,7 +258,8 @@ fn an_update_is_due_after_100_messages_or_24_hours_and_a_confirmed_commit_resets
     assert!(!a.needs_update(now), "reset by the confirmed update");
     assert!(!a.needs_update(now + UPDATE_AFTER_MS / 2));
     change(b.receive(&pending.commit).unwrap());
-    // Any confirmed commit of ours has a path, so it resets too.
+    // An add-only commit has no path and renews nothing; a removal has one
+    // and resets the counters too.
     for _ in 0..UPDATE_AFTER_MESSAGES {
         b.encrypt(b"tock").unwrap();
     }
@@ -264,7 +267,10 @@ fn an_update_is_due_after_100_messages_or_24_hours_and_a_confirmed_commit_resets
     let carol = member("carol", 3, Suite::XWing);
     b.add(&carol.key_packages(1).unwrap()).unwrap();
     b.confirm().unwrap();
-    assert!(!b.needs_update(now));
+    assert!(b.needs_update(now), "an add renews no leaf key");
+    b.remove(&["carol"]).unwrap();
+    b.confirm().unwrap();
+    assert!(!b.needs_update(now), "a removal does");
 }
 
 /// Carol is offline through several commits and messages; she gets them
@@ -314,4 +320,38 @@ fn a_member_offline_through_several_commits_catches_up_in_order() {
     assert_eq!([b.epoch(), c.epoch(), d.epoch()], [4, 4, 4]);
     let names: Vec<String> = c.members().unwrap().into_iter().map(|(_, id)| id.name).collect();
     assert_eq!(names, ["bob", "carol", "dave"], "alice is gone");
+}
+
+/// A group knows a member by its folded name: a second "Bob", with
+/// another key or another spelling, cannot be added beside bob.
+#[test]
+fn a_second_member_with_the_same_folded_name_is_refused() {
+    let alice = member("alice", 1, Suite::XWing);
+    let bob = member("bob", 2, Suite::XWing);
+    let (mut a, _joined) = group(&alice, &[&bob]);
+    for impostor in [member("BOB", 9, Suite::XWing), member("bob", 10, Suite::XWing)] {
+        assert!(a.add(&impostor.key_packages(1).unwrap()).is_err(), "{}", impostor.identity().name);
+    }
+    // Real newcomers still get in.
+    a.add(&member("carol", 3, Suite::XWing).key_packages(1).unwrap()).unwrap();
+    a.confirm().unwrap();
+}
+
+#[test]
+fn members_and_conversations_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<Member>();
+    send::<cipherline_e2e::Conversation>();
+}
+
+#[test]
+fn start_makes_a_group_with_others_in_one_call() {
+    let alice = member("alice", 1, Suite::XWing);
+    let bob = member("bob", 2, Suite::XWing);
+    let (mut a, welcome) = alice.start(&bob.key_packages(1).unwrap()).unwrap();
+    assert_eq!(a.epoch(), 1);
+    assert_eq!(a.pending().unwrap(), None);
+    let mut b = bob.join(&welcome).unwrap();
+    let msg = a.encrypt(b"started").unwrap();
+    assert_eq!(&text(b.receive(&msg).unwrap()).plaintext[..], b"started");
 }

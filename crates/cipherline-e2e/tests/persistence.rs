@@ -64,7 +64,9 @@ fn a_conversation_survives_both_members_restarting() {
     drop((b, bob));
     let bob = open(&pb, "bob", 2);
     let mut b = bob.load(&id).unwrap().unwrap();
+    assert_eq!(b.pending().unwrap(), Some(update.clone()), "the pending commit, to resubmit");
     b.confirm().unwrap();
+    assert_eq!(b.pending().unwrap(), None);
     assert_eq!(change(a.receive(&update.commit).unwrap()).committer.name, "bob");
     assert_eq!(a.epoch(), b.epoch());
     let m4 = b.encrypt(b"new epoch").unwrap();
@@ -75,7 +77,12 @@ fn a_conversation_survives_both_members_restarting() {
 
     // The second key package, generated before the first restart, still works.
     let mut other = alice.create().unwrap();
+    let other_id = other.id().to_vec();
     let p = other.add(&kps[1..]).unwrap();
+    drop((other, alice));
+    let alice = open(&pa, "alice", 1);
+    let mut other = alice.load(&other_id).unwrap().unwrap();
+    assert_eq!(other.pending().unwrap().unwrap().welcome, p.welcome, "the Welcome survives too");
     other.confirm().unwrap();
     bob.join(&p.welcome.unwrap()).unwrap();
     assert_eq!(bob.groups().unwrap().len(), 2);
@@ -102,4 +109,38 @@ fn an_existing_state_file_is_narrowed_to_0600() {
         alice.create().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
+}
+
+/// A state file from the first build of this crate (WAL journal, the
+/// bookkeeping table without the pending commit's columns) opens and
+/// works.
+#[test]
+fn a_state_file_from_an_earlier_build_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mls.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let _: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE cipherline_leaf (group_id BLOB PRIMARY KEY, since_ms INTEGER NOT NULL,
+             sent INTEGER NOT NULL, pending_commit BLOB) WITHOUT ROWID;",
+        )
+        .unwrap();
+    }
+    let alice = open(&path, "alice", 1);
+    let bob = member_in(dir.path(), "bob", 2);
+    let mut a = alice.create().unwrap();
+    let pending = a.add(&bob.key_packages(1).unwrap()).unwrap();
+    assert_eq!(a.pending().unwrap(), Some(pending.clone()));
+    a.confirm().unwrap();
+    let mut b = bob.join(&pending.welcome.unwrap()).unwrap();
+    let msg = a.encrypt(b"upgraded").unwrap();
+    assert_eq!(&text(b.receive(&msg).unwrap()).plaintext[..], b"upgraded");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode, "delete", "out of WAL, whose frames would keep old secrets");
+}
+
+fn member_in(dir: &Path, name: &str, seed: u8) -> Member {
+    open(&dir.join(format!("{name}.sqlite3")), name, seed)
 }

@@ -16,8 +16,8 @@ mod group;
 mod limits;
 mod names;
 pub use group::{
-    CommitRequest, E2eContent, GroupDelivery, GroupEvent, GroupRequest, MAX_COMMIT_NAMES, MAX_GROUP_ID, MAX_KEY_PACKAGE,
-    MAX_KEY_PACKAGES_PER_UPLOAD, PayloadKind, RoomKind,
+    CommitRequest, E2eContent, GroupDelivery, GroupEvent, GroupRequest, MAX_COMMIT_NAMES, MAX_GROUP_ID,
+    MAX_KEY_PACKAGE, MAX_KEY_PACKAGES_PER_UPLOAD, PayloadKind, RoomKind,
 };
 pub use limits::{QueueLimits, RateLimits};
 pub use names::{fold_name, name_skeleton, valid_name};

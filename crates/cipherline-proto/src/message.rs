@@ -95,7 +95,7 @@ fn is_strictly_ascending(list: &[u16]) -> bool {
 
 /// Parses a list of u16 values: non-empty, strictly ascending, at most `max`.
 fn read_u16_list(bytes: &[u8], max: usize) -> Result<Vec<u16>, DecodeError> {
-    if bytes.is_empty() || bytes.len() % 2 != 0 || bytes.len() / 2 > max {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(2) || bytes.len() / 2 > max {
         return Err(DecodeError::IllegalValue);
     }
     let list: Vec<u16> = bytes

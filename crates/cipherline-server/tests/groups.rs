@@ -241,14 +241,16 @@ async fn a_direct_conversation_reaches_an_offline_user_who_joins_and_decrypts_in
     else {
         panic!()
     };
-    let (mut conv, welcome) = alice.member().start(&[key_package]).unwrap();
+    let mut conv = alice.member().create().unwrap();
+    let pending = conv.add(&[key_package]).unwrap();
     let group_id = b"dm-alice-bob-0001".to_vec();
     let mut c = commit(&group_id, 0, &["bob"], &[]);
-    c.welcome = Some(welcome);
+    c.welcome = pending.welcome;
     assert_eq!(
         alice.commit(c).await.unwrap(),
         GroupEvent::Committed { request: 100, group_id: group_id.clone(), epoch: 1 }
     );
+    conv.confirm().unwrap();
     let marker = b"dm marker 51c2e: only bob reads this";
     let wire = conv.encrypt(marker).unwrap();
     let answer = alice.group(GroupRequest::Send { id: 7, group_id: group_id.clone(), payload: wire }).await.unwrap();
@@ -263,14 +265,17 @@ async fn a_direct_conversation_reaches_an_offline_user_who_joins_and_decrypts_in
     let mut bob_conv = bob_mls.join(&w.payload).unwrap();
     let m = bob.delivery().await;
     assert!(m.seq > w.seq && m.kind == PayloadKind::Application);
-    let got = bob_conv.receive(&m.payload).unwrap().expect("an application message");
+    let cipherline_e2e::Incoming::Application(got) = bob_conv.receive(&m.payload).unwrap() else {
+        panic!("an application message")
+    };
     assert_eq!((&got.plaintext[..], got.sender.name.as_str()), (&marker[..], "alice"));
     // And back: alice is a member, bob now too.
     let reply = bob_conv.encrypt(b"hi alice").unwrap();
     let answer = bob.group(GroupRequest::Send { id: 8, group_id: group_id.clone(), payload: reply }).await.unwrap();
     assert!(matches!(answer, ServerMessage::Ack { queued: 1, .. }), "{answer:?}");
     let d = alice.delivery().await;
-    assert_eq!(&conv.receive(&d.payload).unwrap().unwrap().plaintext[..], b"hi alice");
+    let cipherline_e2e::Incoming::Application(back) = conv.receive(&d.payload).unwrap() else { panic!() };
+    assert_eq!(&back.plaintext[..], b"hi alice");
     // A direct conversation takes no third member.
     refused(alice.commit(commit(&group_id, 1, &["carol"], &[])).await, ErrorCode::NotAllowed);
     server.stop().await;

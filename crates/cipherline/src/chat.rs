@@ -8,14 +8,15 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
 use cipherline_client::peers::{MessageStatus, Peers};
 use cipherline_client::transfer::{Outgoing, safe_file_name};
 use cipherline_client::{ClientError, ClientWriter, SessionInfo};
 use cipherline_keys::Fingerprint;
-use cipherline_proto::app::{ClientMessage, ErrorCode, MAX_CHUNK, NoticeKind, ServerMessage, Target, fold_name};
-use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
-use cipherline_proto::signature;
+use cipherline_proto::app::{
+    ClientMessage, ErrorCode, GroupEvent, MAX_CHUNK, NoticeKind, RoomKind, ServerMessage, Target, fold_name,
+};
 use clap::Args;
 
 use crate::client_args::{ClientArgs, Connected};
@@ -29,6 +30,9 @@ use crate::link::{
 use crate::output::{key_notice, message_line};
 use crate::pacing::{Outbox, Queued, RETRIES, Refused, Said};
 use crate::recorder::Recorder;
+
+mod e2e;
+mod keys;
 
 /// Chat interactively: type to talk in the current room; /help lists the
 /// commands.
@@ -54,10 +58,18 @@ pub struct ChatArgs {
 const HELP: &str = "\
 commands:
   TEXT                       say TEXT in the current room
-  /join ROOM                 join ROOM and make it the current room
+  /join ROOM                 make ROOM the current room: joins an open room or
+                             a public end-to-end one; a new name creates an
+                             end-to-end, invite-only room
+  /create ROOM [--public | --open]
+                             create an end-to-end room (--public: anyone may
+                             join) or an open one the server can read
+  /invite USER...            add USER to the current end-to-end room
+  /kick USER...              remove USER from it (admins)
   /leave                     leave the current room
-  /msg USER TEXT             direct message to USER
-  /who                       who is in the current room
+  /msg USER TEXT             direct message to USER (end-to-end encrypted)
+  /who, /members             who is in the current room (end-to-end: the
+                             group's members and the state of their keys)
   /whois USER                USER's identity key fingerprint
   /verify USER               a safety code to compare with USER out of band
   /verify USER confirm       the codes matched: mark USER's key verified
@@ -115,6 +127,21 @@ struct Chat {
     sending: Option<Sending>,
     /// Ids of messages shown, so a redelivered one is shown once.
     recorder: Recorder,
+    /// The end-to-end engine; `None` without an Ed25519 identity or a
+    /// stored queue (everything goes as before, readable by the server).
+    e2e: Option<Conversations>,
+    /// The second connection, for the engine's requests.
+    side: e2e::Side,
+    /// The end-to-end rooms this user is in (known this session): folded
+    /// name to spelling. Never joined (their group delivers to members).
+    e2e_rooms: BTreeMap<String, String>,
+    /// Folded names of users already told whether their direct messages
+    /// are end-to-end encrypted.
+    told: BTreeSet<String>,
+    /// A room change that lost its epoch, to try again.
+    deferred: Option<e2e::Deferred>,
+    /// KeyPackages are to be uploaded (an invitation used one).
+    top_up: bool,
 }
 
 /// Why a server message ends the session.
@@ -127,15 +154,28 @@ enum End {
 
 /// Runs `chat`.
 pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
-    let Connected { mut client, peers, me, server, .. } = args.client.connect(true).await?;
+    let Connected { mut client, peers, me, server, e2e } = args.client.connect(true).await?;
     let recorder = Recorder::new(peers.store().cloned(), server);
-    client.join(&args.room).await?;
+    // The first room may be an end-to-end one this user is in: its group
+    // delivers to it, it is not joined.
+    let mut first_e2e = false;
+    if let Some(e2e) = &e2e {
+        if let Err(e) = e2e.publish_key_packages(&mut client).await {
+            eprintln!("warning: could not publish end-to-end key packages: {e}");
+        }
+        first_e2e = client.room_info(&args.room).await?.kind.is_some_and(RoomKind::is_e2e)
+            && e2e.room_group(&args.room).map_err(CliError::Client)?.is_some();
+    }
+    if !first_e2e {
+        client.join(&args.room).await?;
+    }
     // What arrived while this user was away comes now (after the Join,
     // so it is shown in the room joined).
     client.resume(0).await?;
     let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
-    // The Join and Resume took server message tokens.
-    let outbox = Outbox::new(client.info().rates, 2);
+    // The Join (or RoomInfo), the Resume and the KeyPackages took server
+    // message tokens.
+    let outbox = Outbox::new(client.info().rates, if e2e.is_some() { 6 } else { 2 });
     let (reader, writer, info) = client.split();
     let link = Link { events: spawn_reader(reader), keepalive };
     // Saved before the editor first switches to raw mode; dropped (so
@@ -153,7 +193,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         verify_pending: BTreeSet::new(),
         screen,
         room: Some(args.room.clone()),
-        rooms: BTreeMap::from([(fold_name(&args.room), args.room.clone())]),
+        rooms: if first_e2e { BTreeMap::new() } else { BTreeMap::from([(fold_name(&args.room), args.room.clone())]) },
         room_wait: None,
         outbox,
         quit_queued: false,
@@ -161,17 +201,28 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         download_dir: args.download_dir.clone(),
         sending: None,
         recorder,
+        e2e,
+        side: e2e::Side::default(),
+        e2e_rooms: if first_e2e {
+            BTreeMap::from([(fold_name(&args.room), args.room.clone())])
+        } else {
+            BTreeMap::new()
+        },
+        told: BTreeSet::new(),
+        deferred: None,
+        top_up: false,
     };
     let server = match &chat.info.server_key {
         Some(key) => format!("server key {}", Fingerprint::of_server_key(key)),
         None => "no server key: the shared password authenticated the server".to_owned(),
     };
     chat.screen.show(format!(
-        "connected to {} as {} ({}); {server}; in room {}. /help for commands.",
+        "connected to {} as {} ({}); {server}; in room {} ({}). /help for commands.",
         args.client.server,
         escape(&chat.info.name),
         chat.info.suite,
-        escape(&args.room)
+        escape(&args.room),
+        if first_e2e { "end-to-end encrypted" } else { "not end-to-end encrypted" }
     ));
     if chat.info.queue.is_none() {
         chat.screen.show(
@@ -296,7 +347,7 @@ impl Chat {
                 },
                 () = tokio::time::sleep_until(due.unwrap_or_else(grace)), if due.is_some() => {
                     match self.outbox.pop() {
-                        Some(Queued::Line(line)) => match self.command(&line).await {
+                        Some(Queued::Line(line)) => match self.command(&line, 0, &args.client).await {
                             Ok(true) => {
                                 quitting = Some(grace());
                                 self.outbox.drop_lines();
@@ -305,7 +356,7 @@ impl Chat {
                             Err(e) if passing(&e) => step = Err(e),
                             Err(e) => self.screen.show(format!("! {e}")),
                         },
-                        Some(Queued::Resend(said)) => step = self.transmit(said).await,
+                        Some(Queued::Resend(said)) => step = self.transmit(said, &args.client).await,
                         Some(Queued::Quit) => {
                             quitting = Some(grace());
                             self.outbox.drop_lines();
@@ -330,6 +381,15 @@ impl Chat {
                     step = self.writer.send_message(&ClientMessage::Ping { nonce }).await.map_err(Into::into);
                 }
                 () = tokio::time::sleep_until(resume_at.unwrap_or_else(grace)), if resume_at.is_some() => {}
+                () = std::future::ready(()), if connected && self.top_up => self.top_up(&args.client).await,
+                // A room change that lost its epoch, after what arrived meanwhile.
+                () = tokio::time::sleep_until(self.deferred.as_ref().map_or_else(grace, |d| d.at)),
+                    if connected && self.deferred.is_some() =>
+                {
+                    if let Some(d) = self.deferred.take() {
+                        step = self.command(&d.line, d.tries, &args.client).await.map(drop);
+                    }
+                }
                 () = tokio::time::sleep_until(self.room_wait.unwrap_or_else(grace)), if self.room_wait.is_some() => {
                     self.room_wait = None;
                     self.screen.show("! the server did not answer about the room in 5 s; going on in the current room");
@@ -380,6 +440,7 @@ impl Chat {
             }
             if let Some(why) = lost {
                 link = None;
+                self.side.close().await;
                 if quitting.is_some() {
                     self.lose(&why, None);
                     return Ok(None);
@@ -395,6 +456,7 @@ impl Chat {
             }
         }
         let _ = self.writer.close().await;
+        self.side.close().await;
         Ok(None)
     }
 
@@ -434,17 +496,22 @@ impl Chat {
 
     /// Takes a new connection into use: its writer, limits and reader.
     fn rejoined(&mut self, back: Rejoined, server: &str) -> Link {
-        let Rejoined { client, refused } = back;
+        let Rejoined { client, refused, key_packages } = back;
+        if let Some(why) = key_packages {
+            self.screen.show(format!("! could not publish end-to-end key packages: {}", escape(&why)));
+        }
         let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
-        // Every Join and the Resume took a server message token.
-        let joins = u32::try_from(self.rooms.len()).unwrap_or(u32::MAX).saturating_add(1);
+        // Every Join and the Resume took a server message token (and the
+        // KeyPackages uploads, up to three).
+        let uploads = if self.e2e.is_some() { 3 } else { 0 };
+        let joins = u32::try_from(self.rooms.len()).unwrap_or(u32::MAX).saturating_add(1 + uploads);
         self.outbox.restart(client.info().rates, joins);
         for (room, why) in refused {
             self.rooms.remove(&fold_name(&room));
             self.screen.show(format!("! could not join {} again: {}", escape(&room), escape(&why)));
         }
-        if self.room.as_deref().is_some_and(|r| !self.rooms.contains_key(&fold_name(r))) {
-            self.room = self.rooms.values().next().cloned();
+        if self.room.as_deref().is_some_and(|r| !self.rooms.contains_key(&fold_name(r)) && !self.is_e2e_room(r)) {
+            self.room = self.rooms.values().chain(self.e2e_rooms.values()).next().cloned();
         }
         let (reader, writer, info) = client.split();
         self.writer = writer;
@@ -475,8 +542,9 @@ impl Chat {
         }
     }
 
-    /// Handles one typed line; true to quit.
-    async fn command(&mut self, line: &str) -> Result<bool, CliError> {
+    /// Handles one typed line (`tries`: how often it was tried before, for
+    /// a room change that lost its epoch); true to quit.
+    async fn command(&mut self, line: &str, tries: u32, args: &ClientArgs) -> Result<bool, CliError> {
         let line = line.trim();
         if line.is_empty() {
             return Ok(false);
@@ -486,23 +554,30 @@ impl Chat {
             "/quit" | "/exit" => return Ok(true),
             "/help" => self.screen.show(HELP),
             "/join" if !rest.is_empty() => {
+                if self.e2e_join(rest, args).await {
+                    return Ok(false);
+                }
                 self.writer.send_message(&ClientMessage::Join { room: rest.to_owned() }).await?;
                 self.room_wait = Some(tokio::time::Instant::now() + ROOM_WAIT);
             }
             "/join" => self.screen.show("! usage: /join ROOM (joins ROOM and makes it the current room)"),
             "/leave" => match self.room.clone() {
+                Some(room) if self.is_e2e_room(&room) => self.leave_e2e(&room, args).await,
                 Some(room) => {
                     self.writer.send_message(&ClientMessage::Leave { room }).await?;
                     self.room_wait = Some(tokio::time::Instant::now() + ROOM_WAIT);
                 }
                 None => self.screen.show("! you are in no room"),
             },
-            "/who" => match self.room.clone() {
+            "/create" => self.create(rest, args).await?,
+            "/invite" | "/kick" => self.change(line, rest, cmd == "/invite", tries, args).await,
+            "/who" | "/members" => match self.room.clone() {
+                Some(room) if self.is_e2e_room(&room) => self.roster(&room),
                 Some(room) => self.writer.send_message(&ClientMessage::Who { room }).await?,
                 None => self.screen.show("! you are in no room"),
             },
             "/msg" => match rest.split_once(' ') {
-                Some((user, text)) => self.say(Target::User(user.to_owned()), text).await?,
+                Some((user, text)) => self.say(Target::User(user.to_owned()), text, args).await?,
                 None => self.screen.show("! usage: /msg USER TEXT"),
             },
             "/send-file" => match rest.split_once(' ') {
@@ -566,7 +641,7 @@ impl Chat {
             }
             _ if cmd.starts_with('/') => self.screen.show(format!("! unknown command {cmd}; /help lists them")),
             _ => match self.room.clone() {
-                Some(room) => self.say(Target::Room(room), line).await?,
+                Some(room) => self.say(Target::Room(room), line, args).await?,
                 None => self.screen.show("! you are in no room; /join one"),
             },
         }
@@ -574,15 +649,16 @@ impl Chat {
     }
 
     /// Sends a text (its turn in the queue has come).
-    async fn say(&mut self, to: Target, text: &str) -> Result<(), CliError> {
+    async fn say(&mut self, to: Target, text: &str, args: &ClientArgs) -> Result<(), CliError> {
         let said = self.outbox.said(to, text);
-        self.transmit(said).await
+        self.transmit(said, args).await
     }
 
     /// Sends a text, kept until acknowledged so that a `rate_limited` one
     /// can go again; one too long for the server is refused here with the
     /// limit (the server would end the session over it) and chat goes on.
-    async fn transmit(&mut self, said: Said) -> Result<(), CliError> {
+    async fn transmit(&mut self, said: Said, args: &ClientArgs) -> Result<(), CliError> {
+        let Some(said) = self.transmit_e2e(said, args).await? else { return Ok(()) };
         match self.writer.send(said.to.clone(), &said.text).await {
             Ok(id) => {
                 self.outbox.sent(id, said);
@@ -607,9 +683,20 @@ impl Chat {
         }
         let target = match to.strip_prefix('#') {
             Some(room) => Target::Room(room.to_owned()),
-            None if self.rooms.contains_key(&fold_name(to)) => Target::Room(to.to_owned()),
+            None if self.rooms.contains_key(&fold_name(to)) || self.is_e2e_room(to) => Target::Room(to.to_owned()),
             None => Target::User(to.to_owned()),
         };
+        // Files still travel as in version 1: signed, readable by the relay.
+        match &target {
+            Target::Room(room) if self.is_e2e_room(room) => {
+                self.screen.show("! files cannot be sent into an end-to-end room yet: send it to each member");
+                return Ok(());
+            }
+            Target::User(_) if self.e2e.is_some() => {
+                self.screen.show("* files are not end-to-end encrypted yet: the server relays this one readable");
+            }
+            _ => {}
+        }
         let (file, size) = match open_regular(path) {
             Ok(opened) => opened,
             Err(e) => {
@@ -739,7 +826,7 @@ impl Chat {
             ServerMessage::Identity { name, algorithm, key } => self.on_identity(&name, algorithm, &key),
             ServerMessage::Ack { client_id, id, timestamp_ms, full, .. } => {
                 if let Some(said) = self.outbox.acked(client_id) {
-                    self.recorder.sent(&me, id, timestamp_ms, &said.to, &said.text);
+                    self.recorder.sent_as(&me, id, timestamp_ms, &said.to, &said.text, said.sealed.is_some());
                     if full > 0 {
                         self.screen.show(format!(
                             "! {full} member(s) of the room have too many messages waiting on the server: not kept for \
@@ -751,7 +838,8 @@ impl Chat {
             // `/join General` in `general` is the same room (§13.4): one entry.
             ServerMessage::Joined { room } => {
                 self.room_wait = None;
-                self.screen.show(format!("* joined {}", escape(&room)));
+                self.screen
+                    .show(format!("* joined {} (not end-to-end encrypted: the server can read it)", escape(&room)));
                 self.rooms.insert(fold_name(&room), room.clone());
                 self.room = Some(room);
             }
@@ -761,7 +849,7 @@ impl Chat {
                 let folded = fold_name(&room);
                 self.rooms.remove(&folded);
                 if self.room.as_deref().map(fold_name) == Some(folded) {
-                    self.room = self.rooms.values().next().cloned();
+                    self.room = self.rooms.values().chain(self.e2e_rooms.values()).next().cloned();
                 }
             }
             ServerMessage::Notice { kind, room, name } => {
@@ -770,7 +858,7 @@ impl Chat {
             }
             ServerMessage::Members { room, names } => {
                 let names: Vec<_> = names.iter().map(|n| escape(n)).collect();
-                self.screen.show(format!("* in {}: {}", escape(&room), names.join(", ")));
+                self.screen.show(format!("* in {}: {} (not end-to-end encrypted)", escape(&room), names.join(", ")));
             }
             ServerMessage::Error { code, client_id, text } => {
                 match self.outbox.refused(client_id, code) {
@@ -870,7 +958,7 @@ impl Chat {
                 }
             }
             ServerMessage::Delivered { .. } | ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
-            // End-to-end conversations come with the next step of issue 15.
+            ServerMessage::Group(GroupEvent::Message(d)) => return self.on_group(d).await,
             ServerMessage::Group(_) => {}
         }
         None
@@ -881,80 +969,6 @@ impl Chat {
         match self.writer.handled(seq).await {
             Ok(()) => None,
             Err(e) => Some(End::Lost(e.to_string())),
-        }
-    }
-
-    fn on_identity(&mut self, name: &str, algorithm: u16, key: &[u8]) {
-        let parsed = SignatureAlgorithm::from_u16(algorithm).and_then(|a| IdentityPublicKey::from_spki(a, key).ok());
-        let Some(key) = parsed else {
-            self.verify_pending.remove(&fold_name(name));
-            match self.peers.check_no_key(name) {
-                MessageStatus::KeyChanged { remembered, .. } => {
-                    self.changed.insert(fold_name(name), None);
-                    let name = escape(name);
-                    self.screen.show(format!(
-                        "!!! {name} HAS NO IDENTITY KEY NOW, but you remembered {remembered}: someone may be \
-                         impersonating them (/trust {name} to forget the old key)"
-                    ));
-                }
-                _ => self.screen.show(format!("* {} has no identity key: their messages are unsigned", escape(name))),
-            }
-            return;
-        };
-        let fp = Fingerprint::from_bytes(key.fingerprint());
-        let what = match self.peers.check_key(name, &key) {
-            MessageStatus::New(_) => format!("first seen, now remembered, not verified (/verify {name})"),
-            MessageStatus::KeyChanged { remembered, .. } => {
-                self.changed.insert(fold_name(name), Some(fp));
-                format!("CHANGED: you remembered {remembered}; /verify then /trust to accept it")
-            }
-            MessageStatus::Verified => "the key you remembered and verified".to_owned(),
-            _ => format!("the key you remembered, not verified (/verify {name})"),
-        };
-        self.screen.show(format!("* {}: {} key {fp} ({}) — {what}", escape(name), key_kind(algorithm), fp.short()));
-        if self.verify_pending.remove(&fold_name(name)) {
-            self.show_safety_code(name, fp);
-        }
-    }
-
-    fn show_safety_code(&mut self, name: &str, theirs: Fingerprint) {
-        let Some(mine) = self.me else {
-            self.screen.show("! you have no identity key (--no-identity), so there is nothing to verify");
-            return;
-        };
-        let code = signature::safety_code(mine.as_bytes(), theirs.as_bytes());
-        let which = if self.changed.get(&fold_name(name)).copied().flatten() == Some(theirs) { "NEW key " } else { "" };
-        self.screen.show(format!("* safety code with {} ({which}{theirs}): {code}", escape(name)));
-        self.screen.show(format!(
-            "  compare it with {name} in person or on a call: if both of you see the same code, the server \
-             did not swap your keys"
-        ));
-        if which.is_empty() {
-            self.screen.show(format!("  if it matches, type /verify {name} confirm"));
-        } else {
-            self.screen.show(format!("  if it matches, /trust {name}, then /verify {name} confirm"));
-        }
-        self.codes_shown.insert(fold_name(name), theirs);
-    }
-
-    /// `/verify USER confirm`: the user compared the code shown for the
-    /// remembered key and it matched.
-    fn confirm(&mut self, name: &str) {
-        let Some(remembered) = self.peers.remembered(name) else {
-            self.screen.show(format!("! no key remembered for {name}: /verify {name} first"));
-            return;
-        };
-        if self.changed.contains_key(&fold_name(name)) {
-            self.screen.show(format!("! {name}'s key changed: compare the new code (/verify {name}) and /trust first"));
-            return;
-        }
-        if self.codes_shown.get(&fold_name(name)) != Some(&remembered) {
-            self.screen.show(format!("! /verify {name} first, and compare the code it shows"));
-            return;
-        }
-        match self.peers.mark_verified(&fold_name(name), remembered) {
-            Ok(()) => self.screen.show(format!("* {name}'s key {remembered} is now verified")),
-            Err(e) => self.screen.show(format!("! cannot record it: {e}")),
         }
     }
 
@@ -1000,12 +1014,4 @@ impl Chat {
 /// one encoded size.
 fn envelope(encoded: usize, text: usize) -> u32 {
     u32::try_from(encoded.saturating_sub(text)).unwrap_or(u32::MAX)
-}
-
-fn key_kind(algorithm: u16) -> &'static str {
-    match SignatureAlgorithm::from_u16(algorithm) {
-        Some(SignatureAlgorithm::Ed25519) => "Ed25519",
-        Some(SignatureAlgorithm::RsaPssSha256) => "RSA",
-        None => "unknown",
-    }
 }

@@ -88,8 +88,8 @@ pub fn key_check(peers: &mut Peers) -> impl FnMut(&str, &[u8; 32]) -> Result<(),
 
 /// Processes a delivered MLS message and writes what it gave to standard
 /// output (a message, as `listen` prints any) or standard error (group
-/// changes; failures also to standard output as `{"e2e_error"}` with
-/// `--json`). Returns whether a message was shown. The caller
+/// changes, and failures; with `--json` failures go to standard output as
+/// `{"e2e_error"}`). Returns whether a message was shown. The caller
 /// acknowledges `d.seq` afterwards: everything is written out by then.
 pub fn print_group(
     e2e: &Conversations,
@@ -108,17 +108,29 @@ pub fn print_group(
             eprintln!("{notice}");
         }
         print_message(&delivery, me, &status, as_json, true);
+        if let Outcome::Message { notice, .. } = &outcome
+            && !notice.is_empty()
+        {
+            // Already escaped by the engine.
+            if as_json {
+                println!("{}", serde_json::json!({ "e2e_notice": { "id": d.id, "text": notice } }));
+            } else {
+                eprintln!("! {notice}");
+            }
+        }
         if std::io::stdout().flush().is_err() {
             return Err(CliError::failed("cannot write to standard output", "check the pipe"));
         }
-        recorder.shown(me, &delivery, &status);
+        recorder.shown_as(me, &delivery, &status, true);
         return Ok(true);
     }
     if let Some(line) = describe(&outcome) {
         let failure = line.starts_with('!');
         if as_json && failure {
             println!("{}", serde_json::json!({ "e2e_error": { "id": d.id, "text": line } }));
-        } else if !as_json || failure {
+        } else {
+            // Standard error, for the person watching; --json keeps
+            // standard output for messages and failures.
             eprintln!("{line}");
         }
     }

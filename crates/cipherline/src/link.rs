@@ -29,6 +29,9 @@ pub(crate) struct Link {
 pub(crate) struct Rejoined {
     pub(crate) client: Client,
     pub(crate) refused: Vec<(String, String)>,
+    /// Why this user's end-to-end key packages could not be published
+    /// (others need one to start a conversation with it), if they could not.
+    pub(crate) key_packages: Option<String>,
 }
 
 /// A reconnection attempt under way; it borrows the command line's flags.
@@ -78,7 +81,7 @@ pub(crate) async fn finish(attempt: &mut Option<Attempt<'_>>) -> Result<Rejoined
 /// again and asks for what arrived meanwhile; all within a time limit.
 pub(crate) async fn reconnect(args: &ClientArgs, rooms: Vec<String>) -> Result<Rejoined, CliError> {
     let attempt = async {
-        let Connected { mut client, .. } = args.connect(false).await?;
+        let Connected { mut client, e2e, .. } = args.connect(false).await?;
         let mut refused = Vec::new();
         for room in rooms {
             match client.join(&room).await {
@@ -88,8 +91,14 @@ pub(crate) async fn reconnect(args: &ClientArgs, rooms: Vec<String>) -> Result<R
                 Err(e) => return Err(e.into()),
             }
         }
+        let mut key_packages = None;
+        if let Some(e2e) = &e2e
+            && let Err(e) = e2e.publish_key_packages(&mut client).await
+        {
+            key_packages = Some(e.to_string());
+        }
         client.resume(0).await?;
-        Ok(Rejoined { client, refused })
+        Ok(Rejoined { client, refused, key_packages })
     };
     match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
         Ok(result) => result,

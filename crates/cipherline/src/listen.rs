@@ -42,12 +42,17 @@ pub struct ListenArgs {
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
 
-    /// One JSON object per line: {"id","from","room" or "to","text","timestamp","verified"}
+    /// One JSON object per line: {"id","from","room" or "to","text","timestamp","verified","e2e"}
+    /// ("e2e": true for a message end-to-end encrypted (MLS), false for one
+    /// the server could read: an open room such as the lobby);
     /// (the exact text: without --json, control and format characters are
     /// shown escaped and a multi-line text continues on lines starting with
     /// "  | "); received files as {"file": {"from","path","size","sha256","verified"}};
     /// offers declined over a limit as {"file_declined": {"from","name","size","reason"}}.
     /// "verified" is new, known, verified, unsigned, invalid-signature or key-changed.
+    /// An end-to-end message that was not shown (altered, forged or replayed
+    /// on the way) is {"e2e_error": {"id","text"}}; a gap in a sender's
+    /// messages {"e2e_notice": {"id","text"}}.
     #[arg(long)]
     pub json: bool,
 
@@ -139,7 +144,9 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
                 backoff = Duration::from_secs(1);
                 c
             }
-            Err(e) if args.reconnect && e.exit_code() == exit::UNREACHABLE => {
+            // Also a connection that broke during the attempt (after the
+            // handshake, while it joined or published its keys).
+            Err(e) if args.reconnect && (e.exit_code() == exit::UNREACHABLE || crate::link::passing(&e)) => {
                 eprintln!("{e}; retrying in {} s", backoff.as_secs());
                 if !pause(backoff, deadline).await {
                     return Err(out_of_time(args, seen, "before listen could connect again"));

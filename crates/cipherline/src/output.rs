@@ -94,7 +94,11 @@ pub fn message_json(d: &Delivery, status: &MessageStatus, e2e: bool) -> serde_js
 /// A stored message ([`Msg`]) as the same JSON object `listen --json`
 /// prints, its stored label as `verified` (`own` for what this user sent).
 pub fn history_json(m: &Msg) -> serde_json::Value {
-    message_object(m.id, &m.from, &m.target, &m.text, m.timestamp_ms, &m.label)
+    let mut object = message_object(m.id, &m.from, &m.target, &m.text, m.timestamp_ms, &m.label);
+    if let Some(map) = object.as_object_mut() {
+        map.insert("e2e".into(), m.e2e.into());
+    }
+    object
 }
 
 /// The one place the JSON fields are named, for live and stored messages.

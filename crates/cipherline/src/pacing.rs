@@ -171,6 +171,11 @@ pub struct Said {
     pub text: String,
     /// How often the server refused it as too fast.
     tries: u32,
+    /// Once encrypted for an end-to-end conversation: the group and the
+    /// MLS payload. A resend sends this same payload (sealing again would
+    /// take a new number of the sender's counter, and the others would see
+    /// a gap).
+    pub sealed: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// What waits in chat's queue.
@@ -279,7 +284,7 @@ impl Outbox {
     /// A new text for `to`, numbered after every earlier one.
     pub fn said(&mut self, to: Target, text: &str) -> Said {
         self.next_seq += 1;
-        Said { seq: self.next_seq, to, text: text.to_owned(), tries: 0 }
+        Said { seq: self.next_seq, to, text: text.to_owned(), tries: 0, sealed: None }
     }
 
     /// `said` went out with client id `id`.

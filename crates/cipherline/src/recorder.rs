@@ -48,19 +48,25 @@ impl Recorder {
     /// An incoming message was shown (written out): records it, in this
     /// process and in the history. Only after this may it be acknowledged.
     pub fn shown(&mut self, me: &str, d: &Delivery, status: &MessageStatus) {
+        self.shown_as(me, d, status, false);
+    }
+
+    /// [`Recorder::shown`] for a message that came end to end (`e2e`) or not.
+    pub fn shown_as(&mut self, me: &str, d: &Delivery, status: &MessageStatus, e2e: bool) {
         self.shown.insert(d.id);
         if let Some(store) = &self.store
-            && let Err(e) = store.record(&Msg::received(&self.server, me, d, status))
+            && let Err(e) = store.record(&Msg::received(&self.server, me, d, status).with_e2e(e2e))
         {
             self.warn(&e);
         }
     }
 
-    /// Records a message this client sent, once the server gave it `id`.
-    pub fn sent(&mut self, me: &str, id: u64, timestamp_ms: u64, to: &Target, text: &str) {
+    /// Records a message this client sent, once the server gave it `id`,
+    /// end to end encrypted (`e2e`) or not.
+    pub fn sent_as(&mut self, me: &str, id: u64, timestamp_ms: u64, to: &Target, text: &str, e2e: bool) {
         self.shown.insert(id);
         if let Some(store) = &self.store
-            && let Err(e) = store.record(&Msg::sent(&self.server, me, id, timestamp_ms, to, text))
+            && let Err(e) = store.record(&Msg::sent(&self.server, me, id, timestamp_ms, to, text).with_e2e(e2e))
         {
             self.warn(&e);
         }

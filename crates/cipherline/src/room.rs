@@ -176,11 +176,8 @@ async fn members(args: &RoomArgs) -> Result<(), CliError> {
         for (name, key) in e2e.members(&args.room).map_err(CliError::Client)? {
             let key = cipherline_proto::crypto::sign::IdentityPublicKey::ed25519_from_raw(&key);
             let fp = cipherline_keys::Fingerprint::from_bytes(key.fingerprint());
-            let state = if fold_name(&name) == fold_name(client.name()) {
-                "you"
-            } else {
-                peers.check_key(&name, &key).label()
-            };
+            let state =
+                if fold_name(&name) == fold_name(client.name()) { "you" } else { peers.check_key(&name, &key).label() };
             if args.json {
                 println!("{}", json!({ "name": name, "fingerprint": fp.to_string(), "key": state, "e2e": true }));
             } else {
@@ -222,7 +219,11 @@ async fn join(args: &RoomArgs) -> Result<(), CliError> {
         Some(RoomKind::Invite) => {
             return Err(CliError::failed(
                 format!("{} is end-to-end encrypted and invite-only", escape(&args.room)),
-                format!("ask a member to run `cipherline room invite {} {}`", escape(&args.room), escape(connected.client.name())),
+                format!(
+                    "ask a member to run `cipherline room invite {} {}`",
+                    escape(&args.room),
+                    escape(connected.client.name())
+                ),
             ));
         }
         Some(RoomKind::Open) | None => {

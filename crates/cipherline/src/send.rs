@@ -29,6 +29,13 @@ use crate::recorder::Recorder;
 /// as too fast is sent again after a pause (a few times at most), and a
 /// line that cannot be delivered is reported by its number.
 ///
+/// Direct messages are end-to-end encrypted (MLS) when you have an Ed25519
+/// identity key (the default): the first one to a user starts a
+/// conversation from one of their end-to-end keys, also while they are
+/// offline; a user who never ran a current client has none, and the
+/// message is refused. In an end-to-end room (`cipherline room`), messages
+/// are encrypted for its members; open rooms, like the lobby, are not.
+///
 /// The server acknowledges a message once it is stored for every
 /// recipient it keeps messages for (an offline one gets it on connecting);
 /// with --wait-delivered, `send` also waits for each recipient's client to
@@ -106,6 +113,7 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
             {
                 route = Route::EndToEnd;
                 catch_up(e2e, &mut client, &connected.server, &args.room).await?;
+                reconcile(e2e, &mut client, &args.room).await?;
             } else {
                 leave_after = client.info().queue.is_some() && client.who(&args.room).await.is_err();
                 client.join(&args.room).await?;
@@ -143,14 +151,14 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
                 let ack = send_one(&mut pacer, &mut client, &mut peers, e2e.as_ref(), &target, &line)
                     .await
                     .map_err(|e| CliError::Line { line: number, error: Box::new(e) })?;
-                recorder.sent(&me, ack.id, ack.timestamp_ms, &target, &line);
+                recorder.sent_as(&me, ack.id, ack.timestamp_ms, &target, &line, route == Route::EndToEnd);
                 acks.push(ack);
             }
         }
     } else {
         let text = args.message.join(" ");
         let ack = send_one(&mut pacer, &mut client, &mut peers, e2e.as_ref(), &target, &text).await?;
-        recorder.sent(&me, ack.id, ack.timestamp_ms, &target, &text);
+        recorder.sent_as(&me, ack.id, ack.timestamp_ms, &target, &text, route == Route::EndToEnd);
         acks.push(ack);
     }
     let full: u32 = acks.iter().map(|a| a.full).sum();
@@ -227,16 +235,21 @@ async fn send_one(
     text: &str,
 ) -> Result<Acked, CliError> {
     let Some(e2e) = e2e else { return pacer.send(client, target, text).await };
-    match target {
+    let group_id = match target {
         Target::User(user) => {
             let mut check = conversation::key_check(peers);
-            pacer.paced(async || e2e.send_direct(client, user, text, &mut check).await).await
+            pacer.paced(async || e2e.direct(client, user, &mut check).await).await?
         }
-        Target::Room(room) if e2e.room_group(room).map_err(CliError::Client)?.is_some() => {
-            pacer.paced(async || e2e.send_room(client, room, text).await).await
-        }
-        Target::Room(_) => pacer.send(client, target, text).await,
-    }
+        Target::Room(room) => match e2e.room_group(room).map_err(CliError::Client)? {
+            Some(group_id) => group_id,
+            None => return pacer.send(client, target, text).await,
+        },
+    };
+    // Sealed once: a resend after `rate_limited` is the same message.
+    let payload = e2e.seal(&group_id, text).map_err(CliError::Client)?;
+    let acked = pacer.paced(async || client.group_send_acked(&group_id, payload.clone()).await).await?;
+    e2e.sent(client, &group_id).await;
+    Ok(acked)
 }
 
 /// Brings this client's state of the end-to-end room `room` up to the
@@ -255,6 +268,15 @@ async fn catch_up(e2e: &Conversations, client: &mut Client, server: &str, room: 
     }
     let cursor = e2e.store().cursor(server).map_err(CliError::Client)?;
     e2e.catch_up(client, cursor, Duration::from_millis(300), Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+/// Removes from the MLS group of `room` whoever left it at the relay, so
+/// what this client sends next is not readable by them.
+async fn reconcile(e2e: &Conversations, client: &mut Client, room: &str) -> Result<(), CliError> {
+    for name in e2e.reconcile(client, room).await? {
+        eprintln!("removed {} from {} (they had left)", escape(&name), escape(room));
+    }
     Ok(())
 }
 

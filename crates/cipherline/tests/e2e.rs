@@ -73,6 +73,18 @@ fn a_direct_message_to_an_offline_user_is_end_to_end() {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(!contains(&bytes, b"marker-dm-7f3a"), "{} holds the plaintext", entry.display());
     }
+    // bob's history says how each message came; alice's how she sent it.
+    for (name, with) in [("bob", "alice"), ("alice", "bob")] {
+        let port = server.addr.rsplit(':').next().unwrap_or_default();
+        let home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()));
+        let out = common::bin()
+            .env("CIPHERLINE_HOME", home)
+            .args(["history", "--server", &server.addr, "--with", with, "--json"])
+            .output()
+            .unwrap();
+        let kept = json_lines(&ok(&out));
+        assert!(!kept.is_empty() && kept.iter().all(|m| m["e2e"] == true), "{name}: {kept:?}");
+    }
 }
 
 #[test]
@@ -161,7 +173,7 @@ fn an_open_room_is_marked_and_readable_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::quick(dir.path());
     ok(&run(&server, "room", "alice", &["create", "plaza", "--open"]));
-    let mut listener = server
+    let listener = server
         .client("listen", "bob")
         .args(["--room", "plaza", "--json", "--count", "1", "--timeout", "20"])
         .stdout(std::process::Stdio::piped())
@@ -191,4 +203,110 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_member_who_left_is_removed_from_the_group_by_the_next_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    publish(&server, "carol");
+    ok(&run(&server, "room", "alice", &["create", "crew"]));
+    ok(&run(&server, "room", "alice", &["invite", "crew", "bob", "carol"]));
+    // bob takes his invitation, then leaves.
+    ok(&run(&server, "listen", "bob", &["--room", "crew", "--timeout", "2"]));
+    ok(&run(&server, "room", "bob", &["leave", "crew"]));
+    let out = run(&server, "send", "alice", &["--room", "crew", "bob is gone"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(err.contains("removed bob from crew"), "{err}");
+    let members = json_lines(&ok(&run(&server, "room", "alice", &["members", "crew", "--json"])));
+    let names: Vec<&str> = members.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "carol"]);
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "carol",
+        &["--room", "crew", "--json", "--count", "1", "--timeout", "20"],
+    )));
+    assert_eq!(got[0]["text"], "bob is gone");
+}
+
+/// Two names in one data directory share one identity key, and MLS puts a
+/// key in a conversation once: the sender is told why and what to do.
+#[test]
+fn two_names_sharing_an_identity_key_are_told_to_use_two_data_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let home = dir.path().join("shared-home");
+    let as_name = |sub: &str, name: &str, args: &[&str]| {
+        common::bin()
+            .env("CIPHERLINE_HOME", &home)
+            .args([sub, "--server", &server.addr, "--name", name, "--server-fingerprint", &server.fingerprint])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(&as_name("listen", "bob", &["--timeout", "1"]));
+    let out = as_name("send", "alice", &["--to", "bob", "see you tomorrow"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("your own identity key") && err.contains("--data-dir"), "{err}");
+}
+
+/// Post-compromise security: after 100 messages a sender's client renews
+/// its leaf key by an update commit, which the other side processes.
+#[test]
+fn the_sender_renews_its_keys_after_100_messages() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let mut send = server
+        .client("send", "alice")
+        .args(["--to", "bob"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = (1..=101).map(|n| format!("line {n}\n")).collect();
+    send.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    ok(&send.wait_with_output().unwrap());
+    let out = run(&server, "listen", "bob", &["--json", "--count", "101", "--timeout", "60"]);
+    let got = json_lines(&ok(&out));
+    assert_eq!(got.len(), 101);
+    assert_eq!(got[100]["text"], "line 101", "in order, none missing");
+    assert!(got.iter().all(|m| m.get("e2e_notice").is_none()), "no gap reported");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("alice renewed their keys"), "{err}");
+}
+
+/// A member offline through several commits (others invited, one
+/// removed) catches up in order and reads what follows.
+#[test]
+fn a_member_offline_through_several_commits_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    for name in ["bob", "carol", "dave"] {
+        publish(&server, name);
+    }
+    ok(&run(&server, "room", "alice", &["create", "ops"]));
+    ok(&run(&server, "room", "alice", &["invite", "ops", "bob"]));
+    ok(&run(&server, "send", "alice", &["--room", "ops", "one"]));
+    // bob is away: carol and dave join, carol is removed again.
+    ok(&run(&server, "room", "alice", &["invite", "ops", "carol"]));
+    ok(&run(&server, "room", "alice", &["invite", "ops", "dave"]));
+    ok(&run(&server, "room", "alice", &["kick", "ops", "carol"]));
+    ok(&run(&server, "send", "alice", &["--room", "ops", "two"]));
+    let out = run(&server, "listen", "bob", &["--room", "ops", "--json", "--count", "2", "--timeout", "20"]);
+    let got = json_lines(&ok(&out));
+    let texts: Vec<&str> = got.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, ["one", "two"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for change in ["+carol", "+dave", "-carol"] {
+        assert!(err.contains(change), "{change} in {err}");
+    }
+    let members = json_lines(&ok(&run(&server, "room", "bob", &["members", "ops", "--json"])));
+    let names: Vec<&str> = members.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "bob", "dave"]);
 }

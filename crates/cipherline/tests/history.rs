@@ -27,6 +27,7 @@ fn received(id: u64, from: &str, to: Target, text: &str, label: &str) -> Msg {
         text: text.to_owned(),
         direction: Direction::In,
         label: label.to_owned(),
+        e2e: false,
     }
 }
 
@@ -107,15 +108,15 @@ fn json_objects_have_exactly_the_fields_of_listen_json() {
     let lines = stdout_lines(&history(&home, &["--json", "--limit", "3"]));
     let objects: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     // The objects `listen --json` prints (crates/cipherline/src/listen.rs
-    // documents them): id, from, room or to, text, timestamp, verified.
+    // documents them): id, from, room or to, text, timestamp, verified, e2e.
     assert_eq!(
         objects,
         [
-            json!({ "id": 3, "from": "me", "to": "bob", "text": "yes", "timestamp": T0 + 180_000, "verified": "own" }),
+            json!({ "id": 3, "from": "me", "to": "bob", "text": "yes", "timestamp": T0 + 180_000, "verified": "own", "e2e": false }),
             json!({ "id": 4, "from": "carol", "room": "lobby", "text": "hi", "timestamp": T0 + 240_000,
-                    "verified": "unsigned" }),
+                    "verified": "unsigned", "e2e": false }),
             json!({ "id": 5, "from": "alice", "room": "dev", "text": "build is green", "timestamp": T0 + 300_000,
-                    "verified": "new" }),
+                    "verified": "new", "e2e": false }),
         ]
     );
 }

@@ -37,13 +37,19 @@ fn chat_survives_a_server_restart() {
     // what alice types while disconnected, once alice is back.
     let mut carol = server
         .client("listen", "carol")
-        .args(["--reconnect", "--count", "3", "--timeout", "120"])
+        .args(["--reconnect", "--count", "4", "--timeout", "120"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let heard = common::line_channel(&mut carol);
     alice.wait("carol joined lobby");
+    // Once carol hears this her listen is done connecting (it publishes
+    // its end-to-end key packages after the Join): the server is killed
+    // while she listens, not while she connects.
+    alice.type_line("before the restart");
+    let first = heard.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(first.contains("before the restart"), "{first}");
 
     server.kill();
     let lost = alice.wait("reconnecting in");

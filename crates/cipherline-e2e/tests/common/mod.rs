@@ -16,7 +16,7 @@ pub fn member(name: &str, seed: u8, suite: Suite) -> Member {
 pub fn text(incoming: Incoming) -> Received {
     match incoming {
         Incoming::Application(received) => received,
-        Incoming::Commit(_) => panic!("a commit where a message was expected"),
+        _ => panic!("something else where a message was expected"),
     }
 }
 
@@ -24,7 +24,7 @@ pub fn text(incoming: Incoming) -> Received {
 pub fn change(incoming: Incoming) -> Change {
     match incoming {
         Incoming::Commit(change) => change,
-        Incoming::Application(_) => panic!("a message where a commit was expected"),
+        _ => panic!("something else where a commit was expected"),
     }
 }
 

@@ -489,10 +489,14 @@ impl GroupEvent {
 }
 
 /// What a member's MLS application message carries (PROTOCOL.md §13.11):
-/// `uint8 kind` (1: text), `uint64 sent_at_ms` (the sender's clock), and
-/// the UTF-8 text filling the rest. MLS authenticates all of it.
+/// `uint8 kind` (1: text), `uint64 counter` (the sender's count of its
+/// messages in this group, from 1, so a receiver notices one missing or
+/// out of order), `uint64 sent_at_ms` (the sender's clock), and the UTF-8
+/// text filling the rest. MLS authenticates all of it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct E2eContent {
+    /// The sender's count of its messages in this group (1 for the first).
+    pub counter: u64,
     /// The sender's clock when it wrote the message, Unix milliseconds.
     pub sent_at_ms: u64,
     /// The text (escape it before showing it).
@@ -502,7 +506,10 @@ pub struct E2eContent {
 impl std::fmt::Debug for E2eContent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Plaintext never reaches a log through Debug.
-        f.debug_struct("E2eContent").field("sent_at_ms", &self.sent_at_ms).finish_non_exhaustive()
+        f.debug_struct("E2eContent")
+            .field("counter", &self.counter)
+            .field("sent_at_ms", &self.sent_at_ms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -513,8 +520,9 @@ impl E2eContent {
     /// The bytes to encrypt.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(9 + self.text.len());
+        let mut out = Vec::with_capacity(17 + self.text.len());
         out.push(CONTENT_TEXT);
+        out.extend_from_slice(&self.counter.to_be_bytes());
         out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
         out.extend_from_slice(self.text.as_bytes());
         out
@@ -527,8 +535,9 @@ impl E2eContent {
         if r.u8()? != CONTENT_TEXT {
             return Err(DecodeError::UnknownMessageType);
         }
+        let counter = get_u64(&mut r)?;
         let sent_at_ms = get_u64(&mut r)?;
         let text = std::str::from_utf8(r.take(r.remaining())?).map_err(|_| DecodeError::IllegalValue)?.to_owned();
-        Ok(E2eContent { sent_at_ms, text })
+        Ok(E2eContent { counter, sent_at_ms, text })
     }
 }
