@@ -29,7 +29,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cipherline_e2e::{Conversation, E2eError, Incoming, Member, Suite};
+use cipherline_e2e::{Conversation, E2eError, Incoming, Label, Member, Suite};
 use cipherline_proto::app::{
     CommitRequest, E2eContent, GroupDelivery, PayloadKind, RoomKind, ServerMessage, Target, fold_name,
 };
@@ -226,25 +226,13 @@ impl Conversations {
         let failed = |reason: String| Outcome::Failed { from: d.from.clone(), target: target.clone(), reason };
         match d.kind {
             PayloadKind::Welcome => match self.member.join(&d.payload) {
-                Ok(conv) => {
-                    let members = conv.members().map_err(e2e)?;
-                    let others: Vec<String> = members
-                        .iter()
-                        .map(|(_, id)| id.name.clone())
-                        .filter(|n| fold_name(n) != fold_name(&self.me))
-                        .collect();
-                    let (kind, target) = match &d.room {
-                        Some(room) => (GroupKind::Room(room.clone()), Target::Room(room.clone())),
-                        None => match others.as_slice() {
-                            [peer] => (GroupKind::Direct(peer.clone()), Target::User(peer.clone())),
-                            _ => {
-                                let _ = self.member.forget(conv.id());
-                                return Ok(failed("a direct conversation must have exactly two members".into()));
-                            }
-                        },
-                    };
-                    self.store.set_group(&self.scope, conv.id(), &kind)?;
-                    Ok(Outcome::Joined { target, members: others.join(", ") })
+                Ok(conv) => self.joined(d, &conv).or_else(|reason| {
+                    // Not what it claims: never kept, never used.
+                    let _ = self.member.forget(conv.id());
+                    Ok(failed(reason))
+                }),
+                Err(E2eError::AlreadyJoined) => {
+                    Ok(failed("an invitation to a conversation this client is already in (replayed)".into()))
                 }
                 Err(e) => Ok(failed(format!("an invitation could not be opened: {e}"))),
             },
@@ -277,6 +265,22 @@ impl Conversations {
                             let _ = self.member.forget(&d.group_id);
                             self.store.forget_group(&self.scope, &d.group_id)?;
                             return Ok(Outcome::Removed { by: change.committer.name, target });
+                        }
+                        if conv.label() == Some(Label::Direct) && conv.members().map_err(e2e)?.len() != 2 {
+                            // A direct conversation is two people: a commit
+                            // adding a third ends it (nothing more is sent
+                            // in it; the next message starts a new one).
+                            let _ = self.member.forget(&d.group_id);
+                            self.store.forget_group(&self.scope, &d.group_id)?;
+                            return Ok(failed(format!(
+                                "{} added someone to a direct conversation: it is closed, and the next message starts \
+                                 a new one",
+                                crate::display::escape(&change.committer.name)
+                            )));
+                        }
+                        // Members added now count their messages from 1.
+                        for added in &change.added {
+                            self.store.set_seen(&self.scope, &d.group_id, &added.name, 0)?;
                         }
                         let summary: Vec<String> = change
                             .added
@@ -325,6 +329,47 @@ impl Conversations {
         Ok(())
     }
 
+    /// Checks and records a group joined by `d`'s Welcome: what it is comes
+    /// from the group's label, which every member agreed on, and must be
+    /// what the relay says (a room's invitation of that room's name; a
+    /// direct conversation of exactly two people); a second group calling
+    /// itself a room this client is in, or an old invitation replayed, is
+    /// refused. `Err` is the reason to report.
+    fn joined(&self, d: &GroupDelivery, conv: &Conversation) -> Result<Outcome, String> {
+        let db = |e: ClientError| e.to_string();
+        let members = conv.members().map_err(|e| e.to_string())?;
+        let others: Vec<String> =
+            members.iter().map(|(_, id)| id.name.clone()).filter(|n| fold_name(n) != fold_name(&self.me)).collect();
+        let (kind, target) = match (conv.label(), &d.room, others.as_slice()) {
+            (Some(Label::Direct), None, [peer]) => (GroupKind::Direct(peer.clone()), Target::User(peer.clone())),
+            (Some(Label::Room(name)), Some(room), _) if fold_name(room) == name => {
+                (GroupKind::Room(name.clone()), Target::Room(room.clone()))
+            }
+            _ => return Err("an invitation that is not what the relay says it is (room or direct conversation)".into()),
+        };
+        if let GroupKind::Room(name) = &kind
+            && self.room_group(name).map_err(db)?.is_some_and(|held| held != conv.id())
+        {
+            return Err(format!(
+                "an invitation to a second group calling itself {}: this client is in one already",
+                crate::display::escape(name)
+            ));
+        }
+        if !self.store.joined_at(&self.scope, conv.id(), conv.epoch()).map_err(db)? {
+            return Err("an old invitation, replayed".into());
+        }
+        self.store.set_group(&self.scope, conv.id(), &kind).map_err(db)?;
+        // A direct conversation is joined at its start, before either
+        // side said anything: both count from 1, so a first message
+        // dropped is noticed. (In a room, others may have spoken before.)
+        if matches!(kind, GroupKind::Direct(_)) {
+            for (_, id) in &members {
+                self.store.set_seen(&self.scope, conv.id(), &id.name, 0).map_err(db)?;
+            }
+        }
+        Ok(Outcome::Joined { target, members: others.join(", ") })
+    }
+
     /// The direct conversation with `peer`, if there is one.
     fn direct_group(&self, peer: &str) -> Result<Option<Vec<u8>>, ClientError> {
         for id in self.store.groups_of(&self.scope, &GroupKind::Direct(peer.to_owned()))? {
@@ -365,7 +410,7 @@ impl Conversations {
     ) -> Result<Vec<u8>, ClientError> {
         let package = self.claim(client, peer, accept).await?;
         let guard = lock(&self.lock)?;
-        let mut conv = self.member.create().map_err(e2e)?;
+        let mut conv = self.member.create_labelled(&Label::Direct, false).map_err(e2e)?;
         let pending = conv.add(&[package]).map_err(e2e)?;
         let group_id = conv.id().to_vec();
         let request = CommitRequest {
@@ -478,7 +523,7 @@ impl Conversations {
     pub async fn create_room(&self, client: &mut Client, room: &str, public: bool) -> Result<(), ClientError> {
         let (group_id, kind) = {
             let _guard = lock(&self.lock)?;
-            let conv = if public { self.member.create_public() } else { self.member.create() }.map_err(e2e)?;
+            let conv = self.member.create_labelled(&Label::Room(room.to_owned()), public).map_err(e2e)?;
             (conv.id().to_vec(), if public { RoomKind::Public } else { RoomKind::Invite })
         };
         if let Err(e) = client.create_room(room, kind, group_id.clone()).await {

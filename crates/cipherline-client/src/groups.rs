@@ -46,6 +46,14 @@ CREATE TABLE e2e_processed (
 ) WITHOUT ROWID;
 -- Per group and member, the highest message counter seen (received), or
 -- sent (this user's own row).
+-- Per group, the highest epoch this client joined it at by Welcome: an
+-- older invitation replayed is refused.
+CREATE TABLE e2e_joined (
+    server TEXT NOT NULL,
+    group_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    PRIMARY KEY (server, group_id)
+) WITHOUT ROWID;
 CREATE TABLE e2e_counters (
     server TEXT NOT NULL,
     group_id BLOB NOT NULL,
@@ -153,6 +161,9 @@ impl LocalStore {
     pub fn forget_group(&self, server: &str, group_id: &[u8]) -> Result<(), ClientError> {
         self.write(|tx| {
             tx.execute("DELETE FROM e2e_groups WHERE server = ?1 AND group_id = ?2", params![server, group_id])
+                .map_err(|e| self.error(e))?;
+            // Joined again later, everyone's messages count afresh.
+            tx.execute("DELETE FROM e2e_counters WHERE server = ?1 AND group_id = ?2", params![server, group_id])
                 .map_err(|e| self.error(e))?;
             Ok(())
         })
@@ -326,6 +337,49 @@ impl LocalStore {
                 .map_err(e)?;
             }
             Ok(before)
+        })
+    }
+}
+
+impl LocalStore {
+    /// Records joining `group_id` at `epoch`; false if this client joined
+    /// it at that epoch or a later one before (an invitation replayed).
+    pub fn joined_at(&self, server: &str, group_id: &[u8], epoch: u64) -> Result<bool, ClientError> {
+        self.write(|tx| {
+            let e = |e| self.error(e);
+            let before: Option<i64> = tx
+                .query_row(
+                    "SELECT epoch FROM e2e_joined WHERE server = ?1 AND group_id = ?2",
+                    params![server, group_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            #[allow(clippy::cast_sign_loss)]
+            if before.is_some_and(|b| b as u64 >= epoch) {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO e2e_joined (server, group_id, epoch) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (server, group_id) DO UPDATE SET epoch = ?3",
+                params![server, group_id, to_sql(epoch)],
+            )
+            .map_err(e)?;
+            Ok(true)
+        })
+    }
+
+    /// Sets the highest counter seen from `member` in `group_id` (0: its
+    /// messages count from 1 from now on).
+    pub fn set_seen(&self, server: &str, group_id: &[u8], member: &str, n: u64) -> Result<(), ClientError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO e2e_counters (server, group_id, member, n) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (server, group_id, member) DO UPDATE SET n = ?4",
+                params![server, group_id, fold_name(member), to_sql(n)],
+            )
+            .map_err(|e| self.error(e))?;
+            Ok(())
         })
     }
 }

@@ -97,6 +97,13 @@ impl Conversation {
         self.group.current_epoch()
     }
 
+    /// What the group says it is (its creator's label, agreed by every
+    /// member), if it has a label.
+    #[must_use]
+    pub fn label(&self) -> Option<crate::rules::Label> {
+        crate::rules::Label::of(&self.group.context().extensions)
+    }
+
     /// Whether anyone holding the GroupInfo may join by external commit.
     #[must_use]
     pub fn is_public(&self) -> bool {

@@ -70,6 +70,7 @@ mod store;
 pub use conversation::{Change, Conversation, Incoming, Pending, Received};
 pub use identity::{Identity, KeyPackageInfo, inspect_key_package, inspect_key_package_info};
 pub use member::Member;
+pub use rules::Label;
 
 use mls_rs::CipherSuite;
 
@@ -122,6 +123,10 @@ pub enum E2eError {
     /// The state file could not be opened, read or written.
     #[error("end-to-end state file: {0}")]
     Store(String),
+    /// A Welcome to a group this member already holds (replayed by the
+    /// relay, which would otherwise roll the group back).
+    #[error("an invitation to a conversation this client is already in")]
+    AlreadyJoined,
 }
 
 impl From<rusqlite::Error> for E2eError {

@@ -15,7 +15,7 @@ use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 
 use crate::conversation::{Conversation, Pending};
 use crate::identity::{Identity, Names, signing_identity};
-use crate::rules::{PUBLIC_GROUP, Rules};
+use crate::rules::{CONVERSATION, Label, PUBLIC_GROUP, Rules};
 use crate::store::{Location, Store};
 use crate::{E2eError, Result, Suite};
 
@@ -75,7 +75,7 @@ impl Member {
             .crypto_provider(crypto)
             .identity_provider(Names)
             .mls_rules(Rules)
-            .extension_types([PUBLIC_GROUP, ExtensionType::LAST_RESORT_KEY_PACKAGE])
+            .extension_types([PUBLIC_GROUP, CONVERSATION, ExtensionType::LAST_RESORT_KEY_PACKAGE])
             .signing_identity(signing_identity(name, &public), secret.to_vec().into(), suite.code())
             .build();
         // Key packages nobody used before their lifetime ended: their
@@ -137,6 +137,18 @@ impl Member {
         self.create_with(extensions)
     }
 
+    /// A new group labelled as what it is ([`Label`], in its group
+    /// context: every member agrees on it and the relay cannot change it),
+    /// public or not.
+    pub fn create_labelled(&self, label: &Label, public: bool) -> Result<Conversation> {
+        let mut extensions = ExtensionList::default();
+        extensions.set(Extension::new(CONVERSATION, label.encode()));
+        if public {
+            extensions.set(Extension::new(PUBLIC_GROUP, Vec::new()));
+        }
+        self.create_with(extensions)
+    }
+
     fn create_with(&self, extensions: ExtensionList) -> Result<Conversation> {
         let crypto = AwsLcCryptoProvider::new();
         let provider =
@@ -165,6 +177,11 @@ impl Member {
     /// carries the ratchet tree. A one-time key package it used is deleted.
     pub fn join(&self, welcome: &[u8]) -> Result<Conversation> {
         let (group, _) = self.client.join_group(None, &MlsMessage::from_bytes(welcome)?, None)?;
+        // A Welcome to a group held already is a replay (a member removed
+        // forgets the group first): storing it would roll the group back.
+        if self.load(group.group_id())?.is_some() {
+            return Err(E2eError::AlreadyJoined);
+        }
         Conversation::started(group, self.store.clone())
     }
 

@@ -17,6 +17,49 @@ pub(crate) fn is_public(extensions: &ExtensionList) -> bool {
     extensions.has_extension(PUBLIC_GROUP)
 }
 
+/// The group context extension that says what a conversation is: `uint8`
+/// 1 (a direct conversation, nothing follows) or 2 (a room, its folded
+/// name follows, 1 to 64 bytes). Private-use range; agreed by every member
+/// and covered by every signature, so the relay cannot pass one group off
+/// as another kind of conversation.
+pub(crate) const CONVERSATION: ExtensionType = ExtensionType::new(0xF0C2);
+
+/// What a group says it is ([`CONVERSATION`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Label {
+    /// A direct conversation of exactly two members.
+    Direct,
+    /// The room of this (folded) name.
+    Room(String),
+}
+
+impl Label {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match self {
+            Label::Direct => vec![1],
+            Label::Room(room) => {
+                let mut out = vec![2];
+                out.extend_from_slice(cipherline_proto::app::fold_name(room).as_bytes());
+                out
+            }
+        }
+    }
+
+    /// The label in `extensions`, if there is one that parses.
+    pub(crate) fn of(extensions: &ExtensionList) -> Option<Label> {
+        let ext = extensions.get(CONVERSATION)?;
+        match ext.extension_data.split_first()? {
+            (1, []) => Some(Label::Direct),
+            (2, name) => {
+                let name = std::str::from_utf8(name).ok()?;
+                cipherline_proto::app::valid_name(name, cipherline_proto::app::MAX_NAME)
+                    .then(|| Label::Room(name.to_owned()))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Refusal of a commit our rules do not allow.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RuleBroken {
