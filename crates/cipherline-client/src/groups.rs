@@ -44,8 +44,6 @@ CREATE TABLE e2e_processed (
     notice TEXT NOT NULL,
     PRIMARY KEY (server, id)
 ) WITHOUT ROWID;
--- Per group and member, the highest message counter seen (received), or
--- sent (this user's own row).
 -- Per group, the highest epoch this client joined it at by Welcome: an
 -- older invitation replayed is refused.
 CREATE TABLE e2e_joined (
@@ -54,6 +52,8 @@ CREATE TABLE e2e_joined (
     epoch INTEGER NOT NULL,
     PRIMARY KEY (server, group_id)
 ) WITHOUT ROWID;
+-- Per group and member, the highest message counter seen (received), or
+-- sent (this user's own row).
 CREATE TABLE e2e_counters (
     server TEXT NOT NULL,
     group_id BLOB NOT NULL,

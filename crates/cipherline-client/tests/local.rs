@@ -280,7 +280,7 @@ fn a_version_1_database_gains_the_end_to_end_tables_and_keeps_its_history() {
     // Back to what version 1 wrote.
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     conn.execute_batch(
-        "DROP TABLE e2e_groups; DROP TABLE e2e_processed; DROP TABLE e2e_counters;
+        "DROP TABLE e2e_groups; DROP TABLE e2e_processed; DROP TABLE e2e_counters; DROP TABLE e2e_joined;
          CREATE TABLE v1 AS SELECT n, server, id, seq, timestamp_ms, sender, target_kind, target, conversation, text,
                                    direction, label FROM history;
          DROP TABLE history; ALTER TABLE v1 RENAME TO history; PRAGMA user_version = 1;",
