@@ -9,28 +9,11 @@ mod common;
 
 use common::{Chat, Server, untimed};
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// No file of the server's data directory holds `marker`.
 fn server_never_held(dir: &std::path::Path, marker: &str) {
-    for entry in walk(&dir.join("server-data")) {
+    for entry in common::files_under(&dir.join("server-data")) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(!contains(&bytes, marker.as_bytes()), "{} holds the plaintext", entry.display());
+        assert!(!common::holds(&bytes, marker.as_bytes()), "{} holds the plaintext", entry.display());
     }
 }
 

@@ -13,29 +13,13 @@ use serde_json::Value;
 
 fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
     if subcommand == "room" {
-        // `room SUB ROOM ...` takes the client flags after SUB.
-        let port = server.addr.rsplit(':').next().unwrap_or_default();
-        let home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()));
-        return common::bin()
-            .env("CIPHERLINE_HOME", home)
-            .args(["room", args[0], "--server", &server.addr, "--name", name])
-            .args(["--server-fingerprint", &server.fingerprint])
-            .args(&args[1..])
-            .output()
-            .unwrap();
+        return common::room_command(server, name, args);
     }
     server.client(subcommand, name).args(args).output().unwrap()
 }
 
 fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::succeeded(out)
 }
 
 /// A client runs once, so the server holds its key packages.
@@ -69,16 +53,14 @@ fn a_direct_message_to_an_offline_user_is_end_to_end() {
     assert_eq!(back[0]["text"], "hi alice");
     assert_eq!(back[0]["e2e"], true);
     // The server's files never held the text.
-    for entry in walk(&dir.path().join("server-data")) {
+    for entry in common::files_under(&dir.path().join("server-data")) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(!contains(&bytes, b"marker-dm-7f3a"), "{} holds the plaintext", entry.display());
+        assert!(!common::holds(&bytes, b"marker-dm-7f3a"), "{} holds the plaintext", entry.display());
     }
     // bob's history says how each message came; alice's how she sent it.
     for (name, with) in [("bob", "alice"), ("alice", "bob")] {
-        let port = server.addr.rsplit(':').next().unwrap_or_default();
-        let home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()));
         let out = common::bin()
-            .env("CIPHERLINE_HOME", home)
+            .env("CIPHERLINE_HOME", common::home_of(&server, name))
             .args(["history", "--server", &server.addr, "--with", with, "--json"])
             .output()
             .unwrap();
@@ -144,9 +126,9 @@ fn an_invite_only_room_is_read_by_its_members_only() {
     ok(&run(&server, "send", "alice", &["--room", "secret", "after bob left"]));
     let out = run(&server, "listen", "bob", &["--room", "secret", "--json", "--timeout", "3"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("after bob left"));
-    for entry in walk(&dir.path().join("server-data")) {
+    for entry in common::files_under(&dir.path().join("server-data")) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(!contains(&bytes, b"marker-room-91c2"), "{} holds the plaintext", entry.display());
+        assert!(!common::holds(&bytes, b"marker-room-91c2"), "{} holds the plaintext", entry.display());
     }
 }
 
@@ -186,23 +168,6 @@ fn an_open_room_is_marked_and_readable_by_the_server() {
     let got = json_lines(&ok(&out));
     assert_eq!(got[0]["text"], "open text");
     assert_eq!(got[0]["e2e"], false);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]

@@ -15,23 +15,14 @@ mod common;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
 use std::io::{Read as _, Seek as _, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use common::Server;
 use serde_json::Value;
 
-/// Client flags for `cipherline room SUB`, which takes them after SUB.
 fn room(server: &Server, name: &str, args: &[&str]) -> Output {
-    let port = server.addr.rsplit(':').next().unwrap_or_default();
-    let home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()));
-    common::bin()
-        .env("CIPHERLINE_HOME", home)
-        .args(["room", args[0], "--server", &server.addr, "--name", name])
-        .args(["--server-fingerprint", &server.fingerprint])
-        .args(&args[1..])
-        .output()
-        .unwrap()
+    common::room_command(server, name, args)
 }
 
 fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
@@ -39,14 +30,7 @@ fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::succeeded(out)
 }
 
 /// The single message `listen ARGS --json --count 1` received.
@@ -71,7 +55,7 @@ fn random_hex() -> String {
 /// view so the search runs in the (optimized) standard library: an ASCII
 /// byte is never swallowed by the replacement of an invalid sequence.
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    String::from_utf8_lossy(haystack).contains(needle)
+    common::holds(haystack, needle.as_bytes())
 }
 
 /// What the scan of the server's memory found.
@@ -125,19 +109,6 @@ fn scan_memory(pid: u32, needles: &[&str]) -> Option<MemoryScan> {
         scan.regions += usize::from(read_any);
     }
     Some(scan)
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// The files of `files` that contain `needle`.
@@ -212,7 +183,7 @@ fn the_relay_holds_no_end_to_end_plaintext_in_memory_store_or_logs() {
     }
 
     // Every file the server keeps.
-    let files = files_under(&dir.path().join("server-data"));
+    let files = common::files_under(&dir.path().join("server-data"));
     assert!(!files.is_empty());
     assert_eq!(holding(&files, &dm), Vec::<PathBuf>::new(), "the direct message's text is stored");
     assert_eq!(holding(&files, &e2e_room_text), Vec::<PathBuf>::new(), "the end-to-end room's text is stored");

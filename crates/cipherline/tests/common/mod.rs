@@ -339,3 +339,53 @@ pub fn peer_rows(home: &Path) -> Vec<(String, String, String, bool)> {
         conn.prepare("SELECT server, name, fingerprint, verified FROM peers ORDER BY server, folded").unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
 }
+
+/// The data directory [`Server::client`] gives `name`.
+pub fn home_of(server: &Server, name: &str) -> PathBuf {
+    let port = server.addr.rsplit(':').next().unwrap_or_default();
+    std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()))
+}
+
+/// `cipherline room SUB ARGS...` as `name` (`room` takes the client flags
+/// after its subcommand `args[0]`).
+pub fn room_command(server: &Server, name: &str, args: &[&str]) -> std::process::Output {
+    bin()
+        .env("CIPHERLINE_HOME", home_of(server, name))
+        .args(["room", args[0], "--server", &server.addr, "--name", name])
+        .args(["--server-fingerprint", &server.fingerprint])
+        .args(&args[1..])
+        .output()
+        .unwrap()
+}
+
+/// Standard output of a command that must have succeeded (else its exit
+/// code, stdout and stderr in the panic).
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Whether `haystack` holds the bytes `needle`.
+pub fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
