@@ -36,6 +36,7 @@
 //! - [`session`]: an established session.
 //! - [`signature`]: end-to-end signatures on chat messages.
 //! - [`app`]: the application messages carried inside records.
+//! - [`filestream`]: the chunk format of end-to-end files (STREAM over AES-256-GCM).
 //! - [`charclass`]: characters peers may not show raw (controls, bidi, format).
 //! - [`alert`], [`error`]: why connections close.
 
@@ -48,6 +49,7 @@ pub mod charclass;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod filestream;
 pub mod frame;
 pub mod handshake;
 pub mod keyschedule;
