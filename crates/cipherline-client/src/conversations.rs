@@ -41,8 +41,6 @@ use crate::error::ClientError;
 use crate::groups::{GroupKind, Outcome};
 use crate::local::LocalStore;
 
-mod split;
-
 /// The directory of the MLS state files in the data directory.
 pub const STATE_DIR: &str = "mls";
 /// Longest wait for another process's MLS operation.
@@ -371,7 +369,7 @@ impl Conversations {
     }
 
     /// The direct conversation with `peer`, if there is one.
-    fn direct_group(&self, peer: &str) -> Result<Option<Vec<u8>>, ClientError> {
+    pub fn direct_group(&self, peer: &str) -> Result<Option<Vec<u8>>, ClientError> {
         for id in self.store.groups_of(&self.scope, &GroupKind::Direct(peer.to_owned()))? {
             if self.member.load(&id).map_err(e2e)?.is_some() {
                 return Ok(Some(id));
@@ -694,15 +692,19 @@ impl Conversations {
         }
     }
 
+    /// Whether this client's leaf key in `group_id` is due for an update
+    /// ([`Conversations::update_if_due`] sends it), checked locally so a
+    /// caller opens a connection for it only when needed.
+    pub fn update_due(&self, group_id: &[u8]) -> Result<bool, ClientError> {
+        let _guard = lock(&self.lock)?;
+        Ok(self.load(group_id)?.needs_update(now_ms()))
+    }
+
     /// Sends a leaf-key update in `group_id` if it is due (by messages
     /// sent and by time), for post-compromise security. A lost race for
     /// the epoch is not an error: the next message tries again.
     pub async fn update_if_due(&self, client: &mut Client, group_id: &[u8]) -> Result<bool, ClientError> {
-        let due = {
-            let _guard = lock(&self.lock)?;
-            self.load(group_id)?.needs_update(now_ms())
-        };
-        if !due {
+        if !self.update_due(group_id)? {
             return Ok(false);
         }
         match self.commit_in(client, group_id, Conversation::update, &[], &[]).await {

@@ -382,11 +382,9 @@ impl Chat {
             Target::Room(_) => Route::Plain,
             Target::User(user) => {
                 let peers = &mut self.peers;
-                let opened = match e2e.direct_with(user) {
+                let opened = match e2e.direct_group(user) {
                     Ok(Some(group)) => Ok(group),
-                    Ok(None) => {
-                        self.side.run(args, async |c| e2e.open_direct(c, user, &mut key_check(peers)).await).await
-                    }
+                    Ok(None) => self.side.run(args, async |c| e2e.direct(c, user, &mut key_check(peers)).await).await,
                     Err(e) => Err(CliError::Client(e)),
                 };
                 match opened {
@@ -432,7 +430,7 @@ impl Chat {
         let payload = match said.sealed.take() {
             // A resend after `rate_limited`: the same message again.
             Some((sealed_for, payload)) if sealed_for == group => payload,
-            _ => match e2e.encrypt_for(&group, &said.text) {
+            _ => match e2e.seal(&group, &said.text) {
                 Ok(p) => p,
                 Err(e) => {
                     self.screen.show(format!("! not sent ({}): {}", why_client(e), escape(&said.text)));
