@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cipherline_e2e::{Conversation, E2eError, Incoming, Label, Member, Suite};
 use cipherline_proto::app::{
-    CommitRequest, E2eContent, GroupDelivery, PayloadKind, RoomKind, ServerMessage, Target, fold_name,
+    CommitRequest, E2eBody, E2eContent, GroupDelivery, PayloadKind, RoomKind, ServerMessage, Target, fold_name,
 };
 use cipherline_proto::crypto::sign::IdentityKey;
 
@@ -250,7 +250,11 @@ impl Conversations {
                                     Target::User(_) => Target::User(self.me.clone()),
                                     room => room,
                                 },
-                                text: content.text,
+                                text: match content.body {
+                                    E2eBody::Text(text) => text,
+                                    // Files: the next step of issue 16.
+                                    E2eBody::File(_) => "(a file this version cannot receive yet)".to_owned(),
+                                },
                                 sent_at_ms: content.sent_at_ms,
                             })
                         }
@@ -451,8 +455,9 @@ impl Conversations {
         let _guard = lock(&self.lock)?;
         let mut conv = self.load(group_id)?;
         let counter = self.store.next_sent(&self.scope, group_id, &self.me)?;
-        let content = E2eContent { counter, sent_at_ms: now_ms(), text: text.to_owned() };
-        conv.encrypt(&content.encode()).map_err(e2e)
+        let content = E2eContent::text(counter, now_ms(), text);
+        let bytes = content.encode().map_err(|e| ClientError::EndToEnd(e.to_string()))?;
+        conv.encrypt(&bytes).map_err(e2e)
     }
 
     /// After a message was sent in `group_id`: a leaf update if one is due

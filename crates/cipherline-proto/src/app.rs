@@ -12,12 +12,16 @@ use crate::crypto::kem::MAX_SPKI_LEN;
 use crate::crypto::sign::MAX_SIGNATURE_LEN;
 use crate::error::{DecodeError, Error};
 
+mod blob;
+mod content;
 mod group;
 mod limits;
 mod names;
+pub use blob::{BLOB_ID_LEN, BlobEvent, BlobId, BlobRequest, BlobStatus, MAX_BLOB_DATA, MAX_BLOB_FETCH, MIN_BLOB_SIZE};
+pub use content::{E2eBody, E2eContent, FileAnnouncement};
 pub use group::{
-    CommitRequest, E2eContent, GroupDelivery, GroupEvent, GroupRequest, MAX_COMMIT_NAMES, MAX_GROUP_ID,
-    MAX_KEY_PACKAGE, MAX_KEY_PACKAGES_PER_UPLOAD, PayloadKind, RoomKind,
+    CommitRequest, GroupDelivery, GroupEvent, GroupRequest, MAX_COMMIT_NAMES, MAX_GROUP_ID, MAX_KEY_PACKAGE,
+    MAX_KEY_PACKAGES_PER_UPLOAD, PayloadKind, RoomKind,
 };
 pub use limits::{QueueLimits, RateLimits};
 pub use names::{fold_name, name_skeleton, valid_name};
@@ -170,6 +174,9 @@ pub enum ClientMessage {
     /// A delivery-service request of end-to-end conversations (0x12 to
     /// 0x18, PROTOCOL.md §13.11).
     Group(GroupRequest),
+    /// A blob request of end-to-end files (0x19 to 0x1c, PROTOCOL.md
+    /// §13.12).
+    Blob(BlobRequest),
 }
 
 /// What happened in a room, for Notice.
@@ -230,6 +237,10 @@ pub enum ErrorCode {
     NotAllowed,
     /// The room is end to end encrypted: plain Send and Join do not apply.
     EndToEnd,
+    /// A blob would not fit the uploader's or the relay's blob quota.
+    BlobQuota,
+    /// No such blob (unknown, deleted, expired, or not this client's to see).
+    NoBlob,
     /// A code this implementation does not know.
     Unknown(u16),
 }
@@ -260,6 +271,8 @@ impl ErrorCode {
             ErrorCode::RoomExists => 19,
             ErrorCode::NotAllowed => 20,
             ErrorCode::EndToEnd => 21,
+            ErrorCode::BlobQuota => 22,
+            ErrorCode::NoBlob => 23,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -289,6 +302,8 @@ impl ErrorCode {
             19 => ErrorCode::RoomExists,
             20 => ErrorCode::NotAllowed,
             21 => ErrorCode::EndToEnd,
+            22 => ErrorCode::BlobQuota,
+            23 => ErrorCode::NoBlob,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -534,6 +549,9 @@ pub enum ServerMessage {
     /// A delivery-service message of end-to-end conversations (0x93 to
     /// 0x99, PROTOCOL.md §13.11).
     Group(GroupEvent),
+    /// A blob message of end-to-end files (0x9a and 0x9b, PROTOCOL.md
+    /// §13.12).
+    Blob(BlobEvent),
 }
 
 fn put_name(w: &mut Writer, s: &str) -> Result<(), Error> {
@@ -721,6 +739,7 @@ impl ClientMessage {
                 put_u64(&mut w, *received);
             }
             ClientMessage::Group(g) => g.encode_into(&mut w)?,
+            ClientMessage::Blob(b) => b.encode_into(&mut w)?,
         }
         frame(w)
     }
@@ -784,6 +803,7 @@ impl ClientMessage {
                 received: get_u64(&mut r)?,
             },
             t @ 0x12..=0x18 => ClientMessage::Group(GroupRequest::decode_body(t, &mut r)?),
+            t @ 0x19..=0x1c => ClientMessage::Blob(BlobRequest::decode_body(t, &mut r)?),
             _ => return Err(DecodeError::UnknownMessageType),
         };
         r.finish()?;
@@ -951,6 +971,7 @@ impl ServerMessage {
                 put_u64(&mut w, *received);
             }
             ServerMessage::Group(g) => g.encode_into(&mut w)?,
+            ServerMessage::Blob(b) => b.encode_into(&mut w)?,
         }
         frame(w)
     }
@@ -1087,6 +1108,7 @@ impl ServerMessage {
                 received: get_u64(&mut r)?,
             },
             t @ 0x93..=0x99 => ServerMessage::Group(GroupEvent::decode_body(t, &mut r)?),
+            t @ 0x9a..=0x9b => ServerMessage::Blob(BlobEvent::decode_body(t, &mut r)?),
             _ => return Err(DecodeError::UnknownMessageType),
         };
         r.finish()?;

@@ -40,6 +40,17 @@ pub fn chunk_count(size: u64) -> u64 {
     size.div_ceil(CHUNK_SIZE as u64).max(1)
 }
 
+/// The bytes of a file of `size` bytes once sealed (what the relay
+/// stores): the plaintext plus a 16-byte tag per chunk; `None` beyond
+/// [`MAX_FILE_SIZE`].
+#[must_use]
+pub fn sealed_size(size: u64) -> Option<u64> {
+    if size > MAX_FILE_SIZE {
+        return None;
+    }
+    size.checked_add(chunk_count(size).checked_mul(TAG_LEN as u64)?)
+}
+
 /// The plaintext length of chunk `index` of a file of `size` bytes, or
 /// `None` if there is no such chunk.
 #[must_use]

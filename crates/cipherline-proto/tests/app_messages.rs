@@ -251,3 +251,88 @@ fn delivery_service_layouts_are_as_specified() {
     assert!(ClientMessage::decode(&[0x12, 0, 0]).is_err());
     assert!(ClientMessage::decode(&[0x14, 1, b'r', 3, 0]).is_err());
 }
+
+/// The blob messages of PROTOCOL.md §13.12, byte for byte.
+#[test]
+fn blob_messages_have_the_specified_layout() {
+    let blob = [0xb0; 16];
+    let upload = ClientMessage::Blob(BlobRequest::Upload { request: 1, blob, group_id: vec![5, 6], size: 70_000 });
+    let mut want = vec![0x19];
+    want.extend(1u64.to_be_bytes());
+    want.extend(blob);
+    want.extend([2, 5, 6]);
+    want.extend(70_000u64.to_be_bytes());
+    assert_eq!(&upload.encode().unwrap()[4..], &want[..]);
+
+    let chunk = ClientMessage::Blob(BlobRequest::Chunk { blob, offset: 16384, data: vec![9, 8] });
+    let mut want = vec![0x1a];
+    want.extend(blob);
+    want.extend(16384u64.to_be_bytes());
+    want.extend([0, 2, 9, 8]);
+    assert_eq!(&chunk.encode().unwrap()[4..], &want[..]);
+
+    let fetch = ClientMessage::Blob(BlobRequest::Fetch { request: 2, blob, offset: 3, max: 1 << 20 });
+    let mut want = vec![0x1b];
+    want.extend(2u64.to_be_bytes());
+    want.extend(blob);
+    want.extend(3u64.to_be_bytes());
+    want.extend([0, 0x10, 0, 0]);
+    assert_eq!(&fetch.encode().unwrap()[4..], &want[..]);
+
+    let delete = ClientMessage::Blob(BlobRequest::Delete { request: 4, blob });
+    let mut want = vec![0x1c];
+    want.extend(4u64.to_be_bytes());
+    want.extend(blob);
+    assert_eq!(&delete.encode().unwrap()[4..], &want[..]);
+
+    let state = ServerMessage::Blob(BlobEvent::State {
+        request: 0,
+        blob,
+        status: BlobStatus::Complete,
+        size: 70_000,
+        stored: 70_000,
+    });
+    let mut want = vec![0x9a];
+    want.extend(0u64.to_be_bytes());
+    want.extend(blob);
+    want.push(1);
+    want.extend(70_000u64.to_be_bytes());
+    want.extend(70_000u64.to_be_bytes());
+    assert_eq!(&state.encode().unwrap()[4..], &want[..]);
+
+    let data = ServerMessage::Blob(BlobEvent::Data { request: 2, blob, offset: 3, data: vec![7] });
+    let mut want = vec![0x9b];
+    want.extend(2u64.to_be_bytes());
+    want.extend(blob);
+    want.extend(3u64.to_be_bytes());
+    want.extend([0, 1, 7]);
+    assert_eq!(&data.encode().unwrap()[4..], &want[..]);
+
+    // Refused: empty data, a blob under 16 bytes, a fetch of 0 or over
+    // 1 MiB, an unknown status, a short blob id.
+    let mut empty = vec![0x1a];
+    empty.extend(blob);
+    empty.extend(0u64.to_be_bytes());
+    empty.extend([0, 0]);
+    assert!(ClientMessage::decode(&empty).is_err());
+    let mut small = vec![0x19];
+    small.extend(1u64.to_be_bytes());
+    small.extend(blob);
+    small.push(0);
+    small.extend(15u64.to_be_bytes());
+    assert!(ClientMessage::decode(&small).is_err());
+    let encoded = fetch.encode().unwrap();
+    let mut zero = encoded[4..].to_vec();
+    let n = zero.len();
+    zero[n - 4..].copy_from_slice(&0u32.to_be_bytes());
+    assert!(ClientMessage::decode(&zero).is_err());
+    zero[n - 4..].copy_from_slice(&((1u32 << 20) + 1).to_be_bytes());
+    assert!(ClientMessage::decode(&zero).is_err());
+    let mut status = state.encode().unwrap()[4..].to_vec();
+    status[25] = 3;
+    assert!(ServerMessage::decode(&status).is_err());
+    assert!(ClientMessage::decode(&[0x1c, 0, 0, 0, 0, 0, 0, 0, 4, 0xb0]).is_err());
+    assert!(BlobRequest::Upload { request: 1, blob, group_id: vec![], size: 15 }.request() == 1);
+    assert_eq!(ErrorCode::from_u16(22), ErrorCode::BlobQuota);
+    assert_eq!(ErrorCode::from_u16(23), ErrorCode::NoBlob);
+}

@@ -8,9 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use cipherline_proto::app::{
-    ClientMessage, CommitRequest, Delivery, ErrorCode, FileSigned, GroupDelivery, GroupEvent, GroupRequest, MAX_CHUNK,
-    MessageDecoder, NoticeKind, PayloadKind, QueueLimits, RateLimits, RoomKind, SendSignature, ServerMessage, Signed,
-    Target,
+    BlobEvent, BlobRequest, BlobStatus, ClientMessage, CommitRequest, Delivery, ErrorCode, FileSigned, GroupDelivery,
+    GroupEvent, GroupRequest, MAX_CHUNK, MessageDecoder, NoticeKind, PayloadKind, QueueLimits, RateLimits, RoomKind,
+    SendSignature, ServerMessage, Signed, Target,
 };
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::{IdentityPublicKey, SignatureAlgorithm};
@@ -167,6 +167,36 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<bool>().prop_map(|enabled| ClientMessage::Receipts { enabled }),
         any::<u64>().prop_map(|after| ClientMessage::Resume { after }),
         group_request().prop_map(ClientMessage::Group),
+        blob_request().prop_map(ClientMessage::Blob),
+    ]
+}
+
+fn blob_data() -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 1..=MAX_CHUNK)
+}
+
+fn blob_request() -> impl Strategy<Value = BlobRequest> {
+    prop_oneof![
+        (any::<u64>(), any::<[u8; 16]>(), group_id(), 16u64..)
+            .prop_map(|(request, blob, group_id, size)| { BlobRequest::Upload { request, blob, group_id, size } }),
+        (any::<[u8; 16]>(), any::<u64>(), blob_data()).prop_map(|(blob, offset, data)| BlobRequest::Chunk {
+            blob,
+            offset,
+            data
+        }),
+        (any::<u64>(), any::<[u8; 16]>(), any::<u64>(), 1u32..=1 << 20)
+            .prop_map(|(request, blob, offset, max)| { BlobRequest::Fetch { request, blob, offset, max } }),
+        (any::<u64>(), any::<[u8; 16]>()).prop_map(|(request, blob)| BlobRequest::Delete { request, blob }),
+    ]
+}
+
+fn blob_event() -> impl Strategy<Value = BlobEvent> {
+    let status = prop_oneof![Just(BlobStatus::Uploading), Just(BlobStatus::Complete), Just(BlobStatus::Gone)];
+    prop_oneof![
+        (any::<u64>(), any::<[u8; 16]>(), status, any::<u64>(), any::<u64>())
+            .prop_map(|(request, blob, status, size, stored)| BlobEvent::State { request, blob, status, size, stored }),
+        (any::<u64>(), any::<[u8; 16]>(), any::<u64>(), blob_data())
+            .prop_map(|(request, blob, offset, data)| { BlobEvent::Data { request, blob, offset, data } }),
     ]
 }
 
@@ -286,12 +316,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             received
         }),
         group_event().prop_map(ServerMessage::Group),
+        blob_event().prop_map(ServerMessage::Blob),
     ]
 }
 
 /// Every type byte in use, and any other, to start arbitrary bodies with.
 fn type_byte() -> impl Strategy<Value = u8> {
-    prop_oneof![1u8..=0x18, 0x81u8..=0x99, any::<u8>()]
+    prop_oneof![1u8..=0x1c, 0x81u8..=0x9b, any::<u8>()]
 }
 
 /// Decodes `bytes` both ways; whatever decodes must re-encode to `bytes`.

@@ -561,6 +561,10 @@ fn handle(
         },
         ClientMessage::Ping { nonce } => ServerMessage::Pong { nonce },
         ClientMessage::Goodbye => return Ok(None),
+        // Blob storage (§13.12) is the next step of end-to-end files.
+        ClientMessage::Blob(b) => {
+            refuse((ErrorCode::NotAllowed, "this server does not keep files yet".into()), b.request())
+        }
         // File transfer (§13.6): only an offer is ever answered directly,
         // and only when refused; everything else flows through the hub.
         ClientMessage::FileOffer { transfer, to, name: file_name, size } => {

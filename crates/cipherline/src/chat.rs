@@ -959,7 +959,7 @@ impl Chat {
             }
             ServerMessage::Delivered { .. } | ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
             ServerMessage::Group(GroupEvent::Message(d)) => return self.on_group(d).await,
-            ServerMessage::Group(_) => {}
+            ServerMessage::Group(_) | ServerMessage::Blob(_) => {}
         }
         None
     }

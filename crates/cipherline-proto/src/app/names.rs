@@ -90,7 +90,10 @@ impl ServerMessage {
             | ServerMessage::Expired { to: by, .. } => valid_name(by, MAX_NAME),
             ServerMessage::FileData { from, .. } | ServerMessage::FileDone { from, .. } => valid_name(from, MAX_NAME),
             ServerMessage::FileCancelled { sender, by, .. } => valid_name(sender, MAX_NAME) && valid_name(by, MAX_NAME),
-            ServerMessage::Ack { .. } | ServerMessage::Error { .. } | ServerMessage::Pong { .. } => true,
+            ServerMessage::Ack { .. }
+            | ServerMessage::Error { .. }
+            | ServerMessage::Pong { .. }
+            | ServerMessage::Blob(_) => true,
             ServerMessage::Group(g) => match g {
                 GroupEvent::KeyPackage { user, .. } => valid_name(user, MAX_NAME),
                 GroupEvent::RoomInfo { room, admins, .. } => {
