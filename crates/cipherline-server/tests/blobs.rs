@@ -63,12 +63,23 @@ impl Peer {
 
     /// Fetches from `offset`: the bytes of the BlobData (checked
     /// consecutive, each at most 16 KiB) and the closing state.
-    async fn fetch(&mut self, request: u64, blob: BlobId, offset: u64, max: u32) -> Result<(Vec<u8>, BlobEvent), (ErrorCode, u64, String)> {
+    async fn fetch(
+        &mut self,
+        request: u64,
+        blob: BlobId,
+        offset: u64,
+        max: u32,
+    ) -> Result<(Vec<u8>, BlobEvent), (ErrorCode, u64, String)> {
         self.send(BlobRequest::Fetch { request, blob, offset, max }).await;
         self.fetched(request, blob, offset).await
     }
 
-    async fn fetched(&mut self, request: u64, blob: BlobId, offset: u64) -> Result<(Vec<u8>, BlobEvent), (ErrorCode, u64, String)> {
+    async fn fetched(
+        &mut self,
+        request: u64,
+        blob: BlobId,
+        offset: u64,
+    ) -> Result<(Vec<u8>, BlobEvent), (ErrorCode, u64, String)> {
         let mut bytes = Vec::new();
         loop {
             match self.next().await? {
@@ -187,7 +198,9 @@ async fn an_upload_resumes_after_a_reconnect_and_a_wrong_offset_is_refused_witho
     alice.chunks(blob, 0, &data[..MAX_BLOB_DATA]).await;
     // Answered in order: the chunk is in before this answer.
     let (_, end) = alice.fetch(2, blob, 0, 1).await.unwrap();
-    assert!(matches!(end, BlobEvent::State { stored, status: BlobStatus::Uploading, .. } if stored == MAX_BLOB_DATA as u64));
+    assert!(
+        matches!(end, BlobEvent::State { stored, status: BlobStatus::Uploading, .. } if stored == MAX_BLOB_DATA as u64)
+    );
     alice.c.close().await.unwrap();
 
     let mut alice = Peer::connect(&server, "alice", 1).await;
@@ -251,7 +264,8 @@ async fn strangers_unknown_ids_and_keyless_clients_learn_nothing() {
     alice.chunks(blob, 0, &[7; 60]).await;
     let mut carol = Peer::connect(&server, "carol", 3).await;
     // Not a member: the same answer as for an id nobody uses.
-    let text = refused(carol.fetch(2, blob, 0, 100).await.map(|_| ServerMessage::Pong { nonce: 0 }), ErrorCode::NoBlob, 2);
+    let text =
+        refused(carol.fetch(2, blob, 0, 100).await.map(|_| ServerMessage::Pong { nonce: 0 }), ErrorCode::NoBlob, 2);
     let unknown = refused(
         carol.fetch(3, [0x45; 16], 0, 100).await.map(|_| ServerMessage::Pong { nonce: 0 }),
         ErrorCode::NoBlob,
@@ -293,7 +307,11 @@ async fn quotas_per_user_and_in_all_refuse_with_blob_quota_and_keep_nothing() {
     assert!(text.contains("160") && text.contains("150"), "{text}");
     // Nothing was kept of the refused ones.
     for (request, id) in [(6, b), (7, d)] {
-        refused(bob.fetch(request, id, 0, 10).await.map(|_| ServerMessage::Pong { nonce: 0 }), ErrorCode::NoBlob, request);
+        refused(
+            bob.fetch(request, id, 0, 10).await.map(|_| ServerMessage::Pong { nonce: 0 }),
+            ErrorCode::NoBlob,
+            request,
+        );
         assert!(!blob_file(dir.path(), &id).exists());
     }
     // Deleting frees the owner's quota.
@@ -334,9 +352,11 @@ async fn a_complete_blob_goes_once_everyone_waiting_is_done_with_it() {
     }
     let mut alice = Peer::connect(&server, "alice", 1).await;
     let room = b"g-team".to_vec();
-    let joined =
-        group(&mut alice, GroupRequest::CreateRoom { room: "team".into(), kind: RoomKind::Invite, group_id: room.clone() })
-            .await;
+    let joined = group(
+        &mut alice,
+        GroupRequest::CreateRoom { room: "team".into(), kind: RoomKind::Invite, group_id: room.clone() },
+    )
+    .await;
     assert!(matches!(joined, ServerMessage::Joined { .. }), "{joined:?}");
     let answer = group(&mut alice, GroupRequest::Commit(commit(&room, &["bob", "carol"]))).await;
     assert!(matches!(answer, ServerMessage::Group(GroupEvent::Committed { .. })), "{answer:?}");
@@ -408,7 +428,8 @@ async fn a_held_fetch_answers_as_soon_as_bytes_arrive_and_later_requests_wait_be
     assert!(timeout(Duration::from_millis(500), bob.c.recv()).await.is_err(), "held while nothing is there");
     alice.chunks(blob, 0, &[3; 40]).await;
     // Well before the 10 s hold runs out.
-    let (got, end) = timeout(Duration::from_secs(5), bob.fetched(2, blob, 0)).await.expect("answered on arrival").unwrap();
+    let (got, end) =
+        timeout(Duration::from_secs(5), bob.fetched(2, blob, 0)).await.expect("answered on arrival").unwrap();
     assert_eq!(got, vec![3; 40]);
     assert_eq!(end, BlobEvent::State { request: 2, blob, status: BlobStatus::Uploading, size: 100, stored: 40 });
     assert_eq!(bob.next().await.unwrap(), ServerMessage::Pong { nonce: 77 }, "answered in order");
