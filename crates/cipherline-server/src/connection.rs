@@ -545,17 +545,33 @@ async fn held_ready(held: &mut Option<crate::blobs::Held>) {
     }
 }
 
-/// Sends `msgs` in order, gathered into full records, within the write
-/// timeout.
+/// Bytes of encoded messages [`send_all`] gathers into one write.
+const SEND_ALL_BATCH: usize = 64 * 1024;
+
+/// Sends `msgs` in order within the write timeout, encoding them as it goes
+/// into writes of about [`SEND_ALL_BATCH`] bytes: a fetch's answer is up to
+/// 1 MiB of BlobData, sent in full records without a second copy of all of
+/// it.
 async fn send_all(conn: &mut Conn, limits: &crate::Limits, msgs: &[ServerMessage]) -> Result<(), End> {
-    if msgs.is_empty() {
-        return Ok(());
-    }
-    let mut frames = Vec::with_capacity(msgs.len());
-    for msg in msgs {
-        frames.push(msg.encode().map_err(|e| End::Failed(NetError::Protocol(e)))?);
-    }
-    match timeout(limits.write_timeout(), send_queued(conn, &frames)).await {
+    let all = async {
+        let mut batch: Vec<u8> = Vec::new();
+        for msg in msgs {
+            let bytes = msg.encode().map_err(NetError::Protocol)?;
+            if batch.is_empty() && msgs.len() == 1 {
+                return conn.send(&bytes).await;
+            }
+            batch.extend_from_slice(&bytes);
+            if batch.len() >= SEND_ALL_BATCH {
+                conn.send(&batch).await?;
+                batch.clear();
+            }
+        }
+        if !batch.is_empty() {
+            conn.send(&batch).await?;
+        }
+        Ok(())
+    };
+    match timeout(limits.write_timeout(), all).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(End::Failed(e)),
         Err(_) => Err(End::Refused(ErrorCode::TooSlow, "writing to the client timed out")),
