@@ -548,34 +548,34 @@ async fn held_ready(held: &mut Option<crate::blobs::Held>) {
 /// Bytes of encoded messages [`send_all`] gathers into one write.
 const SEND_ALL_BATCH: usize = 64 * 1024;
 
-/// Sends `msgs` in order within the write timeout, encoding them as it goes
-/// into writes of about [`SEND_ALL_BATCH`] bytes: a fetch's answer is up to
-/// 1 MiB of BlobData, sent in full records without a second copy of all of
-/// it.
+/// Sends `msgs` in order, encoding them as it goes into writes of about
+/// [`SEND_ALL_BATCH`] bytes, each within the write timeout (as for queued
+/// messages: a slow reader of a 1 MiB fetch answer is not too slow unless
+/// one write stalls). No second copy of a whole fetch answer is made.
 async fn send_all(conn: &mut Conn, limits: &crate::Limits, msgs: &[ServerMessage]) -> Result<(), End> {
-    let all = async {
-        let mut batch: Vec<u8> = Vec::new();
-        for msg in msgs {
-            let bytes = msg.encode().map_err(NetError::Protocol)?;
-            if batch.is_empty() && msgs.len() == 1 {
-                return conn.send(&bytes).await;
-            }
-            batch.extend_from_slice(&bytes);
-            if batch.len() >= SEND_ALL_BATCH {
-                conn.send(&batch).await?;
-                batch.clear();
-            }
+    async fn write(conn: &mut Conn, limits: &crate::Limits, bytes: &[u8]) -> Result<(), End> {
+        match timeout(limits.write_timeout(), conn.send(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Failed(e)),
+            Err(_) => Err(End::Refused(ErrorCode::TooSlow, "writing to the client timed out")),
         }
-        if !batch.is_empty() {
-            conn.send(&batch).await?;
-        }
-        Ok(())
-    };
-    match timeout(limits.write_timeout(), all).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(End::Failed(e)),
-        Err(_) => Err(End::Refused(ErrorCode::TooSlow, "writing to the client timed out")),
     }
+    let mut batch: Vec<u8> = Vec::new();
+    for msg in msgs {
+        let bytes = msg.encode().map_err(|e| End::Failed(NetError::Protocol(e)))?;
+        if msgs.len() == 1 {
+            return write(conn, limits, &bytes).await;
+        }
+        batch.extend_from_slice(&bytes);
+        if batch.len() >= SEND_ALL_BATCH {
+            write(conn, limits, &batch).await?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        write(conn, limits, &batch).await?;
+    }
+    Ok(())
 }
 
 /// The id an Error about `msg` carries: the Send id (of a group Send too),
