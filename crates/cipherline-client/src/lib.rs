@@ -25,6 +25,7 @@ pub mod conversations;
 pub mod delivery;
 pub mod display;
 pub mod error;
+pub mod files;
 pub mod groups;
 mod known_peers;
 pub mod local;
