@@ -156,10 +156,31 @@ pub async fn upload(
     target: &Target,
     events: &mut (dyn FnMut(UploadEvent) + Send),
 ) -> Result<Uploaded, ClientError> {
+    upload_named(conversations, client, path, None, group_id, target, events).await
+}
+
+/// [`upload`], announcing the file under `name` (1 to 255 bytes of UTF-8)
+/// instead of its own (a front-end's "send as"; tests announce hostile
+/// names with it). A resumed upload keeps the name it was announced under.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_named(
+    conversations: &Conversations,
+    client: &mut Client,
+    path: &Path,
+    name: Option<&str>,
+    group_id: &[u8],
+    target: &Target,
+    events: &mut (dyn FnMut(UploadEvent) + Send),
+) -> Result<Uploaded, ClientError> {
     let store = conversations.store();
     let scope = conversations.scope().to_owned();
     let canonical = std::fs::canonicalize(path).map_err(io(path))?;
     let (size, mtime_ns) = facts(&canonical)?;
+    let name = match name {
+        Some(n) if !n.is_empty() && n.len() <= 255 => n.to_owned(),
+        Some(_) => return Err(ClientError::EndToEnd("a file name is 1 to 255 bytes".into())),
+        None => announced_name(&canonical),
+    };
     let (hashed, sha256) = hash_file(canonical.clone()).await?;
     if hashed != size {
         return Err(ClientError::FileChanged(canonical));
@@ -216,7 +237,6 @@ pub async fn upload(
     if state.size != sealed || state.stored > sealed {
         return Err(ClientError::Unexpected);
     }
-    let name = announced_name(&canonical);
     let mut announced = None;
     if !record.announced {
         let file = FileAnnouncement { blob: record.blob, key: record.key.clone(), size, sha256, name: name.clone() };
