@@ -114,6 +114,17 @@ pub struct Limits {
     pub max_queued_store_bytes_per_recipient: u64,
     /// Most bytes of stored messages, for all recipients together.
     pub max_store_bytes: u64,
+    // --- blobs of end-to-end files (issue 16, PROTOCOL.md §13.12).
+    /// Most bytes of blobs one user may have at the relay, each counted at
+    /// its full size from its BlobUpload on, until it is deleted or expires
+    /// (default 4 GiB); a new blob beyond it gets `blob_quota`.
+    pub max_blob_bytes_per_user: u64,
+    /// Most bytes of blobs for all users together, counted the same way
+    /// (default 16 GiB).
+    pub max_blob_store_bytes: u64,
+    /// Seconds after its creation that a blob is deleted, complete or not
+    /// (default 7 days).
+    pub blob_ttl_secs: u64,
 }
 
 impl Default for Limits {
@@ -152,6 +163,9 @@ impl Default for Limits {
             max_queued_messages_per_recipient: 10_000,
             max_queued_store_bytes_per_recipient: 64 << 20,
             max_store_bytes: 4 << 30,
+            max_blob_bytes_per_user: 4 << 30,
+            max_blob_store_bytes: 16 << 30,
+            blob_ttl_secs: 7 * 24 * 60 * 60,
         }
     }
 }
@@ -215,6 +229,14 @@ impl Limits {
                 "max_queued_messages_per_recipient must be at least 1, max_queued_store_bytes_per_recipient at \
                  least max_message_bytes, and max_store_bytes at least max_queued_store_bytes_per_recipient",
             );
+        }
+        if self.max_blob_bytes_per_user < cipherline_proto::app::MIN_BLOB_SIZE
+            || self.max_blob_store_bytes < self.max_blob_bytes_per_user
+        {
+            return Err("max_blob_bytes_per_user must be at least 16 and max_blob_store_bytes at least that");
+        }
+        if !(1..=u64::from(u32::MAX)).contains(&self.blob_ttl_secs) {
+            return Err("blob_ttl_secs must be between 1 and 4294967295");
         }
         Ok(())
     }
@@ -298,6 +320,22 @@ mod tests {
         };
         assert_eq!(lifted.validate(), Ok(()), "a large value lifts a limit");
         let _ = std::time::Instant::now() + lifted.offer_timeout();
+    }
+
+    #[test]
+    fn blob_limits_must_be_usable() {
+        let d = Limits::default;
+        assert_eq!(d().max_blob_bytes_per_user, 4 << 30);
+        assert_eq!(d().max_blob_store_bytes, 16 << 30);
+        assert_eq!(d().blob_ttl_secs, 604_800);
+        assert!(Limits { max_blob_bytes_per_user: 15, ..d() }.validate().is_err());
+        assert!(Limits { max_blob_store_bytes: (4 << 30) - 1, ..d() }.validate().is_err());
+        let lifted = Limits { max_blob_bytes_per_user: u64::MAX, max_blob_store_bytes: u64::MAX, ..d() };
+        assert_eq!(lifted.validate(), Ok(()), "a large value lifts a limit");
+        assert!(Limits { blob_ttl_secs: 0, ..d() }.validate().is_err());
+        assert!(Limits { blob_ttl_secs: u64::from(u32::MAX) + 1, ..d() }.validate().is_err());
+        let small = Limits { max_blob_bytes_per_user: 16, max_blob_store_bytes: 16, blob_ttl_secs: 1, ..d() };
+        assert_eq!(small.validate(), Ok(()));
     }
 
     #[test]

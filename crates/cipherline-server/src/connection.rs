@@ -402,6 +402,9 @@ async fn message_loop(
     let wake = inbox.as_ref().map(|i| i.wake.clone()).unwrap_or_default();
     // Whether this connection asked for delivery receipts (§13.9).
     let mut receipts = false;
+    // A blob fetch waiting for an upload to move on (§13.12); while it
+    // waits, the client's later requests wait too (answered in order).
+    let mut held: Option<crate::blobs::Held> = None;
     loop {
         let key_update = conn.next_timeout().map_or(idle_deadline + Duration::from_secs(3600), |t| t.into());
         tokio::select! {
@@ -444,7 +447,14 @@ async fn message_loop(
                     Err(_) => return End::Refused(ErrorCode::TooSlow, "writing to the client timed out"),
                 }
             }
-            msg = conn.recv() => {
+            () = held_ready(&mut held) => {
+                let Some(fetch) = held.take() else { continue };
+                let answer = fetch.answer(me).await;
+                if let Err(end) = send_all(conn, limits, &answer).await {
+                    return end;
+                }
+            }
+            msg = conn.recv(), if held.is_none() => {
                 idle_deadline = tokio::time::Instant::now() + limits.idle_timeout();
                 let bytes = match msg {
                     Ok(bytes) => bytes,
@@ -457,6 +467,20 @@ async fn message_loop(
                 };
                 if matches!(msg, ClientMessage::Goodbye) {
                     return End::Client;
+                }
+                // Blob messages cost no tokens (§13.12): the quotas bound
+                // what is stored, each fetch's `max` and flow control what
+                // is sent.
+                if let ClientMessage::Blob(req) = msg {
+                    match crate::blobs::handle(req, me, hub, limits, inbox.is_some()).await {
+                        crate::blobs::Answer::Now(answer) => {
+                            if let Err(end) = send_all(conn, limits, &answer).await {
+                                return end;
+                            }
+                        }
+                        crate::blobs::Answer::Hold(fetch) => held = Some(fetch),
+                    }
+                    continue;
                 }
                 // Chunks and acks cost no tokens: a file moves in hundreds
                 // of them, and the flow-control window bounds them instead.
@@ -513,6 +537,31 @@ async fn message_loop(
     }
 }
 
+/// Resolves when the held blob fetch is due; never without one.
+async fn held_ready(held: &mut Option<crate::blobs::Held>) {
+    match held {
+        Some(fetch) => fetch.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends `msgs` in order, gathered into full records, within the write
+/// timeout.
+async fn send_all(conn: &mut Conn, limits: &crate::Limits, msgs: &[ServerMessage]) -> Result<(), End> {
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    let mut frames = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        frames.push(msg.encode().map_err(|e| End::Failed(NetError::Protocol(e)))?);
+    }
+    match timeout(limits.write_timeout(), send_queued(conn, &frames)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(End::Failed(e)),
+        Err(_) => Err(End::Refused(ErrorCode::TooSlow, "writing to the client timed out")),
+    }
+}
+
 /// The id an Error about `msg` carries: the Send id (of a group Send too),
 /// a commit's request id, or the transfer id for file-transfer messages
 /// (PROTOCOL.md §13.6).
@@ -561,10 +610,8 @@ fn handle(
         },
         ClientMessage::Ping { nonce } => ServerMessage::Pong { nonce },
         ClientMessage::Goodbye => return Ok(None),
-        // Blob storage (§13.12) is the next step of end-to-end files.
-        ClientMessage::Blob(b) => {
-            refuse((ErrorCode::NotAllowed, "this server does not keep files yet".into()), b.request())
-        }
+        // Handled in the message loop (they may be held, §13.12).
+        ClientMessage::Blob(_) => return Ok(None),
         // File transfer (§13.6): only an offer is ever answered directly,
         // and only when refused; everything else flows through the hub.
         ClientMessage::FileOffer { transfer, to, name: file_name, size } => {

@@ -178,7 +178,7 @@ impl Groups {
     }
 }
 
-async fn read_group(mail: &Mail, id: &[u8]) -> Result<Option<(Record, u64)>, Refusal> {
+pub(crate) async fn read_group(mail: &Mail, id: &[u8]) -> Result<Option<(Record, u64)>, Refusal> {
     match bounded(mail.store.get(&group_key(id))).await? {
         None => Ok(None),
         Some((value, rev)) => Ok(Some((Record::decode(&value).map_err(damaged)?, rev))),

@@ -30,8 +30,9 @@
 //! guesses), `hub` (rooms and delivery), `backlog` (queued bytes), `bucket`
 //! (rate limits), `transfer` (file transfers in progress), `mail`
 //! (store-and-forward), `groups` (the delivery service of end-to-end
-//! conversations: MLS bytes it relays but cannot read), `connection` (one
-//! client), [`error`].
+//! conversations: MLS bytes it relays but cannot read), `blobs` (the
+//! sealed bytes of end-to-end files, kept for the conversation's members),
+//! `connection` (one client), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
@@ -39,6 +40,7 @@
 mod admission;
 mod attempts;
 mod backlog;
+mod blobs;
 mod bucket;
 pub mod config;
 mod connection;
@@ -138,7 +140,8 @@ pub async fn run_with(
     let tracker = TaskTracker::new();
     tracker.spawn(hub::expire_offers(hub.clone(), token.clone()));
     if hub.mail.is_some() {
-        tracker.spawn(mail::expire_loop(hub.clone(), ttl, token.clone()));
+        let blob_ttl = Duration::from_secs(settings.limits.blob_ttl_secs);
+        tracker.spawn(mail::expire_loop(hub.clone(), ttl, blob_ttl, token.clone()));
     }
     let permits = Arc::new(Semaphore::new(settings.limits.max_connections));
     let handshakes = Arc::new(handshakes::Handshakes::default());

@@ -65,6 +65,8 @@ pub(crate) struct Mail {
     pub(crate) groups: crate::groups::Groups,
     /// Test-only: a relay that tampers with group messages (`RunOptions`).
     pub(crate) group_tamper: Option<crate::GroupTamper>,
+    /// Where the blobs that held fetches wait on stand (§13.12).
+    pub(crate) progress: crate::blobs::Progress,
 }
 
 /// The queue holding `name`'s stored messages.
@@ -169,6 +171,7 @@ impl Mail {
                 counters: Counters::default(),
                 groups,
                 group_tamper: None,
+                progress: crate::blobs::Progress::default(),
             },
             rooms,
         ))
@@ -344,11 +347,12 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Expires stored messages past `ttl` now and then every minute (every
-/// quarter of `ttl` if that is shorter, at least every second) until `stop`.
-pub(crate) async fn expire_loop(hub: Arc<Hub>, ttl: Duration, stop: CancellationToken) {
+/// Expires stored messages past `ttl` and blobs past `blob_ttl` now and
+/// then every minute (every quarter of the shorter time to live if that is
+/// shorter, at least every second) until `stop`.
+pub(crate) async fn expire_loop(hub: Arc<Hub>, ttl: Duration, blob_ttl: Duration, stop: CancellationToken) {
     let Some(mail) = hub.mail.clone() else { return };
-    let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let every = (ttl.min(blob_ttl) / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -356,6 +360,9 @@ pub(crate) async fn expire_loop(hub: Arc<Hub>, ttl: Duration, stop: Cancellation
             _ = tick.tick() => {
                 if let Err(e) = mail.expire(&hub, ttl).await {
                     tracing::error!(error = %e, "expiring stored messages failed");
+                }
+                if let Err(e) = crate::blobs::expire(&mail, blob_ttl).await {
+                    tracing::error!(error = %e, "expiring blobs failed");
                 }
             }
             () = stop.cancelled() => return,

@@ -1,5 +1,6 @@
 //! The durable store behind the cipherline server: per-recipient queues and a
-//! key-value map with compare-and-set.
+//! key-value map with compare-and-set; and blobs (large byte strings in
+//! files, for end-to-end files).
 //!
 //! # Contract
 //!
@@ -26,6 +27,27 @@
 //!   bounded by [`SqliteOptions`]; an oversized input is refused with an
 //!   error, never truncated.
 //!
+//! - **Blobs** ([`BlobStore`], module `blob`). A blob's record (owner,
+//!   group, size, complete or not, creation time, who still waits for it)
+//!   is durable when `blob_create` returns `Created`; deletions
+//!   (`blob_delete`, `blob_member_done`, `blob_expire`, a `blob_finish`
+//!   that finds nobody waiting) are durable when they return, and the
+//!   file goes right after. The bytes are one file per blob in `blobs/`
+//!   beside the database file, named by the id in lowercase hex. Pieces
+//!   appended with `blob_append` go to the page cache and are **not**
+//!   durable: they survive the process, not the machine. `blob_finish`
+//!   flushes the file and the directory and only then marks the record
+//!   complete, durably: a complete blob's bytes are on disk. Quotas count
+//!   every blob at its full size from creation. On open, the directory is
+//!   checked against the records: anything that is not a blob file stops
+//!   the open; a file without a record is removed; a file longer than its
+//!   blob is cut; a complete blob whose file is missing or short loses its
+//!   record (logged); an incomplete blob holds what its file holds, so an
+//!   upload continues from there. (After a machine crash, a file system
+//!   that does not write data before metadata may leave zeros at the end
+//!   of an incomplete blob: clients authenticate every piece end to end.)
+//!   Open blob files are bounded (idle ones beyond 256 are closed).
+//!
 //! [`Store`] is the seam a distributed engine (NATS JetStream) will implement
 //! later; [`SqliteStore`] is the embedded one-file implementation. All its
 //! SQLite work runs on one dedicated thread, which takes every request
@@ -34,6 +56,8 @@
 
 #![forbid(unsafe_code)]
 
+mod blob;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +65,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
+
+pub use blob::{
+    BLOB_DIR, BLOB_ID_LEN, BlobCreated, BlobFinished, BlobId, BlobQuota, BlobRead, BlobRecord, BlobStore, BlobUsage,
+    BlobWrite, MAX_BLOB_READ, MAX_WAITING, MemberDone, NewBlob, QuotaScope,
+};
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +131,22 @@ pub enum StoreError {
     /// The store's writer thread has stopped.
     #[error("the store is closed")]
     Closed,
+    /// A blob's data file could not be used.
+    #[error("blob file {path}: {source}")]
+    BlobFile {
+        /// The file (or the blob directory).
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// [`BlobStore::blob_finish`] on a blob that does not hold all its bytes.
+    #[error("blob holds {stored} of its {size} bytes; it cannot be finished")]
+    BlobIncomplete {
+        /// Bytes held.
+        stored: u64,
+        /// Bytes it was created for.
+        size: u64,
+    },
 }
 
 /// Shorthand for results of the store.
@@ -291,6 +336,29 @@ const MIGRATIONS: &[&str] = &[
          bytes = (SELECT coalesce(sum(length(payload)), 0) FROM messages m WHERE m.queue = queues.name);
      INSERT INTO counters (name, value) SELECT 'total_messages', count(*) FROM messages;
      INSERT INTO counters (name, value) SELECT 'total_bytes', coalesce(sum(length(payload)), 0) FROM messages;",
+    // 3: blobs (their bytes are files in the blob directory), who still
+    // waits for each, and running sizes per owner and in all for quotas.
+    "CREATE TABLE blobs (
+         id BLOB PRIMARY KEY,
+         owner TEXT NOT NULL,
+         grp BLOB NOT NULL,
+         size INTEGER NOT NULL,
+         complete INTEGER NOT NULL,
+         created_ms INTEGER NOT NULL,
+         waited INTEGER NOT NULL
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX blobs_by_time ON blobs (created_ms);
+     CREATE TABLE blob_waiting (
+         id BLOB NOT NULL,
+         name TEXT NOT NULL,
+         PRIMARY KEY (id, name)
+     ) STRICT, WITHOUT ROWID;
+     CREATE TABLE blob_owners (
+         owner TEXT PRIMARY KEY,
+         blobs INTEGER NOT NULL,
+         bytes INTEGER NOT NULL
+     ) STRICT;
+     INSERT INTO counters (name, value) VALUES ('blob_count', 0), ('blob_bytes', 0);",
 ];
 
 /// The schema version this code writes.
@@ -309,6 +377,7 @@ type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
 /// already sent; [`SqliteStore::close`] also waits for that.
 pub struct SqliteStore {
     sender: mpsc::Sender<Job>,
+    blobs: Arc<blob::Blobs>,
     commits: Arc<AtomicU64>,
     options: SqliteOptions,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -325,9 +394,12 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, migrates it to
-    /// [`SCHEMA_VERSION`] and starts its writer thread.
+    /// [`SCHEMA_VERSION`], checks the blob directory beside it against the
+    /// blob records (see the crate doc) and starts its writer thread.
     pub async fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        let blob_dir = path.parent().unwrap_or_else(|| Path::new(".")).join(BLOB_DIR);
+        let blobs = Arc::new(blob::Blobs::new(blob_dir.clone()));
         let (ready_tx, ready_rx) = oneshot::channel();
         let (sender, receiver) = mpsc::channel::<Job>(options.channel_capacity.max(1));
         let commits = Arc::new(AtomicU64::new(0));
@@ -335,18 +407,20 @@ impl SqliteStore {
         let max_batch = options.max_batch.max(1);
         let thread = std::thread::Builder::new()
             .name("cipherline-store".into())
-            .spawn(move || match open_connection(&path) {
-                Ok(conn) => {
-                    let _ = ready_tx.send(Ok(()));
-                    writer_loop(conn, receiver, max_batch, &thread_commits);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+            .spawn(move || {
+                match open_connection(&path).and_then(|conn| blob::reconcile(&conn, &blob_dir).map(|()| conn)) {
+                    Ok(conn) => {
+                        let _ = ready_tx.send(Ok(()));
+                        writer_loop(conn, receiver, max_batch, &thread_commits);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
             })
             .map_err(|e| StoreError::Commit(format!("cannot start the store thread: {e}")))?;
         ready_rx.await.map_err(|_| StoreError::Closed)??;
-        Ok(Self { sender, commits, options, thread: Some(thread) })
+        Ok(Self { sender, blobs, commits, options, thread: Some(thread) })
     }
 
     /// How many transactions the writer thread has committed since open.
@@ -371,7 +445,10 @@ impl SqliteStore {
 
     /// Runs `work` on the writer thread inside the current batch and returns
     /// its result once the batch is committed.
-    async fn call<T: Send + 'static>(&self, work: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = match conn {
@@ -392,24 +469,24 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    fn check_len(&self, what: &'static str, len: usize, max: usize) -> Result<()> {
+    pub(crate) fn check_len(&self, what: &'static str, len: usize, max: usize) -> Result<()> {
         if len > max {
             return Err(StoreError::TooLarge { what, len, max });
         }
         Ok(())
     }
 
-    fn check_name(&self, what: &'static str, name: &str) -> Result<()> {
+    pub(crate) fn check_name(&self, what: &'static str, name: &str) -> Result<()> {
         self.check_len(what, name.len(), self.options.max_name_bytes)
     }
 }
 
-fn to_i64(what: &'static str, value: u64) -> Result<i64> {
+pub(crate) fn to_i64(what: &'static str, value: u64) -> Result<i64> {
     i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
 }
 
 /// SQLite integers written by this crate are never negative.
-fn to_u64(value: i64) -> u64 {
+pub(crate) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 

@@ -1,0 +1,422 @@
+//! Blobs at the relay (PROTOCOL.md §13.12.3): the sealed bytes of
+//! end-to-end files, uploaded by their sender in order (resuming where the
+//! relay's copy ends), fetched by the members of the conversation (also
+//! while the upload is in progress), deleted by their owner, let go by
+//! members who are done with them, and expired.
+//!
+//! The relay never sees a file key: a blob is ciphertext to it. Logs carry
+//! owners, shortened blob ids and sizes, never blob bytes.
+//!
+//! A fetch that finds nothing new on a blob still being uploaded is held
+//! (at most one per connection, [`Held`]) until the upload moves on or
+//! [`HOLD`] passes: the connection watches the blob's [`Progress`] in its
+//! select loop, so the client's other traffic keeps flowing to it, and its
+//! later requests wait behind the held one (requests are answered in
+//! order).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cipherline_proto::app::{
+    BlobEvent, BlobId, BlobRequest, BlobStatus, ErrorCode, MAX_BLOB_DATA, ServerMessage, fold_name,
+};
+use cipherline_store::{
+    BlobCreated, BlobFinished, BlobQuota, BlobRecord, BlobStore as _, BlobWrite, MemberDone, NewBlob, QuotaScope,
+};
+use tokio::sync::watch;
+
+use crate::Limits;
+use crate::hub::{Hub, Me, Refusal};
+use crate::mail::{Mail, bounded, now_ms};
+
+/// Longest a fetch waits for an upload in progress to move on.
+pub(crate) const HOLD: Duration = Duration::from_secs(10);
+
+/// Expired blobs deleted per store call.
+const EXPIRE_BATCH: usize = 500;
+
+/// A blob id shortened for logs.
+fn short(id: &BlobId) -> String {
+    id.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+fn refused(code: ErrorCode, text: impl Into<String>) -> Refusal {
+    (code, text.into())
+}
+
+fn no_blob() -> Refusal {
+    refused(ErrorCode::NoBlob, "no such file at the relay (it was deleted or expired, or is not yours to fetch)")
+}
+
+fn state(request: u64, rec: &BlobRecord) -> ServerMessage {
+    let status = if rec.complete { BlobStatus::Complete } else { BlobStatus::Uploading };
+    ServerMessage::Blob(BlobEvent::State { request, blob: rec.id, status, size: rec.size, stored: rec.stored })
+}
+
+fn gone(request: u64, rec: &BlobRecord) -> ServerMessage {
+    ServerMessage::Blob(BlobEvent::State {
+        request,
+        blob: rec.id,
+        status: BlobStatus::Gone,
+        size: rec.size,
+        stored: rec.stored,
+    })
+}
+
+/// Where each blob that a held fetch waits on stands: rung by every piece
+/// appended. Only blobs with a held fetch have an entry (at most one per
+/// connection).
+#[derive(Default)]
+pub(crate) struct Progress {
+    watchers: Mutex<HashMap<BlobId, watch::Sender<u64>>>,
+}
+
+impl Progress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BlobId, watch::Sender<u64>>> {
+        self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts watching `blob`: the receiver sees every change after this.
+    fn watch(&self, blob: BlobId) -> watch::Receiver<u64> {
+        self.lock().entry(blob).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// `blob` moved on (bytes arrived, or it is gone).
+    fn moved(&self, blob: &BlobId, stored: u64) {
+        let mut watchers = self.lock();
+        if let Some(tx) = watchers.get(blob) {
+            if tx.receiver_count() == 0 {
+                watchers.remove(blob);
+            } else {
+                tx.send_replace(stored);
+            }
+        }
+    }
+
+    /// Drops `blob`'s entry if nobody watches it any more.
+    fn release(&self, blob: &BlobId) {
+        let mut watchers = self.lock();
+        if watchers.get(blob).is_some_and(|tx| tx.receiver_count() == 0) {
+            watchers.remove(blob);
+        }
+    }
+}
+
+/// A fetch waiting for an upload in progress to move on.
+pub(crate) struct Held {
+    mail: Arc<Mail>,
+    request: u64,
+    blob: BlobId,
+    offset: u64,
+    max: u32,
+    until: tokio::time::Instant,
+    progress: Option<watch::Receiver<u64>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.progress.take());
+        self.mail.progress.release(&self.blob);
+    }
+}
+
+impl Held {
+    /// Resolves once the blob moved on or the hold is over (cancel-safe).
+    pub(crate) async fn ready(&mut self) {
+        if let Some(rx) = self.progress.as_mut() {
+            let _ = tokio::time::timeout_at(self.until, rx.changed()).await;
+        }
+    }
+
+    /// The answer now: what is there, then the state.
+    pub(crate) async fn answer(self, me: &Me) -> Vec<ServerMessage> {
+        let (request, blob, offset, max) = (self.request, self.blob, self.offset, self.max);
+        let mail = self.mail.clone();
+        drop(self);
+        match fetch(&mail, me, request, blob, offset, max, false).await {
+            Ok(Answer::Now(msgs)) => msgs,
+            Ok(Answer::Hold(_)) => Vec::new(),
+            Err(r) => vec![error(r, request)],
+        }
+    }
+}
+
+/// How a blob request is answered.
+pub(crate) enum Answer {
+    /// With these messages (possibly none), now.
+    Now(Vec<ServerMessage>),
+    /// Later: a fetch held until the upload moves on.
+    Hold(Held),
+}
+
+fn error((code, text): Refusal, client_id: u64) -> ServerMessage {
+    ServerMessage::Error { code, client_id, text }
+}
+
+/// Handles one blob request from a client that has a stored queue
+/// (`stored`) or not.
+pub(crate) async fn handle(req: BlobRequest, me: &Me, hub: &Hub, limits: &Limits, stored: bool) -> Answer {
+    let request = req.request();
+    let Some(mail) = hub.mail.clone() else {
+        return Answer::Now(vec![error(
+            refused(ErrorCode::NotAllowed, "files at the relay need a server with a store; this one has none"),
+            request,
+        )]);
+    };
+    if !stored {
+        return Answer::Now(vec![error(
+            refused(
+                ErrorCode::NotAllowed,
+                "files at the relay are for users whose name an identity key owns: connect with your identity key",
+            ),
+            request,
+        )]);
+    }
+    let result = match req {
+        BlobRequest::Upload { request, blob, group_id, size } => {
+            upload(&mail, me, limits, request, blob, group_id, size).await.map(|m| Answer::Now(vec![m]))
+        }
+        BlobRequest::Chunk { blob, offset, data } => chunk(&mail, me, blob, offset, &data).await.map(Answer::Now),
+        BlobRequest::Fetch { request, blob, offset, max } => fetch(&mail, me, request, blob, offset, max, true).await,
+        BlobRequest::Delete { request, blob } => delete(&mail, me, request, blob).await.map(|m| Answer::Now(vec![m])),
+    };
+    result.unwrap_or_else(|r| Answer::Now(vec![error(r, request)]))
+}
+
+/// Whether `me` may see `rec`: its owner, or a current member of its group.
+async fn may_fetch(mail: &Mail, me: &Me, rec: &BlobRecord) -> Result<bool, Refusal> {
+    if rec.owner == fold_name(&me.name) {
+        return Ok(true);
+    }
+    Ok(crate::groups::read_group(mail, &rec.group).await?.is_some_and(|(g, _)| g.is_member(&me.name)))
+}
+
+/// BlobUpload: create, or resume.
+async fn upload(
+    mail: &Mail,
+    me: &Me,
+    limits: &Limits,
+    request: u64,
+    blob: BlobId,
+    group_id: Vec<u8>,
+    size: u64,
+) -> Result<ServerMessage, Refusal> {
+    let Some((group, _)) = crate::groups::read_group(mail, &group_id).await? else {
+        return Err(refused(ErrorCode::NotAllowed, "no such conversation"));
+    };
+    if !group.is_member(&me.name) {
+        return Err(refused(ErrorCode::NotAllowed, "you are not a member of this conversation"));
+    }
+    let owner = fold_name(&me.name);
+    let per_user = limits.max_blob_bytes_per_user;
+    if size > per_user || i64::try_from(size).is_err() {
+        return Err(refused(
+            ErrorCode::BlobQuota,
+            format!("a file of {size} bytes is over the per-user limit of {per_user} bytes for files at the relay"),
+        ));
+    }
+    let waiting = group.members.iter().filter(|m| **m != owner).cloned().collect();
+    let new = NewBlob { id: blob, owner: owner.clone(), group: group_id.clone(), size, created_ms: now_ms(), waiting };
+    let quota = BlobQuota { per_owner: per_user, total: limits.max_blob_store_bytes };
+    match bounded(mail.store.blob_create(new, quota)).await? {
+        BlobCreated::Created(rec) => {
+            tracing::info!(owner = %owner, blob = %short(&blob), size, waiting = rec.waiting.len(), "blob created");
+            Ok(state(request, &rec))
+        }
+        BlobCreated::Exists(rec) if rec.owner == owner && rec.group == group_id && rec.size == size => {
+            // Every byte arrived but the blob was never made durable (the
+            // relay stopped in between, or the flush failed): do it now.
+            if !rec.complete && rec.stored == rec.size {
+                return finish(mail, request, blob).await;
+            }
+            tracing::debug!(owner = %owner, blob = %short(&blob), size, stored = rec.stored, "blob upload resumed");
+            Ok(state(request, &rec))
+        }
+        BlobCreated::Exists(_) => Err(refused(
+            ErrorCode::NotAllowed,
+            "that file id is in use at the relay (for another file or by someone else): choose a fresh random one",
+        )),
+        BlobCreated::OverQuota { scope, used, limit } => {
+            let would = used.saturating_add(size);
+            tracing::info!(owner = %owner, blob = %short(&blob), size, used, limit, ?scope, "blob refused: over quota");
+            Err(refused(
+                ErrorCode::BlobQuota,
+                match scope {
+                    QuotaScope::Owner => format!(
+                        "your files waiting at the relay would take {would} bytes, over the per-user limit of {limit} \
+                         bytes: cancel some with `cipherline files cancel` or wait for them to be fetched or expire"
+                    ),
+                    QuotaScope::Total => format!(
+                        "the relay's files would take {would} bytes, over its limit of {limit} bytes for all users: \
+                         try again later"
+                    ),
+                },
+            ))
+        }
+    }
+}
+
+/// Makes a blob that holds all its bytes durable; the state to send.
+async fn finish(mail: &Mail, request: u64, blob: BlobId) -> Result<ServerMessage, Refusal> {
+    match bounded(mail.store.blob_finish(blob)).await? {
+        BlobFinished::Complete(rec) => {
+            tracing::info!(owner = %rec.owner, blob = %short(&blob), size = rec.size, "blob complete");
+            Ok(state(request, &rec))
+        }
+        BlobFinished::Deleted(rec) => {
+            tracing::info!(owner = %rec.owner, blob = %short(&blob), size = rec.size, "blob complete, and nobody waits for it: deleted");
+            mail.progress.moved(&blob, rec.size);
+            Ok(gone(request, &rec))
+        }
+        BlobFinished::NoBlob => Err(no_blob()),
+    }
+}
+
+/// BlobChunk: the next bytes, from the owner, at the offset the relay holds.
+async fn chunk(mail: &Mail, me: &Me, blob: BlobId, offset: u64, data: &[u8]) -> Result<Vec<ServerMessage>, Refusal> {
+    let bad = |text: String| Err(refused(ErrorCode::BadRequest, text));
+    match bounded(mail.store.blob_append(blob, &fold_name(&me.name), offset, data)).await? {
+        BlobWrite::Written { stored, size } => {
+            mail.progress.moved(&blob, stored);
+            if stored < size {
+                return Ok(Vec::new());
+            }
+            // The last piece: durable now, and the owner's connection told.
+            Ok(vec![finish(mail, 0, blob).await?])
+        }
+        BlobWrite::NoBlob => Err(no_blob()),
+        BlobWrite::NotOwner => bad("only the file's sender uploads to it".into()),
+        BlobWrite::WrongOffset { stored } => bad(format!(
+            "the relay holds {stored} bytes of this file: the next chunk goes at offset {stored}, not {offset}"
+        )),
+        BlobWrite::TooLong { stored, size } => bad(format!(
+            "the relay holds {stored} of this file's {size} bytes: a chunk of {} bytes at offset {offset} does not fit",
+            data.len()
+        )),
+    }
+}
+
+/// BlobFetch: what the relay holds from `offset` on (at most `max`), then
+/// the state; held if there is nothing new yet and `may_hold`.
+#[allow(clippy::too_many_arguments)]
+async fn fetch(
+    mail: &Arc<Mail>,
+    me: &Me,
+    request: u64,
+    blob: BlobId,
+    offset: u64,
+    max: u32,
+    may_hold: bool,
+) -> Result<Answer, Refusal> {
+    // Watched before the first look, so that bytes arriving between that
+    // look and the hold still wake it.
+    let progress = may_hold.then(|| mail.progress.watch(blob));
+    let release = |progress: Option<watch::Receiver<u64>>| {
+        if progress.is_some() {
+            drop(progress);
+            mail.progress.release(&blob);
+        }
+    };
+    let rec = match bounded(mail.store.blob_get(blob)).await {
+        Ok(Some(rec)) => rec,
+        Ok(None) => {
+            release(progress);
+            return Err(no_blob());
+        }
+        Err(r) => {
+            release(progress);
+            return Err(r);
+        }
+    };
+    let allowed = may_fetch(mail, me, &rec).await;
+    if !matches!(allowed, Ok(true)) {
+        release(progress);
+        return Err(allowed.err().unwrap_or_else(no_blob));
+    }
+    if offset > rec.size {
+        release(progress);
+        return Err(refused(ErrorCode::BadRequest, format!("offset {offset} is past the file's {} bytes", rec.size)));
+    }
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let read = match bounded(mail.store.blob_read(blob, offset, max)).await {
+        Ok(Some(read)) => read,
+        Ok(None) => {
+            release(progress);
+            return Err(no_blob());
+        }
+        Err(r) => {
+            release(progress);
+            return Err(r);
+        }
+    };
+    if read.data.is_empty() && !read.complete && offset < read.size {
+        if let Some(progress) = progress {
+            return Ok(Answer::Hold(Held {
+                mail: mail.clone(),
+                request,
+                blob,
+                offset,
+                max: u32::try_from(max).unwrap_or(u32::MAX),
+                until: tokio::time::Instant::now() + HOLD,
+                progress: Some(progress),
+            }));
+        }
+    } else {
+        release(progress);
+    }
+    let mut out = Vec::with_capacity(read.data.len().div_ceil(MAX_BLOB_DATA) + 1);
+    let mut at = offset;
+    for piece in read.data.chunks(MAX_BLOB_DATA) {
+        out.push(ServerMessage::Blob(BlobEvent::Data { request, blob, offset: at, data: piece.to_vec() }));
+        at = at.saturating_add(u64::try_from(piece.len()).unwrap_or(u64::MAX));
+    }
+    let status = if read.complete { BlobStatus::Complete } else { BlobStatus::Uploading };
+    out.push(ServerMessage::Blob(BlobEvent::State { request, blob, status, size: read.size, stored: read.stored }));
+    tracing::trace!(name = %me.name, blob = %short(&blob), offset, sent = at - offset, "blob fetched");
+    Ok(Answer::Now(out))
+}
+
+/// BlobDelete: the owner deletes; a member is done with it.
+async fn delete(mail: &Mail, me: &Me, request: u64, blob: BlobId) -> Result<ServerMessage, Refusal> {
+    let rec = bounded(mail.store.blob_get(blob)).await?.ok_or_else(no_blob)?;
+    let name = fold_name(&me.name);
+    if rec.owner == name {
+        let Some(rec) = bounded(mail.store.blob_delete(blob)).await? else { return Err(no_blob()) };
+        mail.progress.moved(&blob, rec.stored);
+        tracing::info!(owner = %rec.owner, blob = %short(&blob), size = rec.size, stored = rec.stored, "blob deleted by its owner");
+        return Ok(gone(request, &rec));
+    }
+    if !may_fetch(mail, me, &rec).await? {
+        return Err(no_blob());
+    }
+    match bounded(mail.store.blob_member_done(blob, &name)).await? {
+        MemberDone::Kept(rec) => Ok(state(request, &rec)),
+        MemberDone::Deleted(rec) => {
+            tracing::info!(owner = %rec.owner, blob = %short(&blob), size = rec.size, "blob fetched by everyone: deleted");
+            Ok(gone(request, &rec))
+        }
+        MemberDone::NoBlob => Err(no_blob()),
+    }
+}
+
+/// Deletes the blobs older than `ttl`; returns how many.
+pub(crate) async fn expire(mail: &Mail, ttl: Duration) -> Result<u64, cipherline_store::StoreError> {
+    let cutoff = now_ms().saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    let mut total = 0u64;
+    loop {
+        let batch = mail.store.blob_expire(cutoff, EXPIRE_BATCH).await?;
+        let n = batch.len();
+        for rec in &batch {
+            mail.progress.moved(&rec.id, rec.stored);
+        }
+        total += n as u64;
+        if n < EXPIRE_BATCH {
+            break;
+        }
+    }
+    if total > 0 {
+        tracing::info!(blobs = total, "blobs expired (blob_ttl_secs)");
+    }
+    Ok(total)
+}
