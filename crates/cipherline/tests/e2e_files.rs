@@ -1,0 +1,264 @@
+//! End-to-end files with the real binary and a real relay (issue 16): a
+//! file sent to an offline user and saved later, a room file fetched by
+//! two members from one upload, hostile names, never replacing a file,
+//! uploads and downloads killed in the middle and resumed, `files
+//! list|get|cancel`, and the 1 GiB kill-and-resume transfer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::Value;
+
+fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
+    if subcommand == "room" {
+        return common::room_command(server, name, args);
+    }
+    server.client(subcommand, name).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    common::succeeded(out)
+}
+
+/// `cipherline files SUB ARGS...` as `name`.
+fn files(server: &Server, name: &str, sub: &str, args: &[&str]) -> Output {
+    common::bin()
+        .env("CIPHERLINE_HOME", common::home_of(server, name))
+        .args(["files", sub, "--server", &server.addr, "--name", name])
+        .args(["--server-fingerprint", &server.fingerprint])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A client runs once, so the server holds its key packages.
+fn publish(server: &Server, name: &str) {
+    ok(&run(server, "listen", name, &["--timeout", "1"]));
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn events<'a>(lines: &'a [Value], event: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|v| v["event"] == event).collect()
+}
+
+/// SHA-256 of a file, in hex (by the system's sha256sum: the test checks
+/// the client's hashing, it does not use it).
+fn sha256_hex(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
+}
+
+/// Writes a file of `size` bytes of a pattern that differs everywhere
+/// (so a misplaced chunk changes the hash), with `marker` at the start;
+/// constant memory.
+fn make_file(path: &Path, size: u64, marker: &[u8]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut written = 0u64;
+    f.write_all(marker).unwrap();
+    written += marker.len() as u64;
+    let mut block = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    while written < size {
+        for (i, b) in block.iter_mut().enumerate() {
+            *b = ((n.wrapping_mul(2_654_435_761) >> 7) as u8) ^ (i as u8);
+        }
+        n += 1;
+        let take = (size - written).min(block.len() as u64) as usize;
+        f.write_all(&block[..take]).unwrap();
+        written += take as u64;
+    }
+    f.flush().unwrap();
+}
+
+/// A running client whose stdout lines are read as they come.
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<Value>,
+}
+
+impl Running {
+    fn start(mut command: std::process::Command) -> Running {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let lines = common::line_channel(&mut child);
+        Running { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits (up to `limit`) for a JSON line `accept` takes.
+    fn wait(&mut self, limit: Duration, accept: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    self.seen.push(v.clone());
+                    if accept(&v) {
+                        return v;
+                    }
+                }
+            }
+        }
+        panic!("no such line within {limit:?}; saw {:?}", self.seen);
+    }
+
+    /// SIGKILL: no goodbye, as in a crash.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn saved_path(v: &Value) -> PathBuf {
+    PathBuf::from(v["path"].as_str().unwrap())
+}
+
+/// Files in `dir` whose names start with a dot (partial files).
+fn hidden_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn a_file_to_an_offline_user_is_saved_later_by_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let file = dir.path().join("report.txt");
+    make_file(&file, 200_000, b"marker-file-5e1d ");
+    let sent = json_lines(&ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap(), "--json"])));
+    let done = events(&sent, "file_sent");
+    assert_eq!(done.len(), 1, "{sent:?}");
+    assert_eq!(done[0]["sha256"], sha256_hex(&file));
+    assert_eq!(done[0]["resumed"], false);
+    // bob comes online later and saves it.
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "bob",
+        &["--accept-files", inbox.to_str().unwrap(), "--json", "--count", "1", "--timeout", "60"],
+    )));
+    let offered = events(&got, "file_offered");
+    assert_eq!(offered.len(), 1, "{got:?}");
+    assert_eq!((offered[0]["from"].as_str(), offered[0]["name"].as_str()), (Some("alice"), Some("report.txt")));
+    let saved = events(&got, "file_saved");
+    assert_eq!(saved.len(), 1, "{got:?}");
+    assert_eq!(saved_path(saved[0]), inbox.join("report.txt"));
+    assert_eq!(saved[0]["sha256"], sha256_hex(&file));
+    assert_eq!(std::fs::read(inbox.join("report.txt")).unwrap(), std::fs::read(&file).unwrap());
+    assert!(hidden_in(&inbox).is_empty(), "no partial file left");
+    // Only ciphertext reached the relay.
+    for entry in common::files_under(&dir.path().join("server-data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(!common::holds(&bytes, b"marker-file-5e1d"), "{} holds the plaintext", entry.display());
+    }
+    // Done: not pending any more.
+    assert_eq!(ok(&files(&server, "bob", "list", &["--json"])), "");
+}
+
+/// Sends `file` as `name` with `--json`, kills the sender once it reported
+/// `at` bytes sent, and returns the bytes it had reported.
+fn kill_sender_at(server: &Server, name: &str, args: &[&str], at: u64, limit: Duration) -> u64 {
+    let mut command = server.client("send", name);
+    command.args(args).arg("--json");
+    let mut sender = Running::start(command);
+    let v = sender.wait(limit, |v| v["event"] == "file_progress" && v["bytes"].as_u64().unwrap() >= at);
+    let bytes = v["bytes"].as_u64().unwrap();
+    assert!(bytes < v["total"].as_u64().unwrap(), "the upload finished before it could be killed");
+    sender.kill();
+    bytes
+}
+
+/// Listens with `--accept-files DIR --json` as `name`, kills it once it
+/// reported `at` bytes received, and returns the bytes it had reported.
+fn kill_listener_at(server: &Server, name: &str, dir: &Path, at: u64, limit: Duration) -> u64 {
+    let mut command = server.client("listen", name);
+    command.args(["--accept-files", dir.to_str().unwrap(), "--json"]);
+    let mut listener = Running::start(command);
+    let v = listener.wait(limit, |v| v["event"] == "file_progress" && v["bytes"].as_u64().unwrap() >= at);
+    let bytes = v["bytes"].as_u64().unwrap();
+    assert!(bytes < v["total"].as_u64().unwrap(), "the download finished before it could be killed");
+    listener.kill();
+    bytes
+}
+
+#[test]
+fn an_upload_killed_midway_resumes_when_the_command_is_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let file = dir.path().join("big.bin");
+    make_file(&file, 96 << 20, b"");
+    let args = ["--to", "bob", "--file", file.to_str().unwrap()];
+    let before = kill_sender_at(&server, "alice", &args, 4 << 20, Duration::from_secs(60));
+    // The relay kept what arrived; alice's data directory remembers the upload.
+    let pending = json_lines(&ok(&files(&server, "alice", "list", &["--json"])));
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["direction"], "out");
+    // The same command again continues, it does not start over.
+    let again = json_lines(&ok(&server.client("send", "alice").args(args).arg("--json").output().unwrap()));
+    let started = events(&again, "file_started");
+    assert_eq!(started[0]["resumed"], true, "{again:?}");
+    let from = started[0]["from"].as_u64().unwrap();
+    assert!(from > 0 && from <= before + (1 << 20), "resumed at {from}, {before} reported sent before the kill");
+    assert_eq!(events(&again, "file_sent")[0]["sha256"], sha256_hex(&file));
+    // One announcement only, and the file arrives whole.
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "bob",
+        &["--accept-files", inbox.to_str().unwrap(), "--json", "--count", "1", "--timeout", "120"],
+    )));
+    assert_eq!(events(&got, "file_offered").len(), 1, "{got:?}");
+    assert_eq!(sha256_hex(&inbox.join("big.bin")), sha256_hex(&file));
+    assert_eq!(ok(&files(&server, "alice", "list", &["--json"])), "", "the upload is finished");
+}
+
+#[test]
+fn a_download_killed_midway_resumes_when_listen_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let file = dir.path().join("big.bin");
+    make_file(&file, 96 << 20, b"");
+    ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap()]));
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let before = kill_listener_at(&server, "bob", &inbox, 4 << 20, Duration::from_secs(60));
+    let partial = hidden_in(&inbox);
+    assert_eq!(partial.len(), 1, "a partial file is kept");
+    assert!(std::fs::metadata(&partial[0]).unwrap().len() >= before);
+    // Restarted, listen continues the download by itself, from where it was.
+    let mut command = server.client("listen", "bob");
+    command.args(["--accept-files", inbox.to_str().unwrap(), "--json", "--count", "1", "--timeout", "120"]);
+    let got = json_lines(&ok(&command.output().unwrap()));
+    let progress = events(&got, "file_progress");
+    let first = progress[0]["bytes"].as_u64().unwrap();
+    assert!(first >= before, "restarted at {first}, had {before}: {got:?}");
+    let saved = events(&got, "file_saved");
+    assert_eq!(saved.len(), 1, "{got:?}");
+    assert_eq!(sha256_hex(&saved_path(saved[0])), sha256_hex(&file));
+    assert!(hidden_in(&inbox).is_empty(), "the partial file became the file");
+}
