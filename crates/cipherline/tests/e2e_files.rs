@@ -262,3 +262,178 @@ fn a_download_killed_midway_resumes_when_listen_starts_again() {
     assert_eq!(sha256_hex(&saved_path(saved[0])), sha256_hex(&file));
     assert!(hidden_in(&inbox).is_empty(), "the partial file became the file");
 }
+
+/// The blob files the relay holds.
+fn blobs(dir: &Path) -> Vec<PathBuf> {
+    let blobs = dir.join("server-data").join("blobs");
+    if !blobs.is_dir() {
+        return Vec::new();
+    }
+    common::files_under(&blobs)
+}
+
+#[test]
+fn a_room_file_is_fetched_by_two_members_from_one_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    publish(&server, "carol");
+    ok(&run(&server, "room", "alice", &["create", "team"]));
+    ok(&run(&server, "room", "alice", &["invite", "team", "bob", "carol"]));
+    let file = dir.path().join("slides.pdf");
+    make_file(&file, 300_000, b"");
+    ok(&run(&server, "send", "alice", &["--room", "team", "--file", file.to_str().unwrap()]));
+    assert_eq!(blobs(dir.path()).len(), 1, "one upload");
+    for name in ["bob", "carol"] {
+        let inbox = dir.path().join(format!("inbox-{name}"));
+        std::fs::create_dir(&inbox).unwrap();
+        let got = json_lines(&ok(&run(
+            &server,
+            "listen",
+            name,
+            &["--room", "team", "--accept-files", inbox.to_str().unwrap(), "--json", "--count", "1", "--timeout", "60"],
+        )));
+        let offered = events(&got, "file_offered");
+        assert_eq!(offered[0]["room"], "team", "{got:?}");
+        assert_eq!(sha256_hex(&inbox.join("slides.pdf")), sha256_hex(&file), "{name}");
+    }
+    // Both said they are done with it: the relay deleted it.
+    assert!(blobs(dir.path()).is_empty(), "{:?}", blobs(dir.path()));
+}
+
+#[test]
+fn a_received_file_never_replaces_an_existing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    std::fs::write(inbox.join("notes.txt"), b"bob's own notes").unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"alice's notes").unwrap();
+    ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap()]));
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "bob",
+        &["--accept-files", inbox.to_str().unwrap(), "--json", "--count", "1", "--timeout", "60"],
+    )));
+    let saved = events(&got, "file_saved");
+    assert_eq!(saved_path(saved[0]), inbox.join("notes (1).txt"), "{got:?}");
+    assert_eq!(std::fs::read(inbox.join("notes.txt")).unwrap(), b"bob's own notes");
+    assert_eq!(std::fs::read(inbox.join("notes (1).txt")).unwrap(), b"alice's notes");
+}
+
+/// A sender announcing a hostile name through the library (the CLI
+/// always announces the file's own name).
+#[test]
+fn a_hostile_file_name_is_saved_sanitised_and_shown_escaped() {
+    use std::sync::Arc;
+
+    use cipherline_client::conversations::Conversations;
+    use cipherline_client::{Client, LocalStore, Options};
+    use cipherline_proto::ClientConfig;
+    use cipherline_proto::app::Target;
+    use cipherline_proto::crypto::kem::ServerPublicKey;
+    use cipherline_proto::crypto::sign::IdentityKey;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let file = dir.path().join("harmless.txt");
+    std::fs::write(&file, b"not what the name says").unwrap();
+    let hostile = "../../\u{1b}]0;pwned\u{7}.bashrc\u{202e}txt.exe";
+    let mallory_dir = dir.path().join("mallory");
+    std::fs::create_dir(&mallory_dir).unwrap();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+        let identity = Arc::new(IdentityKey::ed25519_from_seed(&[0x6d; 32]).unwrap());
+        let options = Options {
+            config: Arc::new(ClientConfig { identity: Some(identity.clone()), ..ClientConfig::default() }),
+            ..Options::default()
+        };
+        let any = |_: &str, _: &ServerPublicKey| Ok(());
+        let mut client = Client::connect(&server.addr, "mallory", &options, &any).await.unwrap();
+        let store = LocalStore::in_data_dir(&mallory_dir).unwrap();
+        let e2e = Conversations::open(&mallory_dir, &server.addr, "mallory", &identity, store).unwrap().unwrap();
+        let group = e2e.direct(&mut client, "bob", &mut |_, _| Ok(())).await.unwrap();
+        let target = Target::User("bob".into());
+        cipherline_client::files::upload::upload_named(&e2e, &mut client, &file, Some(hostile), &group, &target, &mut |_| {})
+            .await
+            .unwrap();
+    });
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let out = run(&server, "listen", "bob", &["--accept-files", inbox.to_str().unwrap(), "--count", "1", "--timeout", "60"]);
+    let shown = format!("{}{}", ok(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(!shown.contains('\u{1b}') && !shown.contains('\u{202e}') && !shown.contains('\u{7}'), "{shown:?}");
+    // Saved inside the directory, under the name without its path,
+    // controls and bidi override, and not hidden.
+    let names: Vec<String> =
+        std::fs::read_dir(&inbox).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["]0;pwned.bashrctxt.exe"]);
+    assert_eq!(std::fs::read(inbox.join(&names[0])).unwrap(), b"not what the name says");
+    assert!(!dir.path().join(".bashrc").exists());
+}
+
+#[test]
+fn files_are_listed_fetched_and_cancelled_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    for (name, text) in [("one.txt", "first file"), ("two.txt", "second file")] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap()]));
+    }
+    // Without --accept-files, listen shows the offers and keeps them.
+    let shown = json_lines(&ok(&run(&server, "listen", "bob", &["--json", "--timeout", "3"])));
+    assert_eq!(events(&shown, "file_offered").len(), 2, "{shown:?}");
+    let listed = json_lines(&ok(&files(&server, "bob", "list", &["--json"])));
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|f| f["state"] == "offered" && f["direction"] == "in" && f["peer"] == "alice"));
+    let id = |name: &str| listed.iter().find(|f| f["name"] == name).unwrap()["id"].as_str().unwrap().to_owned();
+    let (one, two) = (id("one.txt"), id("two.txt"));
+    let text = ok(&files(&server, "bob", "list", &[]));
+    assert!(text.contains(&one) && text.contains("one.txt") && text.contains("offered"), "{text}");
+    // get: fetched now, into the directory given.
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let got = json_lines(&ok(&files(&server, "bob", "get", &[&one, "--dir", inbox.to_str().unwrap(), "--json"])));
+    assert_eq!(saved_path(events(&got, "file_saved")[0]), inbox.join("one.txt"));
+    assert_eq!(std::fs::read_to_string(inbox.join("one.txt")).unwrap(), "first file");
+    // cancel: forgotten.
+    ok(&files(&server, "bob", "cancel", &[&two]));
+    assert_eq!(ok(&files(&server, "bob", "list", &["--json"])), "");
+    // Ids that are not there, or not ids.
+    assert!(!files(&server, "bob", "get", &["d999"]).status.success());
+    assert_eq!(files(&server, "bob", "cancel", &["x1"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_cancelled_upload_is_gone_for_its_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let file = dir.path().join("big.bin");
+    make_file(&file, 64 << 20, b"");
+    kill_sender_at(&server, "alice", &["--to", "bob", "--file", file.to_str().unwrap()], 1 << 20, Duration::from_secs(60));
+    let pending = json_lines(&ok(&files(&server, "alice", "list", &["--json"])));
+    let id = pending[0]["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with('u'), "{pending:?}");
+    ok(&files(&server, "alice", "cancel", &[&id]));
+    assert_eq!(ok(&files(&server, "alice", "list", &["--json"])), "");
+    assert!(blobs(dir.path()).is_empty(), "the relay deleted it");
+    // bob is told, and nothing is left in his directory.
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "bob",
+        &["--accept-files", inbox.to_str().unwrap(), "--json", "--timeout", "5"],
+    )));
+    let failed = events(&got, "file_failed");
+    assert_eq!(failed.len(), 1, "{got:?}");
+    assert!(failed[0]["reason"].as_str().unwrap().contains("no longer on the relay"), "{got:?}");
+    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0);
+}
