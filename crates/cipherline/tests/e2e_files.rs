@@ -98,12 +98,12 @@ impl Running {
     fn wait(&mut self, limit: Duration, accept: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    self.seen.push(v.clone());
-                    if accept(&v) {
-                        return v;
-                    }
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
+                && let Ok(v) = serde_json::from_str::<Value>(&line)
+            {
+                self.seen.push(v.clone());
+                if accept(&v) {
+                    return v;
                 }
             }
         }
@@ -144,7 +144,8 @@ fn a_file_to_an_offline_user_is_saved_later_by_listen() {
     publish(&server, "bob");
     let file = dir.path().join("report.txt");
     make_file(&file, 200_000, b"marker-file-5e1d ");
-    let sent = json_lines(&ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap(), "--json"])));
+    let sent =
+        json_lines(&ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap(), "--json"])));
     let done = events(&sent, "file_sent");
     assert_eq!(done.len(), 1, "{sent:?}");
     assert_eq!(done[0]["sha256"], sha256_hex(&file));
@@ -357,13 +358,22 @@ fn a_hostile_file_name_is_saved_sanitised_and_shown_escaped() {
         let e2e = Conversations::open(&mallory_dir, &server.addr, "mallory", &identity, store).unwrap().unwrap();
         let group = e2e.direct(&mut client, "bob", &mut |_, _| Ok(())).await.unwrap();
         let target = Target::User("bob".into());
-        cipherline_client::files::upload::upload_named(&e2e, &mut client, &file, Some(hostile), &group, &target, &mut |_| {})
-            .await
-            .unwrap();
+        cipherline_client::files::upload::upload_named(
+            &e2e,
+            &mut client,
+            &file,
+            Some(hostile),
+            &group,
+            &target,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
     });
     let inbox = dir.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
-    let out = run(&server, "listen", "bob", &["--accept-files", inbox.to_str().unwrap(), "--count", "1", "--timeout", "60"]);
+    let out =
+        run(&server, "listen", "bob", &["--accept-files", inbox.to_str().unwrap(), "--count", "1", "--timeout", "60"]);
     let shown = format!("{}{}", ok(&out), String::from_utf8_lossy(&out.stderr));
     assert!(!shown.contains('\u{1b}') && !shown.contains('\u{202e}') && !shown.contains('\u{7}'), "{shown:?}");
     // Saved inside the directory, under the name without its path,
@@ -416,7 +426,13 @@ fn a_cancelled_upload_is_gone_for_its_recipient() {
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
     make_file(&file, 64 << 20, b"");
-    kill_sender_at(&server, "alice", &["--to", "bob", "--file", file.to_str().unwrap()], 1 << 20, Duration::from_secs(60));
+    kill_sender_at(
+        &server,
+        "alice",
+        &["--to", "bob", "--file", file.to_str().unwrap()],
+        1 << 20,
+        Duration::from_secs(60),
+    );
     let pending = json_lines(&ok(&files(&server, "alice", "list", &["--json"])));
     let id = pending[0]["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with('u'), "{pending:?}");
@@ -436,4 +452,68 @@ fn a_cancelled_upload_is_gone_for_its_recipient() {
     assert_eq!(failed.len(), 1, "{got:?}");
     assert!(failed[0]["reason"].as_str().unwrap().contains("no longer on the relay"), "{got:?}");
     assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0);
+}
+
+/// Writes `size` bytes quickly (a debug build writing 1 GiB byte by byte
+/// takes long): a fixed block with a counter every 4 KiB, so no two 64 KiB
+/// chunks are alike and a chunk out of place changes the hash.
+fn make_big_file(path: &Path, size: u64) {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut written = 0u64;
+    let mut n = 0u64;
+    while written < size {
+        for at in (0..block.len()).step_by(4096) {
+            block[at..at + 8].copy_from_slice(&n.to_be_bytes());
+            n += 1;
+        }
+        let take = (size - written).min(block.len() as u64) as usize;
+        f.write_all(&block[..take]).unwrap();
+        written += take as u64;
+    }
+    f.flush().unwrap();
+}
+
+/// The test: a 1 GiB file; the sender is killed in the middle of
+/// the upload and run again (it resumes); the receiving `listen` is killed
+/// in the middle of the download and started again (it resumes); the
+/// file saved is the file sent, byte for byte (by SHA-256).
+#[test]
+fn a_1_gib_transfer_survives_killing_the_sender_and_then_the_receiver() {
+    const SIZE: u64 = 1 << 30;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let file = dir.path().join("huge.bin");
+    make_big_file(&file, SIZE);
+    let want = sha256_hex(&file);
+    let args = ["--to", "bob", "--file", file.to_str().unwrap()];
+    let killed_at = kill_sender_at(&server, "alice", &args, SIZE / 3, Duration::from_secs(120));
+    // Run again: it resumes (in the background, while bob receives).
+    let mut command = server.client("send", "alice");
+    command.args(args).arg("--json");
+    let mut sender = Running::start(command);
+    let started = sender.wait(Duration::from_secs(60), |v| v["event"] == "file_started");
+    assert_eq!(started["resumed"], true);
+    assert!(started["from"].as_u64().unwrap() + (1 << 20) >= killed_at, "{started}");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    // bob receives while the upload goes on, and is killed midway.
+    let had = kill_listener_at(&server, "bob", &inbox, SIZE / 2, Duration::from_secs(180));
+    // Started again, bob's listen resumes the download by itself.
+    let mut command = server.client("listen", "bob");
+    command.args(["--accept-files", inbox.to_str().unwrap(), "--json", "--count", "1", "--timeout", "240"]);
+    let got = json_lines(&ok(&command.output().unwrap()));
+    let first = events(&got, "file_progress")[0]["bytes"].as_u64().unwrap();
+    assert!(first >= had, "the download restarted at {first}, it had {had}");
+    let saved = events(&got, "file_saved");
+    assert_eq!(saved.len(), 1, "{got:?}");
+    sender.wait(Duration::from_secs(60), |v| v["event"] == "file_sent");
+    let path = saved_path(saved[0]);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE);
+    assert_eq!(sha256_hex(&path), want);
+    assert_eq!(saved[0]["sha256"], want);
+    // Disk: gone as soon as checked.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&file).unwrap();
 }
