@@ -72,7 +72,9 @@ pub struct ListenArgs {
     pub accept_files: Option<PathBuf>,
 
     /// With --accept-files: decline (telling the sender why) any file larger
-    /// than SIZE: bytes, or with a suffix K, M, G or T (powers of 1024).
+    /// than SIZE: bytes, or with a suffix K, M, G or T (powers of 1024). A
+    /// larger file sent end to end is shown and kept as offered (fetch it
+    /// with `cipherline files get`).
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub max_file_size: u64,
 
@@ -196,7 +198,7 @@ async fn run_here(args: &'static ListenArgs) -> Result<(), CliError> {
         // Downloads this data directory left unfinished, and files offered
         // while it was away, continue by themselves.
         if let (Some(background), Some(dir), Some(e2e)) = (&mut files.background, &args.accept_files, &e2e) {
-            background.resume_pending(e2e.store(), e2e.scope(), dir)?;
+            background.resume_pending(e2e.store(), e2e.scope(), dir, args.max_file_size)?;
         }
         let mut session = Session { client: &mut client, peers: &mut peers, e2e: e2e.as_ref() };
         match listen_on(&mut session, &mut downloads, &mut files, recorder, args, deadline, &mut seen).await {
@@ -315,7 +317,9 @@ async fn listen_on(
             }
             () = tokio::time::sleep_until(deadline.unwrap_or(far)) => return Outcome::TimedOut,
             finished = next_finished(&mut files.background) => {
-                if let Some(background) = &mut files.background {
+                if let Some(background) = &mut files.background
+                    && !finished.retry
+                {
                     background.ended(finished.record.id);
                 }
                 match &finished.result {
@@ -323,6 +327,7 @@ async fn listen_on(
                         transfers::report_saved(&finished.record, path, args.json);
                         *seen += 1;
                     }
+                    Err(why) if finished.retry => transfers::report_retrying(finished.record.id, why, args.json),
                     Err(why) => transfers::report_failed(finished.record.id, why, args.json),
                 }
                 let _ = std::io::stdout().flush();
@@ -440,8 +445,10 @@ fn offered(e2e: &Conversations, id: u64, files: &mut E2eFiles, args: &ListenArgs
     if !matches!(record.state, DownloadState::Offered | DownloadState::Active) || !files.offered.insert(record.id) {
         return Ok(());
     }
-    transfers::report_offered(&record, args.accept_files.as_deref(), args.json);
-    if let (Some(background), Some(dir)) = (&mut files.background, &args.accept_files) {
+    // Larger than --max-file-size: shown, kept as offered, not fetched.
+    let accept = args.accept_files.as_deref().filter(|_| record.size <= args.max_file_size);
+    transfers::report_offered(&record, accept, args.json);
+    if let (Some(background), Some(dir)) = (&mut files.background, accept) {
         background.start(e2e.store(), record, dir);
     }
     Ok(())

@@ -27,6 +27,8 @@ use crate::files::{hex, progress_bar};
 const JSON_EVERY: Duration = Duration::from_millis(250);
 /// Downloads `listen --accept-files` runs at once.
 pub const MAX_DOWNLOADS: usize = 3;
+/// How long `listen` waits before trying an interrupted download again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The files sent and received end to end that are not finished: list
 /// them, fetch one now, or cancel one.
@@ -272,6 +274,15 @@ pub fn report_saved(record: &DownloadRecord, path: &Path, as_json: bool) {
     }
 }
 
+/// Prints that a download was interrupted and will be tried again.
+pub fn report_retrying(id: u64, why: &str, as_json: bool) {
+    if as_json {
+        println!("{}", json!({ "event": "file_retrying", "id": format!("d{id}"), "reason": why }));
+    } else {
+        eprintln!("file d{id} interrupted: {}; trying again in {} s", escape(why), RETRY_AFTER.as_secs());
+    }
+}
+
 /// Prints that a download failed (`why` is our own text, escaped anyway:
 /// it may quote the relay).
 pub fn report_failed(id: u64, why: &str, as_json: bool) {
@@ -437,6 +448,8 @@ pub struct Finished {
     pub record: DownloadRecord,
     /// Where it was saved, or why not.
     pub result: Result<PathBuf, String>,
+    /// Not over: it was interrupted and is tried again after [`RETRY_AFTER`].
+    pub retry: bool,
 }
 
 /// Background downloads for `listen --accept-files`: one connection each,
@@ -482,27 +495,49 @@ impl Background {
         // A local task: connecting borrows the trust check, which is not
         // Sync (`listen` runs inside a LocalSet).
         tokio::task::spawn_local(async move {
-            let _permit = permits.acquire_owned().await;
-            let result = async {
-                let (mut conn, _) = connect_for_files(client).await.map_err(|e| e.to_string())?;
-                let mut events = JsonProgress::new(as_json, format!("d{}", record.id));
-                let mut progress = |bytes: u64, total: u64| events.progress(bytes, total);
-                let r = download::download(&store, &mut conn, record.id, &dir, &mut progress).await;
-                let _ = conn.close().await;
-                r.map_err(|e| e.to_string())
+            loop {
+                let permit = permits.clone().acquire_owned().await;
+                let result = async {
+                    let (mut conn, _) = connect_for_files(client).await.map_err(|e| e.to_string())?;
+                    let mut events = JsonProgress::new(as_json, format!("d{}", record.id));
+                    let mut progress = |bytes: u64, total: u64| events.progress(bytes, total);
+                    let r = download::download(&store, &mut conn, record.id, &dir, &mut progress).await;
+                    let _ = conn.close().await;
+                    r.map_err(|e| e.to_string())
+                }
+                .await;
+                drop(permit);
+                // Interrupted (connection lost, the upload stalled): it is
+                // still pending, and tried again after a pause.
+                let retry = result.is_err()
+                    && store
+                        .download(record.id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|d| matches!(d.state, DownloadState::Offered | DownloadState::Active));
+                if tx.send(Finished { record: record.clone(), result, retry }).is_err() || !retry {
+                    break;
+                }
+                tokio::time::sleep(RETRY_AFTER).await;
             }
-            .await;
-            let _ = tx.send(Finished { record, result });
         });
     }
 
     /// Starts every pending download of `scope`: interrupted ones where
-    /// they were going, offered ones into `dir`.
-    pub fn resume_pending(&mut self, store: &LocalStore, scope: &str, dir: &Path) -> Result<(), CliError> {
+    /// they were going, offered ones of at most `max_size` bytes into `dir`.
+    pub fn resume_pending(
+        &mut self,
+        store: &LocalStore,
+        scope: &str,
+        dir: &Path,
+        max_size: u64,
+    ) -> Result<(), CliError> {
         let pending =
             store.downloads(Some(scope), &[DownloadState::Active, DownloadState::Offered]).map_err(CliError::Client)?;
         for record in pending {
-            self.start(store, record, dir);
+            if record.state == DownloadState::Active || record.size <= max_size {
+                self.start(store, record, dir);
+            }
         }
         Ok(())
     }

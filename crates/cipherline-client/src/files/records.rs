@@ -417,7 +417,8 @@ impl LocalStore {
     }
 
     /// Sets where download `id` stands: its state, its directory (kept if
-    /// `None`), the bytes verified and the detail.
+    /// `None`), the bytes verified and the detail. A download done, failed
+    /// or cancelled has its file key erased.
     pub fn set_download(
         &self,
         id: u64,
@@ -429,7 +430,11 @@ impl LocalStore {
         let dir = dir.map(path_bytes);
         self.write(|tx| {
             tx.execute(
-                "UPDATE file_downloads SET state = ?2, dir = COALESCE(?3, dir), verified = ?4, detail = ?5 WHERE id = ?1",
+                // A download that ended needs its key no more: it is
+                // overwritten (secure_delete keeps it out of free pages).
+                "UPDATE file_downloads SET state = ?2, dir = COALESCE(?3, dir), verified = ?4, detail = ?5,
+                   file_key = CASE WHEN ?2 IN ('done', 'failed', 'cancelled') THEN zeroblob(32) ELSE file_key END
+                 WHERE id = ?1",
                 params![to_sql(id), state.as_str(), dir, to_sql(verified), detail],
             )
             .map_err(|e| self.error(e))?;
@@ -563,6 +568,8 @@ mod tests {
         assert_eq!((d.state, d.verified, d.dir.as_deref()), (DownloadState::Active, 64, Some(dir.path())));
         assert_eq!(*d.key, [9; 32]);
         assert_eq!(store.downloads(Some("s alice"), &[DownloadState::Offered]).unwrap().len(), 1);
+        store.set_download(other, DownloadState::Done, None, 100, "/x/a.txt").unwrap();
+        assert_eq!(*store.download(other).unwrap().unwrap().key, [0; 32], "the key of a finished download is erased");
         assert_eq!(store.downloads(Some("s bob"), &[]).unwrap().len(), 0);
         store.forget_download(id).unwrap();
         assert!(store.download(id).unwrap().is_none());
