@@ -156,6 +156,11 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
         let _ = client.close().await;
         return result.map(drop);
     }
+    if args.file.is_some() {
+        eprintln!(
+            "note: this file is not end-to-end encrypted: the server relays it readable (signed if you have a key)"
+        );
+    }
     if args.wait_delivered.is_some() {
         client.send_message(&ClientMessage::Receipts { enabled: true }).await?;
     }
