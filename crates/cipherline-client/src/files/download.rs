@@ -110,6 +110,21 @@ struct Sink {
 fn open_partial(path: &Path, size: u64) -> Result<Sink, ClientError> {
     let mut file =
         OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io(path))?;
+    // One writer per partial file: a `listen` and a `files get` of the
+    // same download would interleave their chunks. Released on close.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(ClientError::FileIo {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    ErrorKind::ResourceBusy,
+                    "another cipherline process is downloading this file",
+                ),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(path)(e)),
+    }
     let len = file.metadata().map_err(io(path))?.len();
     let keep = if len == size { size } else { (len.min(size) / CHUNK_SIZE as u64) * CHUNK_SIZE as u64 };
     if keep != len {
@@ -396,10 +411,16 @@ mod tests {
         let sink = open_partial(&path, 3 * CHUNK_SIZE as u64).unwrap();
         assert_eq!(sink.written, 2 * CHUNK_SIZE as u64);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * CHUNK_SIZE as u64);
-        assert_eq!(sink.hasher.finish(), cipherline_proto::crypto::sha256(&data[..2 * CHUNK_SIZE]));
+        assert_eq!(sink.hasher.clone().finish(), cipherline_proto::crypto::sha256(&data[..2 * CHUNK_SIZE]));
+        drop(sink);
         // A whole file (a last chunk shorter than CHUNK_SIZE) is kept whole.
         std::fs::write(&path, &data).unwrap();
         let sink = open_partial(&path, data.len() as u64).unwrap();
         assert_eq!(sink.written, data.len() as u64);
+        // A second writer of the same partial file is refused while the
+        // first has it open.
+        assert!(open_partial(&path, data.len() as u64).is_err());
+        drop(sink);
+        assert!(open_partial(&path, data.len() as u64).is_ok());
     }
 }
