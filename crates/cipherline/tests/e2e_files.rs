@@ -517,3 +517,36 @@ fn a_1_gib_transfer_survives_killing_the_sender_and_then_the_receiver() {
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&file).unwrap();
 }
+
+/// The relay (or whoever can write its disk) alters one byte of a stored
+/// file: the receiver refuses the chunk, deletes what it wrote, and says
+/// so; nothing is saved under the file's name.
+#[test]
+fn a_file_altered_at_the_relay_is_refused_and_nothing_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let file = dir.path().join("contract.txt");
+    make_file(&file, 200_000, b"");
+    ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap()]));
+    let stored = blobs(dir.path());
+    assert_eq!(stored.len(), 1);
+    let mut bytes = std::fs::read(&stored[0]).unwrap();
+    bytes[70_000] ^= 1;
+    std::fs::write(&stored[0], &bytes).unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "bob",
+        &["--accept-files", inbox.to_str().unwrap(), "--json", "--timeout", "5"],
+    )));
+    let failed = events(&got, "file_failed");
+    assert_eq!(failed.len(), 1, "{got:?}");
+    assert!(failed[0]["reason"].as_str().unwrap().contains("corrupted or tampered with"), "{got:?}");
+    assert!(events(&got, "file_saved").is_empty());
+    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0, "the partial file was deleted");
+    // And it is not offered again.
+    assert_eq!(ok(&files(&server, "bob", "list", &["--json"])), "");
+}
