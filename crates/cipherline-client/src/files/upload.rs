@@ -240,7 +240,17 @@ pub async fn upload_named(
     let mut announced = None;
     if !record.announced {
         let file = FileAnnouncement { blob: record.blob, key: record.key.clone(), size, sha256, name: name.clone() };
-        announced = Some(announce(conversations, client, group_id, &file).await?);
+        match announce(conversations, client, group_id, &file).await {
+            Ok(acked) => announced = Some(acked),
+            Err(e) => {
+                // Nobody knows of the blob: it would only take quota.
+                if state.stored == 0 {
+                    let _ = blob_delete(client, record.blob).await;
+                    store.forget_upload(record.id)?;
+                }
+                return Err(e);
+            }
+        }
         store.set_upload(record.id, true, state.stored)?;
     }
     let from_plain = (state.stored / SEALED_CHUNK_SIZE as u64) * CHUNK_SIZE as u64;
