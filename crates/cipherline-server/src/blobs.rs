@@ -28,13 +28,44 @@ use tokio::sync::watch;
 
 use crate::Limits;
 use crate::hub::{Hub, Me, Refusal};
-use crate::mail::{Mail, bounded, now_ms};
+use crate::mail::{Mail, now_ms};
 
 /// Longest a fetch waits for an upload in progress to move on.
 pub(crate) const HOLD: Duration = Duration::from_secs(10);
 
 /// Expired blobs deleted per store call.
 const EXPIRE_BATCH: usize = 500;
+
+/// Longest any blob store call may take, but finishing.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest finishing a blob may take: it flushes the file's last unflushed
+/// bytes to disk (the store flushes as the upload goes, so this is at most
+/// some tens of MiB, but disks can be slow).
+const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A store call, bounded in time; errors become `store_failed` (logged,
+/// never with blob bytes).
+async fn bounded<T>(call: impl Future<Output = Result<T, cipherline_store::StoreError>>) -> Result<T, Refusal> {
+    bounded_for(STORE_TIMEOUT, call).await
+}
+
+async fn bounded_for<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, cipherline_store::StoreError>>,
+) -> Result<T, Refusal> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "blob store request failed");
+            Err(refused(ErrorCode::StoreFailed, "the relay could not keep or read this file right now; try again"))
+        }
+        Err(_) => {
+            tracing::error!("blob store request timed out");
+            Err(refused(ErrorCode::StoreFailed, "the relay's store did not answer in time; try again"))
+        }
+    }
+}
 
 /// A blob id shortened for logs.
 fn short(id: &BlobId) -> String {
@@ -259,7 +290,9 @@ async fn upload(
 
 /// Makes a blob that holds all its bytes durable; the state to send.
 async fn finish(mail: &Mail, request: u64, blob: BlobId) -> Result<ServerMessage, Refusal> {
-    match bounded(mail.store.blob_finish(blob)).await? {
+    // If this runs out, the blob stays whole but not complete, and the
+    // owner's next BlobUpload (a resume) finishes it.
+    match bounded_for(FINISH_TIMEOUT, mail.store.blob_finish(blob)).await? {
         BlobFinished::Complete(rec) => {
             tracing::info!(owner = %rec.owner, blob = %short(&blob), size = rec.size, "blob complete");
             Ok(state(request, &rec))

@@ -545,21 +545,37 @@ async fn held_ready(held: &mut Option<crate::blobs::Held>) {
     }
 }
 
-/// Sends `msgs` in order, gathered into full records, within the write
-/// timeout.
+/// Bytes of encoded messages [`send_all`] gathers into one write.
+const SEND_ALL_BATCH: usize = 64 * 1024;
+
+/// Sends `msgs` in order, encoding them as it goes into writes of about
+/// [`SEND_ALL_BATCH`] bytes, each within the write timeout (as for queued
+/// messages: a slow reader of a 1 MiB fetch answer is not too slow unless
+/// one write stalls). No second copy of a whole fetch answer is made.
 async fn send_all(conn: &mut Conn, limits: &crate::Limits, msgs: &[ServerMessage]) -> Result<(), End> {
-    if msgs.is_empty() {
-        return Ok(());
+    async fn write(conn: &mut Conn, limits: &crate::Limits, bytes: &[u8]) -> Result<(), End> {
+        match timeout(limits.write_timeout(), conn.send(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Failed(e)),
+            Err(_) => Err(End::Refused(ErrorCode::TooSlow, "writing to the client timed out")),
+        }
     }
-    let mut frames = Vec::with_capacity(msgs.len());
+    let mut batch: Vec<u8> = Vec::new();
     for msg in msgs {
-        frames.push(msg.encode().map_err(|e| End::Failed(NetError::Protocol(e)))?);
+        let bytes = msg.encode().map_err(|e| End::Failed(NetError::Protocol(e)))?;
+        if msgs.len() == 1 {
+            return write(conn, limits, &bytes).await;
+        }
+        batch.extend_from_slice(&bytes);
+        if batch.len() >= SEND_ALL_BATCH {
+            write(conn, limits, &batch).await?;
+            batch.clear();
+        }
     }
-    match timeout(limits.write_timeout(), send_queued(conn, &frames)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(End::Failed(e)),
-        Err(_) => Err(End::Refused(ErrorCode::TooSlow, "writing to the client timed out")),
+    if !batch.is_empty() {
+        write(conn, limits, &batch).await?;
     }
+    Ok(())
 }
 
 /// The id an Error about `msg` carries: the Send id (of a group Send too),

@@ -20,9 +20,11 @@
 //! else; messages are size- and rate-limited, by count and by bytes times
 //! recipients; file transfers are bounded in number and recipients per
 //! sender, unanswered offers expire, and data is bounded by a flow-control
-//! window; name bindings are rationed. Logs carry connection ids, names,
-//! key fingerprints and transfer ids and sizes, never message text, file
-//! names, file data or key material.
+//! window; name bindings are rationed; the blobs of end-to-end files are
+//! bounded by a per-user and a total quota, counted at full size, expire,
+//! and a fetch returns at most 1 MiB and waits at most 10 s. Logs carry
+//! connection ids, names, key fingerprints, transfer and blob ids and
+//! sizes, never message text, file names, file data or key material.
 //!
 //! Modules: [`config`] (limits), [`identity`] (who may use which name),
 //! `source` (the per-address key), `admission` (connections per address),

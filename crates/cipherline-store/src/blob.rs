@@ -20,6 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -39,6 +40,11 @@ pub const MAX_WAITING: usize = 4096;
 pub const BLOB_DIR: &str = "blobs";
 /// Idle slots (each with an open file) kept beyond those in use.
 const MAX_OPEN: usize = 256;
+/// An upload's file is flushed to disk in the background after every this
+/// many bytes, so that the flush that finishes it is short (and the page
+/// cache holds little of it unflushed). Durability still comes only from
+/// finishing.
+const FLUSH_EVERY: u64 = 64 << 20;
 
 /// A blob to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +259,10 @@ struct Open {
     stored: u64,
     complete: bool,
     file: Arc<File>,
+    /// `stored` when the last background flush started.
+    flushed_at: u64,
+    /// Whether a background flush is running (one at a time per blob).
+    flushing: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
@@ -513,7 +523,15 @@ impl SqliteStore {
             // Bytes past the size cannot be there (appends are checked and
             // open cuts longer files); clamp anyway.
             let stored = if complete { size } else { len.min(size) };
-            slot.open = Some(Open { owner, size, stored, complete, file: Arc::new(file) });
+            slot.open = Some(Open {
+                owner,
+                size,
+                stored,
+                complete,
+                file: Arc::new(file),
+                flushed_at: stored,
+                flushing: Arc::new(AtomicBool::new(false)),
+            });
         }
         Ok(slot.open.as_mut())
     }
@@ -632,6 +650,16 @@ impl BlobStore for SqliteStore {
         // piece (blob_finish flushes once). A short blocking call.
         open.file.write_all_at(data, offset).map_err(file_error(&self.blobs.path(&id)))?;
         open.stored = end;
+        if end.saturating_sub(open.flushed_at) >= FLUSH_EVERY && !open.flushing.swap(true, Ordering::AcqRel) {
+            open.flushed_at = end;
+            let (file, flushing) = (open.file.clone(), open.flushing.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = file.sync_data() {
+                    tracing::warn!(blob = %short(&id), error = %e, "background flush of a blob failed");
+                }
+                flushing.store(false, Ordering::Release);
+            });
+        }
         Ok(BlobWrite::Written { stored: end, size: open.size })
     }
 
