@@ -550,3 +550,24 @@ fn a_file_altered_at_the_relay_is_refused_and_nothing_is_saved() {
     // And it is not offered again.
     assert_eq!(ok(&files(&server, "bob", "list", &["--json"])), "");
 }
+
+#[test]
+fn an_empty_file_arrives_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let file = dir.path().join("empty");
+    std::fs::write(&file, b"").unwrap();
+    ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap()]));
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let got = json_lines(&ok(&run(
+        &server,
+        "listen",
+        "bob",
+        &["--accept-files", inbox.to_str().unwrap(), "--json", "--count", "1", "--timeout", "30"],
+    )));
+    let saved = events(&got, "file_saved");
+    assert_eq!(saved[0]["size"], 0, "{got:?}");
+    assert_eq!(std::fs::read(inbox.join("empty")).unwrap(), b"");
+}

@@ -31,8 +31,9 @@ use crate::conversations::Conversations;
 use crate::error::ClientError;
 
 /// How long to wait, after the last chunk, for the relay to say the blob
-/// is complete and durable (it flushes it to disk first).
-pub const COMPLETE_TIMEOUT: Duration = Duration::from_secs(60);
+/// is complete and durable (the relay flushes it to disk first, for up to
+/// 120 s).
+pub const COMPLETE_TIMEOUT: Duration = Duration::from_secs(150);
 /// Sealed bytes between two notes of the relay's progress in the store.
 const NOTE_EVERY: u64 = 4 << 20;
 /// Announcements refused as too fast are sent again this many times.
