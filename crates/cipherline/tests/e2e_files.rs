@@ -571,3 +571,19 @@ fn an_empty_file_arrives_empty() {
     assert_eq!(saved[0]["size"], 0, "{got:?}");
     assert_eq!(std::fs::read(inbox.join("empty")).unwrap(), b"");
 }
+
+#[test]
+fn a_file_over_the_relays_quota_is_refused_with_its_reason_and_not_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick_with_limits(dir.path(), Some("max_blob_bytes_per_user = 100000\n"));
+    publish(&server, "bob");
+    let file = dir.path().join("big.bin");
+    make_file(&file, 200_000, b"");
+    let out = run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no room for this file") && err.contains("limit of 100000 bytes"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert_eq!(ok(&files(&server, "alice", "list", &["--json"])), "", "nothing to resume");
+    assert!(blobs(dir.path()).is_empty());
+}
