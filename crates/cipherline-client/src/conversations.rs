@@ -31,13 +31,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cipherline_e2e::{Conversation, E2eError, Incoming, Label, Member, Suite};
 use cipherline_proto::app::{
-    CommitRequest, E2eBody, E2eContent, GroupDelivery, PayloadKind, RoomKind, ServerMessage, Target, fold_name,
+    CommitRequest, E2eBody, E2eContent, FileAnnouncement, GroupDelivery, PayloadKind, RoomKind, ServerMessage, Target,
+    fold_name,
 };
 use cipherline_proto::crypto::sign::IdentityKey;
 
 use crate::client::{Acked, Client};
 use crate::delivery::CommitOutcome;
 use crate::error::ClientError;
+use crate::files::records::{DownloadRecord, DownloadState};
 use crate::groups::{GroupKind, Outcome};
 use crate::local::LocalStore;
 
@@ -242,21 +244,51 @@ impl Conversations {
                     Ok(Incoming::Application(r)) => match E2eContent::decode(&r.plaintext) {
                         Ok(content) => {
                             let before = self.store.saw(&self.scope, &d.group_id, &r.sender.name, content.counter)?;
-                            Ok(Outcome::Message {
-                                notice: counter_notice(&r.sender.name, before, content.counter),
-                                from: r.sender.name,
-                                key: r.sender.key,
-                                target: match target {
-                                    Target::User(_) => Target::User(self.me.clone()),
-                                    room => room,
-                                },
-                                text: match content.body {
-                                    E2eBody::Text(text) => text,
-                                    // Files: the next step of issue 16.
-                                    E2eBody::File(_) => "(a file this version cannot receive yet)".to_owned(),
-                                },
-                                sent_at_ms: content.sent_at_ms,
-                            })
+                            let notice = counter_notice(&r.sender.name, before, content.counter);
+                            let target = match target {
+                                Target::User(_) => Target::User(self.me.clone()),
+                                room => room,
+                            };
+                            match content.body {
+                                E2eBody::Text(text) => Ok(Outcome::Message {
+                                    notice,
+                                    from: r.sender.name,
+                                    key: r.sender.key,
+                                    target,
+                                    text,
+                                    sent_at_ms: content.sent_at_ms,
+                                }),
+                                E2eBody::File(file) => {
+                                    // Recorded as a download before the
+                                    // outcome: the key lives there.
+                                    self.store.add_download(&DownloadRecord {
+                                        id: 0,
+                                        scope: self.scope.clone(),
+                                        message: d.id,
+                                        from: r.sender.name.clone(),
+                                        target: target.clone(),
+                                        blob: file.blob,
+                                        key: file.key.clone(),
+                                        name: file.name.clone(),
+                                        size: file.size,
+                                        sha256: file.sha256,
+                                        dir: None,
+                                        state: DownloadState::Offered,
+                                        verified: 0,
+                                        detail: String::new(),
+                                    })?;
+                                    Ok(Outcome::File {
+                                        from: r.sender.name,
+                                        key: r.sender.key,
+                                        target,
+                                        name: file.name,
+                                        size: file.size,
+                                        sha256: file.sha256,
+                                        sent_at_ms: content.sent_at_ms,
+                                        notice,
+                                    })
+                                }
+                            }
                         }
                         Err(_) => {
                             Ok(failed(format!("{} sent something this client does not understand", r.sender.name)))
@@ -452,12 +484,37 @@ impl Conversations {
     /// sealing takes the next number of this user's counter, and a number
     /// never sent would show the others a gap.
     pub fn seal(&self, group_id: &[u8], text: &str) -> Result<Vec<u8>, ClientError> {
+        self.seal_body(group_id, E2eBody::Text(text.to_owned()))
+    }
+
+    /// Encrypts the announcement of an end-to-end file (PROTOCOL.md
+    /// §13.12.2) for the other members of `group_id`, with the next number
+    /// of the same counter as texts. As for [`Conversations::seal`], a
+    /// payload refused for now is sent again as it is, never sealed again.
+    pub fn seal_file(&self, group_id: &[u8], file: &FileAnnouncement) -> Result<Vec<u8>, ClientError> {
+        self.seal_body(group_id, E2eBody::File(file.clone()))
+    }
+
+    fn seal_body(&self, group_id: &[u8], body: E2eBody) -> Result<Vec<u8>, ClientError> {
         let _guard = lock(&self.lock)?;
         let mut conv = self.load(group_id)?;
         let counter = self.store.next_sent(&self.scope, group_id, &self.me)?;
-        let content = E2eContent::text(counter, now_ms(), text);
+        let content = E2eContent { counter, sent_at_ms: now_ms(), body };
         let bytes = content.encode().map_err(|e| ClientError::EndToEnd(e.to_string()))?;
         conv.encrypt(&bytes).map_err(e2e)
+    }
+
+    /// What this user's local records (outcomes, downloads, uploads) are
+    /// kept under: the server and the folded name.
+    #[must_use]
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// This user's name.
+    #[must_use]
+    pub fn me(&self) -> &str {
+        &self.me
     }
 
     /// After a message was sent in `group_id`: a leaf update if one is due

@@ -123,4 +123,38 @@ pub enum ClientError {
     /// nothing was written and the file's record now applies.
     #[error("another cipherline process changed this peer's key record meanwhile; nothing was changed")]
     PeerChangedElsewhere,
+    /// The relay has no room for this file (its per-user or total blob
+    /// quota): nothing of it was kept. The relay's text (escaped) names
+    /// the limit.
+    #[error("the relay has no room for this file: {}", crate::display::escape(.0))]
+    BlobQuota(String),
+    /// The file is no longer at the relay: its sender cancelled it, or it
+    /// expired.
+    #[error("the file is no longer on the relay (its sender cancelled it, or it expired)")]
+    BlobGone,
+    /// The relay does not let this client upload or fetch files here (no
+    /// stored queue, not a member of the conversation, or a server without
+    /// a store). The relay's text is escaped.
+    #[error("the relay does not allow this file transfer: {}", crate::display::escape(.0))]
+    BlobNotAllowed(String),
+    /// The file changed while it was being sent: the upload was cancelled
+    /// (a file key never seals two different plaintexts).
+    #[error("{} changed while it was being sent; the upload was cancelled", .0.display())]
+    FileChanged(std::path::PathBuf),
+    /// A received file did not verify: a chunk did not open, or its size or
+    /// SHA-256 is not the announced one. The partial file was deleted.
+    #[error("the file received was corrupted or tampered with on the way ({0}); it was deleted")]
+    FileCorrupt(&'static str),
+    /// A local file could not be read, written, created or renamed.
+    #[error("{}: {source}", path.display())]
+    FileIo {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A file transfer made no progress for too long (the sender stopped
+    /// uploading, or the relay stopped answering); it can be resumed.
+    #[error("the transfer made no progress for {0} s; it can be resumed later")]
+    Stalled(u64),
 }

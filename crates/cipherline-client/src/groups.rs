@@ -91,6 +91,28 @@ pub enum Outcome {
         /// missing before this one, or this one out of order).
         notice: String,
     },
+    /// A file announced by a member (PROTOCOL.md §13.12): recorded as a
+    /// download of this data directory under the message's id
+    /// ([`LocalStore::download_of`]), which holds its key.
+    File {
+        /// The sender, as its MLS credential names it.
+        from: String,
+        /// The sender's Ed25519 key, as its MLS credential holds it.
+        key: [u8; 32],
+        /// The room, or this user for a direct conversation.
+        target: Target,
+        /// The sender's name for the file (sanitise before use as a path,
+        /// escape before showing).
+        name: String,
+        /// Plaintext bytes.
+        size: u64,
+        /// SHA-256 of the plaintext.
+        sha256: [u8; 32],
+        /// The sender's clock, Unix milliseconds.
+        sent_at_ms: u64,
+        /// As for a message: what the sender's counter says.
+        notice: String,
+    },
     /// This user was added to a conversation (a Welcome).
     Joined {
         /// Who the conversation is with: the room, or the other person.
@@ -211,18 +233,32 @@ impl LocalStore {
     /// The recorded outcome of the MLS message `id` of `server`, if a
     /// process of this data directory processed it already.
     pub fn processed(&self, server: &str, id: u64) -> Result<Option<Outcome>, ClientError> {
-        type Row = (String, String, Vec<u8>, String, String, String, i64, String);
+        type Row = (String, String, Vec<u8>, String, String, String, i64, String, Option<Vec<u8>>);
         self.read(|conn| {
             let row: Option<Row> = conn
                 .query_row(
-                    "SELECT kind, actor, actor_key, target_kind, target, text, sent_at_ms, notice
+                    "SELECT kind, actor, actor_key, target_kind, target, text, sent_at_ms, notice, file
                      FROM e2e_processed WHERE server = ?1 AND id = ?2",
                     params![server, to_sql(id)],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                            r.get(8)?,
+                        ))
+                    },
                 )
                 .optional()
                 .map_err(|e| self.error(e))?;
-            let Some((kind, actor, key, target_kind, target, text, sent_at_ms, notice)) = row else { return Ok(None) };
+            let Some((kind, actor, key, target_kind, target, text, sent_at_ms, notice, file)) = row else {
+                return Ok(None);
+            };
             let target = match target_kind.as_str() {
                 "room" => Target::Room(target),
                 "user" => Target::User(target),
@@ -239,6 +275,20 @@ impl LocalStore {
                     sent_at_ms,
                     notice,
                 },
+                "file" => {
+                    let file = file.ok_or_else(|| self.corrupt("a file outcome has no file facts"))?;
+                    let (size, sha256) = file.split_at_checked(8).ok_or_else(|| self.corrupt("bad file facts"))?;
+                    Outcome::File {
+                        from: actor,
+                        key: key.try_into().map_err(|_| self.corrupt("an end-to-end sender key is not 32 bytes"))?,
+                        target,
+                        name: text,
+                        size: u64::from_be_bytes(size.try_into().map_err(|_| self.corrupt("bad file facts"))?),
+                        sha256: sha256.try_into().map_err(|_| self.corrupt("bad file facts"))?,
+                        sent_at_ms,
+                        notice,
+                    }
+                }
                 "joined" => Outcome::Joined { target, members: text },
                 "changed" => Outcome::Changed { by: actor, target, summary: text },
                 "removed" => Outcome::Removed { by: actor, target },
@@ -252,9 +302,14 @@ impl LocalStore {
     /// process recorded one first (keep theirs: the message is gone).
     pub fn set_processed(&self, server: &str, id: u64, outcome: &Outcome) -> Result<bool, ClientError> {
         let none = String::new();
+        let mut file: Option<Vec<u8>> = None;
         let (kind, actor, key, target, text, sent_at_ms, notice): (_, &str, &[u8], _, &str, u64, &str) = match outcome {
             Outcome::Message { from, key, target, text, sent_at_ms, notice } => {
                 ("message", from, key, target, text, *sent_at_ms, notice)
+            }
+            Outcome::File { from, key, target, name, size, sha256, sent_at_ms, notice } => {
+                file = Some([&size.to_be_bytes()[..], sha256].concat());
+                ("file", from, key, target, name, *sent_at_ms, notice)
             }
             Outcome::Joined { target, members } => ("joined", &none, &[], target, members, 0, &none),
             Outcome::Changed { by, target, summary } => ("changed", by, &[], target, summary, 0, &none),
@@ -266,8 +321,8 @@ impl LocalStore {
             let added = tx
                 .execute(
                     "INSERT INTO e2e_processed
-                       (server, id, kind, actor, actor_key, target_kind, target, text, sent_at_ms, notice)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (server, id) DO NOTHING",
+                       (server, id, kind, actor, actor_key, target_kind, target, text, sent_at_ms, notice, file)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (server, id) DO NOTHING",
                     params![
                         server,
                         to_sql(id),
@@ -278,7 +333,8 @@ impl LocalStore {
                         target,
                         text,
                         to_sql(sent_at_ms),
-                        notice
+                        notice,
+                        file
                     ],
                 )
                 .map_err(|e| self.error(e))?;

@@ -14,6 +14,7 @@
 //! ids, remembered peer keys and queue cursors in one SQLite file),
 //! [`peers`] (remembered peer keys and message verdicts), [`seen`] (message
 //! ids already shown in this process), [`transfer`] (file transfer state),
+//! [`files`] (end-to-end files: upload, download, their local records),
 //! [`display`] (escaping every peer-supplied string before a terminal sees
 //! it), [`error`].
 
@@ -25,6 +26,7 @@ pub mod conversations;
 pub mod delivery;
 pub mod display;
 pub mod error;
+pub mod files;
 pub mod groups;
 mod known_peers;
 pub mod local;

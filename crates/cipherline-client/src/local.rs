@@ -45,7 +45,7 @@ use crate::peers::MessageStatus;
 /// The database's file name inside the data directory.
 pub const FILE_NAME: &str = "client.db";
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// How many messages are kept per server by default.
 pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
 /// How long a write waits for another process's write by default.
@@ -621,7 +621,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), ClientError> {
         tx.execute_batch(SCHEMA_V1).map_err(err)?;
     }
     // Version 2 adds the end-to-end conversations (crate::groups).
-    tx.execute_batch(crate::groups::SCHEMA_V2).map_err(err)?;
+    if found <= 1 {
+        tx.execute_batch(crate::groups::SCHEMA_V2).map_err(err)?;
+    }
+    // Version 3 adds end-to-end files (crate::files::records).
+    tx.execute_batch(crate::files::records::SCHEMA_V3).map_err(err)?;
     if import {
         for line in crate::known_peers::load(&legacy)? {
             tx.execute(

@@ -154,14 +154,14 @@ fn a_database_from_a_newer_cipherline_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     // As a newer version might leave it: another journal mode, version 3.
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
-    conn.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE future (x); PRAGMA user_version = 3;").unwrap();
+    conn.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE future (x); PRAGMA user_version = 4;").unwrap();
     drop(conn);
     let e = LocalStore::open(&db(&dir)).unwrap_err();
-    assert!(matches!(e, ClientError::LocalStoreTooNew { found: 3, supported: 2, .. }), "{e}");
+    assert!(matches!(e, ClientError::LocalStoreTooNew { found: 4, supported: 3, .. }), "{e}");
     assert!(e.to_string().contains("newer cipherline"), "{e}");
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, 3, "not downgraded");
+    assert_eq!(v, 4, "not downgraded");
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "delete", "not even the journal mode changed");
 }
@@ -281,6 +281,7 @@ fn a_version_1_database_gains_the_end_to_end_tables_and_keeps_its_history() {
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     conn.execute_batch(
         "DROP TABLE e2e_groups; DROP TABLE e2e_processed; DROP TABLE e2e_counters; DROP TABLE e2e_joined;
+         DROP TABLE file_uploads; DROP TABLE file_downloads;
          CREATE TABLE v1 AS SELECT n, server, id, seq, timestamp_ms, sender, target_kind, target, conversation, text,
                                    direction, label FROM history;
          DROP TABLE history; ALTER TABLE v1 RENAME TO history; PRAGMA user_version = 1;",
@@ -292,5 +293,29 @@ fn a_version_1_database_gains_the_end_to_end_tables_and_keeps_its_history() {
     assert_eq!(store.next_sent("s", b"group", "me").unwrap(), 1, "the new tables are there");
     let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, 2);
+    assert_eq!(v, 3);
+}
+
+#[test]
+fn a_version_2_database_gains_the_file_tables_and_keeps_its_outcomes() {
+    use cipherline_client::groups::Outcome;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&db(&dir)).unwrap();
+    let joined = Outcome::Joined { target: Target::Room("team".into()), members: "bob".into() };
+    store.set_processed("s me", 7, &joined).unwrap();
+    drop(store);
+    // Back to what version 2 wrote: no file tables, no file column.
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    conn.execute_batch(
+        "DROP TABLE file_uploads; DROP TABLE file_downloads;
+         ALTER TABLE e2e_processed DROP COLUMN file; PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = LocalStore::open(&db(&dir)).unwrap();
+    assert_eq!(store.processed("s me", 7).unwrap(), Some(joined), "kept through the rebuild");
+    assert!(store.downloads(None, &[]).unwrap().is_empty(), "the new tables are there");
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 3);
 }

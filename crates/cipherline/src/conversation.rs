@@ -48,6 +48,15 @@ fn conversation(target: &Target) -> String {
 pub fn describe(outcome: &Outcome) -> Option<String> {
     Some(match outcome {
         Outcome::Message { .. } => return None,
+        Outcome::File { from, target, name, size, .. } => format!(
+            "* {} sent the file {} ({size} bytes, end-to-end encrypted){}: see `cipherline files list`",
+            escape(from),
+            escape(name),
+            match target {
+                Target::Room(room) => format!(" in {}", escape(room)),
+                Target::User(_) => String::new(),
+            }
+        ),
         Outcome::Joined { target: Target::User(user), .. } => {
             format!("* {} started an end-to-end conversation with you", escape(user))
         }

@@ -182,6 +182,7 @@ impl CliError {
             // Over the limit the server announced: refused before sending,
             // as the server would have refused it.
             CliError::Client(C::Refused { .. } | C::TooLong { .. }) => REFUSED,
+            CliError::Client(C::BlobQuota(_) | C::BlobNotAllowed(_) | C::BlobGone) => REFUSED,
             // The server stopped answering within the client's reply time.
             CliError::Client(C::Timeout(_)) => TIMEOUT,
             _ => exit::FAILED,
@@ -306,6 +307,18 @@ fn client_hint(e: &cipherline_client::ClientError) -> Option<String> {
         C::Refused { code: ErrorCode::UnknownUser, .. } => {
             "check the spelling; only users connected right now can be messaged".to_owned()
         }
+        C::BlobQuota(_) => "cancel files you sent that nobody fetched (`cipherline files list`, `cipherline files \
+                            cancel ID`), wait for them to expire, or ask the relay's operator for more room"
+            .to_owned(),
+        C::BlobGone => "ask the sender to send it again".to_owned(),
+        C::BlobNotAllowed(_) => "end-to-end files need an identity key, a relay with a store, and membership of the \
+                                 conversation"
+            .to_owned(),
+        C::FileChanged(_) => "send it again once it stops changing".to_owned(),
+        C::FileCorrupt(_) => "ask the sender to send it again; if it happens again, the relay may be tampering with \
+                              files"
+            .to_owned(),
+        C::Stalled(_) => "run the same command again: it continues where it stopped".to_owned(),
         _ => return None,
     })
 }

@@ -17,7 +17,11 @@ use crate::error::{CliError, exit};
 use crate::files::{Downloads, FileEvent, Quota, file_verdict};
 use crate::output::{key_notice, print_message};
 use crate::recorder::Recorder;
+use crate::transfers::{self, Background};
+use cipherline_client::files::DownloadState;
+use cipherline_client::groups::Outcome as GroupOutcome;
 use cipherline_client::peers::Peers;
+use std::collections::HashSet;
 
 /// Print messages from a room (and direct messages) as they arrive, one
 /// per line, until --count messages or --timeout seconds.
@@ -58,12 +62,19 @@ pub struct ListenArgs {
 
     /// Accept offered files into this directory (otherwise offers are shown
     /// and left unanswered: another session of this identity may accept
-    /// them, or they expire).
+    /// them, or they expire). Files sent end to end are fetched in the
+    /// background (a few at once), and those this data directory left
+    /// unfinished, or that were sent while it was away, continue by
+    /// themselves; with --json: {"event":"file_offered"}, throttled
+    /// {"event":"file_progress"}, then {"event":"file_saved","path","sha256",…}
+    /// or {"event":"file_failed","reason"}. A saved file counts for --count.
     #[arg(long, value_name = "DIR")]
     pub accept_files: Option<PathBuf>,
 
     /// With --accept-files: decline (telling the sender why) any file larger
-    /// than SIZE: bytes, or with a suffix K, M, G or T (powers of 1024).
+    /// than SIZE: bytes, or with a suffix K, M, G or T (powers of 1024). A
+    /// larger file sent end to end is shown and kept as offered (fetch it
+    /// with `cipherline files get`).
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub max_file_size: u64,
 
@@ -83,8 +94,21 @@ enum Outcome {
     Lost(CliError),
 }
 
-/// Runs `listen`.
-pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
+/// Runs `listen` (in a LocalSet: end-to-end files download on local tasks).
+pub async fn run(args: &'static ListenArgs) -> Result<(), CliError> {
+    tokio::task::LocalSet::new().run_until(run_here(args)).await
+}
+
+/// End-to-end files announced to this user while listening.
+struct E2eFiles {
+    /// With --accept-files: downloads running in the background.
+    background: Option<Background>,
+    /// Announcements shown in this run (a message not yet acknowledged
+    /// comes again after a reconnection).
+    offered: HashSet<u64>,
+}
+
+async fn run_here(args: &'static ListenArgs) -> Result<(), CliError> {
     if let Some(dir) = &args.accept_files
         && !dir.is_dir()
     {
@@ -95,6 +119,10 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
     // One quota for the whole run, across reconnections.
     let quota = Quota { max_file: args.max_file_size, max_total: args.max_total };
     let mut downloads = Downloads::new(args.accept_files.clone()).with_quota(quota);
+    let mut files = E2eFiles {
+        background: args.accept_files.as_ref().map(|_| Background::new(&args.client, args.json)),
+        offered: HashSet::new(),
+    };
     // Across reconnections: a message not yet acknowledged when a
     // connection dropped (or an earlier run ended) comes again, and is
     // printed once.
@@ -167,8 +195,13 @@ pub async fn run(args: &ListenArgs) -> Result<(), CliError> {
             );
         }
         let recorder = recorder.get_or_insert_with(|| Recorder::new(peers.store().cloned(), server));
+        // Downloads this data directory left unfinished, and files offered
+        // while it was away, continue by themselves.
+        if let (Some(background), Some(dir), Some(e2e)) = (&mut files.background, &args.accept_files, &e2e) {
+            background.resume_pending(e2e.store(), e2e.scope(), dir, args.max_file_size)?;
+        }
         let mut session = Session { client: &mut client, peers: &mut peers, e2e: e2e.as_ref() };
-        match listen_on(&mut session, &mut downloads, recorder, args, deadline, &mut seen).await {
+        match listen_on(&mut session, &mut downloads, &mut files, recorder, args, deadline, &mut seen).await {
             Outcome::Done => {
                 let _ = client.close().await;
                 return Ok(());
@@ -250,6 +283,7 @@ struct Session<'a> {
 async fn listen_on(
     session: &mut Session<'_>,
     downloads: &mut Downloads,
+    files: &mut E2eFiles,
     recorder: &mut Recorder,
     args: &ListenArgs,
     deadline: Option<tokio::time::Instant>,
@@ -282,6 +316,23 @@ async fn listen_on(
                 continue;
             }
             () = tokio::time::sleep_until(deadline.unwrap_or(far)) => return Outcome::TimedOut,
+            finished = next_finished(&mut files.background) => {
+                if let Some(background) = &mut files.background
+                    && !finished.retry
+                {
+                    background.ended(finished.record.id);
+                }
+                match &finished.result {
+                    Ok(path) => {
+                        transfers::report_saved(&finished.record, path, args.json);
+                        *seen += 1;
+                    }
+                    Err(why) if finished.retry => transfers::report_retrying(finished.record.id, why, args.json),
+                    Err(why) => transfers::report_failed(finished.record.id, why, args.json),
+                }
+                let _ = std::io::stdout().flush();
+                continue;
+            }
         };
         let msg = match msg {
             Ok(msg) => msg,
@@ -311,7 +362,12 @@ async fn listen_on(
             ServerMessage::Group(GroupEvent::Message(d)) => {
                 // Never sent to a client that cannot take part.
                 let Some(e2e) = e2e else { continue };
-                match conversation::print_group(e2e, d, peers, recorder, &me, args.json) {
+                let shown = match e2e.handle(d) {
+                    Ok(GroupOutcome::File { .. }) => offered(e2e, d.id, files, args).map(|()| false),
+                    Ok(_) => conversation::print_group(e2e, d, peers, recorder, &me, args.json),
+                    Err(e) => Err(CliError::Client(e)),
+                };
+                match shown {
                     Ok(shown) => *seen += u64::from(shown),
                     Err(e) => return Outcome::Lost(e),
                 }
@@ -368,6 +424,34 @@ async fn listen_on(
         }
         let _ = std::io::stdout().flush();
     }
+}
+
+/// The next background download to finish (never, without any).
+async fn next_finished(background: &mut Option<Background>) -> transfers::Finished {
+    match background {
+        Some(b) => match b.done_rx.recv().await {
+            Some(finished) => finished,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A file announced by message `id`: shown once per run, and with
+/// --accept-files fetched in the background. One cancelled or finished
+/// already is not shown again.
+fn offered(e2e: &Conversations, id: u64, files: &mut E2eFiles, args: &ListenArgs) -> Result<(), CliError> {
+    let Some(record) = e2e.store().download_of(e2e.scope(), id).map_err(CliError::Client)? else { return Ok(()) };
+    if !matches!(record.state, DownloadState::Offered | DownloadState::Active) || !files.offered.insert(record.id) {
+        return Ok(());
+    }
+    // Larger than --max-file-size: shown, kept as offered, not fetched.
+    let accept = args.accept_files.as_deref().filter(|_| record.size <= args.max_file_size);
+    transfers::report_offered(&record, accept, args.json);
+    if let (Some(background), Some(dir)) = (&mut files.background, accept) {
+        background.start(e2e.store(), record, dir);
+    }
+    Ok(())
 }
 
 /// How long a quiet listen waits before acknowledging what it wrote out

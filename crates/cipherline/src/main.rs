@@ -15,6 +15,8 @@
 //! - [`chat`], [`send`], [`listen`]: the client subcommands, sharing
 //!   [`client_args`] (server, name, trust flags), [`files`] (file transfer)
 //!   and [`output`] (how messages are printed).
+//! - [`transfers`]: end-to-end files: `send --file`, `listen
+//!   --accept-files`, and `cipherline files` for pending transfers.
 //! - [`room`]: `cipherline room`, rooms managed from scripts; with
 //!   [`conversation`], how end-to-end conversations are shown.
 //! - [`trust`]: the client trust flags (`--accept-new`, `--server-key`,
@@ -47,6 +49,7 @@ mod recorder;
 mod room;
 mod send;
 mod serve;
+mod transfers;
 mod trust;
 
 use std::process::ExitCode;
@@ -77,12 +80,16 @@ enum Command {
     History(history::HistoryArgs),
     #[command(subcommand)]
     Room(room::RoomCommand),
+    #[command(subcommand)]
+    Files(transfers::FilesCommand),
     Completions(packaging::CompletionsArgs),
     Man(packaging::ManArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // For the whole run: background transfers (`listen --accept-files`)
+    // connect with the command's flags from tasks of their own.
+    let cli: &'static Cli = Box::leak(Box::new(Cli::parse()));
     let result = match &cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Fingerprint(args) => fingerprint::run(args),
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
         Command::Listen(args) => client_runtime(listen::run(args)),
         Command::History(args) => history::run(args),
         Command::Room(command) => client_runtime(room::run(command)),
+        Command::Files(command) => client_runtime(transfers::run(command)),
         Command::Completions(args) => packaging::completions(args, Cli::command()),
         Command::Man(args) => packaging::man(args, Cli::command()),
     };

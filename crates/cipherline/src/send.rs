@@ -20,6 +20,7 @@ use crate::files;
 use crate::output::{key_notice, print_message};
 use crate::pacing::Pacer;
 use crate::recorder::Recorder;
+use crate::transfers;
 
 /// Send messages (or a file) and exit once the server has acknowledged
 /// each one. With no MESSAGE and no --file, every line of standard input
@@ -59,11 +60,23 @@ pub struct SendArgs {
     #[arg(long, value_name = "USER")]
     pub to: Option<String>,
 
-    /// Send this file (the receiver must accept it).
+    /// Send this file. To a user with an end-to-end key, or into an
+    /// end-to-end room, it is encrypted end to end and kept by the relay
+    /// until fetched (an offline recipient gets it later); running the
+    /// same command again for an unchanged file resumes an interrupted
+    /// upload. Otherwise it goes as in version 1: offered live, relayed
+    /// readable, signed.
     #[arg(long, value_name = "PATH", conflicts_with = "message")]
     pub file: Option<PathBuf>,
 
-    /// Seconds to wait for the receiver to accept a file.
+    /// With --file: progress as JSON lines on standard output
+    /// ({"event":"file_started","id","from","total","resumed"},
+    /// {"event":"file_progress","id","bytes","total"},
+    /// {"event":"file_sent","id","name","size","sha256","resumed"}).
+    #[arg(long, requires = "file")]
+    pub json: bool,
+
+    /// Seconds to wait for the receiver to accept a file (version-1 files only).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub answer_timeout: u64,
 
@@ -121,16 +134,32 @@ pub async fn run(args: &SendArgs) -> Result<(), CliError> {
             Target::Room(args.room.clone())
         }
     };
-    if args.file.is_some() && route == Route::EndToEnd {
-        if args.to.is_none() {
-            return Err(CliError::usage(
-                "files cannot be sent into an end-to-end room yet",
-                "send it to each member with --to USER, or in an open room",
-            ));
-        }
-        // Files still travel as in version 1: signed, but relayed
-        // readable (end-to-end files are the next step).
-        eprintln!("note: files are not end-to-end encrypted yet: the server relays this one readable (signed by you)");
+    if let Some(path) = &args.file
+        && route == Route::EndToEnd
+        && let Some(e2e) = &e2e
+    {
+        let group_id = match &target {
+            Target::User(user) => {
+                let mut check = conversation::key_check(&mut peers);
+                e2e.direct(&mut client, user, &mut check).await?
+            }
+            Target::Room(room) => e2e.room(room).map_err(CliError::Client)?,
+        };
+        // The upload gets a connection of its own (this one may be
+        // receiving the room's traffic after catching up).
+        let (mut data, e2e_data) = match args.client.connect(false).await? {
+            crate::client_args::Connected { client, e2e: Some(e2e), .. } => (client, e2e),
+            _ => return Err(CliError::failed("the second connection cannot send end-to-end files", "try again")),
+        };
+        let result = transfers::send_file(&e2e_data, &mut data, path, &group_id, &target, args.json).await;
+        let _ = data.close().await;
+        let _ = client.close().await;
+        return result.map(drop);
+    }
+    if args.file.is_some() {
+        eprintln!(
+            "note: this file is not end-to-end encrypted: the server relays it readable (signed if you have a key)"
+        );
     }
     if args.wait_delivered.is_some() {
         client.send_message(&ClientMessage::Receipts { enabled: true }).await?;

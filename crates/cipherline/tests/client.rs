@@ -139,7 +139,13 @@ fn a_50_mib_file_arrives_byte_identical() {
         .unwrap();
     let lines = line_channel(&mut listener);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let out = server.client("send", "alice").args(["--to", "bob", "--file", file.to_str().unwrap()]).output().unwrap();
+    // Without an identity key, a direct file goes the version-1 way (live,
+    // relayed): the path this test measures (end-to-end files: e2e_files.rs).
+    let out = server
+        .client("send", "alice")
+        .args(["--no-identity", "--to", "bob", "--file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let line = lines.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();

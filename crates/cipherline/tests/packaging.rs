@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use common::{Server, bin};
 
 /// The subcommands every completion script and the man pages must know.
-const SUBCOMMANDS: [&str; 12] = [
+const SUBCOMMANDS: [&str; 13] = [
     "keygen",
     "fingerprint",
     "known-servers",
@@ -23,6 +23,7 @@ const SUBCOMMANDS: [&str; 12] = [
     "listen",
     "history",
     "room",
+    "files",
     "completions",
     "man",
     "help",
@@ -117,6 +118,9 @@ fn man_writes_a_titled_page_for_the_tool_and_each_subcommand() {
     }
     for nested in ["create", "invite", "kick", "members", "join", "leave"] {
         expected.push(format!("cipherline-room-{nested}.1"));
+    }
+    for nested in ["list", "get", "cancel"] {
+        expected.push(format!("cipherline-files-{nested}.1"));
     }
     expected.sort();
     assert_eq!(pages, expected, "one page per subcommand, none for clap's `help`");

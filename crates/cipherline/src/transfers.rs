@@ -1,0 +1,568 @@
+//! End-to-end files on the command line (PROTOCOL.md §13.12): `send
+//! --file` to a keyed user or an end-to-end room, `listen --accept-files`
+//! fetching announced files in the background, and `cipherline files
+//! list|get|cancel` for pending transfers. The work is the client
+//! library's ([`cipherline_client::files`]); this shows progress (a bar on
+//! a terminal, JSON lines with `--json`) and says what happened, every
+//! peer string escaped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cipherline_client::LocalStore;
+use cipherline_client::conversations::Conversations;
+use cipherline_client::display::escape;
+use cipherline_client::files::upload::{UploadEvent, Uploaded};
+use cipherline_client::files::{DownloadRecord, DownloadState, download, upload};
+use cipherline_proto::app::Target;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::client_args::ClientArgs;
+use crate::error::CliError;
+use crate::files::{hex, progress_bar};
+
+/// How often a JSON progress event is written at most.
+const JSON_EVERY: Duration = Duration::from_millis(250);
+/// Downloads `listen --accept-files` runs at once.
+pub const MAX_DOWNLOADS: usize = 3;
+/// How long `listen` waits before trying an interrupted download again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The files sent and received end to end that are not finished: list
+/// them, fetch one now, or cancel one.
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// List pending uploads (`u` ids) and downloads (`d` ids) of the data
+    /// directory: id, direction, peer or room, name, bytes done of the
+    /// total, and state (offered, active).
+    List(ListArgs),
+    /// Download an offered (or interrupted) file now, with progress.
+    Get(GetArgs),
+    /// Cancel an upload (the relay deletes the file) or a download (the
+    /// partial file is deleted and the relay told you do not want it).
+    Cancel(CancelArgs),
+}
+
+/// `files list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// One JSON object per line: {"id","direction","peer" or "room","name","bytes","total","state"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `files get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The download's id (as `files list` shows it, e.g. d3).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Save it into this directory (default: the current one; an
+    /// interrupted download continues in the directory it started in).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Progress as JSON lines ({"event": "file_progress"}, then
+    /// "file_saved" or "file_failed").
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `files cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The upload's or download's id (as `files list` shows it, e.g. u2, d3).
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// Which transfer an id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Id {
+    Up(u64),
+    Down(u64),
+}
+
+fn parse_id(s: &str) -> Result<Id, CliError> {
+    let bad = || {
+        CliError::usage(
+            format!("{} is not a file id", escape(s)),
+            "ids look like u2 or d3: see `cipherline files list`",
+        )
+    };
+    let (kind, number) = s.split_at_checked(1).ok_or_else(bad)?;
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    match kind {
+        "u" | "U" => Ok(Id::Up(n)),
+        "d" | "D" => Ok(Id::Down(n)),
+        _ => Err(bad()),
+    }
+}
+
+/// Runs `files`.
+pub async fn run(command: &FilesCommand) -> Result<(), CliError> {
+    match command {
+        FilesCommand::List(args) => list(args),
+        FilesCommand::Get(args) => get(args).await,
+        FilesCommand::Cancel(args) => cancel(args).await,
+    }
+}
+
+fn open_store(client: &ClientArgs) -> Result<LocalStore, CliError> {
+    let dir = client.trust.data_dir.resolve()?;
+    LocalStore::in_data_dir(dir.path()).map_err(crate::history::store_error)
+}
+
+fn conversation_json(target: &Target) -> (&'static str, &str) {
+    match target {
+        Target::Room(r) => ("room", r),
+        Target::User(u) => ("peer", u),
+    }
+}
+
+fn list(args: &ListArgs) -> Result<(), CliError> {
+    let store = open_store(&args.client)?;
+    for up in store.uploads(None).map_err(CliError::Client)? {
+        let name = up.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let sealed = cipherline_proto::filestream::sealed_size(up.size).unwrap_or(u64::MAX).max(1);
+        // The relay's sealed bytes, as plaintext bytes (approximately: the
+        // tags are spread evenly).
+        let bytes = u64::try_from(u128::from(up.stored) * u128::from(up.size) / u128::from(sealed)).unwrap_or(0);
+        let state = if up.announced { "active" } else { "starting" };
+        let (kind, peer) = conversation_json(&up.target);
+        if args.json {
+            println!(
+                "{}",
+                json!({ "id": format!("u{}", up.id), "direction": "out", kind: peer, "name": name,
+                        "bytes": bytes, "total": up.size, "state": state })
+            );
+        } else {
+            println!(
+                "u{:<5} out  {:<20} {}  {bytes}/{} bytes  {state}",
+                up.id,
+                conversation_label(&up.target, true),
+                escape(&name),
+                up.size
+            );
+        }
+    }
+    for d in store.downloads(None, &[DownloadState::Offered, DownloadState::Active]).map_err(CliError::Client)? {
+        if args.json {
+            let (kind, peer) = match &d.target {
+                Target::Room(r) => ("room", r.as_str()),
+                Target::User(_) => ("peer", d.from.as_str()),
+            };
+            println!(
+                "{}",
+                json!({ "id": format!("d{}", d.id), "direction": "in", kind: peer, "from": d.from, "name": d.name,
+                        "bytes": d.verified, "total": d.size, "state": d.state.as_str() })
+            );
+        } else {
+            let from = match &d.target {
+                Target::Room(r) => format!("{} in {}", escape(&d.from), escape(r)),
+                Target::User(_) => format!("from {}", escape(&d.from)),
+            };
+            println!(
+                "d{:<5} in   {from:<20} {}  {}/{} bytes  {}",
+                d.id,
+                escape(&d.name),
+                d.verified,
+                d.size,
+                d.state.as_str()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn conversation_label(target: &Target, outgoing: bool) -> String {
+    match (target, outgoing) {
+        (Target::Room(r), _) => format!("room {}", escape(r)),
+        (Target::User(u), true) => format!("to {}", escape(u)),
+        (Target::User(u), false) => format!("from {}", escape(u)),
+    }
+}
+
+/// Connects a second session of this user for one transfer, and checks
+/// it can take part in end-to-end conversations.
+async fn connect_for_files(client: &ClientArgs) -> Result<(cipherline_client::Client, Conversations), CliError> {
+    let connected = client.connect(false).await?;
+    let Some(e2e) = connected.e2e else {
+        return Err(CliError::failed(
+            "this client cannot send or receive end-to-end files here",
+            "it needs an Ed25519 identity key and a relay that stores messages for it",
+        ));
+    };
+    Ok((connected.client, e2e))
+}
+
+async fn get(args: &GetArgs) -> Result<(), CliError> {
+    let Id::Down(id) = parse_id(&args.id)? else {
+        return Err(CliError::usage("that is an upload", "`files get` fetches downloads (ids starting with d)"));
+    };
+    let (mut client, e2e) = connect_for_files(&args.client).await?;
+    let record = e2e
+        .store()
+        .download(id)
+        .map_err(CliError::Client)?
+        .ok_or_else(|| CliError::failed(format!("no file d{id}"), "see `cipherline files list`"))?;
+    if record.scope != e2e.scope() {
+        return Err(CliError::failed(
+            format!("file d{id} was sent to another name or server of this data directory ({})", escape(&record.scope)),
+            "connect as that name (--name) to that server (--server)",
+        ));
+    }
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| CliError::failed(format!("no current directory: {e}"), "pass --dir DIR"))?,
+    };
+    let result = fetch_one(e2e.store(), &mut client, &record, &dir, args.json).await;
+    let _ = client.close().await;
+    let saved = result?;
+    report_saved(&record, &saved, args.json);
+    Ok(())
+}
+
+/// Downloads one file with a progress bar (on a terminal) or JSON
+/// progress events.
+pub async fn fetch_one(
+    store: &LocalStore,
+    client: &mut cipherline_client::Client,
+    record: &DownloadRecord,
+    dir: &Path,
+    as_json: bool,
+) -> Result<PathBuf, CliError> {
+    let bar = if as_json { indicatif::ProgressBar::hidden() } else { progress_bar(record.size, "receiving") };
+    let mut events = JsonProgress::new(as_json, format!("d{}", record.id));
+    let mut progress = |bytes: u64, total: u64| {
+        bar.set_position(bytes);
+        events.progress(bytes, total);
+    };
+    let result = download::download(store, client, record.id, dir, &mut progress).await;
+    bar.finish_and_clear();
+    result.map_err(|e| {
+        report_failed(record.id, &e.to_string(), as_json);
+        CliError::Client(e)
+    })
+}
+
+/// Prints that a download was saved.
+pub fn report_saved(record: &DownloadRecord, path: &Path, as_json: bool) {
+    let shown = path.display().to_string();
+    if as_json {
+        println!(
+            "{}",
+            json!({ "event": "file_saved", "id": format!("d{}", record.id), "from": record.from, "path": shown,
+                    "size": record.size, "sha256": hex(&record.sha256) })
+        );
+    } else {
+        println!(
+            "saved {} from {} ({} bytes, SHA-256 {}; end-to-end encrypted)",
+            escape(&shown),
+            escape(&record.from),
+            record.size,
+            hex(&record.sha256)
+        );
+    }
+}
+
+/// Prints that a download was interrupted and will be tried again.
+pub fn report_retrying(id: u64, why: &str, as_json: bool) {
+    if as_json {
+        println!("{}", json!({ "event": "file_retrying", "id": format!("d{id}"), "reason": why }));
+    } else {
+        eprintln!("file d{id} interrupted: {}; trying again in {} s", escape(why), RETRY_AFTER.as_secs());
+    }
+}
+
+/// Prints that a download failed (`why` is our own text, escaped anyway:
+/// it may quote the relay).
+pub fn report_failed(id: u64, why: &str, as_json: bool) {
+    if as_json {
+        println!("{}", json!({ "event": "file_failed", "id": format!("d{id}"), "reason": why }));
+    } else {
+        eprintln!("file d{id} failed: {}", escape(why));
+    }
+}
+
+/// Prints that a file was announced.
+pub fn report_offered(record: &DownloadRecord, accepting: Option<&Path>, as_json: bool) {
+    let (kind, place) = match &record.target {
+        Target::Room(r) => ("room", r.as_str()),
+        Target::User(u) => ("to", u.as_str()),
+    };
+    if as_json {
+        println!(
+            "{}",
+            json!({ "event": "file_offered", "id": format!("d{}", record.id), "from": record.from, kind: place,
+                    "name": record.name, "size": record.size, "sha256": hex(&record.sha256),
+                    "accepting": accepting.is_some() })
+        );
+    } else {
+        let what = match accepting {
+            Some(dir) => format!("saving it into {}", escape(&dir.display().to_string())),
+            None => format!("get it with `cipherline files get d{}`", record.id),
+        };
+        let room = match &record.target {
+            Target::Room(r) => format!(" in {}", escape(r)),
+            Target::User(_) => String::new(),
+        };
+        eprintln!(
+            "{} sent the file {} ({} bytes, end-to-end encrypted){room}: {what}",
+            escape(&record.from),
+            escape(&record.name),
+            record.size
+        );
+    }
+}
+
+/// JSON progress events: one when [`JSON_EVERY`] passed or another
+/// hundredth of the file was done since the last one, and the last.
+pub struct JsonProgress {
+    on: bool,
+    id: String,
+    last: Option<(Instant, u64)>,
+}
+
+impl JsonProgress {
+    /// Events for transfer `id` when `on`.
+    pub fn new(on: bool, id: String) -> Self {
+        JsonProgress { on, id, last: None }
+    }
+
+    /// Bytes done of total.
+    pub fn progress(&mut self, bytes: u64, total: u64) {
+        if !self.on {
+            return;
+        }
+        let due = match self.last {
+            None => true,
+            Some((at, before)) => {
+                bytes >= total || at.elapsed() >= JSON_EVERY || bytes.saturating_sub(before) >= (total / 100).max(1)
+            }
+        };
+        if !due {
+            return;
+        }
+        self.last = Some((Instant::now(), bytes));
+        println!("{}", json!({ "event": "file_progress", "id": self.id, "bytes": bytes, "total": total }));
+    }
+}
+
+async fn cancel(args: &CancelArgs) -> Result<(), CliError> {
+    let id = parse_id(&args.id)?;
+    let (mut client, e2e) = connect_for_files(&args.client).await?;
+    let store = e2e.store().clone();
+    let result = match id {
+        Id::Up(n) => {
+            let up = store.upload(n).map_err(CliError::Client)?;
+            match up {
+                Some(up) if up.scope != e2e.scope() => Err(other_scope(&args.id, &up.scope)),
+                Some(_) => upload::cancel(&store, &mut client, n).await.map_err(CliError::Client),
+                None => Err(CliError::failed(format!("no upload u{n}"), "see `cipherline files list`")),
+            }
+        }
+        Id::Down(n) => {
+            let d = store.download(n).map_err(CliError::Client)?;
+            match d {
+                Some(d) if d.scope != e2e.scope() => Err(other_scope(&args.id, &d.scope)),
+                Some(_) => download::cancel(&store, Some(&mut client), n).await.map_err(CliError::Client),
+                None => Err(CliError::failed(format!("no download d{n}"), "see `cipherline files list`")),
+            }
+        }
+    };
+    let _ = client.close().await;
+    result?;
+    eprintln!("cancelled {}", escape(&args.id));
+    Ok(())
+}
+
+fn other_scope(id: &str, scope: &str) -> CliError {
+    CliError::failed(
+        format!("{} belongs to another name or server of this data directory ({})", escape(id), escape(scope)),
+        "connect as that name (--name) to that server (--server)",
+    )
+}
+
+/// Sends `path` end to end to the conversation `group_id` (`target`)
+/// over `client` (a connection for this upload), with a progress bar on a
+/// terminal or JSON events; resumes an interrupted upload of the same file.
+pub async fn send_file(
+    e2e: &Conversations,
+    client: &mut cipherline_client::Client,
+    path: &Path,
+    group_id: &[u8],
+    target: &Target,
+    as_json: bool,
+) -> Result<Uploaded, CliError> {
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut events = JsonProgress::new(as_json, String::new());
+    let mut on_event = |event: UploadEvent| match event {
+        UploadEvent::Started { id, from, total, resumed } => {
+            events.id = format!("u{id}");
+            if as_json {
+                println!(
+                    "{}",
+                    json!({ "event": "file_started", "id": events.id, "from": from, "total": total, "resumed": resumed })
+                );
+            } else {
+                if resumed {
+                    eprintln!("resuming the upload at {from} of {total} bytes");
+                }
+                let b = progress_bar(total, "sending");
+                b.set_position(from);
+                bar = Some(b);
+            }
+        }
+        UploadEvent::Progress { bytes, total } => {
+            if let Some(b) = &bar {
+                b.set_position(bytes);
+            }
+            events.progress(bytes, total);
+        }
+    };
+    let result = upload::upload(e2e, client, path, group_id, target, &mut on_event).await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let done = result.map_err(CliError::Client)?;
+    if as_json {
+        println!(
+            "{}",
+            json!({ "event": "file_sent", "id": format!("u{}", done.id), "name": done.name, "size": done.size,
+                    "sha256": hex(&done.sha256), "resumed": done.resumed, "resumed_from": done.resumed_from })
+        );
+    } else {
+        eprintln!(
+            "sent {} ({} bytes, SHA-256 {}, end-to-end encrypted){}",
+            escape(&done.name),
+            done.size,
+            hex(&done.sha256),
+            if done.resumed { ", resumed" } else { "" }
+        );
+    }
+    Ok(done)
+}
+
+/// What a background download reports to `listen` when it ends.
+pub struct Finished {
+    /// The download.
+    pub record: DownloadRecord,
+    /// Where it was saved, or why not.
+    pub result: Result<PathBuf, String>,
+    /// Not over: it was interrupted and is tried again after [`RETRY_AFTER`].
+    pub retry: bool,
+}
+
+/// Background downloads for `listen --accept-files`: one connection each,
+/// at most [`MAX_DOWNLOADS`] at once, each download once per run. Must be
+/// used inside a [`tokio::task::LocalSet`].
+pub struct Background {
+    client: &'static ClientArgs,
+    as_json: bool,
+    permits: Arc<tokio::sync::Semaphore>,
+    running: std::collections::HashSet<u64>,
+    done_tx: tokio::sync::mpsc::UnboundedSender<Finished>,
+    /// Where finished downloads are reported.
+    pub done_rx: tokio::sync::mpsc::UnboundedReceiver<Finished>,
+}
+
+impl Background {
+    /// Background downloads connecting as `client` says.
+    pub fn new(client: &'static ClientArgs, as_json: bool) -> Self {
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+        Background {
+            client,
+            as_json,
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_DOWNLOADS)),
+            running: std::collections::HashSet::new(),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// A download ended (its report was taken from `done_rx`).
+    pub fn ended(&mut self, id: u64) {
+        self.running.remove(&id);
+    }
+
+    /// Starts fetching `record` into `dir` in the background, unless it is
+    /// running already or finished.
+    pub fn start(&mut self, store: &LocalStore, record: DownloadRecord, dir: &Path) {
+        if !matches!(record.state, DownloadState::Offered | DownloadState::Active) || !self.running.insert(record.id) {
+            return;
+        }
+        let (client, as_json, permits, tx) = (self.client, self.as_json, self.permits.clone(), self.done_tx.clone());
+        let (store, dir) = (store.clone(), dir.to_owned());
+        // A local task: connecting borrows the trust check, which is not
+        // Sync (`listen` runs inside a LocalSet).
+        tokio::task::spawn_local(async move {
+            loop {
+                let permit = permits.clone().acquire_owned().await;
+                let result = async {
+                    let (mut conn, _) = connect_for_files(client).await.map_err(|e| e.to_string())?;
+                    let mut events = JsonProgress::new(as_json, format!("d{}", record.id));
+                    let mut progress = |bytes: u64, total: u64| events.progress(bytes, total);
+                    let r = download::download(&store, &mut conn, record.id, &dir, &mut progress).await;
+                    let _ = conn.close().await;
+                    r.map_err(|e| e.to_string())
+                }
+                .await;
+                drop(permit);
+                // Interrupted (connection lost, the upload stalled): it is
+                // still pending, and tried again after a pause.
+                let retry = result.is_err()
+                    && store
+                        .download(record.id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|d| matches!(d.state, DownloadState::Offered | DownloadState::Active));
+                if tx.send(Finished { record: record.clone(), result, retry }).is_err() || !retry {
+                    break;
+                }
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        });
+    }
+
+    /// Starts every pending download of `scope`: interrupted ones where
+    /// they were going, offered ones of at most `max_size` bytes into `dir`.
+    pub fn resume_pending(
+        &mut self,
+        store: &LocalStore,
+        scope: &str,
+        dir: &Path,
+        max_size: u64,
+    ) -> Result<(), CliError> {
+        let pending =
+            store.downloads(Some(scope), &[DownloadState::Active, DownloadState::Offered]).map_err(CliError::Client)?;
+        for record in pending {
+            if record.state == DownloadState::Active || record.size <= max_size {
+                self.start(store, record, dir);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_name_a_direction() {
+        assert_eq!(parse_id("u2").ok(), Some(Id::Up(2)));
+        assert_eq!(parse_id("D17").ok(), Some(Id::Down(17)));
+        for bad in ["", "x1", "u", "d-1", "2", "dé"] {
+            assert!(parse_id(bad).is_err(), "{bad}");
+        }
+    }
+}
