@@ -216,11 +216,19 @@ fn fail(store: &LocalStore, record: &DownloadRecord, part: &Path, e: ClientError
     e
 }
 
+/// An answer smaller than this while the upload goes on means the
+/// download is right behind it: it pauses for [`FOLLOW_PAUSE`] before
+/// asking again.
+const FOLLOW_BATCH: u64 = 256 * 1024;
+/// See [`FOLLOW_BATCH`]: at 200 MiB/s about 1 MiB arrives meanwhile.
+const FOLLOW_PAUSE: Duration = Duration::from_millis(5);
+
 /// One fetch outstanding: its request id, where its bytes end, and
 /// whether an earlier short answer made its bytes unusable (they would
 /// leave a gap; they are dropped, and asked for again).
 struct Asked {
     request: u64,
+    start: u64,
     end: u64,
     stale: bool,
 }
@@ -259,8 +267,8 @@ async fn fetch(
             let max = u32::try_from((sealed - issued).min(u64::from(MAX_BLOB_FETCH))).unwrap_or(MAX_BLOB_FETCH);
             let msg = ClientMessage::Blob(BlobRequest::Fetch { request, blob: record.blob, offset: issued, max });
             client.send_message(&msg).await.map_err(later)?;
+            asked.push_back(Asked { request, start: issued, end: issued + u64::from(max), stale: false });
             issued += u64::from(max);
-            asked.push_back(Asked { request, end: issued, stale: false });
         }
         if moved.elapsed() > STALL_LIMIT {
             return Err(Stop::Later(ClientError::Stalled(STALL_LIMIT.as_secs())));
@@ -327,6 +335,13 @@ async fn fetch(
                     issued = expect;
                     if complete && stored <= expect {
                         return Err(fatal(ClientError::FileCorrupt("the relay's blob ends early")));
+                    }
+                    if !complete && expect.saturating_sub(done.start) < FOLLOW_BATCH {
+                        // Following an upload closely: a moment lets more
+                        // arrive, so each answer carries more than the
+                        // one piece the relay woke for (a round trip per
+                        // 16 KiB would cap the speed).
+                        tokio::time::sleep(FOLLOW_PAUSE).await;
                     }
                 }
             }

@@ -369,10 +369,14 @@ async fn send_chunks(
 async fn check_refusals(client: &mut Client, blob: BlobId) -> Result<bool, ClientError> {
     let mut complete = false;
     loop {
-        match tokio::time::timeout(Duration::ZERO, client.recv()).await {
-            Err(_) => return Ok(complete),
-            Ok(msg) => complete |= refusal(msg?, blob)?,
-        }
+        // Polled once: a zero timeout would wait for the timer's next tick
+        // (a millisecond) whenever nothing is there, once per chunk.
+        let msg = tokio::select! {
+            biased;
+            msg = client.recv() => msg,
+            () = std::future::ready(()) => return Ok(complete),
+        };
+        complete |= refusal(msg?, blob)?;
     }
 }
 
