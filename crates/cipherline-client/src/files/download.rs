@@ -341,6 +341,32 @@ async fn fetch(
             _ => {}
         }
     }
+    // Every chunk is in; the answers still on the way say what the relay
+    // holds. They are read so that a blob whose size is not the announced
+    // one is refused whatever the file's size (when one request covered
+    // the whole file, its answer's state comes after the last chunk).
+    while let Some(request) = asked.front().map(|a| a.request) {
+        let msg = match tokio::time::timeout(FETCH_HOLD + ANSWER_SLACK, client.recv()).await {
+            Err(_) => return Err(Stop::Later(ClientError::Timeout("waiting for the relay's word on the file"))),
+            Ok(msg) => msg.map_err(later)?,
+        };
+        match msg {
+            ServerMessage::Blob(BlobEvent::State { request: r, blob, size: blob_size, .. })
+                if blob == record.blob && r == request =>
+            {
+                asked.pop_front();
+                if blob_size != sealed {
+                    return Err(fatal(ClientError::FileCorrupt("the relay's blob is not the announced size")));
+                }
+            }
+            // The file is whole and was checked: a late refusal changes
+            // nothing of it.
+            ServerMessage::Error { client_id, .. } if asked.iter().any(|a| a.request == client_id) => {
+                asked.retain(|a| a.request != client_id);
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
