@@ -50,7 +50,7 @@ fn files(server: &Server, name: &str, sub: &str, args: &[&str]) -> Output {
 
 /// A client runs once, so the server holds its key packages.
 fn publish(server: &Server, name: &str) {
-    ok(&run(server, "listen", name, &["--timeout", "1"]));
+    ok(&run(server, "listen", name, &["--timeout", "3"]));
 }
 
 fn json_lines(text: &str) -> Vec<Value> {
@@ -514,4 +514,45 @@ fn hostile_announcements_never_escape_the_directory_replace_a_file_or_pass_the_l
     let why = events(&got, "file_failed")[0]["reason"].as_str().unwrap().to_owned();
     assert!(why.contains("corrupted or tampered with"), "{got:?}");
     assert!(names_in(&other).is_empty());
+}
+
+#[test]
+fn an_upload_resumes_over_a_half_written_blob_file_after_the_relay_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::quick(dir.path());
+    publish(&server, "bob");
+    let file = dir.path().join("big.bin");
+    let data = content(96 << 20, b"half");
+    std::fs::write(&file, &data).unwrap();
+    let args = ["--to", "bob", "--file", file.to_str().unwrap()];
+    let mut command = server.client("send", "alice");
+    command.args(args).arg("--json");
+    let mut sender = Running::start(command);
+    sender.until(Duration::from_secs(60), |seen| {
+        events(seen, "file_progress").iter().any(|v| v["bytes"].as_u64().unwrap() >= 4 << 20)
+    });
+    let seen = sender.kill();
+    assert!(events(&seen, "file_sent").is_empty(), "the upload finished before it could be killed");
+    // The relay stops with the blob's last piece half written: its file
+    // ends in the middle of a piece and of a sealed chunk.
+    server.stop();
+    let blob = blobs(dir.path()).into_iter().next().unwrap();
+    let len = std::fs::metadata(&blob).unwrap().len();
+    assert!(len > 2 * SEALED, "{len}");
+    let cut = len - 5000;
+    std::fs::OpenOptions::new().write(true).open(&blob).unwrap().set_len(cut).unwrap();
+    server.restart();
+    // The same command continues from what the relay holds, re-sealing
+    // the chunk it ends in.
+    let again = json_lines(&ok(&server.client("send", "alice").args(args).arg("--json").output().unwrap()));
+    let started = events(&again, "file_started");
+    assert_eq!(started[0]["resumed"], true, "{again:?}");
+    assert!(started[0]["from"].as_u64().unwrap() <= cut, "{again:?}");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let mut bob = listener(&server, &inbox, &[]);
+    bob.until(Duration::from_secs(120), |seen| ended(seen) == 1);
+    let seen = bob.kill();
+    assert_eq!(events(&seen, "file_saved").len(), 1, "{seen:?}");
+    assert!(std::fs::read(inbox.join("big.bin")).unwrap() == data, "the file arrives whole");
 }
