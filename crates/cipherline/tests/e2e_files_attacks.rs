@@ -143,6 +143,9 @@ fn listener(server: &Server, inbox: &Path, extra: &[&str]) -> Running {
     Running::start(command)
 }
 
+/// Each ended download's saved path or `file_failed` reason, by id.
+type Ends = HashMap<String, Result<PathBuf, String>>;
+
 /// How many downloads ended (saved or failed).
 fn ended(seen: &[Value]) -> usize {
     events(seen, "file_saved").len() + events(seen, "file_failed").len()
@@ -150,7 +153,7 @@ fn ended(seen: &[Value]) -> usize {
 
 /// The offered download ids by name, and the `file_failed` reason or
 /// saved path of each id.
-fn outcomes(seen: &[Value]) -> (HashMap<String, Vec<String>>, HashMap<String, Result<PathBuf, String>>) {
+fn outcomes(seen: &[Value]) -> (HashMap<String, Vec<String>>, Ends) {
     let mut ids: HashMap<String, Vec<String>> = HashMap::new();
     for v in events(seen, "file_offered") {
         ids.entry(v["name"].as_str().unwrap().to_owned()).or_default().push(v["id"].as_str().unwrap().to_owned());
