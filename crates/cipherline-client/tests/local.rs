@@ -295,3 +295,27 @@ fn a_version_1_database_gains_the_end_to_end_tables_and_keeps_its_history() {
     let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(v, 3);
 }
+
+#[test]
+fn a_version_2_database_gains_the_file_tables_and_keeps_its_outcomes() {
+    use cipherline_client::groups::Outcome;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&db(&dir)).unwrap();
+    let joined = Outcome::Joined { target: Target::Room("team".into()), members: "bob".into() };
+    store.set_processed("s me", 7, &joined).unwrap();
+    drop(store);
+    // Back to what version 2 wrote: no file tables, no file column.
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    conn.execute_batch(
+        "DROP TABLE file_uploads; DROP TABLE file_downloads;
+         ALTER TABLE e2e_processed DROP COLUMN file; PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = LocalStore::open(&db(&dir)).unwrap();
+    assert_eq!(store.processed("s me", 7).unwrap(), Some(joined), "kept through the rebuild");
+    assert!(store.downloads(None, &[]).unwrap().is_empty(), "the new tables are there");
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 3);
+}

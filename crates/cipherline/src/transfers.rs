@@ -324,11 +324,12 @@ pub fn report_offered(record: &DownloadRecord, accepting: Option<&Path>, as_json
     }
 }
 
-/// JSON progress events, at most one per [`JSON_EVERY`] (and the last).
+/// JSON progress events: one when [`JSON_EVERY`] passed or another
+/// hundredth of the file was done since the last one, and the last.
 pub struct JsonProgress {
     on: bool,
     id: String,
-    last: Option<Instant>,
+    last: Option<(Instant, u64)>,
 }
 
 impl JsonProgress {
@@ -339,10 +340,19 @@ impl JsonProgress {
 
     /// Bytes done of total.
     pub fn progress(&mut self, bytes: u64, total: u64) {
-        if !self.on || (self.last.is_some_and(|t| t.elapsed() < JSON_EVERY) && bytes < total) {
+        if !self.on {
             return;
         }
-        self.last = Some(Instant::now());
+        let due = match self.last {
+            None => true,
+            Some((at, before)) => {
+                bytes >= total || at.elapsed() >= JSON_EVERY || bytes.saturating_sub(before) >= (total / 100).max(1)
+            }
+        };
+        if !due {
+            return;
+        }
+        self.last = Some((Instant::now(), bytes));
         println!("{}", json!({ "event": "file_progress", "id": self.id, "bytes": bytes, "total": total }));
     }
 }

@@ -577,6 +577,29 @@ mod tests {
     }
 
     #[test]
+    fn a_file_outcome_is_cached_like_a_message() {
+        use crate::groups::Outcome;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("client.db")).unwrap();
+        let outcome = Outcome::File {
+            from: "bob".into(),
+            key: [5; 32],
+            target: Target::Room("team".into()),
+            name: "a.txt".into(),
+            size: 70_000,
+            sha256: [6; 32],
+            sent_at_ms: 1234,
+            notice: String::new(),
+        };
+        assert!(store.set_processed("s alice", 9, &outcome).unwrap());
+        assert_eq!(store.processed("s alice", 9).unwrap(), Some(outcome));
+        // A file outcome without its facts is not ours.
+        let conn = rusqlite::Connection::open(dir.path().join("client.db")).unwrap();
+        conn.execute("UPDATE e2e_processed SET file = NULL", []).unwrap();
+        assert!(matches!(store.processed("s alice", 9), Err(ClientError::LocalStoreCorrupt { .. })));
+    }
+
+    #[test]
     fn a_row_this_code_did_not_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(&dir.path().join("client.db")).unwrap();
