@@ -409,7 +409,8 @@ fn hostile_announcements_never_escape_the_directory_replace_a_file_or_pass_the_l
     let withheld_data = content(140_000, b"withheld");
     let (withheld, key) = m.blob(&withheld_data, Some(SEALED));
     m.announce(withheld, key, 140_000, cipherline_proto::crypto::sha256(&withheld_data), "withheld.bin");
-    let partial_name = format!(".{}.cipherline-part", hex(&withheld));
+    // The withheld download is bob's first (d1): its partial file's name.
+    let partial_name = format!(".{}.1.cipherline-part", hex(&withheld));
     // Hostile names: each is saved inside the directory, sanitised, never
     // over a file (nor over the partial file of another download).
     let bidi_255 = "\u{202e}".repeat(85);
@@ -465,6 +466,7 @@ fn hostile_announcements_never_escape_the_directory_replace_a_file_or_pass_the_l
         assert_eq!(offered.get(name), Some(&false), "{name} is shown and not fetched: {seen:?}");
         assert!(!end.contains_key(&ids[name][0]));
     }
+    assert_eq!(ids["withheld.bin"], ["d1"], "the partial file's name above");
     assert!(!end.contains_key(&ids["withheld.bin"][0]), "the withheld file neither saved nor failed");
     let why = end[&ids["mismatch.bin"][0]].as_ref().expect_err("mismatch");
     assert!(why.contains("corrupted or tampered with"), "{why}");
