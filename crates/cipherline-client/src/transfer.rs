@@ -61,7 +61,10 @@ fn io_error(path: &Path, source: std::io::Error) -> TransferError {
 pub fn safe_file_name(offered: &str) -> Option<String> {
     let last = offered.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last.chars().filter(|&c| !cipherline_proto::charclass::is_hazard(c)).collect();
-    let cleaned = cleaned.trim_start_matches('.').trim().to_owned();
+    // Dots and spaces together: " .bashrc" trimmed of its space alone
+    // would be hidden again (and a shell's start-up file in a home
+    // directory).
+    let cleaned = cleaned.trim_start_matches(|c: char| c == '.' || c.is_whitespace()).trim_end().to_owned();
     if cleaned.is_empty() || cleaned.len() > 255 { None } else { Some(cleaned) }
 }
 
@@ -340,6 +343,13 @@ mod tests {
         assert_eq!(safe_file_name("../../etc/passwd").as_deref(), Some("passwd"));
         assert_eq!(safe_file_name("C:\\x\\y.txt").as_deref(), Some("y.txt"));
         assert_eq!(safe_file_name(".bashrc").as_deref(), Some("bashrc"));
+        // Hidden again once a leading space (or NBSP, or a removed control
+        // or bidi character) is gone: still not hidden.
+        for hidden in [" .bashrc", "\u{a0}.bashrc", ". .bashrc", " \u{202e}. .bash_login", "\t.profile"] {
+            let name = safe_file_name(hidden).unwrap();
+            assert!(!name.starts_with('.') && !name.starts_with(' '), "{hidden:?} -> {name:?}");
+        }
+        assert_eq!(safe_file_name(" . ").as_deref(), None);
         assert_eq!(safe_file_name("..").as_deref(), None);
         assert_eq!(safe_file_name("a/").as_deref(), None);
         assert_eq!(safe_file_name("bad\u{0}\nname").as_deref(), Some("badname"));

@@ -249,7 +249,12 @@ async fn upload(
     }
     let waiting = group.members.iter().filter(|m| **m != owner).cloned().collect();
     let new = NewBlob { id: blob, owner: owner.clone(), group: group_id.clone(), size, created_ms: now_ms(), waiting };
-    let quota = BlobQuota { per_owner: per_user, total: limits.max_blob_store_bytes };
+    let quota = BlobQuota {
+        per_owner: per_user,
+        total: limits.max_blob_store_bytes,
+        per_owner_blobs: limits.max_blobs_per_user,
+        total_blobs: limits.max_blobs,
+    };
     match bounded(mail.store.blob_create(new, quota)).await? {
         BlobCreated::Created(rec) => {
             tracing::info!(owner = %owner, blob = %short(&blob), size, waiting = rec.waiting.len(), "blob created");
@@ -281,6 +286,13 @@ async fn upload(
                     QuotaScope::Total => format!(
                         "the relay's files would take {would} bytes, over its limit of {limit} bytes for all users: \
                          try again later"
+                    ),
+                    QuotaScope::OwnerBlobs => format!(
+                        "you have {used} files waiting at the relay, its per-user limit of {limit} files: cancel some \
+                         with `cipherline files cancel` or wait for them to be fetched or expire"
+                    ),
+                    QuotaScope::TotalBlobs => format!(
+                        "the relay holds {used} files, its limit of {limit} files for all users: try again later"
                     ),
                 },
             ))

@@ -125,6 +125,12 @@ pub struct Limits {
     /// Seconds after its creation that a blob is deleted, complete or not
     /// (default 7 days).
     pub blob_ttl_secs: u64,
+    /// Most blobs one user may have at the relay, complete or not (default
+    /// 1000): each costs a record, a waiting list and a file whatever its
+    /// size, so tiny blobs are bounded by number, not only by bytes.
+    pub max_blobs_per_user: u64,
+    /// Most blobs of all users together (default 100,000).
+    pub max_blobs: u64,
 }
 
 impl Default for Limits {
@@ -166,6 +172,8 @@ impl Default for Limits {
             max_blob_bytes_per_user: 4 << 30,
             max_blob_store_bytes: 16 << 30,
             blob_ttl_secs: 7 * 24 * 60 * 60,
+            max_blobs_per_user: 1000,
+            max_blobs: 100_000,
         }
     }
 }
@@ -237,6 +245,9 @@ impl Limits {
         }
         if !(1..=u64::from(u32::MAX)).contains(&self.blob_ttl_secs) {
             return Err("blob_ttl_secs must be between 1 and 4294967295");
+        }
+        if self.max_blobs_per_user == 0 || self.max_blobs < self.max_blobs_per_user {
+            return Err("max_blobs_per_user must be at least 1 and max_blobs at least that");
         }
         Ok(())
     }
@@ -333,6 +344,10 @@ mod tests {
         let lifted = Limits { max_blob_bytes_per_user: u64::MAX, max_blob_store_bytes: u64::MAX, ..d() };
         assert_eq!(lifted.validate(), Ok(()), "a large value lifts a limit");
         assert!(Limits { blob_ttl_secs: 0, ..d() }.validate().is_err());
+        assert_eq!((d().max_blobs_per_user, d().max_blobs), (1000, 100_000));
+        assert!(Limits { max_blobs_per_user: 0, ..d() }.validate().is_err());
+        assert!(Limits { max_blobs: 999, ..d() }.validate().is_err());
+        assert!(Limits { max_blobs_per_user: 1, max_blobs: 1, ..d() }.validate().is_ok());
         assert!(Limits { blob_ttl_secs: u64::from(u32::MAX) + 1, ..d() }.validate().is_err());
         let small = Limits { max_blob_bytes_per_user: 16, max_blob_store_bytes: 16, blob_ttl_secs: 1, ..d() };
         assert_eq!(small.validate(), Ok(()));

@@ -441,3 +441,106 @@ async fn a_held_fetch_answers_as_soon_as_bytes_arrive_and_later_requests_wait_be
     refused(answer, ErrorCode::NoBlob, 3);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn many_tiny_blobs_are_refused_past_the_count_limits_and_a_deletion_frees_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_blobs_per_user: 3, max_blobs: 4, ..Limits::default() };
+    let server = start_stored(dir.path(), limits).await;
+    let (mut alice, mut bob) = direct(&server).await;
+    // Sixteen bytes each: the byte quotas would take 268 million of them.
+    for i in 1..=3u8 {
+        alice.upload(u64::from(i), [i; 16], DM, 16).await.unwrap();
+    }
+    let text = refused(alice.upload(4, [4; 16], DM, 16).await, ErrorCode::BlobQuota, 4);
+    assert!(text.contains("3 files") && text.contains("per-user limit of 3 files"), "{text}");
+    assert!(!blob_file(dir.path(), &[4; 16]).exists(), "nothing kept");
+    bob.upload(5, [5; 16], DM, 16).await.unwrap();
+    let text = refused(bob.upload(6, [6; 16], DM, 16).await, ErrorCode::BlobQuota, 6);
+    assert!(text.contains("limit of 4 files for all users"), "{text}");
+    // A resume of an existing blob is not a new one: still answered.
+    assert_eq!(alice.upload(7, [1; 16], DM, 16).await.unwrap(), state(7, [1; 16], BlobStatus::Uploading, 16, 0));
+    // The owner's deletion frees one, for her and in all.
+    alice.ask(BlobRequest::Delete { request: 8, blob: [1; 16] }).await.unwrap();
+    bob.upload(9, [6; 16], DM, 16).await.unwrap();
+    refused(alice.upload(10, [4; 16], DM, 16).await, ErrorCode::BlobQuota, 10);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_never_finished_expires_and_frees_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_blobs_per_user: 1, blob_ttl_secs: 1, max_blob_bytes_per_user: 100, ..Limits::default() };
+    let server = start_stored(dir.path(), limits).await;
+    let (mut alice, _bob) = direct(&server).await;
+    alice.upload(1, [0x91; 16], DM, 100).await.unwrap();
+    alice.chunks([0x91; 16], 0, &[1; 10]).await;
+    // Over quota now (by count and by bytes); free once it expired.
+    refused(alice.upload(2, [0x92; 16], DM, 16).await, ErrorCode::BlobQuota, 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut request = 3;
+    loop {
+        match alice.upload(request, [0x92; 16], DM, 100).await {
+            Ok(answer) => {
+                assert_eq!(answer, state(request, [0x92; 16], BlobStatus::Uploading, 100, 0));
+                break;
+            }
+            Err((ErrorCode::BlobQuota, ..)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("expected the unfinished blob to expire, got {other:?}"),
+        }
+        request += 1;
+    }
+    assert!(!blob_file(dir.path(), &[0x91; 16]).exists());
+    // Its late chunks find nothing.
+    alice.chunks([0x91; 16], 10, &[1; 10]).await;
+    refused(alice.next().await, ErrorCode::NoBlob, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_member_who_left_fetches_nothing_and_hostile_offsets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_stored(dir.path(), Limits::default()).await;
+    for (name, seed) in [("bob", 2), ("carol", 3)] {
+        Peer::connect(&server, name, seed).await.c.close().await.unwrap();
+    }
+    let mut alice = Peer::connect(&server, "alice", 1).await;
+    let room = b"g-leavers".to_vec();
+    let joined = group(
+        &mut alice,
+        GroupRequest::CreateRoom { room: "leavers".into(), kind: RoomKind::Invite, group_id: room.clone() },
+    )
+    .await;
+    assert!(matches!(joined, ServerMessage::Joined { .. }), "{joined:?}");
+    let answer = group(&mut alice, GroupRequest::Commit(commit(&room, &["bob", "carol"]))).await;
+    assert!(matches!(answer, ServerMessage::Group(GroupEvent::Committed { .. })), "{answer:?}");
+    let mut bob = Peer::connect(&server, "bob", 2).await;
+    let blob: BlobId = [0x93; 16];
+    alice.upload(1, blob, &room, 40).await.unwrap();
+    alice.chunks(blob, 0, &[8; 40]).await;
+    assert_eq!(alice.next().await.unwrap(), state(0, blob, BlobStatus::Complete, 40, 40));
+    assert_eq!(bob.fetch(2, blob, 0, 40).await.unwrap().0, vec![8; 40]);
+    // Offsets past the end, up to 2^64 - 1: bad_request, the session lives.
+    for (request, offset) in [(3, 41), (4, u64::MAX), (5, 1 << 63)] {
+        let answer = bob.fetch(request, blob, offset, 1 << 20).await.map(|_| ServerMessage::Pong { nonce: 0 });
+        refused(answer, ErrorCode::BadRequest, request);
+    }
+    // At the end exactly: nothing, and at once (a complete blob is not held).
+    let (got, end) = timeout(Duration::from_secs(2), bob.fetch(6, blob, 40, 10)).await.unwrap().unwrap();
+    assert!(got.is_empty());
+    assert_eq!(ServerMessage::Blob(end), state(6, blob, BlobStatus::Complete, 40, 40));
+    // Bob is removed from the room: he may not fetch, nor say he is done.
+    let mut remove = commit(&room, &[]);
+    remove.epoch = 1;
+    remove.welcome = None;
+    remove.removed = vec!["bob".into()];
+    let answer = group(&mut alice, GroupRequest::Commit(remove)).await;
+    assert!(matches!(answer, ServerMessage::Group(GroupEvent::Committed { .. })), "{answer:?}");
+    refused(bob.fetch(7, blob, 0, 40).await.map(|_| ServerMessage::Pong { nonce: 0 }), ErrorCode::NoBlob, 7);
+    refused(bob.ask(BlobRequest::Delete { request: 8, blob }).await, ErrorCode::NoBlob, 8);
+    // Nor upload to the room any more.
+    refused(bob.upload(9, [0x94; 16], &room, 16).await, ErrorCode::NotAllowed, 9);
+    server.stop().await;
+}

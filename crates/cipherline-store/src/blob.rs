@@ -86,22 +86,32 @@ pub struct BlobRecord {
 }
 
 /// The limits [`BlobStore::blob_create`] holds blobs to, counted at their
-/// full size from creation on, complete or not.
+/// full size from creation on, complete or not. The counts bound what
+/// the bytes cannot: a blob of 16 bytes still costs a record, a waiting
+/// list and a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobQuota {
     /// Most bytes of blobs one owner may have.
     pub per_owner: u64,
     /// Most bytes of blobs in all.
     pub total: u64,
+    /// Most blobs one owner may have.
+    pub per_owner_blobs: u64,
+    /// Most blobs in all.
+    pub total_blobs: u64,
 }
 
 /// Which limit of a [`BlobQuota`] a blob did not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaScope {
-    /// The owner's.
+    /// The owner's bytes.
     Owner,
-    /// The whole store's.
+    /// The whole store's bytes.
     Total,
+    /// The owner's number of blobs.
+    OwnerBlobs,
+    /// The whole store's number of blobs.
+    TotalBlobs,
 }
 
 /// What [`BlobStore::blob_create`] did.
@@ -115,7 +125,7 @@ pub enum BlobCreated {
     OverQuota {
         /// Which limit.
         scope: QuotaScope,
-        /// Bytes that limit counts already.
+        /// What that limit counts already (bytes, or blobs).
         used: u64,
         /// The limit.
         limit: u64,
@@ -563,13 +573,24 @@ impl BlobStore for SqliteStore {
                 if let Some(rec) = read_record(conn, &blob.id)? {
                     return Ok(BlobCreated::Exists(rec));
                 }
-                let used: i64 = conn
-                    .query_row("SELECT bytes FROM blob_owners WHERE owner = ?1", params![blob.owner], |row| row.get(0))
+                let (blobs, used): (i64, i64) = conn
+                    .query_row("SELECT blobs, bytes FROM blob_owners WHERE owner = ?1", params![blob.owner], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
                     .optional()?
-                    .unwrap_or(0);
-                let used = to_u64(used);
+                    .unwrap_or((0, 0));
+                let (blobs, used) = (to_u64(blobs), to_u64(used));
+                if blobs >= quota.per_owner_blobs {
+                    let limit = quota.per_owner_blobs;
+                    return Ok(BlobCreated::OverQuota { scope: QuotaScope::OwnerBlobs, used: blobs, limit });
+                }
                 if used.saturating_add(blob.size) > quota.per_owner {
                     return Ok(BlobCreated::OverQuota { scope: QuotaScope::Owner, used, limit: quota.per_owner });
+                }
+                let count = counter(conn, "blob_count")?;
+                if count >= quota.total_blobs {
+                    let limit = quota.total_blobs;
+                    return Ok(BlobCreated::OverQuota { scope: QuotaScope::TotalBlobs, used: count, limit });
                 }
                 let total = counter(conn, "blob_bytes")?;
                 if total.saturating_add(blob.size) > quota.total {

@@ -329,6 +329,17 @@ impl Downloads {
         self
     }
 
+    /// Takes `size` bytes of this run's quota for a file received another
+    /// way (an end-to-end file, fetched in the background); false, and
+    /// nothing taken, if it is over `max_file` or does not fit `max_total`.
+    pub fn reserve(&mut self, size: u64) -> bool {
+        if self.quota.refusal(size, self.used).is_some() {
+            return false;
+        }
+        self.used = self.used.saturating_add(size);
+        true
+    }
+
     /// How many files are being received now.
     pub fn receiving(&self) -> usize {
         self.active.len()
@@ -346,8 +357,9 @@ impl Downloads {
         }
     }
 
-    /// Gives back the bytes of a transfer that will not complete.
-    fn release(&mut self, size: u64) {
+    /// Gives back the bytes of a transfer that will not complete (also
+    /// what [`Downloads::reserve`] took, for a file that failed).
+    pub fn release(&mut self, size: u64) {
         self.used = self.used.saturating_sub(size);
     }
 

@@ -79,7 +79,9 @@ pub struct ListenArgs {
     pub max_file_size: u64,
 
     /// With --accept-files: decline offers once this run has accepted SIZE
-    /// in total (files that fail or are cancelled do not count).
+    /// in total (files that fail or are cancelled do not count). Files sent
+    /// end to end count too: one that does not fit is shown and kept as
+    /// offered.
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
     pub max_total: u64,
 
@@ -198,7 +200,7 @@ async fn run_here(args: &'static ListenArgs) -> Result<(), CliError> {
         // Downloads this data directory left unfinished, and files offered
         // while it was away, continue by themselves.
         if let (Some(background), Some(dir), Some(e2e)) = (&mut files.background, &args.accept_files, &e2e) {
-            background.resume_pending(e2e.store(), e2e.scope(), dir, args.max_file_size)?;
+            background.resume_pending(e2e.store(), e2e.scope(), dir, &mut downloads)?;
         }
         let mut session = Session { client: &mut client, peers: &mut peers, e2e: e2e.as_ref() };
         match listen_on(&mut session, &mut downloads, &mut files, recorder, args, deadline, &mut seen).await {
@@ -320,7 +322,7 @@ async fn listen_on(
                 if let Some(background) = &mut files.background
                     && !finished.retry
                 {
-                    background.ended(finished.record.id);
+                    background.ended(finished.record.id, finished.result.is_err(), downloads);
                 }
                 match &finished.result {
                     Ok(path) => {
@@ -363,7 +365,7 @@ async fn listen_on(
                 // Never sent to a client that cannot take part.
                 let Some(e2e) = e2e else { continue };
                 let shown = match e2e.handle(d) {
-                    Ok(GroupOutcome::File { .. }) => offered(e2e, d.id, files, args).map(|()| false),
+                    Ok(GroupOutcome::File { .. }) => offered(e2e, d.id, files, downloads, args).map(|()| false),
                     Ok(_) => conversation::print_group(e2e, d, peers, recorder, &me, args.json),
                     Err(e) => Err(CliError::Client(e)),
                 };
@@ -440,13 +442,21 @@ async fn next_finished(background: &mut Option<Background>) -> transfers::Finish
 /// A file announced by message `id`: shown once per run, and with
 /// --accept-files fetched in the background. One cancelled or finished
 /// already is not shown again.
-fn offered(e2e: &Conversations, id: u64, files: &mut E2eFiles, args: &ListenArgs) -> Result<(), CliError> {
+fn offered(
+    e2e: &Conversations,
+    id: u64,
+    files: &mut E2eFiles,
+    quota: &mut Downloads,
+    args: &ListenArgs,
+) -> Result<(), CliError> {
     let Some(record) = e2e.store().download_of(e2e.scope(), id).map_err(CliError::Client)? else { return Ok(()) };
     if !matches!(record.state, DownloadState::Offered | DownloadState::Active) || !files.offered.insert(record.id) {
         return Ok(());
     }
-    // Larger than --max-file-size: shown, kept as offered, not fetched.
-    let accept = args.accept_files.as_deref().filter(|_| record.size <= args.max_file_size);
+    // Larger than --max-file-size, or over what --max-total leaves: shown,
+    // kept as offered, not fetched.
+    let fits = files.background.as_mut().is_some_and(|b| b.admit(&record, quota));
+    let accept = args.accept_files.as_deref().filter(|_| fits);
     transfers::report_offered(&record, accept, args.json);
     if let (Some(background), Some(dir)) = (&mut files.background, accept) {
         background.start(e2e.store(), record, dir);

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::client_args::ClientArgs;
 use crate::error::CliError;
-use crate::files::{hex, progress_bar};
+use crate::files::{Downloads, hex, progress_bar};
 
 /// How often a JSON progress event is written at most.
 const JSON_EVERY: Duration = Duration::from_millis(250);
@@ -470,6 +470,8 @@ pub struct Background {
     as_json: bool,
     permits: Arc<tokio::sync::Semaphore>,
     running: std::collections::HashSet<u64>,
+    /// Downloads whose bytes this run's quota counts, with their sizes.
+    counted: std::collections::HashMap<u64, u64>,
     done_tx: tokio::sync::mpsc::UnboundedSender<Finished>,
     /// Where finished downloads are reported.
     pub done_rx: tokio::sync::mpsc::UnboundedReceiver<Finished>,
@@ -484,14 +486,34 @@ impl Background {
             as_json,
             permits: Arc::new(tokio::sync::Semaphore::new(MAX_DOWNLOADS)),
             running: std::collections::HashSet::new(),
+            counted: std::collections::HashMap::new(),
             done_tx,
             done_rx,
         }
     }
 
-    /// A download ended (its report was taken from `done_rx`).
-    pub fn ended(&mut self, id: u64) {
+    /// A download ended (its report was taken from `done_rx`); one that
+    /// `failed` gives its bytes back to `quota`.
+    pub fn ended(&mut self, id: u64, failed: bool, quota: &mut Downloads) {
         self.running.remove(&id);
+        if failed && let Some(size) = self.counted.remove(&id) {
+            quota.release(size);
+        }
+    }
+
+    /// Whether `record` may be fetched within this run's quota (the same
+    /// `--max-file-size` and `--max-total` as files sent the version-1
+    /// way): counted once per run, so a peer cannot fill the disk with many
+    /// files each under the size limit.
+    pub fn admit(&mut self, record: &DownloadRecord, quota: &mut Downloads) -> bool {
+        if self.counted.contains_key(&record.id) {
+            return true;
+        }
+        if !quota.reserve(record.size) {
+            return false;
+        }
+        self.counted.insert(record.id, record.size);
+        true
     }
 
     /// Starts fetching `record` into `dir` in the background, unless it is
@@ -533,19 +555,20 @@ impl Background {
         });
     }
 
-    /// Starts every pending download of `scope`: interrupted ones where
-    /// they were going, offered ones of at most `max_size` bytes into `dir`.
+    /// Starts every pending download of `scope` that fits `quota`:
+    /// interrupted ones where they were going, offered ones into `dir`.
+    /// Those over the quota stay pending (`files get` fetches them).
     pub fn resume_pending(
         &mut self,
         store: &LocalStore,
         scope: &str,
         dir: &Path,
-        max_size: u64,
+        quota: &mut Downloads,
     ) -> Result<(), CliError> {
         let pending =
             store.downloads(Some(scope), &[DownloadState::Active, DownloadState::Offered]).map_err(CliError::Client)?;
         for record in pending {
-            if record.state == DownloadState::Active || record.size <= max_size {
+            if self.admit(&record, quota) {
                 self.start(store, record, dir);
             }
         }

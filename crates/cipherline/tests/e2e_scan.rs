@@ -8,6 +8,12 @@
 //! open-room marker is found in memory and in the store, and a marker the
 //! server legitimately logs (a room's name) in the log, which shows each
 //! scan can find what is there.
+//!
+//! The same for end-to-end files (issue 16): a file full of a marker, with
+//! a marker in its name, sent in a direct conversation and in an
+//! end-to-end room and saved by the recipient, is nowhere in the relay's
+//! memory, data directory (its `blobs/` included) or log; the same kind of
+//! file sent the version-1 way in an open room is found in its memory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
@@ -213,4 +219,111 @@ fn wait_until_member(server: &Server, room_name: &str, who: &str) {
         assert!(std::time::Instant::now() < deadline, "{who} never joined {room_name}: {out:?}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// Writes a file of about `size` bytes that is `marker` over and over.
+fn marker_file(path: &std::path::Path, marker: &str, size: usize) {
+    let line = format!("{marker}\n");
+    std::fs::write(path, line.repeat(size / line.len() + 1)).unwrap();
+}
+
+/// Whether `dir` holds a file `name` with the bytes of `expected`.
+fn saved_in(dir: &std::path::Path, name: &str, expected: &std::path::Path) -> bool {
+    std::fs::read(dir.join(name)).ok() == Some(std::fs::read(expected).unwrap())
+}
+
+#[test]
+fn the_relay_holds_no_end_to_end_file_content_or_name_in_memory_disk_or_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let server = Server::quick_logged(dir.path(), &log);
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // Contents and names, each with a marker of its own.
+    let (dm_data, room_data, open_data) =
+        (format!("dmfile-{}", random_hex()), format!("roomfile-{}", random_hex()), format!("v1file-{}", random_hex()));
+    let (dm_name, room_name) = (format!("dmname-{}.txt", random_hex()), format!("roomname-{}.txt", random_hex()));
+    let room_label = format!("f{}", &random_hex()[..20]);
+    let dm_file = src.join(&dm_name);
+    let room_file = src.join(&room_name);
+    let open_file = src.join("open.txt");
+    marker_file(&dm_file, &dm_data, 2 << 20);
+    marker_file(&room_file, &room_data, 2 << 20);
+    marker_file(&open_file, &open_data, 2 << 20);
+
+    // End to end: to bob directly, and in a room of alice, bob and carol
+    // (carol never fetches, so the relay keeps that blob to the end).
+    ok(&run(&server, "listen", "bob", &["--timeout", "1"]));
+    ok(&run(&server, "listen", "carol", &["--timeout", "1"]));
+    ok(&run(&server, "send", "alice", &["--to", "bob", "--file", dm_file.to_str().unwrap()]));
+    ok(&room(&server, "alice", &["create", &room_label]));
+    ok(&room(&server, "alice", &["invite", &room_label, "bob", "carol"]));
+    ok(&run(&server, "send", "alice", &["--room", &room_label, "--file", room_file.to_str().unwrap()]));
+    let data_dir = dir.path().join("server-data");
+    let blob_files = common::files_under(&data_dir.join("blobs"));
+    assert_eq!(blob_files.len(), 2, "both uploads are at the relay");
+    // Both blobs, before anyone fetched them: only ciphertext.
+    for needle in [&dm_data, &room_data] {
+        assert_eq!(holding(&blob_files, needle), Vec::<PathBuf>::new(), "{needle} is in a blob");
+    }
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let got = ok(&run(
+        &server,
+        "listen",
+        "bob",
+        &["--accept-files", inbox.to_str().unwrap(), "--json", "--count", "2", "--timeout", "60"],
+    ));
+    assert!(saved_in(&inbox, &dm_name, &dm_file), "{got}");
+    assert!(saved_in(&inbox, &room_name, &room_file), "{got}");
+
+    // The scan's control: the same kind of file sent the version-1 way in
+    // an open room, which the relay relays readable.
+    ok(&room(&server, "alice", &["create", "plaza", "--open"]));
+    let open_inbox = dir.path().join("open-inbox");
+    std::fs::create_dir(&open_inbox).unwrap();
+    let listener = server
+        .client("listen", "bob")
+        .args(["--room", "plaza", "--accept-files", open_inbox.to_str().unwrap(), "--count", "1", "--timeout", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_member(&server, "plaza", "bob");
+    ok(&run(&server, "send", "alice", &["--room", "plaza", "--file", open_file.to_str().unwrap()]));
+    ok(&listener.wait_with_output().unwrap());
+    assert!(saved_in(&open_inbox, "open.txt", &open_file));
+
+    let needles = [dm_data.as_str(), room_data.as_str(), dm_name.as_str(), room_name.as_str(), open_data.as_str()];
+    match scan_memory(server.child.id(), &needles) {
+        None => eprintln!("NOTE: skipping the memory scan: /proc/{}/mem cannot be opened here", server.child.id()),
+        Some(scan) => {
+            eprintln!("memory scan: {} bytes in {} regions", scan.bytes, scan.regions);
+            assert!(scan.bytes > 1 << 20, "read only {} bytes", scan.bytes);
+            for (needle, found) in needles.iter().zip(&scan.found).take(4) {
+                assert!(!found, "{needle} is in the server's memory");
+            }
+            assert!(
+                scan.found[4],
+                "the version-1 file's content was not found in the server's memory ({} bytes read): the scan does \
+                 not work",
+                scan.bytes
+            );
+        }
+    }
+    // Every file the relay keeps, its blobs included (the room's is still
+    // there: carol has not fetched it).
+    let files = common::files_under(&data_dir);
+    assert!(files.iter().any(|f| f.starts_with(data_dir.join("blobs"))), "a blob is still kept: {files:?}");
+    for needle in &needles[..4] {
+        assert_eq!(holding(&files, needle), Vec::<PathBuf>::new(), "{needle} is on the relay's disk");
+    }
+    // Its log, at trace level.
+    let logged_text = std::fs::read(&log).unwrap();
+    for needle in &needles[..4] {
+        assert!(!contains(&logged_text, needle), "{needle} is in the relay's log");
+    }
+    assert!(contains(&logged_text, &room_label), "the room's name is not in the log: the log scan does not work");
+    assert!(contains(&logged_text, "blob"), "the relay logged nothing of the blobs");
+    drop(server);
 }

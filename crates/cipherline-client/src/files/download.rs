@@ -42,11 +42,14 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
     move |source| ClientError::FileIo { path: path.to_owned(), source }
 }
 
-/// The hidden partial file of a download in `dir`: named by the blob, so
-/// it is ours alone and never the (sanitised) name of a file.
+/// The hidden partial file of a download in `dir`: named by the blob and
+/// the download, so it is ours alone and never the (sanitised) name of a
+/// file. The download's id too: two announcements may name one blob (a
+/// peer can announce any blob it knows of, with another key), and one
+/// download must not continue, or delete, the other's partial file.
 #[must_use]
 pub fn partial_path(dir: &Path, record: &DownloadRecord) -> PathBuf {
-    dir.join(format!(".{}.cipherline-part", blob_hex(&record.blob)))
+    dir.join(format!(".{}.{}.cipherline-part", blob_hex(&record.blob), record.id))
 }
 
 /// The name a received file is saved under: the sender's name sanitised
@@ -356,6 +359,32 @@ async fn fetch(
             _ => {}
         }
     }
+    // Every chunk is in; the answers still on the way say what the relay
+    // holds. They are read so that a blob whose size is not the announced
+    // one is refused whatever the file's size (when one request covered
+    // the whole file, its answer's state comes after the last chunk).
+    while let Some(request) = asked.front().map(|a| a.request) {
+        let msg = match tokio::time::timeout(FETCH_HOLD + ANSWER_SLACK, client.recv()).await {
+            Err(_) => return Err(Stop::Later(ClientError::Timeout("waiting for the relay's word on the file"))),
+            Ok(msg) => msg.map_err(later)?,
+        };
+        match msg {
+            ServerMessage::Blob(BlobEvent::State { request: r, blob, size: blob_size, .. })
+                if blob == record.blob && r == request =>
+            {
+                asked.pop_front();
+                if blob_size != sealed {
+                    return Err(fatal(ClientError::FileCorrupt("the relay's blob is not the announced size")));
+                }
+            }
+            // The file is whole and was checked: a late refusal changes
+            // nothing of it.
+            ServerMessage::Error { client_id, .. } if asked.iter().any(|a| a.request == client_id) => {
+                asked.retain(|a| a.request != client_id);
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -382,6 +411,33 @@ pub async fn cancel(store: &LocalStore, client: Option<&mut Client>, id: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_downloads_of_one_blob_have_partial_files_of_their_own() {
+        let record = |id| DownloadRecord {
+            id,
+            scope: "s".into(),
+            message: id,
+            from: "mallory".into(),
+            target: cipherline_proto::app::Target::User("bob".into()),
+            blob: [7; 16],
+            key: Zeroizing::new([0; 32]),
+            name: "x".into(),
+            size: 1,
+            sha256: [0; 32],
+            dir: None,
+            state: DownloadState::Offered,
+            verified: 0,
+            detail: String::new(),
+        };
+        let dir = Path::new("/inbox");
+        let (a, b) = (partial_path(dir, &record(1)), partial_path(dir, &record(2)));
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with('.'));
+        // A peer naming a file like it gets the name without its dot.
+        assert_eq!(saved_name(name), name[1..]);
+    }
 
     #[test]
     fn names_with_numbers_keep_the_extension_and_the_length_limit() {

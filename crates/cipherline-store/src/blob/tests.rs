@@ -3,7 +3,7 @@
 use super::*;
 use crate::SqliteOptions;
 
-const QUOTA: BlobQuota = BlobQuota { per_owner: 1000, total: 1500 };
+const QUOTA: BlobQuota = BlobQuota { per_owner: 1000, total: 1500, per_owner_blobs: 100, total_blobs: 100 };
 
 async fn open(dir: &Path) -> SqliteStore {
     SqliteStore::open(dir.join("store.sqlite3"), SqliteOptions::default()).await.unwrap()
@@ -221,10 +221,44 @@ async fn expiry_deletes_old_blobs_and_their_files_complete_or_not() {
 }
 
 #[tokio::test]
+async fn many_tiny_blobs_are_bounded_per_owner_and_in_all_and_deleting_or_expiring_frees_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let quota = BlobQuota { per_owner: u64::MAX, total: u64::MAX, per_owner_blobs: 3, total_blobs: 5 };
+    for id in 1..=3 {
+        assert!(matches!(
+            store.blob_create(new(id, "alice", 16, 1, &[]), quota).await.unwrap(),
+            BlobCreated::Created(_)
+        ));
+    }
+    let over = store.blob_create(new(4, "alice", 16, 1, &[]), quota).await.unwrap();
+    assert_eq!(over, BlobCreated::OverQuota { scope: QuotaScope::OwnerBlobs, used: 3, limit: 3 });
+    assert_eq!(store.blob_get([4; 16]).await.unwrap(), None, "nothing kept");
+    assert!(matches!(store.blob_create(new(5, "bob", 16, 2, &[]), quota).await.unwrap(), BlobCreated::Created(_)));
+    assert!(matches!(store.blob_create(new(6, "bob", 16, 2, &[]), quota).await.unwrap(), BlobCreated::Created(_)));
+    let over = store.blob_create(new(7, "carol", 16, 2, &[]), quota).await.unwrap();
+    assert_eq!(over, BlobCreated::OverQuota { scope: QuotaScope::TotalBlobs, used: 5, limit: 5 });
+    // A deletion frees one for its owner and in all.
+    assert!(store.blob_delete([1; 16]).await.unwrap().is_some());
+    assert!(matches!(store.blob_create(new(4, "alice", 16, 3, &[]), quota).await.unwrap(), BlobCreated::Created(_)));
+    // Expiry frees them too, and the counts are right afterwards.
+    assert_eq!(store.blob_expire(2, 100).await.unwrap().len(), 2, "alice's two blobs of time 1");
+    let (mine, all) = store.blob_usage("alice").await.unwrap();
+    assert_eq!((mine, all), (BlobUsage { blobs: 1, bytes: 16 }, BlobUsage { blobs: 3, bytes: 48 }));
+    assert!(matches!(store.blob_create(new(7, "carol", 16, 3, &[]), quota).await.unwrap(), BlobCreated::Created(_)));
+    // The counts survive a restart (they are the records').
+    store.close().await;
+    let store = open(dir.path()).await;
+    let (mine, all) = store.blob_usage("alice").await.unwrap();
+    assert_eq!((mine.blobs, all.blobs), (1, 4));
+    store.close().await;
+}
+
+#[tokio::test]
 async fn open_files_stay_bounded_with_many_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    let quota = BlobQuota { per_owner: u64::MAX, total: u64::MAX };
+    let quota = BlobQuota { per_owner: u64::MAX, total: u64::MAX, per_owner_blobs: u64::MAX, total_blobs: u64::MAX };
     for i in 0..(MAX_OPEN + 50) {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&(i as u64).to_be_bytes());
