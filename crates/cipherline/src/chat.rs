@@ -665,6 +665,8 @@ impl Chat {
         }
     }
 
+    /// Shows one server message; returns a final line if the server ended
+    /// the session.
     async fn incoming(&mut self, msg: ServerMessage) -> Option<End> {
         let me = self.info.name.clone();
         match msg {

@@ -481,10 +481,17 @@ impl Chat {
                 for record in started {
                     self.files.shown.insert(record.id);
                     self.files.receiving.insert(record.id, Meter::new(record.size));
+                    // What the partial file holds (the record notes it only
+                    // every few MiB).
+                    let done = record
+                        .dir
+                        .as_ref()
+                        .and_then(|dir| std::fs::metadata(download::partial_path(dir, &record)).ok())
+                        .map_or(record.verified, |m| m.len().min(record.size));
                     self.screen.show(format!(
                         "* resuming {} (end to end, {} of {} done): it was interrupted when chat last ran",
                         incoming_label(&record),
-                        human(record.verified),
+                        human(done),
                         human(record.size)
                     ));
                 }
@@ -675,6 +682,7 @@ fn spawn_upload(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

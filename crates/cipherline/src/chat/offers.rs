@@ -133,8 +133,6 @@ impl Chat {
         Ok(true)
     }
 
-    /// Shows one server message; returns a final line if the server ended
-
     /// A version-1 file message from the server: answers and acks for the
     /// file this chat sends, offers and data for files it receives.
     pub(super) async fn offer_message(&mut self, msg: ServerMessage) -> Option<End> {
