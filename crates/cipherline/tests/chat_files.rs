@@ -2,9 +2,9 @@
 //! binary over standard input: `/send-file` to a keyed user or an
 //! end-to-end room uploads in the background and announces the file,
 //! the receiver's chat offers it with a number, `/accept` saves it once
-//! verified, `/decline` forgets it; an accepted download cut off when
-//! chat is killed resumes when chat starts again; texts keep flowing
-//! while a file uploads.
+//! verified, `/decline` forgets it, `/cancel N` deletes an upload at the
+//! relay; an accepted download cut off when chat is killed resumes when
+//! chat starts again; texts keep flowing while a file uploads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
@@ -218,6 +218,41 @@ fn texts_keep_flowing_while_a_file_uploads() {
     if !seen.iter().any(|l| l.contains("alice offers large.bin")) {
         bob.wait("alice offers large.bin");
     }
+    alice.quit();
+    bob.quit();
+}
+
+#[test]
+fn a_cancelled_upload_is_deleted_at_the_relay_and_its_offer_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let into = downloads(dir.path(), "bob");
+    let mut bob = chat_saving(&server, "bob", &into);
+    let mut alice = Chat::start(&server, "alice", &[]);
+    let file = dir.path().join("draft.bin");
+    make_file(&file, 64 << 20, "draft");
+
+    alice.type_line(&format!("/send-file bob {}", file.display()));
+    let started = alice.wait("* sending draft.bin to bob").pop().unwrap();
+    let id = started.rsplit("/cancel ").next().unwrap().split_whitespace().next().unwrap().to_owned();
+    // Under way (the announcement went first), then cancelled.
+    alice.wait_within("* sending draft.bin to bob: ", 60);
+    alice.type_line(&format!("/cancel {id}"));
+    alice.wait("* cancelled draft.bin to bob (the relay deletes what it had)");
+    // The upload is forgotten here.
+    let listed = common::bin()
+        .env("CIPHERLINE_HOME", common::home_of(&server, "alice"))
+        .args(["files", "list", "--server", &server.addr, "--name", "alice"])
+        .args(["--server-fingerprint", &server.fingerprint])
+        .output()
+        .unwrap();
+    assert!(!common::succeeded(&listed).contains("draft.bin"), "no pending upload");
+    // bob was told of the file, but the relay no longer has it.
+    let offer = bob.wait("alice offers draft.bin").pop().unwrap();
+    bob.type_line(&format!("/accept {}", offer_id(&offer)));
+    let failed = bob.wait("draft.bin from alice failed").pop().unwrap();
+    assert!(failed.contains("no longer on the relay"), "{failed}");
+    assert!(names_in(&into).is_empty(), "{:?}", names_in(&into));
     alice.quit();
     bob.quit();
 }
