@@ -4,25 +4,23 @@
 //! [`crate::console`]'s; this module runs the session and the commands.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
 use cipherline_client::peers::{MessageStatus, Peers};
-use cipherline_client::transfer::{Outgoing, safe_file_name};
 use cipherline_client::{ClientError, ClientWriter, SessionInfo};
 use cipherline_keys::Fingerprint;
 use cipherline_proto::app::{
-    ClientMessage, ErrorCode, GroupEvent, MAX_CHUNK, NoticeKind, RoomKind, ServerMessage, Target, fold_name,
+    ClientMessage, ErrorCode, GroupEvent, NoticeKind, RoomKind, ServerMessage, Target, fold_name,
 };
 use clap::Args;
 
 use crate::client_args::{ClientArgs, Connected};
 use crate::console::{Input, Screen, Signals, TerminalGuard, spawn_input};
 use crate::error::CliError;
-use crate::files::{Downloads, FileEvent, file_verdict, hex, open_regular};
+use crate::files::{Downloads, hex};
 use crate::link::{
     Attempt, FIRST_RETRY, LAST_RETRY, Link, Rejoined, finish, jittered, next_event, passing, passing_code, reconnect,
     spawn_reader,
@@ -32,7 +30,9 @@ use crate::pacing::{Outbox, Queued, RETRIES, Refused, Said};
 use crate::recorder::Recorder;
 
 mod e2e;
+mod files;
 mod keys;
+mod offers;
 
 /// Chat interactively: type to talk in the current room; /help lists the
 /// commands.
@@ -74,25 +74,20 @@ commands:
   /verify USER               a safety code to compare with USER out of band
   /verify USER confirm       the codes matched: mark USER's key verified
   /trust USER                accept USER's new identity key after a change
-  /send-file USER|#ROOM PATH offer a file (a joined room also works without #)
-  /accept [ID] /decline [ID] answer a file offer (the newest if no ID)
-  /cancel                    stop offering or sending your file
+  /send-file USER|#ROOM PATH send a file (a joined room also works without #):
+                             end to end where texts are (direct messages,
+                             end-to-end rooms: the relay keeps it encrypted
+                             for who is away, several at once); in an open
+                             room the version-1 way (readable by the server)
+  /accept [ID] /decline [ID] answer a file offer (the newest if no ID); an
+                             accepted end-to-end file is saved once its
+                             SHA-256 verified, and resumes if chat restarts
+  /cancel [ID]               stop sending file ID (without ID: the file
+                             offered the version-1 way, or the newest)
   /rekey                     ratchet the session keys now
   /fingerprint               the server's key fingerprint and this session's hash
   /help                      this list
   /quit                      leave";
-
-/// A file being sent from chat.
-struct Sending {
-    out: Outgoing,
-    file: std::fs::File,
-    name: String,
-    /// Who it was offered to (part of what the file signature covers).
-    to: Target,
-    ended: bool,
-    answers_until: tokio::time::Instant,
-    next_report: u64,
-}
 
 struct Chat {
     writer: ClientWriter,
@@ -122,9 +117,13 @@ struct Chat {
     outbox: Outbox,
     /// A quit (word, /quit or end of input) is queued: read no more input.
     quit_queued: bool,
+    /// Version-1 offers received (and the numbers shown with every offer).
     downloads: Downloads,
     download_dir: PathBuf,
-    sending: Option<Sending>,
+    /// The version-1 file being sent.
+    sending: Option<offers::Sending>,
+    /// End-to-end files.
+    files: files::Files,
     /// Ids of messages shown, so a redelivered one is shown once.
     recorder: Recorder,
     /// The end-to-end engine; `None` without an Ed25519 identity or a
@@ -152,8 +151,12 @@ enum End {
     Lost(String),
 }
 
-/// Runs `chat`.
-pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
+/// Runs `chat` (in a LocalSet: end-to-end files travel on local tasks).
+pub async fn run(args: &'static ChatArgs) -> Result<(), CliError> {
+    tokio::task::LocalSet::new().run_until(run_here(args)).await
+}
+
+async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
     let Connected { mut client, peers, me, server, e2e } = args.client.connect(true).await?;
     let recorder = Recorder::new(peers.store().cloned(), server);
     // The first room may be an end-to-end one this user is in: its group
@@ -200,6 +203,7 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
         downloads: Downloads::new(None),
         download_dir: args.download_dir.clone(),
         sending: None,
+        files: files::Files::new(&args.client, e2e.is_some()),
         recorder,
         e2e,
         side: e2e::Side::default(),
@@ -230,7 +234,9 @@ pub async fn run(args: &ChatArgs) -> Result<(), CliError> {
              names an identity key owns)",
         );
     }
+    chat.resume_files();
     let result = chat.session(link, args, &mut input, &mut signals).await;
+    chat.files_left();
     drop(terminal);
     // A message printed now would otherwise follow the abandoned prompt.
     if input.editing() {
@@ -260,16 +266,6 @@ fn grace() -> tokio::time::Instant {
 /// How long the lines after a /join or /leave wait for the server's answer.
 const ROOM_WAIT: Duration = Duration::from_secs(5);
 
-impl Sending {
-    fn ready(&self) -> bool {
-        if self.ended || (self.out.awaiting_answers() && tokio::time::Instant::now() < self.answers_until) {
-            return false;
-        }
-        let left = self.out.size - self.out.sent();
-        left == 0 || self.out.window_open(usize::try_from(left.min(MAX_CHUNK as u64)).unwrap_or(MAX_CHUNK))
-    }
-}
-
 impl Chat {
     /// The chat loop: lines in, messages out, until the user quits, the
     /// server ends the session for good or a signal arrives. A connection
@@ -278,7 +274,7 @@ impl Chat {
     async fn session(
         &mut self,
         link: Link,
-        args: &ChatArgs,
+        args: &'static ChatArgs,
         input: &mut Input,
         signals: &mut Signals,
     ) -> Result<Option<String>, CliError> {
@@ -315,7 +311,7 @@ impl Chat {
                 resume_at = None;
                 input.resume(prompt(self.room.as_deref()));
             }
-            let can_send = connected && self.sending.as_ref().is_some_and(Sending::ready);
+            let can_send = connected && self.sending.as_ref().is_some_and(offers::Sending::ready);
             // Queued lines wait for the answer to a /join or /leave, and
             // for the server's rate (never the loop: messages and pings go
             // on), and for a connection.
@@ -345,6 +341,8 @@ impl Chat {
                     Some(Err(e)) => step = Err(e.into()),
                     None => lost = Some("the connection closed".to_owned()),
                 },
+                // End-to-end files run on connections of their own.
+                note = self.files.next() => self.file_note(note),
                 () = tokio::time::sleep_until(due.unwrap_or_else(grace)), if due.is_some() => {
                     match self.outbox.pop() {
                         Some(Queued::Line(line)) => match self.command(&line, 0, &args.client).await {
@@ -544,7 +542,7 @@ impl Chat {
 
     /// Handles one typed line (`tries`: how often it was tried before, for
     /// a room change that lost its epoch); true to quit.
-    async fn command(&mut self, line: &str, tries: u32, args: &ClientArgs) -> Result<bool, CliError> {
+    async fn command(&mut self, line: &str, tries: u32, args: &'static ClientArgs) -> Result<bool, CliError> {
         let line = line.trim();
         if line.is_empty() {
             return Ok(false);
@@ -580,18 +578,9 @@ impl Chat {
                 Some((user, text)) => self.say(Target::User(user.to_owned()), text, args).await?,
                 None => self.screen.show("! usage: /msg USER TEXT"),
             },
-            "/send-file" => match rest.split_once(' ') {
-                Some((to, path)) => self.offer_file(to, Path::new(path.trim())).await?,
-                None => self.screen.show("! usage: /send-file USER|#ROOM PATH"),
-            },
-            "/accept" | "/decline" => self.answer(cmd == "/accept", rest).await?,
-            "/cancel" => match &self.sending {
-                Some(s) => {
-                    self.screen.show(format!("* cancelled {}", s.name));
-                    self.stop_sending("the sender cancelled").await?;
-                }
-                None => self.screen.show("! you are sending no file"),
-            },
+            "/send-file" => self.send_file(rest, args).await?,
+            "/accept" | "/decline" => self.answer(cmd == "/accept", rest, args).await?,
+            "/cancel" => self.cancel(rest, args).await?,
             "/whois" if !rest.is_empty() => {
                 self.writer.send_message(&ClientMessage::Whois { name: rest.to_owned() }).await?;
             }
@@ -674,127 +663,6 @@ impl Chat {
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    async fn offer_file(&mut self, to: &str, path: &Path) -> Result<(), CliError> {
-        if let Some(s) = &self.sending {
-            self.screen.show(format!("! {} is still being sent; wait for it to finish, or /cancel it", s.name));
-            return Ok(());
-        }
-        let target = match to.strip_prefix('#') {
-            Some(room) => Target::Room(room.to_owned()),
-            None if self.rooms.contains_key(&fold_name(to)) || self.is_e2e_room(to) => Target::Room(to.to_owned()),
-            None => Target::User(to.to_owned()),
-        };
-        // Files still travel as in version 1: signed, readable by the relay.
-        match &target {
-            Target::Room(room) if self.is_e2e_room(room) => {
-                self.screen.show("! files cannot be sent into an end-to-end room yet: send it to each member");
-                return Ok(());
-            }
-            Target::User(_) if self.e2e.is_some() => {
-                self.screen.show("* files are not end-to-end encrypted yet: the server relays this one readable");
-            }
-            _ => {}
-        }
-        let (file, size) = match open_regular(path) {
-            Ok(opened) => opened,
-            Err(e) => {
-                self.screen.show(format!("! {e}"));
-                return Ok(());
-            }
-        };
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(safe_file_name) else {
-            self.screen.show("! that path has no usable file name");
-            return Ok(());
-        };
-        let recipients = match &target {
-            Target::User(u) => vec![u.clone()],
-            // Room members answer as they decide; the wait below bounds it.
-            Target::Room(_) => Vec::new(),
-        };
-        let transfer = self.writer.next_id();
-        let out = Outgoing::new(transfer, size, recipients);
-        self.writer
-            .send_message(&ClientMessage::FileOffer { transfer, to: target.clone(), name: name.clone(), size })
-            .await?;
-        self.screen.show(format!("* offered {name} ({size} bytes); waiting up to 60 s for answers"));
-        let answers_until = tokio::time::Instant::now() + Duration::from_secs(60);
-        self.sending =
-            Some(Sending { out, file, name, to: target, ended: false, answers_until, next_report: size / 4 });
-        Ok(())
-    }
-
-    async fn send_chunk(&mut self) -> Result<(), CliError> {
-        let Some(s) = self.sending.as_mut() else { return Ok(()) };
-        let transfer = s.out.transfer;
-        let left = s.out.size - s.out.sent();
-        if left == 0 {
-            let sha256 = s.out.digest();
-            s.ended = true;
-            let (to, name, size) = (s.to.clone(), s.name.clone(), s.out.size);
-            self.writer.file_end(transfer, &to, &name, size, sha256).await?;
-            return Ok(());
-        }
-        let mut chunk = vec![0u8; usize::try_from(left.min(MAX_CHUNK as u64)).unwrap_or(MAX_CHUNK)];
-        s.file
-            .read_exact(&mut chunk)
-            .map_err(|e| CliError::failed(format!("reading the file: {e}"), "it changed while being sent"))?;
-        s.out.record_chunk(&chunk);
-        self.writer.send_message(&ClientMessage::FileChunk { transfer, data: chunk }).await?;
-        Ok(())
-    }
-
-    /// Gives up the file being sent: the server is told (so it frees the
-    /// transfer and tells any receiver), and `/send-file` is free again.
-    async fn stop_sending(&mut self, reason: &str) -> Result<(), CliError> {
-        let Some(s) = self.sending.take() else { return Ok(()) };
-        let cancel =
-            ClientMessage::FileCancel { transfer: s.out.transfer, sender: String::new(), reason: reason.into() };
-        self.writer.send_message(&cancel).await?;
-        Ok(())
-    }
-
-    /// `/accept [ID]` or `/decline [ID]`: IDs are the local ones shown with
-    /// each offer (unique in this session, whoever sent it).
-    async fn answer(&mut self, accept: bool, rest: &str) -> Result<(), CliError> {
-        let id = if rest.is_empty() {
-            None
-        } else if let Ok(id) = rest.parse::<u64>() {
-            Some(id)
-        } else {
-            self.screen.show("! usage: /accept [ID] or /decline [ID], with the ID shown with the offer");
-            return Ok(());
-        };
-        let Some(offer) = self.downloads.take_offer(id) else {
-            let waiting: Vec<String> = self.downloads.pending().iter().map(|p| p.id.to_string()).collect();
-            match id {
-                Some(id) if !waiting.is_empty() => {
-                    self.screen.show(format!("! no file offer {id} is waiting; waiting: {}", waiting.join(", ")));
-                }
-                _ => self.screen.show("! no file offer is waiting"),
-            }
-            return Ok(());
-        };
-        let (name, from) = (escape(&offer.name), escape(&offer.from));
-        let accept = if accept {
-            match self.downloads.start(&offer, &self.download_dir) {
-                Ok(()) => {
-                    self.screen.show(format!("* receiving {name} ({} bytes) from {from}", offer.size));
-                    true
-                }
-                Err(e) => {
-                    self.screen.show(format!("! cannot receive {name}: {}", escape(&e.to_string())));
-                    false
-                }
-            }
-        } else {
-            self.screen.show(format!("* declined {name} from {from}"));
-            false
-        };
-        let reply = ClientMessage::FileAnswer { transfer: offer.transfer, sender: offer.from, accept };
-        self.writer.send_message(&reply).await?;
-        Ok(())
     }
 
     /// Shows one server message; returns a final line if the server ended
@@ -893,70 +761,12 @@ impl Chat {
                 let hint = if code == ErrorCode::UnknownUser { " (/who lists who is here)" } else { "" };
                 self.screen.show(format!("! {}{hint}", escape(&text)));
             }
-            ServerMessage::FileAnswered { transfer, by, accept } => self.on_answer(transfer, &by, accept),
-            ServerMessage::FileAcked { transfer, by, received } => self.on_acked(transfer, &by, received),
-            // A transfer this client sends: a receiver stopped, or the server did.
-            ServerMessage::FileCancelled { transfer, ref sender, ref by, ref reason } if *sender == me => {
-                if let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) {
-                    s.out.on_cancel(by);
-                    let all_gone = s.out.receivers() == 0 && !s.out.awaiting_answers();
-                    self.screen.show(format!("! {} stopped receiving the file: {}", escape(by), escape(reason)));
-                    if *by == me {
-                        // The server ended it: nothing is left to cancel.
-                        self.sending = None;
-                    } else if all_gone && self.stop_sending("every receiver stopped").await.is_err() {
-                        // A room offer may still be open to others: end it.
-                        return Some(End::Lost("a message could not be sent".into()));
-                    }
-                }
-            }
-            file @ (ServerMessage::FileOffered { .. }
+            file @ (ServerMessage::FileAnswered { .. }
+            | ServerMessage::FileAcked { .. }
+            | ServerMessage::FileOffered { .. }
             | ServerMessage::FileData { .. }
             | ServerMessage::FileDone { .. }
-            | ServerMessage::FileCancelled { .. }) => {
-                let (event, replies) = self.downloads.handle(&file, false, &mut self.peers);
-                for reply in replies {
-                    if self.writer.send_message(&reply).await.is_err() {
-                        return Some(End::Lost("a message could not be sent".into()));
-                    }
-                }
-                match event {
-                    Some(FileEvent::Offered { from, id: Some(id), name, size, accepted: None, .. }) => {
-                        self.screen.show(format!(
-                            "* {} offers {} ({size} bytes): /accept {id} or /decline {id}",
-                            escape(&from),
-                            escape(&name)
-                        ));
-                    }
-                    Some(FileEvent::Offered { from, name, size, reason, .. }) => self.screen.show(format!(
-                        "! declined {} ({size} bytes) from {}: {}",
-                        escape(&name),
-                        escape(&from),
-                        escape(reason.as_deref().unwrap_or("refused"))
-                    )),
-                    Some(FileEvent::Received { from, path, size, sha256, status }) => {
-                        if let MessageStatus::KeyChanged { presented, .. } = &status {
-                            self.changed.insert(fold_name(&from), *presented);
-                        }
-                        self.screen.show(format!(
-                            "* received {} from {} ({size} bytes, SHA-256 {}…; {})",
-                            escape(&path.display().to_string()),
-                            escape(&from),
-                            sha256.get(..16).unwrap_or_default(),
-                            file_verdict(&status)
-                        ));
-                    }
-                    Some(FileEvent::Failed { from, name, reason }) => {
-                        self.screen.show(format!(
-                            "! {} from {} failed: {}",
-                            escape(&name),
-                            escape(&from),
-                            escape(&reason)
-                        ));
-                    }
-                    None => {}
-                }
-            }
+            | ServerMessage::FileCancelled { .. }) => return self.offer_message(file).await,
             ServerMessage::Delivered { .. } | ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
             ServerMessage::Group(GroupEvent::Message(d)) => return self.on_group(d).await,
             ServerMessage::Group(_) | ServerMessage::Blob(_) => {}
@@ -969,43 +779,6 @@ impl Chat {
         match self.writer.handled(seq).await {
             Ok(()) => None,
             Err(e) => Some(End::Lost(e.to_string())),
-        }
-    }
-
-    fn on_answer(&mut self, transfer: u64, by: &str, accept: bool) {
-        let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return };
-        s.out.on_answer(by, accept);
-        let what = if accept { "accepted" } else { "declined" };
-        let line = format!("* {} {what} {}", escape(by), s.name);
-        // Every recipient of a direct offer answered and none accepted: the
-        // server has already forgotten the transfer, so this client must
-        // too, or every later /send-file would find it "still being sent".
-        // (A room offer's sender cannot know when all members answered;
-        // its answer window or /cancel ends it.)
-        let nobody = !accept && !s.out.awaiting_answers() && s.out.receivers() == 0;
-        let room = matches!(s.to, Target::Room(_));
-        self.screen.show(line);
-        if nobody && room {
-            self.screen.show("  others in the room may still accept; /cancel to stop offering it");
-        } else if nobody {
-            let name = s.name.clone();
-            self.sending = None;
-            self.screen.show(format!("* nothing was sent; you can offer {name} again"));
-        }
-    }
-
-    fn on_acked(&mut self, transfer: u64, by: &str, received: u64) {
-        let Some(s) = self.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return };
-        s.out.on_ack(by, received);
-        if s.out.delivered() {
-            let line = format!("* {} delivered and verified ({} bytes)", s.name, s.out.size);
-            self.sending = None;
-            self.screen.show(line);
-        } else if s.out.acked() >= s.next_report && s.out.size > 0 {
-            let pct = s.out.acked() * 100 / s.out.size;
-            s.next_report = s.out.acked() + s.out.size / 4;
-            let line = format!("* {}: {pct}%", s.name);
-            self.screen.show(line);
         }
     }
 }

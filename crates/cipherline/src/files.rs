@@ -521,6 +521,19 @@ impl Downloads {
         self.offers.remove(&id)
     }
 
+    /// A new local id for something else the user answers by number (a
+    /// file sent end to end): from the same count as offers, so no two
+    /// things shown in one session share a number.
+    pub fn next_local_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    /// The newest pending offer's local id.
+    pub fn newest_offer(&self) -> Option<u64> {
+        self.offers.keys().next_back().copied()
+    }
+
     /// Takes the pending offer the user named by its local id (the newest
     /// with `None`) out of the pending set, to accept or decline: either
     /// way its id is used up and its slot free.

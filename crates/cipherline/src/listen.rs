@@ -200,7 +200,7 @@ async fn run_here(args: &'static ListenArgs) -> Result<(), CliError> {
         // Downloads this data directory left unfinished, and files offered
         // while it was away, continue by themselves.
         if let (Some(background), Some(dir), Some(e2e)) = (&mut files.background, &args.accept_files, &e2e) {
-            background.resume_pending(e2e.store(), e2e.scope(), dir, &mut downloads)?;
+            background.resume_pending(e2e.store(), e2e.scope(), dir, Some(&mut downloads))?;
         }
         let mut session = Session { client: &mut client, peers: &mut peers, e2e: e2e.as_ref() };
         match listen_on(&mut session, &mut downloads, &mut files, recorder, args, deadline, &mut seen).await {

@@ -340,20 +340,25 @@ impl JsonProgress {
 
     /// Bytes done of total.
     pub fn progress(&mut self, bytes: u64, total: u64) {
-        if !self.on {
-            return;
+        if self.on && self.due(bytes, total) {
+            println!("{}", json!({ "event": "file_progress", "id": self.id, "bytes": bytes, "total": total }));
         }
+    }
+
+    /// Whether an event is due for `bytes` of `total` (the first, the
+    /// last, another hundredth, or [`JSON_EVERY`] since the last), and
+    /// counts it as given if so.
+    pub fn due(&mut self, bytes: u64, total: u64) -> bool {
         let due = match self.last {
             None => true,
             Some((at, before)) => {
                 bytes >= total || at.elapsed() >= JSON_EVERY || bytes.saturating_sub(before) >= (total / 100).max(1)
             }
         };
-        if !due {
-            return;
+        if due {
+            self.last = Some((Instant::now(), bytes));
         }
-        self.last = Some((Instant::now(), bytes));
-        println!("{}", json!({ "event": "file_progress", "id": self.id, "bytes": bytes, "total": total }));
+        due
     }
 }
 
@@ -462,9 +467,21 @@ pub struct Finished {
     pub retry: bool,
 }
 
-/// Background downloads for `listen --accept-files`: one connection each,
-/// at most [`MAX_DOWNLOADS`] at once, each download once per run. Must be
-/// used inside a [`tokio::task::LocalSet`].
+/// Progress of a background download: its id, plaintext bytes done (the
+/// first report says where it starts), the total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progressed {
+    /// The download.
+    pub id: u64,
+    /// Bytes done.
+    pub bytes: u64,
+    /// The file's size.
+    pub total: u64,
+}
+
+/// Background downloads for `listen --accept-files` and chat's `/accept`:
+/// one connection each, at most [`MAX_DOWNLOADS`] at once, each download
+/// once per run. Must be used inside a [`tokio::task::LocalSet`].
 pub struct Background {
     client: &'static ClientArgs,
     as_json: bool,
@@ -475,6 +492,7 @@ pub struct Background {
     done_tx: tokio::sync::mpsc::UnboundedSender<Finished>,
     /// Where finished downloads are reported.
     pub done_rx: tokio::sync::mpsc::UnboundedReceiver<Finished>,
+    progress_tx: Option<tokio::sync::mpsc::UnboundedSender<Progressed>>,
 }
 
 impl Background {
@@ -489,7 +507,17 @@ impl Background {
             counted: std::collections::HashMap::new(),
             done_tx,
             done_rx,
+            progress_tx: None,
         }
+    }
+
+    /// The same, also reporting progress (at most once a hundredth of a
+    /// file or every 250 ms, as JSON progress is) on the channel returned.
+    pub fn with_progress(client: &'static ClientArgs) -> (Self, tokio::sync::mpsc::UnboundedReceiver<Progressed>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut background = Background::new(client, false);
+        background.progress_tx = Some(tx);
+        (background, rx)
     }
 
     /// A download ended (its report was taken from `done_rx`); one that
@@ -523,6 +551,7 @@ impl Background {
             return;
         }
         let (client, as_json, permits, tx) = (self.client, self.as_json, self.permits.clone(), self.done_tx.clone());
+        let progress_tx = self.progress_tx.clone();
         let (store, dir) = (store.clone(), dir.to_owned());
         // A local task: connecting borrows the trust check, which is not
         // Sync (`listen` runs inside a LocalSet).
@@ -532,7 +561,15 @@ impl Background {
                 let result = async {
                     let (mut conn, _) = connect_for_files(client).await.map_err(|e| e.to_string())?;
                     let mut events = JsonProgress::new(as_json, format!("d{}", record.id));
-                    let mut progress = |bytes: u64, total: u64| events.progress(bytes, total);
+                    let mut ticks = JsonProgress::new(false, String::new());
+                    let mut progress = |bytes: u64, total: u64| {
+                        events.progress(bytes, total);
+                        if let Some(tx) = &progress_tx
+                            && ticks.due(bytes, total)
+                        {
+                            let _ = tx.send(Progressed { id: record.id, bytes, total });
+                        }
+                    };
                     let r = download::download(&store, &mut conn, record.id, &dir, &mut progress).await;
                     let _ = conn.close().await;
                     r.map_err(|e| e.to_string())
@@ -555,24 +592,35 @@ impl Background {
         });
     }
 
-    /// Starts every pending download of `scope` that fits `quota`:
-    /// interrupted ones where they were going, offered ones into `dir`.
-    /// Those over the quota stay pending (`files get` fetches them).
+    /// Starts every pending download of `scope`: interrupted ones where
+    /// they were going, and, with a `quota` (`listen`), offered ones that
+    /// fit it into `dir` (those over it stay pending: `files get` fetches
+    /// them); without one (chat) only the accepted ones. Returns those
+    /// started.
     pub fn resume_pending(
         &mut self,
         store: &LocalStore,
         scope: &str,
         dir: &Path,
-        quota: &mut Downloads,
-    ) -> Result<(), CliError> {
+        mut quota: Option<&mut Downloads>,
+    ) -> Result<Vec<DownloadRecord>, CliError> {
         let pending =
             store.downloads(Some(scope), &[DownloadState::Active, DownloadState::Offered]).map_err(CliError::Client)?;
+        let mut started = Vec::new();
         for record in pending {
-            if self.admit(&record, quota) {
+            if self.running.contains(&record.id) {
+                continue;
+            }
+            let take = match quota.as_deref_mut() {
+                Some(quota) => self.admit(&record, quota),
+                None => record.state == DownloadState::Active,
+            };
+            if take {
+                started.push(record.clone());
                 self.start(store, record, dir);
             }
         }
-        Ok(())
+        Ok(started)
     }
 }
 

@@ -153,9 +153,6 @@ fn a_member_who_left_is_removed_from_the_group_and_a_public_room_is_joined_by_an
     alice.type_line("/members");
     let roster = alice.wait("in club");
     assert!(roster.last().unwrap().ends_with(": alice (you)"), "{roster:?}");
-    // Files would travel readable: not into an end-to-end room.
-    alice.type_line("/send-file club notes.txt");
-    alice.wait("files cannot be sent into an end-to-end room yet");
 
     // A public room: anyone joins it by external commit, and talks there.
     alice.type_line("/create agora --public");

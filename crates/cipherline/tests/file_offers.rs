@@ -27,8 +27,10 @@ fn offers_from_two_senders_get_distinct_ids_and_accept_takes_the_one_named() {
     let mut bob = Chat::start(&server, "bob", &["--download-dir", downloads.to_str().unwrap()]);
     // alice and carol do the same things in the same order, so each picks
     // the same transfer id for its offer: only the sender tells them apart.
-    let mut alice = Chat::start(&server, "alice", &[]);
-    let mut carol = Chat::start(&server, "carol", &[]);
+    // Without identity keys: their files go the version-1 way (a keyed
+    // chat sends direct files end to end, tests/chat_files.rs).
+    let mut alice = Chat::start(&server, "alice", &["--no-identity"]);
+    let mut carol = Chat::start(&server, "carol", &["--no-identity"]);
     let from_alice = write(dir.path(), "from-alice.txt", "alice's file");
     let from_carol = write(dir.path(), "from-carol.txt", "carol's file, longer");
 
@@ -67,7 +69,7 @@ fn after_a_decline_the_sender_can_offer_again() {
     let downloads = dir.path().join("downloads");
     std::fs::create_dir(&downloads).unwrap();
     let mut bob = Chat::start(&server, "bob", &["--download-dir", downloads.to_str().unwrap()]);
-    let mut alice = Chat::start(&server, "alice", &[]);
+    let mut alice = Chat::start(&server, "alice", &["--no-identity"]);
     let file = write(dir.path(), "notes.txt", "some notes");
 
     alice.type_line(&format!("/send-file bob {file}"));
@@ -98,7 +100,7 @@ fn a_cancelled_offer_frees_both_sides() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::quick(dir.path());
     let mut bob = Chat::start(&server, "bob", &[]);
-    let mut alice = Chat::start(&server, "alice", &[]);
+    let mut alice = Chat::start(&server, "alice", &["--no-identity"]);
     let file = write(dir.path(), "draft.txt", "draft");
 
     // The sender withdraws an offer the receiver has not answered: the

@@ -50,7 +50,9 @@ fn a_listen_beside_a_chat_does_not_decline_the_chats_offers() {
     let mut alice = Chat::start(&server, "alice", &["--download-dir", downloads.to_str().unwrap()]);
     // Same name, so the same data directory and identity key: a second session.
     let (mut alice_listen, listen_err) = listen(&server, "alice");
-    let mut bob = Chat::start(&server, "bob", &[]);
+    // Without an identity key: a version-1 offer (a keyed chat sends
+    // direct files end to end).
+    let mut bob = Chat::start(&server, "bob", &["--no-identity"]);
     let file = dir.path().join("notes.txt");
     std::fs::write(&file, "for alice's chat").unwrap();
 
@@ -80,7 +82,8 @@ fn a_chat_that_leaves_ends_its_offer_though_another_session_stays() {
     let file = dir.path().join("notes.txt");
     std::fs::write(&file, "never sent").unwrap();
 
-    alice.type_line(&format!("/send-file bob {}", file.display()));
+    // Into the lobby, an open room: a version-1 offer, live.
+    alice.type_line(&format!("/send-file #lobby {}", file.display()));
     bob.wait("alice offers notes.txt");
     // The offering session vanishes (killed: it cannot cancel politely);
     // alice's listen stays connected. The offer must end now, not linger

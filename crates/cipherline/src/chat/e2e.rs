@@ -85,7 +85,7 @@ impl Side {
 
     /// Runs `op` on the connection, once more on a new one if the old one
     /// was gone (a request on a closed connection never reached the relay).
-    async fn run<T>(
+    pub(super) async fn run<T>(
         &mut self,
         args: &ClientArgs,
         mut op: impl AsyncFnMut(&mut Client) -> Result<T, ClientError>,
@@ -380,31 +380,32 @@ impl Chat {
                 }
             },
             Target::Room(_) => Route::Plain,
-            Target::User(user) => {
-                let peers = &mut self.peers;
-                let opened = match e2e.direct_group(user) {
-                    Ok(Some(group)) => Ok(group),
-                    Ok(None) => self.side.run(args, async |c| e2e.direct(c, user, &mut key_check(peers)).await).await,
-                    Err(e) => Err(CliError::Client(e)),
-                };
-                match opened {
-                    Ok(group) => {
-                        if self.told.insert(fold_name(user)) {
-                            self.screen.show(format!("* messages with {} are end-to-end encrypted", escape(user)));
-                        }
-                        Route::Group(group)
+            Target::User(user) => match self.direct_group(user, args).await {
+                Ok(group) => {
+                    if self.told.insert(fold_name(user)) {
+                        self.screen.show(format!("* messages with {} are end-to-end encrypted", escape(user)));
                     }
-                    Err(e) => {
-                        self.screen.show(format!(
-                            "! not sent to {} ({}): {}",
-                            escape(user),
-                            why(&e),
-                            escape(&said.text)
-                        ));
-                        Route::Refused
-                    }
+                    Route::Group(group)
                 }
-            }
+                Err(e) => {
+                    self.screen.show(format!("! not sent to {} ({}): {}", escape(user), why(&e), escape(&said.text)));
+                    Route::Refused
+                }
+            },
+        }
+    }
+
+    /// The direct conversation with `user`, started (on the second
+    /// connection, from one of their KeyPackages) if there is none.
+    pub(super) async fn direct_group(&mut self, user: &str, args: &ClientArgs) -> Result<Vec<u8>, CliError> {
+        let Some(e2e) = self.e2e.as_ref() else {
+            return Err(CliError::failed("this chat has no end-to-end conversations", "it needs an Ed25519 key"));
+        };
+        let peers = &mut self.peers;
+        match e2e.direct_group(user) {
+            Ok(Some(group)) => Ok(group),
+            Ok(None) => self.side.run(args, async |c| e2e.direct(c, user, &mut key_check(peers)).await).await,
+            Err(e) => Err(CliError::Client(e)),
         }
     }
 
@@ -482,6 +483,11 @@ impl Chat {
                 return None;
             }
         };
+        if matches!(outcome, Outcome::File { .. }) {
+            // Shown with a number to /accept it by (chat/files.rs).
+            self.file_offered(d.id, &outcome);
+            return self.handled(d.seq).await;
+        }
         let me = self.info.name.clone();
         if let Some((delivery, status)) = as_delivery(&outcome, &d, &mut self.peers) {
             if self.recorder.is_new(&me, &delivery, &status) {
