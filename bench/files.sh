@@ -52,8 +52,12 @@ head -c "$((size_mib * 1024 * 1024))" /dev/urandom >"$file"
 want=$(sha256sum "$file" | cut -d' ' -f1)
 
 now() { date +%s.%N; }
-rate() { # rate START END
-    python3 -c "import sys; s=float(sys.argv[1]); e=float(sys.argv[2]); print(f'{$size_mib/(e-s):8.1f} MiB/s  ({e-s:.2f} s)')" "$1" "$2"
+# The relay's CPU seconds so far (user + system), from /proc.
+server_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$server_pid/stat"
+}
+rate() { # rate START END CPU_START CPU_END
+    python3 -c "import sys; s,e,c0,c1=map(float,sys.argv[1:5]); print(f'{$size_mib/(e-s):8.1f} MiB/s  ({e-s:.2f} s; relay CPU {c1-c0:.2f} s)')" "$1" "$2" "$3" "$4"
 }
 check() { # check DIR
     local got
@@ -75,11 +79,11 @@ client listen carol --no-identity --accept-files "$work/in-v1" --max-file-size 6
     --count 1 --timeout 600 >/dev/null 2>&1 &
 listener=$!
 sleep 1
-start=$(now)
+start=$(now); cpu0=$(server_cpu)
 client send dave --no-identity --to carol --file "$file" >/dev/null 2>&1
 wait "$listener"
-end=$(now)
-printf 'v1 live       %s\n' "$(rate "$start" "$end")"
+end=$(now); cpu1=$(server_cpu)
+printf 'v1 live       %s\n' "$(rate "$start" "$end" "$cpu0" "$cpu1")"
 check "$work/in-v1"
 
 # e2e live.
@@ -88,22 +92,22 @@ client listen bob --accept-files "$work/in-live" --max-file-size 64G --max-total
     >/dev/null 2>&1 &
 listener=$!
 sleep 1
-start=$(now)
+start=$(now); cpu0=$(server_cpu)
 client send alice --to bob --file "$file" >/dev/null 2>&1
 wait "$listener"
-end=$(now)
-printf 'e2e live      %s\n' "$(rate "$start" "$end")"
+end=$(now); cpu1=$(server_cpu)
+printf 'e2e live      %s\n' "$(rate "$start" "$end" "$cpu0" "$cpu1")"
 check "$work/in-live"
 
 # e2e stored: upload while bob is offline, then bob downloads.
-start=$(now)
+start=$(now); cpu0=$(server_cpu)
 client send alice --to bob --file "$file" >/dev/null 2>&1
-end=$(now)
-printf 'e2e upload    %s\n' "$(rate "$start" "$end")"
+end=$(now); cpu1=$(server_cpu)
+printf 'e2e upload    %s\n' "$(rate "$start" "$end" "$cpu0" "$cpu1")"
 mkdir -p "$work/in-later"
-start=$(now)
+start=$(now); cpu0=$(server_cpu)
 client listen bob --accept-files "$work/in-later" --max-file-size 64G --max-total 64G --count 1 --timeout 600 \
     >/dev/null 2>&1
-end=$(now)
-printf 'e2e download  %s\n' "$(rate "$start" "$end")"
+end=$(now); cpu1=$(server_cpu)
+printf 'e2e download  %s\n' "$(rate "$start" "$end" "$cpu0" "$cpu1")"
 check "$work/in-later"
