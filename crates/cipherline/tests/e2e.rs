@@ -6,10 +6,11 @@
 
 mod common;
 
+use common::transfers::{json_lines, publish};
+
 use std::process::Output;
 
 use common::Server;
-use serde_json::Value;
 
 fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
     if subcommand == "room" {
@@ -20,15 +21,6 @@ fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
 
 fn ok(out: &Output) -> String {
     common::succeeded(out)
-}
-
-/// A client runs once, so the server holds its key packages.
-fn publish(server: &Server, name: &str) {
-    ok(&run(server, "listen", name, &["--timeout", "1"]));
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]

@@ -9,11 +9,11 @@ mod common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use common::Server;
+use common::transfers::{MANY_CONNECTIONS, Running, events, files, json_lines, publish};
 use serde_json::Value;
 
 fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
@@ -25,37 +25,6 @@ fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
 
 fn ok(out: &Output) -> String {
     common::succeeded(out)
-}
-
-/// `cipherline files SUB ARGS...` as `name`.
-fn files(server: &Server, name: &str, sub: &str, args: &[&str]) -> Output {
-    common::bin()
-        .env("CIPHERLINE_HOME", common::home_of(server, name))
-        .args(["files", sub, "--server", &server.addr, "--name", name])
-        .args(["--server-fingerprint", &server.fingerprint])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A client runs once, so the server holds its key packages.
-/// Retried with a longer run when the machine is too busy (the 1 GiB test
-/// runs beside the others) for `listen` to connect within the first.
-fn publish(server: &Server, name: &str) {
-    for secs in ["1", "5"] {
-        if run(server, "listen", name, &["--timeout", secs]).status.success() {
-            return;
-        }
-    }
-    ok(&run(server, "listen", name, &["--timeout", "20"]));
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn events<'a>(lines: &'a [Value], event: &str) -> Vec<&'a Value> {
-    lines.iter().filter(|v| v["event"] == event).collect()
 }
 
 /// SHA-256 of a file, in hex (by the system's sha256sum: the test checks
@@ -87,50 +56,6 @@ fn make_file(path: &Path, size: u64, marker: &[u8]) {
     f.flush().unwrap();
 }
 
-/// A running client whose stdout lines are read as they come.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<Value>,
-}
-
-impl Running {
-    fn start(mut command: std::process::Command) -> Running {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let lines = common::line_channel(&mut child);
-        Running { child, lines, seen: Vec::new() }
-    }
-
-    /// Waits (up to `limit`) for a JSON line `accept` takes.
-    fn wait(&mut self, limit: Duration, accept: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
-                && let Ok(v) = serde_json::from_str::<Value>(&line)
-            {
-                self.seen.push(v.clone());
-                if accept(&v) {
-                    return v;
-                }
-            }
-        }
-        panic!("no such line within {limit:?}; saw {:?}", self.seen);
-    }
-
-    /// SIGKILL: no goodbye, as in a crash.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn saved_path(v: &Value) -> PathBuf {
     PathBuf::from(v["path"].as_str().unwrap())
 }
@@ -147,7 +72,7 @@ fn hidden_in(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_file_to_an_offline_user_is_saved_later_by_listen() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("report.txt");
     make_file(&file, 200_000, b"marker-file-5e1d ");
@@ -213,7 +138,7 @@ fn kill_listener_at(server: &Server, name: &str, dir: &Path, at: u64, limit: Dur
 #[test]
 fn an_upload_killed_midway_resumes_when_the_command_is_run_again() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
     make_file(&file, 96 << 20, b"");
@@ -247,7 +172,7 @@ fn an_upload_killed_midway_resumes_when_the_command_is_run_again() {
 #[test]
 fn a_download_killed_midway_resumes_when_listen_starts_again() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
     make_file(&file, 96 << 20, b"");
@@ -283,7 +208,7 @@ fn blobs(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_room_file_is_fetched_by_two_members_from_one_upload() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     publish(&server, "carol");
     ok(&run(&server, "room", "alice", &["create", "team"]));
@@ -312,7 +237,7 @@ fn a_room_file_is_fetched_by_two_members_from_one_upload() {
 #[test]
 fn a_received_file_never_replaces_an_existing_one() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let inbox = dir.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
@@ -346,7 +271,7 @@ fn a_hostile_file_name_is_saved_sanitised_and_shown_escaped() {
     use cipherline_proto::crypto::sign::IdentityKey;
 
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("harmless.txt");
     std::fs::write(&file, b"not what the name says").unwrap();
@@ -395,7 +320,7 @@ fn a_hostile_file_name_is_saved_sanitised_and_shown_escaped() {
 #[test]
 fn files_are_listed_fetched_and_cancelled_on_demand() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     for (name, text) in [("one.txt", "first file"), ("two.txt", "second file")] {
         let file = dir.path().join(name);
@@ -429,7 +354,7 @@ fn files_are_listed_fetched_and_cancelled_on_demand() {
 #[test]
 fn a_cancelled_upload_is_gone_for_its_recipient() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
     make_file(&file, 64 << 20, b"");
@@ -489,7 +414,7 @@ fn make_big_file(path: &Path, size: u64) {
 fn a_1_gib_transfer_survives_killing_the_sender_and_then_the_receiver() {
     const SIZE: u64 = 1 << 30;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("huge.bin");
     make_big_file(&file, SIZE);
@@ -531,7 +456,7 @@ fn a_1_gib_transfer_survives_killing_the_sender_and_then_the_receiver() {
 #[test]
 fn a_file_altered_at_the_relay_is_refused_and_nothing_is_saved() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("contract.txt");
     make_file(&file, 200_000, b"");
@@ -561,7 +486,7 @@ fn a_file_altered_at_the_relay_is_refused_and_nothing_is_saved() {
 #[test]
 fn an_empty_file_arrives_empty() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("empty");
     std::fs::write(&file, b"").unwrap();
@@ -582,7 +507,8 @@ fn an_empty_file_arrives_empty() {
 #[test]
 fn a_file_over_the_relays_quota_is_refused_with_its_reason_and_not_remembered() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick_with_limits(dir.path(), Some("max_blob_bytes_per_user = 100000\n"));
+    let server =
+        Server::quick_with_limits(dir.path(), Some(&format!("{MANY_CONNECTIONS}max_blob_bytes_per_user = 100000\n")));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
     make_file(&file, 200_000, b"");

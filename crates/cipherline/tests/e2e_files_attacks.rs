@@ -14,9 +14,8 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use cipherline_client::conversations::Conversations;
@@ -27,6 +26,7 @@ use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::filestream::{FILE_KEY_LEN, FileCipher, SEALED_CHUNK_SIZE, chunk_len, sealed_size};
 use common::Server;
+use common::transfers::{MANY_CONNECTIONS, Running, events, files, json_lines, publish};
 use serde_json::Value;
 
 fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
@@ -35,30 +35,6 @@ fn run(server: &Server, subcommand: &str, name: &str, args: &[&str]) -> Output {
 
 fn ok(out: &Output) -> String {
     common::succeeded(out)
-}
-
-/// `cipherline files SUB ARGS...` as `name`.
-fn files(server: &Server, name: &str, sub: &str, args: &[&str]) -> Output {
-    common::bin()
-        .env("CIPHERLINE_HOME", common::home_of(server, name))
-        .args(["files", sub, "--server", &server.addr, "--name", name])
-        .args(["--server-fingerprint", &server.fingerprint])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A client runs once, so the server holds its key packages.
-fn publish(server: &Server, name: &str) {
-    ok(&run(server, "listen", name, &["--timeout", "3"]));
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn events<'a>(lines: &'a [Value], event: &str) -> Vec<&'a Value> {
-    lines.iter().filter(|v| v["event"] == event).collect()
 }
 
 /// `size` bytes that differ everywhere, starting with `marker`.
@@ -84,58 +60,6 @@ fn names_in(dir: &Path) -> BTreeSet<String> {
 }
 
 /// A running client whose stdout lines are read as they come.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<Value>,
-}
-
-impl Running {
-    fn start(mut command: std::process::Command) -> Running {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let lines = common::line_channel(&mut child);
-        Running { child, lines, seen: Vec::new() }
-    }
-
-    /// Waits (up to `limit`) until `done` holds for the lines seen.
-    fn until(&mut self, limit: Duration, done: impl Fn(&[Value]) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done(&self.seen) {
-            assert!(Instant::now() < deadline, "not within {limit:?}; saw {:?}", self.seen);
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
-                && let Ok(v) = serde_json::from_str::<Value>(&line)
-            {
-                self.seen.push(v);
-            }
-        }
-    }
-
-    /// Reads what comes for `length`.
-    fn for_a_while(&mut self, length: Duration) {
-        let end = Instant::now() + length;
-        while Instant::now() < end {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
-                && let Ok(v) = serde_json::from_str::<Value>(&line)
-            {
-                self.seen.push(v);
-            }
-        }
-    }
-
-    fn kill(mut self) -> Vec<Value> {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        std::mem::take(&mut self.seen)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `listen --accept-files INBOX --json` as bob.
 fn listener(server: &Server, inbox: &Path, extra: &[&str]) -> Running {
     let mut command = server.client("listen", "bob");
@@ -191,7 +115,7 @@ const SEALED: u64 = SEALED_CHUNK_SIZE as u64;
 #[test]
 fn a_relay_that_alters_truncates_extends_swaps_or_substitutes_a_blob_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::quick(dir.path());
+    let mut server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -275,7 +199,7 @@ fn a_relay_that_alters_truncates_extends_swaps_or_substitutes_a_blob_is_caught()
 #[test]
 fn a_tampered_chunk_met_when_a_download_resumes_is_caught_and_the_partial_file_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::quick(dir.path());
+    let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
     let size: u64 = 96 << 20;
@@ -524,7 +448,7 @@ fn hostile_announcements_never_escape_the_directory_replace_a_file_or_pass_the_l
 #[test]
 fn an_upload_resumes_over_a_half_written_blob_file_after_the_relay_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::quick(dir.path());
+    let mut server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
     let data = content(96 << 20, b"half");

@@ -2,6 +2,8 @@
 //! and client commands against it.
 #![allow(dead_code)]
 
+pub mod transfers;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
