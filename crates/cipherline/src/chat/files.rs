@@ -384,7 +384,7 @@ impl Chat {
         if id.is_none()
             && let Some(s) = &self.sending
         {
-            self.screen.show(format!("* cancelled {}", s.name));
+            self.screen.show(format!("* cancelled {}", escape(&s.name)));
             return self.stop_sending("the sender cancelled").await;
         }
         let id = id.or_else(|| self.files.uploads.keys().next_back().copied());
