@@ -25,6 +25,7 @@ pub mod client;
 pub mod conversations;
 pub mod delivery;
 pub mod display;
+pub mod engine;
 pub mod error;
 pub mod files;
 pub mod groups;
