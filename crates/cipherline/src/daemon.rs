@@ -178,15 +178,22 @@ async fn run_call(handle: &EngineHandle, call: Call) -> Result<Value, RpcError> 
         Call::Status => handle.status().await,
     };
     match reply {
-        Ok(Reply::Sent { id, e2e }) => Ok(json!({ "id": id, "e2e": e2e })),
-        Ok(Reply::Done) => Ok(json!({})),
-        Ok(Reply::Status(s)) => Ok(json!({ "name": s.name, "connected": s.connected, "rooms": s.rooms, "e2e": s.e2e })),
+        Ok(reply) => Ok(result(&reply)),
         // Error texts name what failed, never key material or message text
         // (the client library's contract); a server's text is escaped.
         Err(e @ ClientError::Refused { .. }) => Err(RpcError::new(REFUSED, e.to_string())),
         Err(e @ ClientError::Engine(_)) => Err(RpcError::new(NOT_CONNECTED, e.to_string())),
         Err(e @ ClientError::EndToEnd(_)) => Err(RpcError::new(END_TO_END, e.to_string())),
         Err(e) => Err(RpcError::new(FAILED, e.to_string())),
+    }
+}
+
+/// A command's answer as a JSON-RPC result.
+fn result(reply: &Reply) -> Value {
+    match reply {
+        Reply::Sent { id, e2e } => json!({ "id": id, "e2e": e2e }),
+        Reply::Done => json!({}),
+        Reply::Status(s) => json!({ "name": s.name, "connected": s.connected, "rooms": s.rooms, "e2e": s.e2e }),
     }
 }
 
@@ -394,13 +401,21 @@ mod tests {
         out
     }
 
+    /// The keys of an object, sorted.
+    fn keys(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        k.sort();
+        k
+    }
+
     #[test]
     fn the_doc_names_exactly_the_methods_and_notifications() {
         let examples = examples();
+        // Requests shown answered (not those shown refused as unknown).
         let requests: std::collections::BTreeSet<&str> = examples
-            .iter()
-            .filter(|v| v.get("id").is_some())
-            .filter_map(|v| v.get("method").and_then(Value::as_str))
+            .windows(2)
+            .filter(|p| p[0].get("id").is_some() && p[1].pointer("/error/code") != Some(&json!(METHOD_NOT_FOUND)))
+            .filter_map(|p| p[0].get("method").and_then(Value::as_str))
             .collect();
         let notifications: std::collections::BTreeSet<&str> = examples
             .iter()
@@ -416,20 +431,47 @@ mod tests {
         }
     }
 
+    /// Each request in the doc, and the response after it: the request
+    /// parses as the response says (a call, or the error code and message),
+    /// and a result has the keys the daemon's result for that method has.
     #[test]
-    fn every_request_in_the_doc_parses_and_every_error_code_is_ours() {
-        for example in examples() {
-            if example.get("method").is_some() && example.get("id").is_some() {
-                let line = example.to_string();
-                let (id, call) = parse(line.as_bytes());
-                assert_eq!(id.as_ref(), example.get("id"));
-                call.unwrap_or_else(|e| panic!("{line}: {e:?}"));
+    fn every_request_in_the_doc_gets_the_response_shown() {
+        use cipherline_client::engine::Status;
+        let examples = examples();
+        let mut checked = 0;
+        for pair in examples.windows(2) {
+            let (request, answer) = (&pair[0], &pair[1]);
+            if request.get("method").is_none() || request.get("id").is_none() {
+                continue;
             }
-            if let Some(code) = example.pointer("/error/code").and_then(Value::as_i64) {
-                let known = [PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, REFUSED, NOT_CONNECTED];
-                assert!(known.contains(&code) || code == END_TO_END || code == FAILED, "{code}");
+            let line = request.to_string();
+            let (id, call) = parse(line.as_bytes());
+            assert_eq!(id.as_ref(), request.get("id"), "{line}");
+            assert_eq!(answer.get("id"), request.get("id"), "docs/daemon.md: no response after {line}");
+            match (call, answer.get("error")) {
+                (Err(e), Some(error)) => {
+                    assert_eq!(error["code"], e.code, "{line}");
+                    assert_eq!(error["message"], e.message.as_str(), "{line}");
+                }
+                (Ok(call), None) => {
+                    let sample = match call {
+                        Call::Send { .. } => Reply::Sent { id: 1, e2e: true },
+                        Call::Join(_) | Call::Leave(_) => Reply::Done,
+                        Call::Status => {
+                            Reply::Status(Status { name: "a".into(), connected: true, rooms: Vec::new(), e2e: true })
+                        }
+                    };
+                    assert_eq!(keys(&answer["result"]), keys(&result(&sample)), "{line}");
+                }
+                (call, error) => panic!("docs/daemon.md: {line} gives {call:?}, the doc shows {error:?}"),
             }
+            checked += 1;
         }
+        assert!(checked > METHODS.len(), "{checked} requests checked");
+        // The parse error shown is what the daemon answers to a line not JSON.
+        let parse_error = examples.iter().find(|v| v.pointer("/error/code") == Some(&json!(PARSE_ERROR))).unwrap();
+        let e = parse(b"{nope").1.unwrap_err();
+        assert_eq!(parse_error["error"]["message"], e.message.as_str());
     }
 
     #[test]
@@ -466,15 +508,11 @@ mod tests {
             })),
             notification(&Event::Connection(ConnectionState::Stopped { reason: "x".into() })),
         ];
-        let keys = |v: &Value| -> (String, Vec<String>) {
-            let mut k: Vec<String> = v["params"].as_object().unwrap().keys().cloned().collect();
-            k.sort();
-            (v["method"].as_str().unwrap().to_owned(), k)
-        };
-        let shapes: Vec<_> = written.iter().map(|l| keys(&serde_json::from_str(l).unwrap())).collect();
+        let shape_of = |v: &Value| (v["method"].as_str().unwrap().to_owned(), keys(&v["params"]));
+        let shapes: Vec<_> = written.iter().map(|l| shape_of(&serde_json::from_str(l).unwrap())).collect();
         for example in examples() {
             if example.get("id").is_none() && example.get("method").is_some() {
-                let shape = keys(&example);
+                let shape = shape_of(&example);
                 assert!(shapes.contains(&shape), "docs/daemon.md: {example} is not what the daemon writes");
             }
         }
