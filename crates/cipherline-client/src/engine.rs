@@ -533,8 +533,8 @@ impl<C: Connector> Engine<C> {
     async fn command(&mut self, live: &mut Live, command: Command) -> (Result<Reply, ClientError>, Option<String>) {
         let answer = match command {
             Command::Status => Ok(Reply::Status(self.status(Some(live)))),
-            Command::SendDirect { user, text } => send(live, Target::User(user), &text).await,
-            Command::SendRoom { room, text } => send(live, Target::Room(room), &text).await,
+            Command::SendDirect { user, text } => self.send(live, Target::User(user), &text).await,
+            Command::SendRoom { room, text } => self.send(live, Target::Room(room), &text).await,
             Command::Join(room) => self.join(live, &room).await,
             Command::Leave(room) => match live.client.leave(&room).await {
                 Ok(()) => {
@@ -549,6 +549,18 @@ impl<C: Connector> Engine<C> {
             _ => None,
         };
         (answer, lost)
+    }
+
+    /// Sends one text and records it in the local history, as `send` and
+    /// `chat` do (its id is then never notified as received).
+    async fn send(&mut self, live: &mut Live, to: Target, text: &str) -> Result<Reply, ClientError> {
+        let (id, timestamp_ms, e2e) = send(live, to.clone(), text).await?;
+        self.seen.insert(id);
+        if let Some(store) = live.peers.store() {
+            // The history is a convenience: the message was sent.
+            let _ = store.record(&Msg::sent(&self.server, &self.name, id, timestamp_ms, &to, text).with_e2e(e2e));
+        }
+        Ok(Reply::Sent { id, e2e })
     }
 
     async fn join(&mut self, live: &mut Live, room: &str) -> Result<Reply, ClientError> {
@@ -663,7 +675,8 @@ impl<C: Connector> Engine<C> {
 }
 
 /// Sends one text, end to end where `send` and `chat` would.
-async fn send(live: &mut Live, to: Target, text: &str) -> Result<Reply, ClientError> {
+/// Its id, the server's time and whether it went end to end.
+async fn send(live: &mut Live, to: Target, text: &str) -> Result<(u64, u64, bool), ClientError> {
     if let Some(e2e) = &live.e2e {
         let group = match &to {
             Target::User(user) => {
@@ -684,11 +697,11 @@ async fn send(live: &mut Live, to: Target, text: &str) -> Result<Reply, ClientEr
             let payload = e2e.seal(&group, text)?;
             let acked = live.client.group_send_acked(&group, payload).await?;
             e2e.sent(&mut live.client, &group).await;
-            return Ok(Reply::Sent { id: acked.id, e2e: true });
+            return Ok((acked.id, acked.timestamp_ms, true));
         }
     }
     let acked = live.client.send_with_ack(to, text).await?;
-    Ok(Reply::Sent { id: acked.id, e2e: false })
+    Ok((acked.id, acked.timestamp_ms, false))
 }
 
 /// A line for a group outcome that is not a message (raw peer strings).
