@@ -22,7 +22,9 @@ use cipherline_client::engine::{
 use cipherline_proto::app::Target;
 use clap::Args;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use std::io::BufRead;
+
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::client_args::{ClientArgs, Connected};
@@ -55,6 +57,8 @@ pub const NOTIFICATIONS: &[&str] = &["message", "delivered", "membership", "key_
 /// The longest request line read; a longer one is skipped (never held
 /// whole in memory) and answered with [`INVALID_REQUEST`].
 const MAX_LINE: usize = 1 << 20;
+/// Lines read ahead of the requests being handled at most.
+const IN_FLIGHT_LINES: usize = 4;
 /// Requests being handled at once at most (then input waits).
 const IN_FLIGHT: u32 = 32;
 
@@ -252,16 +256,16 @@ fn notification(event: &Event) -> String {
 /// Reads one line of at most `max` bytes into `buf` (without its newline).
 /// `None` at the end of input; `Some(false)` for a line too long, which
 /// was read past without being kept.
-async fn read_line(
-    input: &mut (impl AsyncBufRead + Unpin),
-    max: usize,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Option<bool>> {
+fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
     buf.clear();
     let mut fits = true;
     let mut any = false;
     loop {
-        let available = input.fill_buf().await?;
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if available.is_empty() {
             return Ok(any.then_some(fits));
         }
@@ -280,6 +284,25 @@ async fn read_line(
             return Ok(Some(fits));
         }
     }
+}
+
+/// Reads standard input on a thread of its own (not the runtime's
+/// blocking pool, which would keep the process alive at exit while a read
+/// waits): each line (`None` for one too long), until the end of input.
+fn spawn_input() -> mpsc::Receiver<Option<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel(IN_FLIGHT_LINES);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let mut buf = Vec::new();
+        while let Ok(Some(fits)) = read_line(&mut input, MAX_LINE, &mut buf) {
+            let line = fits.then(|| std::mem::take(&mut buf));
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Runs `daemon`.
@@ -320,23 +343,22 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
         stopped
     });
     let slots = std::sync::Arc::new(Semaphore::new(usize::try_from(IN_FLIGHT).unwrap_or(1)));
-    let mut input = BufReader::new(tokio::io::stdin());
-    let mut line = Vec::new();
+    let mut input = spawn_input();
     loop {
         let read = tokio::select! {
-            read = read_line(&mut input, MAX_LINE, &mut line) => read,
+            read = input.recv() => read,
             // The engine stopped for good (a final refusal): so does the daemon.
             () = wait_finished(&engine) => break,
         };
         match read {
-            Ok(None) | Err(_) => break,
-            Ok(Some(false)) => {
+            None => break,
+            Some(None) => {
                 let error =
                     RpcError::new(INVALID_REQUEST, format!("invalid request: line longer than {MAX_LINE} bytes"));
                 let _ = out.send(response(Value::Null, Err(error))).await;
             }
-            Ok(Some(true)) if line.iter().all(u8::is_ascii_whitespace) => {}
-            Ok(Some(true)) => {
+            Some(Some(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
+            Some(Some(line)) => {
                 let (id, call) = parse(&line);
                 let Ok(permit) = slots.clone().acquire_owned().await else { break };
                 let (handle, out) = (handle.clone(), out.clone());
@@ -533,17 +555,17 @@ mod tests {
         assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"join","params":[1]}"#), INVALID_PARAMS);
     }
 
-    #[tokio::test]
-    async fn a_line_over_the_bound_is_refused_and_the_next_one_read() {
+    #[test]
+    fn a_line_over_the_bound_is_refused_and_the_next_one_read() {
         let data = [vec![b'x'; 100], b"\nok\nlast".to_vec()].concat();
-        let mut input = BufReader::with_capacity(16, &data[..]);
+        let mut input = std::io::BufReader::with_capacity(16, &data[..]);
         let mut buf = Vec::new();
-        assert_eq!(read_line(&mut input, 10, &mut buf).await.unwrap(), Some(false));
+        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(false));
         assert!(buf.len() <= 10);
-        assert_eq!(read_line(&mut input, 10, &mut buf).await.unwrap(), Some(true));
+        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(true));
         assert_eq!(buf, b"ok");
-        assert_eq!(read_line(&mut input, 10, &mut buf).await.unwrap(), Some(true));
+        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(true));
         assert_eq!(buf, b"last");
-        assert_eq!(read_line(&mut input, 10, &mut buf).await.unwrap(), None);
+        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), None);
     }
 }

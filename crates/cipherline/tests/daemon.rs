@@ -138,3 +138,39 @@ fn the_daemon_reconnects_after_a_server_restart_and_gets_what_was_sent_meanwhile
     assert_eq!(alice.messages_with("while you were away"), 1, "{:?}", alice.notifications);
     assert_eq!(alice.finish(), Some(0));
 }
+
+#[test]
+fn a_final_refusal_stops_the_daemon_with_a_connection_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    // No pinned key and no terminal to ask: never trusted, never retried.
+    let mut child = common::bin()
+        .env("CIPHERLINE_HOME", dir.path().join("home"))
+        .args(["daemon", "--stdio", "--server", &server.addr, "--name", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = common::line_channel(&mut child);
+    let mut states = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["method"], "connection", "{v}");
+        states.push(v["params"]["state"].as_str().unwrap().to_owned());
+        if states.last().is_some_and(|s| s == "stopped") {
+            assert!(v["params"]["reason"].as_str().unwrap().contains("known_servers"), "{v}");
+            break;
+        }
+    }
+    assert_eq!(states, ["connecting", "stopped"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+}
