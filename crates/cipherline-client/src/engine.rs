@@ -12,7 +12,10 @@
 //!   backoff: [`FIRST_RETRY`] doubling to [`LAST_RETRY`], plus jitter
 //!   ([`jittered`]); the rooms joined are joined again and stored messages
 //!   asked for (Resume). A final refusal (a changed server key, the name,
-//!   authentication) stops the engine with [`ConnectionState::Stopped`].
+//!   authentication) stops the engine with [`ConnectionState::Stopped`],
+//!   as does any failure of the very first connection (a wrong address or
+//!   a server not running should be reported, not retried forever).
+//!   While reconnecting, commands are answered with an error at once.
 //! - Every message is handed over once per id (this process's
 //!   [`Seen`] and the local history's record of earlier runs), and a stored
 //!   message is acknowledged to the relay only after its [`Event`] was
