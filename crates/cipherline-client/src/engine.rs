@@ -586,7 +586,7 @@ impl<C: Connector> Engine<C> {
         let event = match msg {
             ServerMessage::Message(d) => {
                 let status = live.peers.check(&d);
-                return self.deliver(live, d, status, false).await;
+                return self.deliver(live, d, status, false, None).await;
             }
             ServerMessage::Group(GroupEvent::Message(d)) => return self.group(live, &d).await,
             ServerMessage::Expired { seq, .. } => return self.handled(live, seq).await,
@@ -616,11 +616,13 @@ impl<C: Connector> Engine<C> {
             // The local store failed: not acknowledged, so delivered again.
             Err(e) => return Step::Lost(e.to_string()),
         };
-        if let Outcome::Message { from, key, target, text, .. } = outcome {
+        if let Outcome::Message { from, key, target, text, notice, .. } = outcome {
             let status = live.peers.check_key(&from, &IdentityPublicKey::ed25519_from_raw(&key));
             let delivery =
                 Delivery { id: d.id, timestamp_ms: d.timestamp_ms, from, to: target, text, signed: None, seq: d.seq };
-            return self.deliver(live, delivery, status, true).await;
+            // What the sender's counter says (messages missing, or out of
+            // order) follows the message, before it is acknowledged.
+            return self.deliver(live, delivery, status, true, Some(notice).filter(|n| !n.is_empty())).await;
         }
         let text = describe(&outcome);
         if !self.emit(Event::Group { id: d.id, text }).await {
@@ -630,7 +632,14 @@ impl<C: Connector> Engine<C> {
     }
 
     /// Hands a message over once per id, records it, then acknowledges it.
-    async fn deliver(&mut self, live: &mut Live, d: Delivery, status: MessageStatus, e2e: bool) -> Step {
+    async fn deliver(
+        &mut self,
+        live: &mut Live,
+        d: Delivery,
+        status: MessageStatus,
+        e2e: bool,
+        notice: Option<String>,
+    ) -> Step {
         let record = Msg::received(&self.server, &self.name, &d, &status).with_e2e(e2e);
         let before = live
             .peers
@@ -654,6 +663,11 @@ impl<C: Connector> Engine<C> {
             timestamp_ms: d.timestamp_ms,
         };
         if !self.emit(Event::Message(message)).await {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        if let Some(text) = notice
+            && !self.emit(Event::Group { id: d.id, text }).await
+        {
             return Step::Stop("the front-end went away".to_owned());
         }
         self.seen.insert(d.id);
@@ -698,13 +712,37 @@ async fn send(live: &mut Live, to: Target, text: &str) -> Result<(u64, u64, bool
         };
         if let Some(group) = group {
             let payload = e2e.seal(&group, text)?;
-            let acked = live.client.group_send_acked(&group, payload).await?;
+            let client = &mut live.client;
+            // Sealed once: a resend after `rate_limited` is the same message.
+            let acked = paced(async || client.group_send_acked(&group, payload.clone()).await).await?;
             e2e.sent(&mut live.client, &group).await;
             return Ok((acked.id, acked.timestamp_ms, true));
         }
     }
-    let acked = live.client.send_with_ack(to, text).await?;
+    let client = &mut live.client;
+    let acked = paced(async || client.send_with_ack(to.clone(), text).await).await?;
     Ok((acked.id, acked.timestamp_ms, false))
+}
+
+/// How often a send the server refused as too fast is tried again, and
+/// the first pause (doubling) before it is.
+const RATE_RETRIES: u32 = 4;
+const RATE_PAUSE: Duration = Duration::from_millis(500);
+
+/// Runs `request`, again after a pause (at most [`RATE_RETRIES`] times)
+/// while the server answers `rate_limited`, as `send` paces its lines.
+async fn paced<T>(mut request: impl AsyncFnMut() -> Result<T, ClientError>) -> Result<T, ClientError> {
+    let mut pause = RATE_PAUSE;
+    for _ in 0..RATE_RETRIES {
+        match request().await {
+            Err(ClientError::Refused { code: cipherline_proto::app::ErrorCode::RateLimited, .. }) => {
+                tokio::time::sleep(jittered(pause)).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    request().await
 }
 
 /// A line for a group outcome that is not a message (raw peer strings).

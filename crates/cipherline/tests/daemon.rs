@@ -174,3 +174,36 @@ fn a_final_refusal_stops_the_daemon_with_a_connection_notification() {
     };
     assert_eq!(status.code(), Some(1));
 }
+
+#[test]
+fn sends_the_server_refuses_as_too_fast_are_sent_again_sealed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Few bytes a second: the server refuses some of these long messages
+    // with rate_limited; the engine sends the same sealed message again.
+    let limits = "max_message_bytes = 17408\nbytes_burst = 17408\nbytes_per_sec = 10000\n";
+    let server = Server::quick_with_limits(dir.path(), Some(limits));
+    let mut bob = Daemon::start(&server, "bob", &[]);
+    let mut alice = Daemon::start(&server, "alice", &[]);
+    let texts: Vec<String> = (1..=20).map(|i| format!("{i:02} {}", "y".repeat(1000))).collect();
+    for text in &texts {
+        let sent = alice.request("send", json!({ "to": "bob", "text": text }));
+        assert!(sent["result"]["id"].is_u64(), "{}: {sent}", &text[..2]);
+    }
+    bob.wait_for("message", |p| p["text"] == texts[19].as_str());
+    let got: Vec<&str> = bob
+        .notifications
+        .iter()
+        .filter(|n| n["method"] == "message")
+        .map(|n| n["params"]["text"].as_str().unwrap())
+        .collect();
+    assert!(got == texts, "every message, in order, once: got {} messages", got.len());
+    // Sealing again would have shown bob a gap in alice's counter (a
+    // `group` notice after the message).
+    let groups: Vec<&str> = bob
+        .notifications
+        .iter()
+        .filter(|n| n["method"] == "group")
+        .map(|n| n["params"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["alice started an end-to-end conversation"]);
+}
