@@ -52,6 +52,10 @@ pub enum ClientError {
         /// The group's epoch at the relay.
         epoch: u64,
     },
+    /// The client engine cannot do what was asked (it stopped, or is
+    /// reconnecting); the text says which.
+    #[error("{0}")]
+    Engine(String),
     /// A time limit ran out.
     #[error("timed out {0}")]
     Timeout(&'static str),

@@ -10,7 +10,8 @@
 //! produces a [`ClientError::Refused`] with the server's code and text;
 //! nothing here prints or logs message text.
 //!
-//! Modules: [`client`], [`local`] (the local store: history, seen message
+//! Modules: [`client`], [`engine`] (the client engine every front-end
+//! runs on: commands in, typed events out, reconnection), [`local`] (the local store: history, seen message
 //! ids, remembered peer keys and queue cursors in one SQLite file),
 //! [`peers`] (remembered peer keys and message verdicts), [`seen`] (message
 //! ids already shown in this process), [`transfer`] (file transfer state),
@@ -25,6 +26,7 @@ pub mod client;
 pub mod conversations;
 pub mod delivery;
 pub mod display;
+pub mod engine;
 pub mod error;
 pub mod files;
 pub mod groups;

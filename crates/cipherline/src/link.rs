@@ -8,8 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use cipherline_client::{Client, ClientError, ClientReader};
-use cipherline_net::NetError;
-use cipherline_proto::app::{ErrorCode, ServerMessage};
+use cipherline_proto::app::ServerMessage;
 use tokio::sync::mpsc;
 
 use crate::client_args::{ClientArgs, Connected};
@@ -37,10 +36,9 @@ pub(crate) struct Rejoined {
 /// A reconnection attempt under way; it borrows the command line's flags.
 pub(crate) type Attempt<'a> = Pin<Box<dyn Future<Output = Result<Rejoined, CliError>> + 'a>>;
 
-/// The first pause before reconnecting, and the longest: the pause doubles
-/// after each failed attempt.
-pub(crate) const FIRST_RETRY: Duration = Duration::from_secs(1);
-pub(crate) const LAST_RETRY: Duration = Duration::from_secs(30);
+// The backoff and which failures may pass are the client engine's, so
+// that chat and the engine's front-ends reconnect alike.
+pub(crate) use cipherline_client::engine::{FIRST_RETRY, LAST_RETRY, jittered, passing_code};
 /// One reconnection attempt (connect, join the rooms, resume) at most.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -110,39 +108,18 @@ pub(crate) async fn reconnect(args: &ClientArgs, rooms: Vec<String>) -> Result<R
 /// (yet), busy or ending sessions. Never a key, password or name problem,
 /// a peer breaking the protocol, or a local file.
 pub(crate) fn passing(e: &CliError) -> bool {
-    use cipherline_proto::{AlertCode as A, Error as P};
     match e {
-        CliError::Client(ClientError::Connect { .. } | ClientError::Timeout(_)) => true,
-        CliError::Client(ClientError::Refused { code, .. }) => passing_code(*code),
-        CliError::Client(ClientError::Net(n)) => matches!(
-            n,
-            NetError::Io(_)
-                | NetError::Timeout(_)
-                | NetError::Closed
-                | NetError::Protocol(
-                    P::PeerClosed | P::Truncated | P::AlertReceived(A::ServerBusy | A::Timeout | A::CloseNotify)
-                )
-        ),
+        CliError::Client(e) => cipherline_client::engine::passing(e),
         _ => false,
     }
-}
-
-/// The server's reasons for ending a session that a new session gets past.
-pub(crate) fn passing_code(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::ShuttingDown | ErrorCode::IdleTimeout | ErrorCode::TooSlow | ErrorCode::ServerFull)
-}
-
-/// `base` and up to a quarter of a second more, so that clients cut off
-/// together do not all come back in the same instant.
-pub(crate) fn jittered(base: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    base + Duration::from_millis(u64::from(nanos % 250))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use cipherline_net::NetError;
+    use cipherline_proto::app::ErrorCode;
 
     fn refused(code: ErrorCode) -> CliError {
         CliError::Client(ClientError::Refused { code, text: String::new() })

@@ -32,6 +32,7 @@ mod chat;
 mod client_args;
 mod console;
 mod conversation;
+mod daemon;
 mod error;
 mod files;
 mod fingerprint;
@@ -77,6 +78,7 @@ enum Command {
     Chat(chat::ChatArgs),
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
+    Daemon(daemon::DaemonArgs),
     History(history::HistoryArgs),
     #[command(subcommand)]
     Room(room::RoomCommand),
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => client_runtime(chat::run(args)),
         Command::Send(args) => client_runtime(send::run(args)),
         Command::Listen(args) => client_runtime(listen::run(args)),
+        Command::Daemon(args) => client_runtime(daemon::run(args)),
         Command::History(args) => history::run(args),
         Command::Room(command) => client_runtime(room::run(command)),
         Command::Files(command) => client_runtime(transfers::run(command)),

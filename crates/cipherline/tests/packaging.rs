@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use common::{Server, bin};
 
 /// The subcommands every completion script and the man pages must know.
-const SUBCOMMANDS: [&str; 13] = [
+const SUBCOMMANDS: [&str; 14] = [
     "keygen",
     "fingerprint",
     "known-servers",
@@ -21,6 +21,7 @@ const SUBCOMMANDS: [&str; 13] = [
     "chat",
     "send",
     "listen",
+    "daemon",
     "history",
     "room",
     "files",

@@ -2,6 +2,7 @@
 //! and client commands against it.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod transfers;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,865 @@
+//! The client engine: one long-running object behind every front-end.
+//!
+//! An [`Engine`] owns the message connection (made by a [`Connector`] the
+//! front-end supplies: it knows the identity, the password and the trust
+//! policy), the peers' keys and verdicts, the local history and the
+//! end-to-end engine ([`Conversations`]). It takes [`Command`]s through an
+//! [`EngineHandle`] and hands out typed [`Event`]s on a channel.
+//!
+//! Contract:
+//! - No front-end talks to the wire; the engine never prints.
+//! - A connection lost for a reason that may pass is made again with
+//!   backoff: [`FIRST_RETRY`] doubling to [`LAST_RETRY`], plus jitter
+//!   ([`jittered`]); the rooms joined are joined again and stored messages
+//!   asked for (Resume). A final refusal (a changed server key, the name,
+//!   authentication) stops the engine with [`ConnectionState::Stopped`],
+//!   as does any failure of the very first connection (a wrong address or
+//!   a server not running should be reported, not retried forever).
+//!   While reconnecting, commands are answered with an error at once.
+//! - Every message is handed over once per id (this process's
+//!   [`Seen`] and the local history's record of earlier runs), and a stored
+//!   message is acknowledged to the relay only after its [`Event`] was
+//!   handed to the event channel (so a crash in between delivers it again,
+//!   never loses it).
+//! - Direct messages are end to end when there is an end-to-end engine,
+//!   as `send` and `chat` send them; rooms are end to end when this user is
+//!   in the room's MLS group; anything else goes the open way.
+//! - Every wait on the server is bounded (the client's reply timeouts, a
+//!   time limit on each reconnection attempt); the event channel is
+//!   bounded, so a slow front-end slows the engine rather than grow memory.
+//!
+//! Peer strings in events are raw: each front-end escapes them for its
+//! medium (a terminal: [`crate::display::escape`]).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use cipherline_proto::app::{
+    ClientMessage, Delivery, GroupDelivery, GroupEvent, NoticeKind, RoomKind, ServerMessage, Target, fold_name,
+};
+use cipherline_proto::crypto::sign::IdentityPublicKey;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::conversations::Conversations;
+use crate::groups::Outcome;
+use crate::local::Msg;
+use crate::peers::{MessageStatus, Peers};
+use crate::seen::Seen;
+use crate::{Client, ClientError};
+
+/// The first pause before reconnecting, and the longest: the pause doubles
+/// after each failed attempt.
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// The longest pause between reconnection attempts.
+pub const LAST_RETRY: Duration = Duration::from_secs(30);
+/// One reconnection attempt (connect, join the rooms, resume) at most.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Why [`Engine::run`] stopped when every [`EngineHandle`] was dropped
+/// (the front-end is done: not a failure).
+pub const HANDLES_DROPPED: &str = "every handle was dropped";
+/// Events waiting for the front-end at most (then the engine waits).
+const EVENT_BUFFER: usize = 256;
+/// Commands waiting for the engine at most.
+const COMMAND_BUFFER: usize = 64;
+
+/// `base` and up to a quarter of a second more, so that clients cut off
+/// together do not all come back in the same instant.
+#[must_use]
+pub fn jittered(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    base + Duration::from_millis(u64::from(nanos % 250))
+}
+
+/// A connection made by a [`Connector`]: the client after Hello, the
+/// peers' keys, and the end-to-end engine if this user has one.
+pub struct Session {
+    /// The connected client.
+    pub client: Client,
+    /// Remembered peer keys (for the verdict on each message).
+    pub peers: Peers,
+    /// The end-to-end engine; `None` without an Ed25519 identity.
+    pub e2e: Option<Conversations>,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, Clone)]
+pub struct ConnectFailure {
+    /// What went wrong (never a secret).
+    pub reason: String,
+    /// Whether trying again later may get past it (the network, a server
+    /// not up, busy or shutting down); false for a key, name or password.
+    pub passing: bool,
+}
+
+/// A connection attempt under way.
+pub type Connecting<'a> = Pin<Box<dyn Future<Output = Result<Session, ConnectFailure>> + 'a>>;
+
+/// Makes connections for the engine: the front-end's identity, password
+/// and trust policy. `first` is true for the first connection (a
+/// front-end may ask the user about the server's key then, never later).
+pub trait Connector {
+    /// Connects and says Hello.
+    fn connect(&self, first: bool) -> Connecting<'_>;
+}
+
+/// The engine's view of its connection, as [`Event::Connection`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// The first connection is being made.
+    Connecting,
+    /// Connected as `name`.
+    Connected {
+        /// The name the server welcomed.
+        name: String,
+    },
+    /// The connection was lost (or an attempt failed): the next attempt is
+    /// in `retry_in`.
+    Reconnecting {
+        /// Why.
+        reason: String,
+        /// When the next attempt is made.
+        retry_in: Duration,
+    },
+    /// The engine stopped for good.
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The verdict on a message's sender key, as shown next to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// A key seen for the first time for this name (now remembered).
+    New,
+    /// The key remembered for the name.
+    Known,
+    /// The remembered key, confirmed by comparing safety codes.
+    Verified,
+    /// Another key than the one remembered (or none where one was).
+    Changed,
+    /// Not signed, and no key remembered.
+    Unsigned,
+    /// A signature that does not verify.
+    Invalid,
+}
+
+impl Verified {
+    /// The verdict for a message's status.
+    #[must_use]
+    pub fn of(status: &MessageStatus) -> Verified {
+        match status {
+            MessageStatus::New(_) => Verified::New,
+            MessageStatus::Known => Verified::Known,
+            MessageStatus::Verified => Verified::Verified,
+            MessageStatus::KeyChanged { .. } => Verified::Changed,
+            MessageStatus::Unsigned => Verified::Unsigned,
+            MessageStatus::Invalid => Verified::Invalid,
+        }
+    }
+
+    /// Its lowercase name (`new`, `known`, `verified`, `changed`,
+    /// `unsigned`, `invalid`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verified::New => "new",
+            Verified::Known => "known",
+            Verified::Verified => "verified",
+            Verified::Changed => "changed",
+            Verified::Unsigned => "unsigned",
+            Verified::Invalid => "invalid",
+        }
+    }
+}
+
+/// A message received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The server's message id (stable: the same on every delivery).
+    pub id: u64,
+    /// The sender.
+    pub from: String,
+    /// The room, or this user for a direct message.
+    pub to: Target,
+    /// The text (raw: escape it for a terminal).
+    pub text: String,
+    /// Whether it came end to end encrypted.
+    pub e2e: bool,
+    /// The verdict on the sender's key.
+    pub verified: Verified,
+    /// The server's time, Unix milliseconds.
+    pub timestamp_ms: u64,
+}
+
+/// What the engine tells its front-end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message, once per id.
+    Message(Message),
+    /// A recipient's client confirmed message `id`.
+    Delivered {
+        /// The message.
+        id: u64,
+        /// Who confirmed it.
+        by: String,
+    },
+    /// Someone joined or left an open room this user is in.
+    Membership {
+        /// The room.
+        room: String,
+        /// Who.
+        name: String,
+        /// Joined (true) or left.
+        joined: bool,
+    },
+    /// A peer's key differs from the one remembered (message `id`).
+    KeyChanged {
+        /// The message that showed it.
+        id: u64,
+        /// The peer.
+        name: String,
+    },
+    /// A change of an end-to-end conversation (members, keys), or a
+    /// message of one that could not be read; message `id`.
+    Group {
+        /// The delivery's id.
+        id: u64,
+        /// What happened, for people (raw peer strings: escape them).
+        text: String,
+    },
+    /// The connection's state changed.
+    Connection(ConnectionState),
+}
+
+/// What a command answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A message was stored by the server under `id`.
+    Sent {
+        /// The server's message id.
+        id: u64,
+        /// Whether it went end to end.
+        e2e: bool,
+    },
+    /// Done.
+    Done,
+    /// The engine's state.
+    Status(Status),
+}
+
+/// The engine's state, as [`Command::Status`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The name this client uses.
+    pub name: String,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// The open rooms joined.
+    pub rooms: Vec<String>,
+    /// Whether direct messages go end to end.
+    pub e2e: bool,
+}
+
+/// A command for the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send `text` to a user (end to end where possible).
+    SendDirect {
+        /// The user.
+        user: String,
+        /// The text.
+        text: String,
+    },
+    /// Send `text` to a room.
+    SendRoom {
+        /// The room.
+        room: String,
+        /// The text.
+        text: String,
+    },
+    /// Join a room (an open one, or a public end-to-end one).
+    Join(String),
+    /// Leave a room.
+    Leave(String),
+    /// The engine's state.
+    Status,
+}
+
+type Request = (Command, oneshot::Sender<Result<Reply, ClientError>>);
+
+/// Sends commands to a running engine; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Request>,
+}
+
+impl EngineHandle {
+    /// Runs `command` and waits for its answer (an error if the engine
+    /// stopped).
+    pub async fn run(&self, command: Command) -> Result<Reply, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || ClientError::Engine("the engine stopped".to_owned());
+        self.commands.send((command, tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Sends a direct message; its id.
+    pub async fn send_direct(&self, user: &str, text: &str) -> Result<Reply, ClientError> {
+        self.run(Command::SendDirect { user: user.to_owned(), text: text.to_owned() }).await
+    }
+
+    /// Sends into a room; its id.
+    pub async fn send_room(&self, room: &str, text: &str) -> Result<Reply, ClientError> {
+        self.run(Command::SendRoom { room: room.to_owned(), text: text.to_owned() }).await
+    }
+
+    /// Joins a room.
+    pub async fn join(&self, room: &str) -> Result<Reply, ClientError> {
+        self.run(Command::Join(room.to_owned())).await
+    }
+
+    /// Leaves a room.
+    pub async fn leave(&self, room: &str) -> Result<Reply, ClientError> {
+        self.run(Command::Leave(room.to_owned())).await
+    }
+
+    /// The engine's state.
+    pub async fn status(&self) -> Result<Reply, ClientError> {
+        self.run(Command::Status).await
+    }
+}
+
+/// The engine. Make one with [`Engine::new`], then drive it with
+/// [`Engine::run`] (on a `LocalSet`: the connector's futures need not be
+/// `Send`).
+pub struct Engine<C: Connector> {
+    connector: C,
+    server: String,
+    commands: mpsc::Receiver<Request>,
+    events: mpsc::Sender<Event>,
+    /// Open rooms joined: folded name to spelling.
+    rooms: BTreeMap<String, String>,
+    /// Ids handed over by this process.
+    seen: Seen,
+    /// The history's newest entry when the engine started.
+    since: Option<u64>,
+    name: String,
+}
+
+/// The live connection and what came with it.
+struct Live {
+    client: Client,
+    peers: Peers,
+    e2e: Option<Conversations>,
+    keepalive: Duration,
+}
+
+impl<C: Connector> Engine<C> {
+    /// An engine connecting through `connector` to `server` (the address,
+    /// as the local history names it), joining `rooms` once connected; its
+    /// handle and its event stream.
+    pub fn new(connector: C, server: String, rooms: &[String]) -> (Self, EngineHandle, mpsc::Receiver<Event>) {
+        let (ctx, crx) = mpsc::channel(COMMAND_BUFFER);
+        let (etx, erx) = mpsc::channel(EVENT_BUFFER);
+        let rooms = rooms.iter().map(|r| (fold_name(r), r.clone())).collect();
+        let engine = Engine {
+            connector,
+            server,
+            commands: crx,
+            events: etx,
+            rooms,
+            seen: Seen::new(),
+            since: None,
+            name: String::new(),
+        };
+        (engine, EngineHandle { commands: ctx }, erx)
+    }
+
+    /// Runs until a final failure, or until every handle and the event
+    /// stream are dropped. Returns why it stopped.
+    pub async fn run(mut self) -> String {
+        let reason = self.drive().await;
+        let _ = self.events.send(Event::Connection(ConnectionState::Stopped { reason: reason.clone() })).await;
+        reason
+    }
+
+    async fn drive(&mut self) -> String {
+        let _ = self.events.send(Event::Connection(ConnectionState::Connecting)).await;
+        let mut first = true;
+        let mut backoff = FIRST_RETRY;
+        let mut nonce = 0u64;
+        loop {
+            let mut live = match self.attempt(first).await {
+                Ok(live) => live,
+                Err(f) if f.passing && !first => {
+                    backoff = (backoff * 2).min(LAST_RETRY);
+                    if let Some(stop) = self.pause(&f.reason, backoff).await {
+                        return stop;
+                    }
+                    continue;
+                }
+                Err(f) => return f.reason,
+            };
+            first = false;
+            let up_since = Instant::now();
+            self.name = live.client.name().to_owned();
+            if !self.emit(Event::Connection(ConnectionState::Connected { name: self.name.clone() })).await {
+                return "the front-end went away".to_owned();
+            }
+            let why = loop {
+                let step = tokio::select! {
+                    biased;
+                    request = self.commands.recv() => match request {
+                        Some((command, reply)) => {
+                            let (answer, lost) = self.command(&mut live, command).await;
+                            let _ = reply.send(answer);
+                            lost.map_or(Step::Go, Step::Lost)
+                        }
+                        None => Step::Stop(HANDLES_DROPPED.to_owned()),
+                    },
+                    msg = live.client.recv() => match msg {
+                        Ok(msg) => self.incoming(&mut live, msg).await,
+                        Err(e) => Step::from_error(&e),
+                    },
+                    () = tokio::time::sleep(live.keepalive) => {
+                        nonce += 1;
+                        match live.client.ping(nonce).await {
+                            Ok(()) => Step::Go,
+                            Err(e) => Step::from_error(&e),
+                        }
+                    }
+                };
+                match step {
+                    Step::Go => {}
+                    Step::Lost(why) => break why,
+                    Step::Stop(why) => {
+                        let _ = live.client.flush_received().await;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), live.client.close()).await;
+                        return why;
+                    }
+                }
+            };
+            // A connection that held for a while starts the backoff over;
+            // one lost soon after it was made keeps it growing.
+            if up_since.elapsed() >= LAST_RETRY {
+                backoff = FIRST_RETRY;
+            }
+            if let Some(stop) = self.pause(&why, backoff).await {
+                return stop;
+            }
+        }
+    }
+
+    /// Reports the loss and waits `backoff` (with jitter), answering
+    /// commands meanwhile with an error; `Some` to stop.
+    async fn pause(&mut self, why: &str, backoff: Duration) -> Option<String> {
+        let wait = jittered(backoff);
+        let state = ConnectionState::Reconnecting { reason: why.to_owned(), retry_in: wait };
+        if !self.emit(Event::Connection(state)).await {
+            return Some("the front-end went away".to_owned());
+        }
+        let until = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return None,
+                request = self.commands.recv() => match request {
+                    Some((Command::Status, reply)) => {
+                        let _ = reply.send(Ok(Reply::Status(self.status(None))));
+                    }
+                    Some((_, reply)) => {
+                        let _ = reply.send(Err(ClientError::Engine("not connected; reconnecting".to_owned())));
+                    }
+                    None => return Some(HANDLES_DROPPED.to_owned()),
+                },
+            }
+        }
+    }
+
+    /// One connection attempt: connect, Receipts, join the rooms, publish
+    /// key packages, Resume; all within [`ATTEMPT_TIMEOUT`].
+    async fn attempt(&mut self, first: bool) -> Result<Live, ConnectFailure> {
+        let rooms: Vec<String> = self.rooms.values().cloned().collect();
+        let connecting = self.connector.connect(first);
+        let attempt = async {
+            let Session { mut client, peers, e2e } = connecting.await?;
+            let fail = |e: ClientError| ConnectFailure { passing: passing(&e), reason: e.to_string() };
+            client.send_message(&ClientMessage::Receipts { enabled: true }).await.map_err(fail)?;
+            let mut refused = Vec::new();
+            for room in rooms {
+                match client.join(&room).await {
+                    Ok(()) => {}
+                    // One room refused (a limit, say) is no reason to stop.
+                    Err(ClientError::Refused { code, .. }) if !code.is_fatal() => refused.push(room),
+                    Err(e) => return Err(fail(e)),
+                }
+            }
+            if let Some(e2e) = &e2e {
+                // Others need one to start a conversation; not fatal.
+                let _ = e2e.publish_key_packages(&mut client).await;
+            }
+            client.resume(0).await.map_err(fail)?;
+            let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
+            Ok((Live { client, peers, e2e, keepalive }, refused))
+        };
+        let (live, refused) = match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+            Ok(result) => result?,
+            Err(_) => return Err(ConnectFailure { reason: "timed out reconnecting".to_owned(), passing: true }),
+        };
+        for room in refused {
+            self.rooms.remove(&fold_name(&room));
+        }
+        if self.since.is_none() {
+            self.since = Some(live.peers.store().and_then(|s| s.watermark().ok()).unwrap_or(u64::MAX));
+        }
+        Ok(live)
+    }
+
+    fn status(&self, live: Option<&Live>) -> Status {
+        Status {
+            name: self.name.clone(),
+            connected: live.is_some(),
+            rooms: self.rooms.values().cloned().collect(),
+            e2e: live.is_some_and(|l| l.e2e.is_some()),
+        }
+    }
+
+    /// Hands an event over; false if nobody listens any more.
+    async fn emit(&self, event: Event) -> bool {
+        self.events.send(event).await.is_ok()
+    }
+
+    /// Runs one command; the answer, and why the connection is lost if it is.
+    async fn command(&mut self, live: &mut Live, command: Command) -> (Result<Reply, ClientError>, Option<String>) {
+        let answer = match command {
+            Command::Status => Ok(Reply::Status(self.status(Some(live)))),
+            Command::SendDirect { user, text } => self.send(live, Target::User(user), &text).await,
+            Command::SendRoom { room, text } => self.send(live, Target::Room(room), &text).await,
+            Command::Join(room) => self.join(live, &room).await,
+            Command::Leave(room) => match live.client.leave(&room).await {
+                Ok(()) => {
+                    self.rooms.remove(&fold_name(&room));
+                    Ok(Reply::Done)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let lost = match &answer {
+            Err(e) if passing(e) && !matches!(e, ClientError::Refused { .. }) => Some(e.to_string()),
+            _ => None,
+        };
+        (answer, lost)
+    }
+
+    /// Sends one text and records it in the local history, as `send` and
+    /// `chat` do (its id is then never notified as received).
+    async fn send(&mut self, live: &mut Live, to: Target, text: &str) -> Result<Reply, ClientError> {
+        let (id, timestamp_ms, e2e) = send(live, to.clone(), text).await?;
+        self.seen.insert(id);
+        if let Some(store) = live.peers.store() {
+            // The history is a convenience: the message was sent.
+            let _ = store.record(&Msg::sent(&self.server, &self.name, id, timestamp_ms, &to, text).with_e2e(e2e));
+        }
+        Ok(Reply::Sent { id, e2e })
+    }
+
+    async fn join(&mut self, live: &mut Live, room: &str) -> Result<Reply, ClientError> {
+        if let Some(e2e) = &live.e2e
+            && live.client.room_info(room).await?.kind.is_some_and(RoomKind::is_e2e)
+        {
+            // An end-to-end room delivers through its group: not joined.
+            if e2e.room_group(room)?.is_none() {
+                e2e.join_public(&mut live.client, room).await?;
+            }
+            return Ok(Reply::Done);
+        }
+        live.client.join(room).await?;
+        self.rooms.insert(fold_name(room), room.to_owned());
+        Ok(Reply::Done)
+    }
+
+    /// Handles one server message.
+    async fn incoming(&mut self, live: &mut Live, msg: ServerMessage) -> Step {
+        let event = match msg {
+            ServerMessage::Message(d) => {
+                let status = live.peers.check(&d);
+                return self.deliver(live, d, status, false, None).await;
+            }
+            ServerMessage::Group(GroupEvent::Message(d)) => return self.group(live, &d).await,
+            ServerMessage::Expired { seq, .. } => return self.handled(live, seq).await,
+            ServerMessage::Delivered { id, by } => Event::Delivered { id, by },
+            ServerMessage::Notice { kind, room, name } => {
+                Event::Membership { room, name, joined: kind == NoticeKind::Joined }
+            }
+            ServerMessage::Left { room } => {
+                self.rooms.remove(&fold_name(&room));
+                return Step::Go;
+            }
+            ServerMessage::Error { code, text, .. } if code.is_fatal() => {
+                let e = ClientError::Refused { code, text };
+                return Step::from_error(&e);
+            }
+            _ => return Step::Go,
+        };
+        if self.emit(event).await { Step::Go } else { Step::Stop("the front-end went away".to_owned()) }
+    }
+
+    /// An end-to-end delivery: decrypted, then handed over as a message or
+    /// a group event.
+    async fn group(&mut self, live: &mut Live, d: &GroupDelivery) -> Step {
+        let Some(e2e) = &live.e2e else { return self.handled(live, d.seq).await };
+        let outcome = match e2e.handle(d) {
+            Ok(outcome) => outcome,
+            // The local store failed: not acknowledged, so delivered again.
+            Err(e) => return Step::Lost(e.to_string()),
+        };
+        if let Outcome::Message { from, key, target, text, notice, .. } = outcome {
+            let status = live.peers.check_key(&from, &IdentityPublicKey::ed25519_from_raw(&key));
+            let delivery =
+                Delivery { id: d.id, timestamp_ms: d.timestamp_ms, from, to: target, text, signed: None, seq: d.seq };
+            // What the sender's counter says (messages missing, or out of
+            // order) follows the message, before it is acknowledged.
+            return self.deliver(live, delivery, status, true, Some(notice).filter(|n| !n.is_empty())).await;
+        }
+        let text = describe(&outcome);
+        if !self.emit(Event::Group { id: d.id, text }).await {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        self.handled(live, d.seq).await
+    }
+
+    /// Hands a message over once per id, records it, then acknowledges it.
+    async fn deliver(
+        &mut self,
+        live: &mut Live,
+        d: Delivery,
+        status: MessageStatus,
+        e2e: bool,
+        notice: Option<String>,
+    ) -> Step {
+        let record = Msg::received(&self.server, &self.name, &d, &status).with_e2e(e2e);
+        let before = live
+            .peers
+            .store()
+            .is_some_and(|s| s.recorded_before(&record, self.since.unwrap_or(u64::MAX)).unwrap_or(false));
+        if self.seen.contains(d.id) || before {
+            return self.handled(live, d.seq).await;
+        }
+        if matches!(status, MessageStatus::KeyChanged { .. })
+            && !self.emit(Event::KeyChanged { id: d.id, name: d.from.clone() }).await
+        {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        let message = Message {
+            id: d.id,
+            from: d.from.clone(),
+            to: d.to.clone(),
+            text: d.text.clone(),
+            e2e,
+            verified: Verified::of(&status),
+            timestamp_ms: d.timestamp_ms,
+        };
+        if !self.emit(Event::Message(message)).await {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        if let Some(text) = notice
+            && !self.emit(Event::Group { id: d.id, text }).await
+        {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        self.seen.insert(d.id);
+        if let Some(store) = live.peers.store() {
+            // The history is a convenience: the message was handed over.
+            let _ = store.record(&record);
+        }
+        self.handled(live, d.seq).await
+    }
+
+    /// A stored message was handed over: the relay may delete it.
+    async fn handled(&mut self, live: &mut Live, seq: u64) -> Step {
+        let result = match live.client.handled(seq).await {
+            Ok(()) => live.client.flush_received().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Step::Go,
+            Err(e) => Step::from_error(&e),
+        }
+    }
+}
+
+/// Sends one text, end to end where `send` and `chat` would.
+/// Its id, the server's time and whether it went end to end.
+async fn send(live: &mut Live, to: Target, text: &str) -> Result<(u64, u64, bool), ClientError> {
+    if let Some(e2e) = &live.e2e {
+        let group = match &to {
+            Target::User(user) => {
+                let peers = &mut live.peers;
+                let mut check = |name: &str, key: &[u8; 32]| match peers
+                    .check_key(name, &IdentityPublicKey::ed25519_from_raw(key))
+                {
+                    MessageStatus::KeyChanged { .. } => Err(ClientError::EndToEnd(format!(
+                        "the identity key of {name} has changed: not sent; compare safety codes, then trust the new key"
+                    ))),
+                    _ => Ok(()),
+                };
+                Some(e2e.direct(&mut live.client, user, &mut check).await?)
+            }
+            Target::Room(room) => e2e.room_group(room)?,
+        };
+        if let Some(group) = group {
+            let payload = e2e.seal(&group, text)?;
+            let client = &mut live.client;
+            // Sealed once: a resend after `rate_limited` is the same message.
+            let acked = paced(async || client.group_send_acked(&group, payload.clone()).await).await?;
+            e2e.sent(&mut live.client, &group).await;
+            return Ok((acked.id, acked.timestamp_ms, true));
+        }
+    }
+    let client = &mut live.client;
+    let acked = paced(async || client.send_with_ack(to.clone(), text).await).await?;
+    Ok((acked.id, acked.timestamp_ms, false))
+}
+
+/// How often a send the server refused as too fast is tried again, and
+/// the first pause (doubling) before it is.
+const RATE_RETRIES: u32 = 4;
+const RATE_PAUSE: Duration = Duration::from_millis(500);
+
+/// Runs `request`, again after a pause (at most [`RATE_RETRIES`] times)
+/// while the server answers `rate_limited`, as `send` paces its lines.
+async fn paced<T>(mut request: impl AsyncFnMut() -> Result<T, ClientError>) -> Result<T, ClientError> {
+    let mut pause = RATE_PAUSE;
+    for _ in 0..RATE_RETRIES {
+        match request().await {
+            Err(ClientError::Refused { code: cipherline_proto::app::ErrorCode::RateLimited, .. }) => {
+                tokio::time::sleep(jittered(pause)).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    request().await
+}
+
+/// A line for a group outcome that is not a message (raw peer strings).
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Message { .. } => String::new(),
+        Outcome::File { from, name, size, .. } => format!("{from} sent the file {name} ({size} bytes)"),
+        Outcome::Joined { target: Target::User(user), .. } => format!("{user} started an end-to-end conversation"),
+        Outcome::Joined { target, members } => format!("added to {} (members: {members})", target_name(target)),
+        Outcome::Changed { by, target, summary } => format!("{by} changed {}: {summary}", target_name(target)),
+        Outcome::Removed { by, target } => format!("{by} removed you from {}", target_name(target)),
+        Outcome::Failed { from, target, reason } => {
+            format!("a message in {} from {from} could not be read: {reason}", target_name(target))
+        }
+    }
+}
+
+fn target_name(target: &Target) -> &str {
+    match target {
+        Target::Room(r) | Target::User(r) => r,
+    }
+}
+
+/// What one step of the loop leads to.
+enum Step {
+    Go,
+    /// The connection is gone for a reason that may pass.
+    Lost(String),
+    /// Stop for good.
+    Stop(String),
+}
+
+impl Step {
+    fn from_error(e: &ClientError) -> Step {
+        if passing(e) { Step::Lost(e.to_string()) } else { Step::Stop(e.to_string()) }
+    }
+}
+
+/// Whether reconnecting may get past `e`: the network, a server not up
+/// (yet), busy or ending sessions. Never a key, password or name problem,
+/// a peer breaking the protocol, or a local file.
+#[must_use]
+pub fn passing(e: &ClientError) -> bool {
+    use cipherline_net::NetError;
+    use cipherline_proto::{AlertCode as A, Error as P};
+    match e {
+        ClientError::Connect { .. } | ClientError::Timeout(_) => true,
+        ClientError::Refused { code, .. } => passing_code(*code),
+        ClientError::Net(n) => matches!(
+            n,
+            NetError::Io(_)
+                | NetError::Timeout(_)
+                | NetError::Closed
+                | NetError::Protocol(
+                    P::PeerClosed | P::Truncated | P::AlertReceived(A::ServerBusy | A::Timeout | A::CloseNotify)
+                )
+        ),
+        _ => false,
+    }
+}
+
+/// The server's reasons for ending a session that a new session gets past.
+#[must_use]
+pub fn passing_code(code: cipherline_proto::app::ErrorCode) -> bool {
+    use cipherline_proto::app::ErrorCode;
+    matches!(code, ErrorCode::ShuttingDown | ErrorCode::IdleTimeout | ErrorCode::TooSlow | ErrorCode::ServerFull)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jitter_is_small() {
+        for _ in 0..100 {
+            let d = jittered(FIRST_RETRY);
+            assert!(d >= FIRST_RETRY && d < FIRST_RETRY + Duration::from_millis(250));
+        }
+    }
+
+    #[test]
+    fn verdicts_have_the_labels_front_ends_show() {
+        let labels: Vec<_> = [MessageStatus::Known, MessageStatus::Verified, MessageStatus::Unsigned]
+            .iter()
+            .map(|s| Verified::of(s).as_str())
+            .collect();
+        assert_eq!(labels, ["known", "verified", "unsigned"]);
+    }
+
+    #[test]
+    fn only_failures_that_may_pass_are_reconnected_over() {
+        use cipherline_proto::app::ErrorCode;
+        assert!(passing(&ClientError::Net(cipherline_net::NetError::Closed)));
+        assert!(passing(&ClientError::Refused { code: ErrorCode::ShuttingDown, text: String::new() }));
+        assert!(!passing(&ClientError::Refused { code: ErrorCode::NameTaken, text: String::new() }));
+        assert!(!passing(&ClientError::Untrusted("changed".into())));
+    }
+
+    /// A connector whose every attempt fails as `passing` says.
+    struct Failing(bool);
+
+    impl Connector for Failing {
+        fn connect(&self, _: bool) -> Connecting<'_> {
+            let passing = self.0;
+            Box::pin(async move { Err(ConnectFailure { reason: "no server".to_owned(), passing }) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_final_failure_stops_the_engine_and_says_why() {
+        let (engine, _handle, mut events) = Engine::new(Failing(false), "s".into(), &[]);
+        let why = engine.run().await;
+        assert_eq!(why, "no server");
+        assert_eq!(events.recv().await, Some(Event::Connection(ConnectionState::Connecting)));
+        assert_eq!(
+            events.recv().await,
+            Some(Event::Connection(ConnectionState::Stopped { reason: "no server".to_owned() }))
+        );
+    }
+}
