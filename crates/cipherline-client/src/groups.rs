@@ -240,19 +240,7 @@ impl LocalStore {
                     "SELECT kind, actor, actor_key, target_kind, target, text, sent_at_ms, notice, file
                      FROM e2e_processed WHERE server = ?1 AND id = ?2",
                     params![server, to_sql(id)],
-                    |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                            r.get(8)?,
-                        ))
-                    },
+                    |r| r.try_into(),
                 )
                 .optional()
                 .map_err(|e| self.error(e))?;

@@ -22,7 +22,8 @@ use cipherline_proto::app::{
     BlobEvent, BlobId, BlobRequest, BlobStatus, ErrorCode, MAX_BLOB_DATA, ServerMessage, fold_name,
 };
 use cipherline_store::{
-    BlobCreated, BlobFinished, BlobQuota, BlobRecord, BlobStore as _, BlobWrite, MemberDone, NewBlob, QuotaScope,
+    BlobCreated, BlobFinished, BlobQuota, BlobRead, BlobRecord, BlobStore as _, BlobWrite, MemberDone, NewBlob,
+    QuotaScope,
 };
 use tokio::sync::watch;
 
@@ -363,33 +364,8 @@ async fn fetch(
             mail.progress.release(&blob);
         }
     };
-    let rec = match bounded(mail.store.blob_get(blob)).await {
-        Ok(Some(rec)) => rec,
-        Ok(None) => {
-            release(progress);
-            return Err(no_blob());
-        }
-        Err(r) => {
-            release(progress);
-            return Err(r);
-        }
-    };
-    let allowed = may_fetch(mail, me, &rec).await;
-    if !matches!(allowed, Ok(true)) {
-        release(progress);
-        return Err(allowed.err().unwrap_or_else(no_blob));
-    }
-    if offset > rec.size {
-        release(progress);
-        return Err(refused(ErrorCode::BadRequest, format!("offset {offset} is past the file's {} bytes", rec.size)));
-    }
-    let max = usize::try_from(max).unwrap_or(usize::MAX);
-    let read = match bounded(mail.store.blob_read(blob, offset, max)).await {
-        Ok(Some(read)) => read,
-        Ok(None) => {
-            release(progress);
-            return Err(no_blob());
-        }
+    let read = match read_allowed(mail, me, blob, offset, max).await {
+        Ok(read) => read,
         Err(r) => {
             release(progress);
             return Err(r);
@@ -402,7 +378,7 @@ async fn fetch(
                 request,
                 blob,
                 offset,
-                max: u32::try_from(max).unwrap_or(u32::MAX),
+                max,
                 until: tokio::time::Instant::now() + HOLD,
                 progress: Some(progress),
             }));
@@ -420,6 +396,20 @@ async fn fetch(
     out.push(ServerMessage::Blob(BlobEvent::State { request, blob, status, size: read.size, stored: read.stored }));
     tracing::trace!(name = %me.name, blob = %short(&blob), offset, sent = at - offset, "blob fetched");
     Ok(Answer::Now(out))
+}
+
+/// What `me` may read of `blob` from `offset` (at most `max` bytes): only
+/// its owner and current members of its group, and only within its size.
+async fn read_allowed(mail: &Mail, me: &Me, blob: BlobId, offset: u64, max: u32) -> Result<BlobRead, Refusal> {
+    let rec = bounded(mail.store.blob_get(blob)).await?.ok_or_else(no_blob)?;
+    if !may_fetch(mail, me, &rec).await? {
+        return Err(no_blob());
+    }
+    if offset > rec.size {
+        return Err(refused(ErrorCode::BadRequest, format!("offset {offset} is past the file's {} bytes", rec.size)));
+    }
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    bounded(mail.store.blob_read(blob, offset, max)).await?.ok_or_else(no_blob)
 }
 
 /// BlobDelete: the owner deletes; a member is done with it.

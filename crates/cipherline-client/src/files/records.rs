@@ -248,41 +248,11 @@ type RawDownload = (
 type RawUpload = (i64, String, Vec<u8>, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, String, String, i64, i64);
 
 fn raw_download(r: &Row<'_>) -> rusqlite::Result<RawDownload> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-        r.get(14)?,
-    ))
+    r.try_into()
 }
 
 fn raw_upload(r: &Row<'_>) -> rusqlite::Result<RawUpload> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-    ))
+    r.try_into()
 }
 
 fn target_from(kind: &str, name: String) -> Option<Target> {
