@@ -1,100 +1,35 @@
-//! `cipherline daemon --stdio`: the client engine behind JSON-RPC 2.0, one
-//! JSON object per line on standard input (requests) and standard output
-//! (responses and notifications), for bots and scripts. The schema, with
-//! an example per method and notification, is docs/daemon.md; a test
-//! below checks that page against [`METHODS`], [`NOTIFICATIONS`] and the
-//! request parser, so the two cannot drift.
-//!
-//! Requests are handled concurrently (each answered when the engine is
-//! done with it; match answers by `id`); notifications are written as the
-//! engine hands its events over, and a message is acknowledged to the
-//! relay only after its notification was queued for standard output.
-//!
-//! TODO(issue 17, next step): `--socket PATH` (a Unix socket, mode 0600,
-//! the same protocol per connection).
-
-use std::time::Duration;
+//! The daemon's JSON-RPC 2.0 schema: requests parsed into calls, calls
+//! run on the engine, replies and events written as JSON. docs/daemon.md
+//! documents it; the tests below check that page against [`METHODS`],
+//! [`NOTIFICATIONS`] and the parser, so the two cannot drift.
 
 use cipherline_client::ClientError;
-use cipherline_client::engine::{
-    ConnectFailure, Connecting, ConnectionState, Connector, Engine, EngineHandle, Event, Reply, Session,
-};
+use cipherline_client::engine::{ConnectionState, EngineHandle, Event, Reply};
 use cipherline_proto::app::Target;
-use clap::Args;
 use serde_json::{Value, json};
-use std::io::BufRead;
-
-use tokio::io::AsyncWriteExt as _;
-use tokio::sync::{Semaphore, mpsc};
-
-use crate::client_args::{ClientArgs, Connected};
-use crate::error::CliError;
-use crate::link::passing;
-
-/// Run the client engine for a program: JSON-RPC 2.0 on standard input and
-/// output, one object per line (docs/daemon.md lists the methods and
-/// notifications). It stays connected, reconnecting with backoff when the
-/// connection is lost, until standard input ends.
-#[derive(Debug, Args)]
-pub struct DaemonArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
-
-    /// Speak JSON-RPC on standard input and output (the only mode for now).
-    #[arg(long, required = true)]
-    pub stdio: bool,
-
-    /// An open room to join at start (may be repeated).
-    #[arg(long, value_name = "ROOM")]
-    pub room: Vec<String>,
-}
 
 /// The methods a request may name.
 pub const METHODS: &[&str] = &["send", "join", "leave", "status"];
 /// The notifications the daemon writes.
 pub const NOTIFICATIONS: &[&str] = &["message", "delivered", "membership", "key_changed", "group", "connection"];
 
-/// The longest request line read; a longer one is skipped (never held
-/// whole in memory) and answered with [`INVALID_REQUEST`].
-const MAX_LINE: usize = 1 << 20;
-/// Lines read ahead of the requests being handled at most.
-const IN_FLIGHT_LINES: usize = 4;
-/// Requests being handled at once at most (then input waits).
-const IN_FLIGHT: u32 = 32;
-
 /// JSON-RPC 2.0's codes.
-const PARSE_ERROR: i64 = -32700;
-const INVALID_REQUEST: i64 = -32600;
-const METHOD_NOT_FOUND: i64 = -32601;
-const INVALID_PARAMS: i64 = -32602;
+pub(super) const PARSE_ERROR: i64 = -32700;
+pub(super) const INVALID_REQUEST: i64 = -32600;
+pub(super) const METHOD_NOT_FOUND: i64 = -32601;
+pub(super) const INVALID_PARAMS: i64 = -32602;
 /// Ours: the server refused the request (its reason in the message).
-const REFUSED: i64 = -32000;
+pub(super) const REFUSED: i64 = -32000;
 /// Ours: not connected now (the daemon is reconnecting or stopped).
-const NOT_CONNECTED: i64 = -32001;
+pub(super) const NOT_CONNECTED: i64 = -32001;
 /// Ours: end-to-end encryption failed or is not possible.
-const END_TO_END: i64 = -32002;
+pub(super) const END_TO_END: i64 = -32002;
 /// Ours: anything else that failed.
-const FAILED: i64 = -32003;
-
-/// Connects with the command line's flags; never asks on the terminal
-/// (standard input is the protocol's): the server's key must be known or
-/// pinned already.
-struct Flags(&'static ClientArgs);
-
-impl Connector for Flags {
-    fn connect(&self, _first: bool) -> Connecting<'_> {
-        Box::pin(async move {
-            match self.0.connect(false).await {
-                Ok(Connected { client, peers, e2e, .. }) => Ok(Session { client, peers, e2e }),
-                Err(e) => Err(ConnectFailure { passing: passing(&e), reason: e.to_string() }),
-            }
-        })
-    }
-}
+pub(super) const FAILED: i64 = -32003;
 
 /// A request parsed: what to run.
 #[derive(Debug, PartialEq, Eq)]
-enum Call {
+pub(super) enum Call {
     Send { to: Target, text: String },
     Join(String),
     Leave(String),
@@ -103,20 +38,20 @@ enum Call {
 
 /// A JSON-RPC error, with the request's id (`null` if unknown).
 #[derive(Debug)]
-struct RpcError {
+pub(super) struct RpcError {
     code: i64,
     message: String,
 }
 
 impl RpcError {
-    fn new(code: i64, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: i64, message: impl Into<String>) -> Self {
         RpcError { code, message: message.into() }
     }
 }
 
 /// Parses one request line: its id (`None` for a notification, which is
 /// not answered) and the call, or the error to answer with.
-fn parse(line: &[u8]) -> (Option<Value>, Result<Call, RpcError>) {
+pub(super) fn parse(line: &[u8]) -> (Option<Value>, Result<Call, RpcError>) {
     let value: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
         Err(_) => return (Some(Value::Null), Err(RpcError::new(PARSE_ERROR, "parse error: not JSON"))),
@@ -144,7 +79,7 @@ fn parse(line: &[u8]) -> (Option<Value>, Result<Call, RpcError>) {
 }
 
 /// The call for `method` with `params` (an object, or absent).
-fn call(method: &str, params: &Value) -> Result<Call, RpcError> {
+pub(super) fn call(method: &str, params: &Value) -> Result<Call, RpcError> {
     if !METHODS.contains(&method) {
         return Err(RpcError::new(METHOD_NOT_FOUND, "method not found"));
     }
@@ -173,7 +108,7 @@ fn call(method: &str, params: &Value) -> Result<Call, RpcError> {
 }
 
 /// Runs a call on the engine: the result, or the error to answer with.
-async fn run_call(handle: &EngineHandle, call: Call) -> Result<Value, RpcError> {
+pub(super) async fn run_call(handle: &EngineHandle, call: Call) -> Result<Value, RpcError> {
     let reply = match call {
         Call::Send { to: Target::User(user), text } => handle.send_direct(&user, &text).await,
         Call::Send { to: Target::Room(room), text } => handle.send_room(&room, &text).await,
@@ -193,7 +128,7 @@ async fn run_call(handle: &EngineHandle, call: Call) -> Result<Value, RpcError> 
 }
 
 /// A command's answer as a JSON-RPC result.
-fn result(reply: &Reply) -> Value {
+pub(super) fn result(reply: &Reply) -> Value {
     match reply {
         Reply::Sent { id, e2e } => json!({ "id": id, "e2e": e2e }),
         Reply::Done => json!({}),
@@ -202,7 +137,7 @@ fn result(reply: &Reply) -> Value {
 }
 
 /// The response line for request `id`.
-fn response(id: Value, result: Result<Value, RpcError>) -> String {
+pub(super) fn response(id: Value, result: Result<Value, RpcError>) -> String {
     match result {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
         Err(e) => json!({ "jsonrpc": "2.0", "id": id, "error": { "code": e.code, "message": e.message } }),
@@ -211,7 +146,7 @@ fn response(id: Value, result: Result<Value, RpcError>) -> String {
 }
 
 /// The notification line for an engine event.
-fn notification(event: &Event) -> String {
+pub(super) fn notification(event: &Event) -> String {
     let (method, params) = match event {
         Event::Message(m) => {
             let mut params = json!({
@@ -253,157 +188,12 @@ fn notification(event: &Event) -> String {
     json!({ "jsonrpc": "2.0", "method": method, "params": params }).to_string()
 }
 
-/// Reads one line of at most `max` bytes into `buf` (without its newline).
-/// `None` at the end of input; `Some(false)` for a line too long, which
-/// was read past without being kept.
-fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
-    buf.clear();
-    let mut fits = true;
-    let mut any = false;
-    loop {
-        let available = match input.fill_buf() {
-            Ok(available) => available,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            return Ok(any.then_some(fits));
-        }
-        any = true;
-        let newline = available.iter().position(|&b| b == b'\n');
-        let chunk = available.get(..newline.unwrap_or(available.len())).unwrap_or_default();
-        if fits && buf.len() + chunk.len() <= max {
-            buf.extend_from_slice(chunk);
-        } else {
-            fits = false;
-            buf.clear();
-        }
-        let used = newline.map_or(available.len(), |i| i + 1);
-        input.consume(used);
-        if newline.is_some() {
-            return Ok(Some(fits));
-        }
-    }
-}
-
-/// Reads standard input on a thread of its own (not the runtime's
-/// blocking pool, which would keep the process alive at exit while a read
-/// waits): each line (`None` for one too long), until the end of input.
-fn spawn_input() -> mpsc::Receiver<Option<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel(IN_FLIGHT_LINES);
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
-        let mut buf = Vec::new();
-        while let Ok(Some(fits)) = read_line(&mut input, MAX_LINE, &mut buf) {
-            let line = fits.then(|| std::mem::take(&mut buf));
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Runs `daemon`.
-pub async fn run(args: &'static DaemonArgs) -> Result<(), CliError> {
-    tokio::task::LocalSet::new().run_until(run_here(args)).await
-}
-
-async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
-    let server = args.client.server.clone();
-    let (engine, handle, mut events) = Engine::new(Flags(&args.client), server, &args.room);
-    let engine = tokio::task::spawn_local(engine.run());
-    // Everything written goes through one task, a line at a time.
-    let (out, mut lines) = mpsc::channel::<String>(256);
-    let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
-        while let Some(line) = lines.recv().await {
-            let written = async {
-                stdout.write_all(line.as_bytes()).await?;
-                stdout.write_all(b"\n").await?;
-                stdout.flush().await
-            };
-            if written.await.is_err() {
-                break;
-            }
-        }
-    });
-    let notify = out.clone();
-    let forward = tokio::spawn(async move {
-        let mut stopped = None;
-        while let Some(event) = events.recv().await {
-            if let Event::Connection(ConnectionState::Stopped { reason }) = &event {
-                stopped = Some(reason.clone());
-            }
-            if notify.send(notification(&event)).await.is_err() {
-                break;
-            }
-        }
-        stopped
-    });
-    let slots = std::sync::Arc::new(Semaphore::new(usize::try_from(IN_FLIGHT).unwrap_or(1)));
-    let mut input = spawn_input();
-    loop {
-        let read = tokio::select! {
-            read = input.recv() => read,
-            // The engine stopped for good (a final refusal): so does the daemon.
-            () = wait_finished(&engine) => break,
-        };
-        match read {
-            None => break,
-            Some(None) => {
-                let error =
-                    RpcError::new(INVALID_REQUEST, format!("invalid request: line longer than {MAX_LINE} bytes"));
-                let _ = out.send(response(Value::Null, Err(error))).await;
-            }
-            Some(Some(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
-            Some(Some(line)) => {
-                let (id, call) = parse(&line);
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                let (handle, out) = (handle.clone(), out.clone());
-                tokio::task::spawn_local(async move {
-                    let result = match call {
-                        Ok(call) => run_call(&handle, call).await,
-                        Err(e) => Err(e),
-                    };
-                    // A request without an id is a notification: no answer.
-                    if let Some(id) = id {
-                        let _ = out.send(response(id, result)).await;
-                    }
-                    drop(permit);
-                });
-            }
-        }
-    }
-    // Let the requests under way be answered, then stop the engine.
-    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(IN_FLIGHT)).await;
-    drop(handle);
-    let _ = tokio::time::timeout(Duration::from_secs(5), engine).await;
-    let stopped = tokio::time::timeout(Duration::from_secs(5), forward).await.ok().and_then(Result::ok).flatten();
-    drop(out);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    match stopped {
-        Some(reason) if reason != cipherline_client::engine::HANDLES_DROPPED => {
-            Err(CliError::failed(format!("the daemon stopped: {reason}"), "check the server address, name and key"))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Waits until the engine's task has ended (polled, not consumed).
-async fn wait_finished(engine: &tokio::task::JoinHandle<String>) {
-    while !engine.is_finished() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
 
-    const DOC: &str = include_str!("../../../docs/daemon.md");
+    const DOC: &str = include_str!("../../../../docs/daemon.md");
 
     /// Every ```json block of docs/daemon.md, each line one object.
     fn examples() -> Vec<Value> {
@@ -526,7 +316,7 @@ mod tests {
             notification(&Event::Connection(ConnectionState::Connected { name: "a".into() })),
             notification(&Event::Connection(ConnectionState::Reconnecting {
                 reason: "x".into(),
-                retry_in: Duration::from_secs(1),
+                retry_in: std::time::Duration::from_secs(1),
             })),
             notification(&Event::Connection(ConnectionState::Stopped { reason: "x".into() })),
         ];
@@ -553,19 +343,5 @@ mod tests {
         );
         assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"send","params":{"to":"a"}}"#), INVALID_PARAMS);
         assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"join","params":[1]}"#), INVALID_PARAMS);
-    }
-
-    #[test]
-    fn a_line_over_the_bound_is_refused_and_the_next_one_read() {
-        let data = [vec![b'x'; 100], b"\nok\nlast".to_vec()].concat();
-        let mut input = std::io::BufReader::with_capacity(16, &data[..]);
-        let mut buf = Vec::new();
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(false));
-        assert!(buf.len() <= 10);
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(true));
-        assert_eq!(buf, b"ok");
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(true));
-        assert_eq!(buf, b"last");
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), None);
     }
 }

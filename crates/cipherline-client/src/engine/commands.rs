@@ -1,0 +1,112 @@
+//! The engine's commands: sending, joining, leaving.
+
+use super::*;
+
+impl<C: Connector> Engine<C> {
+    /// Runs one command; the answer, and why the connection is lost if it is.
+    pub(super) async fn command(
+        &mut self,
+        live: &mut Live,
+        command: Command,
+    ) -> (Result<Reply, ClientError>, Option<String>) {
+        let answer = match command {
+            Command::Status => Ok(Reply::Status(self.status(Some(live)))),
+            Command::SendDirect { user, text } => self.send(live, Target::User(user), &text).await,
+            Command::SendRoom { room, text } => self.send(live, Target::Room(room), &text).await,
+            Command::Join(room) => self.join(live, &room).await,
+            Command::Leave(room) => match live.client.leave(&room).await {
+                Ok(()) => {
+                    self.rooms.remove(&fold_name(&room));
+                    Ok(Reply::Done)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let lost = match &answer {
+            Err(e) if passing(e) && !matches!(e, ClientError::Refused { .. }) => Some(e.to_string()),
+            _ => None,
+        };
+        (answer, lost)
+    }
+
+    /// Sends one text and records it in the local history, as `send` and
+    /// `chat` do (its id is then never notified as received).
+    async fn send(&mut self, live: &mut Live, to: Target, text: &str) -> Result<Reply, ClientError> {
+        let (id, timestamp_ms, e2e) = send(live, to.clone(), text).await?;
+        self.seen.insert(id);
+        if let Some(store) = live.peers.store() {
+            // The history is a convenience: the message was sent.
+            let _ = store.record(&Msg::sent(&self.server, &self.name, id, timestamp_ms, &to, text).with_e2e(e2e));
+        }
+        Ok(Reply::Sent { id, e2e })
+    }
+
+    async fn join(&mut self, live: &mut Live, room: &str) -> Result<Reply, ClientError> {
+        if let Some(e2e) = &live.e2e
+            && live.client.room_info(room).await?.kind.is_some_and(RoomKind::is_e2e)
+        {
+            // An end-to-end room delivers through its group: not joined.
+            if e2e.room_group(room)?.is_none() {
+                e2e.join_public(&mut live.client, room).await?;
+            }
+            return Ok(Reply::Done);
+        }
+        live.client.join(room).await?;
+        self.rooms.insert(fold_name(room), room.to_owned());
+        Ok(Reply::Done)
+    }
+}
+
+/// Sends one text, end to end where `send` and `chat` would.
+/// Its id, the server's time and whether it went end to end.
+async fn send(live: &mut Live, to: Target, text: &str) -> Result<(u64, u64, bool), ClientError> {
+    if let Some(e2e) = &live.e2e {
+        let group = match &to {
+            Target::User(user) => {
+                let peers = &mut live.peers;
+                let mut check = |name: &str, key: &[u8; 32]| match peers
+                    .check_key(name, &IdentityPublicKey::ed25519_from_raw(key))
+                {
+                    MessageStatus::KeyChanged { .. } => Err(ClientError::EndToEnd(format!(
+                        "the identity key of {name} has changed: not sent; compare safety codes, then trust the new key"
+                    ))),
+                    _ => Ok(()),
+                };
+                Some(e2e.direct(&mut live.client, user, &mut check).await?)
+            }
+            Target::Room(room) => e2e.room_group(room)?,
+        };
+        if let Some(group) = group {
+            let payload = e2e.seal(&group, text)?;
+            let client = &mut live.client;
+            // Sealed once: a resend after `rate_limited` is the same message.
+            let acked = paced(async || client.group_send_acked(&group, payload.clone()).await).await?;
+            e2e.sent(&mut live.client, &group).await;
+            return Ok((acked.id, acked.timestamp_ms, true));
+        }
+    }
+    let client = &mut live.client;
+    let acked = paced(async || client.send_with_ack(to.clone(), text).await).await?;
+    Ok((acked.id, acked.timestamp_ms, false))
+}
+
+/// How often a send the server refused as too fast is tried again, and
+/// the first pause (doubling) before it is.
+const RATE_RETRIES: u32 = 4;
+const RATE_PAUSE: Duration = Duration::from_millis(500);
+
+/// Runs `request`, again after a pause (at most [`RATE_RETRIES`] times)
+/// while the server answers `rate_limited`, as `send` paces its lines.
+async fn paced<T>(mut request: impl AsyncFnMut() -> Result<T, ClientError>) -> Result<T, ClientError> {
+    let mut pause = RATE_PAUSE;
+    for _ in 0..RATE_RETRIES {
+        match request().await {
+            Err(ClientError::Refused { code: cipherline_proto::app::ErrorCode::RateLimited, .. }) => {
+                tokio::time::sleep(jittered(pause)).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    request().await
+}

@@ -1,0 +1,135 @@
+//! What the server delivers: messages, end-to-end deliveries, notices.
+
+use super::*;
+
+impl<C: Connector> Engine<C> {
+    /// Handles one server message.
+    pub(super) async fn incoming(&mut self, live: &mut Live, msg: ServerMessage) -> Step {
+        let event = match msg {
+            ServerMessage::Message(d) => {
+                let status = live.peers.check(&d);
+                return self.deliver(live, d, status, false, None).await;
+            }
+            ServerMessage::Group(GroupEvent::Message(d)) => return self.group(live, &d).await,
+            ServerMessage::Expired { seq, .. } => return self.handled(live, seq).await,
+            ServerMessage::Delivered { id, by } => Event::Delivered { id, by },
+            ServerMessage::Notice { kind, room, name } => {
+                Event::Membership { room, name, joined: kind == NoticeKind::Joined }
+            }
+            ServerMessage::Left { room } => {
+                self.rooms.remove(&fold_name(&room));
+                return Step::Go;
+            }
+            ServerMessage::Error { code, text, .. } if code.is_fatal() => {
+                let e = ClientError::Refused { code, text };
+                return Step::from_error(&e);
+            }
+            _ => return Step::Go,
+        };
+        if self.emit(event).await { Step::Go } else { Step::Stop("the front-end went away".to_owned()) }
+    }
+
+    /// An end-to-end delivery: decrypted, then handed over as a message or
+    /// a group event.
+    async fn group(&mut self, live: &mut Live, d: &GroupDelivery) -> Step {
+        let Some(e2e) = &live.e2e else { return self.handled(live, d.seq).await };
+        let outcome = match e2e.handle(d) {
+            Ok(outcome) => outcome,
+            // The local store failed: not acknowledged, so delivered again.
+            Err(e) => return Step::Lost(e.to_string()),
+        };
+        if let Outcome::Message { from, key, target, text, notice, .. } = outcome {
+            let status = live.peers.check_key(&from, &IdentityPublicKey::ed25519_from_raw(&key));
+            let delivery =
+                Delivery { id: d.id, timestamp_ms: d.timestamp_ms, from, to: target, text, signed: None, seq: d.seq };
+            // What the sender's counter says (messages missing, or out of
+            // order) follows the message, before it is acknowledged.
+            return self.deliver(live, delivery, status, true, Some(notice).filter(|n| !n.is_empty())).await;
+        }
+        let text = describe(&outcome);
+        if !self.emit(Event::Group { id: d.id, text }).await {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        self.handled(live, d.seq).await
+    }
+
+    /// Hands a message over once per id, records it, then acknowledges it.
+    async fn deliver(
+        &mut self,
+        live: &mut Live,
+        d: Delivery,
+        status: MessageStatus,
+        e2e: bool,
+        notice: Option<String>,
+    ) -> Step {
+        let record = Msg::received(&self.server, &self.name, &d, &status).with_e2e(e2e);
+        let before = live
+            .peers
+            .store()
+            .is_some_and(|s| s.recorded_before(&record, self.since.unwrap_or(u64::MAX)).unwrap_or(false));
+        if self.seen.contains(d.id) || before {
+            return self.handled(live, d.seq).await;
+        }
+        if matches!(status, MessageStatus::KeyChanged { .. })
+            && !self.emit(Event::KeyChanged { id: d.id, name: d.from.clone() }).await
+        {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        let message = Message {
+            id: d.id,
+            from: d.from.clone(),
+            to: d.to.clone(),
+            text: d.text.clone(),
+            e2e,
+            verified: Verified::of(&status),
+            timestamp_ms: d.timestamp_ms,
+        };
+        if !self.emit(Event::Message(message)).await {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        if let Some(text) = notice
+            && !self.emit(Event::Group { id: d.id, text }).await
+        {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        self.seen.insert(d.id);
+        if let Some(store) = live.peers.store() {
+            // The history is a convenience: the message was handed over.
+            let _ = store.record(&record);
+        }
+        self.handled(live, d.seq).await
+    }
+
+    /// A stored message was handed over: the relay may delete it.
+    async fn handled(&mut self, live: &mut Live, seq: u64) -> Step {
+        let result = match live.client.handled(seq).await {
+            Ok(()) => live.client.flush_received().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Step::Go,
+            Err(e) => Step::from_error(&e),
+        }
+    }
+}
+
+/// A line for a group outcome that is not a message (raw peer strings).
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Message { .. } => String::new(),
+        Outcome::File { from, name, size, .. } => format!("{from} sent the file {name} ({size} bytes)"),
+        Outcome::Joined { target: Target::User(user), .. } => format!("{user} started an end-to-end conversation"),
+        Outcome::Joined { target, members } => format!("added to {} (members: {members})", target_name(target)),
+        Outcome::Changed { by, target, summary } => format!("{by} changed {}: {summary}", target_name(target)),
+        Outcome::Removed { by, target } => format!("{by} removed you from {}", target_name(target)),
+        Outcome::Failed { from, target, reason } => {
+            format!("a message in {} from {from} could not be read: {reason}", target_name(target))
+        }
+    }
+}
+
+fn target_name(target: &Target) -> &str {
+    match target {
+        Target::Room(r) | Target::User(r) => r,
+    }
+}
