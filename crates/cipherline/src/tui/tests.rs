@@ -1,0 +1,285 @@
+//! Snapshot tests of the TUI's screens (ratatui's `TestBackend`, insta;
+//! the accepted snapshots are committed under `snapshots/`, and a change
+//! fails the test until it is reviewed), and its behaviour without a
+//! terminal.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::time::Duration;
+
+use cipherline_client::engine::{Command, ConnectionState, Event, Message, Reply, Status, Verified};
+use cipherline_proto::app::Target;
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use super::app::{Action, App, Transfer};
+use super::view::render;
+
+/// 2026-11-27 22:00 UTC.
+const T0: u64 = 1_795_816_800_000;
+
+fn fixed_now() -> u64 {
+    T0 + 3 * 60_000
+}
+
+fn new_app() -> App {
+    let mut app = App::new("127.0.0.1:5555", "lobby", jiff::tz::TimeZone::UTC);
+    app.now = fixed_now;
+    app
+}
+
+/// The screen as text, `width` × `height`.
+fn draw(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| render(app, frame)).unwrap();
+    terminal.backend().to_string()
+}
+
+fn message(id: u64, from: &str, to: Target, text: &str, verified: Verified, e2e: bool, minute: u64) -> Event {
+    Event::Message(Message {
+        id,
+        from: from.to_owned(),
+        to,
+        text: text.to_owned(),
+        e2e,
+        verified,
+        timestamp_ms: T0 + minute * 60_000,
+    })
+}
+
+fn lobby() -> Target {
+    Target::Room("lobby".to_owned())
+}
+
+/// Connected as alice, in the lobby (joined the open way), with direct
+/// messages end to end.
+fn connected() -> App {
+    let mut app = new_app();
+    let actions = app.on_event(Event::Connection(ConnectionState::Connected { name: "alice".to_owned() }));
+    assert_eq!(actions, [Action::Run(Command::Join("lobby".to_owned())), Action::Run(Command::Status)]);
+    app.on_reply(&Command::Join("lobby".to_owned()), Ok(Reply::Done));
+    let status = Status { name: "alice".to_owned(), connected: true, rooms: vec!["lobby".to_owned()], e2e: true };
+    app.on_reply(&Command::Status, Ok(Reply::Status(status)));
+    app
+}
+
+/// A realistic session: people talking in the lobby, one of them hostile,
+/// a direct message waiting in another conversation.
+fn session() -> App {
+    let mut app = connected();
+    app.on_event(Event::Membership { room: "lobby".into(), name: "bob".into(), joined: true });
+    app.on_event(message(11, "bob", lobby(), "hi all, the build is green again", Verified::Verified, false, 1));
+    app.on_event(message(12, "carol", lobby(), "nice. who is reviewing the TUI?", Verified::Known, false, 2));
+    app.on_reply(
+        &Command::SendRoom { room: "lobby".into(), text: "I am, after lunch".into() },
+        Ok(Reply::Sent { id: 13, e2e: false }),
+    );
+    app.on_event(Event::Delivered { id: 13, by: "bob".into() });
+    // Hostile: a name with a bidi override, a text with ANSI escapes, a
+    // carriage return, and a line break that pretends to be alice.
+    app.on_event(message(
+        14,
+        "mal\u{202e}lory",
+        lobby(),
+        "\x1b[2J\x1b[31mred alert\x1b[0m\r12:05 bob: send me your key\n12:06 alice: ok",
+        Verified::New,
+        false,
+        4,
+    ));
+    app.on_event(message(15, "dave", Target::User("alice".into()), "lunch at 1?", Verified::Known, true, 5));
+    app.on_event(message(16, "dave", Target::User("alice".into()), "the usual place", Verified::Known, true, 6));
+    app
+}
+
+#[test]
+fn first_start_is_connecting() {
+    let app = new_app();
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("connecting to 127.0.0.1:5555"));
+    insta::assert_snapshot!("first_start", screen);
+}
+
+#[test]
+fn a_conversation_with_messages_and_hostile_peer_strings() {
+    let app = session();
+    let screen = draw(&app, 100, 30);
+    // Nothing raw reaches the screen: the escapes are shown, not obeyed,
+    // and the peer's line break starts a marked continuation.
+    assert!(!screen.contains('\x1b') && !screen.contains('\u{202e}') && !screen.contains('\r'));
+    assert!(screen.contains("\\x1b[2J"), "{screen}");
+    assert!(screen.contains("mal\\u{202e}lory"), "{screen}");
+    assert!(screen.contains("| 12:06 alice: ok"), "{screen}");
+    assert!(!screen.lines().any(|l| l.trim_start_matches(['"', '│']).starts_with("12:06 alice")));
+    // dave's two messages wait in their conversation, end to end.
+    assert!(screen.contains("E @dave 2"), "{screen}");
+    insta::assert_snapshot!("conversation", screen);
+}
+
+#[test]
+fn the_member_list_shows_each_key_state() {
+    let mut app = session();
+    for (name, verified) in [("erin", Verified::Unsigned), ("frank", Verified::Known)] {
+        app.on_event(message(20, name, lobby(), "hello", verified, false, 7));
+    }
+    app.on_event(Event::KeyChanged { id: 21, name: "carol".into() });
+    let screen = draw(&app, 100, 30);
+    for row in ["bob", "carol", "frank", "erin"] {
+        assert!(screen.lines().any(|l| l.contains(row)), "{row} listed: {screen}");
+    }
+    assert!(screen.contains("CHANGED") && screen.contains("verified") && screen.contains("unsigned"));
+    insta::assert_snapshot!("members", screen);
+}
+
+#[test]
+fn reconnecting_is_shown_with_its_reason_and_countdown() {
+    let mut app = session();
+    app.on_event(Event::Connection(ConnectionState::Reconnecting {
+        reason: "the connection closed".into(),
+        retry_in: Duration::from_secs(4),
+    }));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("reconnecting in 4 s: the connection closed"));
+    insta::assert_snapshot!("reconnecting", screen);
+}
+
+#[test]
+fn a_narrow_terminal_shows_the_conversation_alone() {
+    let app = session();
+    let screen = draw(&app, 50, 16);
+    assert!(!screen.contains("conversations"), "no list when narrow: {screen}");
+    assert!(screen.contains("2 unread"), "{screen}");
+    insta::assert_snapshot!("narrow", screen);
+    // Back to wide: the panes return (a resize is just a new size).
+    assert!(draw(&app, 100, 30).contains("conversations"));
+}
+
+#[test]
+fn the_help_screen_lists_keys_and_commands() {
+    let mut app = connected();
+    let actions = app.on_line("/help");
+    assert!(actions.is_empty() && app.help);
+    let screen = draw(&app, 100, 36);
+    assert!(screen.contains("/msg USER TEXT") && screen.contains("PgUp/PgDn"));
+    insta::assert_snapshot!("help", screen);
+    app.on_terminal(&key(KeyCode::Esc));
+    assert!(!app.help);
+}
+
+#[test]
+fn transfers_are_drawn_with_progress_bars() {
+    let mut app = session();
+    app.transfers.push(Transfer {
+        id: 1,
+        name: "report.pdf".into(),
+        done: 512 * 1024,
+        total: 1024 * 1024,
+        state: "receiving".into(),
+    });
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("receiving report.pdf 512/1024 KiB"), "{screen}");
+    assert!(screen.contains("50%") || screen.contains("receiving"), "{screen}");
+}
+
+fn key(code: KeyCode) -> TermEvent {
+    TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn ctrl(c: char) -> TermEvent {
+    TermEvent::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
+}
+
+fn type_line(app: &mut App, line: &str) -> Vec<Action> {
+    for c in line.chars() {
+        app.on_terminal(&key(KeyCode::Char(c)));
+    }
+    app.on_terminal(&key(KeyCode::Enter))
+}
+
+#[test]
+fn typed_lines_become_engine_commands() {
+    let mut app = connected();
+    assert_eq!(
+        type_line(&mut app, "hello"),
+        [Action::Run(Command::SendRoom { room: "lobby".into(), text: "hello".into() })]
+    );
+    assert_eq!(type_line(&mut app, "/join other"), [Action::Run(Command::Join("other".into()))]);
+    // The room is shown once the engine says it was joined.
+    app.on_reply(&Command::Join("other".into()), Ok(Reply::Done));
+    assert_eq!(app.conversation().unwrap().target, Target::Room("other".into()));
+    assert_eq!(type_line(&mut app, "/leave"), [Action::Run(Command::Leave("other".into()))]);
+    app.on_reply(&Command::Leave("other".into()), Ok(Reply::Done));
+    assert_eq!(app.conversation().unwrap().target, lobby());
+    assert_eq!(
+        type_line(&mut app, "/msg bob psst"),
+        [Action::Run(Command::SendDirect { user: "bob".into(), text: "psst".into() })]
+    );
+    assert_eq!(app.conversation().unwrap().target, Target::User("bob".into()));
+    assert_eq!(type_line(&mut app, "/quit"), [Action::Quit]);
+    assert_eq!(app.on_terminal(&ctrl('c')), [Action::Quit]);
+    // A refusal is shown, not lost.
+    app.on_reply(&Command::Join("x".into()), Err("the room is full".into()));
+    assert!(draw(&app, 100, 30).contains("could not join: the room is full"));
+}
+
+#[test]
+fn up_recalls_and_tab_completes_from_what_is_on_screen() {
+    let mut app = session();
+    type_line(&mut app, "first");
+    app.on_terminal(&key(KeyCode::Up));
+    assert_eq!(app.input.text(), "first");
+    app.on_terminal(&ctrl('u'));
+    for c in "/msg da".chars() {
+        app.on_terminal(&key(KeyCode::Char(c)));
+    }
+    app.on_terminal(&key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/msg dave ");
+}
+
+#[test]
+fn unread_counts_clear_when_the_conversation_is_shown() {
+    let mut app = session();
+    let dave = |app: &App| app.conversations.iter().find(|c| c.target == Target::User("dave".into())).unwrap().unread;
+    assert_eq!(dave(&app), 2);
+    app.on_terminal(&ctrl('n'));
+    assert_eq!(app.conversation().unwrap().target, Target::User("dave".into()));
+    assert_eq!(dave(&app), 0);
+    assert_eq!(app.conversation().unwrap().e2e, Some(true));
+}
+
+#[test]
+fn page_up_and_the_wheel_scroll_back_and_page_down_returns() {
+    let mut app = connected();
+    for i in 0..60 {
+        app.on_event(message(100 + i, "bob", lobby(), &format!("line {i}"), Verified::Known, false, 1));
+    }
+    let screen = draw(&app, 100, 20);
+    assert!(screen.contains("line 59") && !screen.contains("line 40 "));
+    app.on_terminal(&key(KeyCode::PageUp));
+    let screen = draw(&app, 100, 20);
+    assert!(!screen.contains("line 59") && screen.contains("more row(s) below"), "{screen}");
+    app.on_terminal(&TermEvent::Mouse(MouseEvent {
+        kind: MouseEventKind::ScrollUp,
+        column: 30,
+        row: 5,
+        modifiers: KeyModifiers::NONE,
+    }));
+    for _ in 0..100 {
+        app.on_terminal(&key(KeyCode::PageUp));
+    }
+    let top = draw(&app, 100, 20);
+    assert!(top.contains("line 0 "), "scrolled to the oldest: {top}");
+    for _ in 0..100 {
+        app.on_terminal(&key(KeyCode::PageDown));
+    }
+    assert!(draw(&app, 100, 20).contains("line 59"));
+}
+
+#[test]
+fn a_flood_of_new_names_is_bounded() {
+    let mut app = connected();
+    for i in 0..(super::app::MAX_CONVERSATIONS as u64 + 50) {
+        app.on_event(message(i, &format!("u{i}"), Target::User("alice".into()), "hi", Verified::New, true, 1));
+    }
+    assert!(app.conversations.len() <= super::app::MAX_CONVERSATIONS);
+    assert_eq!(app.conversation().unwrap().target, lobby());
+}
