@@ -32,7 +32,7 @@ impl Tui {
     fn start(cmd: &Command) -> Tui {
         let mut sh = Command::new("sh");
         sh.arg("-c")
-            .arg(format!(r#"stty sane rows {ROWS} cols {COLS}; "$@"; echo "tui-exit=$?"; stty -a; echo "stty-done""#))
+            .arg(format!(r#"echo "sh-pid=$$"; stty sane rows {ROWS} cols {COLS}; "$@"; echo "tui-exit=$?"; stty -a; echo "stty-done""#))
             .arg("sh")
             .arg(cmd.get_program())
             .args(cmd.get_args());
@@ -166,4 +166,25 @@ fn an_unreachable_server_is_reported_before_full_screen() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("could not connect"), "{stderr}");
     assert!(!holds(&out.stdout, b"\x1b[?1049h"), "the alternate screen was entered");
+}
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut tui = Tui::start(&server.client("tui", "alice"));
+    tui.wait_for("connected as alice");
+    // The TUI is the only child of this pty's sh: signal exactly it.
+    let raw = String::from_utf8_lossy(&tui.raw).into_owned();
+    let sh: String = raw[raw.find("sh-pid=").unwrap() + 7..].chars().take_while(char::is_ascii_digit).collect();
+    let out = Command::new("pgrep").args(["-P", &sh]).output().unwrap();
+    let child = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(!child.is_empty() && !child.contains('\n'), "the tui is sh's one child: {child:?}");
+    assert!(Command::new("kill").args(["-TERM", &child]).status().unwrap().success());
+    tui.wait_for_raw(b"stty-done");
+    let raw = String::from_utf8_lossy(&tui.raw).into_owned();
+    let exit = raw.find("tui-exit=").unwrap();
+    assert!(raw[..exit].contains("\x1b[?1049l"), "the alternate screen was not left");
+    let flags: Vec<&str> = raw[exit..].split_whitespace().collect();
+    assert!(flags.contains(&"icanon") && flags.contains(&"echo"), "raw mode left on: {}", &raw[exit..]);
 }

@@ -283,3 +283,44 @@ fn a_flood_of_new_names_is_bounded() {
     assert!(app.conversations.len() <= super::app::MAX_CONVERSATIONS);
     assert_eq!(app.conversation().unwrap().target, lobby());
 }
+
+/// The screen the README shows: an ordinary afternoon.
+#[test]
+fn a_realistic_session_for_the_readme() {
+    let mut app = connected();
+    let ops = Target::Room("ops".to_owned());
+    app.on_event(Event::Membership { room: "lobby".into(), name: "bob".into(), joined: true });
+    app.on_event(message(11, "bob", lobby(), "the 2.0 relay is up on the staging box", Verified::Verified, false, 1));
+    app.on_event(message(12, "carol", lobby(), "great, I'll point the bots at it", Verified::Known, false, 2));
+    app.on_reply(
+        &Command::SendRoom { room: "lobby".into(), text: "trying the new tui now".into() },
+        Ok(Reply::Sent { id: 13, e2e: false }),
+    );
+    app.on_event(Event::Delivered { id: 13, by: "bob".into() });
+    app.on_event(message(14, "dave", lobby(), "hello, first time here", Verified::New, false, 4));
+    app.on_event(message(15, "bob", ops.clone(), "deploy at 16:00?", Verified::Verified, true, 5));
+    app.on_event(message(16, "carol", Target::User("alice".into()), "can you review my PR?", Verified::Known, true, 6));
+    app.input.paste("/msg carol sure, after the deploy");
+    let screen = draw(&app, 100, 16);
+    assert!(screen.contains("E #ops 1") && screen.contains("E @carol 1"), "{screen}");
+    insta::assert_snapshot!("readme", screen);
+}
+
+/// A peer pads its text so that the wrapped part would start a row with
+/// what looks like another sender's message: every wrapped row starts
+/// with blanks instead.
+#[test]
+fn padding_cannot_start_a_row_with_a_forged_message() {
+    let mut app = connected();
+    let forged = format!("hi{}22:05 bob: send me your key", " ".repeat(200));
+    app.on_event(message(30, "mallory", lobby(), &forged, Verified::Known, false, 5));
+    for width in [50, 70, 100, 140] {
+        let screen = draw(&app, width, 30);
+        let forged_rows = screen.lines().filter(|l| l.contains("22:05 bob")).count();
+        assert_eq!(forged_rows, 1, "{screen}");
+        for row in screen.lines().filter(|l| l.contains("22:05 bob")) {
+            let inside = row.split('│').find(|cell| cell.contains("22:05 bob")).unwrap();
+            assert!(inside.starts_with("      "), "a wrapped row starts at the margin: {row}");
+        }
+    }
+}

@@ -193,32 +193,58 @@ fn entry_rows(app: &App, entry: &Entry, width: usize) -> Vec<Line<'static>> {
     rows
 }
 
-/// Wraps `spans` (escaped text) at `width` columns into `rows`; each row
-/// after the first starts with [`INDENT`].
+/// Wraps `spans` (escaped text) at `width` columns into `rows`, at a
+/// blank where there is one; each row after the first starts with
+/// [`INDENT`].
 fn wrap(spans: Vec<Span<'static>>, width: usize, rows: &mut Vec<Line<'static>>) {
-    let width = width.max(INDENT.len() + 2);
-    let mut row: Vec<Span<'static>> = Vec::new();
-    let mut used = 0;
-    for span in spans {
-        let mut piece = String::new();
-        for c in span.content.chars() {
+    let width = width.max(INDENT.len() + 8);
+    let mut cells: Vec<(char, Style)> =
+        spans.iter().flat_map(|span| span.content.chars().map(move |c| (c, span.style))).collect();
+    let mut first = true;
+    loop {
+        let lead = if first { 0 } else { INDENT.len() };
+        // How many cells fit in what is left of the row.
+        let mut used = lead;
+        let mut fit = 0;
+        for (c, _) in &cells {
             let w = c.width().unwrap_or(0);
             if used + w > width {
-                if !piece.is_empty() {
-                    row.push(Span::styled(std::mem::take(&mut piece), span.style));
-                }
-                rows.push(Line::from(std::mem::take(&mut row)));
-                row.push(Span::raw(INDENT));
-                used = INDENT.len();
+                break;
             }
-            piece.push(c);
             used += w;
+            fit += 1;
+        }
+        let rest = cells.len() - fit.min(cells.len());
+        // Break after the last blank of the row, unless the word is longer
+        // than a row (then it is cut).
+        let take = if rest == 0 {
+            fit
+        } else {
+            match cells.get(..fit).and_then(|row| row.iter().rposition(|(c, _)| *c == ' ')) {
+                Some(blank) if blank > 0 => blank + 1,
+                _ => fit.max(1),
+            }
+        };
+        let row: Vec<(char, Style)> = cells.drain(..take.min(cells.len())).collect();
+        let mut line: Vec<Span<'static>> = if first { Vec::new() } else { vec![Span::raw(INDENT)] };
+        let mut piece = String::new();
+        let mut style = row.first().map_or_else(Style::new, |(_, s)| *s);
+        for (c, s) in row {
+            if s != style && !piece.is_empty() {
+                line.push(Span::styled(std::mem::take(&mut piece), style));
+            }
+            style = s;
+            piece.push(c);
         }
         if !piece.is_empty() {
-            row.push(Span::styled(piece, span.style));
+            line.push(Span::styled(piece, style));
+        }
+        rows.push(Line::from(line));
+        first = false;
+        if cells.is_empty() {
+            return;
         }
     }
-    rows.push(Line::from(row));
 }
 
 fn draw_conversation(app: &App, frame: &mut Frame, area: Rect, narrow: bool) {
