@@ -12,6 +12,7 @@ use cipherline_proto::app::{Target, fold_name};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind};
 
 use super::input::Input;
+use super::people::History;
 use crate::slash::{self, Slash};
 
 /// Entries kept per conversation at most (the oldest go first); the local
@@ -91,11 +92,33 @@ pub struct Conversation {
     pub scroll: usize,
     /// When something last happened in it (a counter, for ordering).
     pub active: u64,
+    /// How much of the local history is loaded.
+    pub history: History,
+    /// The member list was asked for since the conversation was shown.
+    pub members_asked: bool,
 }
 
 impl Conversation {
     fn new(target: Target) -> Self {
-        Conversation { target, e2e: None, unread: 0, entries: Vec::new(), members: Vec::new(), scroll: 0, active: 0 }
+        Conversation {
+            target,
+            e2e: None,
+            unread: 0,
+            entries: Vec::new(),
+            members: Vec::new(),
+            scroll: 0,
+            active: 0,
+            history: History::Unloaded,
+            members_asked: false,
+        }
+    }
+
+    /// The server id of the oldest message held (to page back from).
+    pub fn oldest_id(&self) -> Option<u64> {
+        self.entries.iter().find_map(|e| match e {
+            Entry::Message { id, .. } if *id != 0 => Some(*id),
+            _ => None,
+        })
     }
 
     fn push(&mut self, entry: Entry) {
@@ -121,7 +144,7 @@ impl Conversation {
 }
 
 /// Whether `a` and `b` name the same conversation (names compare folded).
-fn same(a: &Target, b: &Target) -> bool {
+pub(super) fn same(a: &Target, b: &Target) -> bool {
     match (a, b) {
         (Target::Room(a), Target::Room(b)) | (Target::User(a), Target::User(b)) => fold_name(a) == fold_name(b),
         _ => false,
@@ -177,6 +200,14 @@ pub struct App {
     /// The clock for lines sent by this user (Unix milliseconds; tests
     /// fix it).
     pub now: fn() -> u64,
+    /// `--room` was given: open it, not the most recent conversation.
+    pub explicit_room: bool,
+    /// The engine's conversation list was taken in (the most recent one
+    /// opened then, once).
+    pub opened_recent: bool,
+    /// The start room's Join is under way (its answer opens the room
+    /// only if no more recent conversation was opened).
+    start_join: bool,
     /// Ticks of activity, for ordering.
     clock: u64,
     /// Connected once already (the next Connected is a reconnection).
@@ -186,7 +217,7 @@ pub struct App {
 impl App {
     /// A new app for `server`, opening on `start_room`.
     #[must_use]
-    pub fn new(server: &str, start_room: &str, tz: jiff::tz::TimeZone) -> Self {
+    pub fn new(server: &str, start_room: &str, explicit_room: bool, tz: jiff::tz::TimeZone) -> Self {
         let mut app = App {
             server: server.to_owned(),
             start_room: start_room.to_owned(),
@@ -203,6 +234,9 @@ impl App {
             page: Cell::new(10),
             max_scroll: Cell::new(0),
             now: now_ms,
+            explicit_room,
+            opened_recent: false,
+            start_join: false,
             clock: 0,
             was_connected: false,
         };
@@ -220,7 +254,17 @@ impl App {
         self.conversations.get_mut(self.current)
     }
 
+    /// Connected at least once.
+    #[must_use]
+    pub fn was_connected(&self) -> bool {
+        self.was_connected
+    }
+
     /// The index of the conversation with `target`, added if new.
+    pub(super) fn index_of(&mut self, target: &Target) -> usize {
+        self.index(target)
+    }
+
     fn index(&mut self, target: &Target) -> usize {
         if let Some(i) = self.conversations.iter().position(|c| same(&c.target, target)) {
             return i;
@@ -264,6 +308,8 @@ impl App {
         self.current = self.index(target);
         if let Some(c) = self.conversation_mut() {
             c.unread = 0;
+            // Shown again: the member list may have changed meanwhile.
+            c.members_asked = false;
         }
     }
 
@@ -384,6 +430,8 @@ impl App {
                     // room is joined through its group), after which the
                     // engine joins it again on every reconnection.
                     actions.push(Action::Run(Command::Join(self.start_room.clone())));
+                    actions.push(Action::Run(Command::Conversations));
+                    self.start_join = true;
                 }
                 self.was_connected = true;
                 actions.push(Action::Run(Command::Status));
@@ -401,6 +449,9 @@ impl App {
 
     /// The engine's answer to `command`.
     pub fn on_reply(&mut self, command: &Command, result: Result<Reply, String>) -> Vec<Action> {
+        if let Some(actions) = self.on_people_reply(command, &result) {
+            return actions;
+        }
         match (command, result) {
             (Command::SendRoom { room: name, text }, Ok(Reply::Sent { id, e2e }))
             | (Command::SendDirect { user: name, text }, Ok(Reply::Sent { id, e2e })) => {
@@ -427,13 +478,22 @@ impl App {
             }
             (Command::Join(room), Ok(_)) => {
                 let target = Target::Room(room.clone());
-                self.open(&target);
+                let start = std::mem::take(&mut self.start_join) && fold_name(room) == fold_name(&self.start_room);
+                // The start room gives way to a more recent conversation.
+                if start && !self.explicit_room && self.opened_recent {
+                    self.index(&target);
+                } else {
+                    self.open(&target);
+                }
                 if let Some(me) = self.me.clone()
                     && let Some(c) = self.conversation_mut()
                 {
                     c.member(&me);
                 }
-                self.notice(format!("joined {room}"), false);
+                let i = self.index(&target);
+                if let Some(c) = self.conversations.get_mut(i) {
+                    c.push(Entry::Notice { text: format!("joined {room}"), alarm: false });
+                }
                 return vec![Action::Run(Command::Status)];
             }
             (Command::Leave(room), Ok(_)) => {
@@ -604,20 +664,19 @@ impl App {
                 _ => self.notice("you are in no room", true),
             },
             Slash::Members => {
+                // The pane shows them (F2 hides it again).
                 self.members = true;
-                let names: Vec<String> =
-                    self.conversation().map(|c| c.members.iter().map(|m| m.name.clone()).collect()).unwrap_or_default();
-                self.notice(format!("members seen this session: {}", names.join(", ")), false);
+                match here {
+                    Some(Target::Room(room)) => return run(Command::Members(room)),
+                    _ => self.notice("/who lists a room's members: show a room first", true),
+                }
             }
+            Slash::Whois(user) => return run(Command::Whois(user.to_owned())),
+            Slash::Verify { user, confirm } => return run(Command::Verify { user: user.to_owned(), confirm }),
+            Slash::Trust(user) => return run(Command::Trust(user.to_owned())),
+            Slash::Other { cmd, rest } => return self.people_command(cmd, rest),
             Slash::Usage(usage) => self.notice(format!("usage: {usage}"), true),
             Slash::Unknown(cmd) => self.notice(format!("unknown command {cmd}; /help lists them"), true),
-            Slash::Whois(_) | Slash::Verify { .. } | Slash::Trust(_) | Slash::Other { .. } => {
-                let cmd = line.split_whitespace().next().unwrap_or_default().to_owned();
-                self.notice(
-                    format!("{cmd} is not in the tui yet: use `cipherline chat` (or `cipherline room`) for it"),
-                    true,
-                );
-            }
         }
         Vec::new()
     }

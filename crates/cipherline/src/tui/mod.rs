@@ -38,6 +38,7 @@ use crate::link::passing;
 
 pub mod app;
 pub mod input;
+pub mod people;
 pub mod view;
 
 #[cfg(test)]
@@ -53,9 +54,10 @@ pub struct TuiArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 
-    /// The room to join and show first.
-    #[arg(long, value_name = "ROOM", default_value = "lobby")]
-    pub room: String,
+    /// The room to join and show first. Without it the lobby is joined
+    /// and the most recent conversation shown.
+    #[arg(long, value_name = "ROOM")]
+    pub room: Option<String>,
 }
 
 /// Engine replies waiting for the loop at most.
@@ -88,7 +90,8 @@ async fn run_here(args: &'static TuiArgs) -> Result<(), CliError> {
     let server = args.client.server.clone();
     let (engine, handle, mut events) = Engine::new(Flags(&args.client), server.clone(), &[]);
     let engine = tokio::task::spawn_local(engine.run());
-    let mut app = App::new(&server, &args.room, jiff::tz::TimeZone::system());
+    let room = args.room.as_deref().unwrap_or("lobby");
+    let mut app = App::new(&server, room, args.room.is_some(), jiff::tz::TimeZone::system());
     let (replies_tx, mut replies) = mpsc::channel::<(Command, Result<Reply, String>)>(REPLIES);
     // The first connection, on the ordinary terminal (it may ask).
     eprintln!("connecting to {server}…");
@@ -190,6 +193,8 @@ async fn session(
         if carry_out(&actions, handle, replies_tx) {
             return Ok(());
         }
+        // History and member lists the conversation shown needs.
+        carry_out(&app.due(), handle, replies_tx);
     }
 }
 

@@ -6,13 +6,16 @@
 
 use std::time::Duration;
 
-use cipherline_client::engine::{Command, ConnectionState, Event, Message, Reply, Status, Verified};
-use cipherline_proto::app::Target;
+use cipherline_client::engine::{
+    Command, ConnectionState, ConversationSummary, Event, HistoryEntry, KeyState, Member as EngineMember, Message,
+    Reply, Status, Verified,
+};
+use cipherline_proto::app::{RoomKind, Target};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-use super::app::{Action, App, Transfer};
+use super::app::{Action, App, Entry, Transfer};
 use super::view::render;
 
 /// 2026-11-27 22:00 UTC.
@@ -23,7 +26,7 @@ fn fixed_now() -> u64 {
 }
 
 fn new_app() -> App {
-    let mut app = App::new("127.0.0.1:5555", "lobby", jiff::tz::TimeZone::UTC);
+    let mut app = App::new("127.0.0.1:5555", "lobby", false, jiff::tz::TimeZone::UTC);
     app.now = fixed_now;
     app
 }
@@ -56,7 +59,8 @@ fn lobby() -> Target {
 fn connected() -> App {
     let mut app = new_app();
     let actions = app.on_event(Event::Connection(ConnectionState::Connected { name: "alice".to_owned() }));
-    assert_eq!(actions, [Action::Run(Command::Join("lobby".to_owned())), Action::Run(Command::Status)]);
+    let want = [Command::Join("lobby".to_owned()), Command::Conversations, Command::Status];
+    assert_eq!(actions, want.map(Action::Run));
     app.on_reply(&Command::Join("lobby".to_owned()), Ok(Reply::Done));
     let status = Status { name: "alice".to_owned(), connected: true, rooms: vec!["lobby".to_owned()], e2e: true };
     app.on_reply(&Command::Status, Ok(Reply::Status(status)));
@@ -323,4 +327,108 @@ fn padding_cannot_start_a_row_with_a_forged_message() {
             assert!(inside.starts_with("      "), "a wrapped row starts at the margin: {row}");
         }
     }
+}
+
+fn stored(id: u64, from: &str, to: Target, text: &str, outgoing: bool) -> HistoryEntry {
+    HistoryEntry {
+        id,
+        from: from.to_owned(),
+        to,
+        text: text.to_owned(),
+        e2e: false,
+        verified: Verified::Known,
+        timestamp_ms: T0 + id * 1000,
+        outgoing,
+    }
+}
+
+#[test]
+fn the_local_history_is_loaded_then_paged_back_at_the_top() {
+    let mut app = connected();
+    app.on_event(message(500, "bob", lobby(), "live now", Verified::Known, false, 9));
+    // The lobby is shown: its history and members are asked for.
+    let due = app.due();
+    let first = Command::History { conversation: lobby(), before: None, limit: super::people::PAGE };
+    assert!(due.contains(&Action::Run(first.clone())), "{due:?}");
+    assert!(due.contains(&Action::Run(Command::Members("lobby".into()))), "{due:?}");
+    assert!(app.due().is_empty(), "asked once");
+    // A full page, one of them the live message again: held once, before it.
+    let page: Vec<HistoryEntry> = (400..500)
+        .map(|id| stored(id, if id % 2 == 0 { "bob" } else { "alice" }, lobby(), "old", id % 2 == 1))
+        .collect();
+    let mut with_live = page.clone();
+    with_live.push(stored(500, "bob", lobby(), "live now", false));
+    app.on_reply(&first, Ok(Reply::History(with_live)));
+    let entries = &app.conversation().unwrap().entries;
+    assert_eq!(entries.iter().filter(|e| matches!(e, Entry::Message { id: 500, .. })).count(), 1);
+    assert!(matches!(entries.first(), Some(Entry::Message { id: 400, .. })));
+    assert!(matches!(entries.get(1), Some(Entry::Message { id: 401, verified: None, .. })), "alice's own");
+    // Scrolled to the top: the page before the oldest held.
+    draw(&app, 100, 20);
+    for _ in 0..50 {
+        app.on_terminal(&key(KeyCode::PageUp));
+    }
+    let older = Command::History { conversation: lobby(), before: Some(400), limit: super::people::PAGE };
+    assert_eq!(app.due(), [Action::Run(older.clone())]);
+    app.on_reply(&older, Ok(Reply::History(vec![stored(7, "carol", lobby(), "the very first", false)])));
+    // Where the reader was stays put; one more step up shows it.
+    draw(&app, 100, 20);
+    app.on_terminal(&key(KeyCode::PageUp));
+    assert!(draw(&app, 100, 20).contains("carol: the very first"));
+    assert!(app.due().is_empty(), "a short page was the last");
+}
+
+#[test]
+fn without_room_the_most_recent_conversation_opens_and_members_show_key_states() {
+    let mut app = connected();
+    let list = vec![
+        ConversationSummary { target: lobby(), e2e: false, last_timestamp_ms: Some(T0) },
+        ConversationSummary { target: Target::User("dave".into()), e2e: true, last_timestamp_ms: Some(T0 + 5) },
+        ConversationSummary { target: Target::Room("ops".into()), e2e: true, last_timestamp_ms: None },
+    ];
+    app.on_reply(&Command::Conversations, Ok(Reply::Conversations(list)));
+    assert_eq!(app.conversation().unwrap().target, Target::User("dave".into()));
+    assert_eq!(app.conversations.len(), 3);
+    app.open(&lobby());
+    let members = ["alice", "bob", "carol", "dave", "erin"]
+        .iter()
+        .zip([KeyState::Known, KeyState::Verified, KeyState::Changed, KeyState::New, KeyState::Unknown])
+        .map(|(name, key)| EngineMember { name: (*name).to_owned(), key })
+        .collect();
+    app.on_reply(&Command::Members("lobby".into()), Ok(Reply::Members(members)));
+    let screen = draw(&app, 100, 20);
+    for (name, state) in [("bob", "verified"), ("carol", "CHANGED"), ("dave", "new"), ("erin", "no key")] {
+        assert!(screen.lines().any(|l| l.contains(name) && l.contains(state)), "{name} {state}: {screen}");
+    }
+    // /verify, /whois, /trust, /create, /invite reach the engine.
+    assert_eq!(
+        app.on_line("/verify bob confirm"),
+        [Action::Run(Command::Verify { user: "bob".into(), confirm: true })]
+    );
+    assert_eq!(app.on_line("/whois bob"), [Action::Run(Command::Whois("bob".into()))]);
+    assert_eq!(app.on_line("/trust carol"), [Action::Run(Command::Trust("carol".into()))]);
+    assert_eq!(
+        app.on_line("/create team --public"),
+        [Action::Run(Command::Create { room: "team".into(), kind: RoomKind::Public })]
+    );
+    assert_eq!(
+        app.on_line("/invite bob carol"),
+        [Action::Run(Command::Invite { room: "lobby".into(), users: vec!["bob".into(), "carol".into()] })]
+    );
+    app.on_reply(
+        &Command::Verify { user: "bob".into(), confirm: false },
+        Ok(Reply::SafetyCode { user: "bob".into(), code: "12345 67890".into() }),
+    );
+    assert!(draw(&app, 100, 20).contains("safety code with bob: 12345 67890"));
+}
+
+#[test]
+fn an_explicit_room_stays_shown() {
+    let mut app = App::new("127.0.0.1:5555", "ops", true, jiff::tz::TimeZone::UTC);
+    app.on_event(Event::Connection(ConnectionState::Connected { name: "alice".to_owned() }));
+    let list =
+        vec![ConversationSummary { target: Target::User("dave".into()), e2e: true, last_timestamp_ms: Some(T0) }];
+    app.on_reply(&Command::Conversations, Ok(Reply::Conversations(list)));
+    app.on_reply(&Command::Join("ops".into()), Ok(Reply::Done));
+    assert_eq!(app.conversation().unwrap().target, Target::Room("ops".into()));
 }

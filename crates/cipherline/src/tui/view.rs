@@ -30,7 +30,10 @@ const MEMBERS_WIDTH: u16 = 22;
 /// What starts a wrapped row (the width of `HH:MM `).
 const INDENT: &str = "      ";
 /// The commands the TUI carries out (the others are `chat`'s for now).
-const HANDLED: &[&str] = &["/msg", "/join", "/leave", "/who", "/members", "/help", "/quit"];
+const HANDLED: &[&str] = &[
+    "/msg", "/join", "/leave", "/who", "/members", "/whois", "/verify", "/trust", "/create", "/invite", "/kick",
+    "/help", "/quit",
+];
 /// Transfer bars drawn at most.
 const MAX_BARS: usize = 3;
 
@@ -310,7 +313,7 @@ fn member_state(m: &Member, me: Option<&str>) -> (&'static str, Style) {
         Some(Verified::Changed) => ("CHANGED", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
         Some(Verified::Invalid) => ("FORGED", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
         Some(Verified::Unsigned) => ("unsigned", Style::new().fg(Color::Yellow)),
-        None => ("?", Style::new().fg(Color::DarkGray)),
+        None => ("no key", Style::new().fg(Color::DarkGray)),
     }
 }
 
