@@ -152,6 +152,16 @@ fn connect_send_receive_switch_room_and_quit() {
     let stty = &raw[raw.find("tui-exit=").unwrap()..];
     let flags: Vec<&str> = stty.split_whitespace().collect();
     assert!(flags.contains(&"icanon") && flags.contains(&"echo"), "raw mode left on: {stty}");
+
+    // Started again: the most recent conversation is shown with its
+    // scrollback from the local history.
+    let mut again = Tui::start(&server.client("tui", "alice"));
+    again.wait_for("connected as alice");
+    let screen = again.wait_for("alice: hello from the tui");
+    assert!(screen.contains("#lobby> "), "{screen}");
+    assert!(screen.contains("hi alice \\x1b[31mred"), "{screen}");
+    again.type_in("\x03");
+    again.wait_for_raw(b"tui-exit=0");
 }
 
 #[test]
