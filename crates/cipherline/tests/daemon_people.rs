@@ -1,8 +1,9 @@
 //! The daemon's methods for people and rooms (issue 17) against a real
 //! server, two daemons: an end-to-end room created, a member invited and
 //! kicked, members with their key states, safety codes compared and a key
-//! confirmed, contacts and whois agreeing, history kept across a restart
-//! and read while reconnecting, a public room joined and left.
+//! confirmed, contacts and whois agreeing, a changed key trusted, history
+//! kept across a restart and read while reconnecting, a public room joined
+//! and left.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
@@ -67,6 +68,19 @@ fn conversations(daemon: &mut Daemon) -> Vec<(String, bool)> {
             (name, c["e2e"].as_bool().unwrap())
         })
         .collect()
+}
+
+/// Rewrites `home`'s record of `name`'s key (`real`) to another key,
+/// verified: a key change as the next look at `name`'s key will see it.
+fn remember_another_key(home: &std::path::Path, name: &str, real: &str) {
+    let (head, tail) = real.split_at("SHA256:".len());
+    let first = if tail.starts_with('A') { "B" } else { "A" };
+    let other = format!("{head}{first}{}", &tail[1..]);
+    let db = rusqlite::Connection::open(home.join("client.db")).unwrap();
+    let changed = db
+        .execute("UPDATE peers SET fingerprint = ?1, verified = 1 WHERE folded = ?2", [other.as_str(), name])
+        .unwrap();
+    assert_eq!(changed, 1);
 }
 
 #[test]
@@ -138,7 +152,11 @@ fn rooms_members_keys_and_history_through_the_daemon() {
     assert_eq!(error_code(&mut bob, "members", json!({ "room": "team" })), -32000, "not in it any more");
 
     // History survives a restart of the daemon, newest last, both ways.
+    // Meanwhile alice's record of bob's key is made another key's, as if
+    // bob's key changed since: what is remembered decides.
     assert_eq!(alice.finish(), Some(0));
+    let real = bob_contact["fingerprint"].as_str().unwrap().to_owned();
+    remember_another_key(&common::home_of(&server, "alice"), "bob", &real);
     let mut alice = Daemon::start(&server, "alice", &[]);
     let room = ok(&mut alice, "history", json!({ "room": "team" }));
     assert_eq!(texts(&room), [("hello team".to_owned(), true)], "{room}");
@@ -158,6 +176,22 @@ fn rooms_members_keys_and_history_through_the_daemon() {
     let team = list.iter().position(|(n, _)| n == "room:team").unwrap();
     let with_bob = list.iter().position(|(n, _)| n == "user:bob").unwrap();
     assert!(with_bob < team, "{list:?}");
+
+    // The key the server holds is not the one remembered: the code is for
+    // the new key, and it cannot be confirmed until it is trusted.
+    assert_eq!(ok(&mut alice, "whois", json!({ "user": "bob" }))["fingerprint"], real.as_str());
+    let new_code = ok(&mut alice, "verify", json!({ "user": "bob" }));
+    assert_eq!(new_code["code"], mine["code"], "the code for bob's real key");
+    assert_eq!(error_code(&mut alice, "verify", json!({ "user": "bob", "confirm": true })), -32003, "change pending");
+    assert_eq!(ok(&mut alice, "trust", json!({ "user": "bob" })), json!({}));
+    let contacts = ok(&mut alice, "contacts", json!({}));
+    assert_eq!(contacts["contacts"], json!([{ "name": "bob", "fingerprint": real, "verified": false }]), "{contacts}");
+    // The code shown before the trust no longer confirms anything.
+    assert_eq!(error_code(&mut alice, "verify", json!({ "user": "bob", "confirm": true })), -32003);
+    ok(&mut alice, "verify", json!({ "user": "bob" }));
+    assert_eq!(ok(&mut alice, "verify", json!({ "user": "bob", "confirm": true })), json!({}));
+    let contacts = ok(&mut alice, "contacts", json!({}));
+    assert_eq!(contacts["contacts"][0]["verified"], true, "{contacts}");
 
     // While reconnecting, the local methods answer; the others cannot.
     server.kill();
