@@ -15,7 +15,9 @@
 //!   authentication) stops the engine with [`ConnectionState::Stopped`],
 //!   as does any failure of the very first connection (a wrong address or
 //!   a server not running should be reported, not retried forever).
-//!   While reconnecting, commands are answered with an error at once.
+//!   While reconnecting, commands are answered with an error at once,
+//!   except those read from the local store (History, Conversations,
+//!   Contacts), which are answered as ever.
 //! - Every message is handed over once per id (this process's
 //!   [`Seen`] and the local history's record of earlier runs), and a stored
 //!   message is acknowledged to the relay only after its [`Event`] was

@@ -439,7 +439,7 @@ impl<C: Connector> Engine<C> {
         invite: bool,
     ) -> Result<Reply, ClientError> {
         if users.is_empty() {
-            return Err(ClientError::Engine("name at least one user".to_owned()));
+            return Err(ClientError::EndToEnd("name at least one user to invite or kick".to_owned()));
         }
         let mut tries = 0;
         loop {

@@ -27,6 +27,7 @@ use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
 use crate::link::passing;
 
+mod people;
 pub mod rpc;
 
 use rpc::{INVALID_REQUEST, RpcError, notification, parse, response, run_call};
