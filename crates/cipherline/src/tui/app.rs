@@ -23,6 +23,9 @@ pub const MAX_ENTRIES: usize = 2000;
 pub const MAX_CONVERSATIONS: usize = 200;
 /// Names in one member list at most.
 pub const MAX_MEMBERS: usize = 1000;
+/// Transfers kept for their progress bars at most.
+#[cfg_attr(not(test), allow(dead_code, reason = "used once the engine reports transfers"))]
+pub const MAX_TRANSFERS: usize = 16;
 /// Rows one mouse wheel step scrolls.
 const WHEEL: usize = 3;
 
@@ -200,6 +203,8 @@ pub struct App {
     /// The clock for lines sent by this user (Unix milliseconds; tests
     /// fix it).
     pub now: fn() -> u64,
+    /// When the engine tries to reconnect next (for the countdown shown).
+    pub retry_at: Option<std::time::Instant>,
     /// `--room` was given: open it, not the most recent conversation.
     pub explicit_room: bool,
     /// The engine's conversation list was taken in (the most recent one
@@ -234,6 +239,7 @@ impl App {
             page: Cell::new(10),
             max_scroll: Cell::new(0),
             now: now_ms,
+            retry_at: None,
             explicit_room,
             opened_recent: false,
             start_join: false,
@@ -443,8 +449,37 @@ impl App {
             ConnectionState::Stopped { reason } => self.notice(format!("disconnected for good: {reason}"), true),
             ConnectionState::Connecting => {}
         }
+        self.retry_at = match &state {
+            ConnectionState::Reconnecting { retry_in, .. } => Some(std::time::Instant::now() + *retry_in),
+            _ => None,
+        };
         self.connection = state;
         actions
+    }
+
+    /// Seconds until the next reconnection attempt (rounded up), while
+    /// reconnecting.
+    #[must_use]
+    pub fn retry_left(&self) -> Option<u64> {
+        let ConnectionState::Reconnecting { retry_in, .. } = &self.connection else { return None };
+        let left = self.retry_at.map_or(*retry_in, |at| at.saturating_duration_since(std::time::Instant::now()));
+        Some(left.as_millis().div_ceil(1000).try_into().unwrap_or(u64::MAX))
+    }
+
+    /// A transfer's progress (the engine's transfer events, once it has
+    /// them): shown as a bar, in the order they started; the oldest
+    /// goes when there are too many.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the engine reports no transfers yet"))]
+    pub fn on_transfer(&mut self, transfer: Transfer) {
+        match self.transfers.iter_mut().find(|t| t.id == transfer.id) {
+            Some(t) => *t = transfer,
+            None => {
+                if self.transfers.len() >= MAX_TRANSFERS {
+                    self.transfers.remove(0);
+                }
+                self.transfers.push(transfer);
+            }
+        }
     }
 
     /// The engine's answer to `command`.

@@ -172,7 +172,7 @@ fn the_help_screen_lists_keys_and_commands() {
 #[test]
 fn transfers_are_drawn_with_progress_bars() {
     let mut app = session();
-    app.transfers.push(Transfer {
+    app.on_transfer(Transfer {
         id: 1,
         name: "report.pdf".into(),
         done: 512 * 1024,
@@ -431,4 +431,21 @@ fn an_explicit_room_stays_shown() {
     app.on_reply(&Command::Conversations, Ok(Reply::Conversations(list)));
     app.on_reply(&Command::Join("ops".into()), Ok(Reply::Done));
     assert_eq!(app.conversation().unwrap().target, Target::Room("ops".into()));
+}
+
+#[test]
+fn the_reconnection_countdown_counts_down_to_zero() {
+    let mut app = connected();
+    app.on_event(Event::Connection(ConnectionState::Reconnecting {
+        reason: "the connection closed".into(),
+        retry_in: Duration::from_secs(30),
+    }));
+    assert_eq!(app.retry_left(), Some(30));
+    app.retry_at = Some(std::time::Instant::now() + Duration::from_millis(2500));
+    assert!(draw(&app, 100, 20).contains("reconnecting in 3 s"));
+    app.retry_at = std::time::Instant::now().checked_sub(Duration::from_secs(1));
+    assert_eq!(app.retry_left(), Some(0));
+    app.on_event(Event::Connection(ConnectionState::Connected { name: "alice".into() }));
+    assert_eq!(app.retry_left(), None);
+    assert!(draw(&app, 100, 20).contains("reconnected to 127.0.0.1:5555 as alice"));
 }

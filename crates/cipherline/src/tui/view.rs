@@ -349,7 +349,7 @@ fn draw_status(app: &App, frame: &mut Frame, area: Rect) {
             (format!("connected as {} to {}", escape(name), app.server), Style::new().fg(Color::Green))
         }
         ConnectionState::Reconnecting { reason, retry_in } => (
-            format!("reconnecting in {} s: {}", retry_in.as_secs(), escape(reason)),
+            format!("reconnecting in {} s: {}", app.retry_left().unwrap_or(retry_in.as_secs()), escape(reason)),
             Style::new().fg(Color::Black).bg(Color::Yellow),
         ),
         ConnectionState::Stopped { reason } => {
