@@ -440,6 +440,10 @@ impl App {
                     self.start_join = true;
                 }
                 self.was_connected = true;
+                // Who is in the rooms may have changed while away.
+                for c in &mut self.conversations {
+                    c.members_asked = false;
+                }
                 actions.push(Action::Run(Command::Status));
             }
             ConnectionState::Reconnecting { reason, retry_in } => self.notice(
