@@ -198,3 +198,22 @@ fn sigterm_restores_the_terminal() {
     let flags: Vec<&str> = raw[exit..].split_whitespace().collect();
     assert!(flags.contains(&"icanon") && flags.contains(&"echo"), "raw mode left on: {}", &raw[exit..]);
 }
+
+/// The server goes away and comes back: the status bar says so, the TUI
+/// reconnects by itself, and what is typed then is sent.
+#[test]
+fn a_lost_connection_is_shown_and_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::quick(dir.path());
+    let mut tui = Tui::start(&server.client("tui", "alice"));
+    tui.wait_for("joined lobby");
+    server.stop();
+    tui.wait_for("reconnecting in");
+    server.restart();
+    tui.wait_for("reconnected to");
+    tui.wait_for("connected as alice");
+    tui.type_in("back again\r");
+    tui.wait_for("alice: back again");
+    tui.type_in("/quit\r");
+    tui.wait_for_raw(b"tui-exit=0");
+}
