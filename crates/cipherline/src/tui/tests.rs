@@ -286,6 +286,11 @@ fn a_flood_of_new_names_is_bounded() {
     }
     assert!(app.conversations.len() <= super::app::MAX_CONVERSATIONS);
     assert_eq!(app.conversation().unwrap().target, lobby());
+    // The last one, shown: the list scrolls to it.
+    app.switch(-1);
+    let shown = app.conversation().unwrap().target.clone();
+    let Target::User(name) = shown else { panic!("a person") };
+    assert!(draw(&app, 100, 20).contains(&format!(">E @{name}")), "{name}");
 }
 
 /// The screen the README shows: an ordinary afternoon.

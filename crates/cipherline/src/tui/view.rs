@@ -96,10 +96,14 @@ fn mark(e2e: Option<bool>) -> (&'static str, Style) {
 }
 
 fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
+    // Scrolled so the conversation shown is in view.
+    let height = usize::from(area.height.saturating_sub(2)).max(1);
+    let skip = app.current.saturating_sub(height - 1);
     let rows: Vec<Line> = app
         .conversations
         .iter()
         .enumerate()
+        .skip(skip)
         .map(|(i, c)| {
             let shown = i == app.current;
             let (e2e, e2e_style) = mark(c.e2e);
