@@ -20,7 +20,10 @@
 //!   [`Seen`] and the local history's record of earlier runs), and a stored
 //!   message is acknowledged to the relay only after its [`Event`] was
 //!   handed to the event channel (so a crash in between delivers it again,
-//!   never loses it).
+//!   never loses it). A front-end that holds events before passing them
+//!   on (the daemon's socket, while no client is connected) asks for a
+//!   [`Handover`]: then a message is acknowledged only once the front-end
+//!   confirmed it.
 //! - Direct messages are end to end when there is an end-to-end engine,
 //!   as `send` and `chat` send them; rooms are end to end when this user is
 //!   in the room's MLS group; anything else goes the open way.
@@ -52,6 +55,9 @@ use crate::{Client, ClientError};
 
 mod commands;
 mod delivery;
+mod handover;
+
+pub use handover::Handover;
 
 /// The first pause before reconnecting, and the longest: the pause doubles
 /// after each failed attempt.
@@ -351,6 +357,9 @@ pub struct Engine<C: Connector> {
     /// The history's newest entry when the engine started.
     since: Option<u64>,
     name: String,
+    /// Set by [`Engine::handover`]: how many message events the front-end
+    /// says it handed on, and how many were emitted.
+    handover: Option<(tokio::sync::watch::Receiver<u64>, u64)>,
 }
 
 /// The live connection and what came with it.
@@ -378,6 +387,7 @@ impl<C: Connector> Engine<C> {
             seen: Seen::new(),
             since: None,
             name: String::new(),
+            handover: None,
         };
         (engine, EngineHandle { commands: ctx }, erx)
     }
