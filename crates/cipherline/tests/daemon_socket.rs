@@ -105,7 +105,8 @@ impl Client {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             let left = until.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("nothing more in time: {:?}", self.seen));
+            let line =
+                self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("nothing more in time: {:?}", self.seen));
             let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
             self.seen.push(v.clone());
             if want(&v) {
@@ -130,6 +131,13 @@ impl Client {
     /// The response to request `id`.
     fn response(&mut self, id: u64) -> Value {
         self.wait(|v| v.get("method").is_none() && v["id"] == id)
+    }
+}
+
+impl Drop for Client {
+    /// Closes the connection (the reading thread's clone of it too).
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -175,7 +183,6 @@ fn the_socket_is_private_and_every_client_gets_notifications_and_only_its_own_re
     assert_eq!(exit_code(&mut daemon), Some(0));
     assert!(!path.exists(), "the socket was not removed at SIGTERM");
 }
-
 
 #[test]
 fn a_message_waits_for_a_client_and_is_acknowledged_only_once_written() {
