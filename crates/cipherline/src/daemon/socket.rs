@@ -451,6 +451,93 @@ mod tests {
         assert_eq!(read_line(&mut input, 10, &mut buf).await.unwrap(), None);
     }
 
+    /// A connector that never connects (the engine below never runs).
+    struct Never;
+
+    impl cipherline_client::engine::Connector for Never {
+        fn connect(&self, _: bool) -> cipherline_client::engine::Connecting<'_> {
+            use cipherline_client::engine::ConnectFailure;
+            Box::pin(async { Err(ConnectFailure { reason: "no".to_owned(), passing: false }) })
+        }
+    }
+
+    fn message(text: &str) -> Event {
+        use cipherline_client::engine::{Message, Verified};
+        Event::Message(Message {
+            id: 1,
+            from: "alice".into(),
+            to: cipherline_proto::app::Target::User("bob".into()),
+            text: text.into(),
+            e2e: true,
+            verified: Verified::Known,
+            timestamp_ms: 1,
+        })
+    }
+
+    /// A client slot with no tasks behind it: its queue's far end.
+    fn fake_client(shared: &Shared, capacity: usize) -> (u64, mpsc::Receiver<Item>) {
+        let (queue, lines) = mpsc::channel(capacity);
+        let reader = spawn_local(std::future::pending::<()>());
+        let writer = spawn_local(std::future::pending::<()>());
+        let mut clients = shared.borrow_mut();
+        let id = clients.next;
+        clients.next += 1;
+        clients.open.insert(id, Slot { queue, reader: reader.abort_handle(), writer });
+        clients.arrived.notify_one();
+        (id, lines)
+    }
+
+    /// The next message line queued (connection states skipped).
+    async fn next(lines: &mut mpsc::Receiver<Item>) -> Item {
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await.unwrap().unwrap();
+            if item.line.contains(r#""method":"message""#) {
+                return item;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_no_client_wrote_is_queued_again_and_a_client_behind_is_dropped() {
+        use cipherline_client::engine::ConnectionState;
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let (mut engine, _handle, _events) = Engine::new(Never, "s".into(), &[]);
+                let handover = engine.handover();
+                let (events, rx) = mpsc::channel(8);
+                let shared: Shared = Rc::default();
+                let _forward = spawn_local(forward(rx, handover, shared.clone()));
+                // Nobody connected: the state is kept, the message waits.
+                events.send(Event::Connection(ConnectionState::Connected { name: "bob".into() })).await.unwrap();
+                events.send(message("one")).await.unwrap();
+                let (first, mut lines) = fake_client(&shared, 4);
+                let item = next(&mut lines).await;
+                assert!(item.line.contains(r#""text":"one""#), "{}", item.line);
+                assert!(shared.borrow().state.as_deref().is_some_and(|s| s.contains("connected")));
+                // That client goes away before writing it: the next one gets it.
+                drop(item);
+                disconnect(&shared, first);
+                drop(lines);
+                let (_second, mut lines) = fake_client(&shared, 1);
+                let item = next(&mut lines).await;
+                assert!(item.line.contains(r#""text":"one""#), "{}", item.line);
+                item.written.unwrap().try_send(()).unwrap();
+                // A client that never reads: once its queue is full it is
+                // dropped, and the one that reads gets everything.
+                let (slow, _unread) = fake_client(&shared, 1);
+                events.send(message("two")).await.unwrap();
+                let item = next(&mut lines).await;
+                assert!(item.line.contains(r#""text":"two""#), "{}", item.line);
+                item.written.unwrap().try_send(()).unwrap();
+                events.send(message("three")).await.unwrap();
+                let item = next(&mut lines).await;
+                assert!(item.line.contains(r#""text":"three""#), "{}", item.line);
+                assert!(!shared.borrow().open.contains_key(&slow), "the client behind is still there");
+                assert_eq!(shared.borrow().open.len(), 1);
+            })
+            .await;
+    }
+
     #[tokio::test]
     async fn the_socket_is_0600_and_removed_when_dropped_and_a_live_one_is_kept() {
         let dir = tempfile::tempdir().unwrap();
