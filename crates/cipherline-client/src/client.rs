@@ -385,6 +385,13 @@ impl Client {
         }
     }
 
+    /// The fingerprint of the identity key this client proved and signs
+    /// with, if it has one (its side of a safety code).
+    #[must_use]
+    pub fn identity_fingerprint(&self) -> Option<[u8; 32]> {
+        self.writer.identity.as_ref().map(|k| k.public_key().fingerprint())
+    }
+
     /// The name the server accepted.
     #[must_use]
     pub fn name(&self) -> &str {

@@ -56,6 +56,10 @@ pub enum ClientError {
     /// reconnecting); the text says which.
     #[error("{0}")]
     Engine(String),
+    /// A peer's key cannot be verified or trusted as asked (the text
+    /// says why and what to do first).
+    #[error("{0}")]
+    Trust(String),
     /// A time limit ran out.
     #[error("timed out {0}")]
     Timeout(&'static str),

@@ -385,6 +385,19 @@ impl LocalStore {
     /// The newest `limit` messages of `server` that `filter` selects, oldest
     /// first, in the order they were recorded.
     pub fn history(&self, server: &str, filter: &Filter, limit: u64) -> Result<Vec<Msg>, ClientError> {
+        self.history_before(server, filter, None, limit)
+    }
+
+    /// As [`LocalStore::history`], of the messages recorded before the
+    /// message with the server's id `before` (its first record, if it is
+    /// there both ways); none if that message is not in the history.
+    pub fn history_before(
+        &self,
+        server: &str,
+        filter: &Filter,
+        before: Option<u64>,
+        limit: u64,
+    ) -> Result<Vec<Msg>, ClientError> {
         let limit = i64::try_from(limit.min(self.max_messages)).unwrap_or(i64::MAX);
         let (clause, key) = match filter {
             Filter::All => ("", String::new()),
@@ -393,10 +406,26 @@ impl LocalStore {
         };
         let sql = format!(
             "SELECT id, seq, timestamp_ms, sender, target_kind, target, text, direction, label, e2e FROM history
-             WHERE server = ?1 {clause} ORDER BY n DESC LIMIT ?2"
+             WHERE server = ?1 AND n < ?4 {clause} ORDER BY n DESC LIMIT ?2"
         );
         self.read(|conn| {
             let e = |e| self.error(e);
+            let cutoff = match before {
+                None => i64::MAX,
+                Some(id) => {
+                    let n: Option<i64> = conn
+                        .query_row(
+                            "SELECT min(n) FROM history WHERE server = ?1 AND id = ?2",
+                            params![server, to_sql(id)],
+                            |r| r.get(0),
+                        )
+                        .map_err(e)?;
+                    match n {
+                        Some(n) => n,
+                        None => return Ok(Vec::new()),
+                    }
+                }
+            };
             let mut stmt = conn.prepare(&sql).map_err(e)?;
             let map = |r: &rusqlite::Row<'_>| {
                 Ok((
@@ -412,11 +441,7 @@ impl LocalStore {
                     r.get::<_, bool>(9)?,
                 ))
             };
-            let rows = match filter {
-                Filter::All => stmt.query_map(params![server, limit], map),
-                _ => stmt.query_map(params![server, limit, key], map),
-            }
-            .map_err(e)?;
+            let rows = stmt.query_map(params![server, limit, key, cutoff], map).map_err(e)?;
             let mut out = Vec::new();
             for row in rows {
                 let (id, seq, ts, from, kind, target, text, direction, label, e2e) = row.map_err(e)?;

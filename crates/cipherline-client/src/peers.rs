@@ -151,6 +151,12 @@ impl Peers {
         self.store.as_ref()
     }
 
+    /// The server these peers are remembered for, as the store names it.
+    #[must_use]
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     /// The key remembered for `name`.
     #[must_use]
     pub fn remembered(&self, name: &str) -> Option<Fingerprint> {

@@ -4,6 +4,7 @@
 //! [`crate::console`]'s; this module runs the session and the commands.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -243,7 +244,8 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
         println!();
     }
     match result {
-        Ok(Some(end)) => println!("{end}"),
+        // Ignored if standard output is gone: the session is over anyway.
+        Ok(Some(end)) => drop(writeln!(std::io::stdout(), "{end}")),
         Ok(None) => {}
         Err(e) => return Err(e),
     }
@@ -292,6 +294,10 @@ impl Chat {
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut attempt: Option<Attempt<'_>> = None;
         loop {
+            // Standard output was closed under us: nobody reads any more.
+            if self.screen.gone() {
+                return Ok(None);
+            }
             let connected = link.is_some();
             // Nothing typed can be sent now: quitting is at once.
             if !connected && (quitting.is_some() || self.quit_queued) {

@@ -63,8 +63,9 @@ fn restore() {
     }
 }
 
-/// Where output goes: the line editor's printer, or plain stdout.
-pub struct Screen(Option<Box<dyn rustyline::ExternalPrinter + Send>>);
+/// Where output goes: the line editor's printer, or plain stdout; and
+/// whether that output is gone (a closed pipe: nothing more can be shown).
+pub struct Screen(Option<Box<dyn rustyline::ExternalPrinter + Send>>, bool);
 
 impl Screen {
     /// Prints one line (above the line being edited, on a terminal).
@@ -75,7 +76,17 @@ impl Screen {
         {
             return;
         }
-        println!("{line}");
+        let mut out = std::io::stdout().lock();
+        // `println!` would panic on a closed pipe (`chat | head`): remember
+        // instead, and the session ends quietly.
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            self.1 = true;
+        }
+    }
+
+    /// Whether the output is gone (writing failed): time to end.
+    pub fn gone(&self) -> bool {
+        self.1
     }
 }
 
@@ -178,7 +189,7 @@ pub fn spawn_input(prompt: String) -> (Input, Screen) {
                 }
             }
         });
-        return (Input { lines, next: Some(next), editing: true }, Screen(Some(Box::new(printer))));
+        return (Input { lines, next: Some(next), editing: true }, Screen(Some(Box::new(printer)), false));
     }
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
@@ -199,5 +210,5 @@ pub fn spawn_input(prompt: String) -> (Input, Screen) {
             }
         }
     });
-    (Input { lines, next: None, editing: false }, Screen(None))
+    (Input { lines, next: None, editing: false }, Screen(None, false))
 }

@@ -2,7 +2,8 @@
 //! another case (issue 13, the chat review): every pasted or piped line is
 //! sent, paced to the server's rate; the lines after a `/join` go to the
 //! room joined; `/verify BOB` and `/trust BOB` act on what was seen for
-//! `bob`; `General` and `general` are one room.
+//! `bob`; `General` and `general` are one room; chat ends quietly when
+//! its output is closed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
@@ -205,4 +206,44 @@ fn lines_the_server_still_refuses_as_too_fast_are_sent_again_in_order() {
     assert!(alice.wait().unwrap().success());
     let alice_saw: Vec<String> = alice_lines.try_iter().collect();
     assert!(!alice_saw.iter().any(|l| l.contains("not sent")), "{alice_saw:?}");
+}
+
+#[test]
+fn chat_ends_quietly_when_its_output_is_closed() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut bob = server
+        .client("chat", "bob")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _bob_in = bob.stdin.take().unwrap();
+    let mut out = BufReader::new(bob.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("in room lobby") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "chat ended before joining");
+    }
+    // Whoever read chat's output goes away (`cipherline chat | head`)...
+    drop(out);
+    // ...and something arrives to be shown.
+    let (mut alice, _alice_lines, mut alice_in) = chat(&server, "alice", &[]);
+    writeln!(alice_in, "are you there?").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = bob.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "chat went on with nobody reading its output");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut bob.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("panicked"), "chat panicked: {err}");
+    assert!(status.success(), "chat ended with {status}: {err}");
+    writeln!(alice_in, "/quit").unwrap();
+    assert!(alice.wait().unwrap().success());
 }

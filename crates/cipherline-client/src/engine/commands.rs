@@ -14,13 +14,14 @@ impl<C: Connector> Engine<C> {
             Command::SendDirect { user, text } => self.send(live, Target::User(user), &text).await,
             Command::SendRoom { room, text } => self.send(live, Target::Room(room), &text).await,
             Command::Join(room) => self.join(live, &room).await,
-            Command::Leave(room) => match live.client.leave(&room).await {
-                Ok(()) => {
-                    self.rooms.remove(&fold_name(&room));
-                    Ok(Reply::Done)
-                }
-                Err(e) => Err(e),
-            },
+            Command::Leave(room) => self.leave(live, &room).await,
+            c @ (Command::History { .. } | Command::Conversations | Command::Contacts) => self.local(c),
+            c @ (Command::Members(_) | Command::Whois(_) | Command::Verify { .. } | Command::Trust(_)) => {
+                self.people_command(live, c).await
+            }
+            c @ (Command::Create { .. } | Command::Invite { .. } | Command::Kick { .. }) => {
+                self.room_change(live, c).await
+            }
         };
         let lost = match &answer {
             Err(e) if passing(e) && !matches!(e, ClientError::Refused { .. }) => Some(e.to_string()),

@@ -70,6 +70,7 @@ impl<C: Connector> Engine<C> {
         if self.seen.contains(d.id) || before {
             return self.handled(live, d.seq).await;
         }
+        self.people.saw(&d.from, &status);
         if matches!(status, MessageStatus::KeyChanged { .. })
             && !self.emit(Event::KeyChanged { id: d.id, name: d.from.clone() }).await
         {

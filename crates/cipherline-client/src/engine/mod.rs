@@ -15,7 +15,9 @@
 //!   authentication) stops the engine with [`ConnectionState::Stopped`],
 //!   as does any failure of the very first connection (a wrong address or
 //!   a server not running should be reported, not retried forever).
-//!   While reconnecting, commands are answered with an error at once.
+//!   While reconnecting, commands are answered with an error at once,
+//!   except those read from the local store (History, Conversations,
+//!   Contacts), which are answered as ever.
 //! - Every message is handed over once per id (this process's
 //!   [`Seen`] and the local history's record of earlier runs), and a stored
 //!   message is acknowledged to the relay only after its [`Event`] was
@@ -56,8 +58,10 @@ use crate::{Client, ClientError};
 mod commands;
 mod delivery;
 mod handover;
+mod people;
 
 pub use handover::Handover;
+pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTORY, Member};
 
 /// The first pause before reconnecting, and the longest: the pause doubles
 /// after each failed attempt.
@@ -258,6 +262,28 @@ pub enum Reply {
     Done,
     /// The engine's state.
     Status(Status),
+    /// Messages of one conversation from the local history, oldest first.
+    History(Vec<HistoryEntry>),
+    /// The rooms joined and the direct conversations, newest first.
+    Conversations(Vec<ConversationSummary>),
+    /// A room's members, each with the state of its key.
+    Members(Vec<Member>),
+    /// The people whose keys are remembered.
+    Contacts(Vec<Contact>),
+    /// The identity key the server holds for `name`.
+    Fingerprint {
+        /// The user.
+        name: String,
+        /// Its fingerprint (`SHA256:` and hex).
+        fingerprint: String,
+    },
+    /// The safety code to compare with `user` out of band.
+    SafetyCode {
+        /// The user.
+        user: String,
+        /// Twelve groups of five digits.
+        code: String,
+    },
 }
 
 /// The engine's state, as [`Command::Status`] answers.
@@ -296,6 +322,61 @@ pub enum Command {
     Leave(String),
     /// The engine's state.
     Status,
+    /// Messages of a conversation (a room, or the direct messages with a
+    /// user) from the local history: at most `limit` (capped at
+    /// [`MAX_HISTORY`]), oldest first, all recorded before the message
+    /// with server id `before` if given (the `id` of the oldest entry
+    /// held, to page back). Answered while reconnecting too.
+    History {
+        /// The room, or the other person.
+        conversation: Target,
+        /// Only entries recorded before this message id.
+        before: Option<u64>,
+        /// At most this many.
+        limit: u32,
+    },
+    /// The rooms joined and the direct conversations (local; answered
+    /// while reconnecting too).
+    Conversations,
+    /// A room's members with the state of each one's key.
+    Members(String),
+    /// The people whose keys are remembered (local; answered while
+    /// reconnecting too).
+    Contacts,
+    /// The identity key the server holds for a user.
+    Whois(String),
+    /// The safety code with a user, or with `confirm` (the codes matched)
+    /// their remembered key marked verified.
+    Verify {
+        /// The user.
+        user: String,
+        /// The user compared the code shown and it matched.
+        confirm: bool,
+    },
+    /// Accept a user's changed key (compare the new safety code first).
+    Trust(String),
+    /// Create a room: end to end invite-only ([`RoomKind::Invite`]) or
+    /// public ([`RoomKind::Public`]), or open ([`RoomKind::Open`]).
+    Create {
+        /// The room.
+        room: String,
+        /// What kind.
+        kind: RoomKind,
+    },
+    /// Add users to an end-to-end room.
+    Invite {
+        /// The room.
+        room: String,
+        /// Who.
+        users: Vec<String>,
+    },
+    /// Remove users from an end-to-end room.
+    Kick {
+        /// The room.
+        room: String,
+        /// Who.
+        users: Vec<String>,
+    },
 }
 
 type Request = (Command, oneshot::Sender<Result<Reply, ClientError>>);
@@ -357,6 +438,8 @@ pub struct Engine<C: Connector> {
     /// The history's newest entry when the engine started.
     since: Option<u64>,
     name: String,
+    /// The store and key state behind people and rooms commands.
+    people: people::People,
     /// Set by [`Engine::handover`]: how many message events the front-end
     /// says it handed on, and how many were emitted.
     handover: Option<(tokio::sync::watch::Receiver<u64>, u64)>,
@@ -387,6 +470,7 @@ impl<C: Connector> Engine<C> {
             seen: Seen::new(),
             since: None,
             name: String::new(),
+            people: people::People::default(),
             handover: None,
         };
         (engine, EngineHandle { commands: ctx }, erx)
@@ -483,6 +567,7 @@ impl<C: Connector> Engine<C> {
                     Some((Command::Status, reply)) => {
                         let _ = reply.send(Ok(Reply::Status(self.status(None))));
                     }
+                    Some((command, reply)) if people::is_local(&command) => { let _ = reply.send(self.local(command)); }
                     Some((_, reply)) => {
                         let _ = reply.send(Err(ClientError::Engine("not connected; reconnecting".to_owned())));
                     }
@@ -528,6 +613,7 @@ impl<C: Connector> Engine<C> {
         if self.since.is_none() {
             self.since = Some(live.peers.store().and_then(|s| s.watermark().ok()).unwrap_or(u64::MAX));
         }
+        self.people.connected(&live);
         Ok(live)
     }
 

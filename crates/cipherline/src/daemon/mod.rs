@@ -28,6 +28,7 @@ use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
 use crate::link::passing;
 
+mod people;
 pub mod rpc;
 mod socket;
 

@@ -4,12 +4,28 @@
 //! [`NOTIFICATIONS`] and the parser, so the two cannot drift.
 
 use cipherline_client::ClientError;
-use cipherline_client::engine::{ConnectionState, EngineHandle, Event, Reply};
+use cipherline_client::engine::{Command, ConnectionState, EngineHandle, Event, Reply};
 use cipherline_proto::app::Target;
 use serde_json::{Value, json};
 
 /// The methods a request may name.
-pub const METHODS: &[&str] = &["send", "join", "leave", "status"];
+pub const METHODS: &[&str] = &[
+    "send",
+    "join",
+    "leave",
+    "status",
+    // People and rooms (people.rs).
+    "history",
+    "conversations",
+    "members",
+    "contacts",
+    "whois",
+    "verify",
+    "trust",
+    "create",
+    "invite",
+    "kick",
+];
 /// The notifications the daemon writes.
 pub const NOTIFICATIONS: &[&str] = &["message", "delivered", "membership", "key_changed", "group", "connection"];
 
@@ -34,6 +50,7 @@ pub(super) enum Call {
     Join(String),
     Leave(String),
     Status,
+    People(Command),
 }
 
 /// A JSON-RPC error, with the request's id (`null` if unknown).
@@ -92,6 +109,9 @@ pub(super) fn call(method: &str, params: &Value) -> Result<Call, RpcError> {
             _ => Err(RpcError::new(INVALID_PARAMS, format!("invalid params: `{key}` must be a non-empty string"))),
         }
     };
+    if super::people::METHODS.contains(&method) {
+        return super::people::command(method, params).map(Call::People);
+    }
     match method {
         "send" => {
             let to = match (params.get("to").is_some(), params.get("room").is_some()) {
@@ -115,6 +135,7 @@ pub(super) async fn run_call(handle: &EngineHandle, call: Call) -> Result<Value,
         Call::Join(room) => handle.join(&room).await,
         Call::Leave(room) => handle.leave(&room).await,
         Call::Status => handle.status().await,
+        Call::People(command) => handle.run(command).await,
     };
     match reply {
         Ok(reply) => Ok(result(&reply)),
@@ -133,6 +154,12 @@ pub(super) fn result(reply: &Reply) -> Value {
         Reply::Sent { id, e2e } => json!({ "id": id, "e2e": e2e }),
         Reply::Done => json!({}),
         Reply::Status(s) => json!({ "name": s.name, "connected": s.connected, "rooms": s.rooms, "e2e": s.e2e }),
+        r @ (Reply::History(_)
+        | Reply::Conversations(_)
+        | Reply::Members(_)
+        | Reply::Contacts(_)
+        | Reply::Fingerprint { .. }
+        | Reply::SafetyCode { .. }) => super::people::result(r).unwrap_or_default(),
     }
 }
 
@@ -272,6 +299,7 @@ mod tests {
                         Call::Status => {
                             Reply::Status(Status { name: "a".into(), connected: true, rooms: Vec::new(), e2e: true })
                         }
+                        Call::People(command) => super::super::people::sample(&command),
                     };
                     assert_eq!(keys(&answer["result"]), keys(&result(&sample)), "{line}");
                 }
