@@ -85,7 +85,7 @@ impl<C: Connector> Engine<C> {
             verified: Verified::of(&status),
             timestamp_ms: d.timestamp_ms,
         };
-        if !self.emit(Event::Message(message)).await {
+        if !self.emit(Event::Message(message)).await || !self.handed_over().await {
             return Step::Stop("the front-end went away".to_owned());
         }
         if let Some(text) = notice

@@ -22,7 +22,10 @@
 //!   [`Seen`] and the local history's record of earlier runs), and a stored
 //!   message is acknowledged to the relay only after its [`Event`] was
 //!   handed to the event channel (so a crash in between delivers it again,
-//!   never loses it).
+//!   never loses it). A front-end that holds events before passing them
+//!   on (the daemon's socket, while no client is connected) asks for a
+//!   [`Handover`]: then a message is acknowledged only once the front-end
+//!   confirmed it.
 //! - Direct messages are end to end when there is an end-to-end engine,
 //!   as `send` and `chat` send them; rooms are end to end when this user is
 //!   in the room's MLS group; anything else goes the open way.
@@ -54,8 +57,10 @@ use crate::{Client, ClientError};
 
 mod commands;
 mod delivery;
+mod handover;
 mod people;
 
+pub use handover::Handover;
 pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTORY, Member};
 
 /// The first pause before reconnecting, and the longest: the pause doubles
@@ -435,6 +440,9 @@ pub struct Engine<C: Connector> {
     name: String,
     /// The store and key state behind people and rooms commands.
     people: people::People,
+    /// Set by [`Engine::handover`]: how many message events the front-end
+    /// says it handed on, and how many were emitted.
+    handover: Option<(tokio::sync::watch::Receiver<u64>, u64)>,
 }
 
 /// The live connection and what came with it.
@@ -463,6 +471,7 @@ impl<C: Connector> Engine<C> {
             since: None,
             name: String::new(),
             people: people::People::default(),
+            handover: None,
         };
         (engine, EngineHandle { commands: ctx }, erx)
     }

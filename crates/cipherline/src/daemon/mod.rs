@@ -1,23 +1,24 @@
-//! `cipherline daemon --stdio`: the client engine behind JSON-RPC 2.0, one
-//! JSON object per line on standard input (requests) and standard output
-//! (responses and notifications), for bots and scripts. The schema, with
-//! an example per method and notification, is docs/daemon.md; a test
-//! in [`rpc`] checks that page against the implementation, so the two
-//! cannot drift. This module is the transport: lines in, lines out.
+//! `cipherline daemon`: the client engine behind JSON-RPC 2.0, one JSON
+//! object per line, for bots and scripts: on standard input and output
+//! (`--stdio`), or on a Unix socket several local programs connect to
+//! (`--socket PATH`, [`socket`]). The schema, with an example per method
+//! and notification, is docs/daemon.md; a test in [`rpc`] checks that
+//! page against the implementation, so the two cannot drift. This module
+//! is the standard-input transport and what both transports share.
 //!
 //! Requests are handled concurrently (each answered when the engine is
 //! done with it; match answers by `id`); notifications are written as the
 //! engine hands its events over, and a message is acknowledged to the
-//! relay only after its notification was queued for standard output.
-//!
-//! TODO(issue 17, next step): `--socket PATH` (a Unix socket, mode 0600,
-//! the same protocol per connection).
+//! relay only after its notification was queued for standard output
+//! (the socket: written to a client, see [`socket`]).
 
 use std::time::Duration;
 
 use std::io::BufRead;
 
-use cipherline_client::engine::{ConnectFailure, Connecting, ConnectionState, Connector, Engine, Event, Session};
+use cipherline_client::engine::{
+    ConnectFailure, Connecting, ConnectionState, Connector, Engine, EngineHandle, Event, Session,
+};
 use clap::Args;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
@@ -29,21 +30,29 @@ use crate::link::passing;
 
 mod people;
 pub mod rpc;
+mod socket;
 
-use rpc::{INVALID_REQUEST, RpcError, notification, parse, response, run_call};
+use rpc::{Call, INVALID_REQUEST, RpcError, notification, parse, response, run_call};
 
 /// Run the client engine for a program: JSON-RPC 2.0 on standard input and
-/// output, one object per line (docs/daemon.md lists the methods and
-/// notifications). It stays connected, reconnecting with backoff when the
-/// connection is lost, until standard input ends.
+/// output, or on a Unix socket, one object per line (docs/daemon.md lists
+/// the methods and notifications). It stays connected, reconnecting with
+/// backoff when the connection is lost, until standard input ends (with
+/// --stdio) or SIGINT/SIGTERM (with --socket).
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("transport").required(true).args(["stdio", "socket"])))]
 pub struct DaemonArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 
-    /// Speak JSON-RPC on standard input and output (the only mode for now).
-    #[arg(long, required = true)]
+    /// Speak JSON-RPC on standard input and output.
+    #[arg(long)]
     pub stdio: bool,
+
+    /// Speak JSON-RPC on a Unix socket created at PATH (mode 0600; up to
+    /// 16 clients at once, each getting every notification).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<std::path::PathBuf>,
 
     /// An open room to join at start (may be repeated).
     #[arg(long, value_name = "ROOM")]
@@ -126,9 +135,46 @@ fn spawn_input() -> mpsc::Receiver<Option<Vec<u8>>> {
     rx
 }
 
+/// What a line read asks for: its id (`None` for a notification, not
+/// answered) and the call or the error to answer with; `None` for a blank
+/// line. `line` is `None` for a line over [`MAX_LINE`].
+fn request(line: Option<Vec<u8>>) -> Option<(Option<Value>, Result<Call, RpcError>)> {
+    match line {
+        None => Some((
+            Some(Value::Null),
+            Err(RpcError::new(INVALID_REQUEST, format!("invalid request: line longer than {MAX_LINE} bytes"))),
+        )),
+        Some(line) if line.iter().all(u8::is_ascii_whitespace) => None,
+        Some(line) => Some(parse(&line)),
+    }
+}
+
+/// Runs a request on the engine: the response line, if it has an id.
+async fn answer(handle: &EngineHandle, id: Option<Value>, call: Result<Call, RpcError>) -> Option<String> {
+    let result = match call {
+        Ok(call) => run_call(handle, call).await,
+        Err(e) => Err(e),
+    };
+    id.map(|id| response(id, result))
+}
+
+/// The daemon stopped for `reason`: fine if its front-end was done.
+fn outcome(reason: Option<String>) -> Result<(), CliError> {
+    match reason {
+        Some(reason) if reason != cipherline_client::engine::HANDLES_DROPPED => {
+            Err(CliError::failed(format!("the daemon stopped: {reason}"), "check the server address, name and key"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs `daemon`.
 pub async fn run(args: &'static DaemonArgs) -> Result<(), CliError> {
-    tokio::task::LocalSet::new().run_until(run_here(args)).await
+    let local = tokio::task::LocalSet::new();
+    match &args.socket {
+        Some(path) => local.run_until(socket::run(args, path)).await,
+        None => local.run_until(run_here(args)).await,
+    }
 }
 
 async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
@@ -171,31 +217,17 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
             // The engine stopped for good (a final refusal): so does the daemon.
             () = wait_finished(&engine) => break,
         };
-        match read {
-            None => break,
-            Some(None) => {
-                let error =
-                    RpcError::new(INVALID_REQUEST, format!("invalid request: line longer than {MAX_LINE} bytes"));
-                let _ = out.send(response(Value::Null, Err(error))).await;
+        let Some(line) = read else { break };
+        let Some((id, call)) = request(line) else { continue };
+        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let (handle, out) = (handle.clone(), out.clone());
+        tokio::task::spawn_local(async move {
+            // A request without an id is a notification: no answer.
+            if let Some(line) = answer(&handle, id, call).await {
+                let _ = out.send(line).await;
             }
-            Some(Some(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
-            Some(Some(line)) => {
-                let (id, call) = parse(&line);
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                let (handle, out) = (handle.clone(), out.clone());
-                tokio::task::spawn_local(async move {
-                    let result = match call {
-                        Ok(call) => run_call(&handle, call).await,
-                        Err(e) => Err(e),
-                    };
-                    // A request without an id is a notification: no answer.
-                    if let Some(id) = id {
-                        let _ = out.send(response(id, result)).await;
-                    }
-                    drop(permit);
-                });
-            }
-        }
+            drop(permit);
+        });
     }
     // Let the requests under way be answered, then stop the engine.
     let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(IN_FLIGHT)).await;
@@ -204,12 +236,7 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
     let stopped = tokio::time::timeout(Duration::from_secs(5), forward).await.ok().and_then(Result::ok).flatten();
     drop(out);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    match stopped {
-        Some(reason) if reason != cipherline_client::engine::HANDLES_DROPPED => {
-            Err(CliError::failed(format!("the daemon stopped: {reason}"), "check the server address, name and key"))
-        }
-        _ => Ok(()),
-    }
+    outcome(stopped)
 }
 
 /// Waits until the engine's task has ended (polled, not consumed).
