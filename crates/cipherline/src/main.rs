@@ -23,6 +23,8 @@
 //!   `--server-fingerprint`, `--data-dir`) and the first-contact prompt.
 //! - [`passphrase`]: the passphrase flags and prompt.
 //! - [`packaging`]: `cipherline completions` and `cipherline man`.
+//! - [`tui`]: `cipherline tui`, the full-screen client on the client engine;
+//!   [`slash`], the slash commands it parses (shareable with `chat`).
 //! - [`console`]: `chat`'s terminal: line editor, output, raw mode always undone.
 //! - [`error`]: the error type and its hints.
 
@@ -50,8 +52,10 @@ mod recorder;
 mod room;
 mod send;
 mod serve;
+mod slash;
 mod transfers;
 mod trust;
+mod tui;
 
 use std::process::ExitCode;
 
@@ -79,6 +83,7 @@ enum Command {
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
     Daemon(daemon::DaemonArgs),
+    Tui(tui::TuiArgs),
     History(history::HistoryArgs),
     #[command(subcommand)]
     Room(room::RoomCommand),
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         Command::Send(args) => client_runtime(send::run(args)),
         Command::Listen(args) => client_runtime(listen::run(args)),
         Command::Daemon(args) => client_runtime(daemon::run(args)),
+        Command::Tui(args) => client_runtime(tui::run(args)),
         Command::History(args) => history::run(args),
         Command::Room(command) => client_runtime(room::run(command)),
         Command::Files(command) => client_runtime(transfers::run(command)),

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use common::{Server, bin};
 
 /// The subcommands every completion script and the man pages must know.
-const SUBCOMMANDS: [&str; 14] = [
+const SUBCOMMANDS: [&str; 15] = [
     "keygen",
     "fingerprint",
     "known-servers",
@@ -22,6 +22,7 @@ const SUBCOMMANDS: [&str; 14] = [
     "send",
     "listen",
     "daemon",
+    "tui",
     "history",
     "room",
     "files",
