@@ -14,6 +14,10 @@ impl<C: Connector> Engine<C> {
             Command::SendDirect { user, text } => self.send(live, Target::User(user), &text).await,
             Command::SendRoom { room, text } => self.send(live, Target::Room(room), &text).await,
             Command::Join(room) => self.join(live, &room).await,
+            Command::SendFile { to, path } => self.send_file(live, to, &path).await,
+            Command::GetFile { id, dir } => self.get_file(live, id, &dir),
+            Command::Files => self.files(live),
+            Command::CancelFile(transfer) => self.cancel_file(live, &transfer).await,
             Command::Leave(room) => match live.client.leave(&room).await {
                 Ok(()) => {
                     self.rooms.remove(&fold_name(&room));
