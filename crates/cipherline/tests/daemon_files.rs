@@ -161,3 +161,47 @@ fn an_offer_is_cancelled_and_bad_paths_and_ids_are_refused_clearly() {
     assert_eq!(alice.finish(), Some(0));
     assert_eq!(bob.finish(), Some(0));
 }
+
+#[test]
+fn an_interrupted_download_resumes_at_start_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut bob = Daemon::start(&server, "bob", &[]);
+    let mut alice = Daemon::start(&server, "alice", &[]);
+    let sent = dir.path().join("later.bin");
+    let data = write_file(&sent, 150_000);
+    let started = alice.request("files.send", json!({ "to": "bob", "path": sent.to_str().unwrap() }));
+    assert_eq!(ended(&mut alice, &transfer_id(&started))["state"], "done");
+    bob.wait_for("file", |p| p["name"] == "later.bin");
+    assert_eq!(bob.finish(), Some(0));
+
+    // As if bob had asked for it and was cut off before the first chunk:
+    // accepted into `inbox`, nothing fetched yet.
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let db = rusqlite::Connection::open(common::home_of(&server, "bob").join("client.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE file_downloads SET state = 'active', dir = ?1 WHERE name = 'later.bin'",
+            [inbox.as_os_str().as_encoded_bytes()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+
+    // Without --resume-downloads it stays where it is.
+    let mut bob = Daemon::start(&server, "bob", &[]);
+    let listed = bob.request("files.list", json!({}));
+    let item = &listed["result"]["transfers"][0];
+    assert_eq!((item["name"].as_str(), item["state"].as_str()), (Some("later.bin"), Some("paused")), "{listed}");
+    assert_eq!(bob.finish(), Some(0));
+
+    // With it, it is fetched into the directory it started in.
+    let mut bob = Daemon::start(&server, "bob", &["--resume-downloads"]);
+    let end = bob.wait_for("transfer", |p| p["name"] == "later.bin" && p["state"] != "running");
+    assert_eq!(end["state"], "done", "{end}");
+    let saved = std::fs::read(inbox.join("later.bin")).unwrap();
+    assert_eq!(cipherline_proto::crypto::sha256(&saved), cipherline_proto::crypto::sha256(&data));
+    assert_eq!(bob.finish(), Some(0));
+    assert_eq!(alice.finish(), Some(0));
+}
