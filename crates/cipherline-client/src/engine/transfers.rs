@@ -158,9 +158,11 @@ impl Transfers {
         self.tasks.retain(|_, t| !t.is_finished());
     }
 
+    /// Whether `transfer` runs (or waits its turn) now: its entry goes
+    /// when its end was reported, so asking again right after starts anew.
     fn running(&mut self, transfer: &str) -> bool {
         self.prune();
-        self.tasks.contains_key(transfer)
+        with(&self.table, |t| t.contains_key(transfer))
     }
 
     /// The key of the running transfer `id` names (itself, or the engine
