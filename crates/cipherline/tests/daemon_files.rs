@@ -2,6 +2,8 @@
 //! a real server: alice's daemon sends a file to bob's; bob's daemon
 //! notifies the offer, fetches it on `files.get` with `transfer`
 //! notifications ending in `done`, and the saved file is the one sent;
+//! at most three downloads run at once; an interrupted download resumes
+//! at start with `--resume-downloads` only;
 //! an offer is cancelled; bad paths and ids get clear errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
@@ -202,6 +204,69 @@ fn an_interrupted_download_resumes_at_start_only_when_asked() {
     assert_eq!(end["state"], "done", "{end}");
     let saved = std::fs::read(inbox.join("later.bin")).unwrap();
     assert_eq!(cipherline_proto::crypto::sha256(&saved), cipherline_proto::crypto::sha256(&data));
+    assert_eq!(bob.finish(), Some(0));
+    assert_eq!(alice.finish(), Some(0));
+}
+
+#[test]
+fn at_most_three_downloads_run_at_once_and_the_others_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut bob = Daemon::start(&server, "bob", &[]);
+    let mut alice = Daemon::start(&server, "alice", &[]);
+    let mut sent = Vec::new();
+    for n in 0..4 {
+        let path = dir.path().join(format!("part{n}.bin"));
+        let mut data = write_file(&path, 1 << 20);
+        data[0] = n;
+        std::fs::write(&path, &data).unwrap();
+        let started = alice.request("files.send", json!({ "to": "bob", "path": path.to_str().unwrap() }));
+        assert_eq!(ended(&mut alice, &transfer_id(&started))["state"], "done");
+        sent.push(data);
+    }
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let mut offers = Vec::new();
+    for n in 0..4 {
+        offers.push(bob.wait_for("file", |p| p["name"] == format!("part{n}.bin"))["id"].clone());
+    }
+    // Asked for at once (requests without an id: not answered), so three
+    // are running when the fourth is asked for.
+    let burst: Vec<String> = offers
+        .iter()
+        .map(|id| {
+            json!({ "jsonrpc": "2.0", "method": "files.get", "params": { "id": id, "dir": inbox.to_str().unwrap() } })
+                .to_string()
+        })
+        .collect();
+    bob.write_line(&burst.join("\n"));
+    for n in 0..4 {
+        let end = bob.wait_for("transfer", |p| {
+            p["name"] == format!("part{n}.bin") && p["state"] != "running" && p["state"] != "queued"
+        });
+        assert_eq!(end["state"], "done", "{end}");
+    }
+    // In the order written: never more than three running at once, and
+    // the fourth (asked for while three ran) waited its turn.
+    let mut running = std::collections::BTreeSet::new();
+    let mut queued = false;
+    for n in bob.notifications.iter().filter(|n| n["method"] == "transfer") {
+        let (id, state) = (n["params"]["transfer"].as_str().unwrap(), n["params"]["state"].as_str().unwrap());
+        match state {
+            "running" => {
+                running.insert(id.to_owned());
+            }
+            "queued" => queued = true,
+            _ => {
+                running.remove(id);
+            }
+        }
+        assert!(running.len() <= 3, "more than three downloads at once: {:?}", bob.notifications);
+    }
+    assert!(queued, "no download waited: {:?}", bob.notifications);
+    for (n, data) in sent.iter().enumerate() {
+        assert_eq!(&std::fs::read(inbox.join(format!("part{n}.bin"))).unwrap(), data);
+    }
     assert_eq!(bob.finish(), Some(0));
     assert_eq!(alice.finish(), Some(0));
 }

@@ -586,8 +586,10 @@ async fn get_task<C: Connector>(
             }
         }
     };
-    drop(permit);
+    // The end is reported before the slot is given up, so the events
+    // never show more than MAX_DOWNLOADS running at once.
     report.end(ended, path).await;
+    drop(permit);
 }
 
 #[cfg(test)]
