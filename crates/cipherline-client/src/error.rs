@@ -165,4 +165,7 @@ pub enum ClientError {
     /// uploading, or the relay stopped answering); it can be resumed.
     #[error("the transfer made no progress for {0} s; it can be resumed later")]
     Stalled(u64),
+    /// No file transfer or offer has this id (for this name and server).
+    #[error("no file transfer {}", crate::display::escape(.0))]
+    NoTransfer(String),
 }

@@ -8,13 +8,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cipherline_client::LocalStore;
 use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
 use cipherline_client::files::upload::{UploadEvent, Uploaded};
-use cipherline_client::files::{DownloadRecord, DownloadState, download, upload};
+use cipherline_client::files::{DownloadRecord, DownloadState, Ticker, TransferId, download, upload};
 use cipherline_proto::app::Target;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -26,7 +26,7 @@ use crate::files::{Downloads, hex, progress_bar};
 /// How often a JSON progress event is written at most.
 const JSON_EVERY: Duration = Duration::from_millis(250);
 /// Downloads `listen --accept-files` runs at once.
-pub const MAX_DOWNLOADS: usize = 3;
+pub use cipherline_client::files::MAX_DOWNLOADS;
 /// How long `listen` waits before trying an interrupted download again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -83,27 +83,13 @@ pub struct CancelArgs {
     pub id: String,
 }
 
-/// Which transfer an id names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Id {
-    Up(u64),
-    Down(u64),
-}
-
-fn parse_id(s: &str) -> Result<Id, CliError> {
-    let bad = || {
+fn parse_id(s: &str) -> Result<TransferId, CliError> {
+    TransferId::parse(s).ok_or_else(|| {
         CliError::usage(
             format!("{} is not a file id", escape(s)),
             "ids look like u2 or d3: see `cipherline files list`",
         )
-    };
-    let (kind, number) = s.split_at_checked(1).ok_or_else(bad)?;
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    match kind {
-        "u" | "U" => Ok(Id::Up(n)),
-        "d" | "D" => Ok(Id::Down(n)),
-        _ => Err(bad()),
-    }
+    })
 }
 
 /// Runs `files`.
@@ -129,54 +115,42 @@ fn conversation_json(target: &Target) -> (&'static str, &str) {
 
 fn list(args: &ListArgs) -> Result<(), CliError> {
     let store = open_store(&args.client)?;
-    for up in store.uploads(None).map_err(CliError::Client)? {
-        let name = up.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let sealed = cipherline_proto::filestream::sealed_size(up.size).unwrap_or(u64::MAX).max(1);
-        // The relay's sealed bytes, as plaintext bytes (approximately: the
-        // tags are spread evenly).
-        let bytes = u64::try_from(u128::from(up.stored) * u128::from(up.size) / u128::from(sealed)).unwrap_or(0);
-        let state = if up.announced { "active" } else { "starting" };
-        let (kind, peer) = conversation_json(&up.target);
-        if args.json {
-            println!(
-                "{}",
-                json!({ "id": format!("u{}", up.id), "direction": "out", kind: peer, "name": name,
-                        "bytes": bytes, "total": up.size, "state": state })
-            );
-        } else {
-            println!(
-                "u{:<5} out  {:<20} {}  {bytes}/{} bytes  {state}",
-                up.id,
-                conversation_label(&up.target, true),
-                escape(&name),
-                up.size
-            );
-        }
-    }
-    for d in store.downloads(None, &[DownloadState::Offered, DownloadState::Active]).map_err(CliError::Client)? {
-        if args.json {
-            let (kind, peer) = match &d.target {
-                Target::Room(r) => ("room", r.as_str()),
-                Target::User(_) => ("peer", d.from.as_str()),
-            };
-            println!(
-                "{}",
-                json!({ "id": format!("d{}", d.id), "direction": "in", kind: peer, "from": d.from, "name": d.name,
-                        "bytes": d.verified, "total": d.size, "state": d.state.as_str() })
-            );
-        } else {
-            let from = match &d.target {
-                Target::Room(r) => format!("{} in {}", escape(&d.from), escape(r)),
-                Target::User(_) => format!("from {}", escape(&d.from)),
-            };
-            println!(
-                "d{:<5} in   {from:<20} {}  {}/{} bytes  {}",
-                d.id,
-                escape(&d.name),
-                d.verified,
-                d.size,
-                d.state.as_str()
-            );
+    for p in cipherline_client::files::pending(&store, None).map_err(CliError::Client)? {
+        let (id, name, bytes, total, state) = (p.id, &p.name, p.bytes, p.total, p.state);
+        match (id, &p.from) {
+            (TransferId::Up(n), _) => {
+                let (kind, peer) = conversation_json(&p.target);
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({ "id": id.to_string(), "direction": "out", kind: peer, "name": name,
+                                "bytes": bytes, "total": total, "state": state })
+                    );
+                } else {
+                    let label = conversation_label(&p.target, true);
+                    println!("u{n:<5} out  {label:<20} {}  {bytes}/{total} bytes  {state}", escape(name));
+                }
+            }
+            (TransferId::Down(n), from) => {
+                let from = from.as_deref().unwrap_or_default();
+                if args.json {
+                    let (kind, peer) = match &p.target {
+                        Target::Room(r) => ("room", r.as_str()),
+                        Target::User(_) => ("peer", from),
+                    };
+                    println!(
+                        "{}",
+                        json!({ "id": id.to_string(), "direction": "in", kind: peer, "from": from, "name": name,
+                                "bytes": bytes, "total": total, "state": state })
+                    );
+                } else {
+                    let from = match &p.target {
+                        Target::Room(r) => format!("{} in {}", escape(from), escape(r)),
+                        Target::User(_) => format!("from {}", escape(from)),
+                    };
+                    println!("d{n:<5} in   {from:<20} {}  {bytes}/{total} bytes  {state}", escape(name));
+                }
+            }
         }
     }
     Ok(())
@@ -204,7 +178,7 @@ async fn connect_for_files(client: &ClientArgs) -> Result<(cipherline_client::Cl
 }
 
 async fn get(args: &GetArgs) -> Result<(), CliError> {
-    let Id::Down(id) = parse_id(&args.id)? else {
+    let TransferId::Down(id) = parse_id(&args.id)? else {
         return Err(CliError::usage("that is an upload", "`files get` fetches downloads (ids starting with d)"));
     };
     let (mut client, e2e) = connect_for_files(&args.client).await?;
@@ -329,13 +303,13 @@ pub fn report_offered(record: &DownloadRecord, accepting: Option<&Path>, as_json
 pub struct JsonProgress {
     on: bool,
     id: String,
-    last: Option<(Instant, u64)>,
+    ticker: Ticker,
 }
 
 impl JsonProgress {
     /// Events for transfer `id` when `on`.
     pub fn new(on: bool, id: String) -> Self {
-        JsonProgress { on, id, last: None }
+        JsonProgress { on, id, ticker: Ticker::new(JSON_EVERY).with_hundredths() }
     }
 
     /// Bytes done of total.
@@ -349,16 +323,7 @@ impl JsonProgress {
     /// last, another hundredth, or [`JSON_EVERY`] since the last), and
     /// counts it as given if so.
     pub fn due(&mut self, bytes: u64, total: u64) -> bool {
-        let due = match self.last {
-            None => true,
-            Some((at, before)) => {
-                bytes >= total || at.elapsed() >= JSON_EVERY || bytes.saturating_sub(before) >= (total / 100).max(1)
-            }
-        };
-        if due {
-            self.last = Some((Instant::now(), bytes));
-        }
-        due
+        self.ticker.due(bytes, total)
     }
 }
 
@@ -367,7 +332,7 @@ async fn cancel(args: &CancelArgs) -> Result<(), CliError> {
     let (mut client, e2e) = connect_for_files(&args.client).await?;
     let store = e2e.store().clone();
     let result = match id {
-        Id::Up(n) => {
+        TransferId::Up(n) => {
             let up = store.upload(n).map_err(CliError::Client)?;
             match up {
                 Some(up) if up.scope != e2e.scope() => Err(other_scope(&args.id, &up.scope)),
@@ -375,7 +340,7 @@ async fn cancel(args: &CancelArgs) -> Result<(), CliError> {
                 None => Err(CliError::failed(format!("no upload u{n}"), "see `cipherline files list`")),
             }
         }
-        Id::Down(n) => {
+        TransferId::Down(n) => {
             let d = store.download(n).map_err(CliError::Client)?;
             match d {
                 Some(d) if d.scope != e2e.scope() => Err(other_scope(&args.id, &d.scope)),
@@ -630,8 +595,8 @@ mod tests {
 
     #[test]
     fn ids_name_a_direction() {
-        assert_eq!(parse_id("u2").ok(), Some(Id::Up(2)));
-        assert_eq!(parse_id("D17").ok(), Some(Id::Down(17)));
+        assert_eq!(parse_id("u2").ok(), Some(TransferId::Up(2)));
+        assert_eq!(parse_id("D17").ok(), Some(TransferId::Down(17)));
         for bad in ["", "x1", "u", "d-1", "2", "dé"] {
             assert!(parse_id(bad).is_err(), "{bad}");
         }

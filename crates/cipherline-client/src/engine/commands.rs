@@ -22,6 +22,10 @@ impl<C: Connector> Engine<C> {
             c @ (Command::Create { .. } | Command::Invite { .. } | Command::Kick { .. }) => {
                 self.room_change(live, c).await
             }
+            Command::SendFile { to, path } => self.send_file(live, to, &path).await,
+            Command::GetFile { id, dir } => self.get_file(live, id, &dir),
+            Command::Files => self.files(live),
+            Command::CancelFile(transfer) => self.cancel_file(live, &transfer).await,
         };
         let lost = match &answer {
             Err(e) if passing(e) && !matches!(e, ClientError::Refused { .. }) => Some(e.to_string()),

@@ -46,6 +46,9 @@ impl<C: Connector> Engine<C> {
             // order) follows the message, before it is acknowledged.
             return self.deliver(live, delivery, status, true, Some(notice).filter(|n| !n.is_empty())).await;
         }
+        if let Outcome::File { .. } = outcome {
+            return self.offered(live, d, outcome).await;
+        }
         let text = describe(&outcome);
         if !self.emit(Event::Group { id: d.id, text }).await {
             return Step::Stop("the front-end went away".to_owned());
@@ -102,7 +105,7 @@ impl<C: Connector> Engine<C> {
     }
 
     /// A stored message was handed over: the relay may delete it.
-    async fn handled(&mut self, live: &mut Live, seq: u64) -> Step {
+    pub(super) async fn handled(&mut self, live: &mut Live, seq: u64) -> Step {
         let result = match live.client.handled(seq).await {
             Ok(()) => live.client.flush_received().await,
             Err(e) => Err(e),

@@ -39,6 +39,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 use cipherline_proto::app::{
@@ -62,6 +63,9 @@ mod people;
 
 pub use handover::Handover;
 pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTORY, Member};
+mod transfers;
+
+pub use transfers::{PROGRESS_EVERY, TransferInfo, TransferState};
 
 /// The first pause before reconnecting, and the longest: the pause doubles
 /// after each failed attempt.
@@ -113,9 +117,16 @@ pub type Connecting<'a> = Pin<Box<dyn Future<Output = Result<Session, ConnectFai
 /// Makes connections for the engine: the front-end's identity, password
 /// and trust policy. `first` is true for the first connection (a
 /// front-end may ask the user about the server's key then, never later).
-pub trait Connector {
+pub trait Connector: 'static {
     /// Connects and says Hello.
     fn connect(&self, first: bool) -> Connecting<'_>;
+
+    /// Connects and says Hello for one file transfer: a connection of its
+    /// own beside the message connection (never the first: the server's
+    /// key is known by then), so a large file never holds messages up.
+    fn transfer(&self) -> Connecting<'_> {
+        self.connect(false)
+    }
 }
 
 /// The engine's view of its connection, as [`Event::Connection`] reports it.
@@ -246,6 +257,42 @@ pub enum Event {
     },
     /// The connection's state changed.
     Connection(ConnectionState),
+    /// A file was announced end to end (recorded: [`Command::GetFile`]
+    /// fetches it, now or after a restart); acknowledged to the relay only
+    /// after this event was handed over.
+    FileOffered {
+        /// The delivery's server id (stable): the offer's id.
+        id: u64,
+        /// The sender.
+        from: String,
+        /// The room, or this user for a direct conversation.
+        to: Target,
+        /// The sender's name for the file (raw: escape it for a terminal;
+        /// it is saved under a sanitised form).
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Whether it came end to end (always, for now).
+        e2e: bool,
+        /// The verdict on the sender's key.
+        verified: Verified,
+    },
+    /// Progress of a transfer (at most one per [`PROGRESS_EVERY`] while it
+    /// runs), and how it ended.
+    Transfer {
+        /// Its id, as [`Reply::Transfer`] and [`Command::Files`] name it.
+        transfer: String,
+        /// The file's name (raw).
+        name: String,
+        /// Bytes done.
+        done: u64,
+        /// The file's size.
+        total: u64,
+        /// Where it stands.
+        state: TransferState,
+        /// Where a download was saved (when done).
+        path: Option<std::path::PathBuf>,
+    },
 }
 
 /// What a command answers.
@@ -284,6 +331,13 @@ pub enum Reply {
         /// Twelve groups of five digits.
         code: String,
     },
+    /// A transfer started (it runs in the background: [`Event::Transfer`]).
+    Transfer {
+        /// Its id.
+        transfer: String,
+    },
+    /// The transfers not finished: those running and those recorded.
+    Files(Vec<TransferInfo>),
 }
 
 /// The engine's state, as [`Command::Status`] answers.
@@ -377,6 +431,28 @@ pub enum Command {
         /// Who.
         users: Vec<String>,
     },
+    /// Send a file end to end to a user or an end-to-end room; answered
+    /// at once with [`Reply::Transfer`], the upload runs in the background.
+    SendFile {
+        /// The user or room.
+        to: Target,
+        /// The file (a relative path is relative to the working directory).
+        path: std::path::PathBuf,
+    },
+    /// Fetch an offered file (by [`Event::FileOffered`]'s id) into `dir`;
+    /// answered at once with [`Reply::Transfer`], the download runs in the
+    /// background (a few at once, the rest queued).
+    GetFile {
+        /// The offer's id.
+        id: u64,
+        /// The directory to save it in (an interrupted download continues
+        /// in the directory it started in).
+        dir: std::path::PathBuf,
+    },
+    /// The transfers not finished.
+    Files,
+    /// Cancel a transfer (by its id).
+    CancelFile(String),
 }
 
 type Request = (Command, oneshot::Sender<Result<Reply, ClientError>>);
@@ -427,7 +503,7 @@ impl EngineHandle {
 /// [`Engine::run`] (on a `LocalSet`: the connector's futures need not be
 /// `Send`).
 pub struct Engine<C: Connector> {
-    connector: C,
+    connector: Rc<C>,
     server: String,
     commands: mpsc::Receiver<Request>,
     events: mpsc::Sender<Event>,
@@ -443,6 +519,8 @@ pub struct Engine<C: Connector> {
     /// Set by [`Engine::handover`]: how many message events the front-end
     /// says it handed on, and how many were emitted.
     handover: Option<(tokio::sync::watch::Receiver<u64>, u64)>,
+    /// File transfers running in the background.
+    transfers: transfers::Transfers,
 }
 
 /// The live connection and what came with it.
@@ -462,7 +540,7 @@ impl<C: Connector> Engine<C> {
         let (etx, erx) = mpsc::channel(EVENT_BUFFER);
         let rooms = rooms.iter().map(|r| (fold_name(r), r.clone())).collect();
         let engine = Engine {
-            connector,
+            connector: Rc::new(connector),
             server,
             commands: crx,
             events: etx,
@@ -472,6 +550,7 @@ impl<C: Connector> Engine<C> {
             name: String::new(),
             people: people::People::default(),
             handover: None,
+            transfers: transfers::Transfers::default(),
         };
         (engine, EngineHandle { commands: ctx }, erx)
     }
@@ -507,6 +586,7 @@ impl<C: Connector> Engine<C> {
             if !self.emit(Event::Connection(ConnectionState::Connected { name: self.name.clone() })).await {
                 return "the front-end went away".to_owned();
             }
+            self.resume_transfers(&live);
             let why = loop {
                 let step = tokio::select! {
                     biased;

@@ -31,6 +31,7 @@
 //! own and drop them to stop (what was done is kept and resumes).
 
 pub mod download;
+pub mod pending;
 pub mod records;
 pub mod upload;
 
@@ -41,6 +42,7 @@ use cipherline_proto::app::{BlobEvent, BlobId, BlobRequest, BlobStatus, ClientMe
 use crate::client::Client;
 use crate::error::ClientError;
 
+pub use pending::{MAX_DOWNLOADS, Pending, Ticker, TransferId, pending};
 pub use records::{DownloadRecord, DownloadState, UploadRecord, blob_hex};
 
 /// A transfer that makes no progress for this long stops (it resumes later).

@@ -28,6 +28,7 @@ use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
 use crate::link::passing;
 
+mod files;
 mod people;
 pub mod rpc;
 mod socket;
@@ -57,6 +58,11 @@ pub struct DaemonArgs {
     /// An open room to join at start (may be repeated).
     #[arg(long, value_name = "ROOM")]
     pub room: Vec<String>,
+
+    /// Resume, at start, the downloads interrupted earlier (into the
+    /// directories they started in).
+    #[arg(long)]
+    pub resume_downloads: bool,
 }
 
 /// The longest request line read; a longer one is skipped (never held
@@ -80,6 +86,11 @@ impl Connector for Flags {
                 Err(e) => Err(ConnectFailure { passing: passing(&e), reason: e.to_string() }),
             }
         })
+    }
+
+    fn transfer(&self) -> Connecting<'_> {
+        // The same flags: a second session of this user for one file.
+        self.connect(false)
     }
 }
 
@@ -180,6 +191,7 @@ pub async fn run(args: &'static DaemonArgs) -> Result<(), CliError> {
 async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
     let server = args.client.server.clone();
     let (engine, handle, mut events) = Engine::new(Flags(&args.client), server, &args.room);
+    let engine = engine.resume_downloads(args.resume_downloads);
     let engine = tokio::task::spawn_local(engine.run());
     // Everything written goes through one task, a line at a time.
     let (out, mut lines) = mpsc::channel::<String>(256);

@@ -25,9 +25,15 @@ pub const METHODS: &[&str] = &[
     "create",
     "invite",
     "kick",
+    // Files (files.rs).
+    "files.send",
+    "files.get",
+    "files.list",
+    "files.cancel",
 ];
 /// The notifications the daemon writes.
-pub const NOTIFICATIONS: &[&str] = &["message", "delivered", "membership", "key_changed", "group", "connection"];
+pub const NOTIFICATIONS: &[&str] =
+    &["message", "delivered", "membership", "key_changed", "group", "connection", "file", "transfer"];
 
 /// JSON-RPC 2.0's codes.
 pub(super) const PARSE_ERROR: i64 = -32700;
@@ -51,6 +57,7 @@ pub(super) enum Call {
     Leave(String),
     Status,
     People(Command),
+    Files(super::files::FileCall),
 }
 
 /// A JSON-RPC error, with the request's id (`null` if unknown).
@@ -123,6 +130,7 @@ pub(super) fn call(method: &str, params: &Value) -> Result<Call, RpcError> {
         }
         "join" => Ok(Call::Join(text("room")?)),
         "leave" => Ok(Call::Leave(text("room")?)),
+        m if m.starts_with("files.") => Ok(Call::Files(super::files::call(m, params)?)),
         _ => Ok(Call::Status),
     }
 }
@@ -136,6 +144,7 @@ pub(super) async fn run_call(handle: &EngineHandle, call: Call) -> Result<Value,
         Call::Leave(room) => handle.leave(&room).await,
         Call::Status => handle.status().await,
         Call::People(command) => handle.run(command).await,
+        Call::Files(c) => handle.run(super::files::command(c)).await,
     };
     match reply {
         Ok(reply) => Ok(result(&reply)),
@@ -160,6 +169,7 @@ pub(super) fn result(reply: &Reply) -> Value {
         | Reply::Contacts(_)
         | Reply::Fingerprint { .. }
         | Reply::SafetyCode { .. }) => super::people::result(r).unwrap_or_default(),
+        Reply::Transfer { .. } | Reply::Files(_) => super::files::result(reply).unwrap_or_default(),
     }
 }
 
@@ -199,6 +209,9 @@ pub(super) fn notification(event: &Event) -> String {
         }
         Event::KeyChanged { id, name } => ("key_changed", json!({ "id": id, "name": name })),
         Event::Group { id, text } => ("group", json!({ "id": id, "text": text })),
+        Event::FileOffered { .. } | Event::Transfer { .. } => {
+            super::files::notification(event).unwrap_or(("transfer", Value::Null))
+        }
         Event::Connection(state) => (
             "connection",
             match state {
@@ -300,6 +313,7 @@ mod tests {
                             Reply::Status(Status { name: "a".into(), connected: true, rooms: Vec::new(), e2e: true })
                         }
                         Call::People(command) => super::super::people::sample(&command),
+                        Call::Files(c) => super::super::files::sample(&c),
                     };
                     assert_eq!(keys(&answer["result"]), keys(&result(&sample)), "{line}");
                 }
@@ -317,7 +331,7 @@ mod tests {
     #[test]
     fn every_notification_in_the_doc_has_the_shape_the_daemon_writes() {
         use cipherline_client::engine::{Message, Verified};
-        let written = [
+        let mut written = vec![
             notification(&Event::Message(Message {
                 id: 1,
                 from: "a".into(),
@@ -348,6 +362,7 @@ mod tests {
             })),
             notification(&Event::Connection(ConnectionState::Stopped { reason: "x".into() })),
         ];
+        written.extend(super::super::files::samples().iter().map(notification));
         let shape_of = |v: &Value| (v["method"].as_str().unwrap().to_owned(), keys(&v["params"]));
         let shapes: Vec<_> = written.iter().map(|l| shape_of(&serde_json::from_str(l).unwrap())).collect();
         for example in examples() {

@@ -24,7 +24,6 @@ pub const MAX_CONVERSATIONS: usize = 200;
 /// Names in one member list at most.
 pub const MAX_MEMBERS: usize = 1000;
 /// Transfers kept for their progress bars at most.
-#[cfg_attr(not(test), allow(dead_code, reason = "used once the engine reports transfers"))]
 pub const MAX_TRANSFERS: usize = 16;
 /// Rows one mouse wheel step scrolls.
 const WHEEL: usize = 3;
@@ -124,7 +123,7 @@ impl Conversation {
         })
     }
 
-    fn push(&mut self, entry: Entry) {
+    pub(super) fn push(&mut self, entry: Entry) {
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.remove(0);
         }
@@ -157,8 +156,8 @@ pub(super) fn same(a: &Target, b: &Target) -> bool {
 /// A file transfer and how far it got (shown with a progress bar).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
-    /// The transfer's id.
-    pub id: u64,
+    /// The transfer's id (`s1`, `d3`: what `/cancel` takes).
+    pub id: String,
     /// The file's name (raw: a peer's).
     pub name: String,
     /// Bytes done.
@@ -192,6 +191,12 @@ pub struct App {
     pub members: bool,
     /// Transfers under way or just ended.
     pub transfers: Vec<Transfer>,
+    /// Files offered to this user, newest last (for `/accept`).
+    pub offers: Vec<super::files::Offer>,
+    /// Offers being declined (waiting for the engine's list).
+    pub(super) declining: Vec<super::files::Offer>,
+    /// Where accepted files are saved.
+    pub download_dir: std::path::PathBuf,
     /// Direct messages go end to end (the engine's status says).
     pub direct_e2e: Option<bool>,
     /// The time zone times are shown in.
@@ -234,6 +239,9 @@ impl App {
             help: false,
             members: true,
             transfers: Vec::new(),
+            offers: Vec::new(),
+            declining: Vec::new(),
+            download_dir: std::path::PathBuf::from("."),
             direct_e2e: None,
             tz,
             page: Cell::new(10),
@@ -390,6 +398,12 @@ impl App {
                 );
             }
             Event::Group { text, .. } => self.notice(text, false),
+            Event::FileOffered { id, from, to, name, size, verified, .. } => {
+                self.on_file_offered(super::files::Offer { id, from, name }, &to, size, verified);
+            }
+            Event::Transfer { transfer, name, done, total, state, path } => {
+                self.on_transfer_event(transfer, name, (done, total), &state, path);
+            }
             Event::Connection(state) => return self.on_connection(state),
         }
         Vec::new()
@@ -473,7 +487,6 @@ impl App {
     /// A transfer's progress (the engine's transfer events, once it has
     /// them): shown as a bar, in the order they started; the oldest
     /// goes when there are too many.
-    #[cfg_attr(not(test), allow(dead_code, reason = "the engine reports no transfers yet"))]
     pub fn on_transfer(&mut self, transfer: Transfer) {
         match self.transfers.iter_mut().find(|t| t.id == transfer.id) {
             Some(t) => *t = transfer,
@@ -489,6 +502,9 @@ impl App {
     /// The engine's answer to `command`.
     pub fn on_reply(&mut self, command: &Command, result: Result<Reply, String>) -> Vec<Action> {
         if let Some(actions) = self.on_people_reply(command, &result) {
+            return actions;
+        }
+        if let Some(actions) = self.on_file_reply(command, &result) {
             return actions;
         }
         match (command, result) {
@@ -713,7 +729,10 @@ impl App {
             Slash::Whois(user) => return run(Command::Whois(user.to_owned())),
             Slash::Verify { user, confirm } => return run(Command::Verify { user: user.to_owned(), confirm }),
             Slash::Trust(user) => return run(Command::Trust(user.to_owned())),
-            Slash::Other { cmd, rest } => return self.people_command(cmd, rest),
+            Slash::Other { cmd, rest } => match self.file_command(cmd, rest) {
+                Some(actions) => return actions,
+                None => return self.people_command(cmd, rest),
+            },
             Slash::Usage(usage) => self.notice(format!("usage: {usage}"), true),
             Slash::Unknown(cmd) => self.notice(format!("unknown command {cmd}; /help lists them"), true),
         }

@@ -37,6 +37,7 @@ use crate::error::CliError;
 use crate::link::passing;
 
 pub mod app;
+pub mod files;
 pub mod input;
 pub mod people;
 pub mod view;
@@ -58,6 +59,10 @@ pub struct TuiArgs {
     /// and the most recent conversation shown.
     #[arg(long, value_name = "ROOM")]
     pub room: Option<String>,
+
+    /// Where accepted files are saved.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub download_dir: std::path::PathBuf,
 }
 
 /// Engine replies waiting for the loop at most.
@@ -92,6 +97,7 @@ async fn run_here(args: &'static TuiArgs) -> Result<(), CliError> {
     let engine = tokio::task::spawn_local(engine.run());
     let room = args.room.as_deref().unwrap_or("lobby");
     let mut app = App::new(&server, room, args.room.is_some(), jiff::tz::TimeZone::system());
+    app.download_dir.clone_from(&args.download_dir);
     let (replies_tx, mut replies) = mpsc::channel::<(Command, Result<Reply, String>)>(REPLIES);
     // The first connection, on the ordinary terminal (it may ask).
     eprintln!("connecting to {server}…");

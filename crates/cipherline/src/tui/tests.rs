@@ -170,10 +170,77 @@ fn the_help_screen_lists_keys_and_commands() {
 }
 
 #[test]
+fn file_offers_are_accepted_declined_and_followed_to_the_end() {
+    use cipherline_client::engine::{TransferInfo, TransferState};
+    let mut app = connected();
+    app.download_dir = "/tmp/in".into();
+    let offer = |id: u64, name: &str| Event::FileOffered {
+        id,
+        from: "bob".into(),
+        to: Target::User("alice".into()),
+        name: name.into(),
+        size: 3 * 1024 * 1024,
+        e2e: true,
+        verified: Verified::Known,
+    };
+    app.on_event(offer(41, "a.pdf"));
+    app.on_event(offer(42, "b\u{1b}[2J.pdf"));
+    app.open(&Target::User("bob".into()));
+    let screen = draw(&app, 120, 30);
+    assert!(screen.contains("bob offers the file a.pdf (3072 KiB): /accept 41 or /decline 41"), "{screen}");
+    assert!(!screen.contains('\u{1b}'), "a peer's file name is escaped: {screen}");
+    // /accept with no id takes the newest offer; with an id, that one.
+    assert_eq!(type_line(&mut app, "/accept"), [Action::Run(Command::GetFile { id: 42, dir: "/tmp/in".into() })]);
+    assert_eq!(type_line(&mut app, "/accept 41"), [Action::Run(Command::GetFile { id: 41, dir: "/tmp/in".into() })]);
+    assert!(type_line(&mut app, "/accept 7").is_empty(), "an unknown offer is refused");
+    // /decline finds the offer's transfer in the engine's list, then cancels it.
+    assert_eq!(type_line(&mut app, "/decline 41"), [Action::Run(Command::Files)]);
+    let listed = TransferInfo {
+        transfer: "d5".into(),
+        outgoing: false,
+        to: Target::User("alice".into()),
+        from: Some("Bob".into()),
+        name: "a.pdf".into(),
+        done: 0,
+        total: 3 * 1024 * 1024,
+        state: TransferState::Offered,
+    };
+    assert_eq!(
+        app.on_reply(&Command::Files, Ok(Reply::Files(vec![listed]))),
+        [Action::Run(Command::CancelFile("d5".into()))]
+    );
+    // Sending: a room shown needs no #, a user is a user.
+    assert_eq!(
+        type_line(&mut app, "/send-file lobby /tmp/x.bin"),
+        [Action::Run(Command::SendFile { to: lobby(), path: "/tmp/x.bin".into() })]
+    );
+    assert_eq!(
+        type_line(&mut app, "/send-file carol /tmp/x.bin"),
+        [Action::Run(Command::SendFile { to: Target::User("carol".into()), path: "/tmp/x.bin".into() })]
+    );
+    // Progress makes a bar; the end a line saying where the file is.
+    let transfer = |done, state, path: Option<&str>| Event::Transfer {
+        transfer: "d6".into(),
+        name: "b.pdf".into(),
+        done,
+        total: 2048 * 1024,
+        state,
+        path: path.map(Into::into),
+    };
+    app.on_event(transfer(1024 * 1024, TransferState::Running, None));
+    assert!(draw(&app, 120, 30).contains("d6 running b.pdf 1024/2048 KiB"));
+    app.on_event(transfer(2048 * 1024, TransferState::Done, Some("/tmp/in/b.pdf")));
+    let screen = draw(&app, 120, 30);
+    assert!(screen.contains("saved b.pdf as /tmp/in/b.pdf"), "{screen}");
+    app.on_event(transfer(0, TransferState::Failed("the relay lost it".into()), None));
+    assert!(draw(&app, 120, 30).contains("b.pdf (d6) stopped: the relay lost it"));
+}
+
+#[test]
 fn transfers_are_drawn_with_progress_bars() {
     let mut app = session();
     app.on_transfer(Transfer {
-        id: 1,
+        id: "d1".into(),
         name: "report.pdf".into(),
         done: 512 * 1024,
         total: 1024 * 1024,

@@ -341,7 +341,7 @@ fn draw_transfers(app: &App, frame: &mut Frame, area: Rect) {
     for (i, t) in app.transfers.iter().take(MAX_BARS).enumerate() {
         let row = Rect { y: area.y + u16::try_from(i).unwrap_or(0), height: 1, ..area };
         let ratio = if t.total == 0 { 0.0 } else { (t.done.min(t.total) as f64) / (t.total as f64) };
-        let label = format!("{} {} {}/{} KiB", t.state, escape(&t.name), t.done / 1024, t.total / 1024);
+        let label = format!("{} {} {} {}/{} KiB", t.id, t.state, escape(&t.name), t.done / 1024, t.total / 1024);
         frame.render_widget(Gauge::default().ratio(ratio).label(label).gauge_style(Color::Blue), row);
     }
 }
