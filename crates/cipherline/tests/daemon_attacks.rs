@@ -16,7 +16,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::Server;
@@ -77,10 +77,8 @@ impl Raw {
 
     /// The next raw line, within `left`.
     fn next(&self, left: Duration) -> Option<String> {
-        match self.lines.recv_timeout(left) {
-            Ok(line) => Some(line),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        // Timed out, or the daemon's output ended.
+        self.lines.recv_timeout(left).ok()
     }
 
     /// Every line until one satisfies `done` (20 s at most), that one last.
