@@ -224,6 +224,9 @@ fn ids_of_every_json_type_batches_and_notifications() {
         ("[]".to_owned(), "null", true),
         ("\"status\"".to_owned(), "null", true),
         ("{nope".to_owned(), "null", true),
+        // Nested past any parser's depth: refused, not a stack overflow.
+        ("[".repeat(100_000), "null", true),
+        (format!("{}1{}", r#"{"a":"#.repeat(50_000), "}".repeat(50_000)), "null", true),
         // A lone surrogate is not Unicode: not JSON the daemon accepts.
         (
             r#"{"jsonrpc":"2.0","id":"sur","method":"send","params":{"to":"x","text":"\ud800"}}"#.to_owned(),
@@ -452,6 +455,8 @@ fn requests_written_just_before_input_ends_are_answered() {
         d.request(json!(i), "send", json!({ "room": "lobby", "text": format!("last words {i}") }));
     }
     d.request(json!(20), "history", json!({ "room": "lobby" }));
+    // The last one without its newline: still a line.
+    d.input.as_mut().unwrap().write_all(br#"{"jsonrpc":"2.0","id":21,"method":"status"}"#).unwrap();
     drop(d.input.take());
     let mut ids = BTreeSet::new();
     while let Some(line) = d.next(Duration::from_secs(20)) {
@@ -461,7 +466,7 @@ fn requests_written_just_before_input_ends_are_answered() {
             assert!(ids.insert(v["id"].as_u64().unwrap()), "answered twice: {v}");
         }
     }
-    assert_eq!(ids, (0..=20).collect(), "every request answered before the exit");
+    assert_eq!(ids, (0..=21).collect(), "every request answered before the exit");
     let status = d.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
