@@ -6,7 +6,8 @@
 //! being read, every request answered once), answers written after
 //! standard input ends, a stalled reader that blocks nobody else, and a
 //! daemon killed with notifications queued (nothing notified twice,
-//! everything in the history).
+//! everything in the history), and a history of big messages answered in
+//! pages of bounded size that lose nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
