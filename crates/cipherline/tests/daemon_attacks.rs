@@ -579,3 +579,55 @@ fn a_history_of_big_messages_is_answered_in_bounded_pages_losing_nothing() {
     let all: Vec<u64> = pages.into_iter().rev().flatten().collect();
     assert_eq!(all, sent, "every message once, in order");
 }
+
+/// The resident memory of process `pid`, in kB.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    kb.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// "a slow reader slows the daemon, it does not grow its memory", with
+/// big answers: many `history` requests of a mebibyte of text each (six
+/// as JSON), standard output not read, hold the answers under way (32 at
+/// most) and a bounded queue, not hundreds of answers.
+#[test]
+fn big_answers_to_a_reader_that_stopped_reading_stay_bounded_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick_with_limits(dir.path(), Some("messages_per_sec = 1000\nburst = 1000\n"));
+    let mut d = Raw::start(&server, "bot", &["--room", "lobby"]);
+    d.wait_connected();
+    for i in 0..24 {
+        let answer = d.call(i, "send", json!({ "room": "lobby", "text": format!("{i}{}", "\u{1}".repeat(40_000)) }));
+        assert!(answer["result"]["id"].is_u64(), "{answer}");
+    }
+    let idle = rss_kb(d.child.id());
+    d.hold.store(true, Ordering::SeqCst);
+    let mut input = d.input.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..120 {
+            let line =
+                format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"history","params":{{"room":"lobby","limit":500}}}}"#);
+            if writeln!(input, "{line}").is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let stalled = rss_kb(d.child.id());
+    if let (Some(idle), Some(stalled)) = (idle, stalled) {
+        eprintln!("{idle} kB idle, {stalled} kB with answers held");
+        assert!(stalled < idle + 320 * 1024, "{stalled} kB resident with answers held ({idle} kB idle)");
+    }
+    d.hold.store(false, Ordering::SeqCst);
+    let mut answered = 0;
+    while answered < 120 {
+        let line = d.next(Duration::from_secs(30)).unwrap_or_else(|| panic!("{answered} of 120 answered"));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v.get("method").is_none() {
+            assert_eq!(v["result"]["messages"].as_array().map(Vec::len), Some(24), "{}", &line[..200]);
+            answered += 1;
+        }
+    }
+    writer.join().unwrap();
+}
