@@ -19,6 +19,11 @@ use crate::local::{Direction, Filter, LocalStore, OWN_LABEL};
 
 /// The most entries one History answers.
 pub const MAX_HISTORY: u32 = 500;
+/// The most bytes of text (and senders) one History answers: the newest
+/// entries that fit, at least one. Without it one answer could hold
+/// [`MAX_HISTORY`] messages of up to a mebibyte each, and a front-end
+/// holds many answers while its reader is slow.
+const MAX_HISTORY_BYTES: usize = 1 << 20;
 /// The most conversations one Conversations answers.
 const MAX_CONVERSATIONS: usize = 1000;
 /// Names whose changed key or shown safety code is kept at most: the
@@ -196,8 +201,22 @@ impl<C: Connector> Engine<C> {
             Target::User(user) => Filter::With(user.clone()),
         };
         let msgs = store.history_before(&self.server, &filter, before, u64::from(limit.min(MAX_HISTORY)))?;
+        // Oldest first: the newest that fit are kept, so paging back from
+        // the oldest one held loses nothing.
+        let mut bytes = 0usize;
+        let fit = msgs
+            .iter()
+            .rev()
+            .enumerate()
+            .take_while(|(i, m)| {
+                bytes = bytes.saturating_add(m.text.len() + m.from.len());
+                *i == 0 || bytes <= MAX_HISTORY_BYTES
+            })
+            .count();
+        let skip = msgs.len().saturating_sub(fit);
         let entries = msgs
             .into_iter()
+            .skip(skip)
             .map(|m| HistoryEntry {
                 id: m.id,
                 verified: verdict_of_label(&m.label),

@@ -73,6 +73,29 @@ const IN_FLIGHT_LINES: usize = 4;
 /// Requests being handled at once at most (then input waits).
 const IN_FLIGHT: u32 = 32;
 
+/// Bytes of lines queued for standard output at most (a longer line waits
+/// for the whole budget): with a reader that stopped reading, the daemon
+/// holds this and the answers of the requests under way, not hundreds of
+/// big answers.
+const OUT_BYTES: usize = 16 << 20;
+
+/// The queue of lines for standard output, bounded in lines and in bytes.
+#[derive(Clone)]
+struct Out {
+    tx: mpsc::Sender<(String, tokio::sync::OwnedSemaphorePermit)>,
+    budget: std::sync::Arc<Semaphore>,
+}
+
+impl Out {
+    /// Queues `line` once its bytes fit the budget (given back when it is
+    /// written); an error if the writer is gone.
+    async fn send(&self, line: String) -> Result<(), ()> {
+        let bytes = u32::try_from(line.len().clamp(1, OUT_BYTES)).unwrap_or(u32::MAX);
+        let permit = self.budget.clone().acquire_many_owned(bytes).await.map_err(drop)?;
+        self.tx.send((line, permit)).await.map_err(drop)
+    }
+}
+
 /// Connects with the command line's flags; never asks on the terminal
 /// (standard input is the protocol's): the server's key must be known or
 /// pinned already.
@@ -194,10 +217,12 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
     let engine = engine.resume_downloads(args.resume_downloads);
     let engine = tokio::task::spawn_local(engine.run());
     // Everything written goes through one task, a line at a time.
-    let (out, mut lines) = mpsc::channel::<String>(256);
+    let (tx, mut lines) = mpsc::channel(256);
+    let out = Out { tx, budget: std::sync::Arc::new(Semaphore::new(OUT_BYTES)) };
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
-        while let Some(line) = lines.recv().await {
+        // The line's bytes go back to the budget once it is written.
+        while let Some((line, _bytes)) = lines.recv().await {
             let written = async {
                 stdout.write_all(line.as_bytes()).await?;
                 stdout.write_all(b"\n").await?;

@@ -67,9 +67,23 @@ pub(super) struct RpcError {
     message: String,
 }
 
+/// The longest error message written, in bytes: the client library's
+/// messages name what failed, and some quote a name the request gave,
+/// which may be long (escaped, up to eight times longer).
+const MAX_ERROR_MESSAGE: usize = 512;
+
 impl RpcError {
     pub(super) fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into() }
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE {
+            let mut end = MAX_ERROR_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end = end.saturating_sub(1);
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        RpcError { code, message }
     }
 }
 
@@ -84,10 +98,15 @@ pub(super) fn parse(line: &[u8]) -> (Option<Value>, Result<Call, RpcError>) {
         return (Some(Value::Null), Err(RpcError::new(INVALID_REQUEST, "invalid request: not an object")));
     };
     let id = object.get("id").cloned();
+    // A number that is not an integer of 64 bits would not be echoed as it
+    // was written (1.0, 1e3, 2^64 come back otherwise): refused instead.
     if let Some(id) = &id
-        && !(id.is_string() || id.is_number() || id.is_null())
+        && !(id.is_string() || id.is_u64() || id.is_i64() || id.is_null())
     {
-        return (Some(Value::Null), Err(RpcError::new(INVALID_REQUEST, "invalid request: bad id")));
+        return (
+            Some(Value::Null),
+            Err(RpcError::new(INVALID_REQUEST, "invalid request: `id` must be a string, an integer or null")),
+        );
     }
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return (
@@ -386,5 +405,19 @@ mod tests {
         );
         assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"send","params":{"to":"a"}}"#), INVALID_PARAMS);
         assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"join","params":[1]}"#), INVALID_PARAMS);
+        // An error quoting a long name is cut short, on a character boundary.
+        let long = RpcError::new(FAILED, format!("no key for {}", "é".repeat(10_000)));
+        assert!(long.message.len() <= MAX_ERROR_MESSAGE + '…'.len_utf8() && long.message.ends_with('…'));
+        // Ids the answer could not echo exactly are refused (with id null).
+        for id in ["1.5", "1e3", "18446744073709551616", "{}", "[1]", "true"] {
+            let (answer_id, call) = parse(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"status"}}"#).as_bytes());
+            assert_eq!(answer_id, Some(Value::Null), "{id}");
+            assert_eq!(call.unwrap_err().code, INVALID_REQUEST, "{id}");
+        }
+        for id in ["\"x\"", "-1", "18446744073709551615", "-9223372036854775808", "null"] {
+            let (answer_id, call) = parse(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"status"}}"#).as_bytes());
+            assert_eq!(answer_id.unwrap().to_string(), id);
+            assert!(call.is_ok(), "{id}");
+        }
     }
 }
