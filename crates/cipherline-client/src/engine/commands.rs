@@ -26,6 +26,8 @@ impl<C: Connector> Engine<C> {
             Command::GetFile { id, dir } => self.get_file(live, id, &dir),
             Command::Files => self.files(live),
             Command::CancelFile(transfer) => self.cancel_file(live, &transfer).await,
+            Command::Rekey => live.client.rekey().await.map(|()| Reply::Done),
+            Command::Session => Ok(Reply::Session(session(&live.client))),
         };
         let lost = match &answer {
             Err(e) if passing(e) && !matches!(e, ClientError::Refused { .. }) => Some(e.to_string()),
@@ -59,6 +61,19 @@ impl<C: Connector> Engine<C> {
         live.client.join(room).await?;
         self.rooms.insert(fold_name(room), room.to_owned());
         Ok(Reply::Done)
+    }
+}
+
+/// What `/fingerprint` shows of the connection in use.
+fn session(client: &Client) -> SessionSummary {
+    let info = client.info();
+    let fingerprint = info.server_key.as_ref().map(cipherline_keys::Fingerprint::of_server_key);
+    SessionSummary {
+        name: info.name.clone(),
+        suite: info.suite.to_string(),
+        server_fingerprint: fingerprint.as_ref().map(ToString::to_string),
+        server_short: fingerprint.as_ref().map(cipherline_keys::Fingerprint::short),
+        handshake_hash: info.handshake_hash.iter().map(|b| format!("{b:02x}")).collect(),
     }
 }
 

@@ -338,6 +338,25 @@ pub enum Reply {
     },
     /// The transfers not finished: those running and those recorded.
     Files(Vec<TransferInfo>),
+    /// The connection's session, as [`Command::Session`] answers.
+    Session(SessionSummary),
+}
+
+/// The session of the connection in use (what `/fingerprint` shows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// The name the server accepted.
+    pub name: String,
+    /// The cipher suite in use (its PROTOCOL.md name).
+    pub suite: String,
+    /// The server key's fingerprint (`SHA256:` and hex); `None` when a
+    /// shared password authenticated a server without a key.
+    pub server_fingerprint: Option<String>,
+    /// The same fingerprint in its short form, to read aloud.
+    pub server_short: Option<String>,
+    /// The handshake hash in lowercase hex: the same on both ends of this
+    /// connection, so comparing it out of band detects a relay in the middle.
+    pub handshake_hash: String,
 }
 
 /// The engine's state, as [`Command::Status`] answers.
@@ -453,6 +472,11 @@ pub enum Command {
     Files,
     /// Cancel a transfer (by its id).
     CancelFile(String),
+    /// Ratchet the connection's keys forward now (PROTOCOL.md key update).
+    Rekey,
+    /// The connection's session: server key fingerprint, suite, handshake
+    /// hash.
+    Session,
 }
 
 type Request = (Command, oneshot::Sender<Result<Reply, ClientError>>);

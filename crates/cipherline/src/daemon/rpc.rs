@@ -189,6 +189,12 @@ pub(super) fn result(reply: &Reply) -> Value {
         | Reply::Fingerprint { .. }
         | Reply::SafetyCode { .. }) => super::people::result(r).unwrap_or_default(),
         Reply::Transfer { .. } | Reply::Files(_) => super::files::result(reply).unwrap_or_default(),
+        Reply::Session(s) => json!({
+            "name": s.name,
+            "suite": s.suite,
+            "server_fingerprint": s.server_fingerprint,
+            "handshake_hash": s.handshake_hash,
+        }),
     }
 }
 
