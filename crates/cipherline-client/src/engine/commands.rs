@@ -26,6 +26,7 @@ impl<C: Connector> Engine<C> {
             Command::GetFile { id, dir } => self.get_file(live, id, &dir),
             Command::Files => self.files(live),
             Command::CancelFile(transfer) => self.cancel_file(live, &transfer).await,
+            Command::DeclineFile(id) => self.decline_file(live, id).await,
             Command::Rekey => live.client.rekey().await.map(|()| Reply::Done),
             Command::Session => Ok(Reply::Session(session(&live.client))),
         };

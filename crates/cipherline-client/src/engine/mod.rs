@@ -472,6 +472,10 @@ pub enum Command {
     Files,
     /// Cancel a transfer (by its id).
     CancelFile(String),
+    /// Decline an offered file (by [`Event::FileOffered`]'s id): the relay
+    /// (or, for a version-1 offer, its sender) is told this user does not
+    /// want it, and it is forgotten.
+    DeclineFile(u64),
     /// Ratchet the connection's keys forward now (PROTOCOL.md key update).
     Rekey,
     /// The connection's session: server key fingerprint, suite, handshake

@@ -413,6 +413,15 @@ impl<C: Connector> Engine<C> {
         Ok(Reply::Transfer { transfer: self.start_download(store, &record, dir) })
     }
 
+    /// Declines the file offered by delivery `id`: its download record is
+    /// cancelled as [`Command::CancelFile`] would.
+    pub(super) async fn decline_file(&mut self, live: &mut Live, id: u64) -> Result<Reply, ClientError> {
+        let e2e = live.e2e.as_ref().ok_or_else(no_e2e)?;
+        let record =
+            e2e.store().download_of(e2e.scope(), id)?.ok_or_else(|| ClientError::NoTransfer(format!("offer {id}")))?;
+        self.cancel_file(live, &TransferId::Down(record.id).to_string()).await
+    }
+
     fn start_download(&mut self, store: LocalStore, record: &DownloadRecord, dir: PathBuf) -> String {
         let transfer = TransferId::Down(record.id).to_string();
         let info = TransferInfo {
