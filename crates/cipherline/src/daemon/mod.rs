@@ -29,10 +29,12 @@ use crate::error::CliError;
 use crate::link::passing;
 
 mod files;
+mod line;
 mod people;
 pub mod rpc;
 mod socket;
 
+use line::{Line, Splitter, TooLong};
 use rpc::{Call, INVALID_REQUEST, RpcError, notification, parse, response, run_call};
 
 /// Run the client engine for a program: JSON-RPC 2.0 on standard input and
@@ -117,13 +119,8 @@ impl Connector for Flags {
     }
 }
 
-/// Reads one line of at most `max` bytes into `buf` (without its newline).
-/// `None` at the end of input; `Some(false)` for a line too long, which
-/// was read past without being kept.
-fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
-    buf.clear();
-    let mut fits = true;
-    let mut any = false;
+/// Reads the next line (see [`line`]); `None` at the end of input.
+fn read_line(input: &mut impl BufRead, splitter: &mut Splitter) -> std::io::Result<Option<Line>> {
     loop {
         let available = match input.fill_buf() {
             Ok(available) => available,
@@ -131,36 +128,26 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std::io
             Err(e) => return Err(e),
         };
         if available.is_empty() {
-            return Ok(any.then_some(fits));
+            return Ok(splitter.end());
         }
-        any = true;
-        let newline = available.iter().position(|&b| b == b'\n');
-        let chunk = available.get(..newline.unwrap_or(available.len())).unwrap_or_default();
-        if fits && buf.len() + chunk.len() <= max {
-            buf.extend_from_slice(chunk);
-        } else {
-            fits = false;
-            buf.clear();
-        }
-        let used = newline.map_or(available.len(), |i| i + 1);
+        let (used, line) = splitter.take(available);
         input.consume(used);
-        if newline.is_some() {
-            return Ok(Some(fits));
+        if line.is_some() {
+            return Ok(line);
         }
     }
 }
 
 /// Reads standard input on a thread of its own (not the runtime's
 /// blocking pool, which would keep the process alive at exit while a read
-/// waits): each line (`None` for one too long), until the end of input.
-fn spawn_input() -> mpsc::Receiver<Option<Vec<u8>>> {
+/// waits): each line, until the end of input.
+fn spawn_input() -> mpsc::Receiver<Line> {
     let (tx, rx) = mpsc::channel(IN_FLIGHT_LINES);
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
-        let mut buf = Vec::new();
-        while let Ok(Some(fits)) = read_line(&mut input, MAX_LINE, &mut buf) {
-            let line = fits.then(|| std::mem::take(&mut buf));
+        let mut splitter = Splitter::new(MAX_LINE);
+        while let Ok(Some(line)) = read_line(&mut input, &mut splitter) {
             if tx.blocking_send(line).is_err() {
                 break;
             }
@@ -171,15 +158,15 @@ fn spawn_input() -> mpsc::Receiver<Option<Vec<u8>>> {
 
 /// What a line read asks for: its id (`None` for a notification, not
 /// answered) and the call or the error to answer with; `None` for a blank
-/// line. `line` is `None` for a line over [`MAX_LINE`].
-fn request(line: Option<Vec<u8>>) -> Option<(Option<Value>, Result<Call, RpcError>)> {
+/// line.
+fn request(line: Line) -> Option<(Option<Value>, Result<Call, RpcError>)> {
     match line {
-        None => Some((
+        Err(TooLong) => Some((
             Some(Value::Null),
             Err(RpcError::new(INVALID_REQUEST, format!("invalid request: line longer than {MAX_LINE} bytes"))),
         )),
-        Some(line) if line.iter().all(u8::is_ascii_whitespace) => None,
-        Some(line) => Some(parse(&line)),
+        Ok(line) if line.iter().all(u8::is_ascii_whitespace) => None,
+        Ok(line) => Some(parse(&line)),
     }
 }
 
@@ -289,16 +276,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_line_over_the_bound_is_refused_and_the_next_one_read() {
-        let data = [vec![b'x'; 100], b"\nok\nlast".to_vec()].concat();
+    fn standard_input_is_read_in_lines_through_the_splitter() {
+        let data = [vec![b'x'; 100], b"\nok\r\nlast".to_vec()].concat();
         let mut input = std::io::BufReader::with_capacity(16, &data[..]);
-        let mut buf = Vec::new();
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(false));
-        assert!(buf.len() <= 10);
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(true));
-        assert_eq!(buf, b"ok");
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(true));
-        assert_eq!(buf, b"last");
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), None);
+        let mut splitter = Splitter::new(10);
+        assert_eq!(read_line(&mut input, &mut splitter).unwrap(), Some(Err(TooLong)));
+        assert_eq!(read_line(&mut input, &mut splitter).unwrap(), Some(Ok(b"ok\r".to_vec())));
+        assert_eq!(read_line(&mut input, &mut splitter).unwrap(), Some(Ok(b"last".to_vec())));
+        assert_eq!(read_line(&mut input, &mut splitter).unwrap(), None);
     }
 }
