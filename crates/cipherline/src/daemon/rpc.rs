@@ -87,6 +87,19 @@ impl RpcError {
     }
 }
 
+/// Invalid params: `invalid params: ` and what is wrong.
+pub(super) fn invalid(message: impl Into<String>) -> RpcError {
+    RpcError::new(INVALID_PARAMS, format!("invalid params: {}", message.into()))
+}
+
+/// The param `key`, which must be a non-empty string.
+pub(super) fn text(params: &Value, key: &str) -> Result<String, RpcError> {
+    match params.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(invalid(format!("`{key}` must be a non-empty string"))),
+    }
+}
+
 /// Parses one request line: its id (`None` for a notification, which is
 /// not answered) and the call, or the error to answer with.
 pub(super) fn parse(line: &[u8]) -> (Option<Value>, Result<Call, RpcError>) {
@@ -127,28 +140,22 @@ pub(super) fn call(method: &str, params: &Value) -> Result<Call, RpcError> {
         return Err(RpcError::new(METHOD_NOT_FOUND, "method not found"));
     }
     if !(params.is_object() || params.is_null()) {
-        return Err(RpcError::new(INVALID_PARAMS, "invalid params: params must be an object"));
+        return Err(invalid("params must be an object"));
     }
-    let text = |key: &str| -> Result<String, RpcError> {
-        match params.get(key) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(RpcError::new(INVALID_PARAMS, format!("invalid params: `{key}` must be a non-empty string"))),
-        }
-    };
     if super::people::METHODS.contains(&method) {
         return super::people::command(method, params).map(Call::People);
     }
     match method {
         "send" => {
             let to = match (params.get("to").is_some(), params.get("room").is_some()) {
-                (true, false) => Target::User(text("to")?),
-                (false, true) => Target::Room(text("room")?),
-                _ => return Err(RpcError::new(INVALID_PARAMS, "invalid params: give exactly one of `to` and `room`")),
+                (true, false) => Target::User(text(params, "to")?),
+                (false, true) => Target::Room(text(params, "room")?),
+                _ => return Err(invalid("give exactly one of `to` and `room`")),
             };
-            Ok(Call::Send { to, text: text("text")? })
+            Ok(Call::Send { to, text: text(params, "text")? })
         }
-        "join" => Ok(Call::Join(text("room")?)),
-        "leave" => Ok(Call::Leave(text("room")?)),
+        "join" => Ok(Call::Join(text(params, "room")?)),
+        "leave" => Ok(Call::Leave(text(params, "room")?)),
         m if m.starts_with("files.") => Ok(Call::Files(super::files::call(m, params)?)),
         _ => Ok(Call::Status),
     }
