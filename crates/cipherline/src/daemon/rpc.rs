@@ -14,6 +14,8 @@ pub const METHODS: &[&str] = &[
     "join",
     "leave",
     "status",
+    "session",
+    "rekey",
     // People and rooms (people.rs).
     "history",
     "conversations",
@@ -56,6 +58,8 @@ pub(super) enum Call {
     Join(String),
     Leave(String),
     Status,
+    Session,
+    Rekey,
     People(Command),
     Files(super::files::FileCall),
 }
@@ -156,6 +160,8 @@ pub(super) fn call(method: &str, params: &Value) -> Result<Call, RpcError> {
         }
         "join" => Ok(Call::Join(text(params, "room")?)),
         "leave" => Ok(Call::Leave(text(params, "room")?)),
+        "session" => Ok(Call::Session),
+        "rekey" => Ok(Call::Rekey),
         m if m.starts_with("files.") => Ok(Call::Files(super::files::call(m, params)?)),
         _ => Ok(Call::Status),
     }
@@ -169,6 +175,8 @@ pub(super) async fn run_call(handle: &EngineHandle, call: Call) -> Result<Value,
         Call::Join(room) => handle.join(&room).await,
         Call::Leave(room) => handle.leave(&room).await,
         Call::Status => handle.status().await,
+        Call::Session => handle.run(Command::Session).await,
+        Call::Rekey => handle.run(Command::Rekey).await,
         Call::People(command) => handle.run(command).await,
         Call::Files(c) => handle.run(super::files::command(c)).await,
     };
@@ -200,6 +208,7 @@ pub(super) fn result(reply: &Reply) -> Value {
             "name": s.name,
             "suite": s.suite,
             "server_fingerprint": s.server_fingerprint,
+            "server_short": s.server_short,
             "handshake_hash": s.handshake_hash,
         }),
     }
@@ -340,7 +349,14 @@ mod tests {
                 (Ok(call), None) => {
                     let sample = match call {
                         Call::Send { .. } => Reply::Sent { id: 1, e2e: true },
-                        Call::Join(_) | Call::Leave(_) => Reply::Done,
+                        Call::Join(_) | Call::Leave(_) | Call::Rekey => Reply::Done,
+                        Call::Session => Reply::Session(cipherline_client::engine::SessionSummary {
+                            name: "a".into(),
+                            suite: "X25519+X25519+AES-256-GCM".into(),
+                            server_fingerprint: None,
+                            server_short: None,
+                            handshake_hash: "00".into(),
+                        }),
                         Call::Status => {
                             Reply::Status(Status { name: "a".into(), connected: true, rooms: Vec::new(), e2e: true })
                         }
@@ -403,6 +419,31 @@ mod tests {
                 assert!(shapes.contains(&shape), "docs/daemon.md: {example} is not what the daemon writes");
             }
         }
+    }
+
+    #[test]
+    fn a_session_has_every_field_and_null_fingerprints_without_a_server_key() {
+        use cipherline_client::engine::SessionSummary;
+        let summary = |fingerprint: Option<&str>, short: Option<&str>| {
+            result(&Reply::Session(SessionSummary {
+                name: "bot".into(),
+                suite: "PASSWORD-ONLY+X25519+AES-256-GCM".into(),
+                server_fingerprint: fingerprint.map(str::to_owned),
+                server_short: short.map(str::to_owned),
+                handshake_hash: "ab".repeat(32),
+            }))
+        };
+        let keyed = summary(Some("SHA256:00"), Some("0000"));
+        assert_eq!(
+            keyed,
+            json!({ "name": "bot", "suite": "PASSWORD-ONLY+X25519+AES-256-GCM", "server_fingerprint": "SHA256:00",
+                    "server_short": "0000", "handshake_hash": "ab".repeat(32) })
+        );
+        let password_only = summary(None, None);
+        assert_eq!(password_only["server_fingerprint"], Value::Null);
+        assert_eq!(password_only["server_short"], Value::Null);
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"session"}"#).1.unwrap(), Call::Session);
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"rekey"}"#).1.unwrap(), Call::Rekey);
     }
 
     #[test]
