@@ -9,8 +9,8 @@
 //! Requests are handled concurrently (each answered when the engine is
 //! done with it; match answers by `id`); notifications are written as the
 //! engine hands its events over, and a message is acknowledged to the
-//! relay only after its notification was queued for standard output
-//! (the socket: written to a client, see [`socket`]).
+//! relay only after its notification was written to standard output
+//! ([`out`]; the socket: to a client, see [`socket`]).
 
 use std::time::Duration;
 
@@ -21,7 +21,6 @@ use cipherline_client::engine::{
 };
 use clap::Args;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::client_args::{ClientArgs, Connected};
@@ -30,11 +29,13 @@ use crate::link::passing;
 
 mod files;
 mod line;
+mod out;
 mod people;
 pub mod rpc;
 mod socket;
 
 use line::{Line, Splitter, TooLong};
+use out::Out;
 use rpc::{Call, INVALID_REQUEST, RpcError, notification, parse, response, run_call};
 
 /// Run the client engine for a program: JSON-RPC 2.0 on standard input and
@@ -74,29 +75,6 @@ const MAX_LINE: usize = 1 << 20;
 const IN_FLIGHT_LINES: usize = 4;
 /// Requests being handled at once at most (then input waits).
 const IN_FLIGHT: u32 = 32;
-
-/// Bytes of lines queued for standard output at most (a longer line waits
-/// for the whole budget): with a reader that stopped reading, the daemon
-/// holds this and the answers of the requests under way, not hundreds of
-/// big answers.
-const OUT_BYTES: usize = 16 << 20;
-
-/// The queue of lines for standard output, bounded in lines and in bytes.
-#[derive(Clone)]
-struct Out {
-    tx: mpsc::Sender<(String, tokio::sync::OwnedSemaphorePermit)>,
-    budget: std::sync::Arc<Semaphore>,
-}
-
-impl Out {
-    /// Queues `line` once its bytes fit the budget (given back when it is
-    /// written); an error if the writer is gone.
-    async fn send(&self, line: String) -> Result<(), ()> {
-        let bytes = u32::try_from(line.len().clamp(1, OUT_BYTES)).unwrap_or(u32::MAX);
-        let permit = self.budget.clone().acquire_many_owned(bytes).await.map_err(drop)?;
-        self.tx.send((line, permit)).await.map_err(drop)
-    }
-}
 
 /// Connects with the command line's flags; never asks on the terminal
 /// (standard input is the protocol's): the server's key must be known or
@@ -200,26 +178,13 @@ pub async fn run(args: &'static DaemonArgs) -> Result<(), CliError> {
 
 async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
     let server = args.client.server.clone();
-    let (engine, handle, mut events) = Engine::new(Flags(&args.client), server, &args.room);
+    let (mut engine, handle, mut events) = Engine::new(Flags(&args.client), server, &args.room);
+    // A message is acknowledged only once its line was written (out.rs).
+    let handover = engine.handover();
     let engine = engine.resume_downloads(args.resume_downloads);
     let engine = tokio::task::spawn_local(engine.run());
     // Everything written goes through one task, a line at a time.
-    let (tx, mut lines) = mpsc::channel(256);
-    let out = Out { tx, budget: std::sync::Arc::new(Semaphore::new(OUT_BYTES)) };
-    let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
-        // The line's bytes go back to the budget once it is written.
-        while let Some((line, _bytes)) = lines.recv().await {
-            let written = async {
-                stdout.write_all(line.as_bytes()).await?;
-                stdout.write_all(b"\n").await?;
-                stdout.flush().await
-            };
-            if written.await.is_err() {
-                break;
-            }
-        }
-    });
+    let (out, writer) = Out::new(tokio::io::stdout(), move || handover.handed());
     let notify = out.clone();
     let forward = tokio::spawn(async move {
         let mut stopped = None;
@@ -227,7 +192,8 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
             if let Event::Connection(ConnectionState::Stopped { reason }) = &event {
                 stopped = Some(reason.clone());
             }
-            if notify.send(notification(&event)).await.is_err() {
+            let message = matches!(event, Event::Message(_));
+            if notify.send(notification(&event), message).await.is_err() {
                 break;
             }
         }
@@ -248,7 +214,7 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
         tokio::task::spawn_local(async move {
             // A request without an id is a notification: no answer.
             if let Some(line) = answer(&handle, id, call).await {
-                let _ = out.send(line).await;
+                let _ = out.send(line, false).await;
             }
             drop(permit);
         });

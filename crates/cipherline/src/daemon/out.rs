@@ -1,0 +1,144 @@
+//! `--stdio`'s standard output: one writer task, a line at a time, fed by
+//! a queue bounded in lines and in bytes.
+//!
+//! Contract:
+//! - Lines are written whole, in the order they were queued, each
+//!   followed by `\n` and flushed.
+//! - The queue holds at most [`OUT_BYTES`] bytes of lines (a longer line
+//!   waits for the whole budget) and [`OUT_LINES`] lines; a line's bytes
+//!   go back to the budget once it was written.
+//! - A message notification is confirmed to the engine (the daemon passes
+//!   [`cipherline_client::engine::Handover::handed`]) only once its line
+//!   was written and flushed: until then the engine neither records the
+//!   message nor acknowledges it to the relay, so a daemon killed with the
+//!   line unwritten gets the message again after a restart.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Bytes of lines queued for standard output at most (a longer line waits
+/// for the whole budget): with a reader that stopped reading, the daemon
+/// holds this and the answers of the requests under way, not hundreds of
+/// big answers.
+pub(super) const OUT_BYTES: usize = 16 << 20;
+/// Lines queued for standard output at most.
+const OUT_LINES: usize = 256;
+
+/// A line queued for standard output.
+struct Queued {
+    line: String,
+    /// Its bytes of the budget, given back once it was written.
+    _bytes: OwnedSemaphorePermit,
+    /// A message notification, to confirm once written.
+    message: bool,
+}
+
+/// The queue of lines for standard output; cheap to clone.
+#[derive(Clone)]
+pub(super) struct Out {
+    tx: mpsc::Sender<Queued>,
+    budget: Arc<Semaphore>,
+    /// The budget's size.
+    bytes: usize,
+}
+
+impl Out {
+    /// The queue, and the writer task that empties it into `output`,
+    /// calling `confirm` for each message notification written; the writer
+    /// ends once every `Out` is dropped and the queue is written, or at a
+    /// write error (dropping `confirm`).
+    pub(super) fn new<W, C>(output: W, confirm: C) -> (Out, tokio::task::JoinHandle<()>)
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+        C: FnMut() + Send + 'static,
+    {
+        Out::with_budget(output, confirm, OUT_BYTES)
+    }
+
+    /// [`Out::new`] with a budget of `bytes` (tests use small ones).
+    fn with_budget<W, C>(output: W, confirm: C, bytes: usize) -> (Out, tokio::task::JoinHandle<()>)
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+        C: FnMut() + Send + 'static,
+    {
+        let (tx, lines) = mpsc::channel(OUT_LINES);
+        let out = Out { tx, budget: Arc::new(Semaphore::new(bytes)), bytes };
+        (out, tokio::spawn(write(output, lines, confirm)))
+    }
+
+    /// `len` bytes of the budget, once they are free (a line longer than
+    /// the whole budget takes all of it); an error if the writer is gone.
+    async fn take(&self, len: usize) -> Result<OwnedSemaphorePermit, ()> {
+        let bytes = u32::try_from(len.clamp(1, self.bytes)).unwrap_or(u32::MAX);
+        self.budget.clone().acquire_many_owned(bytes).await.map_err(drop)
+    }
+
+    /// Queues `line` once its bytes fit the budget; an error if the writer
+    /// is gone. `message`: a message notification, confirmed to the engine
+    /// once written.
+    pub(super) async fn send(&self, line: String, message: bool) -> Result<(), ()> {
+        let permit = self.take(line.len()).await?;
+        self.tx.send(Queued { line, _bytes: permit, message }).await.map_err(drop)
+    }
+}
+
+/// Writes the queue to `output` by the rules in the module's doc.
+async fn write<W>(mut output: W, mut lines: mpsc::Receiver<Queued>, mut confirm: impl FnMut())
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(queued) = lines.recv().await {
+        let written = async {
+            output.write_all(queued.line.as_bytes()).await?;
+            output.write_all(b"\n").await?;
+            output.flush().await
+        };
+        if written.await.is_err() {
+            // Standard output is gone: dropping `confirm` (the engine's
+            // handover) stops the engine.
+            break;
+        }
+        // Written and flushed: only now may the engine record the message
+        // and acknowledge it to the relay.
+        if queued.message {
+            confirm();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The writer confirms a message only once its line went through the
+    /// pipe: with the far end unread, the message stays unconfirmed;
+    /// other lines are never confirmed.
+    #[tokio::test]
+    async fn a_message_is_confirmed_only_once_its_line_was_written() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let confirmed = Arc::new(AtomicUsize::new(0));
+        let count = confirmed.clone();
+        // A pipe of 64 bytes: a longer line cannot be written until read.
+        let (near, mut far) = tokio::io::duplex(64);
+        let (out, writer) = Out::new(near, move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        out.send("a response".to_owned(), false).await.unwrap();
+        out.send("x".repeat(200), true).await.unwrap();
+        let mut first = vec![0u8; 11];
+        tokio::io::AsyncReadExt::read_exact(&mut far, &mut first).await.unwrap();
+        assert_eq!(first, b"a response\n");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(confirmed.load(Ordering::SeqCst), 0, "confirmed before the line was read");
+        let mut line = vec![0u8; 201];
+        tokio::io::AsyncReadExt::read_exact(&mut far, &mut line).await.unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        drop(out);
+        tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap();
+        assert_eq!(confirmed.load(Ordering::SeqCst), 1, "not confirmed once written");
+    }
+}
