@@ -36,7 +36,7 @@ mod socket;
 
 use line::{Line, Splitter, TooLong};
 use out::Out;
-use rpc::{Call, INVALID_REQUEST, RpcError, notification, parse, response, run_call};
+use rpc::{Call, INVALID_REQUEST, RpcError, notification, parse, response_value, run_call};
 
 /// Run the client engine for a program: JSON-RPC 2.0 on standard input and
 /// output, or on a Unix socket, one object per line (docs/daemon.md lists
@@ -148,13 +148,14 @@ fn request(line: Line) -> Option<(Option<Value>, Result<Call, RpcError>)> {
     }
 }
 
-/// Runs a request on the engine: the response line, if it has an id.
-async fn answer(handle: &EngineHandle, id: Option<Value>, call: Result<Call, RpcError>) -> Option<String> {
+/// Runs a request on the engine: the response, if it has an id (not yet
+/// a line: `--stdio` counts its bytes before building it, see [`out`]).
+async fn answer(handle: &EngineHandle, id: Option<Value>, call: Result<Call, RpcError>) -> Option<Value> {
     let result = match call {
         Ok(call) => run_call(handle, call).await,
         Err(e) => Err(e),
     };
-    id.map(|id| response(id, result))
+    id.map(|id| response_value(id, result))
 }
 
 /// The daemon stopped for `reason`: fine if its front-end was done.
@@ -213,8 +214,8 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
         let (handle, out) = (handle.clone(), out.clone());
         tokio::task::spawn_local(async move {
             // A request without an id is a notification: no answer.
-            if let Some(line) = answer(&handle, id, call).await {
-                let _ = out.send(line, false).await;
+            if let Some(response) = answer(&handle, id, call).await {
+                let _ = out.send_response(response).await;
             }
             drop(permit);
         });

@@ -7,6 +7,12 @@
 //! - The queue holds at most [`OUT_BYTES`] bytes of lines (a longer line
 //!   waits for the whole budget) and [`OUT_LINES`] lines; a line's bytes
 //!   go back to the budget once it was written.
+//! - A response's bytes are taken from the budget before its line is
+//!   built ([`Out::send_response`]): a request whose answer does not fit
+//!   waits holding only its result (not yet JSON text, which may be six
+//!   times longer: `\u0001` for each control byte). So with a reader that
+//!   stopped reading, the daemon holds at most [`OUT_BYTES`] of lines plus
+//!   the results of the requests under way, each waiting its turn.
 //! - A message notification is confirmed to the engine (the daemon passes
 //!   [`cipherline_client::engine::Handover::handed`]) only once its line
 //!   was written and flushed: until then the engine neither records the
@@ -15,6 +21,7 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -82,6 +89,36 @@ impl Out {
         let permit = self.take(line.len()).await?;
         self.tx.send(Queued { line, _bytes: permit, message }).await.map_err(drop)
     }
+
+    /// Queues a response: its line's bytes are counted (measured, not
+    /// built) and taken from the budget first, then the line is built.
+    pub(super) async fn send_response(&self, response: Value) -> Result<(), ()> {
+        let permit = self.take(json_len(&response)).await?;
+        let line = response.to_string();
+        drop(response);
+        self.tx.send(Queued { line, _bytes: permit, message: false }).await.map_err(drop)
+    }
+}
+
+/// The length of `value` written as JSON (as `to_string` writes it),
+/// counted without building it.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` fails only if the writer does; this one never does.
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 /// Writes the queue to `output` by the rules in the module's doc.
@@ -140,5 +177,31 @@ mod tests {
         drop(out);
         tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap();
         assert_eq!(confirmed.load(Ordering::SeqCst), 1, "not confirmed once written");
+    }
+
+    /// A response is counted in the budget before its line exists: with
+    /// the budget taken by a line not yet read, the next response waits,
+    /// and goes once the reader reads.
+    #[tokio::test]
+    async fn a_response_waits_for_the_budget_before_it_is_built() {
+        let big = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "result": { "text": "\u{1}".repeat(20) } });
+        let line = big.to_string();
+        assert_eq!(json_len(&big), line.len());
+        assert!(line.len() > 120, "{line}");
+        let (near, mut far) = tokio::io::duplex(16);
+        let (out, writer) = Out::with_budget(near, || {}, 200);
+        out.send("y".repeat(150), false).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(300), out.send_response(big.clone())).await;
+        assert!(waiting.is_err(), "queued past the budget");
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut far, &mut all).await.unwrap();
+            all
+        });
+        tokio::time::timeout(Duration::from_secs(5), out.send_response(big)).await.unwrap().unwrap();
+        drop(out);
+        tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap();
+        let all = reader.await.unwrap();
+        assert_eq!(all, format!("{}\n{line}\n", "y".repeat(150)).into_bytes());
     }
 }

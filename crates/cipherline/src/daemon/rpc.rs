@@ -216,11 +216,15 @@ pub(super) fn result(reply: &Reply) -> Value {
 
 /// The response line for request `id`.
 pub(super) fn response(id: Value, result: Result<Value, RpcError>) -> String {
+    response_value(id, result).to_string()
+}
+
+/// The response for request `id`, not yet written as a line.
+pub(super) fn response_value(id: Value, result: Result<Value, RpcError>) -> Value {
     match result {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
         Err(e) => json!({ "jsonrpc": "2.0", "id": id, "error": { "code": e.code, "message": e.message } }),
     }
-    .to_string()
 }
 
 /// The notification line for an engine event.

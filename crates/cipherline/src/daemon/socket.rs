@@ -304,8 +304,8 @@ async fn read_requests(read: OwnedReadHalf, handle: EngineHandle, queue: mpsc::S
         let Ok(permit) = slots.clone().acquire_owned().await else { break };
         let (handle, queue) = (handle.clone(), queue.clone());
         spawn_local(async move {
-            if let Some(line) = answer(&handle, rid, call).await {
-                let _ = queue.send(Item { line: line.into(), written: None }).await;
+            if let Some(response) = answer(&handle, rid, call).await {
+                let _ = queue.send(Item { line: response.to_string().into(), written: None }).await;
             }
             drop(permit);
         });
