@@ -1,5 +1,6 @@
 //! `--stdio`'s standard output: one writer task, a line at a time, fed by
-//! a queue bounded in lines and in bytes.
+//! a queue bounded in lines and in bytes; and the byte [`Budget`] that
+//! socket clients' responses are counted in the same way.
 //!
 //! Contract:
 //! - Lines are written whole, in the order they were queued, each
@@ -42,13 +43,44 @@ struct Queued {
     message: bool,
 }
 
+/// A budget of bytes of lines waiting to be written (standard output's,
+/// or one socket client's); cheap to clone.
+#[derive(Clone)]
+pub(super) struct Budget {
+    semaphore: Arc<Semaphore>,
+    /// The budget's size.
+    bytes: usize,
+}
+
+impl Budget {
+    /// A budget of `bytes`.
+    pub(super) fn new(bytes: usize) -> Budget {
+        Budget { semaphore: Arc::new(Semaphore::new(bytes)), bytes }
+    }
+
+    /// `len` bytes of the budget, once they are free (a line longer than
+    /// the whole budget takes all of it); given back when the permit is
+    /// dropped. An error only if the budget was closed.
+    pub(super) async fn take(&self, len: usize) -> Result<OwnedSemaphorePermit, ()> {
+        let bytes = u32::try_from(len.clamp(1, self.bytes)).unwrap_or(u32::MAX);
+        self.semaphore.clone().acquire_many_owned(bytes).await.map_err(drop)
+    }
+
+    /// A response's line, built only once its bytes (measured first,
+    /// without building it) were taken from the budget; with them.
+    pub(super) async fn response(&self, response: Value) -> Result<(String, OwnedSemaphorePermit), ()> {
+        let permit = self.take(json_len(&response)).await?;
+        let line = response.to_string();
+        drop(response);
+        Ok((line, permit))
+    }
+}
+
 /// The queue of lines for standard output; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Out {
     tx: mpsc::Sender<Queued>,
-    budget: Arc<Semaphore>,
-    /// The budget's size.
-    bytes: usize,
+    budget: Budget,
 }
 
 impl Out {
@@ -71,31 +103,22 @@ impl Out {
         C: FnMut() + Send + 'static,
     {
         let (tx, lines) = mpsc::channel(OUT_LINES);
-        let out = Out { tx, budget: Arc::new(Semaphore::new(bytes)), bytes };
+        let out = Out { tx, budget: Budget::new(bytes) };
         (out, tokio::spawn(write(output, lines, confirm)))
-    }
-
-    /// `len` bytes of the budget, once they are free (a line longer than
-    /// the whole budget takes all of it); an error if the writer is gone.
-    async fn take(&self, len: usize) -> Result<OwnedSemaphorePermit, ()> {
-        let bytes = u32::try_from(len.clamp(1, self.bytes)).unwrap_or(u32::MAX);
-        self.budget.clone().acquire_many_owned(bytes).await.map_err(drop)
     }
 
     /// Queues `line` once its bytes fit the budget; an error if the writer
     /// is gone. `message`: a message notification, confirmed to the engine
     /// once written.
     pub(super) async fn send(&self, line: String, message: bool) -> Result<(), ()> {
-        let permit = self.take(line.len()).await?;
+        let permit = self.budget.take(line.len()).await?;
         self.tx.send(Queued { line, _bytes: permit, message }).await.map_err(drop)
     }
 
     /// Queues a response: its line's bytes are counted (measured, not
     /// built) and taken from the budget first, then the line is built.
     pub(super) async fn send_response(&self, response: Value) -> Result<(), ()> {
-        let permit = self.take(json_len(&response)).await?;
-        let line = response.to_string();
-        drop(response);
+        let (line, permit) = self.budget.response(response).await?;
         self.tx.send(Queued { line, _bytes: permit, message: false }).await.map_err(drop)
     }
 }
