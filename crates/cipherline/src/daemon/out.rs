@@ -1,6 +1,6 @@
 //! `--stdio`'s standard output: one writer task, a line at a time, fed by
 //! a queue bounded in lines and in bytes; and the byte [`Budget`] that
-//! socket clients' responses are counted in the same way.
+//! counts responses the same way for each `--socket` client.
 //!
 //! Contract:
 //! - Lines are written whole, in the order they were queued, each
@@ -26,10 +26,10 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-/// Bytes of lines queued for standard output at most (a longer line waits
-/// for the whole budget): with a reader that stopped reading, the daemon
-/// holds this and the answers of the requests under way, not hundreds of
-/// big answers.
+/// Bytes of lines queued for standard output (or for one socket client's
+/// responses) at most; a longer line waits for the whole budget. With a
+/// reader that stopped reading, the daemon holds this and the results of
+/// the requests under way, not hundreds of big answers.
 pub(super) const OUT_BYTES: usize = 16 << 20;
 /// Lines queued for standard output at most.
 const OUT_LINES: usize = 256;
