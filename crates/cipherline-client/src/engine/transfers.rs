@@ -287,7 +287,7 @@ fn file_to_send(path: &Path) -> Result<(PathBuf, u64), ClientError> {
 }
 
 /// The canonical path of a directory to save into, or why not.
-fn dir_to_save(dir: &Path) -> Result<PathBuf, ClientError> {
+pub(super) fn dir_to_save(dir: &Path) -> Result<PathBuf, ClientError> {
     let canonical = std::fs::canonicalize(dir).map_err(|e| io(dir, e))?;
     if !std::fs::metadata(&canonical).map_err(|e| io(dir, e))?.is_dir() {
         return Err(io(dir, std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
