@@ -99,7 +99,7 @@ fn a_file_in_the_lobby_arrives_byte_identical_and_the_sender_is_told() {
     assert_eq!((offer["from"].as_str(), offer["room"].as_str()), (Some("alice"), Some("lobby")), "{offer}");
     assert_eq!(offer["size"], data.len(), "{offer}");
     let id = offer["id"].as_u64().unwrap();
-    assert!(id != 0 && id % OFFER_ID_STEP == 0, "an engine offer id, never a server message id: {id}");
+    assert!(id != 0 && id.is_multiple_of(OFFER_ID_STEP), "an engine offer id, never a server message id: {id}");
     // Listed as offered, under an `o` transfer.
     let listed = bob.request("files.list", json!({}));
     let item = listed["result"]["transfers"].as_array().unwrap().iter().find(|t| t["name"] == "photo.bin").cloned();
