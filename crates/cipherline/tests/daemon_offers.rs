@@ -354,3 +354,81 @@ fn a_user_without_an_ed25519_key_sends_a_file_to_a_user() {
     assert_eq!(carol.finish(), Some(0));
     assert_eq!(bob.finish(), Some(0));
 }
+
+#[test]
+fn a_lost_connection_ends_version_1_transfers_and_forgets_offers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::quick(dir.path());
+    let mut alice = Daemon::start(&server, "alice", &["--room", "lobby"]);
+    let mut bob = Daemon::start(&server, "bob", &["--room", "lobby"]);
+    let rt = runtime();
+    let mut mallory = rt.block_on(raw(&server, "mallory"));
+    let lobby = Target::Room("lobby".into());
+
+    // bob receives part of mallory's file.
+    let transfer = rt.block_on(async {
+        let transfer = mallory.writer().next_id();
+        let offer = ClientMessage::FileOffer { transfer, to: lobby.clone(), name: "part.bin".into(), size: 1 << 20 };
+        mallory.send_message(&offer).await.unwrap();
+        transfer
+    });
+    let offer = bob.wait_for("file", |p| p["name"] == "part.bin");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let download = transfer_id(&bob.request("files.get", json!({ "id": offer["id"], "dir": inbox.to_str().unwrap() })));
+    rt.block_on(async {
+        assert!(matches!(next_file(&mut mallory).await, ServerMessage::FileAnswered { accept: true, .. }));
+        for _ in 0..4 {
+            mallory.send_message(&ClientMessage::FileChunk { transfer, data: vec![1; 16 * 1024] }).await.unwrap();
+        }
+    });
+    // alice sends to the lobby: mallory accepts and never acknowledges;
+    // bob is offered it and does not answer.
+    let sent = dir.path().join("big.bin");
+    write_file(&sent, 5 * 1024 * 1024);
+    let upload = transfer_id(&alice.request("files.send", json!({ "room": "lobby", "path": sent.to_str().unwrap() })));
+    rt.block_on(async {
+        loop {
+            match next_file(&mut mallory).await {
+                ServerMessage::FileOffered { transfer, from, .. } if from == "alice" => {
+                    let answer = ClientMessage::FileAnswer { transfer, sender: from, accept: true };
+                    mallory.send_message(&answer).await.unwrap();
+                }
+                ServerMessage::FileData { .. } => break,
+                _ => {}
+            }
+        }
+    });
+    let pending = bob.wait_for("file", |p| p["name"] == "big.bin");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while entries(&inbox).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "bob never started writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    server.kill();
+    let end = ended(&mut alice, &upload);
+    assert_eq!(end["state"], "failed", "{end}");
+    assert!(end["reason"].as_str().unwrap().contains("the connection was lost"), "{end}");
+    let end = ended(&mut bob, &download);
+    assert_eq!(end["state"], "failed", "{end}");
+    assert!(end["reason"].as_str().unwrap().contains("the connection was lost"), "{end}");
+    assert_eq!(entries(&inbox), Vec::<String>::new(), "the partial file was deleted");
+
+    // Back: the offer did not survive the reconnection.
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let listed = bob.request("files.list", json!({}));
+        if listed.get("result").is_some() {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "bob did not reconnect: {listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(listed["result"]["transfers"], json!([]), "{listed}");
+    let gone = bob.request("files.get", json!({ "id": pending["id"], "dir": inbox.to_str().unwrap() }));
+    assert!(gone["error"]["message"].as_str().unwrap().contains("end with the connection"), "{gone}");
+    assert_eq!(alice.finish(), Some(0));
+    assert_eq!(bob.finish(), Some(0));
+}
