@@ -28,7 +28,11 @@
 //!   confirmed it.
 //! - Direct messages are end to end when there is an end-to-end engine,
 //!   as `send` and `chat` send them; rooms are end to end when this user is
-//!   in the room's MLS group; anything else goes the open way.
+//!   in the room's MLS group; anything else goes the open way. Files
+//!   likewise: end to end where messages are, else version-1 offers over
+//!   the message connection (open rooms; every conversation of a user
+//!   without an Ed25519 key), which last only as long as the connection
+//!   (engine/offers.rs).
 //! - Every wait on the server is bounded (the client's reply timeouts, a
 //!   time limit on each reconnection attempt); the event channel is
 //!   bounded, so a slow front-end slows the engine rather than grow memory.

@@ -82,7 +82,7 @@ impl TransferState {
 /// A transfer as [`Command::Files`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferInfo {
-    /// Its id (`s1`, `u2`, `d3`).
+    /// Its id (`s1`, `u2`, `d3`; `o4` for a version-1 file or offer).
     pub transfer: String,
     /// An upload (true) or a download.
     pub outgoing: bool,

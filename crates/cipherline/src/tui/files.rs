@@ -117,7 +117,7 @@ impl App {
                 run(Command::CancelFile(rest.to_owned()))
             }
             "/cancel" => {
-                self.notice("usage: /cancel ID (the id a transfer's bar shows, e.g. s1 or d3)", true);
+                self.notice("usage: /cancel ID (the id a transfer's bar shows, e.g. s1, d3 or o2)", true);
                 Some(Vec::new())
             }
             _ => None,
