@@ -13,9 +13,9 @@
 //!   transfer is `o` and the same `n`; a file sent this way is `o` and a
 //!   number from the same count.
 //! - Offers live in memory only, at most [`MAX_OFFERS`] (a peer may send
-//!   thousands: the oldest is forgotten, and its sender's offer expires on
-//!   the server); they, and every version-1 transfer, end with the
-//!   connection (`Failed`, "the connection was lost").
+//!   thousands: the oldest is declined and forgotten); they, and every
+//!   version-1 transfer, end with the connection (`Failed`, "the
+//!   connection was lost"; offers silently).
 //! - One file is sent at a time ([`Command::SendFile`] answers a clear
 //!   error meanwhile); at most [`MAX_RECEIVING`] are received at once.
 //! - Sending: chunks go out from the engine's loop, one per turn, within
