@@ -432,3 +432,68 @@ fn a_lost_connection_ends_version_1_transfers_and_forgets_offers() {
     assert_eq!(alice.finish(), Some(0));
     assert_eq!(bob.finish(), Some(0));
 }
+
+#[test]
+fn a_file_whose_signature_does_not_verify_is_deleted() {
+    use cipherline_proto::ClientConfig;
+    use cipherline_proto::crypto::sign::IdentityKey;
+    use cipherline_proto::signature::{FileFacts, sign_file};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut alice = Daemon::start(&server, "alice", &["--room", "lobby"]);
+    let rt = runtime();
+    let identity = std::sync::Arc::new(IdentityKey::ed25519_from_seed(&[0x6d; 32]).unwrap());
+    let mut mallory = rt.block_on(async {
+        let options = Options {
+            config: std::sync::Arc::new(ClientConfig { identity: Some(identity.clone()), ..ClientConfig::default() }),
+            ..Options::default()
+        };
+        let any = |_: &str, _: &ServerPublicKey| Ok(());
+        let mut client = Client::connect(&server.addr, "mallory", &options, &any).await.unwrap();
+        client.join("lobby").await.unwrap();
+        client
+    });
+    let lobby = Target::Room("lobby".into());
+    let data = b"signed for another file".to_vec();
+    let transfer = rt.block_on(async {
+        let transfer = mallory.writer().next_id();
+        let offer =
+            ClientMessage::FileOffer { transfer, to: lobby.clone(), name: "sig.txt".into(), size: data.len() as u64 };
+        mallory.send_message(&offer).await.unwrap();
+        transfer
+    });
+    let offer = alice.wait_for("file", |p| p["name"] == "sig.txt");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let download =
+        transfer_id(&alice.request("files.get", json!({ "id": offer["id"], "dir": inbox.to_str().unwrap() })));
+    let reason = rt.block_on(async {
+        assert!(matches!(next_file(&mut mallory).await, ServerMessage::FileAnswered { accept: true, .. }));
+        mallory.send_message(&ClientMessage::FileChunk { transfer, data: data.clone() }).await.unwrap();
+        let sha256 = cipherline_proto::crypto::sha256(&data);
+        // A valid signature by mallory's key, over another name than the
+        // one offered: as if the relay had swapped the offer.
+        let facts = FileFacts {
+            sender: "mallory",
+            to: &lobby,
+            transfer,
+            name: "other.txt",
+            size: data.len() as u64,
+            sha256: &sha256,
+        };
+        let signature = Some(sign_file(&identity, &facts).unwrap());
+        mallory.send_message(&ClientMessage::FileEnd { transfer, sha256, signature }).await.unwrap();
+        loop {
+            if let ServerMessage::FileCancelled { reason, by, .. } = next_file(&mut mallory).await {
+                assert_eq!(by, "alice");
+                return reason;
+            }
+        }
+    });
+    assert!(reason.contains("signature is invalid"), "the sender is told why: {reason}");
+    let end = ended(&mut alice, &download);
+    assert_eq!(end["state"], "failed", "{end}");
+    assert!(end["reason"].as_str().unwrap().contains("signature is invalid"), "{end}");
+    assert_eq!(entries(&inbox), Vec::<String>::new(), "nothing kept");
+    assert_eq!(alice.finish(), Some(0));
+}
