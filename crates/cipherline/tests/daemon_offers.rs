@@ -4,7 +4,8 @@
 //! A file in the lobby arrives byte-identical; a decline tells the
 //! sender; a cancel mid-way stops both sides and leaves no partial file;
 //! a hostile name is saved sanitised inside the directory; a user
-//! without an Ed25519 key sends one to a user.
+//! without an Ed25519 key sends one to a user; a signature that does not
+//! verify deletes the file; a lost connection ends the transfers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
