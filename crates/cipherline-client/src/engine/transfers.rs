@@ -368,7 +368,7 @@ impl<C: Connector> Engine<C> {
             }
             Target::Room(room) => e2e.room_group(room)?.ok_or_else(|| {
                 ClientError::EndToEnd(format!(
-                    "files go end to end only, and {} is not an end-to-end room this user is in",
+                    "{} is neither an end-to-end room this user is in nor an open room it joined",
                     crate::display::escape(room)
                 ))
             })?,
