@@ -213,10 +213,6 @@ fn event(transfer: &str, name: &str, (done, total): (u64, u64), state: TransferS
     Event::Transfer { transfer: transfer.to_owned(), name: name.to_owned(), done, total, state, path: None }
 }
 
-fn lost_step(e: &ClientError) -> Step {
-    Step::from_error(e)
-}
-
 impl<C: Connector> Engine<C> {
     /// Whether [`Command::SendFile`] to `to` goes the version-1 way: an
     /// open room this user joined, or anything without an end-to-end
@@ -299,7 +295,7 @@ impl<C: Connector> Engine<C> {
                 let (to, name, size, sha256) = (s.to.clone(), s.name.clone(), s.out.size, s.out.digest());
                 return match live.client.file_end(transfer, &to, &name, size, sha256).await {
                     Ok(()) => Step::Go,
-                    Err(e) => lost_step(&e),
+                    Err(e) => Step::from_error(&e),
                 };
             }
             let mut chunk = vec![0u8; len];
@@ -309,7 +305,7 @@ impl<C: Connector> Engine<C> {
             s.out.record_chunk(&chunk);
             return match live.client.send_message(&ClientMessage::FileChunk { transfer, data: chunk }).await {
                 Ok(()) => Step::Go,
-                Err(e) => lost_step(&e),
+                Err(e) => Step::from_error(&e),
             };
         }
         if now >= s.acks_until {
@@ -326,7 +322,7 @@ impl<C: Connector> Engine<C> {
             let msg = ClientMessage::FileCancel { transfer: s.out.transfer, sender: String::new(), reason: why.into() };
             if let Err(e) = live.client.send_message(&msg).await {
                 let _ = self.emit(event(&s.key, &s.name, (s.out.acked(), s.out.size), failed(why))).await;
-                return lost_step(&e);
+                return Step::from_error(&e);
             }
         }
         self.end_step(event(&s.key, &s.name, (s.out.acked(), s.out.size), failed(why))).await
@@ -450,7 +446,7 @@ impl<C: Connector> Engine<C> {
         if let Some(old) = self.offers.keep(offer) {
             let msg = ClientMessage::FileAnswer { transfer: old.transfer, sender: old.from, accept: false };
             if let Err(e) = live.client.send_message(&msg).await {
-                return lost_step(&e);
+                return Step::from_error(&e);
             }
         }
         // Not signed itself (the signature comes with the data's end): the
@@ -472,7 +468,7 @@ impl<C: Connector> Engine<C> {
                 let msg = ClientMessage::FileAck { transfer, sender: key.0, received };
                 match live.client.send_message(&msg).await {
                     Ok(()) => Step::Go,
-                    Err(e) => lost_step(&e),
+                    Err(e) => Step::from_error(&e),
                 }
             }
             Err(e) => self.fail_receiving(live, &key, &e.to_string()).await,
@@ -488,7 +484,7 @@ impl<C: Connector> Engine<C> {
         let step = self.end_step(event(&r.key, &r.name, (r.incoming.received(), r.incoming.size), failed(why))).await;
         match sent {
             Ok(()) => step,
-            Err(e) => lost_step(&e),
+            Err(e) => Step::from_error(&e),
         }
     }
 
@@ -517,7 +513,7 @@ impl<C: Connector> Engine<C> {
                 let step = self.end_step(event(&tag, &name, (0, size), failed(&e.to_string()))).await;
                 return match sent {
                     Ok(()) => step,
-                    Err(e) => lost_step(&e),
+                    Err(e) => Step::from_error(&e),
                 };
             }
         };
@@ -540,7 +536,7 @@ impl<C: Connector> Engine<C> {
         let step = self.end_step(end).await;
         match sent {
             Ok(()) => step,
-            Err(e) => lost_step(&e),
+            Err(e) => Step::from_error(&e),
         }
     }
 
