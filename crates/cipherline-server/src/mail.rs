@@ -38,6 +38,17 @@ const ID_BITS: u32 = 40;
 /// The highest queue position the store can hold (SQLite's signed range).
 const MAX_SEQ: u64 = i64::MAX as u64;
 
+/// The next count of `counter` below 2^40 that is not 0 (a count that
+/// wraps skips 0, so no id is a multiple of 2^40).
+pub(crate) fn counted_id(counter: &AtomicU64) -> u64 {
+    loop {
+        let n = (counter.fetch_add(1, Ordering::Relaxed).wrapping_add(1)) & ((1 << ID_BITS) - 1);
+        if n != 0 {
+            return n;
+        }
+    }
+}
+
 /// Flag byte of a stored message: the sender wants a receipt.
 const WANTS_RECEIPT: u8 = 1;
 
@@ -178,9 +189,10 @@ impl Mail {
     }
 
     /// A server message id, unique across runs of this store.
+    /// Never a multiple of 2^40 (PROTOCOL.md: clients name other things
+    /// by those).
     pub(crate) fn next_id(&self) -> u64 {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        (self.epoch << ID_BITS) | (n & ((1 << ID_BITS) - 1))
+        (self.epoch << ID_BITS) | counted_id(&self.next)
     }
 
     /// Stores `frame` (an encoded Message with `seq` 0) for each of
@@ -507,5 +519,15 @@ mod tests {
         assert!(parse_members("r", &[0xff]).is_err());
         let set: BTreeSet<String> = ["b".to_owned(), "a".to_owned()].into();
         assert_eq!(parse_members("r", &encode_members(&set)).unwrap(), set);
+    }
+
+    #[test]
+    fn a_count_that_wraps_skips_ids_that_are_multiples_of_2_40() {
+        let counter = AtomicU64::new((1 << ID_BITS) - 2);
+        assert_eq!(counted_id(&counter), (1 << ID_BITS) - 1);
+        // The next count is 2^40: masked it would be 0, so it is skipped.
+        assert_eq!(counted_id(&counter), 1);
+        let counter = AtomicU64::new(0);
+        assert_eq!(counted_id(&counter), 1);
     }
 }
