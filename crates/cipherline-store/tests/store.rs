@@ -476,3 +476,62 @@ async fn acknowledged_appends_survive_sigkill() {
     assert_eq!(lost, 0, "acknowledged appends lost after SIGKILL");
     store.close().await;
 }
+
+// NATS only: what the NATS server holds or allows is checked, never trusted.
+
+/// A server whose `max_payload` cannot carry the store's largest payload is
+/// refused at open, with the setting to change in the message.
+#[tokio::test]
+async fn nats_open_refuses_a_server_whose_max_payload_is_too_small() {
+    let server = common::NatsServer::start();
+    let options = cipherline_store::NatsOptions { max_payload_bytes: 8 * 1024 * 1024, ..Default::default() };
+    let err = cipherline_store::NatsStore::connect(&server.url, options).await.unwrap_err();
+    assert!(matches!(err, StoreError::Nats(_)), "{err:?}");
+    assert!(err.to_string().contains("max_payload"), "{err}");
+}
+
+/// A stream of the store's name made by something else (other subjects)
+/// is refused rather than written into.
+#[tokio::test]
+async fn nats_open_refuses_a_foreign_stream_of_its_name() {
+    let server = common::NatsServer::start();
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "CIPHERLINE_KV".to_owned(),
+        subjects: vec!["elsewhere.>".to_owned()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = cipherline_store::NatsStore::connect(&server.url, Default::default()).await.unwrap_err();
+    assert!(err.to_string().contains("CIPHERLINE_KV"), "{err}");
+}
+
+/// Records in the queue stream that this store did not write (no headers,
+/// a malformed number) make calls fail with an error, never a panic or a
+/// made-up sequence number.
+#[tokio::test]
+async fn nats_foreign_records_in_a_queue_are_errors() {
+    let h = Harness::nats();
+    let Harness::Nats(server) = &h else { unreachable!() };
+    let store = h.open().await;
+    store.append("good", b"x".to_vec(), 1).await.unwrap();
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // Queue "q" is subject cipherline.q.h71; "r" is h72.
+    js.publish("cipherline.q.h71", "no headers".into()).await.unwrap().await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Cl-Seq", "1x");
+    headers.insert("Cl-Ms", "1");
+    headers.insert("Cl-Cum", "1");
+    js.publish_with_headers("cipherline.q.h72", headers, "bad number".into()).await.unwrap().await.unwrap();
+    for queue in ["q", "r"] {
+        assert!(matches!(store.read(queue, 0, 10).await, Err(StoreError::Nats(_))), "{queue}");
+        assert!(matches!(store.append(queue, b"y".to_vec(), 1).await, Err(StoreError::Nats(_))), "{queue}");
+        assert!(matches!(store.queue_stats(queue).await, Err(StoreError::Nats(_))), "{queue}");
+    }
+    // Other queues are unaffected.
+    assert_eq!(store.read("good", 0, 10).await.unwrap().len(), 1);
+    store.close().await;
+}
