@@ -1,24 +1,43 @@
 //! [`AnyStore`]: the SQLite or the NATS store, chosen at run time (the
 //! server's `--store` option), behind one type.
 
+use std::sync::Arc;
+
 use crate::{Appended, ExpiredMessage, NatsStore, QueueStats, Quota, Result, SqliteStore, Store, StoredMessage};
 
-/// Either [`Store`], delegating every call.
-#[derive(Debug)]
+/// Either [`Store`], delegating every call. Shared handles: the server
+/// keeps the SQLite store for blobs whichever store holds the queues.
+#[derive(Debug, Clone)]
 pub enum AnyStore {
     /// The embedded one-file store.
-    Sqlite(SqliteStore),
-    /// The store on NATS JetStream (boxed: it is several times the size of
-    /// the SQLite handle).
-    Nats(Box<NatsStore>),
+    Sqlite(Arc<SqliteStore>),
+    /// The store on NATS JetStream.
+    Nats(Arc<NatsStore>),
 }
 
 impl AnyStore {
-    /// Finishes what was sent and closes the store.
+    /// Finishes what was sent and closes the store, if this is its last
+    /// handle (else the other holders close it).
     pub async fn close(self) {
         match self {
-            AnyStore::Sqlite(s) => s.close().await,
-            AnyStore::Nats(s) => (*s).close().await,
+            AnyStore::Sqlite(s) => {
+                if let Some(s) = Arc::into_inner(s) {
+                    s.close().await;
+                }
+            }
+            AnyStore::Nats(s) => {
+                if let Some(s) = Arc::into_inner(s) {
+                    s.close().await;
+                }
+            }
+        }
+    }
+
+    /// Largest value `put` and `cas` accept, in bytes.
+    pub fn max_value_bytes(&self) -> usize {
+        match self {
+            AnyStore::Sqlite(s) => s.options().max_value_bytes,
+            AnyStore::Nats(s) => s.options().max_value_bytes,
         }
     }
 

@@ -71,7 +71,9 @@ impl Harness {
                 } else {
                     options
                 };
-                AnyStore::Sqlite(SqliteStore::open(dir.path().join("store.sqlite3"), options).await.unwrap())
+                AnyStore::Sqlite(std::sync::Arc::new(
+                    SqliteStore::open(dir.path().join("store.sqlite3"), options).await.unwrap(),
+                ))
             }
             Harness::Nats(server) => {
                 let options = NatsOptions {
@@ -81,7 +83,7 @@ impl Harness {
                     max_read: bounds.max_read,
                     ..NatsOptions::default()
                 };
-                AnyStore::Nats(Box::new(NatsStore::connect(&server.url, options).await.unwrap()))
+                AnyStore::Nats(std::sync::Arc::new(NatsStore::connect(&server.url, options).await.unwrap()))
             }
         }
     }
