@@ -79,10 +79,10 @@ fn wait_for_url(path: &Path, child: &mut Child) -> String {
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         // {"nats":["nats://127.0.0.1:PORT"],...}
-        if let Some(start) = text.find("nats://") {
-            if let Some(len) = text[start..].find('"') {
-                return text[start..start + len].to_owned();
-            }
+        if let Some(start) = text.find("nats://")
+            && let Some(len) = text[start..].find('"')
+        {
+            return text[start..start + len].to_owned();
         }
         assert!(child.try_wait().unwrap().is_none(), "nats-server exited at start");
         assert!(Instant::now() < deadline, "nats-server wrote no ports file in 20 s");
@@ -147,14 +147,11 @@ fn a_message_stored_through_one_relay_is_delivered_by_another_on_the_same_nats()
         let mut bob = connect(&second.addr, "bob", 2).await;
         bob.resume(0).await.unwrap();
         loop {
-            match timeout(Duration::from_secs(20), bob.recv()).await.unwrap().unwrap() {
-                ServerMessage::Message(d) => {
-                    assert_eq!(d.text, "kept in JetStream");
-                    assert_eq!(d.from, "alice");
-                    bob.handled(d.seq).await.unwrap();
-                    break;
-                }
-                _ => {}
+            if let ServerMessage::Message(d) = timeout(Duration::from_secs(20), bob.recv()).await.unwrap().unwrap() {
+                assert_eq!(d.text, "kept in JetStream");
+                assert_eq!(d.from, "alice");
+                bob.handled(d.seq).await.unwrap();
+                break;
             }
         }
         bob.close().await.unwrap();
