@@ -535,3 +535,81 @@ async fn nats_foreign_records_in_a_queue_are_errors() {
     assert_eq!(store.read("good", 0, 10).await.unwrap().len(), 1);
     store.close().await;
 }
+
+/// Set in the child process of the NATS SIGKILL test: the server URL.
+const NATS_CRASH_CHILD_ENV: &str = "CIPHERLINE_STORE_NATS_CRASH_CHILD";
+
+/// As [`acknowledged_appends_survive_sigkill`], on NATS: the process holding
+/// the store (a relay) is killed mid-flood; every append JetStream
+/// acknowledged is there, under its number, and nothing acknowledged is
+/// numbered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_acknowledged_appends_survive_sigkill_of_the_writer() {
+    if let Ok(url) = std::env::var(NATS_CRASH_CHILD_ENV) {
+        let store = Arc::new(cipherline_store::NatsStore::connect(&url, Default::default()).await.unwrap());
+        let mut tasks = Vec::new();
+        for t in 0..8u32 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                // Two tasks per queue, so appends race on each queue.
+                let queue = format!("q{}", t % 4);
+                for i in 0..20_000u32 {
+                    let payload = format!("{t}-{i}").into_bytes();
+                    let seq = store.append(&queue, payload, 1).await.unwrap();
+                    println!("ACK {queue} {seq} {t}-{i}");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        return;
+    }
+
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let server = common::NatsServer::start();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "nats_acknowledged_appends_survive_sigkill_of_the_writer", "--nocapture", "--test-threads=1"])
+        .env(NATS_CRASH_CHILD_ENV, &server.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked: Vec<(String, u64, String)> = Vec::new();
+    let mut killed = false;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let mut parts = rest.split(' ');
+            let (queue, seq, payload) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+            acked.push((queue.to_owned(), seq.parse().unwrap(), payload.to_owned()));
+        }
+        if !killed && acked.len() >= 1000 {
+            child.kill().unwrap(); // SIGKILL on Unix
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(killed && !status.success(), "the child must be killed mid-flood: {status:?}");
+
+    let store = cipherline_store::NatsStore::connect(&server.url, Default::default()).await.unwrap();
+    let mut lost = 0usize;
+    for (queue, seq, payload) in &acked {
+        let m = store.read(queue, seq - 1, 1).await.unwrap();
+        if m.first().map(|m| (m.seq, m.payload.as_slice())) != Some((*seq, payload.as_bytes())) {
+            lost += 1;
+        }
+    }
+    for q in 0..4 {
+        let queue = format!("q{q}");
+        let all = store.read(&queue, 0, 1000).await.unwrap();
+        let numbers = seqs(&all);
+        let dense: Vec<u64> = (1..=numbers.len() as u64).collect();
+        assert_eq!(numbers, dense, "{queue}: numbers start at 1 with no gap or repeat");
+    }
+    println!("NATS, SIGKILL of the writer: {} appends acknowledged, {lost} lost", acked.len());
+    assert_eq!(lost, 0, "acknowledged appends lost after SIGKILL");
+    store.close().await;
+}
