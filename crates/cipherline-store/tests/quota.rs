@@ -12,7 +12,31 @@ on_both_backends!(
     append_each_skips_full_queues_and_a_full_store_and_says_which,
     counts_follow_ack_and_expire_and_survive_reopen,
     keys_lists_a_prefix_in_order_and_takes_wildcards_literally,
+    keys_under_nested_and_partial_prefixes,
 );
+
+/// Prefixes with several `/` segments, ending inside a segment or at a
+/// `/`, with empty segments (NATS lists the subjects under the complete
+/// segments and checks the rest).
+async fn keys_under_nested_and_partial_prefixes(h: &mut Harness) {
+    let store = h.open().await;
+    for key in ["e2e/kp/alice/1", "e2e/kp/alice/2", "e2e/kp/alicia/1", "e2e/kp/al", "e2e/kp", "e2e//x", "e2e/"] {
+        store.put(key, b"v".to_vec()).await.unwrap();
+    }
+    assert_eq!(store.keys("e2e/kp/alice/", "", 10).await.unwrap(), vec!["e2e/kp/alice/1", "e2e/kp/alice/2"]);
+    assert_eq!(store.keys("e2e/kp/alice/", "e2e/kp/alice/1", 10).await.unwrap(), vec!["e2e/kp/alice/2"]);
+    assert_eq!(
+        store.keys("e2e/kp/ali", "", 10).await.unwrap(),
+        vec!["e2e/kp/alice/1", "e2e/kp/alice/2", "e2e/kp/alicia/1"]
+    );
+    assert_eq!(store.keys("e2e/kp/", "", 2).await.unwrap(), vec!["e2e/kp/al", "e2e/kp/alice/1"]);
+    assert_eq!(store.keys("e2e/", "", 10).await.unwrap().len(), 7);
+    assert_eq!(store.keys("e2e//", "", 10).await.unwrap(), vec!["e2e//x"]);
+    assert_eq!(store.keys("e2e/kp", "", 10).await.unwrap().len(), 5);
+    assert!(store.delete("e2e/kp/alice/1").await.unwrap());
+    assert_eq!(store.keys("e2e/kp/alice/", "", 10).await.unwrap(), vec!["e2e/kp/alice/2"]);
+    store.close().await;
+}
 
 fn queues(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| (*n).to_owned()).collect()

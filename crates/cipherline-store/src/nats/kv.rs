@@ -8,7 +8,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures_util::StreamExt;
 
-use super::{NatsStore, bounded, decode};
+use super::{NatsStore, bounded};
 use crate::{Result, StoreError};
 
 impl NatsStore {
@@ -70,7 +70,7 @@ impl NatsStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let filter = format!("{}.k.>", self.options.subject_prefix);
+        let filter = self.key_filter(prefix);
         let mut subjects = bounded(self.options.timeout, "list keys", self.kv.info_with_subjects(filter)).await?;
         // The `max` smallest matching keys, never more in memory.
         let mut page: BTreeSet<String> = BTreeSet::new();
@@ -80,10 +80,8 @@ impl NatsStore {
                 .map_err(|_| StoreError::Nats("list keys: no answer in time".to_owned()))?;
             let Some(item) = next else { break };
             let (subject, _) = item.map_err(|e| StoreError::Nats(format!("list keys: {e}")))?;
-            let key = subject
-                .rsplit('.')
-                .next()
-                .and_then(decode)
+            let key = self
+                .subject_key(&subject)
                 .ok_or_else(|| StoreError::Nats(format!("key-value stream holds a foreign subject {subject:?}")))?;
             // As SQLite's: a page starts after `after` when that lies past
             // the prefix, else at the prefix itself.

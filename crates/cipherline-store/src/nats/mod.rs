@@ -26,7 +26,9 @@
 //!   difference of the running totals. Two reads, no scan.
 //! - **Key-value** lives in a second stream (`<prefix>_KV`, subjects
 //!   `<subject>.k.>`, one message kept per subject): a key is the subject
-//!   `<subject>.k.h<hex of the key>`, its revision is the stream sequence of
+//!   `<subject>.k.h<hex of segment 1>.h<hex of segment 2>…` (one token per
+//!   `/`-separated segment, so a prefix ending in `/` lists only its own
+//!   subjects), its revision is the stream sequence of
 //!   its message (strictly increasing across the map, never reused, like
 //!   SQLite's counter). `cas` is a publish with
 //!   `Nats-Expected-Last-Subject-Sequence` (0: the key must not exist);
@@ -49,11 +51,14 @@
 //!   prefixes of queues: a message is expired once every earlier message of
 //!   its queue is. With one clock that is exactly SQLite's set; with clocks
 //!   that disagree between nodes a message may wait for an earlier one.
-//! - **`total_stats`** (and `append_each` with a finite store quota) lists
-//!   every queue subject and counts each: its cost grows with the number of
-//!   queues.
-//! - **`keys`** lists every key subject of the map and sorts: its cost
-//!   grows with the number of keys.
+//! - **`total_stats`** lists every queue subject and counts each: its cost
+//!   grows with the number of queues. `append_each` with a finite store
+//!   quota first asks for the stream's stored bytes (payloads plus
+//!   overhead: an upper bound) and counts exactly only when that bound
+//!   says the quota might be reached.
+//! - **`keys`** lists every key subject under the prefix's complete
+//!   `/`-segments and sorts: its cost grows with the number of keys there
+//!   (all keys for a prefix without `/`).
 //! - A crash between publishing a marker and the purge after it leaves the
 //!   acknowledged messages readable until the next `ack` of that queue
 //!   (delivered again, never lost).
@@ -85,7 +90,8 @@ pub struct NatsOptions {
     pub max_payload_bytes: usize,
     /// Largest value `put` and `cas` accept, in bytes.
     pub max_value_bytes: usize,
-    /// Longest queue name or key, in bytes (subjects carry them in hex).
+    /// Longest queue name or key, in bytes (subjects carry them in hex: keep
+    /// it at most 1 KiB, under NATS's 4 KiB control line).
     pub max_name_bytes: usize,
     /// Most messages one `read` returns.
     pub max_read: usize,
@@ -215,9 +221,27 @@ impl NatsStore {
         format!("{}.q.{}", self.options.subject_prefix, encode(name))
     }
 
-    /// The subject of key `key`.
+    /// The subject of key `key`: one token per `/`-separated segment, so
+    /// that listing a prefix that ends in `/` (`room/`, `e2e/kp/alice/`)
+    /// asks the server for those subjects only.
     fn key_subject(&self, key: &str) -> String {
-        format!("{}.k.{}", self.options.subject_prefix, encode(key))
+        format!("{}.k.{}", self.options.subject_prefix, encode_segments(key))
+    }
+
+    /// The subjects to list for keys starting with `prefix`: those under
+    /// its complete segments (the rest of the prefix is checked here).
+    fn key_filter(&self, prefix: &str) -> String {
+        match prefix.rsplit_once('/') {
+            Some((dirs, _)) => format!("{}.k.{}.>", self.options.subject_prefix, encode_segments(dirs)),
+            None => format!("{}.k.>", self.options.subject_prefix),
+        }
+    }
+
+    /// The key of a key subject (as [`NatsStore::key_subject`] wrote it).
+    fn subject_key(&self, subject: &str) -> Option<String> {
+        let tokens = subject.strip_prefix(&self.options.subject_prefix)?.strip_prefix(".k.")?;
+        let segments: Option<Vec<String>> = tokens.split('.').map(decode).collect();
+        Some(segments?.join("/"))
     }
 }
 
@@ -346,6 +370,11 @@ fn encode(name: &str) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+/// `a/b/c` as the tokens `h61.h62.h63`.
+fn encode_segments(key: &str) -> String {
+    key.split('/').map(encode).collect::<Vec<_>>().join(".")
 }
 
 /// The name in a subject's last token (as [`encode`] wrote it); `None` if it

@@ -235,8 +235,18 @@ impl NatsStore {
         to_i64("time", now_ms)?;
         let payload = Bytes::from(payload);
         let len = payload.len() as u64;
-        let check_total = quota.max_total_bytes != u64::MAX;
+        let mut check_total = quota.max_total_bytes != u64::MAX;
         let check_queue = quota.max_messages != u64::MAX || quota.max_bytes != u64::MAX;
+        if check_total {
+            // The stream's stored bytes (payloads plus headers and subjects)
+            // bound the payload total from above, in one request: if every
+            // copy fits even so, the exact count (every queue) is not needed.
+            let info = bounded(self.options.timeout, "queue stream info", self.queues.get_info()).await?;
+            let all = len.saturating_mul(queues.len() as u64);
+            if info.state.bytes.saturating_add(all) <= quota.max_total_bytes {
+                check_total = false;
+            }
+        }
         let mut total = if check_total { self.queue_total_stats().await?.bytes } else { 0 };
         let mut out = Vec::with_capacity(queues.len());
         for queue in &queues {
