@@ -24,8 +24,9 @@
 //!   [`StoreError::Conflict`].
 //! - **Bounds.** Payload and value sizes, queue and key name lengths, the
 //!   number of messages one `read` returns and the request channel are all
-//!   bounded by [`SqliteOptions`]; an oversized input is refused with an
-//!   error, never truncated.
+//!   bounded by [`SqliteOptions`] (by [`NatsOptions`] on NATS, which also
+//!   refuses stored records above those bounds); an oversized input is
+//!   refused with an error, never truncated.
 //!
 //! - **Blobs** ([`BlobStore`], module `blob`). A blob's record (owner,
 //!   group, size, complete or not, creation time, who still waits for it)

@@ -533,6 +533,15 @@ async fn nats_foreign_records_in_a_queue_are_errors() {
     }
     // Other queues are unaffected.
     assert_eq!(store.read("good", 0, 10).await.unwrap().len(), 1);
+    // Records above the reading store's bounds are refused, not passed on.
+    store.append("big", vec![1; 100], 1).await.unwrap();
+    store.put("big", vec![2; 100]).await.unwrap();
+    let small =
+        h.open_with(Bounds { max_payload_bytes: 16, max_value_bytes: 8, max_name_bytes: 64, max_read: 10 }).await;
+    assert!(matches!(small.read("big", 0, 10).await, Err(StoreError::Nats(_))));
+    assert!(matches!(small.get("big").await, Err(StoreError::Nats(_))));
+    assert_eq!(small.read("good", 0, 10).await.unwrap().len(), 1);
+    small.close().await;
     store.close().await;
 }
 

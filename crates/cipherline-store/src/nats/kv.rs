@@ -16,6 +16,11 @@ impl NatsStore {
     async fn current(&self, subject: &str) -> Result<Option<(Vec<u8>, u64)>> {
         let get = self.kv.raw_message_builder().last_by_subject(subject).send();
         match tokio::time::timeout(self.options.timeout, get).await {
+            // This store never writes a larger value: refuse, do not pass on.
+            Ok(Ok(message)) if message.payload.len() > self.options.max_value_bytes => Err(StoreError::Nats(format!(
+                "stored value of {} bytes exceeds the store's value limit",
+                message.payload.len()
+            ))),
             Ok(Ok(message)) => Ok(Some((message.payload.into(), message.sequence))),
             Ok(Err(e)) if matches!(e.kind(), RawMessageErrorKind::NoMessageFound) => Ok(None),
             Ok(Err(e)) => Err(StoreError::Nats(format!("read a key: {e}"))),

@@ -36,7 +36,15 @@ struct Record {
 }
 
 impl Record {
-    fn parse(message: StreamMessage) -> Result<Self> {
+    /// A record as the server sent it; one larger than `max_payload` (this
+    /// store never writes one) is refused rather than passed on.
+    fn parse(message: StreamMessage, max_payload: usize) -> Result<Self> {
+        if message.payload.len() > max_payload {
+            return Err(StoreError::Nats(format!(
+                "stored record of {} bytes exceeds the store's payload limit",
+                message.payload.len()
+            )));
+        }
         let mark = message.headers.get(MARK_HEADER).is_some();
         Ok(Record {
             subject: message.subject.as_str().to_owned(),
@@ -79,7 +87,7 @@ impl NatsStore {
     async fn last_record(&self, subject: &str) -> Result<Option<Record>> {
         let get = self.queues.raw_message_builder().last_by_subject(subject).send();
         match tokio::time::timeout(self.options.timeout, get).await {
-            Ok(Ok(message)) => Record::parse(message).map(Some),
+            Ok(Ok(message)) => Record::parse(message, self.options.max_payload_bytes).map(Some),
             Ok(Err(e)) if matches!(e.kind(), RawMessageErrorKind::NoMessageFound) => Ok(None),
             Ok(Err(e)) => Err(StoreError::Nats(format!("read a queue's last record: {e}"))),
             Err(_) => Err(StoreError::Nats("read a queue's last record: no answer in time".to_owned())),
@@ -90,7 +98,7 @@ impl NatsStore {
     async fn next_record(&self, filter: &str, from: u64) -> Result<Option<Record>> {
         let get = self.queues.raw_message_builder().sequence(from.max(1)).next_by_subject(filter).send();
         match tokio::time::timeout(self.options.timeout, get).await {
-            Ok(Ok(message)) => Record::parse(message).map(Some),
+            Ok(Ok(message)) => Record::parse(message, self.options.max_payload_bytes).map(Some),
             Ok(Err(e)) if matches!(e.kind(), RawMessageErrorKind::NoMessageFound) => Ok(None),
             Ok(Err(e)) => Err(StoreError::Nats(format!("read a queue record: {e}"))),
             Err(_) => Err(StoreError::Nats("read a queue record: no answer in time".to_owned())),
