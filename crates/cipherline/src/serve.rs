@@ -370,6 +370,13 @@ async fn open_store(dir: &std::path::Path) -> Result<cipherline_server::SqliteSt
 /// several separated by commas. `None`: the SQLite store.
 fn store_url(args: &ServeArgs) -> Result<Option<String>, CliError> {
     let Some(url) = &args.store else { return Ok(None) };
+    // The address is printed and logged: it must not carry a password.
+    if url.contains('@') {
+        return Err(CliError::usage(
+            "--store takes no user or password in the address",
+            "give nats://HOST:PORT; NATS credentials are not supported yet",
+        ));
+    }
     let servers: Vec<&str> = url.split(',').map(str::trim).collect();
     let well_formed = servers.iter().all(|s| {
         s.strip_prefix("nats://").is_some_and(|rest| {

@@ -166,4 +166,9 @@ fn serve_refuses_a_store_that_is_not_a_nats_address() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("is not a NATS address"), "{bad}: {err}");
     }
+    // A password in the address would be printed in the banner and logs.
+    let out = bin().args(["serve", "--check-config", "--store", "nats://me:secret@127.0.0.1:4222"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no user or password") && !err.contains("secret"), "{err}");
 }
