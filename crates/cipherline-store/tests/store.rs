@@ -508,6 +508,25 @@ async fn nats_open_refuses_a_foreign_stream_of_its_name() {
     assert!(err.to_string().contains("CIPHERLINE_KV"), "{err}");
 }
 
+/// On NATS, `expire` walks the stream in append order and stops at a
+/// record appended more than a minute after the cutoff (later ones are
+/// younger unless clocks disagree): an older message appended after it
+/// waits. SQLite, which indexes by time, would take it at once.
+#[tokio::test]
+async fn nats_expiry_walks_in_append_order_and_stops_far_past_the_cutoff() {
+    let h = Harness::nats();
+    let store = h.open().await;
+    store.append("a", b"old".to_vec(), 1).await.unwrap();
+    store.append("b", b"much younger".to_vec(), 10_000_000).await.unwrap();
+    store.append("c", b"old but later".to_vec(), 1).await.unwrap();
+    let expired = store.expire(100, 10).await.unwrap();
+    assert_eq!(expired.iter().map(|e| e.queue.as_str()).collect::<Vec<_>>(), vec!["a"]);
+    // Once time passes "b", the walk goes on to "c".
+    let expired = store.expire(10_000_001, 10).await.unwrap();
+    assert_eq!(expired.iter().map(|e| e.queue.as_str()).collect::<Vec<_>>(), vec!["b", "c"]);
+    store.close().await;
+}
+
 /// Records in the queue stream that this store did not write (no headers,
 /// a malformed number) make calls fail with an error, never a panic or a
 /// made-up sequence number.

@@ -49,8 +49,10 @@
 //! - **`expire`** walks the queue stream in append order (at most
 //!   [`NatsOptions::max_expire_scan`] records per call) and removes only
 //!   prefixes of queues: a message is expired once every earlier message of
-//!   its queue is. With one clock that is exactly SQLite's set; with clocks
-//!   that disagree between nodes a message may wait for an earlier one.
+//!   its queue is; the walk ends at the first record appended more than a
+//!   minute after the cutoff. With one clock that is exactly SQLite's set;
+//!   with clocks that disagree between nodes (by more than that minute) a
+//!   message may wait for an earlier one.
 //! - **`total_stats`** lists every queue subject and counts each: its cost
 //!   grows with the number of queues. `append_each` with a finite store
 //!   quota first asks for the stream's stored bytes (payloads plus

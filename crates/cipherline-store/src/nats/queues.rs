@@ -17,6 +17,12 @@ use crate::{Appended, ExpiredMessage, QueueStats, Quota, Result, StoreError, Sto
 /// in first, before the call fails.
 const MAX_ATTEMPTS: usize = 200;
 
+/// A record appended this long after the cutoff ends an `expire` scan: the
+/// records after it (append order) are younger still, unless clocks
+/// disagree by more than this. Without it every call would read
+/// `max_expire_scan` records even when nothing is due.
+const EXPIRE_SCAN_SLACK_MS: u64 = 60_000;
+
 /// One record of a queue subject: a message or a marker.
 #[derive(Debug)]
 struct Record {
@@ -345,6 +351,9 @@ impl NatsStore {
             }
             let Some(record) = self.next_record(&filter, from).await? else { break };
             from = record.stream_seq.saturating_add(1);
+            if record.ms >= before_ms.saturating_add(EXPIRE_SCAN_SLACK_MS) {
+                break;
+            }
             if record.mark || blocked.contains(&record.subject) {
                 continue;
             }
