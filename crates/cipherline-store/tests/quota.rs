@@ -13,7 +13,28 @@ on_both_backends!(
     counts_follow_ack_and_expire_and_survive_reopen,
     keys_lists_a_prefix_in_order_and_takes_wildcards_literally,
     keys_under_nested_and_partial_prefixes,
+    append_each_counts_a_queue_named_twice_and_reaches_many_queues,
 );
+
+/// A queue named twice gets two copies, numbered in order, and its second
+/// copy counts against its quota; a fan-out to more queues than NATS
+/// appends at once reaches every one.
+async fn append_each_counts_a_queue_named_twice_and_reaches_many_queues(h: &mut Harness) {
+    let store = h.open().await;
+    let got = store.append_each(queues(&["a", "b", "a"]), vec![1; 10], 1, Quota::UNLIMITED).await.unwrap();
+    assert_eq!(got, vec![Appended::Stored(1), Appended::Stored(1), Appended::Stored(2)]);
+    let quota = Quota { max_messages: 3, ..Quota::UNLIMITED };
+    let got = store.append_each(queues(&["a", "c", "a"]), vec![2; 10], 2, quota).await.unwrap();
+    assert_eq!(got, vec![Appended::Stored(3), Appended::Stored(1), Appended::QueueFull]);
+    assert_eq!(store.read("a", 2, 10).await.unwrap()[0].payload, vec![2; 10]);
+    let many: Vec<String> = (0..100).map(|i| format!("member{i}")).collect();
+    let got = store.append_each(many.clone(), vec![3; 10], 3, quota).await.unwrap();
+    assert_eq!(got, vec![Appended::Stored(1); 100]);
+    for name in &many {
+        assert_eq!(store.queue_stats(name).await.unwrap(), QueueStats { messages: 1, bytes: 10 }, "{name}");
+    }
+    store.close().await;
+}
 
 /// Prefixes with several `/` segments, ending inside a segment or at a
 /// `/`, with empty segments (NATS lists the subjects under the complete

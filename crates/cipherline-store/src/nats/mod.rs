@@ -42,8 +42,8 @@
 //!   can lose what the server had not yet synced to disk (its
 //!   `sync_interval`, two minutes by default) unless the stream has
 //!   replicas on other machines.
-//! - **`append_each` is not atomic**: it appends queue by queue; a failure
-//!   or crash in between leaves the earlier queues appended. Quota checks
+//! - **`append_each` is not atomic**: it appends to its queues concurrently
+//!   (32 at a time); a failure or crash part way leaves some appended. Quota checks
 //!   read counts first, so concurrent appenders on several nodes can take a
 //!   queue a little past its quota.
 //! - **`expire`** walks the queue stream in append order (at most

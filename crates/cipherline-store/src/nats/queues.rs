@@ -23,6 +23,10 @@ const MAX_ATTEMPTS: usize = 200;
 /// `max_expire_scan` records even when nothing is due.
 const EXPIRE_SCAN_SLACK_MS: u64 = 60_000;
 
+/// Queues `append_each` counts or appends to at once (one room message to
+/// many members would otherwise wait for one round trip after another).
+const CONCURRENCY: usize = 32;
+
 /// One record of a queue subject: a message or a marker.
 #[derive(Debug)]
 struct Record {
@@ -262,23 +266,70 @@ impl NatsStore {
             }
         }
         let mut total = if check_total { self.queue_total_stats().await?.bytes } else { 0 };
-        let mut out = Vec::with_capacity(queues.len());
-        for queue in &queues {
+        // Counts of each queue named, read concurrently (bounded).
+        // (Owned names: the futures must be Send for any lifetime.)
+        let mut held: HashMap<String, QueueStats> = HashMap::new();
+        if check_queue {
+            let distinct: HashSet<String> = queues.iter().cloned().collect();
+            let counts: Vec<Result<(String, QueueStats)>> = futures_util::stream::iter(distinct)
+                .map(|q: String| async move {
+                    let stats = self.subject_stats(&self.queue_subject(&q)).await?;
+                    Ok((q, stats))
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for count in counts {
+                let (q, stats) = count?;
+                held.insert(q, stats);
+            }
+        }
+        // Decide in order, as SQLite does (a queue named twice counts its
+        // first copy), then append: queues concurrently, each queue's
+        // copies in order.
+        let mut out: Vec<Option<Appended>> = Vec::with_capacity(queues.len());
+        let mut copies: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, queue) in queues.iter().enumerate() {
             if check_total && total.saturating_add(len) > quota.max_total_bytes {
-                out.push(Appended::StoreFull);
+                out.push(Some(Appended::StoreFull));
                 continue;
             }
-            if check_queue {
-                let held = self.subject_stats(&self.queue_subject(queue)).await?;
-                if held.messages >= quota.max_messages || held.bytes.saturating_add(len) > quota.max_bytes {
-                    out.push(Appended::QueueFull);
+            if let Some(h) = held.get_mut(queue.as_str()) {
+                if h.messages >= quota.max_messages || h.bytes.saturating_add(len) > quota.max_bytes {
+                    out.push(Some(Appended::QueueFull));
                     continue;
                 }
+                h.messages = h.messages.saturating_add(1);
+                h.bytes = h.bytes.saturating_add(len);
             }
-            out.push(Appended::Stored(self.append_record(queue, payload.clone(), now_ms).await?));
+            out.push(None);
+            copies.entry(queue.clone()).or_default().push(i);
             total = total.saturating_add(len);
         }
-        Ok(out)
+        let appended: Vec<Result<Vec<(usize, u64)>>> = futures_util::stream::iter(copies)
+            .map(|(queue, indices): (String, Vec<usize>)| {
+                let payload = payload.clone();
+                async move {
+                    let mut seqs = Vec::with_capacity(indices.len());
+                    for i in indices {
+                        seqs.push((i, self.append_record(&queue, payload.clone(), now_ms).await?));
+                    }
+                    Ok(seqs)
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for result in appended {
+            for (i, seq) in result? {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(Appended::Stored(seq));
+                }
+            }
+        }
+        out.into_iter()
+            .map(|a| a.ok_or_else(|| StoreError::Nats("append_each lost track of a copy".to_owned())))
+            .collect()
     }
 
     pub(super) async fn queue_read(&self, queue: &str, after_seq: u64, max: usize) -> Result<Vec<StoredMessage>> {
