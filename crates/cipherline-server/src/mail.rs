@@ -15,14 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cipherline_proto::app::{ErrorCode, GroupEvent, MAX_MEMBERS, PayloadKind, ServerMessage, fold_name, valid_name};
-use cipherline_store::{Appended, Quota, SqliteStore, Store, StoreError, StoredMessage};
+use cipherline_store::{AnyStore, Appended, Quota, SqliteStore, Store, StoreError, StoredMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, Me, Refusal};
 
 /// The store engine in use.
-pub(crate) type Db = SqliteStore;
+pub(crate) type Db = AnyStore;
 
 /// Stored room members: folded room name to member names.
 pub(crate) type RoomMembers = HashMap<String, BTreeSet<String>>;
@@ -68,6 +68,9 @@ pub(crate) struct Counters {
 /// The server's store-and-forward layer.
 pub(crate) struct Mail {
     pub(crate) store: Arc<Db>,
+    /// Blobs stay in the local SQLite store and blob directory, whichever
+    /// store holds the queues and the key-value map.
+    pub(crate) blobs: Arc<SqliteStore>,
     quota: Quota,
     epoch: u64,
     next: AtomicU64,
@@ -126,7 +129,11 @@ fn encode_members(members: &BTreeSet<String>) -> Vec<u8> {
 impl Mail {
     /// Starts a run on `store`: takes the next id epoch and loads every
     /// room's stored members (a damaged entry stops the start).
-    pub(crate) async fn open(store: Arc<Db>, limits: &crate::Limits) -> Result<(Self, RoomMembers), String> {
+    pub(crate) async fn open(
+        store: Arc<Db>,
+        blobs: Arc<SqliteStore>,
+        limits: &crate::Limits,
+    ) -> Result<(Self, RoomMembers), String> {
         let err = |e: StoreError| format!("store: {e}");
         let epoch = loop {
             let current = store.get(EPOCH_KEY).await.map_err(err)?;
@@ -176,6 +183,7 @@ impl Mail {
         Ok((
             Mail {
                 store,
+                blobs,
                 quota,
                 epoch,
                 next: AtomicU64::new(0),
