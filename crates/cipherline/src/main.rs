@@ -32,6 +32,7 @@
 
 mod chat;
 mod client_args;
+mod connector;
 mod console;
 mod conversation;
 mod daemon;
