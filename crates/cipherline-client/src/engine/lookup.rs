@@ -33,6 +33,10 @@ pub struct RoomSummary {
     pub member: bool,
     /// This user joined it the open way.
     pub joined: bool,
+    /// For an end-to-end room this user is in: the members of its group
+    /// the relay no longer lists in the room (they left it; removing them
+    /// keeps what is said next from being encrypted to them).
+    pub gone: Vec<String>,
 }
 
 impl<C: Connector> Engine<C> {
@@ -55,11 +59,26 @@ impl<C: Connector> Engine<C> {
             Some(e2e) => e2e.room_group(room)?.is_some(),
             None => false,
         };
+        let gone = if member { self.gone(live, room).await } else { Vec::new() };
         Ok(Reply::RoomInfo(RoomSummary {
             room: room.to_owned(),
             kind,
             member,
             joined: self.rooms.contains_key(&fold_name(room)),
+            gone,
         }))
+    }
+
+    /// Best effort: without the relay's list nobody is taken for gone.
+    async fn gone(&self, live: &mut Live, room: &str) -> Vec<String> {
+        let (Ok(listed), Some(e2e)) = (live.client.who(room).await, &live.e2e) else { return Vec::new() };
+        let Ok(members) = e2e.members(room) else { return Vec::new() };
+        let listed: Vec<String> = listed.iter().map(|n| fold_name(n)).collect();
+        let me = fold_name(&self.name);
+        members
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|n| fold_name(n) != me && !listed.contains(&fold_name(n)))
+            .collect()
     }
 }

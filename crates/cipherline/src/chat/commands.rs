@@ -153,7 +153,7 @@ async fn join(engine: &EngineHandle, state: &Shared, room: &str) {
     let e2e_client = matches!(engine.run(Command::Status).await, Ok(Reply::Status(s)) if s.e2e);
     let info = match engine.run(Command::RoomInfo(room.to_owned())).await {
         Ok(Reply::RoomInfo(info)) => info,
-        Ok(_) => RoomSummary { room: room.to_owned(), kind: None, member: false, joined: false },
+        Ok(_) => RoomSummary { room: room.to_owned(), kind: None, member: false, joined: false, gone: Vec::new() },
         Err(e) => return show(format!("! cannot ask about {}: {}", escape(room), why(&e))),
     };
     let name = escape(room).into_owned();
@@ -161,6 +161,7 @@ async fn join(engine: &EngineHandle, state: &Shared, room: &str) {
         Some(kind) if kind.is_e2e() && info.member => {
             state.borrow_mut().enter(room, true);
             show(format!("* now in {name} (end-to-end encrypted)"));
+            prune(engine, state, room, info.gone).await;
         }
         Some(RoomKind::Invite) if e2e_client => {
             show(format!("! {name} is an end-to-end room you are not in: ask a member to /invite you"));
@@ -189,6 +190,19 @@ async fn join(engine: &EngineHandle, state: &Shared, room: &str) {
             }
             Err(e) => show(format!("! cannot join {name}: {}", why(&e))),
         },
+    }
+}
+
+/// Best effort, on entering an end-to-end room: members the relay no
+/// longer lists (they left) are removed from the group, so what is said
+/// next is not encrypted to them.
+async fn prune(engine: &EngineHandle, state: &Shared, room: &str, gone: Vec<String>) {
+    if gone.is_empty() {
+        return;
+    }
+    let names: Vec<String> = gone.iter().map(|n| escape(n).into_owned()).collect();
+    if engine.run(Command::Kick { room: room.to_owned(), users: gone }).await.is_ok() {
+        state.borrow_mut().show(format!("* {} left {}: removed from its group", names.join(", "), escape(room)));
     }
 }
 
@@ -382,11 +396,11 @@ async fn create(engine: &EngineHandle, state: &Shared, rest: &str) {
             let mut st = state.borrow_mut();
             st.enter(room, kind.is_e2e());
             let what = match kind {
-                RoomKind::Invite => "end-to-end encrypted, invite-only: /invite USER to add people",
-                RoomKind::Public => "end-to-end encrypted, public",
-                RoomKind::Open => "not end-to-end encrypted: the server can read it",
+                RoomKind::Invite => "end-to-end encrypted, invite-only); /invite USER to add people",
+                RoomKind::Public => "end-to-end encrypted, public)",
+                RoomKind::Open => "not end-to-end encrypted: the server can read it)",
             };
-            st.show(format!("* created {} ({what})", escape(room)));
+            st.show(format!("* created {} ({what}", escape(room)));
         }
         Err(e) => state.borrow_mut().show(format!("! cannot create {}: {}", escape(room), why(&e))),
     }

@@ -126,24 +126,37 @@ fn clock(ms: u64) -> String {
     }
 }
 
-/// A change of an end-to-end conversation, in the engine's words; rooms
-/// this user was added to or removed from are tracked.
+/// A change of an end-to-end conversation, reworded from the engine's
+/// words (engine/delivery.rs `describe`) for a line client; rooms this user
+/// was added to or removed from are tracked. Names never hold spaces.
 fn group(st: &mut State, text: &str) {
-    // A direct conversation is started with this user.
-    let with = if text.ends_with(" started an end-to-end conversation") { " with you" } else { "" };
-    st.show(format!("* {}{with}", escape(text)));
-    // The engine's wording (engine/delivery.rs `describe`): "added to ROOM
-    // (members: ...)", "BY removed you from ROOM". Room names have no spaces.
-    if let Some(rest) = text.strip_prefix("added to ")
-        && let Some((room, _)) = rest.split_once(" (members: ")
-        && !room.contains(' ')
+    let single = |s: &str| !s.is_empty() && !s.contains(' ');
+    if let Some(by) = text.strip_suffix(" started an end-to-end conversation")
+        && single(by)
+    {
+        st.show(format!("* {} started an end-to-end conversation with you", escape(by)));
+    } else if let Some(rest) = text.strip_prefix("added to ")
+        && let Some((room, members)) = rest.split_once(" (members: ")
+        && single(room)
     {
         st.e2e_rooms.insert(fold_name(room), room.to_owned());
+        let members = members.strip_suffix(')').unwrap_or(members);
+        st.show(format!("* you were added to the end-to-end room {} (members: {})", escape(room), escape(members)));
         st.show(format!("  /join {} to talk there", escape(room)));
-    } else if let Some((_, room)) = text.rsplit_once(" removed you from ")
-        && !room.contains(' ')
+    } else if let Some((by, room)) = text.split_once(" removed you from ")
+        && single(by)
+        && single(room)
     {
+        st.show(format!("* {} removed you from the end-to-end room {}", escape(by), escape(room)));
         st.left(room);
+    } else if let Some((by, what)) = text.strip_suffix(": ").and_then(|t| t.split_once(" changed "))
+        && single(by)
+        && single(what)
+    {
+        // A change with nothing to summarise: a leaf update.
+        st.show(format!("* {} renewed their keys in {}", escape(by), escape(what)));
+    } else {
+        st.show(format!("* {}", escape(text)));
     }
 }
 
