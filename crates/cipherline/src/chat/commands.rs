@@ -411,16 +411,15 @@ async fn send_file(engine: &EngineHandle, state: &Shared, rest: &str) {
     let Some((to, path)) = rest.split_once(' ').map(|(t, p)| (t, p.trim())).filter(|(_, p)| !p.is_empty()) else {
         return state.borrow_mut().show("! usage: /send-file USER|#ROOM PATH");
     };
-    let target = match to.strip_prefix('#') {
-        Some(room) => Target::Room(room.to_owned()),
-        None => {
-            let st = state.borrow();
+    let (target, e2e) = {
+        let st = state.borrow();
+        let room = to.strip_prefix('#').or_else(|| {
             // A room this user is in needs no `#`.
-            if st.is_e2e_room(to) || st.rooms.contains_key(&fold_name(to)) {
-                Target::Room(to.to_owned())
-            } else {
-                Target::User(to.to_owned())
-            }
+            (st.is_e2e_room(to) || st.rooms.contains_key(&fold_name(to))).then_some(to)
+        });
+        match room {
+            Some(room) => (Target::Room(room.to_owned()), st.is_e2e_room(room)),
+            None => (Target::User(to.to_owned()), st.direct_e2e),
         }
     };
     let peer = match &target {
@@ -429,15 +428,34 @@ async fn send_file(engine: &EngineHandle, state: &Shared, rest: &str) {
     };
     let path = PathBuf::from(path);
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    // Said here in the user's terms (the engine refuses them too): a
+    // directory, a device or a pipe is never offered.
+    let size = match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() => return state.borrow_mut().show(format!("! {} is a directory: not sent", escape(&name))),
+        Ok(_) => {
+            let shown = escape(&path.display().to_string()).into_owned();
+            return state.borrow_mut().show(format!("! {shown} is not a regular file: not sent"));
+        }
+        Err(e) => {
+            let shown = escape(&path.display().to_string()).into_owned();
+            return state.borrow_mut().show(format!("! cannot read {shown}: {e}"));
+        }
+    };
     match engine.run(Command::SendFile { to: target, path: path.clone() }).await {
         Ok(Reply::Transfer { transfer }) => {
             let mut st = state.borrow_mut();
-            st.show(format!(
-                "* sending {} to {} ({transfer}): /cancel {transfer} stops it",
-                escape(&name),
-                escape(&peer)
-            ));
-            st.started(transfer, Transfer { name, peer, outgoing: true });
+            let (file, to) = (escape(&name).into_owned(), escape(&peer).into_owned());
+            if e2e {
+                st.show(format!("* sending {file} to {to} (end to end, {}): /cancel {transfer} stops it", human(size)));
+            } else {
+                st.show(format!(
+                    "* offered {file} to {to} ({size} bytes, not end to end: the server can read it): /cancel \
+                     {transfer} stops it"
+                ));
+            }
+            let since = tokio::time::Instant::now();
+            st.started(transfer, Transfer { name, peer, outgoing: true, e2e, since });
         }
         Ok(_) => {}
         Err(e) => state.borrow_mut().show(format!("! {} not sent: {}", escape(&name), why(&e))),
@@ -465,12 +483,22 @@ async fn answer(engine: &EngineHandle, state: &Shared, accept: bool, rest: &str)
     let (name, from) = (escape(&offer.name).into_owned(), escape(&offer.from).into_owned());
     if accept {
         let dir = state.borrow().download_dir.clone();
+        let dir_shown = dir.display().to_string();
         match engine.run(Command::GetFile { id: offer.id, dir }).await {
             Ok(Reply::Transfer { transfer }) => {
                 let mut st = state.borrow_mut();
                 st.offers.retain(|o| o.id != offer.id);
-                st.show(format!("* receiving {name} from {from} ({}, {transfer})", human(offer.size)));
-                st.started(transfer, Transfer { name: offer.name, peer: offer.from, outgoing: false });
+                let into = escape(&dir_shown).into_owned();
+                if offer.e2e {
+                    st.show(format!("* receiving {name} from {from} (end to end, {}) into {into}", human(offer.size)));
+                } else {
+                    st.show(format!("* receiving {name} ({} bytes) from {from} into {into}", offer.size));
+                }
+                let since = tokio::time::Instant::now();
+                st.started(
+                    transfer,
+                    Transfer { name: offer.name, peer: offer.from, outgoing: false, e2e: offer.e2e, since },
+                );
             }
             Ok(_) => {}
             Err(e) => state.borrow_mut().show(format!("! cannot receive {name}: {}", why(&e))),

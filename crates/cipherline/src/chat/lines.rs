@@ -6,7 +6,9 @@ use cipherline_client::display::{body, escape};
 use cipherline_client::engine::{ConnectionState, Event, Message, TransferState, Verified};
 use cipherline_proto::app::{Target, fold_name};
 
-use super::{Offer, Shared, State};
+use tokio::time::Instant;
+
+use super::{Offer, Shared, State, Transfer};
 
 /// Shows one event; `Some(reason)` when the engine stopped for good.
 pub(super) fn on_event(state: &Shared, event: Event) -> Option<String> {
@@ -30,49 +32,92 @@ pub(super) fn on_event(state: &Shared, event: Event) -> Option<String> {
         Event::Group { text, .. } => group(&mut st, &text),
         Event::Connection(state) => return connection(&mut st, state),
         Event::FileOffered { id, from, to, name, size, e2e, verified } => {
-            let key = match verified {
-                Verified::Known | Verified::Verified => String::new(),
-                other => format!(" ({} key)", other.as_str()),
-            };
             let place = match &to {
-                Target::Room(room) => format!(" in {}", escape(room)),
+                Target::Room(room) => format!(" in #{}", escape(room)),
                 Target::User(_) => String::new(),
             };
-            let how = if e2e { "" } else { ", not end-to-end encrypted" };
+            let how = if e2e { "end to end" } else { "not end to end: the server can read it" };
+            let from_ = escape(&from);
             st.show(format!(
-                "* {}{key} offers {} ({}{how}){place}: /accept {id} or /decline {id}",
-                escape(&from),
-                escape(&name),
-                human(size)
+                "* {from_} offers {} ({size} bytes, {how}){place}: /accept {id} or /decline {id}",
+                escape(&name)
             ));
-            st.offered(Offer { id, from, name, size });
+            if !matches!(verified, Verified::Known | Verified::Verified) {
+                st.show(format!("  the sender's key: {}{}", verified.as_str(), mark(verified)));
+            }
+            st.offered(Offer { id, from, name, size, e2e });
         }
         Event::Transfer { transfer, name, done, total, state, path } => {
-            let known = st.transfers.get(&transfer).cloned();
-            let (outgoing, peer) = known.map_or((false, String::new()), |t| (t.outgoing, t.peer));
-            let what = match (outgoing, peer.is_empty()) {
-                (true, _) => format!("{} to {}", escape(&name), escape(&peer)),
-                (false, false) => format!("{} from {}", escape(&name), escape(&peer)),
-                (false, true) => escape(&name).into_owned(),
-            };
-            match state {
-                TransferState::Done if outgoing => st.show(format!("* {what}: sent ({})", human(total))),
-                TransferState::Done => {
-                    let at = path.map(|p| format!(" as {}", escape(&p.display().to_string()))).unwrap_or_default();
-                    st.show(format!("* saved {what}{at} ({}; {} delivered and verified)", human(total), escape(&name)));
-                }
-                TransferState::Failed(why) => st.show(format!("! {what} failed: {}", escape(&why))),
-                TransferState::Cancelled => st.show(format!("* cancelled {what}")),
-                TransferState::Running => {
-                    let verb = if outgoing { "sending" } else { "receiving" };
-                    st.show(format!("* {verb} {what}: {} of {}", human(done), human(total)));
-                }
-                TransferState::Paused => st.show(format!("* {what} paused at {} of {}", human(done), human(total))),
-                TransferState::Offered | TransferState::Queued => {}
-            }
+            transfer_line(&mut st, &transfer, &name, (done, total), state, path.as_deref());
         }
     }
     None
+}
+
+/// A transfer's progress, or how it ended.
+fn transfer_line(
+    st: &mut State,
+    id: &str,
+    name: &str,
+    (done, total): (u64, u64),
+    state: TransferState,
+    path: Option<&std::path::Path>,
+) {
+    let known = st.transfers.get(id).cloned().or_else(|| {
+        // A download's events may come before the answer to /accept.
+        st.offers.iter().rev().find(|o| o.name == name).map(|o| Transfer {
+            name: o.name.clone(),
+            peer: o.from.clone(),
+            outgoing: false,
+            e2e: o.e2e,
+            since: Instant::now(),
+        })
+    });
+    let Some(t) = known else {
+        // Not this chat's (another session's, or before this run).
+        return;
+    };
+    let file = escape(name);
+    let peer = escape(&t.peer);
+    let how = if t.e2e { "end to end" } else { "not end to end" };
+    match (state, t.outgoing) {
+        (TransferState::Done, true) if t.e2e => st.show(format!(
+            "* {file} sent to {peer} ({how}, {} in {:.1} s)",
+            human(total),
+            t.since.elapsed().as_secs_f64()
+        )),
+        (TransferState::Done, true) => st.show(format!("* {file} delivered and verified to {peer}")),
+        (TransferState::Done, false) => {
+            let dir = path.and_then(std::path::Path::parent).map(|p| escape(&p.display().to_string()).into_owned());
+            let saved = path.and_then(std::path::Path::file_name).map(|n| n.to_string_lossy().into_owned());
+            let as_ = match saved {
+                Some(saved) if saved != name => format!(" as {}", escape(&saved)),
+                _ => String::new(),
+            };
+            st.show(format!(
+                "* saved {file} from {peer}{as_} ({}, SHA-256 checked, verified; {how}) in {}",
+                human(total),
+                dir.unwrap_or_else(|| ".".to_owned())
+            ));
+        }
+        (TransferState::Failed(why), true) => st.show(format!("! sending {file} to {peer} failed: {}", escape(&why))),
+        (TransferState::Failed(why), false) => st.show(format!("! {file} from {peer} failed: {}", escape(&why))),
+        (TransferState::Cancelled, true) if t.e2e => {
+            st.show(format!("* cancelled {file} to {peer} (the relay deletes what it had)"));
+        }
+        (TransferState::Cancelled, true) => st.show(format!("* cancelled {file} to {peer}")),
+        (TransferState::Cancelled, false) => st.show(format!("* cancelled {file} from {peer}")),
+        // The start is said by the answer to the command.
+        (TransferState::Running, _) if done == 0 => {}
+        (TransferState::Running, true) => {
+            st.show(format!("* sending {file} to {peer}: {} of {}", human(done), human(total)));
+        }
+        (TransferState::Running, false) => {
+            st.show(format!("* receiving {file} from {peer}: {} of {}", human(done), human(total)));
+        }
+        (TransferState::Paused, _) => st.show(format!("* {file} paused at {} of {}", human(done), human(total))),
+        (TransferState::Offered | TransferState::Queued, _) => {}
+    }
 }
 
 fn message(st: &mut State, m: &Message) {

@@ -85,6 +85,8 @@ pub(crate) struct Offer {
     pub(crate) name: String,
     /// Its size in bytes.
     pub(crate) size: u64,
+    /// Offered end to end (else the version-1 way).
+    pub(crate) e2e: bool,
 }
 
 /// A transfer this chat started, for the lines about it.
@@ -96,6 +98,10 @@ pub(crate) struct Transfer {
     pub(crate) peer: String,
     /// This chat sends it.
     pub(crate) outgoing: bool,
+    /// It travels end to end (else the version-1 way).
+    pub(crate) e2e: bool,
+    /// When this chat started it (for the time a file took).
+    pub(crate) since: Instant,
 }
 
 /// Offers remembered for `/accept` at most (the oldest go).
@@ -128,6 +134,8 @@ pub(crate) struct State {
     pub(crate) transfers: HashMap<String, Transfer>,
     /// Where accepted files are saved.
     pub(crate) download_dir: PathBuf,
+    /// Direct messages (and files) go end to end.
+    pub(crate) direct_e2e: bool,
     /// Connected now (lines are run only then).
     pub(crate) connected: bool,
     /// The loss of the connection was reported (the next failure is a
@@ -213,7 +221,8 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
     let failure = flags.failure();
     let server = args.client.server.clone();
     let (engine, handle, mut events) = Engine::new(flags, server.clone(), &[]);
-    let engine = tokio::task::spawn_local(engine.run());
+    // Downloads accepted in an earlier run continue, as chat always did.
+    let engine = tokio::task::spawn_local(engine.resume_downloads(true).run());
     let stop = async |engine: tokio::task::JoinHandle<String>| {
         let _ = tokio::time::timeout(ENGINE_STOP, engine).await;
     };
@@ -252,7 +261,7 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
             }
         }
     };
-    let (e2e, session) = match entered {
+    let first = match entered {
         Ok(entered) => entered,
         Err(e) => {
             drop(handle);
@@ -277,24 +286,38 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
         offers: Vec::new(),
         transfers: HashMap::new(),
         download_dir: args.download_dir.clone(),
+        direct_e2e: first.direct_e2e,
         connected: true,
         lost: false,
     };
-    state.enter(&args.room, e2e);
-    let server_key = match &session {
+    state.enter(&args.room, first.e2e);
+    let server_key = match &first.session {
         Some(s) => match &s.server_fingerprint {
             Some(fp) => format!("server key {fp}"),
             None => "no server key: the shared password authenticated the server".to_owned(),
         },
         None => "server key unknown".to_owned(),
     };
-    let suite = session.as_ref().map_or_else(String::new, |s| format!(" ({})", s.suite));
+    let suite = first.session.as_ref().map_or_else(String::new, |s| format!(" ({})", s.suite));
     state.show(format!(
         "connected to {server} as {}{suite}; {server_key}; in room {} ({}). /help for commands.",
         escape(&name),
         escape(&args.room),
-        if e2e { "end-to-end encrypted" } else { "not end-to-end encrypted" }
+        if first.e2e { "end-to-end encrypted" } else { "not end-to-end encrypted" }
     ));
+    // Downloads an earlier run left unfinished continue now.
+    for t in first.unfinished {
+        let from = t.from.clone().unwrap_or_default();
+        state.show(format!(
+            "* resuming {} from {} (interrupted when chat last ran; {} of {})",
+            escape(&t.name),
+            escape(&from),
+            lines::human(t.done),
+            lines::human(t.total)
+        ));
+        let known = Transfer { name: t.name, peer: from, outgoing: false, e2e: true, since: Instant::now() };
+        state.started(t.transfer, known);
+    }
     let state = Rc::new(RefCell::new(state));
     let mut stopped = None;
     for event in early.into_iter().chain(overflow) {
@@ -334,23 +357,47 @@ fn failed(failure: &Failure, reason: &str) -> CliError {
     })
 }
 
-/// Joins the first room: whether it is end to end, and the session's
-/// summary for the first line.
-async fn first_room(
-    handle: &EngineHandle,
-    room: &str,
-) -> Result<(bool, Option<cipherline_client::engine::SessionSummary>), CliError> {
+/// What the first room and the session are.
+struct First {
+    /// The first room is end to end.
+    e2e: bool,
+    /// Direct messages go end to end.
+    direct_e2e: bool,
+    /// The session, for the first line.
+    session: Option<cipherline_client::engine::SessionSummary>,
+    /// Downloads an earlier run left unfinished (the engine resumes them).
+    unfinished: Vec<cipherline_client::engine::TransferInfo>,
+}
+
+/// Joins the first room, and asks what the first line shows.
+async fn first_room(handle: &EngineHandle, room: &str) -> Result<First, CliError> {
     handle.run(Command::Join(room.to_owned())).await.map_err(CliError::Client)?;
     // An end-to-end room delivers through its group: not joined the open way.
-    let e2e = match handle.run(Command::Status).await.map_err(CliError::Client)? {
-        Reply::Status(status) => !status.rooms.iter().any(|r| fold_name(r) == fold_name(room)),
-        _ => false,
+    let (e2e, direct_e2e) = match handle.run(Command::Status).await.map_err(CliError::Client)? {
+        Reply::Status(status) => (!status.rooms.iter().any(|r| fold_name(r) == fold_name(room)), status.e2e),
+        _ => (false, false),
     };
     let session = match handle.run(Command::Session).await {
         Ok(Reply::Session(s)) => Some(s),
         _ => None,
     };
-    Ok((e2e, session))
+    let unfinished = match handle.run(Command::Files).await {
+        Ok(Reply::Files(list)) => list
+            .into_iter()
+            .filter(|t| {
+                !t.outgoing
+                    && !matches!(
+                        t.state,
+                        cipherline_client::engine::TransferState::Offered
+                            | cipherline_client::engine::TransferState::Done
+                            | cipherline_client::engine::TransferState::Cancelled
+                            | cipherline_client::engine::TransferState::Failed(_)
+                    )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(First { e2e, direct_e2e, session, unfinished })
 }
 
 /// The prompt: the current room, so the user sees where a line goes.
