@@ -77,7 +77,7 @@ fn transfer_line(
         // Not this chat's (another session's, or before this run).
         return;
     };
-    let file = escape(name);
+    let file = escape(&t.name);
     let peer = escape(&t.peer);
     let how = if t.e2e { "end to end" } else { "not end to end" };
     match (state, t.outgoing) {

@@ -437,10 +437,11 @@ async fn session_loop(
             }
             return Ok(());
         }
-        if job.is_none() && connected {
-            if let Some(line) = queue.pop_front() {
-                job = Some(Box::pin(commands::run_line(line, handle.clone(), Rc::clone(state))));
-            }
+        if job.is_none()
+            && connected
+            && let Some(line) = queue.pop_front()
+        {
+            job = Some(Box::pin(commands::run_line(line, handle.clone(), Rc::clone(state))));
         }
         if quit && job.is_none() && queue.is_empty() {
             return Ok(());
