@@ -2,7 +2,8 @@
 //! direct message end to end and a room message and gets their ids;
 //! receives messages as `message` notifications; comes back after a
 //! server restart with what was sent meanwhile, once; answers bad input
-//! with JSON-RPC errors and keeps running.
+//! with JSON-RPC errors and keeps running; `session` shows the server key
+//! and the handshake hash, and `rekey` keeps the connection working.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
@@ -206,4 +207,52 @@ fn sends_the_server_refuses_as_too_fast_are_sent_again_sealed_once() {
         .map(|n| n["params"]["text"].as_str().unwrap())
         .collect();
     assert_eq!(groups, ["alice started an end-to-end conversation"]);
+}
+
+#[test]
+fn session_shows_the_server_key_and_handshake_hash_and_rekey_keeps_the_connection_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut bob = Daemon::start(&server, "bob", &[]);
+    let mut alice = Daemon::start(&server, "alice", &[]);
+    let session = alice.request("session", json!({}));
+    let result = &session["result"];
+    assert_eq!(result["name"], "alice", "{session}");
+    // The server's key, as `cipherline fingerprint` prints it (and as the
+    // server's banner does).
+    let printed = common::bin().args(["fingerprint", dir.path().join("server_x25519").to_str().unwrap()]).output();
+    let printed = String::from_utf8(printed.unwrap().stdout).unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(result["server_fingerprint"], lines[0], "{session}");
+    assert_eq!(result["server_fingerprint"], server.fingerprint.as_str(), "{session}");
+    let short = result["server_short"].as_str().unwrap_or_else(|| panic!("{session}"));
+    assert!(lines[1].starts_with(short), "{short} is not the short form in {printed}");
+    assert!(result["suite"].as_str().unwrap().starts_with("X25519+"), "{session}");
+    let hash = result["handshake_hash"].as_str().unwrap();
+    assert_eq!(hash.len(), 64, "{session}");
+    assert!(hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{session}");
+    // Each connection has its own.
+    let theirs = bob.request("session", json!({}));
+    assert_ne!(theirs["result"]["handshake_hash"], hash, "{theirs}");
+
+    // Keys ratcheted (both directions, a few times): the same connection
+    // goes on, and messages pass both ways.
+    for _ in 0..3 {
+        assert_eq!(alice.request("rekey", json!({}))["result"], json!({}));
+    }
+    let sent = alice.request("send", json!({ "to": "bob", "text": "after rekey" }));
+    assert!(sent["result"]["id"].is_u64(), "{sent}");
+    bob.wait_for("message", |p| p["text"] == "after rekey");
+    let back = bob.request("send", json!({ "to": "alice", "text": "heard you" }));
+    assert!(back["result"]["id"].is_u64(), "{back}");
+    alice.wait_for("message", |p| p["text"] == "heard you");
+    let again = alice.request("session", json!({}));
+    assert_eq!(again["result"]["handshake_hash"], hash, "a rekey is not a new connection: {again}");
+    assert!(
+        !alice.notifications.iter().any(|n| n["method"] == "connection" && n["params"]["state"] == "reconnecting"),
+        "{:?}",
+        alice.notifications
+    );
+    assert_eq!(alice.finish(), Some(0));
+    assert_eq!(bob.finish(), Some(0));
 }

@@ -4,7 +4,8 @@
 //! notifications ending in `done`, and the saved file is the one sent;
 //! at most three downloads run at once; an interrupted download resumes
 //! at start with `--resume-downloads` only;
-//! an offer is cancelled; bad paths and ids get clear errors.
+//! an offer is cancelled, and a download while it runs (nothing left
+//! behind); bad paths and ids get clear errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
@@ -267,6 +268,59 @@ fn at_most_three_downloads_run_at_once_and_the_others_wait() {
     for (n, data) in sent.iter().enumerate() {
         assert_eq!(&std::fs::read(inbox.join(format!("part{n}.bin"))).unwrap(), data);
     }
+    assert_eq!(bob.finish(), Some(0));
+    assert_eq!(alice.finish(), Some(0));
+}
+
+/// "files.cancel: ... a download's partial file is deleted and the relay
+/// told": a download cancelled while it runs (progress shown, the file
+/// not whole yet) ends `cancelled`, leaves nothing in its directory and
+/// nothing in `files.list`; the upload on the other side ends too.
+#[test]
+fn a_running_download_is_cancelled_and_leaves_nothing_behind() {
+    const SIZE: usize = 32 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut bob = Daemon::start(&server, "bob", &[]);
+    let mut alice = Daemon::start(&server, "alice", &[]);
+    let sent = dir.path().join("big.bin");
+    write_file(&sent, SIZE);
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+
+    // Asked for as soon as it is offered: the download follows the upload,
+    // so it cannot end before the whole file went up.
+    let started = alice.request("files.send", json!({ "to": "bob", "path": sent.to_str().unwrap() }));
+    let upload = transfer_id(&started);
+    let offer = bob.wait_for("file", |p| p["name"] == "big.bin");
+    let got = bob.request("files.get", json!({ "id": offer["id"], "dir": inbox.to_str().unwrap() }));
+    let download = transfer_id(&got);
+    let progress = bob.wait_for("transfer", |p| {
+        p["transfer"] == download.as_str() && (p["done"].as_u64().unwrap_or(0) > 0 || p["state"] != "running")
+    });
+    assert_eq!(progress["state"], "running", "the download ended before it could be cancelled: {progress}");
+    assert!(progress["done"].as_u64().unwrap() < SIZE as u64, "{progress}");
+    eprintln!("cancelling at {} of {SIZE} bytes", progress["done"]);
+    let cancelled = bob.request("files.cancel", json!({ "transfer": download }));
+    assert_eq!(cancelled["result"], json!({}), "{cancelled}");
+    let end = ended(&mut bob, &download);
+    assert_eq!(end["state"], "cancelled", "{end}");
+    // Only that one end: no `done` (or anything) after it.
+    let states: Vec<_> = transfers(&bob, &download).iter().map(|p| p["state"].clone()).collect();
+    assert_eq!(states.iter().filter(|s| *s != "running" && *s != "queued").count(), 1, "{states:?}");
+    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0, "a partial or whole file left in the inbox");
+    let listed = bob.request("files.list", json!({}));
+    assert_eq!(listed["result"]["transfers"], json!([]), "{listed}");
+    let again = bob.request("files.get", json!({ "id": offer["id"], "dir": inbox.to_str().unwrap() }));
+    assert!(again.get("error").is_some(), "a cancelled download is not fetched again: {again}");
+
+    // The sending side ends as well, and lists nothing.
+    let sent_end = ended(&mut alice, &upload);
+    assert!(["done", "failed"].contains(&sent_end["state"].as_str().unwrap()), "{sent_end}");
+    eprintln!("the upload ended: {sent_end}");
+    let listed = alice.request("files.list", json!({}));
+    assert_eq!(listed["result"]["transfers"], json!([]), "{listed}");
+    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0);
     assert_eq!(bob.finish(), Some(0));
     assert_eq!(alice.finish(), Some(0));
 }

@@ -4,7 +4,8 @@
 //! connected waits for the next one, and is acknowledged only then (a
 //! daemon killed before that gets it again after a restart); a stale
 //! socket is replaced, a live one or a regular file refused; SIGTERM
-//! removes the socket; a client over the limit is refused.
+//! removes the socket; a client over the limit is refused; a client that
+//! never reads its big answers keeps the daemon's memory bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
@@ -260,4 +261,59 @@ fn exactly_one_transport_is_required() {
     assert_eq!(none.status.code(), Some(2), "{}", String::from_utf8_lossy(&none.stderr));
     let both = server.client("daemon", "bob").args(["--stdio", "--socket", "x.sock"]).output().unwrap();
     assert_eq!(both.status.code(), Some(2), "{}", String::from_utf8_lossy(&both.stderr));
+}
+
+/// The resident memory of process `pid`, in kB.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    kb.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// A client that asks for big answers and never reads them holds the
+/// daemon to the `--stdio` bound (docs/daemon.md): 16 MiB of lines plus
+/// the results of its 32 requests under way before JSON escaping (here
+/// at most 16 + 32 x 2.5 MiB), not a queue of 256 answers of 6 MiB each;
+/// and it is disconnected, the daemon going on for the others.
+#[test]
+fn a_client_that_never_reads_big_answers_stays_bounded_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick_with_limits(dir.path(), Some("messages_per_sec = 1000\nburst = 1000\n"));
+    let path = socket_in(dir.path());
+    let mut daemon = start(&server, "bob", &path);
+    let mut filler = Client::connected(&path);
+    let join = filler.ask("join", json!({ "room": "lobby" }));
+    assert_eq!(filler.response(join)["result"], json!({}));
+    for i in 0..24 {
+        let sent = filler.ask("send", json!({ "room": "lobby", "text": format!("{i}{}", "\u{1}".repeat(40_000)) }));
+        assert!(filler.response(sent)["result"]["id"].is_u64());
+    }
+    drop(filler);
+    let idle = rss_kb(daemon.id());
+    let mut silent = UnixStream::connect(&path).unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..120 {
+            let line =
+                format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"history","params":{{"room":"lobby","limit":500}}}}"#);
+            if writeln!(silent, "{line}").is_err() {
+                return;
+            }
+        }
+        // Kept open, never read, until the daemon gives up on it.
+        std::thread::sleep(Duration::from_secs(8));
+    });
+    // Less than the 5 s a write may wait before the client is dropped.
+    std::thread::sleep(Duration::from_secs(4));
+    let stalled = rss_kb(daemon.id());
+    if let (Some(idle), Some(stalled)) = (idle, stalled) {
+        eprintln!("{idle} kB idle, {stalled} kB with answers held for a client that does not read");
+        assert!(stalled < idle + 96 * 1024, "{stalled} kB resident with answers held ({idle} kB idle)");
+    }
+    // The daemon goes on for another client.
+    let mut other = Client::connected(&path);
+    let status = other.ask("status", json!({}));
+    assert_eq!(other.response(status)["result"]["name"], "bob");
+    writer.join().unwrap();
+    term(&daemon);
+    assert_eq!(exit_code(&mut daemon), Some(0));
 }

@@ -13,7 +13,7 @@ use cipherline_client::engine::{Command, Event, Reply, TransferInfo, TransferSta
 use cipherline_proto::app::Target;
 use serde_json::{Value, json};
 
-use super::rpc::{INVALID_PARAMS, RpcError};
+use super::rpc::{RpcError, invalid, text};
 
 /// A file request parsed.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,17 +22,6 @@ pub(super) enum FileCall {
     Get { id: u64, dir: PathBuf },
     List,
     Cancel(String),
-}
-
-fn invalid(message: impl Into<String>) -> RpcError {
-    RpcError::new(INVALID_PARAMS, format!("invalid params: {}", message.into()))
-}
-
-fn text(params: &Value, key: &str) -> Result<String, RpcError> {
-    match params.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        _ => Err(invalid(format!("`{key}` must be a non-empty string"))),
-    }
 }
 
 /// The call for file method `method` (`files.…`) with `params` (an
@@ -191,6 +180,7 @@ pub(super) fn samples() -> Vec<Event> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    use super::super::rpc::INVALID_PARAMS;
     use super::*;
 
     #[test]

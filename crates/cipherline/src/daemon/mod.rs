@@ -9,8 +9,8 @@
 //! Requests are handled concurrently (each answered when the engine is
 //! done with it; match answers by `id`); notifications are written as the
 //! engine hands its events over, and a message is acknowledged to the
-//! relay only after its notification was queued for standard output
-//! (the socket: written to a client, see [`socket`]).
+//! relay only after its notification was written to standard output
+//! ([`out`]; the socket: to a client, see [`socket`]).
 
 use std::time::Duration;
 
@@ -21,7 +21,6 @@ use cipherline_client::engine::{
 };
 use clap::Args;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::client_args::{ClientArgs, Connected};
@@ -29,11 +28,15 @@ use crate::error::CliError;
 use crate::link::passing;
 
 mod files;
+mod line;
+mod out;
 mod people;
 pub mod rpc;
 mod socket;
 
-use rpc::{Call, INVALID_REQUEST, RpcError, notification, parse, response, run_call};
+use line::{Line, Splitter, TooLong};
+use out::Out;
+use rpc::{Call, INVALID_REQUEST, RpcError, notification, parse, response_value, run_call};
 
 /// Run the client engine for a program: JSON-RPC 2.0 on standard input and
 /// output, or on a Unix socket, one object per line (docs/daemon.md lists
@@ -73,29 +76,6 @@ const IN_FLIGHT_LINES: usize = 4;
 /// Requests being handled at once at most (then input waits).
 const IN_FLIGHT: u32 = 32;
 
-/// Bytes of lines queued for standard output at most (a longer line waits
-/// for the whole budget): with a reader that stopped reading, the daemon
-/// holds this and the answers of the requests under way, not hundreds of
-/// big answers.
-const OUT_BYTES: usize = 16 << 20;
-
-/// The queue of lines for standard output, bounded in lines and in bytes.
-#[derive(Clone)]
-struct Out {
-    tx: mpsc::Sender<(String, tokio::sync::OwnedSemaphorePermit)>,
-    budget: std::sync::Arc<Semaphore>,
-}
-
-impl Out {
-    /// Queues `line` once its bytes fit the budget (given back when it is
-    /// written); an error if the writer is gone.
-    async fn send(&self, line: String) -> Result<(), ()> {
-        let bytes = u32::try_from(line.len().clamp(1, OUT_BYTES)).unwrap_or(u32::MAX);
-        let permit = self.budget.clone().acquire_many_owned(bytes).await.map_err(drop)?;
-        self.tx.send((line, permit)).await.map_err(drop)
-    }
-}
-
 /// Connects with the command line's flags; never asks on the terminal
 /// (standard input is the protocol's): the server's key must be known or
 /// pinned already.
@@ -117,13 +97,8 @@ impl Connector for Flags {
     }
 }
 
-/// Reads one line of at most `max` bytes into `buf` (without its newline).
-/// `None` at the end of input; `Some(false)` for a line too long, which
-/// was read past without being kept.
-fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
-    buf.clear();
-    let mut fits = true;
-    let mut any = false;
+/// Reads the next line (see [`line`]); `None` at the end of input.
+fn read_line(input: &mut impl BufRead, splitter: &mut Splitter) -> std::io::Result<Option<Line>> {
     loop {
         let available = match input.fill_buf() {
             Ok(available) => available,
@@ -131,36 +106,26 @@ fn read_line(input: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std::io
             Err(e) => return Err(e),
         };
         if available.is_empty() {
-            return Ok(any.then_some(fits));
+            return Ok(splitter.end());
         }
-        any = true;
-        let newline = available.iter().position(|&b| b == b'\n');
-        let chunk = available.get(..newline.unwrap_or(available.len())).unwrap_or_default();
-        if fits && buf.len() + chunk.len() <= max {
-            buf.extend_from_slice(chunk);
-        } else {
-            fits = false;
-            buf.clear();
-        }
-        let used = newline.map_or(available.len(), |i| i + 1);
+        let (used, line) = splitter.take(available);
         input.consume(used);
-        if newline.is_some() {
-            return Ok(Some(fits));
+        if line.is_some() {
+            return Ok(line);
         }
     }
 }
 
 /// Reads standard input on a thread of its own (not the runtime's
 /// blocking pool, which would keep the process alive at exit while a read
-/// waits): each line (`None` for one too long), until the end of input.
-fn spawn_input() -> mpsc::Receiver<Option<Vec<u8>>> {
+/// waits): each line, until the end of input.
+fn spawn_input() -> mpsc::Receiver<Line> {
     let (tx, rx) = mpsc::channel(IN_FLIGHT_LINES);
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
-        let mut buf = Vec::new();
-        while let Ok(Some(fits)) = read_line(&mut input, MAX_LINE, &mut buf) {
-            let line = fits.then(|| std::mem::take(&mut buf));
+        let mut splitter = Splitter::new(MAX_LINE);
+        while let Ok(Some(line)) = read_line(&mut input, &mut splitter) {
             if tx.blocking_send(line).is_err() {
                 break;
             }
@@ -171,25 +136,26 @@ fn spawn_input() -> mpsc::Receiver<Option<Vec<u8>>> {
 
 /// What a line read asks for: its id (`None` for a notification, not
 /// answered) and the call or the error to answer with; `None` for a blank
-/// line. `line` is `None` for a line over [`MAX_LINE`].
-fn request(line: Option<Vec<u8>>) -> Option<(Option<Value>, Result<Call, RpcError>)> {
+/// line.
+fn request(line: Line) -> Option<(Option<Value>, Result<Call, RpcError>)> {
     match line {
-        None => Some((
+        Err(TooLong) => Some((
             Some(Value::Null),
             Err(RpcError::new(INVALID_REQUEST, format!("invalid request: line longer than {MAX_LINE} bytes"))),
         )),
-        Some(line) if line.iter().all(u8::is_ascii_whitespace) => None,
-        Some(line) => Some(parse(&line)),
+        Ok(line) if line.iter().all(u8::is_ascii_whitespace) => None,
+        Ok(line) => Some(parse(&line)),
     }
 }
 
-/// Runs a request on the engine: the response line, if it has an id.
-async fn answer(handle: &EngineHandle, id: Option<Value>, call: Result<Call, RpcError>) -> Option<String> {
+/// Runs a request on the engine: the response, if it has an id (not yet
+/// a line: `--stdio` counts its bytes before building it, see [`out`]).
+async fn answer(handle: &EngineHandle, id: Option<Value>, call: Result<Call, RpcError>) -> Option<Value> {
     let result = match call {
         Ok(call) => run_call(handle, call).await,
         Err(e) => Err(e),
     };
-    id.map(|id| response(id, result))
+    id.map(|id| response_value(id, result))
 }
 
 /// The daemon stopped for `reason`: fine if its front-end was done.
@@ -213,26 +179,13 @@ pub async fn run(args: &'static DaemonArgs) -> Result<(), CliError> {
 
 async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
     let server = args.client.server.clone();
-    let (engine, handle, mut events) = Engine::new(Flags(&args.client), server, &args.room);
+    let (mut engine, handle, mut events) = Engine::new(Flags(&args.client), server, &args.room);
+    // A message is acknowledged only once its line was written (out.rs).
+    let handover = engine.handover();
     let engine = engine.resume_downloads(args.resume_downloads);
     let engine = tokio::task::spawn_local(engine.run());
     // Everything written goes through one task, a line at a time.
-    let (tx, mut lines) = mpsc::channel(256);
-    let out = Out { tx, budget: std::sync::Arc::new(Semaphore::new(OUT_BYTES)) };
-    let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
-        // The line's bytes go back to the budget once it is written.
-        while let Some((line, _bytes)) = lines.recv().await {
-            let written = async {
-                stdout.write_all(line.as_bytes()).await?;
-                stdout.write_all(b"\n").await?;
-                stdout.flush().await
-            };
-            if written.await.is_err() {
-                break;
-            }
-        }
-    });
+    let (out, writer) = Out::new(tokio::io::stdout(), move || handover.handed());
     let notify = out.clone();
     let forward = tokio::spawn(async move {
         let mut stopped = None;
@@ -240,7 +193,8 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
             if let Event::Connection(ConnectionState::Stopped { reason }) = &event {
                 stopped = Some(reason.clone());
             }
-            if notify.send(notification(&event)).await.is_err() {
+            let message = matches!(event, Event::Message(_));
+            if notify.send(notification(&event), message).await.is_err() {
                 break;
             }
         }
@@ -260,8 +214,8 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
         let (handle, out) = (handle.clone(), out.clone());
         tokio::task::spawn_local(async move {
             // A request without an id is a notification: no answer.
-            if let Some(line) = answer(&handle, id, call).await {
-                let _ = out.send(line).await;
+            if let Some(response) = answer(&handle, id, call).await {
+                let _ = out.send_response(response).await;
             }
             drop(permit);
         });
@@ -289,16 +243,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_line_over_the_bound_is_refused_and_the_next_one_read() {
-        let data = [vec![b'x'; 100], b"\nok\nlast".to_vec()].concat();
+    fn standard_input_is_read_in_lines_through_the_splitter() {
+        let data = [vec![b'x'; 100], b"\nok\r\nlast".to_vec()].concat();
         let mut input = std::io::BufReader::with_capacity(16, &data[..]);
-        let mut buf = Vec::new();
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(false));
-        assert!(buf.len() <= 10);
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(true));
-        assert_eq!(buf, b"ok");
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), Some(true));
-        assert_eq!(buf, b"last");
-        assert_eq!(read_line(&mut input, 10, &mut buf).unwrap(), None);
+        let mut splitter = Splitter::new(10);
+        assert_eq!(read_line(&mut input, &mut splitter).unwrap(), Some(Err(TooLong)));
+        assert_eq!(read_line(&mut input, &mut splitter).unwrap(), Some(Ok(b"ok\r".to_vec())));
+        assert_eq!(read_line(&mut input, &mut splitter).unwrap(), Some(Ok(b"last".to_vec())));
+        assert_eq!(read_line(&mut input, &mut splitter).unwrap(), None);
     }
 }

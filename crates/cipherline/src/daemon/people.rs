@@ -8,7 +8,7 @@ use cipherline_client::engine::{Command, HistoryEntry, MAX_HISTORY, Reply};
 use cipherline_proto::app::{RoomKind, Target};
 use serde_json::{Map, Value, json};
 
-use super::rpc::{INVALID_PARAMS, RpcError};
+use super::rpc::{RpcError, invalid, text};
 
 /// The methods of this module.
 pub const METHODS: &[&str] =
@@ -18,18 +18,6 @@ pub const METHODS: &[&str] =
 pub const DEFAULT_HISTORY: u32 = 50;
 /// The most users one `invite` or `kick` names.
 const MAX_USERS: usize = 64;
-
-fn invalid(message: impl Into<String>) -> RpcError {
-    RpcError::new(INVALID_PARAMS, format!("invalid params: {}", message.into()))
-}
-
-/// A non-empty string param.
-fn text(params: &Value, key: &str) -> Result<String, RpcError> {
-    match params.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        _ => Err(invalid(format!("`{key}` must be a non-empty string"))),
-    }
-}
 
 /// The engine command for `method` (one of [`METHODS`]) with `params`
 /// (an object, or null).

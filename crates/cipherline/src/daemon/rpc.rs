@@ -14,6 +14,8 @@ pub const METHODS: &[&str] = &[
     "join",
     "leave",
     "status",
+    "session",
+    "rekey",
     // People and rooms (people.rs).
     "history",
     "conversations",
@@ -56,6 +58,8 @@ pub(super) enum Call {
     Join(String),
     Leave(String),
     Status,
+    Session,
+    Rekey,
     People(Command),
     Files(super::files::FileCall),
 }
@@ -84,6 +88,19 @@ impl RpcError {
             message.push('…');
         }
         RpcError { code, message }
+    }
+}
+
+/// Invalid params: `invalid params: ` and what is wrong.
+pub(super) fn invalid(message: impl Into<String>) -> RpcError {
+    RpcError::new(INVALID_PARAMS, format!("invalid params: {}", message.into()))
+}
+
+/// The param `key`, which must be a non-empty string.
+pub(super) fn text(params: &Value, key: &str) -> Result<String, RpcError> {
+    match params.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(invalid(format!("`{key}` must be a non-empty string"))),
     }
 }
 
@@ -127,28 +144,24 @@ pub(super) fn call(method: &str, params: &Value) -> Result<Call, RpcError> {
         return Err(RpcError::new(METHOD_NOT_FOUND, "method not found"));
     }
     if !(params.is_object() || params.is_null()) {
-        return Err(RpcError::new(INVALID_PARAMS, "invalid params: params must be an object"));
+        return Err(invalid("params must be an object"));
     }
-    let text = |key: &str| -> Result<String, RpcError> {
-        match params.get(key) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(RpcError::new(INVALID_PARAMS, format!("invalid params: `{key}` must be a non-empty string"))),
-        }
-    };
     if super::people::METHODS.contains(&method) {
         return super::people::command(method, params).map(Call::People);
     }
     match method {
         "send" => {
             let to = match (params.get("to").is_some(), params.get("room").is_some()) {
-                (true, false) => Target::User(text("to")?),
-                (false, true) => Target::Room(text("room")?),
-                _ => return Err(RpcError::new(INVALID_PARAMS, "invalid params: give exactly one of `to` and `room`")),
+                (true, false) => Target::User(text(params, "to")?),
+                (false, true) => Target::Room(text(params, "room")?),
+                _ => return Err(invalid("give exactly one of `to` and `room`")),
             };
-            Ok(Call::Send { to, text: text("text")? })
+            Ok(Call::Send { to, text: text(params, "text")? })
         }
-        "join" => Ok(Call::Join(text("room")?)),
-        "leave" => Ok(Call::Leave(text("room")?)),
+        "join" => Ok(Call::Join(text(params, "room")?)),
+        "leave" => Ok(Call::Leave(text(params, "room")?)),
+        "session" => Ok(Call::Session),
+        "rekey" => Ok(Call::Rekey),
         m if m.starts_with("files.") => Ok(Call::Files(super::files::call(m, params)?)),
         _ => Ok(Call::Status),
     }
@@ -162,6 +175,8 @@ pub(super) async fn run_call(handle: &EngineHandle, call: Call) -> Result<Value,
         Call::Join(room) => handle.join(&room).await,
         Call::Leave(room) => handle.leave(&room).await,
         Call::Status => handle.status().await,
+        Call::Session => handle.run(Command::Session).await,
+        Call::Rekey => handle.run(Command::Rekey).await,
         Call::People(command) => handle.run(command).await,
         Call::Files(c) => handle.run(super::files::command(c)).await,
     };
@@ -193,6 +208,7 @@ pub(super) fn result(reply: &Reply) -> Value {
             "name": s.name,
             "suite": s.suite,
             "server_fingerprint": s.server_fingerprint,
+            "server_short": s.server_short,
             "handshake_hash": s.handshake_hash,
         }),
         // Lookups of chat's, not methods of the daemon's.
@@ -202,11 +218,15 @@ pub(super) fn result(reply: &Reply) -> Value {
 
 /// The response line for request `id`.
 pub(super) fn response(id: Value, result: Result<Value, RpcError>) -> String {
+    response_value(id, result).to_string()
+}
+
+/// The response for request `id`, not yet written as a line.
+pub(super) fn response_value(id: Value, result: Result<Value, RpcError>) -> Value {
     match result {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
         Err(e) => json!({ "jsonrpc": "2.0", "id": id, "error": { "code": e.code, "message": e.message } }),
     }
-    .to_string()
 }
 
 /// The notification line for an engine event.
@@ -335,7 +355,14 @@ mod tests {
                 (Ok(call), None) => {
                     let sample = match call {
                         Call::Send { .. } => Reply::Sent { id: 1, e2e: true },
-                        Call::Join(_) | Call::Leave(_) => Reply::Done,
+                        Call::Join(_) | Call::Leave(_) | Call::Rekey => Reply::Done,
+                        Call::Session => Reply::Session(cipherline_client::engine::SessionSummary {
+                            name: "a".into(),
+                            suite: "X25519+X25519+AES-256-GCM".into(),
+                            server_fingerprint: None,
+                            server_short: None,
+                            handshake_hash: "00".into(),
+                        }),
                         Call::Status => {
                             Reply::Status(Status { name: "a".into(), connected: true, rooms: Vec::new(), e2e: true })
                         }
@@ -398,6 +425,31 @@ mod tests {
                 assert!(shapes.contains(&shape), "docs/daemon.md: {example} is not what the daemon writes");
             }
         }
+    }
+
+    #[test]
+    fn a_session_has_every_field_and_null_fingerprints_without_a_server_key() {
+        use cipherline_client::engine::SessionSummary;
+        let summary = |fingerprint: Option<&str>, short: Option<&str>| {
+            result(&Reply::Session(SessionSummary {
+                name: "bot".into(),
+                suite: "PASSWORD-ONLY+X25519+AES-256-GCM".into(),
+                server_fingerprint: fingerprint.map(str::to_owned),
+                server_short: short.map(str::to_owned),
+                handshake_hash: "ab".repeat(32),
+            }))
+        };
+        let keyed = summary(Some("SHA256:00"), Some("0000"));
+        assert_eq!(
+            keyed,
+            json!({ "name": "bot", "suite": "PASSWORD-ONLY+X25519+AES-256-GCM", "server_fingerprint": "SHA256:00",
+                    "server_short": "0000", "handshake_hash": "ab".repeat(32) })
+        );
+        let password_only = summary(None, None);
+        assert_eq!(password_only["server_fingerprint"], Value::Null);
+        assert_eq!(password_only["server_short"], Value::Null);
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"session"}"#).1.unwrap(), Call::Session);
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"rekey"}"#).1.unwrap(), Call::Rekey);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   The socket is removed at exit (if it is still ours).
 //! - At most [`MAX_CLIENTS`] clients at once; one more is answered with a
 //!   JSON-RPC error line and closed. Each client speaks the `--stdio`
-//!   protocol: the same line bound, the same number of requests under way.
+//!   protocol: the same line bound, the same number of requests under way,
+//!   its responses counted in a byte budget of its own as `--stdio`'s are.
 //!   Responses go to the client that asked; notifications to every client.
 //! - Each client has a bounded queue ([`CLIENT_QUEUE`] lines) and each
 //!   write a time limit ([`WRITE_TIMEOUT`]); a client whose queue is full
@@ -41,9 +42,11 @@ use cipherline_client::engine::{Engine, EngineHandle, Event, Handover};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinHandle, spawn_local};
 
+use super::line::{Line, Splitter};
+use super::out::{Budget, OUT_BYTES};
 use super::rpc::{RpcError, notification, response};
 use super::{DaemonArgs, Flags, IN_FLIGHT, MAX_LINE, answer, outcome, request, wait_finished};
 use crate::error::CliError;
@@ -63,6 +66,9 @@ const BUSY: i64 = -32004;
 struct Item {
     line: Rc<str>,
     written: Option<mpsc::Sender<()>>,
+    /// A response's bytes of its client's budget, given back once written
+    /// (or dropped).
+    _bytes: Option<OwnedSemaphorePermit>,
 }
 
 /// One connected client, as the daemon holds it.
@@ -191,7 +197,7 @@ fn broadcast(shared: &Shared, line: &Rc<str>, written: Option<&mpsc::Sender<()>>
     {
         let clients = shared.borrow();
         for (id, slot) in &clients.open {
-            let item = Item { line: line.clone(), written: written.cloned() };
+            let item = Item { line: line.clone(), written: written.cloned(), _bytes: None };
             if let Err(mpsc::error::TrySendError::Full(_)) = slot.queue.try_send(item) {
                 behind.push(*id);
             }
@@ -238,7 +244,7 @@ fn admit(shared: &Shared, stream: UnixStream, handle: &EngineHandle) {
     clients.next += 1;
     let (queue, lines) = mpsc::channel(CLIENT_QUEUE);
     if let Some(state) = &clients.state {
-        let _ = queue.try_send(Item { line: state.clone(), written: None });
+        let _ = queue.try_send(Item { line: state.clone(), written: None, _bytes: None });
     }
     let (read, write) = stream.into_split();
     let reader = spawn_local(read_requests(read, handle.clone(), queue.clone(), id, shared.clone()));
@@ -297,15 +303,20 @@ async fn write_lines(
 async fn read_requests(read: OwnedReadHalf, handle: EngineHandle, queue: mpsc::Sender<Item>, id: u64, shared: Shared) {
     let mut input = BufReader::new(read);
     let slots = Arc::new(Semaphore::new(usize::try_from(IN_FLIGHT).unwrap_or(1)));
-    let mut buf = Vec::new();
-    while let Ok(Some(fits)) = read_line(&mut input, MAX_LINE, &mut buf).await {
-        let line = fits.then(|| std::mem::take(&mut buf));
+    // Its responses are counted as `--stdio`'s are (out.rs): a client
+    // that does not read holds the daemon to this plus its results under
+    // way, for the moment until it is disconnected.
+    let budget = Budget::new(OUT_BYTES);
+    let mut splitter = Splitter::new(MAX_LINE);
+    while let Ok(Some(line)) = read_line(&mut input, &mut splitter).await {
         let Some((rid, call)) = request(line) else { continue };
         let Ok(permit) = slots.clone().acquire_owned().await else { break };
-        let (handle, queue) = (handle.clone(), queue.clone());
+        let (handle, queue, budget) = (handle.clone(), queue.clone(), budget.clone());
         spawn_local(async move {
-            if let Some(line) = answer(&handle, rid, call).await {
-                let _ = queue.send(Item { line: line.into(), written: None }).await;
+            if let Some(response) = answer(&handle, rid, call).await
+                && let Ok((line, bytes)) = budget.response(response).await
+            {
+                let _ = queue.send(Item { line: line.into(), written: None, _bytes: Some(bytes) }).await;
             }
             drop(permit);
         });
@@ -317,35 +328,18 @@ async fn read_requests(read: OwnedReadHalf, handle: EngineHandle, queue: mpsc::S
     drop(slot.map(|s| s.queue));
 }
 
-/// Reads one line of at most `max` bytes into `buf` (without its newline),
-/// as the `--stdio` reader does: `None` at the end of input; `Some(false)`
-/// for a line too long, read past without being kept.
-async fn read_line(
-    input: &mut (impl AsyncBufRead + Unpin),
-    max: usize,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Option<bool>> {
-    buf.clear();
-    let mut fits = true;
-    let mut any = false;
+/// Reads a client's next line, split as the `--stdio` reader splits (see
+/// [`super::line`]); `None` at the end of input.
+async fn read_line(input: &mut (impl AsyncBufRead + Unpin), splitter: &mut Splitter) -> std::io::Result<Option<Line>> {
     loop {
         let available = input.fill_buf().await?;
         if available.is_empty() {
-            return Ok(any.then_some(fits));
+            return Ok(splitter.end());
         }
-        any = true;
-        let newline = available.iter().position(|&b| b == b'\n');
-        let chunk = available.get(..newline.unwrap_or(available.len())).unwrap_or_default();
-        if fits && buf.len() + chunk.len() <= max {
-            buf.extend_from_slice(chunk);
-        } else {
-            fits = false;
-            buf.clear();
-        }
-        let used = newline.map_or(available.len(), |i| i + 1);
+        let (used, line) = splitter.take(available);
         input.consume(used);
-        if newline.is_some() {
-            return Ok(Some(fits));
+        if line.is_some() {
+            return Ok(line);
         }
     }
 }
@@ -438,17 +432,15 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_line_over_the_bound_is_refused_and_the_next_one_read() {
-        let data = [vec![b'x'; 100], b"\nok\nlast".to_vec()].concat();
+    async fn a_client_is_read_in_lines_through_the_splitter() {
+        use super::super::line::TooLong;
+        let data = [vec![b'x'; 100], b"\nok\r\nlast".to_vec()].concat();
         let mut input = tokio::io::BufReader::with_capacity(16, &data[..]);
-        let mut buf = Vec::new();
-        assert_eq!(read_line(&mut input, 10, &mut buf).await.unwrap(), Some(false));
-        assert!(buf.len() <= 10);
-        assert_eq!(read_line(&mut input, 10, &mut buf).await.unwrap(), Some(true));
-        assert_eq!(buf, b"ok");
-        assert_eq!(read_line(&mut input, 10, &mut buf).await.unwrap(), Some(true));
-        assert_eq!(buf, b"last");
-        assert_eq!(read_line(&mut input, 10, &mut buf).await.unwrap(), None);
+        let mut splitter = Splitter::new(10);
+        assert_eq!(read_line(&mut input, &mut splitter).await.unwrap(), Some(Err(TooLong)));
+        assert_eq!(read_line(&mut input, &mut splitter).await.unwrap(), Some(Ok(b"ok\r".to_vec())));
+        assert_eq!(read_line(&mut input, &mut splitter).await.unwrap(), Some(Ok(b"last".to_vec())));
+        assert_eq!(read_line(&mut input, &mut splitter).await.unwrap(), None);
     }
 
     /// A connector that never connects (the engine below never runs).
