@@ -245,8 +245,31 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
             Some(event) => early.push_back(event),
         }
     };
-    // The first room; what arrives meanwhile is shown after the first line.
-    let mut overflow = Vec::new();
+    // Saved before the editor first switches to raw mode (the questions of
+    // the first connection were asked); dropped (so restored) on every way
+    // out of this function, and by a panic.
+    let terminal = TerminalGuard::save();
+    let mut signals = Signals::new(terminal.is_some());
+    let (mut input, screen) = spawn_input(prompt(Some(&args.room)));
+    let state = Rc::new(RefCell::new(State {
+        screen,
+        server: server.clone(),
+        me: name.clone(),
+        room: None,
+        rooms: BTreeMap::new(),
+        e2e_rooms: BTreeMap::new(),
+        told: BTreeSet::new(),
+        offers: Vec::new(),
+        transfers: HashMap::new(),
+        download_dir: args.download_dir.clone(),
+        direct_e2e: false,
+        connected: true,
+        lost: false,
+    }));
+    // The first room; what arrives meanwhile is shown after the first line
+    // (up to MAX_EARLY events: past that, at once, so a flood never grows
+    // memory).
+    let mut stopped = None;
     let entered = {
         let first = first_room(&handle, &args.room);
         let mut first = std::pin::pin!(first);
@@ -255,7 +278,7 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
                 entered = &mut first => break entered,
                 event = events.recv() => match event {
                     Some(event) if early.len() < MAX_EARLY => early.push_back(event),
-                    Some(event) => overflow.push(event),
+                    Some(event) => stopped = stopped.or(lines::on_event(&state, event)),
                     None => break Err(failed(&failure, "the engine stopped")),
                 },
             }
@@ -270,57 +293,39 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
             return Err(e);
         }
     };
-    // Saved before the editor first switches to raw mode; dropped (so
-    // restored) on every way out of this function, and by a panic.
-    let terminal = TerminalGuard::save();
-    let mut signals = Signals::new(terminal.is_some());
-    let (mut input, screen) = spawn_input(prompt(Some(&args.room)));
-    let mut state = State {
-        screen,
-        server: server.clone(),
-        me: name.clone(),
-        room: None,
-        rooms: BTreeMap::new(),
-        e2e_rooms: BTreeMap::new(),
-        told: BTreeSet::new(),
-        offers: Vec::new(),
-        transfers: HashMap::new(),
-        download_dir: args.download_dir.clone(),
-        direct_e2e: first.direct_e2e,
-        connected: true,
-        lost: false,
-    };
-    state.enter(&args.room, first.e2e);
-    let server_key = match &first.session {
-        Some(s) => match &s.server_fingerprint {
-            Some(fp) => format!("server key {fp}"),
-            None => "no server key: the shared password authenticated the server".to_owned(),
-        },
-        None => "server key unknown".to_owned(),
-    };
-    let suite = first.session.as_ref().map_or_else(String::new, |s| format!(" ({})", s.suite));
-    state.show(format!(
-        "connected to {server} as {}{suite}; {server_key}; in room {} ({}). /help for commands.",
-        escape(&name),
-        escape(&args.room),
-        if first.e2e { "end-to-end encrypted" } else { "not end-to-end encrypted" }
-    ));
-    // Downloads an earlier run left unfinished continue now.
-    for t in first.unfinished {
-        let from = t.from.clone().unwrap_or_default();
-        state.show(format!(
-            "* resuming {} from {} (interrupted when chat last ran; {} of {})",
-            escape(&t.name),
-            escape(&from),
-            lines::human(t.done),
-            lines::human(t.total)
+    {
+        let mut st = state.borrow_mut();
+        st.direct_e2e = first.direct_e2e;
+        st.enter(&args.room, first.e2e);
+        let server_key = match &first.session {
+            Some(s) => match &s.server_fingerprint {
+                Some(fp) => format!("server key {fp}"),
+                None => "no server key: the shared password authenticated the server".to_owned(),
+            },
+            None => "server key unknown".to_owned(),
+        };
+        let suite = first.session.as_ref().map_or_else(String::new, |s| format!(" ({})", s.suite));
+        st.show(format!(
+            "connected to {server} as {}{suite}; {server_key}; in room {} ({}). /help for commands.",
+            escape(&name),
+            escape(&args.room),
+            if first.e2e { "end-to-end encrypted" } else { "not end-to-end encrypted" }
         ));
-        let known = Transfer { name: t.name, peer: from, outgoing: false, e2e: true, since: Instant::now() };
-        state.started(t.transfer, known);
+        // Downloads an earlier run left unfinished continue now.
+        for t in first.unfinished {
+            let from = t.from.clone().unwrap_or_default();
+            st.show(format!(
+                "* resuming {} from {} (interrupted when chat last ran; {} of {})",
+                escape(&t.name),
+                escape(&from),
+                lines::human(t.done),
+                lines::human(t.total)
+            ));
+            let known = Transfer { name: t.name, peer: from, outgoing: false, e2e: true, since: Instant::now() };
+            st.started(t.transfer, known);
+        }
     }
-    let state = Rc::new(RefCell::new(state));
-    let mut stopped = None;
-    for event in early.into_iter().chain(overflow) {
+    for event in early {
         stopped = stopped.or(lines::on_event(&state, event));
     }
     let result = match stopped {
