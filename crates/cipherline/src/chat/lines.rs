@@ -42,8 +42,12 @@ pub(super) fn on_event(state: &Shared, event: Event) -> Option<String> {
                 "* {from_} offers {} ({size} bytes, {how}){place}: /accept {id} or /decline {id}",
                 escape(&name)
             ));
-            if !matches!(verified, Verified::Known | Verified::Verified) {
-                st.show(format!("  the sender's key: {}{}", verified.as_str(), mark(verified)));
+            match verified {
+                Verified::New => st.show(format!(
+                    "  a key seen for the first time for {from_} signed it (/verify {from_} to compare safety codes)"
+                )),
+                Verified::Changed | Verified::Invalid => st.show(format!("  the offer's sender:{}", mark(verified))),
+                Verified::Known | Verified::Verified | Verified::Unsigned => {}
             }
             st.offered(Offer { id, from, name, size, e2e });
         }
@@ -63,9 +67,25 @@ fn transfer_line(
     state: TransferState,
     path: Option<&std::path::Path>,
 ) {
+    let offer = st.offers.iter().rev().find(|o| o.name == name).cloned();
+    if !st.transfers.contains_key(id)
+        && let Some(offer) = &offer
+        && let TransferState::Failed(why) = &state
+    {
+        // Withdrawn (or expired) before it was answered: its id stops working.
+        st.offers.retain(|o| o.id != offer.id);
+        st.show(format!(
+            "! {} from {} failed: offer {} is no longer open ({})",
+            escape(name),
+            escape(&offer.from),
+            offer.id,
+            escape(why)
+        ));
+        return;
+    }
     let known = st.transfers.get(id).cloned().or_else(|| {
         // A download's events may come before the answer to /accept.
-        st.offers.iter().rev().find(|o| o.name == name).map(|o| Transfer {
+        offer.as_ref().map(|o| Transfer {
             name: o.name.clone(),
             peer: o.from.clone(),
             outgoing: false,
@@ -86,7 +106,13 @@ fn transfer_line(
             human(total),
             t.since.elapsed().as_secs_f64()
         )),
-        (TransferState::Done, true) => st.show(format!("* {file} delivered and verified to {peer}")),
+        (TransferState::Done, true) => {
+            st.show(format!("* {file} delivered and verified ({total} bytes, to {peer}; {how})"));
+        }
+        (TransferState::Done, false) if !t.e2e => {
+            let at = path.map(|p| escape(&p.display().to_string()).into_owned()).unwrap_or_default();
+            st.show(format!("* received {file} from {peer} ({total} bytes, SHA-256 checked; {how}) as {at}"));
+        }
         (TransferState::Done, false) => {
             let dir = path.and_then(std::path::Path::parent).map(|p| escape(&p.display().to_string()).into_owned());
             let saved = path.and_then(std::path::Path::file_name).map(|n| n.to_string_lossy().into_owned());
@@ -100,7 +126,14 @@ fn transfer_line(
                 dir.unwrap_or_else(|| ".".to_owned())
             ));
         }
-        (TransferState::Failed(why), true) => st.show(format!("! sending {file} to {peer} failed: {}", escape(&why))),
+        (TransferState::Failed(why), true) => match why.strip_prefix("declined by ") {
+            Some(by) => st.show(format!("* {} declined {file}", escape(by))),
+            None => st.show(format!("! sending {file} stopped (to {peer}): {}", escape(&why))),
+        },
+        // Said once for all of them, with the loss (the engine's words).
+        (TransferState::Failed(why), false) if !t.e2e && why.starts_with("the connection was lost") => {
+            st.lost_downloads += 1;
+        }
         (TransferState::Failed(why), false) => st.show(format!("! {file} from {peer} failed: {}", escape(&why))),
         (TransferState::Cancelled, true) if t.e2e => {
             st.show(format!("* cancelled {file} to {peer} (the relay deletes what it had)"));
@@ -109,6 +142,10 @@ fn transfer_line(
         (TransferState::Cancelled, false) => st.show(format!("* cancelled {file} from {peer}")),
         // The start is said by the answer to the command.
         (TransferState::Running, _) if done == 0 => {}
+        (TransferState::Running, _) if !t.e2e => {
+            let dir = if t.outgoing { "to" } else { "from" };
+            st.show(format!("* {file}: {} of {} ({dir} {peer})", human(done), human(total)));
+        }
         (TransferState::Running, true) => {
             st.show(format!("* sending {file} to {peer}: {} of {}", human(done), human(total)));
         }
@@ -221,6 +258,13 @@ fn connection(st: &mut State, state: ConnectionState) -> Option<String> {
         ConnectionState::Reconnecting { reason, retry_in } => {
             st.connected = false;
             let secs = retry_in.as_secs().max(1);
+            let receiving = std::mem::take(&mut st.lost_downloads);
+            if receiving > 0 {
+                st.show(format!(
+                    "! receiving {receiving} file(s) stopped: the connection was lost (the partial files were deleted; \
+                     ask for them again)"
+                ));
+            }
             if std::mem::replace(&mut st.lost, true) {
                 st.show(format!(
                     "! cannot reconnect yet ({}); trying again in {secs} s — /quit to stop",

@@ -136,6 +136,9 @@ pub(crate) struct State {
     pub(crate) download_dir: PathBuf,
     /// Direct messages (and files) go end to end.
     pub(crate) direct_e2e: bool,
+    /// Version-1 downloads the lost connection ended (said once, with the
+    /// loss).
+    pub(crate) lost_downloads: usize,
     /// Connected now (lines are run only then).
     pub(crate) connected: bool,
     /// The loss of the connection was reported (the next failure is a
@@ -263,6 +266,7 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
         transfers: HashMap::new(),
         download_dir: args.download_dir.clone(),
         direct_e2e: false,
+        lost_downloads: 0,
         connected: true,
         lost: false,
     }));
