@@ -8,8 +8,7 @@ use cipherline_client::conversations::Conversations;
 use cipherline_client::peers::Peers;
 use cipherline_client::{Client, ClientError, Options, TrustCheck};
 use cipherline_keys::{
-    Error as KeysError, Fingerprint, KeyKind, KeyProblem, LoadOptions, Passphrase, PrivateKey, Prompt, ServerAddr,
-    TrustPolicy,
+    Error as KeysError, KeyKind, KeyProblem, LoadOptions, Passphrase, PrivateKey, Prompt, ServerAddr, TrustPolicy,
 };
 use cipherline_net::NetError;
 use cipherline_proto::Error as ProtoError;
@@ -97,8 +96,6 @@ pub struct Connected {
     pub client: Client,
     /// Remembered keys of other people on this server.
     pub peers: Peers,
-    /// This client's identity key fingerprint, if it has one.
-    pub me: Option<Fingerprint>,
     /// The server as the local store names it (`host:port`).
     pub server: String,
     /// End-to-end conversations: `None` without an Ed25519 identity key or
@@ -242,7 +239,6 @@ impl ClientArgs {
     pub async fn connect(&self, may_prompt: bool) -> Result<Connected, CliError> {
         let addr: ServerAddr = self.server.parse()?;
         let identity = self.identity()?;
-        let me = identity.as_ref().map(|k| Fingerprint::from_bytes(k.public_key().fingerprint()));
         let check = PolicyCheck { addr: &addr, policy: self.trust.policy()?, may_prompt, refusal: Mutex::new(None) };
         let name = self.name();
         let password = match self.resolved.0.get() {
@@ -295,6 +291,6 @@ impl ClientArgs {
             }
             _ => None,
         };
-        Ok(Connected { client, peers, me, server: addr.to_string(), e2e })
+        Ok(Connected { client, peers, server: addr.to_string(), e2e })
     }
 }

@@ -14,7 +14,8 @@
 //! - [`history`]: `cipherline history`, messages kept in the local store.
 //! - [`chat`], [`send`], [`listen`]: the client subcommands, sharing
 //!   [`client_args`] (server, name, trust flags), [`files`] (file transfer)
-//!   and [`output`] (how messages are printed).
+//!   and [`output`] (how messages are printed); `chat` runs on the client
+//!   engine, connected through [`connector`] as `tui` is.
 //! - [`transfers`]: end-to-end files: `send --file`, `listen
 //!   --accept-files`, and `cipherline files` for pending transfers.
 //! - [`room`]: `cipherline room`, rooms managed from scripts; with
@@ -24,7 +25,7 @@
 //! - [`passphrase`]: the passphrase flags and prompt.
 //! - [`packaging`]: `cipherline completions` and `cipherline man`.
 //! - [`tui`]: `cipherline tui`, the full-screen client on the client engine;
-//!   [`slash`], the slash commands it parses (shareable with `chat`).
+//!   [`slash`], the slash commands it and `chat` parse.
 //! - [`console`]: `chat`'s terminal: line editor, output, raw mode always undone.
 //! - [`error`]: the error type and its hints.
 
@@ -32,6 +33,7 @@
 
 mod chat;
 mod client_args;
+mod connector;
 mod console;
 mod conversation;
 mod daemon;

@@ -1,6 +1,6 @@
 //! The slash commands typed in an interactive client, parsed: one table of
 //! names and meanings for every front-end that takes typed lines (`tui`
-//! now; `chat` can move onto it), so `/msg` or `/join` mean the same
+//! and `chat`), so `/msg` or `/join` mean the same
 //! thing wherever they are typed.
 //!
 //! Parsing is pure and strict about arguments: a command missing one is

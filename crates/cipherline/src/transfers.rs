@@ -476,15 +476,6 @@ impl Background {
         }
     }
 
-    /// The same, also reporting progress (at most once a hundredth of a
-    /// file or every 250 ms, as JSON progress is) on the channel returned.
-    pub fn with_progress(client: &'static ClientArgs) -> (Self, tokio::sync::mpsc::UnboundedReceiver<Progressed>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut background = Background::new(client, false);
-        background.progress_tx = Some(tx);
-        (background, rx)
-    }
-
     /// A download ended (its report was taken from `done_rx`); one that
     /// `failed` gives its bytes back to `quota`.
     pub fn ended(&mut self, id: u64, failed: bool, quota: &mut Downloads) {

@@ -82,7 +82,7 @@ fn two_scripted_chats_talk() {
     wait_for_line(&alice_lines, "in lobby: alice, bob");
     // Identity keys: alice looks up bob's, and both get the same safety code.
     writeln!(alice_in, "/whois bob").unwrap();
-    wait_for_line(&alice_lines, "bob: Ed25519 key SHA256:");
+    wait_for_line(&alice_lines, "bob: identity key SHA256:");
     writeln!(alice_in, "/verify bob").unwrap();
     let alice_code = wait_for_line(&alice_lines, "safety code with bob (").pop().unwrap();
     writeln!(bob_in, "/verify alice").unwrap();

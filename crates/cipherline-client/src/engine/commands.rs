@@ -41,6 +41,8 @@ impl<C: Connector> Engine<C> {
             Command::DeclineFile(id) => self.decline_file(live, id).await,
             Command::Rekey => live.client.rekey().await.map(|()| Reply::Done),
             Command::Session => Ok(Reply::Session(session(&live.client))),
+            Command::KeyInfo(user) => Ok(self.key_info(live, &user)),
+            Command::RoomInfo(room) => self.room_summary(live, &room).await,
         };
         let lost = match &answer {
             Err(e) if passing(e) && !matches!(e, ClientError::Refused { .. }) => Some(e.to_string()),

@@ -67,11 +67,12 @@ mod people;
 
 pub use handover::Handover;
 pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTORY, Member};
+mod lookup;
 mod offers;
 mod transfers;
 
+pub use lookup::{KeyInfo, RoomSummary};
 pub use offers::{ANSWER_WAIT, MAX_OFFERS, MAX_RECEIVING, OFFER_ID_STEP, is_offer_id};
-
 pub use transfers::{PROGRESS_EVERY, TransferInfo, TransferState};
 
 /// The first pause before reconnecting, and the longest: the pause doubles
@@ -355,6 +356,10 @@ pub enum Reply {
     Files(Vec<TransferInfo>),
     /// The connection's session, as [`Command::Session`] answers.
     Session(SessionSummary),
+    /// What is known of a peer's key, as [`Command::KeyInfo`] answers.
+    KeyInfo(KeyInfo),
+    /// What a room is, as [`Command::RoomInfo`] answers.
+    RoomInfo(RoomSummary),
 }
 
 /// The session of the connection in use (what `/fingerprint` shows).
@@ -496,6 +501,12 @@ pub enum Command {
     /// The connection's session: server key fingerprint, suite, handshake
     /// hash.
     Session,
+    /// What is known of a user's key (remembered, verified, changed):
+    /// what a line front-end names next to a safety code.
+    KeyInfo(String),
+    /// What a room is (its kind, this user's part in it), asked of the
+    /// server: what `chat`'s `/join` decides by.
+    RoomInfo(String),
 }
 
 type Request = (Command, oneshot::Sender<Result<Reply, ClientError>>);

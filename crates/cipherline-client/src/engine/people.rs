@@ -167,6 +167,11 @@ impl People {
         self.me = live.client.identity_fingerprint().map(Fingerprint::from_bytes);
     }
 
+    /// The change seen for a folded name and not trusted yet, if any.
+    pub(super) fn changed_key(&self, folded: &str) -> Option<Option<Fingerprint>> {
+        self.changed.get(folded).copied()
+    }
+
     /// A message's verdict: a changed key is kept for Verify and Trust.
     pub(super) fn saw(&mut self, name: &str, status: &MessageStatus) {
         if let MessageStatus::KeyChanged { presented, .. } = status {

@@ -211,6 +211,8 @@ pub(super) fn result(reply: &Reply) -> Value {
             "server_short": s.server_short,
             "handshake_hash": s.handshake_hash,
         }),
+        // Lookups of chat's, not methods of the daemon's.
+        Reply::KeyInfo(_) | Reply::RoomInfo(_) => json!({}),
     }
 }
 

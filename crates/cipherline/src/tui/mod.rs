@@ -19,10 +19,7 @@ use std::io::Write as _;
 use std::sync::Once;
 use std::time::Duration;
 
-use cipherline_client::engine::{
-    Command, ConnectFailure, Connecting, ConnectionState, Connector, Engine, EngineHandle, Event, HANDLES_DROPPED,
-    Reply, Session,
-};
+use cipherline_client::engine::{Command, ConnectionState, Engine, EngineHandle, Event, HANDLES_DROPPED, Reply};
 use clap::Args;
 use crossterm::event::{DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture};
 use crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode};
@@ -31,10 +28,10 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::sync::mpsc;
 
-use crate::client_args::{ClientArgs, Connected};
+use crate::client_args::ClientArgs;
+use crate::connector::Flags;
 use crate::console::Signals;
 use crate::error::CliError;
-use crate::link::passing;
 
 pub mod app;
 pub mod files;
@@ -71,21 +68,6 @@ const REPLIES: usize = 64;
 /// reconnection's state is never stale for long).
 const TICK: Duration = Duration::from_secs(1);
 
-/// Connects with the command line's flags: the first connection may ask
-/// on the terminal (it is made before full screen), later ones never do.
-struct Flags(&'static ClientArgs);
-
-impl Connector for Flags {
-    fn connect(&self, first: bool) -> Connecting<'_> {
-        Box::pin(async move {
-            match self.0.connect(first).await {
-                Ok(Connected { client, peers, e2e, .. }) => Ok(Session { client, peers, e2e }),
-                Err(e) => Err(ConnectFailure { passing: passing(&e), reason: e.to_string() }),
-            }
-        })
-    }
-}
-
 /// Runs `tui`.
 pub async fn run(args: &'static TuiArgs) -> Result<(), CliError> {
     tokio::task::LocalSet::new().run_until(run_here(args)).await
@@ -93,7 +75,7 @@ pub async fn run(args: &'static TuiArgs) -> Result<(), CliError> {
 
 async fn run_here(args: &'static TuiArgs) -> Result<(), CliError> {
     let server = args.client.server.clone();
-    let (engine, handle, mut events) = Engine::new(Flags(&args.client), server.clone(), &[]);
+    let (engine, handle, mut events) = Engine::new(Flags::new(&args.client), server.clone(), &[]);
     let engine = tokio::task::spawn_local(engine.run());
     let room = args.room.as_deref().unwrap_or("lobby");
     let mut app = App::new(&server, room, args.room.is_some(), jiff::tz::TimeZone::system());
