@@ -129,6 +129,9 @@ pub async fn run_with(
     let settings = Arc::new(settings);
     let mail = match options.store {
         Some(store) => {
+            // Open-policy name bindings live in the store, where servers
+            // sharing it agree on them (docs/cluster.md).
+            options.identities.use_store(store.clone()).await.map_err(ServerError::Store)?;
             let (mut mail, rooms) = mail::Mail::open(store, &settings.limits).await.map_err(ServerError::Store)?;
             mail.group_tamper = options.dangerous_group_tamper_for_testing_only;
             Some((Arc::new(mail), rooms))
