@@ -346,7 +346,7 @@ impl Identities {
             (None, _) => return Ok(()),
             (Some(Pending::Fsync(writer)), _) => writer,
             (Some(Pending::Shared(store)), Some(k)) => return self.bind_shared(&store, name, k, from).await,
-            (Some(Pending::Shared(_)), None) => return Ok(()),
+            (Some(Pending::Shared(store)), None) => return self.check_shared(&store, name).await,
         };
         // fsync off the async threads and outside every lock.
         let synced = tokio::task::spawn_blocking(move || writer.sync_data()).await;
@@ -454,7 +454,11 @@ impl Identities {
                 ),
             ));
         }
-        let Some(k) = key else { return Ok(None) };
+        let Some(k) = key else {
+            // A keyless client binds nothing, but the name may have been
+            // bound through another server since this one loaded the table.
+            return Ok(self.store.get().map(|store| Pending::Shared(store.clone())));
+        };
         let refuse = |text: String| Err((ErrorCode::RateLimited, text));
         if table.len() >= limits.max_name_bindings {
             tracing::warn!(limit = limits.max_name_bindings, "names table full; binding refused");

@@ -34,6 +34,7 @@ async fn node(identities: Identities, store: Arc<SqliteStore>) -> (String, onesh
         new_connections_burst_per_ip: 1000,
         max_sessions_per_ip: 1000,
         name_bindings_per_ip_per_day: 1000,
+        max_names_per_key: 100,
         ..Limits::default()
     };
     let settings = Settings { protocol: Arc::new(protocol), limits };
@@ -131,5 +132,76 @@ async fn a_names_file_is_copied_into_the_store_and_the_store_wins_a_disagreement
     assert!(mismatch(&connect_as(&c, "carol", Some(key(7))).await));
     assert!(mismatch(&connect_as(&c, "erin", Some(key(7))).await));
     connect_as(&c, "carol", Some(key(3))).await.unwrap();
+    stop(stop_c, task_c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_racing_to_bind_two_look_alike_names_to_two_keys_bind_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("store.sqlite3"), SqliteOptions::default()).await.unwrap());
+    let (a, stop_a, task_a) = node(Identities::open_in_memory(), store.clone()).await;
+    let (b, stop_b, task_b) = node(Identities::open_in_memory(), store.clone()).await;
+    for round in 0..8 {
+        // `kim3` and `kirn3` look alike ("rn" passes for "m").
+        let (one, two) = (format!("kim{round}"), format!("kirn{round}"));
+        let (on_a, on_b) = tokio::join!(connect_as(&a, &one, Some(key(1))), connect_as(&b, &two, Some(key(2))));
+        let won = match (&on_a, &on_b) {
+            (Ok(_), r) if mismatch(r) => 1,
+            (r, Ok(_)) if mismatch(r) => 2,
+            _ => panic!("round {round}: exactly one must win: {:?} {:?}", on_a.err(), on_b.err()),
+        };
+        drop((on_a, on_b));
+        // The winner may still use a look-alike of its own name; the loser
+        // gets neither, on either server.
+        let (mine, theirs) = if won == 1 { (&two, &one) } else { (&one, &two) };
+        for server in [&a, &b] {
+            assert!(mismatch(&connect_as(server, theirs, Some(key(3 - won))).await), "{theirs}");
+            assert!(mismatch(&connect_as(server, mine, Some(key(3 - won))).await), "{mine}");
+        }
+        connect_as(&b, mine, Some(key(won))).await.expect("the winner's own look-alike");
+    }
+    stop(stop_a, task_a).await;
+    stop(stop_b, task_b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_bound_through_one_server_is_refused_to_keyless_clients_of_another_started_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("store.sqlite3"), SqliteOptions::default()).await.unwrap());
+    let (a, stop_a, task_a) = node(Identities::open_in_memory(), store.clone()).await;
+    let (b, stop_b, task_b) = node(Identities::open_in_memory(), store.clone()).await;
+    // B loaded its table before zed was bound through A.
+    connect_as(&a, "zed", Some(key(1))).await.unwrap();
+    assert!(mismatch(&connect_as(&b, "zed", None).await), "the name itself");
+    assert!(mismatch(&connect_as(&b, "ZED", None).await), "another spelling");
+    connect_as(&a, "wanda", Some(key(1))).await.unwrap();
+    assert!(mismatch(&connect_as(&b, "vvanda", None).await), "a look-alike (vv for w)");
+    connect_as(&b, "guest", None).await.expect("an unbound name");
+    stop(stop_a, task_a).await;
+    stop(stop_b, task_b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_names_file_is_copied_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("store.sqlite3"), SqliteOptions::default()).await.unwrap());
+    let names = dir.path().join("names");
+    // More names than one batch of creations, one key each (fingerprints
+    // need not belong to real keys here).
+    let text: String = (0..1500u32)
+        .map(|i| {
+            let mut fp = [0u8; 32];
+            fp[..4].copy_from_slice(&i.to_be_bytes());
+            format!("n{i} {}\n", cipherline_keys::Fingerprint::from_bytes(fp))
+        })
+        .collect();
+    std::fs::write(&names, text).unwrap();
+    let ids = Identities::load(IdentityPolicy::Open { names_file: Some(names) }).unwrap();
+    assert_eq!(ids.use_store(store.clone()).await.unwrap(), 1500);
+    // A server without the file refuses each of them to another key.
+    let (c, stop_c, task_c) = node(Identities::open_in_memory(), store.clone()).await;
+    for name in ["n0", "n255", "n256", "n1499"] {
+        assert!(mismatch(&connect_as(&c, name, Some(key(7))).await), "{name}");
+    }
     stop(stop_c, task_c).await;
 }
