@@ -205,3 +205,30 @@ async fn a_large_names_file_is_copied_whole() {
     }
     stop(stop_c, task_c).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_a_user_bound_through_another_server_since_the_start_is_stored() {
+    use cipherline_proto::app::{ServerMessage, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("store.sqlite3"), SqliteOptions::default()).await.unwrap());
+    let (a, stop_a, task_a) = node(Identities::open_in_memory(), store.clone()).await;
+    let (b, stop_b, task_b) = node(Identities::open_in_memory(), store.clone()).await;
+    // zed is bound through A, after B loaded its table, and goes offline.
+    connect_as(&a, "zed", Some(key(1))).await.unwrap().close().await.unwrap();
+    let mut yan = connect_as(&b, "yan", Some(key(2))).await.unwrap();
+    yan.send_acked(Target::User("Zed".into()), "for zed").await.expect("B finds zed in the store and stores it");
+    // zed reads it through A: the queue is the shared store's.
+    let mut zed = connect_as(&a, "zed", Some(key(1))).await.unwrap();
+    zed.resume(0).await.unwrap();
+    let text = loop {
+        if let ServerMessage::Message(d) = timeout(Duration::from_secs(5), zed.recv()).await.unwrap().unwrap() {
+            break d.text;
+        }
+    };
+    assert_eq!(text, "for zed");
+    // A name bound nowhere is still unknown.
+    let err = yan.send_acked(Target::User("nobody".into()), "?").await.err().unwrap();
+    assert!(matches!(err, ClientError::Refused { code: ErrorCode::UnknownUser, .. }), "{err:?}");
+    stop(stop_a, task_a).await;
+    stop(stop_b, task_b).await;
+}

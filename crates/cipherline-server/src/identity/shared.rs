@@ -337,6 +337,24 @@ impl Identities {
         Ok(())
     }
 
+    /// Reads `name`'s binding from the store into this server's table, if
+    /// there is one: a name bound through another server since this one
+    /// loaded its table becomes known here as a stored user. A store error
+    /// is logged and leaves the table as it was.
+    pub(crate) async fn look_up(&self, name: &str) {
+        let Some(store) = self.store.get() else { return };
+        let folded = fold_name(name);
+        match bounded(store.get(&name_key(&folded))).await {
+            Ok(Some((value, _))) => {
+                if let Some(owner) = parse_value(&value) {
+                    self.learn(&folded, owner);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot look up a name binding"),
+        }
+    }
+
     /// Gives back the per-key reservation of a claim (and its per-address
     /// count when no binding was made).
     fn release(&self, k: &[u8; 32], from: IpAddr, address_too: bool) {
