@@ -136,9 +136,10 @@ pub enum ClientError {
     /// the limit.
     #[error("the relay has no room for this file: {}", crate::display::escape(.0))]
     BlobQuota(String),
-    /// The file is no longer at the relay: its sender cancelled it, or it
-    /// expired.
-    #[error("the file is no longer on the relay (its sender cancelled it, or it expired)")]
+    /// The file is no longer at the relay: its sender cancelled it, every
+    /// recipient did (the relay then drops it), or it expired. Shown to
+    /// senders and receivers alike, so it blames nobody in particular.
+    #[error("the file is no longer on the relay (cancelled by its sender or by every recipient, or expired)")]
     BlobGone,
     /// The relay does not let this client upload or fetch files here (no
     /// stored queue, not a member of the conversation, or a server without

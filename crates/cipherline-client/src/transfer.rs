@@ -68,6 +68,30 @@ pub fn safe_file_name(offered: &str) -> Option<String> {
     if cleaned.is_empty() || cleaned.len() > 255 { None } else { Some(cleaned) }
 }
 
+/// Opens `path` for sending, with its size. Only a regular file (or a
+/// symlink to one) is accepted: a directory opens fine on Unix and would be
+/// offered as a "file" of its metadata size, a device has no meaningful
+/// size, and opening a FIFO waits for a writer. The type is checked before
+/// opening (so a FIFO is never opened) and again on the opened handle (what
+/// is actually read).
+pub fn open_regular(path: &Path) -> Result<(File, u64), crate::ClientError> {
+    let fail = |source: std::io::Error| crate::ClientError::FileIo { path: path.to_owned(), source };
+    let irregular = |meta: &std::fs::Metadata| {
+        let what = if meta.is_dir() { "a directory" } else { "not a regular file" };
+        fail(std::io::Error::new(ErrorKind::InvalidInput, format!("{what}: only a regular file can be sent")))
+    };
+    let meta = std::fs::metadata(path).map_err(fail)?;
+    if !meta.is_file() {
+        return Err(irregular(&meta));
+    }
+    let file = File::open(path).map_err(fail)?;
+    let meta = file.metadata().map_err(fail)?;
+    if !meta.is_file() {
+        return Err(irregular(&meta));
+    }
+    Ok((file, meta.len()))
+}
+
 /// The sender's side of one transfer.
 pub struct Outgoing {
     /// The transfer id.

@@ -256,7 +256,7 @@ async fn upload(
         per_owner_blobs: limits.max_blobs_per_user,
         total_blobs: limits.max_blobs,
     };
-    match bounded(mail.store.blob_create(new, quota)).await? {
+    match bounded(mail.blobs.blob_create(new, quota)).await? {
         BlobCreated::Created(rec) => {
             tracing::info!(owner = %owner, blob = %short(&blob), size, waiting = rec.waiting.len(), "blob created");
             Ok(state(request, &rec))
@@ -305,7 +305,7 @@ async fn upload(
 async fn finish(mail: &Mail, request: u64, blob: BlobId) -> Result<ServerMessage, Refusal> {
     // If this runs out, the blob stays whole but not complete, and the
     // owner's next BlobUpload (a resume) finishes it.
-    match bounded_for(FINISH_TIMEOUT, mail.store.blob_finish(blob)).await? {
+    match bounded_for(FINISH_TIMEOUT, mail.blobs.blob_finish(blob)).await? {
         BlobFinished::Complete(rec) => {
             tracing::info!(owner = %rec.owner, blob = %short(&blob), size = rec.size, "blob complete");
             Ok(state(request, &rec))
@@ -322,7 +322,7 @@ async fn finish(mail: &Mail, request: u64, blob: BlobId) -> Result<ServerMessage
 /// BlobChunk: the next bytes, from the owner, at the offset the relay holds.
 async fn chunk(mail: &Mail, me: &Me, blob: BlobId, offset: u64, data: &[u8]) -> Result<Vec<ServerMessage>, Refusal> {
     let bad = |text: String| Err(refused(ErrorCode::BadRequest, text));
-    match bounded(mail.store.blob_append(blob, &fold_name(&me.name), offset, data)).await? {
+    match bounded(mail.blobs.blob_append(blob, &fold_name(&me.name), offset, data)).await? {
         BlobWrite::Written { stored, size } => {
             mail.progress.moved(&blob, stored);
             if stored < size {
@@ -401,7 +401,7 @@ async fn fetch(
 /// What `me` may read of `blob` from `offset` (at most `max` bytes): only
 /// its owner and current members of its group, and only within its size.
 async fn read_allowed(mail: &Mail, me: &Me, blob: BlobId, offset: u64, max: u32) -> Result<BlobRead, Refusal> {
-    let rec = bounded(mail.store.blob_get(blob)).await?.ok_or_else(no_blob)?;
+    let rec = bounded(mail.blobs.blob_get(blob)).await?.ok_or_else(no_blob)?;
     if !may_fetch(mail, me, &rec).await? {
         return Err(no_blob());
     }
@@ -409,15 +409,15 @@ async fn read_allowed(mail: &Mail, me: &Me, blob: BlobId, offset: u64, max: u32)
         return Err(refused(ErrorCode::BadRequest, format!("offset {offset} is past the file's {} bytes", rec.size)));
     }
     let max = usize::try_from(max).unwrap_or(usize::MAX);
-    bounded(mail.store.blob_read(blob, offset, max)).await?.ok_or_else(no_blob)
+    bounded(mail.blobs.blob_read(blob, offset, max)).await?.ok_or_else(no_blob)
 }
 
 /// BlobDelete: the owner deletes; a member is done with it.
 async fn delete(mail: &Mail, me: &Me, request: u64, blob: BlobId) -> Result<ServerMessage, Refusal> {
-    let rec = bounded(mail.store.blob_get(blob)).await?.ok_or_else(no_blob)?;
+    let rec = bounded(mail.blobs.blob_get(blob)).await?.ok_or_else(no_blob)?;
     let name = fold_name(&me.name);
     if rec.owner == name {
-        let Some(rec) = bounded(mail.store.blob_delete(blob)).await? else { return Err(no_blob()) };
+        let Some(rec) = bounded(mail.blobs.blob_delete(blob)).await? else { return Err(no_blob()) };
         mail.progress.moved(&blob, rec.stored);
         tracing::info!(owner = %rec.owner, blob = %short(&blob), size = rec.size, stored = rec.stored, "blob deleted by its owner");
         return Ok(gone(request, &rec));
@@ -425,7 +425,7 @@ async fn delete(mail: &Mail, me: &Me, request: u64, blob: BlobId) -> Result<Serv
     if !may_fetch(mail, me, &rec).await? {
         return Err(no_blob());
     }
-    match bounded(mail.store.blob_member_done(blob, &name)).await? {
+    match bounded(mail.blobs.blob_member_done(blob, &name)).await? {
         MemberDone::Kept(rec) => Ok(state(request, &rec)),
         MemberDone::Deleted(rec) => {
             tracing::info!(owner = %rec.owner, blob = %short(&blob), size = rec.size, "blob fetched by everyone: deleted");
@@ -440,7 +440,7 @@ pub(crate) async fn expire(mail: &Mail, ttl: Duration) -> Result<u64, cipherline
     let cutoff = now_ms().saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
     let mut total = 0u64;
     loop {
-        let batch = mail.store.blob_expire(cutoff, EXPIRE_BATCH).await?;
+        let batch = mail.blobs.blob_expire(cutoff, EXPIRE_BATCH).await?;
         let n = batch.len();
         for rec in &batch {
             mail.progress.moved(&rec.id, rec.stored);

@@ -597,7 +597,7 @@ impl Stored<'_> {
         // The new record must fit in the store before anyone gets the
         // commit: a record that cannot be written would leave the commit
         // delivered and the epoch where it was.
-        let max = mail.store.options().max_value_bytes;
+        let max = mail.store.max_value_bytes();
         if next.encode().map_err(damaged)?.len() > max {
             return Err(refused(
                 ErrorCode::MessageTooLarge,

@@ -602,7 +602,8 @@ impl Hub {
         admit(stored.len() + live_users)?;
         let id = match &self.mail {
             Some(mail) => mail.next_id(),
-            None => self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            // Without a store, ids count from 1 below 2^40, skipping 0.
+            None => crate::mail::counted_id(&self.next_id),
         };
         let timestamp_ms = now_ms();
         // A signature goes out with the key the sender proved, so recipients

@@ -41,7 +41,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cipherline_keys::Fingerprint;
@@ -269,7 +269,7 @@ pub struct Identities {
     /// Taken only with `table`'s write lock held.
     quotas: Mutex<Quotas>,
     /// The store holding the bindings, once [`Identities::use_store`] ran.
-    store: OnceLock<Arc<Db>>,
+    store: Mutex<Option<Arc<Db>>>,
 }
 
 impl Identities {
@@ -280,7 +280,7 @@ impl Identities {
             policy: IdentityPolicy::Open { names_file: None },
             table: RwLock::new(Table::new()),
             quotas: Mutex::new(Quotas::new(&Table::new(), true)),
-            store: OnceLock::new(),
+            store: Mutex::new(None),
         }
     }
 
@@ -295,7 +295,7 @@ impl Identities {
             }
         };
         let quotas = Mutex::new(Quotas::new(&table, writable));
-        Ok(Identities { policy, table: RwLock::new(table), quotas, store: OnceLock::new() })
+        Ok(Identities { policy, table: RwLock::new(table), quotas, store: Mutex::new(None) })
     }
 
     /// Re-reads the authorized-keys file (allowlist only); returns the
@@ -307,6 +307,11 @@ impl Identities {
         let n = table.len();
         *self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner) = table;
         Ok(n)
+    }
+
+    /// The store holding the bindings, if any.
+    fn shared_store(&self) -> Option<Arc<Db>> {
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
@@ -457,7 +462,7 @@ impl Identities {
         let Some(k) = key else {
             // A keyless client binds nothing, but the name may have been
             // bound through another server since this one loaded the table.
-            return Ok(self.store.get().map(|store| Pending::Shared(store.clone())));
+            return Ok(self.shared_store().map(Pending::Shared));
         };
         let refuse = |text: String| Err((ErrorCode::RateLimited, text));
         if table.len() >= limits.max_name_bindings {
@@ -478,12 +483,12 @@ impl Identities {
                 limits.name_bindings_per_ip_per_day
             ));
         }
-        if let Some(store) = self.store.get() {
+        if let Some(store) = self.shared_store() {
             // The store decides (module `shared`); reserve the quotas now
             // so that parallel claims cannot all pass them.
             *quotas.per_key.entry(*k).or_default() += 1;
             quotas.count_ip(group, now);
-            return Ok(Some(Pending::Shared(store.clone())));
+            return Ok(Some(Pending::Shared(store)));
         }
         let cannot = || (ErrorCode::BadRequest, "the server cannot record your name".to_owned());
         let writer = match names_file {

@@ -67,7 +67,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use cipherline_store::{SqliteOptions, SqliteStore};
+pub use cipherline_store::{AnyStore, NatsOptions, NatsStore, SqliteOptions, SqliteStore};
 pub use config::{Limits, Settings};
 pub use error::ServerError;
 pub use identity::{Identities, IdentityPolicy};
@@ -97,6 +97,10 @@ pub struct RunOptions {
     /// The store for store-and-forward (PROTOCOL.md §13.9); without one,
     /// delivery is live only, for everyone.
     pub store: Option<Arc<SqliteStore>>,
+    /// With [`RunOptions::store`]: keep queues and the key-value map in NATS
+    /// JetStream instead (several relay nodes can share it); blobs stay in
+    /// the SQLite store's directory. Ignored without `store`.
+    pub nats_store: Option<Arc<NatsStore>>,
 }
 
 impl Default for RunOptions {
@@ -106,6 +110,7 @@ impl Default for RunOptions {
             dangerous_tamper_for_testing_only: None,
             dangerous_group_tamper_for_testing_only: None,
             store: None,
+            nats_store: None,
         }
     }
 }
@@ -129,10 +134,14 @@ pub async fn run_with(
     let settings = Arc::new(settings);
     let mail = match options.store {
         Some(store) => {
-            // Open-policy name bindings live in the store, where servers
+            let db = Arc::new(match options.nats_store {
+                Some(nats) => cipherline_store::AnyStore::Nats(nats),
+                None => cipherline_store::AnyStore::Sqlite(store.clone()),
+            });
+            // Open-policy name bindings live in the store, where nodes
             // sharing it agree on them (docs/cluster.md).
-            options.identities.use_store(store.clone()).await.map_err(ServerError::Store)?;
-            let (mut mail, rooms) = mail::Mail::open(store, &settings.limits).await.map_err(ServerError::Store)?;
+            options.identities.use_store(db.clone()).await.map_err(ServerError::Store)?;
+            let (mut mail, rooms) = mail::Mail::open(db, store, &settings.limits).await.map_err(ServerError::Store)?;
             mail.group_tamper = options.dangerous_group_tamper_for_testing_only;
             Some((Arc::new(mail), rooms))
         }

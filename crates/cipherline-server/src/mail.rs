@@ -15,14 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cipherline_proto::app::{ErrorCode, GroupEvent, MAX_MEMBERS, PayloadKind, ServerMessage, fold_name, valid_name};
-use cipherline_store::{Appended, Quota, SqliteStore, Store, StoreError, StoredMessage};
+use cipherline_store::{AnyStore, Appended, Quota, SqliteStore, Store, StoreError, StoredMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, Me, Refusal};
 
 /// The store engine in use.
-pub(crate) type Db = SqliteStore;
+pub(crate) type Db = AnyStore;
 
 /// Stored room members: folded room name to member names.
 pub(crate) type RoomMembers = HashMap<String, BTreeSet<String>>;
@@ -37,6 +37,17 @@ const EPOCH_KEY: &str = "server/epoch";
 const ID_BITS: u32 = 40;
 /// The highest queue position the store can hold (SQLite's signed range).
 const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// The next count of `counter` below 2^40 that is not 0 (a count that
+/// wraps skips 0, so no id is a multiple of 2^40).
+pub(crate) fn counted_id(counter: &AtomicU64) -> u64 {
+    loop {
+        let n = (counter.fetch_add(1, Ordering::Relaxed).wrapping_add(1)) & ((1 << ID_BITS) - 1);
+        if n != 0 {
+            return n;
+        }
+    }
+}
 
 /// Flag byte of a stored message: the sender wants a receipt.
 const WANTS_RECEIPT: u8 = 1;
@@ -57,6 +68,9 @@ pub(crate) struct Counters {
 /// The server's store-and-forward layer.
 pub(crate) struct Mail {
     pub(crate) store: Arc<Db>,
+    /// Blobs stay in the local SQLite store and blob directory, whichever
+    /// store holds the queues and the key-value map.
+    pub(crate) blobs: Arc<SqliteStore>,
     quota: Quota,
     epoch: u64,
     next: AtomicU64,
@@ -115,7 +129,11 @@ fn encode_members(members: &BTreeSet<String>) -> Vec<u8> {
 impl Mail {
     /// Starts a run on `store`: takes the next id epoch and loads every
     /// room's stored members (a damaged entry stops the start).
-    pub(crate) async fn open(store: Arc<Db>, limits: &crate::Limits) -> Result<(Self, RoomMembers), String> {
+    pub(crate) async fn open(
+        store: Arc<Db>,
+        blobs: Arc<SqliteStore>,
+        limits: &crate::Limits,
+    ) -> Result<(Self, RoomMembers), String> {
         let err = |e: StoreError| format!("store: {e}");
         let epoch = loop {
             let current = store.get(EPOCH_KEY).await.map_err(err)?;
@@ -165,6 +183,7 @@ impl Mail {
         Ok((
             Mail {
                 store,
+                blobs,
                 quota,
                 epoch,
                 next: AtomicU64::new(0),
@@ -178,9 +197,10 @@ impl Mail {
     }
 
     /// A server message id, unique across runs of this store.
+    /// Never a multiple of 2^40 (PROTOCOL.md: clients name other things
+    /// by those).
     pub(crate) fn next_id(&self) -> u64 {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        (self.epoch << ID_BITS) | (n & ((1 << ID_BITS) - 1))
+        (self.epoch << ID_BITS) | counted_id(&self.next)
     }
 
     /// Stores `frame` (an encoded Message with `seq` 0) for each of
@@ -507,5 +527,15 @@ mod tests {
         assert!(parse_members("r", &[0xff]).is_err());
         let set: BTreeSet<String> = ["b".to_owned(), "a".to_owned()].into();
         assert_eq!(parse_members("r", &encode_members(&set)).unwrap(), set);
+    }
+
+    #[test]
+    fn a_count_that_wraps_skips_ids_that_are_multiples_of_2_40() {
+        let counter = AtomicU64::new((1 << ID_BITS) - 2);
+        assert_eq!(counted_id(&counter), (1 << ID_BITS) - 1);
+        // The next count is 2^40: masked it would be 0, so it is skipped.
+        assert_eq!(counted_id(&counter), 1);
+        let counter = AtomicU64::new(0);
+        assert_eq!(counted_id(&counter), 1);
     }
 }

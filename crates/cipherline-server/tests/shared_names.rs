@@ -197,7 +197,8 @@ async fn a_large_names_file_is_copied_whole() {
         .collect();
     std::fs::write(&names, text).unwrap();
     let ids = Identities::load(IdentityPolicy::Open { names_file: Some(names) }).unwrap();
-    assert_eq!(ids.use_store(store.clone()).await.unwrap(), 1500);
+    let any = Arc::new(cipherline_server::AnyStore::Sqlite(store.clone()));
+    assert_eq!(ids.use_store(any).await.unwrap(), 1500);
     // A server without the file refuses each of them to another key.
     let (c, stop_c, task_c) = node(Identities::open_in_memory(), store.clone()).await;
     for name in ["n0", "n255", "n256", "n1499"] {

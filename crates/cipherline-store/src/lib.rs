@@ -24,8 +24,9 @@
 //!   [`StoreError::Conflict`].
 //! - **Bounds.** Payload and value sizes, queue and key name lengths, the
 //!   number of messages one `read` returns and the request channel are all
-//!   bounded by [`SqliteOptions`]; an oversized input is refused with an
-//!   error, never truncated.
+//!   bounded by [`SqliteOptions`] (by [`NatsOptions`] on NATS, which also
+//!   refuses stored records above those bounds); an oversized input is
+//!   refused with an error, never truncated.
 //!
 //! - **Blobs** ([`BlobStore`], module `blob`). A blob's record (owner,
 //!   group, size, complete or not, creation time, who still waits for it)
@@ -48,15 +49,21 @@
 //!   of an incomplete blob: clients authenticate every piece end to end.)
 //!   Open blob files are bounded (idle ones beyond 256 are closed).
 //!
-//! [`Store`] is the seam a distributed engine (NATS JetStream) will implement
-//! later; [`SqliteStore`] is the embedded one-file implementation. All its
+//! [`Store`] has two implementations: [`SqliteStore`], the embedded
+//! one-file store, and [`NatsStore`] (module `nats`), the same contract on
+//! NATS JetStream for several relay nodes, with the differences its module
+//! doc lists (durability is JetStream's acknowledgement, `append_each` is
+//! not atomic, `expire` removes queue prefixes only). [`AnyStore`] (module
+//! `any`) is either, chosen at run time. All of [`SqliteStore`]'s
 //! SQLite work runs on one dedicated thread, which takes every request
 //! waiting in its channel and runs them in one transaction with one commit
 //! (group commit), so concurrent writers share one disk flush.
 
 #![forbid(unsafe_code)]
 
+mod any;
 mod blob;
+mod nats;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -65,6 +72,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
+
+pub use any::AnyStore;
+pub use nats::{NatsOptions, NatsStore};
 
 pub use blob::{
     BLOB_DIR, BLOB_ID_LEN, BlobCreated, BlobFinished, BlobId, BlobQuota, BlobRead, BlobRecord, BlobStore, BlobUsage,
@@ -131,6 +141,11 @@ pub enum StoreError {
     /// The store's writer thread has stopped.
     #[error("the store is closed")]
     Closed,
+    /// The NATS JetStream store failed: the server refused, did not answer
+    /// in time, or holds records this store did not write. The call may or
+    /// may not have taken effect when the answer timed out.
+    #[error("NATS store: {0}")]
+    Nats(String),
     /// A blob's data file could not be used.
     #[error("blob file {path}: {source}")]
     BlobFile {

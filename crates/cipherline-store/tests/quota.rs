@@ -1,21 +1,70 @@
-//! Quotas on fan-out appends, the running counts behind them, key listing,
-//! and the migration that adds the counts to an existing database.
+//! Quotas on fan-out appends, the running counts behind them and key
+//! listing, on both backends (see `common`); and the SQLite migration that
+//! adds the counts to an existing database.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
-use cipherline_store::{Appended, QueueStats, Quota, SqliteOptions, SqliteStore, Store};
+mod common;
 
-async fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(dir.path().join("store.sqlite3"), SqliteOptions::default()).await.unwrap()
+use cipherline_store::{Appended, QueueStats, Quota, SqliteOptions, SqliteStore, Store};
+use common::Harness;
+
+on_both_backends!(
+    append_each_skips_full_queues_and_a_full_store_and_says_which,
+    counts_follow_ack_and_expire_and_survive_reopen,
+    keys_lists_a_prefix_in_order_and_takes_wildcards_literally,
+    keys_under_nested_and_partial_prefixes,
+    append_each_counts_a_queue_named_twice_and_reaches_many_queues,
+);
+
+/// A queue named twice gets two copies, numbered in order, and its second
+/// copy counts against its quota; a fan-out to more queues than NATS
+/// appends at once reaches every one.
+async fn append_each_counts_a_queue_named_twice_and_reaches_many_queues(h: &mut Harness) {
+    let store = h.open().await;
+    let got = store.append_each(queues(&["a", "b", "a"]), vec![1; 10], 1, Quota::UNLIMITED).await.unwrap();
+    assert_eq!(got, vec![Appended::Stored(1), Appended::Stored(1), Appended::Stored(2)]);
+    let quota = Quota { max_messages: 3, ..Quota::UNLIMITED };
+    let got = store.append_each(queues(&["a", "c", "a"]), vec![2; 10], 2, quota).await.unwrap();
+    assert_eq!(got, vec![Appended::Stored(3), Appended::Stored(1), Appended::QueueFull]);
+    assert_eq!(store.read("a", 2, 10).await.unwrap()[0].payload, vec![2; 10]);
+    let many: Vec<String> = (0..100).map(|i| format!("member{i}")).collect();
+    let got = store.append_each(many.clone(), vec![3; 10], 3, quota).await.unwrap();
+    assert_eq!(got, vec![Appended::Stored(1); 100]);
+    for name in &many {
+        assert_eq!(store.queue_stats(name).await.unwrap(), QueueStats { messages: 1, bytes: 10 }, "{name}");
+    }
+    store.close().await;
+}
+
+/// Prefixes with several `/` segments, ending inside a segment or at a
+/// `/`, with empty segments (NATS lists the subjects under the complete
+/// segments and checks the rest).
+async fn keys_under_nested_and_partial_prefixes(h: &mut Harness) {
+    let store = h.open().await;
+    for key in ["e2e/kp/alice/1", "e2e/kp/alice/2", "e2e/kp/alicia/1", "e2e/kp/al", "e2e/kp", "e2e//x", "e2e/"] {
+        store.put(key, b"v".to_vec()).await.unwrap();
+    }
+    assert_eq!(store.keys("e2e/kp/alice/", "", 10).await.unwrap(), vec!["e2e/kp/alice/1", "e2e/kp/alice/2"]);
+    assert_eq!(store.keys("e2e/kp/alice/", "e2e/kp/alice/1", 10).await.unwrap(), vec!["e2e/kp/alice/2"]);
+    assert_eq!(
+        store.keys("e2e/kp/ali", "", 10).await.unwrap(),
+        vec!["e2e/kp/alice/1", "e2e/kp/alice/2", "e2e/kp/alicia/1"]
+    );
+    assert_eq!(store.keys("e2e/kp/", "", 2).await.unwrap(), vec!["e2e/kp/al", "e2e/kp/alice/1"]);
+    assert_eq!(store.keys("e2e/", "", 10).await.unwrap().len(), 7);
+    assert_eq!(store.keys("e2e//", "", 10).await.unwrap(), vec!["e2e//x"]);
+    assert_eq!(store.keys("e2e/kp", "", 10).await.unwrap().len(), 5);
+    assert!(store.delete("e2e/kp/alice/1").await.unwrap());
+    assert_eq!(store.keys("e2e/kp/alice/", "", 10).await.unwrap(), vec!["e2e/kp/alice/2"]);
+    store.close().await;
 }
 
 fn queues(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| (*n).to_owned()).collect()
 }
 
-#[tokio::test]
-async fn append_each_skips_full_queues_and_a_full_store_and_says_which() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn append_each_skips_full_queues_and_a_full_store_and_says_which(h: &mut Harness) {
+    let store = h.open().await;
     let quota = Quota { max_messages: 2, max_bytes: 1000, max_total_bytes: 10_000 };
     let got = store.append_each(queues(&["a", "b"]), vec![1; 100], 5, quota).await.unwrap();
     assert_eq!(got, vec![Appended::Stored(1), Appended::Stored(1)]);
@@ -40,10 +89,8 @@ async fn append_each_skips_full_queues_and_a_full_store_and_says_which() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn counts_follow_ack_and_expire_and_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn counts_follow_ack_and_expire_and_survive_reopen(h: &mut Harness) {
+    let store = h.open().await;
     for (q, t) in [("a", 1), ("a", 2), ("b", 1), ("b", 3)] {
         store.append(q, vec![9; 10], t).await.unwrap();
     }
@@ -53,15 +100,14 @@ async fn counts_follow_ack_and_expire_and_survive_reopen() {
     store.ack("b", 10).await.unwrap();
     assert_eq!(store.total_stats().await.unwrap(), QueueStats { messages: 1, bytes: 10 });
     store.close().await;
-    let store = open(&dir).await;
+    h.crash_backend();
+    let store = h.open().await;
     assert_eq!(store.total_stats().await.unwrap(), QueueStats { messages: 1, bytes: 10 });
     store.close().await;
 }
 
-#[tokio::test]
-async fn keys_lists_a_prefix_in_order_and_takes_wildcards_literally() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn keys_lists_a_prefix_in_order_and_takes_wildcards_literally(h: &mut Harness) {
+    let store = h.open().await;
     for key in ["room/b", "room/a", "room%/x", "rooms", "user/a", "room_/y"] {
         store.put(key, b"v".to_vec()).await.unwrap();
     }

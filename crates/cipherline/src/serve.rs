@@ -75,6 +75,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
 
+    /// Keep queued messages and the server's key-value data in NATS
+    /// JetStream instead of the data directory, so that several relay
+    /// nodes can share them: nats://HOST:PORT, several separated by commas
+    /// (one cluster). The NATS server needs JetStream and max_payload of at
+    /// least 2MB; files (blobs) stay in the data directory.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+
     /// Check the configuration and exit, without listening or creating
     /// anything: the config file (TOML keys and [limits]), the listen
     /// address, the server key (loaded if it exists) and the identity
@@ -197,6 +205,7 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
     let file = load_config(args)?;
     let data_dir = data_dir(args, &file)?;
     let addr = listen_addr(args, &file)?;
+    let nats_url = store_url(args)?;
 
     let password = args.password.resolve(false)?;
     if args.password_only && password.is_none() {
@@ -293,8 +302,22 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         tokio::spawn(reload_on_sighup(hangup, identities.clone(), allowlist));
         let settings = Settings { protocol: Arc::new(protocol), limits: file.limits.clone() };
         let store = Arc::new(open_store(data_dir.path()).await?);
-        println!("message store: {} (messages wait here for offline recipients)", data_dir.path().join(STORE_FILE).display());
-        let options = RunOptions { identities, store: Some(store.clone()), ..RunOptions::default() };
+        let nats_store = match &nats_url {
+            Some(url) => {
+                let nats = open_nats_store(url).await?;
+                println!("message store: NATS JetStream at {url} (messages wait there for offline recipients)");
+                println!("file store: {}", data_dir.path().join(STORE_FILE).display());
+                Some(Arc::new(nats))
+            }
+            None => {
+                println!(
+                    "message store: {} (messages wait here for offline recipients)",
+                    data_dir.path().join(STORE_FILE).display()
+                );
+                None
+            }
+        };
+        let options = RunOptions { identities, store: Some(store.clone()), nats_store, ..RunOptions::default() };
         cipherline_server::run_with(listener, settings, options, shutdown)
             .await
             .map_err(|e| CliError::failed(format!("server: {e}"), "see the log above"))?;
@@ -343,6 +366,46 @@ async fn open_store(dir: &std::path::Path) -> Result<cipherline_server::SqliteSt
     })
 }
 
+/// The NATS servers of `--store`, checked for form: `nats://HOST:PORT`,
+/// several separated by commas. `None`: the SQLite store.
+fn store_url(args: &ServeArgs) -> Result<Option<String>, CliError> {
+    let Some(url) = &args.store else { return Ok(None) };
+    // The address is printed and logged: it must not carry a password.
+    if url.contains('@') {
+        return Err(CliError::usage(
+            "--store takes no user or password in the address",
+            "give nats://HOST:PORT; NATS credentials are not supported yet",
+        ));
+    }
+    let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+    let well_formed = servers.iter().all(|s| {
+        s.strip_prefix("nats://").is_some_and(|rest| {
+            rest.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        })
+    });
+    if !well_formed {
+        return Err(CliError::usage(
+            format!("--store {url:?} is not a NATS address"),
+            "give nats://HOST:PORT, several separated by commas (e.g. nats://127.0.0.1:4222)",
+        ));
+    }
+    Ok(Some(url.clone()))
+}
+
+/// Connects to NATS and opens the JetStream store there.
+async fn open_nats_store(url: &str) -> Result<cipherline_server::NatsStore, CliError> {
+    let options = cipherline_server::NatsOptions {
+        max_payload_bytes: cipherline_proto::app::MAX_MESSAGE + 64,
+        ..cipherline_server::NatsOptions::default()
+    };
+    cipherline_server::NatsStore::connect(url, options).await.map_err(|e| {
+        CliError::failed(
+            format!("cannot open the message store on NATS at {url}: {e}"),
+            "start nats-server with JetStream (nats-server -js, max_payload 2MB or more) or check the address",
+        )
+    })
+}
+
 /// `serve --check-config`: validates what `serve` would use and exits.
 /// Binds nothing and creates no key, directory or file (so it can run as
 /// the service user before a start or reload). Every failure exits 2, with
@@ -365,6 +428,9 @@ fn check_all(args: &ServeArgs) -> Result<(), CliError> {
     let addr = listen_addr(args, &file)?;
     println!("listen: {addr}");
     println!("data directory: {}", data_dir.path().display());
+    if let Some(url) = store_url(args)? {
+        println!("message store: NATS JetStream at {url} (not contacted by the check)");
+    }
 
     // A password file is read (it must exist and hold a password); a prompt
     // is not shown: the check has nothing to compare the answer with.

@@ -22,9 +22,21 @@ impl<C: Connector> Engine<C> {
             c @ (Command::Create { .. } | Command::Invite { .. } | Command::Kick { .. }) => {
                 self.room_change(live, c).await
             }
+            // Version-1 files (an open room, or no end-to-end engine; offer
+            // ids and `o` transfers): engine/offers.rs.
+            Command::SendFile { to, path } if self.sends_v1(live, &to) => self.send_offer(live, to, &path).await,
+            Command::GetFile { id, dir } if is_offer_id(id) => self.get_offer(live, id, &dir).await,
+            Command::CancelFile(transfer) if self.offers.owns(&transfer) => self.cancel_offer(live, &transfer).await,
+            Command::DeclineFile(id) if is_offer_id(id) => self.decline_offer(live, id).await,
+            Command::Files => self.files(live).map(|reply| match reply {
+                Reply::Files(mut list) => {
+                    list.extend(self.offers.list());
+                    Reply::Files(list)
+                }
+                other => other,
+            }),
             Command::SendFile { to, path } => self.send_file(live, to, &path).await,
             Command::GetFile { id, dir } => self.get_file(live, id, &dir),
-            Command::Files => self.files(live),
             Command::CancelFile(transfer) => self.cancel_file(live, &transfer).await,
             Command::DeclineFile(id) => self.decline_file(live, id).await,
             Command::Rekey => live.client.rekey().await.map(|()| Reply::Done),

@@ -20,6 +20,15 @@ impl<C: Connector> Engine<C> {
                 self.rooms.remove(&fold_name(&room));
                 return Step::Go;
             }
+            m @ (ServerMessage::FileOffered { .. }
+            | ServerMessage::FileAnswered { .. }
+            | ServerMessage::FileData { .. }
+            | ServerMessage::FileDone { .. }
+            | ServerMessage::FileCancelled { .. }
+            | ServerMessage::FileAcked { .. }) => return self.offer_message(live, m).await,
+            ServerMessage::Error { code, text, client_id } if !code.is_fatal() => {
+                return self.offer_refused(live, client_id, &text).await.unwrap_or(Step::Go);
+            }
             ServerMessage::Error { code, text, .. } if code.is_fatal() => {
                 let e = ClientError::Refused { code, text };
                 return Step::from_error(&e);

@@ -28,7 +28,11 @@
 //!   confirmed it.
 //! - Direct messages are end to end when there is an end-to-end engine,
 //!   as `send` and `chat` send them; rooms are end to end when this user is
-//!   in the room's MLS group; anything else goes the open way.
+//!   in the room's MLS group; anything else goes the open way. Files
+//!   likewise: end to end where messages are, else version-1 offers over
+//!   the message connection (open rooms; every conversation of a user
+//!   without an Ed25519 key), which last only as long as the connection
+//!   (engine/offers.rs).
 //! - Every wait on the server is bounded (the client's reply timeouts, a
 //!   time limit on each reconnection attempt); the event channel is
 //!   bounded, so a slow front-end slows the engine rather than grow memory.
@@ -63,7 +67,10 @@ mod people;
 
 pub use handover::Handover;
 pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTORY, Member};
+mod offers;
 mod transfers;
+
+pub use offers::{ANSWER_WAIT, MAX_OFFERS, MAX_RECEIVING, OFFER_ID_STEP, is_offer_id};
 
 pub use transfers::{PROGRESS_EVERY, TransferInfo, TransferState};
 
@@ -257,11 +264,18 @@ pub enum Event {
     },
     /// The connection's state changed.
     Connection(ConnectionState),
-    /// A file was announced end to end (recorded: [`Command::GetFile`]
-    /// fetches it, now or after a restart); acknowledged to the relay only
-    /// after this event was handed over.
+    /// A file was offered. End to end (`e2e`): recorded, so
+    /// [`Command::GetFile`] fetches it now or after a restart; acknowledged
+    /// to the relay only after this event was handed over. Version 1
+    /// (`e2e` false: an open room, or a sender without end-to-end files;
+    /// the relay can read it): offered live and kept in memory only (at
+    /// most [`MAX_OFFERS`], the oldest forgotten), so it must be accepted
+    /// (or declined) while this connection lasts; it does not survive a
+    /// reconnection or a restart.
     FileOffered {
-        /// The delivery's server id (stable): the offer's id.
+        /// The offer's id: an end-to-end offer's delivery's server id
+        /// (stable); a version-1 offer's is engine-assigned, a multiple of
+        /// [`OFFER_ID_STEP`], never a server message id ([`is_offer_id`]).
         id: u64,
         /// The sender.
         from: String,
@@ -272,9 +286,10 @@ pub enum Event {
         name: String,
         /// Its size in bytes.
         size: u64,
-        /// Whether it came end to end (always, for now).
+        /// Whether it came end to end.
         e2e: bool,
-        /// The verdict on the sender's key.
+        /// The verdict on the sender's key (a version-1 offer is not signed
+        /// itself: `unsigned`; its file's signature is checked at its end).
         verified: Verified,
     },
     /// Progress of a transfer (at most one per [`PROGRESS_EVERY`] while it
@@ -549,6 +564,8 @@ pub struct Engine<C: Connector> {
     handover: Option<(tokio::sync::watch::Receiver<u64>, u64)>,
     /// File transfers running in the background.
     transfers: transfers::Transfers,
+    /// Version-1 files: offers, and transfers over the message connection.
+    offers: offers::Offers,
 }
 
 /// The live connection and what came with it.
@@ -579,6 +596,7 @@ impl<C: Connector> Engine<C> {
             people: people::People::default(),
             handover: None,
             transfers: transfers::Transfers::default(),
+            offers: offers::Offers::default(),
         };
         (engine, EngineHandle { commands: ctx }, erx)
     }
@@ -616,6 +634,7 @@ impl<C: Connector> Engine<C> {
             }
             self.resume_transfers(&live);
             let why = loop {
+                let wake = self.offers.wake();
                 let step = tokio::select! {
                     biased;
                     request = self.commands.recv() => match request {
@@ -630,6 +649,9 @@ impl<C: Connector> Engine<C> {
                         Ok(msg) => self.incoming(&mut live, msg).await,
                         Err(e) => Step::from_error(&e),
                     },
+                    () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                        self.offer_turn(&mut live).await
+                    }
                     () = tokio::time::sleep(live.keepalive) => {
                         nonce += 1;
                         match live.client.ping(nonce).await {
@@ -642,12 +664,15 @@ impl<C: Connector> Engine<C> {
                     Step::Go => {}
                     Step::Lost(why) => break why,
                     Step::Stop(why) => {
+                        // Version-1 transfers end here (partial files deleted).
+                        self.offers = offers::Offers::default();
                         let _ = live.client.flush_received().await;
                         let _ = tokio::time::timeout(Duration::from_secs(2), live.client.close()).await;
                         return why;
                     }
                 }
             };
+            self.offers_lost().await;
             // A connection that held for a while starts the backoff over;
             // one lost soon after it was made keeps it growing.
             if up_since.elapsed() >= LAST_RETRY {

@@ -82,7 +82,7 @@ impl TransferState {
 /// A transfer as [`Command::Files`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferInfo {
-    /// Its id (`s1`, `u2`, `d3`).
+    /// Its id (`s1`, `u2`, `d3`; `o4` for a version-1 file or offer).
     pub transfer: String,
     /// An upload (true) or a download.
     pub outgoing: bool,
@@ -287,7 +287,7 @@ fn file_to_send(path: &Path) -> Result<(PathBuf, u64), ClientError> {
 }
 
 /// The canonical path of a directory to save into, or why not.
-fn dir_to_save(dir: &Path) -> Result<PathBuf, ClientError> {
+pub(super) fn dir_to_save(dir: &Path) -> Result<PathBuf, ClientError> {
     let canonical = std::fs::canonicalize(dir).map_err(|e| io(dir, e))?;
     if !std::fs::metadata(&canonical).map_err(|e| io(dir, e))?.is_dir() {
         return Err(io(dir, std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
@@ -368,7 +368,7 @@ impl<C: Connector> Engine<C> {
             }
             Target::Room(room) => e2e.room_group(room)?.ok_or_else(|| {
                 ClientError::EndToEnd(format!(
-                    "files go end to end only, and {} is not an end-to-end room this user is in",
+                    "{} is neither an end-to-end room this user is in nor an open room it joined",
                     crate::display::escape(room)
                 ))
             })?,

@@ -170,13 +170,10 @@ impl Identities {
     /// there, copies into it those of the names file that it lacks (for a
     /// name bound in both to different keys, the store's binding wins) and
     /// returns how many names are bound. The names file is not written
-    /// from then on. Does nothing under the allowlist; calling it again
-    /// with the same store only reloads.
+    /// from then on. Does nothing under the allowlist; calling it again (a
+    /// server restarted with the same identities) reloads from `store`.
     pub async fn use_store(&self, store: Arc<Db>) -> Result<usize, String> {
         let IdentityPolicy::Open { .. } = &self.policy else { return Ok(0) };
-        if self.store.get().is_some_and(|s| !Arc::ptr_eq(s, &store)) {
-            return Err("name bindings: these identities already use another store".to_owned());
-        }
         // Name to its key and the binding's revision (its age).
         let mut stored: HashMap<String, ([u8; 32], u64)> = HashMap::new();
         let mut after = String::new();
@@ -235,10 +232,8 @@ impl Identities {
         quotas.per_key = fresh.per_key;
         quotas.skeletons = fresh.skeletons;
         *current = table;
-        if self.store.get().is_none() {
-            // Under both locks, so no claim sees the store without the table.
-            let _ = self.store.set(store);
-        }
+        // Under both locks, so no claim sees the store without the table.
+        *self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store);
         Ok(bound)
     }
 
@@ -342,7 +337,7 @@ impl Identities {
     /// loaded its table becomes known here as a stored user. A store error
     /// is logged and leaves the table as it was.
     pub(crate) async fn look_up(&self, name: &str) {
-        let Some(store) = self.store.get() else { return };
+        let Some(store) = self.shared_store() else { return };
         let folded = fold_name(name);
         match bounded(store.get(&name_key(&folded))).await {
             Ok(Some((value, _))) => {

@@ -193,8 +193,6 @@ pub struct App {
     pub transfers: Vec<Transfer>,
     /// Files offered to this user, newest last (for `/accept`).
     pub offers: Vec<super::files::Offer>,
-    /// Offers being declined (waiting for the engine's list).
-    pub(super) declining: Vec<super::files::Offer>,
     /// Where accepted files are saved.
     pub download_dir: std::path::PathBuf,
     /// Direct messages go end to end (the engine's status says).
@@ -240,7 +238,6 @@ impl App {
             members: true,
             transfers: Vec::new(),
             offers: Vec::new(),
-            declining: Vec::new(),
             download_dir: std::path::PathBuf::from("."),
             direct_e2e: None,
             tz,
@@ -398,8 +395,8 @@ impl App {
                 );
             }
             Event::Group { text, .. } => self.notice(text, false),
-            Event::FileOffered { id, from, to, name, size, verified, .. } => {
-                self.on_file_offered(super::files::Offer { id, from, name }, &to, size, verified);
+            Event::FileOffered { id, from, to, name, size, verified, e2e } => {
+                self.on_file_offered(super::files::Offer { id, from, name }, &to, size, verified, e2e);
             }
             Event::Transfer { transfer, name, done, total, state, path } => {
                 self.on_transfer_event(transfer, name, (done, total), &state, path);

@@ -4,9 +4,8 @@
 
 use std::path::PathBuf;
 
-use cipherline_client::display::escape;
 use cipherline_client::engine::{Command, Reply, TransferInfo, TransferState, Verified};
-use cipherline_proto::app::{Target, fold_name};
+use cipherline_proto::app::Target;
 
 use super::app::{Action, App, Entry, Transfer, same};
 
@@ -26,17 +25,21 @@ pub struct Offer {
 
 impl App {
     /// A file offered: a line in its conversation, remembered for `/accept`.
-    pub(super) fn on_file_offered(&mut self, offer: Offer, to: &Target, size: u64, verified: Verified) {
+    /// A version-1 offer (`e2e` false) says the server can read the file;
+    /// its sender's signature is only checked once the file arrived.
+    pub(super) fn on_file_offered(&mut self, offer: Offer, to: &Target, size: u64, verified: Verified, e2e: bool) {
         let target = match to {
             Target::Room(r) => Target::Room(r.clone()),
             Target::User(_) => Target::User(offer.from.clone()),
         };
         let key = match verified {
+            _ if !e2e => String::new(),
             Verified::Known | Verified::Verified => String::new(),
             other => format!(" ({} key)", other.as_str()),
         };
+        let open = if e2e { "" } else { "; not end to end: the server can read it" };
         let text = format!(
-            "{}{key} offers the file {} ({}): /accept {} or /decline {}",
+            "{}{key} offers the file {} ({}{open}): /accept {} or /decline {}",
             offer.from,
             offer.name,
             size_of(size),
@@ -107,16 +110,14 @@ impl App {
                 if cmd == "/accept" {
                     return run(Command::GetFile { id: offer.id, dir: self.download_dir.clone() });
                 }
-                // The engine cancels by transfer id: look the offer up.
                 self.offers.retain(|o| o.id != offer.id);
-                self.declining.push(offer);
-                run(Command::Files)
+                run(Command::DeclineFile(offer.id))
             }
             "/cancel" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
                 run(Command::CancelFile(rest.to_owned()))
             }
             "/cancel" => {
-                self.notice("usage: /cancel ID (the id a transfer's bar shows, e.g. s1 or d3)", true);
+                self.notice("usage: /cancel ID (the id a transfer's bar shows, e.g. s1, d3 or o2)", true);
                 Some(Vec::new())
             }
             _ => None,
@@ -132,32 +133,36 @@ impl App {
             (Command::GetFile { .. }, Ok(Reply::Transfer { transfer })) => {
                 self.notice(format!("receiving ({transfer}) into {}", self.download_dir.display()), false);
             }
-            (Command::Files, Ok(Reply::Files(list))) => return Some(self.decline(list)),
-            (Command::CancelFile(_), Ok(_)) => {}
-            (Command::SendFile { .. } | Command::GetFile { .. } | Command::Files | Command::CancelFile(_), Err(e)) => {
-                self.notice(escape(e), true);
+            (Command::Files, Ok(Reply::Files(list))) => self.listed_files(list),
+            (Command::CancelFile(_) | Command::DeclineFile(_), Ok(_)) => {}
+            (
+                Command::SendFile { .. }
+                | Command::GetFile { .. }
+                | Command::Files
+                | Command::CancelFile(_)
+                | Command::DeclineFile(_),
+                Err(e),
+            ) => {
+                // Raw: the notice is escaped where it is drawn.
+                self.notice(e.clone(), true);
             }
             _ => return None,
         }
         Some(Vec::new())
     }
 
-    /// Cancels the offers being declined, found in the engine's list.
-    fn decline(&mut self, list: &[TransferInfo]) -> Vec<Action> {
-        let mut actions = Vec::new();
-        for offer in std::mem::take(&mut self.declining) {
-            let found = list.iter().find(|t| {
-                !t.outgoing
-                    && t.state == TransferState::Offered
-                    && t.name == offer.name
-                    && t.from.as_deref().is_some_and(|f| fold_name(f) == fold_name(&offer.from))
-            });
-            match found {
-                Some(t) => actions.push(Action::Run(Command::CancelFile(t.transfer.clone()))),
-                None => self.notice(format!("{} is no longer offered", offer.name), true),
-            }
+    /// The transfers not finished, one line each.
+    fn listed_files(&mut self, list: &[TransferInfo]) {
+        if list.is_empty() {
+            self.notice("no transfers", false);
         }
-        actions
+        for t in list {
+            let who = match (&t.from, t.outgoing) {
+                (Some(from), false) => format!(" from {from}"),
+                _ => String::new(),
+            };
+            self.notice(format!("{} {} {}{who} {}/{}", t.transfer, t.state.as_str(), t.name, t.done, t.total), false);
+        }
     }
 }
 

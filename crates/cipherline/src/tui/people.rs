@@ -4,7 +4,7 @@
 //! what its answers change. Pure, like [`super::app`].
 
 use cipherline_client::engine::{
-    Command, ConversationSummary, HistoryEntry, KeyState, Member as EngineMember, Reply, Verified,
+    Command, ConversationSummary, HistoryEntry, KeyState, Member as EngineMember, Reply, SessionSummary, Verified,
 };
 use cipherline_proto::app::{RoomKind, Target, fold_name};
 
@@ -110,6 +110,8 @@ impl App {
                 );
                 self.ask_members_again();
             }
+            (Command::Rekey, Ok(_)) => self.notice("the session keys were ratcheted forward", false),
+            (Command::Session, Ok(Reply::Session(s))) => self.session(s),
             (Command::Create { room, .. }, Ok(_)) => {
                 self.open(&Target::Room(room.clone()));
                 self.notice(format!("created {room}"), false);
@@ -125,6 +127,17 @@ impl App {
             _ => return None,
         }
         Some(Vec::new())
+    }
+
+    /// `/fingerprint`: the connection's session, as `chat` shows it.
+    fn session(&mut self, s: &SessionSummary) {
+        let server = match (&s.server_fingerprint, &s.server_short) {
+            (Some(fp), Some(short)) => format!("server key {fp} ({short})"),
+            (Some(fp), None) => format!("server key {fp}"),
+            _ => "no server key (password-only server)".to_owned(),
+        };
+        self.notice(server, false);
+        self.notice(format!("suite {}; session {}", s.suite, s.handshake_hash), false);
     }
 
     fn ask_members_again(&mut self) {
@@ -233,6 +246,8 @@ impl App {
                 Some(Target::Room(_)) => self.notice(format!("usage: {cmd} USER..."), true),
                 _ => self.notice(format!("{cmd} works in a room: show one first"), true),
             },
+            "/rekey" => return run(Command::Rekey),
+            "/fingerprint" => return run(Command::Session),
             _ => {
                 self.notice(
                     format!("{cmd} is not in the tui yet: use `cipherline chat` (or `cipherline files`) for it"),

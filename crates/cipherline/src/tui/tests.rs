@@ -171,7 +171,7 @@ fn the_help_screen_lists_keys_and_commands() {
 
 #[test]
 fn file_offers_are_accepted_declined_and_followed_to_the_end() {
-    use cipherline_client::engine::{TransferInfo, TransferState};
+    use cipherline_client::engine::TransferState;
     let mut app = connected();
     app.download_dir = "/tmp/in".into();
     let offer = |id: u64, name: &str| Event::FileOffered {
@@ -193,22 +193,36 @@ fn file_offers_are_accepted_declined_and_followed_to_the_end() {
     assert_eq!(type_line(&mut app, "/accept"), [Action::Run(Command::GetFile { id: 42, dir: "/tmp/in".into() })]);
     assert_eq!(type_line(&mut app, "/accept 41"), [Action::Run(Command::GetFile { id: 41, dir: "/tmp/in".into() })]);
     assert!(type_line(&mut app, "/accept 7").is_empty(), "an unknown offer is refused");
-    // /decline finds the offer's transfer in the engine's list, then cancels it.
-    assert_eq!(type_line(&mut app, "/decline 41"), [Action::Run(Command::Files)]);
-    let listed = TransferInfo {
-        transfer: "d5".into(),
-        outgoing: false,
-        to: Target::User("alice".into()),
-        from: Some("Bob".into()),
-        name: "a.pdf".into(),
-        done: 0,
-        total: 3 * 1024 * 1024,
-        state: TransferState::Offered,
-    };
-    assert_eq!(
-        app.on_reply(&Command::Files, Ok(Reply::Files(vec![listed]))),
-        [Action::Run(Command::CancelFile("d5".into()))]
+    // /decline declines that offer by its id, and forgets it.
+    assert_eq!(type_line(&mut app, "/decline 41"), [Action::Run(Command::DeclineFile(41))]);
+    assert!(type_line(&mut app, "/decline 41").is_empty(), "declined already");
+    // A version-1 offer (an open room): shown as readable by the server,
+    // accepted and declined like the others.
+    let v1 = 3u64 << 40;
+    app.on_event(Event::FileOffered {
+        id: v1,
+        from: "carol".into(),
+        to: lobby(),
+        name: "c.txt".into(),
+        size: 10,
+        e2e: false,
+        verified: Verified::Unsigned,
+    });
+    app.open(&lobby());
+    let screen = draw(&app, 160, 30);
+    assert!(
+        screen.contains(&format!(
+            "carol offers the file c.txt (10 bytes; not end to end: the server can read it): /accept {v1}"
+        )),
+        "{screen}"
     );
+    assert_eq!(type_line(&mut app, "/accept"), [Action::Run(Command::GetFile { id: v1, dir: "/tmp/in".into() })]);
+    assert_eq!(type_line(&mut app, &format!("/decline {v1}")), [Action::Run(Command::DeclineFile(v1))]);
+    // An engine error is escaped once, where it is drawn (a `\` shows as
+    // `\\`, not `\\\\`).
+    app.on_reply(&Command::DeclineFile(v1), Err("no file transfer a\\b".into()));
+    let screen = draw(&app, 160, 30);
+    assert!(screen.contains("no file transfer a\\\\b") && !screen.contains("a\\\\\\\\b"), "{screen}");
     // Sending: a room shown needs no #, a user is a user.
     assert_eq!(
         type_line(&mut app, "/send-file lobby /tmp/x.bin"),
@@ -234,6 +248,28 @@ fn file_offers_are_accepted_declined_and_followed_to_the_end() {
     assert!(screen.contains("saved b.pdf as /tmp/in/b.pdf"), "{screen}");
     app.on_event(transfer(0, TransferState::Failed("the relay lost it".into()), None));
     assert!(draw(&app, 120, 30).contains("b.pdf (d6) stopped: the relay lost it"));
+}
+
+#[test]
+fn rekey_and_fingerprint_run_on_the_engine() {
+    use cipherline_client::engine::SessionSummary;
+    let mut app = connected();
+    assert_eq!(type_line(&mut app, "/rekey"), [Action::Run(Command::Rekey)]);
+    app.on_reply(&Command::Rekey, Ok(Reply::Done));
+    assert_eq!(type_line(&mut app, "/fingerprint"), [Action::Run(Command::Session)]);
+    let summary = SessionSummary {
+        name: "alice".into(),
+        suite: "X25519_AES256GCM".into(),
+        server_fingerprint: Some("SHA256:ab12".into()),
+        server_short: Some("ab12".into()),
+        handshake_hash: "00ff".into(),
+    };
+    app.on_reply(&Command::Session, Ok(Reply::Session(summary)));
+    let screen = draw(&app, 120, 30);
+    assert!(screen.contains("the session keys were ratcheted forward"), "{screen}");
+    assert!(screen.contains("server key SHA256:ab12 (ab12)"), "{screen}");
+    assert!(screen.contains("suite X25519_AES256GCM; session 00ff"), "{screen}");
+    assert!(!screen.contains("use `cipherline chat`"), "{screen}");
 }
 
 #[test]
