@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cipherline_net::{Channel, NetError};
 use cipherline_proto::AlertCode;
-use cipherline_proto::app::{ClientMessage, ErrorCode, GroupRequest, RateLimits, ServerMessage, fold_name};
+use cipherline_proto::app::{ClientMessage, ErrorCode, GroupRequest, RateLimits, ServerMessage, Target, fold_name};
 use cipherline_proto::handshake::alert_frame;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -732,6 +732,9 @@ impl Stored<'_> {
                 }
             }
             ClientMessage::Send { id, to, text, signed } => {
+                if let Target::User(user) = &to {
+                    hub.look_up(user).await;
+                }
                 let admit = |recipients| charge(bytes_rate, limits, msg_len, recipients);
                 match hub.send(me, &to, text, id, signed, admit) {
                     Ok(out) => match self.relay(id, out).await {

@@ -453,6 +453,8 @@ impl Stored<'_> {
 
     /// Claim: the oldest one-time package (deleted), else the last-resort one.
     async fn claim(&self, mail: &Mail, user: String) -> Result<GroupEvent, Refusal> {
+        // Maybe bound through another node since this one started.
+        self.hub.look_up(&user).await;
         if !self.hub.has_inbox(&user) {
             return Err(refused(ErrorCode::UnknownUser, format!("no user named {user:?} is known to this server")));
         }

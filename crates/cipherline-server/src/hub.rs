@@ -656,6 +656,18 @@ impl Hub {
         peer.sessions.iter().filter_map(|s| s.acked).min().unwrap_or(0)
     }
 
+    /// Makes sure this node knows whether `name` is a stored user before a
+    /// message is routed to it: a name neither connected here nor bound in
+    /// this node's table may have been bound through another node sharing
+    /// the store (docs/cluster.md, step 1c), so its binding is read.
+    pub(crate) async fn look_up(&self, name: &str) {
+        let known =
+            self.mail.is_none() || self.identities.is_owned(name) || Self::resolve(&self.lock(), name).is_some();
+        if !known {
+            self.identities.look_up(name).await;
+        }
+    }
+
     /// Rings the connections of `name`: something was stored for it.
     pub(crate) fn wake(&self, name: &str) {
         Self::wake_in(&self.lock(), name);

@@ -29,6 +29,13 @@
 //! interleave, but made durable (fsync) after the lock is released, so a
 //! slow disk delays only the client being bound; that client is answered
 //! only once its binding is on disk.
+//!
+//! With a store ([`Identities::use_store`], which the server calls when it
+//! runs with one), the open policy's bindings live in the store's key-value
+//! map instead, one key `name/<folded name>` per name, created with
+//! compare-and-set so that of several servers sharing the store exactly
+//! one binds a name (module `shared`, docs/cluster.md). The names file is
+//! then read at start and copied into the store, never written.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
@@ -42,7 +49,10 @@ use cipherline_proto::app::{ErrorCode, fold_name, name_skeleton};
 
 use crate::connection::valid_name;
 use crate::hub::Refusal;
+use crate::mail::Db;
 use crate::source::Source;
+
+mod shared;
 
 /// The window of `name_bindings_per_ip_per_day`.
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -82,6 +92,17 @@ pub enum IdentityFileError {
         /// The 1-based line number.
         line: usize,
     },
+}
+
+/// The refusal of a name bound to another key.
+fn belongs_to_another(name: &str) -> Refusal {
+    (
+        ErrorCode::IdentityMismatch,
+        format!(
+            "the name {name:?} belongs to another identity key on this server (names are compared ignoring case); \
+             choose another name"
+        ),
+    )
 }
 
 /// Names (folded, [`fold_name`]: `Alice` and `alice` are one name) and the
@@ -229,12 +250,26 @@ impl Quotas {
     }
 }
 
+/// What a new binding still needs after [`Identities::bind`] accepted it.
+#[derive(Debug)]
+enum Pending {
+    /// Its line was appended to the names file: fsync it.
+    Fsync(Arc<std::fs::File>),
+    /// Create its key in the shared store; the per-key and per-address
+    /// quotas already count it, and are given back if that fails.
+    Shared(Arc<Db>),
+}
+
 /// The loaded policy and its tables.
 pub struct Identities {
     policy: IdentityPolicy,
+    /// In the open policy with a store, this node's view of the store's
+    /// bindings (see module `shared`).
     table: RwLock<Table>,
     /// Taken only with `table`'s write lock held.
     quotas: Mutex<Quotas>,
+    /// The store holding the bindings, once [`Identities::use_store`] ran.
+    store: Mutex<Option<Arc<Db>>>,
 }
 
 impl Identities {
@@ -245,6 +280,7 @@ impl Identities {
             policy: IdentityPolicy::Open { names_file: None },
             table: RwLock::new(Table::new()),
             quotas: Mutex::new(Quotas::new(&Table::new(), true)),
+            store: Mutex::new(None),
         }
     }
 
@@ -259,7 +295,7 @@ impl Identities {
             }
         };
         let quotas = Mutex::new(Quotas::new(&table, writable));
-        Ok(Identities { policy, table: RwLock::new(table), quotas })
+        Ok(Identities { policy, table: RwLock::new(table), quotas, store: Mutex::new(None) })
     }
 
     /// Re-reads the authorized-keys file (allowlist only); returns the
@@ -271,6 +307,11 @@ impl Identities {
         let n = table.len();
         *self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner) = table;
         Ok(n)
+    }
+
+    /// The store holding the bindings, if any.
+    fn shared_store(&self) -> Option<Arc<Db>> {
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
@@ -305,8 +346,12 @@ impl Identities {
                 Err((ErrorCode::IdentityMismatch, format!("your identity key is not authorized for the name {name:?}")))
             };
         };
-        let Some(writer) = self.bind(name, key, from, names_file.as_deref(), limits, Instant::now())? else {
-            return Ok(());
+        let pending = self.bind(name, key, from, names_file.as_deref(), limits, Instant::now())?;
+        let writer = match (pending, key) {
+            (None, _) => return Ok(()),
+            (Some(Pending::Fsync(writer)), _) => writer,
+            (Some(Pending::Shared(store)), Some(k)) => return self.bind_shared(&store, name, k, from).await,
+            (Some(Pending::Shared(store)), None) => return self.check_shared(&store, name).await,
         };
         // fsync off the async threads and outside every lock.
         let synced = tokio::task::spawn_blocking(move || writer.sync_data()).await;
@@ -378,7 +423,7 @@ impl Identities {
 
     /// The part of [`Identities::claim`] under the lock: checks and, for a
     /// new binding, records it in memory and appends it to the file.
-    /// Returns the file to fsync when a line was appended.
+    /// Returns what a new binding still needs (`None`: nothing).
     fn bind(
         &self,
         name: &str,
@@ -387,24 +432,16 @@ impl Identities {
         names_file: Option<&Path>,
         limits: &crate::Limits,
         now: Instant,
-    ) -> Result<Option<Arc<std::fs::File>>, Refusal> {
+    ) -> Result<Option<Pending>, Refusal> {
         let mut table = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let folded = fold_name(name);
         match (table.get(&folded), key) {
             // Bound, but maybe not on disk yet: then wait for it as well.
             (Some(bound), Some(k)) if bound.contains(k) => {
-                return Ok(quotas.writer.clone().filter(|_| quotas.pending.contains(&folded)));
+                return Ok(quotas.writer.clone().filter(|_| quotas.pending.contains(&folded)).map(Pending::Fsync));
             }
-            (Some(_), _) => {
-                return Err((
-                    ErrorCode::IdentityMismatch,
-                    format!(
-                        "the name {name:?} belongs to another identity key on this server (names are compared \
-                         ignoring case); choose another name"
-                    ),
-                ));
-            }
+            (Some(_), _) => return Err(belongs_to_another(name)),
             (None, _) => {}
         }
         // An unbound name that looks like a name bound to another key (or
@@ -422,7 +459,11 @@ impl Identities {
                 ),
             ));
         }
-        let Some(k) = key else { return Ok(None) };
+        let Some(k) = key else {
+            // A keyless client binds nothing, but the name may have been
+            // bound through another server since this one loaded the table.
+            return Ok(self.shared_store().map(Pending::Shared));
+        };
         let refuse = |text: String| Err((ErrorCode::RateLimited, text));
         if table.len() >= limits.max_name_bindings {
             tracing::warn!(limit = limits.max_name_bindings, "names table full; binding refused");
@@ -441,6 +482,13 @@ impl Identities {
                 "your address has bound {} new names today; try again tomorrow or use a name you have",
                 limits.name_bindings_per_ip_per_day
             ));
+        }
+        if let Some(store) = self.shared_store() {
+            // The store decides (module `shared`); reserve the quotas now
+            // so that parallel claims cannot all pass them.
+            *quotas.per_key.entry(*k).or_default() += 1;
+            quotas.count_ip(group, now);
+            return Ok(Some(Pending::Shared(store)));
         }
         let cannot = || (ErrorCode::BadRequest, "the server cannot record your name".to_owned());
         let writer = match names_file {
@@ -476,7 +524,7 @@ impl Identities {
         *quotas.per_key.entry(*k).or_default() += 1;
         quotas.count_ip(group, now);
         tracing::info!(name, key = %Fingerprint::from_bytes(*k), "name bound to identity key");
-        Ok(writer)
+        Ok(writer.map(Pending::Fsync))
     }
 
     /// Takes back a binding that could not be made durable.

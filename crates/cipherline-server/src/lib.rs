@@ -67,7 +67,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use cipherline_store::{NatsOptions, NatsStore, SqliteOptions, SqliteStore};
+pub use cipherline_store::{AnyStore, NatsOptions, NatsStore, SqliteOptions, SqliteStore};
 pub use config::{Limits, Settings};
 pub use error::ServerError;
 pub use identity::{Identities, IdentityPolicy};
@@ -134,12 +134,14 @@ pub async fn run_with(
     let settings = Arc::new(settings);
     let mail = match options.store {
         Some(store) => {
-            let db = match options.nats_store {
+            let db = Arc::new(match options.nats_store {
                 Some(nats) => cipherline_store::AnyStore::Nats(nats),
                 None => cipherline_store::AnyStore::Sqlite(store.clone()),
-            };
-            let (mut mail, rooms) =
-                mail::Mail::open(Arc::new(db), store, &settings.limits).await.map_err(ServerError::Store)?;
+            });
+            // Open-policy name bindings live in the store, where nodes
+            // sharing it agree on them (docs/cluster.md).
+            options.identities.use_store(db.clone()).await.map_err(ServerError::Store)?;
+            let (mut mail, rooms) = mail::Mail::open(db, store, &settings.limits).await.map_err(ServerError::Store)?;
             mail.group_tamper = options.dangerous_group_tamper_for_testing_only;
             Some((Arc::new(mail), rooms))
         }

@@ -1,0 +1,119 @@
+//! Name bindings shared through a real NATS JetStream (docs/cluster.md):
+//! two relay nodes, each with its own data directory, on one `nats-server
+//! -js`; skipped, with a message, where the binary is not installed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cipherline_client::ClientError;
+use cipherline_proto::ServerConfig;
+use cipherline_proto::app::ErrorCode;
+use cipherline_proto::crypto::kem::ServerKey;
+use cipherline_proto::message::ClientAuthRequest;
+use cipherline_server::{Identities, Limits, NatsOptions, NatsStore, RunOptions, Settings, SqliteOptions, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use common::{connect_as, key};
+
+/// A `nats-server -js` on a loopback port, killed on drop.
+struct Nats(Child);
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_nats(dir: &std::path::Path) -> Option<(Nats, String)> {
+    let binary =
+        ["/usr/sbin/nats-server", "/usr/bin/nats-server"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let Some(binary) = binary else {
+        eprintln!("nats-server is not installed: skipping");
+        return None;
+    };
+    // A free port: bound, read and released (nats-server takes it next).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The store's records need more than the default 1 MB payload.
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("nats.conf");
+    let text = format!("host: 127.0.0.1\nport: {port}\nmax_payload: 4MB\njetstream {{\n  store_dir: {:?}\n}}\n", dir);
+    std::fs::write(&config, text).unwrap();
+    let child =
+        Command::new(binary).arg("-c").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let nats = Nats(child);
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some((nats, url))
+}
+
+/// A relay node: its own SQLite store (blobs) in `dir`, queues and keys on NATS.
+async fn node(dir: &std::path::Path, url: &str) -> (String, oneshot::Sender<()>) {
+    let sqlite = Arc::new(SqliteStore::open(dir.join("store.sqlite3"), SqliteOptions::default()).await.unwrap());
+    let nats = Arc::new(NatsStore::connect(url, NatsOptions::default()).await.unwrap());
+    let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
+    let protocol = ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) };
+    let limits = Limits {
+        new_connections_per_ip_per_sec: 1000,
+        new_connections_burst_per_ip: 1000,
+        max_sessions_per_ip: 1000,
+        name_bindings_per_ip_per_day: 1000,
+        ..Limits::default()
+    };
+    let settings = Settings { protocol: Arc::new(protocol), limits };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = RunOptions {
+        identities: Arc::new(Identities::open_in_memory()),
+        store: Some(sqlite),
+        nats_store: Some(nats),
+        ..RunOptions::default()
+    };
+    tokio::spawn(async move {
+        cipherline_server::run_with(listener, settings, options, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, stop)
+}
+
+fn mismatch(r: &Result<cipherline_client::Client, ClientError>) -> bool {
+    matches!(r, Err(ClientError::Refused { code: ErrorCode::IdentityMismatch, .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_jetstream_racing_to_bind_one_name_agree_on_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_nats, url)) = start_nats(&dir.path().join("js")).await else { return };
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let (a, _stop_a) = node(&da, &url).await;
+    let (b, _stop_b) = node(&db, &url).await;
+    for round in 0..4 {
+        let name = format!("user{round}");
+        let (on_a, on_b) = tokio::join!(connect_as(&a, &name, Some(key(1))), connect_as(&b, &name, Some(key(2))));
+        let won = match (&on_a, &on_b) {
+            (Ok(_), r) if mismatch(r) => 1,
+            (r, Ok(_)) if mismatch(r) => 2,
+            _ => panic!("round {round}: exactly one must win: {:?} {:?}", on_a.err(), on_b.err()),
+        };
+        drop((on_a, on_b));
+        for server in [&a, &b] {
+            assert!(mismatch(&connect_as(server, &name, Some(key(3 - won))).await), "{name}: the loser, anywhere");
+            connect_as(server, &name, Some(key(won))).await.expect("the winner, anywhere");
+        }
+    }
+}
