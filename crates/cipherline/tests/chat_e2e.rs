@@ -114,6 +114,9 @@ fn the_first_room_is_marked_and_a_chat_without_an_identity_says_its_messages_are
     let mut command = server.client("chat", "carol");
     command.arg("--no-identity");
     let mut carol = Chat::spawn(command);
+    // Nothing is kept for a name no key owns: chat says so at once.
+    let start = carol.wait("live delivery only");
+    assert!(start.last().unwrap().contains("keeps nothing for you while you are away"), "{start:?}");
     let dave = Chat::start(&server, "dave", &["--no-identity"]);
     carol.type_line("/msg dave plain hello");
     let told = carol.wait("messages to dave");

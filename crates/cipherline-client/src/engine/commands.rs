@@ -89,6 +89,7 @@ fn session(client: &Client) -> SessionSummary {
         server_fingerprint: fingerprint.as_ref().map(ToString::to_string),
         server_short: fingerprint.as_ref().map(cipherline_keys::Fingerprint::short),
         handshake_hash: info.handshake_hash.iter().map(|b| format!("{b:02x}")).collect(),
+        stored: info.queue.is_some(),
     }
 }
 

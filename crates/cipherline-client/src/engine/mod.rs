@@ -377,6 +377,10 @@ pub struct SessionSummary {
     /// The handshake hash in lowercase hex: the same on both ends of this
     /// connection, so comparing it out of band detects a relay in the middle.
     pub handshake_hash: String,
+    /// Whether the server keeps messages for this user while it is away
+    /// (a stored queue: its name is owned by an identity key); false:
+    /// live delivery only.
+    pub stored: bool,
 }
 
 /// The engine's state, as [`Command::Status`] answers.

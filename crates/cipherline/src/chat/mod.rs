@@ -315,6 +315,12 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
             escape(&args.room),
             if first.e2e { "end-to-end encrypted" } else { "not end-to-end encrypted" }
         ));
+        if first.session.as_ref().is_some_and(|s| !s.stored) {
+            st.show(
+                "* live delivery only: this server keeps nothing for you while you are away (it stores messages only \
+                 for names an identity key owns)",
+            );
+        }
         // Downloads an earlier run left unfinished continue now.
         for t in first.unfinished {
             let from = t.from.clone().unwrap_or_default();

@@ -362,6 +362,7 @@ mod tests {
                             server_fingerprint: None,
                             server_short: None,
                             handshake_hash: "00".into(),
+                            stored: true,
                         }),
                         Call::Status => {
                             Reply::Status(Status { name: "a".into(), connected: true, rooms: Vec::new(), e2e: true })
@@ -437,6 +438,7 @@ mod tests {
                 server_fingerprint: fingerprint.map(str::to_owned),
                 server_short: short.map(str::to_owned),
                 handshake_hash: "ab".repeat(32),
+                stored: true,
             }))
         };
         let keyed = summary(Some("SHA256:00"), Some("0000"));

@@ -263,6 +263,7 @@ fn rekey_and_fingerprint_run_on_the_engine() {
         server_fingerprint: Some("SHA256:ab12".into()),
         server_short: Some("ab12".into()),
         handshake_hash: "00ff".into(),
+        stored: true,
     };
     app.on_reply(&Command::Session, Ok(Reply::Session(summary)));
     let screen = draw(&app, 120, 30);
