@@ -22,6 +22,11 @@
 //!   the flow-control window; nobody accepting within [`ANSWER_WAIT`]
 //!   ends it (`Failed("nobody accepted in time")`, and a FileCancel), as
 //!   does no acknowledgement for [`ANSWER_WAIT`] while data is owed.
+//! - Receiving: a sender that sends nothing (no data, no end) for
+//!   [`ANSWER_WAIT`] after the accept or its last chunk ends it
+//!   (`Failed`, the partial file deleted, a FileCancel): the relay sets
+//!   no such bound, and a silent sender would otherwise hold one of the
+//!   [`MAX_RECEIVING`] places for as long as it stays connected.
 //! - Receiving: data goes to a hidden partial file in the directory given,
 //!   which becomes the file (a sanitised, unused name: see
 //!   [`crate::transfer::safe_file_name`]) only once size, SHA-256 and the
@@ -49,8 +54,8 @@ pub const OFFER_ID_STEP: u64 = 1 << 40;
 pub const MAX_OFFERS: usize = 64;
 /// Version-1 files received at once at most.
 pub const MAX_RECEIVING: usize = 16;
-/// How long a version-1 offer waits for an accept, and a sender for the
-/// next acknowledgement.
+/// How long a version-1 offer waits for an accept, a sender for the
+/// next acknowledgement, and a receiver for the sender's next data.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(60);
 /// The count behind offer ids wraps here (ids stay below 2^64); offers
 /// are forgotten long before it comes round.
@@ -99,6 +104,8 @@ struct Receiving {
     name: String,
     to: Target,
     ticker: Ticker,
+    /// Until when the sender's next data (or end) is awaited.
+    data_until: Instant,
 }
 
 /// What the engine keeps of version-1 files.
@@ -135,14 +142,26 @@ impl Offers {
     /// When the loop should next call [`Engine::offer_turn`]: now if a
     /// chunk (or FileEnd) may go, else the next deadline.
     pub(super) fn wake(&self) -> Option<Instant> {
-        let s = self.sending.as_ref()?;
-        if s.out.receivers() == 0 {
-            return Some(s.answers_until);
+        let receiving = self.receiving.values().map(|r| r.data_until).min();
+        let sending = self.sending.as_ref().map(|s| {
+            if s.out.receivers() == 0 {
+                s.answers_until
+            } else if !s.ended && s.chunk_ready() {
+                Instant::now()
+            } else {
+                s.acks_until
+            }
+        });
+        match (sending, receiving) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        if !s.ended && s.chunk_ready() {
-            return Some(Instant::now());
-        }
-        Some(s.acks_until)
+    }
+
+    /// The files being received whose sender has been silent past its
+    /// deadline at `now`.
+    fn stalled(&self, now: Instant) -> Vec<(String, u64)> {
+        self.receiving.iter().filter(|(_, r)| r.data_until <= now).map(|(k, _)| k.clone()).collect()
     }
 
     /// The version-1 transfers and offers, for [`Command::Files`].
@@ -278,8 +297,15 @@ impl<C: Connector> Engine<C> {
     /// The file being sent, when [`Offers::wake`] said: a chunk, FileEnd,
     /// or the end of a wait.
     pub(super) async fn offer_turn(&mut self, live: &mut Live) -> Step {
-        let Some(s) = self.offers.sending.as_mut() else { return Step::Go };
         let now = Instant::now();
+        for key in self.offers.stalled(now) {
+            let why = format!("the sender sent nothing for {} s; the partial file was deleted", ANSWER_WAIT.as_secs());
+            let step = self.fail_receiving(live, &key, &why).await;
+            if !matches!(step, Step::Go) {
+                return step;
+            }
+        }
+        let Some(s) = self.offers.sending.as_mut() else { return Step::Go };
         if s.out.receivers() == 0 {
             if now >= s.answers_until {
                 return self.stop_sending(live, "nobody accepted in time", true).await;
@@ -387,7 +413,9 @@ impl<C: Connector> Engine<C> {
         s.out.on_ack(by, received);
         s.acks_until = Instant::now() + ANSWER_WAIT;
         let (acked, size) = (s.out.acked(), s.out.size);
-        if s.out.delivered() {
+        // Only after FileEnd: a receipt before it (which an honest relay
+        // never passes on) would end the send with FileEnd never sent.
+        if s.ended && s.out.delivered() {
             let Some(s) = self.offers.sending.take() else { return Step::Go };
             return self.end_step(event(&s.key, &s.name, (size, size), TransferState::Done)).await;
         }
@@ -458,6 +486,7 @@ impl<C: Connector> Engine<C> {
     async fn data(&mut self, live: &mut Live, transfer: u64, from: String, data: &[u8]) -> Step {
         let key = (from, transfer);
         let Some(r) = self.offers.receiving.get_mut(&key) else { return Step::Go };
+        r.data_until = Instant::now() + ANSWER_WAIT;
         match r.incoming.write(data) {
             Ok(ack) => {
                 let (done, total) = (r.incoming.received(), r.incoming.size);
@@ -575,6 +604,7 @@ impl<C: Connector> Engine<C> {
             name: o.name,
             to: o.to,
             ticker: Ticker::new(PROGRESS_EVERY),
+            data_until: Instant::now() + ANSWER_WAIT,
         };
         self.offers.receiving.insert((o.from, o.transfer), receiving);
         Ok(Reply::Transfer { transfer: o.key })
@@ -683,6 +713,35 @@ mod tests {
         assert_eq!(offers.next(), COUNT_WRAP - 1);
         assert_eq!(offers.next(), 1);
         assert!((COUNT_WRAP - 1).checked_mul(OFFER_ID_STEP).is_some());
+    }
+
+    /// A sender that goes silent mid-transfer: the receive has a deadline
+    /// (the loop wakes for it, and then it is stalled), pushed back by
+    /// each chunk; without one, 16 silent senders would take every place.
+    #[test]
+    fn a_silent_sender_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut offers = Offers::default();
+        assert_eq!(offers.wake(), None, "nothing to wait for");
+        let now = Instant::now();
+        let lobby = Target::Room("lobby".into());
+        for (t, until) in [(1u64, now + ANSWER_WAIT), (2, now + Duration::from_secs(5))] {
+            let incoming = Incoming::create(dir.path(), "mallory", &lobby, t, "f", 100).unwrap();
+            let r = Receiving {
+                key: format!("o{t}"),
+                offer_id: t * OFFER_ID_STEP,
+                incoming,
+                name: "f".into(),
+                to: lobby.clone(),
+                ticker: Ticker::new(PROGRESS_EVERY),
+                data_until: until,
+            };
+            offers.receiving.insert(("mallory".into(), t), r);
+        }
+        assert_eq!(offers.wake(), Some(now + Duration::from_secs(5)), "the loop wakes at the first deadline");
+        assert!(offers.stalled(now).is_empty());
+        assert_eq!(offers.stalled(now + Duration::from_secs(5)), [("mallory".to_owned(), 2)]);
+        assert_eq!(offers.stalled(now + ANSWER_WAIT).len(), 2);
     }
 
     #[test]
