@@ -224,6 +224,10 @@ pub struct Incoming {
     hasher: Sha256,
 }
 
+/// Partial-file names tried before a receive gives up (each taken by a
+/// file left behind or another transfer).
+const MAX_PART_TRIES: u32 = 100;
+
 impl Incoming {
     /// Starts receiving into `dir` the file `from` offered to `to`.
     pub fn create(
@@ -240,8 +244,20 @@ impl Incoming {
         let tag: String = from.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect();
         // Not the file's own name: a legal 255-byte name plus a suffix
         // would be too long for the file system.
-        let part = dir.join(format!(".cipherline-{tag}-{transfer}.part"));
-        let file = OpenOptions::new().write(true).create_new(true).open(&part).map_err(|e| io_error(&part, e))?;
+        // Transfer ids restart with every sending session, and names that
+        // differ only in dropped characters share a tag: a partial file
+        // left by a killed receiver, or another transfer's, must not stop
+        // this one. Never opened over an existing file (create_new).
+        let mut attempt = 0u32;
+        let (part, file) = loop {
+            let suffix = if attempt == 0 { String::new() } else { format!("-{attempt}") };
+            let part = dir.join(format!(".cipherline-{tag}-{transfer}{suffix}.part"));
+            match OpenOptions::new().write(true).create_new(true).open(&part) {
+                Ok(file) => break (part, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < MAX_PART_TRIES => attempt += 1,
+                Err(e) => return Err(io_error(&part, e)),
+            }
+        };
         Ok(Incoming {
             from: from.to_owned(),
             transfer,
@@ -429,5 +445,20 @@ mod tests {
         big.write(data).unwrap();
         assert_eq!(big.finish(&cipherline_proto::crypto::sha256(data)).unwrap(), dir.join(&long));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_partial_file_left_behind_does_not_stop_a_later_transfer_with_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Target::User("bob".into());
+        // A receiver killed mid-transfer left this; ids restart per session.
+        let stale = dir.path().join(".cipherline-alice-1.part");
+        std::fs::write(&stale, b"half").unwrap();
+        let data = b"second time";
+        let mut again = Incoming::create(dir.path(), "alice", &me, 1, "f.txt", data.len() as u64).unwrap();
+        again.write(data).unwrap();
+        let path = again.finish(&cipherline_proto::crypto::sha256(data)).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+        assert_eq!(std::fs::read(&stale).unwrap(), b"half", "never written over");
     }
 }
