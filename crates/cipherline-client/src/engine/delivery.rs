@@ -58,8 +58,8 @@ impl<C: Connector> Engine<C> {
         if let Outcome::File { .. } = outcome {
             return self.offered(live, d, outcome).await;
         }
-        let text = describe(&outcome);
-        if !self.emit(Event::Group { id: d.id, text }).await {
+        let Some((text, change)) = describe(outcome) else { return self.handled(live, d.seq).await };
+        if !self.emit(Event::Group { id: d.id, text, change }).await {
             return Step::Stop("the front-end went away".to_owned());
         }
         self.handled(live, d.seq).await
@@ -101,7 +101,7 @@ impl<C: Connector> Engine<C> {
             return Step::Stop("the front-end went away".to_owned());
         }
         if let Some(text) = notice
-            && !self.emit(Event::Group { id: d.id, text }).await
+            && !self.emit(Event::Group { id: d.id, text, change: GroupChange::Notice }).await
         {
             return Step::Stop("the front-end went away".to_owned());
         }
@@ -127,22 +127,59 @@ impl<C: Connector> Engine<C> {
 }
 
 /// A line for a group outcome that is not a message (raw peer strings).
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Message { .. } => String::new(),
-        Outcome::File { from, name, size, .. } => format!("{from} sent the file {name} ({size} bytes)"),
-        Outcome::Joined { target: Target::User(user), .. } => format!("{user} started an end-to-end conversation"),
-        Outcome::Joined { target, members } => format!("added to {} (members: {members})", target_name(target)),
-        Outcome::Changed { by, target, summary } => format!("{by} changed {}: {summary}", target_name(target)),
-        Outcome::Removed { by, target } => format!("{by} removed you from {}", target_name(target)),
-        Outcome::Failed { from, target, reason } => {
-            format!("a message in {} from {from} could not be read: {reason}", target_name(target))
+/// A group change for people, and as data; `None` for what is not one
+/// (messages and files are handled before).
+fn describe(outcome: Outcome) -> Option<(String, GroupChange)> {
+    Some(match outcome {
+        Outcome::Message { .. } | Outcome::File { .. } => return None,
+        Outcome::Joined { target: Target::User(by), .. } => {
+            (format!("{by} started an end-to-end conversation"), GroupChange::Started { by })
         }
-    }
+        Outcome::Joined { target: Target::Room(room), members } => {
+            (format!("added to {room} (members: {members})"), GroupChange::Added { room, members })
+        }
+        Outcome::Changed { by, target, summary } => (
+            format!("{by} changed {}: {summary}", target_name(&target)),
+            GroupChange::Changed { by, conversation: target, summary },
+        ),
+        Outcome::Removed { by, target } => (
+            format!("{by} removed you from {}", target_name(&target)),
+            GroupChange::Removed { by, conversation: target },
+        ),
+        Outcome::Failed { from, target, reason } => (
+            format!("a message in {} from {from} could not be read: {reason}", target_name(&target)),
+            GroupChange::Unreadable { from, conversation: target, reason },
+        ),
+    })
 }
 
 fn target_name(target: &Target) -> &str {
     match target {
         Target::Room(r) | Target::User(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_changes_carry_their_data_beside_the_text() {
+        let added = describe(Outcome::Joined { target: Target::Room("ops".into()), members: "a, b".into() });
+        assert_eq!(
+            added,
+            Some((
+                "added to ops (members: a, b)".to_owned(),
+                GroupChange::Added { room: "ops".into(), members: "a, b".into() }
+            ))
+        );
+        let started = describe(Outcome::Joined { target: Target::User("bob".into()), members: String::new() });
+        assert_eq!(started.map(|(_, c)| c), Some(GroupChange::Started { by: "bob".into() }));
+        // A name that looks like wording is data, never parsed back.
+        let removed = describe(Outcome::Removed { by: "x removed you from".into(), target: Target::Room("r".into()) });
+        assert_eq!(
+            removed.map(|(_, c)| c),
+            Some(GroupChange::Removed { by: "x removed you from".into(), conversation: Target::Room("r".into()) })
+        );
     }
 }

@@ -262,6 +262,8 @@ pub enum Event {
         id: u64,
         /// What happened, for people (raw peer strings: escape them).
         text: String,
+        /// The same, as data, for a front-end that words it its own way.
+        change: GroupChange,
     },
     /// The connection's state changed.
     Connection(ConnectionState),
@@ -309,6 +311,54 @@ pub enum Event {
         /// Where a download was saved (when done).
         path: Option<std::path::PathBuf>,
     },
+}
+
+/// What an [`Event::Group`] is about (raw peer strings: escape them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    /// `by` started an end-to-end direct conversation with this user.
+    Started {
+        /// The other person.
+        by: String,
+    },
+    /// This user was added to an end-to-end room.
+    Added {
+        /// The room.
+        room: String,
+        /// Its members, comma-separated, as their credentials name them.
+        members: String,
+    },
+    /// `by` changed a conversation's members (`summary`: `+name` and
+    /// `-name` words; empty when only `by`'s keys were renewed).
+    Changed {
+        /// Who committed.
+        by: String,
+        /// The room, or the other person.
+        conversation: Target,
+        /// What changed.
+        summary: String,
+    },
+    /// `by` removed this user from a conversation.
+    Removed {
+        /// Who committed.
+        by: String,
+        /// The room, or the other person.
+        conversation: Target,
+    },
+    /// A message could not be read (altered, forged, replayed, or for a
+    /// conversation this client is not in); `from` is who the relay says
+    /// sent it (not authenticated).
+    Unreadable {
+        /// The relay's sender.
+        from: String,
+        /// The room or person, as far as known.
+        conversation: Target,
+        /// Why.
+        reason: String,
+    },
+    /// What the sender's counter says after message `id` (messages of
+    /// theirs missing before it, or it came out of order).
+    Notice,
 }
 
 /// What a command answers.

@@ -337,7 +337,7 @@ impl<C: Connector> Engine<C> {
             let verified = Verified::of(&status);
             events.push(Event::FileOffered { id: d.id, from, to: target, name, size, e2e: true, verified });
             if !notice.is_empty() {
-                events.push(Event::Group { id: d.id, text: notice });
+                events.push(Event::Group { id: d.id, text: notice, change: GroupChange::Notice });
             }
             for event in events {
                 if !self.emit(event).await {

@@ -3,7 +3,7 @@
 //! are marked so they cannot pass for another message).
 
 use cipherline_client::display::{body, escape};
-use cipherline_client::engine::{ConnectionState, Event, Message, TransferState, Verified};
+use cipherline_client::engine::{ConnectionState, Event, GroupChange, Message, TransferState, Verified};
 use cipherline_proto::app::{Target, fold_name};
 
 use tokio::time::Instant;
@@ -29,7 +29,7 @@ pub(super) fn on_event(state: &Shared, event: Event) -> Option<String> {
                  (then /trust {name})."
             ));
         }
-        Event::Group { text, .. } => group(&mut st, &text),
+        Event::Group { text, change, .. } => group(&mut st, &text, change),
         Event::Connection(state) => return connection(&mut st, state),
         Event::FileOffered { id, from, to, name, size, e2e, verified } => {
             let place = match &to {
@@ -208,37 +208,34 @@ fn clock(ms: u64) -> String {
     }
 }
 
-/// A change of an end-to-end conversation, reworded from the engine's
-/// words (engine/delivery.rs `describe`) for a line client; rooms this user
-/// was added to or removed from are tracked. Names never hold spaces.
-fn group(st: &mut State, text: &str) {
-    let single = |s: &str| !s.is_empty() && !s.contains(' ');
-    if let Some(by) = text.strip_suffix(" started an end-to-end conversation")
-        && single(by)
-    {
-        st.show(format!("* {} started an end-to-end conversation with you", escape(by)));
-    } else if let Some(rest) = text.strip_prefix("added to ")
-        && let Some((room, members)) = rest.split_once(" (members: ")
-        && single(room)
-    {
-        st.e2e_rooms.insert(fold_name(room), room.to_owned());
-        let members = members.strip_suffix(')').unwrap_or(members);
-        st.show(format!("* you were added to the end-to-end room {} (members: {})", escape(room), escape(members)));
-        st.show(format!("  /join {} to talk there", escape(room)));
-    } else if let Some((by, room)) = text.split_once(" removed you from ")
-        && single(by)
-        && single(room)
-    {
-        st.show(format!("* {} removed you from the end-to-end room {}", escape(by), escape(room)));
-        st.left(room);
-    } else if let Some((by, what)) = text.strip_suffix(": ").and_then(|t| t.split_once(" changed "))
-        && single(by)
-        && single(what)
-    {
+/// A change of an end-to-end conversation, worded for a line client from
+/// the engine's data; rooms this user was added to or removed from are
+/// tracked. What chat has no words of its own for shows the engine's text.
+fn group(st: &mut State, text: &str, change: GroupChange) {
+    match change {
+        GroupChange::Started { by } => {
+            st.show(format!("* {} started an end-to-end conversation with you", escape(&by)));
+        }
+        GroupChange::Added { room, members } => {
+            st.show(format!(
+                "* you were added to the end-to-end room {} (members: {})",
+                escape(&room),
+                escape(&members)
+            ));
+            st.show(format!("  /join {} to talk there", escape(&room)));
+            st.e2e_rooms.insert(fold_name(&room), room);
+        }
+        GroupChange::Removed { by, conversation: Target::Room(room) } => {
+            st.show(format!("* {} removed you from the end-to-end room {}", escape(&by), escape(&room)));
+            st.left(&room);
+        }
         // A change with nothing to summarise: a leaf update.
-        st.show(format!("* {} renewed their keys in {}", escape(by), escape(what)));
-    } else {
-        st.show(format!("* {}", escape(text)));
+        GroupChange::Changed { by, conversation: Target::Room(what) | Target::User(what), summary }
+            if summary.is_empty() =>
+        {
+            st.show(format!("* {} renewed their keys in {}", escape(&by), escape(&what)));
+        }
+        _ => st.show(format!("* {}", escape(text))),
     }
 }
 

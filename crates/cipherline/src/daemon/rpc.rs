@@ -255,7 +255,7 @@ pub(super) fn notification(event: &Event) -> String {
             ("membership", json!({ "room": room, "name": name, "joined": joined }))
         }
         Event::KeyChanged { id, name } => ("key_changed", json!({ "id": id, "name": name })),
-        Event::Group { id, text } => ("group", json!({ "id": id, "text": text })),
+        Event::Group { id, text, .. } => ("group", json!({ "id": id, "text": text })),
         Event::FileOffered { .. } | Event::Transfer { .. } => {
             super::files::notification(event).unwrap_or(("transfer", Value::Null))
         }
@@ -408,7 +408,11 @@ mod tests {
             notification(&Event::Delivered { id: 1, by: "b".into() }),
             notification(&Event::Membership { room: "r".into(), name: "b".into(), joined: true }),
             notification(&Event::KeyChanged { id: 1, name: "b".into() }),
-            notification(&Event::Group { id: 1, text: "x".into() }),
+            notification(&Event::Group {
+                id: 1,
+                text: "x".into(),
+                change: cipherline_client::engine::GroupChange::Notice,
+            }),
             notification(&Event::Connection(ConnectionState::Connecting)),
             notification(&Event::Connection(ConnectionState::Connected { name: "a".into() })),
             notification(&Event::Connection(ConnectionState::Reconnecting {
