@@ -6,6 +6,8 @@
 //! Parsing is pure and strict about arguments: a command missing one is
 //! [`Slash::Usage`] with the line to show, never a guess.
 
+use cipherline_proto::app::RoomKind;
+
 /// A command's name and the one-line usage shown for it.
 pub struct Spec {
     /// The name, with its slash.
@@ -68,12 +70,20 @@ pub enum Slash<'a> {
     },
     /// `/trust USER`.
     Trust(&'a str),
+    /// `/create ROOM [--public | --open]`: end to end and invite-only
+    /// unless a flag says otherwise.
+    Create {
+        /// The room.
+        room: &'a str,
+        /// What kind.
+        kind: RoomKind,
+    },
     /// `/help`.
     Help,
     /// `/quit` or `/exit`.
     Quit,
     /// A command of the table whose arguments the front-end reads itself
-    /// (`/create`, `/invite`, `/kick`, files, `/rekey`, `/fingerprint`).
+    /// (`/invite`, `/kick`, files, `/rekey`, `/fingerprint`).
     Other {
         /// The command, with its slash.
         cmd: &'a str,
@@ -120,6 +130,19 @@ pub fn parse(line: &str) -> Slash<'_> {
             Some((user, "confirm")) => Slash::Verify { user, confirm: true },
             _ => Slash::Usage(usage("/verify")),
         },
+        "/create" => {
+            let mut words = rest.split_whitespace();
+            let kind = match words.nth(1) {
+                None => Some(RoomKind::Invite),
+                Some("--public") => Some(RoomKind::Public),
+                Some("--open") => Some(RoomKind::Open),
+                Some(_) => None,
+            };
+            match (rest.split_whitespace().next(), kind, words.next()) {
+                (Some(room), Some(kind), None) => Slash::Create { room, kind },
+                _ => Slash::Usage(usage(cmd)),
+            }
+        }
         "/join" | "/whois" | "/trust" => Slash::Usage(usage(cmd)),
         _ if COMMANDS.iter().any(|s| s.name == cmd) => Slash::Other { cmd, rest },
         _ => Slash::Unknown(cmd),
@@ -154,7 +177,9 @@ mod tests {
         assert_eq!(parse("/help"), Slash::Help);
         assert_eq!(parse("/members"), Slash::Members);
         assert_eq!(parse("/verify bob confirm"), Slash::Verify { user: "bob", confirm: true });
-        assert_eq!(parse("/create r --open"), Slash::Other { cmd: "/create", rest: "r --open" });
+        assert_eq!(parse("/create r --open"), Slash::Create { room: "r", kind: RoomKind::Open });
+        assert_eq!(parse("/create r --public"), Slash::Create { room: "r", kind: RoomKind::Public });
+        assert_eq!(parse("/create  r "), Slash::Create { room: "r", kind: RoomKind::Invite });
         assert_eq!(parse("hello /join x"), Slash::Say("hello /join x"));
         assert_eq!(parse("//join is a word"), Slash::Say("/join is a word"));
         assert_eq!(parse("   "), Slash::Empty);
@@ -163,7 +188,18 @@ mod tests {
 
     #[test]
     fn missing_arguments_are_a_usage_line_not_a_guess() {
-        for line in ["/msg bob", "/msg", "/join", "/join two words", "/verify", "/verify bob maybe", "/trust"] {
+        for line in [
+            "/msg bob",
+            "/msg",
+            "/join",
+            "/join two words",
+            "/verify",
+            "/verify bob maybe",
+            "/trust",
+            "/create",
+            "/create r --secret",
+            "/create r --open more",
+        ] {
             assert!(matches!(parse(line), Slash::Usage(u) if u.starts_with(line.split(' ').next().unwrap_or(""))));
         }
     }

@@ -63,9 +63,13 @@ impl<C: Connector> Engine<C> {
         Ok(Reply::Sent { id, e2e })
     }
 
+    /// Joins a room. Every request here takes one of the server's message
+    /// tokens like a text does, so after a pasted flood it may be refused
+    /// as too fast: paced as sends are.
     async fn join(&mut self, live: &mut Live, room: &str) -> Result<Reply, ClientError> {
+        let client = &mut live.client;
         if let Some(e2e) = &live.e2e
-            && live.client.room_info(room).await?.kind.is_some_and(RoomKind::is_e2e)
+            && paced(async || client.room_info(room).await).await?.kind.is_some_and(RoomKind::is_e2e)
         {
             // An end-to-end room delivers through its group: not joined.
             if e2e.room_group(room)?.is_none() {
@@ -73,7 +77,8 @@ impl<C: Connector> Engine<C> {
             }
             return Ok(Reply::Done);
         }
-        live.client.join(room).await?;
+        let client = &mut live.client;
+        paced(async || client.join(room).await).await?;
         self.rooms.insert(fold_name(room), room.to_owned());
         Ok(Reply::Done)
     }
@@ -133,7 +138,7 @@ const RATE_PAUSE: Duration = Duration::from_millis(500);
 
 /// Runs `request`, again after a pause (at most [`RATE_RETRIES`] times)
 /// while the server answers `rate_limited`, as `send` paces its lines.
-async fn paced<T>(mut request: impl AsyncFnMut() -> Result<T, ClientError>) -> Result<T, ClientError> {
+pub(super) async fn paced<T>(mut request: impl AsyncFnMut() -> Result<T, ClientError>) -> Result<T, ClientError> {
     let mut pause = RATE_PAUSE;
     for _ in 0..RATE_RETRIES {
         match request().await {

@@ -54,7 +54,10 @@ impl<C: Connector> Engine<C> {
 
     /// What `room` is: asked of the server, with this user's part in it.
     pub(super) async fn room_summary(&mut self, live: &mut Live, room: &str) -> Result<Reply, ClientError> {
-        let kind = live.client.room_info(room).await?.kind;
+        // Paced: a RoomInfo takes a message token (chat asks it on /join,
+        // perhaps right after a pasted flood).
+        let client = &mut live.client;
+        let kind = super::commands::paced(async || client.room_info(room).await).await?.kind;
         let member = match &live.e2e {
             Some(e2e) => e2e.room_group(room)?.is_some(),
             None => false,

@@ -116,6 +116,7 @@ pub(super) async fn run_line(line: String, engine: EngineHandle, state: Shared) 
         Slash::Verify { user, confirm: false } => verify(&engine, &state, user).await,
         Slash::Verify { user, confirm: true } => confirm(&engine, &state, user).await,
         Slash::Trust(user) => trust(&engine, &state, user).await,
+        Slash::Create { room, kind } => create(&engine, &state, room, kind).await,
         Slash::Other { cmd, rest } => other(&engine, &state, cmd, rest).await,
         Slash::Usage(usage) => show(format!("! usage: {usage}")),
         Slash::Unknown(cmd) => show(format!("! unknown command {}; /help lists them", escape(cmd))),
@@ -334,7 +335,6 @@ async fn other(engine: &EngineHandle, state: &Shared, cmd: &str, rest: &str) {
     let show = |text: String| state.borrow_mut().show(text);
     let here = state.borrow().room.clone();
     match cmd {
-        "/create" => create(engine, state, rest).await,
         "/invite" | "/kick" => {
             let users: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
             let Some(room) = here.filter(|r| state.borrow().is_e2e_room(r)) else {
@@ -379,18 +379,7 @@ async fn other(engine: &EngineHandle, state: &Shared, cmd: &str, rest: &str) {
 }
 
 /// `/create ROOM [--public | --open]`.
-async fn create(engine: &EngineHandle, state: &Shared, rest: &str) {
-    let mut words = rest.split_whitespace();
-    let room = words.next();
-    let kind = match words.next() {
-        None => Some(RoomKind::Invite),
-        Some("--public") => Some(RoomKind::Public),
-        Some("--open") => Some(RoomKind::Open),
-        Some(_) => None,
-    };
-    let (Some(room), Some(kind), None) = (room, kind, words.next()) else {
-        return state.borrow_mut().show("! usage: /create ROOM [--public | --open]");
-    };
+async fn create(engine: &EngineHandle, state: &Shared, room: &str, kind: RoomKind) {
     match engine.run(Command::Create { room: room.to_owned(), kind }).await {
         Ok(_) => {
             let mut st = state.borrow_mut();

@@ -726,6 +726,7 @@ impl App {
             Slash::Whois(user) => return run(Command::Whois(user.to_owned())),
             Slash::Verify { user, confirm } => return run(Command::Verify { user: user.to_owned(), confirm }),
             Slash::Trust(user) => return run(Command::Trust(user.to_owned())),
+            Slash::Create { room, kind } => return run(Command::Create { room: room.to_owned(), kind }),
             Slash::Other { cmd, rest } => match self.file_command(cmd, rest) {
                 Some(actions) => return actions,
                 None => return self.people_command(cmd, rest),

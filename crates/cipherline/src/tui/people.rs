@@ -6,7 +6,7 @@
 use cipherline_client::engine::{
     Command, ConversationSummary, HistoryEntry, KeyState, Member as EngineMember, Reply, SessionSummary, Verified,
 };
-use cipherline_proto::app::{RoomKind, Target, fold_name};
+use cipherline_proto::app::{Target, fold_name};
 
 use super::app::{Action, App, Entry, Member, same};
 
@@ -221,20 +221,6 @@ impl App {
         let here = self.conversation().map(|c| c.target.clone());
         let users: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
         match cmd {
-            "/create" => {
-                let mut words = rest.split_whitespace();
-                let room = words.next();
-                let kind = match words.next() {
-                    None => Some(RoomKind::Invite),
-                    Some("--public") => Some(RoomKind::Public),
-                    Some("--open") => Some(RoomKind::Open),
-                    Some(_) => None,
-                };
-                match (room, kind, words.next()) {
-                    (Some(room), Some(kind), None) => return run(Command::Create { room: room.to_owned(), kind }),
-                    _ => self.notice("usage: /create ROOM [--public | --open]", true),
-                }
-            }
             "/invite" | "/kick" => match here {
                 Some(Target::Room(room)) if !users.is_empty() => {
                     return run(if cmd == "/invite" {
