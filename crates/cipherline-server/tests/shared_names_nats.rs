@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cipherline_client::ClientError;
 use cipherline_proto::ServerConfig;
@@ -19,40 +17,8 @@ use cipherline_server::{Identities, Limits, NatsOptions, NatsStore, RunOptions, 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use cipherline_testkit::NatsServer;
 use common::{connect_as, key};
-
-/// A `nats-server -js` on a loopback port, killed on drop.
-struct Nats(Child);
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_nats(dir: &std::path::Path) -> (Nats, String) {
-    let binary =
-        ["/usr/sbin/nats-server", "/usr/bin/nats-server"].into_iter().find(|p| std::path::Path::new(p).exists());
-    let binary = binary.expect("nats-server is not installed: apt-get install nats-server (.ci/run does)");
-    // A free port: bound, read and released (nats-server takes it next).
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    // The store's records need more than the default 1 MB payload.
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("nats.conf");
-    let text = format!("host: 127.0.0.1\nport: {port}\nmax_payload: 4MB\njetstream {{\n  store_dir: {:?}\n}}\n", dir);
-    std::fs::write(&config, text).unwrap();
-    let child =
-        Command::new(binary).arg("-c").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let nats = Nats(child);
-    let url = format!("nats://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen in 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (nats, url)
-}
 
 /// A relay node: its own SQLite store (blobs) in `dir`, queues and keys on NATS.
 async fn node(dir: &std::path::Path, url: &str) -> (String, oneshot::Sender<()>) {
@@ -94,7 +60,8 @@ fn mismatch(r: &Result<cipherline_client::Client, ClientError>) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_jetstream_racing_to_bind_one_name_agree_on_one_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, url) = start_nats(&dir.path().join("js")).await;
+    let nats = NatsServer::start();
+    let url = nats.url().to_owned();
     let (da, db) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&da).unwrap();
     std::fs::create_dir_all(&db).unwrap();

@@ -485,7 +485,7 @@ async fn acknowledged_appends_survive_sigkill() {
 async fn nats_open_refuses_a_server_whose_max_payload_is_too_small() {
     let server = common::NatsServer::start();
     let options = cipherline_store::NatsOptions { max_payload_bytes: 8 * 1024 * 1024, ..Default::default() };
-    let err = cipherline_store::NatsStore::connect(&server.url, options).await.unwrap_err();
+    let err = cipherline_store::NatsStore::connect(server.url(), options).await.unwrap_err();
     assert!(matches!(err, StoreError::Nats(_)), "{err:?}");
     assert!(err.to_string().contains("max_payload"), "{err}");
 }
@@ -495,7 +495,7 @@ async fn nats_open_refuses_a_server_whose_max_payload_is_too_small() {
 #[tokio::test]
 async fn nats_open_refuses_a_foreign_stream_of_its_name() {
     let server = common::NatsServer::start();
-    let client = async_nats::connect(&server.url).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "CIPHERLINE_KV".to_owned(),
@@ -504,7 +504,7 @@ async fn nats_open_refuses_a_foreign_stream_of_its_name() {
     })
     .await
     .unwrap();
-    let err = cipherline_store::NatsStore::connect(&server.url, Default::default()).await.unwrap_err();
+    let err = cipherline_store::NatsStore::connect(server.url(), Default::default()).await.unwrap_err();
     assert!(err.to_string().contains("CIPHERLINE_KV"), "{err}");
 }
 
@@ -536,7 +536,7 @@ async fn nats_foreign_records_in_a_queue_are_errors() {
     let Harness::Nats(server) = &h else { unreachable!() };
     let store = h.open().await;
     store.append("good", b"x".to_vec(), 1).await.unwrap();
-    let client = async_nats::connect(&server.url).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     // Queue "q" is subject cipherline.q.h71; "r" is h72.
     js.publish("cipherline.q.h71", "no headers".into()).await.unwrap().await.unwrap();
@@ -599,7 +599,7 @@ async fn nats_acknowledged_appends_survive_sigkill_of_the_writer() {
     let server = common::NatsServer::start();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "nats_acknowledged_appends_survive_sigkill_of_the_writer", "--nocapture", "--test-threads=1"])
-        .env(NATS_CRASH_CHILD_ENV, &server.url)
+        .env(NATS_CRASH_CHILD_ENV, server.url())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -622,7 +622,7 @@ async fn nats_acknowledged_appends_survive_sigkill_of_the_writer() {
     let status = child.wait().unwrap();
     assert!(killed && !status.success(), "the child must be killed mid-flood: {status:?}");
 
-    let store = cipherline_store::NatsStore::connect(&server.url, Default::default()).await.unwrap();
+    let store = cipherline_store::NatsStore::connect(server.url(), Default::default()).await.unwrap();
     let mut lost = 0usize;
     for (queue, seq, payload) in &acked {
         let m = store.read(queue, seq - 1, 1).await.unwrap();

@@ -9,90 +9,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cipherline_client::{Client, Options};
 use cipherline_proto::ClientConfig;
 use cipherline_proto::app::{ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::IdentityKey;
+use cipherline_testkit::NatsServer;
 use common::{Server, bin};
 use tokio::time::timeout;
 
-/// A `nats-server` with JetStream on a free loopback port, killed on drop.
-struct Nats {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Nats {
-    fn start() -> Nats {
-        // $NATS_SERVER, else on the path, else Debian's /usr/sbin.
-        let binary = std::env::var_os("NATS_SERVER").map(PathBuf::from).unwrap_or_else(|| {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            std::env::split_paths(&path)
-                .chain([PathBuf::from("/usr/sbin")])
-                .map(|dir| dir.join("nats-server"))
-                .find(|p| p.is_file())
-                .expect("nats-server is not installed (apt-get install nats-server): this test needs it")
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("nats.conf");
-        let store = dir.path().join("js");
-        std::fs::write(
-            &config,
-            format!(
-                "host: 127.0.0.1\nport: -1\nmax_payload: 4MB\njetstream {{\n  store_dir: {:?}\n}}\n",
-                store.display().to_string()
-            ),
-        )
-        .unwrap();
-        let ports = dir.path().join("ports");
-        std::fs::create_dir(&ports).unwrap();
-        let mut child = Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .arg("--ports_file_dir")
-            .arg(&ports)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = wait_for_url(&ports.join(format!("nats-server_{}.ports", child.id())), &mut child);
-        Nats { child, url, _dir: dir }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for_url(path: &Path, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        // {"nats":["nats://127.0.0.1:PORT"],...}
-        if let Some(start) = text.find("nats://")
-            && let Some(len) = text[start..].find('"')
-        {
-            return text[start..start + len].to_owned();
-        }
-        assert!(child.try_wait().unwrap().is_none(), "nats-server exited at start");
-        assert!(Instant::now() < deadline, "nats-server wrote no ports file in 20 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `serve` with the X25519 key `key`, the data directory `data` and the
 /// store on `nats`.
-fn relay(key: &Path, data: &Path, nats: &Nats) -> Server {
+fn relay(key: &Path, data: &Path, nats: &NatsServer) -> Server {
     Server::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -101,7 +34,7 @@ fn relay(key: &Path, data: &Path, nats: &Nats) -> Server {
         "--key",
         key.to_str().unwrap(),
         "--store",
-        &nats.url,
+        nats.url(),
     ])
 }
 
@@ -118,7 +51,7 @@ async fn connect(addr: &str, name: &str, seed: u8) -> Client {
 
 #[test]
 fn a_message_stored_through_one_relay_is_delivered_by_another_on_the_same_nats() {
-    let nats = Nats::start();
+    let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("server_x25519");
     let made =
