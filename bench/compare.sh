@@ -13,7 +13,8 @@
 # cipherline handshakes for each suite, openssl s_server/s_time TLS 1.3 with
 # the same RSA-2048 key, room fan-out against ngircd (plaintext, and TLS
 # through stunnel) with flood limits lifted, bulk relay against iperf3, and
-# the server's RSS at 1,000 and 10,000 idle connections. Prints a table of
+# the server's RSS at 1,000 and 10,000 idle connections, and acknowledged
+# durable messages against NATS JetStream. Prints a table of
 # ratios and writes everything as JSON to bench/results.json (OUT=... to
 # change). Every load is bounded in count and time and stops by itself;
 # every address is 127.0.0.1.
@@ -30,8 +31,10 @@ GEN_CORE=1
 
 if [ "$QUICK" = 1 ]; then
   HS_SECS=2; TLS_SECS=2; SPEED_SECS=1; BULK_BYTES=$((256 << 20)); IPERF_SECS=2; FAN_MSGS=50; IDLE_BIG=2000
+  DUR_MSGS=500
 else
   HS_SECS=5; TLS_SECS=5; SPEED_SECS=5; BULK_BYTES=$((2 << 30)); IPERF_SECS=5; FAN_MSGS=200; IDLE_BIG=10000
+  DUR_MSGS=2500
 fi
 FAN_CLIENTS=50
 FAN_SIZE=100
@@ -60,6 +63,7 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || need+=(stunnel4)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]}"
@@ -74,6 +78,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   [ "$made_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
 NGIRCD=$(command -v ngircd || echo /usr/sbin/ngircd)
+NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
 STUNNEL=$(command -v stunnel4 || command -v stunnel)
 
 log "building release binaries"
@@ -164,6 +169,10 @@ log "openssl speed rsa2048 (core $SERVER_CORE)"
 taskset -c $SERVER_CORE openssl speed -seconds "$SPEED_SECS" rsa2048 2>/dev/null >"$RAW/speed.txt"
 awk '/^rsa 2048 bits/ { printf "{\"sign_per_sec\": %s, \"verify_per_sec\": %s}\n", $6, $7 }' "$RAW/speed.txt" \
   >"$RAW/openssl_speed.json"
+log "openssl speed ecdhx25519 (core $SERVER_CORE)"
+taskset -c $SERVER_CORE openssl speed -seconds "$SPEED_SECS" ecdhx25519 2>/dev/null >"$RAW/speed_x25519.txt"
+awk '/ecdh \(X25519\)/ { printf "{\"ops_per_sec\": %s}\n", $NF }' "$RAW/speed_x25519.txt" \
+  >"$RAW/openssl_x25519.json"
 # The same operation through the function the server's handshake calls
 # (aws-lc's RSA-OAEP decryption), and X25519 for the X25519 key.
 for k in rsa2048.pem rsa3072 x25519; do
@@ -335,6 +344,29 @@ EOF
 }
 idle 1000
 idle "$IDLE_BIG"
+
+# --- 7. acknowledged durable messages: the SQLite store against JetStream -----
+# The same load on both: 4 connections, each with at most 64 messages
+# awaiting their acknowledgement, 100-byte messages spread over 4
+# recipients' queues (subjects). cipherline acknowledges a message once it
+# is committed to SQLite (WAL, synchronous=FULL, group commit); JetStream
+# once its file store took it (nats-server 2.9 writes through to the file
+# but syncs to disk only every 2 minutes by default: see BENCHMARKS.md).
+dur_args=(--senders 4 --messages "$DUR_MSGS" --size 100 --window 64 --recipients 4 --timeout 300)
+start_cipherline "$WORK/rsa2048.pem"
+log "durable, cipherline on SQLite"
+gen_cl durable "${dur_args[@]}" >"$RAW/durable_cl.json" || true
+stop "$SRV_PID"
+NATS_PORT=$(free_port)
+taskset -c $SERVER_CORE "$NATS" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/jetstream" \
+  >"$WORK/nats.log" 2>&1 &
+NATS_PID=$!
+PIDS+=("$NATS_PID")
+wait_port "$NATS_PORT"
+log "durable, NATS JetStream (file storage, one replica)"
+gen durable --protocol nats "${dur_args[@]}" --server "127.0.0.1:$NATS_PORT" --server-pid "$NATS_PID" --json \
+  >"$RAW/durable_nats.json" || true
+stop "$NATS_PID"
 
 # --- the table ------------------------------------------------------------------
 python3 "$ROOT/bench/table.py" "$RAW" "$OUT" "$(date -u +%Y-%m-%dT%H:%MZ)" "$IDLE_BIG"

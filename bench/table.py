@@ -89,38 +89,49 @@ def below(x, bound):
     return None if x is None else x < bound
 
 
+def at_most(x, bound):
+    return None if x is None else x <= bound
+
+
+# The targets are issue 19's: each a ratio to an anchor measured in the
+# same run (or an absolute bound where the issue gives one).
 rsa_sign = speed.get("sign_per_sec")
 awslc_rsa = get("privop_rsa2048", "ops_per_cpu_sec")
 row("RSA-2048 private ops/s per core, aws-lc OAEP decrypt (the server's)", awslc_rsa, rsa_sign,
     "openssl speed rsa2048 sign/s", "(anchor)", None)
-for suite, label in [("0x0111", "RSA-2048 + X25519"), ("0x0121", "RSA-2048 + X25519MLKEM768 (default)")]:
+for suite, label, targeted in [("0x0121", "RSA-2048 + X25519MLKEM768 (default)", True),
+                               ("0x0111", "RSA-2048 + X25519", False)]:
     name = "hs_rsa2048_" + suite
     per_core = get(name, "handshakes_per_server_cpu_sec")
     wall = get(name, "handshakes_per_sec")
     row(f"handshakes/s per server core, {label} [{suite}]", per_core, rsa_sign, "openssl speed rsa2048 sign/s",
-        ">= 0.9x", at_least(ratio(per_core, rsa_sign), 0.9),
+        ">= 0.8x" if targeted else "(none)", at_least(ratio(per_core, rsa_sign), 0.8) if targeted else None,
         f"wall {wall}/s; {ratio(per_core, awslc_rsa)}x aws-lc's private-op rate")
-    row(f"  same, against TLS 1.3 s_server (RSA-2048) per core", per_core, tls.get("handshakes_per_server_cpu_sec"),
-        "openssl s_server TLS 1.3", ">= 2x", at_least(ratio(per_core, tls.get("handshakes_per_server_cpu_sec")), 2.0),
+    tls_core = tls.get("handshakes_per_server_cpu_sec")
+    row("  same, against TLS 1.3 s_server (RSA-2048) per core", per_core, tls_core,
+        "openssl s_server TLS 1.3", ">= 2x" if targeted else "(none)",
+        at_least(ratio(per_core, tls_core), 2.0) if targeted else None,
         f"s_server wall {tls.get('handshakes_per_sec')}/s")
 x_core = get("hs_x25519_0x0221", "handshakes_per_server_cpu_sec")
-row("handshakes/s per server core, X25519 + X25519MLKEM768 [0x0221]", x_core, 5000, "target", ">= 5000/s",
-    at_least(x_core, 5000), f"wall {get('hs_x25519_0x0221', 'handshakes_per_sec')}/s")
+x_speed = get("openssl_x25519", "ops_per_sec")
+row("handshakes/s per server core, X25519 key + X25519MLKEM768 [0x0221]", x_core, x_speed,
+    "openssl speed ecdhx25519 op/s", ">= 0.25x", at_least(ratio(x_core, x_speed), 0.25),
+    f"wall {get('hs_x25519_0x0221', 'handshakes_per_sec')}/s")
 
-cl_cpu = get("fan_cl_flood", "server_cpu_us_per_delivery")
-row("fan-out flood: server CPU per delivery (us)", cl_cpu, get("fan_irc_flood", "server_cpu_us_per_delivery"),
-    "ngircd plaintext", "below ngircd plaintext",
-    below(ratio(cl_cpu, get("fan_irc_flood", "server_cpu_us_per_delivery")), 1.0),
-    f"ngircd TLS {get('fan_ircs_flood', 'server_cpu_us_per_delivery')} us")
 cl_rate = get("fan_cl_flood", "deliveries_per_sec")
 row("fan-out flood: deliveries/s", cl_rate, get("fan_ircs_flood", "deliveries_per_sec"), "ngircd TLS",
     ">= 1.5x", at_least(ratio(cl_rate, get("fan_ircs_flood", "deliveries_per_sec")), 1.5),
     f"ngircd plaintext {get('fan_irc_flood', 'deliveries_per_sec')}/s")
+cl_cpu = get("fan_cl_flood", "server_cpu_us_per_delivery")
+row("fan-out flood: server CPU per delivery (us)", cl_cpu, get("fan_irc_flood", "server_cpu_us_per_delivery"),
+    "ngircd plaintext", "<= 0.8x",
+    at_most(ratio(cl_cpu, get("fan_irc_flood", "server_cpu_us_per_delivery")), 0.8),
+    f"ngircd TLS {get('fan_ircs_flood', 'server_cpu_us_per_delivery')} us")
 row("fan-out flood: p99 latency (ms)", get("fan_cl_flood", "p99_ms"), get("fan_irc_flood", "p99_ms"),
     "ngircd plaintext", "(none)", None, f"ngircd TLS {get('fan_ircs_flood', 'p99_ms')} ms")
 paced = get("fan_cl_paced", "p99_ms")
 row("fan-out paced 20 msg/s/client: p99 latency (ms)", paced, get("fan_irc_paced", "p99_ms"), "ngircd plaintext",
-    "< 5 ms", below(paced, 5.0), f"ngircd TLS {get('fan_ircs_paced', 'p99_ms')} ms")
+    "< 2 ms", below(paced, 2.0), f"ngircd TLS {get('fan_ircs_paced', 'p99_ms')} ms")
 
 bulk = get("bulk_cl", "mb_per_sec")
 row("bulk relay MB/s", bulk, iperf.get("mb_per_sec"), "iperf3 single stream", ">= 0.5x",
@@ -128,10 +139,18 @@ row("bulk relay MB/s", bulk, iperf.get("mb_per_sec"), "iperf3 single stream", ">
 
 for n in (1000, idle_big):
     per = get(f"idle_{n}", "server_rss_per_conn_bytes")
-    target = "<= 8192" if n == idle_big else "(none)"
+    target = "<= 3072" if n == idle_big else "(none)"
     row(f"server RSS per idle connection at {n} (bytes)", per, None, "", target,
-        (None if per is None else per <= 8192) if n == idle_big else None,
-        f"RSS {get(f'idle_{n}', 'server_rss_kib')} KiB with {get(f'idle_{n}', 'established')} held")
+        at_most(per, 3072) if n == idle_big else None,
+        f"RSS {get(f'idle_{n}', 'server_rss_kib')} KiB with {get(f'idle_{n}', 'established')} held; "
+        "ngircd plaintext: 2.65 kB (issue 19)")
+
+durable = get("durable_cl", "acked_per_sec")
+jetstream = get("durable_nats", "acked_per_sec")
+row("acknowledged durable messages/s, SQLite store (fsync, group commit)", durable, jetstream,
+    "NATS JetStream, file storage, 1 replica", ">= 1.0x", at_least(ratio(durable, jetstream), 1.0),
+    f"server CPU {get('durable_cl', 'server_cpu_us_per_message')} us/message, "
+    f"nats-server {get('durable_nats', 'server_cpu_us_per_message')} us/publish")
 
 suites = []
 for name, r in raw.items():

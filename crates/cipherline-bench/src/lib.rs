@@ -26,7 +26,8 @@
 //!
 //! Modules: [`target`] (address, loopback check, trust), [`stats`]
 //! (percentiles, /proc readings), [`handshake`], [`fanout`] (cipherline),
-//! [`irc`] (the same fan-out over IRC), [`bulk`], [`idle`], [`privop`]
+//! [`irc`] (the same fan-out over IRC), [`bulk`], [`idle`], [`durable`]
+//! (acknowledged durable messages/s, and the same load on NATS JetStream), [`privop`]
 //! (the server key's private-operation rate, the handshake ceiling),
 //! [`error`].
 
@@ -34,6 +35,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod bulk;
+pub mod durable;
 pub mod error;
 pub mod fanout;
 pub mod handshake;

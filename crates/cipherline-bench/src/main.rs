@@ -8,17 +8,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cipherline_bench::durable::DurableOptions;
 use cipherline_bench::fanout::{FanoutOptions, MIN_SIZE};
 use cipherline_bench::handshake::{HandshakeOptions, parse_suite};
 use cipherline_bench::idle::IdleOptions;
 use cipherline_bench::irc::MAX_IRC_SIZE;
 use cipherline_bench::target::resolve_addr;
-use cipherline_bench::{BenchError, Report, Target, TrustArgs, bulk, fanout, handshake, idle, irc, privop};
+use cipherline_bench::{BenchError, Report, Target, TrustArgs, bulk, durable, fanout, handshake, idle, irc, privop};
 use cipherline_proto::Suite;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Load generator for cipherline servers: handshakes, room fan-out (also
-/// over IRC, for comparison), bulk file relay and idle connections. Only
+/// over IRC, for comparison), bulk file relay, acknowledged durable
+/// messages (also on NATS JetStream, for comparison) and idle connections. Only
 /// loopback targets unless --allow-remote; every load is bounded.
 #[derive(Debug, Parser)]
 #[command(name = "cipherline-bench", version)]
@@ -36,6 +38,10 @@ enum Mode {
     Fanout(FanoutArgs),
     /// One client streams a file transfer through the relay to another.
     Bulk(BulkArgs),
+    /// Acknowledged durable messages per second: senders send direct
+    /// messages to offline recipients whose messages the server stores
+    /// (or, with --protocol nats, the same load as JetStream publishes).
+    Durable(DurableArgs),
     /// Holds N authenticated idle connections until SIGINT/SIGTERM, the end
     /// of standard input (with --stdin), or --hold seconds.
     Idle(IdleArgs),
@@ -134,6 +140,47 @@ struct FanoutArgs {
     room: String,
     /// Client names are this plus a number.
     #[arg(long, default_value = "b")]
+    name_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Store {
+    Cipherline,
+    Nats,
+}
+
+#[derive(Debug, Args)]
+struct DurableArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// cipherline, or a NATS JetStream stream for comparison (then
+    /// --server is the NATS server, HOST:PORT, and --server-pid
+    /// nats-server's process).
+    #[arg(long, value_enum, default_value = "cipherline")]
+    protocol: Store,
+    /// Sending connections.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    senders: u32,
+    /// Messages each sender sends.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    messages: u32,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    size: u32,
+    /// Unacknowledged messages one connection may have in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    window: u32,
+    /// Offline recipients with stored queues (a server keeps at most
+    /// `max_queued_messages_per_recipient`, default 10,000, for each).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    recipients: u32,
+    /// Seconds the run may take once every sender is connected.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Names are this plus s or r and a number.
+    #[arg(long, default_value = "d")]
     name_prefix: String,
 }
 
@@ -247,6 +294,28 @@ async fn run(mode: Mode) -> Result<(Report, bool), BenchError> {
             let target = Arc::new(Target::resolve(&a.common.server, &a.trust, a.common.allow_remote).await?);
             let limit = seconds("timeout", a.timeout)?;
             Ok((bulk::run(target, a.bytes, limit, &a.name_prefix, a.common.server_pid).await?, a.common.json))
+        }
+        Mode::Durable(a) => {
+            let opts = DurableOptions {
+                senders: a.senders as usize,
+                messages: a.messages as usize,
+                size: a.size as usize,
+                window: a.window as usize,
+                recipients: a.recipients as usize,
+                timeout: seconds("timeout", a.timeout)?,
+                name_prefix: a.name_prefix,
+            };
+            let report = match a.protocol {
+                Store::Cipherline => {
+                    let target = Arc::new(Target::resolve(&a.common.server, &a.trust, a.common.allow_remote).await?);
+                    durable::run(target, &opts, a.common.server_pid).await?
+                }
+                Store::Nats => {
+                    let addr = resolve_addr(&a.common.server, a.common.allow_remote).await?;
+                    durable::run_nats(&format!("nats://{addr}"), &opts, a.common.server_pid).await?
+                }
+            };
+            Ok((report, a.common.json))
         }
         Mode::PrivateOp(a) => Ok((privop::run(&a.key, seconds("duration", a.duration)?)?, a.json)),
         Mode::Idle(a) => {
