@@ -339,7 +339,8 @@ impl Listen {
     /// (its group delivers to its members), but this user must be on the
     /// relay's list. Then what the server keeps, and files left pending.
     async fn enter(&mut self, link: &mut Link) -> Result<(), Ended> {
-        let room = &self.args.room;
+        let args = self.args;
+        let room = &args.room;
         let joined = |reply: &Reply| match reply {
             Reply::Status(status) => status.rooms.iter().any(|r| fold_name(r) == fold_name(room)),
             _ => false,
