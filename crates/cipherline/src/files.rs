@@ -1,15 +1,13 @@
 //! File transfer on the command line: sending one file over an unsplit
 //! client, and receiving offered files into a directory.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cipherline_client::Client;
 use cipherline_client::display::escape;
-use cipherline_client::peers::{MessageStatus, Peers};
-use cipherline_client::transfer::{Incoming, Outgoing, TransferError};
+use cipherline_client::transfer::Outgoing;
 use cipherline_proto::app::{ClientMessage, MAX_CHUNK, ServerMessage, Target};
 use indicatif::{ProgressBar, ProgressStyle};
 

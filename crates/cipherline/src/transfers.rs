@@ -7,26 +7,23 @@
 //! peer string escaped.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use cipherline_client::LocalStore;
 use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
 use cipherline_client::files::upload::{UploadEvent, Uploaded};
-use cipherline_client::files::{DownloadRecord, DownloadState, Ticker, TransferId, download, upload};
+use cipherline_client::files::{DownloadRecord, Ticker, TransferId, download, upload};
 use cipherline_proto::app::Target;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::client_args::ClientArgs;
 use crate::error::CliError;
-use crate::files::{Downloads, hex, progress_bar};
+use crate::files::{hex, progress_bar};
 
 /// How often a JSON progress event is written at most.
 const JSON_EVERY: Duration = Duration::from_millis(250);
-/// Downloads `listen --accept-files` runs at once.
-pub use cipherline_client::files::MAX_DOWNLOADS;
 /// How long `listen` waits before trying an interrupted download again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -264,37 +261,6 @@ pub fn report_failed(id: u64, why: &str, as_json: bool) {
         println!("{}", json!({ "event": "file_failed", "id": format!("d{id}"), "reason": why }));
     } else {
         eprintln!("file d{id} failed: {}", escape(why));
-    }
-}
-
-/// Prints that a file was announced.
-pub fn report_offered(record: &DownloadRecord, accepting: Option<&Path>, as_json: bool) {
-    let (kind, place) = match &record.target {
-        Target::Room(r) => ("room", r.as_str()),
-        Target::User(u) => ("to", u.as_str()),
-    };
-    if as_json {
-        println!(
-            "{}",
-            json!({ "event": "file_offered", "id": format!("d{}", record.id), "from": record.from, kind: place,
-                    "name": record.name, "size": record.size, "sha256": hex(&record.sha256),
-                    "accepting": accepting.is_some() })
-        );
-    } else {
-        let what = match accepting {
-            Some(dir) => format!("saving it into {}", escape(&dir.display().to_string())),
-            None => format!("get it with `cipherline files get d{}`", record.id),
-        };
-        let room = match &record.target {
-            Target::Room(r) => format!(" in {}", escape(r)),
-            Target::User(_) => String::new(),
-        };
-        eprintln!(
-            "{} sent the file {} ({} bytes, end-to-end encrypted){room}: {what}",
-            escape(&record.from),
-            escape(&record.name),
-            record.size
-        );
     }
 }
 

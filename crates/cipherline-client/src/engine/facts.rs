@@ -84,7 +84,15 @@ pub(super) struct Received {
 
 impl Received {
     /// Notes a file received and checked (the oldest noted goes).
-    pub(super) fn note(&mut self, transfer: &str, from: &str, path: &std::path::Path, size: u64, sha256: &[u8; 32], status: &MessageStatus) {
+    pub(super) fn note(
+        &mut self,
+        transfer: &str,
+        from: &str,
+        path: &std::path::Path,
+        size: u64,
+        sha256: &[u8; 32],
+        status: &MessageStatus,
+    ) {
         if self.files.len() >= MAX_RECEIVED {
             self.files.pop_front();
         }
@@ -148,11 +156,7 @@ impl<C: Connector> Engine<C> {
     /// (its sender is told); an end-to-end one declined as
     /// [`Command::DeclineFile`] does (the relay takes no reason).
     pub(super) async fn refuse_file(&mut self, live: &mut Live, id: u64, reason: String) -> Result<Reply, ClientError> {
-        if is_offer_id(id) {
-            self.refuse_offer(live, id, reason).await
-        } else {
-            self.decline_file(live, id).await
-        }
+        if is_offer_id(id) { self.refuse_offer(live, id, reason).await } else { self.decline_file(live, id).await }
     }
 }
 
@@ -172,6 +176,9 @@ mod tests {
         assert!(received.find("o0").is_none(), "the oldest went");
         let last = format!("o{}", MAX_RECEIVED + 9);
         let f = received.find(&last).unwrap();
-        assert_eq!((f.size, f.sha256, f.verified, f.new_key.as_deref()), (MAX_RECEIVED as u64 + 9, [7; 32], Verified::Unsigned, None));
+        assert_eq!(
+            (f.size, f.sha256, f.verified, f.new_key.as_deref()),
+            (MAX_RECEIVED as u64 + 9, [7; 32], Verified::Unsigned, None)
+        );
     }
 }

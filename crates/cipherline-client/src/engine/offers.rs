@@ -626,7 +626,12 @@ impl<C: Connector> Engine<C> {
 
     /// [`Command::RefuseFile`] of a version-1 offer: its sender is told
     /// why (a FileCancel: a FileAnswer carries no reason).
-    pub(super) async fn refuse_offer(&mut self, live: &mut Live, id: u64, reason: String) -> Result<Reply, ClientError> {
+    pub(super) async fn refuse_offer(
+        &mut self,
+        live: &mut Live,
+        id: u64,
+        reason: String,
+    ) -> Result<Reply, ClientError> {
         let o = self
             .offers
             .take_offer(|o| o.id == id)

@@ -37,7 +37,6 @@ use crate::transfers::{JsonProgress, RETRY_AFTER, report_failed, report_retrying
 pub(super) struct Offered {
     pub(super) id: u64,
     pub(super) from: String,
-    pub(super) to: Target,
     pub(super) name: String,
     pub(super) size: u64,
     pub(super) e2e: bool,
@@ -162,7 +161,8 @@ impl Listen {
             None => match self.ask(link, Command::GetFile { id: o.id, dir }).await {
                 Ok(Reply::Transfer { transfer }) => {
                     self.files.used = self.files.used.saturating_add(o.size);
-                    let tracked = Tracked { from: o.from.clone(), name: o.name.clone(), size: o.size, counted: true, e2e: None };
+                    let tracked =
+                        Tracked { from: o.from.clone(), name: o.name.clone(), size: o.size, counted: true, e2e: None };
                     self.files.tracked.insert(transfer, tracked);
                     eprintln!("{} offers {} ({} bytes): accepting", escape(&o.from), escape(&o.name), o.size);
                     return Ok(());
@@ -211,7 +211,8 @@ impl Listen {
     /// Asks for an end-to-end file (admitted already) and follows it.
     async fn fetch(&mut self, link: &mut Link, info: DownloadInfo, dir: PathBuf) {
         let transfer = info.transfer.clone();
-        let tracked = Tracked { from: info.from.clone(), name: info.name.clone(), size: info.size, counted: true, e2e: None };
+        let tracked =
+            Tracked { from: info.from.clone(), name: info.name.clone(), size: info.size, counted: true, e2e: None };
         let offer = info.offer;
         self.files.tracked.insert(transfer.clone(), Tracked { e2e: Some(info), ..tracked });
         if let Err(e) = self.ask(link, Command::GetFile { id: offer, dir }).await {
@@ -244,7 +245,8 @@ impl Listen {
             } else {
                 // Resumed by the engine: counted if it fits.
                 let counted = self.admit(&info);
-                let tracked = Tracked { from: info.from.clone(), name: info.name.clone(), size: info.size, counted, e2e: None };
+                let tracked =
+                    Tracked { from: info.from.clone(), name: info.name.clone(), size: info.size, counted, e2e: None };
                 self.files.tracked.insert(info.transfer.clone(), Tracked { e2e: Some(info), ..tracked });
             }
         }
@@ -260,7 +262,8 @@ impl Listen {
         let Some(dir) = self.files.dir.clone() else { return Ok(()) };
         for (_, offer) in due {
             if let Err(e) = self.ask(link, Command::GetFile { id: offer, dir: dir.clone() }).await {
-                let transfer = self.files.tracked.iter().find(|(_, t)| t.e2e.as_ref().is_some_and(|i| i.offer == offer));
+                let transfer =
+                    self.files.tracked.iter().find(|(_, t)| t.e2e.as_ref().is_some_and(|i| i.offer == offer));
                 let transfer = transfer.map(|(k, _)| k.clone()).unwrap_or_default();
                 self.files.forget(&transfer, false);
                 report_failed(local_id(&transfer), &e.to_string(), self.args.json);
@@ -283,7 +286,8 @@ impl Listen {
             };
             self.files.shown.insert(info.transfer.clone());
             let counted = self.admit(&info);
-            let tracked = Tracked { from: info.from.clone(), name: info.name.clone(), size: info.size, counted, e2e: None };
+            let tracked =
+                Tracked { from: info.from.clone(), name: info.name.clone(), size: info.size, counted, e2e: None };
             self.files.tracked.insert(p.transfer.clone(), Tracked { e2e: Some(info), ..tracked });
         }
         let json = self.args.json;
@@ -291,7 +295,11 @@ impl Listen {
         match p.state {
             TransferState::Running if e2e => {
                 let id = p.transfer.clone();
-                self.files.progress.entry(id.clone()).or_insert_with(|| JsonProgress::new(json, id)).progress(p.done, p.total);
+                self.files
+                    .progress
+                    .entry(id.clone())
+                    .or_insert_with(|| JsonProgress::new(json, id))
+                    .progress(p.done, p.total);
             }
             TransferState::Done => {
                 if e2e {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use cipherline_client::ClientError;
 use cipherline_client::display::escape;
 use cipherline_client::engine::{
-    Command, ConnectionState, Engine, EngineHandle, Event, GroupChange, Handover, Message, Reply, Verified,
+    Command, ConnectionState, Engine, EngineHandle, Event, GroupChange, Handover, KeyInfo, Message, Reply, Verified,
 };
 use cipherline_client::local::{Direction, Msg};
 use cipherline_proto::app::{ErrorCode, Target, fold_name};
@@ -133,7 +133,14 @@ async fn run_here(args: &'static ListenArgs) -> Result<(), CliError> {
     }
     let deadline = args.timeout.map(|s| Instant::now() + Duration::from_secs(s));
     // Across engines (a first connection tried again): the count, the quota.
-    let mut listen = Listen { args, deadline, seen: 0, files: files::Files::new(args), queue: VecDeque::new() };
+    let mut listen = Listen {
+        args,
+        deadline,
+        seen: 0,
+        files: files::Files::new(args),
+        queue: VecDeque::new(),
+        notices: VecDeque::new(),
+    };
     let mut backoff = cipherline_client::engine::FIRST_RETRY;
     loop {
         let flags = Flags::new(&args.client);
@@ -229,6 +236,9 @@ pub(super) struct Listen {
     files: files::Files,
     /// Events taken while a command was answered, shown next.
     queue: VecDeque<Event>,
+    /// Senders whose key needs a word after their message (first seen,
+    /// or changed): said once the engine was asked what it knows.
+    notices: VecDeque<(String, Verified)>,
 }
 
 /// A whole run's end as far from now.
@@ -283,6 +293,16 @@ impl Listen {
         loop {
             if self.args.count.is_some_and(|n| self.seen >= n) {
                 return Ended::Done;
+            }
+            if let Some((name, verified)) = self.notices.pop_front() {
+                let info = match self.ask(link, Command::KeyInfo(name.clone())).await {
+                    Ok(Reply::KeyInfo(info)) => Some(info),
+                    _ => None,
+                };
+                if let Some(notice) = key_notice(&name, verified, info.as_ref()) {
+                    eprintln!("{notice}");
+                }
+                continue;
             }
             let event = match self.queue.pop_front() {
                 Some(event) => event,
@@ -388,7 +408,7 @@ impl Listen {
     /// confirmed at once, since the engine waits for that before it
     /// answers; the rest are kept for later), so the engine never waits
     /// on a full event channel for an answer that waits on it.
-    pub(super) async fn ask(&mut self, link: &mut Link, command: Command) -> Result<Reply, ClientError> {
+    async fn ask(&mut self, link: &mut Link, command: Command) -> Result<Reply, ClientError> {
         let handle = link.handle.clone();
         let answer = handle.run(command);
         let mut answer = std::pin::pin!(answer);
@@ -417,8 +437,8 @@ impl Listen {
             Event::Membership { room, name, joined } if !self.args.json => {
                 eprintln!("* {} {} {}", escape(&name), if joined { "joined" } else { "left" }, escape(&room));
             }
-            Event::FileOffered { id, from, to, name, size, e2e, .. } => {
-                self.offered(link, files::Offered { id, from, to, name, size, e2e }).await?;
+            Event::FileOffered { id, from, name, size, e2e, .. } => {
+                self.offered(link, files::Offered { id, from, name, size, e2e }).await?;
             }
             Event::Transfer { transfer, done, total, state, path, .. } => {
                 self.transfer(link, files::Progress { transfer, done, total, state, path }).await?;
@@ -454,8 +474,16 @@ impl Listen {
         drop(out);
         link.handover.handed();
         self.seen += 1;
-        if let Some(notice) = key_notice(&m.from, m.verified) {
-            eprintln!("{notice}");
+        match m.verified {
+            Verified::New | Verified::Changed if self.notices.len() < MAX_NOTICES => {
+                self.notices.push_back((m.from.clone(), m.verified));
+            }
+            Verified::Invalid => {
+                if let Some(notice) = key_notice(&m.from, m.verified, None) {
+                    eprintln!("{notice}");
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -503,20 +531,30 @@ fn label(verified: Verified) -> &'static str {
     }
 }
 
-/// A warning after a message from a first-seen, changed or forged key.
-fn key_notice(from: &str, verified: Verified) -> Option<String> {
+/// Key notices waiting at most (a flood of new senders is not held).
+const MAX_NOTICES: usize = 256;
+
+/// A warning after a message from a first-seen, changed or forged key,
+/// with what the engine knows of the key (`info`).
+fn key_notice(from: &str, verified: Verified, info: Option<&KeyInfo>) -> Option<String> {
     let from = escape(from);
-    match verified {
-        Verified::New => Some(format!(
-            "* first message from {from}: remembered their key (not verified: /verify {from} in chat to compare \
-             safety codes)"
+    let remembered = info.and_then(|i| i.remembered.clone()).unwrap_or_else(|| "?".to_owned());
+    match (verified, info.and_then(|i| i.changed.clone())) {
+        (Verified::New, _) => Some(format!(
+            "* first message from {from}: remembered their key {remembered} (not verified: /verify {from} in chat to \
+             compare safety codes)"
         )),
-        Verified::Changed => Some(format!(
-            "!!! THE IDENTITY KEY OF {from} HAS CHANGED (or a message under the name is not signed): someone may be \
-             impersonating them, or they have a new key: compare /verify {from} with them before trusting it (then \
-             /trust {from})."
+        (Verified::Changed, Some(None)) => Some(format!(
+            "!!! A MESSAGE UNDER THE NAME {from} IS NOT SIGNED, but their key {remembered} is remembered: someone \
+             may be impersonating them. Do not trust it; ask them (in chat, /trust {from} forgets the old key)."
         )),
-        Verified::Invalid => Some(format!(
+        (Verified::Changed, presented) => Some(format!(
+            "!!! THE IDENTITY KEY OF {} HAS CHANGED: remembered {remembered}, now {}. Someone may be \
+             impersonating them, or they have a new key: compare /verify {from} with them before trusting it (then /trust {from}).",
+            from,
+            presented.flatten().unwrap_or_else(|| "?".to_owned())
+        )),
+        (Verified::Invalid, _) => Some(format!(
             "!!! a message claiming to be from {from} has a bad signature: the relay altered or forged it"
         )),
         _ => None,
@@ -535,11 +573,9 @@ fn conversation(target: &Target) -> String {
 fn describe(change: &GroupChange) -> String {
     match change {
         GroupChange::Started { by } => format!("* {} started an end-to-end conversation with you", escape(by)),
-        GroupChange::Added { room, members } => format!(
-            "* you were added to {} (members: {})",
-            conversation(&Target::Room(room.clone())),
-            escape(members)
-        ),
+        GroupChange::Added { room, members } => {
+            format!("* you were added to {} (members: {})", conversation(&Target::Room(room.clone())), escape(members))
+        }
         GroupChange::Changed { by, conversation: target, summary } if summary.is_empty() => {
             format!("* {} renewed their keys in {}", escape(by), conversation(target))
         }
