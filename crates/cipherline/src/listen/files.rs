@@ -189,10 +189,15 @@ impl Listen {
         if !info.pending || !self.files.shown.insert(info.transfer.clone()) {
             return Ok(());
         }
-        let fits = self.files.dir.is_some() && self.admit(&info);
+        // One fetched already (offered while no listen accepted it, or
+        // resumed) is shown all the same.
+        let fetching = self.files.tracked.contains_key(&info.transfer);
+        let fits = self.files.dir.is_some() && (fetching || self.admit(&info));
         let accept = self.files.dir.clone().filter(|_| fits);
         print_offered(&info, accept.as_deref(), self.args.json);
-        if let Some(dir) = accept {
+        if let Some(dir) = accept
+            && !fetching
+        {
             self.fetch(link, info, dir).await;
         }
         Ok(())
@@ -237,7 +242,6 @@ impl Listen {
             if !info.pending {
                 continue;
             }
-            self.files.shown.insert(info.transfer.clone());
             if t.state == TransferState::Offered {
                 if self.admit(&info) {
                     self.fetch(link, info, dir.clone()).await;
@@ -284,7 +288,6 @@ impl Listen {
             else {
                 return Ok(());
             };
-            self.files.shown.insert(info.transfer.clone());
             let counted = self.admit(&info);
             let tracked =
                 Tracked { from: info.from.clone(), name: info.name.clone(), size: info.size, counted, e2e: None };
