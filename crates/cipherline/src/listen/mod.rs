@@ -406,7 +406,8 @@ impl Listen {
 
     /// Runs a command; meanwhile events are taken (messages are shown and
     /// confirmed at once, since the engine waits for that before it
-    /// answers; the rest are kept for later), so the engine never waits
+    /// answers, and so are group changes, to keep their order; files and
+    /// the connection are kept for later), so the engine never waits
     /// on a full event channel for an answer that waits on it.
     async fn ask(&mut self, link: &mut Link, command: Command) -> Result<Reply, ClientError> {
         let handle = link.handle.clone();
@@ -416,12 +417,11 @@ impl Listen {
             tokio::select! {
                 reply = &mut answer => return reply,
                 event = link.events.recv() => match event {
-                    Some(Event::Message(m)) => {
-                        if self.message(link, &m).is_err() {
-                            return Err(ClientError::Engine("cannot write to standard output".to_owned()));
-                        }
-                    }
-                    Some(event) => self.queue.push_back(event),
+                    Some(event) => match self.show_now(link, event) {
+                        Ok(None) => {}
+                        Ok(Some(event)) => self.queue.push_back(event),
+                        Err(_) => return Err(ClientError::Engine("cannot write to standard output".to_owned())),
+                    },
                     None => return Err(ClientError::Engine("the engine stopped".to_owned())),
                 },
             }
@@ -430,23 +430,36 @@ impl Listen {
 
     /// One event (not the connection's).
     async fn on_event(&mut self, link: &mut Link, event: Event) -> Result<(), Ended> {
-        let lost = |e: CliError| Ended::Lost(e);
-        match event {
-            Event::Message(m) => self.message(link, &m).map_err(lost)?,
-            Event::Group { id, text, change } => self.group(id, &text, &change),
-            Event::Membership { room, name, joined } if !self.args.json => {
-                eprintln!("* {} {} {}", escape(&name), if joined { "joined" } else { "left" }, escape(&room));
-            }
-            Event::FileOffered { id, from, name, size, e2e, .. } => {
+        match self.show_now(link, event) {
+            Err(e) => return Err(Ended::Lost(e)),
+            Ok(None) => {}
+            Ok(Some(Event::FileOffered { id, from, name, size, e2e, .. })) => {
                 self.offered(link, files::Offered { id, from, name, size, e2e }).await?;
             }
-            Event::Transfer { transfer, done, total, state, path, .. } => {
+            Ok(Some(Event::Transfer { transfer, done, total, state, path, .. })) => {
                 self.transfer(link, files::Progress { transfer, done, total, state, path }).await?;
             }
-            _ => {}
+            Ok(Some(_)) => {}
         }
         let _ = std::io::stdout().flush();
         Ok(())
+    }
+
+    /// Shows what needs no command (messages, group changes, people
+    /// joining); hands back the rest (files, the connection).
+    fn show_now(&mut self, link: &Link, event: Event) -> Result<Option<Event>, CliError> {
+        match event {
+            Event::Message(m) => self.message(link, &m)?,
+            Event::Group { id, text, change } => self.group(id, &text, &change),
+            Event::Membership { room, name, joined } => {
+                if !self.args.json {
+                    eprintln!("* {} {} {}", escape(&name), if joined { "joined" } else { "left" }, escape(&room));
+                }
+            }
+            Event::Delivered { .. } | Event::KeyChanged { .. } => {}
+            other => return Ok(Some(other)),
+        }
+        Ok(None)
     }
 
     /// Shows a message, then confirms it to the engine (which acknowledges
