@@ -1,5 +1,6 @@
-//! File transfer on the command line: sending one file over an unsplit
-//! client, and receiving offered files into a directory.
+//! File transfer on the command line: sending one file the version-1 way
+//! over an unsplit client, and the progress bar and hex the file commands
+//! share. (Receiving is the client engine's: `listen` and `chat` use it.)
 
 use std::io::Read as _;
 use std::path::Path;

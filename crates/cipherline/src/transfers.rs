@@ -1,6 +1,6 @@
 //! End-to-end files on the command line (PROTOCOL.md §13.12): `send
-//! --file` to a keyed user or an end-to-end room, `listen --accept-files`
-//! fetching announced files in the background, and `cipherline files
+//! --file` to a keyed user or an end-to-end room, what `listen
+//! --accept-files` says of the files the engine fetches, and `cipherline files
 //! list|get|cancel` for pending transfers. The work is the client
 //! library's ([`cipherline_client::files`]); this shows progress (a bar on
 //! a terminal, JSON lines with `--json`) and says what happened, every
