@@ -265,7 +265,13 @@ impl Listen {
         self.files.retries = later;
         let Some(dir) = self.files.dir.clone() else { return Ok(()) };
         for (_, offer) in due {
-            if let Err(e) = self.ask(link, Command::GetFile { id: offer, dir: dir.clone() }).await {
+            let asked = self.ask(link, Command::GetFile { id: offer, dir: dir.clone() }).await;
+            if let Err(cipherline_client::ClientError::Engine(_)) = &asked {
+                // Not connected now (the engine is reconnecting): later.
+                self.files.retries.push((Instant::now() + RETRY_AFTER, offer));
+                continue;
+            }
+            if let Err(e) = asked {
                 let transfer =
                     self.files.tracked.iter().find(|(_, t)| t.e2e.as_ref().is_some_and(|i| i.offer == offer));
                 let transfer = transfer.map(|(k, _)| k.clone()).unwrap_or_default();
