@@ -286,14 +286,13 @@ impl Listen {
         let setup = tokio::time::timeout_at(deadline, self.enter(link));
         match setup.await {
             Err(_) => return Ended::NotInTime,
+            Ok(Err(_)) if self.args.count.is_some_and(|n| self.seen >= n) => return Ended::Done,
             Ok(Err(ended)) => return ended,
             Ok(Ok(())) => {}
         }
         let mut reconnecting = false;
         loop {
-            if self.args.count.is_some_and(|n| self.seen >= n) {
-                return Ended::Done;
-            }
+            // Said even when --count is reached (the message came first).
             if let Some((name, verified)) = self.notices.pop_front() {
                 let info = match self.ask(link, Command::KeyInfo(name.clone())).await {
                     Ok(Reply::KeyInfo(info)) => Some(info),
@@ -303,6 +302,9 @@ impl Listen {
                     eprintln!("{notice}");
                 }
                 continue;
+            }
+            if self.args.count.is_some_and(|n| self.seen >= n) {
+                return Ended::Done;
             }
             let event = match self.queue.pop_front() {
                 Some(event) => event,
@@ -417,6 +419,13 @@ impl Listen {
             tokio::select! {
                 reply = &mut answer => return reply,
                 event = link.events.recv() => match event {
+                    // --count reached: the message is left unconfirmed
+                    // (so not acknowledged: the next run gets it), and the
+                    // answer is not waited for (the engine waits first).
+                    Some(event @ Event::Message(_)) if self.args.count.is_some_and(|n| self.seen >= n) => {
+                        self.queue.push_front(event);
+                        return Err(ClientError::Engine("--count reached".to_owned()));
+                    }
                     Some(event) => match self.show_now(link, event) {
                         Ok(None) => {}
                         Ok(Some(event)) => self.queue.push_back(event),
