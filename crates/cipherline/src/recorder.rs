@@ -72,18 +72,6 @@ impl Recorder {
         }
     }
 
-    /// Notes the queue position acknowledged to the server.
-    pub fn acknowledged(&mut self, seq: u64) {
-        if seq == 0 {
-            return;
-        }
-        if let Some(store) = &self.store
-            && let Err(e) = store.set_cursor(&self.server, seq)
-        {
-            self.warn(&e);
-        }
-    }
-
     fn warn(&mut self, e: &cipherline_client::ClientError) {
         if !self.warned {
             self.warned = true;

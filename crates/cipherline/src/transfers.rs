@@ -1,32 +1,29 @@
 //! End-to-end files on the command line (PROTOCOL.md §13.12): `send
-//! --file` to a keyed user or an end-to-end room, `listen --accept-files`
-//! fetching announced files in the background, and `cipherline files
+//! --file` to a keyed user or an end-to-end room, what `listen
+//! --accept-files` says of the files the engine fetches, and `cipherline files
 //! list|get|cancel` for pending transfers. The work is the client
 //! library's ([`cipherline_client::files`]); this shows progress (a bar on
 //! a terminal, JSON lines with `--json`) and says what happened, every
 //! peer string escaped.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use cipherline_client::LocalStore;
 use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
 use cipherline_client::files::upload::{UploadEvent, Uploaded};
-use cipherline_client::files::{DownloadRecord, DownloadState, Ticker, TransferId, download, upload};
+use cipherline_client::files::{DownloadRecord, Ticker, TransferId, download, upload};
 use cipherline_proto::app::Target;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::client_args::ClientArgs;
 use crate::error::CliError;
-use crate::files::{Downloads, hex, progress_bar};
+use crate::files::{hex, progress_bar};
 
 /// How often a JSON progress event is written at most.
 const JSON_EVERY: Duration = Duration::from_millis(250);
-/// Downloads `listen --accept-files` runs at once.
-pub use cipherline_client::files::MAX_DOWNLOADS;
 /// How long `listen` waits before trying an interrupted download again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -267,37 +264,6 @@ pub fn report_failed(id: u64, why: &str, as_json: bool) {
     }
 }
 
-/// Prints that a file was announced.
-pub fn report_offered(record: &DownloadRecord, accepting: Option<&Path>, as_json: bool) {
-    let (kind, place) = match &record.target {
-        Target::Room(r) => ("room", r.as_str()),
-        Target::User(u) => ("to", u.as_str()),
-    };
-    if as_json {
-        println!(
-            "{}",
-            json!({ "event": "file_offered", "id": format!("d{}", record.id), "from": record.from, kind: place,
-                    "name": record.name, "size": record.size, "sha256": hex(&record.sha256),
-                    "accepting": accepting.is_some() })
-        );
-    } else {
-        let what = match accepting {
-            Some(dir) => format!("saving it into {}", escape(&dir.display().to_string())),
-            None => format!("get it with `cipherline files get d{}`", record.id),
-        };
-        let room = match &record.target {
-            Target::Room(r) => format!(" in {}", escape(r)),
-            Target::User(_) => String::new(),
-        };
-        eprintln!(
-            "{} sent the file {} ({} bytes, end-to-end encrypted){room}: {what}",
-            escape(&record.from),
-            escape(&record.name),
-            record.size
-        );
-    }
-}
-
 /// JSON progress events: one when [`JSON_EVERY`] passed or another
 /// hundredth of the file was done since the last one, and the last.
 pub struct JsonProgress {
@@ -420,164 +386,6 @@ pub async fn send_file(
         );
     }
     Ok(done)
-}
-
-/// What a background download reports to `listen` when it ends.
-pub struct Finished {
-    /// The download.
-    pub record: DownloadRecord,
-    /// Where it was saved, or why not.
-    pub result: Result<PathBuf, String>,
-    /// Not over: it was interrupted and is tried again after [`RETRY_AFTER`].
-    pub retry: bool,
-}
-
-/// Progress of a background download: its id, plaintext bytes done (the
-/// first report says where it starts), the total.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progressed {
-    /// The download.
-    pub id: u64,
-    /// Bytes done.
-    pub bytes: u64,
-    /// The file's size.
-    pub total: u64,
-}
-
-/// Background downloads for `listen --accept-files` and chat's `/accept`:
-/// one connection each, at most [`MAX_DOWNLOADS`] at once, each download
-/// once per run. Must be used inside a [`tokio::task::LocalSet`].
-pub struct Background {
-    client: &'static ClientArgs,
-    as_json: bool,
-    permits: Arc<tokio::sync::Semaphore>,
-    running: std::collections::HashSet<u64>,
-    /// Downloads whose bytes this run's quota counts, with their sizes.
-    counted: std::collections::HashMap<u64, u64>,
-    done_tx: tokio::sync::mpsc::UnboundedSender<Finished>,
-    /// Where finished downloads are reported.
-    pub done_rx: tokio::sync::mpsc::UnboundedReceiver<Finished>,
-    progress_tx: Option<tokio::sync::mpsc::UnboundedSender<Progressed>>,
-}
-
-impl Background {
-    /// Background downloads connecting as `client` says.
-    pub fn new(client: &'static ClientArgs, as_json: bool) -> Self {
-        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
-        Background {
-            client,
-            as_json,
-            permits: Arc::new(tokio::sync::Semaphore::new(MAX_DOWNLOADS)),
-            running: std::collections::HashSet::new(),
-            counted: std::collections::HashMap::new(),
-            done_tx,
-            done_rx,
-            progress_tx: None,
-        }
-    }
-
-    /// A download ended (its report was taken from `done_rx`); one that
-    /// `failed` gives its bytes back to `quota`.
-    pub fn ended(&mut self, id: u64, failed: bool, quota: &mut Downloads) {
-        self.running.remove(&id);
-        if failed && let Some(size) = self.counted.remove(&id) {
-            quota.release(size);
-        }
-    }
-
-    /// Whether `record` may be fetched within this run's quota (the same
-    /// `--max-file-size` and `--max-total` as files sent the version-1
-    /// way): counted once per run, so a peer cannot fill the disk with many
-    /// files each under the size limit.
-    pub fn admit(&mut self, record: &DownloadRecord, quota: &mut Downloads) -> bool {
-        if self.counted.contains_key(&record.id) {
-            return true;
-        }
-        if !quota.reserve(record.size) {
-            return false;
-        }
-        self.counted.insert(record.id, record.size);
-        true
-    }
-
-    /// Starts fetching `record` into `dir` in the background, unless it is
-    /// running already or finished.
-    pub fn start(&mut self, store: &LocalStore, record: DownloadRecord, dir: &Path) {
-        if !matches!(record.state, DownloadState::Offered | DownloadState::Active) || !self.running.insert(record.id) {
-            return;
-        }
-        let (client, as_json, permits, tx) = (self.client, self.as_json, self.permits.clone(), self.done_tx.clone());
-        let progress_tx = self.progress_tx.clone();
-        let (store, dir) = (store.clone(), dir.to_owned());
-        // A local task: connecting borrows the trust check, which is not
-        // Sync (`listen` runs inside a LocalSet).
-        tokio::task::spawn_local(async move {
-            loop {
-                let permit = permits.clone().acquire_owned().await;
-                let result = async {
-                    let (mut conn, _) = connect_for_files(client).await.map_err(|e| e.to_string())?;
-                    let mut events = JsonProgress::new(as_json, format!("d{}", record.id));
-                    let mut ticks = JsonProgress::new(false, String::new());
-                    let mut progress = |bytes: u64, total: u64| {
-                        events.progress(bytes, total);
-                        if let Some(tx) = &progress_tx
-                            && ticks.due(bytes, total)
-                        {
-                            let _ = tx.send(Progressed { id: record.id, bytes, total });
-                        }
-                    };
-                    let r = download::download(&store, &mut conn, record.id, &dir, &mut progress).await;
-                    let _ = conn.close().await;
-                    r.map_err(|e| e.to_string())
-                }
-                .await;
-                drop(permit);
-                // Interrupted (connection lost, the upload stalled): it is
-                // still pending, and tried again after a pause.
-                let retry = result.is_err()
-                    && store
-                        .download(record.id)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|d| matches!(d.state, DownloadState::Offered | DownloadState::Active));
-                if tx.send(Finished { record: record.clone(), result, retry }).is_err() || !retry {
-                    break;
-                }
-                tokio::time::sleep(RETRY_AFTER).await;
-            }
-        });
-    }
-
-    /// Starts every pending download of `scope`: interrupted ones where
-    /// they were going, and, with a `quota` (`listen`), offered ones that
-    /// fit it into `dir` (those over it stay pending: `files get` fetches
-    /// them); without one (chat) only the accepted ones. Returns those
-    /// started.
-    pub fn resume_pending(
-        &mut self,
-        store: &LocalStore,
-        scope: &str,
-        dir: &Path,
-        mut quota: Option<&mut Downloads>,
-    ) -> Result<Vec<DownloadRecord>, CliError> {
-        let pending =
-            store.downloads(Some(scope), &[DownloadState::Active, DownloadState::Offered]).map_err(CliError::Client)?;
-        let mut started = Vec::new();
-        for record in pending {
-            if self.running.contains(&record.id) {
-                continue;
-            }
-            let take = match quota.as_deref_mut() {
-                Some(quota) => self.admit(&record, quota),
-                None => record.state == DownloadState::Active,
-            };
-            if take {
-                started.push(record.clone());
-                self.start(store, record, dir);
-            }
-        }
-        Ok(started)
-    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ impl<C: Connector> Engine<C> {
             Command::Session => Ok(Reply::Session(session(&live.client))),
             Command::KeyInfo(user) => Ok(self.key_info(live, &user)),
             Command::RoomInfo(room) => self.room_summary(live, &room).await,
+            Command::Download(which) => self.download_info(live, &which),
+            Command::Received(transfer) => self.received_file(&transfer),
+            Command::RefuseFile { id, reason } => self.refuse_file(live, id, reason).await,
         };
         let lost = match &answer {
             Err(e) if passing(e) && !matches!(e, ClientError::Refused { .. }) => Some(e.to_string()),

@@ -67,10 +67,12 @@ mod people;
 
 pub use handover::Handover;
 pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTORY, Member};
+mod facts;
 mod lookup;
 mod offers;
 mod transfers;
 
+pub use facts::{DownloadInfo, FileRef, MAX_RECEIVED, ReceivedFile};
 pub use lookup::{KeyInfo, RoomSummary};
 pub use offers::{ANSWER_WAIT, MAX_OFFERS, MAX_RECEIVING, OFFER_ID_STEP, is_offer_id};
 pub use transfers::{PROGRESS_EVERY, TransferInfo, TransferState};
@@ -410,6 +412,10 @@ pub enum Reply {
     KeyInfo(KeyInfo),
     /// What a room is, as [`Command::RoomInfo`] answers.
     RoomInfo(RoomSummary),
+    /// An end-to-end file's record, as [`Command::Download`] answers.
+    Download(DownloadInfo),
+    /// A version-1 file received, as [`Command::Received`] answers.
+    Received(ReceivedFile),
 }
 
 /// The session of the connection in use (what `/fingerprint` shows).
@@ -561,6 +567,20 @@ pub enum Command {
     /// What a room is (its kind, this user's part in it), asked of the
     /// server: what `chat`'s `/join` decides by.
     RoomInfo(String),
+    /// An end-to-end file's record (local): its transfer id, SHA-256 and
+    /// whether it is still to be fetched (engine/facts.rs).
+    Download(FileRef),
+    /// A version-1 file received lately, by its transfer id (`o…`): its
+    /// SHA-256 and the verdict on its signature.
+    Received(String),
+    /// Decline an offered file telling its sender why (a version-1 offer;
+    /// an end-to-end one is declined as [`Command::DeclineFile`] does).
+    RefuseFile {
+        /// The offer's id.
+        id: u64,
+        /// Why (the sender sees it).
+        reason: String,
+    },
 }
 
 type Request = (Command, oneshot::Sender<Result<Reply, ClientError>>);
@@ -631,6 +651,8 @@ pub struct Engine<C: Connector> {
     transfers: transfers::Transfers,
     /// Version-1 files: offers, and transfers over the message connection.
     offers: offers::Offers,
+    /// Version-1 files received lately, for [`Command::Received`].
+    received: facts::Received,
 }
 
 /// The live connection and what came with it.
@@ -662,6 +684,7 @@ impl<C: Connector> Engine<C> {
             handover: None,
             transfers: transfers::Transfers::default(),
             offers: offers::Offers::default(),
+            received: facts::Received::default(),
         };
         (engine, EngineHandle { commands: ctx }, erx)
     }

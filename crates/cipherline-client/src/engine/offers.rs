@@ -547,6 +547,7 @@ impl<C: Connector> Engine<C> {
             }
         };
         self.people.saw(&key.0, &status);
+        self.received.note(&tag, &key.0, &path, size, sha256, &status);
         if matches!(status, MessageStatus::KeyChanged { .. })
             && !self.emit(Event::KeyChanged { id: offer_id, name: key.0.clone() }).await
         {
@@ -619,6 +620,23 @@ impl<C: Connector> Engine<C> {
         live.client
             .send_message(&ClientMessage::FileAnswer { transfer: o.transfer, sender: o.from, accept: false })
             .await?;
+        self.emit(event(&o.key, &o.name, (0, o.size), TransferState::Cancelled)).await;
+        Ok(Reply::Done)
+    }
+
+    /// [`Command::RefuseFile`] of a version-1 offer: its sender is told
+    /// why (a FileCancel: a FileAnswer carries no reason).
+    pub(super) async fn refuse_offer(
+        &mut self,
+        live: &mut Live,
+        id: u64,
+        reason: String,
+    ) -> Result<Reply, ClientError> {
+        let o = self
+            .offers
+            .take_offer(|o| o.id == id)
+            .ok_or_else(|| ClientError::NoTransfer(format!("offer {id} (version-1 offers end with the connection)")))?;
+        live.client.send_message(&ClientMessage::FileCancel { transfer: o.transfer, sender: o.from, reason }).await?;
         self.emit(event(&o.key, &o.name, (0, o.size), TransferState::Cancelled)).await;
         Ok(Reply::Done)
     }

@@ -212,7 +212,7 @@ pub(super) fn result(reply: &Reply) -> Value {
             "handshake_hash": s.handshake_hash,
         }),
         // Lookups of chat's, not methods of the daemon's.
-        Reply::KeyInfo(_) | Reply::RoomInfo(_) => json!({}),
+        Reply::KeyInfo(_) | Reply::RoomInfo(_) | Reply::Download(_) | Reply::Received(_) => json!({}),
     }
 }
 
