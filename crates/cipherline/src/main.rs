@@ -46,7 +46,6 @@ mod known_servers;
 mod link;
 mod listen;
 mod output;
-mod pacing;
 mod packaging;
 mod passphrase;
 mod password;

@@ -61,17 +61,6 @@ impl Recorder {
         }
     }
 
-    /// Records a message this client sent, once the server gave it `id`,
-    /// end to end encrypted (`e2e`) or not.
-    pub fn sent_as(&mut self, me: &str, id: u64, timestamp_ms: u64, to: &Target, text: &str, e2e: bool) {
-        self.shown.insert(id);
-        if let Some(store) = &self.store
-            && let Err(e) = store.record(&Msg::sent(&self.server, me, id, timestamp_ms, to, text).with_e2e(e2e))
-        {
-            self.warn(&e);
-        }
-    }
-
     /// Notes the queue position acknowledged to the server.
     pub fn acknowledged(&mut self, seq: u64) {
         if seq == 0 {

@@ -43,6 +43,9 @@ impl<C: Connector> Engine<C> {
             Command::Session => Ok(Reply::Session(session(&live.client))),
             Command::KeyInfo(user) => Ok(self.key_info(live, &user)),
             Command::RoomInfo(room) => self.room_summary(live, &room).await,
+            c @ (Command::Prepare(_) | Command::SendAcked { .. } | Command::Receive | Command::Finish) => {
+                self.once_command(live, c).await
+            }
         };
         let lost = match &answer {
             Err(e) if passing(e) && !matches!(e, ClientError::Refused { .. }) => Some(e.to_string()),

@@ -69,10 +69,12 @@ pub use handover::Handover;
 pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTORY, Member};
 mod lookup;
 mod offers;
+mod once;
 mod transfers;
 
 pub use lookup::{KeyInfo, RoomSummary};
 pub use offers::{ANSWER_WAIT, MAX_OFFERS, MAX_RECEIVING, OFFER_ID_STEP, is_offer_id};
+pub use once::SendAck;
 pub use transfers::{PROGRESS_EVERY, TransferInfo, TransferState};
 
 /// The first pause before reconnecting, and the longest: the pause doubles
@@ -410,6 +412,11 @@ pub enum Reply {
     KeyInfo(KeyInfo),
     /// What a room is, as [`Command::RoomInfo`] answers.
     RoomInfo(RoomSummary),
+    /// A conversation is ready for sending ([`Command::Prepare`]): the
+    /// names removed from an end-to-end room's group because they had left.
+    Prepared(Vec<String>),
+    /// The server's whole acknowledgement of a text ([`Command::SendAcked`]).
+    Acked(SendAck),
 }
 
 /// The session of the connection in use (what `/fingerprint` shows).
@@ -561,6 +568,23 @@ pub enum Command {
     /// What a room is (its kind, this user's part in it), asked of the
     /// server: what `chat`'s `/join` decides by.
     RoomInfo(String),
+    /// One-shot (engine/once.rs): ready a conversation for sending as
+    /// `send` does (an end-to-end room caught up and reconciled, an open
+    /// one joined).
+    Prepare(Target),
+    /// One-shot: send `text` (as [`Command::SendDirect`] or
+    /// [`Command::SendRoom`]), answered with [`Reply::Acked`].
+    SendAcked {
+        /// The user or room.
+        to: Target,
+        /// The text.
+        text: String,
+    },
+    /// One-shot: from now on ask for stored messages and hand messages over.
+    Receive,
+    /// One-shot: leave the open rooms [`Command::Prepare`] joined that this
+    /// user was not in.
+    Finish,
 }
 
 type Request = (Command, oneshot::Sender<Result<Reply, ClientError>>);
@@ -631,6 +655,8 @@ pub struct Engine<C: Connector> {
     transfers: transfers::Transfers,
     /// Version-1 files: offers, and transfers over the message connection.
     offers: offers::Offers,
+    /// One-shot mode (engine/once.rs).
+    once: once::Once,
 }
 
 /// The live connection and what came with it.
@@ -662,6 +688,7 @@ impl<C: Connector> Engine<C> {
             handover: None,
             transfers: transfers::Transfers::default(),
             offers: offers::Offers::default(),
+            once: once::Once::default(),
         };
         (engine, EngineHandle { commands: ctx }, erx)
     }
@@ -727,6 +754,7 @@ impl<C: Connector> Engine<C> {
                 };
                 match step {
                     Step::Go => {}
+                    Step::Lost(why) if self.once.on() => return why,
                     Step::Lost(why) => break why,
                     Step::Stop(why) => {
                         // Version-1 transfers end here (partial files deleted).
@@ -779,6 +807,7 @@ impl<C: Connector> Engine<C> {
     /// key packages, Resume; all within [`ATTEMPT_TIMEOUT`].
     async fn attempt(&mut self, first: bool) -> Result<Live, ConnectFailure> {
         let rooms: Vec<String> = self.rooms.values().cloned().collect();
+        let resume = self.once.resumes();
         let connecting = self.connector.connect(first);
         let attempt = async {
             let Session { mut client, peers, e2e } = connecting.await?;
@@ -797,7 +826,9 @@ impl<C: Connector> Engine<C> {
                 // Others need one to start a conversation; not fatal.
                 let _ = e2e.publish_key_packages(&mut client).await;
             }
-            client.resume(0).await.map_err(fail)?;
+            if resume {
+                client.resume(0).await.map_err(fail)?;
+            }
             let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
             Ok((Live { client, peers, e2e, keepalive }, refused))
         };
