@@ -7,7 +7,7 @@ use cipherline_client::LocalStore;
 use cipherline_client::local::Msg;
 use cipherline_client::peers::MessageStatus;
 use cipherline_client::seen::Seen;
-use cipherline_proto::app::{Delivery, Target};
+use cipherline_proto::app::Delivery;
 
 /// Records messages for one client process, across its reconnections.
 pub struct Recorder {
