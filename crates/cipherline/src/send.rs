@@ -1,4 +1,11 @@
 //! `cipherline send`: one-shot messages (and files) for scripts.
+//!
+//! Texts go through the client engine in its one-shot mode (engine/once.rs):
+//! it connects once, never reconnects, and leaves this user's messages on
+//! the relay (unacknowledged, for the next `listen`) unless --wait-reply
+//! asks for them. `--file` still makes its own connections (the engine's
+//! transfer events do not carry what `--json` promises: the upload's `u`
+//! id, where a resumed upload started, the file's hash).
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead as _;

@@ -2,9 +2,11 @@
 //! --file` to a keyed user or an end-to-end room, `listen --accept-files`
 //! fetching announced files in the background, and `cipherline files
 //! list|get|cancel` for pending transfers. The work is the client
-//! library's ([`cipherline_client::files`]); this shows progress (a bar on
-//! a terminal, JSON lines with `--json`) and says what happened, every
-//! peer string escaped.
+//! library's ([`cipherline_client::files`]): `files get` and `files
+//! cancel` ask a one-shot client engine for it (`Command::GetFile`,
+//! `Command::CancelFile`, progress from `Event::Transfer`), `files list`
+//! reads the local store. This shows progress (a bar on a terminal, JSON
+//! lines with `--json`) and says what happened, every peer string escaped.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -822,8 +822,11 @@ impl<C: Connector> Engine<C> {
                     Err(e) => return Err(fail(e)),
                 }
             }
-            if let Some(e2e) = &e2e {
-                // Others need one to start a conversation; not fatal.
+            if let Some(e2e) = &e2e
+                && resume
+            {
+                // Others need one to start a conversation; not fatal. (A
+                // one-shot engine leaves that to a client that receives.)
                 let _ = e2e.publish_key_packages(&mut client).await;
             }
             if resume {

@@ -4,10 +4,11 @@
 //! Contract ([`Engine::one_shot`]):
 //! - One connection: a failure of the first stops the engine (as always),
 //!   and so does losing it later; nothing is retried.
-//! - Stored messages are not asked for (no Resume), and messages and
-//!   end-to-end deliveries that arrive anyway (live ones) are left on the
-//!   relay: not handed over, not recorded, not acknowledged, so the next
-//!   `listen` (or chat) shows them. [`Command::Receive`] ends that: from
+//! - No key packages are published (a client that receives does that:
+//!   `listen`, chat), and stored messages are not asked for (no Resume);
+//!   messages and end-to-end deliveries that arrive anyway (live ones) are
+//!   left on the relay: not handed over, not recorded, not acknowledged,
+//!   so the next `listen` (or chat) shows them. [`Command::Receive`] ends that: from
 //!   then on the engine asks for stored messages and hands everything over
 //!   as ever (`send --wait-reply`).
 //! - [`Command::Prepare`] readies a conversation for sending the way
@@ -62,7 +63,8 @@ impl Once {
         self.on
     }
 
-    /// Whether stored messages are asked for on connecting.
+    /// Whether stored messages are asked for (and key packages published)
+    /// on connecting.
     pub(super) fn resumes(&self) -> bool {
         !self.on || self.receiving
     }
