@@ -2,9 +2,11 @@
 //! --file` to a keyed user or an end-to-end room, what `listen
 //! --accept-files` says of the files the engine fetches, and `cipherline files
 //! list|get|cancel` for pending transfers. The work is the client
-//! library's ([`cipherline_client::files`]); this shows progress (a bar on
-//! a terminal, JSON lines with `--json`) and says what happened, every
-//! peer string escaped.
+//! library's ([`cipherline_client::files`]): `files get` and `files
+//! cancel` ask a one-shot client engine for it (`Command::GetFile`,
+//! `Command::CancelFile`, progress from `Event::Transfer`), `files list`
+//! reads the local store. This shows progress (a bar on a terminal, JSON
+//! lines with `--json`) and says what happened, every peer string escaped.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,13 +14,16 @@ use std::time::Duration;
 use cipherline_client::LocalStore;
 use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
+use cipherline_client::engine::{Command, ConnectionState, Engine, EngineHandle, Event, Reply, TransferState};
 use cipherline_client::files::upload::{UploadEvent, Uploaded};
-use cipherline_client::files::{DownloadRecord, Ticker, TransferId, download, upload};
+use cipherline_client::files::{DownloadRecord, Ticker, TransferId, upload};
 use cipherline_proto::app::Target;
 use clap::{Args, Subcommand};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::client_args::ClientArgs;
+use crate::connector::Flags;
 use crate::error::CliError;
 use crate::files::{hex, progress_bar};
 
@@ -90,7 +95,7 @@ fn parse_id(s: &str) -> Result<TransferId, CliError> {
 }
 
 /// Runs `files`.
-pub async fn run(command: &FilesCommand) -> Result<(), CliError> {
+pub async fn run(command: &'static FilesCommand) -> Result<(), CliError> {
     match command {
         FilesCommand::List(args) => list(args),
         FilesCommand::Get(args) => get(args).await,
@@ -161,68 +166,115 @@ fn conversation_label(target: &Target, outgoing: bool) -> String {
     }
 }
 
-/// Connects a second session of this user for one transfer, and checks
-/// it can take part in end-to-end conversations.
-async fn connect_for_files(client: &ClientArgs) -> Result<(cipherline_client::Client, Conversations), CliError> {
-    let connected = client.connect(false).await?;
-    let Some(e2e) = connected.e2e else {
-        return Err(CliError::failed(
-            "this client cannot send or receive end-to-end files here",
-            "it needs an Ed25519 identity key and a relay that stores messages for it",
-        ));
-    };
-    Ok((connected.client, e2e))
+/// How long the engine may take to stop once a `files` command is done.
+const ENGINE_STOP: Duration = Duration::from_secs(5);
+
+/// A one-shot client engine (engine/once.rs) connected as `client` says:
+/// its handle, its events and its task; the connector's error (with its
+/// exit code) if the connection failed. Must run inside a LocalSet.
+async fn one_shot(client: &'static ClientArgs) -> Result<(EngineHandle, mpsc::Receiver<Event>, Running), CliError> {
+    let flags = Flags::new(client);
+    let failure = flags.failure();
+    let (engine, handle, mut events) = Engine::new(flags, client.server.clone(), &[]);
+    let engine = tokio::task::spawn_local(engine.one_shot().run());
+    loop {
+        match events.recv().await {
+            Some(Event::Connection(ConnectionState::Connected { .. })) => return Ok((handle, events, Running(engine))),
+            Some(Event::Connection(ConnectionState::Stopped { reason })) => {
+                let _ = tokio::time::timeout(ENGINE_STOP, engine).await;
+                return Err(failure.borrow_mut().take().unwrap_or_else(|| {
+                    CliError::failed(format!("could not connect: {reason}"), "check the server address, name and key")
+                }));
+            }
+            Some(_) => {}
+            None => return Err(CliError::failed("the client engine stopped", "try again")),
+        }
+    }
 }
 
-async fn get(args: &GetArgs) -> Result<(), CliError> {
+/// A one-shot engine's task, given a while to stop when done with.
+struct Running(tokio::task::JoinHandle<String>);
+
+impl Running {
+    /// Waits (a while) for the engine to stop; its handle and events must
+    /// be dropped first.
+    async fn stop(self) {
+        let _ = tokio::time::timeout(ENGINE_STOP, self.0).await;
+    }
+}
+
+async fn get(args: &'static GetArgs) -> Result<(), CliError> {
     let TransferId::Down(id) = parse_id(&args.id)? else {
         return Err(CliError::usage("that is an upload", "`files get` fetches downloads (ids starting with d)"));
     };
-    let (mut client, e2e) = connect_for_files(&args.client).await?;
-    let record = e2e
-        .store()
+    // Read here for what the engine's events do not carry (the sender,
+    // the hash), and for the offer's message id the engine knows it by.
+    let record = open_store(&args.client)?
         .download(id)
         .map_err(CliError::Client)?
         .ok_or_else(|| CliError::failed(format!("no file d{id}"), "see `cipherline files list`"))?;
-    if record.scope != e2e.scope() {
-        return Err(CliError::failed(
-            format!("file d{id} was sent to another name or server of this data directory ({})", escape(&record.scope)),
-            "connect as that name (--name) to that server (--server)",
-        ));
-    }
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()
             .map_err(|e| CliError::failed(format!("no current directory: {e}"), "pass --dir DIR"))?,
     };
-    let result = fetch_one(e2e.store(), &mut client, &record, &dir, args.json).await;
-    let _ = client.close().await;
-    let saved = result?;
-    report_saved(&record, &saved, args.json);
-    Ok(())
+    tokio::task::LocalSet::new()
+        .run_until(async move {
+            let (handle, mut events, engine) = one_shot(&args.client).await?;
+            let result = fetch(&handle, &mut events, &record, dir, args.json).await;
+            drop((handle, events));
+            engine.stop().await;
+            let saved = result?;
+            report_saved(&record, &saved, args.json);
+            Ok(())
+        })
+        .await
 }
 
-/// Downloads one file with a progress bar (on a terminal) or JSON
-/// progress events.
-pub async fn fetch_one(
-    store: &LocalStore,
-    client: &mut cipherline_client::Client,
+/// Fetches `record` through the engine with a progress bar (on a
+/// terminal) or JSON progress events; where it was saved.
+async fn fetch(
+    handle: &EngineHandle,
+    events: &mut mpsc::Receiver<Event>,
     record: &DownloadRecord,
-    dir: &Path,
+    dir: PathBuf,
     as_json: bool,
 ) -> Result<PathBuf, CliError> {
-    let bar = if as_json { indicatif::ProgressBar::hidden() } else { progress_bar(record.size, "receiving") };
-    let mut events = JsonProgress::new(as_json, format!("d{}", record.id));
-    let mut progress = |bytes: u64, total: u64| {
-        bar.set_position(bytes);
-        events.progress(bytes, total);
+    let fail = |why: &str| {
+        report_failed(record.id, why, as_json);
+        CliError::failed(format!("file d{} was not saved: {}", record.id, escape(why)), "see `cipherline files list`")
     };
-    let result = download::download(store, client, record.id, dir, &mut progress).await;
+    let transfer = match handle.run(Command::GetFile { id: record.message, dir }).await {
+        Ok(Reply::Transfer { transfer }) => transfer,
+        Ok(_) => return Err(fail("an unexpected answer")),
+        Err(e) => {
+            report_failed(record.id, &e.to_string(), as_json);
+            return Err(CliError::Client(e));
+        }
+    };
+    let bar = if as_json { indicatif::ProgressBar::hidden() } else { progress_bar(record.size, "receiving") };
+    let mut progress = JsonProgress::new(as_json, format!("d{}", record.id));
+    let result = loop {
+        match events.recv().await {
+            Some(Event::Transfer { transfer: t, done, total, state, path, .. }) if t == transfer => {
+                bar.set_position(done);
+                match state {
+                    TransferState::Done => {
+                        progress.progress(done, total);
+                        break path.ok_or_else(|| fail("saved, but the engine did not say where"));
+                    }
+                    TransferState::Failed(why) => break Err(fail(&why)),
+                    TransferState::Cancelled => break Err(fail("cancelled")),
+                    _ => progress.progress(done, total),
+                }
+            }
+            Some(Event::Connection(ConnectionState::Stopped { reason })) => break Err(fail(&reason)),
+            Some(_) => {}
+            None => break Err(fail("the client engine stopped")),
+        }
+    };
     bar.finish_and_clear();
-    result.map_err(|e| {
-        report_failed(record.id, &e.to_string(), as_json);
-        CliError::Client(e)
-    })
+    result
 }
 
 /// Prints that a download was saved.
@@ -293,39 +345,19 @@ impl JsonProgress {
     }
 }
 
-async fn cancel(args: &CancelArgs) -> Result<(), CliError> {
+async fn cancel(args: &'static CancelArgs) -> Result<(), CliError> {
     let id = parse_id(&args.id)?;
-    let (mut client, e2e) = connect_for_files(&args.client).await?;
-    let store = e2e.store().clone();
-    let result = match id {
-        TransferId::Up(n) => {
-            let up = store.upload(n).map_err(CliError::Client)?;
-            match up {
-                Some(up) if up.scope != e2e.scope() => Err(other_scope(&args.id, &up.scope)),
-                Some(_) => upload::cancel(&store, &mut client, n).await.map_err(CliError::Client),
-                None => Err(CliError::failed(format!("no upload u{n}"), "see `cipherline files list`")),
-            }
-        }
-        TransferId::Down(n) => {
-            let d = store.download(n).map_err(CliError::Client)?;
-            match d {
-                Some(d) if d.scope != e2e.scope() => Err(other_scope(&args.id, &d.scope)),
-                Some(_) => download::cancel(&store, Some(&mut client), n).await.map_err(CliError::Client),
-                None => Err(CliError::failed(format!("no download d{n}"), "see `cipherline files list`")),
-            }
-        }
-    };
-    let _ = client.close().await;
-    result?;
-    eprintln!("cancelled {}", escape(&args.id));
-    Ok(())
-}
-
-fn other_scope(id: &str, scope: &str) -> CliError {
-    CliError::failed(
-        format!("{} belongs to another name or server of this data directory ({})", escape(id), escape(scope)),
-        "connect as that name (--name) to that server (--server)",
-    )
+    tokio::task::LocalSet::new()
+        .run_until(async move {
+            let (handle, events, engine) = one_shot(&args.client).await?;
+            let result = handle.run(Command::CancelFile(id.to_string())).await;
+            drop((handle, events));
+            engine.stop().await;
+            result.map_err(CliError::Client)?;
+            eprintln!("cancelled {id}");
+            Ok(())
+        })
+        .await
 }
 
 /// Sends `path` end to end to the conversation `group_id` (`target`)

@@ -46,6 +46,9 @@ impl<C: Connector> Engine<C> {
             Command::Download(which) => self.download_info(live, &which),
             Command::Received(transfer) => self.received_file(&transfer),
             Command::RefuseFile { id, reason } => self.refuse_file(live, id, reason).await,
+            c @ (Command::Prepare(_) | Command::SendAcked { .. } | Command::Receive | Command::Finish) => {
+                self.once_command(live, c).await
+            }
         };
         let lost = match &answer {
             Err(e) if passing(e) && !matches!(e, ClientError::Refused { .. }) => Some(e.to_string()),

@@ -5,6 +5,9 @@ use super::*;
 impl<C: Connector> Engine<C> {
     /// Handles one server message.
     pub(super) async fn incoming(&mut self, live: &mut Live, msg: ServerMessage) -> Step {
+        if self.once.holds(&msg) {
+            return Step::Go;
+        }
         let event = match msg {
             ServerMessage::Message(d) => {
                 let status = live.peers.check(&d);

@@ -70,11 +70,13 @@ pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTO
 mod facts;
 mod lookup;
 mod offers;
+mod once;
 mod transfers;
 
 pub use facts::{DownloadInfo, FileRef, MAX_RECEIVED, ReceivedFile};
 pub use lookup::{KeyInfo, RoomSummary};
 pub use offers::{ANSWER_WAIT, MAX_OFFERS, MAX_RECEIVING, OFFER_ID_STEP, is_offer_id};
+pub use once::SendAck;
 pub use transfers::{PROGRESS_EVERY, TransferInfo, TransferState};
 
 /// The first pause before reconnecting, and the longest: the pause doubles
@@ -416,6 +418,11 @@ pub enum Reply {
     Download(DownloadInfo),
     /// A version-1 file received, as [`Command::Received`] answers.
     Received(ReceivedFile),
+    /// A conversation is ready for sending ([`Command::Prepare`]): the
+    /// names removed from an end-to-end room's group because they had left.
+    Prepared(Vec<String>),
+    /// The server's whole acknowledgement of a text ([`Command::SendAcked`]).
+    Acked(SendAck),
 }
 
 /// The session of the connection in use (what `/fingerprint` shows).
@@ -581,6 +588,23 @@ pub enum Command {
         /// Why (the sender sees it).
         reason: String,
     },
+    /// One-shot (engine/once.rs): ready a conversation for sending as
+    /// `send` does (an end-to-end room caught up and reconciled, an open
+    /// one joined).
+    Prepare(Target),
+    /// One-shot: send `text` (as [`Command::SendDirect`] or
+    /// [`Command::SendRoom`]), answered with [`Reply::Acked`].
+    SendAcked {
+        /// The user or room.
+        to: Target,
+        /// The text.
+        text: String,
+    },
+    /// One-shot: from now on ask for stored messages and hand messages over.
+    Receive,
+    /// One-shot: leave the open rooms [`Command::Prepare`] joined that this
+    /// user was not in.
+    Finish,
 }
 
 type Request = (Command, oneshot::Sender<Result<Reply, ClientError>>);
@@ -653,6 +677,8 @@ pub struct Engine<C: Connector> {
     offers: offers::Offers,
     /// Version-1 files received lately, for [`Command::Received`].
     received: facts::Received,
+    /// One-shot mode (engine/once.rs).
+    once: once::Once,
 }
 
 /// The live connection and what came with it.
@@ -685,6 +711,7 @@ impl<C: Connector> Engine<C> {
             transfers: transfers::Transfers::default(),
             offers: offers::Offers::default(),
             received: facts::Received::default(),
+            once: once::Once::default(),
         };
         (engine, EngineHandle { commands: ctx }, erx)
     }
@@ -750,6 +777,7 @@ impl<C: Connector> Engine<C> {
                 };
                 match step {
                     Step::Go => {}
+                    Step::Lost(why) if self.once.on() => return why,
                     Step::Lost(why) => break why,
                     Step::Stop(why) => {
                         // Version-1 transfers end here (partial files deleted).
@@ -802,6 +830,7 @@ impl<C: Connector> Engine<C> {
     /// key packages, Resume; all within [`ATTEMPT_TIMEOUT`].
     async fn attempt(&mut self, first: bool) -> Result<Live, ConnectFailure> {
         let rooms: Vec<String> = self.rooms.values().cloned().collect();
+        let resume = self.once.resumes();
         let connecting = self.connector.connect(first);
         let attempt = async {
             let Session { mut client, peers, e2e } = connecting.await?;
@@ -816,11 +845,16 @@ impl<C: Connector> Engine<C> {
                     Err(e) => return Err(fail(e)),
                 }
             }
-            if let Some(e2e) = &e2e {
-                // Others need one to start a conversation; not fatal.
+            if let Some(e2e) = &e2e
+                && resume
+            {
+                // Others need one to start a conversation; not fatal. (A
+                // one-shot engine leaves that to a client that receives.)
                 let _ = e2e.publish_key_packages(&mut client).await;
             }
-            client.resume(0).await.map_err(fail)?;
+            if resume {
+                client.resume(0).await.map_err(fail)?;
+            }
             let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
             Ok((Live { client, peers, e2e, keepalive }, refused))
         };

@@ -211,8 +211,14 @@ pub(super) fn result(reply: &Reply) -> Value {
             "server_short": s.server_short,
             "handshake_hash": s.handshake_hash,
         }),
-        // Lookups of chat's, not methods of the daemon's.
-        Reply::KeyInfo(_) | Reply::RoomInfo(_) | Reply::Download(_) | Reply::Received(_) => json!({}),
+        // Lookups of chat's and listen's, and one-shot answers of send's,
+        // not methods of the daemon's.
+        Reply::KeyInfo(_)
+        | Reply::RoomInfo(_)
+        | Reply::Download(_)
+        | Reply::Received(_)
+        | Reply::Prepared(_)
+        | Reply::Acked(_) => json!({}),
     }
 }
 
