@@ -321,7 +321,7 @@ async fn hello(
                             // The name is owned by now (claimed above) if it
                             // ever will be: then this user has a stored queue.
                             let inbox = match wake {
-                                Some(wake) if hub.has_inbox(&name) => Some(Inbox::new(&name, wake)),
+                                Some(wake) if hub.has_inbox(&name) => Some(Inbox::new(&name, wake, hub.watch(&name))),
                                 _ => None,
                             };
                             let welcome = ServerMessage::Welcome {

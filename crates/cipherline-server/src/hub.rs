@@ -130,6 +130,8 @@ pub(crate) struct Hub {
     tamper: Option<fn(&mut Delivery)>,
     /// Store-and-forward, when the server has a store.
     pub(crate) mail: Option<Arc<Mail>>,
+    /// The other nodes on the same store, if any (docs/cluster.md).
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A message accepted for relaying: what to store for whom and whom to
@@ -180,6 +182,7 @@ impl Hub {
             identities,
             tamper,
             mail,
+            cluster: None,
         }
     }
 
@@ -634,6 +637,7 @@ impl Hub {
         let state = self.lock();
         for name in stored {
             Self::wake_in(&state, name);
+            self.publish_wake(name);
         }
         if out.live.is_empty() {
             return;
@@ -668,8 +672,16 @@ impl Hub {
         }
     }
 
-    /// Rings the connections of `name`: something was stored for it.
+    /// Rings the connections of `name`, here and on other nodes:
+    /// something was stored for it.
     pub(crate) fn wake(&self, name: &str) {
+        Self::wake_in(&self.lock(), name);
+        self.publish_wake(name);
+    }
+
+    /// Rings the connections of `name` on this node only (a wake from
+    /// another node, or the periodic re-read).
+    pub(crate) fn ring(&self, name: &str) {
         Self::wake_in(&self.lock(), name);
     }
 
