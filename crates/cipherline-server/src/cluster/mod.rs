@@ -87,7 +87,7 @@ fn hex(s: &str) -> String {
 /// The string whose bytes `hex` spells, if it is hex of UTF-8.
 fn unhex(hex: &str) -> Option<String> {
     let bytes = hex.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
@@ -369,7 +369,7 @@ pub(crate) async fn run(
                     hub.ring(&name);
                 }
                 n += 1;
-                if n % 12 == 0
+                if n.is_multiple_of(12)
                     && let Err((_, why)) = cluster.forget_dead_nodes().await
                 {
                     tracing::warn!("could not clean up dead nodes: {why}");
