@@ -412,6 +412,7 @@ impl Hub {
         let session = peer.sessions.swap_remove(at);
         let left: Vec<String> = session.rooms.into_iter().filter(|room| !peer.in_room(room)).collect();
         let last = peer.sessions.is_empty();
+        self.left_across(name, peer.sessions.len());
         if last {
             state.users.remove(name);
             state.by_fold.remove(&fold_name(name));
@@ -912,6 +913,11 @@ impl Hub {
     /// File transfers in progress (for logs).
     pub(crate) fn transfer_count(&self) -> usize {
         self.lock().transfers.len()
+    }
+
+    /// How many connections `name` has here.
+    pub(crate) fn session_count(&self, name: &str) -> usize {
+        self.lock().users.get(name).map_or(0, |p| p.sessions.len())
     }
 
     /// Connected users (for logs and tests).

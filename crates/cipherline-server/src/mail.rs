@@ -54,7 +54,7 @@ const WANTS_RECEIPT: u8 = 1;
 
 /// How long any one store call may take before the request is answered
 /// with an error (the call itself may still complete later).
-const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters for logs.
 #[derive(Default)]

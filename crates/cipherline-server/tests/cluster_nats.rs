@@ -44,3 +44,16 @@ async fn on_nats_received_on_one_node_does_not_delete_what_a_session_on_another_
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_a_name_live_on_one_node_is_taken_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let a = node(&dir.path().join("a"), nats.url()).await;
+    let b = node(&dir.path().join("b"), nats.url()).await;
+    nodes::a_name_live_on_one_node_is_taken_on_another(&a.addr, &b.addr).await;
+    nodes::a_look_alike_of_a_keyed_user_live_on_one_node_is_refused_on_another(&a.addr, &b.addr).await;
+    nodes::sessions_of_a_name_are_counted_across_nodes(&a.addr, &b.addr).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -23,6 +23,7 @@
 //! live node's.
 
 mod bus;
+mod presence;
 
 pub use bus::{Bus, Incoming, LocalBus, LocalNet, NatsBus};
 
@@ -70,6 +71,9 @@ pub(crate) struct Cluster {
     /// Watched stored users (folded names) with their count of sessions
     /// here.
     watched: Mutex<HashMap<String, usize>>,
+    /// Names with sessions here (folded), with their count: what this
+    /// node's presence entries must say (step 3).
+    present: Mutex<HashMap<String, usize>>,
     /// A floor put and the delete when the name's last session ends must
     /// not overtake each other (a late delete would drop a live floor).
     stripes: Vec<tokio::sync::Mutex<()>>,
@@ -174,6 +178,7 @@ impl Cluster {
             node,
             incoming,
             watched: Mutex::new(HashMap::new()),
+            present: Mutex::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         Ok((Arc::new(cluster), rx))

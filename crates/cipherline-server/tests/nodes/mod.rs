@@ -177,3 +177,59 @@ pub async fn received_on_one_node_does_not_delete_what_a_session_on_another_has_
     ping(&mut on_a).await;
     assert_eq!(stored(store, "inbox/carol").await, 0, "no floor left on b to hold it");
 }
+
+fn name_taken(r: &Result<Client, cipherline_client::ClientError>) -> bool {
+    matches!(r, Err(cipherline_client::ClientError::Refused { code: cipherline_proto::app::ErrorCode::NameTaken, .. }))
+}
+
+/// Connects `name` (keyless) to `addr` until it is accepted or `within`
+/// has passed.
+pub async fn accepted_within(addr: &str, name: &str, within: Duration) -> Option<Client> {
+    let deadline = Instant::now() + within;
+    loop {
+        match connect_as(addr, name, None).await {
+            Ok(c) => return Some(c),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A keyless name live on `a` is taken on `b`, in any spelling and as a
+/// look-alike; once it leaves `a`, `b` may use it.
+pub async fn a_name_live_on_one_node_is_taken_on_another(a: &str, b: &str) {
+    let guest = connect_as(a, "guest", None).await.unwrap();
+    assert!(name_taken(&connect_as(b, "guest", None).await), "guest on b");
+    assert!(name_taken(&connect_as(b, "Guest", None).await), "Guest on b");
+    let ollie = connect_as(a, "ollie", None).await.unwrap();
+    assert!(name_taken(&connect_as(b, "0llie", None).await), "a look-alike on b");
+    drop((guest, ollie));
+    accepted_within(b, "guest", Duration::from_secs(5)).await.expect("guest on b once it left a");
+    accepted_within(b, "0llie", Duration::from_secs(5)).await.expect("0llie on b once ollie left a");
+}
+
+/// `a1ice` is refused on `b` while `alice` (keyed) is live on `a`.
+pub async fn a_look_alike_of_a_keyed_user_live_on_one_node_is_refused_on_another(a: &str, b: &str) {
+    let _alice = user(a, "alice", 1).await;
+    let r = connect_as(b, "a1ice", Some(key(5))).await;
+    assert!(name_taken(&r), "a1ice on b: {:?}", r.err());
+}
+
+/// One key has at most four sessions of a name across all nodes.
+pub async fn sessions_of_a_name_are_counted_across_nodes(a: &str, b: &str) {
+    let mut held = Vec::new();
+    for addr in [a, b, a, b] {
+        held.push(connect_as(addr, "erin", Some(key(6))).await.unwrap());
+    }
+    assert!(name_taken(&connect_as(a, "erin", Some(key(6))).await), "a fifth on a");
+    assert!(name_taken(&connect_as(b, "erin", Some(key(6))).await), "a fifth on b");
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match connect_as(a, "erin", Some(key(6))).await {
+            Ok(_) => break,
+            Err(_) => assert!(Instant::now() < deadline, "a fourth again once one left"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
