@@ -1,6 +1,7 @@
-//! Several relay nodes on one store (docs/cluster.md, step 2): waking a
-//! stored user's sessions on other nodes, and an ack floor that no node
-//! lowers below what another node's sessions have read.
+//! Several relay nodes on one store (docs/cluster.md, steps 2 and 3):
+//! waking a stored user's sessions on other nodes, an ack floor that no
+//! node lowers below what another node's sessions have read, and names in
+//! use on any node.
 //!
 //! - **Wake.** After a message is appended to `inbox/<folded>`, this node
 //!   publishes `<prefix>.wake.<hex of the folded name>` on the [`Bus`]; a
@@ -17,6 +18,9 @@
 //!   [`NODE_TTL`]; a dead node's floor entries are deleted by whoever reads
 //!   them. A node's floor entry of a name goes when its last session of
 //!   the name ends.
+//!
+//! - **Presence** (step 3, `presence`): a name in use on one node is
+//!   taken on every node; see that module.
 //!
 //! Node ids are random 64-bit numbers in hex, taken at each start and
 //! never reused, so nothing a stopped node left behind is mistaken for a
