@@ -305,7 +305,12 @@ async fn hello(
                         let fp = key.as_ref().map(|(fp, ..)| fp);
                         // Waits for a new binding to be on disk (bounded by
                         // the handshake deadline like everything before Hello).
-                        let claimed = match timeout_at(deadline, hub.identities.claim(&name, fp, from, limits)).await {
+                        // With other nodes, the name is claimed across them first.
+                        let claim = async {
+                            hub.claim_across(me, fp).await?;
+                            hub.identities.claim(&name, fp, from, limits).await
+                        };
+                        let claimed = match timeout_at(deadline, claim).await {
                             Ok(claimed) => claimed,
                             Err(_) => {
                                 Err((ErrorCode::BadRequest, "the server could not record your name in time".into()))
@@ -321,7 +326,7 @@ async fn hello(
                             // The name is owned by now (claimed above) if it
                             // ever will be: then this user has a stored queue.
                             let inbox = match wake {
-                                Some(wake) if hub.has_inbox(&name) => Some(Inbox::new(&name, wake)),
+                                Some(wake) if hub.has_inbox(&name) => Some(Inbox::new(&name, wake, hub.watch(&name))),
                                 _ => None,
                             };
                             let welcome = ServerMessage::Welcome {

@@ -130,6 +130,8 @@ pub(crate) struct Hub {
     tamper: Option<fn(&mut Delivery)>,
     /// Store-and-forward, when the server has a store.
     pub(crate) mail: Option<Arc<Mail>>,
+    /// The other nodes on the same store, if any (docs/cluster.md).
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A message accepted for relaying: what to store for whom and whom to
@@ -180,6 +182,7 @@ impl Hub {
             identities,
             tamper,
             mail,
+            cluster: None,
         }
     }
 
@@ -409,6 +412,7 @@ impl Hub {
         let session = peer.sessions.swap_remove(at);
         let left: Vec<String> = session.rooms.into_iter().filter(|room| !peer.in_room(room)).collect();
         let last = peer.sessions.is_empty();
+        self.left_across(name, peer.sessions.len());
         if last {
             state.users.remove(name);
             state.by_fold.remove(&fold_name(name));
@@ -634,6 +638,7 @@ impl Hub {
         let state = self.lock();
         for name in stored {
             Self::wake_in(&state, name);
+            self.publish_wake(name);
         }
         if out.live.is_empty() {
             return;
@@ -668,8 +673,16 @@ impl Hub {
         }
     }
 
-    /// Rings the connections of `name`: something was stored for it.
+    /// Rings the connections of `name`, here and on other nodes:
+    /// something was stored for it.
     pub(crate) fn wake(&self, name: &str) {
+        Self::wake_in(&self.lock(), name);
+        self.publish_wake(name);
+    }
+
+    /// Rings the connections of `name` on this node only (a wake from
+    /// another node, or the periodic re-read).
+    pub(crate) fn ring(&self, name: &str) {
         Self::wake_in(&self.lock(), name);
     }
 
@@ -900,6 +913,11 @@ impl Hub {
     /// File transfers in progress (for logs).
     pub(crate) fn transfer_count(&self) -> usize {
         self.lock().transfers.len()
+    }
+
+    /// How many connections `name` has here.
+    pub(crate) fn session_count(&self, name: &str) -> usize {
+        self.lock().users.get(name).map_or(0, |p| p.sessions.len())
     }
 
     /// Connected users (for logs and tests).

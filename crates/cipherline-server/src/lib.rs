@@ -34,7 +34,8 @@
 //! (store-and-forward), `groups` (the delivery service of end-to-end
 //! conversations: MLS bytes it relays but cannot read), `blobs` (the
 //! sealed bytes of end-to-end files, kept for the conversation's members),
-//! `connection` (one client), [`error`].
+//! [`cluster`] (other relay nodes on the same store), `connection` (one
+//! client), [`error`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
@@ -44,6 +45,7 @@ mod attempts;
 mod backlog;
 mod blobs;
 mod bucket;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod error;
@@ -101,6 +103,12 @@ pub struct RunOptions {
     /// JetStream instead (several relay nodes can share it); blobs stay in
     /// the SQLite store's directory. Ignored without `store`.
     pub nats_store: Option<Arc<NatsStore>>,
+    /// With [`RunOptions::store`]: the bus to the other relay nodes on the
+    /// same store (docs/cluster.md). Without one, a server on
+    /// [`RunOptions::nats_store`] uses NATS core on the store's connection;
+    /// a server on SQLite alone has no other nodes. Tests give two servers
+    /// on one `SqliteStore` buses of one [`cluster::LocalNet`].
+    pub cluster: Option<Arc<dyn cluster::Bus>>,
 }
 
 impl Default for RunOptions {
@@ -111,6 +119,7 @@ impl Default for RunOptions {
             dangerous_group_tamper_for_testing_only: None,
             store: None,
             nats_store: None,
+            cluster: None,
         }
     }
 }
@@ -132,12 +141,26 @@ pub async fn run_with(
     // Fail now, not on the first connection, if no suite fits the key.
     cipherline_proto::handshake::server::ExpectClientHello::new(settings.protocol.clone())?;
     let settings = Arc::new(settings);
+    let mut cluster = None;
     let mail = match options.store {
         Some(store) => {
+            // Nodes on one NATS find each other on it; on the store's
+            // connection, under the store's subject prefix.
+            let prefix = options.nats_store.as_ref().map_or("cipherline", |n| n.options().subject_prefix.as_str());
+            let bus = options.cluster.or_else(|| {
+                options
+                    .nats_store
+                    .as_ref()
+                    .map(|n| Arc::new(cluster::NatsBus::new(n.client().clone())) as Arc<dyn cluster::Bus>)
+            });
+            let prefix = prefix.to_owned();
             let db = Arc::new(match options.nats_store {
                 Some(nats) => cipherline_store::AnyStore::Nats(nats),
                 None => cipherline_store::AnyStore::Sqlite(store.clone()),
             });
+            if let Some(bus) = bus {
+                cluster = Some(cluster::Cluster::new(bus, db.clone(), &prefix).map_err(ServerError::Store)?);
+            }
             // Open-policy name bindings live in the store, where nodes
             // sharing it agree on them (docs/cluster.md).
             options.identities.use_store(db.clone()).await.map_err(ServerError::Store)?;
@@ -148,10 +171,15 @@ pub async fn run_with(
         None => None,
     };
     let ttl = Duration::from_secs(settings.limits.message_ttl_secs);
-    let hub =
-        Arc::new(hub::Hub::new(options.identities, &settings.limits, options.dangerous_tamper_for_testing_only, mail));
+    let mut hub = hub::Hub::new(options.identities, &settings.limits, options.dangerous_tamper_for_testing_only, mail);
+    hub.cluster = cluster.as_ref().map(|(c, _)| c.clone());
+    let hub = Arc::new(hub);
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    if let Some((cluster, incoming)) = cluster {
+        cluster.beat().await;
+        tracker.spawn(cluster::run(hub.clone(), cluster, incoming, token.clone()));
+    }
     tracker.spawn(hub::expire_offers(hub.clone(), token.clone()));
     if hub.mail.is_some() {
         let blob_ttl = Duration::from_secs(settings.limits.blob_ttl_secs);

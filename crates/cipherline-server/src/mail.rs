@@ -54,7 +54,7 @@ const WANTS_RECEIPT: u8 = 1;
 
 /// How long any one store call may take before the request is answered
 /// with an error (the call itself may still complete later).
-const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters for logs.
 #[derive(Default)]
@@ -401,6 +401,8 @@ pub(crate) struct Inbox {
     queue: String,
     /// Rung when new messages are stored for the user.
     pub(crate) wake: Arc<Notify>,
+    /// With other nodes: keeps the user's wakes coming to this node.
+    _watch: Option<crate::cluster::Watch>,
     /// Highest position sent on this connection.
     sent: u64,
     /// Sent and not acknowledged: position and, if the sender wants a
@@ -411,9 +413,10 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    /// `name`'s queue, not read until the client sends Resume.
-    pub(crate) fn new(name: &str, wake: Arc<Notify>) -> Self {
-        Inbox { queue: inbox_queue(name), wake, sent: 0, unacked: VecDeque::new(), resumed: false }
+    /// `name`'s queue, not read until the client sends Resume; `watch`
+    /// (with other nodes) for as long as the connection lasts.
+    pub(crate) fn new(name: &str, wake: Arc<Notify>, watch: Option<crate::cluster::Watch>) -> Self {
+        Inbox { queue: inbox_queue(name), wake, _watch: watch, sent: 0, unacked: VecDeque::new(), resumed: false }
     }
 
     /// Whether the client resumed and the window has room for more.
@@ -434,7 +437,9 @@ impl Inbox {
         }
         self.resumed = true;
         self.sent = after;
-        let floor = hub.acknowledged(me, after);
+        // With other nodes, this also records where this node's sessions
+        // are, so that theirs do not delete what ours have not read.
+        let floor = hub.floor(me, after).await?;
         if floor > 0 {
             bounded(mail.store.ack(&self.queue, floor)).await?;
         }
@@ -493,7 +498,7 @@ impl Inbox {
         }
         // Deleted only once every connection of the user that resumed has
         // it: each gets every message stored while it is connected.
-        let floor = hub.acknowledged(me, upto);
+        let floor = hub.floor(me, upto).await?;
         if floor > 0 {
             bounded(mail.store.ack(&self.queue, floor)).await?;
         }

@@ -57,6 +57,24 @@ fn mismatch(r: &Result<cipherline_client::Client, ClientError>) -> bool {
     matches!(r, Err(ClientError::Refused { code: ErrorCode::IdentityMismatch, .. }))
 }
 
+fn in_use(r: &Result<cipherline_client::Client, ClientError>) -> bool {
+    matches!(r, Err(ClientError::Refused { code: ErrorCode::NameTaken, .. }))
+}
+
+/// The loser's key is refused the name: while a session of the winner may
+/// still be live on a node (nodes share presence, docs/cluster.md step 3)
+/// as in use, then as bound to another key.
+async fn loser_refused(server: &str, name: &str, loser: u8) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = connect_as(server, name, Some(key(loser))).await;
+        if !in_use(&r) || std::time::Instant::now() > deadline {
+            return mismatch(&r);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_jetstream_racing_to_bind_one_name_agree_on_one_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,13 +89,15 @@ async fn two_nodes_on_jetstream_racing_to_bind_one_name_agree_on_one_key() {
         let name = format!("user{round}");
         let (on_a, on_b) = tokio::join!(connect_as(&a, &name, Some(key(1))), connect_as(&b, &name, Some(key(2))));
         let won = match (&on_a, &on_b) {
-            (Ok(_), r) if mismatch(r) => 1,
-            (r, Ok(_)) if mismatch(r) => 2,
+            // The loser is refused as bound to another key, or as in use
+            // when the winner's session is live on the other node.
+            (Ok(_), r) if mismatch(r) || in_use(r) => 1,
+            (r, Ok(_)) if mismatch(r) || in_use(r) => 2,
             _ => panic!("round {round}: exactly one must win: {:?} {:?}", on_a.err(), on_b.err()),
         };
         drop((on_a, on_b));
         for server in [&a, &b] {
-            assert!(mismatch(&connect_as(server, &name, Some(key(3 - won))).await), "{name}: the loser, anywhere");
+            assert!(loser_refused(server, &name, 3 - won).await, "{name}: the loser, anywhere");
             connect_as(server, &name, Some(key(won))).await.expect("the winner, anywhere");
         }
     }

@@ -201,6 +201,12 @@ impl NatsStore {
         &self.options
     }
 
+    /// The NATS connection, for other traffic between relay nodes (NATS
+    /// core subjects under the same prefix; docs/cluster.md).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// Flushes what this client has sent and closes the connection.
     pub async fn close(self) {
         let _ = tokio::time::timeout(self.options.timeout, self.client.flush()).await;

@@ -1,0 +1,59 @@
+//! The scenarios of `tests/cluster.rs` on a real nats-server: two relay
+//! nodes, each with its own data directory, queues and keys on one
+//! `nats-server -js`, waking each other over NATS core (the bus a server
+//! on a `NatsStore` uses by default). A missing nats-server fails the test
+//! (CI installs it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+mod nodes;
+
+use std::sync::Arc;
+
+use cipherline_server::{NatsOptions, NatsStore, SqliteOptions, SqliteStore};
+use cipherline_testkit::NatsServer;
+
+use nodes::Node;
+
+async fn node(dir: &std::path::Path, url: &str) -> Node {
+    std::fs::create_dir_all(dir).unwrap();
+    let sqlite = Arc::new(SqliteStore::open(dir.join("store.sqlite3"), SqliteOptions::default()).await.unwrap());
+    let nats = Arc::new(NatsStore::connect(url, NatsOptions::default()).await.unwrap());
+    Node::start(sqlite, Some(nats), None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_a_message_sent_on_one_node_reaches_the_recipient_on_another_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let a = node(&dir.path().join("a"), nats.url()).await;
+    let b = node(&dir.path().join("b"), nats.url()).await;
+    nodes::a_message_sent_on_one_node_reaches_the_recipient_on_another_at_once(&a.addr, &b.addr).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_received_on_one_node_does_not_delete_what_a_session_on_another_has_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let a = node(&dir.path().join("a"), nats.url()).await;
+    let b = node(&dir.path().join("b"), nats.url()).await;
+    let store = NatsStore::connect(nats.url(), NatsOptions::default()).await.unwrap();
+    nodes::received_on_one_node_does_not_delete_what_a_session_on_another_has_not(&a.addr, &b.addr, &store).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_a_name_live_on_one_node_is_taken_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let a = node(&dir.path().join("a"), nats.url()).await;
+    let b = node(&dir.path().join("b"), nats.url()).await;
+    nodes::a_name_live_on_one_node_is_taken_on_another(&a.addr, &b.addr).await;
+    nodes::a_look_alike_of_a_keyed_user_live_on_one_node_is_refused_on_another(&a.addr, &b.addr).await;
+    nodes::sessions_of_a_name_are_counted_across_nodes(&a.addr, &b.addr).await;
+    a.stop().await;
+    b.stop().await;
+}
