@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod offers;
 pub mod transfers;
 
 use std::io::{BufRead, BufReader};
