@@ -167,8 +167,8 @@ fn message(st: &mut State, m: &Message) {
     let from = escape(&m.from);
     match m.verified {
         Verified::New => {
-            // The fingerprint is the engine's (hex), shown so it can be
-            // compared; escaped all the same.
+            // The fingerprint (`SHA256:…`) is the engine's, shown so it
+            // can be compared; escaped all the same.
             let key = m.new_key.as_deref().map(|fp| format!(" {}", escape(fp))).unwrap_or_default();
             st.show(format!(
                 "* first message from {from}: remembered their key{key} (not verified: /verify {from} to compare \
