@@ -202,7 +202,8 @@ fn a_hostile_sender_cannot_pile_up_offers_or_leave_files_behind() {
     }
     assert_eq!(
         entries(&inbox),
-        [good.clone(), good.replace(".bin", " (1).bin")],
+        // Sorted: " (" before ".".
+        [good.replace(".bin", " (1).bin"), good.clone()],
         "no partial file, nothing else written"
     );
     assert_eq!(std::fs::read(inbox.join(good)).unwrap(), b"mine", "the file there is untouched");
