@@ -68,6 +68,46 @@ pub fn safe_file_name(offered: &str) -> Option<String> {
     if cleaned.is_empty() || cleaned.len() > 255 { None } else { Some(cleaned) }
 }
 
+/// Names tried for a received file before giving up: `name`, `name (1)`,
+/// … `name (999)`.
+const MAX_NAME_TRIES: u32 = 1000;
+
+/// The `n`th name to try for a received file: `name`, then `stem (n).ext`
+/// (`report (1).pdf`, `README (1)`), cut so it stays within 255 bytes.
+/// One naming for both kinds of file (end-to-end and version 1).
+#[must_use]
+pub fn numbered_name(name: &str, n: u32) -> String {
+    if n == 0 {
+        return name.to_owned();
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
+        _ => (name, String::new()),
+    };
+    let suffix = format!(" ({n}){ext}");
+    let mut end = stem.len().min(255usize.saturating_sub(suffix.len()));
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", stem.get(..end).unwrap_or_default())
+}
+
+/// Links the complete file `part` into `dir` under `name`, or the first
+/// of `name (1)`, `name (2)`, … ([`numbered_name`]) not taken: a hard link
+/// fails if the name exists, where a rename would replace it. `part` is
+/// left for the caller to remove. The path, or the one that failed and why.
+pub(crate) fn link_unused(part: &Path, dir: &Path, name: &str) -> Result<PathBuf, (PathBuf, std::io::Error)> {
+    for n in 0..MAX_NAME_TRIES {
+        let path = dir.join(numbered_name(name, n));
+        match std::fs::hard_link(part, &path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err((path, e)),
+        }
+    }
+    Err((dir.join(name), std::io::Error::new(ErrorKind::AlreadyExists, "too many files with this name")))
+}
+
 /// Opens `path` for sending, with its size. Only a regular file (or a
 /// symlink to one) is accepted: a directory opens fine on Unix and would be
 /// offered as a "file" of its metadata size, a device has no meaningful
@@ -314,7 +354,7 @@ impl Incoming {
     }
 
     /// Checks size and hash; on success moves the file into place (never
-    /// over an existing file: `name`, `name.1`, `name.2`, …) and returns its
+    /// over an existing file: `name`, `name (1)`, `name (2)`, …) and returns its
     /// path. On mismatch the partial file is deleted.
     pub fn finish(mut self, sha256: &[u8; 32]) -> Result<PathBuf, TransferError> {
         let file = self.file.take().ok_or(TransferError::Mismatch("finished twice"))?;
@@ -334,27 +374,14 @@ impl Incoming {
         placed
     }
 
-    /// Syncs the complete file and links it under its name.
+    /// Syncs the complete file and links it under its name (or the
+    /// first unused `name (n).ext`: [`link_unused`]).
     fn place(&self, file: File) -> Result<PathBuf, TransferError> {
         file.sync_all().map_err(|e| io_error(&self.part, e))?;
         drop(file);
-        for n in 0..1000u32 {
-            let candidate =
-                if n == 0 { self.dir.join(&self.name) } else { self.dir.join(format!("{}.{n}", self.name)) };
-            // hard_link + remove never replaces an existing file, unlike rename.
-            match std::fs::hard_link(&self.part, &candidate) {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(&self.part);
-                    return Ok(candidate);
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_error(&candidate, e)),
-            }
-        }
-        Err(TransferError::Io {
-            path: self.dir.join(&self.name),
-            source: std::io::Error::new(ErrorKind::AlreadyExists, "too many files with this name"),
-        })
+        let path = link_unused(&self.part, &self.dir, &self.name).map_err(|(path, e)| io_error(&path, e))?;
+        let _ = std::fs::remove_file(&self.part);
+        Ok(path)
     }
 
     /// Deletes the partial file (cancelled or failed).
@@ -414,6 +441,17 @@ mod tests {
     }
 
     #[test]
+    fn names_with_numbers_keep_the_extension_and_the_length_limit() {
+        assert_eq!(numbered_name("report.pdf", 0), "report.pdf");
+        assert_eq!(numbered_name("report.pdf", 1), "report (1).pdf");
+        assert_eq!(numbered_name("archive.tar.gz", 2), "archive.tar (2).gz");
+        assert_eq!(numbered_name("README", 3), "README (3)");
+        let long = "a".repeat(251) + ".txt";
+        assert!(numbered_name(&long, 12).len() <= 255);
+        assert!(numbered_name(&long, 12).ends_with(" (12).txt"));
+    }
+
+    #[test]
     fn incoming_checks_hash_and_never_overwrites() {
         let dir = std::env::temp_dir().join(format!("cl-transfer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -423,7 +461,7 @@ mod tests {
         let mut good = Incoming::create(&dir, "alice", &me, 1, "f.txt", data.len() as u64).unwrap();
         good.write(data).unwrap();
         let path = good.finish(&cipherline_proto::crypto::sha256(data)).unwrap();
-        assert_eq!(path, dir.join("f.txt.1"));
+        assert_eq!(path, dir.join("f (1).txt"), "named as end-to-end files are");
         assert_eq!(std::fs::read(&path).unwrap(), data);
         assert_eq!(std::fs::read(dir.join("f.txt")).unwrap(), b"existing");
 

@@ -263,7 +263,7 @@ async fn fetch(
                         progress.progress(done, total);
                         break path.ok_or_else(|| fail("saved, but the engine did not say where"));
                     }
-                    TransferState::Failed(why) => break Err(fail(&why)),
+                    TransferState::Failed { why, .. } => break Err(fail(&why)),
                     TransferState::Cancelled => break Err(fail("cancelled")),
                     _ => progress.progress(done, total),
                 }

@@ -34,6 +34,12 @@ fn two_chats_exchange_direct_messages_end_to_end() {
     );
     // Shown like any direct message, with the state of alice's key.
     assert_eq!(untimed(seen.last().unwrap()), "alice (new key) -> you: hello bob, marker-chat-dm-51d0");
+    // The first message from alice's key says which key was remembered,
+    // so it can be compared.
+    let rows = common::peer_rows(&common::home_of(&server, "bob"));
+    let (_, _, alice_key, _) = rows.iter().find(|r| r.1 == "alice").unwrap_or_else(|| panic!("{rows:?}"));
+    let notice = format!("* first message from alice: remembered their key {alice_key} (not verified");
+    assert!(seen.iter().any(|l| l.starts_with(&notice)), "{notice:?} in {seen:?}");
     // And back, in the same conversation.
     bob.type_line("/msg alice hi alice, marker-chat-dm-77e2");
     let back = alice.wait("marker-chat-dm-77e2");

@@ -97,6 +97,31 @@ fn a_direct_file_is_offered_accepted_and_saved_byte_identical_end_to_end() {
 }
 
 #[test]
+fn an_offer_left_unanswered_is_listed_again_when_chat_starts_and_can_be_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let into = downloads(dir.path(), "bob");
+    let bob = chat_saving(&server, "bob", &into);
+    let mut alice = Chat::start(&server, "alice", &[]);
+    let file = dir.path().join("notes.txt");
+    make_file(&file, 5_000, "marker-chat-file-3c90");
+    alice.type_line(&format!("/send-file bob {}", file.display()));
+    let offer = bob.wait("alice offers notes.txt").pop().unwrap();
+    alice.wait("notes.txt sent to bob");
+    // bob leaves without answering, and comes back.
+    bob.quit();
+    let mut bob = chat_saving(&server, "bob", &into);
+    let again = bob.wait("still waiting").pop().unwrap();
+    assert!(again.contains("alice offers notes.txt (4.9 KiB, end to end)"), "{again}");
+    assert_eq!(offer_id(&again), offer_id(&offer), "the same id as when it was offered: {again}");
+    bob.type_line(&format!("/accept {}", offer_id(&again)));
+    bob.wait("* saved notes.txt from alice");
+    assert_eq!(std::fs::read(into.join("notes.txt")).unwrap(), std::fs::read(&file).unwrap());
+    alice.quit();
+    bob.quit();
+}
+
+#[test]
 fn a_room_file_reaches_two_members_from_one_upload() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::quick(dir.path());

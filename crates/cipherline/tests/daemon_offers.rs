@@ -18,6 +18,7 @@ use cipherline_proto::app::{ClientMessage, ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use common::Server;
 use common::daemon::Daemon;
+use common::offers::{ended, entries, next_file, raw};
 use serde_json::{Value, json};
 
 /// A version-1 offer's id is a multiple of this (engine/offers.rs).
@@ -33,52 +34,8 @@ fn transfer_id(response: &Value) -> String {
     response["result"]["transfer"].as_str().unwrap_or_else(|| panic!("no transfer id: {response}")).to_owned()
 }
 
-fn ended(daemon: &mut Daemon, transfer: &str) -> Value {
-    daemon.wait_for("transfer", |p| {
-        p["transfer"] == transfer && matches!(p["state"].as_str(), Some("done" | "failed" | "cancelled"))
-    })
-}
-
-/// The entries of `dir` (names).
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    names
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// A raw client without an identity key, in the lobby.
-async fn raw(server: &Server, name: &str) -> Client {
-    let want = server.fingerprint.clone();
-    let pin = move |_: &str, key: &ServerPublicKey| {
-        let got = cipherline_keys::Fingerprint::of_server_key(key).to_string();
-        if got == want { Ok(()) } else { Err(format!("fingerprint {got} is not {want}")) }
-    };
-    let mut client = Client::connect(&server.addr, name, &Options::default(), &pin).await.unwrap();
-    client.join("lobby").await.unwrap();
-    client
-}
-
-/// The next file message the raw client gets (within 20 s).
-async fn next_file(client: &mut Client) -> ServerMessage {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), client.recv()).await.expect("no file message").unwrap();
-        if matches!(
-            msg,
-            ServerMessage::FileOffered { .. }
-                | ServerMessage::FileAnswered { .. }
-                | ServerMessage::FileData { .. }
-                | ServerMessage::FileDone { .. }
-                | ServerMessage::FileCancelled { .. }
-                | ServerMessage::FileAcked { .. }
-        ) {
-            return msg;
-        }
-    }
 }
 
 #[test]
@@ -326,10 +283,10 @@ fn a_hostile_name_is_saved_sanitised_inside_the_directory() {
     // Inside the directory, not hidden, and the file already there is
     // not overwritten.
     assert_eq!(saved.parent().unwrap(), inbox.canonicalize().unwrap());
-    assert_eq!(saved.file_name().unwrap().to_str().unwrap(), "bashrc.1");
+    assert_eq!(saved.file_name().unwrap().to_str().unwrap(), "bashrc (1)");
     assert_eq!(std::fs::read(saved).unwrap(), data);
     assert_eq!(std::fs::read(inbox.join("bashrc")).unwrap(), b"already here");
-    assert_eq!(entries(&inbox), ["bashrc", "bashrc.1"], "nothing else written, nothing hidden");
+    assert_eq!(entries(&inbox), ["bashrc", "bashrc (1)"], "nothing else written, nothing hidden");
     assert_eq!(alice.finish(), Some(0));
 }
 

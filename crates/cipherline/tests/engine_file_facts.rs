@@ -120,7 +120,7 @@ fn a_refused_offer_tells_its_sender_why_and_a_received_file_has_its_facts() {
                     Event::Transfer { transfer: t, state: TransferState::Done, path, .. } if t == transfer => {
                         return path.unwrap();
                     }
-                    Event::Transfer { transfer: t, state: TransferState::Failed(why), .. } if t == transfer => {
+                    Event::Transfer { transfer: t, state: TransferState::Failed { why, .. }, .. } if t == transfer => {
                         panic!("{why}")
                     }
                     _ => {}

@@ -18,59 +18,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use cipherline_client::{Client, Options};
 use cipherline_proto::app::{ClientMessage, ServerMessage, Target};
-use cipherline_proto::crypto::kem::ServerPublicKey;
 use common::Server;
 use common::daemon::Daemon;
-use serde_json::{Value, json};
+use common::offers::{ended, entries, next_file, raw};
+use serde_json::json;
 
 /// Offers mallory makes: far past the 64 kept.
 const OFFERS: usize = 300;
 const KEPT: usize = 64;
 const RECEIVING: usize = 16;
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    names
-}
-
-fn ended(daemon: &mut Daemon, transfer: &str) -> Value {
-    daemon.wait_for("transfer", |p| {
-        p["transfer"] == transfer && matches!(p["state"].as_str(), Some("done" | "failed" | "cancelled"))
-    })
-}
-
-async fn raw(server: &Server, name: &str) -> Client {
-    let want = server.fingerprint.clone();
-    let pin = move |_: &str, key: &ServerPublicKey| {
-        let got = cipherline_keys::Fingerprint::of_server_key(key).to_string();
-        if got == want { Ok(()) } else { Err(format!("fingerprint {got} is not {want}")) }
-    };
-    let mut client = Client::connect(&server.addr, name, &Options::default(), &pin).await.unwrap();
-    client.join("lobby").await.unwrap();
-    client
-}
-
-/// The next file message (within 20 s).
-async fn next_file(client: &mut Client) -> ServerMessage {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), client.recv()).await.expect("no file message").unwrap();
-        if matches!(
-            msg,
-            ServerMessage::FileAnswered { .. }
-                | ServerMessage::FileCancelled { .. }
-                | ServerMessage::FileAcked { .. }
-                | ServerMessage::FileData { .. }
-                | ServerMessage::FileDone { .. }
-                | ServerMessage::FileOffered { .. }
-        ) {
-            return msg;
-        }
-    }
-}
 
 #[test]
 fn a_hostile_sender_cannot_pile_up_offers_or_leave_files_behind() {
@@ -218,7 +175,10 @@ fn a_hostile_sender_cannot_pile_up_offers_or_leave_files_behind() {
     });
     let end = ended(&mut alice, &downloads[good]);
     assert_eq!(end["state"], "done", "{end}");
-    assert_eq!(Path::new(end["path"].as_str().unwrap()).file_name().unwrap().to_str().unwrap(), format!("{good}.1"));
+    assert_eq!(
+        Path::new(end["path"].as_str().unwrap()).file_name().unwrap().to_str().unwrap(),
+        good.replace(".bin", " (1).bin")
+    );
     let end = ended(&mut alice, &downloads[&accepted[1]]);
     assert_eq!(end["state"], "failed", "{end}");
     assert!(end["reason"].as_str().unwrap().contains("SHA-256"), "{end}");
@@ -240,9 +200,14 @@ fn a_hostile_sender_cannot_pile_up_offers_or_leave_files_behind() {
         let end = ended(&mut alice, &downloads[name]);
         assert_eq!(end["state"], "failed", "{name}: {end}");
     }
-    assert_eq!(entries(&inbox), [good.clone(), format!("{good}.1")], "no partial file, nothing else written");
+    assert_eq!(
+        entries(&inbox),
+        // Sorted: " (" before ".".
+        [good.replace(".bin", " (1).bin"), good.clone()],
+        "no partial file, nothing else written"
+    );
     assert_eq!(std::fs::read(inbox.join(good)).unwrap(), b"mine", "the file there is untouched");
-    assert_eq!(std::fs::read(inbox.join(format!("{good}.1"))).unwrap(), data);
+    assert_eq!(std::fs::read(inbox.join(good.replace(".bin", " (1).bin"))).unwrap(), data);
     // The offers left are withdrawn with mallory: nothing is listed.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -1,5 +1,7 @@
-//! The engine's commands: sending, joining, leaving.
+//! The engine's commands: sending, joining, leaving. Sends, Joins and
+//! RoomInfo are paced under the server's rate (engine/pace.rs).
 
+use super::pace::paced;
 use super::*;
 
 impl<C: Connector> Engine<C> {
@@ -75,7 +77,7 @@ impl<C: Connector> Engine<C> {
     async fn join(&mut self, live: &mut Live, room: &str) -> Result<Reply, ClientError> {
         let client = &mut live.client;
         if let Some(e2e) = &live.e2e
-            && paced(async || client.room_info(room).await).await?.kind.is_some_and(RoomKind::is_e2e)
+            && paced(&mut live.pace, async || client.room_info(room).await).await?.kind.is_some_and(RoomKind::is_e2e)
         {
             // An end-to-end room delivers through its group: not joined.
             if e2e.room_group(room)?.is_none() {
@@ -84,7 +86,7 @@ impl<C: Connector> Engine<C> {
             return Ok(Reply::Done);
         }
         let client = &mut live.client;
-        paced(async || client.join(room).await).await?;
+        paced(&mut live.pace, async || client.join(room).await).await?;
         self.rooms.insert(fold_name(room), room.to_owned());
         Ok(Reply::Done)
     }
@@ -127,33 +129,12 @@ async fn send(live: &mut Live, to: Target, text: &str) -> Result<(u64, u64, bool
             let payload = e2e.seal(&group, text)?;
             let client = &mut live.client;
             // Sealed once: a resend after `rate_limited` is the same message.
-            let acked = paced(async || client.group_send_acked(&group, payload.clone()).await).await?;
+            let acked = paced(&mut live.pace, async || client.group_send_acked(&group, payload.clone()).await).await?;
             e2e.sent(&mut live.client, &group).await;
             return Ok((acked.id, acked.timestamp_ms, true));
         }
     }
     let client = &mut live.client;
-    let acked = paced(async || client.send_with_ack(to.clone(), text).await).await?;
+    let acked = paced(&mut live.pace, async || client.send_with_ack(to.clone(), text).await).await?;
     Ok((acked.id, acked.timestamp_ms, false))
-}
-
-/// How often a send the server refused as too fast is tried again, and
-/// the first pause (doubling) before it is.
-const RATE_RETRIES: u32 = 4;
-const RATE_PAUSE: Duration = Duration::from_millis(500);
-
-/// Runs `request`, again after a pause (at most [`RATE_RETRIES`] times)
-/// while the server answers `rate_limited`, as `send` paces its lines.
-pub(super) async fn paced<T>(mut request: impl AsyncFnMut() -> Result<T, ClientError>) -> Result<T, ClientError> {
-    let mut pause = RATE_PAUSE;
-    for _ in 0..RATE_RETRIES {
-        match request().await {
-            Err(ClientError::Refused { code: cipherline_proto::app::ErrorCode::RateLimited, .. }) => {
-                tokio::time::sleep(jittered(pause)).await;
-                pause *= 2;
-            }
-            other => return other,
-        }
-    }
-    request().await
 }

@@ -98,6 +98,10 @@ impl<C: Connector> Engine<C> {
             text: d.text.clone(),
             e2e,
             verified: Verified::of(&status),
+            new_key: match &status {
+                MessageStatus::New(fingerprint) => Some(fingerprint.to_string()),
+                _ => None,
+            },
             timestamp_ms: d.timestamp_ms,
         };
         if !self.emit(Event::Message(message)).await || !self.handed_over().await {

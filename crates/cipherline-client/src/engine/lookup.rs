@@ -57,7 +57,7 @@ impl<C: Connector> Engine<C> {
         // Paced: a RoomInfo takes a message token (chat asks it on /join,
         // perhaps right after a pasted flood).
         let client = &mut live.client;
-        let kind = super::commands::paced(async || client.room_info(room).await).await?.kind;
+        let kind = super::pace::paced(&mut live.pace, async || client.room_info(room).await).await?.kind;
         let member = match &live.e2e {
             Some(e2e) => e2e.room_group(room)?.is_some(),
             None => false,

@@ -68,12 +68,15 @@ mod people;
 pub use handover::Handover;
 pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTORY, Member};
 mod facts;
+mod failure;
 mod lookup;
 mod offers;
 mod once;
+mod pace;
 mod transfers;
 
 pub use facts::{DownloadInfo, FileRef, MAX_RECEIVED, ReceivedFile};
+pub use failure::FailReason;
 pub use lookup::{KeyInfo, RoomSummary};
 pub use offers::{ANSWER_WAIT, MAX_OFFERS, MAX_RECEIVING, OFFER_ID_STEP, is_offer_id};
 pub use once::SendAck;
@@ -227,6 +230,10 @@ pub struct Message {
     pub e2e: bool,
     /// The verdict on the sender's key.
     pub verified: Verified,
+    /// The fingerprint of the sender's key when this message made it
+    /// remembered (verdict [`Verified::New`]): what a first-message notice
+    /// shows, so people can compare it.
+    pub new_key: Option<String>,
     /// The server's time, Unix milliseconds.
     pub timestamp_ms: u64,
 }
@@ -687,6 +694,8 @@ struct Live {
     peers: Peers,
     e2e: Option<Conversations>,
     keepalive: Duration,
+    /// The server's message bucket as counted here (engine/pace.rs).
+    pace: pace::Pace,
 }
 
 impl<C: Connector> Engine<C> {
@@ -837,6 +846,7 @@ impl<C: Connector> Engine<C> {
             let fail = |e: ClientError| ConnectFailure { passing: passing(&e), reason: e.to_string() };
             client.send_message(&ClientMessage::Receipts { enabled: true }).await.map_err(fail)?;
             let mut refused = Vec::new();
+            let joined = rooms.len();
             for room in rooms {
                 match client.join(&room).await {
                     Ok(()) => {}
@@ -856,7 +866,10 @@ impl<C: Connector> Engine<C> {
                 client.resume(0).await.map_err(fail)?;
             }
             let keepalive = Duration::from_secs(u64::from(client.idle_timeout_secs().max(2)) / 2);
-            Ok((Live { client, peers, e2e, keepalive }, refused))
+            // Hello, Receipts, the Joins, key packages and Resume took tokens.
+            let sent = u32::try_from(joined).unwrap_or(u32::MAX).saturating_add(if e2e.is_some() { 5 } else { 3 });
+            let pace = pace::Pace::new(client.info().rates, sent);
+            Ok((Live { client, peers, e2e, keepalive, pace }, refused))
         };
         let (live, refused) = match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
             Ok(result) => result?,

@@ -20,7 +20,7 @@
 //!   error meanwhile); at most [`MAX_RECEIVING`] are received at once.
 //! - Sending: chunks go out from the engine's loop, one per turn, within
 //!   the flow-control window; nobody accepting within [`ANSWER_WAIT`]
-//!   ends it (`Failed("nobody accepted in time")`, and a FileCancel), as
+//!   ends it (`Failed`, timed out: "nobody accepted in time", and a FileCancel), as
 //!   does no acknowledgement for [`ANSWER_WAIT`] while data is owed.
 //! - Receiving: a sender that sends nothing (no data, no end) for
 //!   [`ANSWER_WAIT`] after the accept or its last chunk ends it
@@ -177,6 +177,7 @@ impl Offers {
                 done: s.out.acked(),
                 total: s.out.size,
                 state: TransferState::Running,
+                offer: None,
             });
         }
         for ((from, _), r) in &self.receiving {
@@ -189,6 +190,7 @@ impl Offers {
                 done: r.incoming.received(),
                 total: r.incoming.size,
                 state: TransferState::Running,
+                offer: None,
             });
         }
         for o in &self.pending {
@@ -201,6 +203,7 @@ impl Offers {
                 done: 0,
                 total: o.size,
                 state: TransferState::Offered,
+                offer: Some(o.id),
             });
         }
         out
@@ -300,7 +303,7 @@ impl<C: Connector> Engine<C> {
         let now = Instant::now();
         for key in self.offers.stalled(now) {
             let why = format!("the sender sent nothing for {} s; the partial file was deleted", ANSWER_WAIT.as_secs());
-            let step = self.fail_receiving(live, &key, &why).await;
+            let step = self.fail_receiving(live, &key, FailReason::TimedOut, &why).await;
             if !matches!(step, Step::Go) {
                 return step;
             }
@@ -308,7 +311,7 @@ impl<C: Connector> Engine<C> {
         let Some(s) = self.offers.sending.as_mut() else { return Step::Go };
         if s.out.receivers() == 0 {
             if now >= s.answers_until {
-                return self.stop_sending(live, "nobody accepted in time", true).await;
+                return self.stop_sending(live, FailReason::TimedOut, "nobody accepted in time", true).await;
             }
             return Step::Go;
         }
@@ -326,7 +329,7 @@ impl<C: Connector> Engine<C> {
             }
             let mut chunk = vec![0u8; len];
             if let Err(e) = s.file.read_exact(&mut chunk) {
-                return self.stop_sending(live, &format!("reading the file: {e}"), true).await;
+                return self.stop_sending(live, FailReason::Other, &format!("reading the file: {e}"), true).await;
             }
             s.out.record_chunk(&chunk);
             return match live.client.send_message(&ClientMessage::FileChunk { transfer, data: chunk }).await {
@@ -335,23 +338,25 @@ impl<C: Connector> Engine<C> {
             };
         }
         if now >= s.acks_until {
-            return self.stop_sending(live, "the receivers stopped confirming the data", true).await;
+            return self
+                .stop_sending(live, FailReason::TimedOut, "the receivers stopped confirming the data", true)
+                .await;
         }
         Step::Go
     }
 
-    /// Ends the file being sent as failed (`why`), telling the server if
-    /// `cancel` (so it frees the transfer and tells the receivers).
-    async fn stop_sending(&mut self, live: &mut Live, why: &str, cancel: bool) -> Step {
+    /// Ends the file being sent as failed (`reason`, `why`), telling the
+    /// server if `cancel` (so it frees the transfer and tells the receivers).
+    async fn stop_sending(&mut self, live: &mut Live, reason: FailReason, why: &str, cancel: bool) -> Step {
         let Some(s) = self.offers.sending.take() else { return Step::Go };
         if cancel {
             let msg = ClientMessage::FileCancel { transfer: s.out.transfer, sender: String::new(), reason: why.into() };
             if let Err(e) = live.client.send_message(&msg).await {
-                let _ = self.emit(event(&s.key, &s.name, (s.out.acked(), s.out.size), failed(why))).await;
+                let _ = self.emit(event(&s.key, &s.name, (s.out.acked(), s.out.size), failed(reason, why))).await;
                 return Step::from_error(&e);
             }
         }
-        self.end_step(event(&s.key, &s.name, (s.out.acked(), s.out.size), failed(why))).await
+        self.end_step(event(&s.key, &s.name, (s.out.acked(), s.out.size), failed(reason, why))).await
     }
 
     async fn end_step(&mut self, event: Event) -> Step {
@@ -389,7 +394,7 @@ impl<C: Connector> Engine<C> {
         if s.out.transfer != client_id {
             return None;
         }
-        Some(self.stop_sending(live, &format!("the server refused it: {text}"), false).await)
+        Some(self.stop_sending(live, FailReason::Refused, &format!("the server refused it: {text}"), false).await)
     }
 
     async fn answered(&mut self, live: &mut Live, transfer: u64, by: &str, accept: bool) -> Step {
@@ -399,11 +404,12 @@ impl<C: Connector> Engine<C> {
             s.acks_until = Instant::now() + ANSWER_WAIT;
         }
         if !s.out.awaiting_answers() && s.out.receivers() == 0 {
-            let why = format!("declined by {}", s.out.declined().join(", "));
+            let by = s.out.declined().to_vec();
+            let why = format!("declined by {}", by.join(", "));
             // A direct offer is over on the server already; a room's
             // may not be (a member the Who did not list): end it.
             let cancel = matches!(s.to, Target::Room(_));
-            return self.stop_sending(live, &why, cancel).await;
+            return self.stop_sending(live, FailReason::Declined { by }, &why, cancel).await;
         }
         Step::Go
     }
@@ -430,11 +436,15 @@ impl<C: Connector> Engine<C> {
         let Some(s) = self.offers.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return Step::Go };
         if fold_name(by) == fold_name(&self.name) {
             // The server ended the whole transfer: nothing left to cancel.
-            return self.stop_sending(live, &format!("the server stopped it: {reason}"), false).await;
+            return self
+                .stop_sending(live, FailReason::Cancelled, &format!("the server stopped it: {reason}"), false)
+                .await;
         }
         s.out.on_cancel(by);
         if s.out.receivers() == 0 && (!s.out.awaiting_answers() || s.out.sent() > 0) {
-            return self.stop_sending(live, &format!("{by} stopped receiving it: {reason}"), true).await;
+            return self
+                .stop_sending(live, FailReason::Cancelled, &format!("{by} stopped receiving it: {reason}"), true)
+                .await;
         }
         Step::Go
     }
@@ -443,12 +453,18 @@ impl<C: Connector> Engine<C> {
     async fn cancelled_theirs(&mut self, transfer: u64, sender: &str, by: &str, reason: &str) -> Step {
         if let Some(o) = self.offers.take_offer(|o| o.from == sender && o.transfer == transfer) {
             let why = format!("the offer was withdrawn: {reason}");
-            return self.end_step(event(&o.key, &o.name, (0, o.size), failed(&why))).await;
+            return self.end_step(event(&o.key, &o.name, (0, o.size), failed(FailReason::Cancelled, &why))).await;
         }
         let Some(mut r) = self.offers.receiving.remove(&(sender.to_owned(), transfer)) else { return Step::Go };
         r.incoming.discard();
         let why = format!("{by} stopped it: {reason}");
-        self.end_step(event(&r.key, &r.name, (r.incoming.received(), r.incoming.size), failed(&why))).await
+        self.end_step(event(
+            &r.key,
+            &r.name,
+            (r.incoming.received(), r.incoming.size),
+            failed(FailReason::Cancelled, &why),
+        ))
+        .await
     }
 
     async fn offered_v1(
@@ -500,17 +516,18 @@ impl<C: Connector> Engine<C> {
                     Err(e) => Step::from_error(&e),
                 }
             }
-            Err(e) => self.fail_receiving(live, &key, &e.to_string()).await,
+            Err(e) => self.fail_receiving(live, &key, kind_of(&e), &e.to_string()).await,
         }
     }
 
     /// Ends a receive as failed: the partial file deleted, the sender told.
-    async fn fail_receiving(&mut self, live: &mut Live, key: &(String, u64), why: &str) -> Step {
+    async fn fail_receiving(&mut self, live: &mut Live, key: &(String, u64), reason: FailReason, why: &str) -> Step {
         let Some(mut r) = self.offers.receiving.remove(key) else { return Step::Go };
         r.incoming.discard();
         let msg = ClientMessage::FileCancel { transfer: key.1, sender: key.0.clone(), reason: why.to_owned() };
         let sent = live.client.send_message(&msg).await;
-        let step = self.end_step(event(&r.key, &r.name, (r.incoming.received(), r.incoming.size), failed(why))).await;
+        let ended = event(&r.key, &r.name, (r.incoming.received(), r.incoming.size), failed(reason, why));
+        let step = self.end_step(ended).await;
         match sent {
             Ok(()) => step,
             Err(e) => Step::from_error(&e),
@@ -530,7 +547,7 @@ impl<C: Connector> Engine<C> {
         let status = live.peers.check_file(&r.incoming.facts(sha256), signed);
         if status == MessageStatus::Invalid {
             let why = "the file's signature is invalid: the relay may have altered it; it was deleted";
-            return self.fail_receiving(live, &key, why).await;
+            return self.fail_receiving(live, &key, FailReason::Corrupt, why).await;
         }
         let Some(r) = self.offers.receiving.remove(&key) else { return Step::Go };
         let (name, size, tag, offer_id) = (r.name, r.incoming.size, r.key, r.offer_id);
@@ -539,7 +556,7 @@ impl<C: Connector> Engine<C> {
             Err(e) => {
                 let msg = ClientMessage::FileCancel { transfer, sender: key.0, reason: e.to_string() };
                 let sent = live.client.send_message(&msg).await;
-                let step = self.end_step(event(&tag, &name, (0, size), failed(&e.to_string()))).await;
+                let step = self.end_step(event(&tag, &name, (0, size), failed(kind_of(&e), &e.to_string()))).await;
                 return match sent {
                     Ok(()) => step,
                     Err(e) => Step::from_error(&e),
@@ -679,11 +696,12 @@ impl<C: Connector> Engine<C> {
         let why = "the connection was lost (version-1 files do not survive it): send or offer it again";
         let mut ended = Vec::new();
         if let Some(s) = self.offers.sending.take() {
-            ended.push(event(&s.key, &s.name, (s.out.acked(), s.out.size), failed(why)));
+            ended.push(event(&s.key, &s.name, (s.out.acked(), s.out.size), failed(FailReason::ConnectionLost, why)));
         }
         for (_, mut r) in std::mem::take(&mut self.offers.receiving) {
             r.incoming.discard();
-            ended.push(event(&r.key, &r.name, (r.incoming.received(), r.incoming.size), failed(why)));
+            let (done, size) = (r.incoming.received(), r.incoming.size);
+            ended.push(event(&r.key, &r.name, (done, size), failed(FailReason::ConnectionLost, why)));
         }
         self.offers.pending.clear();
         for e in ended {
@@ -692,8 +710,17 @@ impl<C: Connector> Engine<C> {
     }
 }
 
-fn failed(why: &str) -> TransferState {
-    TransferState::Failed(why.to_owned())
+fn failed(reason: FailReason, why: &str) -> TransferState {
+    TransferState::failed(reason, why)
+}
+
+/// The kind of a failure writing or checking a received file: what the
+/// sender sent does not add up, or the local disk failed.
+fn kind_of(e: &crate::transfer::TransferError) -> FailReason {
+    match e {
+        crate::transfer::TransferError::Mismatch(_) => FailReason::Corrupt,
+        _ => FailReason::Other,
+    }
 }
 
 #[cfg(test)]

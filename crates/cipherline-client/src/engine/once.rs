@@ -21,7 +21,7 @@
 //!   with the server's whole acknowledgement ([`SendAck`]): how many
 //!   recipients it was stored for, reached live, or not kept.
 
-use super::commands::paced;
+use super::pace::paced;
 use super::*;
 
 /// How long catching up on an end-to-end room waits for the next
@@ -115,7 +115,7 @@ impl<C: Connector> Engine<C> {
             Command::Finish => {
                 for room in std::mem::take(&mut self.once.leave) {
                     let client = &mut live.client;
-                    paced(async || client.leave(&room).await).await?;
+                    paced(&mut live.pace, async || client.leave(&room).await).await?;
                     self.rooms.remove(&fold_name(&room));
                 }
                 Ok(Reply::Done)
@@ -129,7 +129,7 @@ impl<C: Connector> Engine<C> {
     /// one joined.
     async fn prepare_room(&mut self, live: &mut Live, room: &str) -> Result<Reply, ClientError> {
         let client = &mut live.client;
-        let info = paced(async || client.room_info(room).await).await?;
+        let info = paced(&mut live.pace, async || client.room_info(room).await).await?;
         if let Some(e2e) = &live.e2e
             && info.kind.is_some_and(RoomKind::is_e2e)
         {
@@ -150,8 +150,9 @@ impl<C: Connector> Engine<C> {
         // A name a key owns stays a member of a room it joins until it
         // leaves (PROTOCOL.md §13.10): Who fails for a room it is not in.
         let client = &mut live.client;
-        let outside = client.info().queue.is_some() && paced(async || client.who(room).await).await.is_err();
-        paced(async || client.join(room).await).await?;
+        let outside =
+            client.info().queue.is_some() && paced(&mut live.pace, async || client.who(room).await).await.is_err();
+        paced(&mut live.pace, async || client.join(room).await).await?;
         self.rooms.insert(fold_name(room), room.to_owned());
         if outside {
             self.once.leave.push(room.to_owned());
@@ -179,7 +180,7 @@ async fn send_acked(live: &mut Live, to: Target, text: &str) -> Result<(crate::A
                     _ => Ok(()),
                 };
                 let client = &mut live.client;
-                Some(paced(async || e2e.direct(client, user, &mut check).await).await?)
+                Some(paced(&mut live.pace, async || e2e.direct(client, user, &mut check).await).await?)
             }
             Target::Room(room) => e2e.room_group(room)?,
         };
@@ -187,13 +188,13 @@ async fn send_acked(live: &mut Live, to: Target, text: &str) -> Result<(crate::A
             // Sealed once: a resend after `rate_limited` is the same message.
             let payload = e2e.seal(&group, text)?;
             let client = &mut live.client;
-            let ack = paced(async || client.group_send_acked(&group, payload.clone()).await).await?;
+            let ack = paced(&mut live.pace, async || client.group_send_acked(&group, payload.clone()).await).await?;
             e2e.sent(&mut live.client, &group).await;
             return Ok((ack, true));
         }
     }
     let client = &mut live.client;
-    let ack = paced(async || client.send_with_ack(to.clone(), text).await).await?;
+    let ack = paced(&mut live.pace, async || client.send_with_ack(to.clone(), text).await).await?;
     Ok((ack, false))
 }
 

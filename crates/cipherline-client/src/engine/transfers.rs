@@ -55,9 +55,15 @@ pub enum TransferState {
     Paused,
     /// Finished: sent whole, or saved and checked.
     Done,
-    /// Stopped by a failure (why; never a secret). A download interrupted
-    /// (the connection lost) keeps what it has: asking again resumes it.
-    Failed(String),
+    /// Stopped by a failure: its kind (front-ends act on it) and `why`
+    /// in words (never a secret). A download interrupted (the connection
+    /// lost) keeps what it has: asking again resumes it.
+    Failed {
+        /// What kind of failure.
+        reason: FailReason,
+        /// What went wrong, for people (raw: may hold a peer's words).
+        why: String,
+    },
     /// Cancelled by the user.
     Cancelled,
 }
@@ -73,7 +79,7 @@ impl TransferState {
             TransferState::Running => "running",
             TransferState::Paused => "paused",
             TransferState::Done => "done",
-            TransferState::Failed(_) => "failed",
+            TransferState::Failed { .. } => "failed",
             TransferState::Cancelled => "cancelled",
         }
     }
@@ -99,6 +105,10 @@ pub struct TransferInfo {
     pub total: u64,
     /// Where it stands.
     pub state: TransferState,
+    /// A download's offer id ([`Command::GetFile`], [`Command::DeclineFile`]
+    /// take it), where known: an end-to-end download's delivery id, a
+    /// version-1 offer's id.
+    pub offer: Option<u64>,
 }
 
 /// One transfer this engine runs: how it stands, and an upload's local id
@@ -385,6 +395,7 @@ impl<C: Connector> Engine<C> {
             done: 0,
             total: size,
             state: TransferState::Running,
+            offer: None,
         };
         let report = self.transfers.add(info, self.events.clone());
         let task = tokio::task::spawn_local(send_task(self.connector.clone(), report, path, group_id, to));
@@ -433,6 +444,7 @@ impl<C: Connector> Engine<C> {
             done: record.verified,
             total: record.size,
             state: TransferState::Queued,
+            offer: Some(record.message),
         };
         let report = self.transfers.add(info, self.events.clone());
         let permits = self.transfers.downloads.clone();
@@ -455,6 +467,12 @@ impl<C: Connector> Engine<C> {
                 if listed {
                     continue;
                 }
+                // What answering the offer takes (so a front-end can list
+                // offers an earlier run left unanswered).
+                let offer = match p.id {
+                    TransferId::Down(n) => e2e.store().download(n)?.map(|d| d.message),
+                    TransferId::Up(_) => None,
+                };
                 out.push(TransferInfo {
                     transfer,
                     outgoing: matches!(p.id, TransferId::Up(_)),
@@ -464,6 +482,7 @@ impl<C: Connector> Engine<C> {
                     done: p.bytes,
                     total: p.total,
                     state: if p.state == "offered" { TransferState::Offered } else { TransferState::Paused },
+                    offer,
                 });
             }
         }
@@ -525,10 +544,10 @@ impl<C: Connector> Engine<C> {
 async fn send_task<C: Connector>(connector: Rc<C>, report: Reporter, path: PathBuf, group_id: Vec<u8>, to: Target) {
     report.state(TransferState::Running).await;
     let ended = match connector.transfer().await {
-        Err(f) => TransferState::Failed(f.reason),
+        Err(f) => TransferState::unconnected(f),
         Ok(Session { client, e2e: None, .. }) => {
             let _ = tokio::time::timeout(CLOSE_WAIT, client.close()).await;
-            TransferState::Failed("the transfer's connection cannot send end-to-end files".to_owned())
+            TransferState::failed(FailReason::Other, "the transfer's connection cannot send end-to-end files")
         }
         Ok(Session { mut client, e2e: Some(e2e), .. }) => {
             let mut ticker = Ticker::new(PROGRESS_EVERY);
@@ -550,7 +569,7 @@ async fn send_task<C: Connector>(connector: Rc<C>, report: Reporter, path: PathB
             let _ = tokio::time::timeout(CLOSE_WAIT, client.close()).await;
             match result {
                 Ok(_) => TransferState::Done,
-                Err(e) => TransferState::Failed(e.to_string()),
+                Err(e) => TransferState::failed_with(&e),
             }
         }
     };
@@ -578,7 +597,7 @@ async fn get_task<C: Connector>(
     };
     report.state(TransferState::Running).await;
     let (ended, path) = match connector.transfer().await {
-        Err(f) => (TransferState::Failed(f.reason), None),
+        Err(f) => (TransferState::unconnected(f), None),
         Ok(Session { mut client, .. }) => {
             let mut ticker = Ticker::new(PROGRESS_EVERY);
             let progress = report.clone();
@@ -591,7 +610,7 @@ async fn get_task<C: Connector>(
             let _ = tokio::time::timeout(CLOSE_WAIT, client.close()).await;
             match result {
                 Ok(saved) => (TransferState::Done, Some(saved)),
-                Err(e) => (TransferState::Failed(e.to_string()), None),
+                Err(e) => (TransferState::failed_with(&e), None),
             }
         }
     };
@@ -608,10 +627,11 @@ mod tests {
 
     #[test]
     fn states_have_the_labels_front_ends_show() {
-        let labels: Vec<_> = [TransferState::Queued, TransferState::Failed("x".into()), TransferState::Cancelled]
-            .iter()
-            .map(TransferState::as_str)
-            .collect();
+        let labels: Vec<_> =
+            [TransferState::Queued, TransferState::failed(FailReason::Other, "x"), TransferState::Cancelled]
+                .iter()
+                .map(TransferState::as_str)
+                .collect();
         assert_eq!(labels, ["queued", "failed", "cancelled"]);
     }
 
@@ -628,6 +648,7 @@ mod tests {
             done: 0,
             total: 10,
             state: TransferState::Queued,
+            offer: None,
         };
         let report = transfers.add(info, tx);
         report.progress(4);
@@ -652,6 +673,7 @@ mod tests {
             done: 0,
             total: 10,
             state: TransferState::Running,
+            offer: None,
         };
         let report = transfers.add(info, tx);
         report.set_upload(7);

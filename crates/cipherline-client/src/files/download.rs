@@ -27,7 +27,7 @@ use super::{FETCH_HOLD, Progress, STALL_LIMIT, blob_delete, blob_error};
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::local::LocalStore;
-use crate::transfer::safe_file_name;
+use crate::transfer::{link_unused, safe_file_name};
 
 /// Most fetches outstanding at once (once the upload is complete).
 const OUTSTANDING: usize = 2;
@@ -35,8 +35,6 @@ const OUTSTANDING: usize = 2;
 const NOTE_EVERY: u64 = 4 << 20;
 /// How long one answer may take beyond the relay's hold.
 const ANSWER_SLACK: Duration = Duration::from_secs(30);
-/// Names tried before giving up: `name`, `name (1)`, … `name (999)`.
-const MAX_NAME_TRIES: u32 = 1000;
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
     move |source| ClientError::FileIo { path: path.to_owned(), source }
@@ -60,43 +58,13 @@ pub fn saved_name(offered: &str) -> String {
     safe_file_name(offered).unwrap_or_else(|| "file".to_owned())
 }
 
-/// The `n`th name to try: `name`, then `stem (n).ext`, cut so it stays
-/// within 255 bytes.
-fn candidate(name: &str, n: u32) -> String {
-    if n == 0 {
-        return name.to_owned();
-    }
-    let (stem, ext) = match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
-        _ => (name, String::new()),
-    };
-    let suffix = format!(" ({n}){ext}");
-    let mut end = stem.len().min(255usize.saturating_sub(suffix.len()));
-    while !stem.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{suffix}", stem.get(..end).unwrap_or_default())
-}
-
 /// Moves the complete partial file into `dir` under `name` (or `name (1)`
-/// and so on), never replacing an existing file: a hard link fails if the
-/// name exists, where a rename would replace it. Returns the path.
+/// and so on: [`link_unused`]), never replacing an existing file.
+/// Returns the path.
 pub fn place(part: &Path, dir: &Path, name: &str) -> Result<PathBuf, ClientError> {
-    for n in 0..MAX_NAME_TRIES {
-        let path = dir.join(candidate(name, n));
-        match std::fs::hard_link(part, &path) {
-            Ok(()) => {
-                std::fs::remove_file(part).map_err(io(part))?;
-                return Ok(path);
-            }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(&path)(e)),
-        }
-    }
-    Err(ClientError::FileIo {
-        path: dir.join(name),
-        source: std::io::Error::new(ErrorKind::AlreadyExists, "too many files with this name"),
-    })
+    let path = link_unused(part, dir, name).map_err(|(path, e)| io(&path)(e))?;
+    std::fs::remove_file(part).map_err(io(part))?;
+    Ok(path)
 }
 
 /// What a fetch loop needs of the partial file.
@@ -437,17 +405,6 @@ mod tests {
         assert!(name.starts_with('.'));
         // A peer naming a file like it gets the name without its dot.
         assert_eq!(saved_name(name), name[1..]);
-    }
-
-    #[test]
-    fn names_with_numbers_keep_the_extension_and_the_length_limit() {
-        assert_eq!(candidate("report.pdf", 0), "report.pdf");
-        assert_eq!(candidate("report.pdf", 1), "report (1).pdf");
-        assert_eq!(candidate("archive.tar.gz", 2), "archive.tar (2).gz");
-        assert_eq!(candidate("README", 3), "README (3)");
-        let long = "a".repeat(251) + ".txt";
-        assert!(candidate(&long, 12).len() <= 255);
-        assert!(candidate(&long, 12).ends_with(" (12).txt"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! are marked so they cannot pass for another message).
 
 use cipherline_client::display::{body, escape};
-use cipherline_client::engine::{ConnectionState, Event, GroupChange, Message, TransferState, Verified};
+use cipherline_client::engine::{ConnectionState, Event, FailReason, GroupChange, Message, TransferState, Verified};
 use cipherline_proto::app::{Target, fold_name};
 
 use tokio::time::Instant;
@@ -70,7 +70,7 @@ fn transfer_line(
     let offer = st.offers.iter().rev().find(|o| o.name == name).cloned();
     if !st.transfers.contains_key(id)
         && let Some(offer) = &offer
-        && let TransferState::Failed(why) = &state
+        && let TransferState::Failed { why, .. } = &state
     {
         // Withdrawn (or expired) before it was answered: its id stops working.
         st.offers.retain(|o| o.id != offer.id);
@@ -126,15 +126,21 @@ fn transfer_line(
                 dir.unwrap_or_else(|| ".".to_owned())
             ));
         }
-        (TransferState::Failed(why), true) => match why.strip_prefix("declined by ") {
-            Some(by) => st.show(format!("* {} declined {file}", escape(by))),
-            None => st.show(format!("! sending {file} stopped (to {peer}): {}", escape(&why))),
-        },
-        // Said once for all of them, with the loss (the engine's words).
-        (TransferState::Failed(why), false) if !t.e2e && why.starts_with("the connection was lost") => {
+        (TransferState::Failed { reason: FailReason::Declined { by }, .. }, true) => {
+            let by: Vec<_> = by.iter().map(|b| escape(b).into_owned()).collect();
+            st.show(format!("* {} declined {file}", by.join(", ")));
+        }
+        (TransferState::Failed { why, .. }, true) => {
+            st.show(format!("! sending {file} stopped (to {peer}): {}", escape(&why)));
+        }
+        // A version-1 file ends with the connection: said once for all of
+        // them, with the loss.
+        (TransferState::Failed { reason: FailReason::ConnectionLost, .. }, false) if !t.e2e => {
             st.lost_downloads += 1;
         }
-        (TransferState::Failed(why), false) => st.show(format!("! {file} from {peer} failed: {}", escape(&why))),
+        (TransferState::Failed { why, .. }, false) => {
+            st.show(format!("! {file} from {peer} failed: {}", escape(&why)));
+        }
         (TransferState::Cancelled, true) if t.e2e => {
             st.show(format!("* cancelled {file} to {peer} (the relay deletes what it had)"));
         }
@@ -160,9 +166,15 @@ fn transfer_line(
 fn message(st: &mut State, m: &Message) {
     let from = escape(&m.from);
     match m.verified {
-        Verified::New => st.show(format!(
-            "* first message from {from}: remembered their key (not verified: /verify {from} to compare safety codes)"
-        )),
+        Verified::New => {
+            // The fingerprint (`SHA256:…`) is the engine's, shown so it
+            // can be compared; escaped all the same.
+            let key = m.new_key.as_deref().map(|fp| format!(" {}", escape(fp))).unwrap_or_default();
+            st.show(format!(
+                "* first message from {from}: remembered their key{key} (not verified: /verify {from} to compare \
+                 safety codes)"
+            ));
+        }
         Verified::Invalid => st.show(format!(
             "!!! a message claiming to be from {from} has a bad signature: the relay altered or forged it"
         )),

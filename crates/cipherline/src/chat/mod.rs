@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use cipherline_client::display::escape;
 use cipherline_client::engine::{Command, ConnectionState, Engine, EngineHandle, Event, Reply};
-use cipherline_proto::app::fold_name;
+use cipherline_proto::app::{Target, fold_name};
 use clap::Args;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -281,8 +281,11 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
             tokio::select! {
                 entered = &mut first => break entered,
                 event = events.recv() => match event {
-                    Some(event) if early.len() < MAX_EARLY => early.push_back(event),
-                    Some(event) => stopped = stopped.or(lines::on_event(&state, event)),
+                    Some(event) => {
+                        if let Some(event) = hold_early(&mut early, event) {
+                            stopped = stopped.or(lines::on_event(&state, event));
+                        }
+                    }
                     None => break Err(failed(&failure, "the engine stopped")),
                 },
             }
@@ -334,6 +337,26 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
             let known = Transfer { name: t.name, peer: from, outgoing: false, e2e: true, since: Instant::now() };
             st.started(t.transfer, known);
         }
+        // Offers still waiting for an answer, unless announced just now.
+        let announced: BTreeSet<u64> =
+            early.iter().filter_map(|e| if let Event::FileOffered { id, .. } = e { Some(*id) } else { None }).collect();
+        for t in first.unanswered {
+            let (Some(id), Some(from)) = (t.offer, t.from) else { continue };
+            if announced.contains(&id) {
+                continue;
+            }
+            let place = match &t.to {
+                Target::Room(room) => format!(" in #{}", escape(room)),
+                Target::User(_) => String::new(),
+            };
+            st.show(format!(
+                "* still waiting: {} offers {} ({}, end to end){place}: /accept {id} or /decline {id}",
+                escape(&from),
+                escape(&t.name),
+                lines::human(t.total)
+            ));
+            st.offered(Offer { id, from, name: t.name, size: t.total, e2e: true });
+        }
     }
     for event in early {
         stopped = stopped.or(lines::on_event(&state, event));
@@ -364,6 +387,18 @@ async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
     }
 }
 
+/// Holds an event that arrived while the first room was being joined,
+/// to be shown after the first line; with [`MAX_EARLY`] held already,
+/// hands it back to be shown at once, so a flood never grows memory.
+fn hold_early(early: &mut VecDeque<Event>, event: Event) -> Option<Event> {
+    if early.len() < MAX_EARLY {
+        early.push_back(event);
+        None
+    } else {
+        Some(event)
+    }
+}
+
 /// The error for a connection that could not be made: the connector's,
 /// with its exit code, else the engine's words.
 fn failed(failure: &Failure, reason: &str) -> CliError {
@@ -382,6 +417,9 @@ struct First {
     session: Option<cipherline_client::engine::SessionSummary>,
     /// Downloads an earlier run left unfinished (the engine resumes them).
     unfinished: Vec<cipherline_client::engine::TransferInfo>,
+    /// End-to-end offers nobody answered yet (an earlier run's, or made
+    /// while this user was away): listed again, with their ids.
+    unanswered: Vec<cipherline_client::engine::TransferInfo>,
 }
 
 /// Joins the first room, and asks what the first line shows.
@@ -396,23 +434,18 @@ async fn first_room(handle: &EngineHandle, room: &str) -> Result<First, CliError
         Ok(Reply::Session(s)) => Some(s),
         _ => None,
     };
-    let unfinished = match handle.run(Command::Files).await {
+    use cipherline_client::engine::TransferState as S;
+    let (unanswered, unfinished) = match handle.run(Command::Files).await {
         Ok(Reply::Files(list)) => list
             .into_iter()
-            .filter(|t| {
-                !t.outgoing
-                    && !matches!(
-                        t.state,
-                        cipherline_client::engine::TransferState::Offered
-                            | cipherline_client::engine::TransferState::Done
-                            | cipherline_client::engine::TransferState::Cancelled
-                            | cipherline_client::engine::TransferState::Failed(_)
-                    )
-            })
-            .collect(),
-        _ => Vec::new(),
+            .filter(|t| !t.outgoing && !matches!(t.state, S::Done | S::Cancelled | S::Failed { .. }))
+            // Version-1 offers (`o…`) are this connection's, announced as
+            // they came; an end-to-end one is a `d…` download.
+            .filter(|t| t.state != S::Offered || (t.offer.is_some() && t.transfer.starts_with('d')))
+            .partition(|t| t.state == S::Offered),
+        _ => (Vec::new(), Vec::new()),
     };
-    Ok(First { e2e, direct_e2e, session, unfinished })
+    Ok(First { e2e, direct_e2e, session, unfinished, unanswered })
 }
 
 /// The prompt: the current room, so the user sees where a line goes.
@@ -517,5 +550,29 @@ async fn next_ran(job: &mut Option<Job>) -> Ran {
     match job {
         Some(job) => job.as_mut().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_while_the_first_room_is_joined_holds_at_most_max_early_events() {
+        let mut early = VecDeque::new();
+        let joined = |n: usize| Event::Membership { room: "lobby".into(), name: format!("m{n}"), joined: true };
+        let mut shown_at_once = Vec::new();
+        for n in 0..MAX_EARLY + 1000 {
+            if let Some(Event::Membership { name, .. }) = hold_early(&mut early, joined(n)) {
+                shown_at_once.push(name);
+            }
+        }
+        assert_eq!(early.len(), MAX_EARLY, "the bound holds");
+        // The first ones are held (in order, shown after the first line),
+        // the rest shown at once rather than dropped.
+        assert_eq!(early.front(), Some(&joined(0)));
+        assert_eq!(early.back(), Some(&joined(MAX_EARLY - 1)));
+        assert_eq!(shown_at_once.len(), 1000);
+        assert_eq!(shown_at_once.first().map(String::as_str), Some(format!("m{MAX_EARLY}").as_str()));
     }
 }

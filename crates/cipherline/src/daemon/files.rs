@@ -86,8 +86,9 @@ fn listed(info: &TransferInfo) -> Value {
     if let Some(from) = &info.from {
         insert(&mut item, "from", json!(from));
     }
-    if let TransferState::Failed(reason) = &info.state {
-        insert(&mut item, "reason", json!(reason));
+    if let TransferState::Failed { reason, why } = &info.state {
+        insert(&mut item, "failure", json!(reason.as_str()));
+        insert(&mut item, "reason", json!(why));
     }
     item
 }
@@ -125,8 +126,9 @@ pub(super) fn notification(event: &Event) -> Option<(&'static str, Value)> {
                 "total": total,
                 "state": state.as_str(),
             });
-            if let TransferState::Failed(reason) = state {
-                insert(&mut params, "reason", json!(reason));
+            if let TransferState::Failed { reason, why } = state {
+                insert(&mut params, "failure", json!(reason.as_str()));
+                insert(&mut params, "reason", json!(why));
             }
             if let Some(path) = path {
                 insert(&mut params, "path", json!(path.to_string_lossy()));
@@ -150,7 +152,7 @@ pub(super) fn sample(call: &FileCall) -> Reply {
 /// A sample of each notification's shape, for the doc's tests.
 #[cfg(test)]
 pub(super) fn samples() -> Vec<Event> {
-    use cipherline_client::engine::Verified;
+    use cipherline_client::engine::{FailReason, Verified};
     let transfer = |state: TransferState, path: Option<PathBuf>| Event::Transfer {
         transfer: "d1".into(),
         name: "f".into(),
@@ -173,7 +175,7 @@ pub(super) fn samples() -> Vec<Event> {
         offer(Target::Room("r".into())),
         transfer(TransferState::Running, None),
         transfer(TransferState::Done, Some(PathBuf::from("/x/f"))),
-        transfer(TransferState::Failed("x".into()), None),
+        transfer(TransferState::failed(FailReason::ConnectionLost, "x"), None),
     ]
 }
 
@@ -182,6 +184,7 @@ pub(super) fn samples() -> Vec<Event> {
 mod tests {
     use super::super::rpc::INVALID_PARAMS;
     use super::*;
+    use cipherline_client::engine::FailReason;
 
     #[test]
     fn file_params_are_checked() {
@@ -209,12 +212,14 @@ mod tests {
             name: "a.txt".into(),
             done: 1,
             total: 2,
-            state: TransferState::Failed("gone".into()),
+            state: TransferState::failed(FailReason::Cancelled, "gone"),
+            offer: None,
         };
         let v = result(&Reply::Files(vec![info])).unwrap();
         let item = &v["transfers"][0];
         assert_eq!((item["room"].as_str(), item["from"].as_str()), (Some("team"), Some("alice")));
         assert_eq!((item["state"].as_str(), item["reason"].as_str()), (Some("failed"), Some("gone")));
+        assert_eq!(item["failure"], "cancelled", "the kind, for bots to act on");
         assert_eq!(item["direction"], "in");
     }
 }

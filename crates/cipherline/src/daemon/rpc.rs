@@ -400,6 +400,7 @@ mod tests {
                 text: "t".into(),
                 e2e: false,
                 verified: Verified::Known,
+                new_key: None,
                 timestamp_ms: 1,
             })),
             notification(&Event::Message(Message {
@@ -409,6 +410,7 @@ mod tests {
                 text: "t".into(),
                 e2e: true,
                 verified: Verified::New,
+                new_key: None,
                 timestamp_ms: 1,
             })),
             notification(&Event::Delivered { id: 1, by: "b".into() }),

@@ -462,6 +462,7 @@ mod tests {
             text: text.into(),
             e2e: true,
             verified: Verified::Known,
+            new_key: None,
             timestamp_ms: 1,
         })
     }

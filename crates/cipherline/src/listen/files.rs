@@ -334,7 +334,7 @@ impl Listen {
                     return Err(Ended::Lost(CliError::failed("cannot write to standard output", "check the pipe")));
                 }
             }
-            TransferState::Failed(why) if e2e => {
+            TransferState::Failed { why, .. } if e2e => {
                 let pending = matches!(
                     self.ask(link, Command::Download(FileRef::Transfer(p.transfer.clone()))).await,
                     Ok(Reply::Download(DownloadInfo { pending: true, .. }))
@@ -353,7 +353,7 @@ impl Listen {
                     }
                 }
             }
-            TransferState::Failed(why) => {
+            TransferState::Failed { why, .. } => {
                 if let Some(t) = self.files.forget(&p.transfer, false) {
                     eprintln!("file {} from {} failed: {}", escape(&t.name), escape(&t.from), escape(&why));
                 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use cipherline_client::engine::{Command, Reply, TransferInfo, TransferState, Verified};
+use cipherline_client::engine::{Command, FailReason, Reply, TransferInfo, TransferState, Verified};
 use cipherline_proto::app::Target;
 
 use super::app::{Action, App, Entry, Transfer, same};
@@ -70,7 +70,14 @@ impl App {
                 Some(path) => self.notice(format!("saved {name} as {}", path.display()), false),
                 None => self.notice(format!("sent {name}"), false),
             },
-            TransferState::Failed(why) => self.notice(format!("{name} ({id}) stopped: {why}"), true),
+            TransferState::Failed { reason: FailReason::Declined { by }, .. } => {
+                // Declining is an answer, not an alarm.
+                self.notice(format!("{name} ({id}) declined by {}", by.join(", ")), false);
+            }
+            TransferState::Failed { reason: FailReason::ConnectionLost, why } => {
+                self.notice(format!("{name} ({id}) stopped, the connection was lost: {why}"), true);
+            }
+            TransferState::Failed { why, .. } => self.notice(format!("{name} ({id}) stopped: {why}"), true),
             TransferState::Cancelled => self.notice(format!("{name} ({id}) cancelled"), false),
             _ => {}
         }

@@ -46,6 +46,7 @@ fn message(id: u64, from: &str, to: Target, text: &str, verified: Verified, e2e:
         text: text.to_owned(),
         e2e,
         verified,
+        new_key: None,
         timestamp_ms: T0 + minute * 60_000,
     })
 }
@@ -246,7 +247,11 @@ fn file_offers_are_accepted_declined_and_followed_to_the_end() {
     app.on_event(transfer(2048 * 1024, TransferState::Done, Some("/tmp/in/b.pdf")));
     let screen = draw(&app, 120, 30);
     assert!(screen.contains("saved b.pdf as /tmp/in/b.pdf"), "{screen}");
-    app.on_event(transfer(0, TransferState::Failed("the relay lost it".into()), None));
+    app.on_event(transfer(
+        0,
+        TransferState::failed(cipherline_client::engine::FailReason::Cancelled, "the relay lost it"),
+        None,
+    ));
     assert!(draw(&app, 120, 30).contains("b.pdf (d6) stopped: the relay lost it"));
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod offers;
 pub mod transfers;
 
 use std::io::{BufRead, BufReader};
@@ -81,7 +82,13 @@ impl Server {
     /// Like [`Server::quick`], logging at trace level (`RUST_LOG=trace`)
     /// to the file `log`.
     pub fn quick_logged(dir: &Path, log: &Path) -> Server {
-        let args = quick_args(dir, None);
+        Server::quick_logged_with_limits(dir, None, log)
+    }
+
+    /// Like [`Server::quick_with_limits`], logging at trace level to the
+    /// file `log`.
+    pub fn quick_logged_with_limits(dir: &Path, limits: Option<&str>, log: &Path) -> Server {
+        let args = quick_args(dir, limits);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = std::fs::File::create(log).unwrap();
         Server::start_with(&args, |c| {
