@@ -49,6 +49,9 @@
 //!   that does not write data before metadata may leave zeros at the end
 //!   of an incomplete blob: clients authenticate every piece end to end.)
 //!   Open blob files are bounded (idle ones beyond 256 are closed).
+//!   [`NatsStore`] implements [`BlobStore`] too (module `nats::blobs`):
+//!   pieces in a stream, each durable once appended, records and quota
+//!   counts in the key-value map, so a blob is shared by every relay node.
 //!
 //! [`Store`] has two implementations: [`SqliteStore`], the embedded
 //! one-file store, and [`NatsStore`] (module `nats`), the same contract on
