@@ -97,10 +97,16 @@ pub struct RunOptions {
     /// The store for store-and-forward (PROTOCOL.md §13.9); without one,
     /// delivery is live only, for everyone.
     pub store: Option<Arc<SqliteStore>>,
-    /// With [`RunOptions::store`]: keep queues and the key-value map in NATS
-    /// JetStream instead (several relay nodes can share it); blobs stay in
-    /// the SQLite store's directory. Ignored without `store`.
+    /// With [`RunOptions::store`]: keep queues, the key-value map and blobs
+    /// in NATS JetStream instead (several relay nodes can share it).
+    /// Ignored without `store`.
     pub nats_store: Option<Arc<NatsStore>>,
+    /// Other servers use the same store (several relay nodes): re-read what
+    /// they may change (a room's stored members, end-to-end rooms) where it
+    /// matters instead of trusting what this server loaded at start, one
+    /// store read each (docs/cluster.md, steps 5 and 6). Always on with
+    /// [`RunOptions::nats_store`]; off, one server alone saves the reads.
+    pub shared_store: bool,
 }
 
 impl Default for RunOptions {
@@ -111,6 +117,7 @@ impl Default for RunOptions {
             dangerous_group_tamper_for_testing_only: None,
             store: None,
             nats_store: None,
+            shared_store: false,
         }
     }
 }
@@ -134,6 +141,7 @@ pub async fn run_with(
     let settings = Arc::new(settings);
     let mail = match options.store {
         Some(store) => {
+            let shared = options.shared_store || options.nats_store.is_some();
             let db = Arc::new(match options.nats_store {
                 Some(nats) => cipherline_store::AnyStore::Nats(nats),
                 None => cipherline_store::AnyStore::Sqlite(store.clone()),
@@ -141,8 +149,9 @@ pub async fn run_with(
             // Open-policy name bindings live in the store, where nodes
             // sharing it agree on them (docs/cluster.md).
             options.identities.use_store(db.clone()).await.map_err(ServerError::Store)?;
-            let (mut mail, rooms) = mail::Mail::open(db, store, &settings.limits).await.map_err(ServerError::Store)?;
+            let (mut mail, rooms) = mail::Mail::open(db, &settings.limits).await.map_err(ServerError::Store)?;
             mail.group_tamper = options.dangerous_group_tamper_for_testing_only;
+            mail.shared = shared;
             Some((Arc::new(mail), rooms))
         }
         None => None,
