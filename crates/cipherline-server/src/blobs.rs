@@ -12,7 +12,9 @@
 //! [`HOLD`] passes: the connection watches the blob's [`Progress`] in its
 //! select loop, so the client's other traffic keeps flowing to it, and its
 //! later requests wait behind the held one (requests are answered in
-//! order).
+//! order). With a store shared by several relay nodes (blobs on NATS
+//! JetStream), the upload may arrive at another node: a held fetch then
+//! also re-reads the blob's stored progress every [`POLL`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,10 @@ use crate::mail::{Mail, now_ms};
 
 /// Longest a fetch waits for an upload in progress to move on.
 pub(crate) const HOLD: Duration = Duration::from_secs(10);
+
+/// How often a held fetch looks at the stored progress when other nodes
+/// share the store (see [`Held::ready`]).
+const POLL: Duration = Duration::from_millis(200);
 
 /// Expired blobs deleted per store call.
 const EXPIRE_BATCH: usize = 500;
@@ -154,10 +160,28 @@ impl Drop for Held {
 }
 
 impl Held {
-    /// Resolves once the blob moved on or the hold is over (cancel-safe).
+    /// Resolves once the blob moved on or the hold is over (cancel-safe:
+    /// it changes nothing but the watch's seen mark).
     pub(crate) async fn ready(&mut self) {
-        if let Some(rx) = self.progress.as_mut() {
+        let Some(rx) = self.progress.as_mut() else { return };
+        if !self.mail.shared {
             let _ = tokio::time::timeout_at(self.until, rx.changed()).await;
+            return;
+        }
+        // With a store shared by several nodes the upload may be going
+        // through another node, whose pieces do not ring this one's
+        // watch (until the bus carries `cipherline.blob.<hex id>`): look
+        // at the stored progress every POLL as well.
+        loop {
+            let next = self.until.min(tokio::time::Instant::now() + POLL);
+            if tokio::time::timeout_at(next, rx.changed()).await.is_ok() || next >= self.until {
+                return;
+            }
+            match tokio::time::timeout(STORE_TIMEOUT, self.mail.blobs.blob_get(self.blob)).await {
+                Ok(Ok(Some(rec))) if !rec.complete && rec.stored <= self.offset => {}
+                // Moved on, gone, or the store failed: the answer says which.
+                _ => return,
+            }
         }
     }
 

@@ -704,10 +704,15 @@ impl Stored<'_> {
         let (me, hub, limits) = (self.me, self.hub, &self.settings.limits);
         let refuse = |(code, text): Refusal, client_id: u64| ServerMessage::Error { code, client_id, text };
         Some(match msg {
-            ClientMessage::Who { room } => match hub.members(me, &fold_name(&room)) {
-                Ok(names) => ServerMessage::Members { room, names },
-                Err(r) => refuse(r, 0),
-            },
+            ClientMessage::Who { room } => {
+                // Stored members are re-read wherever they matter: another
+                // node sharing the store may have changed them.
+                hub.refresh_members(&fold_name(&room)).await;
+                match hub.members(me, &fold_name(&room)) {
+                    Ok(names) => ServerMessage::Members { room, names },
+                    Err(r) => refuse(r, 0),
+                }
+            }
             // Room names are compared folded (§13.4): `General` is
             // `general`. The reply echoes the client's spelling, which it
             // waits for; everything else carries the folded name.
@@ -726,6 +731,7 @@ impl Stored<'_> {
             ),
             ClientMessage::Leave { room } => {
                 let folded = fold_name(&room);
+                hub.refresh_members(&folded).await;
                 let stored = hub.is_stored_member(&folded, &me.name);
                 let recorded = match (&hub.mail, stored) {
                     (Some(mail), true) => mail.leave_room(&folded, &fold_name(&me.name)).await,
@@ -737,8 +743,9 @@ impl Stored<'_> {
                 }
             }
             ClientMessage::Send { id, to, text, signed } => {
-                if let Target::User(user) = &to {
-                    hub.look_up(user).await;
+                match &to {
+                    Target::User(user) => hub.look_up(user).await,
+                    Target::Room(room) => hub.refresh_members(&fold_name(room)).await,
                 }
                 let admit = |recipients| charge(bytes_rate, limits, msg_len, recipients);
                 match hub.send(me, &to, text, id, signed, admit) {
@@ -782,6 +789,7 @@ impl Stored<'_> {
     /// member, recorded in the store before the reply.
     pub(crate) async fn join(&mut self, room: &str) -> Result<(), Refusal> {
         let (me, hub, limits) = (self.me, self.hub, &self.settings.limits);
+        hub.refresh_members(room).await;
         let stored = match &hub.mail {
             Some(mail) if hub.has_inbox(&me.name) => {
                 if !hub.is_stored_member(room, &me.name) {

@@ -13,7 +13,10 @@
 //! last-resort one (given out and kept), `e2e/<room>` an end-to-end room's
 //! group id, `group/<hex group id>` the group's [`Record`]. Names are
 //! folded. In memory: the end-to-end rooms (so plain Join and Send on them
-//! cost no store read) and one lock per group (or user) being changed.
+//! cost no store read; with a store shared by several nodes, a miss is
+//! read through) and one lock per group (or user) being changed. A
+//! one-time KeyPackage is claimed by a conditional delete, not under a
+//! lock, so that nodes sharing the store never give out one twice.
 //!
 //! Sequencing: the relay accepts exactly one commit per group epoch. A
 //! commit is checked and fanned out under its group's lock, and the record
@@ -164,6 +167,30 @@ impl Groups {
 
     fn room(&self, room: &str) -> Option<Room> {
         lock(&self.rooms).get(room).cloned()
+    }
+
+    /// The end-to-end room `room` (folded): this node's copy, or with a
+    /// shared store, on a miss, `e2e/<room>` and its group read through
+    /// and kept (another node may have created it since this one started;
+    /// end-to-end rooms are never deleted, so a kept one stays true).
+    async fn room_through(&self, mail: &Mail, room: &str) -> Result<Option<Room>, Refusal> {
+        if let Some(found) = self.room(room) {
+            return Ok(Some(found));
+        }
+        if !mail.shared {
+            return Ok(None);
+        }
+        let Some((group_id, _)) = bounded(mail.store.get(&room_key(room))).await? else { return Ok(None) };
+        let (rec, _) = read_group(mail, &group_id).await?.ok_or_else(|| damaged("room without its group"))?;
+        if rec.room.as_deref() != Some(room) {
+            return Err(damaged("group of a room names another room"));
+        }
+        let found = Room { group_id, kind: rec.kind };
+        let mut rooms = lock(&self.rooms);
+        if rooms.len() < MAX_E2E_ROOMS {
+            rooms.insert(room.to_owned(), found.clone());
+        }
+        Ok(Some(found))
     }
 
     /// Waits (bounded) for the lock on `key`.
@@ -327,7 +354,14 @@ impl Stored<'_> {
             | ClientMessage::Send { to: Target::Room(room), .. } => fold_name(room),
             _ => return Err(msg),
         };
-        let Some(e2e) = mail.groups.room(&room) else { return Err(msg) };
+        let e2e = match mail.groups.room_through(&mail, &room).await {
+            Ok(e2e) => e2e,
+            Err(r) => {
+                let id = if let ClientMessage::Send { id, .. } = &msg { *id } else { 0 };
+                return Ok(error(r, id));
+            }
+        };
+        let Some(e2e) = e2e else { return Err(msg) };
         let encrypted = |how: &str| refused(ErrorCode::EndToEnd, format!("{room:?} is end-to-end encrypted{how}"));
         Ok(match msg {
             ClientMessage::Join { .. } => error(
@@ -452,21 +486,37 @@ impl Stored<'_> {
     }
 
     /// Claim: the oldest one-time package (deleted), else the last-resort one.
+    ///
+    /// A one-time package is claimed by deleting it on the condition that
+    /// it is still the revision just read (`delete_if`): of several
+    /// claims at once, on this node or others sharing the store, exactly
+    /// one deletes it and gives it out; the others go on to the next. No
+    /// lock is taken: a node-local one would not stop another node.
     async fn claim(&self, mail: &Mail, user: String) -> Result<GroupEvent, Refusal> {
+        /// Keys read at a time (a user keeps at most [`MAX_ONE_TIME`]).
+        const PAGE: usize = 16;
         // Maybe bound through another node since this one started.
         self.hub.look_up(&user).await;
         if !self.hub.has_inbox(&user) {
             return Err(refused(ErrorCode::UnknownUser, format!("no user named {user:?} is known to this server")));
         }
         let folded = fold_name(&user);
-        let _held = mail.groups.lock(format!("user/{folded}")).await?;
-        let oldest = bounded(mail.store.keys(&one_time_prefix(&folded), "", 1)).await?;
-        if let Some(key) = oldest.first()
-            && let Some((key_package, _)) = bounded(mail.store.get(key)).await?
-        {
-            bounded(mail.store.delete(key)).await?;
-            tracing::debug!(by = %self.me.name, user = %folded, "one-time key package claimed");
-            return Ok(GroupEvent::KeyPackage { user, key_package });
+        let prefix = one_time_prefix(&folded);
+        let mut after = String::new();
+        loop {
+            let page = bounded(mail.store.keys(&prefix, &after, PAGE)).await?;
+            for key in &page {
+                let Some((key_package, revision)) = bounded(mail.store.get(key)).await? else { continue };
+                if bounded(mail.store.delete_if(key, revision)).await? {
+                    tracing::debug!(by = %self.me.name, user = %folded, "one-time key package claimed");
+                    return Ok(GroupEvent::KeyPackage { user, key_package });
+                }
+            }
+            // Keys sort after `after` strictly, so each page moves on.
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = last.clone(),
+                _ => break,
+            }
         }
         match bounded(mail.store.get(&last_resort_key(&folded))).await? {
             Some((key_package, _)) => {
@@ -489,6 +539,9 @@ impl Stored<'_> {
         group_id: Vec<u8>,
     ) -> Result<ServerMessage, Refusal> {
         let folded = fold_name(&room);
+        // What other nodes sharing the store created is taken too.
+        mail.groups.room_through(mail, &folded).await?;
+        self.hub.refresh_members(&folded).await;
         let exists = || refused(ErrorCode::RoomExists, format!("room {room:?} exists already"));
         let taken =
             |groups: &Groups| folded == LOBBY || self.hub.open_room_exists(&folded) || groups.room(&folded).is_some();
@@ -731,7 +784,7 @@ impl Stored<'_> {
     /// RoomInfo: what a room is.
     async fn room_info(&self, mail: &Mail, room: String) -> Result<GroupEvent, Refusal> {
         let folded = fold_name(&room);
-        if let Some(e2e) = mail.groups.room(&folded) {
+        if let Some(e2e) = mail.groups.room_through(mail, &folded).await? {
             let (rec, _) = read_group(mail, &e2e.group_id).await?.ok_or_else(|| damaged("room without its group"))?;
             return Ok(GroupEvent::RoomInfo {
                 room,
@@ -741,6 +794,7 @@ impl Stored<'_> {
                 admins: rec.admins.into_iter().collect(),
             });
         }
+        self.hub.refresh_members(&folded).await;
         let open = folded == LOBBY || self.hub.open_room_exists(&folded);
         Ok(GroupEvent::RoomInfo {
             room,

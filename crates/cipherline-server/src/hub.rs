@@ -946,6 +946,8 @@ fn not_in_room(room: &str) -> Refusal {
     (ErrorCode::NotInRoom, format!("you are not in room {room:?}; join it first"))
 }
 
+mod members;
+
 #[cfg(test)]
 mod tests;
 

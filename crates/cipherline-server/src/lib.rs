@@ -99,9 +99,9 @@ pub struct RunOptions {
     /// The store for store-and-forward (PROTOCOL.md §13.9); without one,
     /// delivery is live only, for everyone.
     pub store: Option<Arc<SqliteStore>>,
-    /// With [`RunOptions::store`]: keep queues and the key-value map in NATS
-    /// JetStream instead (several relay nodes can share it); blobs stay in
-    /// the SQLite store's directory. Ignored without `store`.
+    /// With [`RunOptions::store`]: keep queues, the key-value map and blobs
+    /// in NATS JetStream instead (several relay nodes can share it).
+    /// Ignored without `store`.
     pub nats_store: Option<Arc<NatsStore>>,
     /// With [`RunOptions::store`]: the bus to the other relay nodes on the
     /// same store (docs/cluster.md). Without one, a server on
@@ -109,6 +109,13 @@ pub struct RunOptions {
     /// a server on SQLite alone has no other nodes. Tests give two servers
     /// on one `SqliteStore` buses of one [`cluster::LocalNet`].
     pub cluster: Option<Arc<dyn cluster::Bus>>,
+    /// Other servers use the same store (several relay nodes): re-read what
+    /// they may change (a room's stored members, end-to-end rooms) where it
+    /// matters instead of trusting what this server loaded at start, one
+    /// store read each (docs/cluster.md, steps 5 and 6). Always on with
+    /// [`RunOptions::nats_store`] or [`RunOptions::cluster`]; off, one
+    /// server alone saves the reads.
+    pub shared_store: bool,
 }
 
 impl Default for RunOptions {
@@ -120,6 +127,7 @@ impl Default for RunOptions {
             store: None,
             nats_store: None,
             cluster: None,
+            shared_store: false,
         }
     }
 }
@@ -144,6 +152,9 @@ pub async fn run_with(
     let mut cluster = None;
     let mail = match options.store {
         Some(store) => {
+            // Another node (a bus, or NATS) means a shared store.
+            let shared = options.shared_store || options.nats_store.is_some() || options.cluster.is_some();
+
             // Nodes on one NATS find each other on it; on the store's
             // connection, under the store's subject prefix.
             let prefix = options.nats_store.as_ref().map_or("cipherline", |n| n.options().subject_prefix.as_str());
@@ -164,8 +175,9 @@ pub async fn run_with(
             // Open-policy name bindings live in the store, where nodes
             // sharing it agree on them (docs/cluster.md).
             options.identities.use_store(db.clone()).await.map_err(ServerError::Store)?;
-            let (mut mail, rooms) = mail::Mail::open(db, store, &settings.limits).await.map_err(ServerError::Store)?;
+            let (mut mail, rooms) = mail::Mail::open(db, &settings.limits).await.map_err(ServerError::Store)?;
             mail.group_tamper = options.dangerous_group_tamper_for_testing_only;
+            mail.shared = shared;
             Some((Arc::new(mail), rooms))
         }
         None => None,

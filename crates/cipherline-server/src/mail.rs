@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cipherline_proto::app::{ErrorCode, GroupEvent, MAX_MEMBERS, PayloadKind, ServerMessage, fold_name, valid_name};
-use cipherline_store::{AnyStore, Appended, Quota, SqliteStore, Store, StoreError, StoredMessage};
+use cipherline_store::{AnyStore, Appended, Quota, Store, StoreError, StoredMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -68,9 +68,10 @@ pub(crate) struct Counters {
 /// The server's store-and-forward layer.
 pub(crate) struct Mail {
     pub(crate) store: Arc<Db>,
-    /// Blobs stay in the local SQLite store and blob directory, whichever
-    /// store holds the queues and the key-value map.
-    pub(crate) blobs: Arc<SqliteStore>,
+    /// Blobs: in the SQLite store and its blob directory, or on NATS
+    /// JetStream with the queues (docs/cluster.md, step 8): the same
+    /// store as `store`.
+    pub(crate) blobs: Arc<Db>,
     quota: Quota,
     epoch: u64,
     next: AtomicU64,
@@ -81,6 +82,8 @@ pub(crate) struct Mail {
     pub(crate) group_tamper: Option<crate::GroupTamper>,
     /// Where the blobs that held fetches wait on stand (§13.12).
     pub(crate) progress: crate::blobs::Progress,
+    /// Other servers share the store (`RunOptions::shared_store`).
+    pub(crate) shared: bool,
 }
 
 /// The queue holding `name`'s stored messages.
@@ -129,11 +132,7 @@ fn encode_members(members: &BTreeSet<String>) -> Vec<u8> {
 impl Mail {
     /// Starts a run on `store`: takes the next id epoch and loads every
     /// room's stored members (a damaged entry stops the start).
-    pub(crate) async fn open(
-        store: Arc<Db>,
-        blobs: Arc<SqliteStore>,
-        limits: &crate::Limits,
-    ) -> Result<(Self, RoomMembers), String> {
+    pub(crate) async fn open(store: Arc<Db>, limits: &crate::Limits) -> Result<(Self, RoomMembers), String> {
         let err = |e: StoreError| format!("store: {e}");
         let epoch = loop {
             let current = store.get(EPOCH_KEY).await.map_err(err)?;
@@ -182,8 +181,8 @@ impl Mail {
         tracing::info!(epoch, rooms = rooms.len(), e2e_rooms = groups.room_count(), "store-and-forward ready");
         Ok((
             Mail {
+                blobs: store.clone(),
                 store,
-                blobs,
                 quota,
                 epoch,
                 next: AtomicU64::new(0),
@@ -191,6 +190,7 @@ impl Mail {
                 groups,
                 group_tamper: None,
                 progress: crate::blobs::Progress::default(),
+                shared: false,
             },
             rooms,
         ))
@@ -229,6 +229,17 @@ impl Mail {
         Ok(result)
     }
 
+    /// `room`'s stored members as the store holds them now (empty: none).
+    pub(crate) async fn room_members(&self, room: &str) -> Result<BTreeSet<String>, Refusal> {
+        match bounded(self.store.get(&room_key(room))).await? {
+            Some((value, _)) => parse_members(room, &value).map_err(|e| {
+                tracing::error!("store: {e}");
+                (ErrorCode::StoreFailed, "the server could not read the room's members; try again".into())
+            }),
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
     /// Adds `name` to `room`'s stored members (read, change, compare-and-set).
     pub(crate) async fn join_room(&self, room: &str, name: &str) -> Result<(), Refusal> {
         self.update_room(room, |members| {
@@ -260,8 +271,8 @@ impl Mail {
     ) -> Result<(), Refusal> {
         let key = room_key(room);
         let failed = || (ErrorCode::StoreFailed, "the server could not record the room's members; try again".into());
-        // Another node (a later issue) may change the same room meanwhile:
-        // retry on a conflict, a few times.
+        // Another node may change the same room meanwhile: retry on a
+        // conflict, a few times.
         for _ in 0..8 {
             let found = bounded(self.store.get(&key)).await?;
             let (mut members, rev) = match found {
@@ -282,9 +293,13 @@ impl Mail {
             if members.is_empty() {
                 // The last stored member left: the room's key goes, so
                 // joining and leaving room after room leaves nothing behind.
-                // (A delete is not conditional: a cluster (a later issue)
-                // must make this a compare-and-delete.)
-                return bounded(self.store.delete(&key)).await.map(drop);
+                // Only if nobody (on another node) joined meanwhile: a
+                // conditional delete, retried on a change like the `cas`.
+                let Some(rev) = rev else { return Ok(()) };
+                if bounded(self.store.delete_if(&key, rev)).await? {
+                    return Ok(());
+                }
+                continue;
             }
             let value = encode_members(&members);
             match tokio::time::timeout(STORE_TIMEOUT, self.store.cas(&key, rev, value)).await {

@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
-use crate::{Appended, ExpiredMessage, NatsStore, QueueStats, Quota, Result, SqliteStore, Store, StoredMessage};
+use crate::{
+    Appended, BlobCreated, BlobFinished, BlobId, BlobQuota, BlobRead, BlobRecord, BlobStore, BlobUsage, BlobWrite,
+    ExpiredMessage, MemberDone, NatsStore, NewBlob, QueueStats, Quota, Result, SqliteStore, Store, StoredMessage,
+};
 
-/// Either [`Store`], delegating every call. Shared handles: the server
-/// keeps the SQLite store for blobs whichever store holds the queues.
+/// Either [`Store`] (and [`BlobStore`]), delegating every call. Shared
+/// handles: the server keeps its SQLite store open whichever holds the
+/// queues.
 #[derive(Debug, Clone)]
 pub enum AnyStore {
     /// The embedded one-file store.
@@ -111,7 +115,49 @@ impl Store for AnyStore {
         delegate!(self, s => s.delete(key))
     }
 
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<bool> {
+        delegate!(self, s => s.delete_if(key, revision))
+    }
+
     async fn keys(&self, prefix: &str, after: &str, max: usize) -> Result<Vec<String>> {
         delegate!(self, s => s.keys(prefix, after, max))
+    }
+}
+
+impl BlobStore for AnyStore {
+    async fn blob_create(&self, blob: NewBlob, quota: BlobQuota) -> Result<BlobCreated> {
+        delegate!(self, s => s.blob_create(blob, quota))
+    }
+
+    async fn blob_get(&self, id: BlobId) -> Result<Option<BlobRecord>> {
+        delegate!(self, s => s.blob_get(id))
+    }
+
+    async fn blob_append(&self, id: BlobId, owner: &str, offset: u64, data: &[u8]) -> Result<BlobWrite> {
+        delegate!(self, s => s.blob_append(id, owner, offset, data))
+    }
+
+    async fn blob_finish(&self, id: BlobId) -> Result<BlobFinished> {
+        delegate!(self, s => s.blob_finish(id))
+    }
+
+    async fn blob_read(&self, id: BlobId, offset: u64, max: usize) -> Result<Option<BlobRead>> {
+        delegate!(self, s => s.blob_read(id, offset, max))
+    }
+
+    async fn blob_member_done(&self, id: BlobId, member: &str) -> Result<MemberDone> {
+        delegate!(self, s => s.blob_member_done(id, member))
+    }
+
+    async fn blob_delete(&self, id: BlobId) -> Result<Option<BlobRecord>> {
+        delegate!(self, s => s.blob_delete(id))
+    }
+
+    async fn blob_expire(&self, before_ms: u64, max: usize) -> Result<Vec<BlobRecord>> {
+        delegate!(self, s => s.blob_expire(before_ms, max))
+    }
+
+    async fn blob_usage(&self, owner: &str) -> Result<(BlobUsage, BlobUsage)> {
+        delegate!(self, s => s.blob_usage(owner))
     }
 }

@@ -285,7 +285,7 @@ pub(crate) fn hex(id: &BlobId) -> String {
 }
 
 /// The id a file name spells, if it is exactly 32 lowercase hex digits.
-fn parse_hex(name: &str) -> Option<BlobId> {
+pub(crate) fn parse_hex(name: &str) -> Option<BlobId> {
     if name.len() != 2 * BLOB_ID_LEN || !name.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
         return None;
     }

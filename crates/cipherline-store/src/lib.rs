@@ -5,7 +5,7 @@
 //! # Contract
 //!
 //! - **Acknowledged means durable.** When a mutating call (`append`, `ack`,
-//!   `expire`, `put`, `cas`, `delete`) returns `Ok`, its effect is committed
+//!   `expire`, `put`, `cas`, `delete`, `delete_if`) returns `Ok`, its effect is committed
 //!   to disk (SQLite, WAL, `synchronous=FULL`): it survives a crash of the
 //!   process or the machine from that moment on. An `Err` means the call had
 //!   no effect. A call whose future is dropped before it completes may or may
@@ -21,7 +21,8 @@
 //!   key deleted and written again never repeats an old revision.
 //!   `cas` writes only if the key's current revision is the expected one
 //!   (`None`: the key must not exist), else fails with
-//!   [`StoreError::Conflict`].
+//!   [`StoreError::Conflict`]. `delete_if` deletes only if the key's
+//!   revision is the expected one.
 //! - **Bounds.** Payload and value sizes, queue and key name lengths, the
 //!   number of messages one `read` returns and the request channel are all
 //!   bounded by [`SqliteOptions`] (by [`NatsOptions`] on NATS, which also
@@ -48,6 +49,9 @@
 //!   that does not write data before metadata may leave zeros at the end
 //!   of an incomplete blob: clients authenticate every piece end to end.)
 //!   Open blob files are bounded (idle ones beyond 256 are closed).
+//!   [`NatsStore`] implements [`BlobStore`] too (module `nats::blobs`):
+//!   pieces in a stream, each durable once appended, records and quota
+//!   counts in the key-value map, so a blob is shared by every relay node.
 //!
 //! [`Store`] has two implementations: [`SqliteStore`], the embedded
 //! one-file store, and [`NatsStore`] (module `nats`), the same contract on
@@ -281,6 +285,11 @@ pub trait Store: Send + Sync {
 
     /// Deletes `key`; returns whether it existed.
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Deletes `key` only if its current revision is `revision` (the
+    /// compare-and-set of deletion); returns whether it did. `false` means
+    /// nothing changed: the key is absent or was written since.
+    fn delete_if(&self, key: &str, revision: u64) -> impl Future<Output = Result<bool>> + Send;
 
     /// Up to `max` keys that start with `prefix` and sort after `after`
     /// (`""` for the first page), in byte order.
@@ -802,6 +811,18 @@ impl Store for SqliteStore {
         let key = key.to_owned();
         self.call(move |conn| {
             let n = conn.execute("DELETE FROM kv WHERE key = ?1", params![key])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<bool> {
+        self.check_name("key", key)?;
+        let key = key.to_owned();
+        // A revision beyond SQLite's integers cannot be stored, so matches nothing.
+        let Ok(revision) = i64::try_from(revision) else { return Ok(false) };
+        self.call(move |conn| {
+            let n = conn.execute("DELETE FROM kv WHERE key = ?1 AND revision = ?2", params![key, revision])?;
             Ok(n > 0)
         })
         .await

@@ -30,6 +30,7 @@ on_both_backends!(
     seq_survives_reopen_and_is_never_reused,
     expire_removes_messages_older_than_the_cutoff_in_every_queue,
     kv_put_get_cas_conflict_and_delete,
+    delete_if_deletes_only_the_expected_revision,
     bounds_are_enforced,
     concurrent_appends_get_dense_numbers_that_survive_reopen,
     acknowledged_appends_survive_an_abrupt_drop,
@@ -160,6 +161,57 @@ async fn kv_put_get_cas_conflict_and_delete(h: &mut Harness) {
     let r4 = store.cas("k", None, b"four".to_vec()).await.unwrap();
     assert!(r4 > other);
     assert_eq!(store.get("other").await.unwrap(), Some((b"o".to_vec(), other)));
+    store.close().await;
+}
+
+async fn delete_if_deletes_only_the_expected_revision(h: &mut Harness) {
+    let store = h.open().await;
+    assert!(!store.delete_if("k", 1).await.unwrap(), "an absent key");
+    let r1 = store.cas("k", None, b"one".to_vec()).await.unwrap();
+    let r2 = store.cas("k", Some(r1), b"two".to_vec()).await.unwrap();
+
+    // A stale revision deletes nothing.
+    assert!(!store.delete_if("k", r1).await.unwrap());
+    assert!(!store.delete_if("k", 0).await.unwrap());
+    assert_eq!(store.get("k").await.unwrap(), Some((b"two".to_vec(), r2)));
+
+    // The current one deletes; the key is then absent to every call.
+    assert!(store.delete_if("k", r2).await.unwrap());
+    assert_eq!(store.get("k").await.unwrap(), None);
+    assert!(!store.delete_if("k", r2).await.unwrap(), "deleted once");
+    assert!(matches!(store.cas("k", Some(r2), b"x".to_vec()).await, Err(StoreError::Conflict { found: None, .. })));
+    assert!(store.keys("", "", 10).await.unwrap().is_empty(), "not listed");
+
+    // Created again with a fresh revision, which a delete_if of the old
+    // one leaves alone.
+    let r3 = store.cas("k", None, b"three".to_vec()).await.unwrap();
+    assert!(r3 > r2);
+    assert!(!store.delete_if("k", r2).await.unwrap());
+    assert_eq!(store.get("k").await.unwrap(), Some((b"three".to_vec(), r3)));
+
+    // Racing: eight conditional deletions of one revision, one wins; and a
+    // deletion racing an update either deletes it or leaves the update.
+    let r4 = store.put("race", b"v".to_vec()).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.delete_if("race", r4).await.unwrap() }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    let r5 = store.cas("race", None, b"w".to_vec()).await.unwrap();
+    let (s1, s2) = (store.clone(), store.clone());
+    let deleter = tokio::spawn(async move { s1.delete_if("race", r5).await.unwrap() });
+    let updater = tokio::spawn(async move { s2.cas("race", Some(r5), b"x".to_vec()).await });
+    let (deleted, updated) = (deleter.await.unwrap(), updater.await.unwrap());
+    assert!(deleted != updated.is_ok(), "exactly one of the two wins");
+    match updated {
+        Ok(r6) => assert_eq!(store.get("race").await.unwrap(), Some((b"x".to_vec(), r6))),
+        Err(_) => assert_eq!(store.get("race").await.unwrap(), None),
+    }
     store.close().await;
 }
 

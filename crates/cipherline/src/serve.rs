@@ -306,7 +306,7 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
             Some(url) => {
                 let nats = open_nats_store(url).await?;
                 println!("message store: NATS JetStream at {url} (messages wait there for offline recipients)");
-                println!("file store: {}", data_dir.path().join(STORE_FILE).display());
+                println!("file store: NATS JetStream at {url} (end-to-end files wait there for their recipients)");
                 Some(Arc::new(nats))
             }
             None => {

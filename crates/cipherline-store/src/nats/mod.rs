@@ -32,7 +32,18 @@
 //!   its message (strictly increasing across the map, never reused, like
 //!   SQLite's counter). `cas` is a publish with
 //!   `Nats-Expected-Last-Subject-Sequence` (0: the key must not exist);
-//!   `delete` purges the subject (no tombstone left behind).
+//!   `delete` purges the subject (no tombstone left behind). `delete_if`
+//!   publishes a *tombstone* (`Cl-Tomb`, empty) with
+//!   `Nats-Expected-Last-Subject-Sequence` set to the expected revision, so
+//!   it replaces exactly that value or nothing, then purges the subject
+//!   below the tombstone's successor (a value written after it stays).
+//!   A tombstone reads as an absent key, and `cas(None)` writes over one,
+//!   so a crash between the two steps leaves nothing visible but the key
+//!   in `keys` until it is written or deleted again.
+//!
+//! - **Blobs** (module `blobs`): a third stream (`<prefix>_BLOBS`,
+//!   subjects `<subject>.b.>`), one subject per blob, one message per
+//!   piece; records and counts in the key-value map (see that module).
 //!
 //! # What the contract gives here (and where it differs from SQLite)
 //!
@@ -65,6 +76,7 @@
 //!   acknowledged messages readable until the next `ack` of that queue
 //!   (delivered again, never lost).
 
+mod blobs;
 mod kv;
 mod queues;
 
@@ -83,6 +95,9 @@ const MS_HEADER: &str = "Cl-Ms";
 const CUM_HEADER: &str = "Cl-Cum";
 /// Header: present on markers (records that only keep a queue's numbers).
 const MARK_HEADER: &str = "Cl-Mark";
+/// Header: present on tombstones (a key deleted by `delete_if`, about to be
+/// purged).
+const TOMB_HEADER: &str = "Cl-Tomb";
 
 /// The bounds and names of a [`NatsStore`].
 #[derive(Debug, Clone)]
@@ -101,9 +116,11 @@ pub struct NatsOptions {
     pub max_expire_scan: usize,
     /// How long any one request to the NATS server may take.
     pub timeout: Duration,
-    /// Prefix of the two stream names (`<prefix>_QUEUES`, `<prefix>_KV`).
+    /// Prefix of the stream names (`<prefix>_QUEUES`, `<prefix>_KV`,
+    /// `<prefix>_BLOBS`).
     pub stream_prefix: String,
-    /// First token of every subject (`<subject>.q.…`, `<subject>.k.…`).
+    /// First token of every subject (`<subject>.q.…`, `<subject>.k.…`,
+    /// `<subject>.b.…`).
     pub subject_prefix: String,
     /// Replicas of each stream (1 on one server; 3 in a cluster of 3 or more).
     pub replicas: usize,
@@ -133,6 +150,7 @@ pub struct NatsStore {
     client: async_nats::Client,
     queues: stream::Stream,
     kv: stream::Stream,
+    blobs: stream::Stream,
     context: jetstream::Context,
     options: NatsOptions,
 }
@@ -157,7 +175,7 @@ impl NatsStore {
     }
 
     /// Opens the store on a connected client (credentials and TLS are the
-    /// client's business): creates its two streams if they do not exist and
+    /// client's business): creates its three streams if they do not exist and
     /// checks that they are usable.
     pub async fn open(client: async_nats::Client, options: NatsOptions) -> Result<Self> {
         let server_max = client.server_info().max_payload;
@@ -190,10 +208,20 @@ impl NatsStore {
             discard: stream::DiscardPolicy::New,
             ..Default::default()
         };
+        let blobs_config = stream::Config {
+            name: format!("{}_BLOBS", options.stream_prefix),
+            subjects: vec![format!("{}.b.>", options.subject_prefix)],
+            storage: stream::StorageType::File,
+            num_replicas: options.replicas.max(1),
+            max_messages_per_subject: -1,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
         let queues = open_stream(&context, queues_config, options.timeout).await?;
         let kv = open_stream(&context, kv_config, options.timeout).await?;
+        let blobs = open_stream(&context, blobs_config, options.timeout).await?;
         tracing::info!(queues = %queues.cached_info().config.name, kv = %kv.cached_info().config.name, "NATS store opened");
-        Ok(Self { client, queues, kv, context, options })
+        Ok(Self { client, queues, kv, blobs, context, options })
     }
 
     /// The bounds this store enforces.
@@ -304,8 +332,50 @@ impl crate::Store for NatsStore {
         self.kv_delete(key).await
     }
 
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<bool> {
+        self.kv_delete_if(key, revision).await
+    }
+
     async fn keys(&self, prefix: &str, after: &str, max: usize) -> Result<Vec<String>> {
         self.kv_keys(prefix, after, max).await
+    }
+}
+
+impl crate::BlobStore for NatsStore {
+    async fn blob_create(&self, blob: crate::NewBlob, quota: crate::BlobQuota) -> Result<crate::BlobCreated> {
+        self.nats_blob_create(blob, quota).await
+    }
+
+    async fn blob_get(&self, id: crate::BlobId) -> Result<Option<crate::BlobRecord>> {
+        self.nats_blob_get(id).await
+    }
+
+    async fn blob_append(&self, id: crate::BlobId, owner: &str, offset: u64, data: &[u8]) -> Result<crate::BlobWrite> {
+        self.nats_blob_append(id, owner, offset, data).await
+    }
+
+    async fn blob_finish(&self, id: crate::BlobId) -> Result<crate::BlobFinished> {
+        self.nats_blob_finish(id).await
+    }
+
+    async fn blob_read(&self, id: crate::BlobId, offset: u64, max: usize) -> Result<Option<crate::BlobRead>> {
+        self.nats_blob_read(id, offset, max).await
+    }
+
+    async fn blob_member_done(&self, id: crate::BlobId, member: &str) -> Result<crate::MemberDone> {
+        self.nats_blob_member_done(id, member).await
+    }
+
+    async fn blob_delete(&self, id: crate::BlobId) -> Result<Option<crate::BlobRecord>> {
+        self.nats_blob_delete(id).await
+    }
+
+    async fn blob_expire(&self, before_ms: u64, max: usize) -> Result<Vec<crate::BlobRecord>> {
+        self.nats_blob_expire(before_ms, max).await
+    }
+
+    async fn blob_usage(&self, owner: &str) -> Result<(crate::BlobUsage, crate::BlobUsage)> {
+        self.nats_blob_usage(owner).await
     }
 }
 
