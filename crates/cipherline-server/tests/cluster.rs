@@ -76,3 +76,12 @@ async fn a_dead_node_frees_its_names_within_20_s() {
     assert!(died.elapsed() < std::time::Duration::from_secs(21));
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_left_leave_no_keys_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, b) = two_nodes(dir.path()).await;
+    nodes::names_left_leave_no_keys_behind(&a.addr, &b.addr, &*store).await;
+    a.stop().await;
+    b.stop().await;
+}

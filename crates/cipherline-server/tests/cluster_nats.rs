@@ -57,3 +57,15 @@ async fn on_nats_a_name_live_on_one_node_is_taken_on_another() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_names_left_leave_no_keys_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let a = node(&dir.path().join("a"), nats.url()).await;
+    let b = node(&dir.path().join("b"), nats.url()).await;
+    let store = NatsStore::connect(nats.url(), NatsOptions::default()).await.unwrap();
+    nodes::names_left_leave_no_keys_behind(&a.addr, &b.addr, &store).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -8,10 +8,13 @@
 //! - `claim/<folded>`: who holds the name: 1 then the key's fingerprint, or
 //!   0 for a client without a key; created with `cas(None)`. A claim
 //!   without a live presence entry of another node is stale and taken over
-//!   by compare-and-set; claims are not deleted (a delete could remove a
-//!   newer holder's claim: that needs step 5's `delete_if`).
+//!   by compare-and-set. When a node's last session of the name ends and
+//!   no other live node has one, the node deletes the claim with
+//!   `delete_if` on the revision it read, so a newer holder's claim (a
+//!   new revision) is never removed; a claim left by a dead node is taken
+//!   over as stale by the next claimer.
 //! - `alike/<skeleton>`: the folded name that holds a look-alike skeleton,
-//!   the same way.
+//!   the same way (released with the claim, if it still holds this name).
 //!
 //! Writing presence before claiming makes a race safe: of two nodes
 //! claiming one name, the loser of the `cas` reads the claim after the
@@ -178,9 +181,34 @@ impl Cluster {
         Ok(())
     }
 
+    /// The node's last session of `folded` ended: deletes its claim and
+    /// look-alike skeleton, unless a new session here took the name again
+    /// or another live node has sessions of it (the claim is theirs then).
+    /// Each delete is conditional on the revision read, so a claim another
+    /// node wrote meanwhile stays. Without this every name ever used would
+    /// leave two keys in the store.
+    async fn release(&self, folded: &str, skeleton: &str) -> Result<(), Refusal> {
+        // Under the name's order lock: a new session here inserts itself
+        // into `present` before it waits for that lock to write presence.
+        let _order = self.ordered(folded).await;
+        if locked(&self.present).contains_key(folded) || self.sessions_elsewhere(folded).await? > 0 {
+            return Ok(());
+        }
+        for (key, holder) in [(format!("claim/{folded}"), None), (format!("alike/{skeleton}"), Some(folded.as_bytes()))]
+        {
+            if let Some((value, revision)) = bounded(self.store.get(&key)).await?
+                && holder.is_none_or(|h| value == h)
+            {
+                bounded(self.store.delete_if(&key, revision)).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// This node now has `remaining` sessions of `name`.
     fn left(self: &std::sync::Arc<Self>, name: &str, remaining: usize) {
         let folded = fold_name(name);
+        let skeleton = name_skeleton(name);
         {
             let mut present = locked(&self.present);
             if remaining == 0 {
@@ -194,6 +222,11 @@ impl Cluster {
             rt.spawn(async move {
                 if let Err((_, why)) = cluster.sync_presence(&folded).await {
                     tracing::warn!(node = %cluster.node, "could not update presence: {why}");
+                } else if remaining == 0
+                    && let Err((_, why)) = cluster.release(&folded, &skeleton).await
+                {
+                    // Left for the next claimer to take over as stale.
+                    tracing::warn!(node = %cluster.node, "could not release a name: {why}");
                 }
             });
         }

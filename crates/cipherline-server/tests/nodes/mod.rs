@@ -208,6 +208,32 @@ pub async fn a_name_live_on_one_node_is_taken_on_another(a: &str, b: &str) {
     accepted_within(b, "0llie", Duration::from_secs(5)).await.expect("0llie on b once ollie left a");
 }
 
+/// Names used and left leave nothing in the store: a client connecting
+/// under many throwaway names cannot grow it (claims and look-alike
+/// skeletons are deleted with the last session, presence entries too).
+pub async fn names_left_leave_no_keys_behind(a: &str, b: &str, store: &impl Store) {
+    for i in 0..20 {
+        let addr = if i % 2 == 0 { a } else { b };
+        let c = connect_as(addr, &format!("throwaway{i}"), None).await.unwrap();
+        drop(c);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut left = Vec::new();
+        for prefix in ["claim/throwaway", "alike/", "presence/throwaway"] {
+            left.extend(store.keys(prefix, "", 100).await.unwrap());
+        }
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "keys left behind after every session ended: {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And the names are free, on either node.
+    drop(connect_as(b, "throwaway0", None).await.unwrap());
+    drop(connect_as(a, "throwaway1", None).await.unwrap());
+}
+
 /// `a1ice` is refused on `b` while `alice` (keyed) is live on `a`.
 pub async fn a_look_alike_of_a_keyed_user_live_on_one_node_is_refused_on_another(a: &str, b: &str) {
     let _alice = user(a, "alice", 1).await;
