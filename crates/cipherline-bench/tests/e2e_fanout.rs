@@ -32,7 +32,13 @@ async fn every_group_message_reaches_every_other_member() {
         new_connections_burst_per_ip: 1_000_000,
         ..Limits::default()
     };
-    let settings = Settings { protocol: Arc::new(cipherline_proto::ServerConfig::new(key)), limits };
+    // Identity keys asked for, as `cipherline serve` does: a keyed user
+    // owns its name and has a stored queue.
+    let protocol = cipherline_proto::ServerConfig {
+        client_auth: cipherline_proto::message::ClientAuthRequest::Optional,
+        ..cipherline_proto::ServerConfig::new(key)
+    };
+    let settings = Settings { protocol: Arc::new(protocol), limits };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let options = RunOptions { store: Some(store), ..RunOptions::default() };
