@@ -49,10 +49,18 @@ const COMMIT_PER_INVITED: usize = 2_894;
 /// Size of a Welcome per member of the group it opens (it carries the
 /// ratchet tree): the same table, 16 KiB for 10 members.
 const WELCOME_PER_MEMBER: usize = 1_640;
-/// Setup payloads are capped below the server's default largest message
-/// (64 KiB): the relay's cost does not depend on their content, and setup
+/// A setup commit and its Welcome together are capped below the server's
+/// default largest message (64 KiB; a real client would need more
+/// commits): the relay's cost does not depend on their content, and setup
 /// is not measured.
 const SETUP_PAYLOAD_CAP: usize = 48 * 1024;
+
+/// The sizes of the setup commit inviting `invited` more members, and of
+/// its Welcome to a group of `members`; together within the cap.
+fn setup_sizes(invited: usize, members: usize) -> (usize, usize) {
+    let commit = (COMMIT_PER_INVITED * invited).min(SETUP_PAYLOAD_CAP / 2);
+    (commit, (WELCOME_PER_MEMBER * members).min(SETUP_PAYLOAD_CAP - commit))
+}
 /// Longest wait for one setup delivery.
 const SETUP_WAIT: Duration = Duration::from_secs(10);
 /// How often a waiting writer acknowledges what its reader handled.
@@ -229,13 +237,14 @@ async fn set_up_room(
     let mut members = 1;
     for batch in names.get(1..).unwrap_or_default().chunks(INVITE_BATCH) {
         members += batch.len();
+        let (commit_len, welcome_len) = setup_sizes(batch.len(), members);
         let commit = CommitRequest {
             request: 0,
             group_id: group_id.to_vec(),
             epoch,
             external: false,
-            commit: vec![0; (COMMIT_PER_INVITED * batch.len()).min(SETUP_PAYLOAD_CAP)],
-            welcome: Some(vec![0; (WELCOME_PER_MEMBER * members).min(SETUP_PAYLOAD_CAP)]),
+            commit: vec![0; commit_len],
+            welcome: Some(vec![0; welcome_len]),
             group_info: None,
             invited: batch.to_vec(),
             removed: Vec::new(),
@@ -402,6 +411,15 @@ mod tests {
         assert!((3_000..1_000_000).contains(&us), "{us}");
         assert!(payload_latency_micros(epoch, b"short").is_none());
         assert!(payload_latency_micros(epoch, &[0xff; 40]).is_none());
+    }
+
+    #[test]
+    fn setup_messages_fit_the_default_largest_message() {
+        assert_eq!(setup_sizes(1, 2), (2_894, 3_280));
+        for members in [2, 9, 50, 1000] {
+            let (c, w) = setup_sizes(INVITE_BATCH, members);
+            assert!(c + w <= SETUP_PAYLOAD_CAP && SETUP_PAYLOAD_CAP < 64 * 1024 - 1024, "{members}");
+        }
     }
 
     #[test]

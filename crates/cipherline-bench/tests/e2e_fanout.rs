@@ -44,12 +44,14 @@ async fn every_group_message_reaches_every_other_member() {
     let options = RunOptions { store: Some(store), ..RunOptions::default() };
     tokio::spawn(cipherline_server::run_with(listener, settings, options, std::future::pending::<()>()));
 
-    // Twice: the second run needs a fresh room (names cannot be reused)
-    // and finds the members' queues drained by the first.
-    for _ in 0..2 {
+    // Twice: the second run needs a fresh room (names cannot be reused),
+    // finds the first run's members' queues drained, and has 10 members,
+    // invited by two commits (8 and 1).
+    for (clients, messages) in [(3u64, 5u64), (10, 2)] {
+        let (n, m) = (clients.to_string(), messages.to_string());
         let home = tempfile::tempdir().unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_cipherline-bench"))
-            .args(["e2e-fanout", "--clients", "3", "--messages", "5", "--json", "--server", &addr])
+            .args(["e2e-fanout", "--clients", &n, "--messages", &m, "--json", "--server", &addr])
             .args(["--server-fingerprint", &fingerprint, "--server-pid", &std::process::id().to_string()])
             .env("CIPHERLINE_HOME", home.path())
             .stdin(Stdio::null())
@@ -59,9 +61,10 @@ async fn every_group_message_reaches_every_other_member() {
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
         let json: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        println!("{json}");
         assert_eq!(json["ok"], true, "{json}");
         assert_eq!(json["mode"], "e2e-fanout");
-        assert_eq!(json["deliveries"], 3 * 5 * 2, "{json}");
+        assert_eq!(json["deliveries"], clients * messages * (clients - 1), "{json}");
         assert_eq!(json["shortfall"], 0);
         assert_eq!(json["queue_full"], 0);
         assert_eq!(json["payload_bytes"], 270);
