@@ -14,7 +14,9 @@
 # the same RSA-2048 key, room fan-out against ngircd (plaintext, and TLS
 # through stunnel) with flood limits lifted, bulk relay against iperf3, and
 # the server's RSS at 1,000 and 10,000 idle connections, and acknowledged
-# durable messages against NATS JetStream. Prints a table of
+# durable messages against NATS JetStream, the same fan-out in an
+# end-to-end room against the open room, and the client's CPU for an MLS
+# commit adding one member to 1,000 (cargo bench). Prints a table of
 # ratios and writes everything as JSON to bench/results.json (OUT=... to
 # change). Every load is bounded in count and time and stops by itself;
 # every address is 127.0.0.1.
@@ -270,6 +272,13 @@ gen_cl fanout "${fan_args[@]}" >"$RAW/fan_cl_flood.json" || true
 log "fan-out, cipherline, paced at $FAN_RATE msg/s per client"
 gen_cl fanout "${fan_args[@]}" --rate $FAN_RATE >"$RAW/fan_cl_paced.json" || true
 stop "$SRV_PID"
+# The same load in an end-to-end room, on a fresh server: keyed members,
+# group messages of an MLS message's size through each member's stored
+# queue (the relay never parses them; see the mode's doc).
+start_cipherline "$WORK/rsa2048.pem"
+log "fan-out, cipherline end-to-end room, flood"
+gen_cl e2e-fanout "${fan_args[@]}" >"$RAW/fan_e2e_flood.json" || true
+stop "$SRV_PID"
 
 start_ngircd
 irc() { gen fanout --protocol irc "${fan_args[@]}" --server-pid "$IRC_PID" --json "$@"; }
@@ -367,6 +376,13 @@ log "durable, NATS JetStream (file storage, one replica)"
 gen durable --protocol nats "${dur_args[@]}" --server "127.0.0.1:$NATS_PORT" --server-pid "$NATS_PID" --json \
   >"$RAW/durable_nats.json" || true
 stop "$NATS_PID"
+
+# --- 8. MLS: a commit adding one member to a 1,000-member group ------------------
+# Client work, no server: the one case of cipherline-e2e's commit bench
+# (X-Wing), on the generator's core; the build is not pinned.
+log "MLS commit, add 1 to 1,000 members (cargo bench, release)"
+CIPHERLINE_COMMIT_BENCH=add1000 taskset -c $GEN_CORE cargo bench --locked -q -p cipherline-e2e --bench commit \
+  >"$RAW/mls_add1000.json" || true
 
 # --- the table ------------------------------------------------------------------
 python3 "$ROOT/bench/table.py" "$RAW" "$OUT" "$(date -u +%Y-%m-%dT%H:%MZ)" "$IDLE_BIG"

@@ -133,6 +133,17 @@ paced = get("fan_cl_paced", "p99_ms")
 row("fan-out paced 20 msg/s/client: p99 latency (ms)", paced, get("fan_irc_paced", "p99_ms"), "ngircd plaintext",
     "< 2 ms", below(paced, 2.0), f"ngircd TLS {get('fan_ircs_paced', 'p99_ms')} ms")
 
+e2e_cpu = get("fan_e2e_flood", "server_cpu_us_per_delivery")
+row("end-to-end room fan-out: server CPU per delivery (us) / open room", e2e_cpu, cl_cpu,
+    "open room, same flood", "<= 1.1x", at_most(ratio(e2e_cpu, cl_cpu), 1.1),
+    f"{get('fan_e2e_flood', 'deliveries_per_sec')} deliveries/s, p99 {get('fan_e2e_flood', 'p99_ms')} ms, "
+    f"{get('fan_e2e_flood', 'payload_bytes')}-byte opaque payloads (an MLS message of the same text)")
+mls = get("mls_add1000", "add_cpu_ms")
+row("MLS: commit adding one member to a 1,000-member group, client CPU (ms)", mls, None, "", "< 50 ms",
+    below(mls, 50.0),
+    f"X-Wing; wall {get('mls_add1000', 'add_ms')} ms, commit {get('mls_add1000', 'commit_bytes')} B, "
+    f"Welcome {get('mls_add1000', 'welcome_bytes')} B")
+
 bulk = get("bulk_cl", "mb_per_sec")
 row("bulk relay MB/s", bulk, iperf.get("mb_per_sec"), "iperf3 single stream", ">= 0.5x",
     at_least(ratio(bulk, iperf.get("mb_per_sec")), 0.5))

@@ -62,7 +62,7 @@ pub struct DurableOptions {
 /// A deterministic identity key for a bench user, so a rerun against the
 /// same server proves the same key for the same name (names are bound to
 /// the first key that used them). Not a secret: bench users only.
-fn bench_identity(name: &str) -> Result<Arc<IdentityKey>, BenchError> {
+pub(crate) fn bench_identity(name: &str) -> Result<Arc<IdentityKey>, BenchError> {
     let mut seed = [0u8; 32];
     for (i, b) in format!("cipherline-bench durable {name}").bytes().enumerate() {
         if let Some(s) = seed.get_mut(i % 32) {
@@ -75,7 +75,7 @@ fn bench_identity(name: &str) -> Result<Arc<IdentityKey>, BenchError> {
 }
 
 /// Connects `name` with its bench identity key, checking the server's key.
-async fn connect_keyed(target: &Target, name: &str) -> Result<Client, BenchError> {
+pub(crate) async fn connect_keyed(target: &Target, name: &str) -> Result<Client, BenchError> {
     let identity = bench_identity(name)?;
     let options = Options {
         config: Arc::new(ClientConfig { identity: Some(identity), ..ClientConfig::default() }),

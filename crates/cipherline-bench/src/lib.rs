@@ -27,7 +27,8 @@
 //! Modules: [`target`] (address, loopback check, trust), [`stats`]
 //! (percentiles, /proc readings), [`handshake`], [`fanout`] (cipherline),
 //! [`irc`] (the same fan-out over IRC), [`bulk`], [`idle`], [`durable`]
-//! (acknowledged durable messages/s, and the same load on NATS JetStream), [`privop`]
+//! (acknowledged durable messages/s, and the same load on NATS JetStream),
+//! [`e2e_fanout`] (the fan-out in an end-to-end room), [`privop`]
 //! (the server key's private-operation rate, the handshake ceiling),
 //! [`error`].
 
@@ -36,6 +37,7 @@
 
 pub mod bulk;
 pub mod durable;
+pub mod e2e_fanout;
 pub mod error;
 pub mod fanout;
 pub mod handshake;

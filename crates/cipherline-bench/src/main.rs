@@ -14,7 +14,9 @@ use cipherline_bench::handshake::{HandshakeOptions, parse_suite};
 use cipherline_bench::idle::IdleOptions;
 use cipherline_bench::irc::MAX_IRC_SIZE;
 use cipherline_bench::target::resolve_addr;
-use cipherline_bench::{BenchError, Report, Target, TrustArgs, bulk, durable, fanout, handshake, idle, irc, privop};
+use cipherline_bench::{
+    BenchError, Report, Target, TrustArgs, bulk, durable, e2e_fanout, fanout, handshake, idle, irc, privop,
+};
 use cipherline_proto::Suite;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -36,6 +38,11 @@ enum Mode {
     /// N clients in one room each send M messages; every client counts
     /// what it receives.
     Fanout(FanoutArgs),
+    /// The fan-out load in an end-to-end room: keyed clients, one invites
+    /// the others, each sends M group messages of an MLS message's size
+    /// (opaque to the relay, not real MLS); every member counts and
+    /// acknowledges what it receives.
+    E2eFanout(E2eFanoutArgs),
     /// One client streams a file transfer through the relay to another.
     Bulk(BulkArgs),
     /// Acknowledged durable messages per second: senders send direct
@@ -140,6 +147,39 @@ struct FanoutArgs {
     room: String,
     /// Client names are this plus a number.
     #[arg(long, default_value = "b")]
+    name_prefix: String,
+}
+
+#[derive(Debug, Args)]
+struct E2eFanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Clients in the room (a server keeps at most
+    /// `max_queued_messages_per_recipient`, default 10,000, for each; the
+    /// members acknowledge as they read).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    clients: u32,
+    /// Messages each client sends.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    messages: u32,
+    /// Bytes of text per message, as a person would type (at least 17);
+    /// the relay carries an MLS message of the size this text makes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Messages per second per client; 0 floods.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Seconds the run may take once the room is set up.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// The room's name starts with this; a suffix makes it unique per run.
+    #[arg(long, default_value = "e2e")]
+    room: String,
+    /// Client names are this plus a number (keyed users: a name is bound
+    /// to the bench key that first used it).
+    #[arg(long, default_value = "e")]
     name_prefix: String,
 }
 
@@ -289,6 +329,29 @@ async fn run(mode: Mode) -> Result<(Report, bool), BenchError> {
                 }
             };
             Ok((report, a.common.json))
+        }
+        Mode::E2eFanout(a) => {
+            if !(MIN_SIZE..=30_000).contains(&a.size) {
+                return Err(BenchError::Usage(format!("--size must be {MIN_SIZE} to 30000 bytes")));
+            }
+            if !(a.rate >= 0.0 && a.rate <= 100_000.0) {
+                return Err(BenchError::Usage("--rate must be 0 (flood) to 100000 messages per second".into()));
+            }
+            let expected = u64::from(a.clients) * u64::from(a.messages) * u64::from(a.clients - 1);
+            if expected > 100_000_000 {
+                return Err(BenchError::Usage("clients × messages × (clients − 1) must be at most 10^8".into()));
+            }
+            let opts = FanoutOptions {
+                clients: a.clients as usize,
+                messages: a.messages as usize,
+                size: a.size,
+                rate: a.rate,
+                timeout: seconds("timeout", a.timeout)?,
+                room: a.room,
+                name_prefix: a.name_prefix,
+            };
+            let target = Arc::new(Target::resolve(&a.common.server, &a.trust, a.common.allow_remote).await?);
+            Ok((e2e_fanout::run(target, &opts, a.common.server_pid).await?, a.common.json))
         }
         Mode::Bulk(a) => {
             let target = Arc::new(Target::resolve(&a.common.server, &a.trust, a.common.allow_remote).await?);

@@ -7,6 +7,11 @@
 //!
 //! `cargo bench -p cipherline-e2e --bench commit`
 //!
+//! With `CIPHERLINE_COMMIT_BENCH=add1000` it runs only the X-Wing
+//! 1,000-member "add 1" case and prints one JSON object instead (for
+//! `bench/compare.sh`): the median wall time, the median CPU time of this
+//! thread (from /proc/thread-self/schedstat, where readable), and sizes.
+//!
 //! Each time is the median of several builds; a build includes writing
 //! the pending state to (in-memory) SQLite, as the real thing does. Each
 //! commit is abandoned after measuring, so the group stays the same size.
@@ -120,7 +125,46 @@ fn kib(n: usize) -> String {
     if n < 10_240 { format!("{n} B") } else { format!("{:.0} KiB", n as f64 / 1024.0) }
 }
 
+/// CPU time this thread has used, from the scheduler's statistics.
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(s.split_whitespace().next()?.parse().ok()?))
+}
+
+/// The one case compare.sh asks for, as JSON.
+fn add_one_to_1000() {
+    let (suite, n, runs) = (Suite::XWing, 1000, 5);
+    let start = Instant::now();
+    let mut conv = build(n, suite, None).1;
+    let setup = start.elapsed();
+    let newcomer = member(n + 1, suite).key_packages(1).unwrap();
+    let mut cpu = Vec::with_capacity(runs);
+    let (wall, pending) = measure(&mut conv, runs, |c| {
+        let before = thread_cpu();
+        let p = c.add(&newcomer).unwrap();
+        if let (Some(a), Some(b)) = (before, thread_cpu()) {
+            cpu.push(b.saturating_sub(a));
+        }
+        p
+    });
+    cpu.sort();
+    let cpu_ms = cpu.get(cpu.len() / 2).map_or("null".to_owned(), |d| format!("{:.3}", d.as_secs_f64() * 1000.0));
+    println!(
+        "{{\"suite\": \"X-Wing\", \"members\": {n}, \"runs\": {runs}, \"setup_secs\": {:.1}, \"add_ms\": {:.3}, \
+         \"add_cpu_ms\": {cpu_ms}, \"commit_bytes\": {}, \"welcome_bytes\": {}}}",
+        setup.as_secs_f64(),
+        wall.as_secs_f64() * 1000.0,
+        pending.commit.len(),
+        pending.welcome.map_or(0, |w| w.len()),
+    );
+}
+
 fn main() {
+    match std::env::var("CIPHERLINE_COMMIT_BENCH").as_deref() {
+        Ok("add1000") => return add_one_to_1000(),
+        Ok(other) => panic!("CIPHERLINE_COMMIT_BENCH={other}: the one case is add1000"),
+        Err(_) => {}
+    }
     // `true`: the tree filled in by members' own updates (see `filled`).
     let rows = [
         (Suite::XWing, 10, false),
