@@ -154,7 +154,8 @@ async fn forward(mut events: mpsc::Receiver<Event>, handover: Handover, shared: 
                 shared.borrow_mut().state = Some(line.clone());
                 broadcast(&shared, &line, None);
             }
-            Event::Message(_) => {
+            // An expiry notice is confirmed like a message (the engine waits).
+            Event::Message(_) | Event::Expired { .. } => {
                 loop {
                     wait_for_client(&shared).await;
                     let (written, mut told) = mpsc::channel(1);
@@ -463,6 +464,8 @@ mod tests {
             e2e: true,
             verified: Verified::Known,
             timestamp_ms: 1,
+            sent_ms: None,
+            signed: true,
         })
     }
 

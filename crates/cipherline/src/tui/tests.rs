@@ -47,6 +47,8 @@ fn message(id: u64, from: &str, to: Target, text: &str, verified: Verified, e2e:
         e2e,
         verified,
         timestamp_ms: T0 + minute * 60_000,
+        sent_ms: None,
+        signed: true,
     })
 }
 
