@@ -20,7 +20,8 @@ use cipherline_proto::app::{ClientMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_proto::signature::sign;
-use common::{Server, home_of, line_channel, wait_for_line};
+use common::daemon::Daemon;
+use common::{Chat, Server, home_of, line_channel, wait_for_line};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -57,6 +58,21 @@ fn listen_for(server: &Server, name: &str, secs: u64, extra: &[&str]) -> (Option
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The identity key the CLI made for `name`.
+fn identity_of(server: &Server, name: &str) -> Arc<IdentityKey> {
+    let path = home_of(server, name).join("identity");
+    Arc::new(cipherline_keys::load_identity_key(&path, &cipherline_keys::LoadOptions::new()).unwrap())
+}
+
+/// alice (with her own key) sends `text` to bob, who is away, and leaves:
+/// the expiry waits in her queue. The message's server id.
+async fn send_unread(server: &Server, identity: &Arc<IdentityKey>, text: &str) -> u64 {
+    let mut alice = connect(server, "alice", Some(identity.clone())).await;
+    let id = alice.send_acked(Target::User("bob".into()), text).await.unwrap();
+    alice.close().await.unwrap();
+    id
 }
 
 #[test]
@@ -123,22 +139,9 @@ fn a_message_of_ours_that_expired_unread_is_reported_as_json_and_as_text() {
     for name in ["alice", "bob"] {
         assert_eq!(listen_for(&server, name, 1, &[]).0, Some(0));
     }
-    let identity = cipherline_keys::load_identity_key(
-        &home_of(&server, "alice").join("identity"),
-        &cipherline_keys::LoadOptions::new(),
-    )
-    .unwrap();
-    let identity = Arc::new(identity);
+    let identity = identity_of(&server, "alice");
     let rt = runtime();
-    // alice sends to bob, who is away, and leaves: the expiry waits in her queue.
-    let send = |text: &str| {
-        rt.block_on(async {
-            let mut alice = connect(&server, "alice", Some(identity.clone())).await;
-            let id = alice.send_acked(Target::User("bob".into()), text).await.unwrap();
-            alice.close().await.unwrap();
-            id
-        })
-    };
+    let send = |text: &str| rt.block_on(send_unread(&server, &identity, text));
 
     let id = send("too late");
     let want = serde_json::json!({ "expired": { "id": id, "to": "bob" } });
@@ -169,4 +172,46 @@ fn a_message_of_ours_that_expired_unread_is_reported_as_json_and_as_text() {
     // Acknowledged once said: the next run does not say it again.
     let (_, _, err) = listen_for(&server, "alice", 2, &[]);
     assert!(!err.contains("expired"), "{err}");
+}
+
+#[test]
+fn the_daemon_notifies_an_expired_message_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick_with_limits(dir.path(), Some("message_ttl_secs = 1"));
+    for name in ["alice", "bob"] {
+        assert_eq!(listen_for(&server, name, 1, &[]).0, Some(0));
+    }
+    let identity = identity_of(&server, "alice");
+    let rt = runtime();
+    let id = rt.block_on(send_unread(&server, &identity, "too late"));
+    // Expired within about a second: from the queue, or live.
+    let mut alice = Daemon::start(&server, "alice", &["--room", "lobby"]);
+    let expired = alice.wait_for("expired", |p| p["id"] == id);
+    assert_eq!(expired, serde_json::json!({ "id": id, "to": "bob" }));
+    // Confirmed like a message: the engine goes on to what comes next.
+    alice.wait_for("connection", |p| p["state"] == "connected");
+    let _carol = rt.block_on(async {
+        let mut carol = connect(&server, "carol", None).await;
+        carol.join("lobby").await.unwrap();
+        carol.send(Target::Room("lobby".into()), "after").await.unwrap();
+        carol
+    });
+    let after = alice.wait_for("message", |p| p["text"] == "after");
+    assert_eq!(after["signed"], false, "{after}");
+    assert_eq!(after["sent"], serde_json::Value::Null, "nothing vouches for an unsigned message's time: {after}");
+    assert_eq!(alice.finish(), Some(0));
+}
+
+#[test]
+fn chat_says_a_message_of_ours_expired_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick_with_limits(dir.path(), Some("message_ttl_secs = 1"));
+    for name in ["alice", "bob"] {
+        assert_eq!(listen_for(&server, name, 1, &[]).0, Some(0));
+    }
+    let identity = identity_of(&server, "alice");
+    let id = runtime().block_on(send_unread(&server, &identity, "too late"));
+    let chat = Chat::start(&server, "alice", &[]);
+    chat.wait(&format!("your message to bob expired on the server unread (id {id})"));
+    chat.quit();
 }

@@ -204,6 +204,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_vouched_for_send_time_is_given_and_unsigned_is_told_apart() {
+        let signed = cipherline_proto::app::Signed {
+            client_id: 1,
+            sent_at_ms: 77,
+            algorithm: 0x0807,
+            sender_key: vec![],
+            signature: vec![],
+        };
+        let mut d = Delivery {
+            id: 1,
+            timestamp_ms: 99,
+            from: "a".into(),
+            to: Target::Room("r".into()),
+            text: "t".into(),
+            signed: Some(signed),
+            seq: 0,
+        };
+        assert_eq!(Sent::Relayed.vouched(&d, &MessageStatus::Known), (Some(77), true));
+        // A bad signature vouches for nothing, its time included.
+        assert_eq!(Sent::Relayed.vouched(&d, &MessageStatus::Invalid), (None, true));
+        assert_eq!(Sent::EndToEnd(55).vouched(&d, &MessageStatus::Known), (Some(55), true));
+        d.signed = None;
+        assert_eq!(Sent::Relayed.vouched(&d, &MessageStatus::Unsigned), (None, false));
+    }
+
+    #[test]
     fn group_changes_carry_their_data_beside_the_text() {
         let added = describe(Outcome::Joined { target: Target::Room("ops".into()), members: "a, b".into() });
         assert_eq!(
