@@ -75,6 +75,28 @@ async fn send_unread(server: &Server, identity: &Arc<IdentityKey>, text: &str) -
     id
 }
 
+/// carol, in the lobby, sends a message signed with a send time twelve
+/// hours from the server's clock (UTC: the two cannot show the same
+/// HH:MM), then one unsigned: only the name matches the key the receiver
+/// remembers by then. Her client (kept connected) and the signed hour.
+async fn carol_signs_then_does_not(server: &Server) -> (Client, u64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let hour = (now / 3_600_000 + 12) % 24;
+    let sent_at = 1_577_836_800_000 + hour * 3_600_000 + 33 * 60_000; // 2020-01-01 HH:33 UTC
+    let lobby = Target::Room("lobby".into());
+    let key = Arc::new(IdentityKey::ed25519_from_seed(&[0x5c; 32]).unwrap());
+    let mut carol = connect(server, "carol", Some(key.clone())).await;
+    carol.join("lobby").await.unwrap();
+    let text = "from the past";
+    let id = carol.writer().next_id();
+    let signed = Some(sign(&key, "carol", &lobby, id, sent_at, text).unwrap());
+    carol.send_message(&ClientMessage::Send { id, to: lobby.clone(), text: text.into(), signed }).await.unwrap();
+    let id = carol.writer().next_id();
+    let unsigned = ClientMessage::Send { id, to: lobby, text: "no signature".into(), signed: None };
+    carol.send_message(&unsigned).await.unwrap();
+    (carol, hour)
+}
+
 #[test]
 fn a_plain_line_shows_the_signed_send_time_and_an_unsigned_message_under_a_remembered_name_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -91,28 +113,8 @@ fn a_plain_line_shows_the_signed_send_time_and_an_unsigned_message_under_a_remem
     let notes = stderr_channel(&mut bob);
     wait_for_line(&notes, "is not end-to-end encrypted");
 
-    // A send time twelve hours from the server's clock (UTC), so the two
-    // cannot show the same HH:MM.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let hour = (now / 3_600_000 + 12) % 24;
-    let sent_at = 1_577_836_800_000 + hour * 3_600_000 + 33 * 60_000; // 2020-01-01 HH:33 UTC
-    let lobby = Target::Room("lobby".into());
     let rt = runtime();
-    let _carol = rt.block_on(async {
-        let key = Arc::new(IdentityKey::ed25519_from_seed(&[0x5c; 32]).unwrap());
-        let mut carol = connect(&server, "carol", Some(key.clone())).await;
-        carol.join("lobby").await.unwrap();
-        let text = "from the past";
-        let id = carol.writer().next_id();
-        let signed = Some(sign(&key, "carol", &lobby, id, sent_at, text).unwrap());
-        carol.send_message(&ClientMessage::Send { id, to: lobby.clone(), text: text.into(), signed }).await.unwrap();
-        // The same name, no signature: only the name matches the key
-        // bob now remembers for carol.
-        let id = carol.writer().next_id();
-        let unsigned = ClientMessage::Send { id, to: lobby.clone(), text: "no signature".into(), signed: None };
-        carol.send_message(&unsigned).await.unwrap();
-        carol
-    });
+    let (_carol, hour) = rt.block_on(carol_signs_then_does_not(&server));
 
     let first = lines.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(
@@ -213,5 +215,26 @@ fn chat_says_a_message_of_ours_expired_unread() {
     let id = runtime().block_on(send_unread(&server, &identity, "too late"));
     let chat = Chat::start(&server, "alice", &[]);
     chat.wait(&format!("your message to bob expired on the server unread (id {id})"));
+    chat.quit();
+}
+
+#[test]
+fn chat_shows_the_signed_send_time_and_marks_an_unsigned_message_under_a_remembered_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let mut command = server.client("chat", "bob");
+    command.env("TZ", "UTC");
+    let chat = Chat::spawn(command);
+    let rt = runtime();
+    let (_carol, hour) = rt.block_on(carol_signs_then_does_not(&server));
+    let first = chat.wait("from the past");
+    let first = first.last().unwrap();
+    assert!(first.contains(&format!("{hour:02}:33 [lobby] carol (new key): from the past")), "{first}");
+    let second = chat.wait("no signature");
+    let second = second.last().unwrap();
+    assert!(
+        second.contains("carol (UNSIGNED, but a key is remembered for this name: maybe not them): no signature"),
+        "{second}"
+    );
     chat.quit();
 }
