@@ -56,7 +56,24 @@ fn message_object(id: u64, from: &str, to: &Target, text: &str, timestamp: u64, 
 /// me -> to: text` for one sent; the time is the server's. Every string is
 /// escaped.
 pub fn history_line(m: &Msg) -> String {
-    let from = format!("{}{}", escape(&m.from), label_mark(&m.label));
+    line(m, &label_mark(&m.label))
+}
+
+/// The mark of a message that came unsigned under a name whose key is
+/// remembered: its label (`key-changed`) would say another key was seen,
+/// but none was; only the name matches.
+pub const UNSIGNED_REMEMBERED: &str = " (UNSIGNED, but a key is remembered for this name: maybe not them)";
+
+/// A message received live, as [`history_line`] shows a stored one (the
+/// time given in `m` is the caller's choice: `listen` gives the sender's
+/// signed one), marked [`UNSIGNED_REMEMBERED`] when `unsigned_remembered`.
+pub fn live_line(m: &Msg, unsigned_remembered: bool) -> String {
+    if unsigned_remembered { line(m, UNSIGNED_REMEMBERED) } else { history_line(m) }
+}
+
+/// One line with the given mark after the sender's name.
+fn line(m: &Msg, mark: &str) -> String {
+    let from = format!("{}{mark}", escape(&m.from));
     let text = body(&m.text);
     let at = clock(m.timestamp_ms);
     match (&m.target, m.direction) {

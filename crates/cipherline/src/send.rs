@@ -26,7 +26,7 @@ use crate::connector::{Failure, Flags};
 use crate::conversation;
 use crate::error::CliError;
 use crate::files;
-use crate::output::history_line;
+use crate::output::live_line;
 use crate::transfers;
 
 /// Send messages (or a file) and exit once the server has acknowledged
@@ -214,6 +214,9 @@ impl Front {
                 escape(&name)
             ),
             Event::Group { text, .. } => eprintln!("{}", escape(&text)),
+            Event::Expired { id, to } => {
+                eprintln!("your message to {} expired on the server unread (id {id})", escape(&to));
+            }
             _ => {}
         }
         Ok(())
@@ -350,7 +353,8 @@ fn print_received(me: &str, m: &Message) -> Result<(), CliError> {
         server: String::new(),
         id: m.id,
         seq: 0,
-        timestamp_ms: m.timestamp_ms,
+        // The sender's time where it is vouched for, as `listen` shows it.
+        timestamp_ms: m.sent_ms.unwrap_or(m.timestamp_ms),
         from: m.from.clone(),
         target: m.to.clone(),
         text: m.text.clone(),
@@ -359,7 +363,8 @@ fn print_received(me: &str, m: &Message) -> Result<(), CliError> {
         e2e: m.e2e,
     };
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", history_line(&shown)).and_then(|()| out.flush()).is_err() {
+    let line = live_line(&shown, m.verified == Verified::Changed && !m.signed);
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
         return Err(CliError::failed("cannot write to standard output", "check the pipe"));
     }
     Ok(())

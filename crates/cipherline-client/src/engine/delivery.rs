@@ -11,10 +11,10 @@ impl<C: Connector> Engine<C> {
         let event = match msg {
             ServerMessage::Message(d) => {
                 let status = live.peers.check(&d);
-                return self.deliver(live, d, status, false, None).await;
+                return self.deliver(live, d, status, Sent::Relayed, None).await;
             }
             ServerMessage::Group(GroupEvent::Message(d)) => return self.group(live, &d).await,
-            ServerMessage::Expired { seq, .. } => return self.handled(live, seq).await,
+            ServerMessage::Expired { id, to, seq } => return self.expired(live, id, to, seq).await,
             ServerMessage::Delivered { id, by } => Event::Delivered { id, by },
             ServerMessage::Notice { kind, room, name } => {
                 Event::Membership { room, name, joined: kind == NoticeKind::Joined }
@@ -50,13 +50,14 @@ impl<C: Connector> Engine<C> {
             // The local store failed: not acknowledged, so delivered again.
             Err(e) => return Step::Lost(e.to_string()),
         };
-        if let Outcome::Message { from, key, target, text, notice, .. } = outcome {
+        if let Outcome::Message { from, key, target, text, notice, sent_at_ms } = outcome {
             let status = live.peers.check_key(&from, &IdentityPublicKey::ed25519_from_raw(&key));
             let delivery =
                 Delivery { id: d.id, timestamp_ms: d.timestamp_ms, from, to: target, text, signed: None, seq: d.seq };
             // What the sender's counter says (messages missing, or out of
             // order) follows the message, before it is acknowledged.
-            return self.deliver(live, delivery, status, true, Some(notice).filter(|n| !n.is_empty())).await;
+            let notice = Some(notice).filter(|n| !n.is_empty());
+            return self.deliver(live, delivery, status, Sent::EndToEnd(sent_at_ms), notice).await;
         }
         if let Outcome::File { .. } = outcome {
             return self.offered(live, d, outcome).await;
@@ -74,9 +75,11 @@ impl<C: Connector> Engine<C> {
         live: &mut Live,
         d: Delivery,
         status: MessageStatus,
-        e2e: bool,
+        sent: Sent,
         notice: Option<String>,
     ) -> Step {
+        let e2e = matches!(sent, Sent::EndToEnd(_));
+        let (sent_ms, signed) = sent.vouched(&d, &status);
         let record = Msg::received(&self.server, &self.name, &d, &status).with_e2e(e2e);
         let before = live
             .peers
@@ -103,6 +106,8 @@ impl<C: Connector> Engine<C> {
                 _ => None,
             },
             timestamp_ms: d.timestamp_ms,
+            sent_ms,
+            signed,
         };
         if !self.emit(Event::Message(message)).await || !self.handed_over().await {
             return Step::Stop("the front-end went away".to_owned());
@@ -120,6 +125,15 @@ impl<C: Connector> Engine<C> {
         self.handled(live, d.seq).await
     }
 
+    /// A message of ours expired unread: said, confirmed like a message
+    /// (so a front-end killed first hears of it again), then acknowledged.
+    async fn expired(&mut self, live: &mut Live, id: u64, to: String, seq: u64) -> Step {
+        if !self.emit(Event::Expired { id, to }).await || !self.handed_over().await {
+            return Step::Stop("the front-end went away".to_owned());
+        }
+        self.handled(live, seq).await
+    }
+
     /// A stored message was handed over: the relay may delete it.
     pub(super) async fn handled(&mut self, live: &mut Live, seq: u64) -> Step {
         let result = match live.client.handled(seq).await {
@@ -129,6 +143,29 @@ impl<C: Connector> Engine<C> {
         match result {
             Ok(()) => Step::Go,
             Err(e) => Step::from_error(&e),
+        }
+    }
+}
+
+/// How a message came: relayed (maybe signed), or end to end with the
+/// sender's clock (`sent_at_ms`, authenticated by the group).
+#[derive(Clone, Copy)]
+enum Sent {
+    Relayed,
+    EndToEnd(u64),
+}
+
+impl Sent {
+    /// The sender's time where something vouches for it, and whether the
+    /// message was signed (or came end to end). A bad signature vouches
+    /// for nothing: its time is the relay's word.
+    fn vouched(self, d: &Delivery, status: &MessageStatus) -> (Option<u64>, bool) {
+        match self {
+            Sent::EndToEnd(at) => (Some(at), true),
+            Sent::Relayed => match &d.signed {
+                Some(s) if !matches!(status, MessageStatus::Invalid) => (Some(s.sent_at_ms), true),
+                signed => (None, signed.is_some()),
+            },
         }
     }
 }
@@ -169,6 +206,32 @@ fn target_name(target: &Target) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_vouched_for_send_time_is_given_and_unsigned_is_told_apart() {
+        let signed = cipherline_proto::app::Signed {
+            client_id: 1,
+            sent_at_ms: 77,
+            algorithm: 0x0807,
+            sender_key: vec![],
+            signature: vec![],
+        };
+        let mut d = Delivery {
+            id: 1,
+            timestamp_ms: 99,
+            from: "a".into(),
+            to: Target::Room("r".into()),
+            text: "t".into(),
+            signed: Some(signed),
+            seq: 0,
+        };
+        assert_eq!(Sent::Relayed.vouched(&d, &MessageStatus::Known), (Some(77), true));
+        // A bad signature vouches for nothing, its time included.
+        assert_eq!(Sent::Relayed.vouched(&d, &MessageStatus::Invalid), (None, true));
+        assert_eq!(Sent::EndToEnd(55).vouched(&d, &MessageStatus::Known), (Some(55), true));
+        d.signed = None;
+        assert_eq!(Sent::Relayed.vouched(&d, &MessageStatus::Unsigned), (None, false));
+    }
 
     #[test]
     fn group_changes_carry_their_data_beside_the_text() {

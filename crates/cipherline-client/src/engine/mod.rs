@@ -236,6 +236,15 @@ pub struct Message {
     pub new_key: Option<String>,
     /// The server's time, Unix milliseconds.
     pub timestamp_ms: u64,
+    /// The sender's clock when it sent it, Unix milliseconds, where the
+    /// sender vouches for it (a valid signature covers it, or it came end
+    /// to end), so the relay cannot change it; `None` otherwise (unsigned,
+    /// or a bad signature). What a line shows as the message's time.
+    pub sent_ms: Option<u64>,
+    /// Whether it was signed or came end to end. An unsigned message whose
+    /// verdict is [`Verified::Changed`] carries no other key: it came
+    /// under a name whose key is remembered, without a signature.
+    pub signed: bool,
 }
 
 /// What the engine tells its front-end.
@@ -321,6 +330,15 @@ pub enum Event {
         state: TransferState,
         /// Where a download was saved (when done).
         path: Option<std::path::PathBuf>,
+    },
+    /// A message this user sent (server id `id`) expired on the relay
+    /// before `to` read it. Like a message, confirmed through
+    /// [`Handover`] (when taken) before it is acknowledged.
+    Expired {
+        /// The message's server id (as its Ack gave it).
+        id: u64,
+        /// The recipient that did not get it (raw: escape it).
+        to: String,
     },
 }
 

@@ -9,6 +9,7 @@ use cipherline_proto::app::{Target, fold_name};
 use tokio::time::Instant;
 
 use super::{Offer, Shared, State, Transfer};
+use crate::output::UNSIGNED_REMEMBERED;
 
 /// Shows one event; `Some(reason)` when the engine stopped for good.
 pub(super) fn on_event(state: &Shared, event: Event) -> Option<String> {
@@ -28,6 +29,9 @@ pub(super) fn on_event(state: &Shared, event: Event) -> Option<String> {
                  be impersonating them, or they have a new key: compare /verify {name} with them before trusting it \
                  (then /trust {name})."
             ));
+        }
+        Event::Expired { id, to } => {
+            st.show(format!("your message to {} expired on the server unread (id {id})", escape(&to)));
         }
         Event::Group { text, change, .. } => group(&mut st, &text, change),
         Event::Connection(state) => return connection(&mut st, state),
@@ -186,9 +190,11 @@ fn message(st: &mut State, m: &Message) {
     {
         st.e2e_rooms.insert(fold_name(room), room.clone());
     }
-    let mark = mark(m.verified);
+    // Unsigned under a remembered name: no other key was seen.
+    let mark = if m.verified == Verified::Changed && !m.signed { UNSIGNED_REMEMBERED } else { mark(m.verified) };
     let text = body(&m.text);
-    let at = clock(m.timestamp_ms);
+    // The sender's time where it is vouched for, as chat always showed.
+    let at = clock(m.sent_ms.unwrap_or(m.timestamp_ms));
     let line = match &m.to {
         Target::Room(room) => format!("{at} [{}] {from}{mark}: {text}", escape(room)),
         // Names are compared ignoring case (PROTOCOL.md §13.4).

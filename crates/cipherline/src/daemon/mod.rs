@@ -193,7 +193,8 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
             if let Event::Connection(ConnectionState::Stopped { reason }) = &event {
                 stopped = Some(reason.clone());
             }
-            let message = matches!(event, Event::Message(_));
+            // An expiry notice is confirmed like a message (the engine waits).
+            let message = matches!(event, Event::Message(_) | Event::Expired { .. });
             if notify.send(notification(&event), message).await.is_err() {
                 break;
             }

@@ -35,7 +35,7 @@ pub const METHODS: &[&str] = &[
 ];
 /// The notifications the daemon writes.
 pub const NOTIFICATIONS: &[&str] =
-    &["message", "delivered", "membership", "key_changed", "group", "connection", "file", "transfer"];
+    &["message", "delivered", "membership", "key_changed", "expired", "group", "connection", "file", "transfer"];
 
 /// JSON-RPC 2.0's codes.
 pub(super) const PARSE_ERROR: i64 = -32700;
@@ -246,6 +246,8 @@ pub(super) fn notification(event: &Event) -> String {
                 "e2e": m.e2e,
                 "verified": m.verified.as_str(),
                 "timestamp": m.timestamp_ms,
+                "sent": m.sent_ms,
+                "signed": m.signed,
             });
             let (key, value) = match &m.to {
                 Target::Room(room) => ("room", room),
@@ -261,6 +263,7 @@ pub(super) fn notification(event: &Event) -> String {
             ("membership", json!({ "room": room, "name": name, "joined": joined }))
         }
         Event::KeyChanged { id, name } => ("key_changed", json!({ "id": id, "name": name })),
+        Event::Expired { id, to } => ("expired", json!({ "id": id, "to": to })),
         Event::Group { id, text, .. } => ("group", json!({ "id": id, "text": text })),
         Event::FileOffered { .. } | Event::Transfer { .. } => {
             super::files::notification(event).unwrap_or(("transfer", Value::Null))
@@ -402,6 +405,8 @@ mod tests {
                 verified: Verified::Known,
                 new_key: None,
                 timestamp_ms: 1,
+                sent_ms: Some(1),
+                signed: true,
             })),
             notification(&Event::Message(Message {
                 id: 1,
@@ -412,10 +417,13 @@ mod tests {
                 verified: Verified::New,
                 new_key: None,
                 timestamp_ms: 1,
+                sent_ms: None,
+                signed: false,
             })),
             notification(&Event::Delivered { id: 1, by: "b".into() }),
             notification(&Event::Membership { room: "r".into(), name: "b".into(), joined: true }),
             notification(&Event::KeyChanged { id: 1, name: "b".into() }),
+            notification(&Event::Expired { id: 1, to: "b".into() }),
             notification(&Event::Group {
                 id: 1,
                 text: "x".into(),

@@ -154,7 +154,8 @@ async fn forward(mut events: mpsc::Receiver<Event>, handover: Handover, shared: 
                 shared.borrow_mut().state = Some(line.clone());
                 broadcast(&shared, &line, None);
             }
-            Event::Message(_) => {
+            // An expiry notice is confirmed like a message (the engine waits).
+            Event::Message(_) | Event::Expired { .. } => {
                 loop {
                     wait_for_client(&shared).await;
                     let (written, mut told) = mpsc::channel(1);
@@ -464,6 +465,8 @@ mod tests {
             verified: Verified::Known,
             new_key: None,
             timestamp_ms: 1,
+            sent_ms: None,
+            signed: true,
         })
     }
 

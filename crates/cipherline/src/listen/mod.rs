@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::client_args::ClientArgs;
 use crate::connector::{Failure, Flags};
 use crate::error::{CliError, exit};
-use crate::output::{history_json, history_line};
+use crate::output::{history_json, live_line};
 
 mod files;
 
@@ -465,6 +465,7 @@ impl Listen {
                     eprintln!("* {} {} {}", escape(&name), if joined { "joined" } else { "left" }, escape(&room));
                 }
             }
+            Event::Expired { id, to } => self.expired(link, id, &to)?,
             Event::Delivered { .. } | Event::KeyChanged { .. } => {}
             other => return Ok(Some(other)),
         }
@@ -486,7 +487,14 @@ impl Listen {
             label: label(m.verified).to_owned(),
             e2e: m.e2e,
         };
-        let line = if self.args.json { history_json(&shown).to_string() } else { history_line(&shown) };
+        let line = if self.args.json {
+            history_json(&shown).to_string()
+        } else {
+            // The sender's time where it is vouched for (the JSON's
+            // "timestamp" stays the server's, as it always was).
+            let shown = Msg { timestamp_ms: m.sent_ms.unwrap_or(m.timestamp_ms), ..shown };
+            live_line(&shown, m.verified == Verified::Changed && !m.signed)
+        };
         let mut out = std::io::stdout().lock();
         // Acknowledged only once written out: a listen killed before this
         // gets the message again next time.
@@ -507,6 +515,22 @@ impl Listen {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// A message of ours that expired unread (standard output with
+    /// --json, else standard error), then confirmed to the engine as a
+    /// message is: a listen killed before this hears of it again.
+    fn expired(&self, link: &Link, id: u64, to: &str) -> Result<(), CliError> {
+        if self.args.json {
+            println!("{}", json!({ "expired": { "id": id, "to": to } }));
+        } else {
+            eprintln!("your message to {} expired on the server unread (id {id})", escape(to));
+        }
+        if std::io::stdout().flush().is_err() {
+            return Err(CliError::failed("cannot write to standard output", "check the pipe"));
+        }
+        link.handover.handed();
         Ok(())
     }
 

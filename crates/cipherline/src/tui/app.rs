@@ -53,6 +53,9 @@ pub enum Entry {
         at_ms: u64,
         /// The verdict on the sender's key (`None`: sent by this user).
         verified: Option<Verified>,
+        /// Received unsigned under a name whose key is remembered (its
+        /// verdict `Changed`, though no other key was seen): marked so.
+        unsigned: bool,
         /// Whether it travelled end to end.
         e2e: bool,
         /// Someone's client confirmed it (messages sent by this user).
@@ -394,6 +397,10 @@ impl App {
                     true,
                 );
             }
+            Event::Expired { id, to } => {
+                let text = format!("your message to {to} expired on the server unread (id {id})");
+                self.add(&Target::User(to), Entry::Notice { text, alarm: false });
+            }
             Event::Group { text, .. } => self.notice(text, false),
             Event::FileOffered { id, from, to, name, size, verified, e2e } => {
                 self.on_file_offered(super::files::Offer { id, from, name }, &to, size, verified, e2e);
@@ -429,6 +436,7 @@ impl App {
             text: m.text,
             at_ms: m.timestamp_ms,
             verified: (!mine).then_some(m.verified),
+            unsigned: !mine && !m.signed,
             e2e: m.e2e,
             delivered: false,
         };
@@ -517,6 +525,7 @@ impl App {
                     text: text.clone(),
                     at_ms: (self.now)(),
                     verified: None,
+                    unsigned: false,
                     e2e,
                     delivered: false,
                 };

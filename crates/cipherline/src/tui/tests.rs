@@ -48,6 +48,8 @@ fn message(id: u64, from: &str, to: Target, text: &str, verified: Verified, e2e:
         verified,
         new_key: None,
         timestamp_ms: T0 + minute * 60_000,
+        sent_ms: None,
+        signed: true,
     })
 }
 
@@ -562,4 +564,22 @@ fn the_reconnection_countdown_counts_down_to_zero() {
     app.on_event(Event::Connection(ConnectionState::Connected { name: "alice".into() }));
     assert_eq!(app.retry_left(), None);
     assert!(draw(&app, 100, 20).contains("reconnected to 127.0.0.1:5555 as alice"));
+}
+
+#[test]
+fn an_unsigned_message_under_a_remembered_name_and_an_expiry_are_said() {
+    let mut app = connected();
+    let Event::Message(m) = message(7, "carol", lobby(), "not me", Verified::Changed, false, 4) else { unreachable!() };
+    app.on_event(Event::Message(Message { signed: false, ..m.clone() }));
+    app.on_event(Event::Message(Message { id: 8, text: "new key".into(), ..m }));
+    let screen = draw(&app, 100, 20);
+    assert!(screen.contains("carol (UNSIGNED: maybe not them): not me"), "{screen}");
+    assert!(screen.contains("carol (KEY CHANGED): new key"), "signed with another key: {screen}");
+    app.on_event(Event::Expired { id: 41, to: "b\x1bob".into() });
+    let i = app.index_of(&Target::User("b\x1bob".into()));
+    let entries = &app.conversations[i].entries;
+    assert!(
+        matches!(entries.last(), Some(Entry::Notice { text, alarm: false }) if text.contains("expired on the server unread (id 41)")),
+        "{entries:?}"
+    );
 }

@@ -166,14 +166,21 @@ fn clock(app: &App, ms: u64) -> String {
 fn entry_rows(app: &App, entry: &Entry, width: usize) -> Vec<Line<'static>> {
     let mut rows = Vec::new();
     match entry {
-        Entry::Message { from, text, at_ms, verified, delivered, .. } => {
+        Entry::Message { from, text, at_ms, verified, unsigned, delivered, .. } => {
             let mine = verified.is_none();
             let name_style = if mine {
                 Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)
             } else {
                 Style::new().add_modifier(Modifier::BOLD)
             };
-            let (mark, mark_style) = verified.map_or(("", Style::new()), verdict);
+            let (mark, mark_style) = match verified {
+                // No other key was seen: only the name matches one remembered.
+                Some(Verified::Changed) if *unsigned => {
+                    (" (UNSIGNED: maybe not them)", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+                }
+                Some(v) => verdict(*v),
+                None => ("", Style::new()),
+            };
             let mut text_lines = lines(text).into_iter();
             let first = text_lines.next().unwrap_or_default();
             let mut head = vec![
