@@ -1,5 +1,6 @@
 //! The client engine's [`Connector`] over the command line's client flags,
-//! shared by the front-ends on the engine (`chat`, `tui`): the first
+//! shared by the front-ends on the engine (`chat`, `tui`, `listen`,
+//! `send`, `files`, `room`; [`one_shot`] for the one-command ones): the first
 //! connection may ask on the terminal (a new server key, a password, an
 //! identity key passphrase), later ones never do.
 //!
@@ -9,8 +10,12 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
-use cipherline_client::engine::{ConnectFailure, Connecting, Connector, Session};
+use cipherline_client::engine::{
+    ConnectFailure, Connecting, ConnectionState, Connector, Engine, EngineHandle, Event, Session,
+};
+use tokio::sync::mpsc;
 
 use crate::client_args::{ClientArgs, Connected};
 use crate::error::CliError;
@@ -63,5 +68,42 @@ impl Connector for Flags {
                 Err(e) => Err(ConnectFailure { passing: passing(&e), reason: e.to_string() }),
             }
         })
+    }
+}
+
+/// How long a one-shot engine may take to stop once its command is done.
+const ENGINE_STOP: Duration = Duration::from_secs(5);
+
+/// A one-shot client engine (engine/once.rs) connected as `client` says:
+/// its handle, its events and its task; the connector's error (with its
+/// exit code) if the connection failed. Must run inside a LocalSet.
+pub async fn one_shot(client: &'static ClientArgs) -> Result<(EngineHandle, mpsc::Receiver<Event>, Running), CliError> {
+    let flags = Flags::new(client);
+    let failure = flags.failure();
+    let (engine, handle, mut events) = Engine::new(flags, client.server.clone(), &[]);
+    let engine = tokio::task::spawn_local(engine.one_shot().run());
+    loop {
+        match events.recv().await {
+            Some(Event::Connection(ConnectionState::Connected { .. })) => return Ok((handle, events, Running(engine))),
+            Some(Event::Connection(ConnectionState::Stopped { reason })) => {
+                let _ = tokio::time::timeout(ENGINE_STOP, engine).await;
+                return Err(failure.borrow_mut().take().unwrap_or_else(|| {
+                    CliError::failed(format!("could not connect: {reason}"), "check the server address, name and key")
+                }));
+            }
+            Some(_) => {}
+            None => return Err(CliError::failed("the client engine stopped", "try again")),
+        }
+    }
+}
+
+/// A one-shot engine's task, given a while to stop when done with.
+pub struct Running(tokio::task::JoinHandle<String>);
+
+impl Running {
+    /// Waits (a while) for the engine to stop; its handle and events must
+    /// be dropped first.
+    pub async fn stop(self) {
+        let _ = tokio::time::timeout(ENGINE_STOP, self.0).await;
     }
 }

@@ -1,18 +1,17 @@
 //! `cipherline room`: manage rooms from scripts, without chat: create an
 //! end-to-end (or open) room, invite and remove members, list them, join a
-//! public room, leave.
+//! public room, leave. Each runs one command on a one-shot client engine
+//! ([`crate::connector::one_shot`]): the engine does the work, this says
+//! what happened, every peer string escaped.
 
-use std::time::Duration;
-
-use cipherline_client::Client;
-use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
-use cipherline_proto::app::{RoomKind, fold_name};
+use cipherline_client::engine::{Command, EngineHandle, KeyState, Reply, RoomSummary};
+use cipherline_proto::app::{RoomKind, Target, fold_name};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::client_args::{ClientArgs, Connected};
-use crate::conversation;
+use crate::client_args::ClientArgs;
+use crate::connector::one_shot;
 use crate::error::CliError;
 
 /// Manage rooms: create, invite, remove, list members, join, leave.
@@ -84,170 +83,172 @@ pub struct RoomArgs {
 }
 
 /// Runs `room`.
-pub async fn run(command: &RoomCommand) -> Result<(), CliError> {
+pub async fn run(command: &'static RoomCommand) -> Result<(), CliError> {
+    let client = match command {
+        RoomCommand::Create(a) => &a.client,
+        RoomCommand::Invite(a) | RoomCommand::Kick(a) => &a.client,
+        RoomCommand::Members(a) | RoomCommand::Join(a) | RoomCommand::Leave(a) => &a.client,
+    };
+    tokio::task::LocalSet::new()
+        .run_until(async move {
+            let (handle, events, engine) = one_shot(client).await?;
+            let result = run_on(&handle, command).await;
+            drop((handle, events));
+            engine.stop().await;
+            result
+        })
+        .await
+}
+
+async fn run_on(engine: &EngineHandle, command: &RoomCommand) -> Result<(), CliError> {
     match command {
-        RoomCommand::Create(args) => create(args).await,
-        RoomCommand::Invite(args) => change(args, true).await,
-        RoomCommand::Kick(args) => change(args, false).await,
-        RoomCommand::Members(args) => members(args).await,
-        RoomCommand::Join(args) => join(args).await,
-        RoomCommand::Leave(args) => leave(args).await,
+        RoomCommand::Create(args) => create(engine, args).await,
+        RoomCommand::Invite(args) => change(engine, args, true).await,
+        RoomCommand::Kick(args) => change(engine, args, false).await,
+        RoomCommand::Members(args) => members(engine, args).await,
+        RoomCommand::Join(args) => join(engine, args).await,
+        RoomCommand::Leave(args) => leave(engine, args).await,
     }
 }
 
-fn needs_e2e(e2e: Option<&Conversations>) -> Result<&Conversations, CliError> {
-    e2e.ok_or_else(|| {
-        CliError::usage(
-            "end-to-end rooms need an Ed25519 identity key and a server that stores messages for you",
-            "use the default identity (drop --no-identity; an RSA identity cannot sign MLS), or create an open room \
-             with --open",
-        )
-    })
-}
-
-/// Processes what waited for this user (commits, invitations), so a
-/// change starts from the relay's current epoch.
-async fn caught_up(connected: &mut Connected) -> Result<(), CliError> {
-    if let Some(e2e) = &connected.e2e {
-        let cursor = e2e.store().cursor(&connected.server).map_err(CliError::Client)?;
-        e2e.catch_up(&mut connected.client, cursor, Duration::from_millis(300), Duration::from_secs(10)).await?;
+/// This user's name as the server accepted it, and whether it has an
+/// end-to-end engine.
+async fn status(engine: &EngineHandle) -> Result<(String, bool), CliError> {
+    match engine.status().await? {
+        Reply::Status(s) => Ok((s.name, s.e2e)),
+        _ => Err(unexpected()),
     }
-    Ok(())
 }
 
-async fn create(args: &CreateArgs) -> Result<(), CliError> {
-    let mut connected = args.client.connect(true).await?;
+fn unexpected() -> CliError {
+    CliError::failed("the client engine answered something unexpected", "try again")
+}
+
+fn needs_e2e(e2e: bool) -> Result<(), CliError> {
+    if e2e {
+        return Ok(());
+    }
+    Err(CliError::usage(
+        "end-to-end rooms need an Ed25519 identity key and a server that stores messages for you",
+        "use the default identity (drop --no-identity; an RSA identity cannot sign MLS), or create an open room \
+         with --open",
+    ))
+}
+
+async fn room_info(engine: &EngineHandle, room: &str) -> Result<RoomSummary, CliError> {
+    match engine.run(Command::RoomInfo(room.to_owned())).await? {
+        Reply::RoomInfo(info) => Ok(info),
+        _ => Err(unexpected()),
+    }
+}
+
+/// Whether `room` is an end-to-end room this user is in; if so it is
+/// brought up to the relay's epoch first (what waited: commits,
+/// invitations), so a change or a member list starts from it.
+async fn caught_up(engine: &EngineHandle, room: &str) -> Result<bool, CliError> {
+    let info = room_info(engine, room).await?;
+    let mine = info.kind.is_some_and(RoomKind::is_e2e) && info.member;
+    if mine {
+        engine.run(Command::Prepare(Target::Room(room.to_owned()))).await?;
+    }
+    Ok(mine)
+}
+
+async fn create(engine: &EngineHandle, args: &CreateArgs) -> Result<(), CliError> {
+    let kind = if args.open {
+        RoomKind::Open
+    } else {
+        needs_e2e(status(engine).await?.1)?;
+        if args.public { RoomKind::Public } else { RoomKind::Invite }
+    };
+    engine.run(Command::Create { room: args.room.clone(), kind }).await?;
     if args.open {
-        connected.client.create_room(&args.room, RoomKind::Open, Vec::new()).await?;
         eprintln!("created {} (open: not end-to-end encrypted, the server can read it)", escape(&args.room));
     } else {
-        let e2e = needs_e2e(connected.e2e.as_ref())?;
-        e2e.create_room(&mut connected.client, &args.room, args.public).await?;
         eprintln!(
             "created {} (end-to-end encrypted, {})",
             escape(&args.room),
             if args.public { "public: anyone may join" } else { "invite-only" }
         );
     }
-    close(connected.client).await;
     Ok(())
 }
 
-/// Tries a commit again after catching up when another member's commit
-/// won the epoch (at most three times).
-async fn change(args: &MembersArgs, invite: bool) -> Result<(), CliError> {
-    let mut connected = args.client.connect(true).await?;
-    caught_up(&mut connected).await?;
-    let Connected { client, peers, e2e, server, .. } = &mut connected;
-    let e2e = needs_e2e(e2e.as_ref())?;
-    let mut tries = 0;
-    loop {
-        let result = if invite {
-            let mut check = conversation::key_check(peers);
-            e2e.invite(client, &args.room, &args.users, &mut check).await
-        } else {
-            e2e.remove(client, &args.room, &args.users).await
-        };
-        match result {
-            Ok(()) => break,
-            Err(cipherline_client::ClientError::Stale { .. }) if tries < 3 => {
-                tries += 1;
-                let cursor = e2e.store().cursor(server).map_err(CliError::Client)?;
-                e2e.catch_up(client, cursor, Duration::from_millis(300), Duration::from_secs(10)).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+/// Adds or removes members; the engine tries a commit again (after
+/// handling the commits that won) when another member's took the epoch.
+async fn change(engine: &EngineHandle, args: &MembersArgs, invite: bool) -> Result<(), CliError> {
+    needs_e2e(status(engine).await?.1)?;
+    caught_up(engine, &args.room).await?;
+    let (room, users) = (args.room.clone(), args.users.clone());
+    let command = if invite { Command::Invite { room, users } } else { Command::Kick { room, users } };
+    engine.run(command).await?;
     let names: Vec<String> = args.users.iter().map(|u| escape(u).into_owned()).collect();
     eprintln!("{} {} {}", if invite { "added" } else { "removed" }, names.join(", "), escape(&args.room));
-    close(connected.client).await;
     Ok(())
 }
 
-async fn members(args: &RoomArgs) -> Result<(), CliError> {
-    let mut connected = args.client.connect(true).await?;
-    caught_up(&mut connected).await?;
-    let Connected { client, peers, e2e, .. } = &mut connected;
-    let in_group = match e2e {
-        Some(e2e) => e2e.room_group(&args.room).map_err(CliError::Client)?.is_some(),
-        None => false,
-    };
-    if let (Some(e2e), true) = (e2e.as_ref(), in_group) {
-        for (name, key) in e2e.members(&args.room).map_err(CliError::Client)? {
-            let key = cipherline_proto::crypto::sign::IdentityPublicKey::ed25519_from_raw(&key);
-            let fp = cipherline_keys::Fingerprint::from_bytes(key.fingerprint());
-            let state =
-                if fold_name(&name) == fold_name(client.name()) { "you" } else { peers.check_key(&name, &key).label() };
-            if args.json {
-                println!("{}", json!({ "name": name, "fingerprint": fp.to_string(), "key": state, "e2e": true }));
-            } else {
-                println!("{} {fp} ({state})", escape(&name));
-            }
-        }
-    } else {
-        for name in client.who(&args.room).await? {
-            if args.json {
-                println!("{}", json!({ "name": name, "e2e": false }));
-            } else {
-                println!("{}", escape(&name));
-            }
-        }
-        if !args.json {
-            eprintln!("note: {} is not end-to-end encrypted: the server can read it", escape(&args.room));
-        }
+/// The label `room members` shows for a member's key.
+fn key_label(state: KeyState) -> &'static str {
+    match state {
+        KeyState::New => "new",
+        KeyState::Known => "known",
+        KeyState::Verified => "verified",
+        KeyState::Changed => "key-changed",
+        KeyState::Unknown => "unknown",
     }
-    close(connected.client).await;
-    Ok(())
 }
 
-async fn join(args: &RoomArgs) -> Result<(), CliError> {
-    let mut connected = args.client.connect(true).await?;
-    let info = connected.client.room_info(&args.room).await?;
-    match info.kind {
-        Some(RoomKind::Public) => {
-            let e2e = needs_e2e(connected.e2e.as_ref())?;
-            let mut tries = 0;
-            loop {
-                match e2e.join_public(&mut connected.client, &args.room).await {
-                    Ok(()) => break,
-                    Err(cipherline_client::ClientError::Stale { .. }) if tries < 3 => tries += 1,
-                    Err(e) => return Err(e.into()),
+async fn members(engine: &EngineHandle, args: &RoomArgs) -> Result<(), CliError> {
+    let (me, _) = status(engine).await?;
+    let e2e = caught_up(engine, &args.room).await?;
+    let Reply::Members(list) = engine.run(Command::Members(args.room.clone())).await? else {
+        return Err(unexpected());
+    };
+    for m in list {
+        match (&m.fingerprint, e2e) {
+            (Some(fp), true) => {
+                let state = if fold_name(&m.name) == fold_name(&me) { "you" } else { key_label(m.key) };
+                if args.json {
+                    println!("{}", json!({ "name": m.name, "fingerprint": fp, "key": state, "e2e": true }));
+                } else {
+                    println!("{} {fp} ({state})", escape(&m.name));
                 }
             }
+            _ if args.json => println!("{}", json!({ "name": m.name, "e2e": false })),
+            _ => println!("{}", escape(&m.name)),
+        }
+    }
+    if !e2e && !args.json {
+        eprintln!("note: {} is not end-to-end encrypted: the server can read it", escape(&args.room));
+    }
+    Ok(())
+}
+
+async fn join(engine: &EngineHandle, args: &RoomArgs) -> Result<(), CliError> {
+    let info = room_info(engine, &args.room).await?;
+    match info.kind {
+        Some(RoomKind::Public) => {
+            needs_e2e(status(engine).await?.1)?;
+            engine.join(&args.room).await?;
             eprintln!("joined {} (end-to-end encrypted)", escape(&args.room));
         }
         Some(RoomKind::Invite) => {
+            let (me, _) = status(engine).await?;
             return Err(CliError::failed(
                 format!("{} is end-to-end encrypted and invite-only", escape(&args.room)),
-                format!(
-                    "ask a member to run `cipherline room invite {} {}`",
-                    escape(&args.room),
-                    escape(connected.client.name())
-                ),
+                format!("ask a member to run `cipherline room invite {} {}`", escape(&args.room), escape(&me)),
             ));
         }
         Some(RoomKind::Open) | None => {
-            connected.client.join(&args.room).await?;
+            engine.join(&args.room).await?;
             eprintln!("joined {} (open: not end-to-end encrypted, the server can read it)", escape(&args.room));
         }
     }
-    close(connected.client).await;
     Ok(())
 }
 
-async fn leave(args: &RoomArgs) -> Result<(), CliError> {
-    let mut connected = args.client.connect(true).await?;
-    match &connected.e2e {
-        Some(e2e) if e2e.room_group(&args.room).map_err(CliError::Client)?.is_some() => {
-            e2e.leave(&mut connected.client, &args.room).await?;
-        }
-        _ => connected.client.leave(&args.room).await?,
-    }
+async fn leave(engine: &EngineHandle, args: &RoomArgs) -> Result<(), CliError> {
+    engine.leave(&args.room).await?;
     eprintln!("left {}", escape(&args.room));
-    close(connected.client).await;
     Ok(())
-}
-
-async fn close(client: Client) {
-    let _ = client.close().await;
 }

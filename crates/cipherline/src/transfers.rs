@@ -14,7 +14,7 @@ use std::time::Duration;
 use cipherline_client::LocalStore;
 use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
-use cipherline_client::engine::{Command, ConnectionState, Engine, EngineHandle, Event, Reply, TransferState};
+use cipherline_client::engine::{Command, ConnectionState, EngineHandle, Event, Reply, TransferState};
 use cipherline_client::files::upload::{UploadEvent, Uploaded};
 use cipherline_client::files::{DownloadRecord, Ticker, TransferId, upload};
 use cipherline_proto::app::Target;
@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::client_args::ClientArgs;
-use crate::connector::Flags;
+use crate::connector::one_shot;
 use crate::error::CliError;
 use crate::files::{hex, progress_bar};
 
@@ -163,43 +163,6 @@ fn conversation_label(target: &Target, outgoing: bool) -> String {
         (Target::Room(r), _) => format!("room {}", escape(r)),
         (Target::User(u), true) => format!("to {}", escape(u)),
         (Target::User(u), false) => format!("from {}", escape(u)),
-    }
-}
-
-/// How long the engine may take to stop once a `files` command is done.
-const ENGINE_STOP: Duration = Duration::from_secs(5);
-
-/// A one-shot client engine (engine/once.rs) connected as `client` says:
-/// its handle, its events and its task; the connector's error (with its
-/// exit code) if the connection failed. Must run inside a LocalSet.
-async fn one_shot(client: &'static ClientArgs) -> Result<(EngineHandle, mpsc::Receiver<Event>, Running), CliError> {
-    let flags = Flags::new(client);
-    let failure = flags.failure();
-    let (engine, handle, mut events) = Engine::new(flags, client.server.clone(), &[]);
-    let engine = tokio::task::spawn_local(engine.one_shot().run());
-    loop {
-        match events.recv().await {
-            Some(Event::Connection(ConnectionState::Connected { .. })) => return Ok((handle, events, Running(engine))),
-            Some(Event::Connection(ConnectionState::Stopped { reason })) => {
-                let _ = tokio::time::timeout(ENGINE_STOP, engine).await;
-                return Err(failure.borrow_mut().take().unwrap_or_else(|| {
-                    CliError::failed(format!("could not connect: {reason}"), "check the server address, name and key")
-                }));
-            }
-            Some(_) => {}
-            None => return Err(CliError::failed("the client engine stopped", "try again")),
-        }
-    }
-}
-
-/// A one-shot engine's task, given a while to stop when done with.
-struct Running(tokio::task::JoinHandle<String>);
-
-impl Running {
-    /// Waits (a while) for the engine to stop; its handle and events must
-    /// be dropped first.
-    async fn stop(self) {
-        let _ = tokio::time::timeout(ENGINE_STOP, self.0).await;
     }
 }
 

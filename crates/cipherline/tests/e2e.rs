@@ -107,6 +107,11 @@ fn an_invite_only_room_is_read_by_its_members_only() {
     let members = json_lines(&ok(&run(&server, "room", "alice", &["members", "secret", "--json"])));
     let names: Vec<&str> = members.iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["alice", "bob"]);
+    // Each with the key the group holds, judged: this user's own, and
+    // bob's remembered from his first message.
+    assert_eq!(members[0]["key"], "you");
+    assert_eq!(members[1]["key"], "known");
+    assert!(members.iter().all(|m| m["e2e"] == true && m["fingerprint"].as_str().unwrap().starts_with("SHA256:")));
     // A non-member can neither speak nor listen there.
     publish(&server, "mallory");
     assert!(!run(&server, "send", "mallory", &["--room", "secret", "let me in"]).status.success());

@@ -121,6 +121,9 @@ pub struct Member {
     /// holds, checked against the one remembered; in an open room, the
     /// state of the key remembered for the name (`Unknown`: none).
     pub key: KeyState,
+    /// In an end-to-end room, the fingerprint of the identity key the MLS
+    /// group holds for the member (`SHA256:…`); `None` in an open room.
+    pub fingerprint: Option<String>,
 }
 
 /// A person whose key is remembered.
@@ -309,14 +312,16 @@ impl<C: Connector> Engine<C> {
         {
             let mut members = Vec::new();
             for (name, key) in e2e.members(room)? {
+                let public = IdentityPublicKey::ed25519_from_raw(&key);
+                let fingerprint = Some(cipherline_keys::Fingerprint::from_bytes(public.fingerprint()).to_string());
                 let key = if fold_name(&name) == me {
                     KeyState::Known
                 } else {
-                    let status = live.peers.check_key(&name, &IdentityPublicKey::ed25519_from_raw(&key));
+                    let status = live.peers.check_key(&name, &public);
                     self.people.saw(&name, &status);
                     KeyState::of(&status)
                 };
-                members.push(Member { name, key });
+                members.push(Member { name, key, fingerprint });
             }
             return Ok(Reply::Members(members));
         }
@@ -335,7 +340,7 @@ impl<C: Connector> Engine<C> {
                 } else {
                     KeyState::Unknown
                 };
-                Member { name, key }
+                Member { name, key, fingerprint: None }
             })
             .collect();
         Ok(Reply::Members(members))

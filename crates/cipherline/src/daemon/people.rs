@@ -149,7 +149,9 @@ pub(super) fn sample(command: &Command) -> Reply {
             e2e: true,
             last_timestamp_ms: None,
         }]),
-        Command::Members(_) => Reply::Members(vec![Member { name: "a".into(), key: KeyState::Known }]),
+        Command::Members(_) => {
+            Reply::Members(vec![Member { name: "a".into(), key: KeyState::Known, fingerprint: None }])
+        }
         Command::Contacts => {
             Reply::Contacts(vec![Contact { name: "a".into(), fingerprint: "SHA256:00".into(), verified: false }])
         }

@@ -509,7 +509,7 @@ fn without_room_the_most_recent_conversation_opens_and_members_show_key_states()
     let members = ["alice", "bob", "carol", "dave", "erin"]
         .iter()
         .zip([KeyState::Known, KeyState::Verified, KeyState::Changed, KeyState::New, KeyState::Unknown])
-        .map(|(name, key)| EngineMember { name: (*name).to_owned(), key })
+        .map(|(name, key)| EngineMember { name: (*name).to_owned(), key, fingerprint: None })
         .collect();
     app.on_reply(&Command::Members("lobby".into()), Ok(Reply::Members(members)));
     let screen = draw(&app, 100, 20);
