@@ -9,12 +9,8 @@ mod common;
 use std::sync::Arc;
 
 use cipherline_client::ClientError;
-use cipherline_proto::ServerConfig;
 use cipherline_proto::app::ErrorCode;
-use cipherline_proto::crypto::kem::ServerKey;
-use cipherline_proto::message::ClientAuthRequest;
-use cipherline_server::{Identities, Limits, NatsOptions, NatsStore, RunOptions, Settings, SqliteOptions, SqliteStore};
-use tokio::net::TcpListener;
+use cipherline_server::{Identities, Limits, NatsOptions, NatsStore, RunOptions, SqliteOptions, SqliteStore};
 use tokio::sync::oneshot;
 
 use cipherline_testkit::NatsServer;
@@ -24,32 +20,13 @@ use common::{connect_as, key};
 async fn node(dir: &std::path::Path, url: &str) -> (String, oneshot::Sender<()>) {
     let sqlite = Arc::new(SqliteStore::open(dir.join("store.sqlite3"), SqliteOptions::default()).await.unwrap());
     let nats = Arc::new(NatsStore::connect(url, NatsOptions::default()).await.unwrap());
-    let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
-    let protocol = ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) };
-    let limits = Limits {
-        new_connections_per_ip_per_sec: 1000,
-        new_connections_burst_per_ip: 1000,
-        max_sessions_per_ip: 1000,
-        name_bindings_per_ip_per_day: 1000,
-        ..Limits::default()
-    };
-    let settings = Settings { protocol: Arc::new(protocol), limits };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = oneshot::channel::<()>();
     let options = RunOptions {
         identities: Arc::new(Identities::open_in_memory()),
         store: Some(sqlite),
         nats_store: Some(nats),
         ..RunOptions::default()
     };
-    tokio::spawn(async move {
-        cipherline_server::run_with(listener, settings, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let (addr, stop, _task) = common::start_node(common::node_limits(Limits::default()), options).await;
     (addr, stop)
 }
 

@@ -9,13 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cipherline_e2e::{Member, Suite};
-use cipherline_proto::ServerConfig;
 use cipherline_proto::app::{ClientMessage, ErrorCode, GroupEvent, GroupRequest, RoomKind, ServerMessage, Target};
-use cipherline_proto::crypto::kem::ServerKey;
-use cipherline_proto::message::ClientAuthRequest;
-use cipherline_server::{Identities, Limits, RunOptions, Settings, SqliteOptions, SqliteStore};
+use cipherline_server::{Identities, Limits, RunOptions, SqliteOptions, SqliteStore};
 use cipherline_store::Store;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -24,34 +20,13 @@ use common::{connect_as, key};
 
 /// A server on `store`; stops when the sender is used or dropped.
 async fn node(store: Arc<SqliteStore>) -> (String, oneshot::Sender<()>, JoinHandle<()>) {
-    let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
-    let protocol = ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) };
-    // Every client of these tests comes from 127.0.0.1, quickly.
-    let limits = Limits {
-        new_connections_per_ip_per_sec: 1000,
-        new_connections_burst_per_ip: 1000,
-        max_sessions_per_ip: 1000,
-        name_bindings_per_ip_per_day: 1000,
-        ..Limits::default()
-    };
-    let settings = Settings { protocol: Arc::new(protocol), limits };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = oneshot::channel::<()>();
     let options = RunOptions {
         identities: Arc::new(Identities::open_in_memory()),
         store: Some(store),
         shared_store: true,
         ..RunOptions::default()
     };
-    let task = tokio::spawn(async move {
-        cipherline_server::run_with(listener, settings, options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    (addr, stop, task)
+    common::start_node(common::node_limits(Limits::default()), options).await
 }
 
 async fn stop(stop: oneshot::Sender<()>, task: JoinHandle<()>) {

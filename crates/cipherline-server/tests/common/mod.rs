@@ -114,6 +114,39 @@ pub async fn start_relay(
     (addr, stop, task)
 }
 
+/// `limits` lifted for relay nodes of the multi-node tests, whose clients
+/// all come from 127.0.0.1, quickly.
+pub fn node_limits(limits: Limits) -> Limits {
+    Limits {
+        new_connections_per_ip_per_sec: 1000,
+        new_connections_burst_per_ip: 1000,
+        max_sessions_per_ip: 1000,
+        name_bindings_per_ip_per_day: 1000,
+        ..limits
+    }
+}
+
+/// A relay node of the multi-node tests (one X25519 key for every node,
+/// client authentication optional) with `options` (its stores, bus,
+/// identities) on a free loopback port; it stops when the sender is used
+/// or dropped.
+pub async fn start_node(limits: Limits, options: RunOptions) -> (String, oneshot::Sender<()>, JoinHandle<()>) {
+    let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
+    let protocol = ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) };
+    let settings = Settings { protocol: Arc::new(protocol), limits };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        cipherline_server::run_with(listener, settings, options, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, stop, task)
+}
+
 /// A client with `identity` (or none) that accepts any server key: these
 /// tests are about what the relay does, not about trusting it.
 pub async fn connect_as(addr: &str, name: &str, identity: Option<Arc<IdentityKey>>) -> Result<Client, ClientError> {

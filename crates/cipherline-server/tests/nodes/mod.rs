@@ -7,14 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cipherline_client::Client;
-use cipherline_proto::ServerConfig;
 use cipherline_proto::app::{ServerMessage, Target};
-use cipherline_proto::crypto::kem::ServerKey;
-use cipherline_proto::message::ClientAuthRequest;
 use cipherline_server::cluster::Bus;
-use cipherline_server::{Identities, Limits, NatsStore, RunOptions, Settings, SqliteStore};
+use cipherline_server::{Identities, Limits, NatsStore, RunOptions, SqliteStore};
 use cipherline_store::Store;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -32,19 +28,6 @@ impl Node {
     /// A node on `sqlite` (and `nats` for queues and keys, if given),
     /// talking to the others over `bus` (the NATS default if `None`).
     pub async fn start(sqlite: Arc<SqliteStore>, nats: Option<Arc<NatsStore>>, bus: Option<Arc<dyn Bus>>) -> Node {
-        let server_key = Arc::new(ServerKey::x25519_from_bytes(&[9; 32]).unwrap());
-        let protocol = ServerConfig { client_auth: ClientAuthRequest::Optional, ..ServerConfig::new(server_key) };
-        let limits = Limits {
-            new_connections_per_ip_per_sec: 1000,
-            new_connections_burst_per_ip: 1000,
-            max_sessions_per_ip: 1000,
-            name_bindings_per_ip_per_day: 1000,
-            ..Limits::default()
-        };
-        let settings = Settings { protocol: Arc::new(protocol), limits };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (stop, stopped) = oneshot::channel::<()>();
         let options = RunOptions {
             identities: Arc::new(Identities::open_in_memory()),
             store: Some(sqlite),
@@ -52,13 +35,8 @@ impl Node {
             cluster: bus,
             ..RunOptions::default()
         };
-        let task = tokio::spawn(async move {
-            cipherline_server::run_with(listener, settings, options, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
+        let (addr, stop, task) =
+            crate::common::start_node(crate::common::node_limits(Limits::default()), options).await;
         Node { addr, stop: Some(stop), task }
     }
 
