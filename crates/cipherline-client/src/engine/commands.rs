@@ -130,7 +130,7 @@ async fn send(live: &mut Live, to: Target, text: &str) -> Result<(u64, u64, bool
             let client = &mut live.client;
             // Sealed once: a resend after `rate_limited` is the same message.
             let acked = paced(&mut live.pace, async || client.group_send_acked(&group, payload.clone()).await).await?;
-            e2e.sent(&mut live.client, &group).await;
+            super::pace::update_if_due(&mut live.pace, e2e, &mut live.client, &group).await;
             return Ok((acked.id, acked.timestamp_ms, true));
         }
     }

@@ -189,7 +189,7 @@ async fn send_acked(live: &mut Live, to: Target, text: &str) -> Result<(crate::A
             let payload = e2e.seal(&group, text)?;
             let client = &mut live.client;
             let ack = paced(&mut live.pace, async || client.group_send_acked(&group, payload.clone()).await).await?;
-            e2e.sent(&mut live.client, &group).await;
+            super::pace::update_if_due(&mut live.pace, e2e, &mut live.client, &group).await;
             return Ok((ack, true));
         }
     }

@@ -20,7 +20,8 @@ use cipherline_proto::app::{ErrorCode, RateLimits};
 use tokio::time::Instant;
 
 use super::jittered;
-use crate::ClientError;
+use crate::conversations::Conversations;
+use crate::{Client, ClientError};
 
 /// How often a request the server refused as too fast is tried again, and
 /// the first pause (doubling) before it is.
@@ -125,6 +126,17 @@ pub(super) async fn paced<T>(
     }
     pace.turn().await;
     request().await
+}
+
+/// After a text sent in `group`: a leaf-key update when one is due
+/// (post-compromise security), paced like a text, since a commit takes one
+/// of the server's tokens too (unpaced, it came right after a flood and
+/// was refused, so keys were not renewed). A refusal or a lost race is
+/// tried again after the next message.
+pub(super) async fn update_if_due(pace: &mut Pace, e2e: &Conversations, client: &mut Client, group: &[u8]) {
+    if e2e.update_due(group).unwrap_or(false) {
+        let _ = paced(pace, async || e2e.update_if_due(client, group).await).await;
+    }
 }
 
 #[cfg(test)]
