@@ -91,8 +91,7 @@ fn verify_and_trust_in_capitals_act_on_the_changed_key() {
     let server = Server::quick(dir.path());
     // Alice remembers another key for bob than the one he has now, in a
     // known_peers file from before the local store (imported on first use).
-    let port = server.addr.rsplit(':').next().unwrap();
-    let alice_home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-alice", std::process::id()));
+    let alice_home = common::home_of(&server, "alice");
     std::fs::create_dir_all(&alice_home).unwrap();
     let old = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
     std::fs::write(alice_home.join("known_peers"), format!("{} bob {old}\n", server.addr)).unwrap();

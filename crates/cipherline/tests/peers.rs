@@ -9,18 +9,11 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use common::{Server, line_channel, peer_rows, wait_for_line};
-
-/// The data directory `Server::client` gives `name`.
-fn home(server: &Server, name: &str) -> PathBuf {
-    let port = server.addr.rsplit(':').next().unwrap_or_default();
-    std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()))
-}
+use common::{Server, home_of, line_channel, peer_rows, wait_for_line};
 
 /// `listen` as bob, one event, with `extra` arguments.
 fn listen(server: &Server, extra: &[&str]) -> (Child, Receiver<String>) {
@@ -86,7 +79,7 @@ fn labels_go_new_then_known_then_verified_after_confirming_and_verified_persists
     assert!(chat.wait().unwrap().success());
 
     assert_eq!(label_of_next_message(&server, "three"), "verified", "confirmed, and remembered across runs");
-    let bob_home = home(&server, "bob");
+    let bob_home = home_of(&server, "bob");
     let rows = peer_rows(&bob_home);
     assert_eq!(rows.len(), 1, "one record per peer, replaced in place: {rows:?}");
     let (at, name, fp, verified) = &rows[0];
@@ -104,7 +97,7 @@ fn labels_go_new_then_known_then_verified_after_confirming_and_verified_persists
 fn a_known_peers_file_with_a_duplicate_or_an_extra_field_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::quick(dir.path());
-    let bob_home = home(&server, "bob");
+    let bob_home = home_of(&server, "bob");
     std::fs::create_dir_all(&bob_home).unwrap();
     let (real, forged) =
         ("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", "SHA256:n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg");

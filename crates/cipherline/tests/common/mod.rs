@@ -100,9 +100,7 @@ impl Server {
     /// directory (so an identity key) of its own per name.
     pub fn client(&self, subcommand: &str, name: &str) -> Command {
         let mut c = bin();
-        let port = self.addr.rsplit(':').next().unwrap_or_default();
-        let home = std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()));
-        c.env("CIPHERLINE_HOME", home);
+        c.env("CIPHERLINE_HOME", home_of(self, name));
         c.args([subcommand, "--server", &self.addr, "--name", name, "--server-fingerprint", &self.fingerprint]);
         c
     }
@@ -179,9 +177,20 @@ fn quick_args(dir: &Path, limits: Option<&str>) -> Vec<String> {
 }
 
 impl Drop for Server {
+    /// Ends the server and removes the client data directories
+    /// [`Server::client`] made for it (thousands of test runs otherwise
+    /// fill the temporary directory).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let port = self.addr.rsplit(':').next().unwrap_or_default();
+        let prefix = format!("cipherline-test-home-{}-{port}-", std::process::id());
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 
