@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::aead::{AeadKey, KEY_LEN, NONCE_LEN, TAG_LEN};
 use crate::crypto::kdf::{self, Secret};
@@ -40,6 +40,17 @@ pub fn is_valid_ciphertext_len(len: usize) -> bool {
 #[must_use]
 pub fn padded_len(content_len: usize) -> Option<usize> {
     BUCKETS.iter().copied().find(|&b| b > content_len)
+}
+
+/// Bytes of the frames [`Session::send`](crate::Session::send) makes of
+/// `data_len` bytes of application data (records of [`MAX_CONTENT`], the last
+/// one padded), plus room for two key updates.
+pub(crate) fn frames_len(data_len: usize) -> usize {
+    const FRAME: usize = HEADER_LEN + MAX_INNER + TAG_LEN;
+    let (full, rest) = (data_len / MAX_CONTENT, data_len % MAX_CONTENT);
+    let last = if rest == 0 && full > 0 { 0 } else { padded_len(rest).unwrap_or(MAX_INNER) + HEADER_LEN + TAG_LEN };
+    let key_updates = 2 * (HEADER_LEN + padded_len(1).unwrap_or(MAX_INNER) + TAG_LEN);
+    full.saturating_mul(FRAME).saturating_add(last).saturating_add(key_updates)
 }
 
 /// What a record's content is (the byte after the content, inside the AEAD).
@@ -154,23 +165,46 @@ impl RecordSealer {
 
     /// Seals one record (content at most [`MAX_CONTENT`]) into a whole frame.
     pub fn seal(&mut self, ty: ContentType, content: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        self.seal_into(ty, content, &mut out)?;
+        Ok(out)
+    }
+
+    /// Seals one record and appends the whole frame to `out`: the
+    /// plaintext is written once, into `out`, and encrypted there in place,
+    /// so no other copy of it is made and nothing is allocated when `out`
+    /// has room. On an error `out` is left as it was.
+    pub fn seal_into(&mut self, ty: ContentType, content: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         let inner_len = padded_len(content.len()).ok_or(Error::ApiMisuse("record content too long"))?;
         let keys = &mut self.0;
         if keys.seq >= HARD_RECORD_LIMIT {
             return Err(Error::ApiMisuse("key used for too many records; update keys first"));
         }
         let header = frame::header_for(FrameKind::Record, inner_len + TAG_LEN);
-        let mut buf = Vec::with_capacity(HEADER_LEN + inner_len + TAG_LEN);
-        buf.extend_from_slice(&header);
-        let mut body = Zeroizing::new(Vec::with_capacity(inner_len + TAG_LEN));
-        body.extend_from_slice(content);
-        body.push(ty.to_u8());
-        body.resize(inner_len, 0);
-        keys.key.seal(keys.nonce(), &header, &mut body)?;
-        buf.extend_from_slice(&body);
+        let start = out.len();
+        out.reserve(HEADER_LEN + inner_len + TAG_LEN);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(content);
+        out.push(ty.to_u8());
+        out.resize(start + HEADER_LEN + inner_len, 0);
+        let sealed = match out.get_mut(start + HEADER_LEN..) {
+            Some(inner) => keys.key.seal_separate(keys.nonce(), &header, inner),
+            None => Err(Error::Internal),
+        };
+        match sealed {
+            Ok(tag) => out.extend_from_slice(&tag),
+            Err(e) => {
+                // Erase the plaintext written above before giving `out` back.
+                if let Some(tail) = out.get_mut(start..) {
+                    tail.zeroize();
+                }
+                out.truncate(start);
+                return Err(e);
+            }
+        }
         keys.seq += 1;
         keys.bytes = keys.bytes.saturating_add(content.len() as u64);
-        Ok(buf)
+        Ok(())
     }
 
     /// Records sealed under the current key.
@@ -246,6 +280,38 @@ mod tests {
 
     fn split(frame: &[u8]) -> ([u8; 3], Vec<u8>) {
         (frame[..3].try_into().unwrap(), frame[3..].to_vec())
+    }
+
+    #[test]
+    fn seal_into_appends_the_same_frame_seal_makes() {
+        let (mut a, mut opener) = pair(Aead::Aes256Gcm);
+        let (mut b, _) = pair(Aead::Aes256Gcm);
+        let mut out = b"already here".to_vec();
+        a.seal_into(ContentType::ApplicationData, b"hello", &mut out).unwrap();
+        let whole = b.seal(ContentType::ApplicationData, b"hello").unwrap();
+        assert_eq!(&out[..12], b"already here");
+        assert_eq!(&out[12..], &whole[..], "same key and sequence number: same frame");
+        let (header, body) = split(&out[12..]);
+        let (ty, content) = opener.open(&header, &body).unwrap();
+        assert_eq!((ty, content.as_slice()), (ContentType::ApplicationData, &b"hello"[..]));
+    }
+
+    #[test]
+    fn frames_len_covers_every_size() {
+        for len in [0, 1, 30, 31, 32, MAX_CONTENT - 1, MAX_CONTENT, MAX_CONTENT + 1, 3 * MAX_CONTENT, 100_000] {
+            let (mut s, _) = pair(Aead::Aes256Gcm);
+            let data = vec![7u8; len];
+            let mut out = Vec::new();
+            let mut chunks = data.chunks(MAX_CONTENT).peekable();
+            if chunks.peek().is_none() {
+                s.seal_into(ContentType::ApplicationData, &[], &mut out).unwrap();
+            }
+            for chunk in chunks {
+                s.seal_into(ContentType::ApplicationData, chunk, &mut out).unwrap();
+            }
+            let bound = frames_len(len);
+            assert!(out.len() <= bound && bound - out.len() <= 2 * 51, "{len}: {} vs {bound}", out.len());
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::crypto::sign::IdentityPublicKey;
 use crate::error::{DecodeError, Error, Misbehavior};
 use crate::frame::{Frame, FrameKind};
 use crate::keyschedule::{self, ApplicationSecrets};
-use crate::record::{ContentType, KeyUpdatePolicy, MAX_CONTENT, RecordOpener, RecordSealer};
+use crate::record::{self, ContentType, KeyUpdatePolicy, MAX_CONTENT, RecordOpener, RecordSealer};
 use crate::suite::Suite;
 
 /// Which end of the connection this is.
@@ -160,16 +160,18 @@ impl Session {
         if self.sent_close {
             return Err(Error::ApiMisuse("send after close"));
         }
-        let mut out = Vec::with_capacity(data.len() + 64);
+        // Room for every record whole (and two key updates), so no record
+        // makes the buffer grow.
+        let mut out = Vec::with_capacity(record::frames_len(data.len()));
         self.answer_update_request(now, &mut out)?;
         let mut chunks = data.chunks(MAX_CONTENT).peekable();
         if chunks.peek().is_none() {
             self.update_if_due(now, &mut out)?;
-            out.extend_from_slice(&self.sealer.seal(ContentType::ApplicationData, &[])?);
+            self.sealer.seal_into(ContentType::ApplicationData, &[], &mut out)?;
         }
         for chunk in chunks {
             self.update_if_due(now, &mut out)?;
-            out.extend_from_slice(&self.sealer.seal(ContentType::ApplicationData, chunk)?);
+            self.sealer.seal_into(ContentType::ApplicationData, chunk, &mut out)?;
         }
         Ok(out)
     }
@@ -191,7 +193,7 @@ impl Session {
 
     /// Seals a KeyUpdate under the current key, then ratchets the key.
     fn send_key_update(&mut self, request: bool, now: Instant, out: &mut Vec<u8>) -> Result<(), Error> {
-        out.extend_from_slice(&self.sealer.seal(ContentType::KeyUpdate, &[u8::from(request)])?);
+        self.sealer.seal_into(ContentType::KeyUpdate, &[u8::from(request)], out)?;
         self.sealer.update(now)
     }
 

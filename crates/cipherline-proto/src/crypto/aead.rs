@@ -35,6 +35,16 @@ impl AeadKey {
             .map_err(|_| Error::Internal)
     }
 
+    /// Encrypts `in_out` in place and returns the tag (for a caller that
+    /// places it itself, as a record sealed into a larger buffer).
+    pub fn seal_separate(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
+            .map_err(|_| Error::Internal)?;
+        tag.as_ref().try_into().map_err(|_| Error::Internal)
+    }
+
     /// Checks the tag and decrypts in place; returns the plaintext prefix.
     /// Every failure is the same [`Error::DecryptFailed`].
     pub fn open<'a>(&self, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &'a mut [u8]) -> Result<&'a mut [u8], Error> {
