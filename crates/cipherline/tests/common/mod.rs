@@ -19,7 +19,14 @@ pub struct Server {
     pub lines: Vec<String>,
     /// The arguments it was started with (for [`Server::restart`]).
     args: Vec<String>,
+    /// Names this server's client data directories ([`home_of`]): unique in
+    /// the test process, unlike the port, which a parallel test may take
+    /// while this server is down for a restart.
+    serial: u64,
 }
+
+/// The next [`Server::serial`].
+static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The binary, with a data directory private to this test process (so
 /// tests never touch the real per-user one); a test may override it.
@@ -63,7 +70,8 @@ impl Server {
         }
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in out.lines() {});
-        Server { child, addr, fingerprint, lines, args: args.iter().map(|a| (*a).to_owned()).collect() }
+        let serial = SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Server { child, addr, fingerprint, lines, args: args.iter().map(|a| (*a).to_owned()).collect(), serial }
     }
 
     /// A server with an X25519 key (fast to create) in `dir`.
@@ -122,7 +130,7 @@ impl Server {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // The old port may take a moment to be free again.
         let mut tries = 0;
-        let again = loop {
+        let mut again = loop {
             match std::panic::catch_unwind(|| Server::start(&args)) {
                 Ok(server) => break server,
                 Err(_) if tries < 20 => {
@@ -133,7 +141,9 @@ impl Server {
             }
         };
         assert_eq!(again.addr, self.addr, "the server came back on another address");
-        // The old process is already gone: dropping it only reaps it.
+        // The clients' data directories stay this server's; the old
+        // process is already gone: dropping it only reaps it.
+        std::mem::swap(&mut again.serial, &mut self.serial);
         drop(std::mem::replace(self, again));
     }
 
@@ -183,8 +193,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let port = self.addr.rsplit(':').next().unwrap_or_default();
-        let prefix = format!("cipherline-test-home-{}-{port}-", std::process::id());
+        let prefix = format!("cipherline-test-home-{}-s{}-", std::process::id(), self.serial);
         let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(&prefix) {
@@ -361,8 +370,7 @@ pub fn peer_rows(home: &Path) -> Vec<(String, String, String, bool)> {
 
 /// The data directory [`Server::client`] gives `name`.
 pub fn home_of(server: &Server, name: &str) -> PathBuf {
-    let port = server.addr.rsplit(':').next().unwrap_or_default();
-    std::env::temp_dir().join(format!("cipherline-test-home-{}-{port}-{name}", std::process::id()))
+    std::env::temp_dir().join(format!("cipherline-test-home-{}-s{}-{name}", std::process::id(), server.serial))
 }
 
 /// `cipherline room SUB ARGS...` as `name` (`room` takes the client flags
