@@ -56,7 +56,7 @@ impl<R: AsyncRead + Unpin> ChannelReader<R> {
                 lock(&self.session).handle_eof()?;
                 return Err(NetError::Closed);
             };
-            let received = lock(&self.session).handle_frame(&frame, Instant::now())?;
+            let received = lock(&self.session).handle_record(frame, Instant::now())?;
             match received {
                 Received::Data(data) => self.messages.push(&data),
                 Received::KeyUpdate => {}
@@ -75,6 +75,15 @@ impl<W: AsyncWrite + Unpin> ChannelWriter<W> {
     /// Encrypts and writes one encoded application message.
     pub async fn send(&mut self, message: &[u8]) -> Result<(), NetError> {
         let wire = lock(&self.session).send(message, Instant::now())?;
+        self.writer.write_all(&wire).await?;
+        Ok(())
+    }
+
+    /// Encrypts and writes several encoded application messages in one
+    /// write, packed into records across message boundaries
+    /// ([`Session::send_parts`]).
+    pub async fn send_parts(&mut self, messages: &[&[u8]]) -> Result<(), NetError> {
+        let wire = lock(&self.session).send_parts(messages, Instant::now())?;
         self.writer.write_all(&wire).await?;
         Ok(())
     }
@@ -171,6 +180,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Channel<R, W> {
     /// See [`ChannelWriter::send`].
     pub async fn send(&mut self, message: &[u8]) -> Result<(), NetError> {
         self.writer.send(message).await
+    }
+
+    /// See [`ChannelWriter::send_parts`].
+    pub async fn send_parts(&mut self, messages: &[&[u8]]) -> Result<(), NetError> {
+        self.writer.send_parts(messages).await
     }
 
     /// See [`ChannelWriter::rekey`].

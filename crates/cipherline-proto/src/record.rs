@@ -175,7 +175,15 @@ impl RecordSealer {
     /// so no other copy of it is made and nothing is allocated when `out`
     /// has room. On an error `out` is left as it was.
     pub fn seal_into(&mut self, ty: ContentType, content: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-        let inner_len = padded_len(content.len()).ok_or(Error::ApiMisuse("record content too long"))?;
+        self.seal_parts_into(ty, &[content], out)
+    }
+
+    /// [`RecordSealer::seal_into`] for content given in pieces (together at
+    /// most [`MAX_CONTENT`]), as one record: several small messages share a
+    /// record without first being copied together.
+    pub fn seal_parts_into(&mut self, ty: ContentType, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<(), Error> {
+        let content_len = parts.iter().map(|p| p.len()).fold(0usize, usize::saturating_add);
+        let inner_len = padded_len(content_len).ok_or(Error::ApiMisuse("record content too long"))?;
         let keys = &mut self.0;
         if keys.seq >= HARD_RECORD_LIMIT {
             return Err(Error::ApiMisuse("key used for too many records; update keys first"));
@@ -184,7 +192,9 @@ impl RecordSealer {
         let start = out.len();
         out.reserve(HEADER_LEN + inner_len + TAG_LEN);
         out.extend_from_slice(&header);
-        out.extend_from_slice(content);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
         out.push(ty.to_u8());
         out.resize(start + HEADER_LEN + inner_len, 0);
         let sealed = match out.get_mut(start + HEADER_LEN..) {
@@ -203,7 +213,7 @@ impl RecordSealer {
             }
         }
         keys.seq += 1;
-        keys.bytes = keys.bytes.saturating_add(content.len() as u64);
+        keys.bytes = keys.bytes.saturating_add(content_len as u64);
         Ok(())
     }
 
@@ -241,7 +251,12 @@ impl RecordOpener {
 
     /// Authenticates and decrypts one record frame; returns its content type
     /// and content. The sequence number advances only on success.
-    pub fn open(&mut self, header: &[u8; HEADER_LEN], body: &[u8]) -> Result<(ContentType, Zeroizing<Vec<u8>>), Error> {
+    pub fn open(&mut self, header: &[u8; HEADER_LEN], body: &[u8]) -> Result<(ContentType, Vec<u8>), Error> {
+        self.open_owned(header, body.to_vec())
+    }
+
+    /// [`RecordOpener::open`], decrypting `body` in place (no copy).
+    pub fn open_owned(&mut self, header: &[u8; HEADER_LEN], body: Vec<u8>) -> Result<(ContentType, Vec<u8>), Error> {
         if !is_valid_ciphertext_len(body.len()) {
             return Err(DecodeError::FrameLength.into());
         }
@@ -249,7 +264,7 @@ impl RecordOpener {
         if keys.seq >= HARD_RECORD_LIMIT {
             return Err(Misbehavior::KeyUsageExceeded.into());
         }
-        let mut buf = Zeroizing::new(body.to_vec());
+        let mut buf = body;
         let inner_len = keys.key.open(keys.nonce(), header, &mut buf)?.len();
         keys.seq += 1;
         buf.truncate(inner_len);

@@ -91,3 +91,22 @@ fn seed_faithful_suite_needs_opt_in_on_both_sides() {
     let err = handshake_with(client_opt_in, server, 3, clock, |_, _| {}).unwrap_err();
     assert!(matches!(err, Failure::Server(cipherline_proto::Error::InvalidConfig(_))), "{err:?}");
 }
+
+#[test]
+fn parts_are_packed_into_full_records_across_their_boundaries() {
+    let mut h = handshake(client_config(), server_config(x25519_key()));
+    let now = std::time::Instant::now();
+    // Three messages of 10,000 bytes: 30,000 bytes fill one record of
+    // 16,383 and a second of 13,617 (sent one by one they take three).
+    let parts: Vec<Vec<u8>> = (0u8..3).map(|i| vec![i + 1; 10_000]).collect();
+    let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let wire = h.client.send_parts(&slices, now).unwrap();
+    let received = deliver(&mut h.server, &wire, now).unwrap();
+    assert_eq!(received.len(), 2, "two records");
+    assert_eq!(data(&received), parts.concat(), "the same byte stream, in order");
+    // Empty parts are skipped; nothing at all is still one (empty) record.
+    let wire = h.client.send_parts(&[&[], b"x", &[]], now).unwrap();
+    assert_eq!(data(&deliver(&mut h.server, &wire, now).unwrap()), b"x");
+    let wire = h.client.send_parts(&[], now).unwrap();
+    assert_eq!(deliver(&mut h.server, &wire, now).unwrap().len(), 1);
+}

@@ -197,40 +197,30 @@ fn short_fp(fp: &[u8; 32]) -> String {
 /// Most queued messages taken per wake-up (one permit release and one
 /// [`send_queued`] for all of them).
 const BATCH_MESSAGES: usize = 64;
-/// Most bytes [`send_queued`] gathers into one write: one full record.
+/// Bytes [`send_queued`] gathers before it writes: one full record.
 const BATCH_BYTES: usize = 16 * 1024;
 
-/// Sends queued messages, gathering small ones into writes of up to
-/// [`BATCH_BYTES`]: the messages are one byte stream (PROTOCOL.md §13.1),
-/// so a busy room costs one seal per full record and one system call per
-/// wake-up instead of one of each per message. A message of half a batch
-/// or more (file data) is sent as it is, without a copy, and no buffer
-/// larger than a record is allocated here.
+/// Sends queued messages, gathering them into writes of about
+/// [`BATCH_BYTES`] (and at most one message more): the messages are one
+/// byte stream (PROTOCOL.md §13.1), sealed into full records across their
+/// boundaries, so a busy room costs one seal per full record and one system
+/// call per wake-up instead of one of each per message, and a file chunk
+/// leaves no small record behind. Each byte is copied once, into the sealed
+/// frames.
 async fn send_queued<T: std::ops::Deref<Target = [u8]>>(conn: &mut Conn, queued: &[T]) -> Result<(), NetError> {
-    if let [one] = queued {
-        return conn.send(one).await;
-    }
-    let mut batch: Vec<u8> = Vec::new();
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(queued.len());
+    let mut bytes = 0usize;
     for msg in queued {
-        if msg.len() >= BATCH_BYTES / 2 {
-            if !batch.is_empty() {
-                conn.send(&batch).await?;
-                batch.clear();
-            }
-            conn.send(msg).await?;
-            continue;
-        }
-        if batch.is_empty() {
-            batch.reserve(BATCH_BYTES + msg.len());
-        }
-        batch.extend_from_slice(msg);
-        if batch.len() >= BATCH_BYTES {
-            conn.send(&batch).await?;
-            batch.clear();
+        parts.push(msg);
+        bytes = bytes.saturating_add(msg.len());
+        if bytes >= BATCH_BYTES {
+            conn.send_parts(&parts).await?;
+            parts.clear();
+            bytes = 0;
         }
     }
-    if !batch.is_empty() {
-        conn.send(&batch).await?;
+    if !parts.is_empty() {
+        conn.send_parts(&parts).await?;
     }
     Ok(())
 }
