@@ -62,7 +62,8 @@ impl<C: Connector> Engine<C> {
     /// Sends one text and records it in the local history, as `send` and
     /// `chat` do (its id is then never notified as received).
     async fn send(&mut self, live: &mut Live, to: Target, text: &str) -> Result<Reply, ClientError> {
-        let (id, timestamp_ms, e2e) = send(live, to.clone(), text).await?;
+        let (acked, e2e) = send(live, to.clone(), text).await?;
+        let (id, timestamp_ms) = (acked.id, acked.timestamp_ms);
         self.seen.insert(id);
         if let Some(store) = live.peers.store() {
             // The history is a convenience: the message was sent.
@@ -106,9 +107,11 @@ fn session(client: &Client) -> SessionSummary {
     }
 }
 
-/// Sends one text, end to end where `send` and `chat` would.
-/// Its id, the server's time and whether it went end to end.
-async fn send(live: &mut Live, to: Target, text: &str) -> Result<(u64, u64, bool), ClientError> {
+/// Sends one text, end to end where `send` and `chat` would (a direct
+/// message of a client with an end-to-end engine, a room whose group this
+/// user is in), paced; the server's acknowledgement, and whether it went
+/// end to end.
+pub(super) async fn send(live: &mut Live, to: Target, text: &str) -> Result<(crate::Acked, bool), ClientError> {
     if let Some(e2e) = &live.e2e {
         let group = match &to {
             Target::User(user) => {
@@ -117,24 +120,26 @@ async fn send(live: &mut Live, to: Target, text: &str) -> Result<(u64, u64, bool
                     .check_key(name, &IdentityPublicKey::ed25519_from_raw(key))
                 {
                     MessageStatus::KeyChanged { .. } => Err(ClientError::EndToEnd(format!(
-                        "the identity key of {name} has changed: not sent; compare safety codes, then trust the new key"
+                        "the identity key of {} has changed: not sent; compare safety codes, then trust the new key",
+                        crate::display::escape(name)
                     ))),
                     _ => Ok(()),
                 };
-                Some(e2e.direct(&mut live.client, user, &mut check).await?)
+                let client = &mut live.client;
+                Some(paced(&mut live.pace, async || e2e.direct(client, user, &mut check).await).await?)
             }
             Target::Room(room) => e2e.room_group(room)?,
         };
         if let Some(group) = group {
+            // Sealed once: a resend after `rate_limited` is the same message.
             let payload = e2e.seal(&group, text)?;
             let client = &mut live.client;
-            // Sealed once: a resend after `rate_limited` is the same message.
-            let acked = paced(&mut live.pace, async || client.group_send_acked(&group, payload.clone()).await).await?;
+            let ack = paced(&mut live.pace, async || client.group_send_acked(&group, payload.clone()).await).await?;
             super::pace::update_if_due(&mut live.pace, e2e, &mut live.client, &group).await;
-            return Ok((acked.id, acked.timestamp_ms, true));
+            return Ok((ack, true));
         }
     }
     let client = &mut live.client;
-    let acked = paced(&mut live.pace, async || client.send_with_ack(to.clone(), text).await).await?;
-    Ok((acked.id, acked.timestamp_ms, false))
+    let ack = paced(&mut live.pace, async || client.send_with_ack(to.clone(), text).await).await?;
+    Ok((ack, false))
 }

@@ -98,7 +98,7 @@ impl<C: Connector> Engine<C> {
             Command::Prepare(Target::Room(room)) => self.prepare_room(live, &room).await,
             Command::Prepare(Target::User(_)) => Ok(Reply::Prepared(Vec::new())),
             Command::SendAcked { to, text } => {
-                let (ack, e2e) = send_acked(live, to.clone(), &text).await?;
+                let (ack, e2e) = super::commands::send(live, to.clone(), &text).await?;
                 self.seen.insert(ack.id);
                 if let Some(store) = live.peers.store() {
                     // The history is a convenience: the message was sent.
@@ -159,43 +159,6 @@ impl<C: Connector> Engine<C> {
         }
         Ok(Reply::Prepared(Vec::new()))
     }
-}
-
-/// Sends one text, end to end where `send` always did (a direct message
-/// of a client with an end-to-end engine, a room whose group this user is
-/// in), paced; the server's acknowledgement, and whether it went end to
-/// end.
-async fn send_acked(live: &mut Live, to: Target, text: &str) -> Result<(crate::Acked, bool), ClientError> {
-    if let Some(e2e) = &live.e2e {
-        let group = match &to {
-            Target::User(user) => {
-                let peers = &mut live.peers;
-                let mut check = |name: &str, key: &[u8; 32]| match peers
-                    .check_key(name, &IdentityPublicKey::ed25519_from_raw(key))
-                {
-                    MessageStatus::KeyChanged { .. } => Err(ClientError::EndToEnd(format!(
-                        "the identity key of {} has changed: not sent; compare safety codes, then trust the new key",
-                        crate::display::escape(name)
-                    ))),
-                    _ => Ok(()),
-                };
-                let client = &mut live.client;
-                Some(paced(&mut live.pace, async || e2e.direct(client, user, &mut check).await).await?)
-            }
-            Target::Room(room) => e2e.room_group(room)?,
-        };
-        if let Some(group) = group {
-            // Sealed once: a resend after `rate_limited` is the same message.
-            let payload = e2e.seal(&group, text)?;
-            let client = &mut live.client;
-            let ack = paced(&mut live.pace, async || client.group_send_acked(&group, payload.clone()).await).await?;
-            super::pace::update_if_due(&mut live.pace, e2e, &mut live.client, &group).await;
-            return Ok((ack, true));
-        }
-    }
-    let client = &mut live.client;
-    let ack = paced(&mut live.pace, async || client.send_with_ack(to.clone(), text).await).await?;
-    Ok((ack, false))
 }
 
 #[cfg(test)]
