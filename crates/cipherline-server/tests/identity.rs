@@ -287,3 +287,37 @@ async fn owners_of_two_look_alike_names_bound_earlier_are_not_locked_out() {
     let err = connect_as(&addr, "nei1", Some(key(3))).await.err().unwrap();
     assert!(matches!(err, ClientError::Refused { code: ErrorCode::NameTaken | ErrorCode::IdentityMismatch, .. }));
 }
+
+/// PROTOCOL.md §13.8: with a store, a binding the store cannot record is
+/// refused (`bad_request`, "the server cannot record your name") and only
+/// that one: another name binds at once, and the refused name binds once
+/// the store works again. The store is made to fail by a trigger on its
+/// own table, for one key only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_store_write_refuses_only_that_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_stored(dir.path(), Limits::default()).await;
+    let db = rusqlite::Connection::open(dir.path().join("store.sqlite3")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER fail_carol BEFORE INSERT ON kv WHEN NEW.key = 'name/carol'
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+    match connect_as(&server.addr, "carol", Some(key(3))).await {
+        Err(ClientError::Refused { code, text }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(text.contains("cannot record your name"), "{text}");
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("accepted though the binding was not recorded"),
+    }
+    // Nothing else stopped: dave binds, and his name is recorded.
+    let dave = connect_as(&server.addr, "dave", Some(key(4))).await.expect("another binding works");
+    dave.close().await.unwrap();
+    assert_eq!(refused_with(connect_as(&server.addr, "dave", Some(key(5))).await), ErrorCode::IdentityMismatch);
+    // carol was not bound to anyone; once the store works she is hers.
+    db.execute_batch("DROP TRIGGER fail_carol;").unwrap();
+    let carol = connect_as(&server.addr, "carol", Some(key(3))).await.expect("bound now");
+    carol.close().await.unwrap();
+    assert_eq!(refused_with(connect_as(&server.addr, "carol", Some(key(6))).await), ErrorCode::IdentityMismatch);
+}
