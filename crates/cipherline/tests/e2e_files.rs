@@ -153,7 +153,10 @@ fn an_upload_killed_midway_resumes_when_the_command_is_run_again() {
     let started = events(&again, "file_started");
     assert_eq!(started[0]["resumed"], true, "{again:?}");
     let from = started[0]["from"].as_u64().unwrap();
-    assert!(from > 0 && from <= before + (1 << 20), "resumed at {from}, {before} reported sent before the kill");
+    // Resumed, not started over; where exactly depends on how much reached
+    // the relay between the last progress line and the kill, which a busy
+    // machine stretches (the whole file's hash is checked below).
+    assert!(from > 0 && from < 96 << 20, "resumed at {from}, {before} reported sent before the kill");
     assert_eq!(events(&again, "file_sent")[0]["sha256"], sha256_hex(&file));
     // One announcement only, and the file arrives whole.
     let inbox = dir.path().join("inbox");

@@ -81,8 +81,16 @@ impl<C: Connector> Engine<C> {
             && paced(&mut live.pace, async || client.room_info(room).await).await?.kind.is_some_and(RoomKind::is_e2e)
         {
             // An end-to-end room delivers through its group: not joined.
-            if e2e.room_group(room)?.is_none() {
-                e2e.join_public(&mut live.client, room).await?;
+            // Another member's commit may win the epoch between reading
+            // the group info and this join's commit: then the join is made
+            // again, from the new group info.
+            let mut tries = 0;
+            while e2e.room_group(room)?.is_none() {
+                match e2e.join_public(&mut live.client, room).await {
+                    Ok(()) => break,
+                    Err(ClientError::Stale { .. }) if tries < super::people::STALE_RETRIES => tries += 1,
+                    Err(e) => return Err(e),
+                }
             }
             return Ok(Reply::Done);
         }

@@ -33,7 +33,7 @@ const MAX_PENDING_KEYS: usize = 1024;
 /// How often a change to a room's members is tried again after another
 /// member's commit won the epoch, and how long the engine waits for the
 /// winning commits (stored at the relay before it answers) meanwhile.
-const STALE_RETRIES: u32 = 3;
+pub(super) const STALE_RETRIES: u32 = 3;
 const STALE_QUIET: Duration = Duration::from_millis(300);
 /// The most deliveries handled while catching up before a retry.
 const STALE_CATCH_UP: usize = 256;

@@ -441,7 +441,9 @@ impl<C: Connector> Engine<C> {
             to: record.target.clone(),
             from: Some(record.from.clone()),
             name: record.name.clone(),
-            done: record.verified,
+            // The partial file, not the store's note (which lags it): a
+            // resumed download's first report says where it continues.
+            done: download::resume_point(&dir, record),
             total: record.size,
             state: TransferState::Queued,
             offer: Some(record.message),

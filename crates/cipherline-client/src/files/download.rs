@@ -50,6 +50,30 @@ pub fn partial_path(dir: &Path, record: &DownloadRecord) -> PathBuf {
     dir.join(format!(".{}.{}.cipherline-part", blob_hex(&record.blob), record.id))
 }
 
+/// Where a download of `record` into `dir` continues: the whole chunks its
+/// partial file holds (0 without one). The store's note of progress lags
+/// the partial file by up to [`NOTE_EVERY`], so this is what a resumed
+/// download reports first, not the note.
+#[must_use]
+pub fn resume_point(dir: &Path, record: &DownloadRecord) -> u64 {
+    let len = std::fs::metadata(partial_path(download_dir(dir, record), record)).map_or(0, |m| m.len());
+    kept_of(len, record.size)
+}
+
+/// The directory a download goes to: the one it started in, once active.
+fn download_dir<'a>(dir: &'a Path, record: &'a DownloadRecord) -> &'a Path {
+    match (&record.dir, record.state) {
+        (Some(d), DownloadState::Active) => d,
+        _ => dir,
+    }
+}
+
+/// The bytes of a partial file of `len` bytes that are kept: all of a
+/// whole file, else its whole chunks.
+fn kept_of(len: u64, size: u64) -> u64 {
+    if len == size { size } else { (len.min(size) / CHUNK_SIZE as u64) * CHUNK_SIZE as u64 }
+}
+
 /// The name a received file is saved under: the sender's name sanitised
 /// ([`safe_file_name`]: no path parts, no control or bidirectional
 /// characters, not hidden), or `file` if nothing of it is usable.
@@ -97,7 +121,7 @@ fn open_partial(path: &Path, size: u64) -> Result<Sink, ClientError> {
         Err(std::fs::TryLockError::Error(e)) => return Err(io(path)(e)),
     }
     let len = file.metadata().map_err(io(path))?.len();
-    let keep = if len == size { size } else { (len.min(size) / CHUNK_SIZE as u64) * CHUNK_SIZE as u64 };
+    let keep = kept_of(len, size);
     if keep != len {
         file.set_len(keep).map_err(io(path))?;
     }
@@ -145,10 +169,7 @@ pub async fn download(
         }
         DownloadState::Offered | DownloadState::Active => {}
     }
-    let dir = match (&record.dir, record.state) {
-        (Some(d), DownloadState::Active) => d.clone(),
-        _ => dir.to_owned(),
-    };
+    let dir = download_dir(dir, &record).to_owned();
     let part = partial_path(&dir, &record);
     let mut sink = open_partial(&part, record.size)?;
     store.set_download(id, DownloadState::Active, Some(&dir), sink.written, "")?;
