@@ -27,11 +27,13 @@
 //! live node's.
 
 mod bus;
+mod fanout;
 mod presence;
+mod roster;
 
 pub use bus::{Bus, Incoming, LocalBus, LocalNet, NatsBus};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -78,6 +80,11 @@ pub(crate) struct Cluster {
     /// Names with sessions here (folded), with their count: what this
     /// node's presence entries must say (step 3).
     present: Mutex<HashMap<String, usize>>,
+    /// The user and room subjects this node subscribes to (step 4).
+    followed: Mutex<HashSet<String>>,
+    /// This node's live members by open room (folded), as its roster
+    /// entries must say (step 4).
+    rosters: Mutex<HashMap<String, Vec<String>>>,
     /// A floor put and the delete when the name's last session ends must
     /// not overtake each other (a late delete would drop a live floor).
     stripes: Vec<tokio::sync::Mutex<()>>,
@@ -183,6 +190,8 @@ impl Cluster {
             incoming,
             watched: Mutex::new(HashMap::new()),
             present: Mutex::new(HashMap::new()),
+            followed: Mutex::new(HashSet::new()),
+            rosters: Mutex::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         Ok((Arc::new(cluster), rx))
@@ -361,6 +370,8 @@ pub(crate) async fn run(
     stop: CancellationToken,
 ) {
     let wake_prefix = format!("{}.wake.", cluster.prefix);
+    let user_prefix = format!("{}.user.", cluster.prefix);
+    let room_prefix = format!("{}.room.", cluster.prefix);
     let beats = {
         let (cluster, hub, stop) = (cluster.clone(), hub.clone(), stop.clone());
         tokio::spawn(async move {
@@ -389,9 +400,13 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             msg = incoming.recv() => {
-                let Some((subject, _)) = msg else { break };
+                let Some((subject, payload)) = msg else { break };
                 if let Some(name) = subject.strip_prefix(&wake_prefix).and_then(unhex) {
                     hub.ring(&name);
+                } else if let Some(name) = subject.strip_prefix(&user_prefix).and_then(unhex) {
+                    hub.relayed_to_user(&name, &payload);
+                } else if let Some(room) = subject.strip_prefix(&room_prefix).and_then(unhex) {
+                    hub.relayed_to_room(&room, &payload);
                 }
             }
             () = stop.cancelled() => break,
