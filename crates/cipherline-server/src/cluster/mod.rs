@@ -1,4 +1,4 @@
-//! Several relay nodes on one store (docs/cluster.md, steps 2 and 3):
+//! Several relay nodes on one store (docs/cluster.md, steps 2 to 4):
 //! waking a stored user's sessions on other nodes, an ack floor that no
 //! node lowers below what another node's sessions have read, and names in
 //! use on any node.
@@ -21,6 +21,10 @@
 //!
 //! - **Presence** (step 3, `presence`): a name in use on one node is
 //!   taken on every node; see that module.
+//! - **Live fan-out** (step 4, `fanout` and `roster`): open-room messages,
+//!   direct messages to live-only users and Delivered receipts reach
+//!   sessions on other nodes over `<prefix>.room.<hex>` and
+//!   `<prefix>.user.<hex>`, at most once; member lists merge every node's.
 //!
 //! Node ids are random 64-bit numbers in hex, taken at each start and
 //! never reused, so nothing a stopped node left behind is mistaken for a
