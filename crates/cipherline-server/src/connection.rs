@@ -699,7 +699,10 @@ impl Stored<'_> {
                 // node sharing the store may have changed them.
                 hub.refresh_members(&fold_name(&room)).await;
                 match hub.members(me, &fold_name(&room)) {
-                    Ok(names) => ServerMessage::Members { room, names },
+                    Ok(names) => {
+                        let names = hub.members_everywhere(&fold_name(&room), names).await;
+                        ServerMessage::Members { room, names }
+                    }
                     Err(r) => refuse(r, 0),
                 }
             }
@@ -733,12 +736,18 @@ impl Stored<'_> {
                 }
             }
             ClientMessage::Send { id, to, text, signed } => {
-                match &to {
-                    Target::User(user) => hub.look_up(user).await,
-                    Target::Room(room) => hub.refresh_members(&fold_name(room)).await,
-                }
+                let elsewhere = match &to {
+                    Target::User(user) => {
+                        hub.look_up(user).await;
+                        hub.live_elsewhere(user).await
+                    }
+                    Target::Room(room) => {
+                        hub.refresh_members(&fold_name(room)).await;
+                        false
+                    }
+                };
                 let admit = |recipients| charge(bytes_rate, limits, msg_len, recipients);
-                match hub.send(me, &to, text, id, signed, admit) {
+                match hub.send(me, &to, text, id, signed, elsewhere, admit) {
                     Ok(out) => match self.relay(id, out).await {
                         Ok(ack) => ack,
                         Err(r) => refuse(r, id),

@@ -151,6 +151,8 @@ pub(crate) struct Outbound {
     pub(crate) live_users: usize,
     /// A direct message (a full queue is then an error, not a count).
     pub(crate) direct: bool,
+    /// Who gets it live on other nodes, if anyone may.
+    remote: Option<Remote>,
 }
 
 impl Hub {
@@ -429,10 +431,14 @@ impl Hub {
                 // Still a member: only its connection went away.
                 if let Some(members) = state.rooms.get_mut(&room) {
                     members.remove(name);
+                    if members.is_empty() {
+                        state.rooms.remove(&room);
+                    }
                 }
+                self.room_changed(&state, &room);
                 continue;
             }
-            Self::remove_member(&mut state, &room, name);
+            self.remove_member(&mut state, &room, name);
         }
         let out = state.transfers.disconnect(name, me.session);
         state.deliver_all(&out);
@@ -448,13 +454,14 @@ impl Hub {
         state.by_fold.get(&fold_name(name)).cloned()
     }
 
-    fn remove_member(state: &mut State, room: &str, name: &str) {
+    fn remove_member(&self, state: &mut State, room: &str, name: &str) {
         if let Some(members) = state.rooms.get_mut(room) {
             members.remove(name);
             if members.is_empty() {
                 state.rooms.remove(room);
             }
         }
+        self.room_changed(state, room);
         let notice = ServerMessage::Notice { kind: NoticeKind::Left, room: room.to_owned(), name: name.to_owned() };
         state.notify_room(room, name, &notice);
     }
@@ -480,6 +487,7 @@ impl Hub {
         }
         session.rooms.insert(room.to_owned());
         state.rooms.entry(room.to_owned()).or_default().insert(name.to_owned());
+        self.room_changed(&state, room);
         if was_member {
             return Ok(());
         }
@@ -510,7 +518,7 @@ impl Hub {
             }
         }
         if !peer.in_room(room) {
-            Self::remove_member(&mut state, room, name);
+            self.remove_member(&mut state, room, name);
         }
         Ok(())
     }
@@ -542,7 +550,10 @@ impl Hub {
     /// (told the number of recipients; the sender's byte-rate budget,
     /// §13.5) and gives it its id, but queues nothing yet: the caller stores
     /// it for [`Outbound::stored`] recipients, then calls
-    /// [`Hub::deliver_outbound`] (PROTOCOL.md §13.9).
+    /// [`Hub::deliver_outbound`] (PROTOCOL.md §13.9). `elsewhere`: a
+    /// direct message's target, not known here, is a live-only user on
+    /// another node ([`Hub::live_elsewhere`], which needs the store).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send(
         &self,
         me: &Me,
@@ -550,6 +561,7 @@ impl Hub {
         text: String,
         client_id: u64,
         signature: Option<SendSignature>,
+        elsewhere: bool,
         admit: impl FnOnce(usize) -> Result<(), Refusal>,
     ) -> Result<Outbound, Refusal> {
         let from = me.name.as_str();
@@ -557,6 +569,7 @@ impl Hub {
         let mut stored = Vec::new();
         let mut live = Vec::new();
         let mut live_users = 0;
+        let mut remote = None;
         // Routed by the folded names (§13.4), but delivered with the target
         // as the sender wrote it: the sender's signature covers that.
         let direct = matches!(to, Target::User(_));
@@ -583,6 +596,10 @@ impl Hub {
                         live.extend(sessions.into_iter().map(|s| (member.clone(), s.id)));
                     }
                 }
+                // Live members on other nodes hear it through the bus.
+                if self.cluster.is_some() {
+                    remote = Some(Remote::Room(room));
+                }
             }
             Target::User(user) => match Self::resolve(&state, user) {
                 Some(user) if self.has_inbox(&user) => stored.push(user),
@@ -592,6 +609,11 @@ impl Hub {
                     live_users = 1;
                 }
                 None if self.has_inbox(user) => stored.push(fold_name(user)),
+                // A live-only user connected to another node.
+                None if elsewhere => {
+                    remote = Some(Remote::User(fold_name(user)));
+                    live_users = 1;
+                }
                 None => {
                     let known = if self.mail.is_some() { " or known to this server" } else { "" };
                     return Err((ErrorCode::UnknownUser, format!("no user named {user:?} is connected{known}")));
@@ -628,7 +650,7 @@ impl Hub {
         let frame = ServerMessage::Message(delivery)
             .encode()
             .map_err(|_| (ErrorCode::MessageTooLarge, "the message is too large to relay".to_owned()))?;
-        Ok(Outbound { id, timestamp_ms, frame, stored, live, live_users, direct })
+        Ok(Outbound { id, timestamp_ms, frame, stored, live, live_users, direct, remote })
     }
 
     /// Delivers an accepted message: rings the connections of the
@@ -639,6 +661,9 @@ impl Hub {
         for name in stored {
             Self::wake_in(&state, name);
             self.publish_wake(name);
+        }
+        if let (Some(remote), Some(cluster)) = (&out.remote, &self.cluster) {
+            cluster.publish_live(remote, &out.frame);
         }
         if out.live.is_empty() {
             return;
@@ -695,11 +720,14 @@ impl Hub {
         }
     }
 
-    /// Tells `sender`'s connections that `by` received their message `id`.
+    /// Tells `sender`'s connections that `by` received their message `id`:
+    /// here, and on other nodes (the sender may be connected anywhere).
     pub(crate) fn receipt(&self, sender: &str, id: u64, by: &str) {
+        let msg = ServerMessage::Delivered { id, by: by.to_owned() };
+        self.publish_to_user(sender, &msg);
         let state = self.lock();
         let Some(sender) = Self::resolve(&state, sender) else { return };
-        if let Some(bytes) = state.encode(&ServerMessage::Delivered { id, by: by.to_owned() }) {
+        if let Some(bytes) = state.encode(&msg) {
             state.deliver(&sender, &bytes);
         }
     }
@@ -780,7 +808,7 @@ impl Hub {
             Target::User(user) => {
                 return Err(OfferError::Refused((
                     ErrorCode::UnknownUser,
-                    format!("no user named {user:?} is connected"),
+                    self.not_here(&format!("no user named {user:?} is connected")),
                 )));
             }
             Target::Room(room) => {
@@ -803,7 +831,7 @@ impl Hub {
                 if others.is_empty() {
                     return Err(OfferError::Refused((
                         ErrorCode::UnknownUser,
-                        format!("nobody else is in room {room:?} to offer the file to"),
+                        self.not_here(&format!("nobody else is in room {room:?} to offer the file to")),
                     )));
                 }
                 others
@@ -947,6 +975,9 @@ fn not_in_room(room: &str) -> Refusal {
 }
 
 mod members;
+mod relay;
+
+pub(crate) use relay::Remote;
 
 #[cfg(test)]
 mod tests;

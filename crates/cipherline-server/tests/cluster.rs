@@ -85,3 +85,44 @@ async fn names_left_leave_no_keys_behind() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_room_message_reaches_members_on_three_nodes_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("store.sqlite3"), SqliteOptions::default()).await.unwrap());
+    let net = LocalNet::new();
+    let a = Node::start(store.clone(), None, Some(Arc::new(net.bus()))).await;
+    let b = Node::start(store.clone(), None, Some(Arc::new(net.bus()))).await;
+    let c = Node::start(store.clone(), None, Some(Arc::new(net.bus()))).await;
+    nodes::fanout::an_open_room_message_reaches_members_on_three_nodes_once_each(&a.addr, &b.addr, &c.addr).await;
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_reaches_a_live_only_user_on_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, a, b) = two_nodes(dir.path()).await;
+    nodes::fanout::a_direct_message_reaches_a_live_only_user_on_another_node(&a.addr, &b.addr).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_crosses_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, a, b) = two_nodes(dir.path()).await;
+    nodes::fanout::delivered_crosses_nodes(&a.addr, &b.addr).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_offer_to_other_nodes_only_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, a, b) = two_nodes(dir.path()).await;
+    nodes::fanout::a_v1_offer_to_other_nodes_only_is_refused(&a.addr, &b.addr).await;
+    a.stop().await;
+    b.stop().await;
+}

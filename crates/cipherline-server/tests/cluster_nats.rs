@@ -69,3 +69,21 @@ async fn on_nats_names_left_leave_no_keys_behind() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Step 4 on NATS core: an open room across three nodes, a direct message
+/// to a live-only user and a Delivered receipt across two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_live_traffic_crosses_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let a = node(&dir.path().join("a"), nats.url()).await;
+    let b = node(&dir.path().join("b"), nats.url()).await;
+    let c = node(&dir.path().join("c"), nats.url()).await;
+    nodes::fanout::an_open_room_message_reaches_members_on_three_nodes_once_each(&a.addr, &b.addr, &c.addr).await;
+    nodes::fanout::a_direct_message_reaches_a_live_only_user_on_another_node(&a.addr, &b.addr).await;
+    nodes::fanout::delivered_crosses_nodes(&a.addr, &b.addr).await;
+    nodes::fanout::a_v1_offer_to_other_nodes_only_is_refused(&a.addr, &b.addr).await;
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}

@@ -1,4 +1,4 @@
-//! Several relay nodes on one store (docs/cluster.md, steps 2 and 3):
+//! Several relay nodes on one store (docs/cluster.md, steps 2 to 4):
 //! waking a stored user's sessions on other nodes, an ack floor that no
 //! node lowers below what another node's sessions have read, and names in
 //! use on any node.
@@ -21,17 +21,23 @@
 //!
 //! - **Presence** (step 3, `presence`): a name in use on one node is
 //!   taken on every node; see that module.
+//! - **Live fan-out** (step 4, `fanout` and `roster`): open-room messages,
+//!   direct messages to live-only users and Delivered receipts reach
+//!   sessions on other nodes over `<prefix>.room.<hex>` and
+//!   `<prefix>.user.<hex>`, at most once; member lists merge every node's.
 //!
 //! Node ids are random 64-bit numbers in hex, taken at each start and
 //! never reused, so nothing a stopped node left behind is mistaken for a
 //! live node's.
 
 mod bus;
+mod fanout;
 mod presence;
+mod roster;
 
 pub use bus::{Bus, Incoming, LocalBus, LocalNet, NatsBus};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -78,6 +84,11 @@ pub(crate) struct Cluster {
     /// Names with sessions here (folded), with their count: what this
     /// node's presence entries must say (step 3).
     present: Mutex<HashMap<String, usize>>,
+    /// The user and room subjects this node subscribes to (step 4).
+    followed: Mutex<HashSet<String>>,
+    /// This node's live members by open room (folded), as its roster
+    /// entries must say (step 4).
+    rosters: Mutex<HashMap<String, Vec<String>>>,
     /// A floor put and the delete when the name's last session ends must
     /// not overtake each other (a late delete would drop a live floor).
     stripes: Vec<tokio::sync::Mutex<()>>,
@@ -183,6 +194,8 @@ impl Cluster {
             incoming,
             watched: Mutex::new(HashMap::new()),
             present: Mutex::new(HashMap::new()),
+            followed: Mutex::new(HashSet::new()),
+            rosters: Mutex::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         Ok((Arc::new(cluster), rx))
@@ -361,6 +374,8 @@ pub(crate) async fn run(
     stop: CancellationToken,
 ) {
     let wake_prefix = format!("{}.wake.", cluster.prefix);
+    let user_prefix = format!("{}.user.", cluster.prefix);
+    let room_prefix = format!("{}.room.", cluster.prefix);
     let beats = {
         let (cluster, hub, stop) = (cluster.clone(), hub.clone(), stop.clone());
         tokio::spawn(async move {
@@ -389,9 +404,13 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             msg = incoming.recv() => {
-                let Some((subject, _)) = msg else { break };
+                let Some((subject, payload)) = msg else { break };
                 if let Some(name) = subject.strip_prefix(&wake_prefix).and_then(unhex) {
                     hub.ring(&name);
+                } else if let Some(name) = subject.strip_prefix(&user_prefix).and_then(unhex) {
+                    hub.relayed_to_user(&name, &payload);
+                } else if let Some(room) = subject.strip_prefix(&room_prefix).and_then(unhex) {
+                    hub.relayed_to_room(&room, &payload);
                 }
             }
             () = stop.cancelled() => break,

@@ -67,7 +67,7 @@ fn busy() -> Refusal {
 impl Cluster {
     /// Sessions of `folded` on other live nodes (deleting dead nodes'
     /// entries on the way).
-    async fn sessions_elsewhere(&self, folded: &str) -> Result<u64, Refusal> {
+    pub(super) async fn sessions_elsewhere(&self, folded: &str) -> Result<u64, Refusal> {
         let prefix = presence_prefix(folded);
         let (mut total, mut after) = (0u64, String::new());
         loop {
@@ -152,6 +152,8 @@ impl Cluster {
     async fn claim(&self, name: &str, fp: Option<&[u8; 32]>, sessions: usize, owns: bool) -> Result<(), Refusal> {
         let folded = fold_name(name);
         locked(&self.present).insert(folded.clone(), sessions);
+        // Live traffic for the name from other nodes (step 4).
+        self.follow(self.user_subject(&folded), true);
         self.sync_presence(&folded).await?;
         let elsewhere = self.sessions_elsewhere(&folded).await?;
         let won =
@@ -213,6 +215,7 @@ impl Cluster {
             let mut present = locked(&self.present);
             if remaining == 0 {
                 present.remove(&folded);
+                self.follow(self.user_subject(&folded), false);
             } else {
                 present.insert(folded.clone(), remaining);
             }

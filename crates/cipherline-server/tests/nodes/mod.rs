@@ -17,6 +17,8 @@ use tokio::time::timeout;
 
 use crate::common::{connect_as, key};
 
+pub mod fanout;
+
 /// A running relay node.
 pub struct Node {
     pub addr: String,
