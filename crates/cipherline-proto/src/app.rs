@@ -24,7 +24,7 @@ pub use group::{
     MAX_KEY_PACKAGES_PER_UPLOAD, PayloadKind, RoomKind,
 };
 pub use limits::{QueueLimits, RateLimits};
-pub use names::{fold_name, name_skeleton, valid_name};
+pub use names::{fold_name, folded, name_skeleton, valid_name};
 
 /// Hard upper bound on one message (type and body); peers may set lower limits.
 pub const MAX_MESSAGE: usize = 1 << 20;

@@ -17,13 +17,15 @@
 //! and bytes) is free, and a receiver without that room is taken out of the
 //! transfer instead (see `State::relay_chunk`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cipherline_proto::app::{
-    Delivery, ErrorCode, FileSigned, NoticeKind, SendSignature, ServerMessage, Signed, Target, fold_name, name_skeleton,
+    Delivery, ErrorCode, FileSigned, NoticeKind, SendSignature, ServerMessage, Signed, Target, fold_name, folded,
+    name_skeleton,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +57,9 @@ struct Session {
     /// Bytes in `tx`'s queue.
     queued: ClientBytes,
     kick: CancellationToken,
+    /// Set when a delivery cut this connection off: checked for every
+    /// delivery instead of `kick` (whose check takes a lock).
+    kicked: AtomicBool,
     /// The rooms this connection joined.
     rooms: BTreeSet<String>,
     /// Rung when a message is stored for the user (users with a stored
@@ -226,7 +231,7 @@ impl State {
 
     /// Queues `msg` for one connection, or cuts it off (see [`State::deliver`]).
     fn deliver_session(&self, name: &str, peer: &Session, msg: &Outgoing) {
-        if peer.kick.is_cancelled() {
+        if peer.kicked.load(Ordering::Relaxed) {
             return;
         }
         let why = if peer.queued.load(Ordering::Relaxed).saturating_add(msg.len()) > self.backlog.per_client {
@@ -239,6 +244,7 @@ impl State {
             return;
         };
         tracing::warn!(peer = name, "dropping slow client: {why}");
+        peer.kicked.store(true, Ordering::Relaxed);
         peer.kick.cancel();
     }
 
@@ -344,8 +350,16 @@ impl Hub {
         let folded = fold_name(name);
         let skeleton = name_skeleton(name);
         let id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
-        let session =
-            Session { id, tx, queued: ClientBytes::default(), kick, rooms: BTreeSet::new(), wake, acked: None };
+        let session = Session {
+            id,
+            tx,
+            queued: ClientBytes::default(),
+            kick,
+            kicked: AtomicBool::new(false),
+            rooms: BTreeSet::new(),
+            wake,
+            acked: None,
+        };
         if let Some(taken) = state.by_fold.get(&folded).cloned() {
             let peer =
                 state.users.get_mut(&taken).ok_or_else(|| (ErrorCode::NameTaken, "the name is in use".into()))?;
@@ -581,19 +595,20 @@ impl Hub {
                 }
                 // Each member once, by folded name: connected ones as they
                 // spell their names, stored ones folded.
-                let mut members: BTreeMap<String, &String> =
-                    state.rooms.get(&room).into_iter().flatten().map(|m| (fold_name(m), m)).collect();
+                let mut members: BTreeMap<Cow<'_, str>, &String> =
+                    state.rooms.get(&room).into_iter().flatten().map(|m| (folded(m), m)).collect();
                 for m in state.stored_members.get(&room).into_iter().flatten() {
-                    members.entry(m.clone()).or_insert(m);
+                    members.entry(Cow::Borrowed(m.as_str())).or_insert(m);
                 }
-                let sender = fold_name(from);
+                let sender = folded(from);
                 for (_, member) in members.into_iter().filter(|(folded, _)| *folded != sender) {
                     if self.has_inbox(member) {
                         stored.push(member.clone());
                     } else if let Some(peer) = state.users.get(member) {
-                        let sessions: Vec<_> = peer.sessions.iter().filter(|s| s.rooms.contains(&room)).collect();
-                        live_users += usize::from(!sessions.is_empty());
-                        live.extend(sessions.into_iter().map(|s| (member.clone(), s.id)));
+                        let before = live.len();
+                        let sessions = peer.sessions.iter().filter(|s| s.rooms.contains(&room));
+                        live.extend(sessions.map(|s| (member.clone(), s.id)));
+                        live_users += usize::from(live.len() > before);
                     }
                 }
                 // Live members on other nodes hear it through the bus.

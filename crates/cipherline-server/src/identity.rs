@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cipherline_keys::Fingerprint;
-use cipherline_proto::app::{ErrorCode, fold_name, name_skeleton};
+use cipherline_proto::app::{ErrorCode, fold_name, folded, name_skeleton};
 
 use crate::connection::valid_name;
 use crate::hub::Refusal;
@@ -369,13 +369,13 @@ impl Identities {
     /// Whether some identity key owns `name` (any spelling): a user the
     /// server knows even while it is offline, who has a stored queue.
     pub(crate) fn is_owned(&self, name: &str) -> bool {
-        self.read().get(&fold_name(name)).is_some_and(|set| !set.is_empty())
+        self.read().get(folded(name).as_ref()).is_some_and(|set| !set.is_empty())
     }
 
     /// Whether `key` owns exactly `name` (any spelling): bound to it in the
     /// open policy, or listed for it in the allowlist.
     pub(crate) fn owns(&self, name: &str, key: Option<&[u8; 32]>) -> bool {
-        key.is_some_and(|k| self.read().get(&fold_name(name)).is_some_and(|set| set.contains(k)))
+        key.is_some_and(|k| self.read().get(folded(name).as_ref()).is_some_and(|set| set.contains(k)))
     }
 
     /// Why `key` may not use `name`, checked without binding anything: the
