@@ -233,3 +233,25 @@ fn bad_nats_options_are_refused_at_start_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("credentials file"), "{err}");
 }
+
+#[test]
+fn the_contrib_cluster_relay_configs_pass_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = x25519_key(dir.path());
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/cluster");
+    for n in 1..=3 {
+        let config = contrib.join(format!("relay-{n}.toml"));
+        let out = bin()
+            .args(["serve", "--check-config", "--data-dir"])
+            .arg(dir.path().join("state"))
+            .arg("--key")
+            .arg(&key)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "relay-{n}.toml: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("message store: NATS JetStream at nats://nats1.example.net:4222"), "{stdout}");
+    }
+}
