@@ -38,7 +38,7 @@ pub struct ClientArgs {
 
     /// Which of `server` to try first (the last that answered).
     #[arg(skip)]
-    pub at: AtomicUsize,
+    at: AtomicUsize,
 
     /// Your display name (letters, digits, '-', '_', '.'). Default: your
     /// user name.
