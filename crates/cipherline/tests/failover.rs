@@ -62,7 +62,17 @@ fn a_listener_fails_over_to_the_next_node_and_shows_every_acknowledged_message_o
     let mut killed = false;
     for i in 0..FLOOD {
         let text = format!("flood-{i:03}");
-        let out = b.client("send", "alice").args(["--to", "bob", &text]).output().unwrap();
+        // Until bob's listen has published his keys, a send is refused
+        // (and nothing is kept): asked again then.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let out = loop {
+            let out = b.client("send", "alice").args(["--to", "bob", &text]).output().unwrap();
+            let refused = String::from_utf8_lossy(&out.stderr).contains("no end-to-end key package yet");
+            if !refused || std::time::Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         acked.push(text);
         while let Ok(line) = lines.try_recv() {
