@@ -19,7 +19,18 @@ const FLOOD: usize = 40;
 const KILL_AFTER: usize = 10;
 
 fn relay(key: &Path, data: &Path, nats: &NatsServer) -> Server {
+    // One one-shot send per message, all from 127.0.0.1 within seconds:
+    // lift the per-address connection rate (tested on its own in
+    // cipherline-server's tests/admission.rs).
+    let config = data.with_extension("toml");
+    std::fs::write(
+        &config,
+        "[limits]\nnew_connections_per_ip_per_sec = 1000000\nnew_connections_burst_per_ip = 1000000\n",
+    )
+    .unwrap();
     Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
