@@ -310,9 +310,14 @@ async fn hello(
                                 Err((ErrorCode::BadRequest, "the server could not record your name in time".into()))
                             }
                         };
-                        if let Err(refusal) = claimed {
-                            hub.unregister(me);
-                            registered = Err(refusal);
+                        match claimed {
+                            // Other nodes may not know this binding yet.
+                            Ok(()) if fp.is_some() => hub.publish_bound(&name),
+                            Ok(()) => {}
+                            Err(refusal) => {
+                                hub.unregister(me);
+                                registered = Err(refusal);
+                            }
                         }
                     }
                     match registered {

@@ -607,6 +607,10 @@ impl Stored<'_> {
         }
         let _held = mail.groups.lock(group_key(&c.group_id)).await?;
         let sender = fold_name(&me.name);
+        // Maybe bound through another node since this one started.
+        for name in &c.invited {
+            hub.look_up(name).await;
+        }
         let (before, next, rev) = match read_group(mail, &c.group_id).await? {
             // The first message to a user: a direct conversation of two.
             None if c.epoch == 0 && !c.external && c.invited.len() == 1 && c.removed.is_empty() => {

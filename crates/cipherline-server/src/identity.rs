@@ -367,8 +367,10 @@ impl Identities {
     }
 
     /// Whether some identity key owns `name` (any spelling): a user the
-    /// server knows even while it is offline, who has a stored queue.
-    pub(crate) fn is_owned(&self, name: &str) -> bool {
+    /// server knows even while it is offline, who has a stored queue. This
+    /// server's table only: with a shared store, a name bound through
+    /// another node is known here once its binding was read.
+    pub fn is_owned(&self, name: &str) -> bool {
         self.read().get(folded(name).as_ref()).is_some_and(|set| !set.is_empty())
     }
 

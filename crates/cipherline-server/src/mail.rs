@@ -331,6 +331,8 @@ impl Mail {
                 // application messages); an expired notice just goes.
                 let Some(Ok(msg)) = frame.get(4..).map(ServerMessage::decode) else { continue };
                 let Some((from, id)) = sender_of(msg) else { continue };
+                // Maybe bound through another node since this one started.
+                hub.look_up(&from).await;
                 if !hub.has_inbox(&from) {
                     continue;
                 }

@@ -54,6 +54,7 @@ async fn on_nats_a_name_live_on_one_node_is_taken_on_another() {
     nodes::a_name_live_on_one_node_is_taken_on_another(&a.addr, &b.addr).await;
     nodes::a_look_alike_of_a_keyed_user_live_on_one_node_is_refused_on_another(&a.addr, &b.addr).await;
     nodes::sessions_of_a_name_are_counted_across_nodes(&a.addr, &b.addr).await;
+    nodes::a_binding_made_on_one_node_is_learned_by_another(&a, &b).await;
     a.stop().await;
     b.stop().await;
 }

@@ -25,6 +25,12 @@
 //!   direct messages to live-only users and Delivered receipts reach
 //!   sessions on other nodes over `<prefix>.room.<hex>` and
 //!   `<prefix>.user.<hex>`, at most once; member lists merge every node's.
+//! - **Bindings** (step 1c): after each Hello of a client with a key, its
+//!   node publishes the folded name on `<prefix>.bound`; every node
+//!   subscribes and reads the binding of a name it does not know from the
+//!   store (the payload only says which name to read: the store is the
+//!   truth). Names it does not know are also read on a miss where a
+//!   stored user is needed, so a lost publish delays nothing.
 //!
 //! Node ids are random 64-bit numbers in hex, taken at each start and
 //! never reused, so nothing a stopped node left behind is mistaken for a
@@ -68,6 +74,9 @@ const PAGE: usize = 256;
 const MAX_NODES: usize = 1024;
 /// Stripes of the lock that orders a node's floor writes and deletes.
 const STRIPES: usize = 64;
+/// Names announced on `<prefix>.bound` waiting to be read; past it, they
+/// are dropped (read on a miss later instead).
+const LEARNING: usize = 1024;
 
 /// This node's part in a cluster.
 pub(crate) struct Cluster {
@@ -218,6 +227,16 @@ impl Cluster {
         }
     }
 
+    fn bound_subject(&self) -> String {
+        format!("{}.bound", self.prefix)
+    }
+
+    /// A client with a key said Hello as `name` (so the name is bound to
+    /// it): tells the other nodes, which may not know the binding yet.
+    pub(crate) fn bound(&self, name: &str) {
+        self.bus.publish(self.bound_subject(), fold_name(name).into_bytes());
+    }
+
     /// Something was appended to `name`'s queue: tells the other nodes.
     pub(crate) fn woke(&self, name: &str) {
         self.bus.publish(self.wake_subject(&fold_name(name)), Vec::new());
@@ -364,6 +383,14 @@ impl Hub {
         }
     }
 
+    /// A client with a key said Hello as `name`: other nodes learn the
+    /// binding if it is new to them.
+    pub(crate) fn publish_bound(&self, name: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.bound(name);
+        }
+    }
+
     /// With a cluster: watches stored user `name` while the guard lives.
     pub(crate) fn watch(&self, name: &str) -> Option<Watch> {
         self.cluster.as_ref().map(|c| c.watch(name))
@@ -393,6 +420,19 @@ pub(crate) async fn run(
     let wake_prefix = format!("{}.wake.", cluster.prefix);
     let user_prefix = format!("{}.user.", cluster.prefix);
     let room_prefix = format!("{}.room.", cluster.prefix);
+    let bound_subject = cluster.bound_subject();
+    // Bindings are read from the store by a task of their own, so a slow
+    // store never holds up wakes and live traffic.
+    let (learn, mut to_learn) = mpsc::channel::<String>(LEARNING);
+    let learner = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while let Some(name) = to_learn.recv().await {
+                hub.look_up(&name).await;
+            }
+        })
+    };
+    cluster.bus.subscribe(&bound_subject, cluster.incoming.clone());
     let beats = {
         let (cluster, hub, stop) = (cluster.clone(), hub.clone(), stop.clone());
         tokio::spawn(async move {
@@ -428,13 +468,29 @@ pub(crate) async fn run(
                     hub.relayed_to_user(&name, &payload);
                 } else if let Some(room) = subject.strip_prefix(&room_prefix).and_then(unhex) {
                     hub.relayed_to_room(&room, &payload);
+                } else if subject == bound_subject
+                    && let Some(name) = bound_name(&payload)
+                    && !hub.identities.is_owned(&name)
+                {
+                    // Full: dropped, read on a miss later instead.
+                    let _ = learn.try_send(name);
                 }
             }
             () = stop.cancelled() => break,
         }
     }
     beats.abort();
+    learner.abort();
+    cluster.bus.unsubscribe(&bound_subject);
     let _ = bounded(cluster.store.delete(&node_key(&cluster.node))).await;
+}
+
+/// The name a `<prefix>.bound` payload carries: folded, 1 to
+/// [`MAX_NAME`](cipherline_proto::app::MAX_NAME) bytes of UTF-8, or none.
+fn bound_name(payload: &[u8]) -> Option<String> {
+    let name = std::str::from_utf8(payload).ok()?;
+    let ok = !name.is_empty() && name.len() <= cipherline_proto::app::MAX_NAME && fold_name(name) == name;
+    ok.then(|| name.to_owned())
 }
 
 #[cfg(test)]
@@ -448,6 +504,15 @@ mod tests {
         assert_eq!(unhex("6"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("ff"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn bound_names_are_read_strictly() {
+        assert_eq!(bound_name(b"alice").as_deref(), Some("alice"));
+        assert_eq!(bound_name(b"Alice"), None, "not folded");
+        assert_eq!(bound_name(b""), None);
+        assert_eq!(bound_name(&[0xff]), None, "not UTF-8");
+        assert_eq!(bound_name("a".repeat(cipherline_proto::app::MAX_NAME + 1).as_bytes()), None);
     }
 
     #[test]
