@@ -27,7 +27,7 @@ use cipherline_proto::crypto::sign::IdentityKey;
 use tokio::sync::Semaphore;
 use tokio::time::{timeout, timeout_at};
 
-use crate::stats::{cpu_secs, own_cpu_secs};
+use crate::stats::{cpu_secs, cpu_secs_of, own_cpu_secs};
 use crate::{BenchError, Report, Target, round3};
 
 /// The JetStream stream the anchor publishes to (created if missing,
@@ -76,13 +76,18 @@ pub(crate) fn bench_identity(name: &str) -> Result<Arc<IdentityKey>, BenchError>
 
 /// Connects `name` with its bench identity key, checking the server's key.
 pub(crate) async fn connect_keyed(target: &Target, name: &str) -> Result<Client, BenchError> {
+    connect_keyed_at(target, 0, name).await
+}
+
+/// [`connect_keyed`] to the node of client `i` ([`Target::at`]).
+pub(crate) async fn connect_keyed_at(target: &Target, i: usize, name: &str) -> Result<Client, BenchError> {
     let identity = bench_identity(name)?;
     let options = Options {
         config: Arc::new(ClientConfig { identity: Some(identity), ..ClientConfig::default() }),
         ..Options::default()
     };
     let check = |_: &str, key: &ServerPublicKey| target.trust.check(key);
-    match Client::connect(&target.addr.to_string(), name, &options, &check).await {
+    match Client::connect(&target.at(i).to_string(), name, &options, &check).await {
         Ok(c) => Ok(c),
         Err(cipherline_client::ClientError::Untrusted(why)) => Err(BenchError::Untrusted(why)),
         Err(e) => Err(e.into()),
@@ -103,12 +108,15 @@ struct Sent {
     error: Option<String>,
 }
 
-/// Runs the benchmark against a cipherline server.
-pub async fn run(target: Arc<Target>, opts: &DurableOptions, server_pid: Option<u32>) -> Result<Report, BenchError> {
+/// Runs the benchmark against a cipherline server (its nodes' processes
+/// `server_pids`, for CPU time and memory). With several nodes, recipient
+/// `r` uses node `r` and sender `s` node `s + 1` (in turn), so messages
+/// cross nodes.
+pub async fn run(target: Arc<Target>, opts: &DurableOptions, server_pids: &[u32]) -> Result<Report, BenchError> {
     // The recipients' first visit binds their names to their keys; from
     // then on their messages are stored while they are away.
     for r in 0..opts.recipients {
-        let client = connect_keyed(&target, &recipient(opts, r)).await?;
+        let client = connect_keyed_at(&target, r, &recipient(opts, r)).await?;
         if client.info().queue.is_none() {
             return Err(BenchError::Usage(
                 "the server keeps no stored queue for a keyed user: it does not store messages".into(),
@@ -118,10 +126,10 @@ pub async fn run(target: Arc<Target>, opts: &DurableOptions, server_pid: Option<
     }
     let mut senders = Vec::with_capacity(opts.senders);
     for s in 0..opts.senders {
-        senders.push(connect_keyed(&target, &format!("{}s{s}", opts.name_prefix)).await?);
+        senders.push(connect_keyed_at(&target, s + 1, &format!("{}s{s}", opts.name_prefix)).await?);
     }
 
-    let (server_cpu0, own_cpu0) = (server_pid.and_then(cpu_secs), own_cpu_secs());
+    let (server_cpu0, own_cpu0) = (cpu_secs_of(server_pids), own_cpu_secs());
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + opts.timeout);
     let mut tasks = Vec::new();
@@ -145,9 +153,12 @@ pub async fn run(target: Arc<Target>, opts: &DurableOptions, server_pid: Option<
         }
         sent.push(got);
     }
-    let server_cpu = server_pid.and_then(cpu_secs).zip(server_cpu0).map(|(b, a)| b - a);
+    let server_cpu = cpu_secs_of(server_pids).zip(server_cpu0).map(|(b, a)| b - a);
     let own_cpu = own_cpu_secs().zip(own_cpu0).map(|(b, a)| b - a);
     let mut report = report("cipherline", opts, start, &sent, server_cpu, own_cpu);
+    if let Some(rss) = crate::fanout::nodes_rss_kib(server_pids) {
+        report.set("server_rss_kib_per_node", rss);
+    }
     let drained = drain(&target, opts).await;
     report.set("drained", drained);
     Ok(report)
@@ -240,7 +251,7 @@ async fn read_loop(
 async fn drain(target: &Target, opts: &DurableOptions) -> u64 {
     let mut total = 0;
     for r in 0..opts.recipients {
-        let Ok(mut client) = connect_keyed(target, &recipient(opts, r)).await else { continue };
+        let Ok(mut client) = connect_keyed_at(target, r, &recipient(opts, r)).await else { continue };
         if client.resume(0).await.is_err() {
             continue;
         }

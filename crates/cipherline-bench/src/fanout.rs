@@ -15,7 +15,7 @@ use cipherline_proto::crypto::kem::ServerPublicKey;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, timeout_at};
 
-use crate::stats::{Latencies, cpu_secs, own_cpu_secs};
+use crate::stats::{Latencies, cpu_secs_of, own_cpu_secs, rss_kib};
 use crate::{BenchError, Report, Target, round3};
 
 /// Connections set up at once before the load starts.
@@ -148,13 +148,14 @@ pub fn report(
     report
 }
 
-/// Runs the fan-out benchmark against a cipherline server.
-pub async fn run(target: Arc<Target>, opts: &FanoutOptions, server_pid: Option<u32>) -> Result<Report, BenchError> {
+/// Runs the fan-out benchmark against a cipherline server (its nodes'
+/// processes `server_pids`, for CPU time and memory).
+pub async fn run(target: Arc<Target>, opts: &FanoutOptions, server_pids: &[u32]) -> Result<Report, BenchError> {
     let epoch = Instant::now();
     let clients = connect_all(&target, opts).await?;
 
     let per_client = (opts.messages * opts.clients.saturating_sub(1)) as u64;
-    let (server_cpu0, own_cpu0) = (server_pid.and_then(cpu_secs), own_cpu_secs());
+    let (server_cpu0, own_cpu0) = (cpu_secs_of(server_pids), own_cpu_secs());
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + opts.timeout);
     let mut readers = Vec::new();
@@ -171,8 +172,9 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOptions, server_pid: Option<u
     for r in readers {
         results.push(r.await.map_err(|e| BenchError::Usage(format!("reader failed: {e}")))?);
     }
-    let server_cpu = server_pid.and_then(cpu_secs).zip(server_cpu0).map(|(b, a)| b - a);
+    let server_cpu = cpu_secs_of(server_pids).zip(server_cpu0).map(|(b, a)| b - a);
     let own_cpu = own_cpu_secs().zip(own_cpu0).map(|(b, a)| b - a);
+    let rss = nodes_rss_kib(server_pids);
     let mut writer_errors = Vec::new();
     for w in writers {
         match w.await {
@@ -183,7 +185,17 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOptions, server_pid: Option<u
             Err(e) => writer_errors.push(e.to_string()),
         }
     }
-    Ok(report("cipherline", opts, start, results, writer_errors, server_cpu, own_cpu))
+    let mut report = report("cipherline", opts, start, results, writer_errors, server_cpu, own_cpu);
+    if let Some(rss) = rss {
+        report.set("server_rss_kib_per_node", rss);
+    }
+    Ok(report)
+}
+
+/// Each node's resident memory in KiB, read while its clients are still
+/// connected; `None` without processes.
+pub(crate) fn nodes_rss_kib(pids: &[u32]) -> Option<Vec<u64>> {
+    (!pids.is_empty()).then(|| pids.iter().map(|&pid| rss_kib(pid).unwrap_or(0)).collect())
 }
 
 /// Connects and joins every client, a few at a time.
@@ -197,7 +209,7 @@ async fn connect_all(target: &Arc<Target>, opts: &FanoutOptions) -> Result<Vec<C
                 let name = format!("{}{k}", opts.name_prefix);
                 // Local: the client library's trust callback is not Sync.
                 tokio::task::spawn_local(async move {
-                    let mut c = connect(&target, &name).await?;
+                    let mut c = connect_at(&target, k, &name).await?;
                     c.join(&room).await?;
                     Ok::<Client, BenchError>(c)
                 })
@@ -213,8 +225,14 @@ async fn connect_all(target: &Arc<Target>, opts: &FanoutOptions) -> Result<Vec<C
 
 /// Connects one named client, checking the server's key.
 pub async fn connect(target: &Target, name: &str) -> Result<Client, BenchError> {
+    connect_at(target, 0, name).await
+}
+
+/// Connects one named client to the node of client `i`
+/// ([`Target::at`]), checking the server's key.
+pub async fn connect_at(target: &Target, i: usize, name: &str) -> Result<Client, BenchError> {
     let check = |_: &str, key: &ServerPublicKey| target.trust.check(key);
-    match Client::connect(&target.addr.to_string(), name, &Options::default(), &check).await {
+    match Client::connect(&target.at(i).to_string(), name, &Options::default(), &check).await {
         Ok(c) => Ok(c),
         Err(cipherline_client::ClientError::Untrusted(why)) => Err(BenchError::Untrusted(why)),
         Err(e) => Err(e.into()),

@@ -86,6 +86,37 @@ struct Common {
     /// Allow a target that is not a loopback address.
     #[arg(long)]
     allow_remote: bool,
+    /// Another node of the same relay (same key), HOST:PORT; repeat for
+    /// more. fanout and durable spread their clients over --server and
+    /// these in turn.
+    #[arg(long = "node", value_name = "HOST:PORT")]
+    nodes: Vec<String>,
+    /// The process of each --node, for CPU time (added to --server-pid's)
+    /// and memory per node.
+    #[arg(long = "node-pid", value_name = "PID")]
+    node_pids: Vec<u32>,
+}
+
+impl Common {
+    /// The target, with the further nodes.
+    async fn target(&self, trust: &TrustArgs) -> Result<Arc<Target>, BenchError> {
+        let target = Target::resolve(&self.server, trust, self.allow_remote).await?;
+        Ok(Arc::new(target.with_nodes(&self.nodes, self.allow_remote).await?))
+    }
+
+    /// Refuses --node for a load that uses one server.
+    fn one_server(&self, what: &str) -> Result<(), BenchError> {
+        if self.nodes.is_empty() && self.node_pids.is_empty() {
+            Ok(())
+        } else {
+            Err(BenchError::Usage(format!("--node and --node-pid are for cipherline fanout and durable, not {what}")))
+        }
+    }
+
+    /// Every node's process: --server-pid, then each --node-pid.
+    fn pids(&self) -> Vec<u32> {
+        self.server_pid.into_iter().chain(self.node_pids.iter().copied()).collect()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +316,7 @@ fn print(report: &Report, json: bool) {
 async fn run(mode: Mode) -> Result<(Report, bool), BenchError> {
     match mode {
         Mode::Handshake(a) => {
+            a.common.one_server("handshake")?;
             let target = Arc::new(Target::resolve(&a.common.server, &a.trust, a.common.allow_remote).await?);
             let opts = HandshakeOptions {
                 suite: a.suite,
@@ -319,11 +351,9 @@ async fn run(mode: Mode) -> Result<(Report, bool), BenchError> {
                 name_prefix: a.name_prefix,
             };
             let report = match a.protocol {
-                Protocol::Cipherline => {
-                    let target = Arc::new(Target::resolve(&a.common.server, &a.trust, a.common.allow_remote).await?);
-                    fanout::run(target, &opts, a.common.server_pid).await?
-                }
+                Protocol::Cipherline => fanout::run(a.common.target(&a.trust).await?, &opts, &a.common.pids()).await?,
                 Protocol::Irc => {
+                    a.common.one_server("irc")?;
                     let addr = resolve_addr(&a.common.server, a.common.allow_remote).await?;
                     irc::run(addr, &opts, a.common.server_pid).await?
                 }
@@ -331,6 +361,7 @@ async fn run(mode: Mode) -> Result<(Report, bool), BenchError> {
             Ok((report, a.common.json))
         }
         Mode::E2eFanout(a) => {
+            a.common.one_server("e2e-fanout")?;
             if !(MIN_SIZE..=30_000).contains(&a.size) {
                 return Err(BenchError::Usage(format!("--size must be {MIN_SIZE} to 30000 bytes")));
             }
@@ -354,6 +385,7 @@ async fn run(mode: Mode) -> Result<(Report, bool), BenchError> {
             Ok((e2e_fanout::run(target, &opts, a.common.server_pid).await?, a.common.json))
         }
         Mode::Bulk(a) => {
+            a.common.one_server("bulk")?;
             let target = Arc::new(Target::resolve(&a.common.server, &a.trust, a.common.allow_remote).await?);
             let limit = seconds("timeout", a.timeout)?;
             Ok((bulk::run(target, a.bytes, limit, &a.name_prefix, a.common.server_pid).await?, a.common.json))
@@ -369,11 +401,9 @@ async fn run(mode: Mode) -> Result<(Report, bool), BenchError> {
                 name_prefix: a.name_prefix,
             };
             let report = match a.protocol {
-                Store::Cipherline => {
-                    let target = Arc::new(Target::resolve(&a.common.server, &a.trust, a.common.allow_remote).await?);
-                    durable::run(target, &opts, a.common.server_pid).await?
-                }
+                Store::Cipherline => durable::run(a.common.target(&a.trust).await?, &opts, &a.common.pids()).await?,
                 Store::Nats => {
+                    a.common.one_server("nats")?;
                     let addr = resolve_addr(&a.common.server, a.common.allow_remote).await?;
                     durable::run_nats(&format!("nats://{addr}"), &opts, a.common.server_pid).await?
                 }
@@ -382,6 +412,7 @@ async fn run(mode: Mode) -> Result<(Report, bool), BenchError> {
         }
         Mode::PrivateOp(a) => Ok((privop::run(&a.key, seconds("duration", a.duration)?)?, a.json)),
         Mode::Idle(a) => {
+            a.common.one_server("idle")?;
             let target = Arc::new(Target::resolve(&a.common.server, &a.trust, a.common.allow_remote).await?);
             let opts = IdleOptions {
                 connections: a.connections as usize,

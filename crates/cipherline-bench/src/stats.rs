@@ -104,6 +104,16 @@ pub fn parse_cpu_secs(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / USER_HZ)
 }
 
+/// The CPU time of several processes together (the nodes of one relay),
+/// `None` if there are none or one cannot be read.
+#[must_use]
+pub fn cpu_secs_of(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| cpu_secs(pid)).sum()
+}
+
 /// This process's CPU time so far.
 #[must_use]
 pub fn own_cpu_secs() -> Option<f64> {

@@ -77,6 +77,9 @@ impl Trust {
 pub struct Target {
     /// Where to connect.
     pub addr: SocketAddr,
+    /// Further nodes of the same relay (one key): clients that take an
+    /// index ([`Target::at`]) are spread over `addr` and these in turn.
+    pub nodes: Vec<SocketAddr>,
     /// HOST:PORT as given (the known-servers entry).
     pub name: String,
     /// The trust decision.
@@ -88,7 +91,26 @@ impl Target {
     /// `allow_remote`.
     pub async fn resolve(server: &str, trust: &TrustArgs, allow_remote: bool) -> Result<Self, BenchError> {
         let addr = resolve_addr(server, allow_remote).await?;
-        Ok(Target { addr, name: server.to_owned(), trust: Trust::new(trust, server)? })
+        Ok(Target { addr, nodes: Vec::new(), name: server.to_owned(), trust: Trust::new(trust, server)? })
+    }
+
+    /// Adds further nodes of the same relay (HOST:PORT each), under the
+    /// same loopback rule.
+    pub async fn with_nodes(mut self, nodes: &[String], allow_remote: bool) -> Result<Self, BenchError> {
+        for node in nodes {
+            self.nodes.push(resolve_addr(node, allow_remote).await?);
+        }
+        Ok(self)
+    }
+
+    /// The address of the `i`th client: `addr`, then each further node, in
+    /// turn.
+    #[must_use]
+    pub fn at(&self, i: usize) -> SocketAddr {
+        match i % (self.nodes.len() + 1) {
+            0 => self.addr,
+            k => self.nodes.get(k - 1).copied().unwrap_or(self.addr),
+        }
     }
 }
 
@@ -115,6 +137,17 @@ pub async fn resolve_addr(server: &str, allow_remote: bool) -> Result<SocketAddr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn clients_are_spread_over_the_nodes_in_turn() {
+        let trust = TrustArgs { accept_new: false, server_key: None, server_fingerprint: None, data_dir: None };
+        let one = Target::resolve("127.0.0.1:1", &trust, false).await.unwrap();
+        assert_eq!(one.at(5).port(), 1, "one node takes every client");
+        let three = one.with_nodes(&["127.0.0.1:2".into(), "127.0.0.1:3".into()], false).await.unwrap();
+        let ports: Vec<u16> = (0..6).map(|i| three.at(i).port()).collect();
+        assert_eq!(ports, [1, 2, 3, 1, 2, 3]);
+        assert!(three.with_nodes(&["192.0.2.1:4".into()], false).await.is_err(), "loopback only");
+    }
 
     #[tokio::test]
     async fn only_loopback_without_allow_remote() {
