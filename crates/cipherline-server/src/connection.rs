@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cipherline_net::{Channel, NetError};
 use cipherline_proto::AlertCode;
-use cipherline_proto::app::{ClientMessage, ErrorCode, GroupRequest, RateLimits, ServerMessage, Target, fold_name};
+use cipherline_proto::app::{ClientMessage, ErrorCode, GroupRequest, RateLimits, ServerMessage, fold_name};
 use cipherline_proto::handshake::alert_frame;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -747,18 +747,9 @@ impl Stored<'_> {
                 }
             }
             ClientMessage::Send { id, to, text, signed } => {
-                let elsewhere = match &to {
-                    Target::User(user) => {
-                        hub.look_up(user).await;
-                        hub.live_elsewhere(user).await
-                    }
-                    Target::Room(room) => {
-                        hub.refresh_members(&fold_name(room)).await;
-                        false
-                    }
-                };
+                let elsewhere = hub.elsewhere(me, &to).await;
                 let admit = |recipients| charge(bytes_rate, limits, msg_len, recipients);
-                match hub.send(me, &to, text, id, signed, elsewhere, admit) {
+                match hub.send(me, &to, text, id, signed, &elsewhere, admit) {
                     Ok(out) => match self.relay(id, out).await {
                         Ok(ack) => ack,
                         Err(r) => refuse(r, id),

@@ -139,6 +139,17 @@ pub(crate) struct Hub {
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
+/// What the target of a Send has on other nodes sharing the store.
+pub(crate) enum Elsewhere {
+    /// Nothing known, or no other nodes.
+    Nothing,
+    /// A direct message's target, not known here, is a live-only user on
+    /// another node.
+    User,
+    /// A room's live members on other nodes, as recently read.
+    Room(Arc<Vec<String>>),
+}
+
 /// A message accepted for relaying: what to store for whom and whom to
 /// reach live (PROTOCOL.md §13.9).
 pub(crate) struct Outbound {
@@ -191,6 +202,12 @@ impl Hub {
             mail,
             cluster: None,
         }
+    }
+
+    /// Whether `me` may send to open room `room` (folded): a stored
+    /// member, or this session joined it.
+    pub(crate) fn may_speak(&self, me: &Me, room: &str) -> bool {
+        self.lock().may_speak(me, room)
     }
 
     /// Whether `name` has a stored queue: the server has a store and an
@@ -564,9 +581,9 @@ impl Hub {
     /// (told the number of recipients; the sender's byte-rate budget,
     /// §13.5) and gives it its id, but queues nothing yet: the caller stores
     /// it for [`Outbound::stored`] recipients, then calls
-    /// [`Hub::deliver_outbound`] (PROTOCOL.md §13.9). `elsewhere`: a
-    /// direct message's target, not known here, is a live-only user on
-    /// another node ([`Hub::live_elsewhere`], which needs the store).
+    /// [`Hub::deliver_outbound`] (PROTOCOL.md §13.9). `elsewhere`: what
+    /// the target has on other nodes ([`Hub::elsewhere`], which needs the
+    /// store).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn send(
         &self,
@@ -575,7 +592,7 @@ impl Hub {
         text: String,
         client_id: u64,
         signature: Option<SendSignature>,
-        elsewhere: bool,
+        elsewhere: &Elsewhere,
         admit: impl FnOnce(usize) -> Result<(), Refusal>,
     ) -> Result<Outbound, Refusal> {
         let from = me.name.as_str();
@@ -601,6 +618,14 @@ impl Hub {
                     members.entry(Cow::Borrowed(m.as_str())).or_insert(m);
                 }
                 let sender = folded(from);
+                // Live members on other nodes are recipients too (§13.5),
+                // each once, unless stored or live here already.
+                if let Elsewhere::Room(names) = elsewhere {
+                    let mut others: Vec<Cow<'_, str>> = names.iter().map(|n| folded(n)).collect();
+                    others.sort_unstable();
+                    others.dedup();
+                    live_users += others.iter().filter(|n| **n != sender && !members.contains_key(*n)).count();
+                }
                 for (_, member) in members.into_iter().filter(|(folded, _)| *folded != sender) {
                     if self.has_inbox(member) {
                         stored.push(member.clone());
@@ -625,7 +650,7 @@ impl Hub {
                 }
                 None if self.has_inbox(user) => stored.push(fold_name(user)),
                 // A live-only user connected to another node.
-                None if elsewhere => {
+                None if matches!(elsewhere, Elsewhere::User) => {
                     remote = Some(Remote::User(fold_name(user)));
                     live_users = 1;
                 }

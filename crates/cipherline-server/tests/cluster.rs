@@ -127,3 +127,16 @@ async fn a_v1_offer_to_other_nodes_only_is_refused() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_message_is_charged_for_members_on_other_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("store.sqlite3"), SqliteOptions::default()).await.unwrap());
+    let net = LocalNet::new();
+    let limits = nodes::fanout::tight_bytes();
+    let a = Node::start_limited(store.clone(), None, Some(Arc::new(net.bus())), limits.clone()).await;
+    let b = Node::start_limited(store.clone(), None, Some(Arc::new(net.bus())), limits).await;
+    nodes::fanout::a_room_message_is_charged_for_members_on_other_nodes(&a.addr, &b.addr).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -28,7 +28,7 @@
 use cipherline_proto::app::{MAX_MESSAGE, ServerMessage, Target, fold_name};
 
 use super::{Cluster, hex, locked};
-use crate::hub::{Hub, Remote};
+use crate::hub::{Elsewhere, Hub, Me, Remote};
 
 /// Payload kind: a frame for a user's sessions.
 const USER: u8 = 1;
@@ -124,6 +124,30 @@ impl Cluster {
 }
 
 impl Hub {
+    /// What `to` has on other nodes, read before `me`'s Send is admitted
+    /// (which is synchronous): a direct message's target bound or live
+    /// elsewhere, or a room's stored members re-read and its live members
+    /// on other nodes (recent, for the charge, §13.5; only for a room `me`
+    /// may speak in).
+    pub(crate) async fn elsewhere(&self, me: &Me, to: &Target) -> Elsewhere {
+        match to {
+            Target::User(user) => {
+                self.look_up(user).await;
+                if self.live_elsewhere(user).await { Elsewhere::User } else { Elsewhere::Nothing }
+            }
+            Target::Room(room) => {
+                let room = fold_name(room);
+                self.refresh_members(&room).await;
+                match &self.cluster {
+                    Some(cluster) if self.may_speak(me, &room) => {
+                        Elsewhere::Room(cluster.members_elsewhere_recent(&room).await)
+                    }
+                    _ => Elsewhere::Nothing,
+                }
+            }
+        }
+    }
+
     /// Whether `name` (not connected here, no stored queue) has a session
     /// on another node: a direct message to it is then published to that
     /// node. A store failure counts as no.

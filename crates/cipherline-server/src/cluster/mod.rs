@@ -98,6 +98,9 @@ pub(crate) struct Cluster {
     /// This node's live members by open room (folded), as its roster
     /// entries must say (step 4).
     rosters: Mutex<HashMap<String, Vec<String>>>,
+    /// Other nodes' live members by open room, with when they were read
+    /// (for charging room messages, `roster`).
+    remote_rosters: Mutex<HashMap<String, roster::Recent>>,
     /// A floor put and the delete when the name's last session ends must
     /// not overtake each other (a late delete would drop a live floor).
     stripes: Vec<tokio::sync::Mutex<()>>,
@@ -205,6 +208,7 @@ impl Cluster {
             present: Mutex::new(HashMap::new()),
             followed: Mutex::new(HashSet::new()),
             rosters: Mutex::new(HashMap::new()),
+            remote_rosters: Mutex::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         Ok((Arc::new(cluster), rx))

@@ -8,8 +8,13 @@
 //! Another node's entry is parsed strictly: bounded in size, UTF-8, at
 //! most [`MAX_MEMBERS`] names of at most [`MAX_NAME`] bytes each, none
 //! empty; a damaged entry adds nothing.
+//!
+//! A room message is charged for its members on other nodes too (§13.5):
+//! those names are read at most once per [`ROSTER_AGE`] per room and kept
+//! meanwhile, so a busy room costs one scan a second, not one a message.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cipherline_proto::app::{MAX_MEMBERS, MAX_NAME};
 use cipherline_store::Store as _;
@@ -20,6 +25,15 @@ use crate::mail::bounded;
 
 /// The largest roster entry read: every name at its longest, a newline each.
 const MAX_ROSTER: usize = MAX_MEMBERS * (MAX_NAME + 1);
+
+/// How long other nodes' members of a room, as read for charging a room
+/// message, are used before they are read again.
+const ROSTER_AGE: Duration = Duration::from_secs(1);
+/// Rooms whose other-node members are kept; past it the oldest half goes.
+const KEPT_ROOMS: usize = 4096;
+
+/// Other nodes' live members of a room and when they were read.
+pub(super) type Recent = (Instant, Arc<Vec<String>>);
 
 fn roster_prefix(room: &str) -> String {
     format!("roster/{room}/")
@@ -70,6 +84,31 @@ impl Cluster {
             Some(names) => bounded(self.store.put(&key, names.into_bytes())).await.map(drop),
             None => bounded(self.store.delete(&key)).await.map(drop),
         }
+    }
+
+    /// The live members of `room` on other live nodes, as read at most
+    /// [`ROSTER_AGE`] ago (what a room message is charged for); none if the
+    /// store cannot be read.
+    pub(crate) async fn members_elsewhere_recent(&self, room: &str) -> Arc<Vec<String>> {
+        if let Some((at, names)) = locked(&self.remote_rosters).get(room)
+            && at.elapsed() < ROSTER_AGE
+        {
+            return names.clone();
+        }
+        let names = Arc::new(self.members_elsewhere(room).await.unwrap_or_else(|(_, why)| {
+            tracing::warn!(node = %self.node, "could not read other nodes' room members: {why}");
+            Vec::new()
+        }));
+        let mut kept = locked(&self.remote_rosters);
+        if kept.len() >= KEPT_ROOMS {
+            let mut ages: Vec<Instant> = kept.values().map(|(at, _)| *at).collect();
+            ages.sort_unstable();
+            if let Some(&median) = ages.get(ages.len() / 2) {
+                kept.retain(|_, (at, _)| *at > median);
+            }
+        }
+        kept.insert(room.to_owned(), (Instant::now(), names.clone()));
+        names
     }
 
     /// The live members of `room` on other live nodes.

@@ -14,7 +14,7 @@ impl Hub {
         signature: Option<SendSignature>,
         admit: impl FnOnce(usize) -> Result<(), Refusal>,
     ) -> Result<u64, Refusal> {
-        let out = self.send(me, to, text, client_id, signature, false, admit)?;
+        let out = self.send(me, to, text, client_id, signature, &Elsewhere::Nothing, admit)?;
         let id = out.id;
         self.deliver_outbound(out, &[]);
         Ok(id)

@@ -102,6 +102,44 @@ pub async fn an_open_room_message_reaches_members_on_three_nodes_once_each(a: &s
     assert_eq!(ben.who("lobby").await.unwrap(), ["amy", "ann", "ben", "dora"]);
 }
 
+/// The limits under which [`a_room_message_is_charged_for_members_on_other_nodes`]
+/// runs: a byte budget of 20,000 that does not refill within the test.
+pub fn tight_bytes() -> cipherline_server::Limits {
+    cipherline_server::Limits {
+        max_message_bytes: 20_000,
+        bytes_per_sec: 1,
+        bytes_burst: 20_000,
+        ..cipherline_server::Limits::default()
+    }
+}
+
+/// A room message costs its size times its recipients on every node
+/// (§13.5): ann on `a` with three room members on `b` has used 18 KB of
+/// relay work with one 6 KB message, so a second one is over the 20 KB
+/// budget of [`tight_bytes`]. Counting only `a`'s members would charge
+/// nothing.
+pub async fn a_room_message_is_charged_for_members_on_other_nodes(a: &str, b: &str) {
+    let mut ann = keyless(a, "ann").await;
+    let mut others = Vec::new();
+    for name in ["ben", "bob", "bea"] {
+        let mut c = keyless(b, name).await;
+        c.join("hall").await.unwrap();
+        others.push(c);
+    }
+    ann.join("hall").await.unwrap();
+    settle().await;
+    let text = "x".repeat(6000);
+    ann.send_acked(Target::Room("hall".into()), &text).await.expect("18 KB of a 20 KB budget");
+    for c in &mut others {
+        assert_eq!(drain(c).await.len(), 1, "each member on b got it");
+    }
+    let second = ann.send_acked(Target::Room("hall".into()), &text).await;
+    assert!(
+        matches!(second, Err(ClientError::Refused { code: ErrorCode::RateLimited, .. })),
+        "a second 6 KB message to three is over the budget: {second:?}"
+    );
+}
+
 /// A direct message to a live-only user connected to another node is
 /// delivered (and counted live in the Ack); a name connected nowhere is
 /// still unknown.

@@ -32,6 +32,16 @@ impl Node {
     /// A node on `sqlite` (and `nats` for queues and keys, if given),
     /// talking to the others over `bus` (the NATS default if `None`).
     pub async fn start(sqlite: Arc<SqliteStore>, nats: Option<Arc<NatsStore>>, bus: Option<Arc<dyn Bus>>) -> Node {
+        Node::start_limited(sqlite, nats, bus, Limits::default()).await
+    }
+
+    /// [`Node::start`] with `limits` (the per-address ones lifted).
+    pub async fn start_limited(
+        sqlite: Arc<SqliteStore>,
+        nats: Option<Arc<NatsStore>>,
+        bus: Option<Arc<dyn Bus>>,
+        limits: Limits,
+    ) -> Node {
         let identities = Arc::new(Identities::open_in_memory());
         let options = RunOptions {
             identities: identities.clone(),
@@ -40,8 +50,7 @@ impl Node {
             cluster: bus,
             ..RunOptions::default()
         };
-        let (addr, stop, task) =
-            crate::common::start_node(crate::common::node_limits(Limits::default()), options).await;
+        let (addr, stop, task) = crate::common::start_node(crate::common::node_limits(limits), options).await;
         Node { addr, identities, stop: Some(stop), task }
     }
 
