@@ -96,7 +96,10 @@ start_nats() { # sets NATS_PID, NATS_URL
   local port
   port=$(free_port)
   rm -rf "$WORK/jetstream"
-  taskset -c $SERVER_CORE "$NATS" -a 127.0.0.1 -p "$port" -js -sd "$WORK/jetstream" >"$WORK/nats.log" 2>&1 &
+  # The relay's store needs a payload of a full stored message (docs/cluster.md).
+  printf 'listen: "127.0.0.1:%s"\nmax_payload: 2MB\njetstream { store_dir: "%s" }\n' "$port" "$WORK/jetstream" \
+    >"$WORK/nats.conf"
+  taskset -c $SERVER_CORE "$NATS" -c "$WORK/nats.conf" >"$WORK/nats.log" 2>&1 &
   NATS_PID=$!
   PIDS+=("$NATS_PID")
   wait_port "$port"

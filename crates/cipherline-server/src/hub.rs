@@ -53,13 +53,8 @@ pub(crate) struct Me {
 /// One connection of a user.
 struct Session {
     id: u64,
-    tx: mpsc::Sender<Queued>,
-    /// Bytes in `tx`'s queue.
-    queued: ClientBytes,
-    kick: CancellationToken,
-    /// Set when a delivery cut this connection off: checked for every
-    /// delivery instead of `kick` (whose check takes a lock).
-    kicked: AtomicBool,
+    /// Where its messages are queued.
+    outlet: Arc<Outlet>,
     /// The rooms this connection joined.
     rooms: BTreeSet<String>,
     /// Rung when a message is stored for the user (users with a stored
@@ -67,6 +62,21 @@ struct Session {
     wake: Option<Arc<Notify>>,
     /// Once it resumed: the highest queue position it acknowledged.
     acked: Option<u64>,
+}
+
+/// The sending end of one connection's queue: all a delivery needs. A
+/// message's live recipients are collected as these (an `Arc` each, no
+/// name copied, no second lookup when it is queued).
+pub(crate) struct Outlet {
+    /// The user's name, for the log line when it is cut off.
+    name: String,
+    tx: mpsc::Sender<Queued>,
+    /// Bytes in `tx`'s queue.
+    queued: ClientBytes,
+    kick: CancellationToken,
+    /// Set when a delivery cut this connection off: checked for every
+    /// delivery instead of `kick` (whose check takes a lock).
+    kicked: AtomicBool,
 }
 
 /// A connected user: one name, one identity key (or none), and one or more
@@ -100,8 +110,8 @@ impl Session {
     /// queue, in messages and in bytes, stays free for everything else,
     /// including the FileCancelled that tells this peer when it had no room.
     fn has_room_for_data(&self, len: usize, backlog: &Backlog) -> bool {
-        let bytes = self.queued.load(Ordering::Relaxed).saturating_add(len);
-        self.tx.capacity() > self.tx.max_capacity() / 4 && bytes <= backlog.per_client / 4 * 3 && backlog.bulk_ok()
+        let (tx, bytes) = (&self.outlet.tx, self.outlet.queued.load(Ordering::Relaxed).saturating_add(len));
+        tx.capacity() > tx.max_capacity() / 4 && bytes <= backlog.per_client / 4 * 3 && backlog.bulk_ok()
     }
 }
 
@@ -162,7 +172,7 @@ pub(crate) struct Outbound {
     /// Recipients with a stored queue.
     pub(crate) stored: Vec<String>,
     /// Connections reached live only.
-    live: Vec<(String, u64)>,
+    live: Vec<Arc<Outlet>>,
     /// Users among `live`.
     pub(crate) live_users: usize,
     /// A direct message (a full queue is then an error, not a count).
@@ -234,7 +244,7 @@ impl State {
     fn deliver(&self, name: &str, msg: &Outgoing) {
         let Some(peer) = self.users.get(name) else { return };
         for session in &peer.sessions {
-            self.deliver_session(name, session, msg);
+            self.deliver_outlet(&session.outlet, msg);
         }
     }
 
@@ -242,12 +252,12 @@ impl State {
     fn deliver_in_room(&self, name: &str, room: &str, msg: &Outgoing) {
         let Some(peer) = self.users.get(name) else { return };
         for session in peer.sessions.iter().filter(|s| s.rooms.contains(room)) {
-            self.deliver_session(name, session, msg);
+            self.deliver_outlet(&session.outlet, msg);
         }
     }
 
     /// Queues `msg` for one connection, or cuts it off (see [`State::deliver`]).
-    fn deliver_session(&self, name: &str, peer: &Session, msg: &Outgoing) {
+    fn deliver_outlet(&self, peer: &Outlet, msg: &Outgoing) {
         if peer.kicked.load(Ordering::Relaxed) {
             return;
         }
@@ -255,12 +265,15 @@ impl State {
             "its queued bytes would exceed max_queued_bytes_per_client"
         } else if self.backlog.total() > self.backlog.max_total {
             "the server's queues hold max_queued_bytes_total"
-        } else if peer.tx.try_send(Queued::new(msg.clone(), &peer.queued)).is_err() {
-            "its queue holds queue_len messages"
         } else {
-            return;
+            match peer.tx.try_send(Queued::new(msg.clone(), &peer.queued)) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => "its queue holds queue_len messages",
+                // Gone since the message's recipients were collected.
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
         };
-        tracing::warn!(peer = name, "dropping slow client: {why}");
+        tracing::warn!(peer = peer.name, "dropping slow client: {why}");
         peer.kicked.store(true, Ordering::Relaxed);
         peer.kick.cancel();
     }
@@ -268,7 +281,7 @@ impl State {
     /// Queues `msg` for connection `session` of `name`, if still connected.
     fn deliver_to(&self, name: &str, session: u64, msg: &Outgoing) {
         if let Some(s) = self.users.get(name).and_then(|p| p.session(session)) {
-            self.deliver_session(name, s, msg);
+            self.deliver_outlet(&s.outlet, msg);
         }
     }
 
@@ -294,7 +307,7 @@ impl State {
             // Only the session that accepted gets the data.
             let Some(session) = self.users.get(name).and_then(|p| p.session(*id)) else { continue };
             if session.has_room_for_data(bytes.len(), &self.backlog) {
-                self.deliver_session(name, session, &bytes);
+                self.deliver_outlet(&session.outlet, &bytes);
             } else {
                 slow.push(name);
             }
@@ -367,16 +380,9 @@ impl Hub {
         let folded = fold_name(name);
         let skeleton = name_skeleton(name);
         let id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
-        let session = Session {
-            id,
-            tx,
-            queued: ClientBytes::default(),
-            kick,
-            kicked: AtomicBool::new(false),
-            rooms: BTreeSet::new(),
-            wake,
-            acked: None,
-        };
+        let outlet =
+            Outlet { name: name.to_owned(), tx, queued: ClientBytes::default(), kick, kicked: AtomicBool::new(false) };
+        let session = Session { id, outlet: Arc::new(outlet), rooms: BTreeSet::new(), wake, acked: None };
         if let Some(taken) = state.by_fold.get(&folded).cloned() {
             let peer =
                 state.users.get_mut(&taken).ok_or_else(|| (ErrorCode::NameTaken, "the name is in use".into()))?;
@@ -632,7 +638,7 @@ impl Hub {
                     } else if let Some(peer) = state.users.get(member) {
                         let before = live.len();
                         let sessions = peer.sessions.iter().filter(|s| s.rooms.contains(&room));
-                        live.extend(sessions.map(|s| (member.clone(), s.id)));
+                        live.extend(sessions.map(|s| s.outlet.clone()));
                         live_users += usize::from(live.len() > before);
                     }
                 }
@@ -645,7 +651,7 @@ impl Hub {
                 Some(user) if self.has_inbox(&user) => stored.push(user),
                 Some(user) => {
                     let peer = state.users.get(&user);
-                    live.extend(peer.into_iter().flat_map(|p| p.sessions.iter().map(|s| (user.clone(), s.id))));
+                    live.extend(peer.into_iter().flat_map(|p| p.sessions.iter().map(|s| s.outlet.clone())));
                     live_users = 1;
                 }
                 None if self.has_inbox(user) => stored.push(fold_name(user)),
@@ -709,8 +715,8 @@ impl Hub {
             return;
         }
         let bytes = state.backlog.share(out.frame);
-        for (name, session) in &out.live {
-            state.deliver_to(name, *session, &bytes);
+        for outlet in &out.live {
+            state.deliver_outlet(outlet, &bytes);
         }
     }
 

@@ -104,13 +104,13 @@ fn a_reader_that_stops_reading_is_dropped_by_its_queued_bytes() {
     assert!(kick.is_cancelled(), "the reader was cut off as too slow");
     assert_eq!(sent, 5, "cut off at the fifth 16 KB message, with 64 KiB queued");
     assert!(rx.len() <= 5, "the sender's join notice and four messages");
-    let queued: usize = hub.lock().users.get("reader").unwrap().sessions[0].queued.load(Ordering::Relaxed);
+    let queued: usize = hub.lock().users.get("reader").unwrap().sessions[0].outlet.queued.load(Ordering::Relaxed);
     assert!(queued <= 64 * 1024, "{queued}");
     assert!(!s_kick.is_cancelled());
     drop(rx);
     hub.unregister(&hub.me("reader"));
     let state = hub.lock();
-    let sender_holds = state.users.get("sender").unwrap().sessions[0].queued.load(Ordering::Relaxed);
+    let sender_holds = state.users.get("sender").unwrap().sessions[0].outlet.queued.load(Ordering::Relaxed);
     assert_eq!(state.backlog.total(), sender_holds, "only the notice that the reader left is still queued");
 }
 
@@ -125,7 +125,7 @@ fn room_messages_count_once_in_total_and_senders_wait_when_it_is_spent() {
     hub.join(&hub.me("sender"), "room", 32, false).unwrap();
     let text = "x".repeat(16_000);
     hub.send_live(&hub.me("sender"), &Target::Room("room".into()), text.clone(), 1, None, |_| Ok(())).unwrap();
-    let one = hub.lock().users.get("r0").unwrap().sessions[0].queued.load(Ordering::Relaxed);
+    let one = hub.lock().users.get("r0").unwrap().sessions[0].outlet.queued.load(Ordering::Relaxed);
     assert!(one > 16_000);
     // Four recipients (and the join notices they already held), counted once.
     let queued_each = one;
