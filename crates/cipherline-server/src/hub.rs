@@ -18,7 +18,7 @@
 //! transfer instead (see `State::relay_chunk`).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -617,25 +617,43 @@ impl Hub {
                     return Err(not_in_room(&room));
                 }
                 // Each member once, by folded name: connected ones as they
-                // spell their names, stored ones folded.
-                let mut members: BTreeMap<Cow<'_, str>, &String> =
-                    state.rooms.get(&room).into_iter().flatten().map(|m| (folded(m), m)).collect();
-                for m in state.stored_members.get(&room).into_iter().flatten() {
-                    members.entry(Cow::Borrowed(m.as_str())).or_insert(m);
-                }
+                // spell their names, stored ones folded. Connected names
+                // are unique by folded form already (§13.4): only stored
+                // members need merging in.
+                let connected = state.rooms.get(&room).into_iter().flatten();
+                let members: Vec<&String> = match state.stored_members.get(&room).filter(|s| !s.is_empty()) {
+                    None => connected.collect(),
+                    Some(kept) => {
+                        let mut all: BTreeMap<Cow<'_, str>, &String> = connected.map(|m| (folded(m), m)).collect();
+                        for m in kept {
+                            all.entry(Cow::Borrowed(m.as_str())).or_insert(m);
+                        }
+                        all.into_values().collect()
+                    }
+                };
                 let sender = folded(from);
                 // Live members on other nodes are recipients too (§13.5),
                 // each once, unless stored or live here already.
-                if let Elsewhere::Room(names) = elsewhere {
+                if let Elsewhere::Room(names) = elsewhere
+                    && !names.is_empty()
+                {
+                    let here: HashSet<Cow<'_, str>> = members.iter().map(|m| folded(m)).collect();
                     let mut others: Vec<Cow<'_, str>> = names.iter().map(|n| folded(n)).collect();
                     others.sort_unstable();
                     others.dedup();
-                    live_users += others.iter().filter(|n| **n != sender && !members.contains_key(*n)).count();
+                    live_users += others.iter().filter(|n| **n != sender && !here.contains(*n)).count();
                 }
-                for (_, member) in members.into_iter().filter(|(folded, _)| *folded != sender) {
-                    if self.has_inbox(member) {
+                for member in members {
+                    if folded(member) == sender {
+                        continue;
+                    }
+                    let peer = state.users.get(member.as_str());
+                    // A name without a key has no stored queue (only a key
+                    // binds a name): no look-up in the bindings.
+                    let keyless = peer.is_some_and(|p| p.key.is_none());
+                    if !keyless && self.has_inbox(member) {
                         stored.push(member.clone());
-                    } else if let Some(peer) = state.users.get(member) {
+                    } else if let Some(peer) = peer {
                         let before = live.len();
                         let sessions = peer.sessions.iter().filter(|s| s.rooms.contains(&room));
                         live.extend(sessions.map(|s| s.outlet.clone()));
