@@ -181,6 +181,7 @@ impl Offers {
                 total: s.out.size,
                 state: TransferState::Running,
                 offer: None,
+                resumed: 0,
             });
         }
         for ((from, _), r) in &self.receiving {
@@ -194,6 +195,7 @@ impl Offers {
                 total: r.incoming.size,
                 state: TransferState::Running,
                 offer: None,
+                resumed: 0,
             });
         }
         for o in &self.pending {
@@ -207,6 +209,7 @@ impl Offers {
                 total: o.size,
                 state: TransferState::Offered,
                 offer: Some(o.id),
+                resumed: 0,
             });
         }
         out

@@ -109,6 +109,10 @@ pub struct TransferInfo {
     /// take it), where known: an end-to-end download's delivery id, a
     /// version-1 offer's id.
     pub offer: Option<u64>,
+    /// An end-to-end upload that continued an earlier one: the bytes the
+    /// relay held already (what `send --file --json` reports as where it
+    /// resumed); 0 otherwise.
+    pub resumed: u64,
 }
 
 /// One transfer this engine runs: how it stands, and an upload's local id
@@ -265,10 +269,13 @@ impl Reporter {
         }
     }
 
-    fn set_upload(&self, id: u64) {
+    /// The upload's local id once it has one, and where it resumed (0
+    /// for a new one).
+    fn set_upload(&self, id: u64, resumed: u64) {
         with(&self.table, |t| {
             if let Some(e) = t.get_mut(&self.transfer) {
                 e.upload = Some(id);
+                e.info.resumed = resumed.min(e.info.total);
             }
         });
     }
@@ -396,6 +403,7 @@ impl<C: Connector> Engine<C> {
             total: size,
             state: TransferState::Running,
             offer: None,
+            resumed: 0,
         };
         let report = self.transfers.add(info, self.events.clone());
         let task = tokio::task::spawn_local(send_task(self.connector.clone(), report, path, group_id, to));
@@ -447,6 +455,7 @@ impl<C: Connector> Engine<C> {
             total: record.size,
             state: TransferState::Queued,
             offer: Some(record.message),
+            resumed: 0,
         };
         let report = self.transfers.add(info, self.events.clone());
         let permits = self.transfers.downloads.clone();
@@ -485,6 +494,7 @@ impl<C: Connector> Engine<C> {
                     total: p.total,
                     state: if p.state == "offered" { TransferState::Offered } else { TransferState::Paused },
                     offer,
+                    resumed: 0,
                 });
             }
         }
@@ -555,8 +565,8 @@ async fn send_task<C: Connector>(connector: Rc<C>, report: Reporter, path: PathB
             let mut ticker = Ticker::new(PROGRESS_EVERY);
             let progress = report.clone();
             let mut on_event = move |event: UploadEvent| match event {
-                UploadEvent::Started { id, from, total, .. } => {
-                    progress.set_upload(id);
+                UploadEvent::Started { id, from, total, resumed } => {
+                    progress.set_upload(id, if resumed { from } else { 0 });
                     if ticker.due(from, total) {
                         progress.progress(from);
                     }
@@ -651,6 +661,7 @@ mod tests {
             total: 10,
             state: TransferState::Queued,
             offer: None,
+            resumed: 0,
         };
         let report = transfers.add(info, tx);
         report.progress(4);
@@ -676,13 +687,39 @@ mod tests {
             total: 10,
             state: TransferState::Running,
             offer: None,
+            resumed: 0,
         };
         let report = transfers.add(info, tx);
-        report.set_upload(7);
+        report.set_upload(7, 0);
         assert_eq!(transfers.key_of("u7").as_deref(), Some("s1"), "an engine upload is found by its local id");
         report.progress(1);
         report.progress(2);
         assert!(matches!(rx.try_recv(), Ok(Event::Transfer { done: 1, .. })));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_upload_that_continues_says_where_it_resumed() {
+        let mut transfers = Transfers::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let info = TransferInfo {
+            transfer: "s1".into(),
+            outgoing: true,
+            to: Target::Room("r".into()),
+            from: None,
+            name: "f".into(),
+            done: 0,
+            total: 10,
+            state: TransferState::Running,
+            offer: None,
+            resumed: 0,
+        };
+        let report = transfers.add(info, tx);
+        let resumed = |t: &Transfers| with(&t.table, |t| t.get("s1").map(|e| e.info.resumed));
+        assert_eq!(resumed(&transfers), Some(0), "a new upload starts at 0");
+        report.set_upload(2, 6);
+        assert_eq!(resumed(&transfers), Some(6), "the relay's bytes are where the upload continued");
+        report.set_upload(2, 99);
+        assert_eq!(resumed(&transfers), Some(10), "never past the file's size");
     }
 }
