@@ -69,7 +69,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use cipherline_store::{AnyStore, NatsOptions, NatsStore, SqliteOptions, SqliteStore};
+pub use cipherline_store::{AnyStore, NatsConnection, NatsOptions, NatsStore, SqliteOptions, SqliteStore};
 pub use config::{Limits, Settings};
 pub use error::ServerError;
 pub use identity::{Identities, IdentityPolicy};

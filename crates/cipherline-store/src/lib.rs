@@ -78,7 +78,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
 pub use any::AnyStore;
-pub use nats::{NatsOptions, NatsStore};
+pub use nats::{NatsConnection, NatsOptions, NatsStore};
 
 pub use blob::{
     BLOB_DIR, BLOB_ID_LEN, BlobCreated, BlobFinished, BlobId, BlobQuota, BlobRead, BlobRecord, BlobStore, BlobUsage,

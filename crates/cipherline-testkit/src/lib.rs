@@ -18,6 +18,8 @@ pub struct NatsServer {
     child: Option<Child>,
     url: String,
     dir: tempfile::TempDir,
+    /// More configuration (a cluster member's name and routes).
+    extra: String,
 }
 
 /// The `nats-server` binary: `$NATS_SERVER`, else `nats-server` on the
@@ -52,7 +54,7 @@ impl NatsServer {
     #[must_use]
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory for nats-server");
-        let mut server = NatsServer { child: None, url: String::new(), dir };
+        let mut server = NatsServer { child: None, url: String::new(), dir, extra: String::new() };
         server.spawn();
         server
     }
@@ -80,8 +82,9 @@ impl NatsServer {
         std::fs::write(
             &config,
             format!(
-                "host: 127.0.0.1\nport: -1\nmax_payload: 4MB\njetstream {{\n  store_dir: {:?}\n}}\n",
-                root.join("js").display().to_string()
+                "host: 127.0.0.1\nport: -1\nmax_payload: 4MB\njetstream {{\n  store_dir: {:?}\n}}\n{}",
+                root.join("js").display().to_string(),
+                self.extra
             ),
         )
         .unwrap();
@@ -136,5 +139,63 @@ fn wait_for_port(path: &Path, child: &mut Child) -> String {
         }
         assert!(Instant::now() < deadline, "nats-server wrote no ports file in 20 s");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Three `nats-server`s with JetStream clustered on 127.0.0.1 (cluster
+/// `cipherline-test`, servers `n0`..`n2`, routes on ports picked free just
+/// before the start), each with its own store directory; all killed on drop.
+/// JetStream needs a few seconds after the start to elect its meta leader:
+/// callers retry their first JetStream request (bounded).
+pub struct NatsCluster {
+    servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the three servers and waits until each listens for clients.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    #[must_use]
+    pub fn start() -> Self {
+        // Route ports must be known to every member before any starts: take
+        // three free ones from the kernel (a race with other programs is
+        // possible, and would fail the start loudly).
+        let routes: Vec<u16> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let urls: Vec<String> = routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+        let servers = routes
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let dir = tempfile::tempdir().expect("a temporary directory for nats-server");
+                let extra = format!(
+                    "server_name: n{i}\ncluster {{\n  name: cipherline-test\n  listen: 127.0.0.1:{port}\n  routes: [{}]\n}}\n",
+                    urls.join(", ")
+                );
+                let mut server = NatsServer { child: None, url: String::new(), dir, extra };
+                server.spawn();
+                server
+            })
+            .collect();
+        NatsCluster { servers }
+    }
+
+    /// The client URLs of all three, comma-separated (for `--store`).
+    #[must_use]
+    pub fn urls(&self) -> String {
+        self.servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Server `i` (0, 1 or 2).
+    ///
+    /// # Panics
+    /// When `i` is 3 or more.
+    pub fn server(&mut self, i: usize) -> &mut NatsServer {
+        self.servers.get_mut(i).expect("a cluster of three")
     }
 }

@@ -45,8 +45,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub key: Option<PathBuf>,
 
-    /// A TOML configuration file (keys: listen, data_dir, key, and a
-    /// [limits] table); flags override it.
+    /// A TOML configuration file (keys: listen, data_dir, key, store, and
+    /// the [limits], [identity] and [nats] tables); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -83,6 +83,32 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 
+    /// With a NATS store: the NATS credentials file (.creds, a user JWT
+    /// and NKey seed) to connect with. Config file: nats.creds.
+    #[arg(long, value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// With a NATS store: PEM file of the CA that signed the NATS servers'
+    /// certificates (implies TLS). Config file: nats.tls_ca.
+    #[arg(long, value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// With a NATS store: PEM client certificate for servers that verify
+    /// clients (with --nats-tls-key; implies TLS). Config file:
+    /// nats.tls_cert.
+    #[arg(long, value_name = "FILE", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// With a NATS store: the PEM private key of --nats-tls-cert. Config
+    /// file: nats.tls_key.
+    #[arg(long, value_name = "FILE", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// With a NATS store: refuse NATS servers that do not offer TLS.
+    /// Config file: nats.tls_required = true.
+    #[arg(long)]
+    pub nats_tls_required: bool,
+
     /// Check the configuration and exit, without listening or creating
     /// anything: the config file (TOML keys and [limits]), the listen
     /// address, the server key (loaded if it exists) and the identity
@@ -102,6 +128,21 @@ struct IdentityConfig {
     authorized_keys: Option<PathBuf>,
 }
 
+/// The `[nats]` table of the configuration file: how to reach the NATS
+/// servers of `store` (the flags of the same names override it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatsConfig {
+    creds: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    tls_required: bool,
+    /// Replicas of the JetStream streams; default min(3, cluster size).
+    replicas: Option<usize>,
+}
+
 /// The configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +150,10 @@ struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     key: Option<PathBuf>,
+    /// Same as `--store`.
+    store: Option<String>,
+    #[serde(default)]
+    nats: NatsConfig,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -205,7 +250,8 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
     let file = load_config(args)?;
     let data_dir = data_dir(args, &file)?;
     let addr = listen_addr(args, &file)?;
-    let nats_url = store_url(args)?;
+    let nats_url = store_url(args, &file)?;
+    let nats_connection = nats_connection(args, &file, nats_url.is_some())?;
 
     let password = args.password.resolve(false)?;
     if args.password_only && password.is_none() {
@@ -304,7 +350,7 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         let store = Arc::new(open_store(data_dir.path()).await?);
         let nats_store = match &nats_url {
             Some(url) => {
-                let nats = open_nats_store(url).await?;
+                let nats = open_nats_store(url, &nats_connection, file.nats.replicas).await?;
                 println!("message store: NATS JetStream at {url} (messages wait there for offline recipients)");
                 println!("file store: NATS JetStream at {url} (end-to-end files wait there for their recipients)");
                 Some(Arc::new(nats))
@@ -368,13 +414,13 @@ async fn open_store(dir: &std::path::Path) -> Result<cipherline_server::SqliteSt
 
 /// The NATS servers of `--store`, checked for form: `nats://HOST:PORT`,
 /// several separated by commas. `None`: the SQLite store.
-fn store_url(args: &ServeArgs) -> Result<Option<String>, CliError> {
-    let Some(url) = &args.store else { return Ok(None) };
+fn store_url(args: &ServeArgs, file: &FileConfig) -> Result<Option<String>, CliError> {
+    let Some(url) = args.store.as_ref().or(file.store.as_ref()) else { return Ok(None) };
     // The address is printed and logged: it must not carry a password.
     if url.contains('@') {
         return Err(CliError::usage(
             "--store takes no user or password in the address",
-            "give nats://HOST:PORT; NATS credentials are not supported yet",
+            "give nats://HOST:PORT and the credentials with --nats-creds FILE (or TLS client certificates)",
         ));
     }
     let servers: Vec<&str> = url.split(',').map(str::trim).collect();
@@ -392,13 +438,79 @@ fn store_url(args: &ServeArgs) -> Result<Option<String>, CliError> {
     Ok(Some(url.clone()))
 }
 
+/// How to reach NATS: the flags, else the `[nats]` table. Given without a
+/// NATS store they would be silently unused: refused instead. Files are
+/// checked (readable) when connecting, and by `--check-config`.
+fn nats_connection(
+    args: &ServeArgs,
+    file: &FileConfig,
+    has_store: bool,
+) -> Result<cipherline_server::NatsConnection, CliError> {
+    let nats = &file.nats;
+    let (tls_cert, tls_key) = match (&args.nats_tls_cert, &args.nats_tls_key) {
+        (Some(cert), Some(key)) => (Some(cert.clone()), Some(key.clone())),
+        _ => (nats.tls_cert.clone(), nats.tls_key.clone()),
+    };
+    let connection = cipherline_server::NatsConnection {
+        creds: args.nats_creds.clone().or(nats.creds.clone()),
+        tls_ca: args.nats_tls_ca.clone().or(nats.tls_ca.clone()),
+        tls_cert,
+        tls_key,
+        tls_required: args.nats_tls_required || nats.tls_required,
+    };
+    if connection.tls_cert.is_some() != connection.tls_key.is_some() {
+        return Err(config_error(
+            "nats.tls_cert and nats.tls_key go together",
+            "give both (the client certificate and its key) or neither",
+        ));
+    }
+    if let Some(n) = nats.replicas
+        && !(1..=5).contains(&n)
+    {
+        return Err(config_error(
+            format!("nats.replicas = {n}: JetStream allows 1 to 5"),
+            "remove it for min(3, cluster size)",
+        ));
+    }
+    let any = connection.creds.is_some()
+        || connection.tls_ca.is_some()
+        || connection.tls_cert.is_some()
+        || connection.tls_required
+        || nats.replicas.is_some();
+    if any && !has_store {
+        return Err(config_error(
+            "NATS connection options given without a NATS store",
+            "add --store nats://HOST:PORT (or store = \"nats://…\" in the config file), or drop the NATS options",
+        ));
+    }
+    let files = [
+        ("credentials file", &connection.creds),
+        ("TLS CA file", &connection.tls_ca),
+        ("TLS client certificate", &connection.tls_cert),
+        ("TLS client key", &connection.tls_key),
+    ];
+    for (what, path) in files {
+        if let Some(path) = path {
+            std::fs::File::open(path).map_err(|e| {
+                config_error(format!("cannot read the NATS {what} {}: {e}", path.display()), "check the path")
+            })?;
+        }
+    }
+    Ok(connection)
+}
+
 /// Connects to NATS and opens the JetStream store there.
-async fn open_nats_store(url: &str) -> Result<cipherline_server::NatsStore, CliError> {
+async fn open_nats_store(
+    url: &str,
+    connection: &cipherline_server::NatsConnection,
+    replicas: Option<usize>,
+) -> Result<cipherline_server::NatsStore, CliError> {
     let options = cipherline_server::NatsOptions {
         max_payload_bytes: cipherline_proto::app::MAX_MESSAGE + 64,
+        replicas,
         ..cipherline_server::NatsOptions::default()
     };
-    cipherline_server::NatsStore::connect(url, options).await.map_err(|e| {
+    cipherline_server::NatsStore::connect_with(url, connection, options).await.map_err(|e| {
         CliError::failed(
             format!("cannot open the message store on NATS at {url}: {e}"),
             "start nats-server with JetStream (nats-server -js, max_payload 2MB or more) or check the address",
@@ -428,7 +540,9 @@ fn check_all(args: &ServeArgs) -> Result<(), CliError> {
     let addr = listen_addr(args, &file)?;
     println!("listen: {addr}");
     println!("data directory: {}", data_dir.path().display());
-    if let Some(url) = store_url(args)? {
+    let url = store_url(args, &file)?;
+    nats_connection(args, &file, url.is_some())?;
+    if let Some(url) = url {
         println!("message store: NATS JetStream at {url} (not contacted by the check)");
     }
 

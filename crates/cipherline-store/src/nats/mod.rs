@@ -122,8 +122,33 @@ pub struct NatsOptions {
     /// First token of every subject (`<subject>.q.…`, `<subject>.k.…`,
     /// `<subject>.b.…`).
     pub subject_prefix: String,
-    /// Replicas of each stream (1 on one server; 3 in a cluster of 3 or more).
-    pub replicas: usize,
+    /// Replicas of each stream. `None` (the default): min(3, cluster
+    /// size), the cluster size being the larger of the number of server
+    /// addresses given to [`NatsStore::connect`] and the number of client
+    /// URLs the server announces for its cluster (`connect_urls` in its
+    /// INFO); when JetStream answers that it cannot place that many, fewer
+    /// (down to 1, with a warning). `Some(n)`: exactly `n` (1 to 5), or an
+    /// error. A stream that exists with another count is updated to this
+    /// one (kept, with a warning, when the servers refuse the update).
+    pub replicas: Option<usize>,
+}
+
+/// How to reach the NATS servers: credentials and TLS (all optional).
+/// Paths are read when connecting; a missing or bad file is an error then.
+#[derive(Debug, Clone, Default)]
+pub struct NatsConnection {
+    /// A NATS credentials file (`.creds`: user JWT and NKey seed).
+    pub creds: Option<std::path::PathBuf>,
+    /// PEM file of the CA that signed the NATS servers' certificates
+    /// (without it, the system's roots).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for servers that verify clients (needs
+    /// [`NatsConnection::tls_key`]).
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of [`NatsConnection::tls_cert`].
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Refuse to talk to a server without TLS.
+    pub tls_required: bool,
 }
 
 impl Default for NatsOptions {
@@ -137,7 +162,7 @@ impl Default for NatsOptions {
             timeout: Duration::from_secs(10),
             stream_prefix: "CIPHERLINE".to_owned(),
             subject_prefix: "cipherline".to_owned(),
-            replicas: 1,
+            replicas: None,
         }
     }
 }
@@ -165,19 +190,53 @@ impl NatsStore {
     /// Connects to the NATS servers at `servers` (`nats://host:port`,
     /// several separated by commas) and opens the store on them.
     pub async fn connect(servers: &str, options: NatsOptions) -> Result<Self> {
+        Self::connect_with(servers, &NatsConnection::default(), options).await
+    }
+
+    /// [`NatsStore::connect`] with credentials and TLS options.
+    pub async fn connect_with(servers: &str, connection: &NatsConnection, options: NatsOptions) -> Result<Self> {
         let addrs = parse_servers(servers)?;
-        let connect = async_nats::ConnectOptions::new()
+        let given = addrs.len();
+        let mut connect = async_nats::ConnectOptions::new()
             .name("cipherline")
             .connection_timeout(options.timeout)
-            .request_timeout(Some(options.timeout));
+            .request_timeout(Some(options.timeout))
+            .require_tls(connection.tls_required);
+        if let Some(path) = &connection.creds {
+            connect = connect.credentials_file(path).await.map_err(|e| {
+                StoreError::Nats(format!("cannot use the NATS credentials file {}: {e}", path.display()))
+            })?;
+        }
+        if let Some(path) = &connection.tls_ca {
+            check_readable("TLS CA file", path)?;
+            connect = connect.add_root_certificates(path.clone()).require_tls(true);
+        }
+        match (&connection.tls_cert, &connection.tls_key) {
+            (Some(cert), Some(key)) => {
+                check_readable("TLS client certificate", cert)?;
+                check_readable("TLS client key", key)?;
+                connect = connect.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(StoreError::Nats(
+                    "a TLS client certificate and its key go together: give both or neither".to_owned(),
+                ));
+            }
+        }
         let client = bounded(options.timeout, "connect", connect.connect(addrs)).await?;
-        Self::open(client, options).await
+        Self::open_sized(client, options, given).await
     }
 
     /// Opens the store on a connected client (credentials and TLS are the
     /// client's business): creates its three streams if they do not exist and
     /// checks that they are usable.
     pub async fn open(client: async_nats::Client, options: NatsOptions) -> Result<Self> {
+        Self::open_sized(client, options, 1).await
+    }
+
+    /// [`NatsStore::open`], `given` server addresses having been named.
+    async fn open_sized(client: async_nats::Client, mut options: NatsOptions, given: usize) -> Result<Self> {
         let server_max = client.server_info().max_payload;
         let needed = options.max_payload_bytes.max(options.max_value_bytes).saturating_add(HEADER_ROOM);
         if server_max < needed {
@@ -190,38 +249,36 @@ impl NatsStore {
         check_token("subject prefix", &options.subject_prefix)?;
         let mut context = jetstream::new(client.clone());
         context.set_timeout(options.timeout);
-        let queues_config = stream::Config {
-            name: format!("{}_QUEUES", options.stream_prefix),
-            subjects: vec![format!("{}.q.>", options.subject_prefix)],
-            storage: stream::StorageType::File,
-            num_replicas: options.replicas.max(1),
-            max_messages_per_subject: -1,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
+        // Asked for explicitly: that count or nothing. Derived: the count,
+        // else fewer when the servers say they cannot place that many (a
+        // server announcing several addresses, a member down at the very
+        // first start); a later start moves the streams up again.
+        let counts: Vec<usize> = match options.replicas {
+            Some(n) if (1..=5).contains(&n) => vec![n],
+            Some(n) => return Err(StoreError::Nats(format!("{n} replicas: JetStream allows 1 to 5"))),
+            None => (1..=auto_replicas(given, &client.server_info().connect_urls)).rev().collect(),
         };
-        let kv_config = stream::Config {
-            name: format!("{}_KV", options.stream_prefix),
-            subjects: vec![format!("{}.k.>", options.subject_prefix)],
-            storage: stream::StorageType::File,
-            num_replicas: options.replicas.max(1),
-            max_messages_per_subject: 1,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        };
-        let blobs_config = stream::Config {
-            name: format!("{}_BLOBS", options.stream_prefix),
-            subjects: vec![format!("{}.b.>", options.subject_prefix)],
-            storage: stream::StorageType::File,
-            num_replicas: options.replicas.max(1),
-            max_messages_per_subject: -1,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        };
-        let queues = open_stream(&context, queues_config, options.timeout).await?;
-        let kv = open_stream(&context, kv_config, options.timeout).await?;
-        let blobs = open_stream(&context, blobs_config, options.timeout).await?;
-        tracing::info!(queues = %queues.cached_info().config.name, kv = %kv.cached_info().config.name, "NATS store opened");
-        Ok(Self { client, queues, kv, blobs, context, options })
+        let mut failed = None;
+        for replicas in counts {
+            match open_streams(&context, &options, replicas).await {
+                Ok((queues, kv, blobs)) => {
+                    tracing::info!(
+                        queues = %queues.cached_info().config.name,
+                        kv = %kv.cached_info().config.name,
+                        replicas,
+                        "NATS store opened"
+                    );
+                    options.replicas = Some(replicas);
+                    return Ok(Self { client, queues, kv, blobs, context, options });
+                }
+                Err(e) if options.replicas.is_none() && cannot_place(&e) => {
+                    tracing::warn!(replicas, error = %e, "JetStream cannot place this many replicas; trying fewer");
+                    failed = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failed.unwrap_or_else(|| StoreError::Nats("no replica count to try".to_owned())))
     }
 
     /// The bounds this store enforces.
@@ -379,6 +436,35 @@ impl crate::BlobStore for NatsStore {
     }
 }
 
+/// Creates (or opens, moving to `replicas`) the store's three streams.
+async fn open_streams(
+    context: &jetstream::Context,
+    options: &NatsOptions,
+    replicas: usize,
+) -> Result<(stream::Stream, stream::Stream, stream::Stream)> {
+    let config = |kind: &str, letter: char, per_subject: i64| stream::Config {
+        name: format!("{}_{kind}", options.stream_prefix),
+        subjects: vec![format!("{}.{letter}.>", options.subject_prefix)],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        max_messages_per_subject: per_subject,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let queues = open_stream(context, config("QUEUES", 'q', -1), options.timeout).await?;
+    let kv = open_stream(context, config("KV", 'k', 1), options.timeout).await?;
+    let blobs = open_stream(context, config("BLOBS", 'b', -1), options.timeout).await?;
+    Ok((queues, kv, blobs))
+}
+
+/// JetStream's answers when it cannot place a stream's replicas: not
+/// clustered (10074), or not enough servers (10023, "insufficient
+/// resources").
+fn cannot_place(e: &StoreError) -> bool {
+    let text = e.to_string();
+    ["10074", "10023", "insufficient resources", "replicas > 1 not supported"].iter().any(|t| text.contains(t))
+}
+
 async fn open_stream(
     context: &jetstream::Context,
     config: stream::Config,
@@ -387,8 +473,9 @@ async fn open_stream(
     let name = config.name.clone();
     let per_subject = config.max_messages_per_subject;
     let subjects = config.subjects.clone();
-    let stream = bounded(timeout, "open stream", context.get_or_create_stream(config)).await?;
-    let found = &stream.cached_info().config;
+    let replicas = config.num_replicas;
+    let mut stream = bounded(timeout, "open stream", context.get_or_create_stream(config)).await?;
+    let found = stream.cached_info().config.clone();
     // A stream of that name made by something else would take our subjects
     // differently (or keep several values per key): refuse it.
     if found.subjects != subjects || found.max_messages_per_subject != per_subject {
@@ -397,7 +484,67 @@ async fn open_stream(
             found.subjects, found.max_messages_per_subject
         )));
     }
+    // A stream made when the cluster was smaller (or with another setting)
+    // is moved to the count asked for now: JetStream adds or removes peers
+    // and copies the data. If the servers refuse (not enough of them up),
+    // the stream keeps working with the replicas it has.
+    if found.num_replicas != replicas {
+        let wanted = stream::Config { num_replicas: replicas, ..found.clone() };
+        match bounded(timeout, "update stream replicas", context.update_stream(wanted)).await {
+            Ok(_) => {
+                stream = settled(context, &name, replicas, timeout).await?;
+                tracing::info!(stream = %name, from = found.num_replicas, to = replicas, "stream replicas changed");
+            }
+            Err(e) => {
+                tracing::warn!(stream = %name, has = found.num_replicas, wanted = replicas, error = %e, "stream replicas kept")
+            }
+        }
+    }
     Ok(stream)
+}
+
+/// The stream `name` once its replica group has a leader and all
+/// `replicas` members caught up (JetStream elects a new group after a
+/// replica change; until then every request to the stream times out), or
+/// as it is after `timeout` (then requests may fail for a while; the
+/// server's callers retry or report `StoreFailed`).
+async fn settled(
+    context: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    timeout: Duration,
+) -> Result<stream::Stream> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let stream = bounded(timeout, "open stream", context.get_stream(name)).await?;
+        let ready = stream.cached_info().cluster.as_ref().is_some_and(|c| {
+            c.leader.is_some() && c.replicas.len() + 1 >= replicas && c.replicas.iter().all(|p| p.current)
+        });
+        if ready || tokio::time::Instant::now() >= deadline {
+            if !ready {
+                tracing::warn!(stream = %name, replicas, "stream replicas not settled yet");
+            }
+            return Ok(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// min(3, cluster size): the cluster size is the larger of the number of
+/// addresses given and the number of distinct client URLs the server
+/// announced for its cluster (empty on a lone server; routes still
+/// forming at start can make it short, hence the given count too).
+fn auto_replicas(given: usize, connect_urls: &[String]) -> usize {
+    let announced = connect_urls.iter().collect::<std::collections::BTreeSet<_>>().len();
+    given.max(announced).clamp(1, 3)
+}
+
+/// A file named in the connection options must be readable now, so that a
+/// typo is reported at start, naming the option.
+fn check_readable(what: &str, path: &std::path::Path) -> Result<()> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| StoreError::Nats(format!("cannot read the NATS {what} {}: {e}", path.display())))
 }
 
 /// Waits for `future` at most `timeout`; maps its error to the store's.
@@ -503,6 +650,18 @@ mod tests {
         assert_eq!(decode("h0"), None);
         assert_eq!(decode("hzz"), None);
         assert_eq!(decode("hff"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn replicas_are_three_at_most_and_follow_the_larger_cluster_view() {
+        let urls = |n: usize| (0..n).map(|i| format!("127.0.0.1:{}", 4000 + i)).collect::<Vec<_>>();
+        assert_eq!(auto_replicas(1, &[]), 1);
+        assert_eq!(auto_replicas(0, &[]), 1);
+        assert_eq!(auto_replicas(1, &urls(2)), 2);
+        assert_eq!(auto_replicas(3, &[]), 3);
+        assert_eq!(auto_replicas(1, &urls(5)), 3);
+        // The same URL announced twice is one server.
+        assert_eq!(auto_replicas(1, &[urls(1).concat(), urls(1).concat()]), 1);
     }
 
     #[test]
