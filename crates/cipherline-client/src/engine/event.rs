@@ -182,7 +182,8 @@ pub enum Event {
         verified: Verified,
     },
     /// Progress of a transfer (at most one per [`PROGRESS_EVERY`] while it
-    /// runs), and how it ended.
+    /// runs, an end-to-end upload also one per hundredth of the file), and
+    /// how it ended.
     Transfer {
         /// Its id, as [`Reply::Transfer`] and [`Command::Files`] name it.
         transfer: String,

@@ -12,9 +12,12 @@
 //!   asked for [`Engine::resume_downloads`]).
 //! - At most [`MAX_DOWNLOADS`] downloads run at once; the others wait,
 //!   reported [`TransferState::Queued`].
-//! - Progress is reported at most once per [`PROGRESS_EVERY`] a transfer,
-//!   plus its start and its end; a progress report finding the event
-//!   channel full is dropped (the next one says more), the end never is.
+//! - Progress is reported at most once per [`PROGRESS_EVERY`] a transfer
+//!   (an upload also once per hundredth of the file, as `send --file
+//!   --json` always reported it: a fast relay takes a whole file between
+//!   two ticks), plus its start and its end; a progress report finding
+//!   the event channel full is dropped (the next one says more), the end
+//!   never is.
 //! - Transfer ids: a download is `d` and its local id (as `cipherline
 //!   files list` names it, the same after a restart); an upload this
 //!   engine started is `s` and a number of this run (the store's `u` id
@@ -632,7 +635,7 @@ async fn send_task<C: Connector>(connector: Rc<C>, report: Reporter, path: PathB
             TransferState::failed(FailReason::Other, "the transfer's connection cannot send end-to-end files")
         }
         Ok(Session { mut client, e2e: Some(e2e), .. }) => {
-            let mut ticker = Ticker::new(PROGRESS_EVERY);
+            let mut ticker = Ticker::new(PROGRESS_EVERY).with_hundredths();
             let progress = report.clone();
             let mut on_event = move |event: UploadEvent| match event {
                 UploadEvent::Started { id, from, total, resumed } => {
