@@ -104,11 +104,11 @@ enum Shown {
     /// An end-to-end upload.
     Upload {
         json: bool,
-        /// Its start, once the engine said it (the JSON lines' `u` id).
-        started: Option<UploadFacts>,
-        /// Its hash, once sent whole.
-        sent: Option<UploadFacts>,
+        /// Its facts with its hash, once sent whole.
+        sent: Option<Box<UploadFacts>>,
+        /// Once it started (the engine said so).
         bar: Option<ProgressBar>,
+        /// Once it started: the JSON lines name it by its `u` id.
         progress: Option<JsonProgress>,
     },
     /// A version-1 offer.
@@ -117,7 +117,7 @@ enum Shown {
 
 impl Shown {
     fn upload(json: bool) -> Self {
-        Shown::Upload { json, started: None, sent: None, bar: None, progress: None }
+        Shown::Upload { json, sent: None, bar: None, progress: None }
     }
 
     fn offer(name: String, size: u64, answer_timeout: u64) -> Self {
@@ -127,9 +127,9 @@ impl Shown {
 
     /// An upload's start (shown), or its hash (kept for its end).
     fn facts(&mut self, facts: UploadFacts) {
-        let Shown::Upload { json, started, sent, bar, progress } = self else { return };
+        let Shown::Upload { json, sent, bar, progress } = self else { return };
         if facts.sha256.is_some() {
-            *sent = Some(facts);
+            *sent = Some(Box::new(facts));
             return;
         }
         let id = format!("u{}", facts.upload);
@@ -148,7 +148,6 @@ impl Shown {
             *bar = Some(b);
         }
         *progress = Some(JsonProgress::new(*json, id));
-        *started = Some(facts);
     }
 
     /// Bytes done of total (an upload's shown once it has started).
