@@ -103,8 +103,6 @@ pub struct Connected {
     pub client: Client,
     /// Remembered keys of other people on this server.
     pub peers: Peers,
-    /// The server as the local store names it (`host:port`).
-    pub server: String,
     /// End-to-end conversations: `None` without an Ed25519 identity key or
     /// without a stored queue on this server (PROTOCOL.md §13.11).
     pub e2e: Option<Conversations>,
@@ -333,7 +331,7 @@ impl ClientArgs {
             }
             _ => None,
         };
-        Ok(Connected { client, peers, server: home.to_string(), e2e })
+        Ok(Connected { client, peers, e2e })
     }
 }
 

@@ -101,6 +101,15 @@ pub enum CliError {
         /// Why it was not delivered.
         error: Box<CliError>,
     },
+    /// The server refused a request, as the client engine reports it
+    /// (its words, not the library's error: a file transfer's end);
+    /// exit code 5.
+    Refused {
+        /// What was refused, and why.
+        what: String,
+        /// What to do about it.
+        hint: String,
+    },
     /// Something else failed; `hint` says what to do.
     Failed {
         /// What went wrong.
@@ -133,6 +142,11 @@ impl CliError {
         CliError::Failed { what: what.into(), hint: hint.into() }
     }
 
+    /// A refused request, as the client engine reports it.
+    pub fn refused(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError::Refused { what: what.into(), hint: hint.into() }
+    }
+
     /// A time limit ran out.
     pub fn timed_out(what: impl Into<String>, hint: impl Into<String>) -> Self {
         CliError::TimedOut { what: what.into(), hint: hint.into() }
@@ -148,6 +162,7 @@ impl CliError {
             CliError::Usage { .. } => USAGE,
             CliError::TimedOut { .. } => TIMEOUT,
             CliError::Undelivered { .. } => exit::UNDELIVERED,
+            CliError::Refused { .. } => REFUSED,
             CliError::Keys(
                 KeysError::UnknownServer { .. }
                 | KeysError::ServerRejected { .. }
@@ -197,9 +212,10 @@ impl CliError {
             CliError::NoTerminal { hint, .. } => Some((*hint).to_owned()),
             CliError::PassphraseMismatch => Some("run the command again and type the same passphrase twice".into()),
             CliError::Terminal(_) => None,
-            CliError::Failed { hint, .. } | CliError::TimedOut { hint, .. } | CliError::Undelivered { hint, .. } => {
-                Some(hint.clone())
-            }
+            CliError::Failed { hint, .. }
+            | CliError::TimedOut { hint, .. }
+            | CliError::Undelivered { hint, .. }
+            | CliError::Refused { hint, .. } => Some(hint.clone()),
             CliError::Line { error, .. } => error.hint(),
             CliError::Client(e) => client_hint(e),
         }
@@ -225,9 +241,10 @@ impl fmt::Display for CliError {
             CliError::NoTerminal { what, .. } => write!(f, "{what}, but there is no terminal to ask on"),
             CliError::PassphraseMismatch => f.write_str("the passphrases do not match"),
             CliError::Terminal(e) => write!(f, "terminal: {e}"),
-            CliError::Failed { what, .. } | CliError::TimedOut { what, .. } | CliError::Undelivered { what, .. } => {
-                f.write_str(what)
-            }
+            CliError::Failed { what, .. }
+            | CliError::TimedOut { what, .. }
+            | CliError::Undelivered { what, .. }
+            | CliError::Refused { what, .. } => f.write_str(what),
             CliError::Line { line, error } => {
                 // Empty lines are skipped, not sent: say "every line with
                 // text", which stays true whatever came before.

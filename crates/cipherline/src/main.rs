@@ -35,7 +35,6 @@ mod chat;
 mod client_args;
 mod connector;
 mod console;
-mod conversation;
 mod daemon;
 mod error;
 mod files;

@@ -1,33 +1,30 @@
 //! `cipherline send`: one-shot messages (and files) for scripts.
 //!
-//! Texts go through the client engine in its one-shot mode (engine/once.rs):
-//! it connects once, never reconnects, and leaves this user's messages on
-//! the relay (unacknowledged, for the next `listen`) unless --wait-reply
-//! asks for them. `--file` still makes its own connections (the engine's
-//! transfer events do not carry what `--json` promises: the upload's `u`
-//! id, where a resumed upload started, the file's hash).
+//! Texts and files go through the client engine in its one-shot mode
+//! (engine/once.rs): it connects once, never reconnects, and leaves this
+//! user's messages on the relay (unacknowledged, for the next `listen`)
+//! unless --wait-reply asks for them. A file's own output is send/file.rs.
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cipherline_client::conversations::Conversations;
+use cipherline_client::ClientError;
 use cipherline_client::display::escape;
 use cipherline_client::engine::{ConnectionState, Engine, EngineHandle, Event, Message, Reply, SendAck, Verified};
 use cipherline_client::local::{Direction, Msg};
-use cipherline_client::{Client, ClientError};
-use cipherline_proto::app::{RoomKind, Target, fold_name};
+use cipherline_proto::app::{Target, fold_name};
 use clap::Args;
 use tokio::sync::mpsc;
 
 use crate::client_args::ClientArgs;
 use crate::connector::{Failure, Flags};
-use crate::conversation;
 use crate::error::CliError;
 use crate::files;
 use crate::output::live_line;
-use crate::transfers;
+
+mod file;
 
 /// Send messages (or a file) and exit once the server has acknowledged
 /// each one. With no MESSAGE and no --file, every line of standard input
@@ -106,28 +103,32 @@ pub struct SendArgs {
 /// How long the engine may take to stop once `send` is done.
 const ENGINE_STOP: Duration = Duration::from_secs(5);
 
-/// Runs `send`: texts on the client engine (one-shot: it connects once
-/// and leaves this user's stored messages on the relay unless
-/// --wait-reply asks for them); a file over connections of its own.
+/// Runs `send` on the client engine (one-shot: it connects once and
+/// leaves this user's stored messages on the relay unless --wait-reply
+/// asks for them).
 pub async fn run(args: &'static SendArgs) -> Result<(), CliError> {
-    if let Some(path) = &args.file {
+    let file = match &args.file {
         // Before connecting: a directory or FIFO is refused, never offered.
-        files::open_regular(path)?;
-        return send_file(args, path).await;
-    }
-    tokio::task::LocalSet::new().run_until(send_texts(args)).await
+        Some(path) => Some((path.as_path(), files::open_regular(path)?.1)),
+        None => None,
+    };
+    tokio::task::LocalSet::new().run_until(send(args, file)).await
 }
 
-/// Sends the message, or every line of standard input, through the engine.
-async fn send_texts(args: &'static SendArgs) -> Result<(), CliError> {
+/// Sends the file (`path` and its size), else the message or every line
+/// of standard input, through the engine.
+async fn send(args: &'static SendArgs, file: Option<(&Path, u64)>) -> Result<(), CliError> {
     let flags = Flags::new(&args.client);
     let failure = flags.failure();
     let (engine, handle, events) = Engine::new(flags, args.client.home().to_string(), &[]);
-    let engine = tokio::task::spawn_local(engine.one_shot().run());
+    // The wait for a version-1 file's answers, and for its receipts.
+    let engine = engine.one_shot().answer_wait(Duration::from_secs(args.answer_timeout));
+    let engine = tokio::task::spawn_local(engine.run());
     let mut front = Front { handle, events: Some(events), failure, me: String::new(), confirmed: HashMap::new() };
-    let result = match front.connected().await {
-        Ok(()) => front.work(args).await,
-        Err(e) => Err(e),
+    let result = match (front.connected().await, file) {
+        (Ok(()), Some((path, size))) => front.file(args, path, size).await,
+        (Ok(()), None) => front.work(args).await,
+        (Err(e), _) => Err(e),
     };
     drop(front);
     let _ = tokio::time::timeout(ENGINE_STOP, engine).await;
@@ -222,8 +223,9 @@ impl Front {
         Ok(())
     }
 
-    /// Everything after connecting.
-    async fn work(&mut self, args: &SendArgs) -> Result<(), CliError> {
+    /// The conversation `send` sends to, readied (an end-to-end room
+    /// caught up, an open one joined), saying who was removed from it.
+    async fn prepare(&mut self, args: &SendArgs) -> Result<Target, CliError> {
         use cipherline_client::engine::Command;
         let target = match &args.to {
             Some(user) => Target::User(user.clone()),
@@ -234,6 +236,13 @@ impl Front {
                 eprintln!("removed {} from {} (they had left)", escape(&name), escape(&args.room));
             }
         }
+        Ok(target)
+    }
+
+    /// Everything after connecting, for texts.
+    async fn work(&mut self, args: &SendArgs) -> Result<(), CliError> {
+        use cipherline_client::engine::Command;
+        let target = self.prepare(args).await?;
         let mut acks = Vec::new();
         if args.message.is_empty() {
             let stdin = std::io::stdin();
@@ -368,82 +377,4 @@ fn print_received(me: &str, m: &Message) -> Result<(), CliError> {
         return Err(CliError::failed("cannot write to standard output", "check the pipe"));
     }
     Ok(())
-}
-
-/// Sends `path` to `--to` or `--room`: end to end where messages are
-/// (over a connection of its own, resumable), else as a version-1 offer.
-async fn send_file(args: &SendArgs, path: &std::path::Path) -> Result<(), CliError> {
-    let connected = args.client.connect(true).await?;
-    let (mut client, mut peers, e2e) = (connected.client, connected.peers, connected.e2e);
-    let mut leave_after = false;
-    let mut end_to_end = false;
-    let target = match &args.to {
-        Some(user) => {
-            end_to_end = e2e.is_some();
-            Target::User(user.clone())
-        }
-        None => {
-            if let Some(e2e) = &e2e
-                && client.room_info(&args.room).await?.kind.is_some_and(RoomKind::is_e2e)
-            {
-                end_to_end = true;
-                catch_up(e2e, &mut client, &connected.server, &args.room).await?;
-                for name in e2e.reconcile(&mut client, &args.room).await? {
-                    eprintln!("removed {} from {} (they had left)", escape(&name), escape(&args.room));
-                }
-            } else {
-                leave_after = client.info().queue.is_some() && client.who(&args.room).await.is_err();
-                client.join(&args.room).await?;
-            }
-            Target::Room(args.room.clone())
-        }
-    };
-    if end_to_end && let Some(e2e) = &e2e {
-        let group_id = match &target {
-            Target::User(user) => {
-                let mut check = conversation::key_check(&mut peers);
-                e2e.direct(&mut client, user, &mut check).await?
-            }
-            Target::Room(room) => e2e.room(room).map_err(CliError::Client)?,
-        };
-        // The upload gets a connection of its own.
-        let (mut data, e2e_data) = match args.client.connect(false).await? {
-            crate::client_args::Connected { client, e2e: Some(e2e), .. } => (client, e2e),
-            _ => return Err(CliError::failed("the second connection cannot send end-to-end files", "try again")),
-        };
-        let result = transfers::send_file(&e2e_data, &mut data, path, &group_id, &target, args.json).await;
-        let _ = data.close().await;
-        let _ = client.close().await;
-        return result.map(drop);
-    }
-    eprintln!("note: this file is not end-to-end encrypted: the server relays it readable (signed if you have a key)");
-    files::send_file(&mut client, target, path, Duration::from_secs(args.answer_timeout)).await?;
-    if leave_after {
-        client.leave(&args.room).await?;
-    }
-    let _ = client.close().await;
-    Ok(())
-}
-
-/// Brings this client's state of the end-to-end room `room` up to the
-/// relay's epoch (commits that came while it was away), so what it sends
-/// can be read by every member; refuses if it is not a member.
-async fn catch_up(e2e: &Conversations, client: &mut Client, server: &str, room: &str) -> Result<(), CliError> {
-    let Some(mine) = e2e.room_epoch(room).map_err(CliError::Client)? else {
-        return Err(not_member(room));
-    };
-    if client.room_info(room).await?.epoch <= mine {
-        return Ok(());
-    }
-    let cursor = e2e.store().cursor(server).map_err(CliError::Client)?;
-    e2e.catch_up(client, cursor, Duration::from_millis(300), Duration::from_secs(10)).await?;
-    Ok(())
-}
-
-fn not_member(room: &str) -> CliError {
-    CliError::failed(
-        format!("you are not a member of the end-to-end room {}", escape(room)),
-        "a member adds you with `cipherline room invite ROOM YOUR_NAME`; if one did, run `cipherline listen` once to \
-         receive the invitation",
-    )
 }

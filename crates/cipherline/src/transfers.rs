@@ -1,7 +1,7 @@
-//! End-to-end files on the command line (PROTOCOL.md §13.12): `send
-//! --file` to a keyed user or an end-to-end room, what `listen
-//! --accept-files` says of the files the engine fetches, and `cipherline files
-//! list|get|cancel` for pending transfers. The work is the client
+//! End-to-end files on the command line (PROTOCOL.md §13.12): what
+//! `listen --accept-files` says of the files the engine fetches, JSON
+//! progress lines (also `send --file`'s: send/file.rs), and `cipherline
+//! files list|get|cancel` for pending transfers. The work is the client
 //! library's ([`cipherline_client::files`]): `files get` and `files
 //! cancel` ask a one-shot client engine for it (`Command::GetFile`,
 //! `Command::CancelFile`, progress from `Event::Transfer`), `files list`
@@ -12,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cipherline_client::LocalStore;
-use cipherline_client::conversations::Conversations;
 use cipherline_client::display::escape;
 use cipherline_client::engine::{Command, ConnectionState, EngineHandle, Event, Reply, TransferState};
-use cipherline_client::files::upload::{UploadEvent, Uploaded};
-use cipherline_client::files::{DownloadRecord, Ticker, TransferId, upload};
+use cipherline_client::files::{DownloadRecord, Ticker, TransferId};
 use cipherline_proto::app::Target;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -321,66 +319,6 @@ async fn cancel(args: &'static CancelArgs) -> Result<(), CliError> {
             Ok(())
         })
         .await
-}
-
-/// Sends `path` end to end to the conversation `group_id` (`target`)
-/// over `client` (a connection for this upload), with a progress bar on a
-/// terminal or JSON events; resumes an interrupted upload of the same file.
-pub async fn send_file(
-    e2e: &Conversations,
-    client: &mut cipherline_client::Client,
-    path: &Path,
-    group_id: &[u8],
-    target: &Target,
-    as_json: bool,
-) -> Result<Uploaded, CliError> {
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let mut events = JsonProgress::new(as_json, String::new());
-    let mut on_event = |event: UploadEvent| match event {
-        UploadEvent::Started { id, from, total, resumed } => {
-            events.id = format!("u{id}");
-            if as_json {
-                println!(
-                    "{}",
-                    json!({ "event": "file_started", "id": events.id, "from": from, "total": total, "resumed": resumed })
-                );
-            } else {
-                if resumed {
-                    eprintln!("resuming the upload at {from} of {total} bytes");
-                }
-                let b = progress_bar(total, "sending");
-                b.set_position(from);
-                bar = Some(b);
-            }
-        }
-        UploadEvent::Progress { bytes, total } => {
-            if let Some(b) = &bar {
-                b.set_position(bytes);
-            }
-            events.progress(bytes, total);
-        }
-    };
-    let result = upload::upload(e2e, client, path, group_id, target, &mut on_event).await;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let done = result.map_err(CliError::Client)?;
-    if as_json {
-        println!(
-            "{}",
-            json!({ "event": "file_sent", "id": format!("u{}", done.id), "name": done.name, "size": done.size,
-                    "sha256": hex(&done.sha256), "resumed": done.resumed, "resumed_from": done.resumed_from })
-        );
-    } else {
-        eprintln!(
-            "sent {} ({} bytes, SHA-256 {}, end-to-end encrypted){}",
-            escape(&done.name),
-            done.size,
-            hex(&done.sha256),
-            if done.resumed { ", resumed" } else { "" }
-        );
-    }
-    Ok(done)
 }
 
 #[cfg(test)]

@@ -191,3 +191,47 @@ fn a_directory_or_other_non_file_is_refused_and_nothing_is_offered() {
     alice.quit();
     bob.quit();
 }
+
+/// Starts `send` as alice with `args`, standard error piped.
+fn start_send(server: &Server, args: &[&str]) -> Child {
+    server.client("send", "alice").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Waits until `send` exits (20 s at most); its exit code and standard error.
+fn finished(mut send: Child) -> (Option<i32>, String) {
+    let code = exits_within_20_s(&mut send).code();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut send.stderr.take().unwrap(), &mut stderr).unwrap();
+    (code, stderr)
+}
+
+#[test]
+fn send_file_waits_answer_timeout_for_an_accept_then_reports_what_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+    let mut bob = Chat::start(&server, "bob", &["--download-dir", downloads.to_str().unwrap()]);
+    let file = write(dir.path(), "memo.txt", "a version-1 memo");
+
+    // Nobody answers: `send` gives up after --answer-timeout (the
+    // engine's own wait is 60 s), exit code 1.
+    let send = start_send(&server, &["--no-identity", "--to", "bob", "--answer-timeout", "2", "--file", &file]);
+    bob.wait("alice offers memo.txt");
+    let (code, stderr) = finished(send);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not end-to-end encrypted"), "{stderr}");
+    assert!(stderr.contains("offered memo.txt (16 bytes)"), "{stderr}");
+    assert!(stderr.contains("memo.txt was not sent: nobody accepted in time (waited 2 s)"), "{stderr}");
+
+    // Accepted: sent, and said so.
+    let send = start_send(&server, &["--no-identity", "--to", "bob", "--answer-timeout", "30", "--file", &file]);
+    let offer = bob.wait("alice offers memo.txt").pop().unwrap();
+    bob.type_line(&format!("/accept {}", offer_id(&offer)));
+    bob.wait("received");
+    let (code, stderr) = finished(send);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("sent memo.txt (16 bytes)"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(downloads.join("memo.txt")).unwrap(), "a version-1 memo");
+    bob.quit();
+}

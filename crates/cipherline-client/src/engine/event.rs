@@ -182,7 +182,8 @@ pub enum Event {
         verified: Verified,
     },
     /// Progress of a transfer (at most one per [`PROGRESS_EVERY`] while it
-    /// runs), and how it ended.
+    /// runs, an end-to-end upload also one per hundredth of the file), and
+    /// how it ended.
     Transfer {
         /// Its id, as [`Reply::Transfer`] and [`Command::Files`] name it.
         transfer: String,
@@ -197,6 +198,12 @@ pub enum Event {
         /// Where a download was saved (when done).
         path: Option<std::path::PathBuf>,
     },
+    /// An end-to-end upload's own facts, which [`Event::Transfer`] does
+    /// not carry (its local id, where it resumed, the file's hash: what
+    /// `send --file --json` reports): handed over when it starts or
+    /// resumes, before any progress of it (`sha256` `None`), and when it
+    /// was sent whole, just before its `Done` (`sha256` set).
+    Upload(UploadFacts),
     /// A message this user sent (server id `id`) expired on the relay
     /// before `to` read it. Like a message, confirmed through
     /// [`Handover`] (when taken) before it is acknowledged.
@@ -206,6 +213,26 @@ pub enum Event {
         /// The recipient that did not get it (raw: escape it).
         to: String,
     },
+}
+
+/// An end-to-end upload, as [`Event::Upload`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadFacts {
+    /// The transfer, as [`Event::Transfer`] names it (`s1`).
+    pub transfer: String,
+    /// Its local id: the store's `u` id (`files list`, `files cancel`).
+    pub upload: u64,
+    /// The name it is announced under (raw).
+    pub name: String,
+    /// Plaintext bytes the relay held already when this run started (0
+    /// for a new upload).
+    pub from: u64,
+    /// The file's size.
+    pub total: u64,
+    /// Whether it continues an earlier upload.
+    pub resumed: bool,
+    /// SHA-256 of the plaintext, once it was sent whole.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// What an [`Event::Group`] is about (raw peer strings: escape them).

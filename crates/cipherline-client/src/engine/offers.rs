@@ -88,6 +88,9 @@ struct Sending {
     to: Target,
     /// FileEnd was sent: only receipts are awaited.
     ended: bool,
+    /// How long an accept, or the next acknowledgement, is awaited
+    /// ([`Engine::answer_wait`], else [`ANSWER_WAIT`]).
+    wait: Duration,
     /// Until when an accept is awaited.
     answers_until: Instant,
     /// Until when the next acknowledgement is awaited (once accepted).
@@ -178,6 +181,7 @@ impl Offers {
                 total: s.out.size,
                 state: TransferState::Running,
                 offer: None,
+                resumed: 0,
             });
         }
         for ((from, _), r) in &self.receiving {
@@ -191,6 +195,7 @@ impl Offers {
                 total: r.incoming.size,
                 state: TransferState::Running,
                 offer: None,
+                resumed: 0,
             });
         }
         for o in &self.pending {
@@ -204,6 +209,7 @@ impl Offers {
                 total: o.size,
                 state: TransferState::Offered,
                 offer: Some(o.id),
+                resumed: 0,
             });
         }
         out
@@ -282,6 +288,7 @@ impl<C: Connector> Engine<C> {
             .await?;
         let key = format!("o{}", self.offers.next());
         let now = Instant::now();
+        let wait = self.once.answer_wait().unwrap_or(ANSWER_WAIT);
         self.offers.sending = Some(Sending {
             key: key.clone(),
             out: Outgoing::new(transfer, size, recipients),
@@ -289,8 +296,9 @@ impl<C: Connector> Engine<C> {
             name: name.clone(),
             to,
             ended: false,
-            answers_until: now + ANSWER_WAIT,
-            acks_until: now + ANSWER_WAIT,
+            wait,
+            answers_until: now + wait,
+            acks_until: now + wait,
             ticker: Ticker::new(PROGRESS_EVERY),
         });
         let _ = self.events.try_send(event(&key, &name, (0, size), TransferState::Running));
@@ -320,7 +328,7 @@ impl<C: Connector> Engine<C> {
             let transfer = s.out.transfer;
             if len == 0 {
                 s.ended = true;
-                s.acks_until = now + ANSWER_WAIT;
+                s.acks_until = now + s.wait;
                 let (to, name, size, sha256) = (s.to.clone(), s.name.clone(), s.out.size, s.out.digest());
                 return match live.client.file_end(transfer, &to, &name, size, sha256).await {
                     Ok(()) => Step::Go,
@@ -401,7 +409,7 @@ impl<C: Connector> Engine<C> {
         let Some(s) = self.offers.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return Step::Go };
         s.out.on_answer(by, accept);
         if accept {
-            s.acks_until = Instant::now() + ANSWER_WAIT;
+            s.acks_until = Instant::now() + s.wait;
         }
         if !s.out.awaiting_answers() && s.out.receivers() == 0 {
             let by = s.out.declined().to_vec();
@@ -417,7 +425,7 @@ impl<C: Connector> Engine<C> {
     async fn acked(&mut self, transfer: u64, by: &str, received: u64) -> Step {
         let Some(s) = self.offers.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return Step::Go };
         s.out.on_ack(by, received);
-        s.acks_until = Instant::now() + ANSWER_WAIT;
+        s.acks_until = Instant::now() + s.wait;
         let (acked, size) = (s.out.acked(), s.out.size);
         // Only after FileEnd: a receipt before it (which an honest relay
         // never passes on) would end the send with FileEnd never sent.

@@ -55,9 +55,17 @@ pub(super) struct Once {
     receiving: bool,
     /// Open rooms joined by [`Command::Prepare`] that this user was not in.
     leave: Vec<String>,
+    /// How long a version-1 offer waits for an answer or acknowledgement
+    /// (`send --file --answer-timeout`); unset, [`super::ANSWER_WAIT`].
+    answer_wait: Option<Duration>,
 }
 
 impl Once {
+    /// The wait set by [`Engine::answer_wait`], if any.
+    pub(super) fn answer_wait(&self) -> Option<Duration> {
+        self.answer_wait
+    }
+
     /// Whether the engine runs one-shot.
     pub(super) fn on(&self) -> bool {
         self.on
@@ -89,6 +97,15 @@ impl<C: Connector> Engine<C> {
     #[must_use]
     pub fn one_shot(mut self) -> Self {
         self.once.on = true;
+        self
+    }
+
+    /// Sets how long a version-1 offer this engine sends waits for an
+    /// accept, and then for each acknowledgement, before it fails as
+    /// timed out (default [`super::ANSWER_WAIT`]).
+    #[must_use]
+    pub fn answer_wait(mut self, wait: Duration) -> Self {
+        self.once.answer_wait = Some(wait);
         self
     }
 

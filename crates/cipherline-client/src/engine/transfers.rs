@@ -12,9 +12,12 @@
 //!   asked for [`Engine::resume_downloads`]).
 //! - At most [`MAX_DOWNLOADS`] downloads run at once; the others wait,
 //!   reported [`TransferState::Queued`].
-//! - Progress is reported at most once per [`PROGRESS_EVERY`] a transfer,
-//!   plus its start and its end; a progress report finding the event
-//!   channel full is dropped (the next one says more), the end never is.
+//! - Progress is reported at most once per [`PROGRESS_EVERY`] a transfer
+//!   (an upload also once per hundredth of the file, as `send --file
+//!   --json` always reported it: a fast relay takes a whole file between
+//!   two ticks), plus its start and its end; a progress report finding
+//!   the event channel full is dropped (the next one says more), the end
+//!   never is.
 //! - Transfer ids: a download is `d` and its local id (as `cipherline
 //!   files list` names it, the same after a restart); an upload this
 //!   engine started is `s` and a number of this run (the store's `u` id
@@ -109,6 +112,10 @@ pub struct TransferInfo {
     /// take it), where known: an end-to-end download's delivery id, a
     /// version-1 offer's id.
     pub offer: Option<u64>,
+    /// An end-to-end upload that continued an earlier one: the bytes the
+    /// relay held already (what `send --file --json` reports as where it
+    /// resumed); 0 otherwise.
+    pub resumed: u64,
 }
 
 /// One transfer this engine runs: how it stands, and an upload's local id
@@ -116,6 +123,9 @@ pub struct TransferInfo {
 struct Entry {
     info: TransferInfo,
     upload: Option<u64>,
+    /// An upload's start ([`Event::Upload`]) the event channel had no
+    /// room for: handed over before any later event of this transfer.
+    held: Option<Event>,
 }
 
 /// The transfers running, shared with their tasks (whose progress
@@ -203,7 +213,7 @@ impl Transfers {
     /// Registers a transfer about to start; its reporter.
     fn add(&mut self, info: TransferInfo, events: mpsc::Sender<Event>) -> Reporter {
         let transfer = info.transfer.clone();
-        with(&self.table, |t| t.insert(transfer.clone(), Entry { info, upload: None }));
+        with(&self.table, |t| t.insert(transfer.clone(), Entry { info, upload: None, held: None }));
         Reporter { table: self.table.clone(), events, transfer }
     }
 }
@@ -242,8 +252,11 @@ impl Reporter {
     }
 
     /// Progress while running: handed over if there is room (the next
-    /// report says more than a lost one).
+    /// report says more than a lost one), never before a held start.
     fn progress(&self, done: u64) {
+        if !self.try_flush() {
+            return;
+        }
         if let Some(event) = self.note(Some(TransferState::Running), Some(done), None) {
             let _ = self.events.try_send(event);
         }
@@ -251,6 +264,7 @@ impl Reporter {
 
     /// A change of state, always handed over.
     async fn state(&self, state: TransferState) {
+        self.flush().await;
         if let Some(event) = self.note(Some(state), None, None) {
             let _ = self.events.send(event).await;
         }
@@ -258,6 +272,7 @@ impl Reporter {
 
     /// The end: handed over, and the transfer forgotten.
     async fn end(&self, state: TransferState, path: Option<PathBuf>) {
+        self.flush().await;
         let event = self.note(Some(state), None, path);
         with(&self.table, |t| t.remove(&self.transfer));
         if let Some(event) = event {
@@ -265,10 +280,75 @@ impl Reporter {
         }
     }
 
-    fn set_upload(&self, id: u64) {
+    /// An upload started (or resumed): its local id and where it resumed
+    /// noted, and [`Event::Upload`] handed over now if there is room,
+    /// else held until the next report (the upload's callback cannot wait).
+    fn started(&self, id: u64, from: u64, resumed: bool) {
+        self.set_upload(id, if resumed { from } else { 0 });
+        with(&self.table, |t| {
+            if let Some(e) = t.get_mut(&self.transfer) {
+                let facts = UploadFacts {
+                    transfer: self.transfer.clone(),
+                    upload: id,
+                    name: e.info.name.clone(),
+                    from: from.min(e.info.total),
+                    total: e.info.total,
+                    resumed,
+                    sha256: None,
+                };
+                e.held = Some(Event::Upload(facts));
+            }
+        });
+        self.try_flush();
+    }
+
+    /// An upload sent whole: [`Event::Upload`] with its hash, always
+    /// handed over (before its end).
+    async fn sent(&self, done: &upload::Uploaded) {
+        self.flush().await;
+        let facts = UploadFacts {
+            transfer: self.transfer.clone(),
+            upload: done.id,
+            name: done.name.clone(),
+            from: done.resumed_from,
+            total: done.size,
+            resumed: done.resumed,
+            sha256: Some(done.sha256),
+        };
+        let _ = self.events.send(Event::Upload(facts)).await;
+    }
+
+    /// Hands over a held start if there is room; whether none is held now.
+    fn try_flush(&self) -> bool {
+        with(&self.table, |t| {
+            let Some(e) = t.get_mut(&self.transfer) else { return true };
+            let Some(event) = e.held.take() else { return true };
+            match self.events.try_send(event) {
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    e.held = Some(event);
+                    false
+                }
+                // Handed over, or nobody listens any more.
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
+            }
+        })
+    }
+
+    /// Hands over a held start, waiting for room.
+    async fn flush(&self) {
+        let held = with(&self.table, |t| t.get_mut(&self.transfer).and_then(|e| e.held.take()));
+        if let Some(event) = held {
+            let _ = self.events.send(event).await;
+        }
+    }
+
+    /// The upload's local id once it has one, and where it resumed (0
+    /// for a new one).
+    fn set_upload(&self, id: u64, resumed: u64) {
         with(&self.table, |t| {
             if let Some(e) = t.get_mut(&self.transfer) {
                 e.upload = Some(id);
+                e.info.resumed = resumed.min(e.info.total);
             }
         });
     }
@@ -396,6 +476,7 @@ impl<C: Connector> Engine<C> {
             total: size,
             state: TransferState::Running,
             offer: None,
+            resumed: 0,
         };
         let report = self.transfers.add(info, self.events.clone());
         let task = tokio::task::spawn_local(send_task(self.connector.clone(), report, path, group_id, to));
@@ -447,6 +528,7 @@ impl<C: Connector> Engine<C> {
             total: record.size,
             state: TransferState::Queued,
             offer: Some(record.message),
+            resumed: 0,
         };
         let report = self.transfers.add(info, self.events.clone());
         let permits = self.transfers.downloads.clone();
@@ -485,6 +567,7 @@ impl<C: Connector> Engine<C> {
                     total: p.total,
                     state: if p.state == "offered" { TransferState::Offered } else { TransferState::Paused },
                     offer,
+                    resumed: 0,
                 });
             }
         }
@@ -552,11 +635,11 @@ async fn send_task<C: Connector>(connector: Rc<C>, report: Reporter, path: PathB
             TransferState::failed(FailReason::Other, "the transfer's connection cannot send end-to-end files")
         }
         Ok(Session { mut client, e2e: Some(e2e), .. }) => {
-            let mut ticker = Ticker::new(PROGRESS_EVERY);
+            let mut ticker = Ticker::new(PROGRESS_EVERY).with_hundredths();
             let progress = report.clone();
             let mut on_event = move |event: UploadEvent| match event {
-                UploadEvent::Started { id, from, total, .. } => {
-                    progress.set_upload(id);
+                UploadEvent::Started { id, from, total, resumed } => {
+                    progress.started(id, from, resumed);
                     if ticker.due(from, total) {
                         progress.progress(from);
                     }
@@ -570,7 +653,10 @@ async fn send_task<C: Connector>(connector: Rc<C>, report: Reporter, path: PathB
             let result = upload::upload(&e2e, &mut client, &path, &group_id, &to, &mut on_event).await;
             let _ = tokio::time::timeout(CLOSE_WAIT, client.close()).await;
             match result {
-                Ok(_) => TransferState::Done,
+                Ok(done) => {
+                    report.sent(&done).await;
+                    TransferState::Done
+                }
                 Err(e) => TransferState::failed_with(&e),
             }
         }
@@ -651,6 +737,7 @@ mod tests {
             total: 10,
             state: TransferState::Queued,
             offer: None,
+            resumed: 0,
         };
         let report = transfers.add(info, tx);
         report.progress(4);
@@ -676,13 +763,125 @@ mod tests {
             total: 10,
             state: TransferState::Running,
             offer: None,
+            resumed: 0,
         };
         let report = transfers.add(info, tx);
-        report.set_upload(7);
+        report.set_upload(7, 0);
         assert_eq!(transfers.key_of("u7").as_deref(), Some("s1"), "an engine upload is found by its local id");
         report.progress(1);
         report.progress(2);
         assert!(matches!(rx.try_recv(), Ok(Event::Transfer { done: 1, .. })));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_upload_reports_its_start_before_any_progress_and_its_hash_before_its_end() {
+        let mut transfers = Transfers::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        let info = TransferInfo {
+            transfer: "s1".into(),
+            outgoing: true,
+            to: Target::User("b".into()),
+            from: None,
+            name: "f".into(),
+            done: 0,
+            total: 10,
+            state: TransferState::Running,
+            offer: None,
+            resumed: 0,
+        };
+        let report = transfers.add(info, tx);
+        report.progress(1);
+        // The channel is full: the start is held, not lost, and no
+        // progress overtakes it.
+        report.started(3, 4, true);
+        report.progress(5);
+        assert!(matches!(rx.try_recv(), Ok(Event::Transfer { done: 1, .. })));
+        assert!(rx.try_recv().is_err(), "progress 5 came before the start");
+        report.progress(6);
+        let start = UploadFacts {
+            transfer: "s1".into(),
+            upload: 3,
+            name: "f".into(),
+            from: 4,
+            total: 10,
+            resumed: true,
+            sha256: None,
+        };
+        assert_eq!(rx.try_recv().ok(), Some(Event::Upload(start.clone())));
+        assert_eq!(transfers.key_of("u3").as_deref(), Some("s1"));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let done = upload::Uploaded {
+            id: 3,
+            name: "f".into(),
+            size: 10,
+            sha256: [9; 32],
+            resumed: true,
+            resumed_from: 4,
+            announced: None,
+        };
+        rt.block_on(report.sent(&done));
+        assert_eq!(rx.try_recv().ok(), Some(Event::Upload(UploadFacts { sha256: Some([9; 32]), ..start.clone() })));
+        rt.block_on(report.end(TransferState::Done, None));
+        assert!(matches!(rx.try_recv(), Ok(Event::Transfer { state: TransferState::Done, .. })));
+
+        // A start still held when the upload ends is handed over first.
+        let (tx, mut rx) = mpsc::channel(1);
+        let info = transfers_info("s2");
+        let report = transfers.add(info, tx);
+        report.progress(1);
+        report.started(5, 0, false);
+        assert!(matches!(rx.try_recv(), Ok(Event::Transfer { done: 1, .. })));
+        let ended = rt.block_on(async {
+            let end = report.end(TransferState::failed(FailReason::Other, "x"), None);
+            let recv = async {
+                let first = rx.recv().await;
+                let second = rx.recv().await;
+                (first, second)
+            };
+            tokio::join!(end, recv).1
+        });
+        assert!(matches!(ended.0, Some(Event::Upload(UploadFacts { upload: 5, resumed: false, .. }))), "{ended:?}");
+        assert!(matches!(ended.1, Some(Event::Transfer { state: TransferState::Failed { .. }, .. })), "{ended:?}");
+    }
+
+    fn transfers_info(transfer: &str) -> TransferInfo {
+        TransferInfo {
+            transfer: transfer.into(),
+            outgoing: true,
+            to: Target::Room("r".into()),
+            from: None,
+            name: "g".into(),
+            done: 0,
+            total: 10,
+            state: TransferState::Running,
+            offer: None,
+            resumed: 0,
+        }
+    }
+
+    #[test]
+    fn an_upload_that_continues_says_where_it_resumed() {
+        let mut transfers = Transfers::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let info = TransferInfo {
+            transfer: "s1".into(),
+            outgoing: true,
+            to: Target::Room("r".into()),
+            from: None,
+            name: "f".into(),
+            done: 0,
+            total: 10,
+            state: TransferState::Running,
+            offer: None,
+            resumed: 0,
+        };
+        let report = transfers.add(info, tx);
+        let resumed = |t: &Transfers| with(&t.table, |t| t.get("s1").map(|e| e.info.resumed));
+        assert_eq!(resumed(&transfers), Some(0), "a new upload starts at 0");
+        report.set_upload(2, 6);
+        assert_eq!(resumed(&transfers), Some(6), "the relay's bytes are where the upload continued");
+        report.set_upload(2, 99);
+        assert_eq!(resumed(&transfers), Some(10), "never past the file's size");
     }
 }

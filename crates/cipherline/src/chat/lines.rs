@@ -55,6 +55,9 @@ pub(super) fn on_event(state: &Shared, event: Event) -> Option<String> {
             }
             st.offered(Offer { id, from, name, size, e2e });
         }
+        // An upload's facts are `send --file --json`'s; chat says what
+        // it says of an upload from its transfer events.
+        Event::Upload(_) => {}
         Event::Transfer { transfer, name, done, total, state, path } => {
             transfer_line(&mut st, &transfer, &name, (done, total), state, path.as_deref());
         }

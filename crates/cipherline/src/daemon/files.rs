@@ -214,6 +214,7 @@ mod tests {
             total: 2,
             state: TransferState::failed(FailReason::Cancelled, "gone"),
             offer: None,
+            resumed: 0,
         };
         let v = result(&Reply::Files(vec![info])).unwrap();
         let item = &v["transfers"][0];

@@ -200,6 +200,11 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
     let forward = tokio::spawn(async move {
         let mut stopped = None;
         while let Some(event) = events.recv().await {
+            // An upload's facts are `send --file --json`'s: a bot has its
+            // transfer notifications (and `files.list`).
+            if matches!(event, Event::Upload(_)) {
+                continue;
+            }
             if let Event::Connection(ConnectionState::Stopped { reason }) = &event {
                 stopped = Some(reason.clone());
             }

@@ -265,7 +265,8 @@ pub(super) fn notification(event: &Event) -> String {
         Event::KeyChanged { id, name } => ("key_changed", json!({ "id": id, "name": name })),
         Event::Expired { id, to } => ("expired", json!({ "id": id, "to": to })),
         Event::Group { id, text, .. } => ("group", json!({ "id": id, "text": text })),
-        Event::FileOffered { .. } | Event::Transfer { .. } => {
+        // (An upload's facts are not passed on: see daemon/mod.rs.)
+        Event::FileOffered { .. } | Event::Transfer { .. } | Event::Upload(_) => {
             super::files::notification(event).unwrap_or(("transfer", Value::Null))
         }
         Event::Connection(state) => (

@@ -405,6 +405,9 @@ impl App {
             Event::FileOffered { id, from, to, name, size, verified, e2e } => {
                 self.on_file_offered(super::files::Offer { id, from, name }, &to, size, verified, e2e);
             }
+            // An upload's facts are `send --file --json`'s; the TUI shows
+            // an upload from its transfer events.
+            Event::Upload(_) => {}
             Event::Transfer { transfer, name, done, total, state, path } => {
                 self.on_transfer_event(transfer, name, (done, total), &state, path);
             }
