@@ -147,6 +147,41 @@ fn a_public_room_is_joined_by_external_commit() {
     assert_eq!(got[0]["e2e"], true);
 }
 
+/// Three people join a public room at the same moment: their external
+/// commits race for one epoch, each loser is told Stale and joins again
+/// from the new epoch, and all three end up members (with three joiners
+/// none loses more than twice, within the engine's retries).
+#[test]
+fn people_joining_a_public_room_at_once_all_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::quick(dir.path());
+    ok(&run(&server, "room", "alice", &["create", "fair", "--public"]));
+    let joiners = ["bob", "carol", "dave"];
+    for name in joiners {
+        publish(&server, name);
+    }
+    let joins: Vec<_> = joiners
+        .map(|name| {
+            common::bin()
+                .env("CIPHERLINE_HOME", common::home_of(&server, name))
+                .args(["room", "join", "--server", &server.addr, "--name", name])
+                .args(["--server-fingerprint", &server.fingerprint, "fair"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .into_iter()
+        .collect();
+    for join in joins {
+        ok(&join.wait_with_output().unwrap());
+    }
+    let members = json_lines(&ok(&run(&server, "room", "alice", &["members", "fair", "--json"])));
+    let mut names: Vec<&str> = members.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["alice", "bob", "carol", "dave"]);
+}
+
 #[test]
 fn an_open_room_is_marked_and_readable_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
