@@ -14,6 +14,7 @@ fn label_mark(label: &str) -> String {
         "verified" => " (verified)".to_owned(),
         "new" => " (new key)".to_owned(),
         "unsigned" => " (unsigned)".to_owned(),
+        "unsigned-remembered" => " (UNSIGNED, but a key is remembered for this name)".to_owned(),
         "invalid-signature" => " (FORGED OR ALTERED: bad signature)".to_owned(),
         "key-changed" => " (KEY CHANGED: not the key remembered for this name)".to_owned(),
         // A label this version does not know (a newer one wrote it).

@@ -761,6 +761,7 @@ mod tests {
     fn history_labels_map_to_verdicts_and_key_states_have_labels() {
         assert_eq!(verdict_of_label(OWN_LABEL), Verified::Known);
         assert_eq!(verdict_of_label("key-changed"), Verified::Changed);
+        assert_eq!(verdict_of_label(crate::local::UNSIGNED_REMEMBERED_LABEL), Verified::Unsigned);
         assert_eq!(verdict_of_label("invalid-signature"), Verified::Invalid);
         assert_eq!(verdict_of_label("verified"), Verified::Verified);
         let labels: Vec<_> = [KeyState::New, KeyState::Changed, KeyState::Unknown].map(KeyState::as_str).into();

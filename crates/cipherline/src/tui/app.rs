@@ -423,7 +423,11 @@ impl App {
         };
         let i = self.index(&target);
         if let Some(c) = self.conversations.get_mut(i) {
-            if let Some(member) = c.member(&m.from) {
+            // An unsigned message under a remembered name has the verdict
+            // `Changed`, but no other key was seen: the member's key state
+            // stays what it was (the message itself is marked unsigned).
+            let unsigned_under_known = !m.signed && m.verified == Verified::Changed;
+            if let Some(member) = c.member(&m.from).filter(|_| !unsigned_under_known) {
                 member.state = Some(m.verified);
             }
             if matches!(target, Target::User(_)) || m.e2e {
