@@ -2,6 +2,7 @@
 //! how its key is trusted; and connecting with those.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cipherline_client::conversations::Conversations;
@@ -29,9 +30,15 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:5555";
 /// Connection flags shared by chat, send and listen.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The server, as HOST:PORT.
+    /// The server, as HOST:PORT; repeat for the nodes of a cluster (the
+    /// first is home: local state is kept under it), tried in order, the
+    /// next on a lost connection.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    pub server: Vec<String>,
+
+    /// Which of `server` to try first (the last that answered).
+    #[arg(skip)]
+    at: AtomicUsize,
 
     /// Your display name (letters, digits, '-', '_', '.'). Default: your
     /// user name.
@@ -234,10 +241,45 @@ impl ClientArgs {
         Ok(self.loaded.0.get_or_init(|| Some(key)).clone())
     }
 
-    /// Connects, checks the server's key by the trust flags (asking on a
-    /// terminal at first contact when `may_prompt`), and says Hello.
+    /// The home address: the first `--server`, under which local state
+    /// (peer keys, cursors, history) is kept whichever node answers, so a
+    /// failover is not a new server.
+    pub fn home(&self) -> &str {
+        self.server.first().map_or(DEFAULT_SERVER, String::as_str)
+    }
+
+    /// After a lost connection: the next address is tried first.
+    pub fn fail_over(&self) {
+        let n = self.server.len();
+        let _ = self.at.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |at| Some(next_at(at, n)));
+    }
+
+    /// Connects to the addresses in turn from the last that answered (each
+    /// once), keeping the first that does; a refused server key ends the
+    /// round (another node would present the same key).
     pub async fn connect(&self, may_prompt: bool) -> Result<Connected, CliError> {
-        let addr: ServerAddr = self.server.parse()?;
+        let n = self.server.len().max(1);
+        let start = self.at.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in order(start, n) {
+            match self.connect_to(i, may_prompt).await {
+                Ok(connected) => {
+                    self.at.store(i, Ordering::Relaxed);
+                    return Ok(connected);
+                }
+                Err(e @ CliError::Keys(_)) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| CliError::usage("no --server given", "add --server HOST:PORT")))
+    }
+
+    /// Connects to the `i`th address, checks the server's key by the
+    /// trust flags (asking on a terminal at first contact with that
+    /// address when `may_prompt`), and says Hello; state is the home's.
+    async fn connect_to(&self, i: usize, may_prompt: bool) -> Result<Connected, CliError> {
+        let addr: ServerAddr = self.server.get(i).map_or(self.home(), String::as_str).parse()?;
+        let home: ServerAddr = self.home().parse()?;
         let identity = self.identity()?;
         let check = PolicyCheck { addr: &addr, policy: self.trust.policy()?, may_prompt, refusal: Mutex::new(None) };
         let name = self.name();
@@ -265,7 +307,7 @@ impl ClientArgs {
         let options = Options { config: Arc::new(config), ..Options::default() };
         let result = Client::connect(&addr.to_string(), &name, &options, &check).await;
         let store = self.trust.data_dir.resolve()?.path().join(cipherline_client::local::FILE_NAME);
-        let peers = Peers::load(&addr.to_string(), Some(&store)).map_err(crate::history::store_error)?;
+        let peers = Peers::load(&home.to_string(), Some(&store)).map_err(crate::history::store_error)?;
         let client = result.map_err(|e| match e {
             ClientError::Untrusted(why) => match check.refusal.lock().ok().and_then(|mut r| r.take()) {
                 Some(keys_error) => CliError::Keys(keys_error),
@@ -286,11 +328,56 @@ impl ClientArgs {
         let e2e = match (&self.identity()?, client.info().queue.is_some(), peers.store()) {
             (Some(key), true, Some(local)) => {
                 let dir = self.trust.data_dir.resolve()?;
-                Conversations::open(dir.path(), &addr.to_string(), client.name(), key, local.clone())
+                Conversations::open(dir.path(), &home.to_string(), client.name(), key, local.clone())
                     .map_err(CliError::Client)?
             }
             _ => None,
         };
-        Ok(Connected { client, peers, server: addr.to_string(), e2e })
+        Ok(Connected { client, peers, server: home.to_string(), e2e })
+    }
+}
+
+/// The index after `at` among `n` addresses, wrapping round.
+fn next_at(at: usize, n: usize) -> usize {
+    if n == 0 { 0 } else { (at + 1) % n }
+}
+
+/// The `n` indexes in turn from `start`, wrapping round.
+fn order(start: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (start + k) % n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_wraps_round() {
+        assert_eq!(next_at(0, 3), 1);
+        assert_eq!(next_at(2, 3), 0);
+        assert_eq!(next_at(0, 1), 0);
+        assert_eq!(order(1, 3).collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert_eq!(order(0, 1).collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
+    fn home_is_the_first_server_and_failover_moves_on() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            client: ClientArgs,
+        }
+        let cli = Cli::parse_from(["x", "--server", "127.0.0.1:1", "--server", "127.0.0.1:2"]);
+        assert_eq!(cli.client.server, vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()]);
+        assert_eq!(cli.client.home(), "127.0.0.1:1");
+        cli.client.fail_over();
+        assert_eq!(cli.client.at.load(Ordering::Relaxed), 1);
+        // State stays under home whichever node is current.
+        assert_eq!(cli.client.home(), "127.0.0.1:1");
+        cli.client.fail_over();
+        assert_eq!(cli.client.at.load(Ordering::Relaxed), 0);
+        let one = Cli::parse_from(["x"]);
+        assert_eq!(one.client.home(), DEFAULT_SERVER);
     }
 }

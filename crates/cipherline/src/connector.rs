@@ -45,6 +45,11 @@ impl Flags {
 impl Connector for Flags {
     fn connect(&self, first: bool) -> Connecting<'_> {
         Box::pin(async move {
+            if !first {
+                // A reconnect follows a lost connection (or a failed
+                // try): the next node is tried first (issue 18, step 10).
+                self.args.fail_over();
+            }
             match self.args.connect(first).await {
                 Ok(Connected { client, peers, e2e, .. }) => {
                     self.failure.borrow_mut().take();
@@ -80,7 +85,7 @@ const ENGINE_STOP: Duration = Duration::from_secs(5);
 pub async fn one_shot(client: &'static ClientArgs) -> Result<(EngineHandle, mpsc::Receiver<Event>, Running), CliError> {
     let flags = Flags::new(client);
     let failure = flags.failure();
-    let (engine, handle, mut events) = Engine::new(flags, client.server.clone(), &[]);
+    let (engine, handle, mut events) = Engine::new(flags, client.home().to_string(), &[]);
     let engine = tokio::task::spawn_local(engine.one_shot().run());
     loop {
         match events.recv().await {

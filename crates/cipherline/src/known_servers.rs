@@ -37,9 +37,10 @@ pub struct ListArgs {
 /// Arguments of `known-servers add`.
 #[derive(Debug, Args)]
 pub struct AddArgs {
-    /// The server, as HOST:PORT (an IPv6 address goes in square brackets).
-    #[arg(value_name = "HOST:PORT")]
-    pub server: ServerAddr,
+    /// The server, as HOST:PORT (an IPv6 address goes in square brackets);
+    /// several for the nodes of a cluster, which share one key.
+    #[arg(value_name = "HOST:PORT", required = true, num_args = 1..)]
+    pub server: Vec<ServerAddr>,
 
     /// The server's PEM public key file (e.g. server_public_key.pem).
     #[arg(
@@ -100,9 +101,11 @@ pub fn run(command: &KnownServersCommand) -> Result<(), CliError> {
                 }
             };
             let known = args.data_dir.resolve()?.known_servers();
-            match known.add_auth(&args.server, &fingerprint)? {
-                Added::Recorded => println!("Recorded {} {} in {}.", args.server, fingerprint, known.path().display()),
-                Added::AlreadyKnown => println!("{} {} was already recorded.", args.server, fingerprint),
+            for server in &args.server {
+                match known.add_auth(server, &fingerprint)? {
+                    Added::Recorded => println!("Recorded {} {} in {}.", server, fingerprint, known.path().display()),
+                    Added::AlreadyKnown => println!("{} {} was already recorded.", server, fingerprint),
+                }
             }
         }
         KnownServersCommand::Remove(args) => {

@@ -122,7 +122,7 @@ pub async fn run(args: &'static SendArgs) -> Result<(), CliError> {
 async fn send_texts(args: &'static SendArgs) -> Result<(), CliError> {
     let flags = Flags::new(&args.client);
     let failure = flags.failure();
-    let (engine, handle, events) = Engine::new(flags, args.client.server.clone(), &[]);
+    let (engine, handle, events) = Engine::new(flags, args.client.home().to_string(), &[]);
     let engine = tokio::task::spawn_local(engine.one_shot().run());
     let mut front = Front { handle, events: Some(events), failure, me: String::new(), confirmed: HashMap::new() };
     let result = match front.connected().await {

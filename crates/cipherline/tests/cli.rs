@@ -274,6 +274,14 @@ fn known_servers_add_list_remove_and_changed_key() {
     ok(cipherline(&["known-servers", "add", "chat.example.org:7878", "--server-fingerprint", &other]).args(d));
     let list = ok(cipherline(&["known-servers", "list"]).args(d));
     assert_eq!(list, format!("chat.example.org:7878 {other}\n"));
+
+    // A cluster's nodes share one key: one add records every address.
+    let out = ok(cipherline(&["known-servers", "add", "a.example:1", "b.example:2", "--server-key"])
+        .arg(pub_of(&key))
+        .args(d));
+    assert_eq!(out.matches("Recorded").count(), 2, "{out}");
+    let list = ok(cipherline(&["known-servers", "list"]).args(d));
+    assert!(list.contains(&format!("a.example:1 {fp}\n")) && list.contains(&format!("b.example:2 {fp}\n")), "{list}");
 }
 
 #[test]

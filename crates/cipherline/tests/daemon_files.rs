@@ -278,7 +278,9 @@ fn at_most_three_downloads_run_at_once_and_the_others_wait() {
 /// nothing in `files.list`; the upload on the other side ends too.
 #[test]
 fn a_running_download_is_cancelled_and_leaves_nothing_behind() {
-    const SIZE: usize = 32 << 20;
+    // Large enough that the cancel arrives while the download runs: 32 MiB
+    // crossed the relay faster than a request's round trip in CI.
+    const SIZE: usize = 256 << 20;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::quick(dir.path());
     let mut bob = Daemon::start(&server, "bob", &[]);

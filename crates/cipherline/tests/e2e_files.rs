@@ -122,6 +122,12 @@ fn kill_sender_at(server: &Server, name: &str, args: &[&str], at: u64, limit: Du
     bytes
 }
 
+/// The size of the files the kill-midway tests send: large enough that
+/// the transfer is still going when the process is killed at its first
+/// progress lines (96 MiB finished between a progress line and the kill
+/// once the relay got faster).
+const KILLED_MIDWAY: u64 = 512 << 20;
+
 /// Listens with `--accept-files DIR --json` as `name`, kills it once it
 /// reported `at` bytes received, and returns the bytes it had reported.
 fn kill_listener_at(server: &Server, name: &str, dir: &Path, at: u64, limit: Duration) -> u64 {
@@ -141,7 +147,7 @@ fn an_upload_killed_midway_resumes_when_the_command_is_run_again() {
     let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
-    make_file(&file, 96 << 20, b"");
+    make_file(&file, KILLED_MIDWAY, b"");
     let args = ["--to", "bob", "--file", file.to_str().unwrap()];
     let before = kill_sender_at(&server, "alice", &args, 4 << 20, Duration::from_secs(60));
     // The relay kept what arrived; alice's data directory remembers the upload.
@@ -156,7 +162,7 @@ fn an_upload_killed_midway_resumes_when_the_command_is_run_again() {
     // Resumed, not started over; where exactly depends on how much reached
     // the relay between the last progress line and the kill, which a busy
     // machine stretches (the whole file's hash is checked below).
-    assert!(from > 0 && from < 96 << 20, "resumed at {from}, {before} reported sent before the kill");
+    assert!(from > 0 && from < KILLED_MIDWAY, "resumed at {from}, {before} reported sent before the kill");
     assert_eq!(events(&again, "file_sent")[0]["sha256"], sha256_hex(&file));
     // One announcement only, and the file arrives whole.
     let inbox = dir.path().join("inbox");
@@ -178,7 +184,7 @@ fn a_download_killed_midway_resumes_when_listen_starts_again() {
     let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
-    make_file(&file, 96 << 20, b"");
+    make_file(&file, KILLED_MIDWAY, b"");
     ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap()]));
     let inbox = dir.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();

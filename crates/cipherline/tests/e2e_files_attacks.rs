@@ -202,7 +202,9 @@ fn a_tampered_chunk_met_when_a_download_resumes_is_caught_and_the_partial_file_d
     let server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
-    let size: u64 = 96 << 20;
+    // Large enough to be killed mid-way on a fast machine (96 MiB could
+    // finish between a progress line and the kill).
+    let size: u64 = 512 << 20;
     std::fs::write(&file, content(size as usize, b"big")).unwrap();
     ok(&run(&server, "send", "alice", &["--to", "bob", "--file", file.to_str().unwrap()]));
     let stored: Vec<PathBuf> = blobs(dir.path()).into_iter().collect();
@@ -451,7 +453,8 @@ fn an_upload_resumes_over_a_half_written_blob_file_after_the_relay_restarts() {
     let mut server = Server::quick_with_limits(dir.path(), Some(MANY_CONNECTIONS));
     publish(&server, "bob");
     let file = dir.path().join("big.bin");
-    let data = content(96 << 20, b"half");
+    // Large enough to be killed mid-way on a fast machine.
+    let data = content(512 << 20, b"half");
     std::fs::write(&file, &data).unwrap();
     let args = ["--to", "bob", "--file", file.to_str().unwrap()];
     let mut command = server.client("send", "alice");

@@ -63,9 +63,9 @@ const NODE_FORGET: Duration = Duration::from_secs(120);
 const INCOMING: usize = 4096;
 /// Keys listed per store call.
 const PAGE: usize = 256;
-/// Floor entries of one name read at most (one per node: far more nodes
-/// than anyone runs); past it, acknowledging waits for entries to go.
-const MAX_FLOORS: usize = 1024;
+/// Per-node entries under one prefix read at most (far more nodes than
+/// anyone runs); past it, acknowledging waits for floor entries to go.
+const MAX_NODES: usize = 1024;
 /// Stripes of the lock that orders a node's floor writes and deletes.
 const STRIPES: usize = 64;
 
@@ -260,21 +260,39 @@ impl Cluster {
             let _order = self.ordered(folded).await;
             bounded(self.store.put(&self.floor_key(folded), encode_floor(local))).await?;
         }
-        let prefix = floor_prefix(folded);
         let mut min = local;
-        let mut after = String::new();
-        let mut seen = 0usize;
+        let complete = self
+            .scan_elsewhere(&floor_prefix(folded), |value| {
+                // An entry that vanished meanwhile (its node's last session
+                // ended) holds nothing back; a damaged one holds all.
+                min = min.min(decode_u64(value).unwrap_or(0));
+                true
+            })
+            .await?;
+        if !complete {
+            // Cannot see every node: acknowledge nothing more.
+            return Ok(0);
+        }
+        Ok(min)
+    }
+
+    /// Calls `each` with the value of every key under `prefix` (one per
+    /// node, `prefix<node>`) that another live node wrote, deleting dead
+    /// nodes' keys on the way (a dead node never writes again). Stops when
+    /// `each` returns false; returns false if there were more than
+    /// [`MAX_NODES`] keys, so a caller never acts on a partial view unaware.
+    async fn scan_elsewhere(&self, prefix: &str, mut each: impl FnMut(&[u8]) -> bool) -> Result<bool, Refusal> {
+        let (mut after, mut seen) = (String::new(), 0usize);
         let mut alive: HashMap<String, bool> = HashMap::new();
         loop {
-            let keys = bounded(self.store.keys(&prefix, &after, PAGE)).await?;
-            let Some(last) = keys.last().cloned() else { break };
+            let keys = bounded(self.store.keys(prefix, &after, PAGE)).await?;
+            let Some(last) = keys.last().cloned() else { return Ok(true) };
             for key in keys {
                 seen += 1;
-                if seen > MAX_FLOORS {
-                    // Cannot see every node: acknowledge nothing more.
-                    return Ok(0);
+                if seen > MAX_NODES {
+                    return Ok(false);
                 }
-                let Some(node) = key.strip_prefix(&prefix) else { continue };
+                let Some(node) = key.strip_prefix(prefix) else { continue };
                 if node == self.node {
                     continue;
                 }
@@ -287,19 +305,18 @@ impl Cluster {
                     }
                 };
                 if !live {
-                    // A dead node never writes again: its entry goes.
                     bounded(self.store.delete(&key)).await?;
                     continue;
                 }
-                // An entry that vanished meanwhile (its node's last session
-                // ended) holds nothing back; a damaged one holds all.
-                if let Some((value, _)) = bounded(self.store.get(&key)).await? {
-                    min = min.min(decode_u64(&value).unwrap_or(0));
+                // An entry deleted meanwhile is skipped.
+                if let Some((value, _)) = bounded(self.store.get(&key)).await?
+                    && !each(&value)
+                {
+                    return Ok(true);
                 }
             }
             after = last;
         }
-        Ok(min)
     }
 
     /// Whether `node`'s heartbeat is younger than [`NODE_TTL`].

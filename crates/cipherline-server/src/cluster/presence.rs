@@ -23,7 +23,7 @@
 use cipherline_proto::app::{ErrorCode, fold_name, name_skeleton};
 use cipherline_store::{Store as _, StoreError};
 
-use super::{Cluster, PAGE, decode_u64, locked};
+use super::{Cluster, decode_u64, locked};
 use crate::hub::{Hub, MAX_SESSIONS_PER_NAME, Me, Refusal};
 use crate::mail::bounded;
 
@@ -68,26 +68,13 @@ impl Cluster {
     /// Sessions of `folded` on other live nodes (deleting dead nodes'
     /// entries on the way).
     pub(super) async fn sessions_elsewhere(&self, folded: &str) -> Result<u64, Refusal> {
-        let prefix = presence_prefix(folded);
-        let (mut total, mut after) = (0u64, String::new());
-        loop {
-            let keys = bounded(self.store.keys(&prefix, &after, PAGE)).await?;
-            let Some(last) = keys.last().cloned() else { return Ok(total) };
-            for key in keys {
-                let Some(node) = key.strip_prefix(&prefix) else { continue };
-                if node == self.node {
-                    continue;
-                }
-                if !self.is_live(node).await? {
-                    bounded(self.store.delete(&key)).await?;
-                    continue;
-                }
-                if let Some((value, _)) = bounded(self.store.get(&key)).await? {
-                    total = total.saturating_add(decode_u64(&value).unwrap_or(1).max(1));
-                }
-            }
-            after = last;
-        }
+        let mut total = 0u64;
+        self.scan_elsewhere(&presence_prefix(folded), |value| {
+            total = total.saturating_add(decode_u64(value).unwrap_or(1).max(1));
+            true
+        })
+        .await?;
+        Ok(total)
     }
 
     /// Makes `presence/<folded>/<this node>` say what `local` says now.

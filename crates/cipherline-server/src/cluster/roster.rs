@@ -14,14 +14,12 @@ use std::sync::Arc;
 use cipherline_proto::app::{MAX_MEMBERS, MAX_NAME};
 use cipherline_store::Store as _;
 
-use super::{Cluster, PAGE, locked};
+use super::{Cluster, locked};
 use crate::hub::Refusal;
 use crate::mail::bounded;
 
 /// The largest roster entry read: every name at its longest, a newline each.
 const MAX_ROSTER: usize = MAX_MEMBERS * (MAX_NAME + 1);
-/// Roster entries of one room read at most (one per node).
-const MAX_NODES: usize = 1024;
 
 fn roster_prefix(room: &str) -> String {
     format!("roster/{room}/")
@@ -76,30 +74,14 @@ impl Cluster {
 
     /// The live members of `room` on other live nodes.
     pub(crate) async fn members_elsewhere(&self, room: &str) -> Result<Vec<String>, Refusal> {
-        let prefix = roster_prefix(room);
-        let (mut names, mut after, mut seen) = (Vec::new(), String::new(), 0usize);
-        loop {
-            let keys = bounded(self.store.keys(&prefix, &after, PAGE)).await?;
-            let Some(last) = keys.last().cloned() else { return Ok(names) };
-            for key in keys {
-                seen += 1;
-                if seen > MAX_NODES || names.len() >= MAX_MEMBERS {
-                    return Ok(names);
-                }
-                let Some(node) = key.strip_prefix(&prefix) else { continue };
-                if node == self.node {
-                    continue;
-                }
-                if !self.is_live(node).await? {
-                    bounded(self.store.delete(&key)).await?;
-                    continue;
-                }
-                if let Some((value, _)) = bounded(self.store.get(&key)).await? {
-                    names.extend(parse(&value));
-                }
-            }
-            after = last;
-        }
+        let mut names = Vec::new();
+        self.scan_elsewhere(&roster_prefix(room), |value| {
+            names.extend(parse(value));
+            names.len() < MAX_MEMBERS
+        })
+        .await?;
+        names.truncate(MAX_MEMBERS);
+        Ok(names)
     }
 }
 

@@ -222,7 +222,7 @@ pub async fn run(args: &'static ChatArgs) -> Result<(), CliError> {
 async fn run_here(args: &'static ChatArgs) -> Result<(), CliError> {
     let flags = Flags::new(&args.client);
     let failure = flags.failure();
-    let server = args.client.server.clone();
+    let server = args.client.home().to_string();
     let (engine, handle, mut events) = Engine::new(flags, server.clone(), &[]);
     // Downloads accepted in an earlier run continue, as chat always did.
     let engine = tokio::task::spawn_local(engine.resume_downloads(true).run());

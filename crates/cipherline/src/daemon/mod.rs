@@ -82,8 +82,12 @@ const IN_FLIGHT: u32 = 32;
 struct Flags(&'static ClientArgs);
 
 impl Connector for Flags {
-    fn connect(&self, _first: bool) -> Connecting<'_> {
+    fn connect(&self, first: bool) -> Connecting<'_> {
         Box::pin(async move {
+            if !first {
+                // After a lost connection the next node is tried first.
+                self.0.fail_over();
+            }
             match self.0.connect(false).await {
                 Ok(Connected { client, peers, e2e, .. }) => Ok(Session { client, peers, e2e }),
                 Err(e) => Err(ConnectFailure { passing: passing(&e), reason: e.to_string() }),
@@ -92,8 +96,14 @@ impl Connector for Flags {
     }
 
     fn transfer(&self) -> Connecting<'_> {
-        // The same flags: a second session of this user for one file.
-        self.connect(false)
+        // The same flags: a second session of this user for one file, on
+        // the node that answers now (no failover step).
+        Box::pin(async move {
+            match self.0.connect(false).await {
+                Ok(Connected { client, peers, e2e, .. }) => Ok(Session { client, peers, e2e }),
+                Err(e) => Err(ConnectFailure { passing: passing(&e), reason: e.to_string() }),
+            }
+        })
     }
 }
 
@@ -178,7 +188,7 @@ pub async fn run(args: &'static DaemonArgs) -> Result<(), CliError> {
 }
 
 async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
-    let server = args.client.server.clone();
+    let server = args.client.home().to_string();
     let (mut engine, handle, mut events) = Engine::new(Flags(&args.client), server, &args.room);
     // A message is acknowledged only once its line was written (out.rs).
     let handover = engine.handover();

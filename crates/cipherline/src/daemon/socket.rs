@@ -101,7 +101,7 @@ pub(super) async fn run(args: &'static DaemonArgs, path: &Path) -> Result<(), Cl
     let (mut term, mut int) = (signals(SignalKind::terminate())?, signals(SignalKind::interrupt())?);
     // Bound before the engine starts: a refusal costs no connection.
     let bound = Bound::new(path)?;
-    let server = args.client.server.clone();
+    let server = args.client.home().to_string();
     let (mut engine, handle, events) = Engine::new(Flags(&args.client), server, &args.room);
     let handover = engine.handover();
     let engine = spawn_local(engine.run());

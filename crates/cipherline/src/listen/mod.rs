@@ -145,7 +145,8 @@ async fn run_here(args: &'static ListenArgs) -> Result<(), CliError> {
     loop {
         let flags = Flags::new(&args.client);
         let failure = flags.failure();
-        let (engine, handle, events) = Engine::new(flags, args.client.server.clone(), std::slice::from_ref(&args.room));
+        let (engine, handle, events) =
+            Engine::new(flags, args.client.home().to_string(), std::slice::from_ref(&args.room));
         let mut engine = engine.resume_downloads(args.accept_files.is_some());
         let handover = engine.handover();
         let task = tokio::task::spawn_local(engine.run());

@@ -74,7 +74,7 @@ pub async fn run(args: &'static TuiArgs) -> Result<(), CliError> {
 }
 
 async fn run_here(args: &'static TuiArgs) -> Result<(), CliError> {
-    let server = args.client.server.clone();
+    let server = args.client.home().to_string();
     let (engine, handle, mut events) = Engine::new(Flags::new(&args.client), server.clone(), &[]);
     let engine = tokio::task::spawn_local(engine.run());
     let room = args.room.as_deref().unwrap_or("lobby");
