@@ -697,8 +697,13 @@ mod tests {
     }
 
     fn received(id: u64, ts: u64, from: &str, to: Target, text: &str) -> Msg {
+        received_as(id, ts, from, to, text, &MessageStatus::Known)
+    }
+
+    /// A message received by alice, with the verdict `status`, as stored.
+    fn received_as(id: u64, ts: u64, from: &str, to: Target, text: &str, status: &MessageStatus) -> Msg {
         let d = Delivery { id, timestamp_ms: ts, from: from.into(), to, text: text.into(), signed: None, seq: 0 };
-        Msg::received("s", "alice", &d, &MessageStatus::Known)
+        Msg::received("s", "alice", &d, status)
     }
 
     #[test]
@@ -779,19 +784,10 @@ mod tests {
         let engine = engine(dir.path(), &[]);
         let store = engine.people.store.clone().unwrap();
         let remembered = Fingerprint::from_bytes([1; 32]);
-        let d = Delivery {
-            id: 1,
-            timestamp_ms: 5,
-            from: "bob".into(),
-            to: Target::User("alice".into()),
-            text: "pay mallory".into(),
-            signed: None,
-            seq: 0,
-        };
         let unsigned = MessageStatus::KeyChanged { remembered, presented: None };
-        store.record(&Msg::received("s", "alice", &d, &unsigned)).unwrap();
-        let mut old = received(2, 6, "bob", Target::User("alice".into()), "older");
-        old.label = "key-changed".into();
+        let to_alice = || Target::User("alice".into());
+        store.record(&received_as(1, 5, "bob", to_alice(), "pay mallory", &unsigned)).unwrap();
+        let old = Msg { label: "key-changed".into(), ..received(2, 6, "bob", to_alice(), "older") };
         store.record(&old).unwrap();
         let reply = engine
             .local(Command::History { conversation: Target::User("bob".into()), before: None, limit: 10 })
