@@ -53,6 +53,20 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The label of a message this user sent (in place of a signature verdict).
 pub const OWN_LABEL: &str = "own";
 
+/// The history label of a message received unsigned under a name whose key
+/// is remembered: its verdict is `key-changed`, but no other key was seen,
+/// so the history must not say the key changed.
+pub const UNSIGNED_REMEMBERED_LABEL: &str = "unsigned-remembered";
+
+/// The history label for `status` (a received message).
+#[must_use]
+pub fn label_of(status: &MessageStatus) -> &'static str {
+    match status {
+        MessageStatus::KeyChanged { presented: None, .. } => UNSIGNED_REMEMBERED_LABEL,
+        other => other.label(),
+    }
+}
+
 /// How a store is opened.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -127,7 +141,7 @@ impl Msg {
             target: d.to.clone(),
             text: d.text.clone(),
             direction: if own { Direction::Out } else { Direction::In },
-            label: if own { OWN_LABEL } else { status.label() }.to_owned(),
+            label: if own { OWN_LABEL } else { label_of(status) }.to_owned(),
             e2e: false,
         }
     }
@@ -676,4 +690,25 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), ClientError> {
         return Err(err(e));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::{UNSIGNED_REMEMBERED_LABEL, label_of};
+    use crate::peers::MessageStatus;
+
+    /// An unsigned message under a remembered name is stored as unsigned,
+    /// not as a changed key (no other key was seen); a real change is not.
+    #[test]
+    fn an_unsigned_message_under_a_remembered_name_is_not_stored_as_a_changed_key() {
+        let remembered = cipherline_keys::Fingerprint::from_bytes([1; 32]);
+        let unsigned = MessageStatus::KeyChanged { remembered, presented: None };
+        assert_eq!(label_of(&unsigned), UNSIGNED_REMEMBERED_LABEL);
+        let changed = MessageStatus::KeyChanged {
+            remembered,
+            presented: Some(cipherline_keys::Fingerprint::from_bytes([2; 32])),
+        };
+        assert_eq!(label_of(&changed), "key-changed");
+        assert_eq!(label_of(&MessageStatus::Unsigned), "unsigned");
+    }
 }

@@ -2,7 +2,7 @@
 //! each with its signature verdict (PROTOCOL.md §13.7).
 
 use cipherline_client::display::{body, escape};
-use cipherline_client::local::{Direction, Msg, OWN_LABEL};
+use cipherline_client::local::{Direction, Msg, OWN_LABEL, UNSIGNED_REMEMBERED_LABEL};
 use cipherline_proto::app::Target;
 use serde_json::json;
 
@@ -14,6 +14,7 @@ fn label_mark(label: &str) -> String {
         "verified" => " (verified)".to_owned(),
         "new" => " (new key)".to_owned(),
         "unsigned" => " (unsigned)".to_owned(),
+        UNSIGNED_REMEMBERED_LABEL => UNSIGNED_REMEMBERED.to_owned(),
         "invalid-signature" => " (FORGED OR ALTERED: bad signature)".to_owned(),
         "key-changed" => " (KEY CHANGED: not the key remembered for this name)".to_owned(),
         // A label this version does not know (a newer one wrote it).
@@ -60,8 +61,9 @@ pub fn history_line(m: &Msg) -> String {
 }
 
 /// The mark of a message that came unsigned under a name whose key is
-/// remembered: its label (`key-changed`) would say another key was seen,
-/// but none was; only the name matches.
+/// remembered: its verdict (`key-changed`) would say another key was seen,
+/// but none was; only the name matches. The history stores it as
+/// [`UNSIGNED_REMEMBERED_LABEL`] and shows this same mark.
 pub const UNSIGNED_REMEMBERED: &str = " (UNSIGNED, but a key is remembered for this name: maybe not them)";
 
 /// A message received live, as [`history_line`] shows a stored one (the
@@ -80,5 +82,50 @@ fn line(m: &Msg, mark: &str) -> String {
         (Target::Room(room), _) => format!("{at} [{}] {from}: {text}", escape(room)),
         (Target::User(_), Direction::In) => format!("{at} {from} -> you: {text}"),
         (Target::User(to), Direction::Out) => format!("{at} {from} -> {}: {text}", escape(to)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use cipherline_client::local::{FILE_NAME, Filter, LocalStore};
+    use cipherline_client::peers::MessageStatus;
+    use cipherline_keys::Fingerprint;
+    use cipherline_proto::app::Delivery;
+
+    use super::*;
+
+    /// A message received unsigned under a remembered name goes into the
+    /// history as `unsigned-remembered` and comes back out with the mark
+    /// `listen` printed live (not "KEY CHANGED": no other key was seen); an
+    /// older history's `key-changed` still loads and reads as a change.
+    #[test]
+    fn a_stored_unsigned_message_under_a_remembered_name_replays_with_the_live_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join(FILE_NAME)).unwrap();
+        let d = Delivery {
+            id: 1,
+            timestamp_ms: 1_700_000_000_000,
+            from: "bob".into(),
+            to: Target::Room("lobby".into()),
+            text: "pay mallory".into(),
+            signed: None,
+            seq: 1,
+        };
+        let remembered = Fingerprint::from_bytes([1; 32]);
+        let unsigned = MessageStatus::KeyChanged { remembered, presented: None };
+        let received = Msg::received("s", "me", &d, &unsigned);
+        // What `listen` printed live: the verdict's label, and the flag.
+        let live = live_line(&Msg { label: "key-changed".into(), ..received.clone() }, true);
+        assert!(store.record(&received).unwrap());
+        let old = Msg { id: 2, seq: 2, label: "key-changed".into(), ..received.clone() };
+        assert!(store.record(&old).unwrap());
+        let stored = store.history("s", &Filter::All, 10).unwrap();
+        let labels: Vec<&str> = stored.iter().map(|m| m.label.as_str()).collect();
+        assert_eq!(labels, [UNSIGNED_REMEMBERED_LABEL, "key-changed"]);
+        assert_eq!(history_line(&stored[0]), live);
+        assert!(live.contains(UNSIGNED_REMEMBERED) && !live.contains("KEY CHANGED"), "{live}");
+        assert!(history_line(&stored[1]).contains("KEY CHANGED"), "an older record still reads as a change");
     }
 }

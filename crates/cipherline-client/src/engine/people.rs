@@ -15,7 +15,7 @@ use cipherline_proto::crypto::sign::SignatureAlgorithm;
 use rusqlite::params;
 
 use super::*;
-use crate::local::{Direction, Filter, LocalStore, OWN_LABEL};
+use crate::local::{Direction, Filter, LocalStore, OWN_LABEL, UNSIGNED_REMEMBERED_LABEL};
 
 /// The most entries one History answers.
 pub const MAX_HISTORY: u32 = 500;
@@ -58,6 +58,10 @@ pub struct HistoryEntry {
     pub timestamp_ms: u64,
     /// Sent by this user.
     pub outgoing: bool,
+    /// Whether it was signed, as [`crate::engine::Message::signed`]: an
+    /// unsigned entry whose verdict is [`Verified::Changed`] came under a
+    /// name whose key is remembered, without a signature.
+    pub signed: bool,
 }
 
 /// A room joined or a direct conversation, as Conversations lists it.
@@ -228,6 +232,7 @@ impl<C: Connector> Engine<C> {
             .map(|m| HistoryEntry {
                 id: m.id,
                 verified: verdict_of_label(&m.label),
+                signed: signed_label(&m.label),
                 from: m.from,
                 to: m.target,
                 text: m.text,
@@ -546,16 +551,23 @@ fn refuse_changed(peers: &mut Peers, name: &str, key: &[u8; 32]) -> Result<(), C
     }
 }
 
-/// The verdict a history record's label stands for.
+/// The verdict a history record's label stands for: the one the message
+/// had live (an unsigned message under a remembered name was `Changed`).
 fn verdict_of_label(label: &str) -> Verified {
     match label {
         "new" => Verified::New,
         "known" | OWN_LABEL => Verified::Known,
         "verified" => Verified::Verified,
-        "key-changed" => Verified::Changed,
+        "key-changed" | UNSIGNED_REMEMBERED_LABEL => Verified::Changed,
         "invalid-signature" => Verified::Invalid,
         _ => Verified::Unsigned,
     }
+}
+
+/// Whether a history record's label says the message was signed (an
+/// older history's `key-changed` may have been unsigned: it cannot tell).
+fn signed_label(label: &str) -> bool {
+    !matches!(label, "unsigned" | UNSIGNED_REMEMBERED_LABEL)
 }
 
 /// How conversations are told apart: rooms and people by folded name.
@@ -685,8 +697,13 @@ mod tests {
     }
 
     fn received(id: u64, ts: u64, from: &str, to: Target, text: &str) -> Msg {
+        received_as(id, ts, from, to, text, &MessageStatus::Known)
+    }
+
+    /// A message received by alice, with the verdict `status`, as stored.
+    fn received_as(id: u64, ts: u64, from: &str, to: Target, text: &str, status: &MessageStatus) -> Msg {
         let d = Delivery { id, timestamp_ms: ts, from: from.into(), to, text: text.into(), signed: None, seq: 0 };
-        Msg::received("s", "alice", &d, &MessageStatus::Known)
+        Msg::received("s", "alice", &d, status)
     }
 
     #[test]
@@ -757,10 +774,36 @@ mod tests {
         assert_eq!(list, [Contact { name: "bob".into(), fingerprint: fp.to_string(), verified: true }]);
     }
 
+    /// An unsigned message under a remembered name comes back from the
+    /// history with the verdict and signedness it had live (not as a key
+    /// change, nor as a plain unsigned one); an older `key-changed` record
+    /// still loads as a change.
+    #[test]
+    fn history_gives_back_an_unsigned_message_under_a_remembered_name_as_it_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), &[]);
+        let store = engine.people.store.clone().unwrap();
+        let remembered = Fingerprint::from_bytes([1; 32]);
+        let unsigned = MessageStatus::KeyChanged { remembered, presented: None };
+        let to_alice = || Target::User("alice".into());
+        store.record(&received_as(1, 5, "bob", to_alice(), "pay mallory", &unsigned)).unwrap();
+        let old = Msg { label: "key-changed".into(), ..received(2, 6, "bob", to_alice(), "older") };
+        store.record(&old).unwrap();
+        let reply = engine
+            .local(Command::History { conversation: Target::User("bob".into()), before: None, limit: 10 })
+            .unwrap();
+        let Reply::History(entries) = reply else { panic!("{reply:?}") };
+        let got: Vec<(Verified, bool)> = entries.iter().map(|e| (e.verified, e.signed)).collect();
+        assert_eq!(got, [(Verified::Changed, false), (Verified::Changed, true)]);
+    }
+
     #[test]
     fn history_labels_map_to_verdicts_and_key_states_have_labels() {
         assert_eq!(verdict_of_label(OWN_LABEL), Verified::Known);
         assert_eq!(verdict_of_label("key-changed"), Verified::Changed);
+        assert_eq!(verdict_of_label(UNSIGNED_REMEMBERED_LABEL), Verified::Changed);
+        assert!(!signed_label(UNSIGNED_REMEMBERED_LABEL) && !signed_label("unsigned"));
+        assert!(signed_label("key-changed") && signed_label(OWN_LABEL));
         assert_eq!(verdict_of_label("invalid-signature"), Verified::Invalid);
         assert_eq!(verdict_of_label("verified"), Verified::Verified);
         let labels: Vec<_> = [KeyState::New, KeyState::Changed, KeyState::Unknown].map(KeyState::as_str).into();

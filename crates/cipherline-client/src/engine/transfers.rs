@@ -576,10 +576,37 @@ impl<C: Connector> Engine<C> {
 
     /// Cancels a transfer: its task stopped, then an upload's blob
     /// deleted at the relay, a download's partial file deleted and the
-    /// relay told; both forgotten.
+    /// relay told; both forgotten. A download found finished once its task
+    /// stopped is reported done instead, and its file kept.
     pub(super) async fn cancel_file(&mut self, live: &mut Live, transfer: &str) -> Result<Reply, ClientError> {
         let e2e = live.e2e.as_ref().ok_or_else(no_e2e)?;
         let (store, scope) = (e2e.store().clone(), e2e.scope().to_owned());
+        let Some(Stopped { transfer, id, name, done, total }) = self.stop_to_cancel(&store, &scope, transfer).await?
+        else {
+            return Ok(Reply::Done);
+        };
+        // (An engine upload stopped before it was recorded has nothing
+        // at the relay yet.)
+        match id {
+            Some(TransferId::Up(n)) => upload::cancel(&store, &mut live.client, n).await?,
+            Some(TransferId::Down(n)) => download::cancel(&store, Some(&mut live.client), n).await?,
+            None => {}
+        }
+        let path = None;
+        self.emit(Event::Transfer { transfer, name, done, total, state: TransferState::Cancelled, path }).await;
+        Ok(Reply::Done)
+    }
+
+    /// The first half of [`Engine::cancel_file`], which needs no
+    /// connection: `transfer` found (this user's), its task stopped; what
+    /// is left to cancel, or `None` if the download turned out finished
+    /// (then reported [`TransferState::Done`]).
+    async fn stop_to_cancel(
+        &mut self,
+        store: &LocalStore,
+        scope: &str,
+        transfer: &str,
+    ) -> Result<Option<Stopped>, ClientError> {
         let unknown = || ClientError::NoTransfer(transfer.to_owned());
         let key = self.transfers.key_of(transfer);
         let mut id = TransferId::parse(transfer);
@@ -607,22 +634,35 @@ impl<C: Connector> Engine<C> {
         if let Some(up) = entry.as_ref().and_then(|e| e.upload) {
             id = Some(TransferId::Up(up));
         }
-        // (An engine upload stopped before it was recorded has nothing
-        // at the relay yet.)
-        match id {
-            Some(TransferId::Up(n)) => upload::cancel(&store, &mut live.client, n).await?,
-            Some(TransferId::Down(n)) => download::cancel(&store, Some(&mut live.client), n).await?,
-            None => {}
+        let transfer = key.unwrap_or_else(|| transfer.to_owned());
+        // The task may have saved and checked the whole file before it was
+        // stopped (closing its connection, say), its end not yet reported:
+        // the download is done, and cancelling it would only lie.
+        if let Some(TransferId::Down(n)) = id
+            && let Some(d) = store.download(n)?
+            && d.state == DownloadState::Done
+        {
+            let path = Some(PathBuf::from(&d.detail));
+            let (done, total) = (d.size, d.size);
+            self.emit(Event::Transfer { transfer, name: d.name, done, total, state: TransferState::Done, path }).await;
+            return Ok(None);
         }
         let (name, done, total) = match entry {
             Some(e) => (e.info.name, e.info.done, e.info.total),
             None => (name, 0, total),
         };
-        let transfer = key.unwrap_or_else(|| transfer.to_owned());
-        let path = None;
-        self.emit(Event::Transfer { transfer, name, done, total, state: TransferState::Cancelled, path }).await;
-        Ok(Reply::Done)
+        Ok(Some(Stopped { transfer, id, name, done, total }))
     }
+}
+
+/// A transfer stopped, to be cancelled: its id as reported, its local
+/// id, and what its cancellation reports.
+struct Stopped {
+    transfer: String,
+    id: Option<TransferId>,
+    name: String,
+    done: u64,
+    total: u64,
 }
 
 /// An upload, from the first byte or where the relay's copy ends.
@@ -709,9 +749,109 @@ async fn get_task<C: Connector>(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+    use zeroize::Zeroizing;
+
+    /// A connector that never connects (nothing here needs one).
+    struct Never;
+
+    impl Connector for Never {
+        fn connect(&self, _: bool) -> Connecting<'_> {
+            Box::pin(async { Err(ConnectFailure { reason: "none".to_owned(), passing: false }) })
+        }
+    }
+
+    /// A download of `name` (10 bytes) offered to `scope`'s user, recorded.
+    fn offered(store: &LocalStore, scope: &str, message: u64, name: &str) -> u64 {
+        store
+            .add_download(&DownloadRecord {
+                id: 0,
+                scope: scope.into(),
+                message,
+                from: "bob".into(),
+                target: Target::User("alice".into()),
+                blob: [7; 16],
+                key: Zeroizing::new([1; 32]),
+                name: name.into(),
+                size: 10,
+                sha256: [0; 32],
+                dir: None,
+                state: DownloadState::Offered,
+                verified: 0,
+                detail: String::new(),
+            })
+            .unwrap()
+    }
+
+    /// Download `id` as running in `engine`: its entry, and a task that
+    /// stays where a real one may stay after saving the file (closing its
+    /// connection, or handing over its end) until it is stopped.
+    fn running(engine: &mut Engine<Never>, id: u64, name: &str) -> String {
+        let transfer = TransferId::Down(id).to_string();
+        let info = TransferInfo {
+            transfer: transfer.clone(),
+            outgoing: false,
+            to: Target::User("alice".into()),
+            from: Some("bob".into()),
+            name: name.into(),
+            done: 4,
+            total: 10,
+            state: TransferState::Running,
+            offer: None,
+        };
+        let report = engine.transfers.add(info, engine.events.clone());
+        let task = tokio::task::spawn_local(async move {
+            let _report = report;
+            std::future::pending::<()>().await;
+        });
+        engine.transfers.tasks.insert(transfer.clone(), task);
+        transfer
+    }
+
+    /// Cancelling a download whose task saved and checked the whole file
+    /// but had not reported its end says Done (with where it is) and keeps
+    /// the file and its record; one still under way is left to cancel.
+    #[test]
+    fn cancelling_a_download_that_finished_before_its_task_stopped_reports_it_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("client.db")).unwrap();
+        let scope = "s alice";
+        let (mut engine, _handle, mut events) = Engine::new(Never, "s".into(), &[]);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async {
+            // Finished: the file placed and the record done, as the
+            // library's download ends; the task not yet at its end.
+            let finished = offered(&store, scope, 1, "a.txt");
+            let saved = dir.path().join("a.txt");
+            std::fs::write(&saved, b"0123456789").unwrap();
+            store.set_download(finished, DownloadState::Done, Some(dir.path()), 10, &saved.to_string_lossy()).unwrap();
+            let transfer = running(&mut engine, finished, "a.txt");
+            let left = engine.stop_to_cancel(&store, scope, &transfer).await.unwrap();
+            assert!(left.is_none(), "nothing left to cancel");
+            let Ok(Event::Transfer { transfer: t, state, done, total, path, .. }) = events.try_recv() else {
+                panic!("no transfer event")
+            };
+            assert_eq!((t, state, done, total), (transfer.clone(), TransferState::Done, 10, 10));
+            assert_eq!(path.as_deref(), Some(saved.as_path()));
+            assert_eq!(std::fs::read(&saved).unwrap(), b"0123456789", "the file is kept");
+            assert_eq!(store.download(finished).unwrap().map(|d| d.state), Some(DownloadState::Done));
+            assert!(engine.transfers.tasks.is_empty() && engine.transfers.key_of(&transfer).is_none());
+
+            // Under way: stopped, and left to cancel as before.
+            let partial = offered(&store, scope, 2, "b.txt");
+            store.set_download(partial, DownloadState::Active, Some(dir.path()), 4, "").unwrap();
+            let transfer = running(&mut engine, partial, "b.txt");
+            let left = engine.stop_to_cancel(&store, scope, &transfer).await.unwrap().unwrap();
+            assert_eq!((left.id, left.done, left.total), (Some(TransferId::Down(partial)), 4, 10));
+            assert!(events.try_recv().is_err(), "the caller reports the cancellation");
+            // Another user's download is not this one's to cancel.
+            let theirs = offered(&store, "s carol", 3, "c.txt");
+            let err = engine.stop_to_cancel(&store, scope, &TransferId::Down(theirs).to_string()).await;
+            assert!(matches!(err, Err(ClientError::NoTransfer(_))));
+        });
+    }
 
     #[test]
     fn states_have_the_labels_front_ends_show() {

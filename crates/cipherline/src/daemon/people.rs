@@ -100,6 +100,7 @@ fn entry(e: &HistoryEntry) -> Value {
     object.insert("verified".into(), json!(e.verified.as_str()));
     object.insert("timestamp".into(), json!(e.timestamp_ms));
     object.insert("outgoing".into(), json!(e.outgoing));
+    object.insert("signed".into(), json!(e.signed));
     Value::Object(object)
 }
 
@@ -235,11 +236,13 @@ mod tests {
             verified: Verified::New,
             timestamp_ms: 5,
             outgoing: false,
+            signed: false,
         };
         let v = result(&Reply::History(vec![e])).unwrap();
         assert_eq!(v["messages"][0]["id"].as_u64(), Some(u64::MAX), "ids stay exact numbers");
         assert_eq!(v["messages"][0]["to"], "b");
         assert_eq!(v["messages"][0]["verified"], "new");
+        assert_eq!(v["messages"][0]["signed"], false, "as a message notification says it");
         assert!(result(&Reply::Done).is_none());
     }
 }

@@ -426,7 +426,12 @@ impl App {
         };
         let i = self.index(&target);
         if let Some(c) = self.conversations.get_mut(i) {
-            if let Some(member) = c.member(&m.from) {
+            // An unsigned message under a remembered name has the verdict
+            // `Changed`, but no other key was seen and it may not be theirs:
+            // the member's key state stays what it was, and the name is not
+            // listed on its word (the message itself is marked unsigned).
+            let unsigned_under_known = !m.signed && m.verified == Verified::Changed;
+            if !unsigned_under_known && let Some(member) = c.member(&m.from) {
                 member.state = Some(m.verified);
             }
             if matches!(target, Target::User(_)) || m.e2e {

@@ -167,8 +167,8 @@ impl App {
                 text: h.text.clone(),
                 at_ms: h.timestamp_ms,
                 verified: (!h.outgoing).then_some(h.verified),
-                // The history keeps the label only (`key-changed`).
-                unsigned: false,
+                // Marked as it was live: unsigned under a remembered name.
+                unsigned: !h.outgoing && !h.signed,
                 e2e: h.e2e,
                 delivered: false,
             })

@@ -455,6 +455,7 @@ fn stored(id: u64, from: &str, to: Target, text: &str, outgoing: bool) -> Histor
         verified: Verified::Known,
         timestamp_ms: T0 + id * 1000,
         outgoing,
+        signed: true,
     }
 }
 
@@ -564,6 +565,58 @@ fn the_reconnection_countdown_counts_down_to_zero() {
     app.on_event(Event::Connection(ConnectionState::Connected { name: "alice".into() }));
     assert_eq!(app.retry_left(), None);
     assert!(draw(&app, 100, 20).contains("reconnected to 127.0.0.1:5555 as alice"));
+}
+
+/// The member list's row for `name` (its state at the row's end).
+fn member_row(screen: &str, name: &str) -> String {
+    let row = screen.lines().find(|l| l.contains(&format!("│{name} "))).unwrap_or_else(|| panic!("{name}: {screen}"));
+    // The member list is the last box on the row.
+    row.rsplit('│').nth(1).unwrap_or_default().trim().to_owned()
+}
+
+#[test]
+fn an_unsigned_message_under_a_remembered_name_leaves_the_members_key_state() {
+    let mut app = connected();
+    app.on_event(Event::Membership { room: "lobby".into(), name: "carol".into(), joined: true });
+    app.on_event(message(6, "carol", lobby(), "signed", Verified::Verified, false, 3));
+    let Event::Message(m) = message(7, "carol", lobby(), "not me", Verified::Changed, false, 4) else { unreachable!() };
+    app.on_event(Event::Message(Message { signed: false, ..m.clone() }));
+    // Nor is a name listed on an unsigned message's word.
+    app.on_event(Event::Message(Message { id: 8, from: "mallory".into(), signed: false, ..m.clone() }));
+    let screen = draw(&app, 100, 20);
+    let row = member_row(&screen, "carol");
+    assert!(row.ends_with(" verified"), "{row}: {screen}");
+    assert!(!screen.lines().any(|l| l.contains("│mallory ")), "{screen}");
+    assert!(screen.contains("carol (UNSIGNED: maybe not them): not me"), "{screen}");
+    // Signed by another key: that is a change.
+    app.on_event(Event::Message(Message { id: 9, text: "new key".into(), ..m }));
+    let row = member_row(&draw(&app, 100, 20), "carol");
+    assert!(row.ends_with(" CHANGED"), "{row}");
+}
+
+/// A page of history replays an unsigned message under a remembered name
+/// with the mark it had live, not as a changed key.
+#[test]
+fn history_marks_an_unsigned_message_under_a_remembered_name_as_live() {
+    let mut app = connected();
+    let Event::Message(m) = message(7, "carol", lobby(), "not me", Verified::Changed, false, 4) else { unreachable!() };
+    app.on_event(Event::Message(Message { signed: false, ..m }));
+    let live = draw(&app, 100, 20);
+    let mut app = connected();
+    let _ = app.due();
+    let entry = HistoryEntry {
+        verified: Verified::Changed,
+        signed: false,
+        timestamp_ms: T0 + 4 * 60_000,
+        ..stored(7, "carol", lobby(), "not me", false)
+    };
+    let first = Command::History { conversation: lobby(), before: None, limit: super::people::PAGE };
+    app.on_reply(&first, Ok(Reply::History(vec![entry])));
+    let replayed = draw(&app, 100, 20);
+    // The message's cell (the rows around it differ: members, the list).
+    let line = |screen: &str| screen.split('│').find(|cell| cell.contains("not me")).map(str::to_owned);
+    assert!(line(&replayed).is_some_and(|l| l.contains("carol (UNSIGNED: maybe not them): not me")), "{replayed}");
+    assert_eq!(line(&replayed), line(&live));
 }
 
 #[test]
