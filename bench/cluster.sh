@@ -46,6 +46,7 @@ wait_port() {
   return 1
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ n += $1 } END { printf "%.0f\n", n }'; }
 
 if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
   log "installing nats-server"
@@ -109,6 +110,24 @@ gen() { taskset -c $GEN_CORE "$BENCH" "$@" --server-fingerprint "$FP" --json; }
 fan_args=(--clients 50 --messages "$FAN_MSGS" --size 100 --timeout 120)
 dur_args=(--senders 4 --messages "$DUR_MSGS" --size 100 --window 64 --recipients 4 --timeout 300)
 nats_rss() { echo "{\"nats_server_rss_kib\": $(rss_kib "$NATS_PID")}"; }
+# with_nats OUT CMD...: runs CMD, then adds nats-server's CPU during it to OUT.
+with_nats() {
+  local out=$1 before after
+  shift
+  before=$(cpu_ns "$NATS_PID")
+  "$@" >"$out" || true
+  after=$(cpu_ns "$NATS_PID")
+  python3 - "$out" "$before" "$after" <<'PY'
+import json, sys
+path, before, after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    d = json.loads(open(path).readline() or "{}")
+except ValueError:
+    d = {}
+d["nats_server_cpu_secs"] = round((after - before) / 1e9, 3)
+open(path, "w").write(json.dumps(d) + "\n")
+PY
+}
 
 # --- 1. one node, SQLite ------------------------------------------------------
 start_node sqlite
@@ -122,9 +141,9 @@ stop "$NODE_PID"
 start_nats
 start_node nats1 "$NATS_URL"
 log "one node on NATS: fan-out flood"
-gen fanout "${fan_args[@]}" --server "127.0.0.1:$NODE_PORT" --server-pid "$NODE_PID" >"$RAW/nats1_fan.json" || true
+with_nats "$RAW/nats1_fan.json" gen fanout "${fan_args[@]}" --server "127.0.0.1:$NODE_PORT" --server-pid "$NODE_PID"
 log "one node on NATS: durable"
-gen durable "${dur_args[@]}" --server "127.0.0.1:$NODE_PORT" --server-pid "$NODE_PID" >"$RAW/nats1_dur.json" || true
+with_nats "$RAW/nats1_dur.json" gen durable "${dur_args[@]}" --server "127.0.0.1:$NODE_PORT" --server-pid "$NODE_PID"
 nats_rss >"$RAW/nats1_nats.json"
 stop "$NODE_PID"
 stop "$NATS_PID"
@@ -137,9 +156,9 @@ start_node nats2b "$NATS_URL"
 B_PID=$NODE_PID B_PORT=$NODE_PORT
 two=(--server "127.0.0.1:$A_PORT" --server-pid "$A_PID" --node "127.0.0.1:$B_PORT" --node-pid "$B_PID")
 log "two nodes on NATS: fan-out flood"
-gen fanout "${fan_args[@]}" "${two[@]}" >"$RAW/nats2_fan.json" || true
+with_nats "$RAW/nats2_fan.json" gen fanout "${fan_args[@]}" "${two[@]}"
 log "two nodes on NATS: durable"
-gen durable "${dur_args[@]}" "${two[@]}" >"$RAW/nats2_dur.json" || true
+with_nats "$RAW/nats2_dur.json" gen durable "${dur_args[@]}" "${two[@]}"
 nats_rss >"$RAW/nats2_nats.json"
 stop "$A_PID"
 stop "$B_PID"
@@ -158,7 +177,14 @@ def load(name):
 rows = []
 for key, label in [("sqlite", "one node, SQLite"), ("nats1", "one node, NATS"), ("nats2", "two nodes, NATS")]:
     fan, dur, nats = load(f"{key}_fan.json"), load(f"{key}_dur.json"), load(f"{key}_nats.json")
+    def with_nats(d, count, per):
+        # Relay nodes' CPU plus nats-server's, per delivery or message.
+        cpu = (d.get("server_cpu_secs") or 0) + (d.get("nats_server_cpu_secs") or 0)
+        n = d.get(count) or 0
+        return round(cpu * 1e6 / n, 3) if n else None
     rows.append({
+        "fanout_all_cpu_us_per_delivery": with_nats(fan, "deliveries", 1),
+        "durable_all_cpu_us_per_message": with_nats(dur, "acked", 1),
         "setup": label,
         "deliveries_per_sec": fan.get("deliveries_per_sec"),
         "fanout_server_cpu_us_per_delivery": fan.get("server_cpu_us_per_delivery"),
@@ -172,10 +198,11 @@ for key, label in [("sqlite", "one node, SQLite"), ("nats1", "one node, NATS"), 
     })
 with open(out, "w") as f:
     json.dump({"commit": commit, "when": when, "rows": rows}, f, indent=1)
-print(f"| setup | deliveries/s | CPU µs/delivery | durable acked/s | CPU µs/message | RSS per node (KiB) | nats-server RSS (KiB) |")
+print("| setup | deliveries/s | CPU µs/delivery: nodes (+ nats-server) | durable acked/s | CPU µs/message: nodes (+ nats-server) | RSS per node (KiB) | nats-server RSS (KiB) |")
 print("|---|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r['setup']} | {r['deliveries_per_sec']} | {r['fanout_server_cpu_us_per_delivery']} | "
-          f"{r['durable_acked_per_sec']} | {r['durable_server_cpu_us_per_message']} | "
-          f"{r['node_rss_kib']} | {r['nats_server_rss_kib'] or '-'} |")
+    print(f"| {r['setup']} | {r['deliveries_per_sec']:,.0f} | {r['fanout_server_cpu_us_per_delivery']} "
+          f"({r['fanout_all_cpu_us_per_delivery']}) | {r['durable_acked_per_sec']:,.0f} | "
+          f"{r['durable_server_cpu_us_per_message']} ({r['durable_all_cpu_us_per_message']}) | "
+          f"{', '.join(map(str, r['node_rss_kib'] or []))} | {r['nats_server_rss_kib'] or '-'} |")
 EOF
