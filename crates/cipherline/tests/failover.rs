@@ -28,28 +28,14 @@ fn relay(key: &Path, data: &Path, nats: &NatsServer) -> Server {
         "[limits]\nnew_connections_per_ip_per_sec = 1000000\nnew_connections_burst_per_ip = 1000000\n",
     )
     .unwrap();
-    Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--store",
-        nats.url(),
-    ])
+    common::nats_node(key, data, nats.url(), &["--config", config.to_str().unwrap()])
 }
 
 #[test]
 fn a_listener_fails_over_to_the_next_node_and_shows_every_acknowledged_message_once() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("server_x25519");
-    let made =
-        bin().args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()]).stdout(Stdio::null()).status();
-    assert!(made.unwrap().success());
+    let key = common::x25519_key(dir.path());
     let mut a = relay(&key, &dir.path().join("node-a"), &nats);
     let b = relay(&key, &dir.path().join("node-b"), &nats);
     assert_eq!(a.fingerprint, b.fingerprint, "one key, one fingerprint");

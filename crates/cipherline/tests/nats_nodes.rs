@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,21 +17,7 @@ use cipherline_proto::app::{ErrorCode, ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_testkit::NatsServer;
-use common::{Server, bin};
 use tokio::time::timeout;
-
-fn relay(key: &Path, data: &Path, nats: &NatsServer) -> Server {
-    Server::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--store",
-        nats.url(),
-    ])
-}
 
 async fn connect(addr: &str, name: &str, seed: Option<u8>) -> Result<Client, ClientError> {
     let identity = seed.map(|s| Arc::new(IdentityKey::ed25519_from_seed(&[s; 32]).unwrap()));
@@ -51,12 +35,9 @@ fn taken(r: &Result<Client, ClientError>) -> bool {
 fn two_serve_processes_on_one_nats_wake_each_other_share_names_and_a_killed_one_frees_them() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("server_x25519");
-    let made =
-        bin().args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()]).stdout(Stdio::null()).status();
-    assert!(made.unwrap().success());
-    let mut a = relay(&key, &dir.path().join("node-a"), &nats);
-    let b = relay(&key, &dir.path().join("node-b"), &nats);
+    let key = common::x25519_key(dir.path());
+    let mut a = common::nats_node(&key, &dir.path().join("node-a"), nats.url(), &[]);
+    let b = common::nats_node(&key, &dir.path().join("node-b"), nats.url(), &[]);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut bob = connect(&b.addr, "bob", Some(2)).await.unwrap();

@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,24 +18,11 @@ use cipherline_proto::app::{ServerMessage, Target};
 use cipherline_proto::crypto::kem::ServerPublicKey;
 use cipherline_proto::crypto::sign::IdentityKey;
 use cipherline_testkit::NatsServer;
-use common::{Server, bin};
+use common::bin;
 use tokio::time::timeout;
 
 /// `serve` with the X25519 key `key`, the data directory `data` and the
 /// store on `nats`.
-fn relay(key: &Path, data: &Path, nats: &NatsServer) -> Server {
-    Server::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--store",
-        nats.url(),
-    ])
-}
-
 async fn connect(addr: &str, name: &str, seed: u8) -> Client {
     let identity = Arc::new(IdentityKey::ed25519_from_seed(&[seed; 32]).unwrap());
     let options = Options {
@@ -53,11 +38,8 @@ async fn connect(addr: &str, name: &str, seed: u8) -> Client {
 fn a_message_stored_through_one_relay_is_delivered_by_another_on_the_same_nats() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("server_x25519");
-    let made =
-        bin().args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()]).stdout(Stdio::null()).status();
-    assert!(made.unwrap().success());
-    let mut first = relay(&key, &dir.path().join("node-a"), &nats);
+    let key = common::x25519_key(dir.path());
+    let mut first = common::nats_node(&key, &dir.path().join("node-a"), nats.url(), &[]);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         // Bob's key owns his name from his first visit; then he is away.
@@ -75,7 +57,7 @@ fn a_message_stored_through_one_relay_is_delivered_by_another_on_the_same_nats()
     // SIGKILL: the first relay's data directory is left behind, unused.
     first.kill();
 
-    let second = relay(&key, &dir.path().join("node-b"), &nats);
+    let second = common::nats_node(&key, &dir.path().join("node-b"), nats.url(), &[]);
     runtime.block_on(async {
         let mut bob = connect(&second.addr, "bob", 2).await;
         bob.resume(0).await.unwrap();

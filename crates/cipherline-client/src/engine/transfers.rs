@@ -754,6 +754,22 @@ mod tests {
     use super::*;
     use zeroize::Zeroizing;
 
+    /// A running upload `s1` of file `f` (10 bytes) to `to`.
+    fn upload_info(to: Target) -> TransferInfo {
+        TransferInfo {
+            transfer: "s1".into(),
+            outgoing: true,
+            to,
+            from: None,
+            name: "f".into(),
+            done: 0,
+            total: 10,
+            state: TransferState::Running,
+            offer: None,
+            resumed: 0,
+        }
+    }
+
     /// A connector that never connects (nothing here needs one).
     struct Never;
 
@@ -800,6 +816,7 @@ mod tests {
             total: 10,
             state: TransferState::Running,
             offer: None,
+            resumed: 0,
         };
         let report = engine.transfers.add(info, engine.events.clone());
         let task = tokio::task::spawn_local(async move {
@@ -893,18 +910,7 @@ mod tests {
     fn progress_is_dropped_rather_than_waited_for_when_the_front_end_lags() {
         let mut transfers = Transfers::default();
         let (tx, mut rx) = mpsc::channel(1);
-        let info = TransferInfo {
-            transfer: "s1".into(),
-            outgoing: true,
-            to: Target::Room("r".into()),
-            from: None,
-            name: "f".into(),
-            done: 0,
-            total: 10,
-            state: TransferState::Running,
-            offer: None,
-            resumed: 0,
-        };
+        let info = upload_info(Target::Room("r".into()));
         let report = transfers.add(info, tx);
         report.set_upload(7, 0);
         assert_eq!(transfers.key_of("u7").as_deref(), Some("s1"), "an engine upload is found by its local id");
@@ -918,18 +924,7 @@ mod tests {
     fn an_upload_reports_its_start_before_any_progress_and_its_hash_before_its_end() {
         let mut transfers = Transfers::default();
         let (tx, mut rx) = mpsc::channel(1);
-        let info = TransferInfo {
-            transfer: "s1".into(),
-            outgoing: true,
-            to: Target::User("b".into()),
-            from: None,
-            name: "f".into(),
-            done: 0,
-            total: 10,
-            state: TransferState::Running,
-            offer: None,
-            resumed: 0,
-        };
+        let info = upload_info(Target::User("b".into()));
         let report = transfers.add(info, tx);
         report.progress(1);
         // The channel is full: the start is held, not lost, and no
@@ -1004,18 +999,7 @@ mod tests {
     fn an_upload_that_continues_says_where_it_resumed() {
         let mut transfers = Transfers::default();
         let (tx, _rx) = mpsc::channel(1);
-        let info = TransferInfo {
-            transfer: "s1".into(),
-            outgoing: true,
-            to: Target::Room("r".into()),
-            from: None,
-            name: "f".into(),
-            done: 0,
-            total: 10,
-            state: TransferState::Running,
-            offer: None,
-            resumed: 0,
-        };
+        let info = upload_info(Target::Room("r".into()));
         let report = transfers.add(info, tx);
         let resumed = |t: &Transfers| with(&t.table, |t| t.get("s1").map(|e| e.info.resumed));
         assert_eq!(resumed(&transfers), Some(0), "a new upload starts at 0");

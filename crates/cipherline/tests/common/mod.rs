@@ -162,6 +162,28 @@ impl Server {
     }
 }
 
+/// Makes an X25519 server key (fast to create) at `dir/server_x25519`;
+/// returns its path.
+pub fn x25519_key(dir: &Path) -> PathBuf {
+    let key = dir.join("server_x25519");
+    let made = bin()
+        .args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    key
+}
+
+/// A node of a relay on NATS: `serve --store NATS_URL` with the relay's
+/// one `key`, its own data directory `data`, and `extra` arguments.
+pub fn nats_node(key: &Path, data: &Path, nats_url: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()];
+    args.extend(["--key", key.to_str().unwrap(), "--store", nats_url]);
+    args.extend(extra);
+    Server::start(&args)
+}
+
 /// The arguments of a `serve` with an X25519 key (fast to create) and its
 /// data in `dir`, with `[limits]` lines in a configuration file if given.
 fn quick_args(dir: &Path, limits: Option<&str>) -> Vec<String> {
@@ -170,13 +192,7 @@ fn quick_args(dir: &Path, limits: Option<&str>) -> Vec<String> {
         std::fs::write(&path, format!("[limits]\n{l}")).unwrap();
         path
     });
-    let key = dir.join("server_x25519");
-    let made = bin()
-        .args(["keygen", "--type", "x25519", "--out", key.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let key = x25519_key(dir);
     let data = dir.join("server-data");
     let mut args =
         vec!["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--key", key.to_str().unwrap()];
