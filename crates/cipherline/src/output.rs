@@ -2,6 +2,7 @@
 //! each with its signature verdict (PROTOCOL.md §13.7).
 
 use cipherline_client::display::{body, escape};
+use cipherline_client::engine::ReceiverAnswer;
 use cipherline_client::local::{Direction, Msg, OWN_LABEL, UNSIGNED_REMEMBERED_LABEL};
 use cipherline_proto::app::Target;
 use serde_json::json;
@@ -58,6 +59,17 @@ fn message_object(id: u64, from: &str, to: &Target, text: &str, timestamp: u64, 
 /// escaped.
 pub fn history_line(m: &Msg) -> String {
     line(m, &label_mark(&m.label))
+}
+
+/// One receiver's answer to a version-1 file this user offers, escaped:
+/// what `send --file`, `chat` and the terminal UI show of it.
+pub fn receiver_answer(name: &str, by: &str, answer: &ReceiverAnswer) -> String {
+    let (name, by) = (escape(name), escape(by));
+    match answer {
+        ReceiverAnswer::Accepted => format!("{by} accepted {name}"),
+        ReceiverAnswer::Declined => format!("{by} declined {name}"),
+        ReceiverAnswer::Stopped(reason) => format!("{by} stopped receiving {name}: {}", escape(reason)),
+    }
 }
 
 /// The mark of a message that came unsigned under a name whose key is

@@ -45,6 +45,7 @@ fn offers_from_two_senders_get_distinct_ids_and_accept_takes_the_one_named() {
     bob.type_line(&format!("/accept {alice_id}"));
     bob.wait("receiving from-alice.txt (12 bytes) from alice");
     bob.wait("received");
+    alice.wait("* bob accepted from-alice.txt");
     alice.wait("from-alice.txt delivered and verified");
     assert_eq!(std::fs::read_to_string(downloads.join("from-alice.txt")).unwrap(), "alice's file");
     assert!(!downloads.join("from-carol.txt").exists(), "carol's offer is still waiting");
@@ -232,6 +233,15 @@ fn send_file_waits_answer_timeout_for_an_accept_then_reports_what_was_sent() {
     let (code, stderr) = finished(send);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("sent memo.txt (16 bytes)"), "{stderr}");
+    assert!(stderr.contains("bob accepted memo.txt"), "each receiver's answer is shown: {stderr}");
     assert_eq!(std::fs::read_to_string(downloads.join("memo.txt")).unwrap(), "a version-1 memo");
+
+    // Declined: said by whom, and not sent.
+    let send = start_send(&server, &["--no-identity", "--to", "bob", "--answer-timeout", "30", "--file", &file]);
+    let offer = bob.wait("alice offers memo.txt").pop().unwrap();
+    bob.type_line(&format!("/decline {}", offer_id(&offer)));
+    let (code, stderr) = finished(send);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("bob declined memo.txt"), "{stderr}");
     bob.quit();
 }

@@ -213,6 +213,31 @@ pub enum Event {
         /// The recipient that did not get it (raw: escape it).
         to: String,
     },
+    /// One receiver of a version-1 file this user offers answered, or
+    /// stopped receiving it; [`Event::Transfer`] still tells how the whole
+    /// transfer goes. Dropped rather than waited for when the front-end
+    /// lags.
+    Receiver {
+        /// The transfer, as [`Event::Transfer`] names it.
+        transfer: String,
+        /// The file's name (raw).
+        name: String,
+        /// The receiver (raw: escape it).
+        by: String,
+        /// What it did.
+        answer: ReceiverAnswer,
+    },
+}
+
+/// What one receiver of a version-1 file did ([`Event::Receiver`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverAnswer {
+    /// Accepted the offer: the file is sent to it.
+    Accepted,
+    /// Declined the offer.
+    Declined,
+    /// Stopped receiving it, with its reason (raw: escape it).
+    Stopped(String),
 }
 
 /// An end-to-end upload, as [`Event::Upload`] reports it.

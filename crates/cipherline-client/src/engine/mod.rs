@@ -66,7 +66,7 @@ mod event;
 mod handover;
 mod people;
 
-pub use event::{ConnectionState, Event, GroupChange, Message, UploadFacts, Verified};
+pub use event::{ConnectionState, Event, GroupChange, Message, ReceiverAnswer, UploadFacts, Verified};
 pub use handover::Handover;
 pub use people::{Contact, ConversationSummary, HistoryEntry, KeyState, MAX_HISTORY, Member};
 mod facts;

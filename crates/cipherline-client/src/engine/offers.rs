@@ -241,6 +241,11 @@ fn event(transfer: &str, name: &str, (done, total): (u64, u64), state: TransferS
     Event::Transfer { transfer: transfer.to_owned(), name: name.to_owned(), done, total, state, path: None }
 }
 
+/// A receiver's answer to the offer of `name` (transfer `transfer`).
+fn receiver(transfer: &str, name: &str, by: &str, answer: ReceiverAnswer) -> Event {
+    Event::Receiver { transfer: transfer.to_owned(), name: name.to_owned(), by: by.to_owned(), answer }
+}
+
 impl<C: Connector> Engine<C> {
     /// Whether [`Command::SendFile`] to `to` goes the version-1 way: an
     /// open room this user joined, or anything without an end-to-end
@@ -408,6 +413,8 @@ impl<C: Connector> Engine<C> {
     async fn answered(&mut self, live: &mut Live, transfer: u64, by: &str, accept: bool) -> Step {
         let Some(s) = self.offers.sending.as_mut().filter(|s| s.out.transfer == transfer) else { return Step::Go };
         s.out.on_answer(by, accept);
+        let answer = if accept { ReceiverAnswer::Accepted } else { ReceiverAnswer::Declined };
+        let _ = self.events.try_send(receiver(&s.key, &s.name, by, answer));
         if accept {
             s.acks_until = Instant::now() + s.wait;
         }
@@ -449,6 +456,7 @@ impl<C: Connector> Engine<C> {
                 .await;
         }
         s.out.on_cancel(by);
+        let _ = self.events.try_send(receiver(&s.key, &s.name, by, ReceiverAnswer::Stopped(reason.to_owned())));
         if s.out.receivers() == 0 && (!s.out.awaiting_answers() || s.out.sent() > 0) {
             return self
                 .stop_sending(live, FailReason::Cancelled, &format!("{by} stopped receiving it: {reason}"), true)

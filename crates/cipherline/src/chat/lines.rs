@@ -3,13 +3,15 @@
 //! are marked so they cannot pass for another message).
 
 use cipherline_client::display::{body, escape};
-use cipherline_client::engine::{ConnectionState, Event, FailReason, GroupChange, Message, TransferState, Verified};
+use cipherline_client::engine::{
+    ConnectionState, Event, FailReason, GroupChange, Message, ReceiverAnswer, TransferState, Verified,
+};
 use cipherline_proto::app::{Target, fold_name};
 
 use tokio::time::Instant;
 
 use super::{Offer, Shared, State, Transfer};
-use crate::output::UNSIGNED_REMEMBERED;
+use crate::output::{UNSIGNED_REMEMBERED, receiver_answer};
 
 /// Shows one event; `Some(reason)` when the engine stopped for good.
 pub(super) fn on_event(state: &Shared, event: Event) -> Option<String> {
@@ -58,6 +60,12 @@ pub(super) fn on_event(state: &Shared, event: Event) -> Option<String> {
         // An upload's facts are `send --file --json`'s; chat says what
         // it says of an upload from its transfer events.
         Event::Upload(_) => {}
+        // An accept; a decline or a stop is told with the transfer's end
+        // when it was the last receiver's.
+        Event::Receiver { name, by, answer: answer @ ReceiverAnswer::Accepted, .. } => {
+            st.show(format!("* {}", receiver_answer(&name, &by, &answer)));
+        }
+        Event::Receiver { .. } => {}
         Event::Transfer { transfer, name, done, total, state, path } => {
             transfer_line(&mut st, &transfer, &name, (done, total), state, path.as_deref());
         }

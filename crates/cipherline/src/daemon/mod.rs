@@ -202,7 +202,9 @@ async fn run_here(args: &'static DaemonArgs) -> Result<(), CliError> {
         while let Some(event) = events.recv().await {
             // An upload's facts are `send --file --json`'s: a bot has its
             // transfer notifications (and `files.list`).
-            if matches!(event, Event::Upload(_)) {
+            // A receiver's answer is the sender's front-end's to show: a bot
+            // has the transfer's notifications.
+            if matches!(event, Event::Upload(_) | Event::Receiver { .. }) {
                 continue;
             }
             if let Event::Connection(ConnectionState::Stopped { reason }) = &event {

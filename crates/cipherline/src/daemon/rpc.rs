@@ -266,7 +266,7 @@ pub(super) fn notification(event: &Event) -> String {
         Event::Expired { id, to } => ("expired", json!({ "id": id, "to": to })),
         Event::Group { id, text, .. } => ("group", json!({ "id": id, "text": text })),
         // (An upload's facts are not passed on: see daemon/mod.rs.)
-        Event::FileOffered { .. } | Event::Transfer { .. } | Event::Upload(_) => {
+        Event::FileOffered { .. } | Event::Transfer { .. } | Event::Upload(_) | Event::Receiver { .. } => {
             super::files::notification(event).unwrap_or(("transfer", Value::Null))
         }
         Event::Connection(state) => (

@@ -149,7 +149,7 @@ pub(super) async fn run(args: &'static DaemonArgs, path: &Path) -> Result<(), Cl
 async fn forward(mut events: mpsc::Receiver<Event>, handover: Handover, shared: Shared) {
     while let Some(event) = events.recv().await {
         // An upload's facts are `send --file --json`'s (see daemon/mod.rs).
-        if matches!(event, Event::Upload(_)) {
+        if matches!(event, Event::Upload(_) | Event::Receiver { .. }) {
             continue;
         }
         let line: Rc<str> = notification(&event).into();

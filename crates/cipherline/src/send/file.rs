@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use cipherline_client::ClientError;
 use cipherline_client::display::escape;
-use cipherline_client::engine::{Command, ConnectionState, Event, FailReason, Reply, TransferState, UploadFacts};
+use cipherline_client::engine::{
+    Command, ConnectionState, Event, FailReason, ReceiverAnswer, Reply, TransferState, UploadFacts,
+};
 use indicatif::ProgressBar;
 use serde_json::json;
 
@@ -79,6 +81,7 @@ impl Front {
             };
             match event {
                 Event::Upload(facts) if facts.transfer == transfer => shown.facts(facts),
+                Event::Receiver { transfer: t, name, by, answer } if t == transfer => shown.answer(&name, &by, &answer),
                 Event::Transfer { transfer: t, done, total, state, .. } if t == transfer => match state {
                     TransferState::Done => return shown.sent(),
                     TransferState::Failed { reason, why } => return Err(shown.failed(&reason, &why)),
@@ -151,6 +154,13 @@ impl Shown {
     }
 
     /// Bytes done of total (an upload's shown once it has started).
+    /// One receiver's answer to a version-1 offer, on standard error (as
+    /// the progress bar and the outcome).
+    fn answer(&self, name: &str, by: &str, answer: &ReceiverAnswer) {
+        let Shown::Offer { bar, .. } = self else { return };
+        bar.suspend(|| eprintln!("{}", crate::output::receiver_answer(name, by, answer)));
+    }
+
     fn progress(&mut self, done: u64, total: u64) {
         match self {
             Shown::Upload { bar, progress, .. } => {

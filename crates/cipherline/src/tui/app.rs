@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 
-use cipherline_client::engine::{Command, ConnectionState, Event, Message, Reply, Verified};
+use cipherline_client::engine::{Command, ConnectionState, Event, Message, ReceiverAnswer, Reply, Verified};
 use cipherline_proto::app::{Target, fold_name};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind};
 
@@ -408,6 +408,12 @@ impl App {
             // An upload's facts are `send --file --json`'s; the TUI shows
             // an upload from its transfer events.
             Event::Upload(_) => {}
+            // An accept (a decline or a stop is told with the transfer's
+            // end when it was the last receiver's).
+            Event::Receiver { name, by, answer: answer @ ReceiverAnswer::Accepted, .. } => {
+                self.notice(crate::output::receiver_answer(&name, &by, &answer), false);
+            }
+            Event::Receiver { .. } => {}
             Event::Transfer { transfer, name, done, total, state, path } => {
                 self.on_transfer_event(transfer, name, (done, total), &state, path);
             }
