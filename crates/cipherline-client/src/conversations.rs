@@ -43,6 +43,11 @@ use crate::files::records::{DownloadRecord, DownloadState};
 use crate::groups::{GroupKind, Outcome};
 use crate::local::LocalStore;
 
+/// About how many bytes of a Welcome each member of the group takes (its
+/// leaf in the ratchet tree, with the X-Wing suite's public keys): 1,384,829
+/// bytes at 1,000 members (BENCHMARKS.md).
+const TREE_BYTES_PER_MEMBER: u64 = 1400;
+
 /// The directory of the MLS state files in the data directory.
 pub const STATE_DIR: &str = "mls";
 /// Longest wait for another process's MLS operation.
@@ -628,6 +633,17 @@ impl Conversations {
             Ok(CommitOutcome::Stale(epoch)) => {
                 conv.abandon().map_err(e2e)?;
                 Err(ClientError::Stale { epoch })
+            }
+            Err(ClientError::TooLong { size, max }) if !invited.is_empty() => {
+                let _ = conv.abandon();
+                // The Welcome carries the whole ratchet tree (PROTOCOL.md
+                // §13.11): say what limits the room, not just the bytes.
+                Err(ClientError::EndToEnd(format!(
+                    "the commit adding them is {size} bytes, more than the server's {max}: its Welcome carries \
+                     the room's whole ratchet tree, about {TREE_BYTES_PER_MEMBER} bytes per member, so an \
+                     end-to-end room on this server takes about {} members",
+                    u64::from(max) / TREE_BYTES_PER_MEMBER
+                )))
             }
             Err(e) => {
                 let _ = conv.abandon();

@@ -182,6 +182,41 @@ fn people_joining_a_public_room_at_once_all_get_in() {
     assert_eq!(names, ["alice", "bob", "carol", "dave"]);
 }
 
+/// An invitation whose commit would be larger than the server accepts
+/// (its Welcome carries the ratchet tree, PROTOCOL.md §13.11) is refused
+/// before it is sent, saying what limits the room; the room is unchanged
+/// and a smaller invitation still works.
+#[test]
+fn an_invitation_too_large_for_the_server_says_how_many_members_a_room_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits =
+        "max_message_bytes = 17408\nnew_connections_per_ip_per_sec = 1000\nnew_connections_burst_per_ip = 1000\n";
+    let server = Server::quick_with_limits(dir.path(), Some(limits));
+    let names: Vec<String> = (0..16).map(|i| format!("m{i:02}")).collect();
+    let publishing: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let mut listen = server.client("listen", name);
+            listen.args(["--timeout", "3"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+            listen.spawn().unwrap()
+        })
+        .collect();
+    for mut listen in publishing {
+        assert!(listen.wait().unwrap().success());
+    }
+    ok(&run(&server, "room", "alice", &["create", "big"]));
+    let mut invite = vec!["invite", "big"];
+    invite.extend(names.iter().map(String::as_str));
+    let out = run(&server, "room", "alice", &invite);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("ratchet tree") && err.contains("takes about 12 members"), "{err}");
+    ok(&run(&server, "room", "alice", &["invite", "big", "m00"]));
+    let members = json_lines(&ok(&run(&server, "room", "alice", &["members", "big", "--json"])));
+    let names: Vec<&str> = members.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "m00"]);
+}
+
 #[test]
 fn an_open_room_is_marked_and_readable_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
