@@ -27,25 +27,8 @@ SERVER_CORE=0
 GEN_CORE=1
 if [ "$QUICK" = 1 ]; then FAN_MSGS=50; DUR_MSGS=500; else FAN_MSGS=200; DUR_MSGS=2500; fi
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-log() { printf '== %s\n' "$*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listening on port $1" >&2
-  return 1
-}
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ n += $1 } END { printf "%.0f\n", n }'; }
 
 if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then

@@ -42,20 +42,8 @@ FAN_CLIENTS=50
 FAN_SIZE=100
 FAN_RATE=20
 
-# Only processes this script started are ever stopped, by their pid.
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-stop() { # stop PID: SIGTERM, then wait for it
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
-log() { printf '== %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # --- what this needs ------------------------------------------------------
 need=()
@@ -100,18 +88,6 @@ openssl req -x509 -new -key "$WORK/rsa2048.pem" -subj /CN=127.0.0.1 -addext subj
   -days 2 -out "$WORK/cert.pem" 2>/dev/null
 "$CL" keygen --type rsa --bits 3072 --out "$WORK/rsa3072" >/dev/null
 "$CL" keygen --type x25519 --out "$WORK/x25519" >/dev/null
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # wait_port PORT: until something listens there (10 s at most)
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listening on port $1" >&2
-  return 1
-}
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # The relay with its message- and byte-rate limits lifted, as ngircd's flood
 # protection is, a queue long enough for the flood (50 x 200 messages), and
