@@ -95,3 +95,61 @@ fn a_listener_fails_over_to_the_next_node_and_shows_every_acknowledged_message_o
         assert_eq!(seen.get(text), Some(&1), "{text} shown exactly once: {seen:?}");
     }
 }
+
+/// A refused key at one address ends the attempt: the client does not go
+/// on to the next address, since every node of one relay presents the same
+/// key and a different one is an attack, not a node that is down (exit 3).
+/// Without the pin's refusal the same command succeeds on the right node.
+#[test]
+fn a_refused_key_at_one_address_is_not_passed_over_for_the_next() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (right, other) = (Server::quick(dir_a.path()), Server::quick(dir_b.path()));
+    assert_ne!(right.fingerprint, other.fingerprint);
+    let listen = |first: &str, second: &str| {
+        bin()
+            .env("CIPHERLINE_HOME", home_of(&right, "carl"))
+            .args(["listen", "--name", "carl", "--no-identity", "--timeout", "1"])
+            .args(["--server", first, "--server", second, "--server-fingerprint", &right.fingerprint])
+            .output()
+            .unwrap()
+    };
+    let out = listen(&other.addr, &right.addr);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = listen(&right.addr, &other.addr);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Each address is trusted on its own: the relay's key, known at one node's
+/// address, is a first contact at another's, refused without `--accept-new`
+/// (or a pin) even though it is the same key (exit 3).
+#[test]
+fn a_known_key_at_a_new_address_is_a_first_contact_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::x25519_key(dir.path());
+    let node = |name: &str| {
+        let data = dir.path().join(name);
+        Server::start(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+    };
+    let (a, b) = (node("node-a"), node("node-b"));
+    assert_eq!(a.fingerprint, b.fingerprint);
+    let listen = |server: &Server, trust: &[&str]| {
+        bin()
+            .env("CIPHERLINE_HOME", home_of(&a, "dora"))
+            .args(["listen", "--name", "dora", "--no-identity", "--timeout", "1", "--server", &server.addr])
+            .args(trust)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(listen(&a, &["--accept-new"]).status.code(), Some(0), "first contact at a, accepted");
+    assert_eq!(listen(&a, &[]).status.code(), Some(0), "known at a");
+    let out = listen(&b, &[]);
+    assert_eq!(out.status.code(), Some(3), "same key, new address: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listen(&b, &["--accept-new"]).status.code(), Some(0), "accepted at b too");
+}
