@@ -200,6 +200,11 @@ fn a_message_waits_for_a_client_and_is_acknowledged_only_once_written() {
     let mut later = Client::connected(&path);
     assert_eq!(later.message("while nobody listened")["from"], "alice");
     drop(later);
+    // The daemon must have seen that client go before the next message
+    // arrives: written into the socket of a client that closed it but
+    // was not yet noticed, a message counts as written (docs/daemon.md),
+    // and would not come again after the crash below.
+    std::thread::sleep(Duration::from_secs(1));
 
     // This one reaches the daemon, which holds it for a client; killed
     // before one connects, the daemon never acknowledged it.
