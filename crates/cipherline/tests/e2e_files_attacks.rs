@@ -394,7 +394,8 @@ fn hostile_announcements_never_escape_the_directory_replace_a_file_or_pass_the_l
     }
     assert_eq!(ids["withheld.bin"], ["d1"], "the partial file's name above");
     assert!(!end.contains_key(&ids["withheld.bin"][0]), "the withheld file neither saved nor failed");
-    let why = end[&ids["mismatch.bin"][0]].as_ref().expect_err("mismatch");
+    let mismatch = ids.get("mismatch.bin").and_then(|ids| end.get(&ids[0]));
+    let why = mismatch.unwrap_or_else(|| panic!("mismatch.bin did not end: {seen:?}")).as_ref().expect_err("mismatch");
     assert!(why.contains("corrupted or tampered with"), "{why}");
     // Every saved file is the sender's content, where expected.
     for (name, saved) in &names {
